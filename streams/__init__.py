@@ -1,0 +1,1 @@
+"""Watchfloor streams: event schema, ingestion, Faust agents and Redis state."""
