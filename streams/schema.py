@@ -80,6 +80,8 @@ class Reason(str, enum.Enum):
     OUTSIDE_JURISDICTION = "outside_jurisdiction"
     IMPOSSIBLE_TIMESTAMP = "impossible_timestamp"
     TOO_LATE = "too_late"
+    WRONG_TOPIC = "wrong_topic"
+    DUPLICATE_ID = "duplicate_id"
 
 
 class InvalidRecord(ValueError):

@@ -1,0 +1,103 @@
+"""The Redis key layout, in one place (pure: builds names, touches nothing).
+
+All keys start with the configured prefix ``P``:
+
+=============================  ======  ====================================================
+key                            type    holds
+=============================  ======  ====================================================
+``P:b:{minute}``               hash    ``{cell}|{category}`` -> calls received in that
+                                       event-time minute (``ALL`` is every category);
+                                       cells at every counted H3 resolution
+``P:buckets``                  zset    minutes that have a bucket (for expiry)
+``P:open``                     hash    ``{cell}`` -> open incidents, every resolution
+``P:rt:{hour}``                hash    ``{kind}|{area}|n``, ``|sum`` (seconds) and ``|le{s}``
+                                       histogram bins of response times ending that hour;
+                                       kind is ``dispatch`` (received -> dispatched) or
+                                       ``travel`` (dispatched -> on scene); area is the
+                                       coarsest counted cell
+``P:rthours``                  zset    hours that have a response-time hash
+``P:off:{kind}:{partition}``   string  last Kafka offset applied (kind: call / update)
+``P:wm:{kind}:{partition}``    string  event-time watermark (epoch s) of that partition
+``P:horizon``                  string  epoch minute below which buckets have expired
+``P:call:{partition}:{id}``    hash    worker-internal state of one call (cells, times,
+                                       status); never coordinates
+``P:callq:{partition}``        zset    call ids by received time (retention)
+``P:openq:{partition}``        zset    open call ids by received time (stale timeout)
+``P:pend:{partition}:{id}``    list    updates that arrived before their call
+``P:pendq:{partition}``        zset    call ids with pending updates, by time
+``P:metrics``                  hash    exact counters (events, dead letters by reason, ...)
+=============================  ======  ====================================================
+
+State of a call lives under its partition so that only the worker owning that
+partition ever writes it (the commit checks the partition's offset first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL = "ALL"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix.
+
+    >>> k = Keys("wf")
+    >>> k.bucket(28_000_000), k.call(3, "A-1"), k.offset("call", 3)
+    ('wf:b:28000000', 'wf:call:3:A-1', 'wf:off:call:3')
+    """
+
+    prefix: str
+
+    def bucket(self, minute: int) -> str:
+        return f"{self.prefix}:b:{minute}"
+
+    @property
+    def buckets(self) -> str:
+        return f"{self.prefix}:buckets"
+
+    @property
+    def open(self) -> str:
+        return f"{self.prefix}:open"
+
+    def rt(self, hour: int) -> str:
+        return f"{self.prefix}:rt:{hour}"
+
+    @property
+    def rt_hours(self) -> str:
+        return f"{self.prefix}:rthours"
+
+    def offset(self, kind: str, partition: int) -> str:
+        return f"{self.prefix}:off:{kind}:{partition}"
+
+    def watermark(self, kind: str, partition: int) -> str:
+        return f"{self.prefix}:wm:{kind}:{partition}"
+
+    @property
+    def horizon(self) -> str:
+        return f"{self.prefix}:horizon"
+
+    def call(self, partition: int, call_id: str) -> str:
+        return f"{self.prefix}:call:{partition}:{call_id}"
+
+    def callq(self, partition: int) -> str:
+        return f"{self.prefix}:callq:{partition}"
+
+    def openq(self, partition: int) -> str:
+        return f"{self.prefix}:openq:{partition}"
+
+    def pending(self, partition: int, call_id: str) -> str:
+        return f"{self.prefix}:pend:{partition}:{call_id}"
+
+    def pendq(self, partition: int) -> str:
+        return f"{self.prefix}:pendq:{partition}"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}:metrics"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key under the prefix."""
+        return f"{self.prefix}:*"

@@ -1,0 +1,52 @@
+"""Render the worker's exact counters in the Prometheus text format (pure).
+
+Counters live in the Redis hash ``P:metrics`` as ``name`` or ``name|label``
+(the label is the dead-letter reason, the event kind, ...), updated in the same
+transaction as the counts they describe.
+"""
+
+from __future__ import annotations
+
+#: Label name used for each labelled counter.
+_LABELS = {
+    "deadletter_total": "reason",
+    "events_total": "kind",
+    "response_time_negative_total": "kind",
+}
+
+_HELP = {
+    "events_total": "Valid events folded into the counts, by kind.",
+    "deadletter_total": "Records refused and sent to the dead-letter topic, by reason.",
+    "pii_fields_dropped_total": "Fields outside the schema (caller data, addresses) dropped at ingestion.",
+    "redelivered_skipped_total": "Records redelivered after a restart and skipped because already counted.",
+    "updates_pending_total": "Incident updates that arrived before their call and were held.",
+    "stale_closed_total": "Calls that never closed and stopped counting as open after the timeout.",
+    "orphan_updates_expired_total": "Held updates whose call never arrived, dropped at retention.",
+    "response_time_negative_total": "Status times earlier than the previous status (not sampled).",
+}
+
+
+def render_prometheus(counters: dict[str, int], prefix: str = "watchfloor_") -> str:
+    """Counters as Prometheus exposition text.
+
+    >>> print(render_prometheus({"events_total|call": 3, "deadletter_total|not_json": 1}), end="")
+    # HELP watchfloor_deadletter_total Records refused and sent to the dead-letter topic, by reason.
+    # TYPE watchfloor_deadletter_total counter
+    watchfloor_deadletter_total{reason="not_json"} 1
+    # HELP watchfloor_events_total Valid events folded into the counts, by kind.
+    # TYPE watchfloor_events_total counter
+    watchfloor_events_total{kind="call"} 3
+    """
+    families: dict[str, list[tuple[str | None, int]]] = {}
+    for key, value in counters.items():
+        name, _, label = key.partition("|")
+        families.setdefault(name, []).append((label or None, value))
+    lines = []
+    for name in sorted(families):
+        full = prefix + name
+        lines.append(f"# HELP {full} {_HELP.get(name, name)}")
+        lines.append(f"# TYPE {full} counter")
+        for label, value in sorted(families[name], key=lambda lv: lv[0] or ""):
+            tag = f'{{{_LABELS.get(name, "label")}="{label}"}}' if label else ""
+            lines.append(f"{full}{tag} {value}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,334 @@
+"""Turn a batch of consumed records into one atomic list of Redis writes (pure).
+
+This is the core of exact counting. The worker, for each batch it takes from
+Kafka:
+
+1. reads a :class:`Snapshot` of what it needs from Redis (the last applied
+   offset and watermark of each partition in the batch, the state of the calls
+   the batch mentions, their pending updates);
+2. calls :func:`plan_batch`, which validates every record, skips those at or
+   below the applied offset (a redelivery after a crash), and returns a
+   :class:`Plan`: the writes, the new offsets and watermarks, the dead letters;
+3. commits the plan with one Redis script that first checks that every
+   partition's offset is still the one in the snapshot (compare-and-set), then
+   applies all writes and the new offsets together, or nothing.
+
+So a batch is counted once or not at all, whatever crashes or rebalances
+happen; a worker that lost the race re-reads and re-plans.
+
+Call state is keyed by partition: ``calls`` and ``incident-updates`` are
+co-partitioned, so a call and its updates share a partition number, and the
+offset check protects the state of every call in it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+
+from streams.keys import ALL, Keys
+from streams.rolling import cells_for, hour_of, minute_of, rt_bin
+from streams.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Reason, Status, parse_event
+
+CALL = "call"
+UPDATE = "update"
+KINDS = (CALL, UPDATE)
+
+OPEN = "open"
+CLOSED = "closed"
+#: Status of a call that never closed and timed out (see ``open_timeout_s``).
+STALE = "stale"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed Kafka record: which topic kind it came from, where, and its bytes."""
+
+    kind: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class CallState:
+    """What the worker remembers about a call (no coordinates, no caller data)."""
+
+    cells: tuple[str, ...]
+    category: str
+    received: float
+    dispatched: float | None = None
+    on_scene: float | None = None
+    status: str = OPEN
+    travel_done: bool = False
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "c": ",".join(self.cells),
+            "k": self.category,
+            "r": repr(self.received),
+            "d": "" if self.dispatched is None else repr(self.dispatched),
+            "o": "" if self.on_scene is None else repr(self.on_scene),
+            "s": self.status,
+            "t": "1" if self.travel_done else "",
+        }
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> CallState:
+        return cls(
+            cells=tuple(h["c"].split(",")),
+            category=h["k"],
+            received=float(h["r"]),
+            dispatched=float(h["d"]) if h.get("d") else None,
+            on_scene=float(h["o"]) if h.get("o") else None,
+            status=h.get("s", OPEN),
+            travel_done=h.get("t") == "1",
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What :func:`plan_batch` needs to know from Redis. Missing partitions mean "nothing applied yet"."""
+
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    watermarks: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: Epoch minute below which buckets have expired (None: nothing expired yet).
+    horizon: int | None = None
+    calls: dict[tuple[int, str], CallState] = field(default_factory=dict)
+    pending: dict[tuple[int, str], list[bytes]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    source: Incoming
+    reason: Reason
+    detail: str
+
+
+@dataclass
+class Plan:
+    """Writes for one batch. ``ops`` is the flat op list the commit script runs (see ``state.py``)."""
+
+    ops: list[str] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    watermarks: dict[tuple[str, int], float] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    metrics: Counter = field(default_factory=Counter)
+    applied: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    keys: Keys
+    resolutions: tuple[int, ...]
+    allowed_lateness_s: float
+    jurisdiction: Jurisdiction | None = None
+
+
+def plan_batch(batch: list[Incoming], snapshot: Snapshot, config: PlanConfig, *, now: float) -> Plan:
+    """Validate and fold a batch into Redis writes. Pure: same inputs, same plan.
+
+    Records are handled in batch order, which keeps each partition's Kafka
+    order. ``now`` is the wall clock used only to refuse events from the future.
+    """
+    b = _Builder(snapshot, config)
+    for rec in batch:
+        b.take(rec, now)
+    return b.finish()
+
+
+class _Builder:
+    def __init__(self, snapshot: Snapshot, config: PlanConfig) -> None:
+        self.snap = snapshot
+        self.cfg = config
+        self.k = config.keys
+        self.plan = Plan()
+        self.incr: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.calls: dict[tuple[int, str], CallState | None] = {}
+        self.pending: dict[tuple[int, str], list[bytes]] = {}
+        self.new_calls: list[tuple[int, str, float]] = []
+        self.closed: list[tuple[int, str]] = []
+        self.minutes: set[int] = set()
+        self.hours: set[int] = set()
+        self.pend_times: dict[tuple[int, str], float] = {}
+
+    # -- per record ---------------------------------------------------------
+
+    def take(self, rec: Incoming, now: float) -> None:
+        tp = (rec.kind, rec.partition)
+        last = self.plan.offsets.get(tp, self.snap.offsets.get(tp, -1))
+        if rec.offset <= last:
+            self.plan.skipped += 1
+            self.plan.metrics["redelivered_skipped_total"] += 1
+            return
+        self.plan.offsets[tp] = rec.offset
+        self.plan.applied += 1
+        try:
+            parsed = parse_event(rec.value, now=now, jurisdiction=self.cfg.jurisdiction)
+            event = parsed.event
+            if event.type != rec.kind:
+                raise InvalidRecord(Reason.WRONG_TOPIC, f"a {event.type!r} record arrived on the {rec.kind} topic")
+            t = event.received_at if isinstance(event, Call) else event.at
+            self._check_time(tp, t)
+        except InvalidRecord as exc:
+            self.plan.dead_letters.append(DeadLetter(rec, exc.reason, exc.detail))
+            self.plan.metrics[f"deadletter_total|{exc.reason.value}"] += 1
+            return
+        if parsed.dropped_fields:
+            self.plan.metrics["pii_fields_dropped_total"] += len(parsed.dropped_fields)
+        if isinstance(event, Call):
+            if self._state(rec.partition, event.id) is not None:
+                self.plan.dead_letters.append(DeadLetter(rec, Reason.DUPLICATE_ID, f"call id {event.id!r} was already counted"))
+                self.plan.metrics[f"deadletter_total|{Reason.DUPLICATE_ID.value}"] += 1
+                return
+            self._add_call(rec.partition, event)
+        else:
+            self._add_update(rec.partition, event, rec.value)
+        self.plan.metrics[f"events_total|{rec.kind}"] += 1
+
+    def _check_time(self, tp: tuple[str, int], t: float) -> None:
+        wm = self.plan.watermarks.get(tp, self.snap.watermarks.get(tp))
+        if wm is not None and t < wm - self.cfg.allowed_lateness_s:
+            raise InvalidRecord(
+                Reason.TOO_LATE,
+                f"event time is {wm - t:.0f} s behind its partition's watermark; the allowed lateness is {self.cfg.allowed_lateness_s:.0f} s",
+            )
+        if self.snap.horizon is not None and minute_of(t) < self.snap.horizon:
+            raise InvalidRecord(Reason.TOO_LATE, "event time is older than the retention: its bucket has already expired")
+        if wm is None or t > wm:
+            self.plan.watermarks[tp] = t
+
+    # -- calls and updates --------------------------------------------------
+
+    def _state(self, partition: int, call_id: str) -> CallState | None:
+        key = (partition, call_id)
+        if key not in self.calls:
+            self.calls[key] = self.snap.calls.get(key)
+        return self.calls[key]
+
+    def _add_call(self, partition: int, call: Call) -> None:
+        cells = cells_for(call.lat, call.lng, self.cfg.resolutions)
+        minute = minute_of(call.received_at)
+        bucket = self.k.bucket(minute)
+        self.minutes.add(minute)
+        for cell in cells:
+            self.incr[(bucket, f"{cell}|{call.category.value}")] += 1
+            self.incr[(bucket, f"{cell}|{ALL}")] += 1
+            self.incr[(self.k.open, cell)] += 1
+        key = (partition, call.id)
+        self.calls[key] = CallState(cells=cells, category=call.category.value, received=call.received_at)
+        self.new_calls.append((partition, call.id, call.received_at))
+        waiting = self.pending.get(key, self.snap.pending.get(key, []))
+        if waiting:
+            self.pending[key] = []
+            updates = [parse_event(raw, now=float("inf")).event for raw in waiting]
+            for upd in sorted(updates, key=lambda u: u.at):  # type: ignore[union-attr]
+                self._apply_update(partition, upd)  # type: ignore[arg-type]
+
+    def _add_update(self, partition: int, upd: IncidentUpdate, raw: bytes) -> None:
+        key = (partition, upd.call_id)
+        if self._state(partition, upd.call_id) is None:
+            # The call has not been seen yet (the two topics are consumed
+            # independently): keep the update until it arrives.
+            self.pending.setdefault(key, list(self.snap.pending.get(key, []))).append(raw)
+            self.pend_times[key] = upd.at
+            self.plan.metrics["updates_pending_total"] += 1
+            return
+        self._apply_update(partition, upd)
+
+    def _apply_update(self, partition: int, upd: IncidentUpdate) -> None:
+        key = (partition, upd.call_id)
+        st = self.calls[key]
+        assert st is not None
+        if upd.status is Status.DISPATCHED and st.dispatched is None:
+            st = replace(st, dispatched=upd.at)
+            self._sample("dispatch", st, upd.at - st.received, upd.at)
+        elif upd.status is Status.ON_SCENE and st.on_scene is None:
+            st = replace(st, on_scene=upd.at)
+        elif upd.status is Status.CLOSED and st.status == OPEN:
+            st = replace(st, status=CLOSED)
+            for cell in st.cells:
+                self.incr[(self.k.open, cell)] -= 1
+            self.closed.append(key)
+        if st.dispatched is not None and st.on_scene is not None and not st.travel_done:
+            st = replace(st, travel_done=True)
+            self._sample("travel", st, st.on_scene - st.dispatched, st.on_scene)
+        self.calls[key] = st
+
+    def _sample(self, kind: str, st: CallState, seconds: float, at: float) -> None:
+        if seconds < 0:
+            self.plan.metrics[f"response_time_negative_total|{kind}"] += 1
+            return
+        hour = hour_of(at)
+        self.hours.add(hour)
+        rt = self.k.rt(hour)
+        area = st.cells[-1]
+        self.incr[(rt, f"{kind}|{area}|n")] += 1
+        self.incr[(rt, f"{kind}|{area}|sum")] += round(seconds)
+        self.incr[(rt, f"{kind}|{area}|{rt_bin(seconds)}")] += 1
+
+    # -- output -------------------------------------------------------------
+
+    def finish(self) -> Plan:
+        ops = self.plan.ops
+        for (key, fld), n in self.incr.items():
+            if n:
+                ops += ["I", key, fld, str(n)]
+        for minute in sorted(self.minutes):
+            ops += ["Z", self.k.buckets, str(minute), str(minute)]
+        for hour in sorted(self.hours):
+            ops += ["Z", self.k.rt_hours, str(hour), str(hour)]
+        for (partition, call_id), st in self.calls.items():
+            if st is None:
+                continue
+            if st != self.snap.calls.get((partition, call_id)):
+                ckey = self.k.call(partition, call_id)
+                for fld, value in st.to_hash().items():
+                    ops += ["H", ckey, fld, value]
+        for partition, call_id, received in self.new_calls:
+            ops += ["Z", self.k.callq(partition), repr(received), call_id]
+            if self.calls[(partition, call_id)].status == OPEN:  # type: ignore[union-attr]
+                ops += ["Z", self.k.openq(partition), repr(received), call_id]
+        for partition, call_id in self.closed:
+            ops += ["R", self.k.openq(partition), call_id]
+        for (partition, call_id), waiting in self.pending.items():
+            pkey = self.k.pending(partition, call_id)
+            ops += ["D", pkey]
+            if waiting:
+                ops += ["Z", self.k.pendq(partition), repr(self.pend_times.get((partition, call_id), 0.0)), call_id]
+                for raw in waiting:
+                    ops += ["P", pkey, raw.decode()]
+            else:
+                ops += ["R", self.k.pendq(partition), call_id]
+        for name, n in sorted(self.plan.metrics.items()):
+            ops += ["I", self.k.metrics, name, str(n)]
+        return self.plan
+
+
+def encode_deadletter(dl: DeadLetter, topic: str, *, at: float) -> bytes:
+    """The dead-letter record: the original bytes (base64), the reason, and where they came from.
+
+    ``topic``/``partition``/``offset`` identify the record, so a consumer of the
+    dead-letter topic can drop the copy a redelivery after a crash may add.
+
+    >>> dl = DeadLetter(Incoming("call", 2, 17, b"{oops"), Reason.NOT_JSON, "record is not valid UTF-8 JSON")
+    >>> json.loads(encode_deadletter(dl, "wf.calls", at=0))["original_b64"]
+    'e29vcHM='
+    """
+    import base64
+
+    return json.dumps(
+        {
+            "v": 1,
+            "reason": dl.reason.value,
+            "detail": dl.detail,
+            "topic": topic,
+            "partition": dl.source.partition,
+            "offset": dl.source.offset,
+            "refused_at": at,
+            "original_b64": base64.b64encode(dl.source.value).decode(),
+        },
+        separators=(",", ":"),
+    ).encode()

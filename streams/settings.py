@@ -1,0 +1,110 @@
+"""Worker and replay settings, read from the environment.
+
+Every value has a default that runs the local stack (``infra/stack.py``). A
+malformed value raises :class:`SettingsError` naming the variable, what it
+found and what it expected. Settings are built by :func:`load_settings`, never
+at import time, so tests can pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from streams.schema import Jurisdiction
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the worker cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Topic names are ``{topic_prefix}.calls`` etc.; tests use unique prefixes.
+    topic_prefix: str = "wf"
+    #: Every Redis key starts with ``{redis_prefix}:``.
+    redis_prefix: str = "wf"
+    app_id: str = "watchfloor-worker"
+    partitions: int = 4
+    #: Finest H3 resolution counted; ``parent_levels`` coarser ones are counted too.
+    h3_resolution: int = 8
+    h3_parent_levels: int = 2
+    #: Events older than their partition's event-time watermark minus this are late.
+    allowed_lateness_s: int = 15 * 60
+    #: Buckets and call state older than the watermark minus this are deleted.
+    retention_s: int = 8 * 24 * 3600
+    #: A call with no "closed" update stops counting as open after this long.
+    open_timeout_s: int = 6 * 3600
+    jurisdiction: Jurisdiction | None = None
+    batch_size: int = 1000
+    batch_within_s: float = 0.2
+    web_port: int = 6066
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.h3_resolution <= 15:
+            raise SettingsError(f"h3_resolution must be 0..15, found {self.h3_resolution}")
+        if not 0 <= self.h3_parent_levels <= self.h3_resolution:
+            raise SettingsError(f"h3_parent_levels must be 0..h3_resolution ({self.h3_resolution}), found {self.h3_parent_levels}")
+        if self.partitions < 1:
+            raise SettingsError(f"partitions must be >= 1, found {self.partitions}")
+        if not 0 <= self.allowed_lateness_s < self.retention_s:
+            raise SettingsError(
+                f"allowed_lateness_s ({self.allowed_lateness_s}) must be >= 0 and below retention_s ({self.retention_s}): "
+                "a late event must never land in a bucket that has already expired"
+            )
+        if self.retention_s < 24 * 3600:
+            raise SettingsError(f"retention_s must cover the 24 h rolling window, found {self.retention_s}")
+        if self.batch_size < 1 or self.batch_within_s <= 0:
+            raise SettingsError(f"batch_size must be >= 1 and batch_within_s > 0, found {self.batch_size}, {self.batch_within_s}")
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Counted H3 resolutions, finest first."""
+        return tuple(range(self.h3_resolution, self.h3_resolution - self.h3_parent_levels - 1, -1))
+
+
+_ENV = {
+    "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
+    "WF_REDIS_URL": ("redis_url", str),
+    "WF_TOPIC_PREFIX": ("topic_prefix", str),
+    "WF_REDIS_PREFIX": ("redis_prefix", str),
+    "WF_APP_ID": ("app_id", str),
+    "WF_PARTITIONS": ("partitions", int),
+    "WF_H3_RESOLUTION": ("h3_resolution", int),
+    "WF_H3_PARENT_LEVELS": ("h3_parent_levels", int),
+    "WF_ALLOWED_LATENESS_S": ("allowed_lateness_s", int),
+    "WF_RETENTION_S": ("retention_s", int),
+    "WF_OPEN_TIMEOUT_S": ("open_timeout_s", int),
+    "WF_JURISDICTION": ("jurisdiction", Jurisdiction.parse),
+    "WF_BATCH_SIZE": ("batch_size", int),
+    "WF_BATCH_WITHIN_S": ("batch_within_s", float),
+    "WF_WEB_PORT": ("web_port", int),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build :class:`Settings` from ``WF_*`` variables, then apply ``overrides``.
+
+    >>> load_settings({"WF_H3_RESOLUTION": "9"}).resolutions
+    (9, 8, 7)
+    >>> load_settings({"WF_PARTITIONS": "four"})
+    Traceback (most recent call last):
+    ...
+    streams.settings.SettingsError: WF_PARTITIONS: cannot read 'four' as int (invalid literal for int() with base 10: 'four')
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for var, (name, cast) in _ENV.items():
+        text = env.get(var)
+        if text is None or text == "":
+            continue
+        try:
+            values[name] = cast(text)
+        except ValueError as exc:
+            kind = getattr(cast, "__name__", "value")
+            raise SettingsError(f"{var}: cannot read {text!r} as {kind} ({exc})") from None
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,301 @@
+"""Redis adapter: snapshot, atomic commit, expiry, and the queries on the counts.
+
+The pure planner (``planner.py``) decides what to write; this module reads what
+it needs, and commits each plan with a single Lua script, so a batch's counts,
+its call state and its consumed offsets change together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streams.keys import ALL, Keys
+from streams.planner import CALL, KINDS, UPDATE, CallState, Incoming, Plan, PlanConfig, Snapshot, plan_batch
+from streams.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# ARGV layout (all strings):
+#   n_cas, then n_cas x (offset_key, expected_offset or "", new_offset)
+#   n_set, then n_set x (key, value)                      -- watermarks, horizon
+#   n_evict, then n_evict x (openq, callq, pendq, call_prefix, pend_prefix, stale_cutoff, retention_cutoff)
+#   open_key, metrics_key, buckets_zset, bucket_prefix, bucket_cutoff_minute or "",
+#   rthours_zset, rt_prefix, rt_cutoff_hour or ""
+#   then the plan's ops until the end: I key field n | H key field value | Z key score member
+#                                      | R key member | P key value | D key
+# Returns 0 when an offset check fails (nothing written), else 1.
+_COMMIT_LUA = r"""
+local a = ARGV
+local i = 1
+local n = tonumber(a[i]); i = i + 1
+for _ = 1, n do
+  local cur = redis.call('GET', a[i])
+  if (cur or '') ~= a[i + 1] then return 0 end
+  i = i + 3
+end
+local j = 2
+for _ = 1, n do redis.call('SET', a[j], a[j + 2]); j = j + 3 end
+n = tonumber(a[i]); i = i + 1
+for _ = 1, n do redis.call('SET', a[i], a[i + 1]); i = i + 2 end
+local evicts = {}
+n = tonumber(a[i]); i = i + 1
+for _ = 1, n do evicts[#evicts + 1] = {a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6]}; i = i + 7 end
+local open_key, metrics_key = a[i], a[i + 1]
+local buckets, bucket_prefix, bucket_cut = a[i + 2], a[i + 3], a[i + 4]
+local rthours, rt_prefix, rt_cut = a[i + 5], a[i + 6], a[i + 7]
+i = i + 8
+local len = #a
+while i <= len do
+  local op = a[i]
+  if op == 'I' then
+    if redis.call('HINCRBY', a[i + 1], a[i + 2], a[i + 3]) == 0 then redis.call('HDEL', a[i + 1], a[i + 2]) end
+    i = i + 4
+  elseif op == 'H' then redis.call('HSET', a[i + 1], a[i + 2], a[i + 3]); i = i + 4
+  elseif op == 'Z' then redis.call('ZADD', a[i + 1], a[i + 2], a[i + 3]); i = i + 4
+  elseif op == 'R' then redis.call('ZREM', a[i + 1], a[i + 2]); i = i + 3
+  elseif op == 'P' then redis.call('RPUSH', a[i + 1], a[i + 2]); i = i + 3
+  elseif op == 'D' then redis.call('DEL', a[i + 1]); i = i + 2
+  else return redis.error_reply('unknown op ' .. tostring(op)) end
+end
+for _, e in ipairs(evicts) do
+  local openq, callq, pendq, call_prefix, pend_prefix = e[1], e[2], e[3], e[4], e[5]
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', openq, '-inf', '(' .. e[6])) do
+    local ckey = call_prefix .. id
+    local cells = redis.call('HGET', ckey, 'c')
+    if cells then
+      for cell in string.gmatch(cells, '[^,]+') do
+        if redis.call('HINCRBY', open_key, cell, -1) == 0 then redis.call('HDEL', open_key, cell) end
+      end
+      redis.call('HSET', ckey, 's', 'stale')
+    end
+    redis.call('ZREM', openq, id)
+    redis.call('HINCRBY', metrics_key, 'stale_closed_total', 1)
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', callq, '-inf', '(' .. e[7])) do
+    redis.call('DEL', call_prefix .. id)
+  end
+  redis.call('ZREMRANGEBYSCORE', callq, '-inf', '(' .. e[7])
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', pendq, '-inf', '(' .. e[7])) do
+    local k = pend_prefix .. id
+    redis.call('HINCRBY', metrics_key, 'orphan_updates_expired_total', redis.call('LLEN', k))
+    redis.call('DEL', k)
+  end
+  redis.call('ZREMRANGEBYSCORE', pendq, '-inf', '(' .. e[7])
+end
+if bucket_cut ~= '' then
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', buckets, '-inf', '(' .. bucket_cut)) do redis.call('DEL', bucket_prefix .. m) end
+  redis.call('ZREMRANGEBYSCORE', buckets, '-inf', '(' .. bucket_cut)
+end
+if rt_cut ~= '' then
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', rthours, '-inf', '(' .. rt_cut)) do redis.call('DEL', rt_prefix .. h) end
+  redis.call('ZREMRANGEBYSCORE', rthours, '-inf', '(' .. rt_cut)
+end
+return 1
+"""
+
+
+class StateError(RuntimeError):
+    """Redis could not be read or written; the batch was not committed."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    plan: Plan
+    attempts: int
+
+
+class RedisState:
+    """Exact rolling counts in Redis, written batch by batch.
+
+    Call :meth:`apply` with each batch consumed from Kafka; it returns after the
+    batch is committed (or was found already committed). Dead letters in the
+    returned plan must be published by the caller *before* calling :meth:`apply`
+    would lose them, so :meth:`apply` takes an async ``publish_dead_letters``
+    callback that runs between planning and committing.
+    """
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.config = PlanConfig(
+            keys=self.keys,
+            resolutions=settings.resolutions,
+            allowed_lateness_s=settings.allowed_lateness_s,
+            jurisdiction=settings.jurisdiction,
+        )
+        self._commit = client.register_script(_COMMIT_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisState:
+        return cls(aioredis.Redis.from_url(settings.redis_url, decode_responses=True), settings)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- writing ------------------------------------------------------------
+
+    async def apply(self, batch: list[Incoming], publish_dead_letters=None, *, max_attempts: int = 20) -> BatchResult:
+        """Plan and commit one batch; retry when another worker committed the same partition first."""
+        for attempt in range(1, max_attempts + 1):
+            try:
+                snap = await self.snapshot(batch)
+                plan = plan_batch(batch, snap, self.config, now=time.time())
+                if publish_dead_letters is not None and plan.dead_letters:
+                    await publish_dead_letters(plan.dead_letters)
+                if not plan.offsets:
+                    return BatchResult(plan, attempt)
+                if await self._commit_plan(plan, snap):
+                    return BatchResult(plan, attempt)
+            except RedisError as exc:
+                raise StateError(f"Redis failed while committing a batch of {len(batch)} records: {exc}") from exc
+            log.info("offset check failed (another worker committed first); re-planning, attempt %d", attempt)
+            await asyncio.sleep(0.01 * attempt)
+        raise StateError(f"batch not committed after {max_attempts} attempts: the partitions keep moving under this worker")
+
+    async def snapshot(self, batch: Iterable[Incoming]) -> Snapshot:
+        batch = list(batch)
+        k = self.keys
+        tps = sorted({(r.kind, r.partition) for r in batch})
+        all_tps = [(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
+        ids = sorted({(r.partition, cid) for r in batch if (cid := _call_id(r.value)) is not None})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([k.offset(kind, p) for kind, p in tps])
+        pipe.mget([k.watermark(kind, p) for kind, p in all_tps])
+        pipe.get(k.horizon)
+        for p, cid in ids:
+            pipe.hgetall(k.call(p, cid))
+        for p, cid in ids:
+            pipe.lrange(k.pending(p, cid), 0, -1)
+        res = await pipe.execute()
+        offsets = {tp: int(v) for tp, v in zip(tps, res[0], strict=True) if v is not None}
+        watermarks = {tp: float(v) for tp, v in zip(all_tps, res[1], strict=True) if v is not None}
+        horizon = int(res[2]) if res[2] is not None else None
+        n = len(ids)
+        calls = {key: CallState.from_hash(h) for key, h in zip(ids, res[3 : 3 + n], strict=True) if h}
+        pending = {key: [v.encode() for v in lst] for key, lst in zip(ids, res[3 + n :], strict=True) if lst}
+        return Snapshot(offsets=offsets, watermarks=watermarks, horizon=horizon, calls=calls, pending=pending)
+
+    async def _commit_plan(self, plan: Plan, snap: Snapshot) -> bool:
+        k = self.keys
+        s = self.settings
+        args: list[str] = [str(len(plan.offsets))]
+        for tp, new in plan.offsets.items():
+            old = snap.offsets.get(tp)
+            args += [k.offset(*tp), "" if old is None else str(old), str(new)]
+        wms = {**snap.watermarks, **plan.watermarks}
+        sets = [(k.watermark(*tp), repr(v)) for tp, v in plan.watermarks.items()]
+        bucket_cut = rt_cut = ""
+        if wms:
+            global_wm = min(wms.values())
+            cut = minute_of(global_wm - s.retention_s)
+            if snap.horizon is None or cut > snap.horizon:
+                bucket_cut = str(cut)
+                rt_cut = str(hour_of(global_wm - s.retention_s))
+                sets.append((k.horizon, bucket_cut))
+        args.append(str(len(sets)))
+        for key, value in sets:
+            args += [key, value]
+        parts = sorted({p for _, p in plan.offsets})
+        args.append(str(len(parts)))
+        for p in parts:
+            pwm = max((wms[(kind, p)] for kind in KINDS if (kind, p) in wms), default=None)
+            stale = retention = "-inf"
+            if pwm is not None:
+                stale, retention = repr(pwm - s.open_timeout_s), repr(pwm - s.retention_s)
+            args += [k.openq(p), k.callq(p), k.pendq(p), k.call(p, ""), k.pending(p, ""), stale, retention]
+        args += [k.open, k.metrics, k.buckets, k.bucket(0)[:-1], bucket_cut, k.rt_hours, k.rt(0)[:-1], rt_cut]
+        args += plan.ops
+        return bool(await self._commit(args=args))
+
+    # -- reading ------------------------------------------------------------
+
+    async def rolling_count(self, cell: str, *, window: str = "15m", category: str = ALL, end: float | None = None) -> int:
+        """Calls in ``cell`` over the rolling ``window`` ("15m", "1h", "24h") ending at event time ``end``.
+
+        ``end`` defaults to the newest watermark; the window includes its minute.
+        """
+        if window not in WINDOWS_MIN:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS_MIN)}, got {window!r}")
+        if end is None:
+            end = await self.watermark()
+            if end is None:
+                return 0
+        pipe = self.client.pipeline(transaction=False)
+        for m in window_minutes(minute_of(end), WINDOWS_MIN[window]):
+            pipe.hget(self.keys.bucket(m), f"{cell}|{category}")
+        return sum(int(v) for v in await pipe.execute() if v is not None)
+
+    async def watermark(self) -> float | None:
+        """The newest event time any partition has reached."""
+        values = await self.client.mget(
+            [self.keys.watermark(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
+        )
+        seen = [float(v) for v in values if v is not None]
+        return max(seen) if seen else None
+
+    async def bucket_counts(self) -> dict[tuple[int, str, str], int]:
+        """Every stored count as ``{(minute, cell, category): n}`` (for checks and exports)."""
+        minutes = [int(m) for m in await self.client.zrange(self.keys.buckets, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for m in minutes:
+            pipe.hgetall(self.keys.bucket(m))
+        out: dict[tuple[int, str, str], int] = {}
+        for m, h in zip(minutes, await pipe.execute(), strict=True):
+            for fld, v in h.items():
+                cell, cat = fld.split("|")
+                out[(m, cell, cat)] = int(v)
+        return out
+
+    async def open_incidents(self) -> dict[str, int]:
+        return {cell: int(v) for cell, v in (await self.client.hgetall(self.keys.open)).items()}
+
+    async def response_times(self, kind: str, start: float, end: float) -> dict[str, dict[str, int]]:
+        """Response-time sums per area for samples ending in ``[start, end]``: ``{area: {"n", "sum", "le60", ...}}``."""
+        if kind not in ("dispatch", "travel"):
+            raise ValueError(f"kind must be 'dispatch' or 'travel', got {kind!r}")
+        out: dict[str, dict[str, int]] = {}
+        for hour in range(hour_of(start), hour_of(end) + 1):
+            for fld, v in (await self.client.hgetall(self.keys.rt(hour))).items():
+                k, area, stat = fld.split("|")
+                if k == kind:
+                    slot = out.setdefault(area, {})
+                    slot[stat] = slot.get(stat, 0) + int(v)
+        return out
+
+    async def metrics(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.client.hgetall(self.keys.metrics)).items()}
+
+    async def applied_offsets(self) -> dict[tuple[str, int], int]:
+        tps = [(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
+        values = await self.client.mget([self.keys.offset(kind, p) for kind, p in tps])
+        return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
+
+    async def clear(self) -> int:
+        """Delete every key under the prefix (a rebuild starts from here). Returns how many."""
+        n = 0
+        async for key in self.client.scan_iter(match=self.keys.pattern, count=1000):
+            n += await self.client.delete(key)
+        return n
+
+
+def _call_id(value: bytes) -> str | None:
+    """The call id a record refers to, without full validation (for the snapshot read)."""
+    import json
+
+    try:
+        obj = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    cid = obj.get("id") if obj.get("type") == CALL else obj.get("call_id") if obj.get("type") == UPDATE else None
+    return cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None

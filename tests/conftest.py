@@ -1,0 +1,54 @@
+"""Shared fixtures: the real stack (Kafka + Redis), unique topics and key prefixes per test.
+
+Tests marked ``stack`` talk to the real broker and Redis. If they are not
+running, the session starts them with ``infra/stack.py`` and stops them at the
+end; it never skips (in CI a missing service is a failure, not a skip).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from infra import stack as infra_stack
+from streams.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """Kafka and Redis, up for the whole session."""
+    started = False
+    if infra_stack._redis_ping() is not None or infra_stack._kafka_metadata() is not None:
+        infra_stack.up()
+        started = True
+    yield
+    if started and not os.environ.get("WF_KEEP_STACK"):
+        infra_stack.down()
+
+
+@pytest.fixture
+def settings(stack, request) -> Settings:
+    """Settings with a topic and key prefix unique to this test, topics created."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    s = load_settings(
+        {},
+        topic_prefix=prefix,
+        redis_prefix=prefix,
+        app_id=f"wf-test-{prefix}",
+        partitions=4,
+        batch_within_s=0.05,
+    )
+    infra_stack.create_topics(prefix, s.partitions)
+    return s
+
+
+def data_file(name: str) -> Path | None:
+    """A real dataset in ../shared/data, or None where it is absent (fresh clone)."""
+    path = DATA / name
+    return path if path.exists() else None

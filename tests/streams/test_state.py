@@ -1,0 +1,137 @@
+"""Redis state against a real redis-server: atomic commits, exactly-once under redelivery and races, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.planner import CALL, UPDATE, Incoming
+from streams.rolling import cells_for, minute_of
+from streams.state import RedisState
+from tests.streams.test_planner import T0, call, recs, update
+
+pytestmark = pytest.mark.stack
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _state(settings) -> RedisState:
+    return RedisState.from_settings(settings)
+
+
+def test_applying_the_same_batch_twice_counts_it_once(settings):
+    async def go():
+        st = await _state(settings)
+        batch = recs(CALL, [call(f"c{i}", T0 + i) for i in range(20)])
+        await st.apply(batch)
+        second = await st.apply(batch)
+        counts = await st.bucket_counts()
+        await st.close()
+        return second, counts
+
+    second, counts = run(go())
+    assert second.plan.skipped == 20
+    cell8 = cells_for(40.12, -75.34, settings.resolutions)[0]
+    assert counts[(minute_of(T0), cell8, "ALL")] == 20
+
+
+def test_two_writers_racing_on_one_partition_count_each_record_once(settings):
+    async def go():
+        a, b = await _state(settings), await _state(settings)
+        batches = [recs(CALL, [call(f"c{j}-{i}", T0 + i) for i in range(10)], start=j * 10) for j in range(10)]
+        # a and b both apply every batch (as a zombie and its successor would), interleaved.
+        for batch in batches:
+            await asyncio.gather(a.apply(batch), b.apply(batch))
+        total = sum(n for (m, c, k), n in (await a.bucket_counts()).items() if k == "ALL" and len(c) and c == cells_for(40.12, -75.34, settings.resolutions)[0])
+        await a.close()
+        await b.close()
+        return total
+
+    assert run(go()) == 100
+
+
+def test_rolling_windows_sum_the_minute_buckets(settings):
+    async def go():
+        st = await _state(settings)
+        times = [T0 + 60 * m for m in (0, 5, 14, 15, 59, 60, 600, 1400, 1439, 1440)]
+        await st.apply(recs(CALL, [call(f"c{i}", t) for i, t in enumerate(times)]))
+        cell = cells_for(40.12, -75.34, settings.resolutions)[0]
+        end = T0 + 60 * 1440
+        got = {w: await st.rolling_count(cell, window=w, end=end) for w in ("15m", "1h", "24h")}
+        ems = await st.rolling_count(cell, window="24h", category="EMS", end=end)
+        await st.close()
+        return got, ems
+
+    got, ems = run(go())
+    # windows ending at minute 1440 include minutes (1440-L, 1440]
+    assert got == {"15m": 2, "1h": 3, "24h": 9}
+    assert ems == 9
+
+
+def test_buckets_older_than_retention_expire_with_the_watermark(settings):
+    async def go():
+        st = await _state(settings)
+        day = 86400
+        await st.apply(recs(CALL, [call("old", T0)]))
+        await st.apply(recs(CALL, [call("new", T0 + settings.retention_s + day)], start=1))
+        counts = await st.bucket_counts()
+        calls_left = await st.client.exists(st.keys.call(0, "old"))
+        await st.close()
+        return counts, calls_left
+
+    counts, calls_left = run(go())
+    minutes = {m for m, _, _ in counts}
+    assert minutes == {minute_of(T0 + settings.retention_s + 86400)}
+    assert calls_left == 0
+
+
+def test_open_incidents_follow_closures_and_time_out_when_never_closed(settings):
+    async def go():
+        st = await _state(settings)
+        await st.apply(recs(CALL, [call("a", T0), call("b", T0 + 1)]))
+        await st.apply(recs(UPDATE, [update("a", "closed", T0 + 100)]))
+        mid = await st.open_incidents()
+        # 7 hours later another call arrives: "b" never closed and times out (6 h).
+        await st.apply(recs(CALL, [call("c", T0 + 7 * 3600)], start=2))
+        end = await st.open_incidents()
+        metrics = await st.metrics()
+        await st.close()
+        return mid, end, metrics
+
+    mid, end, metrics = run(go())
+    cell8 = cells_for(40.12, -75.34, settings.resolutions)[0]
+    assert mid[cell8] == 1
+    assert end[cell8] == 1
+    assert metrics["stale_closed_total"] == 1
+
+
+def test_response_times_are_summed_per_area(settings):
+    async def go():
+        st = await _state(settings)
+        await st.apply(recs(CALL, [call("a", T0), call("b", T0)]))
+        await st.apply(recs(UPDATE, [update("a", "dispatched", T0 + 100), update("b", "dispatched", T0 + 300),
+                                     update("a", "on_scene", T0 + 700)]))
+        d = await st.response_times("dispatch", T0, T0 + 3600)
+        t = await st.response_times("travel", T0, T0 + 3600)
+        await st.close()
+        return d, t
+
+    d, t = run(go())
+    area = cells_for(40.12, -75.34, settings.resolutions)[-1]
+    assert d[area]["n"] == 2 and d[area]["sum"] == 400
+    assert t[area] == {"n": 1, "sum": 600, "le600": 1}
+
+
+def test_incoming_from_other_partition_does_not_see_state(settings):
+    async def go():
+        st = await _state(settings)
+        await st.apply([Incoming(CALL, 0, 0, call("a", T0))])
+        await st.apply([Incoming(UPDATE, 1, 0, update("a", "closed", T0 + 5))])
+        m = await st.metrics()
+        await st.close()
+        return m
+
+    assert run(go())["updates_pending_total"] == 1
