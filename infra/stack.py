@@ -80,8 +80,16 @@ def kafka_classpath() -> str:
         _say(f"resolving org.apache.kafka:kafka_2.13:{KAFKA_VERSION} and its dependencies into {libs} (once)")
         tmp = libs.with_name("libs.partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-               f"-Dkafka.version={KAFKA_VERSION}", f"-DoutputDirectory={tmp}"]
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={KAFKA_VERSION}",
+            f"-DoutputDirectory={tmp}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError(f"mvn could not resolve the Kafka jars (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -143,17 +151,30 @@ def start_kafka() -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
             [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(cfg), "--standalone"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
-    log = open(RUN / "kafka.log", "ab")
     heap = os.environ.get("WF_KAFKA_HEAP", "1g")
-    proc = subprocess.Popen(
-        [java, f"-Xms{heap}", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J2}",
-         f"-Dkafka.logs.dir={RUN / 'kafka'}", "-cp", cp, "kafka.Kafka", str(cfg)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    with open(RUN / "kafka.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                java,
+                f"-Xms{heap}",
+                f"-Xmx{heap}",
+                f"-Dlog4j2.configurationFile={LOG4J2}",
+                f"-Dkafka.logs.dir={RUN / 'kafka'}",
+                "-cp",
+                cp,
+                "kafka.Kafka",
+                str(cfg),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     pidfile.write_text(str(proc.pid))
     _say(f"kafka {KAFKA_VERSION} starting on {KAFKA_HOST}:{kafka_port()} (pid {proc.pid}, log {RUN / 'kafka.log'})")
 
@@ -185,13 +206,29 @@ def start_redis() -> None:
         return
     exe = _redis_server()
     (RUN / "redis").mkdir(parents=True, exist_ok=True)
-    log = open(RUN / "redis.log", "ab")
     # A cache, as in production here: counts can be rebuilt from Kafka's log.
-    proc = subprocess.Popen(
-        [exe, "--port", str(redis_port()), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(RUN / "redis"), "--daemonize", "no"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    with open(RUN / "redis.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(redis_port()),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(RUN / "redis"),
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     pidfile.write_text(str(proc.pid))
     _say(f"redis starting on 127.0.0.1:{redis_port()} (pid {proc.pid}, log {RUN / 'redis.log'})")
 

@@ -193,7 +193,8 @@ class _Builder:
         if wm is not None and t < wm - self.cfg.allowed_lateness_s:
             raise InvalidRecord(
                 Reason.TOO_LATE,
-                f"event time is {wm - t:.0f} s behind its partition's watermark; the allowed lateness is {self.cfg.allowed_lateness_s:.0f} s",
+                f"event time is {wm - t:.0f} s behind its partition's watermark; "
+                f"the allowed lateness is {self.cfg.allowed_lateness_s:.0f} s",
             )
         if self.snap.horizon is not None and minute_of(t) < self.snap.horizon:
             raise InvalidRecord(Reason.TOO_LATE, "event time is older than the retention: its bucket has already expired")

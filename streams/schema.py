@@ -33,21 +33,22 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 SCHEMA_VERSION = 1
 #: Largest record accepted, in bytes. A 911 call is ~300 bytes of JSON.
 MAX_RECORD_BYTES = 8 * 1024
 #: Earliest event time accepted (no public 911 feed predates this).
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 #: How far in the future (by the validating clock) an event may claim to be.
 MAX_CLOCK_SKEW_S = 300.0
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 120
 
 
-class Category(str, enum.Enum):
+class Category(enum.StrEnum):
     """Normalized call category."""
 
     EMS = "EMS"
@@ -57,7 +58,7 @@ class Category(str, enum.Enum):
     OTHER = "OTHER"
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Incident lifecycle status, in lifecycle order."""
 
     DISPATCHED = "dispatched"
@@ -66,7 +67,7 @@ class Status(str, enum.Enum):
     CLOSED = "closed"
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Why a record was refused; the dead-letter topic and metrics use these values."""
 
     NOT_JSON = "not_json"
@@ -196,7 +197,7 @@ def format_time(ts: float) -> str:
     >>> format_time(1453564931)
     '2016-01-23T16:02:11Z'
     """
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     text = dt.isoformat(timespec="microseconds" if dt.microsecond else "seconds")
     return text.replace("+00:00", "Z")
 
@@ -341,36 +342,81 @@ def _time(obj: dict, name: str, now: float) -> float:
     if ts < EARLIEST_EVENT_TIME:
         raise InvalidRecord(Reason.IMPOSSIBLE_TIMESTAMP, f"field {name!r} is {value}, before {format_time(EARLIEST_EVENT_TIME)}")
     if ts > now + MAX_CLOCK_SKEW_S:
-        raise InvalidRecord(Reason.IMPOSSIBLE_TIMESTAMP, f"field {name!r} is {value}, in the future of the worker's clock {format_time(now)}")
+        raise InvalidRecord(
+            Reason.IMPOSSIBLE_TIMESTAMP, f"field {name!r} is {value}, in the future of the worker's clock {format_time(now)}"
+        )
     return ts
 
 
 def normalize_category(text: str) -> Category:
     """Map a source's category or call-type text to a :class:`Category`.
 
-    >>> normalize_category("Traffic"), normalize_category("Fire")
+    A leading ``CATEGORY:`` (Montgomery's ``EMS: FALL VICTIM``) decides;
+    otherwise keyword rules are tried in order (traffic, medical, fire, police).
+
+    >>> normalize_category("Traffic"), normalize_category("Fire: BUILDING FIRE")
     (<Category.TRAFFIC: 'TRAFFIC'>, <Category.FIRE: 'FIRE'>)
     >>> normalize_category("Motor Vehicle Accident Freeway")
     <Category.TRAFFIC: 'TRAFFIC'>
-    >>> normalize_category("SICK - 26A8 PAIN")
-    <Category.EMS: 'EMS'>
+    >>> normalize_category("SICK - 26A8 PAIN"), normalize_category("PERDWN - 32B2 MEDICAL ALARM")
+    (<Category.EMS: 'EMS'>, <Category.EMS: 'EMS'>)
+    >>> normalize_category("FALSE ALARM"), normalize_category("BARKING DOG")
+    (<Category.FIRE: 'FIRE'>, <Category.OTHER: 'OTHER'>)
     """
     t = text.strip().upper()
     head = t.split(":", 1)[0].strip()
     for cat in Category:
         if head == cat.value:
             return cat
-    for words, cat in _CATEGORY_WORDS:
-        if any(w in t for w in words):
+    for pattern, cat in _CATEGORY_RULES:
+        if pattern.search(t):
             return cat
     return Category.OTHER
 
 
-# Keyword rules for sources without a category column, checked in order.
-_CATEGORY_WORDS: tuple[tuple[tuple[str, ...], Category], ...] = (
-    (("MOTOR VEHICLE", "VEHICLE ACCIDENT", "TRAFFIC", "MVA", "CRASH", "COLLISION"), Category.TRAFFIC),
-    (("FIRE", "SMOKE", "ALARM", "HAZMAT", "GAS ODOR", "EXPLOSION"), Category.FIRE),
-    (("POLICE", "ASSAULT", "THEFT", "BURGLARY", "ROBBERY", "SHOTS", "DISTURBANCE", "WEAPON"), Category.POLICE),
-    (("EMS", "MEDIC", "SICK", "FALL", "PAIN", "BREATH", "CARDIAC", "UNCONSCIOUS", "OVERDOSE",
-      "INJUR", "BLEED", "STROKE", "SEIZURE", "DIABETIC", "ALS", "BLS", "CHEST", "PREGNAN", "PSYCH"), Category.EMS),
+def _words(*alternatives: str) -> re.Pattern[str]:
+    # Each alternative must start at a word boundary ("ALS" must not match "FALSE").
+    return re.compile(r"\b(?:" + "|".join(alternatives) + ")")
+
+
+# Keyword rules for sources without a category column, checked in order. The
+# medical list includes the Cincinnati CAD codes (PERDWN person down, ASSLTI
+# assault with injury, DOMINJ domestic injury, OD overdose, ...).
+_CATEGORY_RULES: tuple[tuple[re.Pattern[str], Category], ...] = (
+    (_words("MOTOR VEHICLE", "VEHICLE ACCIDENT", "TRAFFIC", "MVA\\b", "CRASH", "COLLISION", "DISABLED VEHICLE"), Category.TRAFFIC),
+    (
+        _words(
+            "EMS",
+            "MEDIC",
+            "SICK",
+            "FALL",
+            "PAIN",
+            "BREATH",
+            "CARDIAC",
+            "UNCONSCIOUS",
+            "OVERDOSE",
+            "OD\\b",
+            "INJUR",
+            "BLEED",
+            "STROKE",
+            "SEIZURE",
+            "DIABETIC",
+            "ALS\\b",
+            "BLS\\b",
+            "CHEST",
+            "PREG",
+            "PSYCH",
+            "PERDWN",
+            "FAINT",
+            "ABDOM",
+            "ASSLTI",
+            "DOMINJ",
+            "LIFT",
+            "BURN",
+            "EYEPRB",
+        ),
+        Category.EMS,
+    ),
+    (_words("FIRE", "SMOKE", "ALARM", "HAZMAT", "GAS ODOR", "EXPLOSION"), Category.FIRE),
+    (_words("POLICE", "ASSAULT", "THEFT", "BURGLARY", "ROBBERY", "SHOTS", "DISTURBANCE", "WEAPON"), Category.POLICE),
 )

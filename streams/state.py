@@ -236,9 +236,7 @@ class RedisState:
 
     async def watermark(self) -> float | None:
         """The newest event time any partition has reached."""
-        values = await self.client.mget(
-            [self.keys.watermark(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
-        )
+        values = await self.client.mget([self.keys.watermark(kind, p) for kind in KINDS for p in range(self.settings.partitions)])
         seen = [float(v) for v in values if v is not None]
         return max(seen) if seen else None
 

@@ -16,8 +16,20 @@ NOW = 2e9
 
 
 def call(cid: str, t: float, lat: float = 40.12, lng: float = -75.34, cat: str = "EMS", **extra) -> bytes:
-    obj = {"type": "call", "v": 1, "id": cid, "received_at": format_time(t), "category": cat, "call_type": "X",
-           "priority": None, "lat": lat, "lng": lng, "agency": "a", "source": "s", **extra}
+    obj = {
+        "type": "call",
+        "v": 1,
+        "id": cid,
+        "received_at": format_time(t),
+        "category": cat,
+        "call_type": "X",
+        "priority": None,
+        "lat": lat,
+        "lng": lng,
+        "agency": "a",
+        "source": "s",
+        **extra,
+    }
     return json.dumps(obj).encode()
 
 

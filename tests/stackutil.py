@@ -1,0 +1,131 @@
+"""Helpers for tests that run the real worker process against the real stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.settings import Settings
+from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WF_")}
+    env.update(
+        WF_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        WF_REDIS_URL=settings.redis_url,
+        WF_TOPIC_PREFIX=settings.topic_prefix,
+        WF_REDIS_PREFIX=settings.redis_prefix,
+        WF_APP_ID=settings.app_id,
+        WF_PARTITIONS=str(settings.partitions),
+        WF_BATCH_WITHIN_S=str(settings.batch_within_s),
+        WF_BATCH_SIZE=str(settings.batch_size),
+        WF_RETENTION_S=str(settings.retention_s),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A ``python -m streams.worker`` subprocess with its own log file."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str = "worker", env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.env = env or {}
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        env = worker_env(self.settings, WF_WEB_PORT=str(free_port()), **self.env)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.worker", "-l", "info"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """Next offset to be written, per (kind, partition) of the ingest topics."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        out = {}
+        for kind, base in (("call", CALLS), ("update", INCIDENT_UPDATES)):
+            name = topic_name(settings.topic_prefix, base)
+            tps = [TopicPartition(name, p) for p in range(settings.partitions)]
+            for tp, off in consumer.end_offsets(tps).items():
+                out[(kind, tp.partition)] = off
+        return out
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 240.0) -> None:
+    """Wait until Redis has applied every record written to the ingest topics."""
+    import redis
+
+    from streams.keys import Keys
+
+    target = {tp: off - 1 for tp, off in end_offsets(settings).items() if off > 0}
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    deadline = time.monotonic() + timeout_s
+    applied: dict = {}
+    while time.monotonic() < deadline:
+        values = client.mget([keys.offset(kind, p) for kind, p in target])
+        applied = {tp: int(v) if v is not None else -1 for tp, v in zip(target, values, strict=True)}
+        if all(applied[tp] >= off for tp, off in target.items()):
+            client.close()
+            return
+        for w in workers:
+            if not w.alive():
+                raise AssertionError(f"worker exited early (code {w.proc.returncode}):\n{w.log_tail()}")
+        time.sleep(0.5)
+    client.close()
+    logs = "\n".join(w.log_tail() for w in workers)
+    raise AssertionError(f"not caught up after {timeout_s:.0f} s: applied {applied}, target {target}\n{logs}")

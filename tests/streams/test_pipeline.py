@@ -1,0 +1,326 @@
+"""The whole ingestion path on the real broker, worker process and Redis.
+
+Replays at least 10,000 calls (real Montgomery County calls when
+``../shared/data`` is present, the simulator otherwise) and checks every Redis
+count against counts computed here, independently, from the source file:
+equal, not approximately. Then the same under SIGKILL, and with two workers of
+which one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import h3
+import pytest
+from kafka import KafkaConsumer
+
+from streams.state import RedisState
+from streams.topics import DEADLETTER, topic_name
+from tests.conftest import data_file
+from tests.stackutil import ROOT, WorkerProcess, wait_caught_up, worker_env
+
+pytestmark = pytest.mark.stack
+
+N_CALLS = 10_000
+MONTGOMERY = "montgomery-pa-911-2015-12-to-2016-08.csv"
+NY = ZoneInfo("America/New_York")
+DESC_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}) @ (\d{2}:\d{2}:\d{2})")
+
+
+# -- the independent expectation ------------------------------------------------
+
+
+def _ny(text: str) -> float | None:
+    naive = datetime.fromisoformat(text)
+    ts = naive.replace(tzinfo=NY).timestamp()
+    # wall times skipped by the spring change do not exist
+    return ts if datetime.fromtimestamp(ts, NY).replace(tzinfo=None) == naive else None
+
+
+def _category(text: str) -> str:
+    head = text.split(":", 1)[0].strip().upper()
+    return head if head in {"EMS", "FIRE", "TRAFFIC", "POLICE"} else "OTHER"
+
+
+def expected_from_source(path: Path, fmt: str, limit: int, resolutions: tuple[int, ...]):
+    """Counts per (minute, cell, category) and dispatch-time sums per area, straight from the CSV."""
+    rows = []  # (received, line, lat, lng, category, dispatched)
+    with open(path, newline="", encoding="utf-8") as f:
+        for line, rec in enumerate(csv.DictReader(f), start=2):
+            if fmt == "montgomery-pa":
+                m = DESC_TIME.search(rec["desc"])
+                stamp = _ny(rec["timeStamp"])
+                received = _ny(f"{m.group(1)} {m.group(2)}") if m else stamp
+                if received is None or stamp is None:
+                    continue
+                dispatched = stamp if m and stamp >= received else None
+                rows.append((received, line, rec["lat"], rec["lng"], _category(rec["title"]), dispatched))
+            else:  # watchfloor (simulator)
+                received = datetime.fromisoformat(rec["received_at"].replace("Z", "+00:00")).timestamp()
+                d = rec["dispatched_at"]
+                dispatched = datetime.fromisoformat(d.replace("Z", "+00:00")).timestamp() if d else None
+                rows.append((received, line, rec["lat"], rec["lng"], rec["category"].upper(), dispatched))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    counts: Counter = Counter()
+    dispatch: dict[str, list[int]] = {}
+    valid = invalid = 0
+    for received, _, lat_s, lng_s, cat, dispatched in rows[:limit]:
+        try:
+            lat, lng = float(lat_s), float(lng_s)
+        except ValueError:
+            invalid += 1
+            continue
+        if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
+            invalid += 1
+            continue
+        valid += 1
+        minute = int(received // 60)
+        cell = h3.latlng_to_cell(lat, lng, resolutions[0])
+        for res in resolutions:
+            c = h3.cell_to_parent(cell, res)
+            counts[(minute, c, cat)] += 1
+            counts[(minute, c, "ALL")] += 1
+        if dispatched is not None:
+            area = h3.cell_to_parent(cell, resolutions[-1])
+            slot = dispatch.setdefault(area, [0, 0])
+            slot[0] += 1
+            slot[1] += round(dispatched - received)
+    return counts, dispatch, valid, invalid
+
+
+# -- fixtures ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> tuple[Path, str]:
+    """The real Montgomery file when present, else a simulated 40-day file (>= 10,000 calls)."""
+    real = data_file(MONTGOMERY)
+    if real is not None:
+        return real, "montgomery-pa"
+    out = tmp_path_factory.mktemp("sim") / "sim.csv"
+    subprocess.run(
+        [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", "40", "--seed", "11"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return out, "watchfloor"
+
+
+@pytest.fixture
+def long_retention(settings):
+    """Nothing expires during the check (expiry has its own tests in test_state.py)."""
+    from dataclasses import replace
+
+    return replace(settings, retention_s=400 * 86400, batch_size=500)
+
+
+def replay(settings, path: Path, fmt: str, limit: int, speed: str = "max") -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.replay", str(path), "--format", fmt, "--speed", speed, "--limit", str(limit), "--no-progress"],
+        cwd=ROOT,
+        env=worker_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def redis_view(settings):
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            counts = await st.bucket_counts()
+            metrics = await st.metrics()
+            keys = st.keys
+            hours = [int(h) for h in await st.client.zrange(keys.rt_hours, 0, -1)]
+            dispatch: dict[str, list[int]] = {}
+            for hour in hours:
+                for fld, v in (await st.client.hgetall(keys.rt(hour))).items():
+                    kind, area, stat = fld.split("|")
+                    if kind == "dispatch" and stat in ("n", "sum"):
+                        dispatch.setdefault(area, [0, 0])[0 if stat == "n" else 1] += int(v)
+            return counts, dispatch, metrics
+        finally:
+            await st.close()
+
+    return asyncio.run(go())
+
+
+def assert_exact(settings, source) -> dict:
+    path, fmt = source
+    counts, dispatch, metrics = redis_view(settings)
+    exp_counts, exp_dispatch, valid, invalid = expected_from_source(path, fmt, N_CALLS, settings.resolutions)
+    assert valid >= 9_900
+    assert metrics.get("events_total|call") == valid
+    assert sum(v for k, v in metrics.items() if k.startswith("deadletter_total")) == invalid
+    missing = {k: v for k, v in exp_counts.items() if counts.get(k) != v}
+    extra = {k: v for k, v in counts.items() if k not in exp_counts}
+    assert not missing and not extra, f"{len(missing)} counts differ, {len(extra)} unexpected; e.g. {list(missing.items())[:3]}"
+    assert counts == dict(exp_counts)
+    if fmt == "montgomery-pa" or exp_dispatch:
+        assert dispatch == exp_dispatch
+    return metrics
+
+
+# -- tests ---------------------------------------------------------------------------
+
+
+def test_replayed_calls_are_counted_exactly_per_cell_category_and_minute(long_retention, source, tmp_path):
+    settings = long_retention
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        rp = replay(settings, *source, N_CALLS)
+        out, err = rp.communicate(timeout=300)
+        assert rp.returncode == 0, err
+        assert f"replayed {N_CALLS} calls" in out
+        wait_caught_up(settings, [worker])
+        assert_exact(settings, source)
+    finally:
+        worker.stop()
+
+
+def test_worker_killed_with_sigkill_mid_replay_ends_with_identical_counts(long_retention, source, tmp_path):
+    settings = long_retention
+    first = WorkerProcess(settings, tmp_path, "first").start()
+    second = None
+    try:
+        rp = replay(settings, *source, N_CALLS)
+        # Kill once a real share of the replay has been counted, while the replay is still producing.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            m = redis_view(settings)[2]
+            if m.get("events_total|call", 0) >= 2_000:
+                break
+            time.sleep(0.2)
+        counted_at_kill = redis_view(settings)[2].get("events_total|call", 0)
+        first.kill()
+        assert 0 < counted_at_kill < N_CALLS, "the kill must land mid-stream"
+        second = WorkerProcess(settings, tmp_path, "second").start()
+        out, err = rp.communicate(timeout=300)
+        assert rp.returncode == 0, err
+        wait_caught_up(settings, [second])
+        assert_exact(settings, source)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
+def test_two_workers_share_partitions_and_one_dies_counts_stay_exact(long_retention, source, tmp_path):
+    from dataclasses import replace
+
+    settings = replace(long_retention, batch_size=200)
+    a = WorkerProcess(settings, tmp_path, "a").start()
+    b = WorkerProcess(settings, tmp_path, "b").start()
+    try:
+        rp = replay(settings, *source, N_CALLS)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and redis_view(settings)[2].get("events_total|call", 0) < 3_000:
+            time.sleep(0.2)
+        b.kill()
+        out, err = rp.communicate(timeout=300)
+        assert rp.returncode == 0, err
+        wait_caught_up(settings, [a], timeout_s=300)
+        assert_exact(settings, source)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def read_deadletters(settings, expect: int, timeout_s: float = 60) -> list[dict]:
+    consumer = KafkaConsumer(
+        topic_name(settings.topic_prefix, DEADLETTER),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=2000,
+    )
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            for msg in consumer:
+                got.append(json.loads(msg.value))
+    finally:
+        consumer.close()
+    return got
+
+
+def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_ones_count(settings, tmp_path):
+    from aiokafka import AIOKafkaProducer
+
+    from streams.schema import format_time
+    from tests.streams.test_planner import T0, call, update
+
+    now = time.time()
+    bad = {
+        b"\xff\xfe not utf8": "not_json",
+        b"{truncated": "not_json",
+        b'"just a string"': "not_an_object",
+        b'{"type":"alarm","v":1}': "unknown_type",
+        b'{"type":"call","v":2}': "unsupported_version",
+        b'{"type":"call","v":1,"id":"m1"}': "missing_field",
+        call("b1", T0, lat=91.0): "coordinates_out_of_range",
+        call("b2", T0, lat=0.0, lng=0.0): "coordinates_out_of_range",
+        call("b3", T0, lat=47.6, lng=-122.3): "outside_jurisdiction",
+        call("b4", now + 7 * 86400): "impossible_timestamp",
+        json.dumps(
+            {
+                "type": "call",
+                "v": 1,
+                "id": "b5",
+                "received_at": "1899-01-01T00:00:00Z",
+                "category": "EMS",
+                "call_type": "X",
+                "lat": 40.1,
+                "lng": -75.3,
+                "agency": "a",
+                "source": "s",
+            }
+        ).encode(): "impossible_timestamp",
+        call("b6", T0, call_type="x" * 9000): "oversize",
+        update("b7", "dispatched", T0): "wrong_topic",
+        call("b8", T0, cat="ALIENS"): "bad_field",
+    }
+    good = [call(f"g{i}", T0 + i, caller_name="Jane Roe", phone="215-555-0100") for i in range(20)]
+    env_extra = {"WF_JURISDICTION": "39.9,-75.7,40.5,-75.0"}
+
+    async def produce():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+        await p.start()
+        try:
+            for i, value in enumerate([*good[:10], *bad, *good[10:]]):
+                await p.send_and_wait(topic_name(settings.topic_prefix, "calls"), key=f"k{i}".encode(), value=value)
+        finally:
+            await p.stop()
+
+    asyncio.run(produce())
+    worker = WorkerProcess(settings, tmp_path, env=env_extra).start()
+    try:
+        wait_caught_up(settings, [worker])
+        letters = read_deadletters(settings, len(bad))
+        counts, _, metrics = redis_view(settings)
+    finally:
+        worker.stop()
+    by_original = {base64.b64decode(d["original_b64"]): d for d in letters}
+    assert len(by_original) == len(bad)
+    for raw, reason in bad.items():
+        assert by_original[raw]["reason"] == reason, raw[:60]
+        assert by_original[raw]["detail"]
+    assert metrics["events_total|call"] == 20
+    assert sum(v for k, v in metrics.items() if k.startswith("deadletter_total|")) == len(bad)
+    assert metrics["pii_fields_dropped_total"] == 40
+    assert sum(v for (m, c, k), v in counts.items() if k == "ALL" and h3.get_resolution(c) == settings.h3_resolution) == 20
+    assert format_time(T0)  # the fixture's times are the ones counted
