@@ -7,7 +7,9 @@ module ``streams.worker`` holds the module-level ``app`` the Faust CLI runs.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 
 import faust
 from faust.types import EventT
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> faust.App:
     """A Faust app whose ``count_calls_and_updates`` agent keeps the Redis counts."""
     s = settings or load_settings()
+    faust_dirs = Path(tempfile.gettempdir()) / "watchfloor-faust"
+    faust_dirs.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         s.app_id,
         broker=f"kafka://{s.kafka_bootstrap}",
@@ -33,6 +37,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         producer_acks=-1,
         web_port=s.web_port,
         web_host="127.0.0.1",
+        # Faust keeps a small folder per app id; keep it out of the working tree.
+        datadir=str(faust_dirs / s.app_id),
     )
     calls_topic = topic_name(s.topic_prefix, CALLS)
     updates_topic = topic_name(s.topic_prefix, INCIDENT_UPDATES)

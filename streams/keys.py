@@ -19,11 +19,11 @@ key                            type    holds
 ``P:off:{kind}:{partition}``   string  last Kafka offset applied (kind: call / update)
 ``P:wm:{kind}:{partition}``    string  event-time watermark (epoch s) of that partition
 ``P:horizon``                  string  epoch minute below which buckets have expired
-``P:call:{partition}:{id}``    hash    worker-internal state of one call (cells, times,
-                                       status); never coordinates
+``P:calls:{partition}``        hash    call id -> worker-internal state of the call
+                                       (cells, times, status); never coordinates
 ``P:callq:{partition}``        zset    call ids by received time (retention)
 ``P:openq:{partition}``        zset    open call ids by received time (stale timeout)
-``P:pend:{partition}:{id}``    list    updates that arrived before their call
+``P:pend:{partition}``         hash    call id -> updates that arrived before the call
 ``P:pendq:{partition}``        zset    call ids with pending updates, by time
 ``P:metrics``                  hash    exact counters (events, dead letters by reason, ...)
 =============================  ======  ====================================================
@@ -44,8 +44,8 @@ class Keys:
     """Key names under one prefix.
 
     >>> k = Keys("wf")
-    >>> k.bucket(28_000_000), k.call(3, "A-1"), k.offset("call", 3)
-    ('wf:b:28000000', 'wf:call:3:A-1', 'wf:off:call:3')
+    >>> k.bucket(28_000_000), k.calls(3), k.offset("call", 3)
+    ('wf:b:28000000', 'wf:calls:3', 'wf:off:call:3')
     """
 
     prefix: str
@@ -78,8 +78,8 @@ class Keys:
     def horizon(self) -> str:
         return f"{self.prefix}:horizon"
 
-    def call(self, partition: int, call_id: str) -> str:
-        return f"{self.prefix}:call:{partition}:{call_id}"
+    def calls(self, partition: int) -> str:
+        return f"{self.prefix}:calls:{partition}"
 
     def callq(self, partition: int) -> str:
         return f"{self.prefix}:callq:{partition}"
@@ -87,8 +87,8 @@ class Keys:
     def openq(self, partition: int) -> str:
         return f"{self.prefix}:openq:{partition}"
 
-    def pending(self, partition: int, call_id: str) -> str:
-        return f"{self.prefix}:pend:{partition}:{call_id}"
+    def pending(self, partition: int) -> str:
+        return f"{self.prefix}:pend:{partition}"
 
     def pendq(self, partition: int) -> str:
         return f"{self.prefix}:pendq:{partition}"

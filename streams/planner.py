@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from streams.keys import ALL, Keys
 from streams.rolling import cells_for, hour_of, minute_of, rt_bin
-from streams.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Reason, Status, parse_event
+from streams.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Parsed, Reason, Status, encode, parse_event
 
 CALL = "call"
 UPDATE = "update"
 KINDS = (CALL, UPDATE)
+
+_ALL = "|" + ALL
 
 OPEN = "open"
 CLOSED = "closed"
@@ -63,27 +66,41 @@ class CallState:
     status: str = OPEN
     travel_done: bool = False
 
-    def to_hash(self) -> dict[str, str]:
-        return {
-            "c": ",".join(self.cells),
-            "k": self.category,
-            "r": repr(self.received),
-            "d": "" if self.dispatched is None else repr(self.dispatched),
-            "o": "" if self.on_scene is None else repr(self.on_scene),
-            "s": self.status,
-            "t": "1" if self.travel_done else "",
-        }
+    def to_text(self) -> str:
+        """A compact form for Redis: ``cells;category;received;dispatched;on_scene;status;travel_done``.
+
+        The commit script reads the cells (first field) and rewrites the status
+        (sixth) when a call times out, so keep those positions.
+
+        >>> st = CallState(("88a", "87a"), "EMS", 10.5, dispatched=70.0)
+        >>> st.to_text()
+        '88a,87a;EMS;10.5;70.0;;open;'
+        >>> CallState.from_text(st.to_text()) == st
+        True
+        """
+        return ";".join(
+            (
+                ",".join(self.cells),
+                self.category,
+                repr(self.received),
+                "" if self.dispatched is None else repr(self.dispatched),
+                "" if self.on_scene is None else repr(self.on_scene),
+                self.status,
+                "1" if self.travel_done else "",
+            )
+        )
 
     @classmethod
-    def from_hash(cls, h: dict[str, str]) -> CallState:
+    def from_text(cls, text: str) -> CallState:
+        cells, category, received, dispatched, on_scene, status, travel = text.split(";")
         return cls(
-            cells=tuple(h["c"].split(",")),
-            category=h["k"],
-            received=float(h["r"]),
-            dispatched=float(h["d"]) if h.get("d") else None,
-            on_scene=float(h["o"]) if h.get("o") else None,
-            status=h.get("s", OPEN),
-            travel_done=h.get("t") == "1",
+            cells=tuple(cells.split(",")),
+            category=category,
+            received=float(received),
+            dispatched=float(dispatched) if dispatched else None,
+            on_scene=float(on_scene) if on_scene else None,
+            status=status,
+            travel_done=travel == "1",
         )
 
 
@@ -96,7 +113,8 @@ class Snapshot:
     #: Epoch minute below which buckets have expired (None: nothing expired yet).
     horizon: int | None = None
     calls: dict[tuple[int, str], CallState] = field(default_factory=dict)
-    pending: dict[tuple[int, str], list[bytes]] = field(default_factory=dict)
+    #: Updates held for calls not seen yet, as canonical JSON (``schema.encode``).
+    pending: dict[tuple[int, str], list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,15 +145,44 @@ class PlanConfig:
     jurisdiction: Jurisdiction | None = None
 
 
-def plan_batch(batch: list[Incoming], snapshot: Snapshot, config: PlanConfig, *, now: float) -> Plan:
-    """Validate and fold a batch into Redis writes. Pure: same inputs, same plan.
+Validated = Parsed | InvalidRecord
+
+
+def parse_batch(batch: list[Incoming], config: PlanConfig, *, now: float) -> list[Validated]:
+    """Validate every record of a batch: a :class:`Parsed` or the :class:`InvalidRecord` it raised.
+
+    ``now`` is the wall clock, used only to refuse events from the future.
+    """
+    out: list[Validated] = []
+    for rec in batch:
+        try:
+            out.append(parse_event(rec.value, now=now, jurisdiction=config.jurisdiction))
+        except InvalidRecord as exc:
+            out.append(exc)
+    return out
+
+
+def referenced_calls(batch: list[Incoming], parsed: list[Validated]) -> list[tuple[int, str]]:
+    """The ``(partition, call id)`` pairs whose state the batch needs, sorted."""
+    ids = set()
+    for rec, p in zip(batch, parsed, strict=True):
+        if isinstance(p, Parsed):
+            ids.add((rec.partition, p.event.id if isinstance(p.event, Call) else p.event.call_id))
+    return sorted(ids)
+
+
+def plan_batch(batch: list[Incoming], snapshot: Snapshot, config: PlanConfig, *, now: float, parsed: list[Validated] | None = None) -> Plan:
+    """Fold a batch into Redis writes. Pure: same inputs, same plan.
 
     Records are handled in batch order, which keeps each partition's Kafka
-    order. ``now`` is the wall clock used only to refuse events from the future.
+    order. ``parsed`` is :func:`parse_batch`'s result when the caller already
+    has it (the worker needs the call ids before it reads the snapshot).
     """
+    if parsed is None:
+        parsed = parse_batch(batch, config, now=now)
     b = _Builder(snapshot, config)
-    for rec in batch:
-        b.take(rec, now)
+    for rec, p in zip(batch, parsed, strict=True):
+        b.take(rec, p)
     return b.finish()
 
 
@@ -147,7 +194,7 @@ class _Builder:
         self.plan = Plan()
         self.incr: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.calls: dict[tuple[int, str], CallState | None] = {}
-        self.pending: dict[tuple[int, str], list[bytes]] = {}
+        self.pending: dict[tuple[int, str], list[str]] = {}
         self.new_calls: list[tuple[int, str, float]] = []
         self.closed: list[tuple[int, str]] = []
         self.minutes: set[int] = set()
@@ -156,7 +203,7 @@ class _Builder:
 
     # -- per record ---------------------------------------------------------
 
-    def take(self, rec: Incoming, now: float) -> None:
+    def take(self, rec: Incoming, parsed: Validated) -> None:
         tp = (rec.kind, rec.partition)
         last = self.plan.offsets.get(tp, self.snap.offsets.get(tp, -1))
         if rec.offset <= last:
@@ -166,7 +213,8 @@ class _Builder:
         self.plan.offsets[tp] = rec.offset
         self.plan.applied += 1
         try:
-            parsed = parse_event(rec.value, now=now, jurisdiction=self.cfg.jurisdiction)
+            if isinstance(parsed, InvalidRecord):
+                raise parsed
             event = parsed.event
             if event.type != rec.kind:
                 raise InvalidRecord(Reason.WRONG_TOPIC, f"a {event.type!r} record arrived on the {rec.kind} topic")
@@ -185,7 +233,7 @@ class _Builder:
                 return
             self._add_call(rec.partition, event)
         else:
-            self._add_update(rec.partition, event, rec.value)
+            self._add_update(rec.partition, event)
         self.plan.metrics[f"events_total|{rec.kind}"] += 1
 
     def _check_time(self, tp: tuple[str, int], t: float) -> None:
@@ -214,26 +262,27 @@ class _Builder:
         minute = minute_of(call.received_at)
         bucket = self.k.bucket(minute)
         self.minutes.add(minute)
+        incr, open_key, cat = self.incr, self.k.open, "|" + call.category.value
         for cell in cells:
-            self.incr[(bucket, f"{cell}|{call.category.value}")] += 1
-            self.incr[(bucket, f"{cell}|{ALL}")] += 1
-            self.incr[(self.k.open, cell)] += 1
+            incr[(bucket, cell + cat)] += 1
+            incr[(bucket, cell + _ALL)] += 1
+            incr[(open_key, cell)] += 1
         key = (partition, call.id)
         self.calls[key] = CallState(cells=cells, category=call.category.value, received=call.received_at)
         self.new_calls.append((partition, call.id, call.received_at))
         waiting = self.pending.get(key, self.snap.pending.get(key, []))
         if waiting:
             self.pending[key] = []
-            updates = [parse_event(raw, now=float("inf")).event for raw in waiting]
+            updates = [parse_event(raw.encode(), now=float("inf")).event for raw in waiting]
             for upd in sorted(updates, key=lambda u: u.at):  # type: ignore[union-attr]
                 self._apply_update(partition, upd)  # type: ignore[arg-type]
 
-    def _add_update(self, partition: int, upd: IncidentUpdate, raw: bytes) -> None:
+    def _add_update(self, partition: int, upd: IncidentUpdate) -> None:
         key = (partition, upd.call_id)
         if self._state(partition, upd.call_id) is None:
             # The call has not been seen yet (the two topics are consumed
             # independently): keep the update until it arrives.
-            self.pending.setdefault(key, list(self.snap.pending.get(key, []))).append(raw)
+            self.pending.setdefault(key, list(self.snap.pending.get(key, []))).append(encode(upd).decode())
             self.pend_times[key] = upd.at
             self.plan.metrics["updates_pending_total"] += 1
             return
@@ -274,20 +323,21 @@ class _Builder:
 
     def finish(self) -> Plan:
         ops = self.plan.ops
+        by_key: defaultdict[str, list[str]] = defaultdict(list)
         for (key, fld), n in self.incr.items():
             if n:
-                ops += ["I", key, fld, str(n)]
+                by_key[key] += [fld, str(n)]
+        for name, n in sorted(self.plan.metrics.items()):
+            by_key[self.k.metrics] += [name, str(n)]
+        for key, pairs in by_key.items():
+            ops += ["B", key, str(len(pairs) // 2), *pairs]
         for minute in sorted(self.minutes):
             ops += ["Z", self.k.buckets, str(minute), str(minute)]
         for hour in sorted(self.hours):
             ops += ["Z", self.k.rt_hours, str(hour), str(hour)]
         for (partition, call_id), st in self.calls.items():
-            if st is None:
-                continue
-            if st != self.snap.calls.get((partition, call_id)):
-                ckey = self.k.call(partition, call_id)
-                for fld, value in st.to_hash().items():
-                    ops += ["H", ckey, fld, value]
+            if st is not None and st != self.snap.calls.get((partition, call_id)):
+                ops += ["H", self.k.calls(partition), call_id, st.to_text()]
         for partition, call_id, received in self.new_calls:
             ops += ["Z", self.k.callq(partition), repr(received), call_id]
             if self.calls[(partition, call_id)].status == OPEN:  # type: ignore[union-attr]
@@ -295,17 +345,37 @@ class _Builder:
         for partition, call_id in self.closed:
             ops += ["R", self.k.openq(partition), call_id]
         for (partition, call_id), waiting in self.pending.items():
-            pkey = self.k.pending(partition, call_id)
-            ops += ["D", pkey]
             if waiting:
+                ops += ["H", self.k.pending(partition), call_id, "\n".join(waiting)]
                 ops += ["Z", self.k.pendq(partition), repr(self.pend_times.get((partition, call_id), 0.0)), call_id]
-                for raw in waiting:
-                    ops += ["P", pkey, raw.decode()]
             else:
-                ops += ["R", self.k.pendq(partition), call_id]
-        for name, n in sorted(self.plan.metrics.items()):
-            ops += ["I", self.k.metrics, name, str(n)]
+                ops += ["X", self.k.pending(partition), call_id, "R", self.k.pendq(partition), call_id]
         return self.plan
+
+
+def decode_ops(ops: list[str]) -> Iterator[tuple[str, ...]]:
+    """Split a plan's flat op list into ``(op, args...)`` tuples, ``B`` expanded to one ``I`` per field.
+
+    The commit script reads the same layout; this is for inspection and tests.
+
+    >>> list(decode_ops(["B", "k", "2", "a", "1", "b", "-1", "X", "h", "f"]))
+    [('I', 'k', 'a', '1'), ('I', 'k', 'b', '-1'), ('X', 'h', 'f')]
+    """
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if op == "B":
+            key, n = ops[i + 1], int(ops[i + 2])
+            for f in range(i + 3, i + 3 + 2 * n, 2):
+                yield ("I", key, ops[f], ops[f + 1])
+            i += 3 + 2 * n
+        else:
+            width = _OP_WIDTH[op]
+            yield tuple(ops[i : i + width])
+            i += width
+
+
+_OP_WIDTH = {"H": 4, "X": 3, "Z": 4, "R": 3}
 
 
 def encode_deadletter(dl: DeadLetter, topic: str, *, at: float) -> bytes:

@@ -54,7 +54,7 @@ def cells_for(lat: float, lng: float, resolutions: tuple[int, ...]) -> tuple[str
     ('882aac95d1fffff', '872aac95dffffff')
     """
     finest = h3.latlng_to_cell(lat, lng, resolutions[0])
-    return tuple(finest if r == resolutions[0] else h3.cell_to_parent(finest, r) for r in resolutions)
+    return (finest, *[h3.cell_to_parent(finest, r) for r in resolutions[1:]])
 
 
 def rt_bin(seconds: float) -> str:

@@ -34,7 +34,7 @@ import enum
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 SCHEMA_VERSION = 1
@@ -149,11 +149,12 @@ class Call:
     type: str = field(default="call", init=False)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["v"] = SCHEMA_VERSION
-        d["category"] = self.category.value
-        d["received_at"] = format_time(self.received_at)
-        return d
+        # Spelled out rather than dataclasses.asdict: this runs per event in the worker.
+        return {
+            "type": "call", "v": SCHEMA_VERSION, "id": self.id, "received_at": format_time(self.received_at),
+            "category": self.category.value, "call_type": self.call_type, "priority": self.priority,
+            "lat": self.lat, "lng": self.lng, "agency": self.agency, "source": self.source,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,10 @@ class IncidentUpdate:
     type: str = field(default="update", init=False)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["v"] = SCHEMA_VERSION
-        d["status"] = self.status.value
-        d["at"] = format_time(self.at)
-        return d
+        return {
+            "type": "update", "v": SCHEMA_VERSION, "call_id": self.call_id, "status": self.status.value,
+            "at": format_time(self.at), "unit": self.unit, "source": self.source,
+        }  # fmt: skip
 
 
 Event = Call | IncidentUpdate
@@ -232,7 +232,8 @@ def parse_event(
     if len(raw) > max_bytes:
         raise InvalidRecord(Reason.OVERSIZE, f"record is {len(raw)} bytes, the limit is {max_bytes}")
     try:
-        obj = json.loads(raw)
+        # Decoded explicitly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+        obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
         pos = f" at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
@@ -320,6 +321,10 @@ def _text(obj: dict, name: str, limit: int = MAX_TEXT_LENGTH) -> str:
         raise InvalidRecord(Reason.BAD_FIELD, f"field {name!r} must be a non-empty string, found {value!r:.60}")
     if len(value) > limit:
         raise InvalidRecord(Reason.BAD_FIELD, f"field {name!r} is {len(value)} characters, the limit is {limit}")
+    if not value.isprintable():
+        # Control characters have no business in ids or call types, and the
+        # Redis commit uses one as its separator.
+        raise InvalidRecord(Reason.BAD_FIELD, f"field {name!r} contains control characters: {value!r:.60}")
     return value
 
 

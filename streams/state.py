@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams.keys import ALL, Keys
-from streams.planner import CALL, KINDS, UPDATE, CallState, Incoming, Plan, PlanConfig, Snapshot, plan_batch
+from streams.planner import KINDS, CallState, Incoming, Plan, PlanConfig, Snapshot, parse_batch, plan_batch, referenced_calls
 from streams.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
 from streams.settings import Settings
 
@@ -26,11 +26,17 @@ log = logging.getLogger(__name__)
 # ARGV layout (all strings):
 #   n_cas, then n_cas x (offset_key, expected_offset or "", new_offset)
 #   n_set, then n_set x (key, value)                      -- watermarks, horizon
-#   n_evict, then n_evict x (openq, callq, pendq, call_prefix, pend_prefix, stale_cutoff, retention_cutoff)
+#   n_evict, then n_evict x (openq, callq, pendq, calls_hash, pend_hash, stale_cutoff, retention_cutoff)
 #   open_key, metrics_key, buckets_zset, bucket_prefix, bucket_cutoff_minute or "",
 #   rthours_zset, rt_prefix, rt_cutoff_hour or ""
-#   then the plan's ops until the end: I key field n | H key field value | Z key score member
-#                                      | R key member | P key value | D key
+#   then the plan's ops, joined by the unit separator \x1f into one argument
+#   (one string instead of tens of thousands: encoding arguments was most of the
+#   commit's cost; ids cannot contain control characters, see schema.py):
+#     B key n (field delta) x n   HINCRBY each; a field that reaches 0 is deleted
+#     H key field value           HSET
+#     X key field                 HDEL
+#     Z key score member          ZADD
+#     R key member                ZREM
 # Returns 0 when an offset check fails (nothing written), else 1.
 _COMMIT_LUA = r"""
 local a = ARGV
@@ -51,42 +57,55 @@ for _ = 1, n do evicts[#evicts + 1] = {a[i], a[i + 1], a[i + 2], a[i + 3], a[i +
 local open_key, metrics_key = a[i], a[i + 1]
 local buckets, bucket_prefix, bucket_cut = a[i + 2], a[i + 3], a[i + 4]
 local rthours, rt_prefix, rt_cut = a[i + 5], a[i + 6], a[i + 7]
-i = i + 8
-local len = #a
-while i <= len do
-  local op = a[i]
-  if op == 'I' then
-    if redis.call('HINCRBY', a[i + 1], a[i + 2], a[i + 3]) == 0 then redis.call('HDEL', a[i + 1], a[i + 2]) end
-    i = i + 4
-  elseif op == 'H' then redis.call('HSET', a[i + 1], a[i + 2], a[i + 3]); i = i + 4
-  elseif op == 'Z' then redis.call('ZADD', a[i + 1], a[i + 2], a[i + 3]); i = i + 4
-  elseif op == 'R' then redis.call('ZREM', a[i + 1], a[i + 2]); i = i + 3
-  elseif op == 'P' then redis.call('RPUSH', a[i + 1], a[i + 2]); i = i + 3
-  elseif op == 'D' then redis.call('DEL', a[i + 1]); i = i + 2
+-- the ops: one token stream, read in order (one token per statement: Lua
+-- does not promise an evaluation order for the arguments of a call)
+local tok = string.gmatch(a[i + 8] .. '\31', '([^\31]*)\31')
+if a[i + 8] == '' then tok = function() return nil end end
+local op = tok()
+while op do
+  local key = tok()
+  if op == 'B' then
+    local n = tonumber(tok())
+    for _ = 1, n do
+      local f = tok()
+      if redis.call('HINCRBY', key, f, tok()) == 0 then redis.call('HDEL', key, f) end
+    end
+  elseif op == 'H' then local f = tok(); redis.call('HSET', key, f, tok())
+  elseif op == 'X' then redis.call('HDEL', key, tok())
+  elseif op == 'Z' then local score = tok(); redis.call('ZADD', key, score, tok())
+  elseif op == 'R' then redis.call('ZREM', key, tok())
   else return redis.error_reply('unknown op ' .. tostring(op)) end
+  op = tok()
 end
 for _, e in ipairs(evicts) do
-  local openq, callq, pendq, call_prefix, pend_prefix = e[1], e[2], e[3], e[4], e[5]
+  local openq, callq, pendq, calls, pend = e[1], e[2], e[3], e[4], e[5]
+  -- calls open for longer than the timeout stop counting as open
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', openq, '-inf', '(' .. e[6])) do
-    local ckey = call_prefix .. id
-    local cells = redis.call('HGET', ckey, 'c')
-    if cells then
+    local state = redis.call('HGET', calls, id)
+    if state then
+      local cells = string.match(state, '^([^;]*)')
       for cell in string.gmatch(cells, '[^,]+') do
         if redis.call('HINCRBY', open_key, cell, -1) == 0 then redis.call('HDEL', open_key, cell) end
       end
-      redis.call('HSET', ckey, 's', 'stale')
+      -- status is the sixth field of CallState.to_text()
+      local p = {}
+      for part in string.gmatch(state .. ';', '([^;]*);') do p[#p + 1] = part end
+      p[6] = 'stale'
+      redis.call('HSET', calls, id, table.concat(p, ';'))
     end
     redis.call('ZREM', openq, id)
     redis.call('HINCRBY', metrics_key, 'stale_closed_total', 1)
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', callq, '-inf', '(' .. e[7])) do
-    redis.call('DEL', call_prefix .. id)
-  end
+  -- call state and held updates older than the retention go
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', callq, '-inf', '(' .. e[7])) do redis.call('HDEL', calls, id) end
   redis.call('ZREMRANGEBYSCORE', callq, '-inf', '(' .. e[7])
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', pendq, '-inf', '(' .. e[7])) do
-    local k = pend_prefix .. id
-    redis.call('HINCRBY', metrics_key, 'orphan_updates_expired_total', redis.call('LLEN', k))
-    redis.call('DEL', k)
+    local held = redis.call('HGET', pend, id)
+    if held then
+      local _, lines = string.gsub(held, '\n', '')
+      redis.call('HINCRBY', metrics_key, 'orphan_updates_expired_total', lines + 1)
+      redis.call('HDEL', pend, id)
+    end
   end
   redis.call('ZREMRANGEBYSCORE', pendq, '-inf', '(' .. e[7])
 end
@@ -100,6 +119,9 @@ if rt_cut ~= '' then
 end
 return 1
 """
+
+
+OP_SEPARATOR = "\x1f"
 
 
 class StateError(RuntimeError):
@@ -147,8 +169,9 @@ class RedisState:
         """Plan and commit one batch; retry when another worker committed the same partition first."""
         for attempt in range(1, max_attempts + 1):
             try:
-                snap = await self.snapshot(batch)
-                plan = plan_batch(batch, snap, self.config, now=time.time())
+                parsed = parse_batch(batch, self.config, now=time.time())
+                snap = await self.snapshot(batch, referenced_calls(batch, parsed))
+                plan = plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed)
                 if publish_dead_letters is not None and plan.dead_letters:
                     await publish_dead_letters(plan.dead_letters)
                 if not plan.offsets:
@@ -161,28 +184,34 @@ class RedisState:
             await asyncio.sleep(0.01 * attempt)
         raise StateError(f"batch not committed after {max_attempts} attempts: the partitions keep moving under this worker")
 
-    async def snapshot(self, batch: Iterable[Incoming]) -> Snapshot:
-        batch = list(batch)
+    async def snapshot(self, batch: Iterable[Incoming], calls: list[tuple[int, str]]) -> Snapshot:
+        """Read the offsets, watermarks, horizon, and the state and held updates of ``calls``."""
         k = self.keys
         tps = sorted({(r.kind, r.partition) for r in batch})
         all_tps = [(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
-        ids = sorted({(r.partition, cid) for r in batch if (cid := _call_id(r.value)) is not None})
+        by_partition: dict[int, list[str]] = {}
+        for p, cid in calls:
+            by_partition.setdefault(p, []).append(cid)
         pipe = self.client.pipeline(transaction=False)
         pipe.mget([k.offset(kind, p) for kind, p in tps])
         pipe.mget([k.watermark(kind, p) for kind, p in all_tps])
         pipe.get(k.horizon)
-        for p, cid in ids:
-            pipe.hgetall(k.call(p, cid))
-        for p, cid in ids:
-            pipe.lrange(k.pending(p, cid), 0, -1)
+        for p, ids in by_partition.items():
+            pipe.hmget(k.calls(p), ids)
+            pipe.hmget(k.pending(p), ids)
         res = await pipe.execute()
         offsets = {tp: int(v) for tp, v in zip(tps, res[0], strict=True) if v is not None}
         watermarks = {tp: float(v) for tp, v in zip(all_tps, res[1], strict=True) if v is not None}
         horizon = int(res[2]) if res[2] is not None else None
-        n = len(ids)
-        calls = {key: CallState.from_hash(h) for key, h in zip(ids, res[3 : 3 + n], strict=True) if h}
-        pending = {key: [v.encode() for v in lst] for key, lst in zip(ids, res[3 + n :], strict=True) if lst}
-        return Snapshot(offsets=offsets, watermarks=watermarks, horizon=horizon, calls=calls, pending=pending)
+        states: dict[tuple[int, str], CallState] = {}
+        pending: dict[tuple[int, str], list[str]] = {}
+        for n, (p, ids) in enumerate(by_partition.items()):
+            for cid, text, held in zip(ids, res[3 + 2 * n], res[4 + 2 * n], strict=True):
+                if text is not None:
+                    states[(p, cid)] = CallState.from_text(text)
+                if held is not None:
+                    pending[(p, cid)] = held.split("\n")
+        return Snapshot(offsets=offsets, watermarks=watermarks, horizon=horizon, calls=states, pending=pending)
 
     async def _commit_plan(self, plan: Plan, snap: Snapshot) -> bool:
         k = self.keys
@@ -211,9 +240,9 @@ class RedisState:
             stale = retention = "-inf"
             if pwm is not None:
                 stale, retention = repr(pwm - s.open_timeout_s), repr(pwm - s.retention_s)
-            args += [k.openq(p), k.callq(p), k.pendq(p), k.call(p, ""), k.pending(p, ""), stale, retention]
+            args += [k.openq(p), k.callq(p), k.pendq(p), k.calls(p), k.pending(p), stale, retention]
         args += [k.open, k.metrics, k.buckets, k.bucket(0)[:-1], bucket_cut, k.rt_hours, k.rt(0)[:-1], rt_cut]
-        args += plan.ops
+        args.append(OP_SEPARATOR.join(plan.ops))
         return bool(await self._commit(args=args))
 
     # -- reading ------------------------------------------------------------
@@ -283,17 +312,3 @@ class RedisState:
         async for key in self.client.scan_iter(match=self.keys.pattern, count=1000):
             n += await self.client.delete(key)
         return n
-
-
-def _call_id(value: bytes) -> str | None:
-    """The call id a record refers to, without full validation (for the snapshot read)."""
-    import json
-
-    try:
-        obj = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
-    cid = obj.get("id") if obj.get("type") == CALL else obj.get("call_id") if obj.get("type") == UPDATE else None
-    return cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None

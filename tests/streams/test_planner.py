@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 from streams.keys import Keys
-from streams.planner import CALL, UPDATE, CallState, Incoming, PlanConfig, Snapshot, plan_batch
+from streams.planner import CALL, UPDATE, CallState, Incoming, PlanConfig, Snapshot, decode_ops, plan_batch
 from streams.rolling import cells_for, minute_of
 from streams.schema import Reason, format_time
 
@@ -44,13 +44,9 @@ def recs(kind: str, values: list[bytes], partition: int = 0, start: int = 0) -> 
 def incr(plan) -> Counter:
     """The plan's HINCRBY ops as {(key, field): n}."""
     out: Counter = Counter()
-    ops = plan.ops
-    i = 0
-    while i < len(ops):
-        width = {"I": 4, "H": 4, "Z": 4, "R": 3, "P": 3, "D": 2}[ops[i]]
-        if ops[i] == "I":
-            out[(ops[i + 1], ops[i + 2])] += int(ops[i + 3])
-        i += width
+    for op in decode_ops(plan.ops):
+        if op[0] == "I":
+            out[(op[1], op[2])] += int(op[3])
     return out
 
 
@@ -90,8 +86,8 @@ def test_records_at_or_below_the_applied_offset_are_skipped_not_counted_twice():
 def test_update_before_its_call_is_held_then_applied_when_the_call_arrives():
     first = plan_batch(recs(UPDATE, [update("a", "dispatched", T0 + 120)]), Snapshot(), CFG, now=NOW)
     assert first.metrics["updates_pending_total"] == 1
-    held = [first.ops[i + 2] for i in range(len(first.ops)) if first.ops[i] == "P"]
-    snap = Snapshot(pending={(0, "a"): [h.encode() for h in held]})
+    (held,) = [op[3] for op in decode_ops(first.ops) if op[:2] == ("H", "t:pend:0")]
+    snap = Snapshot(pending={(0, "a"): held.split("\n")})
     second = plan_batch(recs(CALL, [call("a", T0)]), snap, CFG, now=NOW)
     area = cells_for(40.12, -75.34, (8, 7))[-1]
     got = incr(second)

@@ -79,7 +79,7 @@ def test_buckets_older_than_retention_expire_with_the_watermark(settings):
         await st.apply(recs(CALL, [call("old", T0)]))
         await st.apply(recs(CALL, [call("new", T0 + settings.retention_s + day)], start=1))
         counts = await st.bucket_counts()
-        calls_left = await st.client.exists(st.keys.call(0, "old"))
+        calls_left = await st.client.hexists(st.keys.calls(0), "old")
         await st.close()
         return counts, calls_left
 

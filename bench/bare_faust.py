@@ -1,0 +1,59 @@
+"""A Faust agent that does nothing but iterate: the framework's own ceiling for the worker benchmark.
+
+Run by ``bench/throughput.py`` as a subprocess; reads its job from the environment:
+``BARE_TOPICS`` (comma-separated), ``BARE_EXPECT`` (records to read), ``BARE_OUT``
+(a JSON file to write ``{"records": n, "seconds": first-to-last}`` to),
+``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
+time; ``batch``: ``take_events`` like the worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import faust
+
+TOPICS = os.environ["BARE_TOPICS"].split(",")
+EXPECT = int(os.environ["BARE_EXPECT"])
+MODE = os.environ.get("BARE_MODE", "events")
+
+app = faust.App(
+    os.environ["BARE_APP_ID"],
+    broker=f"kafka://{os.environ.get('BARE_BOOTSTRAP', '127.0.0.1:9092')}",
+    store="memory://",
+    web_enabled=False,
+    datadir=os.path.join(tempfile.gettempdir(), f"watchfloor-faust-{os.environ['BARE_APP_ID']}"),
+    consumer_auto_offset_reset="earliest",
+)
+source = app.topic(*TOPICS, key_serializer="raw", value_serializer="raw")
+progress = {"n": 0, "t0": 0.0}
+
+
+def _done(n: int) -> bool:
+    if progress["n"] == 0:
+        progress["t0"] = time.perf_counter()
+    progress["n"] += n
+    if progress["n"] >= EXPECT:
+        with open(os.environ["BARE_OUT"], "w") as f:
+            json.dump({"records": progress["n"], "seconds": time.perf_counter() - progress["t0"]}, f)
+        return True
+    return False
+
+
+@app.agent(source)
+async def do_nothing(stream):
+    if MODE == "batch":
+        async for events in stream.take_events(1000, within=0.2):
+            if _done(len(events)):
+                os._exit(0)
+    else:
+        async for _event in stream.events():
+            if _done(1):
+                os._exit(0)
+
+
+if __name__ == "__main__":
+    app.main()
