@@ -289,8 +289,12 @@ def _kafka_metadata() -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def create_topics(prefix: str = "wf", partitions: int = 4) -> list[str]:
-    """Create the project's topics with explicit partition counts (idempotent)."""
+def create_topics(prefix: str = "wf", partitions: int = 4, bootstrap: str | None = None) -> list[str]:
+    """Create the project's topics with explicit partition counts (idempotent).
+
+    ``bootstrap`` defaults to the local broker; ``python -m infra.stack topics``
+    passes ``WF_KAFKA_BOOTSTRAP`` (docker-compose uses it against its broker).
+    """
     sys.path.insert(0, str(ROOT))
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -298,7 +302,7 @@ def create_topics(prefix: str = "wf", partitions: int = 4) -> list[str]:
 
     from streams.topics import topic_specs
 
-    admin = KafkaAdminClient(bootstrap_servers=f"{KAFKA_HOST}:{kafka_port()}")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap or f"{KAFKA_HOST}:{kafka_port()}")
     created = []
     try:
         existing = set(admin.list_topics())
@@ -374,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the Kafka and Redis processes this script started")
     sub.add_parser("status", help="say what is running")
     sub.add_parser("jars", help="only resolve Kafka's jars into the cache")
+    sub.add_parser("topics", help="create the topics on WF_KAFKA_BOOTSTRAP (default the local broker) and exit")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -382,6 +387,13 @@ def main(argv: list[str] | None = None) -> int:
             down()
         elif args.cmd == "jars":
             print(kafka_classpath())
+        elif args.cmd == "topics":
+            created = create_topics(
+                os.environ.get("WF_TOPIC_PREFIX", "wf"),
+                int(os.environ.get("WF_PARTITIONS", "4")),
+                os.environ.get("WF_KAFKA_BOOTSTRAP"),
+            )
+            _say(f"created topics: {', '.join(created) or 'none (all exist)'}")
         else:
             for name in ("kafka", "redis"):
                 pidfile = RUN / f"{name}.pid"

@@ -23,6 +23,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from streams.settings import load_settings
@@ -52,25 +53,34 @@ class ReplaySummary:
     last_event_time: float | None = None
     seconds: float = 0.0
 
-    def text(self) -> str:
+    def text(self, dry_run: bool = False) -> str:
         from streams.schema import format_time
 
-        rejected = sum((self.rejected or Counter()).values())
-        span = ""
+        rejected = self.rejected or Counter()
+        what = f"{self.calls} calls and {self.updates} incident updates"
+        if dry_run:
+            head = f"dry run: {what} would be replayed, nothing sent"
+        else:
+            rate = (self.calls + self.updates) / self.seconds if self.seconds > 0 else 0.0
+            head = f"replayed {what} in {self.seconds:.1f} s ({rate:,.0f} records/s)"
         if self.first_event_time is not None and self.last_event_time is not None:
-            span = f", event time {format_time(self.first_event_time)} .. {format_time(self.last_event_time)}"
-        rate = (self.calls + self.updates) / self.seconds if self.seconds > 0 else 0.0
-        reasons = ", ".join(f"{r}: {n}" for r, n in sorted((self.rejected or Counter()).items()))
-        return (
-            f"replayed {self.calls} calls and {self.updates} incident updates in {self.seconds:.1f} s "
-            f"({rate:,.0f} records/s){span}; {rejected} rows refused by the adapter" + (f" ({reasons})" if reasons else "")
-        )
+            head += f"; event time {format_time(self.first_event_time)} .. {format_time(self.last_event_time)}"
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rejected.items()))
+        return head + f"; {sum(rejected.values())} rows refused by the adapter" + (f" ({reasons})" if reasons else "")
 
 
-def plan_replay(path: Path, fmt: str, prefix: str, limit: int | None = None) -> tuple[list[Outgoing], list[Rejected]]:
+def plan_replay(
+    path: Path,
+    fmt: str,
+    prefix: str,
+    limit: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> tuple[list[Outgoing], list[Rejected]]:
     """Read a file into the ordered records to produce (pure apart from reading the file).
 
-    ``limit`` keeps the first ``limit`` calls by event time (and their updates).
+    ``since``/``until`` (epoch seconds) keep calls received in ``[since, until)``;
+    ``limit`` then keeps the first ``limit`` of them by event time, with their updates.
     """
     calls_topic = topic_name(prefix, CALLS)
     updates_topic = topic_name(prefix, INCIDENT_UPDATES)
@@ -79,7 +89,7 @@ def plan_replay(path: Path, fmt: str, prefix: str, limit: int | None = None) -> 
     for item in read_source(path, fmt):
         if isinstance(item, Rejected):
             rejected.append(item)
-        else:
+        elif (since is None or item.event_time >= since) and (until is None or item.event_time < until):
             rows.append(item)
     rows.sort(key=lambda r: (r.event_time, r.line))
     if limit is not None:
@@ -202,6 +212,16 @@ def _speed(text: str) -> float | None:
     return value
 
 
+def _when(text: str) -> float:
+    from datetime import datetime
+
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2016-01-23 or 2016-01-23T14:00-05:00, got {text!r}") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m streams.replay",
@@ -212,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="source format (default: detect from the header)")
     p.add_argument("--speed", type=_speed, default=60.0, help="times real time, or 'max' (default: 60, an hour a minute)")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N calls by event time")
+    p.add_argument("--since", type=_when, default=None, help="only calls received at or after this time (ISO 8601; no offset: UTC)")
+    p.add_argument("--until", type=_when, default=None, help="only calls received before this time (ISO 8601; no offset: UTC)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="read and order the file, print the summary, send nothing")
     return p
@@ -230,12 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fmt = detect_format(args.path) if args.format == "auto" else args.format
         print(f"replay: {args.path} as {fmt!r}, {count_rows(args.path):,} rows", file=sys.stderr)
-        records, rejected = plan_replay(args.path, fmt, settings.topic_prefix, args.limit)
+        records, rejected = plan_replay(args.path, fmt, settings.topic_prefix, args.limit, args.since, args.until)
+        if not records:
+            print("replay: no calls in the file match --since/--until", file=sys.stderr)
+            return 2
         if args.dry_run:
             summary = ReplaySummary(
                 calls=sum(1 for r in records if r.topic.endswith(CALLS)),
                 updates=sum(1 for r in records if r.topic.endswith(INCIDENT_UPDATES)),
                 rejected=Counter(r.reason for r in rejected),
+                first_event_time=records[0].event_time,
+                last_event_time=records[-1].event_time,
             )
         else:
             summary = asyncio.run(
@@ -252,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownFormat, ReplayError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
-    print(summary.text())
+    print(summary.text(dry_run=args.dry_run))
     return 0
 
 

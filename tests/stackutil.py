@@ -7,13 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
+from streams import progress
 from streams.settings import Settings
-from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,42 +87,16 @@ class WorkerProcess:
             return ""
 
 
-def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    """Next offset to be written, per (kind, partition) of the ingest topics."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        out = {}
-        for kind, base in (("call", CALLS), ("update", INCIDENT_UPDATES)):
-            name = topic_name(settings.topic_prefix, base)
-            tps = [TopicPartition(name, p) for p in range(settings.partitions)]
-            for tp, off in consumer.end_offsets(tps).items():
-                out[(kind, tp.partition)] = off
-        return out
-    finally:
-        consumer.close()
-
-
 def wait_caught_up(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 240.0) -> None:
-    """Wait until Redis has applied every record written to the ingest topics."""
-    import redis
+    """Wait until Redis has applied every record written to the ingest topics; fail early if a worker died."""
 
-    from streams.keys import Keys
-
-    target = {tp: off - 1 for tp, off in end_offsets(settings).items() if off > 0}
-    keys = Keys(settings.redis_prefix)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    deadline = time.monotonic() + timeout_s
-    applied: dict = {}
-    while time.monotonic() < deadline:
-        values = client.mget([keys.offset(kind, p) for kind, p in target])
-        applied = {tp: int(v) if v is not None else -1 for tp, v in zip(target, values, strict=True)}
-        if all(applied[tp] >= off for tp, off in target.items()):
-            client.close()
-            return
+    def check() -> None:
         for w in workers:
             if not w.alive():
                 raise AssertionError(f"worker exited early (code {w.proc.returncode}):\n{w.log_tail()}")
-        time.sleep(0.5)
-    client.close()
-    logs = "\n".join(w.log_tail() for w in workers)
-    raise AssertionError(f"not caught up after {timeout_s:.0f} s: applied {applied}, target {target}\n{logs}")
+
+    try:
+        progress.wait_caught_up(settings, timeout_s, check)
+    except progress.NotCaughtUp as exc:
+        logs = "\n".join(w.log_tail() for w in workers)
+        raise AssertionError(f"{exc}\n{logs}") from None

@@ -1,0 +1,31 @@
+# Watchfloor: one command per job. `make demo` and `make test` work on a fresh machine.
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench down
+
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml infra/setup.sh
+	bash infra/setup.sh
+	touch $@
+
+## stack up, worker, a replay of real data (or the simulator), and where to look
+demo: setup
+	$(PY) -m infra.demo
+
+## lint, then the whole test suite against the real Kafka and Redis (started and stopped by the suite)
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## throughput of the worker next to bare aiokafka and bare Faust (prints a table)
+bench: setup
+	$(PY) bench/throughput.py
+
+## stop the demo worker, Kafka and Redis
+down:
+	-$(PY) -m infra.demo stop
+	$(PY) -m infra.stack down

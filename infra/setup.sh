@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what Watchfloor needs on a fresh Debian/Ubuntu machine, then resolve Kafka's jars:
+#   - system packages: redis-server, a Java 17+ runtime and Maven (for the Kafka jars)
+#   - a virtualenv in .venv with the project and its test tools
+#   - the Kafka broker's jars from Maven Central into ~/.cache/watchfloor (once)
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "[setup] missing: ${missing[*]}. Install them, e.g.: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv .venv
+fi
+echo "[setup] installing Python packages into .venv" >&2
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m infra.stack jars >/dev/null
+echo "[setup] ready" >&2

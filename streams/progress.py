@@ -1,0 +1,63 @@
+"""How far the worker is behind the ingest topics (Kafka end offsets against the offsets applied in Redis)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.keys import Keys
+from streams.planner import CALL, UPDATE
+from streams.settings import Settings
+from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
+
+
+class NotCaughtUp(TimeoutError):
+    """The worker did not apply everything in time; the message says where it stands."""
+
+
+def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """The next offset to be written, per (kind, partition) of the ingest topics."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        out = {}
+        for kind, base in ((CALL, CALLS), (UPDATE, INCIDENT_UPDATES)):
+            tps = [TopicPartition(topic_name(settings.topic_prefix, base), p) for p in range(settings.partitions)]
+            for tp, off in consumer.end_offsets(tps).items():
+                out[(kind, tp.partition)] = off
+        return out
+    finally:
+        consumer.close()
+
+
+def lag(settings: Settings, client: redis.Redis, ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """Records written to each partition but not yet applied in Redis."""
+    keys = Keys(settings.redis_prefix)
+    tps = list(ends)
+    applied = client.mget([keys.offset(kind, p) for kind, p in tps])
+    return {tp: ends[tp] - (int(v) + 1 if v is not None else 0) for tp, v in zip(tps, applied, strict=True)}
+
+
+def wait_caught_up(settings: Settings, timeout_s: float = 240.0, check: Callable[[], None] | None = None) -> None:
+    """Wait until Redis has applied every record written to the ingest topics so far.
+
+    ``check`` runs between polls and may raise (for example when the worker
+    process has exited). Raises :class:`NotCaughtUp` after ``timeout_s``.
+    """
+    ends = end_offsets(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    deadline = time.monotonic() + timeout_s
+    behind: dict = {}
+    try:
+        while time.monotonic() < deadline:
+            behind = {tp: n for tp, n in lag(settings, client, ends).items() if n > 0}
+            if not behind:
+                return
+            if check is not None:
+                check()
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise NotCaughtUp(f"not caught up after {timeout_s:.0f} s; records not yet applied per (kind, partition): {behind}")

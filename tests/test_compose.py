@@ -1,0 +1,73 @@
+"""docker-compose.yml, checked by reading it (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from infra.stack import KAFKA_VERSION
+from streams.settings import _ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_compose_runs_kafka_redis_topics_and_worker_from_official_images_and_our_dockerfile():
+    """The stack has the broker and Redis from official images, and the topic job and worker built from the Dockerfile."""
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}", "same Kafka version as infra/stack.py"
+    assert SERVICES["redis"]["image"].startswith("redis:7")
+    for name in ("topics", "worker", "replay"):
+        assert SERVICES[name]["build"] == "."
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_kafka_runs_in_kraft_mode_with_listeners_for_containers_and_host():
+    """The broker is a KRaft combined node advertising kafka:19092 inside and localhost:9092 to the host."""
+    env = SERVICES["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "INTERNAL://kafka:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "EXTERNAL://localhost:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    assert SERVICES["worker"]["environment"]["WF_KAFKA_BOOTSTRAP"] == "kafka:19092"
+
+
+def test_every_long_running_service_has_a_health_check_and_dependencies_wait_for_health():
+    """Kafka, Redis and the worker have health checks; every depends_on waits on a condition, never on start order."""
+    for name in ("kafka", "redis", "worker"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+    for name, svc in SERVICES.items():
+        for dep, cond in svc.get("depends_on", {}).items():
+            assert dep in SERVICES, f"{name} depends on unknown {dep}"
+            assert cond["condition"] in {"service_healthy", "service_completed_successfully"}, (name, dep)
+    assert SERVICES["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_environment_names_are_settings_the_code_reads():
+    """Every WF_* variable set in compose is one streams.settings reads (a typo would be silently ignored)."""
+    for name, svc in SERVICES.items():
+        for var in svc.get("environment", {}):
+            if var.startswith("WF_"):
+                assert var in _ENV, f"{name}: {var} is not a setting"
+
+
+def test_commands_name_modules_that_exist():
+    """Each `python -m module` in compose and the Dockerfile names a module in this repository."""
+    commands = [svc["command"] for svc in SERVICES.values() if "command" in svc and svc["command"][0] == "python"]
+    commands.append(re.search(r"CMD (\[.*\])", (ROOT / "Dockerfile").read_text()).group(1))
+    modules = set()
+    for cmd in commands:
+        text = " ".join(cmd) if isinstance(cmd, list) else cmd
+        modules.update(re.findall(r"-m\W+([\w.]+)", text))
+    assert {"streams.worker", "streams.replay", "infra.stack"} <= modules
+    for mod in modules:
+        assert (ROOT / (mod.replace(".", "/") + ".py")).exists(), mod
+
+
+def test_host_ports_bind_to_loopback_only():
+    """Published ports are bound to 127.0.0.1: a dev stack holding 911 data must not listen on every interface."""
+    for name, svc in SERVICES.items():
+        for port in svc.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
