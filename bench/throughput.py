@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra import stack  # noqa: E402
-from streams.replay import plan_replay, produce  # noqa: E402
+from streams.replay import Pace, plan_replay, produce  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
 from streams.state import RedisState  # noqa: E402
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             path, fmt if fmt != "auto" else __import__("streams.sources").sources.detect_format(path), prefix, args.calls
         )
         print(f"loading {len(records):,} records from {path.name} into {prefix}.* ...", file=sys.stderr)
-        asyncio.run(produce(records, [], bootstrap=settings.kafka_bootstrap, prefix=prefix, speed=None, progress=False))
+        asyncio.run(produce(records, [], bootstrap=settings.kafka_bootstrap, prefix=prefix, pace=Pace(), progress=False))
         n = len(records)
         topics = [topic_name(prefix, CALLS), topic_name(prefix, INCIDENT_UPDATES)]
         runs: dict[str, list[float]] = {name: [] for name in READERS}

@@ -137,11 +137,24 @@ def _kafka_config(data: Path) -> Path:
     return cfg
 
 
+def _port_taken(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def start_kafka() -> None:
     pidfile = RUN / "kafka.pid"
     if _alive(pidfile):
         _say(f"kafka already running (pid {pidfile.read_text().strip()})")
         return
+    if _port_taken(kafka_port()):
+        raise StackError(
+            f"port {kafka_port()} is taken by a process this script did not start (another Kafka?); "
+            "stop it, or choose other ports with WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"
+        )
     cp = kafka_classpath()
     data = RUN / "kafka" / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -204,6 +217,11 @@ def start_redis() -> None:
     if _alive(pidfile):
         _say(f"redis already running (pid {pidfile.read_text().strip()})")
         return
+    if _port_taken(redis_port()):
+        raise StackError(
+            f"port {redis_port()} is taken by a process this script did not start (another Redis?); "
+            "stop it, or choose other ports with WF_REDIS_PORT (and WF_REDIS_URL)"
+        )
     exe = _redis_server()
     (RUN / "redis").mkdir(parents=True, exist_ok=True)
     # A cache, as in production here: counts can be rebuilt from Kafka's log.

@@ -44,6 +44,41 @@ class Outgoing:
     value: bytes
 
 
+@dataclass(frozen=True)
+class Pace:
+    """When each record is due, in seconds after the replay starts (pure).
+
+    ``speed`` replays event-time gaps ``speed`` times faster than they
+    happened; ``rate`` caps the records sent per second (for load tests at a
+    fixed offered load); with both, a record waits for the later of the two;
+    with neither, everything is due at once.
+
+    >>> Pace(speed=60).due(5, event_time=7200.0, first_event_time=3600.0)
+    60.0
+    >>> Pace(rate=1000).due(5000, event_time=0.0, first_event_time=0.0)
+    5.0
+    >>> Pace().due(5000, 1.0, 0.0) is None
+    True
+    """
+
+    speed: float | None = None
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("speed", "rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value!r}")
+
+    def due(self, index: int, event_time: float, first_event_time: float) -> float | None:
+        times = []
+        if self.speed is not None:
+            times.append((event_time - first_event_time) / self.speed)
+        if self.rate is not None:
+            times.append(index / self.rate)
+        return max(times) if times else None
+
+
 @dataclass
 class ReplaySummary:
     calls: int = 0
@@ -123,11 +158,11 @@ async def produce(
     *,
     bootstrap: str,
     prefix: str,
-    speed: float | None,
+    pace: Pace,
     progress: bool = True,
     source_name: str = "",
 ) -> ReplaySummary:
-    """Send the records in order, paced by ``speed`` (None: as fast as possible)."""
+    """Send the records in order, each when ``pace`` says it is due."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
     from tqdm import tqdm
@@ -164,10 +199,11 @@ async def produce(
         t0 = records[0].event_time if records else 0.0
         bar = tqdm(total=len(records), unit="rec", desc="replay", disable=not progress, file=sys.stderr, smoothing=0.1)
         pending: list[asyncio.Future] = []
-        for rec in records:
-            if speed is not None:
-                due = started + (rec.event_time - t0) / speed
-                delay = due - time.monotonic()
+        paced = pace != Pace()
+        for i, rec in enumerate(records):
+            due = pace.due(i, rec.event_time, t0)
+            if due is not None:
+                delay = started + due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
             pending.append(await producer.send(rec.topic, key=rec.key, value=rec.value))
@@ -179,7 +215,7 @@ async def produce(
                 await asyncio.gather(*pending)
                 bar.update(len(pending))
                 pending.clear()
-            elif speed is not None and len(pending) >= 50:
+            elif paced and len(pending) >= 50:
                 bar.update(len(pending))
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -231,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="CSV file to replay (a real export or a simulator file)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="source format (default: detect from the header)")
     p.add_argument("--speed", type=_speed, default=60.0, help="times real time, or 'max' (default: 60, an hour a minute)")
+    p.add_argument("--rate", type=float, default=None, help="at most this many records per second; with --speed max, a fixed offered load")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N calls by event time")
     p.add_argument("--since", type=_when, default=None, help="only calls received at or after this time (ISO 8601; no offset: UTC)")
     p.add_argument("--until", type=_when, default=None, help="only calls received before this time (ISO 8601; no offset: UTC)")
@@ -245,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     if not args.path.is_file():
         print(f"replay: {args.path} is not a file", file=sys.stderr)
+        return 2
+    if args.rate is not None and args.rate <= 0:
+        print(f"replay: --rate must be positive, got {args.rate}", file=sys.stderr)
         return 2
     if args.limit is not None and args.limit < 1:
         print(f"replay: --limit must be at least 1, got {args.limit}", file=sys.stderr)
@@ -271,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                     rejected,
                     bootstrap=settings.kafka_bootstrap,
                     prefix=settings.topic_prefix,
-                    speed=args.speed,
+                    pace=Pace(speed=args.speed, rate=args.rate),
                     progress=not args.no_progress,
                     source_name=args.path.name,
                 )

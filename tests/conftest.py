@@ -8,6 +8,8 @@ end; it never skips (in CI a missing service is a failure, not a skip).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -22,14 +24,15 @@ DATA = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def stack():
-    """Kafka and Redis, up for the whole session."""
+    """Kafka and Redis, up for the whole session; stopped at the end if this session started them."""
     started = False
     if infra_stack._redis_ping() is not None or infra_stack._kafka_metadata() is not None:
-        infra_stack.up()
+        # through the CLI, so the daemons are not children of the test process
+        subprocess.run([sys.executable, "-m", "infra.stack", "up"], cwd=ROOT, check=True)
         started = True
     yield
     if started and not os.environ.get("WF_KEEP_STACK"):
-        infra_stack.down()
+        subprocess.run([sys.executable, "-m", "infra.stack", "down"], cwd=ROOT, check=True)
 
 
 @pytest.fixture

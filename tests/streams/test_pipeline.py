@@ -127,15 +127,44 @@ def long_retention(settings):
     return replace(settings, retention_s=400 * 86400, batch_size=500)
 
 
-def replay(settings, path: Path, fmt: str, limit: int, speed: str = "max") -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.replay", str(path), "--format", fmt, "--speed", speed, "--limit", str(limit), "--no-progress"],
-        cwd=ROOT,
-        env=worker_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def replay(settings, path: Path, fmt: str, limit: int, rate: float | None = None) -> subprocess.Popen:
+    """The replay CLI at full speed, or at ``rate`` records per second."""
+    cmd = [sys.executable, "-m", "streams.replay", str(path), "--format", fmt, "--speed", "max", "--limit", str(limit), "--no-progress"]
+    if rate is not None:
+        cmd += ["--rate", str(rate)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=worker_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(rp: subprocess.Popen, timeout_s: float = 300) -> str:
+    """Wait for a replay; kill it if the test is leaving early. Returns its stdout."""
+    try:
+        out, err = rp.communicate(timeout=timeout_s)
+    finally:
+        if rp.poll() is None:
+            rp.kill()
+            rp.communicate()
+    assert rp.returncode == 0, err
+    return out
+
+
+def calls_counted(settings) -> int:
+    """A cheap read of the worker's call counter (for deciding when to kill)."""
+    import redis
+
+    from streams.keys import Keys
+
+    with redis.Redis.from_url(settings.redis_url) as client:
+        return int(client.hget(Keys(settings.redis_prefix).metrics, "events_total|call") or 0)
+
+
+def wait_counted(settings, at_least: int, timeout_s: float = 120) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = calls_counted(settings)
+        if n >= at_least:
+            return n
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} calls counted after {timeout_s:.0f} s")
 
 
 def redis_view(settings):
@@ -182,9 +211,7 @@ def test_replayed_calls_are_counted_exactly_per_cell_category_and_minute(long_re
     settings = long_retention
     worker = WorkerProcess(settings, tmp_path).start()
     try:
-        rp = replay(settings, *source, N_CALLS)
-        out, err = rp.communicate(timeout=300)
-        assert rp.returncode == 0, err
+        out = finish(replay(settings, *source, N_CALLS))
         assert f"replayed {N_CALLS} calls" in out
         wait_caught_up(settings, [worker])
         assert_exact(settings, source)
@@ -196,24 +223,21 @@ def test_worker_killed_with_sigkill_mid_replay_ends_with_identical_counts(long_r
     settings = long_retention
     first = WorkerProcess(settings, tmp_path, "first").start()
     second = None
+    # Paced so that the kill lands mid-stream: ~20,000 records at 1,500/s take ~13 s.
+    rp = replay(settings, *source, N_CALLS, rate=1500)
     try:
-        rp = replay(settings, *source, N_CALLS)
-        # Kill once a real share of the replay has been counted, while the replay is still producing.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            m = redis_view(settings)[2]
-            if m.get("events_total|call", 0) >= 2_000:
-                break
-            time.sleep(0.2)
-        counted_at_kill = redis_view(settings)[2].get("events_total|call", 0)
+        wait_counted(settings, 2_000)
         first.kill()
-        assert 0 < counted_at_kill < N_CALLS, "the kill must land mid-stream"
+        counted_at_kill = calls_counted(settings)
+        assert counted_at_kill < N_CALLS - 2_000, "the kill must land mid-stream"
         second = WorkerProcess(settings, tmp_path, "second").start()
-        out, err = rp.communicate(timeout=300)
-        assert rp.returncode == 0, err
+        finish(rp)
         wait_caught_up(settings, [second])
         assert_exact(settings, source)
     finally:
+        if rp.poll() is None:
+            rp.kill()
+            rp.communicate()
         first.stop()
         if second:
             second.stop()
@@ -225,17 +249,18 @@ def test_two_workers_share_partitions_and_one_dies_counts_stay_exact(long_retent
     settings = replace(long_retention, batch_size=200)
     a = WorkerProcess(settings, tmp_path, "a").start()
     b = WorkerProcess(settings, tmp_path, "b").start()
+    rp = replay(settings, *source, N_CALLS, rate=1500)
     try:
-        rp = replay(settings, *source, N_CALLS)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and redis_view(settings)[2].get("events_total|call", 0) < 3_000:
-            time.sleep(0.2)
+        wait_counted(settings, 3_000)
         b.kill()
-        out, err = rp.communicate(timeout=300)
-        assert rp.returncode == 0, err
+        assert calls_counted(settings) < N_CALLS - 2_000, "the kill must land mid-stream"
+        finish(rp)
         wait_caught_up(settings, [a], timeout_s=300)
         assert_exact(settings, source)
     finally:
+        if rp.poll() is None:
+            rp.kill()
+            rp.communicate()
         a.stop()
         b.stop()
 
