@@ -145,16 +145,24 @@ def _port_taken(port: int) -> bool:
         return False
 
 
-def start_kafka() -> None:
-    pidfile = RUN / "kafka.pid"
+def _already_running(name: str, port: int, port_vars: str) -> bool:
+    """True when this script's ``name`` runs; an error when someone else holds its port."""
+    pidfile = RUN / f"{name}.pid"
     if _alive(pidfile):
-        _say(f"kafka already running (pid {pidfile.read_text().strip()})")
-        return
-    if _port_taken(kafka_port()):
+        _say(f"{name} already running (pid {pidfile.read_text().strip()})")
+        return True
+    if _port_taken(port):
         raise StackError(
-            f"port {kafka_port()} is taken by a process this script did not start (another Kafka?); "
-            "stop it, or choose other ports with WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"
+            f"port {port} is taken by a process this script did not start (another {name}?); "
+            f"stop it, or choose other ports with {port_vars}"
         )
+    return False
+
+
+def start_kafka() -> None:
+    if _already_running("kafka", kafka_port(), "WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"):
+        return
+    pidfile = RUN / "kafka.pid"
     cp = kafka_classpath()
     data = RUN / "kafka" / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -213,15 +221,9 @@ def _redis_server() -> str:
 
 
 def start_redis() -> None:
-    pidfile = RUN / "redis.pid"
-    if _alive(pidfile):
-        _say(f"redis already running (pid {pidfile.read_text().strip()})")
+    if _already_running("redis", redis_port(), "WF_REDIS_PORT (and WF_REDIS_URL)"):
         return
-    if _port_taken(redis_port()):
-        raise StackError(
-            f"port {redis_port()} is taken by a process this script did not start (another Redis?); "
-            "stop it, or choose other ports with WF_REDIS_PORT (and WF_REDIS_URL)"
-        )
+    pidfile = RUN / "redis.pid"
     exe = _redis_server()
     (RUN / "redis").mkdir(parents=True, exist_ok=True)
     # A cache, as in production here: counts can be rebuilt from Kafka's log.

@@ -65,6 +65,7 @@ import numpy as np
 from tqdm import tqdm
 
 from streams.schema import Category, format_time
+from streams.sources import WATCHFLOOR_COLUMNS
 
 # --- Calibrated figures -----------------------------------------------------------------------------
 # Measured by `python bench/calibrate.py ../shared/data/montgomery-pa-911-2015-12-to-2016-08.csv`
@@ -175,10 +176,8 @@ DEFAULT_RADIUS_KM = 20.0
 DEFAULT_HOT_SPOTS = 30
 AGENCY = "sim-911"
 H3_RESOLUTION = 8
-WATCHFLOOR_HEADER = (
-    "id", "received_at", "category", "call_type", "priority", "lat", "lng", "agency",
-    "dispatched_at", "en_route_at", "on_scene_at", "closed_at", "unit",
-)  # fmt: skip
+#: The watchfloor CSV header, owned by the reader (streams.sources).
+WATCHFLOOR_HEADER = WATCHFLOOR_COLUMNS
 
 _KM_PER_DEG_LAT = 6371.0088 * math.pi / 180.0
 #: z such that P(Z <= z) = 0.9 for a standard normal: turns (median, p90) into a lognormal sigma.

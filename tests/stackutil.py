@@ -47,9 +47,10 @@ class WorkerProcess:
         self.env = env or {}
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
+        self.web_port = free_port()
 
     def start(self) -> WorkerProcess:
-        env = worker_env(self.settings, WF_WEB_PORT=str(free_port()), **self.env)
+        env = worker_env(self.settings, WF_WEB_PORT=str(self.web_port), **self.env)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.worker", "-l", "info"],

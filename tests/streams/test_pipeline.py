@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -337,6 +338,7 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_on
         wait_caught_up(settings, [worker])
         letters = read_deadletters(settings, len(bad))
         counts, _, metrics = redis_view(settings)
+        exposition = urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=10).read().decode()
     finally:
         worker.stop()
     by_original = {base64.b64decode(d["original_b64"]): d for d in letters}
@@ -347,5 +349,8 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_on
     assert metrics["events_total|call"] == 20
     assert sum(v for k, v in metrics.items() if k.startswith("deadletter_total|")) == len(bad)
     assert metrics["pii_fields_dropped_total"] == 40
+    # the worker's metrics page says the same
+    assert 'watchfloor_deadletter_total{reason="not_json"} 2' in exposition
+    assert "watchfloor_pii_fields_dropped_total 40" in exposition
     assert sum(v for (m, c, k), v in counts.items() if k == "ALL" and h3.get_resolution(c) == settings.h3_resolution) == 20
     assert format_time(T0)  # the fixture's times are the ones counted
