@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[READERS[1]].append(bare_faust(settings, topics, n, "events", workdir))
             runs[READERS[2]].append(bare_faust(settings, topics, n, "batch", workdir))
             # each worker run counts into its own Redis prefix, from the same topics
-            run_settings = replace(settings, redis_prefix=f"{prefix}r{r}", app_id=f"{prefix}-worker-{r}")
+            # the counting role only: the detectors run in their own worker (and are measured below)
+            run_settings = replace(settings, redis_prefix=f"{prefix}r{r}", app_id=f"{prefix}-worker-{r}", roles=("count",))
             worker_s, check = watchfloor_worker(run_settings, n, workdir)
             runs[READERS[3]].append(worker_s)
         results = {name: statistics.median(times) for name, times in runs.items()}

@@ -26,6 +26,11 @@ key                            type    holds
 ``P:pend:{partition}``         hash    call id -> updates that arrived before the call
 ``P:pendq:{partition}``        zset    call ids with pending updates, by time
 ``P:metrics``                  hash    exact counters (events, dead letters by reason, ...)
+``P:alerts``                   stream  alert lifecycle records (field ``alert``: JSON), for the
+                                       gateway; the stream id is the alert record's id
+``P:detector``                 hash    the detection agent's checkpoint: ``offset`` (last
+                                       detector-input offset applied) and ``state`` (the
+                                       pickled detectors, base64), written with the alerts
 =============================  ======  ====================================================
 
 State of a call lives under its partition so that only the worker owning that
@@ -92,6 +97,14 @@ class Keys:
 
     def pendq(self, partition: int) -> str:
         return f"{self.prefix}:pendq:{partition}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}:alerts"
+
+    @property
+    def detector(self) -> str:
+        return f"{self.prefix}:detector"
 
     @property
     def metrics(self) -> str:

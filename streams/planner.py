@@ -28,6 +28,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+import h3
+
+from detectors.types import DETECTION_RESOLUTION
 from streams.keys import ALL, Keys
 from streams.rolling import cells_for, hour_of, minute_of, rt_bin
 from streams.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Parsed, Reason, Status, encode, parse_event
@@ -133,6 +136,8 @@ class Plan:
     watermarks: dict[tuple[str, int], float] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     metrics: Counter = field(default_factory=Counter)
+    #: The accepted calls, for the detectors: ``(partition, offset, event time, res-8 cell, category, priority)``.
+    points: list[tuple[int, int, float, str, str, int | None]] = field(default_factory=list)
     applied: int = 0
     skipped: int = 0
 
@@ -231,7 +236,11 @@ class _Builder:
                 self.plan.dead_letters.append(DeadLetter(rec, Reason.DUPLICATE_ID, f"call id {event.id!r} was already counted"))
                 self.plan.metrics[f"deadletter_total|{Reason.DUPLICATE_ID.value}"] += 1
                 return
-            self._add_call(rec.partition, event)
+            cells = self._add_call(rec.partition, event)
+            cell8 = cells[self.cfg.resolutions.index(DETECTION_RESOLUTION)] if DETECTION_RESOLUTION in self.cfg.resolutions else None
+            if cell8 is None:
+                cell8 = h3.latlng_to_cell(event.lat, event.lng, DETECTION_RESOLUTION)
+            self.plan.points.append((rec.partition, rec.offset, event.received_at, cell8, event.category.value, event.priority))
         else:
             self._add_update(rec.partition, event)
         self.plan.metrics[f"events_total|{rec.kind}"] += 1
@@ -257,7 +266,7 @@ class _Builder:
             self.calls[key] = self.snap.calls.get(key)
         return self.calls[key]
 
-    def _add_call(self, partition: int, call: Call) -> None:
+    def _add_call(self, partition: int, call: Call) -> tuple[str, ...]:
         cells = cells_for(call.lat, call.lng, self.cfg.resolutions)
         minute = minute_of(call.received_at)
         bucket = self.k.bucket(minute)
@@ -276,6 +285,7 @@ class _Builder:
             updates = [parse_event(raw.encode(), now=float("inf")).event for raw in waiting]
             for upd in sorted(updates, key=lambda u: u.at):  # type: ignore[union-attr]
                 self._apply_update(partition, upd)  # type: ignore[arg-type]
+        return cells
 
     def _add_update(self, partition: int, upd: IncidentUpdate) -> None:
         key = (partition, upd.call_id)

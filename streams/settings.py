@@ -14,6 +14,12 @@ from dataclasses import dataclass
 
 from streams.schema import Jurisdiction
 
+ROLES = ("count", "detect")
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the worker cannot use."""
@@ -42,6 +48,9 @@ class Settings:
     batch_size: int = 1000
     batch_within_s: float = 0.2
     web_port: int = 6066
+    #: Which agents this worker runs: "count" (calls and updates into Redis; scale
+    #: out by partitions) and/or "detect" (the detectors; one instance per deployment).
+    roles: tuple[str, ...] = ("count", "detect")
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -57,6 +66,9 @@ class Settings:
             )
         if self.retention_s < 24 * 3600:
             raise SettingsError(f"retention_s must cover the 24 h rolling window, found {self.retention_s}")
+        unknown = set(self.roles) - set(ROLES)
+        if unknown or not self.roles:
+            raise SettingsError(f"roles must be a non-empty subset of {', '.join(ROLES)}, found {', '.join(self.roles) or 'none'}")
         if self.batch_size < 1 or self.batch_within_s <= 0:
             raise SettingsError(f"batch_size must be >= 1 and batch_within_s > 0, found {self.batch_size}, {self.batch_within_s}")
 
@@ -82,6 +94,7 @@ _ENV = {
     "WF_BATCH_SIZE": ("batch_size", int),
     "WF_BATCH_WITHIN_S": ("batch_within_s", float),
     "WF_WEB_PORT": ("web_port", int),
+    "WF_ROLES": ("roles", _roles),
 }
 
 

@@ -8,9 +8,11 @@ its call state and its consumed offsets change together or not at all.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -122,6 +124,8 @@ return 1
 
 
 OP_SEPARATOR = "\x1f"
+#: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
+ALERTS_STREAM_MAXLEN = 100_000
 
 
 class StateError(RuntimeError):
@@ -138,10 +142,10 @@ class RedisState:
     """Exact rolling counts in Redis, written batch by batch.
 
     Call :meth:`apply` with each batch consumed from Kafka; it returns after the
-    batch is committed (or was found already committed). Dead letters in the
-    returned plan must be published by the caller *before* calling :meth:`apply`
-    would lose them, so :meth:`apply` takes an async ``publish_dead_letters``
-    callback that runs between planning and committing.
+    batch is committed (or was found already committed). What the batch sends
+    on (dead letters, detector input) must be published before the commit, or a
+    crash in between would lose it: :meth:`apply` takes an async
+    ``before_commit(plan)`` callback that runs between planning and committing.
     """
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
@@ -165,15 +169,17 @@ class RedisState:
 
     # -- writing ------------------------------------------------------------
 
-    async def apply(self, batch: list[Incoming], publish_dead_letters=None, *, max_attempts: int = 20) -> BatchResult:
+    async def apply(
+        self, batch: list[Incoming], before_commit: Callable[[Plan], Awaitable[None]] | None = None, *, max_attempts: int = 20
+    ) -> BatchResult:
         """Plan and commit one batch; retry when another worker committed the same partition first."""
         for attempt in range(1, max_attempts + 1):
             try:
                 parsed = parse_batch(batch, self.config, now=time.time())
                 snap = await self.snapshot(batch, referenced_calls(batch, parsed))
                 plan = plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed)
-                if publish_dead_letters is not None and plan.dead_letters:
-                    await publish_dead_letters(plan.dead_letters)
+                if before_commit is not None and (plan.dead_letters or plan.points):
+                    await before_commit(plan)
                 if not plan.offsets:
                     return BatchResult(plan, attempt)
                 if await self._commit_plan(plan, snap):
@@ -305,6 +311,31 @@ class RedisState:
         tps = [(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
         values = await self.client.mget([self.keys.offset(kind, p) for kind, p in tps])
         return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
+
+    async def commit_detection(self, offset: int, state: bytes, alerts: list[str]) -> None:
+        """Append alert records (JSON) to the alerts stream and checkpoint the detectors, atomically.
+
+        ``offset`` is the last detector-input offset the ``state`` has seen: after
+        a crash the agent reloads the state and skips input at or below it, so
+        each alert reaches the stream exactly once.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        for body in alerts:
+            pipe.xadd(self.keys.alerts, {"alert": body}, maxlen=ALERTS_STREAM_MAXLEN, approximate=True)
+        pipe.hset(self.keys.detector, mapping={"offset": str(offset), "state": base64.b64encode(state).decode()})
+        await pipe.execute()
+
+    async def load_detection(self) -> tuple[int, bytes] | None:
+        """The detectors' last checkpoint as ``(offset, state)``, or None before the first."""
+        h = await self.client.hgetall(self.keys.detector)
+        if not h:
+            return None
+        return int(h["offset"]), base64.b64decode(h["state"])
+
+    async def recent_alerts(self, count: int = 100) -> list[tuple[str, dict]]:
+        """The newest ``count`` alert records, oldest first, as ``(stream id, alert)``."""
+        entries = await self.client.xrevrange(self.keys.alerts, count=count)
+        return [(sid, json.loads(fields["alert"])) for sid, fields in reversed(entries)]
 
     async def clear(self) -> int:
         """Delete every key under the prefix (a rebuild starts from here). Returns how many."""

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 CALLS = "calls"
 INCIDENT_UPDATES = "incident-updates"
 DEADLETTER = "deadletter"
+#: Accepted calls as the detectors see them (cell, time, category), one message per worker batch.
+DETECTOR_INPUT = "detector-input"
+#: Alert lifecycle records (open / update / closed), keyed by alert id.
+ALERTS = "alerts"
 
 DEADLETTER_PARTITIONS = 1
+#: One partition: the detectors need the whole jurisdiction in one place, in order.
+DETECTOR_INPUT_PARTITIONS = 1
+ALERTS_PARTITIONS = 1
 #: Ingest topics keep 8 days, like the Redis counts they feed (a rebuild replays them).
 INGEST_RETENTION_MS = 8 * 24 * 3600 * 1000
 DEADLETTER_RETENTION_MS = 30 * 24 * 3600 * 1000
@@ -43,4 +50,6 @@ def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
         TopicSpec(topic_name(prefix, CALLS), partitions, INGEST_RETENTION_MS),
         TopicSpec(topic_name(prefix, INCIDENT_UPDATES), partitions, INGEST_RETENTION_MS),
         TopicSpec(topic_name(prefix, DEADLETTER), DEADLETTER_PARTITIONS, DEADLETTER_RETENTION_MS),
+        TopicSpec(topic_name(prefix, DETECTOR_INPUT), DETECTOR_INPUT_PARTITIONS, INGEST_RETENTION_MS),
+        TopicSpec(topic_name(prefix, ALERTS), ALERTS_PARTITIONS, DEADLETTER_RETENTION_MS),
     ]

@@ -33,6 +33,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         WF_BATCH_WITHIN_S=str(settings.batch_within_s),
         WF_BATCH_SIZE=str(settings.batch_size),
         WF_RETENTION_S=str(settings.retention_s),
+        WF_ROLES=",".join(settings.roles),
         PYTHONPATH=str(ROOT),
     )
     env.update(extra)

@@ -1,0 +1,81 @@
+"""What detectors consume and produce (pure data, shared by the worker and the evaluation).
+
+A detector sees a :class:`CallPoint`: when, which H3 cell, what category,
+priority and response times when known. It never sees call ids, caller data
+or coordinates. It produces :class:`Alert` records that carry their own
+explanation: observed and expected counts, window, cells, the categories that
+drove them, the score, the model and its version.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+
+#: H3 resolution of the cells detectors work on (res 8: ~0.74 km^2).
+DETECTION_RESOLUTION = 8
+
+
+@dataclass(frozen=True)
+class CallPoint:
+    """One call as a detector sees it.
+
+    ``t`` is the event time (epoch seconds, UTC); ``cell`` the H3 cell at
+    :data:`DETECTION_RESOLUTION`; ``category`` one of EMS, FIRE, TRAFFIC, POLICE, OTHER.
+    ``dispatch_s`` / ``travel_s`` are response times when known (the anomaly
+    model uses them); ``priority`` is 1..5 or None.
+    """
+
+    t: float
+    cell: str
+    category: str
+    priority: int | None = None
+    dispatch_s: float | None = None
+    travel_s: float | None = None
+
+
+class AlertKind(enum.StrEnum):
+    SURGE = "surge"
+    ANOMALY = "anomaly"
+    FEED_OUTAGE = "feed_outage"
+
+
+class AlertState(enum.StrEnum):
+    """Lifecycle: one surge is one alert, opened once, updated while it lasts, closed once."""
+
+    OPEN = "open"
+    UPDATE = "update"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert and why it fired. ``id`` is stable for the whole life of one surge."""
+
+    id: str
+    kind: AlertKind
+    state: AlertState
+    #: event time the condition started (first minute of the window that fired)
+    started_at: float
+    #: event time of this open/update/close
+    at: float
+    cells: tuple[str, ...]
+    window_min: int
+    observed: int
+    expected: float
+    #: high means more unusual (for surges: -log10 of the tail probability)
+    score: float
+    p_value: float | None
+    #: observed calls per category in the window, largest first
+    categories: dict[str, int] = field(default_factory=dict)
+    model: str = ""
+    model_version: str = ""
+    #: one sentence a supervisor can read
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["state"] = self.state.value
+        d["cells"] = list(self.cells)
+        return d
