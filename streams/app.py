@@ -1,4 +1,4 @@
-"""The Faust application: factory, topics and the counting agent.
+"""The Faust application: factory, topics, the counting agent and the detection agent.
 
 ``create_app(settings)`` builds an app with its agent wired to Redis; the
 module ``streams.worker`` holds the module-level ``app`` the Faust CLI runs.
@@ -6,7 +6,10 @@ module ``streams.worker`` holds the module-level ``app`` the Faust CLI runs.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -14,11 +17,13 @@ from pathlib import Path
 import faust
 from faust.types import EventT
 
+from detectors.types import Alert
+from streams.detection import DetectionRunner, encode_points
 from streams.metrics import render_prometheus
-from streams.planner import CALL, UPDATE, DeadLetter, Incoming, encode_deadletter
+from streams.planner import CALL, UPDATE, Incoming, Plan, encode_deadletter
 from streams.settings import Settings, load_settings
 from streams.state import RedisState
-from streams.topics import CALLS, DEADLETTER, INCIDENT_UPDATES, topic_name
+from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +33,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
     s = settings or load_settings()
     faust_dirs = Path(tempfile.gettempdir()) / "watchfloor-faust"
     faust_dirs.mkdir(parents=True, exist_ok=True)
+    # One consumer group per set of roles: Faust assumes every member of a group
+    # runs the same agents, so a count-only and a detect-only worker must not share one.
+    app_id = s.app_id if set(s.roles) == {"count", "detect"} else f"{s.app_id}-{'-'.join(s.roles)}"
     app = faust.App(
-        s.app_id,
+        app_id,
         broker=f"kafka://{s.kafka_bootstrap}",
         store="memory://",
         topic_partitions=s.partitions,
@@ -38,13 +46,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=s.web_port,
         web_host="127.0.0.1",
         # Faust keeps a small folder per app id; keep it out of the working tree.
-        datadir=str(faust_dirs / s.app_id),
+        datadir=str(faust_dirs / app_id),
     )
     calls_topic = topic_name(s.topic_prefix, CALLS)
     updates_topic = topic_name(s.topic_prefix, INCIDENT_UPDATES)
     kinds = {calls_topic: CALL, updates_topic: UPDATE}
     ingest = app.topic(calls_topic, updates_topic, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(topic_name(s.topic_prefix, DEADLETTER), key_serializer="raw", value_serializer="raw")
+    detector_input = app.topic(topic_name(s.topic_prefix, DETECTOR_INPUT), key_serializer="raw", value_serializer="raw")
+    alerts_topic = app.topic(topic_name(s.topic_prefix, ALERTS), key_serializer="raw", value_serializer="raw")
     holder: dict[str, RedisState] = {}
 
     async def state() -> RedisState:
@@ -52,32 +62,84 @@ def create_app(settings: Settings | None = None) -> faust.App:
             holder["state"] = RedisState.from_settings(s)
         return holder["state"]
 
-    async def publish_dead_letters(letters: list[DeadLetter]) -> None:
+    async def publish_before_commit(plan: Plan) -> None:
         # Awaited to the broker's acknowledgement before the batch commits, so a
-        # refused record is never lost; a crash in between may publish it twice
-        # (the envelope's topic/partition/offset identify the copy).
+        # refused record or a detector input is never lost; a crash in between
+        # may publish it twice (both carry partition/offset to drop the copy).
         now = time.time()
         futures = []
-        for dl in letters:
+        for dl in plan.dead_letters:
             topic = calls_topic if dl.source.kind == CALL else updates_topic
             futures.append(await deadletter.send(key=str(dl.source.offset).encode(), value=encode_deadletter(dl, topic, at=now)))
             log.warning("dead letter %s[%d]@%d: %s: %s", topic, dl.source.partition, dl.source.offset, dl.reason.value, dl.detail)
+        if plan.points:
+            futures.append(await detector_input.send(value=encode_points(plan.points)))
         for fut in futures:
             await fut
 
-    @app.agent(ingest, name="count_calls_and_updates")
     async def count_calls_and_updates(stream: faust.StreamT) -> None:
         """Fold calls and incident updates into per-cell, per-minute counts in Redis, batch by batch."""
         st = await state()
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
             batch = [_incoming(e, kinds) for e in events]
-            result = await st.apply(batch, publish_dead_letters)
+            result = await st.apply(batch, publish_before_commit)
             if result.plan.skipped:
                 log.info("skipped %d records already counted before a restart", result.plan.skipped)
 
+    if "count" in s.roles:
+        app.agent(ingest, name="count_calls_and_updates")(count_calls_and_updates)
+
+    # The agent and the clock timer both drive the detectors: one at a time.
+    detection: dict = {"runner": None, "offset": -1, "lock": asyncio.Lock()}
+
+    async def detection_runner() -> DetectionRunner:
+        """The detectors, restored from their checkpoint in Redis when there is one."""
+        if detection["runner"] is None:
+            saved = await (await state()).load_detection()
+            if saved is None:
+                detection["runner"] = DetectionRunner()
+            else:
+                detection["offset"], blob = saved
+                detection["runner"] = pickle.loads(blob)  # our own checkpoint, in our own Redis
+                log.info("detectors restored from their checkpoint at detector-input offset %d", detection["offset"])
+        return detection["runner"]
+
+    async def publish_alerts(alerts: list[Alert], offset: int) -> None:
+        """Alerts to the alerts topic, then to the Redis stream together with the detectors' checkpoint."""
+        runner = await detection_runner()
+        bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
+        futures = [await alerts_topic.send(key=a.id.encode(), value=b.encode()) for a, b in zip(alerts, bodies, strict=True)]
+        for fut in futures:
+            await fut
+        for a in alerts:
+            log.info("alert %s %s: %s", a.state.value, a.id, a.reason)
+        await (await state()).commit_detection(offset, pickle.dumps(runner), bodies)
+        detection["offset"] = offset
+
+    async def detect_surges(stream: faust.StreamT) -> None:
+        """Run the detectors over the accepted calls, in event-time order, and publish their alerts."""
+        async for event in stream.events():
+            async with detection["lock"]:
+                runner = await detection_runner()
+                if event.message.offset <= detection["offset"]:
+                    continue  # already in the checkpoint: seen before a restart
+                await publish_alerts(runner.feed(event.value, time.time()), event.message.offset)
+
+    async def keep_detector_clock() -> None:
+        """While the feed is silent, the detectors' clock follows the wall clock (outages are news)."""
+        async with detection["lock"]:
+            alerts = (await detection_runner()).tick(time.time())
+            if alerts:
+                await publish_alerts(alerts, detection["offset"])
+
+    if "detect" in s.roles:
+        app.agent(detector_input, name="detect_surges")(detect_surges)
+        app.timer(interval=5.0)(keep_detector_clock)
+
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001 -- Faust's view signature
-        body = render_prometheus(await (await state()).metrics())
+        counters = detection["runner"].metrics() if detection["runner"] is not None else {}
+        body = render_prometheus({**await (await state()).metrics(), **counters})
         return web.text(body, content_type="text/plain; version=0.0.4")
 
     @app.on_before_shutdown.connect

@@ -12,7 +12,16 @@ _LABELS = {
     "deadletter_total": "reason",
     "events_total": "kind",
     "response_time_negative_total": "kind",
+    "model_residuals_total": "model",
+    "model_mae": "model",
+    "model_bias": "model",
+    "model_drifts_total": "model",
+    "model_alerts_total": "model",
+    "model_alert_rate_per_day": "model",
 }
+
+#: Families that go up and down (everything else is a counter).
+_GAUGES = frozenset({"model_mae", "model_bias", "model_alert_rate_per_day"})
 
 _HELP = {
     "events_total": "Valid events folded into the counts, by kind.",
@@ -23,21 +32,33 @@ _HELP = {
     "stale_closed_total": "Calls that never closed and stopped counting as open after the timeout.",
     "orphan_updates_expired_total": "Held updates whose call never arrived, dropped at retention.",
     "response_time_negative_total": "Status times earlier than the previous status (not sampled).",
+    "detector_points_total": "Calls the detectors have processed.",
+    "detector_input_duplicates_total": "Detector input dropped as a redelivered copy.",
+    "detector_input_late_total": "Calls too far out of event-time order for the detectors (still counted).",
+    "model_residuals_total": "Residuals (observed - expected) fed to the model's drift detector.",
+    "model_mae": "Mean absolute residual of the model since its last drift.",
+    "model_bias": "Mean residual of the model since its last drift.",
+    "model_drifts_total": "Drifts detected in the model's residuals.",
+    "model_alerts_total": "Alerts the model opened.",
+    "model_alert_rate_per_day": "Alerts the model opened per day of event time.",
 }
 
 
-def render_prometheus(counters: dict[str, int], prefix: str = "watchfloor_") -> str:
+def render_prometheus(counters: dict[str, float], prefix: str = "watchfloor_") -> str:
     """Counters as Prometheus exposition text.
 
-    >>> print(render_prometheus({"events_total|call": 3, "deadletter_total|not_json": 1}), end="")
+    >>> print(render_prometheus({"events_total|call": 3, "deadletter_total|not_json": 1, "model_mae|surge": 0.5}), end="")
     # HELP watchfloor_deadletter_total Records refused and sent to the dead-letter topic, by reason.
     # TYPE watchfloor_deadletter_total counter
     watchfloor_deadletter_total{reason="not_json"} 1
     # HELP watchfloor_events_total Valid events folded into the counts, by kind.
     # TYPE watchfloor_events_total counter
     watchfloor_events_total{kind="call"} 3
+    # HELP watchfloor_model_mae Mean absolute residual of the model since its last drift.
+    # TYPE watchfloor_model_mae gauge
+    watchfloor_model_mae{model="surge"} 0.5
     """
-    families: dict[str, list[tuple[str | None, int]]] = {}
+    families: dict[str, list[tuple[str | None, float]]] = {}
     for key, value in counters.items():
         name, _, label = key.partition("|")
         families.setdefault(name, []).append((label or None, value))
@@ -45,7 +66,7 @@ def render_prometheus(counters: dict[str, int], prefix: str = "watchfloor_") -> 
     for name in sorted(families):
         full = prefix + name
         lines.append(f"# HELP {full} {_HELP.get(name, name)}")
-        lines.append(f"# TYPE {full} counter")
+        lines.append(f"# TYPE {full} {'gauge' if name in _GAUGES else 'counter'}")
         for label, value in sorted(families[name], key=lambda lv: lv[0] or ""):
             tag = f'{{{_LABELS.get(name, "label")}="{label}"}}' if label else ""
             lines.append(f"{full}{tag} {value}")

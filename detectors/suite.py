@@ -1,0 +1,125 @@
+"""The detector suite: every detector behind one entry point, for the worker and the evaluation alike.
+
+:class:`DetectorSuite` holds a :class:`~detectors.surge.SurgeDetector`, a
+:class:`~detectors.outage.FeedMonitor` and any number of extra detectors with
+the same protocol (``learn_one(x)``, ``advance(now) -> list[Alert]``, and
+optionally ``score_one(x)``): the place for the anomaly detector.
+
+Calling contract: feed calls in event-time order to :meth:`DetectorSuite.process`
+and, while no call arrives, call :meth:`DetectorSuite.advance` with the event
+clock (the worker lets it follow the wall clock after a quiet spell, an offline
+replay ticks it every minute) so that outages are seen and alerts close.
+
+Examples
+--------
+>>> import random
+>>> from detectors.types import CallPoint
+>>> rng = random.Random(5)
+>>> suite = DetectorSuite(
+...     surge=SurgeDetector(baseline=ExpectedCounts(warmup_calls=300, warmup_hours=24)),
+...     feed=FeedMonitor(baseline=ExpectedCounts(warmup_calls=300, warmup_hours=24)),
+... )
+>>> t, alerts = 1_700_000_000.0, []
+>>> for _ in range(1500):
+...     t += rng.expovariate(16 / 3600)
+...     alerts += suite.process(CallPoint(t=t, cell="882aac941dfffff", category="EMS"))
+>>> alerts, sorted(suite.last_scores)
+([], ['feed', 'surge'])
+>>> alerts = [a for minute in range(1, 91) for a in suite.advance(t + 60.0 * minute)]
+>>> [(a.kind.value, a.state.value) for a in alerts]
+[('feed_outage', 'open')]
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Protocol
+
+from detectors.baseline import ExpectedCounts
+from detectors.outage import FeedMonitor
+from detectors.surge import SurgeDetector
+from detectors.types import Alert, CallPoint
+
+__all__ = ["Detector", "DetectorSuite", "ExpectedCounts", "FeedMonitor", "SurgeDetector"]
+
+
+class Detector(Protocol):
+    """What the suite needs from a detector (``score_one`` is optional)."""
+
+    def learn_one(self, x: CallPoint) -> None: ...
+
+    def advance(self, now: float) -> list[Alert]: ...
+
+
+class DetectorSuite:
+    """Surge detector, feed monitor and extra detectors behind ``process`` and ``advance``.
+
+    Parameters
+    ----------
+    surge : SurgeDetector or None
+        ``None`` for a default :class:`SurgeDetector`.
+    feed : FeedMonitor or None
+        ``None`` for a default :class:`FeedMonitor`.
+    extra : sequence of detectors
+        More detectors with ``learn_one`` and ``advance`` (and optionally
+        ``score_one``), run after the two above, in order: the anomaly detector
+        goes here.
+    score : bool
+        Compute each detector's ``score_one`` in :meth:`process` (kept in
+        :attr:`last_scores`); off saves the scoring pass when only alerts matter.
+    """
+
+    def __init__(
+        self,
+        surge: SurgeDetector | None = None,
+        feed: FeedMonitor | None = None,
+        extra: Sequence[Detector] = (),
+        score: bool = True,
+    ) -> None:
+        for i, det in enumerate(extra):
+            if not (callable(getattr(det, "learn_one", None)) and callable(getattr(det, "advance", None))):
+                raise ValueError(f"extra[{i}] ({type(det).__name__}) must have learn_one(x) and advance(now) methods")
+        if surge is not None and not isinstance(surge, SurgeDetector):
+            raise ValueError(f"surge must be a SurgeDetector or None, got {type(surge).__name__}")
+        if feed is not None and not isinstance(feed, FeedMonitor):
+            raise ValueError(f"feed must be a FeedMonitor or None, got {type(feed).__name__}")
+        self.surge = surge if surge is not None else SurgeDetector()
+        self.feed = feed if feed is not None else FeedMonitor()
+        self.extra = tuple(extra)
+        self.score = bool(score)
+        #: score_one of each detector for the last processed call, by name (surge, feed, extra0, ...)
+        self.last_scores: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in inspect.signature(type(self)).parameters)
+        return f"DetectorSuite({params})"
+
+    def clone(self) -> DetectorSuite:
+        """A fresh suite: every detector cloned from its configuration."""
+        return DetectorSuite(self.surge.clone(), self.feed.clone(), tuple(d.clone() for d in self.extra), self.score)  # type: ignore[attr-defined]
+
+    @property
+    def detectors(self) -> dict[str, Detector]:
+        """Every detector by name, in the order they run."""
+        return {"surge": self.surge, "feed": self.feed, **{f"extra{i}": d for i, d in enumerate(self.extra)}}
+
+    def process(self, x: CallPoint) -> list[Alert]:
+        """Advance every detector's clock to ``x.t``, score ``x``, learn it, and evaluate it.
+
+        Returns the alert lifecycle records this caused, in detector order.
+        """
+        alerts = self.advance(x.t)
+        dets = self.detectors
+        if self.score:
+            self.last_scores = {name: float(d.score_one(x)) for name, d in dets.items() if hasattr(d, "score_one")}
+        for d in dets.values():
+            d.learn_one(x)
+        return alerts + self.advance(x.t)
+
+    def advance(self, now: float) -> list[Alert]:
+        """Move every detector's event clock to ``now``; the alerts opened, updated or closed."""
+        alerts: list[Alert] = []
+        for d in self.detectors.values():
+            alerts += d.advance(now)
+        return alerts

@@ -1,0 +1,189 @@
+"""The surge detector (detectors/surge.py): what fires, what does not, one alert per surge, explanations."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import h3
+import pytest
+from scipy import stats
+
+from detectors.surge import MODEL, MODEL_VERSION, SurgeDetector, _log10_negbin_sf, _log10_poisson_sf, incidents
+from detectors.types import AlertKind, AlertState, CallPoint
+from tests.detectors.conftest import CENTRE, MONDAY, TOWN, background, burst, merged, quick_baseline, run, run_tracked
+
+DAYS = 10
+END = MONDAY + DAYS * 86400.0
+
+
+@pytest.fixture(scope="module")
+def warmed() -> bytes:
+    """A detector after ten quiet days over the town (pickled: each test takes its own copy)."""
+    det = SurgeDetector(baseline=quick_baseline())
+    alerts = run(det, background(seed=1, days=DAYS))
+    assert det.ready
+    assert [a for a in alerts if a.kind is AlertKind.SURGE] == [], "ten ordinary days raised a surge alert"
+    return pickle.dumps(det)
+
+
+def fresh(warmed: bytes) -> SurgeDetector:
+    return pickle.loads(warmed)
+
+
+def quiet_cell() -> str:
+    """A cell next to the town where no call ever came."""
+    return next(c for c in h3.grid_ring(CENTRE, 7))
+
+
+def test_a_quiet_blocks_second_and_third_calls_do_not_fire(warmed):
+    """Below ``min_incidents`` nothing fires; the expectation of a never-seen cell is small, not zero."""
+    det = fresh(warmed)
+    cell = quiet_cell()
+    t = END + 12 * 3600
+    calls = [CallPoint(t=t + 300 * i, cell=cell, category="EMS") for i in range(3)]
+    run(det, calls[:1])
+    assert det.score_one(calls[1]) == 0.0  # one incident short of anything to test
+    assert run(det, calls[1:]) == []
+    assert 0 < det.baseline.expected([cell], t, t + 900) < 0.01
+    # without the floor, the second call of a quiet block is unusual, but not infinitely so
+    loose = fresh(warmed)
+    loose.min_incidents = 1
+    run(loose, calls[:1])
+    assert 3 < loose.score_one(calls[1]) < 12
+
+
+def test_a_clear_surge_opens_once_is_updated_and_closes_with_one_id(warmed):
+    det = fresh(warmed)
+    start = END + 14 * 3600
+    cells = tuple(h3.grid_disk(TOWN[40], 1))
+    surge = burst(seed=3, start=start, n=20, minutes=40, cells=cells)
+    after = background(seed=4, days=0.5, start=start)
+    alerts = [a for a in run(det, merged(surge, after)) if a.kind is AlertKind.SURGE]
+    states = [a.state for a in alerts]
+    assert states.count(AlertState.OPEN) == 1
+    assert states.count(AlertState.UPDATE) >= 1
+    assert states[-1] is AlertState.CLOSED and states.count(AlertState.CLOSED) == 1
+    assert len({a.id for a in alerts}) == 1
+    assert alerts[0].at - surge[0].t < 15 * 60  # opened within 15 minutes of the first call
+    assert all(a.model == MODEL and a.model_version == MODEL_VERSION for a in alerts)
+
+
+def test_the_alert_id_is_the_same_on_a_replay(warmed):
+    start = END + 14 * 3600
+    points = merged(
+        burst(seed=3, start=start, n=15, minutes=30, cells=tuple(h3.grid_disk(TOWN[40], 1))), background(seed=4, days=0.3, start=start)
+    )
+    first = [(a.id, a.state, a.at) for a in run(fresh(warmed), points)]
+    second = [(a.id, a.state, a.at) for a in run(fresh(warmed), points)]
+    assert first == second and first
+
+
+def test_explanations_are_complete_and_consistent(warmed):
+    det = fresh(warmed)
+    start = END + 15 * 3600
+    cells = tuple(h3.grid_disk(TOWN[60], 1))
+    surge = burst(seed=5, start=start, n=14, minutes=30, cells=cells, category="FIRE")
+    points = merged(surge, background(seed=6, days=0.2, start=start))
+    tracked = [(a, n) for a, n in run_tracked(det, points) if a.kind is AlertKind.SURGE and a.state is not AlertState.CLOSED]
+    assert tracked
+    for a, learnt in tracked:
+        window = [p for p in points[:learnt] if a.at - 60 * a.window_min < p.t <= a.at]
+        in_cells = [p for p in window if p.cell in a.cells]
+        assert a.observed == len(in_cells)  # the calls of the alert's cells in its window, when it was emitted
+        assert set(a.cells) == {p.cell for p in in_cells}
+        assert sum(a.categories.values()) == a.observed
+        assert list(a.categories) == sorted(a.categories, key=lambda k: -a.categories[k])
+        assert 0 < a.expected < a.observed
+        assert a.p_value == pytest.approx(10**-a.score, rel=1e-3)
+        assert a.started_at <= min(p.t for p in in_cells)
+        assert f"{a.observed} calls" in a.reason and f"{a.window_min} min" in a.reason
+        assert a.to_json()["kind"] == "surge"
+    last, learnt = tracked[-1]
+    injected_cells = {p.cell for p in surge if last.at - 60 * last.window_min < p.t <= last.at}
+    assert injected_cells <= set(last.cells)
+    assert last.categories["FIRE"] >= 10
+
+
+def test_a_surge_spread_over_adjacent_cells_is_one_alert(warmed):
+    det = fresh(warmed)
+    start = END + 13 * 3600
+    cells = tuple(h3.grid_disk(TOWN[30], 1))
+    alerts = run(det, merged(burst(seed=7, start=start, n=25, minutes=45, cells=cells), background(seed=8, days=0.3, start=start)))
+    opened = [a for a in alerts if a.state is AlertState.OPEN]
+    assert len(opened) == 1
+
+
+def test_a_county_wide_storm_is_one_jurisdiction_alert_not_a_storm_of_alerts(warmed):
+    """Four times the usual calls everywhere for three hours."""
+    det = fresh(warmed)
+    start = END + 10 * 3600
+    storm = merged(*(background(seed=20 + k, days=0.125, start=start) for k in range(4)))
+    opened = [a for a in run(det, storm) if a.state is AlertState.OPEN]
+    jurisdiction = [a for a in opened if a.id.startswith("surge:jurisdiction")]
+    assert len(jurisdiction) == 1
+    assert jurisdiction[0].at - start < 45 * 60  # the county test allows for weather-sized swings (k = 20)
+    assert len(opened) <= 3  # at most a couple of places hot beyond the storm itself
+
+
+def test_nothing_fires_during_warm_up():
+    det = SurgeDetector(baseline=quick_baseline())
+    points = burst(seed=9, start=MONDAY, n=40, minutes=30, cells=(CENTRE,))
+    assert run(det, points) == []
+    assert det.score_one(points[-1]) == 0.0
+
+
+def test_a_feed_outage_is_not_a_surge_when_calls_resume(warmed):
+    """Eight silent hours, then the ordinary feed again: no surge alert (the silence is not learnt as quiet)."""
+    det = fresh(warmed)
+    resumed = background(seed=10, days=1, start=END + 8 * 3600)
+    assert [a for a in run(det, resumed) if a.state is AlertState.OPEN] == []
+
+
+def test_score_one_is_pure_and_ranks_a_surge_call_high(warmed):
+    det = fresh(warmed)
+    start = END + 12 * 3600
+    cells = tuple(h3.grid_disk(TOWN[50], 1))
+    surge = burst(seed=11, start=start, n=12, minutes=20, cells=cells)
+    run(det, surge[:-1])
+    size = det.state_size()
+    s1 = det.score_one(surge[-1])
+    s2 = det.score_one(surge[-1])
+    assert s1 == s2 and det.state_size() == size
+    assert s1 > det.threshold
+    assert det.score_one(CallPoint(t=surge[-1].t, cell=TOWN[-1], category="EMS")) < 3
+
+
+def test_the_repeat_rule_counts_incidents_not_records():
+    cell, nb = CENTRE, h3.grid_ring(CENTRE, 1)[0]
+    pts = [
+        CallPoint(0.0, cell, "TRAFFIC"),
+        CallPoint(30.0, cell, "EMS"),  # another agency's record of the same accident
+        CallPoint(30.5, nb, "FIRE"),  # the same second, next intersection over
+        CallPoint(400.0, cell, "TRAFFIC"),  # a new incident
+    ]
+    assert incidents(pts) == [True, False, False, True]
+    # a long burst in one cell still counts one incident every two minutes
+    assert sum(incidents([CallPoint(20.0 * i, cell, "EMS") for i in range(60)])) == 9  # at 0, 140, ..., 1120 s
+
+
+def test_tail_probabilities_match_scipy():
+    for k, mu in ((1, 1e-6), (3, 0.1), (12, 0.5), (5, 5.0), (40, 30.0), (200, 20.0)):
+        assert _log10_poisson_sf(k, mu) == pytest.approx(math.log10(stats.poisson.sf(k - 1, mu)), rel=1e-6)
+    for k, mu, r in ((5, 1.0, 3.0), (40, 18.0, 20.0), (10, 20.0, 20.0), (300, 18.0, 2.0)):
+        assert _log10_negbin_sf(k, mu, r) == pytest.approx(math.log10(stats.nbinom.sf(k - 1, r, r / (r + mu))), rel=1e-6)
+
+
+def test_bad_configuration_is_refused_with_the_name():
+    for kw, name in (
+        ({"threshold": 0}, "threshold"),
+        ({"close_threshold": 7.0}, "close_threshold"),
+        ({"windows_min": ()}, "windows_min"),
+        ({"windows_min": (15, 0)}, "windows_min"),
+        ({"min_incidents": 0}, "min_incidents"),
+        ({"repeat_s": -1}, "repeat_s"),
+        ({"jurisdiction_shape": 0}, "jurisdiction_shape"),
+        ({"baseline": "a model"}, "baseline"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            SurgeDetector(**kw)
