@@ -1,9 +1,10 @@
-# The Watchfloor worker (and the replay tool) for docker-compose.yml.
+# The Watchfloor worker (counting and detection agents) and the replay tool, for docker-compose.yml.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streams ./streams
+COPY detectors ./detectors
 COPY infra ./infra
 RUN pip install --no-cache-dir . && useradd --create-home watchfloor
 USER watchfloor

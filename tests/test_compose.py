@@ -66,6 +66,16 @@ def test_commands_name_modules_that_exist():
         assert (ROOT / (mod.replace(".", "/") + ".py")).exists(), mod
 
 
+def test_dockerfile_copies_every_package_the_project_installs():
+    """The image gets each package pyproject.toml installs (a missing one fails only at run time)."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert packages <= copied, f"not copied: {packages - copied}"
+
+
 def test_host_ports_bind_to_loopback_only():
     """Published ports are bound to 127.0.0.1: a dev stack holding 911 data must not listen on every interface."""
     for name, svc in SERVICES.items():
