@@ -145,6 +145,14 @@ def _port_taken(port: int) -> bool:
         return False
 
 
+def _spawn(name: str, cmd: list[str]) -> int:
+    """Start a daemon in its own session, logging to ``.run/{name}.log``; record and return its pid."""
+    with open(RUN / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    (RUN / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
 def _already_running(name: str, port: int, port_vars: str) -> bool:
     """True when this script's ``name`` runs; an error when someone else holds its port."""
     pidfile = RUN / f"{name}.pid"
@@ -162,7 +170,6 @@ def _already_running(name: str, port: int, port_vars: str) -> bool:
 def start_kafka() -> None:
     if _already_running("kafka", kafka_port(), "WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"):
         return
-    pidfile = RUN / "kafka.pid"
     cp = kafka_classpath()
     data = RUN / "kafka" / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -178,26 +185,10 @@ def start_kafka() -> None:
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
     heap = os.environ.get("WF_KAFKA_HEAP", "1g")
-    with open(RUN / "kafka.log", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                java,
-                f"-Xms{heap}",
-                f"-Xmx{heap}",
-                f"-Dlog4j2.configurationFile={LOG4J2}",
-                f"-Dkafka.logs.dir={RUN / 'kafka'}",
-                "-cp",
-                cp,
-                "kafka.Kafka",
-                str(cfg),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    pidfile.write_text(str(proc.pid))
-    _say(f"kafka {KAFKA_VERSION} starting on {KAFKA_HOST}:{kafka_port()} (pid {proc.pid}, log {RUN / 'kafka.log'})")
+    cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J2}", f"-Dkafka.logs.dir={RUN / 'kafka'}",
+           "-cp", cp, "kafka.Kafka", str(cfg)]  # fmt: skip
+    pid = _spawn("kafka", cmd)
+    _say(f"kafka {KAFKA_VERSION} starting on {KAFKA_HOST}:{kafka_port()} (pid {pid}, log {RUN / 'kafka.log'})")
 
 
 # -- Redis --------------------------------------------------------------------
@@ -223,34 +214,13 @@ def _redis_server() -> str:
 def start_redis() -> None:
     if _already_running("redis", redis_port(), "WF_REDIS_PORT (and WF_REDIS_URL)"):
         return
-    pidfile = RUN / "redis.pid"
     exe = _redis_server()
     (RUN / "redis").mkdir(parents=True, exist_ok=True)
     # A cache, as in production here: counts can be rebuilt from Kafka's log.
-    with open(RUN / "redis.log", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(redis_port()),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(RUN / "redis"),
-                "--daemonize",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    pidfile.write_text(str(proc.pid))
-    _say(f"redis starting on 127.0.0.1:{redis_port()} (pid {proc.pid}, log {RUN / 'redis.log'})")
+    cmd = [exe, "--port", str(redis_port()), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(RUN / "redis"), "--daemonize", "no"]  # fmt: skip
+    pid = _spawn("redis", cmd)
+    _say(f"redis starting on 127.0.0.1:{redis_port()} (pid {pid}, log {RUN / 'redis.log'})")
 
 
 # -- waiting, topics, stopping --------------------------------------------------
