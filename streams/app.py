@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     kinds = {calls_topic: CALL, updates_topic: UPDATE}
     ingest = app.topic(calls_topic, updates_topic, key_serializer="raw", value_serializer="raw")
     deadletter = app.topic(topic_name(s.topic_prefix, DEADLETTER), key_serializer="raw", value_serializer="raw")
-    detector_input = app.topic(topic_name(s.topic_prefix, DETECTOR_INPUT), key_serializer="raw", value_serializer="raw")
+    detector_input_name = topic_name(s.topic_prefix, DETECTOR_INPUT)
+    detector_input = app.topic(detector_input_name, key_serializer="raw", value_serializer="raw")
     alerts_topic = app.topic(topic_name(s.topic_prefix, ALERTS), key_serializer="raw", value_serializer="raw")
     holder: dict[str, RedisState] = {}
 
@@ -72,10 +73,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
             topic = calls_topic if dl.source.kind == CALL else updates_topic
             futures.append(await deadletter.send(key=str(dl.source.offset).encode(), value=encode_deadletter(dl, topic, at=now)))
             log.warning("dead letter %s[%d]@%d: %s: %s", topic, dl.source.partition, dl.source.offset, dl.reason.value, dl.detail)
-        if plan.points:
-            futures.append(await detector_input.send(value=encode_points(plan.points)))
         for fut in futures:
             await fut
+        if plan.points:
+            # Straight to the Kafka client, awaiting the broker's acknowledgement:
+            # Faust's buffered send costs a buffer flush cycle per batch here.
+            await app.producer.send_and_wait(detector_input_name, None, encode_points(plan.points), None, None, None)
 
     async def count_calls_and_updates(stream: faust.StreamT) -> None:
         """Fold calls and incident updates into per-cell, per-minute counts in Redis, batch by batch."""
