@@ -394,15 +394,21 @@ def score_alerts(method: str, threshold: float, alerts: list[Alert], plan: Plan,
     clean = set(plan.clean_days)
     surge = [a for a in alerts if a.kind is AlertKind.SURGE]
     false_alerts = sum(1 for a in surge if a.state is AlertState.OPEN and local_day(a.at) in clean)
-    reports = sorted((a.at, set(a.cells)) for a in surge if a.state in (AlertState.OPEN, AlertState.UPDATE))
+    reports = sorted((a.at, tuple(a.cells)) for a in surge if a.state in (AlertState.OPEN, AlertState.UPDATE))
+    return Score(method, threshold, false_alerts, clean_live_days, injection_delays(plan, reports))
+
+
+def injection_delays(plan: Plan, reports: list[tuple[float, tuple]]) -> dict[int, float | None]:
+    """Per injection, seconds from its first call to the first report (``(time, cells)``, sorted by time)
+    touching its cells before it ends plus the grace period; None when none does."""
     times = [r[0] for r in reports]
     delays: dict[int, float | None] = {}
     for inj in plan.injections:
         lo = np.searchsorted(times, inj.first, side="left")
         hi = np.searchsorted(times, inj.end + DETECT_GRACE_S, side="right")
         cells = set(inj.cells)
-        delays[inj.index] = next((reports[k][0] - inj.first for k in range(lo, hi) if reports[k][1] & cells), None)
-    return Score(method, threshold, false_alerts, clean_live_days, delays)
+        delays[inj.index] = next((reports[k][0] - inj.first for k in range(lo, hi) if cells.intersection(reports[k][1])), None)
+    return delays
 
 
 # ------------------------------------------------------------------------------------- baselines
@@ -500,14 +506,8 @@ def score_baseline(
     clean = set(plan.clean_days)
     opened = {e[0] for e in exc}
     false_alerts = sum(1 for t in opened if local_day(t) in clean)
-    times = [e[1] for e in exc]
-    delays: dict[int, float | None] = {}
-    for inj in plan.injections:
-        lo = np.searchsorted(times, inj.first, side="left")
-        hi = np.searchsorted(times, inj.end + DETECT_GRACE_S, side="right")
-        cells = set(inj.cells)
-        delays[inj.index] = next((exc[k][1] - inj.first for k in range(lo, hi) if cells.intersection(exc[k][2])), None)
-    return Score(method, threshold, false_alerts, clean_live_days, delays)
+    reports = [(t, cells) for _, t, cells in exc]  # already in time order
+    return Score(method, threshold, false_alerts, clean_live_days, injection_delays(plan, reports))
 
 
 class Tuner:

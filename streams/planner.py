@@ -205,6 +205,9 @@ class _Builder:
         self.minutes: set[int] = set()
         self.hours: set[int] = set()
         self.pend_times: dict[tuple[int, str], float] = {}
+        #: where the detectors' resolution sits among the counted ones (None: not counted, computed per call)
+        res = config.resolutions
+        self.detect_index = res.index(DETECTION_RESOLUTION) if DETECTION_RESOLUTION in res else None
 
     # -- per record ---------------------------------------------------------
 
@@ -237,9 +240,8 @@ class _Builder:
                 self.plan.metrics[f"deadletter_total|{Reason.DUPLICATE_ID.value}"] += 1
                 return
             cells = self._add_call(rec.partition, event)
-            cell8 = cells[self.cfg.resolutions.index(DETECTION_RESOLUTION)] if DETECTION_RESOLUTION in self.cfg.resolutions else None
-            if cell8 is None:
-                cell8 = h3.latlng_to_cell(event.lat, event.lng, DETECTION_RESOLUTION)
+            i = self.detect_index
+            cell8 = cells[i] if i is not None else h3.latlng_to_cell(event.lat, event.lng, DETECTION_RESOLUTION)
             self.plan.points.append((rec.partition, rec.offset, event.received_at, cell8, event.category.value, event.priority))
         else:
             self._add_update(rec.partition, event)

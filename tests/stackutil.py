@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from streams import progress
@@ -102,3 +103,25 @@ def wait_caught_up(settings: Settings, workers: list[WorkerProcess], timeout_s: 
     except progress.NotCaughtUp as exc:
         logs = "\n".join(w.log_tail() for w in workers)
         raise AssertionError(f"{exc}\n{logs}") from None
+
+
+def read_topic(settings: Settings, base: str, expect: int = 1, timeout_s: float = 60.0) -> list[dict]:
+    """The JSON records of ``{prefix}.{base}`` from the beginning: at least ``expect`` of them, or what came in ``timeout_s``."""
+    import json
+
+    from kafka import KafkaConsumer
+
+    from streams.topics import topic_name
+
+    consumer = KafkaConsumer(
+        topic_name(settings.topic_prefix, base), bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest", consumer_timeout_ms=2000,
+    )  # fmt: skip
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            got += [json.loads(msg.value) for msg in consumer]
+    finally:
+        consumer.close()
+    return got

@@ -11,12 +11,11 @@ from datetime import datetime
 
 import pytest
 import redis
-from kafka import KafkaConsumer
 
 from streams.detection import DetectionRunner, decode_points, encode_points
 from streams.keys import Keys
-from streams.topics import ALERTS, topic_name
-from tests.stackutil import ROOT, WorkerProcess, wait_caught_up, worker_env
+from streams.topics import ALERTS
+from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
 
 
 class RecordingSuite:
@@ -90,7 +89,7 @@ def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redi
         surges = _wait_for_surge(s, injected_cells, timeout_s=90)
     finally:
         worker.stop()
-    kafka_alerts = _read_alerts_topic(s)
+    kafka_alerts = read_topic(s, ALERTS, expect=1)
     stream_alert = surges[0]
     assert stream_alert["id"] in {a["id"] for a in kafka_alerts}, "the same alert is on the Kafka topic"
     # the explanation
@@ -114,14 +113,3 @@ def _wait_for_surge(settings, cells: set[str], timeout_s: float) -> list[dict]:
                 return surges
             time.sleep(0.5)
         raise AssertionError(f"no surge alert on the injected cells in the Redis stream; stream holds {found}")
-
-
-def _read_alerts_topic(settings) -> list[dict]:
-    consumer = KafkaConsumer(
-        topic_name(settings.topic_prefix, ALERTS), bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest", consumer_timeout_ms=3000,
-    )  # fmt: skip
-    try:
-        return [json.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()

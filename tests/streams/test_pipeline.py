@@ -25,12 +25,11 @@ from zoneinfo import ZoneInfo
 
 import h3
 import pytest
-from kafka import KafkaConsumer
 
 from streams.state import RedisState
 from streams.topics import DEADLETTER, topic_name
 from tests.conftest import data_file
-from tests.stackutil import ROOT, WorkerProcess, wait_caught_up, worker_env
+from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.stack
 
@@ -266,24 +265,6 @@ def test_two_workers_share_partitions_and_one_dies_counts_stay_exact(long_retent
         b.stop()
 
 
-def read_deadletters(settings, expect: int, timeout_s: float = 60) -> list[dict]:
-    consumer = KafkaConsumer(
-        topic_name(settings.topic_prefix, DEADLETTER),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=2000,
-    )
-    got: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(got) < expect and time.monotonic() < deadline:
-            for msg in consumer:
-                got.append(json.loads(msg.value))
-    finally:
-        consumer.close()
-    return got
-
-
 def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_ones_count(settings, tmp_path):
     from aiokafka import AIOKafkaProducer
 
@@ -336,7 +317,7 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_on
     worker = WorkerProcess(settings, tmp_path, env=env_extra).start()
     try:
         wait_caught_up(settings, [worker])
-        letters = read_deadletters(settings, len(bad))
+        letters = read_topic(settings, DEADLETTER, expect=len(bad))
         counts, _, metrics = redis_view(settings)
         exposition = urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=10).read().decode()
     finally:
