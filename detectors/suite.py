@@ -1,9 +1,12 @@
 """The detector suite: every detector behind one entry point, for the worker and the evaluation alike.
 
 :class:`DetectorSuite` holds a :class:`~detectors.surge.SurgeDetector`, a
-:class:`~detectors.outage.FeedMonitor` and any number of extra detectors with
-the same protocol (``learn_one(x)``, ``advance(now) -> list[Alert]``, and
-optionally ``score_one(x)``): the place for the anomaly detector.
+:class:`~detectors.outage.FeedMonitor`, optionally a
+:class:`~detectors.zones.ZoneWatch` for event zones (reading the surge
+detector's baseline, so each call is learnt once) and any number of extra
+detectors with the same protocol (``learn_one(x)``, ``advance(now) ->
+list[Alert]``, and optionally ``score_one(x)``): the place for the anomaly
+detector.
 
 Calling contract: feed calls in event-time order to :meth:`DetectorSuite.process`
 and, while no call arrives, call :meth:`DetectorSuite.advance` with the event
@@ -40,8 +43,9 @@ from detectors.baseline import ExpectedCounts
 from detectors.outage import FeedMonitor
 from detectors.surge import SurgeDetector
 from detectors.types import Alert, CallPoint
+from detectors.zones import ZoneWatch
 
-__all__ = ["Detector", "DetectorSuite", "ExpectedCounts", "FeedMonitor", "SurgeDetector"]
+__all__ = ["Detector", "DetectorSuite", "ExpectedCounts", "FeedMonitor", "SurgeDetector", "ZoneWatch"]
 
 
 class Detector(Protocol):
@@ -53,7 +57,7 @@ class Detector(Protocol):
 
 
 class DetectorSuite:
-    """Surge detector, feed monitor and extra detectors behind ``process`` and ``advance``.
+    """Surge detector, feed monitor, zone watch and extra detectors behind ``process`` and ``advance``.
 
     Parameters
     ----------
@@ -63,11 +67,15 @@ class DetectorSuite:
         ``None`` for a default :class:`FeedMonitor`.
     extra : sequence of detectors
         More detectors with ``learn_one`` and ``advance`` (and optionally
-        ``score_one``), run after the two above, in order: the anomaly detector
+        ``score_one``), run after the others, in order: the anomaly detector
         goes here.
     score : bool
         Compute each detector's ``score_one`` in :meth:`process` (kept in
         :attr:`last_scores`); off saves the scoring pass when only alerts matter.
+    zones : ZoneWatch or None
+        The event-zone watch, run after the feed monitor; ``None`` for none. One
+        that does not learn its baseline (``learn_baseline=False``) must read the
+        surge detector's: ``ZoneWatch(baseline=surge.baseline, learn_baseline=False)``.
     """
 
     def __init__(
@@ -76,6 +84,7 @@ class DetectorSuite:
         feed: FeedMonitor | None = None,
         extra: Sequence[Detector] = (),
         score: bool = True,
+        zones: ZoneWatch | None = None,
     ) -> None:
         for i, det in enumerate(extra):
             if not (callable(getattr(det, "learn_one", None)) and callable(getattr(det, "advance", None))):
@@ -84,25 +93,44 @@ class DetectorSuite:
             raise ValueError(f"surge must be a SurgeDetector or None, got {type(surge).__name__}")
         if feed is not None and not isinstance(feed, FeedMonitor):
             raise ValueError(f"feed must be a FeedMonitor or None, got {type(feed).__name__}")
+        if zones is not None and not isinstance(zones, ZoneWatch):
+            raise ValueError(f"zones must be a ZoneWatch or None, got {type(zones).__name__}")
         self.surge = surge if surge is not None else SurgeDetector()
         self.feed = feed if feed is not None else FeedMonitor()
+        if zones is not None and not zones.learn_baseline and zones.baseline is not self.surge.baseline:
+            raise ValueError(
+                "zones does not learn its baseline and reads one no detector of this suite learns: "
+                "pass ZoneWatch(baseline=surge.baseline, learn_baseline=False) with this suite's surge detector"
+            )
+        self.zones = zones
         self.extra = tuple(extra)
         self.score = bool(score)
-        #: score_one of each detector for the last processed call, by name (surge, feed, extra0, ...)
+        #: score_one of each detector for the last processed call, by name (surge, feed, zones, extra0, ...)
         self.last_scores: dict[str, float] = {}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{name}={getattr(self, name)!r}" for name in inspect.signature(type(self)).parameters)
         return f"DetectorSuite({params})"
 
+    def __setstate__(self, state: dict) -> None:
+        # Checkpoints pickled before event zones existed have no zone watch.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("zones", None)
+
     def clone(self) -> DetectorSuite:
-        """A fresh suite: every detector cloned from its configuration."""
-        return DetectorSuite(self.surge.clone(), self.feed.clone(), tuple(d.clone() for d in self.extra), self.score)  # type: ignore[attr-defined]
+        """A fresh suite: every detector cloned from its configuration (a shared baseline stays shared)."""
+        surge = self.surge.clone()
+        zones = None
+        if self.zones is not None:
+            zones = self.zones.clone() if self.zones.learn_baseline else self.zones.clone({"baseline": surge.baseline})
+        extra = tuple(d.clone() for d in self.extra)  # type: ignore[attr-defined]
+        return DetectorSuite(surge, self.feed.clone(), extra, self.score, zones)
 
     @property
     def detectors(self) -> dict[str, Detector]:
         """Every detector by name, in the order they run."""
-        return {"surge": self.surge, "feed": self.feed, **{f"extra{i}": d for i, d in enumerate(self.extra)}}
+        zones: dict[str, Detector] = {} if self.zones is None else {"zones": self.zones}
+        return {"surge": self.surge, "feed": self.feed, **zones, **{f"extra{i}": d for i, d in enumerate(self.extra)}}
 
     def process(self, x: CallPoint) -> list[Alert]:
         """Advance every detector's clock to ``x.t``, score ``x``, learn it, and evaluate it.

@@ -128,6 +128,9 @@ from dataclasses import dataclass, field
 import h3
 
 from detectors.baseline import CATEGORIES, ExpectedCounts
+from detectors.tails import MAX_SCORE as _MAX_SCORE
+from detectors.tails import log10_negbin_sf as _log10_negbin_sf
+from detectors.tails import log10_poisson_sf as _log10_poisson_sf
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
 
 MODEL = "surge-poisson-scan"
@@ -135,12 +138,9 @@ MODEL = "surge-poisson-scan"
 MODEL_VERSION = "1.0"
 #: Region key of the whole jurisdiction.
 JURISDICTION = "*"
-_LN10 = math.log(10.0)
 #: Event-time seconds between two tests of the jurisdiction.
 _JURISDICTION_STEP_S = 60.0
 _CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-#: Scores are capped here (p below 1e-300 is not more informative).
-_MAX_SCORE = 300.0
 
 
 @dataclass
@@ -683,64 +683,6 @@ def _regions(cell: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
 def _region_cells(key: str) -> tuple[str, ...]:
     kind, cell = key.split(":", 1)
     return (cell,) if kind == "cell" else _disk(cell)
-
-
-def _log10_poisson_sf(k: int, mu: float) -> float:
-    """``log10 P(X >= k)`` for ``X ~ Poisson(mu)``, accurate far into the tail.
-
-    >>> round(_log10_poisson_sf(3, 0.1), 3)   # P(X >= 3) = 1.547e-4
-    -3.811
-    >>> _log10_poisson_sf(0, 2.0)
-    0.0
-    """
-    if k <= 0:
-        return 0.0
-    if mu <= 0.0:
-        return -_MAX_SCORE
-    if k <= mu:
-        term = math.exp(-mu)
-        cdf = 0.0
-        for j in range(k):
-            cdf += term
-            term *= mu / (j + 1)
-        return math.log10(max(1.0 - cdf, 1e-300))
-    log_first = -mu + k * math.log(mu) - math.lgamma(k + 1)
-    total, term, j = 1.0, 1.0, k
-    while term > 1e-12 * total:
-        j += 1
-        term *= mu / j
-        total += term
-    return (log_first + math.log(total)) / _LN10
-
-
-def _log10_negbin_sf(k: int, mu: float, shape: float) -> float:
-    """``log10 P(X >= k)`` for a negative binomial with mean ``mu`` and variance ``mu + mu**2 / shape``.
-
-    >>> round(_log10_negbin_sf(40, 18.0, 20.0), 2)   # a Poisson(18) would give -5.27
-    -2.91
-    """
-    if k <= 0:
-        return 0.0
-    if mu <= 0.0:
-        return -_MAX_SCORE
-    q = mu / (mu + shape)
-    if k <= mu:
-        term = (1.0 - q) ** shape
-        cdf = 0.0
-        for j in range(k):
-            cdf += term
-            term *= (j + shape) / (j + 1) * q
-        return math.log10(max(1.0 - cdf, 1e-300))
-    log_first = math.lgamma(k + shape) - math.lgamma(shape) - math.lgamma(k + 1) + shape * math.log1p(-q) + k * math.log(q)
-    total, term, j = 1.0, 1.0, k
-    while True:
-        ratio = (j + shape) / (j + 1) * q
-        term *= ratio
-        total += term
-        j += 1
-        if term < 1e-12 * total and ratio < 1.0:
-            break
-    return (log_first + math.log(total)) / _LN10
 
 
 def _check_windows(name: str, value: object, *, allow_empty: bool) -> tuple[int, ...]:

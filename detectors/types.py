@@ -4,7 +4,8 @@ A detector sees a :class:`CallPoint`: when, which H3 cell, what category,
 priority and response times when known. It never sees call ids, caller data
 or coordinates. It produces :class:`Alert` records that carry their own
 explanation: observed and expected counts, window, cells, the categories that
-drove them, the score, the model and its version.
+drove them, the score, the model and its version, and for event-zone alerts
+the zone's id.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class AlertKind(enum.StrEnum):
     SURGE = "surge"
     ANOMALY = "anomaly"
     FEED_OUTAGE = "feed_outage"
+    #: a surge inside an event zone (see :mod:`detectors.zones`)
+    ZONE_SURGE = "zone_surge"
 
 
 class AlertState(enum.StrEnum):
@@ -72,6 +75,9 @@ class Alert:
     model_version: str = ""
     #: one sentence a supervisor can read
     reason: str = ""
+    #: id of the event zone the alert is about (zone surges), else None; last, with a
+    #: default, so alerts pickled before it existed load with None (the class default)
+    zone: str | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -2,6 +2,9 @@
 
 ``create_app(settings)`` builds an app with its agent wired to Redis; the
 module ``streams.worker`` holds the module-level ``app`` the Faust CLI runs.
+The detection agent also follows the event zones the gateway keeps in Redis:
+it reads ``P:zones:version`` at most every :data:`ZONES_POLL_S` seconds and,
+when it changed, hands the event zones of ``P:zones`` to the detectors.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import faust
 from faust.types import EventT
 
 from detectors.types import Alert
-from streams.detection import DetectionRunner, encode_points
+from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, encode_deadletter
 from streams.settings import Settings, load_settings
-from streams.state import RedisState
+from streams.state import RedisState, StateError
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two reads of the event zones' version counter.
+ZONES_POLL_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -93,14 +99,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
         app.agent(ingest, name="count_calls_and_updates")(count_calls_and_updates)
 
     # The agent and the clock timer both drive the detectors: one at a time.
-    detection: dict = {"runner": None, "offset": -1, "lock": asyncio.Lock()}
+    detection: dict = {"runner": None, "offset": -1, "lock": asyncio.Lock(), "zones_read": False, "zones_version": None, "zones_poll": 0.0}
 
     async def detection_runner() -> DetectionRunner:
         """The detectors, restored from their checkpoint in Redis when there is one."""
         if detection["runner"] is None:
             saved = await (await state()).load_detection()
             if saved is None:
-                detection["runner"] = DetectionRunner()
+                detection["runner"] = DetectionRunner(partitions=s.partitions)
             else:
                 detection["offset"], blob = saved
                 detection["runner"] = pickle.loads(blob)  # our own checkpoint, in our own Redis
@@ -119,11 +125,37 @@ def create_app(settings: Settings | None = None) -> faust.App:
         await (await state()).commit_detection(offset, pickle.dumps(runner), bodies)
         detection["offset"] = offset
 
+    async def refresh_zones(runner: DetectionRunner) -> None:
+        """At most every ZONES_POLL_S: if the gateway changed the event zones, hand them to the detectors.
+
+        Malformed zones are skipped with a warning; a Redis failure keeps the
+        zones watched so far and is retried at the next poll.
+        """
+        now = time.monotonic()
+        if now < detection["zones_poll"]:
+            return
+        detection["zones_poll"] = now + ZONES_POLL_S
+        st = await state()
+        try:
+            if detection["zones_read"] and await st.zones_version() == detection["zones_version"]:
+                return
+            version, entries = await st.event_zones()
+        except StateError as exc:
+            log.warning("event zones not refreshed, retrying in %.0f s: %s", ZONES_POLL_S, exc)
+            return
+        zones, problems = parse_zones(entries)
+        for problem in problems:
+            log.warning("event zone skipped: %s", problem)
+        runner.set_zones(zones)
+        detection["zones_read"], detection["zones_version"] = True, version
+        log.info("watching %d event zone(s) (zones version %s): %s", len(zones), version, ", ".join(z.id for z in zones) or "-")
+
     async def detect_surges(stream: faust.StreamT) -> None:
         """Run the detectors over the accepted calls, in event-time order, and publish their alerts."""
         async for event in stream.events():
             async with detection["lock"]:
                 runner = await detection_runner()
+                await refresh_zones(runner)
                 if event.message.offset <= detection["offset"]:
                     continue  # already in the checkpoint: seen before a restart
                 await publish_alerts(runner.feed(event.value, time.time()), event.message.offset)
@@ -131,7 +163,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def keep_detector_clock() -> None:
         """While the feed is silent, the detectors' clock follows the wall clock (outages are news)."""
         async with detection["lock"]:
-            alerts = (await detection_runner()).tick(time.time())
+            runner = await detection_runner()
+            await refresh_zones(runner)
+            alerts = runner.tick(time.time())
             if alerts:
                 await publish_alerts(alerts, detection["offset"])
 

@@ -31,6 +31,12 @@ key                            type    holds
 ``P:detector``                 hash    the detection agent's checkpoint: ``offset`` (last
                                        detector-input offset applied) and ``state`` (the
                                        pickled detectors, base64), written with the alerts
+``P:zones``                    hash    zone id -> zone JSON, written by the gateway (``id``,
+                                       ``name``, ``kind``, ``cells``, ``active_from``,
+                                       ``active_until``, ``threshold``); the detectors watch
+                                       the ``kind: "event"`` ones
+``P:zones:version``            string  counter the gateway INCRs whenever it changes
+                                       ``P:zones`` (the worker polls it)
 =============================  ======  ====================================================
 
 State of a call lives under its partition so that only the worker owning that
@@ -51,6 +57,8 @@ class Keys:
     >>> k = Keys("wf")
     >>> k.bucket(28_000_000), k.calls(3), k.offset("call", 3)
     ('wf:b:28000000', 'wf:calls:3', 'wf:off:call:3')
+    >>> k.zones, k.zones_version
+    ('wf:zones', 'wf:zones:version')
     """
 
     prefix: str
@@ -109,6 +117,14 @@ class Keys:
     @property
     def metrics(self) -> str:
         return f"{self.prefix}:metrics"
+
+    @property
+    def zones(self) -> str:
+        return f"{self.prefix}:zones"
+
+    @property
+    def zones_version(self) -> str:
+        return f"{self.prefix}:zones:version"
 
     @property
     def pattern(self) -> str:

@@ -1,11 +1,14 @@
 """Put detector input back into event-time order (pure).
 
 Calls reach the detection agent from several ingest partitions and batches,
-so they are only roughly in event-time order. Detectors need them in order:
-:class:`ReorderBuffer` holds each point until the newest event time seen is
-``delay_s`` past it, then releases points oldest first. A point older than
-what has already been released is *late*: it is returned separately (it is
-counted in Redis like any call, but the detectors never see it out of order).
+so they are only roughly in event-time order. Detectors need them in order.
+:class:`WatermarkMerge` (what the worker uses) releases a point once every
+active source partition has reached its event time; :class:`ReorderBuffer`
+(a fixed delay behind the newest point; kept so that checkpoints written
+before the merge still load) holds each point until the newest event time is
+``delay_s`` past it. With either, a point older than what has already been
+released is *late*: it is returned separately (it is counted in Redis like
+any call, but the detectors never see it out of order).
 """
 
 from __future__ import annotations
@@ -52,6 +55,90 @@ class ReorderBuffer(Generic[T]):
 
     def flush(self) -> list[T]:
         """Release everything held (at shutdown or when the stream goes idle)."""
+        return self._release(float("inf"))
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _release(self, until: float) -> list[T]:
+        out = []
+        while self._heap and self._heap[0][0] <= until:
+            t, _, item = heapq.heappop(self._heap)
+            out.append(item)
+            self.released_until = t
+        return out
+
+
+@dataclass
+class WatermarkMerge(Generic[T]):
+    """Merge the streams of several source partitions into event-time order.
+
+    Each partition's stream is roughly in event-time order, but partitions
+    drift apart: a replay at full speed puts one partition's batches hours of
+    event time ahead of another's. An item is released once every *active*
+    partition has reached its event time (the low watermark), less
+    ``delay_s`` for disorder within a partition. A partition is active while
+    it has sent something in the last ``idle_s`` wall-clock seconds: a quiet
+    partition does not hold the others back (live, a 911 centre's partitions
+    are quiet most of the time, so an item is released at once). An item older
+    than what has been released is *late* and returned separately.
+
+    Call :meth:`push` with each item and :meth:`poll` periodically (it
+    releases what idle partitions were holding back).
+
+    >>> m = WatermarkMerge(delay_s=0.0, idle_s=5.0)
+    >>> m.push(0, 100.0, "p0@100", wall=0.0)      # only partition 0 is active
+    (['p0@100'], [])
+    >>> m.push(1, 40.0, "p1@40", wall=0.1)       # partition 1 is behind: 40 < released 100
+    ([], ['p1@40'])
+    >>> m.push(0, 200.0, "p0@200", wall=0.2), m.push(1, 150.0, "p1@150", wall=0.3)
+    (([], []), (['p1@150'], []))
+    >>> m.push(1, 250.0, "p1@250", wall=0.4)     # both past 200 now
+    (['p0@200'], [])
+    >>> m.poll(wall=6.0)                          # partition 0 went idle: 1 alone decides
+    ['p1@250']
+    """
+
+    delay_s: float = 0.0
+    idle_s: float = 2.0
+    #: source partitions expected (0..n-1): until each has been heard from or
+    #: has stayed silent ``idle_s``, it holds the others back (a start or a
+    #: restart must not release one partition's hours-ahead points first)
+    partitions: int = 0
+    _heap: list[tuple[float, int, T]] = field(default_factory=list, repr=False)
+    _seq: itertools.count = field(default_factory=itertools.count, repr=False)
+    _wm: dict[int, float] = field(default_factory=dict, repr=False)
+    _heard: dict[int, float] = field(default_factory=dict, repr=False)
+    #: event time up to which items have been released
+    released_until: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if self.delay_s < 0 or self.idle_s <= 0:
+            raise ValueError(f"delay_s must be >= 0 and idle_s > 0, got {self.delay_s}, {self.idle_s}")
+
+    def push(self, partition: int, t: float, item: T, wall: float) -> tuple[list[T], list[T]]:
+        """Add one item from ``partition`` received at wall-clock ``wall``; return ``(released in order, late)``."""
+        if not self._heard:
+            for p in range(self.partitions):
+                self._heard[p], self._wm[p] = wall, float("-inf")
+        self._heard[partition] = wall
+        self._wm[partition] = max(self._wm.get(partition, float("-inf")), t)
+        if t < self.released_until:
+            return [], [item]
+        heapq.heappush(self._heap, (t, next(self._seq), item))
+        return self._release(self.low_watermark(wall)), []
+
+    def poll(self, wall: float) -> list[T]:
+        """Release what partitions that went idle were holding back."""
+        return self._release(self.low_watermark(wall))
+
+    def low_watermark(self, wall: float) -> float:
+        """Event time every active partition has reached, less ``delay_s`` (+inf when none is active)."""
+        active = [wm for p, wm in self._wm.items() if wall - self._heard[p] < self.idle_s]
+        return min(active) - self.delay_s if active else float("inf")
+
+    def flush(self) -> list[T]:
+        """Release everything held (at shutdown)."""
         return self._release(float("inf"))
 
     def __len__(self) -> int:

@@ -332,6 +332,44 @@ class RedisState:
             return None
         return int(h["offset"]), base64.b64decode(h["state"])
 
+    async def zones_version(self) -> int | None:
+        """The gateway's zone counter ``P:zones:version`` (None before the first zone). Cheap: poll this."""
+        try:
+            raw = await self.client.get(self.keys.zones_version)
+        except RedisError as exc:
+            raise StateError(f"Redis failed while reading {self.keys.zones_version}: {exc}") from exc
+        return _version(raw, self.keys.zones_version)
+
+    async def event_zones(self) -> tuple[int | None, list[dict]]:
+        """The event zones the gateway stored in ``P:zones``, as decoded JSON objects, and the counter read with them.
+
+        Read in one transaction, so the zones are those of that version.
+        Only ``kind: "event"`` records are returned (partner zones are the
+        gateway's business); a value that is not a JSON object is skipped with a
+        warning. The objects are not validated further (see
+        :func:`streams.detection.parse_zones`).
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.keys.zones_version)
+        pipe.hgetall(self.keys.zones)
+        try:
+            raw_version, raw_zones = await pipe.execute()
+        except RedisError as exc:
+            raise StateError(f"Redis failed while reading {self.keys.zones}: {exc}") from exc
+        zones = []
+        for zone_id, body in sorted(raw_zones.items()):
+            try:
+                zone = json.loads(body)
+            except json.JSONDecodeError as exc:
+                log.warning("zone %r in %s skipped: not JSON (%s)", zone_id, self.keys.zones, exc)
+                continue
+            if not isinstance(zone, dict):
+                log.warning("zone %r in %s skipped: a JSON %s, not an object", zone_id, self.keys.zones, type(zone).__name__)
+                continue
+            if zone.get("kind") == "event":
+                zones.append(zone)
+        return _version(raw_version, self.keys.zones_version), zones
+
     async def recent_alerts(self, count: int = 100) -> list[tuple[str, dict]]:
         """The newest ``count`` alert records, oldest first, as ``(stream id, alert)``."""
         entries = await self.client.xrevrange(self.keys.alerts, count=count)
@@ -343,3 +381,14 @@ class RedisState:
         async for key in self.client.scan_iter(match=self.keys.pattern, count=1000):
             n += await self.client.delete(key)
         return n
+
+
+def _version(raw: str | None, key: str) -> int | None:
+    """A counter's value; one that is not an integer counts as absent (logged), so a stray write cannot stop detection."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        log.warning("%s holds %r, not an integer counter; treated as absent", key, raw)
+        return None

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from datetime import datetime
+from types import SimpleNamespace
 
+import h3
 import pytest
 import redis
 
-from streams.detection import DetectionRunner, decode_points, encode_points
+from detectors.zones import WatchedZone
+from infra import stack as infra_stack
+from streams.detection import DetectionRunner, decode_points, encode_points, parse_zones
 from streams.keys import Keys
 from streams.topics import ALERTS
 from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
@@ -24,6 +29,7 @@ class RecordingSuite:
     def __init__(self) -> None:
         self.seen: list[float] = []
         self.advanced: list[float] = []
+        self.surge = SimpleNamespace(baseline=SimpleNamespace(ready=False))  # the runner's drift monitor asks it
 
     def process(self, point):
         self.seen.append(point.t)
@@ -54,14 +60,70 @@ def test_runner_drops_redelivered_points_and_restores_event_time_order():
 
 
 def test_runner_clock_follows_the_wall_clock_when_the_feed_goes_silent():
-    """After idle_s without input the buffer is flushed and the event clock runs on with wall time."""
+    """A silent partition stops holding points back after partition_idle_s; after idle_s the event clock runs on with wall time."""
     suite = RecordingSuite()
-    runner = DetectionRunner(suite=suite, reorder_s=60, idle_s=30)  # type: ignore[arg-type]
+    runner = DetectionRunner(suite=suite, reorder_s=60, idle_s=30, partition_idle_s=2)  # type: ignore[arg-type]
     runner.feed(encode_points([(0, 0, 1000.0, "c", "EMS", None)]), wall=5000.0)
-    assert runner.tick(5010.0) == [] and suite.seen == []
+    assert runner.tick(5001.0) == [] and suite.seen == []  # held: 60 s of disorder tolerated
+    runner.tick(5010.0)
+    assert suite.seen == [1000.0] and suite.advanced == []
     runner.tick(5100.0)
-    assert suite.seen == [1000.0]
     assert suite.advanced == [1100.0]
+
+
+def test_runner_merges_partitions_hours_apart_without_losing_points():
+    """Partitions replayed at full speed drift hours apart in event time; every point still reaches the suite, in order."""
+    suite = RecordingSuite()
+    runner = DetectionRunner(suite=suite, partitions=4)  # type: ignore[arg-type]
+    offsets = [0, 0, 0, 0]
+    wall = 0.0
+    # partition p runs (3 - p) hours ahead of partition 3, in interleaved batches of 10 points a minute apart
+    for step in range(30):
+        for p in range(4):
+            batch = []
+            for i in range(10):
+                t = 10_000.0 + (3 - p) * 3600 + (step * 10 + i) * 60
+                batch.append((p, offsets[p], t, "c", "EMS", None))
+                offsets[p] += 1
+            wall += 0.05
+            runner.feed(encode_points(batch), wall=wall)
+    runner.flush()
+    assert len(suite.seen) == 1200 and suite.seen == sorted(suite.seen)
+    assert runner.counters["detector_input_late_total"] == 0
+
+
+def test_the_default_runner_watches_zones_on_the_surge_baseline():
+    runner = DetectionRunner()
+    assert runner.suite.zones is not None and runner.suite.zones.baseline is runner.suite.surge.baseline
+    zone = WatchedZone("z1", "Parade", ["882aac941dfffff"], 0.0, 3600.0)
+    runner.set_zones([zone])
+    assert pickle.loads(pickle.dumps(runner)).suite.zones.zones == (zone,)
+
+
+def test_a_runner_restored_from_a_checkpoint_without_zones_gets_a_zone_watch_on_set_zones():
+    """Checkpoints pickled before event zones load, run, and watch zones once the worker sets them."""
+    old = DetectionRunner()
+    del old.suite.__dict__["zones"]  # what the previous version pickled
+    runner = pickle.loads(pickle.dumps(old))
+    assert runner.suite.zones is None
+    runner.feed(encode_points([(0, 0, 1000.0, "882aac941dfffff", "EMS", None)]), wall=0)
+    zone = WatchedZone("z1", "Parade", ["882aac941dfffff"], 0.0, 3600.0)
+    runner.set_zones([zone])
+    assert runner.suite.zones.zones == (zone,) and runner.suite.zones.baseline is runner.suite.surge.baseline
+    assert not runner.suite.zones.learn_baseline
+    runner.feed(encode_points([(0, 1, 1100.0, "882aac941dfffff", "EMS", None)]), wall=1)
+    runner.flush()
+    assert runner.suite.surge.baseline.calls_learned == 2, "each call learnt once"
+
+
+def test_parse_zones_keeps_event_zones_and_reports_malformed_ones():
+    cell = "882aac941dfffff"
+    good = {"id": "a", "name": "Parade", "kind": "event", "cells": [cell], "active_from": 0, "active_until": 60, "threshold": 4.5}
+    zones, problems = parse_zones(
+        [good, {**good, "id": "p", "kind": "partner"}, {**good, "id": "b", "cells": ["nope"]}, {"id": "c", "kind": "event"}, {**good}]
+    )
+    assert [(z.id, z.threshold) for z in zones] == [("a", 4.5)]
+    assert len(problems) == 3 and "'b'" in problems[0] and "lacks" in problems[1] and "twice" in problems[2]
 
 
 @pytest.mark.stack
@@ -113,3 +175,70 @@ def _wait_for_surge(settings, cells: set[str], timeout_s: float) -> list[dict]:
                 return surges
             time.sleep(0.5)
         raise AssertionError(f"no surge alert on the injected cells in the Redis stream; stream holds {found}")
+
+
+@pytest.mark.stack
+def test_a_cluster_in_an_event_zone_raises_a_zone_alert_in_kafka_and_redis(settings, tmp_path):
+    """An event zone written to Redis the way the gateway does, then four simulated days with a cluster inside it during
+    its window, replayed through the real stack: a zone_surge alert naming the zone, on the alerts topic and in the stream."""
+    sim = tmp_path / "sim.csv"
+    lat, lng = 40.1224, -75.3383
+    subprocess.run(
+        [sys.executable, "-m", "streams.simulator", "--out", str(sim), "--days", "4", "--seed", "5",
+         "--start", "2024-03-01T00:00", "--inject", f"2024-03-04T16:00,20,12,{lat},{lng},1", "--no-progress"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    injection = json.loads((tmp_path / "sim.csv.injections.json").read_text())["injections"][0]
+    start = datetime.fromisoformat(injection["start"].replace("Z", "+00:00")).timestamp()
+    zone = {
+        "id": "parade-2024", "name": "Phillies parade", "kind": "event", "cells": sorted(injection["cells"]),
+        "active_from": start - 3600.0, "active_until": start + 2 * 3600.0, "threshold": None,
+    }  # fmt: skip
+    assert set(zone["cells"]) == set(h3.grid_disk(h3.latlng_to_cell(lat, lng, 8), 1))
+    # One partition: replayed at full speed through four, one partition's batch overtakes another's by hours of
+    # event time and the detectors' reorder buffer drops most calls of four days as late (a month has calls to spare).
+    one = f"{settings.topic_prefix}p1"
+    s = replace(settings, partitions=1, topic_prefix=one, redis_prefix=one, app_id=f"wf-test-{one}", retention_s=60 * 86400)
+    infra_stack.create_topics(one, s.partitions)
+    keys = Keys(s.redis_prefix)
+    with redis.Redis.from_url(s.redis_url, decode_responses=True) as client:
+        client.hset(keys.zones, mapping={
+            zone["id"]: json.dumps(zone),
+            "partner-1": json.dumps({**zone, "id": "partner-1", "kind": "partner"}),  # not the detectors' business
+            "broken": "{not json",  # skipped with a warning, never fatal
+        })  # fmt: skip
+        client.incr(keys.zones_version)
+    worker = WorkerProcess(s, tmp_path).start()
+    try:
+        rp = subprocess.run(
+            [sys.executable, "-m", "streams.replay", str(sim), "--speed", "max", "--no-progress"],
+            cwd=ROOT, env=worker_env(s), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert rp.returncode == 0, rp.stderr
+        wait_caught_up(s, [worker])
+        opened = _wait_for_alerts(s, lambda a: a["kind"] == "zone_surge" and a["state"] == "open" and a["zone"] == zone["id"], 60)
+    finally:
+        worker.stop()
+    assert "watching 1 event zone(s)" in worker.log_tail(400), "the worker read the zones from Redis"
+    alert = next(a for a in opened if start <= a["at"] <= start + 3600)
+    kafka_alerts = read_topic(s, ALERTS, expect=1)
+    assert alert["id"] in {a["id"] for a in kafka_alerts if a["kind"] == "zone_surge"}, "the same alert is on the Kafka topic"
+    assert alert["id"] == f"zone:{zone['id']}:{int(alert['started_at'])}"
+    assert alert["observed"] >= 3 and alert["observed"] > alert["expected"] > 0
+    assert set(alert["cells"]) <= set(zone["cells"]) and alert["categories"]
+    assert (alert["model"], alert["model_version"]) == ("zone-watch", "1.0")
+    assert "event zone 'Phillies parade'" in alert["reason"]
+    assert all(a["zone"] is None for a in kafka_alerts if a["kind"] != "zone_surge")
+
+
+def _wait_for_alerts(settings, match, timeout_s: float) -> list[dict]:
+    """The alert records of the Redis stream that ``match``, once there is one."""
+    key = Keys(settings.redis_prefix).alerts
+    deadline = time.monotonic() + timeout_s
+    with redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
+        while time.monotonic() < deadline:
+            found = [json.loads(f["alert"]) for _, f in client.xrange(key)]
+            if hits := [a for a in found if match(a)]:
+                return hits
+            time.sleep(0.5)
+        raise AssertionError(f"no matching alert in the Redis stream; stream holds {found}")

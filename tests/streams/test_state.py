@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -137,3 +138,22 @@ def test_incoming_from_other_partition_does_not_see_state(settings):
         return m
 
     assert run(go())["updates_pending_total"] == 1
+
+
+def test_event_zones_are_read_with_their_version_and_bad_records_are_skipped(settings):
+    """Only the gateway's event-kind zones come back, decoded; values that are not JSON objects are skipped, not fatal."""
+
+    async def go():
+        st = await _state(settings)
+        empty = (await st.zones_version(), await st.event_zones())
+        event = {"id": "z1", "name": "Parade", "kind": "event", "cells": ["882aac941dfffff"], "active_from": 1, "active_until": 2}
+        partner = {**event, "id": "p1", "kind": "partner"}
+        await st.client.hset(st.keys.zones, mapping={"z1": json.dumps(event), "p1": json.dumps(partner), "bad": "{not json", "list": "[1]"})
+        await st.client.incr(st.keys.zones_version)
+        got = (await st.zones_version(), await st.event_zones())
+        await st.close()
+        return empty, got, event
+
+    empty, got, event = run(go())
+    assert empty == (None, (None, []))
+    assert got == (1, (1, [event]))
