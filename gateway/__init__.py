@@ -1,0 +1,1 @@
+"""WebSocket and HTTP gateway: scoped, audited, resumable alert feeds for dashboards."""

@@ -1,0 +1,324 @@
+"""Fan-out of the alerts stream to connected clients: scoped, filtered, resumable, bounded.
+
+One :class:`Hub` per gateway process reads the Redis stream ``P:alerts`` (the
+worker's alert records and the supervisors' actions) and hands each entry to
+every client that may see it, as that client's role may see it
+(:func:`gateway.policy.view`) and as its subscription asks
+(:func:`gateway.subscriptions.matches`).
+
+Nothing lost, nothing twice
+---------------------------
+A client that connects with ``last_id`` is registered first and only then
+reads the stream after ``last_id``: entries the hub reads meanwhile wait in the
+client's catch-up buffer. Once the backlog is sent, the buffer is drained,
+skipping every id at or below the last one sent. Stream ids only grow, so the
+client sees each entry after ``last_id`` once, in order, whatever the timing
+and whichever gateway it reconnects to (all read the same stream).
+
+Slow clients
+------------
+Each client has a bounded queue of frames. When it is full the client is
+closed with :attr:`~gateway.protocol.CloseCode.TOO_SLOW` (its last id is in
+the close reason, so it can resume); the hub never waits for a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from gateway.audit import AuditAction, AuditLog, AuditRecord
+from gateway.policy import Scope, alert_id_for, view
+from gateway.protocol import CloseCode, frame
+from gateway.store import Store, stream_id
+from gateway.subscriptions import Filter, matches
+from gateway.tokens import Claims, Role
+
+log = logging.getLogger(__name__)
+
+#: alerts remembered per client, to route later actions on them ("everyone who saw it")
+SEEN_PER_CLIENT = 10_000
+#: alerts whose latest record the hub keeps (for actions and the REST API)
+KNOWN_ALERTS = 50_000
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected WebSocket client, as the hub sees it."""
+
+    claims: Claims
+    scope: Scope
+    filter: Filter
+    queue_size: int
+    remote: str = ""
+    #: called once with (code, reason) when the hub drops the client
+    close: Callable[[int, str], None] = lambda code, reason: None
+    queue: asyncio.Queue[str] = field(init=False)
+    catching_up: bool = True
+    pending: list[Entry] = field(default_factory=list)
+    last_sent: tuple[int, int] = (0, 0)
+    last_sent_id: str = ""
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.queue_size)
+
+    @property
+    def key(self) -> tuple:
+        """Clients with the same key see the same views."""
+        return (self.claims.role, self.claims.agency, self.claims.zones)
+
+
+class Hub:
+    def __init__(self, store: Store, audit: AuditLog, *, clock: Callable[[], float] = time.time, gateway_id: str = "gateway") -> None:
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self.gateway_id = gateway_id
+        self.clients: set[Client] = set()
+        self.position = "0-0"
+        #: alert id -> (stream id, latest alert record)
+        self.alerts: OrderedDict[str, tuple[str, dict]] = OrderedDict()
+        #: alert id -> last action (ack / resolve)
+        self.status: dict[str, dict] = {}
+        self.stats = {"delivered": 0, "entries": 0, "closed_slow": 0, "redis_errors": 0}
+        self._deliveries: dict[str, list[list[str]]] = {}
+        self._ready = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, warm: int = 5000) -> None:
+        """Load the latest alert records and statuses, and take the stream's newest id as the live position."""
+        self.status = await self.store.statuses()
+        for sid, fields in await self.store.recent(warm):
+            self._remember(sid, fields)
+        self.position = await self.store.newest_id()
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Read the stream forever, handing each entry to the clients; survives Redis restarts."""
+        await self._ready.wait()
+        backoff = 0.1
+        while True:
+            try:
+                entries = await self.store.read_new(self.position, block_ms=1000)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                self.stats["redis_errors"] += 1
+                log.warning("alerts stream unreadable (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for sid, fields in entries:
+                self.dispatch(sid, fields)
+                # let the clients' writers drain between entries: a burst read at once
+                # must not fill the queue of a client that keeps up
+                await asyncio.sleep(0)
+
+    async def flush_audit(self) -> None:
+        """Write one ``deliver`` record per entry delivered since the last flush (call every second)."""
+        pending, self._deliveries = self._deliveries, {}
+        records = []
+        for sid, recipients in pending.items():
+            alert_id = recipients[0][3] if recipients else ""  # [subject, role, agency, alert id]
+            records.append(
+                AuditRecord(
+                    AuditAction.DELIVER,
+                    actor=self.gateway_id,
+                    target=sid,
+                    detail={
+                        "alert_id": alert_id,
+                        "recipients": [r[:3] for r in recipients],
+                        "recipients_subjects": sorted({r[0] for r in recipients}),
+                    },
+                    at=self.clock(),
+                )
+            )
+        try:
+            await self.audit.record_many(records)
+        except (RedisError, OSError) as exc:
+            # keep them for the next flush rather than lose who received what
+            log.warning("audit flush failed (%s); %d records kept for the next try", exc, len(records))
+            for sid, recipients in pending.items():
+                self._deliveries.setdefault(sid, [])[:0] = recipients
+
+    # -- clients ---------------------------------------------------------------
+
+    async def attach(self, client: Client, last_id: str | None) -> str | None:
+        """Register ``client``; send what it missed after ``last_id`` first. Returns a warning when history was trimmed."""
+        self.clients.add(client)
+        warning = None
+        if last_id is None:
+            client.last_sent = stream_id(self.position)
+            client.last_sent_id = self.position
+        else:
+            client.last_sent = stream_id(last_id)
+            client.last_sent_id = last_id
+            oldest = await self.store.oldest_id()
+            if oldest is not None and stream_id(oldest) > stream_id(last_id) and last_id != "0-0":
+                warning = f"history before {oldest} is no longer kept; resuming from there"
+            cursor = last_id
+            while not client.closed:
+                page = await self.store.read_after(cursor)
+                if not page:
+                    break
+                for sid, fields in page:
+                    self._deliver(client, parse_entry(sid, fields))
+                cursor = page[-1][0]
+        # drain what the live reader handed over meanwhile; no await from here on
+        pending, client.pending = client.pending, []
+        for entry in pending:
+            self._deliver(client, entry)
+        client.catching_up = False
+        if not client.closed:
+            self._put(client, frame("caught_up", id=client.last_sent_id))
+        return warning
+
+    def detach(self, client: Client) -> None:
+        self.clients.discard(client)
+        client.closed = True
+
+    def dispatch(self, sid: str, fields: dict[str, str]) -> None:
+        """Hand one stream entry to every client (the live path)."""
+        self.position = sid
+        self.stats["entries"] += 1
+        entry = self._remember(sid, fields)
+        cache: dict[tuple, tuple[dict | None, str | None]] = {}
+        for client in list(self.clients):
+            if client.catching_up:
+                client.pending.append(entry)
+                if len(client.pending) > 4 * client.queue_size:
+                    self._drop(client, "too slow while catching up")
+                continue
+            self._deliver(client, entry, cache)
+
+    # -- internals -------------------------------------------------------------
+
+    def _remember(self, sid: str, fields: dict[str, str]) -> Entry:
+        entry = parse_entry(sid, fields)
+        if entry.alert is not None:
+            self.alerts[entry.alert["id"]] = (sid, entry.alert)
+            self.alerts.move_to_end(entry.alert["id"])
+            while len(self.alerts) > KNOWN_ALERTS:
+                self.alerts.popitem(last=False)
+        elif entry.action is not None:
+            a = entry.action
+            self.status[a["alert_id"]] = {k: a.get(k) for k in ("action", "by", "role", "agency", "note", "at")}
+        return entry
+
+    def _deliver(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]] | None = None) -> None:
+        if client.closed or entry.id_t <= client.last_sent:
+            return  # closed, or already sent (backlog and live overlap)
+        text = self._frame_for(client, entry, {} if cache is None else cache)
+        client.last_sent, client.last_sent_id = entry.id_t, entry.id
+        if text is None:
+            return
+        if self._put(client, text):
+            self.stats["delivered"] += 1
+            self._deliveries.setdefault(entry.id, []).append(
+                [client.claims.subject, client.claims.role.value, client.claims.agency, entry.alert_id]
+            )
+
+    def _frame_for(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]]) -> str | None:
+        """The frame ``client`` gets for ``entry``, or None; views and their JSON computed once per kind of client."""
+        key = client.key
+        if entry.alert is not None:
+            raw = entry.alert
+            if key not in cache:
+                seen_view = view(raw, client.scope, self.clock())
+                if seen_view is not None and client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
+                    seen_view["status"] = self.status.get(raw["id"])
+                cache[key] = (seen_view, None if seen_view is None else frame("alert", id=entry.id, alert=seen_view))
+            seen_view, text = cache[key]
+            if seen_view is None or not matches(client.filter, seen_view, raw):
+                return None
+            client.seen[raw["id"]] = None
+            if len(client.seen) > SEEN_PER_CLIENT:
+                client.seen.popitem(last=False)
+            return text
+        if entry.action is not None:
+            action = entry.action
+            if action["alert_id"] not in client.seen:
+                return None  # only those who saw the alert hear about its acknowledgement
+            if key not in cache:
+                if client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
+                    shown = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
+                else:
+                    # partners learn that it was handled, not by whom or with what note (free text)
+                    shown = {"alert_id": alert_id_for(action["alert_id"], client.scope), "action": action["action"], "at": action.get("at")}
+                cache[key] = (shown, frame("action", id=entry.id, action=shown))
+            return cache[key][1]
+        return None
+
+    def _put(self, client: Client, text: str) -> bool:
+        try:
+            client.queue.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            self._drop(client, "too slow")
+            return False
+
+    def _drop(self, client: Client, why: str) -> None:
+        if client.closed:
+            return
+        self.stats["closed_slow"] += 1
+        self.detach(client)
+        reason = f"{why}: reconnect with last_id={client.last_sent_id}"
+        log.info("closing %s (%s): %s", client.claims.subject, client.claims.role, reason)
+        with contextlib.suppress(Exception):
+            client.close(CloseCode.TOO_SLOW, reason[:120])
+
+    def send(self, client: Client, text: str) -> None:
+        """Queue a frame for one client (counts, replies); drops the client when it is too slow."""
+        if not client.closed:
+            self._put(client, text)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of the alerts stream, parsed once for all clients."""
+
+    id: str
+    id_t: tuple[int, int]
+    alert: dict | None = None
+    action: dict | None = None
+
+    @property
+    def alert_id(self) -> str:
+        if self.alert is not None:
+            return self.alert.get("id", "")
+        if self.action is not None:
+            return self.action.get("alert_id", "")
+        return ""
+
+
+def parse_entry(sid: str, fields: dict[str, str]) -> Entry:
+    """An alerts-stream entry as an :class:`Entry`; malformed bodies give an entry nobody receives.
+
+    >>> parse_entry("5-1", {"alert": '{"id": "surge:a:1"}'}).alert_id
+    'surge:a:1'
+    >>> parse_entry("5-2", {"alert": "not json"}).alert is None
+    True
+    """
+    alert = action = None
+    try:
+        if "alert" in fields:
+            alert = json.loads(fields["alert"])
+            if not isinstance(alert, dict) or not isinstance(alert.get("id"), str):
+                alert = None
+        elif "action" in fields:
+            action = json.loads(fields["action"])
+            if not isinstance(action, dict) or not isinstance(action.get("alert_id"), str):
+                action = None
+    except ValueError:
+        log.warning("alerts stream entry %s is not JSON; nobody receives it", sid)
+    return Entry(sid, stream_id(sid), alert, action)

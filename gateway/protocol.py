@@ -1,0 +1,211 @@
+"""The gateway's wire protocol: message shapes and close codes (pure: no I/O).
+
+Connecting
+----------
+``GET /ws?token=<token>[&last_id=<stream id>]`` upgrades to a WebSocket.
+Browsers cannot set headers on a WebSocket, so the token travels in the query
+string (the gateway never logs query strings). REST calls send
+``Authorization: Bearer <token>``. A missing, malformed, forged or expired
+token is refused at the handshake with HTTP 401 (403 for a valid token whose
+role may not do what it asks); the body is JSON ``{"error": code, "message": text}``.
+
+Server -> client (JSON text frames; every one has ``type``)
+------------------------------------------------------------
+``welcome``   ``{role, agency, subject, zones, expires_at, resumed_from}``: first frame.
+``alert``     ``{id, alert}``: ``id`` is the Redis stream id (resume from it);
+              ``alert`` is the alert as this client's role may see it
+              (:mod:`gateway.policy`), with ``severity`` and, for
+              supervisors, ``status`` (acknowledged/resolved and by whom).
+``action``    ``{id, action}``: a supervisor acknowledged or resolved an alert;
+              ``action`` is ``{alert_id, action: "ack"|"resolve", by, agency, note, at}``.
+              Sent to every client that may see that alert.
+``caught_up`` ``{id}``: everything missed since ``last_id`` has been sent; live from here.
+``counts``    ``{at, window_min, cells: {cell: n}, zones: {zone_id: n}}``: periodic
+              activity in the client's scope (cells generalized for partners,
+              counts below k left out).
+``subscribed`` ``{filters}``: the filters now in force.
+``error``     ``{code, message}``: a client message was refused (the connection stays open
+              unless a close follows).
+
+Client -> server
+----------------
+``subscribe`` ``{zones?: [zone ids], polygon?: GeoJSON Polygon, categories?: [..],
+              min_severity?: "low"|"medium"|"high"}``: replaces the filters.
+``ack`` / ``resolve`` ``{alert_id, note?}``: supervisors (and event commanders for
+              their zone's alerts).
+``create_zone`` ``{id, name, polygon, starts_at, ends_at, threshold?}``: an event zone
+              (supervisors; commanders for the zone ids their token names). The
+              HTTP side of the gateway is read-only (``websockets`` serves GET only):
+              every change goes through the WebSocket, authenticated and audited.
+
+Close codes
+-----------
+See :class:`CloseCode`. A client closed with ``TOO_SLOW`` or ``GOING_AWAY``
+reconnects with the ``last_id`` of the last ``alert`` or ``action`` frame it
+read and receives what it missed, then live traffic, with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the gateway uses (4000-4999 are the application's, RFC 6455 s. 7.4.2)."""
+
+    #: the token expired while connected; reconnect with a new one
+    TOKEN_EXPIRED = 4401
+    #: the client kept sending what its role may not do
+    FORBIDDEN = 4403
+    #: the client did not read fast enough: its queue filled up; reconnect with ``last_id``
+    TOO_SLOW = 4408
+    #: too many malformed or refused messages
+    BAD_MESSAGES = 4400
+    #: too many messages per second
+    RATE_LIMITED = 4429
+    #: the gateway is shutting down; reconnect (to another gateway) with ``last_id``
+    GOING_AWAY = 1001
+
+
+SEVERITIES = ("low", "medium", "high")
+
+
+class ProtocolError(ValueError):
+    """A client message that cannot be accepted; ``code`` is sent back in the ``error`` frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    zones: tuple[str, ...] | None = None
+    polygon: dict | None = None
+    categories: tuple[str, ...] | None = None
+    min_severity: str = "low"
+
+
+@dataclass(frozen=True)
+class AlertAction:
+    action: str  # "ack" | "resolve"
+    alert_id: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CreateZone:
+    """An event zone for a large gathering; validated further by :func:`gateway.zones.event_zone`."""
+
+    id: str
+    name: str
+    polygon: dict
+    starts_at: float
+    ends_at: float
+    threshold: float | None = None
+
+
+ClientMessage = Subscribe | AlertAction | CreateZone
+
+_ZONE_ID = re.compile(r"[a-z0-9_-]{1,64}")
+
+#: Longest note a supervisor can attach to an acknowledgement or resolution.
+MAX_NOTE = 1000
+
+
+def parse_client_message(text: str | bytes) -> ClientMessage:
+    """One client frame as a typed message, or :class:`ProtocolError` naming what is wrong.
+
+    >>> parse_client_message('{"type": "subscribe", "categories": ["TRAFFIC"], "min_severity": "medium"}')
+    Subscribe(zones=None, polygon=None, categories=('TRAFFIC',), min_severity='medium')
+    >>> parse_client_message('{"type": "ack", "alert_id": "surge:x:1", "note": "units en route"}')
+    AlertAction(action='ack', alert_id='surge:x:1', note='units en route')
+    >>> parse_client_message('{"type": "launch"}')
+    Traceback (most recent call last):
+    ...
+    gateway.protocol.ProtocolError: unknown message type 'launch'; expected one of ack, create_zone, resolve, subscribe
+    """
+    if isinstance(text, bytes):
+        raise ProtocolError("binary_frame", "binary frames are not accepted; send JSON text")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError("bad_json", f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_message", f"a message is a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if kind == "subscribe":
+        _only(data, {"type", "zones", "polygon", "categories", "min_severity"})
+        zones = _strings(data, "zones")
+        categories = _strings(data, "categories")
+        polygon = data.get("polygon")
+        if polygon is not None and not isinstance(polygon, dict):
+            raise ProtocolError("bad_polygon", "polygon must be a GeoJSON Polygon object")
+        sev = data.get("min_severity", "low")
+        if sev not in SEVERITIES:
+            raise ProtocolError("bad_severity", f"min_severity must be one of {', '.join(SEVERITIES)}, got {sev!r}")
+        return Subscribe(
+            zones=zones, polygon=polygon, categories=None if categories is None else tuple(c.upper() for c in categories), min_severity=sev
+        )
+    if kind in ("ack", "resolve"):
+        _only(data, {"type", "alert_id", "note"})
+        alert_id = data.get("alert_id")
+        if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 200:
+            raise ProtocolError("bad_alert_id", "alert_id must be a non-empty string of at most 200 characters")
+        note = data.get("note", "")
+        if not isinstance(note, str) or len(note) > MAX_NOTE:
+            raise ProtocolError("bad_note", f"note must be a string of at most {MAX_NOTE} characters")
+        return AlertAction(kind, alert_id, note)
+    if kind == "create_zone":
+        _only(data, {"type", "id", "name", "polygon", "starts_at", "ends_at", "threshold"})
+        zid, name = data.get("id"), data.get("name")
+        if not isinstance(zid, str) or not _ZONE_ID.fullmatch(zid):
+            raise ProtocolError("bad_zone_id", "id must be 1-64 characters of a-z, 0-9, '-' and '_'")
+        if not isinstance(name, str) or not name.strip() or len(name) > 100 or not name.isprintable():
+            raise ProtocolError("bad_zone_name", "name must be printable text of 1-100 characters")
+        polygon = data.get("polygon")
+        if not isinstance(polygon, dict):
+            raise ProtocolError("bad_polygon", "polygon must be a GeoJSON Polygon object")
+        times = []
+        for f in ("starts_at", "ends_at"):
+            v = data.get(f)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ProtocolError("bad_time", f"{f} must be epoch seconds, got {v!r}")
+            times.append(float(v))
+        threshold = data.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 1.0 <= threshold <= 20.0
+        ):
+            raise ProtocolError("bad_threshold", f"threshold must be a score between 1 and 20 (-log10 p), got {threshold!r}")
+        return CreateZone(zid, name.strip(), polygon, times[0], times[1], None if threshold is None else float(threshold))
+    raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected one of ack, create_zone, resolve, subscribe")
+
+
+def _only(data: dict, allowed: set[str]) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ProtocolError("unknown_field", f"unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _strings(data: dict, name: str, limit: int = 200) -> tuple[str, ...] | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > limit or not all(isinstance(v, str) and 0 < len(v) <= 100 for v in value):
+        raise ProtocolError(f"bad_{name}", f"{name} must be a list of at most {limit} non-empty strings")
+    return tuple(value)
+
+
+def frame(kind: str, **fields: Any) -> str:
+    """A server frame as JSON text.
+
+    >>> frame("caught_up", id="1-0")
+    '{"type":"caught_up","id":"1-0"}'
+    """
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"), sort_keys=False)

@@ -1,0 +1,134 @@
+"""Gateway settings, read from the environment (pure).
+
+Every value but the signing secret has a default that runs next to the local
+stack. A malformed value raises :class:`GatewaySettingsError` naming the
+variable, what it found and what it expected. Built by :func:`load_gateway_settings`,
+never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ZONES = ROOT / "infra" / "zones"
+
+
+class GatewaySettingsError(ValueError):
+    """An environment variable holds a value the gateway cannot use."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    secret: bytes
+    host: str = "127.0.0.1"
+    port: int = 8765
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: must match the worker's ``WF_REDIS_PREFIX``
+    redis_prefix: str = "wf"
+    #: partitions of the calls topic (the worker's ``WF_PARTITIONS``): where the watermarks are
+    partitions: int = 4
+    #: GeoJSON files (or folders of ``*.geojson``) with partners' named zones
+    zone_paths: tuple[Path, ...] = (DEFAULT_ZONES,)
+    #: counts below k are suppressed in partners' views
+    k: int = 3
+    #: frames queued for one client before it is closed as too slow
+    queue_size: int = 256
+    #: seconds between activity-count frames
+    counts_every_s: float = 5.0
+    #: WebSocket keepalive: ping every N s, close when no pong within N s
+    ping_s: float = 20.0
+    #: largest client frame accepted, bytes (a polygon of 2,000 vertices fits)
+    max_message: int = 128 * 1024
+    #: client messages per second allowed (a burst of twice that is tolerated)
+    rate_per_s: float = 10.0
+    #: refused client messages tolerated before the connection is closed
+    max_errors: int = 20
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < 32:
+            raise GatewaySettingsError(
+                "WF_GATEWAY_SECRET must be at least 32 characters; create one with "
+                'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        if not 0 < self.port < 65536:
+            raise GatewaySettingsError(f"WF_GATEWAY_PORT must be 1..65535, found {self.port}")
+        for name in ("k", "queue_size", "max_message", "partitions", "max_errors"):
+            if getattr(self, name) < 1:
+                raise GatewaySettingsError(f"{name} must be >= 1, found {getattr(self, name)}")
+        for name in ("counts_every_s", "ping_s", "rate_per_s"):
+            if not getattr(self, name) > 0:
+                raise GatewaySettingsError(f"{name} must be > 0, found {getattr(self, name)}")
+
+    def zone_files(self) -> list[Path]:
+        """The zone files: each path itself, or the ``*.geojson`` files of a folder, sorted."""
+        files: list[Path] = []
+        for p in self.zone_paths:
+            if p.is_dir():
+                files += sorted(p.glob("*.geojson"))
+            elif p.exists():
+                files.append(p)
+            else:
+                raise GatewaySettingsError(f"WF_GATEWAY_ZONES: {p} does not exist")
+        return files
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(p.strip()) for p in text.split(",") if p.strip())
+
+
+_ENV: dict[str, tuple[str, type | object]] = {
+    "WF_GATEWAY_HOST": ("host", str),
+    "WF_GATEWAY_PORT": ("port", int),
+    "WF_REDIS_URL": ("redis_url", str),
+    "WF_REDIS_PREFIX": ("redis_prefix", str),
+    "WF_PARTITIONS": ("partitions", int),
+    "WF_GATEWAY_ZONES": ("zone_paths", _paths),
+    "WF_GATEWAY_K": ("k", int),
+    "WF_GATEWAY_QUEUE": ("queue_size", int),
+    "WF_GATEWAY_COUNTS_S": ("counts_every_s", float),
+    "WF_GATEWAY_PING_S": ("ping_s", float),
+    "WF_GATEWAY_MAX_MESSAGE": ("max_message", int),
+    "WF_GATEWAY_RATE": ("rate_per_s", float),
+}
+
+
+def load_gateway_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> GatewaySettings:
+    """Build :class:`GatewaySettings` from the environment, then apply ``overrides``.
+
+    >>> s = load_gateway_settings({"WF_GATEWAY_SECRET": "x" * 40, "WF_GATEWAY_PORT": "9000"})
+    >>> s.port, s.k
+    (9000, 3)
+    >>> load_gateway_settings({"WF_GATEWAY_SECRET": "x" * 40, "WF_GATEWAY_K": "three"})
+    Traceback (most recent call last):
+    ...
+    gateway.settings.GatewaySettingsError: WF_GATEWAY_K: cannot read 'three' as int (invalid literal for int() with base 10: 'three')
+    >>> load_gateway_settings({})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gateway.settings.GatewaySettingsError: WF_GATEWAY_SECRET is not set: the gateway signs and checks tokens with it; ...
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for var, (name, cast) in _ENV.items():
+        text = env.get(var)
+        if text is None or text == "":
+            continue
+        try:
+            values[name] = cast(text)  # type: ignore[operator]
+        except ValueError as exc:
+            kind = getattr(cast, "__name__", "value")
+            raise GatewaySettingsError(f"{var}: cannot read {text!r} as {kind} ({exc})") from None
+    values.update(overrides)
+    if "secret" not in values:
+        text = env.get("WF_GATEWAY_SECRET", "")
+        if not text:
+            raise GatewaySettingsError(
+                "WF_GATEWAY_SECRET is not set: the gateway signs and checks tokens with it; "
+                'create one with python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        values["secret"] = text.encode()
+    return GatewaySettings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,178 @@
+"""What the gateway reads from and writes to Redis (adapter).
+
+Reads the worker's keys (see :mod:`streams.keys`): the alerts stream, the
+per-minute buckets and the watermarks. Writes its own:
+
+=============================  ======  ====================================================
+key                            type    holds
+=============================  ======  ====================================================
+``P:alerts``                   stream  (shared with the worker) the gateway appends
+                                       supervisors' actions as entries with field ``action``
+                                       (JSON), next to the worker's ``alert`` entries, so
+                                       that they are broadcast and resumable by id
+``P:alert_status``             hash    alert id -> JSON of its last action (ack / resolve)
+``P:zones``                    hash    zone id -> zone JSON (event zones the gateway created);
+                                       read by the worker's detectors
+``P:zones:version``            string  bumped on every change of ``P:zones``
+``P:audit``                    stream  the audit log (:mod:`gateway.audit`)
+=============================  ======  ====================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import h3
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streams.keys import ALL, Keys
+from streams.planner import KINDS
+from streams.rolling import minute_of, window_minutes
+from streams.schema import Category
+from streams.state import ALERTS_STREAM_MAXLEN
+
+#: Largest page read from the alerts stream at once.
+PAGE = 500
+
+
+class StoreError(RuntimeError):
+    """Redis could not be read or written."""
+
+
+def stream_id(text: str) -> tuple[int, int]:
+    """A Redis stream id as a comparable pair; ``ValueError`` when it is not one.
+
+    >>> stream_id("1700000000000-3") < stream_id("1700000000001-0")
+    True
+    >>> stream_id("yesterday")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a stream id: 'yesterday' (expected <milliseconds>-<sequence>)
+    """
+    ms, _, seq = text.partition("-")
+    if not ms.isdigit() or not (seq.isdigit() or seq == "") or len(text) > 41:
+        raise ValueError(f"not a stream id: {text!r} (expected <milliseconds>-<sequence>)")
+    return int(ms), int(seq or 0)
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, prefix: str, partitions: int) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.partitions = partitions
+        self.status_key = f"{prefix}:alert_status"
+        self.zones_key = f"{prefix}:zones"
+        self.zones_version_key = f"{prefix}:zones:version"
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, partitions: int) -> Store:
+        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix, partitions)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except RedisError:
+            return False
+
+    # -- the alerts stream -----------------------------------------------------
+
+    async def read_after(self, last_id: str, count: int = PAGE) -> list[tuple[str, dict[str, str]]]:
+        """Entries with ids strictly after ``last_id``, oldest first (one page)."""
+        return await self.client.xrange(self.keys.alerts, min=f"({last_id}", max="+", count=count)
+
+    async def read_new(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        """Entries after ``last_id``, waiting up to ``block_ms`` for the first."""
+        got = await self.client.xread({self.keys.alerts: last_id}, count=PAGE, block=block_ms)
+        return got[0][1] if got else []
+
+    async def newest_id(self) -> str:
+        """Id of the newest entry, or ``0-0`` for an empty stream."""
+        last = await self.client.xrevrange(self.keys.alerts, count=1)
+        return last[0][0] if last else "0-0"
+
+    async def oldest_id(self) -> str | None:
+        first = await self.client.xrange(self.keys.alerts, count=1)
+        return first[0][0] if first else None
+
+    async def recent(self, count: int) -> list[tuple[str, dict[str, str]]]:
+        """The newest ``count`` entries, oldest first."""
+        return list(reversed(await self.client.xrevrange(self.keys.alerts, count=count)))
+
+    async def append_action(self, action: dict, status: dict) -> str:
+        """Append a supervisor's action to the alerts stream and record the alert's status, atomically."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.keys.alerts, {"action": json.dumps(action, separators=(",", ":"))}, maxlen=ALERTS_STREAM_MAXLEN, approximate=True)
+        pipe.hset(self.status_key, action["alert_id"], json.dumps(status, separators=(",", ":")))
+        sid, _ = await pipe.execute()
+        return sid
+
+    async def statuses(self) -> dict[str, dict]:
+        return {k: json.loads(v) for k, v in (await self.client.hgetall(self.status_key)).items()}
+
+    # -- counts ------------------------------------------------------------------
+
+    async def watermark(self) -> float | None:
+        """The newest event time the worker has counted (its "now"), or None before any call."""
+        values = await self.client.mget([self.keys.watermark(kind, p) for kind in KINDS for p in range(self.partitions)])
+        seen = [float(v) for v in values if v is not None]
+        return max(seen) if seen else None
+
+    async def cell_counts(self, end: float, window_min: int, resolution: int, category: str = ALL) -> dict[str, int]:
+        """Calls per cell of ``resolution`` over the ``window_min`` minutes ending at event time ``end``."""
+        pipe = self.client.pipeline(transaction=False)
+        minutes = list(window_minutes(minute_of(end), window_min))
+        for m in minutes:
+            pipe.hgetall(self.keys.bucket(m))
+        out: dict[str, int] = {}
+        suffix = f"|{category}"
+        for h in await pipe.execute():
+            for fld, v in h.items():
+                if fld.endswith(suffix):
+                    cell = fld[: -len(suffix)]
+                    if h3.is_valid_cell(cell) and h3.get_resolution(cell) == resolution:
+                        out[cell] = out.get(cell, 0) + int(v)
+        return out
+
+    async def history(self, cells: Iterable[str], end: float, minutes: int, step_min: int) -> list[dict]:
+        """Calls in ``cells`` (summed) per ``step_min`` bin over the ``minutes`` before ``end``, by category."""
+        cells = list(cells)
+        first = minute_of(end) - minutes + 1
+        mins = list(range(first, minute_of(end) + 1))
+        pipe = self.client.pipeline(transaction=False)
+        for m in mins:
+            pipe.hmget(self.keys.bucket(m), [f"{c}|{cat}" for c in cells for cat in _CATEGORIES])
+        bins: dict[int, dict[str, int]] = {}
+        for m, values in zip(mins, await pipe.execute(), strict=True):
+            b = (m - first) // step_min
+            slot = bins.setdefault(b, {})
+            for i, v in enumerate(values):
+                if v is not None:
+                    cat = _CATEGORIES[i % len(_CATEGORIES)]
+                    slot[cat] = slot.get(cat, 0) + int(v)
+        return [
+            {"start": (first + b * step_min) * 60, "minutes": step_min, "categories": bins.get(b, {})}
+            for b in range(-(-len(mins) // step_min))
+        ]
+
+    # -- zones -------------------------------------------------------------------
+
+    async def event_zones(self) -> list[dict]:
+        return [json.loads(v) for v in (await self.client.hgetall(self.zones_key)).values()]
+
+    async def save_zone(self, zone: dict) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.zones_key, zone["id"], json.dumps(zone, separators=(",", ":")))
+        pipe.incr(self.zones_version_key)
+        await pipe.execute()
+
+    async def zones_version(self) -> int:
+        return int(await self.client.get(self.zones_version_key) or 0)
+
+
+#: categories as the counting agent stores them; ALL is their sum
+_CATEGORIES = tuple(c.value for c in Category)

@@ -1,0 +1,164 @@
+"""A real gateway process for tests, and the helpers to talk to it (HTTP, WebSocket, Redis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from websockets.sync.client import ClientConnection, connect
+
+from detectors.types import Alert, AlertKind, AlertState
+from gateway.tokens import issue
+from tests.stackutil import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = b"test-secret-" + b"x" * 40
+
+
+@dataclass
+class GatewayProcess:
+    prefix: str
+    port: int = field(default_factory=free_port)
+    env_extra: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, tmp: Path) -> GatewayProcess:
+        env = dict(os.environ)
+        env.update(
+            WF_GATEWAY_SECRET=SECRET.decode(),
+            WF_REDIS_PREFIX=self.prefix,
+            WF_GATEWAY_PORT=str(self.port),
+            WF_GATEWAY_COUNTS_S="0.5",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env_extra)
+        self.log_path = tmp / f"gateway-{self.port}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, _ = self.get("/healthz")
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway did not answer /healthz within 30 s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, token: str | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(
+            self.base + path, headers={**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def get_json(self, path: str, token: str | None = None) -> tuple[int, dict]:
+        status, body = self.get(path, token)
+        return status, json.loads(body)
+
+    def ws(self, token: str | None, last_id: str | None = None, **kw) -> ClientConnection:
+        q = [] if token is None else [f"token={token}"]
+        if last_id is not None:
+            q.append(f"last_id={last_id}")
+        return connect(f"ws://127.0.0.1:{self.port}/ws?" + "&".join(q), open_timeout=10, legacy=True, **kw)
+
+
+def token(
+    role: str, *, zones: tuple[str, ...] = (), subject: str | None = None, agency: str = "Montgomery County 911", ttl_s: float = 3600
+) -> str:
+    return issue(SECRET, subject=subject or f"{role}-1", role=role, agency=agency, zones=zones, ttl_s=ttl_s)
+
+
+def make_alert(
+    alert_id: str,
+    cells: tuple[str, ...],
+    *,
+    observed: int = 12,
+    expected: float = 3.0,
+    score: float = 7.0,
+    categories: dict[str, int] | None = None,
+    state: AlertState = AlertState.OPEN,
+    at: float | None = None,
+    kind: AlertKind = AlertKind.SURGE,
+) -> dict:
+    at = time.time() if at is None else at
+    return Alert(
+        id=alert_id,
+        kind=kind,
+        state=state,
+        started_at=at - 600,
+        at=at,
+        cells=cells,
+        window_min=15,
+        observed=observed,
+        expected=expected,
+        score=score,
+        p_value=10**-score,
+        categories=categories or {"TRAFFIC": observed},
+        model="surge-poisson-scan",
+        model_version="1.0",
+        reason=f"{observed} calls in 15 min in {', '.join(cells)}, {expected} expected",
+    ).to_json()
+
+
+def publish(r: redis.Redis, prefix: str, alert: dict) -> str:
+    """Append an alert record to the alerts stream as the worker's detection agent does."""
+    return r.xadd(f"{prefix}:alerts", {"alert": json.dumps(alert)})
+
+
+def recv_until(ws: ClientConnection, pred, timeout_s: float = 10.0) -> tuple[dict, list[dict]]:
+    """Frames until one satisfies ``pred``; returns it and every frame read (it included)."""
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching frame within {timeout_s} s; got {[g.get('type') for g in got]}")
+        msg = json.loads(ws.recv(timeout=left))
+        got.append(msg)
+        if pred(msg):
+            return msg, got
+
+
+def drain(ws: ClientConnection, quiet_s: float = 0.7, max_s: float = 5.0) -> list[dict]:
+    """Every frame until none arrives for ``quiet_s`` or ``max_s`` have passed (count frames never stop)."""
+    got = []
+    deadline = time.monotonic() + max_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            got.append(json.loads(ws.recv(timeout=min(quiet_s, left))))
+        except TimeoutError:
+            break
+    return got

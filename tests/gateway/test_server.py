@@ -1,0 +1,365 @@
+"""The gateway process against real Redis and real WebSocket clients: auth, scope, resume, slow clients, lifecycle, audit."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import uuid
+
+import h3
+import pytest
+import redis
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway.settings import DEFAULT_ZONES
+from gateway.tokens import issue
+from gateway.zones import load_zone_files
+from tests.gateway.live import GatewayProcess, drain, make_alert, publish, recv_until, token
+
+pytestmark = pytest.mark.stack
+
+ZONES = load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson")))
+LANSDALE = ZONES["septa-lansdale"]
+IN_LANSDALE = sorted(LANSDALE.cells)[0]
+# a cell far from every configured zone (Pottstown, western edge of the county)
+FAR = h3.latlng_to_cell(40.2454, -75.6496, 8)
+assert all(FAR not in z.cells for z in ZONES.values())
+
+
+@pytest.fixture
+def prefix(stack) -> str:
+    return f"g{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def r(stack):
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gw(prefix, tmp_path):
+    g = GatewayProcess(prefix).start(tmp_path)
+    yield g
+    g.stop()
+
+
+def frames_of(frames: list[dict], kind: str) -> list[dict]:
+    return [f for f in frames if f["type"] == kind]
+
+
+def all_strings(obj) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in [k, *all_strings(v)]]
+    if isinstance(obj, list):
+        return [s for v in obj for s in all_strings(v)]
+    return []
+
+
+def test_http_refuses_missing_forged_and_expired_tokens_and_audits_each(gw, prefix, r):
+    """API calls without a token, with a forged one or an expired one get 401 with the reason, and each refusal is audited."""
+    assert gw.get_json("/api/alerts")[0] == 401
+    forged = issue(b"another-secret-" + b"y" * 40, subject="mallory", role="supervisor", agency="X")
+    status, body = gw.get_json("/api/alerts", forged)
+    assert (status, body["error"]) == (401, "bad_signature")
+    expired = token("supervisor", ttl_s=1)
+    time.sleep(1.5)
+    status, body = gw.get_json("/api/alerts", expired)
+    assert (status, body["error"]) == (401, "expired")
+    head, payload, sig = token("transit", zones=("septa-lansdale",)).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["role"] = "supervisor"  # privilege escalation by editing the payload
+    edited = ".".join([head, base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("="), sig])
+    assert gw.get_json("/api/alerts", edited)[1]["error"] == "bad_signature"
+    status, body = gw.get_json("/api/audit", token("transit", zones=("septa-lansdale",)))
+    assert (status, body["error"]) == (403, "forbidden")
+    _, audit = gw.get_json("/api/audit?action=refused", token("supervisor"))
+    codes = [rec["detail"]["code"] for rec in audit["records"]]
+    assert codes.count("bad_signature") == 2 and "missing" in codes and "expired" in codes and "forbidden" in codes
+
+
+def test_websocket_handshake_refused_without_valid_token(gw):
+    """A WebSocket without a token or with a forged one is refused at the handshake with HTTP 401."""
+    for bad in (None, "not.a.token", issue(b"z" * 40, subject="m", role="supervisor", agency="X")):
+        with pytest.raises(InvalidStatus) as exc:
+            gw.ws(bad)
+        assert exc.value.response.status_code == 401
+
+
+def test_supervisor_gets_everything_and_partner_only_its_zone_generalized(gw, prefix, r):
+    """A supervisor receives every alert precisely; a transit partner only the one at its station, minus what it must not see."""
+    sup = gw.ws(token("supervisor"))
+    partner = gw.ws(token("transit", zones=("septa-lansdale",), agency="SEPTA"))
+    for ws in (sup, partner):
+        recv_until(ws, lambda f: f["type"] == "caught_up")
+    inside = make_alert("surge:inside:1", (IN_LANSDALE, FAR), observed=12, categories={"TRAFFIC": 10, "EMS": 2})
+    outside = make_alert("surge:outside:1", (FAR,), observed=30)
+    publish(r, prefix, inside)
+    publish(r, prefix, outside)
+    got_sup = frames_of(drain(sup), "alert")
+    got_partner = frames_of(drain(partner), "alert")
+    assert [f["alert"]["id"] for f in got_sup] == ["surge:inside:1", "surge:outside:1"]
+    assert got_sup[0]["alert"]["cells"] == [IN_LANSDALE, FAR] and got_sup[0]["alert"]["reason"] == inside["reason"]
+    assert len(got_partner) == 1
+    seen = got_partner[0]["alert"]
+    strings = all_strings(got_partner)
+    assert FAR not in strings and IN_LANSDALE not in strings and not any("surge:inside" in s for s in strings)
+    assert seen["cells"] == [h3.cell_to_parent(IN_LANSDALE, 7)]
+    assert seen["zones"] == ["septa-lansdale"] and seen["categories"] == {"TRAFFIC": 10}  # EMS 2 < k = 3
+    assert inside["reason"] not in strings
+    sup.close()
+    partner.close()
+
+
+def test_resume_by_id_gives_every_missed_alert_once_in_order(gw, prefix, r):
+    """A client that reconnects with its last id receives what it missed, then live alerts, with no gap and no duplicate."""
+    ws = gw.ws(token("supervisor"))
+    recv_until(ws, lambda f: f["type"] == "caught_up")
+    ids = [publish(r, prefix, make_alert(f"surge:a:{i}", (FAR,))) for i in range(3)]
+    got = frames_of(drain(ws), "alert")
+    assert [f["id"] for f in got] == ids
+    ws.close()
+    missed = [publish(r, prefix, make_alert(f"surge:b:{i}", (FAR,))) for i in range(5)]
+    ws = gw.ws(token("supervisor"), last_id=got[-1]["id"])
+    live = []
+    first, frames = recv_until(ws, lambda f: f["type"] == "caught_up")
+    live.append(publish(r, prefix, make_alert("surge:c:0", (FAR,))))
+    frames += drain(ws)
+    alerts = [f["id"] for f in frames_of(frames, "alert")]
+    assert alerts == missed + live
+    assert first["id"] == missed[-1]
+    ws.close()
+
+
+def test_gateway_restart_and_second_gateway_deliver_the_same_alerts(gw, prefix, r, tmp_path):
+    """Two gateways on one Redis deliver the same alerts; after one restarts, its clients resume by id with no gap and no duplicate."""
+    other = GatewayProcess(prefix).start(tmp_path)
+    try:
+        a = gw.ws(token("supervisor"))
+        b = other.ws(token("supervisor"))
+        for ws in (a, b):
+            recv_until(ws, lambda f: f["type"] == "caught_up")
+        sent = [publish(r, prefix, make_alert(f"surge:r:{i}", (FAR,))) for i in range(4)]
+        got_a = [f["id"] for f in frames_of(drain(a), "alert")]
+        got_b = [f["id"] for f in frames_of(drain(b), "alert")]
+        assert got_a == got_b == sent
+        gw.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            a.recv(timeout=5)
+        assert closed.value.rcvd.code == 1001
+        during = [publish(r, prefix, make_alert(f"surge:d:{i}", (FAR,))) for i in range(3)]
+        gw.proc = None
+        gw.start(tmp_path)
+        a = gw.ws(token("supervisor"), last_id=got_a[-1])
+        frames = drain(a)
+        assert [f["id"] for f in frames_of(frames, "alert")] == during
+        a.close()
+        b.close()
+    finally:
+        other.stop()
+
+
+def _raw_ws_that_never_reads(port: int, tok: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then neither reads nor answers pings."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    s.sendall(
+        (
+            f"GET /ws?token={tok} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    assert b"101" in s.recv(200)
+    return s
+
+
+def test_slow_client_is_closed_and_others_get_everything(prefix, r, tmp_path):
+    """A client that stops reading is closed as too slow while a reading client receives every alert."""
+    g = GatewayProcess(prefix, env_extra={"WF_GATEWAY_QUEUE": "16"}).start(tmp_path)
+    slow = _raw_ws_that_never_reads(g.port, token("supervisor", subject="slow"))
+    try:
+        fast = g.ws(token("supervisor", subject="fast"), max_size=None)
+        recv_until(fast, lambda f: f["type"] == "caught_up")
+        big = tuple(h3.grid_disk(FAR, 12))[:300]  # about 5 KB per alert
+        pipe = r.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.xadd(f"{prefix}:alerts", {"alert": json.dumps(make_alert(f"surge:s:{i}", big))})
+        pipe.execute()
+        ids = []
+        deadline = time.monotonic() + 60
+        while len(ids) < 2000 and time.monotonic() < deadline:
+            f = json.loads(fast.recv(timeout=10))
+            if f["type"] == "alert":
+                ids.append(f["alert"]["id"])
+        assert ids == [f"surge:s:{i}" for i in range(2000)]
+        assert "watchfloor_gateway_closed_slow_total 1" in g.get("/metrics")[1].decode()
+        # the close handshake cannot finish with a peer that does not read: it ends at the close timeout
+        deadline = time.monotonic() + 30
+        while not (audit := g.get_json("/api/audit?action=disconnect&actor=slow", token("supervisor"))[1]["records"]):
+            assert time.monotonic() < deadline, "the slow client's disconnection was never audited"
+            time.sleep(0.5)
+        assert audit[0]["detail"]["code"] in (4408, 1006)
+        fast.close()
+    finally:
+        slow.close()
+        g.stop()
+
+
+def test_dead_connection_is_detected_by_heartbeat(prefix, tmp_path):
+    """A client that never answers pings is dropped within a few ping intervals."""
+    g = GatewayProcess(prefix, env_extra={"WF_GATEWAY_PING_S": "0.5"}).start(tmp_path)
+    s = _raw_ws_that_never_reads(g.port, token("supervisor"))
+    try:
+        assert 'watchfloor_gateway_clients{role="supervisor"} 1' in g.get("/metrics")[1].decode()
+        deadline = time.monotonic() + 10
+        while 'watchfloor_gateway_clients{role="supervisor"} 0' not in g.get("/metrics")[1].decode():
+            assert time.monotonic() < deadline, "the dead client was never dropped"
+            time.sleep(0.2)
+    finally:
+        s.close()
+        g.stop()
+
+
+def test_ack_and_resolve_are_broadcast_to_those_who_saw_the_alert_and_audited(gw, prefix, r):
+    """An acknowledgement reaches all who saw the alert (partners without the note); partners cannot acknowledge; the audit records it."""
+    sup = gw.ws(token("supervisor", subject="sup-anna"))
+    partner = gw.ws(token("transit", zones=("septa-lansdale",), agency="SEPTA", subject="septa-desk"))
+    for ws in (sup, partner):
+        recv_until(ws, lambda f: f["type"] == "caught_up")
+    publish(r, prefix, make_alert("surge:ack:1", (IN_LANSDALE,)))
+    recv_until(sup, lambda f: f["type"] == "alert")
+    recv_until(partner, lambda f: f["type"] == "alert")
+    partner.send(json.dumps({"type": "ack", "alert_id": "surge:ack:1"}))
+    err, _ = recv_until(partner, lambda f: f["type"] == "error")
+    assert err["code"] == "forbidden"
+    sup.send(json.dumps({"type": "ack", "alert_id": "surge:ack:1", "note": "Engine 12 en route; caller at 123 Main St"}))
+    a, _ = recv_until(sup, lambda f: f["type"] == "action")
+    assert a["action"]["by"] == "sup-anna" and a["action"]["note"].startswith("Engine 12")
+    p, _ = recv_until(partner, lambda f: f["type"] == "action")
+    assert p["action"]["action"] == "ack" and "note" not in p["action"] and "by" not in p["action"]
+    assert not any("Main St" in s for s in all_strings(p))
+    sup.send(json.dumps({"type": "resolve", "alert_id": "surge:ack:1", "note": "cleared"}))
+    recv_until(partner, lambda f: f["type"] == "action" and f["action"]["action"] == "resolve")
+    status, current = gw.get_json("/api/alerts?state=all", token("supervisor"))
+    assert current["alerts"][0]["alert"]["status"]["action"] == "resolve"
+    assert gw.get_json("/api/alerts", token("supervisor"))[1]["alerts"] == []  # resolved is no longer open
+    _, audit = gw.get_json("/api/audit?target=surge:ack:1", token("supervisor"))
+    assert [rec["action"] for rec in audit["records"]] == ["ack", "resolve"]
+    status, csv_body = gw.get("/api/audit/export?format=csv", token("supervisor"))
+    assert status == 200 and b"sup-anna" in csv_body and b",ack," in csv_body
+    time.sleep(1.5)  # deliveries are audited once a second
+    _, delivered = gw.get_json("/api/audit?action=deliver", token("supervisor"))
+    who = {tuple(x) for rec in delivered["records"] for x in rec["detail"]["recipients"]}
+    assert ("septa-desk", "transit", "SEPTA") in who and ("sup-anna", "supervisor", "Montgomery County 911") in who
+    sup.close()
+    partner.close()
+
+
+def test_subscriptions_filter_and_cannot_widen_scope(gw, prefix, r):
+    """A subscription by category gets only matching alerts; a partner naming another agency's zone is refused."""
+    sup = gw.ws(token("supervisor"))
+    recv_until(sup, lambda f: f["type"] == "caught_up")
+    sup.send(json.dumps({"type": "subscribe", "categories": ["FIRE"]}))
+    recv_until(sup, lambda f: f["type"] == "subscribed")
+    publish(r, prefix, make_alert("surge:t:1", (FAR,), categories={"TRAFFIC": 12}))
+    publish(r, prefix, make_alert("surge:f:1", (FAR,), categories={"FIRE": 12}))
+    assert [f["alert"]["id"] for f in frames_of(drain(sup), "alert")] == ["surge:f:1"]
+    partner = gw.ws(token("school", zones=("school-north-penn-hs",), agency="North Penn SD"))
+    recv_until(partner, lambda f: f["type"] == "caught_up")
+    partner.send(json.dumps({"type": "subscribe", "zones": ["septa-lansdale"]}))
+    err, _ = recv_until(partner, lambda f: f["type"] == "error")
+    assert err["code"] == "zone_not_allowed"
+    sup.close()
+    partner.close()
+
+
+def test_hostile_frames_are_refused_without_hurting_the_connection(gw, prefix, r):
+    """Malformed JSON, binary frames and unknown types get error frames; an oversize frame closes with 1009; a flood is rate-limited."""
+    ws = gw.ws(token("supervisor"))
+    recv_until(ws, lambda f: f["type"] == "caught_up")
+    ws.send("{not json")
+    assert recv_until(ws, lambda f: f["type"] == "error")[0]["code"] == "bad_json"
+    ws.send(b"\x00\x01")
+    assert recv_until(ws, lambda f: f["type"] == "error")[0]["code"] == "binary_frame"
+    ws.send(json.dumps({"type": "subscribe", "polygon": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}}))
+    assert recv_until(ws, lambda f: f["type"] == "error")[0]["code"] == "bad_polygon"
+    publish(r, prefix, make_alert("surge:h:1", (FAR,)))
+    assert recv_until(ws, lambda f: f["type"] == "alert")[0]["alert"]["id"] == "surge:h:1"
+    for _ in range(60):
+        ws.send(json.dumps({"type": "subscribe"}))
+    codes = [f.get("code") for f in drain(ws)]
+    assert "rate_limited" in codes
+    big = gw.ws(token("supervisor"))
+    big.send("x" * (200 * 1024))
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            big.recv(timeout=5)
+    assert closed.value.rcvd.code == 1009
+    ws.close()
+
+
+def test_event_zone_commander_sees_its_zone_only_while_active(gw, prefix, r):
+    """A supervisor creates an event zone; its commander receives alerts inside it and its live count, and nothing outside it."""
+    centre = h3.cell_to_latlng(FAR)
+    ring = [[centre[1] + dx, centre[0] + dy] for dx, dy in ((-0.01, -0.01), (0.01, -0.01), (0.01, 0.01), (-0.01, 0.01), (-0.01, -0.01))]
+    sup = gw.ws(token("supervisor"))
+    recv_until(sup, lambda f: f["type"] == "caught_up")
+    now = time.time()
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    zone = {
+        "type": "create_zone",
+        "id": "fair-2026",
+        "name": "County fair",
+        "polygon": polygon,
+        "starts_at": now - 60,
+        "ends_at": now + 3600,
+    }
+    sup.send(json.dumps(zone))
+    created, _ = recv_until(sup, lambda f: f["type"] in ("zone_created", "error"))
+    assert created["type"] == "zone_created" and FAR in created["zone"]["cells"]
+    assert json.loads(r.hget(f"{prefix}:zones", "fair-2026"))["kind"] == "event"
+    cmd = gw.ws(token("commander", zones=("fair-2026",), agency="Fair command"))
+    recv_until(cmd, lambda f: f["type"] == "caught_up")
+    publish(r, prefix, make_alert("surge:fair:1", (FAR,)))
+    publish(r, prefix, make_alert("surge:elsewhere:1", (IN_LANSDALE,)))
+    minute = int(time.time() // 60)
+    r.hset(f"{prefix}:b:{minute}", mapping={f"{FAR}|ALL": 7, f"{IN_LANSDALE}|ALL": 9})
+    r.set(f"{prefix}:wm:call:0", time.time())
+    frames = drain(cmd, quiet_s=1.5)
+    assert [f["alert"]["id"] for f in frames_of(frames, "alert")] == ["surge:fair:1"]
+    counts = frames_of(frames, "counts")[-1]
+    assert counts["zones"] == {"fair-2026": 7} and IN_LANSDALE not in counts["cells"]
+    sup.close()
+    cmd.close()
+
+
+def test_rest_hotspots_history_and_zones_are_scoped(gw, prefix, r):
+    """Hot spots, a cell's history and zones come back precise for a supervisor and generalized, k-suppressed and in-zone for a partner."""
+    minute = int(time.time() // 60)
+    r.hset(
+        f"{prefix}:b:{minute}",
+        mapping={f"{FAR}|ALL": 5, f"{FAR}|TRAFFIC": 5, f"{IN_LANSDALE}|ALL": 4, f"{IN_LANSDALE}|EMS": 2, f"{IN_LANSDALE}|FIRE": 2},
+    )
+    r.set(f"{prefix}:wm:call:1", time.time())
+    sup, partner = token("supervisor"), token("transit", zones=("septa-lansdale",), agency="SEPTA")
+    _, hs = gw.get_json("/api/hotspots", sup)
+    assert {c["cell"]: c["count"] for c in hs["cells"]} == {FAR: 5, IN_LANSDALE: 4}
+    assert len(hs["cells"][0]["boundary"]) == 6
+    _, hp = gw.get_json("/api/hotspots", partner)
+    assert {c["cell"]: c["count"] for c in hp["cells"]} == {h3.cell_to_parent(IN_LANSDALE, 7): 4}
+    status, body = gw.get_json(f"/api/cells/{FAR}/history?hours=1", partner)
+    assert (status, body["error"]) == (403, "out_of_scope")
+    _, hist = gw.get_json(f"/api/cells/{h3.cell_to_parent(IN_LANSDALE, 7)}/history?hours=1&step=60", partner)
+    assert hist["bins"][-1]["categories"] == {}  # EMS 2 and FIRE 2 are below k = 3
+    _, hist = gw.get_json(f"/api/cells/{IN_LANSDALE}/history?hours=1&step=60", sup)
+    assert hist["bins"][-1]["categories"] == {"EMS": 2, "FIRE": 2}
+    _, zones = gw.get_json("/api/zones", partner)
+    assert [z["id"] for z in zones["zones"]] == ["septa-lansdale"]
+    assert gw.get_json("/api/hotspots?window=abc", sup)[0] == 400
