@@ -21,7 +21,7 @@ import io
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -54,11 +54,18 @@ class AuditRecord:
     at: float = 0.0
 
     def to_fields(self) -> dict[str, str]:
-        d = asdict(self)
-        d["action"] = self.action.value
-        d["detail"] = json.dumps(self.detail, separators=(",", ":"), sort_keys=True)
-        d["at"] = f"{self.at or time.time():.3f}"
-        return {k: str(v) for k, v in d.items()}
+        # built by hand, not with dataclasses.asdict: that deep-copies ``detail``, which
+        # for a delivery lists thousands of recipients, only to serialise it here
+        return {
+            "action": self.action.value,
+            "actor": self.actor,
+            "role": self.role,
+            "agency": self.agency,
+            "target": self.target,
+            "remote": self.remote,
+            "detail": json.dumps(self.detail, separators=(",", ":"), sort_keys=True),
+            "at": f"{self.at or time.time():.3f}",
+        }
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> AuditRecord:
@@ -137,7 +144,7 @@ class AuditLog:
                 break
             for sid, fields in page:
                 r = AuditRecord.from_fields(fields)
-                if actor and r.actor != actor and actor not in r.detail.get("recipients_subjects", ()):
+                if actor and r.actor != actor and not any(x[0] == actor for x in r.detail.get("recipients", ())):
                     continue
                 if action and r.action != action:
                     continue

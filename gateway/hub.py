@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
-from gateway.policy import Scope, alert_id_for, view
+from gateway.policy import Scope, view
 from gateway.protocol import CloseCode, frame
 from gateway.store import Store, stream_id
 from gateway.subscriptions import Filter, matches
@@ -44,8 +44,6 @@ from gateway.tokens import Claims, Role
 
 log = logging.getLogger(__name__)
 
-#: alerts remembered per client, to route later actions on them ("everyone who saw it")
-SEEN_PER_CLIENT = 10_000
 #: alerts whose latest record the hub keeps (for actions and the REST API)
 KNOWN_ALERTS = 50_000
 
@@ -61,21 +59,23 @@ class Client:
     remote: str = ""
     #: called once with (code, reason) when the hub drops the client
     close: Callable[[int, str], None] = lambda code, reason: None
+    #: writes a frame at once when the connection's buffer has room (True) or declines (False)
+    write_now: Callable[[str], bool] = lambda text: False
     queue: asyncio.Queue[str] = field(init=False)
+    #: the writer task is between taking a frame from the queue and handing it to the socket
+    sending: bool = False
     catching_up: bool = True
     pending: list[Entry] = field(default_factory=list)
     last_sent: tuple[int, int] = (0, 0)
     last_sent_id: str = ""
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     closed: bool = False
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
-
-    @property
-    def key(self) -> tuple:
-        """Clients with the same key see the same views."""
-        return (self.claims.role, self.claims.agency, self.claims.zones)
+        #: clients with the same key see the same views
+        self.key = (self.claims.role, self.claims.agency, self.claims.zones)
+        #: how the audit log names this recipient
+        self.who = (self.claims.subject, self.claims.role.value, self.claims.agency)
 
 
 class Hub:
@@ -91,7 +91,8 @@ class Hub:
         #: alert id -> last action (ack / resolve)
         self.status: dict[str, dict] = {}
         self.stats = {"delivered": 0, "entries": 0, "closed_slow": 0, "redis_errors": 0}
-        self._deliveries: dict[str, list[list[str]]] = {}
+        #: stream id -> (alert id, recipients) delivered since the last audit flush
+        self._deliveries: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
         self._ready = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------
@@ -127,29 +128,24 @@ class Hub:
     async def flush_audit(self) -> None:
         """Write one ``deliver`` record per entry delivered since the last flush (call every second)."""
         pending, self._deliveries = self._deliveries, {}
-        records = []
-        for sid, recipients in pending.items():
-            alert_id = recipients[0][3] if recipients else ""  # [subject, role, agency, alert id]
-            records.append(
-                AuditRecord(
-                    AuditAction.DELIVER,
-                    actor=self.gateway_id,
-                    target=sid,
-                    detail={
-                        "alert_id": alert_id,
-                        "recipients": [r[:3] for r in recipients],
-                        "recipients_subjects": sorted({r[0] for r in recipients}),
-                    },
-                    at=self.clock(),
-                )
+        now = self.clock()
+        records = [
+            AuditRecord(
+                AuditAction.DELIVER,
+                actor=self.gateway_id,
+                target=sid,
+                detail={"alert_id": alert_id, "count": len(recipients), "recipients": recipients},
+                at=now,
             )
+            for sid, (alert_id, recipients) in pending.items()
+        ]
         try:
             await self.audit.record_many(records)
         except (RedisError, OSError) as exc:
             # keep them for the next flush rather than lose who received what
             log.warning("audit flush failed (%s); %d records kept for the next try", exc, len(records))
-            for sid, recipients in pending.items():
-                self._deliveries.setdefault(sid, [])[:0] = recipients
+            for sid, (alert_id, recipients) in pending.items():
+                self._deliveries.setdefault(sid, (alert_id, []))[1][:0] = recipients
 
     # -- clients ---------------------------------------------------------------
 
@@ -224,9 +220,10 @@ class Hub:
             return
         if self._put(client, text):
             self.stats["delivered"] += 1
-            self._deliveries.setdefault(entry.id, []).append(
-                [client.claims.subject, client.claims.role.value, client.claims.agency, entry.alert_id]
-            )
+            delivered = self._deliveries.get(entry.id)
+            if delivered is None:
+                delivered = self._deliveries[entry.id] = (entry.alert_id, [])
+            delivered[1].append(client.who)
 
     def _frame_for(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]]) -> str | None:
         """The frame ``client`` gets for ``entry``, or None; views and their JSON computed once per kind of client."""
@@ -235,31 +232,49 @@ class Hub:
             raw = entry.alert
             if key not in cache:
                 seen_view = view(raw, client.scope, self.clock())
+                status = self.status.get(raw["id"])
                 if seen_view is not None and client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
-                    seen_view["status"] = self.status.get(raw["id"])
+                    seen_view["status"] = status
+                elif seen_view is not None and status is not None:
+                    seen_view["status"] = {"action": status["action"], "at": status["at"]}  # partners: not who, not the note
                 cache[key] = (seen_view, None if seen_view is None else frame("alert", id=entry.id, alert=seen_view))
             seen_view, text = cache[key]
             if seen_view is None or not matches(client.filter, seen_view, raw):
                 return None
-            client.seen[raw["id"]] = None
-            if len(client.seen) > SEEN_PER_CLIENT:
-                client.seen.popitem(last=False)
             return text
         if entry.action is not None:
+            # an action goes to every client that may see its alert now, whether or not
+            # this connection was sent the alert (it may have read it from /api/alerts,
+            # or before a reconnect)
             action = entry.action
-            if action["alert_id"] not in client.seen:
-                return None  # only those who saw the alert hear about its acknowledgement
+            raw = action.get("alert")
+            if not isinstance(raw, dict):
+                known = self.alerts.get(action["alert_id"])
+                raw = known[1] if known else None
+            if raw is None:
+                return None
             if key not in cache:
-                if client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
-                    shown = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
+                seen_view = view(raw, client.scope, self.clock())
+                if seen_view is None:
+                    cache[key] = (None, None)
                 else:
-                    # partners learn that it was handled, not by whom or with what note (free text)
-                    shown = {"alert_id": alert_id_for(action["alert_id"], client.scope), "action": action["action"], "at": action.get("at")}
-                cache[key] = (shown, frame("action", id=entry.id, action=shown))
-            return cache[key][1]
+                    if client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
+                        shown = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
+                    else:
+                        # partners learn that it was handled, not by whom or with what note (free text)
+                        shown = {"alert_id": seen_view["id"], "action": action["action"], "at": action.get("at")}
+                    cache[key] = (seen_view, frame("action", id=entry.id, action=shown))
+            seen_view, text = cache[key]
+            if seen_view is None or not matches(client.filter, seen_view, raw):
+                return None
+            return text
         return None
 
     def _put(self, client: Client, text: str) -> bool:
+        # fast path, as websockets.broadcast does: nothing queued and room in the socket's
+        # buffer, so write now (no queue, no writer wake-up); otherwise queue, in order
+        if not client.sending and client.queue.empty() and client.write_now(text):
+            return True
         try:
             client.queue.put_nowait(text)
             return True

@@ -12,6 +12,7 @@
                                        ``min_severity``, ``limit``) and ``last_id`` to resume from
 ``GET /api/hotspots``                  calls per cell over ``window`` minutes (15) in scope
 ``GET /api/cells/{cell}/history``      a cell's calls per ``step`` minutes over ``hours`` (24)
+``GET /api/cells?ids=a,b``             outlines of cells in scope (to draw alert cells on a map)
 ``GET /api/zones``                     zones in scope, with their cells and outline
 ``GET /api/audit``                     the audit log (supervisors; ``since``, ``until``, ``actor``,
                                        ``action``, ``target``, ``limit``)
@@ -39,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h3
 from redis.exceptions import RedisError
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 #: activity window of the counts frames and the hot-spot default, minutes
 COUNTS_WINDOW_MIN = 15
+#: bytes a connection's socket buffer may hold before frames wait in its queue (websockets' default write limit)
+WRITE_LIMIT = 2**15
 
 
 class HttpError(Exception):
@@ -129,6 +132,8 @@ class Gateway:
             close_timeout=min(5.0, 2 * self.settings.ping_s),
             max_queue=4,
             compression=None,
+            # a restarted gateway is reconnected to by every client at once
+            backlog=self.settings.backlog,
         )
         log.info("gateway %s listening on http://%s:%d", self.id, self.settings.host, self.port)
 
@@ -287,6 +292,8 @@ class Gateway:
             return _json_response(200, await self._hotspots(query, scope, now))
         if len(parts) == 4 and parts[:2] == ["api", "cells"] and parts[3] == "history":
             return _json_response(200, await self._history(parts[2], query, scope, now))
+        if parts == ["api", "cells"]:
+            return _json_response(200, self._cells(query, scope))
         if parts == ["api", "zones"]:
             return _json_response(200, {"zones": [_zone_json(z, now) for z in scope.zones]})
         if parts[:2] == ["api", "audit"]:
@@ -318,6 +325,8 @@ class Gateway:
                 continue
             if scope.role in (Role.SUPERVISOR, Role.COMMANDER):
                 v["status"] = status
+            elif status is not None:
+                v["status"] = {"action": status["action"], "at": status["at"]}  # not who, not the note
             out.append({"id": sid, "alert": v})
             if len(out) >= limit:
                 break
@@ -338,6 +347,23 @@ class Gateway:
             "cells": [{"cell": c, "count": n, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c, n in top],
             "zones": zone_counts(counts, scope, now),
         }
+
+    def _cells(self, query: dict, scope: Scope) -> dict:
+        """Outlines of the asked cells this scope may see: any for supervisors; partners and commanders
+        their own res-8 cells and their generalized parents (what their alert views name)."""
+        ids = [c for c in (_one(query, "ids") or "").split(",") if c]
+        if not ids or len(ids) > 500:
+            raise HttpError(400, "bad_ids", "ids must list 1 to 500 H3 cell ids, comma-separated")
+        bad = [c for c in ids if not h3.is_valid_cell(c)]
+        if bad:
+            raise HttpError(400, "bad_ids", f"not H3 cell ids: {', '.join(bad[:5])}")
+        visible = visible_cells(scope)
+        if visible is not None:
+            allowed = set(visible) | {h3.cell_to_parent(c, scope.generalize_res) for c in visible}
+            outside = [c for c in ids if c not in allowed]
+            if outside:
+                raise HttpError(403, "out_of_scope", f"{len(outside)} cell(s) are outside what this token may see")
+        return {"cells": [{"cell": c, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c in ids]}
 
     async def _history(self, cell: str, query: dict, scope: Scope, now: float) -> dict:
         if not h3.is_valid_cell(cell):
@@ -427,7 +453,17 @@ class Gateway:
         def close(code: int, reason: str) -> None:
             loop.create_task(connection.close(code, reason))
 
-        client = Client(claims, scope, Filter.everything(), self.settings.queue_size, remote=remote, close=close)
+        def write_now(text: str) -> bool:
+            transport = connection.transport
+            if transport is None or transport.get_write_buffer_size() > WRITE_LIMIT:
+                return False
+            try:
+                broadcast([connection], text, raise_exceptions=True)
+            except ExceptionGroup:  # this one connection could not take it: queue it instead
+                return False
+            return True
+
+        client = Client(claims, scope, Filter.everything(), self.settings.queue_size, remote=remote, close=close, write_now=write_now)
         self.connections[connection] = client
         expiry = loop.call_later(
             max(0.0, claims.expires_at - self.clock()), close, CloseCode.TOKEN_EXPIRED, "token expired: reconnect with a new one"
@@ -469,7 +505,9 @@ class Gateway:
         try:
             while True:
                 text = await client.queue.get()
+                client.sending = True
                 await connection.send(text)
+                client.sending = False
         except ConnectionClosed:
             return
 

@@ -47,6 +47,8 @@ class GatewaySettings:
     rate_per_s: float = 10.0
     #: refused client messages tolerated before the connection is closed
     max_errors: int = 20
+    #: pending TCP connections (a restarted gateway is reconnected to by every client at once)
+    backlog: int = 2048
 
     def __post_init__(self) -> None:
         if len(self.secret) < 32:
@@ -56,7 +58,7 @@ class GatewaySettings:
             )
         if not 0 < self.port < 65536:
             raise GatewaySettingsError(f"WF_GATEWAY_PORT must be 1..65535, found {self.port}")
-        for name in ("k", "queue_size", "max_message", "partitions", "max_errors"):
+        for name in ("k", "queue_size", "max_message", "partitions", "max_errors", "backlog"):
             if getattr(self, name) < 1:
                 raise GatewaySettingsError(f"{name} must be >= 1, found {getattr(self, name)}")
         for name in ("counts_every_s", "ping_s", "rate_per_s"):
@@ -93,6 +95,7 @@ _ENV: dict[str, tuple[str, type | object]] = {
     "WF_GATEWAY_PING_S": ("ping_s", float),
     "WF_GATEWAY_MAX_MESSAGE": ("max_message", int),
     "WF_GATEWAY_RATE": ("rate_per_s", float),
+    "WF_GATEWAY_BACKLOG": ("backlog", int),
 }
 
 

@@ -363,3 +363,42 @@ def test_rest_hotspots_history_and_zones_are_scoped(gw, prefix, r):
     _, zones = gw.get_json("/api/zones", partner)
     assert [z["id"] for z in zones["zones"]] == ["septa-lansdale"]
     assert gw.get_json("/api/hotspots?window=abc", sup)[0] == 400
+
+
+def test_actions_reach_clients_that_read_the_alert_elsewhere_and_resume_with_them(gw, prefix, r):
+    """A client that learnt of an alert from /api/alerts gets its acknowledgement live; one that was away gets it on resume."""
+    sid = publish(r, prefix, make_alert("surge:late:1", (IN_LANSDALE,)))
+    time.sleep(0.5)
+    status, current = gw.get_json("/api/alerts", token("supervisor"))
+    assert [a["alert"]["id"] for a in current["alerts"]] == ["surge:late:1"] and current["last_id"] == sid
+    watcher = gw.ws(token("supervisor", subject="watcher"), last_id=current["last_id"])
+    recv_until(watcher, lambda f: f["type"] == "caught_up")
+    partner_tok = token("transit", zones=("septa-lansdale",), agency="SEPTA")
+    away = gw.ws(partner_tok, last_id=sid)
+    recv_until(away, lambda f: f["type"] == "caught_up")
+    away.close()
+    actor = gw.ws(token("supervisor", subject="actor"))
+    recv_until(actor, lambda f: f["type"] == "caught_up")
+    actor.send(json.dumps({"type": "ack", "alert_id": "surge:late:1", "note": "on it"}))
+    got, _ = recv_until(watcher, lambda f: f["type"] == "action")
+    assert got["action"]["by"] == "actor"
+    back = gw.ws(partner_tok, last_id=sid)
+    frames = drain(back)
+    actions = frames_of(frames, "action")
+    assert len(actions) == 1 and set(actions[0]["action"]) == {"alert_id", "action", "at"}
+    _, mine = gw.get_json("/api/alerts", partner_tok)
+    assert mine["alerts"][0]["alert"]["status"]["action"] == "ack" and "note" not in mine["alerts"][0]["alert"]["status"]
+    for ws in (watcher, actor, back):
+        ws.close()
+
+
+def test_cell_outlines_are_served_only_within_scope(gw):
+    """Any cell's outline for a supervisor; a partner gets its own cells and their res-7 parents, nothing else."""
+    sup, partner = token("supervisor"), token("transit", zones=("septa-lansdale",), agency="SEPTA")
+    status, body = gw.get_json(f"/api/cells?ids={FAR},{IN_LANSDALE}", sup)
+    assert status == 200 and [c["cell"] for c in body["cells"]] == [FAR, IN_LANSDALE] and len(body["cells"][0]["boundary"]) == 6
+    parent = h3.cell_to_parent(IN_LANSDALE, 7)
+    assert gw.get_json(f"/api/cells?ids={parent},{IN_LANSDALE}", partner)[0] == 200
+    status, body = gw.get_json(f"/api/cells?ids={parent},{FAR}", partner)
+    assert (status, body["error"]) == (403, "out_of_scope")
+    assert gw.get_json("/api/cells?ids=nonsense", sup)[0] == 400
