@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what Watchfloor needs on a fresh Debian/Ubuntu machine, then resolve Kafka's jars:
-#   - system packages: redis-server, a Java 17+ runtime and Maven (for the Kafka jars)
+#   - system packages: redis-server, a Java 17+ runtime and Maven (for the Kafka jars),
+#     Chromium and its WebDriver (for the dashboard's browser tests)
 #   - a virtualenv in .venv with the project and its test tools
 #   - the Kafka broker's jars from Maven Central into ~/.cache/watchfloor (once)
 # Safe to run again: it only installs what is missing.
@@ -11,6 +12,9 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# tests/gateway/test_dashboard.py drives /usr/bin/chromium through /usr/bin/chromedriver
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[setup] installing Debian packages: ${missing[*]}" >&2

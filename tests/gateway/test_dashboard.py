@@ -1,0 +1,270 @@
+"""The dashboard in a real headless Chromium against a real gateway: login, live feed, map, acknowledgement, partner scoping."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import h3
+import pytest
+import redis
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from gateway.settings import DEFAULT_ZONES
+from gateway.zones import load_zone_files
+from tests.gateway.live import ROOT, GatewayProcess, make_alert, publish, token
+
+pytestmark = pytest.mark.stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROME_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
+SCREENSHOTS = ROOT / "out" / "screenshots"
+WAIT_S = 20
+
+ZONES = load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson")))
+LANSDALE = ZONES["septa-lansdale"]
+IN_LANSDALE = sorted(LANSDALE.cells)[0]
+# a cell far from every configured zone (Pottstown, western edge of the county)
+FAR = h3.latlng_to_cell(40.2454, -75.6496, 8)
+assert all(FAR not in z.cells for z in ZONES.values())
+
+
+@pytest.fixture
+def prefix(stack) -> str:
+    return f"g{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def r(stack) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gw(prefix, tmp_path) -> Iterator[GatewayProcess]:
+    g = GatewayProcess(prefix).start(tmp_path)
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch) -> Iterator[Callable[[str], WebDriver]]:
+    """A factory of headless Chromium drivers, each with its own profile; every one is quit at the end."""
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        raise AssertionError(f"{CHROMIUM} and {CHROMEDRIVER} are needed: apt-get install chromium chromium-driver (infra/setup.sh does)")
+    # the driver path is given, so Selenium Manager is skipped; this makes sure it never goes online
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    drivers: list[WebDriver] = []
+
+    def make(name: str) -> WebDriver:
+        options = Options()
+        options.binary_location = CHROMIUM
+        for arg in CHROME_ARGS:
+            options.add_argument(arg)
+        options.add_argument(f"--user-data-dir={tmp_path / f'chrome-{name}'}")
+        options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        drivers.append(driver)
+        driver.set_window_size(1440, 900)
+        return driver
+
+    try:
+        yield make
+    finally:
+        for d in drivers:
+            d.quit()
+
+
+def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], object], timeout: float = WAIT_S) -> object:
+    """``condition``'s first truthy value; on timeout, fail naming ``what`` and showing the page's state."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        conn = driver.find_elements(By.CSS_SELECTOR, "#conn-state")
+        messages = driver.find_elements(By.CSS_SELECTOR, "#messages")
+        raise AssertionError(
+            f"waited {timeout} s for {what}; connection: {conn[0].text if conn else '?'!r}; "
+            f"messages: {messages[0].text if messages else '?'!r}; console: {console_errors(driver)}"
+        ) from None
+
+
+def console_errors(driver: WebDriver) -> list[str]:
+    """Errors the page logged (script errors, refused loads, CSP violations) since the last call."""
+    return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def css(driver: WebDriver, selector: str) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def log_in(driver: WebDriver, gw: GatewayProcess, tok: str) -> None:
+    driver.get(f"{gw.base}/#token={tok}")
+    wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
+    assert "token=" not in driver.current_url, "the token must be removed from the address bar"
+
+
+def card(alert_id: str) -> str:
+    """The selector of an alert's card in the feed."""
+    return f".alert-card[data-alert-id='{alert_id}']"
+
+
+def alert_cell(cell: str) -> str:
+    """The selector of a cell drawn on the map and highlighted as part of an open alert."""
+    return f"#map svg path.cell.alert[data-cell='{cell}']"
+
+
+def screenshot(driver: WebDriver, name: str, tmp_path: Path) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{name}.png"
+    assert driver.save_screenshot(str(path)), f"could not save a screenshot to {path}"
+    shutil.copyfile(path, SCREENSHOTS / path.name)
+    return path
+
+
+def write_counts(r: redis.Redis, prefix: str) -> dict[str, int]:
+    """Calls per res-8 cell in the current minute, as the worker writes them, and the worker's watermark."""
+    minute = int(time.time() // 60)
+    counts = {IN_LANSDALE: 9, FAR: 6}
+    # some activity around both places, so the map has a gradient to show
+    for centre, base in ((IN_LANSDALE, 5), (FAR, 3)):
+        for ring, cells in enumerate(h3.grid_ring(centre, d) for d in (1, 2)):
+            for i, c in enumerate(sorted(cells)):
+                counts.setdefault(c, max(1, base - ring * 2 - i % 3))
+    r.hset(f"{prefix}:b:{minute}", mapping={f"{c}|ALL": n for c, n in counts.items()})
+    r.set(f"{prefix}:wm:call:0", time.time())
+    return counts
+
+
+def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, prefix, r, browser, tmp_path):
+    """A supervisor sees an alert with its reason and its cell on the map and acknowledges it; a transit partner sees
+    the same alert generalized, its acknowledgement without who or the note, no buttons, and nothing outside its zone."""
+    sup = browser("supervisor")
+    partner = browser("transit")
+    log_in(sup, gw, token("supervisor", subject="sup-anna"))
+    log_in(partner, gw, token("transit", zones=("septa-lansdale",), agency="SEPTA", subject="septa-desk"))
+    assert "sup-anna" in css(sup, "#who")[0].text and "supervisor" in css(sup, "#who")[0].text.lower()
+    assert "septa-desk" in css(partner, "#who")[0].text
+
+    counts = write_counts(r, prefix)
+    in_zone = sum(counts.get(c, 0) for c in LANSDALE.cells)
+    outside = make_alert("surge:pottstown:1", (FAR,), observed=14)
+    inside = make_alert("surge:lansdale:1", (IN_LANSDALE,), observed=9, expected=2.0, categories={"TRAFFIC": 7, "EMS": 2})
+    # the partner's stream is in order: once it shows the second alert, it would already show the first
+    publish(r, prefix, outside)
+    publish(r, prefix, inside)
+
+    # (a) the supervisor: both alerts, the reason as the detector wrote it, the cell outlined on the map
+    here = card(inside["id"])
+    wait_for(sup, "the Lansdale alert card", lambda d: css(d, f"{here} .reason"))
+    wait_for(sup, "the Pottstown alert card", lambda d: css(d, card(outside["id"])))
+    assert css(sup, f"{here} .reason")[0].text == inside["reason"]
+    assert IN_LANSDALE in css(sup, f"{here} .cells")[0].text
+    assert "MEDIUM" in css(sup, f"{here} .severity")[0].text  # severity in words, not only colour
+    wait_for(sup, f"cell {IN_LANSDALE} highlighted on the map", lambda d: css(d, alert_cell(IN_LANSDALE)))
+    wait_for(sup, "the Lansdale zone on the map", lambda d: css(d, "#map svg g.zone[data-zone-id='septa-lansdale'] path"))
+    zone_count = f"button.zone[data-zone-id='septa-lansdale'] .count[data-count='{in_zone}']"
+    wait_for(sup, f"a live count of {in_zone} for the Lansdale zone", lambda d: css(d, zone_count))
+
+    # (c, first half) the partner: the Lansdale alert only, generalized, without buttons
+    parent = h3.cell_to_parent(IN_LANSDALE, 7)
+    wait_for(partner, "the partner's alert card", lambda d: css(d, ".alert-card .reason"))
+    cards = css(partner, ".alert-card")
+    assert len(cards) == 1, f"the partner must see only the alert in its zone, got {[c.text for c in cards]}"
+    partner_id = cards[0].get_attribute("data-alert-id")
+    assert partner_id.startswith("a-"), f"partners see an opaque alert id, got {partner_id!r}"
+    assert "Lansdale station" in css(partner, ".alert-card .reason")[0].text
+    assert parent in css(partner, ".alert-card .cells")[0].text
+    assert not css(partner, "button.ack") and not css(partner, "button.resolve"), "a transit partner must not get action buttons"
+    wait_for(partner, f"res-7 cell {parent} highlighted on the partner's map", lambda d: css(d, alert_cell(parent)))
+
+    # (b) the supervisor acknowledges with a note; the action frame comes back and updates the card
+    note = "Engine 12 en route; caller at 123 Main St"
+    css(sup, f"{here} input.note")[0].send_keys(note)
+    css(sup, f"{here} button.ack")[0].click()
+    wait_for(sup, "the card to show the acknowledgement", lambda d: css(d, f"{here}[data-status='ack']"))
+    status = css(sup, f"{here} .status")[0].text
+    assert "Acknowledged by sup-anna" in status and note in status, status
+    assert not css(sup, f"{here} button.ack")[0].is_enabled(), "an acknowledged alert cannot be acknowledged again"
+
+    # (c, second half) the partner learns it was acknowledged, not by whom nor with what note
+    wait_for(partner, "the partner's card to show the acknowledgement", lambda d: css(d, ".alert-card[data-status='ack']"))
+    partner_status = css(partner, ".alert-card .status")[0].text
+    assert partner_status.startswith("Acknowledged"), partner_status
+    assert "sup-anna" not in partner_status
+    everything = partner.page_source + css(partner, "body")[0].text
+    for secret in (IN_LANSDALE, FAR, inside["reason"], outside["id"], inside["id"], note, "Main St"):
+        assert secret not in everything, f"the partner's page shows {secret!r}"
+    assert len(css(partner, ".alert-card")) == 1
+
+    shots = [screenshot(sup, "dashboard-supervisor", tmp_path), screenshot(partner, "dashboard-transit", tmp_path)]
+
+    # the zone view: choosing a zone subscribes to it, zooms the map and filters the feed; "All zones" undoes it
+    css(sup, "#zone-list button.zone[data-zone-id='septa-lansdale']")[0].click()
+    wait_for(sup, "the subscription to Lansdale", lambda d: "Lansdale station" in css(d, "#subscription")[0].text)
+    wait_for(sup, "the map to zoom to Lansdale", lambda d: css(d, "#map svg g.zone.selected[data-zone-id='septa-lansdale']"))
+    assert not css(sup, card(outside["id"]))[0].is_displayed(), "the Pottstown alert is outside the chosen zone"
+    assert css(sup, here)[0].is_displayed()
+    shots.append(screenshot(sup, "dashboard-supervisor-lansdale", tmp_path))
+    css(sup, "#zone-all")[0].click()
+    wait_for(sup, "the feed to show every zone again", lambda d: css(d, card(outside["id"]))[0].is_displayed())
+
+    assert all(p.stat().st_size > 10_000 for p in shots), "screenshots look empty"
+    for d in (sup, partner):
+        errors = console_errors(d)
+        assert not errors, f"the page logged errors: {errors}"
+
+
+def test_dashboard_reconnects_after_a_gateway_restart_and_misses_nothing(gw, prefix, r, browser, tmp_path):
+    """When the gateway restarts, the page shows it is reconnecting, then resumes by id: the alert published meanwhile
+    appears once, and an acknowledgement made by another supervisor meanwhile updates the card."""
+    sup = browser("supervisor")
+    log_in(sup, gw, token("supervisor", subject="sup-bo"))
+    before = make_alert("surge:before:1", (IN_LANSDALE,))
+    publish(r, prefix, before)
+    wait_for(sup, "the first alert", lambda d: css(d, card(before["id"])))
+    gw.stop()
+    wait_for(sup, "the page to say it is reconnecting", lambda d: css(d, "#conn-state[data-state='reconnecting']"))
+    assert "1001" in css(sup, "#conn-state")[0].text or "1006" in css(sup, "#conn-state")[0].text
+    during = make_alert("surge:during:1", (FAR,))
+    publish(r, prefix, during)
+    ack = {"alert_id": before["id"], "action": "ack", "by": "sup-cy", "role": "supervisor", "agency": "Montgomery County 911"}
+    r.xadd(f"{prefix}:alerts", {"action": json.dumps({**ack, "note": "seen", "at": time.time(), "alert": before})})
+    gw.proc = None
+    gw.start(tmp_path)
+    wait_for(sup, "the alert published while the gateway was down", lambda d: css(d, card(during["id"])), timeout=30)
+    wait_for(sup, "the connection to be live again", lambda d: css(d, "#conn-state[data-state='live']"))
+    wait_for(sup, "the acknowledgement made meanwhile", lambda d: css(d, f"{card(before['id'])}[data-status='ack']"))
+    assert "sup-cy" in css(sup, f"{card(before['id'])} .status")[0].text
+    assert len(css(sup, ".alert-card")) == 2, [c.get_attribute("data-alert-id") for c in css(sup, ".alert-card")]
+
+
+def test_dashboard_refuses_a_bad_token_and_logs_in_with_a_pasted_one(gw, browser):
+    """A forged token is refused with the gateway's reason and the login box; a valid token pasted there connects."""
+    driver = browser("login")
+    driver.get(f"{gw.base}/#token=not.a.token")
+    wait_for(driver, "the refusal", lambda d: css(d, "#conn-state[data-state='refused']"))
+    assert "401" in css(driver, "#conn-state")[0].text
+    assert css(driver, "#login")[0].is_displayed() and not css(driver, "#board")[0].is_displayed()
+    css(driver, "#token-input")[0].send_keys(token("supervisor", subject="sup-dee"))
+    css(driver, "#login-submit")[0].click()
+    wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
+    assert "sup-dee" in css(driver, "#who")[0].text
