@@ -1,4 +1,4 @@
-# The Watchfloor worker (counting and detection agents) and the replay tool, for docker-compose.yml.
+# The Watchfloor worker (counting and detection agents), the gateway and the replay tool, for docker-compose.yml.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY detectors ./detectors
 COPY infra ./infra
+COPY gateway ./gateway
 RUN pip install --no-cache-dir . && useradd --create-home watchfloor
 USER watchfloor
 CMD ["python", "-m", "streams.worker", "-l", "info"]

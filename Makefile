@@ -25,7 +25,7 @@ lint: setup
 bench: setup
 	$(PY) bench/throughput.py
 
-## stop the demo worker, Kafka and Redis
+## stop the demo gateway and worker, Kafka and Redis
 down:
 	-$(PY) -m infra.demo stop
 	$(PY) -m infra.stack down

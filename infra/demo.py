@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra import stack
@@ -25,50 +28,90 @@ from infra import stack
 ROOT = stack.ROOT
 RUN = stack.RUN
 MONTGOMERY = ROOT.parent / "shared" / "data" / "montgomery-pa-911-2015-12-to-2016-08.csv"
-WORKER_PID = RUN / "worker.pid"
-WORKER_LOG = RUN / "worker.log"
+GATEWAY_SECRET = RUN / "gateway.secret"
 
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def worker_alive() -> bool:
-    try:
-        pid = int(WORKER_PID.read_text())
-        os.kill(pid, 0)
-        return b"streams.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return False
+@dataclass(frozen=True)
+class Daemon:
+    """A long-running demo process (``python -m module``), its pid file and log under ``.run/``."""
+
+    name: str
+    module: str
+    args: tuple[str, ...] = ()
+
+    @property
+    def pid_file(self) -> Path:
+        return RUN / f"{self.name}.pid"
+
+    @property
+    def log(self) -> Path:
+        return RUN / f"{self.name}.log"
+
+    def alive(self) -> bool:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+            return self.module.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return False
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        if self.alive():
+            _say(f"{self.name} already running (pid {self.pid_file.read_text().strip()})")
+            return
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args], cwd=ROOT, env={**os.environ, **(env or {})},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self.pid_file.write_text(str(proc.pid))
+        _say(f"{self.name} started (pid {proc.pid}, log {self.log})")
+
+    def stop(self) -> None:
+        if not self.alive():
+            self.pid_file.unlink(missing_ok=True)
+            return
+        pid = int(self.pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(150):
+            if not self.alive():
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        _say(f"{self.name} stopped (pid {pid})")
 
 
-def start_worker() -> None:
-    if worker_alive():
-        _say(f"worker already running (pid {WORKER_PID.read_text().strip()})")
-        return
-    with open(WORKER_LOG, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker", "-l", "info"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    WORKER_PID.write_text(str(proc.pid))
-    _say(f"worker started (pid {proc.pid}, log {WORKER_LOG})")
+WORKER = Daemon("worker", "streams.worker", ("-l", "info"))
+GATEWAY = Daemon("gateway", "gateway")
 
 
-def stop_worker() -> None:
-    if not worker_alive():
-        WORKER_PID.unlink(missing_ok=True)
-        return
-    pid = int(WORKER_PID.read_text())
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(150):
-        if not worker_alive():
-            break
+def gateway_secret() -> str:
+    """The demo gateway's signing secret: made once, kept in .run/ (mode 600), never committed."""
+    if not GATEWAY_SECRET.exists():
+        GATEWAY_SECRET.touch(mode=0o600)
+        GATEWAY_SECRET.write_text(secrets.token_urlsafe(48))
+    return GATEWAY_SECRET.read_text().strip()
+
+
+def wait_for_gateway(port: str, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        if not GATEWAY.alive():
+            return False
         time.sleep(0.2)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    WORKER_PID.unlink(missing_ok=True)
-    _say(f"worker stopped (pid {pid})")
+    return False
 
 
 def simulated_file() -> Path:
@@ -91,14 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until", help="replay calls before this time (ISO 8601)")
     args = p.parse_args(argv)
     if args.path == "stop":
-        stop_worker()
+        GATEWAY.stop()
+        WORKER.stop()
         return 0
     try:
         stack.up()
     except stack.StackError as exc:
         _say(f"error: {exc}")
         return 1
-    start_worker()
+    WORKER.start()
+    secret = gateway_secret()
+    port = os.environ.get("WF_GATEWAY_PORT", "8765")
+    GATEWAY.start({"WF_GATEWAY_SECRET": secret, "WF_GATEWAY_PORT": port})
     since, until = args.since, args.until
     if args.path:
         path = Path(args.path)
@@ -115,29 +162,49 @@ def main(argv: list[str] | None = None) -> int:
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         return 1
     _say("waiting for the worker to count everything ...")
-    from streams.progress import NotCaughtUp, wait_caught_up
+    from gateway.tokens import issue
+    from streams.progress import NotCaughtUp, wait_caught_up, wait_detected
     from streams.settings import load_settings
 
     def check() -> None:
-        if not worker_alive():
-            raise NotCaughtUp(f"the worker exited; see {WORKER_LOG}")
+        if not WORKER.alive():
+            raise NotCaughtUp(f"the worker exited; see {WORKER.log}")
 
+    settings = load_settings()
     try:
-        wait_caught_up(load_settings(), timeout_s=600, check=check)
+        wait_caught_up(settings, timeout_s=600, check=check)
+        _say("counted; waiting for the detectors ...")
+        wait_detected(settings, timeout_s=600, check=check)
     except NotCaughtUp as exc:
         _say(str(exc))
         return 1
     subprocess.run([sys.executable, "-m", "streams.status"], cwd=ROOT)
     web = os.environ.get("WF_WEB_PORT", "6066")
+    if not wait_for_gateway(port):
+        _say(f"the gateway did not start; see {GATEWAY.log}")
+        return 1
+    sb = secret.encode()
+    supervisor = issue(sb, subject="demo-supervisor", role="supervisor", agency="Montgomery County 911", ttl_s=12 * 3600)
+    stations = ("septa-norristown-tc", "septa-lansdale")
+    transit = issue(sb, subject="demo-septa", role="transit", agency="SEPTA", zones=stations, ttl_s=12 * 3600)
+    school = issue(sb, subject="demo-school", role="school", agency="North Penn SD", zones=("school-north-penn-hs",), ttl_s=12 * 3600)
     print(
         f"""
+Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a server log):
+  dispatch supervisor   http://127.0.0.1:{port}/#token={supervisor}
+  transit partner       http://127.0.0.1:{port}/#token={transit}
+  school partner        http://127.0.0.1:{port}/#token={school}
+  more tokens:          WF_GATEWAY_SECRET=$(cat {GATEWAY_SECRET}) python -m gateway.tokens issue --help
+
 Where to look:
   python -m streams.status            the counts above, again (--json for a machine copy)
+  redis-cli XRANGE wf:alerts - +      every alert record, with its explanation
   http://127.0.0.1:{web}/metrics       the worker's counters, Prometheus format
-  {WORKER_LOG}   the worker's log (dead letters are logged with their reason)
+  http://127.0.0.1:{port}/metrics       the gateway's clients, deliveries and refusals
+  {WORKER.log}   the worker's log (alerts and dead letters are logged with their reason)
   redis-cli --scan --pattern 'wf:*'   the raw keys (layout in streams/keys.py)
   python -m streams.replay --help     replay another file or another period
-  make down                           stop the worker, Kafka and Redis
+  make down                           stop the gateway, the worker, Kafka and Redis
 """
     )
     return 0

@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 from streams.keys import Keys
 from streams.planner import CALL, UPDATE
 from streams.settings import Settings
-from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
+from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 
 class NotCaughtUp(TimeoutError):
@@ -61,3 +61,32 @@ def wait_caught_up(settings: Settings, timeout_s: float = 240.0, check: Callable
     finally:
         client.close()
     raise NotCaughtUp(f"not caught up after {timeout_s:.0f} s; records not yet applied per (kind, partition): {behind}")
+
+
+def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[[], None] | None = None) -> None:
+    """Wait until the detectors' checkpoint in Redis covers every detector-input record written so far.
+
+    Call after :func:`wait_caught_up` (the counting agent publishes detector input before it commits).
+    """
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
+        end = consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+    client = redis.Redis.from_url(settings.redis_url)
+    key = Keys(settings.redis_prefix).detector
+    deadline = time.monotonic() + timeout_s
+    done = -1
+    try:
+        while time.monotonic() < deadline:
+            raw = client.hget(key, "offset")
+            done = int(raw) if raw is not None else -1
+            if done + 1 >= end:
+                return
+            if check is not None:
+                check()
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise NotCaughtUp(f"detectors not caught up after {timeout_s:.0f} s: detector input applied to offset {done}, written to {end - 1}")

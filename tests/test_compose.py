@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from infra.stack import KAFKA_VERSION
+from gateway.settings import _ENV as _GATEWAY_ENV
 from streams.settings import _ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +20,7 @@ def test_compose_runs_kafka_redis_topics_and_worker_from_official_images_and_our
     """The stack has the broker and Redis from official images, and the topic job and worker built from the Dockerfile."""
     assert SERVICES["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}", "same Kafka version as infra/stack.py"
     assert SERVICES["redis"]["image"].startswith("redis:7")
-    for name in ("topics", "worker", "replay"):
+    for name in ("topics", "worker", "gateway", "replay"):
         assert SERVICES[name]["build"] == "."
     assert (ROOT / "Dockerfile").exists()
 
@@ -36,7 +37,7 @@ def test_kafka_runs_in_kraft_mode_with_listeners_for_containers_and_host():
 
 def test_every_long_running_service_has_a_health_check_and_dependencies_wait_for_health():
     """Kafka, Redis and the worker have health checks; every depends_on waits on a condition, never on start order."""
-    for name in ("kafka", "redis", "worker"):
+    for name in ("kafka", "redis", "worker", "gateway"):
         assert SERVICES[name]["healthcheck"]["test"], name
     for name, svc in SERVICES.items():
         for dep, cond in svc.get("depends_on", {}).items():
@@ -46,11 +47,12 @@ def test_every_long_running_service_has_a_health_check_and_dependencies_wait_for
 
 
 def test_environment_names_are_settings_the_code_reads():
-    """Every WF_* variable set in compose is one streams.settings reads (a typo would be silently ignored)."""
+    """Every WF_* variable set in compose is one the worker's or the gateway's settings read (a typo would be silently ignored)."""
+    known = set(_ENV) | set(_GATEWAY_ENV) | {"WF_GATEWAY_SECRET"}
     for name, svc in SERVICES.items():
         for var in svc.get("environment", {}):
             if var.startswith("WF_"):
-                assert var in _ENV, f"{name}: {var} is not a setting"
+                assert var in known, f"{name}: {var} is not a setting"
 
 
 def test_commands_name_modules_that_exist():
@@ -61,9 +63,10 @@ def test_commands_name_modules_that_exist():
     for cmd in commands:
         text = " ".join(cmd) if isinstance(cmd, list) else cmd
         modules.update(re.findall(r"-m\W+([\w.]+)", text))
-    assert {"streams.worker", "streams.replay", "infra.stack"} <= modules
+    assert {"streams.worker", "streams.replay", "infra.stack", "gateway"} <= modules
     for mod in modules:
-        assert (ROOT / (mod.replace(".", "/") + ".py")).exists(), mod
+        path = ROOT / mod.replace(".", "/")
+        assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), mod
 
 
 def test_dockerfile_copies_every_package_the_project_installs():
@@ -81,3 +84,10 @@ def test_host_ports_bind_to_loopback_only():
     for name, svc in SERVICES.items():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), (name, port)
+
+
+def test_gateway_secret_is_required_not_defaulted():
+    """The gateway's signing secret must be given: compose fails loudly instead of running with a default."""
+    secret = SERVICES["gateway"]["environment"]["WF_GATEWAY_SECRET"]
+    assert secret.startswith("${WF_GATEWAY_SECRET?"), secret
+    assert SERVICES["gateway"]["environment"]["WF_REDIS_URL"] == "redis://redis:6379/0"
