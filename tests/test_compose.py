@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from infra.stack import KAFKA_VERSION
 from gateway.settings import _ENV as _GATEWAY_ENV
+from infra.stack import KAFKA_VERSION
 from streams.settings import _ENV
 
 ROOT = Path(__file__).resolve().parent.parent
