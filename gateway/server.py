@@ -52,7 +52,7 @@ from gateway.protocol import SEVERITIES as POLICY_SEVERITIES
 from gateway.protocol import AlertAction, CloseCode, CreateZone, ProtocolError, Subscribe, frame, parse_client_message
 from gateway.settings import GatewaySettings
 from gateway.store import Store, stream_id
-from gateway.subscriptions import Filter, build_filter
+from gateway.subscriptions import Filter, build_filter, filter_counts
 from gateway.tokens import PARTNER_ROLES, Claims, Role, TokenError, verify
 from gateway.zones import Zone, ZoneError, event_zone, load_zone_files
 
@@ -618,20 +618,19 @@ class Gateway:
             return
         counts = await self.store.cell_counts(wm, COUNTS_WINDOW_MIN, 8)
         now = self.clock()
-        cache: dict[tuple, str] = {}
+        scoped: dict[tuple, tuple[dict, dict]] = {}
+        texts: dict[tuple, str] = {}
         for client in list(self.hub.clients):
             if client.catching_up or client.closed:
                 continue
             key = client.key
-            if key not in cache:
-                cache[key] = frame(
-                    "counts",
-                    at=wm,
-                    window_min=COUNTS_WINDOW_MIN,
-                    cells=view_counts(counts, client.scope, now),
-                    zones=zone_counts(counts, client.scope, now),
-                )
-            self.hub.send(client, cache[key])
+            if key not in scoped:
+                scoped[key] = (view_counts(counts, client.scope, now), zone_counts(counts, client.scope, now))
+            text_key = (key, client.filter)
+            if text_key not in texts:
+                cells, zones = filter_counts(client.filter, *scoped[key], client.scope, self.zones)
+                texts[text_key] = frame("counts", at=wm, window_min=COUNTS_WINDOW_MIN, cells=cells, zones=zones)
+            self.hub.send(client, texts[text_key])
 
     async def _audit_quietly(self, action: AuditAction, claims: Claims, remote: str, detail: dict) -> None:
         with contextlib.suppress(RedisError, OSError):

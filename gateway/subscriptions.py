@@ -164,3 +164,23 @@ def _polygon(geometry: dict, scope: Scope) -> frozenset[str]:
         # matched on what partner views carry: parents at the generalized resolution
         return frozenset(h3.cell_to_parent(c, scope.generalize_res) for c in cells)
     return cells
+
+
+def filter_counts(
+    f: Filter, cells: Mapping[str, int], zone_counts: Mapping[str, int], scope: Scope, zones_by_id: Mapping[str, Zone]
+) -> tuple[dict, dict]:
+    """The part of a ``counts`` frame (already scoped by :mod:`gateway.policy`) that a client's filter asks for.
+
+    With zones or a polygon set, only the cells inside them (at the resolution
+    of the scoped counts) and the counts of the chosen zones remain; categories
+    and severity do not apply to counts.
+    """
+    if f.zones is None and f.cells is None:
+        return dict(cells), dict(zone_counts)
+    wanted: set[str] = set(f.cells or ())
+    for zid in f.zones or ():
+        zone = zones_by_id.get(zid)
+        if zone is not None:
+            wanted |= zone.cells if scope.role not in PARTNER_ROLES else {h3.cell_to_parent(c, scope.generalize_res) for c in zone.cells}
+    kept_zones = {z: n for z, n in zone_counts.items() if f.zones is None or z in f.zones}
+    return {c: n for c, n in cells.items() if c in wanted}, kept_zones

@@ -33,6 +33,11 @@
   const PALETTE_STEPS = 5;
   const KM_PER_DEGREE = 111.32;
   const MIN_SPAN_DEG = 0.012; // about 1.3 km: the tightest zoom, so one zone is not a screen-filling blob
+  // optional map tiles: /?tiles=https://tile.example.org/{z}/{x}/{y}.png (http(s) or same-origin path)
+  const TILES = (() => {
+    const t = new URLSearchParams(location.search).get("tiles");
+    return t && /^(https?:\/\/|\/)/.test(t) && ["{z}", "{x}", "{y}"].every((p) => t.includes(p)) ? t : null;
+  })();
 
   const state = {
     token: null,
@@ -763,15 +768,17 @@
     // at least MIN_SPAN_DEG across, and a margin of 8% on each side
     const cx = (box[0] + box[2]) / 2;
     const cy = (box[1] + box[3]) / 2;
-    const k = Math.cos((cy * Math.PI) / 180); // equirectangular: shrink longitudes by cos(latitude)
+    const k = Math.cos((cy * Math.PI) / 180); // Web Mercator, scaled so that the centre keeps its km
     const spanX = Math.max((box[2] - box[0]) * k, MIN_SPAN_DEG) * 1.16;
     const spanY = Math.max(box[3] - box[1], MIN_SPAN_DEG) * 1.16;
     const scale = Math.min(w / spanX, h / spanY); // pixels per degree of latitude
-    const project = (lng, lat) => [w / 2 + (lng - cx) * k * scale, h / 2 - (lat - cy) * scale];
+    const my0 = mercatorY(cy);
+    const project = (lng, lat) => [w / 2 + (lng - cx) * k * scale, h / 2 - (mercatorY(lat) - my0) * k * scale];
     const pathOf = (ring) => `M${ring.map(([lng, lat]) => project(lng, lat).map((v) => v.toFixed(1)).join(",")).join("L")}Z`;
 
     const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "presentation" });
     root.append(svg("rect", { class: "map-bg", x: 0, y: 0, width: w, height: h }));
+    if (TILES) root.append(tileLayer(w, h, cx, cy, 360 * k * scale));
 
     // hot-spot cells, coloured by count; cells of open alerts drawn last, outlined in red
     const max = cellShapes.reduce((m, c) => Math.max(m, c.count), 1);
@@ -854,6 +861,43 @@
       placed.push(box);
       group.append(svg("text", { x: l.x.toFixed(1), y: l.y.toFixed(1), class: `zone-label${l.hot ? " alerting" : ""}` }, l.text));
     }
+  }
+
+  // y of the Web Mercator projection, in degrees (equal to the latitude near the equator)
+  function mercatorY(lat) {
+    return (Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI) / 360)) * 180) / Math.PI;
+  }
+
+  // Raster tiles under the map when the page is opened with ?tiles=<template> ({z}/{x}/{y});
+  // none by default: the dashboard must work with no internet. ``perUnit`` is pixels per
+  // unit of the Web Mercator square, so a tile of zoom z is perUnit / 2^z pixels wide.
+  function tileLayer(w, h, cx, cy, perUnit) {
+    const g = svg("g", { class: "tiles" });
+    const z = Math.max(0, Math.min(19, Math.round(Math.log2(perUnit / 256))));
+    const n = 2 ** z;
+    const uc = (cx + 180) / 360;
+    const vc = 0.5 - mercatorY(cy) / 360;
+    const size = perUnit / n;
+    const i0 = Math.floor((uc - w / 2 / perUnit) * n);
+    const i1 = Math.floor((uc + w / 2 / perUnit) * n);
+    const j0 = Math.max(0, Math.floor((vc - h / 2 / perUnit) * n));
+    const j1 = Math.min(n - 1, Math.floor((vc + h / 2 / perUnit) * n));
+    for (let i = i0; i <= i1; i += 1) {
+      for (let j = j0; j <= j1; j += 1) {
+        const x = ((i % n) + n) % n;
+        const href = TILES.replace("{z}", z).replace("{x}", x).replace("{y}", j);
+        g.append(
+          svg("image", {
+            href,
+            x: (w / 2 + (i / n - uc) * perUnit).toFixed(1),
+            y: (h / 2 + (j / n - vc) * perUnit).toFixed(1),
+            width: (size + 0.5).toFixed(1),
+            height: (size + 0.5).toFixed(1),
+          }),
+        );
+      }
+    }
+    return g;
   }
 
   function scaleBar(w, h, scale) {

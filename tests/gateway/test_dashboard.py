@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import h3
 import pytest
@@ -268,3 +269,23 @@ def test_dashboard_refuses_a_bad_token_and_logs_in_with_a_pasted_one(gw, browser
     css(driver, "#login-submit")[0].click()
     wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
     assert "sup-dee" in css(driver, "#who")[0].text
+
+
+def test_dashboard_draws_configured_map_tiles_under_the_cells(gw, r, prefix, browser):
+    """With ?tiles=<template> the map draws raster tiles (here served by the gateway itself) under the cells; without, none."""
+    write_counts(r, prefix)
+    driver = browser("tiles")
+    tok = token("supervisor", subject="sup-tiles")
+    template = "/static/favicon.svg?z={z}&x={x}&y={y}"
+    driver.get(f"{gw.base}/?tiles={quote(template, safe='')}#token={tok}")
+    wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
+    wait_for(driver, "hot-spot cells on the map", lambda d: css(d, "#map svg path.cell"))
+    tiles = css(driver, "#map svg g.tiles image")
+    assert tiles, "no tile drawn"
+    hrefs = [t.get_attribute("href") for t in tiles]
+    assert all(h.startswith("/static/favicon.svg?z=") and "{" not in h for h in hrefs), hrefs[:3]
+    z = {int(h.split("z=")[1].split("&")[0]) for h in hrefs}
+    assert len(z) == 1 and 8 <= z.pop() <= 16, "one zoom level, about a county's"
+    driver.get(f"{gw.base}/#token={tok}")
+    wait_for(driver, "hot-spot cells on the map", lambda d: css(d, "#map svg path.cell"))
+    assert not css(driver, "#map svg g.tiles image")

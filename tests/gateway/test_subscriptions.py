@@ -9,7 +9,7 @@ import pytest
 
 from gateway.policy import scope_for, view
 from gateway.protocol import ProtocolError, Subscribe, parse_client_message
-from gateway.subscriptions import Filter, build_filter, matches
+from gateway.subscriptions import Filter, build_filter, filter_counts, matches
 from gateway.tokens import Claims, Role
 from gateway.zones import event_zone, load_zone_files, polygon_cells
 
@@ -236,3 +236,17 @@ def test_filter_never_widens_scope():
     """Whatever a partner subscribes to, alerts outside its zones stay out."""
     for msg in (Subscribe(), Subscribe(zones=("septa-lansdale",)), Subscribe(polygon=_box(-75.2838, 40.2418, 0.2))):
         assert not _delivered(build_filter(msg, TRANSIT, ALL, NOW), _alert([FAR]), TRANSIT)
+
+
+def test_counts_follow_the_subscription_zones_at_the_views_resolution():
+    """A client following one zone gets the counts of that zone's cells only (res 7 for a partner) and that zone's count."""
+    ambler = sorted(ZONES["septa-ambler"].cells)[0]
+    sup_cells = {IN_LANSDALE[0]: 4, ambler: 6, FAR: 9}
+    f = build_filter(Subscribe(zones=("septa-lansdale",)), SUPERVISOR, ALL, NOW)
+    cells, zones = filter_counts(f, sup_cells, {"septa-lansdale": 4, "septa-ambler": 6}, SUPERVISOR, ALL)
+    assert cells == {IN_LANSDALE[0]: 4} and zones == {"septa-lansdale": 4}
+    parent = h3.cell_to_parent(IN_LANSDALE[0], 7)
+    f = build_filter(Subscribe(zones=("septa-lansdale",)), TRANSIT, ALL, NOW)
+    cells, zones = filter_counts(f, {parent: 4, h3.cell_to_parent(ambler, 7): 6}, {"septa-lansdale": 4, "septa-ambler": 6}, TRANSIT, ALL)
+    assert cells == {parent: 4} and zones == {"septa-lansdale": 4}
+    assert filter_counts(Filter.everything(), sup_cells, {"x": 1}, SUPERVISOR, ALL) == (sup_cells, {"x": 1})

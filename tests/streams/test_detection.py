@@ -6,6 +6,7 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -14,12 +15,14 @@ from types import SimpleNamespace
 import h3
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
 
 from detectors.zones import WatchedZone
 from infra import stack as infra_stack
 from streams.detection import DetectionRunner, decode_points, encode_points, parse_zones
 from streams.keys import Keys
 from streams.topics import ALERTS
+from tests.gateway.live import GatewayProcess, token
 from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
 
 
@@ -129,7 +132,7 @@ def test_parse_zones_keeps_event_zones_and_reports_malformed_ones():
 @pytest.mark.stack
 def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redis(settings, tmp_path):
     """A simulated month with an injected surge, replayed through the real stack, ends with the surge's alert,
-    explained, on the alerts topic and in the Redis alerts stream."""
+    explained, on the alerts topic, in the Redis alerts stream and on a supervisor's WebSocket through the gateway."""
     sim = tmp_path / "sim.csv"
     lat, lng = 40.1224, -75.3383
     subprocess.run(
@@ -140,6 +143,12 @@ def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redi
     truth = json.loads((tmp_path / "sim.csv.injections.json").read_text())
     injected_cells = set(truth["injections"][0]["cells"])
     s = replace(settings, retention_s=60 * 86400)
+    # a dispatch supervisor's dashboard is connected to a gateway the whole time
+    gateway = GatewayProcess(s.redis_prefix, env_extra={"WF_GATEWAY_COUNTS_S": "3600"}).start(tmp_path)
+    dashboard = gateway.ws(token("supervisor"))
+    frames: list[dict] = []
+    reader = threading.Thread(target=_read_frames, args=(dashboard, frames), daemon=True)
+    reader.start()
     worker = WorkerProcess(s, tmp_path).start()
     try:
         rp = subprocess.run(
@@ -149,8 +158,16 @@ def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redi
         assert rp.returncode == 0, rp.stderr
         wait_caught_up(s, [worker])
         surges = _wait_for_surge(s, injected_cells, timeout_s=90)
+        deadline = time.monotonic() + 10
+        while not any(f["type"] == "alert" and f["alert"]["id"] == surges[0]["id"] for f in list(frames)):
+            assert time.monotonic() < deadline, f"the gateway never pushed the alert; frames: {[f['type'] for f in frames]}"
+            time.sleep(0.2)
     finally:
         worker.stop()
+        dashboard.close()
+        gateway.stop()
+    pushed = next(f["alert"] for f in frames if f["type"] == "alert" and f["alert"]["id"] == surges[0]["id"])
+    assert pushed["reason"] == surges[0]["reason"] and pushed["cells"] == surges[0]["cells"] and pushed["severity"]
     kafka_alerts = read_topic(s, ALERTS, expect=1)
     stream_alert = surges[0]
     assert stream_alert["id"] in {a["id"] for a in kafka_alerts}, "the same alert is on the Kafka topic"
@@ -162,6 +179,15 @@ def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redi
     assert stream_alert["reason"]
     start = datetime.fromisoformat(truth["injections"][0]["start"].replace("Z", "+00:00")).timestamp()
     assert start <= stream_alert["at"] <= start + 3600, "fired during the injected hour"
+
+
+def _read_frames(ws, into: list[dict]) -> None:
+    """Collect a client's frames until its connection closes (a dashboard reading all the time)."""
+    try:
+        while True:
+            into.append(json.loads(ws.recv()))
+    except ConnectionClosed:
+        return
 
 
 def _wait_for_surge(settings, cells: set[str], timeout_s: float) -> list[dict]:
