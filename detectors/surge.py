@@ -132,6 +132,7 @@ from detectors.tails import MAX_SCORE as _MAX_SCORE
 from detectors.tails import log10_negbin_sf as _log10_negbin_sf
 from detectors.tails import log10_poisson_sf as _log10_poisson_sf
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
+from detectors.windows import drop_expired
 
 MODEL = "surge-poisson-scan"
 #: Bump when the test, the regions, the incident rule or the alert lifecycle change.
@@ -394,21 +395,7 @@ class SurgeDetector:
         return True
 
     def _expire(self, now: float) -> None:
-        cutoff = now - self._horizon_s
-        calls = self._calls
-        n = 0
-        while n < len(calls) and calls[n].t <= cutoff:
-            n += 1
-        if not n:
-            return
-        for call in calls[:n]:
-            mine = self._by_cell.get(call.cell)
-            if mine:
-                while mine and mine[0].t <= cutoff:
-                    mine.pop(0)
-                if not mine:
-                    del self._by_cell[call.cell]
-        del calls[:n]
+        drop_expired(self._calls, self._by_cell, now - self._horizon_s)
 
     def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Call | None) -> list[_Call]:
         """Calls of ``cells`` in ``(start, end]``, plus ``extra`` when it is in one of them."""

@@ -117,6 +117,7 @@ import h3
 from detectors.baseline import ExpectedCounts
 from detectors.tails import MAX_SCORE, log10_poisson_sf
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
+from detectors.windows import drop_expired
 
 __all__ = ["MODEL", "MODEL_VERSION", "WatchedZone", "ZoneWatch"]
 
@@ -422,21 +423,7 @@ class ZoneWatch:
     # ------------------------------------------------------------------ internals
 
     def _expire(self, now: float) -> None:
-        cutoff = now - self._horizon_s
-        calls = self._calls
-        n = 0
-        while n < len(calls) and calls[n].t <= cutoff:
-            n += 1
-        if not n:
-            return
-        for call in calls[:n]:
-            mine = self._by_cell.get(call.cell)
-            if mine:
-                while mine and mine[0].t <= cutoff:
-                    mine.pop(0)
-                if not mine:
-                    del self._by_cell[call.cell]
-        del calls[:n]
+        drop_expired(self._calls, self._by_cell, now - self._horizon_s)
 
     def _evaluate(self, zone_id: str, now: float, extra: _Call | None = None) -> list[_Finding]:
         """Findings of one zone for each window (none below ``min_calls``), longest window first."""

@@ -9,9 +9,11 @@ never at import time.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from streams.settings import read_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ZONES = ROOT / "infra" / "zones"
@@ -82,7 +84,7 @@ def _paths(text: str) -> tuple[Path, ...]:
     return tuple(Path(p.strip()) for p in text.split(",") if p.strip())
 
 
-_ENV: dict[str, tuple[str, type | object]] = {
+_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_HOST": ("host", str),
     "WF_GATEWAY_PORT": ("port", int),
     "WF_REDIS_URL": ("redis_url", str),
@@ -115,16 +117,7 @@ def load_gateway_settings(environ: Mapping[str, str] | None = None, **overrides:
     gateway.settings.GatewaySettingsError: WF_GATEWAY_SECRET is not set: the gateway signs and checks tokens with it; ...
     """
     env = os.environ if environ is None else environ
-    values: dict[str, object] = {}
-    for var, (name, cast) in _ENV.items():
-        text = env.get(var)
-        if text is None or text == "":
-            continue
-        try:
-            values[name] = cast(text)  # type: ignore[operator]
-        except ValueError as exc:
-            kind = getattr(cast, "__name__", "value")
-            raise GatewaySettingsError(f"{var}: cannot read {text!r} as {kind} ({exc})") from None
+    values = read_env(_ENV, env, GatewaySettingsError)
     values.update(overrides)
     if "secret" not in values:
         text = env.get("WF_GATEWAY_SECRET", "")

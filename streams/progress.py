@@ -47,20 +47,12 @@ def wait_caught_up(settings: Settings, timeout_s: float = 240.0, check: Callable
     process has exited). Raises :class:`NotCaughtUp` after ``timeout_s``.
     """
     ends = end_offsets(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    deadline = time.monotonic() + timeout_s
-    behind: dict = {}
-    try:
-        while time.monotonic() < deadline:
-            behind = {tp: n for tp, n in lag(settings, client, ends).items() if n > 0}
-            if not behind:
-                return
-            if check is not None:
-                check()
-            time.sleep(0.2)
-    finally:
-        client.close()
-    raise NotCaughtUp(f"not caught up after {timeout_s:.0f} s; records not yet applied per (kind, partition): {behind}")
+
+    def behind(client: redis.Redis) -> str | None:
+        late = {tp: n for tp, n in lag(settings, client, ends).items() if n > 0}
+        return f"records not yet applied per (kind, partition): {late}" if late else None
+
+    _poll(settings, behind, timeout_s, check, "not caught up")
 
 
 def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[[], None] | None = None) -> None:
@@ -74,19 +66,31 @@ def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[
         end = consumer.end_offsets([tp])[tp]
     finally:
         consumer.close()
-    client = redis.Redis.from_url(settings.redis_url)
     key = Keys(settings.redis_prefix).detector
+
+    def behind(client: redis.Redis) -> str | None:
+        raw = client.hget(key, "offset")
+        done = int(raw) if raw is not None else -1
+        return f"detector input applied to offset {done}, written to {end - 1}" if done + 1 < end else None
+
+    _poll(settings, behind, timeout_s, check, "detectors not caught up")
+
+
+def _poll(
+    settings: Settings, behind: Callable[[redis.Redis], str | None], timeout_s: float, check: Callable[[], None] | None, what: str
+) -> None:
+    """Poll ``behind`` (None once caught up; else where things stand) every 0.2 s until ``timeout_s``."""
+    client = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + timeout_s
-    done = -1
+    state: str | None = "not polled yet"
     try:
         while time.monotonic() < deadline:
-            raw = client.hget(key, "offset")
-            done = int(raw) if raw is not None else -1
-            if done + 1 >= end:
+            state = behind(client)
+            if state is None:
                 return
             if check is not None:
                 check()
             time.sleep(0.2)
     finally:
         client.close()
-    raise NotCaughtUp(f"detectors not caught up after {timeout_s:.0f} s: detector input applied to offset {done}, written to {end - 1}")
+    raise NotCaughtUp(f"{what} after {timeout_s:.0f} s; {state}")

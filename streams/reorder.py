@@ -61,11 +61,7 @@ class ReorderBuffer(Generic[T]):
         return len(self._heap)
 
     def _release(self, until: float) -> list[T]:
-        out = []
-        while self._heap and self._heap[0][0] <= until:
-            t, _, item = heapq.heappop(self._heap)
-            out.append(item)
-            self.released_until = t
+        out, self.released_until = _pop_until(self._heap, until, self.released_until)
         return out
 
 
@@ -145,9 +141,14 @@ class WatermarkMerge(Generic[T]):
         return len(self._heap)
 
     def _release(self, until: float) -> list[T]:
-        out = []
-        while self._heap and self._heap[0][0] <= until:
-            t, _, item = heapq.heappop(self._heap)
-            out.append(item)
-            self.released_until = t
+        out, self.released_until = _pop_until(self._heap, until, self.released_until)
         return out
+
+
+def _pop_until(heap: list[tuple[float, int, T]], until: float, released: float) -> tuple[list[T], float]:
+    """Pop the items at or before ``until`` in time order; return them and the time of the last one (or ``released``)."""
+    out = []
+    while heap and heap[0][0] <= until:
+        released, _, item = heapq.heappop(heap)
+        out.append(item)
+    return out, released

@@ -9,7 +9,7 @@ at import time, so tests can pass their own.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from streams.schema import Jurisdiction
@@ -108,9 +108,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     ...
     streams.settings.SettingsError: WF_PARTITIONS: cannot read 'four' as int (invalid literal for int() with base 10: 'four')
     """
-    env = os.environ if environ is None else environ
+    values = read_env(_ENV, os.environ if environ is None else environ, SettingsError)
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def read_env(
+    table: Mapping[str, tuple[str, Callable[[str], object]]], env: Mapping[str, str], error: type[ValueError]
+) -> dict[str, object]:
+    """The set variables of ``table`` (``VAR -> (field, cast)``) cast, by field name; ``error`` naming the variable otherwise."""
     values: dict[str, object] = {}
-    for var, (name, cast) in _ENV.items():
+    for var, (name, cast) in table.items():
         text = env.get(var)
         if text is None or text == "":
             continue
@@ -118,6 +126,5 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             values[name] = cast(text)
         except ValueError as exc:
             kind = getattr(cast, "__name__", "value")
-            raise SettingsError(f"{var}: cannot read {text!r} as {kind} ({exc})") from None
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+            raise error(f"{var}: cannot read {text!r} as {kind} ({exc})") from None
+    return values

@@ -13,14 +13,24 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h3
 import redis
 from websockets.sync.client import ClientConnection, connect
 
 from detectors.types import Alert, AlertKind, AlertState
+from gateway.settings import DEFAULT_ZONES
 from gateway.tokens import issue
+from gateway.zones import load_zone_files
 from tests.stackutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+ZONES = load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson")))
+LANSDALE = ZONES["septa-lansdale"]
+IN_LANSDALE = sorted(LANSDALE.cells)[0]
+# a cell far from every configured zone (Pottstown, western edge of the county)
+FAR = h3.latlng_to_cell(40.2454, -75.6496, 8)
+assert all(FAR not in z.cells for z in ZONES.values())
 SECRET = b"test-secret-" + b"x" * 40
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -21,9 +20,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from gateway.settings import DEFAULT_ZONES
-from gateway.zones import load_zone_files
-from tests.gateway.live import ROOT, GatewayProcess, make_alert, publish, token
+from tests.gateway.live import FAR, IN_LANSDALE, LANSDALE, ROOT, GatewayProcess, make_alert, publish, token
 
 pytestmark = pytest.mark.stack
 
@@ -39,32 +36,6 @@ CHROME_ARGS = (
 )
 SCREENSHOTS = ROOT / "out" / "screenshots"
 WAIT_S = 20
-
-ZONES = load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson")))
-LANSDALE = ZONES["septa-lansdale"]
-IN_LANSDALE = sorted(LANSDALE.cells)[0]
-# a cell far from every configured zone (Pottstown, western edge of the county)
-FAR = h3.latlng_to_cell(40.2454, -75.6496, 8)
-assert all(FAR not in z.cells for z in ZONES.values())
-
-
-@pytest.fixture
-def prefix(stack) -> str:
-    return f"g{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def r(stack) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def gw(prefix, tmp_path) -> Iterator[GatewayProcess]:
-    g = GatewayProcess(prefix).start(tmp_path)
-    yield g
-    g.stop()
 
 
 @pytest.fixture

@@ -6,45 +6,15 @@ import base64
 import json
 import socket
 import time
-import uuid
 
 import h3
 import pytest
-import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.settings import DEFAULT_ZONES
 from gateway.tokens import issue
-from gateway.zones import load_zone_files
-from tests.gateway.live import GatewayProcess, drain, make_alert, publish, recv_until, token
+from tests.gateway.live import FAR, IN_LANSDALE, GatewayProcess, drain, make_alert, publish, recv_until, token
 
 pytestmark = pytest.mark.stack
-
-ZONES = load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson")))
-LANSDALE = ZONES["septa-lansdale"]
-IN_LANSDALE = sorted(LANSDALE.cells)[0]
-# a cell far from every configured zone (Pottstown, western edge of the county)
-FAR = h3.latlng_to_cell(40.2454, -75.6496, 8)
-assert all(FAR not in z.cells for z in ZONES.values())
-
-
-@pytest.fixture
-def prefix(stack) -> str:
-    return f"g{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def r(stack):
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def gw(prefix, tmp_path):
-    g = GatewayProcess(prefix).start(tmp_path)
-    yield g
-    g.stop()
 
 
 def frames_of(frames: list[dict], kind: str) -> list[dict]:
@@ -217,9 +187,17 @@ def test_dead_connection_is_detected_by_heartbeat(prefix, tmp_path):
     g = GatewayProcess(prefix, env_extra={"WF_GATEWAY_PING_S": "0.5"}).start(tmp_path)
     s = _raw_ws_that_never_reads(g.port, token("supervisor"))
     try:
-        assert 'watchfloor_gateway_clients{role="supervisor"} 1' in g.get("/metrics")[1].decode()
+
+        def clients() -> str:
+            return g.get("/metrics")[1].decode()
+
         deadline = time.monotonic() + 10
-        while 'watchfloor_gateway_clients{role="supervisor"} 0' not in g.get("/metrics")[1].decode():
+        while 'watchfloor_gateway_clients{role="supervisor"} 1' not in clients():
+            assert time.monotonic() < deadline, "the client never registered"
+            time.sleep(0.1)
+        # pings every 0.5 s, each given 0.5 s for its pong, then at most a 1 s close timeout
+        deadline = time.monotonic() + 15
+        while 'watchfloor_gateway_clients{role="supervisor"} 0' not in clients():
             assert time.monotonic() < deadline, "the dead client was never dropped"
             time.sleep(0.2)
     finally:
