@@ -359,6 +359,8 @@ class SurgeDetector:
             self._dirty.clear()
             self._jurisdiction_dirty = False
             return []
+        # county-wide incidents per window, counted once per evaluation instead of once per region
+        self._county_incidents: dict[tuple[int, float, int], int] = {}
         findings: dict[str, list[_Finding]] = {}
         for cell in sorted(self._dirty):
             for key, cells in _regions(cell):
@@ -418,7 +420,13 @@ class SurgeDetector:
         if not any(ep.jurisdiction for ep in self._episodes.values()):
             return 1.0
         start = now - 60.0 * window_min
-        total_obs = sum(1 for c in self._calls if start < c.t <= now and c.incident)
+        memo = self.__dict__.setdefault("_county_incidents", {})  # a checkpoint from before the memo has none
+        key = (window_min, now, len(self._calls))
+        total_obs = memo.get(key)
+        if total_obs is None:
+            calls = self._calls
+            first = bisect.bisect_right(calls, start, key=_time)
+            total_obs = memo[key] = sum(1 for c in calls[first:] if c.t <= now and c.incident)
         total_exp = self.baseline.total(start, now) * self.incident_ratio
         if total_exp - expected <= 0:
             return 1.0

@@ -1,0 +1,329 @@
+"""Call-to-alert latency: from the moment a call is produced to the moment its alert reaches a WebSocket client.
+
+Usage::
+
+    python bench/latency.py [--rates 100,1000,5000] [--seconds 60]
+
+Needs the local stack (``python -m infra.stack up``). On its own topics and
+Redis prefix it starts a worker and a gateway, warms the detectors up with three
+days of simulated history ending now (replayed at full speed), then, for each
+offered load, produces live calls (event time = the moment they are sent) at
+that rate for ``--seconds``, spread over the county like the simulator's
+calls, plus a burst of 8 calls every 5 seconds in one quiet cell that the
+bench's supervisor made an event zone through the gateway (any such load is a
+county-wide storm, whose alert is re-evaluated once a minute; the zone's alert
+grows with each burst). A supervisor
+connected to the gateway records every alert frame; an alert's ``at`` is the
+event time of the call that made it fire, which is that call's production time,
+so ``receipt - at`` is the call-to-alert latency through Kafka, the counting
+agent, the detector input topic, the detectors, the Redis stream and the
+gateway. Prints p50, p95, p99 and max per load, how far behind the counting
+and detection agents were when the load stopped, and saves JSON to
+``out/bench/latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import h3  # noqa: E402
+import numpy as np  # noqa: E402
+import redis  # noqa: E402
+
+from gateway.tokens import issue  # noqa: E402
+from infra import stack  # noqa: E402
+from streams.keys import Keys  # noqa: E402
+from streams.progress import NotCaughtUp, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
+from streams.schema import Call, Category  # noqa: E402
+from streams.settings import load_settings  # noqa: E402
+from streams.topics import CALLS, DETECTOR_INPUT, topic_name  # noqa: E402
+
+BURST_EVERY_S = 5.0
+BURST_SIZE = 8
+TICK_S = 0.01
+
+
+def _say(msg: str) -> None:
+    print(f"[latency] {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A child process with its log, stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def history(out: Path, days: float, seed: int) -> list[dict]:
+    """Simulated calls of the ``days`` before now, written to ``out``; their rows (for live coordinates)."""
+    start = (datetime.now(UTC) - timedelta(days=days, minutes=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    subprocess.run(
+        [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", str(days), "--seed", str(seed),
+         "--start", start, "--no-progress"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    with open(out, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def detection_offset(client: redis.Redis, prefix: str) -> int:
+    raw = client.hget(Keys(prefix).detector, "offset")
+    return int(raw) if raw is not None else -1
+
+
+async def offered_load(settings, rows: list[dict], rate: float, seconds: float, quiet: tuple[float, float], seq: list[int]) -> int:
+    """Produce live calls at ``rate`` per second for ``seconds``, and a burst in one quiet cell every 5 s; calls sent."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=2, max_batch_size=256 * 1024)
+    await producer.start()
+    topic = topic_name(settings.topic_prefix, CALLS)
+    rng = random.Random(seq[0])
+    sent = 0
+    started = time.monotonic()
+    next_burst = started + 1.0
+    try:
+        while (now := time.monotonic()) < started + seconds:
+            due = int((now - started) * rate) - sent
+            batch = []
+            for _ in range(max(0, due)):
+                row = rows[rng.randrange(len(rows))]
+                batch.append((float(row["lat"]), float(row["lng"]), row["category"]))
+            if now >= next_burst:
+                batch += [(*quiet, "FIRE")] * BURST_SIZE
+                next_burst += BURST_EVERY_S
+            for lat, lng, cat in batch:
+                seq[0] += 1
+                call = Call(f"LAT-{seq[0]}", time.time(), Category(cat), "BENCH", None, lat, lng, "bench", "bench-latency")
+                await producer.send(topic, key=call.id.encode(), value=json.dumps(call.to_json()).encode())
+                sent += 1
+            await asyncio.sleep(TICK_S)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def watch_alerts(url: str, into: list[tuple[float, dict]], ready: asyncio.Event, zone: dict) -> None:
+    """A supervisor's connection: creates the bench's event zone, then records every alert frame with its receipt time."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, open_timeout=30) as ws:
+        async for message in ws:
+            t = time.time()
+            frame = json.loads(message)
+            if frame["type"] == "caught_up":
+                await ws.send(json.dumps({"type": "create_zone", **zone}))
+            elif frame["type"] == "zone_created":
+                ready.set()
+            elif frame["type"] == "error":
+                raise RuntimeError(f"the gateway refused the bench: {frame}")
+            elif frame["type"] == "alert":
+                into.append((t, frame["alert"]))
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    a = np.array(values)
+    p50, p95, p99 = (float(x) for x in np.percentile(a, [50, 95, 99]))
+    return {"n": len(values), "p50": p50, "p95": p95, "p99": p99, "max": float(a.max())}
+
+
+async def run(rates: list[float], seconds: float, out: Path) -> dict:
+    prefix = f"lat{secrets.token_hex(4)}"
+    settings = load_settings({}, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
+    stack.create_topics(prefix, settings.partitions)
+    tmp = Path(tempfile.mkdtemp(prefix="wf-latency-"))
+    secret = secrets.token_urlsafe(48)
+    web, port = _free_port(), _free_port()
+    env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
+    worker = Proc([sys.executable, "-m", "streams.worker", "-l", "warn"], env, tmp / "worker.log")
+    gateway = Proc(
+        [sys.executable, "-m", "gateway", "--port", str(port), "--log-level", "WARNING"],
+        {**env, "WF_GATEWAY_SECRET": secret, "WF_GATEWAY_COUNTS_S": "3600"},
+        tmp / "gateway.log",
+    )
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    results: dict = {"prefix": prefix, "seconds": seconds, "loads": []}
+    watcher = None
+    try:
+        _say(f"warming up: three days of simulated history on topics {prefix}.*, replayed at full speed")
+        rows = history(tmp / "history.csv", 3, seed=11)
+        subprocess.run(
+            [sys.executable, "-m", "streams.replay", str(tmp / "history.csv"), "--speed", "max", "--no-progress"],
+            cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True,
+        )  # fmt: skip
+        check = _alive(worker)
+        wait_caught_up(settings, 300, check)
+        wait_detected(settings, 300, check)
+        _say(f"history counted and learnt ({len(rows):,} calls)")
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        tok = issue(secret.encode(), subject="bench", role="supervisor", agency="bench", ttl_s=6 * 3600)
+        # the quietest place in the history, made an event zone: at any load, each burst there
+        # grows the zone's alert (a county-wide storm alert updates at most once a minute)
+        cells = {h3.latlng_to_cell(float(x["lat"]), float(x["lng"]), 8) for x in rows}
+        quiet = h3.latlng_to_cell(40.36, -75.63, 8)
+        while quiet in cells:
+            quiet = h3.grid_ring(quiet, 1)[0]
+        quiet_latlng = h3.cell_to_latlng(quiet)
+        ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(quiet)]
+        zone = {
+            "id": "bench-zone", "name": "Bench gathering", "polygon": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+            "starts_at": time.time() - 60, "ends_at": time.time() + 6 * 3600,
+        }  # fmt: skip
+        received: list[tuple[float, dict]] = []
+        ready = asyncio.Event()
+        watcher = asyncio.create_task(watch_alerts(f"ws://127.0.0.1:{port}/ws?token={tok}", received, ready, zone))
+        await asyncio.wait_for(ready.wait(), 30)
+        await asyncio.sleep(6)  # the detection agent reads event zones every 5 s
+        seq = [0]
+        for rate in rates:
+            mark = len(received)
+            started = time.time()
+            _say(f"offered load {rate:g} calls/s for {seconds:g} s")
+            sent = await offered_load(settings, rows, rate, seconds, quiet_latlng, seq)
+            took = time.time() - started
+            ends = end_offsets(settings)
+            counting_behind = sum(max(0, n) for n in lag(settings, r, ends).values())
+            consumer_end = _detector_input_end(settings)
+            detect_behind = max(0, consumer_end - 1 - detection_offset(r, prefix))
+            # let the pipeline drain, then measure what arrived for this load's calls
+            try:
+                wait_caught_up(settings, 600, check)
+                wait_detected(settings, 600, check)
+            except NotCaughtUp as exc:
+                _say(f"not drained: {exc}")
+            await asyncio.sleep(2.0)
+            mine = [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
+            lat_ms = [1000 * (t - a["at"]) for t, a in mine]
+            bursts = [1000 * (t - a["at"]) for t, a in mine if a["kind"] == "zone_surge"]
+            row = {
+                "offered_per_s": rate,
+                "sent": sent,
+                "achieved_per_s": round(sent / took, 1),
+                "alerts": percentiles(lat_ms),
+                "burst_alerts": percentiles(bursts),
+                "counting_behind_at_end": counting_behind,
+                "detector_input_behind_at_end": detect_behind,
+            }
+            results["loads"].append(row)
+            _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
+            await asyncio.sleep(5)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        gateway.stop()
+        worker.stop()
+        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+            r.delete(key)
+        r.close()
+    results["logs"] = str(tmp)
+    return results
+
+
+def _alive(proc: Proc):
+    def check() -> None:
+        if proc.proc.poll() is not None:
+            raise NotCaughtUp(f"the worker exited; see {proc.log}")
+
+    return check
+
+
+def _detector_input_end(settings) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"{'offered/s':>9} {'achieved/s':>10} {'calls':>8} {'alerts':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'zone p50':>9} {'count lag':>9} {'detect lag':>10}"
+    ]
+    for row in results["loads"]:
+        a, b = row["alerts"], row["burst_alerts"]
+        fmt = lambda d, k: f"{d[k]:.0f}" if k in d else "-"  # noqa: E731
+        lines.append(
+            f"{row['offered_per_s']:>9g} {row['achieved_per_s']:>10g} {row['sent']:>8,} {a['n']:>7} "
+            f"{fmt(a, 'p50'):>8} {fmt(a, 'p95'):>8} {fmt(a, 'p99'):>8} {fmt(a, 'max'):>8} {fmt(b, 'p50'):>9} "
+            f"{row['counting_behind_at_end']:>9,} {row['detector_input_behind_at_end']:>10,}"
+        )
+    lines.append(
+        "latency: an alert frame's receipt at a supervisor's WebSocket minus its 'at'\n"
+        "  (the production time of the call that made it fire);\n"
+        "count lag / detect lag: records (calls) / detector-input messages not yet applied when the load stopped."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/latency.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", default="100,1000,5000", help="offered loads, calls per second, comma-separated (default 100,1000,5000)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds each load is sustained (default 60)")
+    p.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "latency.json", help="where the figures go")
+    args = p.parse_args(argv)
+    try:
+        rates = [float(x) for x in args.rates.split(",")]
+    except ValueError:
+        p.error(f"--rates must be numbers separated by commas, got {args.rates!r}")
+    if any(x <= 0 for x in rates) or args.seconds <= 0:
+        p.error("rates and --seconds must be positive")
+    if stack._redis_ping() is not None or stack._kafka_metadata() is not None:
+        p.error("the stack is not running: start it with python -m infra.stack up")
+    results = asyncio.run(run(rates, args.seconds, args.json))
+    print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"\nfigures written to {args.json}; worker and gateway logs in {results['logs']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
