@@ -181,6 +181,8 @@ class _Episode:
     reported: set[str] = field(default_factory=set)
     peak: int = 0
     last_alive: float = -math.inf
+    #: when its regions without new calls were last re-scored (to decay and close)
+    rescored_at: float = -math.inf
 
 
 class SurgeDetector:
@@ -368,7 +370,14 @@ class SurgeDetector:
             for key, cells in _regions(cell):
                 if key not in findings:
                     findings[key] = self._evaluate(key, cells, now)
+        # An open alert's other regions are re-scored when it got a call (so that it
+        # reports its strongest region) and otherwise once a minute (so that it
+        # closes); re-scoring every open alert on every call made a storm with
+        # hundreds of open alerts quadratic.
         for ep in self._episodes.values():
+            if now - ep.rescored_at < _RESCORE_S and self._dirty.isdisjoint(ep.footprint):
+                continue
+            ep.rescored_at = now
             for key in sorted(ep.regions):
                 if key not in findings and key != JURISDICTION:
                     findings[key] = self._evaluate(key, _region_cells(key), now)
@@ -659,6 +668,10 @@ def incidents(points, repeat_s: float = 120.0, same_instant_s: float = 1.0) -> l
         if new:
             last_incident[x.cell] = t
     return out
+
+
+#: seconds of event time between re-scorings of an open alert's quiet regions
+_RESCORE_S = 60.0
 
 
 def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=None) -> _Finding:
