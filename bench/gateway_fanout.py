@@ -61,6 +61,7 @@ from detectors.types import Alert, AlertKind, AlertState  # noqa: E402
 from gateway.settings import DEFAULT_ZONES  # noqa: E402
 from gateway.tokens import issue  # noqa: E402
 from gateway.zones import Zone, load_zone_files  # noqa: E402
+from infra.stack import terminate  # noqa: E402
 
 SECRET = secrets.token_urlsafe(48).encode()
 #: --servers keys and the names the table shows
@@ -131,15 +132,8 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} (pid {self.proc.pid}) did not stop within 20 s of SIGTERM; killing it")
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            terminate(self.proc, 20)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -81,13 +80,7 @@ class Proc:
             self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stack.terminate(self.proc, 30)
 
 
 def history(out: Path, days: float, seed: int) -> list[dict]:

@@ -153,6 +153,19 @@ def _spawn(name: str, cmd: list[str]) -> int:
     return proc.pid
 
 
+def terminate(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stop a child: SIGTERM, then SIGKILL when it has not exited within ``grace_s``; no-op when it already has."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        _say(f"pid {proc.pid} did not stop within {grace_s:g} s of SIGTERM; killing it")
+        proc.kill()
+        proc.wait(10)
+
+
 def _already_running(name: str, port: int, port_vars: str) -> bool:
     """True when this script's ``name`` runs; an error when someone else holds its port."""
     pidfile = RUN / f"{name}.pid"

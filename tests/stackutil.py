@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from infra.stack import terminate
 from streams import progress
 from streams.settings import Settings
 
@@ -71,14 +72,8 @@ class WorkerProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            terminate(self.proc, 30)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

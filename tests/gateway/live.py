@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from detectors.types import Alert, AlertKind, AlertState
 from gateway.settings import DEFAULT_ZONES
 from gateway.tokens import issue
 from gateway.zones import load_zone_files
+from infra.stack import terminate
 from tests.stackutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,13 +69,8 @@ class GatewayProcess:
         raise AssertionError(f"gateway did not answer /healthz within 30 s:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            terminate(self.proc, 20)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""
