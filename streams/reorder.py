@@ -21,8 +21,34 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class _Held(Generic[T]):
+    """Items held in a heap of ``(event time, seq, item)`` until released in time order.
+
+    Subclasses are dataclasses with the fields ``_heap`` and ``released_until``.
+    """
+
+    _heap: list[tuple[float, int, T]]
+    released_until: float
+
+    def flush(self) -> list[T]:
+        """Release everything held (at shutdown, or when the stream goes idle)."""
+        return self._release(float("inf"))
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _release(self, until: float) -> list[T]:
+        """Pop the items at or before ``until`` in time order; ``released_until`` becomes the last one's time."""
+        heap = self._heap
+        out = []
+        while heap and heap[0][0] <= until:
+            self.released_until, _, item = heapq.heappop(heap)
+            out.append(item)
+        return out
+
+
 @dataclass
-class ReorderBuffer(Generic[T]):
+class ReorderBuffer(_Held[T]):
     """Release items in event-time order once the stream is ``delay_s`` past them.
 
     >>> buf = ReorderBuffer(delay_s=60)
@@ -53,20 +79,9 @@ class ReorderBuffer(Generic[T]):
         self._newest = max(self._newest, t)
         return self._release(self._newest - self.delay_s), []
 
-    def flush(self) -> list[T]:
-        """Release everything held (at shutdown or when the stream goes idle)."""
-        return self._release(float("inf"))
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def _release(self, until: float) -> list[T]:
-        out, self.released_until = _pop_until(self._heap, until, self.released_until)
-        return out
-
 
 @dataclass
-class WatermarkMerge(Generic[T]):
+class WatermarkMerge(_Held[T]):
     """Merge the streams of several source partitions into event-time order.
 
     Each partition's stream is roughly in event-time order, but partitions
@@ -132,23 +147,3 @@ class WatermarkMerge(Generic[T]):
         """Event time every active partition has reached, less ``delay_s`` (+inf when none is active)."""
         active = [wm for p, wm in self._wm.items() if wall - self._heard[p] < self.idle_s]
         return min(active) - self.delay_s if active else float("inf")
-
-    def flush(self) -> list[T]:
-        """Release everything held (at shutdown)."""
-        return self._release(float("inf"))
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def _release(self, until: float) -> list[T]:
-        out, self.released_until = _pop_until(self._heap, until, self.released_until)
-        return out
-
-
-def _pop_until(heap: list[tuple[float, int, T]], until: float, released: float) -> tuple[list[T], float]:
-    """Pop the items at or before ``until`` in time order; return them and the time of the last one (or ``released``)."""
-    out = []
-    while heap and heap[0][0] <= until:
-        released, _, item = heapq.heappop(heap)
-        out.append(item)
-    return out, released
