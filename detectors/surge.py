@@ -270,8 +270,10 @@ class SurgeDetector:
         self._next_jurisdiction = -math.inf
         self._now = -math.inf
         self._episodes: dict[str, _Episode] = {}
-        self._county_ids: set[str] = set()  # open county-wide alerts (see _county_index)
-        self._incident_times: list[float] = []  # incidents in the windows, sorted (see _incident_index)
+        # Two indexes, so that in a county-wide storm a region's test neither scans every
+        # call nor every open alert (at 100 calls/s that blocked the worker for minutes):
+        self._county_ids: set[str] = set()  # open county-wide alerts
+        self._incident_times: list[float] = []  # incidents in the windows, sorted
         # Decayed share of calls that are new incidents (starts at 1: no repeats assumed).
         self._inc_sum = 0.0
         self._call_sum = 0.0
@@ -320,7 +322,7 @@ class SurgeDetector:
             return  # too old for every window
         call = _Call(t, x.cell, x.category, incident)
         if incident:
-            bisect.insort(self._incident_index(), t)
+            bisect.insort(self._incident_times, t)
         _insort(self._calls, call)
         _insort(self._by_cell.setdefault(x.cell, []), call)
         self._dirty.add(x.cell)
@@ -385,7 +387,7 @@ class SurgeDetector:
         self._dirty.clear()
         # The jurisdiction moves slowly: it is tested at most once a minute of event time.
         due = now >= self._next_jurisdiction
-        if self.jurisdiction_windows_min and due and (self._jurisdiction_dirty or self._county_index()):
+        if self.jurisdiction_windows_min and due and (self._jurisdiction_dirty or self._county_ids):
             alerts += self._lifecycle(now, {JURISDICTION: self._evaluate_jurisdiction(now)}, jurisdiction=True)
             self._jurisdiction_dirty = False
             self._next_jurisdiction = now + _JURISDICTION_STEP_S
@@ -410,26 +412,16 @@ class SurgeDetector:
     def _expire(self, now: float) -> None:
         cutoff = now - self._horizon_s
         drop_expired(self._calls, self._by_cell, cutoff)
-        times = self._incident_index()
+        times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
 
-    # Two indexes kept so that a county-wide storm does not make every region's test
-    # scan every call and every open alert (at 100 calls/s that blocked the worker).
-    # Both are rebuilt from the windows when a checkpoint from before them is loaded.
-
-    def _incident_index(self) -> list[float]:
-        """Times of the incidents in the windows, sorted."""
-        times = self.__dict__.get("_incident_times")
-        if times is None:
-            times = self._incident_times = sorted(c.t for c in self._calls if c.incident)
-        return times
-
-    def _county_index(self) -> set[str]:
-        """Ids of the open county-wide alerts."""
-        ids = self.__dict__.get("_county_ids")
-        if ids is None:
-            ids = self._county_ids = {k for k, ep in self._episodes.items() if ep.jurisdiction}
-        return ids
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints from before the two indexes: build them once from the windows
+        self.__dict__.update(state)
+        if "_incident_times" not in state:
+            self._incident_times = sorted(c.t for c in self._calls if c.incident)
+        if "_county_ids" not in state:
+            self._county_ids = {k for k, ep in self._episodes.items() if ep.jurisdiction}
 
     def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Call | None) -> list[_Call]:
         """Calls of ``cells`` in ``(start, end]``, plus ``extra`` when it is in one of them."""
@@ -449,10 +441,10 @@ class SurgeDetector:
 
     def _scale(self, window_min: int, now: float, observed: int, expected: float) -> float:
         """Jurisdiction observed/expected outside this region while a jurisdiction-wide surge is open."""
-        if not self._county_index():
+        if not self._county_ids:
             return 1.0
         start = now - 60.0 * window_min
-        times = self._incident_index()
+        times = self._incident_times
         total_obs = bisect.bisect_right(times, now) - bisect.bisect_right(times, start)
         total_exp = self.baseline.total(start, now) * self.incident_ratio
         if total_exp - expected <= 0:
@@ -570,7 +562,7 @@ class SurgeDetector:
                 ep = _Episode(id=ep_id, started_at=started, jurisdiction=jurisdiction)
                 self._episodes[ep.id] = mine[ep.id] = ep
                 if jurisdiction:
-                    self._county_index().add(ep.id)
+                    self._county_ids.add(ep.id)
             if not jurisdiction:
                 ep.footprint |= region_cells
             ep.regions.add(f.key)
@@ -581,7 +573,7 @@ class SurgeDetector:
                 ep.last_alive = now
             elif now - ep.last_alive >= 60.0 * self.close_after_min:
                 del self._episodes[ep_id]
-                self._county_index().discard(ep_id)
+                self._county_ids.discard(ep_id)
                 alerts.append(self._alert(ep, AlertState.CLOSED, now))
                 continue
             else:

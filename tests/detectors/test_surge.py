@@ -126,6 +126,18 @@ def test_a_county_wide_storm_is_one_jurisdiction_alert_not_a_storm_of_alerts(war
     assert len(opened) <= 3  # at most a couple of places hot beyond the storm itself
 
 
+def test_a_checkpoint_from_before_the_storm_indexes_rebuilds_them(warmed):
+    """A detector pickled without its incident-time and county-alert indexes gets them rebuilt, equal to those kept live."""
+    det = fresh(warmed)
+    start = END + 10 * 3600
+    run(det, merged(*(background(seed=20 + k, days=0.125, start=start) for k in range(4))))  # the storm above
+    kept = (list(det._incident_times), set(det._county_ids))
+    assert kept[0] == sorted(c.t for c in det._calls if c.incident) and kept[1], "a county-wide alert is open"
+    del det._incident_times, det._county_ids  # as a checkpoint written before the indexes
+    restored = pickle.loads(pickle.dumps(det))
+    assert (restored._incident_times, restored._county_ids) == kept
+
+
 def test_nothing_fires_during_warm_up():
     det = SurgeDetector(baseline=quick_baseline())
     points = burst(seed=9, start=MONDAY, n=40, minutes=30, cells=(CENTRE,))
