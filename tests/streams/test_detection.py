@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import h3
@@ -18,7 +19,6 @@ import redis
 from websockets.exceptions import ConnectionClosed
 
 from detectors.zones import WatchedZone
-from infra import stack as infra_stack
 from streams.detection import DetectionRunner, decode_points, encode_points, parse_zones
 from streams.keys import Keys
 from streams.topics import ALERTS
@@ -133,15 +133,9 @@ def test_parse_zones_keeps_event_zones_and_reports_malformed_ones():
 def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redis(settings, tmp_path):
     """A simulated month with an injected surge, replayed through the real stack, ends with the surge's alert,
     explained, on the alerts topic, in the Redis alerts stream and on a supervisor's WebSocket through the gateway."""
-    sim = tmp_path / "sim.csv"
     lat, lng = 40.1224, -75.3383
-    subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(sim), "--days", "28", "--seed", "3",
-         "--start", "2024-03-01T00:00", "--inject", f"2024-03-27T17:00,30,20,{lat},{lng},1", "--no-progress"],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    truth = json.loads((tmp_path / "sim.csv.injections.json").read_text())
-    injected_cells = set(truth["injections"][0]["cells"])
+    sim, injection = _simulate(tmp_path, days=28, seed=3, inject=f"2024-03-27T17:00,30,20,{lat},{lng},1")
+    injected_cells = set(injection["cells"])
     s = replace(settings, retention_s=60 * 86400)
     # a dispatch supervisor's dashboard is connected to a gateway the whole time
     gateway = GatewayProcess(s.redis_prefix, env_extra={"WF_GATEWAY_COUNTS_S": "3600"}).start(tmp_path)
@@ -151,13 +145,8 @@ def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redi
     reader.start()
     worker = WorkerProcess(s, tmp_path).start()
     try:
-        rp = subprocess.run(
-            [sys.executable, "-m", "streams.replay", str(sim), "--speed", "max", "--no-progress"],
-            cwd=ROOT, env=worker_env(s), capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert rp.returncode == 0, rp.stderr
-        wait_caught_up(s, [worker])
-        surges = _wait_for_surge(s, injected_cells, timeout_s=90)
+        _replay(sim, s, worker)
+        surges = _wait_for_alerts(s, lambda a: a["kind"] == "surge" and a["state"] == "open" and set(a["cells"]) & injected_cells, 90)
         deadline = time.monotonic() + 10
         while not any(f["type"] == "alert" and f["alert"]["id"] == surges[0]["id"] for f in list(frames)):
             assert time.monotonic() < deadline, f"the gateway never pushed the alert; frames: {[f['type'] for f in frames]}"
@@ -177,7 +166,7 @@ def test_injected_surge_replayed_through_kafka_raises_an_alert_in_kafka_and_redi
     assert set(stream_alert["cells"]) & injected_cells
     assert stream_alert["categories"] and stream_alert["model"] and stream_alert["model_version"]
     assert stream_alert["reason"]
-    start = datetime.fromisoformat(truth["injections"][0]["start"].replace("Z", "+00:00")).timestamp()
+    start = datetime.fromisoformat(injection["start"].replace("Z", "+00:00")).timestamp()
     assert start <= stream_alert["at"] <= start + 3600, "fired during the injected hour"
 
 
@@ -190,42 +179,19 @@ def _read_frames(ws, into: list[dict]) -> None:
         return
 
 
-def _wait_for_surge(settings, cells: set[str], timeout_s: float) -> list[dict]:
-    key = Keys(settings.redis_prefix).alerts
-    deadline = time.monotonic() + timeout_s
-    with redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
-        while time.monotonic() < deadline:
-            found = [json.loads(f["alert"]) for _, f in client.xrange(key)]
-            surges = [a for a in found if a["kind"] == "surge" and a["state"] == "open" and set(a["cells"]) & cells]
-            if surges:
-                return surges
-            time.sleep(0.5)
-        raise AssertionError(f"no surge alert on the injected cells in the Redis stream; stream holds {found}")
-
-
 @pytest.mark.stack
 def test_a_cluster_in_an_event_zone_raises_a_zone_alert_in_kafka_and_redis(settings, tmp_path):
     """An event zone written to Redis the way the gateway does, then four simulated days with a cluster inside it during
     its window, replayed through the real stack: a zone_surge alert naming the zone, on the alerts topic and in the stream."""
-    sim = tmp_path / "sim.csv"
     lat, lng = 40.1224, -75.3383
-    subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(sim), "--days", "4", "--seed", "5",
-         "--start", "2024-03-01T00:00", "--inject", f"2024-03-04T16:00,20,12,{lat},{lng},1", "--no-progress"],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    injection = json.loads((tmp_path / "sim.csv.injections.json").read_text())["injections"][0]
+    sim, injection = _simulate(tmp_path, days=4, seed=5, inject=f"2024-03-04T16:00,20,12,{lat},{lng},1")
     start = datetime.fromisoformat(injection["start"].replace("Z", "+00:00")).timestamp()
     zone = {
         "id": "parade-2024", "name": "Phillies parade", "kind": "event", "cells": sorted(injection["cells"]),
         "active_from": start - 3600.0, "active_until": start + 2 * 3600.0, "threshold": None,
     }  # fmt: skip
     assert set(zone["cells"]) == set(h3.grid_disk(h3.latlng_to_cell(lat, lng, 8), 1))
-    # One partition: replayed at full speed through four, one partition's batch overtakes another's by hours of
-    # event time and the detectors' reorder buffer drops most calls of four days as late (a month has calls to spare).
-    one = f"{settings.topic_prefix}p1"
-    s = replace(settings, partitions=1, topic_prefix=one, redis_prefix=one, app_id=f"wf-test-{one}", retention_s=60 * 86400)
-    infra_stack.create_topics(one, s.partitions)
+    s = replace(settings, retention_s=60 * 86400)
     keys = Keys(s.redis_prefix)
     with redis.Redis.from_url(s.redis_url, decode_responses=True) as client:
         client.hset(keys.zones, mapping={
@@ -236,12 +202,7 @@ def test_a_cluster_in_an_event_zone_raises_a_zone_alert_in_kafka_and_redis(setti
         client.incr(keys.zones_version)
     worker = WorkerProcess(s, tmp_path).start()
     try:
-        rp = subprocess.run(
-            [sys.executable, "-m", "streams.replay", str(sim), "--speed", "max", "--no-progress"],
-            cwd=ROOT, env=worker_env(s), capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert rp.returncode == 0, rp.stderr
-        wait_caught_up(s, [worker])
+        _replay(sim, s, worker)
         opened = _wait_for_alerts(s, lambda a: a["kind"] == "zone_surge" and a["state"] == "open" and a["zone"] == zone["id"], 60)
     finally:
         worker.stop()
@@ -255,6 +216,27 @@ def test_a_cluster_in_an_event_zone_raises_a_zone_alert_in_kafka_and_redis(setti
     assert (alert["model"], alert["model_version"]) == ("zone-watch", "1.0")
     assert "event zone 'Phillies parade'" in alert["reason"]
     assert all(a["zone"] is None for a in kafka_alerts if a["kind"] != "zone_surge")
+
+
+def _simulate(tmp_path, *, days: int, seed: int, inject: str) -> tuple[Path, dict]:
+    """A simulator file from 2024-03-01 with one injected incident, and that injection's ground truth."""
+    sim = tmp_path / "sim.csv"
+    subprocess.run(
+        [sys.executable, "-m", "streams.simulator", "--out", str(sim), "--days", str(days), "--seed", str(seed),
+         "--start", "2024-03-01T00:00", "--inject", inject, "--no-progress"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    return sim, json.loads((tmp_path / "sim.csv.injections.json").read_text())["injections"][0]
+
+
+def _replay(sim: Path, s, worker) -> None:
+    """Replay ``sim`` at full speed into the worker's topics and wait until it has counted everything."""
+    rp = subprocess.run(
+        [sys.executable, "-m", "streams.replay", str(sim), "--speed", "max", "--no-progress"],
+        cwd=ROOT, env=worker_env(s), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rp.returncode == 0, rp.stderr
+    wait_caught_up(s, [worker])
 
 
 def _wait_for_alerts(settings, match, timeout_s: float) -> list[dict]:
