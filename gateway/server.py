@@ -213,6 +213,7 @@ class Gateway:
         url = urlsplit(request.path)
         query = parse_qs(url.query, keep_blank_values=True)
         remote = _remote(connection)
+        claims: Claims | None = None  # verified once; named in the audit record of a refusal
         try:
             if url.path == "/ws":
                 return await self._authorize_ws(connection, request, query, remote)
@@ -228,11 +229,8 @@ class Gateway:
                 return await self._api(url.path, query, claims, remote)
             raise HttpError(404, "not_found", f"no such path {url.path!r}")
         except HttpError as exc:
-            claims_for_audit = None
-            with contextlib.suppress(HttpError):
-                claims_for_audit = self._bearer(request) if url.path.startswith("/api/") else None
             if exc.status in (401, 403) or url.path.startswith("/api/") or url.path == "/ws":
-                await self.refuse(request, remote, exc.code, claims_for_audit, message=exc.message)
+                await self.refuse(request, remote, exc.code, claims, message=exc.message)
             return _json_response(exc.status, {"error": exc.code, "message": exc.message})
 
     def _verify(self, token: str | None) -> Claims:
