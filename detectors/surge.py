@@ -81,8 +81,11 @@ Warm-up: nothing scores or alerts until the baseline is ready (see
 :class:`~detectors.baseline.ExpectedCounts`); calls are learnt meanwhile.
 
 Cost: the calls of the last ``max(windows)`` minutes, in one list per cell
-with calls, plus the baseline's decayed counts per cell; a call touches at
-most 8 regions, so the work per call is constant.
+with calls (and the times of its incidents), plus the baseline's decayed
+counts per cell. A call touches at most 8 regions; a region's counts come from
+bisecting its cells' lists, so the work per call grows with the logarithm of
+the calls in a cell, not with their number (a storm stays cheap), and a
+region's calls are listed only when they become an alert's explanation.
 
 Examples
 --------
@@ -164,9 +167,12 @@ class _Finding:
     observed: int
     incidents: int
     expected: float
-    calls: list[_Call]
+    #: the window's calls; None until the finding explains an alert (see ``SurgeDetector._explain``)
+    calls: list[_Call] | None
     cells: tuple[str, ...]
     category: str | None = None
+    #: the region's cells with calls in the window (None in checkpoints from before it: use ``calls``)
+    present: frozenset[str] | None = None
 
 
 @dataclass
@@ -274,6 +280,8 @@ class SurgeDetector:
         # call nor every open alert (at 100 calls/s that blocked the worker for minutes):
         self._county_ids: set[str] = set()  # open county-wide alerts
         self._incident_times: list[float] = []  # incidents in the windows, sorted
+        # and per cell, so that a region's incidents are counted by bisection
+        self._inc_by_cell: dict[str, list[float]] = {}
         # Decayed share of calls that are new incidents (starts at 1: no repeats assumed).
         self._inc_sum = 0.0
         self._call_sum = 0.0
@@ -323,6 +331,7 @@ class SurgeDetector:
         call = _Call(t, x.cell, x.category, incident)
         if incident:
             bisect.insort(self._incident_times, t)
+            bisect.insort(self._inc_by_cell.setdefault(x.cell, []), t)
         _insort(self._calls, call)
         _insort(self._by_cell.setdefault(x.cell, []), call)
         self._dirty.add(x.cell)
@@ -396,11 +405,11 @@ class SurgeDetector:
     # ------------------------------------------------------------------ internals
 
     def _is_incident(self, cell: str, t: float) -> bool:
-        for call in reversed(self._by_cell.get(cell, ())):
-            if t - call.t > self.repeat_s:
-                break
-            if call.incident and call.t <= t:
-                return False
+        times = self._inc_by_cell.get(cell)
+        if times:
+            i = bisect.bisect_right(times, t)
+            if i and t - times[i - 1] <= self.repeat_s:
+                return False  # an incident in this cell at most repeat_s before
         if self.same_instant_s > 0:
             for n in _disk(cell):
                 if n != cell:
@@ -411,9 +420,16 @@ class SurgeDetector:
 
     def _expire(self, now: float) -> None:
         cutoff = now - self._horizon_s
-        drop_expired(self._calls, self._by_cell, cutoff)
+        calls = self._calls
+        cells = {c.cell for c in calls[: bisect.bisect_right(calls, cutoff, key=_time)] if c.incident}
+        drop_expired(calls, self._by_cell, cutoff)
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
+        for cell in cells:
+            times = self._inc_by_cell[cell]
+            del times[: bisect.bisect_right(times, cutoff)]
+            if not times:
+                del self._inc_by_cell[cell]
 
     def __setstate__(self, state: dict) -> None:
         # checkpoints from before the two indexes: build them once from the windows
@@ -422,6 +438,11 @@ class SurgeDetector:
             self._incident_times = sorted(c.t for c in self._calls if c.incident)
         if "_county_ids" not in state:
             self._county_ids = {k for k, ep in self._episodes.items() if ep.jurisdiction}
+        if "_inc_by_cell" not in state:
+            self._inc_by_cell = {}
+            for c in self._calls:
+                if c.incident:
+                    self._inc_by_cell.setdefault(c.cell, []).append(c.t)
 
     def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Call | None) -> list[_Call]:
         """Calls of ``cells`` in ``(start, end]``, plus ``extra`` when it is in one of them."""
@@ -452,27 +473,59 @@ class SurgeDetector:
         return max(1.0, (total_obs - observed) / (total_exp - expected))
 
     def _evaluate(self, key: str, cells: tuple[str, ...], now: float, extra: _Call | None = None) -> list[_Finding]:
-        """Findings of one cell or disk region for each window (none below ``min_incidents``)."""
-        longest = self._windows_desc[0]
-        calls = self._window_calls(cells, now - 60.0 * longest, now, extra)
-        if sum(1 for c in calls if c.incident) < self.min_incidents:
-            return []  # the longest window has the most incidents: nothing to test
+        """Findings of one cell or disk region for each window (none below ``min_incidents``).
+
+        Counts come from bisecting each cell's sorted lists; the calls
+        themselves are listed later, only for a finding that explains an alert.
+        """
+        windows = self._windows_desc
+        bisect_right = bisect.bisect_right
+        inc_by_cell = self._inc_by_cell
+        mine = [(c, inc_by_cell.get(c)) for c in cells]
+        extra = extra if extra is not None and extra.cell in cells else None
+        # The longest window has the most incidents: most regions stop here.
+        start = now - 60.0 * windows[0]
+        incidents = sum(bisect_right(ts, now) - bisect_right(ts, start) for _, ts in mine if ts) + (extra is not None and extra.incident)
+        if incidents < self.min_incidents:
+            return []
+        by_cell = self._by_cell
         out = []
         rho = self.incident_ratio
         share = sum(self.baseline.share(c) for c in cells)
-        for w in self._windows_desc:
+        for w in windows:
             start = now - 60.0 * w
-            if w != longest:
-                calls = [c for c in calls if c.t > start]
-            incidents = sum(1 for c in calls if c.incident)
+            observed = incidents = 0
+            present = set()
+            for c, ts in mine:
+                calls = by_cell.get(c)
+                if not calls:
+                    continue
+                n = bisect_right(calls, now, key=_time) - bisect_right(calls, start, key=_time)
+                if n:
+                    observed += n
+                    present.add(c)
+                    if ts:
+                        incidents += bisect_right(ts, now) - bisect_right(ts, start)
+            if extra is not None:
+                observed += 1
+                incidents += extra.incident
+                present.add(extra.cell)
             if incidents < self.min_incidents:
                 break
             expected = self.baseline.total(start, now) * share
             mean = rho * expected
             mean *= self._scale(w, now, incidents, mean)
             log10p = _log10_poisson_sf(incidents, mean)
-            out.append(_finding(key, w, now, log10p, calls, incidents, expected, cells))
+            f = _finding(key, w, now, log10p, None, incidents, expected, cells)
+            f.observed, f.present = observed, frozenset(present)
+            out.append(f)
         return out
+
+    def _explain(self, f: _Finding) -> _Finding:
+        """List ``f``'s calls (when :meth:`_evaluate` left them out); call before the windows move on."""
+        if f.calls is None:
+            f.calls = self._window_calls(f.cells, f.at - 60.0 * f.window_min, f.at, None)
+        return f
 
     def _evaluate_jurisdiction(self, now: float, extra: _Call | None = None) -> list[_Finding]:
         """Findings of the whole jurisdiction, all calls and each category, for each window.
@@ -554,7 +607,7 @@ class SurgeDetector:
             region_cells = set(f.cells) if jurisdiction else set(_region_cells(f.key))
             ep = next((e for e in mine.values() if jurisdiction or e.footprint & region_cells), None)
             if ep is None:
-                started = math.floor(min(c.t for c in f.calls) / 60.0) * 60.0
+                started = math.floor(min(c.t for c in self._explain(f).calls) / 60.0) * 60.0
                 anchor = "jurisdiction" if jurisdiction else f.key.split(":", 1)[1]
                 ep_id = f"surge:{anchor}:{int(started)}"
                 while ep_id in self._episodes:  # a second surge anchored on the same cell and minute
@@ -580,11 +633,11 @@ class SurgeDetector:
                 continue  # quiet, but not for long enough to close
             current = max(alive, key=_rank)
             if ep.best is None:
-                ep.best = current
+                ep.best = self._explain(current)
                 alerts.append(self._alert(ep, AlertState.OPEN, now))
             elif current.observed > ep.peak or not (jurisdiction or _call_cells(current) <= ep.reported):
                 # grown: more calls than ever reported, or (locally) calls in cells it never reported
-                ep.best = current
+                ep.best = self._explain(current)
                 alerts.append(self._alert(ep, AlertState.UPDATE, now))
             ep.peak = max(ep.peak, ep.best.observed)
             ep.reported |= _call_cells(ep.best)
@@ -668,11 +721,12 @@ _RESCORE_S = 60.0
 
 def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=None) -> _Finding:
     score = min(max(0.0, -log10p), _MAX_SCORE)
-    return _Finding(key, w, now, score, 10.0 ** (-score), len(calls), incidents, expected, calls, tuple(cells), category)
+    observed = len(calls) if calls is not None else 0
+    return _Finding(key, w, now, score, 10.0 ** (-score), observed, incidents, expected, calls, tuple(cells), category)
 
 
-def _call_cells(f: _Finding) -> set[str]:
-    return {c.cell for c in f.calls}
+def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
+    return f.present if f.present is not None else {c.cell for c in f.calls}
 
 
 def _rank(f: _Finding) -> tuple:

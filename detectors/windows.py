@@ -6,6 +6,8 @@ and per cell. :func:`drop_expired` trims both at once.
 
 from __future__ import annotations
 
+import bisect
+
 
 def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
     """Remove the calls at or before ``cutoff`` from ``calls`` (time order) and from ``by_cell``; how many went.
@@ -16,17 +18,18 @@ def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
     >>> drop_expired(calls, by_cell, 2.0), [k.t for k in calls], {k: [v.t for v in vs] for k, vs in by_cell.items()}
     (2, [5.0], {'x': [5.0]})
     """
-    n = 0
-    while n < len(calls) and calls[n].t <= cutoff:
-        n += 1
+    n = bisect.bisect_right(calls, cutoff, key=_time)
     if not n:
         return 0
-    for call in calls[:n]:
-        mine = by_cell.get(call.cell)
+    for cell in {call.cell for call in calls[:n]}:
+        mine = by_cell.get(cell)
         if mine:
-            while mine and mine[0].t <= cutoff:
-                mine.pop(0)
+            del mine[: bisect.bisect_right(mine, cutoff, key=_time)]
             if not mine:
-                del by_cell[call.cell]
+                del by_cell[cell]
     del calls[:n]
     return n
+
+
+def _time(call) -> float:  # noqa: ANN001 -- any record with a time ``t``
+    return call.t
