@@ -96,7 +96,7 @@ def history(out: Path, days: float, seed: int) -> list[dict]:
 
 
 def detection_offset(client: redis.Redis, prefix: str) -> int:
-    raw = client.hget(Keys(prefix).detector, "offset")
+    raw = client.hget(Keys(prefix).detector, "applied")
     return int(raw) if raw is not None else -1
 
 

@@ -5,6 +5,16 @@ module ``streams.worker`` holds the module-level ``app`` the Faust CLI runs.
 The detection agent also follows the event zones the gateway keeps in Redis:
 it reads ``P:zones:version`` at most every :data:`ZONES_POLL_S` seconds and,
 when it changed, hands the event zones of ``P:zones`` to the detectors.
+
+The detection agent writes each message's alerts to the Redis stream as soon as
+the detectors return them (de-duplicated there, see
+:meth:`streams.state.RedisState.append_alerts`) and checkpoints the detectors
+every ``WF_DETECTOR_CHECKPOINT_S`` seconds, not per message: the pickled state
+grows with the calls in the windows (megabytes in a storm). It acknowledges its
+input to Kafka only up to the checkpoint, so after a crash the messages since
+the checkpoint are delivered again and fed to the restored detectors, which make
+the same alert records; the stream keeps one copy of each. The alerts topic is
+at-least-once: a record may be sent again after a crash, never lost.
 """
 
 from __future__ import annotations
@@ -49,6 +59,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topic_partitions=s.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Do not wait at shutdown or rebalance for every message to be acknowledged: the
+        # detection agent acknowledges with its checkpoints (a clean stop writes one
+        # after the consumer stops), and the counting agent's commit is exact by offset.
+        stream_wait_empty=False,
         web_port=s.web_port,
         web_host="127.0.0.1",
         # Faust keeps a small folder per app id; keep it out of the working tree.
@@ -99,7 +113,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
         app.agent(ingest, name="count_calls_and_updates")(count_calls_and_updates)
 
     # The agent and the clock timer both drive the detectors: one at a time.
-    detection: dict = {"runner": None, "offset": -1, "lock": asyncio.Lock(), "zones_read": False, "zones_version": None, "zones_poll": 0.0}
+    # offset: the checkpoint's; applied: the last message fed; pending: messages fed
+    # since the checkpoint (acknowledged with the next one); sends: alerts-topic futures.
+    detection: dict = {
+        "runner": None, "offset": -1, "applied": -1, "pending": [], "sends": [], "next_checkpoint": 0.0,
+        "lock": asyncio.Lock(), "zones_read": False, "zones_version": None, "zones_poll": 0.0,
+    }  # fmt: skip
 
     async def detection_runner() -> DetectionRunner:
         """The detectors, restored from their checkpoint in Redis when there is one."""
@@ -109,21 +128,38 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 detection["runner"] = DetectionRunner(partitions=s.partitions)
             else:
                 detection["offset"], blob = saved
+                detection["applied"] = detection["offset"]
                 detection["runner"] = pickle.loads(blob)  # our own checkpoint, in our own Redis
                 log.info("detectors restored from their checkpoint at detector-input offset %d", detection["offset"])
+            detection["next_checkpoint"] = time.monotonic() + s.detector_checkpoint_s
         return detection["runner"]
 
     async def publish_alerts(alerts: list[Alert], offset: int) -> None:
-        """Alerts to the alerts topic, then to the Redis stream together with the detectors' checkpoint."""
-        runner = await detection_runner()
+        """Alerts to the Redis stream at once (the gateway's feed), and to the alerts topic before the next checkpoint."""
         bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
-        futures = [await alerts_topic.send(key=a.id.encode(), value=b.encode()) for a, b in zip(alerts, bodies, strict=True)]
-        for fut in futures:
-            await fut
-        for a in alerts:
+        for a, b in zip(alerts, bodies, strict=True):
+            detection["sends"].append(await alerts_topic.send(key=a.id.encode(), value=b.encode()))
             log.info("alert %s %s: %s", a.state.value, a.id, a.reason)
-        await (await state()).commit_detection(offset, pickle.dumps(runner), bodies)
-        detection["offset"] = offset
+        await (await state()).append_alerts(offset, bodies)
+        detection["applied"] = offset
+
+    async def checkpoint() -> None:
+        """Save the detectors, then acknowledge the messages they have seen (call under the lock)."""
+        runner = await detection_runner()
+        for fut in detection["sends"]:
+            await fut
+        detection["sends"].clear()
+        started = time.perf_counter()
+        blob = pickle.dumps(runner)
+        await (await state()).commit_detection(detection["applied"], blob)
+        detection["offset"] = detection["applied"]
+        for event in detection["pending"]:
+            event.ack()
+        detection["pending"].clear()
+        detection["next_checkpoint"] = time.monotonic() + s.detector_checkpoint_s
+        runner.counters["detector_checkpoints_total"] += 1
+        runner.counters["detector_checkpoint_bytes"] = len(blob)
+        runner.counters["detector_checkpoint_seconds"] = round(time.perf_counter() - started, 4)
 
     async def refresh_zones(runner: DetectionRunner) -> None:
         """At most every ZONES_POLL_S: if the gateway changed the event zones, hand them to the detectors.
@@ -152,26 +188,34 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def detect_surges(stream: faust.StreamT) -> None:
         """Run the detectors over the accepted calls, in event-time order, and publish their alerts."""
-        async for event in stream.events():
+        # Acknowledged by hand, with each checkpoint: a crash redelivers what the checkpoint lacks.
+        async for event in stream.noack().events():
             async with detection["lock"]:
                 runner = await detection_runner()
                 await refresh_zones(runner)
-                if event.message.offset <= detection["offset"]:
-                    continue  # already in the checkpoint: seen before a restart
+                if event.message.offset <= detection["applied"]:
+                    event.ack()  # already in the checkpoint: seen before a restart
+                    continue
                 await publish_alerts(runner.feed(event.value, time.time()), event.message.offset)
+                detection["pending"].append(event)
+                if time.monotonic() >= detection["next_checkpoint"]:
+                    await checkpoint()
 
     async def keep_detector_clock() -> None:
-        """While the feed is silent, the detectors' clock follows the wall clock (outages are news)."""
+        """While the feed is silent, the detectors' clock follows the wall clock (outages are news); checkpoint when due."""
         async with detection["lock"]:
             runner = await detection_runner()
             await refresh_zones(runner)
             alerts = runner.tick(time.time())
             if alerts:
-                await publish_alerts(alerts, detection["offset"])
+                await publish_alerts(alerts, detection["applied"])
+            # alerts of the clock alone are not made again by a replay: checkpoint them at once
+            if alerts or (detection["pending"] and time.monotonic() >= detection["next_checkpoint"]):
+                await checkpoint()
 
     if "detect" in s.roles:
         app.agent(detector_input, name="detect_surges")(detect_surges)
-        app.timer(interval=5.0)(keep_detector_clock)
+        app.timer(interval=min(5.0, s.detector_checkpoint_s))(keep_detector_clock)
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001 -- Faust's view signature
@@ -181,6 +225,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def close_redis(app_, **kwargs) -> None:  # noqa: ANN001
+        if detection["pending"]:
+            async with detection["lock"]:
+                try:
+                    await checkpoint()  # a clean stop replays nothing
+                except Exception as exc:  # noqa: BLE001 -- shutting down: the last checkpoint still holds
+                    log.warning("no checkpoint at shutdown (the next start replays from the last one): %s", exc)
         if "state" in holder:
             await holder.pop("state").close()
 

@@ -29,8 +29,11 @@ key                            type    holds
 ``P:alerts``                   stream  alert lifecycle records (field ``alert``: JSON), for the
                                        gateway; the stream id is the alert record's id
 ``P:detector``                 hash    the detection agent's checkpoint: ``offset`` (last
-                                       detector-input offset applied) and ``state`` (the
-                                       pickled detectors, base64), written with the alerts
+                                       detector-input offset in it) and ``state`` (the
+                                       pickled detectors, base64), written every few
+                                       seconds; ``applied``: last offset fed, with its alerts
+``P:detector:written``         set     digests of the alert records appended since the
+                                       checkpoint (a replay after a crash skips them)
 ``P:zones``                    hash    zone id -> zone JSON, written by the gateway (``id``,
                                        ``name``, ``kind``, ``cells``, ``active_from``,
                                        ``active_until``, ``threshold``); the detectors watch
@@ -113,6 +116,10 @@ class Keys:
     @property
     def detector(self) -> str:
         return f"{self.prefix}:detector"
+
+    @property
+    def detector_written(self) -> str:
+        return f"{self.prefix}:detector:written"
 
     @property
     def metrics(self) -> str:

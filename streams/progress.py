@@ -56,7 +56,7 @@ def wait_caught_up(settings: Settings, timeout_s: float = 240.0, check: Callable
 
 
 def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[[], None] | None = None) -> None:
-    """Wait until the detectors' checkpoint in Redis covers every detector-input record written so far.
+    """Wait until the detectors have been fed every detector-input record written so far (their alerts are in Redis).
 
     Call after :func:`wait_caught_up` (the counting agent publishes detector input before it commits).
     """
@@ -69,7 +69,7 @@ def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[
     key = Keys(settings.redis_prefix).detector
 
     def behind(client: redis.Redis) -> str | None:
-        raw = client.hget(key, "offset")
+        raw = client.hget(key, "applied")
         done = int(raw) if raw is not None else -1
         return f"detector input applied to offset {done}, written to {end - 1}" if done + 1 < end else None
 

@@ -51,6 +51,9 @@ class Settings:
     #: Which agents this worker runs: "count" (calls and updates into Redis; scale
     #: out by partitions) and/or "detect" (the detectors; one instance per deployment).
     roles: tuple[str, ...] = ("count", "detect")
+    #: Seconds between two checkpoints of the detectors (alerts are written at once;
+    #: a crash replays at most this much detector input).
+    detector_checkpoint_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -71,6 +74,8 @@ class Settings:
             raise SettingsError(f"roles must be a non-empty subset of {', '.join(ROLES)}, found {', '.join(self.roles) or 'none'}")
         if self.batch_size < 1 or self.batch_within_s <= 0:
             raise SettingsError(f"batch_size must be >= 1 and batch_within_s > 0, found {self.batch_size}, {self.batch_within_s}")
+        if not 0 < self.detector_checkpoint_s <= 300:
+            raise SettingsError(f"detector_checkpoint_s must be in (0, 300] seconds, found {self.detector_checkpoint_s}")
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -95,6 +100,7 @@ _ENV = {
     "WF_BATCH_WITHIN_S": ("batch_within_s", float),
     "WF_WEB_PORT": ("web_port", int),
     "WF_ROLES": ("roles", _roles),
+    "WF_DETECTOR_CHECKPOINT_S": ("detector_checkpoint_s", float),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -127,6 +128,21 @@ OP_SEPARATOR = "\x1f"
 #: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
 ALERTS_STREAM_MAXLEN = 100_000
 
+# KEYS[1] alerts stream, KEYS[2] digests of the records appended since the last
+# checkpoint, KEYS[3] the detectors' hash; ARGV[1] stream length kept, ARGV[2]
+# detector-input offset applied, then (digest, record) pairs.
+_APPEND_ALERTS_LUA = """
+local added = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'alert', ARGV[i + 1])
+    added = added + 1
+  end
+end
+redis.call('HSET', KEYS[3], 'applied', ARGV[2])
+return added
+"""
+
 
 class StateError(RuntimeError):
     """Redis could not be read or written; the batch was not committed."""
@@ -159,6 +175,7 @@ class RedisState:
             jurisdiction=settings.jurisdiction,
         )
         self._commit = client.register_script(_COMMIT_LUA)
+        self._append_alerts = client.register_script(_APPEND_ALERTS_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisState:
@@ -312,18 +329,39 @@ class RedisState:
         values = await self.client.mget([self.keys.offset(kind, p) for kind, p in tps])
         return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
 
-    async def commit_detection(self, offset: int, state: bytes, alerts: list[str]) -> None:
-        """Append alert records (JSON) to the alerts stream and checkpoint the detectors, atomically.
+    async def append_alerts(self, offset: int, alerts: list[str]) -> int:
+        """Append alert records (JSON) to the alerts stream, each at most once per checkpoint; how many were new.
 
-        ``offset`` is the last detector-input offset the ``state`` has seen: after
-        a crash the agent reloads the state and skips input at or below it, so
-        each alert reaches the stream exactly once.
+        Called for every detector-input message, at ``offset``, which becomes
+        the ``applied`` offset (what :func:`streams.progress.wait_detected`
+        waits for). A record is skipped when the same bytes were appended
+        since the last :meth:`commit_detection`: after a crash the agent
+        reloads the last checkpoint and feeds the messages after it again, and
+        the detectors, which are deterministic, make the same records again.
+        """
+        args: list[str | int] = [ALERTS_STREAM_MAXLEN, offset]
+        for body in alerts:
+            args += [hashlib.blake2b(body.encode(), digest_size=12).hexdigest(), body]
+        keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector]
+        try:
+            return int(await self._append_alerts(keys=keys, args=args))
+        except RedisError as exc:
+            raise StateError(f"Redis failed while appending {len(alerts)} alert record(s): {exc}") from exc
+
+    async def commit_detection(self, offset: int, state: bytes) -> None:
+        """Checkpoint the detectors: ``state`` has seen every detector-input message up to ``offset``.
+
+        Atomically forgets which alert records were appended since the previous
+        checkpoint: those came from messages the new checkpoint covers, which
+        are never fed again.
         """
         pipe = self.client.pipeline(transaction=True)
-        for body in alerts:
-            pipe.xadd(self.keys.alerts, {"alert": body}, maxlen=ALERTS_STREAM_MAXLEN, approximate=True)
         pipe.hset(self.keys.detector, mapping={"offset": str(offset), "state": base64.b64encode(state).decode()})
-        await pipe.execute()
+        pipe.delete(self.keys.detector_written)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise StateError(f"Redis failed while checkpointing the detectors at offset {offset}: {exc}") from exc
 
     async def load_detection(self) -> tuple[int, bytes] | None:
         """The detectors' last checkpoint as ``(offset, state)``, or None before the first."""
