@@ -32,8 +32,9 @@ key                            type    holds
                                        detector-input offset in it) and ``state`` (the
                                        pickled detectors, base64), written every few
                                        seconds; ``applied``: last offset fed, with its alerts
-``P:detector:written``         set     digests of the alert records appended since the
-                                       checkpoint (a replay after a crash skips them)
+``P:detector:written``         zset    digests of the alert records appended since the
+                                       checkpoint, scored by their detector-input offset
+                                       (a replay after a crash skips them)
 ``P:zones``                    hash    zone id -> zone JSON, written by the gateway (``id``,
                                        ``name``, ``kind``, ``cells``, ``active_from``,
                                        ``active_until``, ``threshold``); the detectors watch

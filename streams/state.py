@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -129,17 +130,20 @@ OP_SEPARATOR = "\x1f"
 ALERTS_STREAM_MAXLEN = 100_000
 
 # KEYS[1] alerts stream, KEYS[2] digests of the records appended since the last
-# checkpoint, KEYS[3] the detectors' hash; ARGV[1] stream length kept, ARGV[2]
-# detector-input offset applied, then (digest, record) pairs.
+# checkpoint (zset scored by the detector-input offset that made them), KEYS[3]
+# the detectors' hash; ARGV[1] stream length kept, ARGV[2] detector-input offset
+# applied ("" to leave it), ARGV[3] the records' score, then (digest, record) pairs.
 _APPEND_ALERTS_LUA = """
 local added = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+for i = 4, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[i]) == 1 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'alert', ARGV[i + 1])
     added = added + 1
   end
 end
-redis.call('HSET', KEYS[3], 'applied', ARGV[2])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[3], 'applied', ARGV[2])
+end
 return added
 """
 
@@ -329,17 +333,19 @@ class RedisState:
         values = await self.client.mget([self.keys.offset(kind, p) for kind, p in tps])
         return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
 
-    async def append_alerts(self, offset: int, alerts: list[str]) -> int:
+    async def append_alerts(self, offset: int, alerts: list[str], *, clock: bool = False) -> int:
         """Append alert records (JSON) to the alerts stream, each at most once per checkpoint; how many were new.
 
         Called for every detector-input message, at ``offset``, which becomes
         the ``applied`` offset (what :func:`streams.progress.wait_detected`
-        waits for). A record is skipped when the same bytes were appended
-        since the last :meth:`commit_detection`: after a crash the agent
-        reloads the last checkpoint and feeds the messages after it again, and
-        the detectors, which are deterministic, make the same records again.
+        waits for); ``clock=True`` for alerts of the detectors' clock after
+        ``offset`` (kept past a checkpoint at ``offset`` taken before them).
+        A record is skipped when the same bytes were appended since the
+        checkpoint before them: after a crash the agent reloads the last
+        checkpoint and feeds the messages after it again, and the detectors,
+        which are deterministic, make the same records again.
         """
-        args: list[str | int] = [ALERTS_STREAM_MAXLEN, offset]
+        args: list[str | int | float] = [ALERTS_STREAM_MAXLEN, "" if clock else offset, offset + 0.5 if clock else offset]
         for body in alerts:
             args += [hashlib.blake2b(body.encode(), digest_size=12).hexdigest(), body]
         keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector]
@@ -351,13 +357,11 @@ class RedisState:
     async def commit_detection(self, offset: int, state: bytes) -> None:
         """Checkpoint the detectors: ``state`` has seen every detector-input message up to ``offset``.
 
-        Atomically forgets which alert records were appended since the previous
-        checkpoint: those came from messages the new checkpoint covers, which
-        are never fed again.
+        Atomically forgets the alert records appended for those messages: they
+        are never fed again. (See :func:`commit_detection_sync` for a child process.)
         """
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.detector, mapping={"offset": str(offset), "state": base64.b64encode(state).decode()})
-        pipe.delete(self.keys.detector_written)
+        _checkpoint_ops(pipe, self.keys, offset, state)
         try:
             await pipe.execute()
         except RedisError as exc:
@@ -430,3 +434,16 @@ def _version(raw: str | None, key: str) -> int | None:
     except ValueError:
         log.warning("%s holds %r, not an integer counter; treated as absent", key, raw)
         return None
+
+
+def commit_detection_sync(settings: Settings, offset: int, state: bytes) -> None:
+    """:meth:`RedisState.commit_detection` on a connection of its own, for a forked child process."""
+    with redis.Redis.from_url(settings.redis_url) as client:
+        pipe = client.pipeline(transaction=True)
+        _checkpoint_ops(pipe, Keys(settings.redis_prefix), offset, state)
+        pipe.execute()
+
+
+def _checkpoint_ops(pipe, keys: Keys, offset: int, state: bytes) -> None:  # noqa: ANN001 -- sync or asyncio pipeline
+    pipe.hset(keys.detector, mapping={"offset": str(offset), "state": base64.b64encode(state).decode()})
+    pipe.zremrangebyscore(keys.detector_written, "-inf", offset)
