@@ -2,7 +2,8 @@
 
 Run by ``bench/throughput.py`` as a subprocess; reads its job from the environment:
 ``BARE_TOPICS`` (comma-separated), ``BARE_EXPECT`` (records to read), ``BARE_OUT``
-(a JSON file to write ``{"records": n, "seconds": first-to-last}`` to),
+(a JSON file to write ``{"records": n, "first": m, "seconds": s}`` to: ``s`` from
+the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
 time; ``batch``: ``take_events`` like the worker).
 """
@@ -29,16 +30,17 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
 )
 source = app.topic(*TOPICS, key_serializer="raw", value_serializer="raw")
-progress = {"n": 0, "t0": 0.0}
+progress = {"n": 0, "first": 0, "t0": 0.0}
 
 
 def _done(n: int) -> bool:
     if progress["n"] == 0:
         progress["t0"] = time.perf_counter()
+        progress["first"] = n
     progress["n"] += n
     if progress["n"] >= EXPECT:
         with open(os.environ["BARE_OUT"], "w") as f:
-            json.dump({"records": progress["n"], "seconds": time.perf_counter() - progress["t0"]}, f)
+            json.dump({"records": progress["n"], "first": progress["first"], "seconds": time.perf_counter() - progress["t0"]}, f)
         return True
     return False
 
