@@ -49,12 +49,12 @@ STALE = "stale"
 
 @dataclass(frozen=True)
 class Incoming:
-    """One consumed Kafka record: which topic kind it came from, where, and its bytes."""
+    """One consumed Kafka record: which topic kind it came from, where, and its bytes (None: a null value, a tombstone)."""
 
     kind: str
     partition: int
     offset: int
-    value: bytes
+    value: bytes | None
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,9 @@ def parse_batch(batch: list[Incoming], config: PlanConfig, *, now: float) -> lis
     """
     out: list[Validated] = []
     for rec in batch:
+        if rec.value is None:
+            out.append(InvalidRecord(Reason.NOT_JSON, "record has no value (null), expected a JSON object"))
+            continue
         try:
             out.append(parse_event(rec.value, now=now, jurisdiction=config.jurisdiction))
         except InvalidRecord as exc:
@@ -389,12 +392,19 @@ def decode_ops(ops: list[str]) -> Iterator[tuple[str, ...]]:
 
 _OP_WIDTH = {"H": 4, "X": 3, "Z": 4, "R": 3}
 
+#: Most original bytes a dead letter keeps. Base64 adds a third, and the dead letter must fit in one
+#: Kafka message (1 MB by default: broker ``message.max.bytes``, producer ``max_request_size``) even
+#: when the refused record nearly filled one; otherwise publishing it fails and the batch never commits.
+MAX_DEADLETTER_ORIGINAL_BYTES = 64 * 1024
+
 
 def encode_deadletter(dl: DeadLetter, topic: str, *, at: float) -> bytes:
     """The dead-letter record: the original bytes (base64), the reason, and where they came from.
 
     ``topic``/``partition``/``offset`` identify the record, so a consumer of the
-    dead-letter topic can drop the copy a redelivery after a crash may add.
+    dead-letter topic can drop the copy a redelivery after a crash may add. The
+    original is null for a record without a value and keeps only the first
+    :data:`MAX_DEADLETTER_ORIGINAL_BYTES` of a longer one (``original_truncated``).
 
     >>> dl = DeadLetter(Incoming("call", 2, 17, b"{oops"), Reason.NOT_JSON, "record is not valid UTF-8 JSON")
     >>> json.loads(encode_deadletter(dl, "wf.calls", at=0))["original_b64"]
@@ -402,6 +412,7 @@ def encode_deadletter(dl: DeadLetter, topic: str, *, at: float) -> bytes:
     """
     import base64
 
+    value = dl.source.value
     return json.dumps(
         {
             "v": 1,
@@ -411,7 +422,8 @@ def encode_deadletter(dl: DeadLetter, topic: str, *, at: float) -> bytes:
             "partition": dl.source.partition,
             "offset": dl.source.offset,
             "refused_at": at,
-            "original_b64": base64.b64encode(dl.source.value).decode(),
+            "original_b64": None if value is None else base64.b64encode(value[:MAX_DEADLETTER_ORIGINAL_BYTES]).decode(),
+            "original_truncated": value is not None and len(value) > MAX_DEADLETTER_ORIGINAL_BYTES,
         },
         separators=(",", ":"),
     ).encode()

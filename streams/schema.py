@@ -240,6 +240,9 @@ def parse_event(
         raise InvalidRecord(Reason.NOT_JSON, f"record is not valid UTF-8 JSON ({msg}{pos})") from None
     except RecursionError:
         raise InvalidRecord(Reason.NOT_JSON, "record nests too deeply") from None
+    except ValueError as exc:
+        # Valid JSON that Python will not read: an integer longer than sys.get_int_max_str_digits().
+        raise InvalidRecord(Reason.NOT_JSON, f"record is not JSON the worker can read ({str(exc).split(':')[0]})") from None
     if not isinstance(obj, dict):
         raise InvalidRecord(Reason.NOT_AN_OBJECT, f"expected a JSON object, found {type(obj).__name__}")
     kind = obj.get("type")
@@ -330,9 +333,17 @@ def _text(obj: dict, name: str, limit: int = MAX_TEXT_LENGTH) -> str:
 
 def _number(obj: dict, name: str) -> float:
     value = _require(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_as_float(value)):
         raise InvalidRecord(Reason.BAD_FIELD, f"field {name!r} must be a finite number, found {value!r:.60}")
     return float(value)
+
+
+def _as_float(value: int | float) -> float:
+    # JSON reads 1e400 as inf but 1 followed by 400 zeros as an int no float holds: both are out of float range.
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _time(obj: dict, name: str, now: float) -> float:

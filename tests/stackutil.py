@@ -24,6 +24,7 @@ def free_port() -> int:
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a worker with exactly these settings (the parent's WF_* left out), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WF_")}
     env.update(
         WF_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
@@ -36,8 +37,16 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         WF_BATCH_SIZE=str(settings.batch_size),
         WF_RETENTION_S=str(settings.retention_s),
         WF_ROLES=",".join(settings.roles),
+        WF_H3_RESOLUTION=str(settings.h3_resolution),
+        WF_H3_PARENT_LEVELS=str(settings.h3_parent_levels),
+        WF_ALLOWED_LATENESS_S=str(settings.allowed_lateness_s),
+        WF_OPEN_TIMEOUT_S=str(settings.open_timeout_s),
+        WF_DETECTOR_CHECKPOINT_S=str(settings.detector_checkpoint_s),
         PYTHONPATH=str(ROOT),
     )
+    if settings.jurisdiction is not None:
+        j = settings.jurisdiction
+        env["WF_JURISDICTION"] = f"{j.min_lat},{j.min_lng},{j.max_lat},{j.max_lng}"
     env.update(extra)
     return env
 
