@@ -5,9 +5,11 @@ Connecting
 ``GET /ws?token=<token>[&last_id=<stream id>]`` upgrades to a WebSocket.
 Browsers cannot set headers on a WebSocket, so the token travels in the query
 string (the gateway never logs query strings). REST calls send
-``Authorization: Bearer <token>``. A missing, malformed, forged or expired
-token is refused at the handshake with HTTP 401 (403 for a valid token whose
-role may not do what it asks); the body is JSON ``{"error": code, "message": text}``.
+``Authorization: Bearer <token>``. A missing, malformed, forged, expired,
+too long-lived (``WF_GATEWAY_MAX_TOKEN_TTL_S``) or revoked token is refused at
+the handshake with HTTP 401 (403 for a valid token whose role may not do what it
+asks); the body is JSON ``{"error": code, "message": text}``. A socket whose
+token expires or is revoked while open is closed with 4401.
 
 Server -> client (JSON text frames; every one has ``type``)
 ------------------------------------------------------------
@@ -60,11 +62,14 @@ class CloseCode(enum.IntEnum):
 
     #: the token expired while connected; reconnect with a new one
     TOKEN_EXPIRED = 4401
+    #: the token was revoked while connected (the same code: the token is no longer good)
+    TOKEN_REVOKED = 4401
     #: the client kept sending what its role may not do
     FORBIDDEN = 4403
     #: the client did not read fast enough: its queue filled up; reconnect with ``last_id``
     TOO_SLOW = 4408
-    #: too many malformed or refused messages
+    #: too many malformed or refused messages (a frame over ``WF_GATEWAY_MAX_MESSAGE`` closes with 1009,
+    #: text that is not UTF-8 with 1007: RFC 6455 s. 7.4.1)
     BAD_MESSAGES = 4400
     #: too many messages per second
     RATE_LIMITED = 4429
@@ -117,6 +122,8 @@ _ZONE_ID = re.compile(r"[a-z0-9_-]{1,64}")
 
 #: Longest note a supervisor can attach to an acknowledgement or resolution.
 MAX_NOTE = 1000
+#: Deepest nesting of a polygon: a MultiPolygon is an object of polygons of rings of positions.
+POLYGON_DEPTH = 5
 
 
 def parse_client_message(text: str | bytes) -> ClientMessage:
@@ -135,8 +142,10 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         raise ProtocolError("binary_frame", "binary frames are not accepted; send JSON text")
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise ProtocolError("bad_json", f"not JSON: {exc}") from exc
+    except ValueError as exc:  # also an integer of more than 4,300 digits (sys.set_int_max_str_digits)
+        raise ProtocolError("bad_json", f"not JSON: {str(exc):.200}") from exc
+    except RecursionError:
+        raise ProtocolError("bad_json", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_message", f"a message is a JSON object, got {type(data).__name__}")
     kind = data.get("type")
@@ -145,11 +154,11 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         zones = _strings(data, "zones")
         categories = _strings(data, "categories")
         polygon = data.get("polygon")
-        if polygon is not None and not isinstance(polygon, dict):
-            raise ProtocolError("bad_polygon", "polygon must be a GeoJSON Polygon object")
+        if polygon is not None:
+            _polygon(polygon)
         sev = data.get("min_severity", "low")
-        if sev not in SEVERITIES:
-            raise ProtocolError("bad_severity", f"min_severity must be one of {', '.join(SEVERITIES)}, got {sev!r}")
+        if not isinstance(sev, str) or sev not in SEVERITIES:
+            raise ProtocolError("bad_severity", f"min_severity must be one of {', '.join(SEVERITIES)}, got {sev!r:.40}")
         return Subscribe(
             zones=zones, polygon=polygon, categories=None if categories is None else tuple(c.upper() for c in categories), min_severity=sev
         )
@@ -170,27 +179,46 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         if not isinstance(name, str) or not name.strip() or len(name) > 100 or not name.isprintable():
             raise ProtocolError("bad_zone_name", "name must be printable text of 1-100 characters")
         polygon = data.get("polygon")
-        if not isinstance(polygon, dict):
-            raise ProtocolError("bad_polygon", "polygon must be a GeoJSON Polygon object")
+        _polygon(polygon)
         times = []
         for f in ("starts_at", "ends_at"):
             v = data.get(f)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ProtocolError("bad_time", f"{f} must be epoch seconds, got {v!r}")
+                raise ProtocolError("bad_time", f"{f} must be epoch seconds, got {v!r:.40}")
             times.append(float(v))
         threshold = data.get("threshold")
         if threshold is not None and (
             isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 1.0 <= threshold <= 20.0
         ):
-            raise ProtocolError("bad_threshold", f"threshold must be a score between 1 and 20 (-log10 p), got {threshold!r}")
+            raise ProtocolError("bad_threshold", f"threshold must be a score between 1 and 20 (-log10 p), got {threshold!r:.40}")
         return CreateZone(zid, name.strip(), polygon, times[0], times[1], None if threshold is None else float(threshold))
-    raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected one of ack, create_zone, resolve, subscribe")
+    raise ProtocolError("unknown_type", f"unknown message type {kind!r:.40}; expected one of ack, create_zone, resolve, subscribe")
 
 
 def _only(data: dict, allowed: set[str]) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
-        raise ProtocolError("unknown_field", f"unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}")
+        names = ", ".join(f"{e!r:.40}" for e in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise ProtocolError("unknown_field", f"unknown field(s) {names}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _polygon(value: object) -> None:
+    """A polygon is an object nested no deeper than a MultiPolygon; :func:`gateway.zones.polygon_cells` checks the rest.
+
+    >>> _polygon({"type": "Polygon", "coordinates": [[[[[[0, 0]]]]]]})
+    Traceback (most recent call last):
+    ...
+    gateway.protocol.ProtocolError: polygon is nested deeper than a GeoJSON MultiPolygon
+    """
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_polygon", "polygon must be a GeoJSON Polygon object")
+    # iterative, so that no nesting can exhaust the stack (json.loads allows about a thousand levels)
+    level: list = [value]
+    for _ in range(POLYGON_DEPTH):
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, list | dict)]
+        if not level:
+            return
+    raise ProtocolError("bad_polygon", "polygon is nested deeper than a GeoJSON MultiPolygon")
 
 
 def _strings(data: dict, name: str, limit: int = 200) -> tuple[str, ...] | None:

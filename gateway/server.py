@@ -20,8 +20,11 @@
 =====================================  ==========================================================
 
 API calls carry ``Authorization: Bearer <token>``. Refusals are JSON
-``{"error", "message"}`` with 400, 401, 403 or 404, and every refusal is in the
-audit log.
+``{"error", "message"}`` with 400, 401, 403, 404 or 503, and every refusal is in the
+audit log. Every handshake and API call checks the token (:func:`gateway.tokens.verify`,
+with ``WF_GATEWAY_MAX_TOKEN_TTL_S``) and that it was not revoked (``P:revoked``;
+refused with 401 ``revoked``, and with 503 when Redis cannot say); sockets open
+with a token revoked since are closed with 4401 within :data:`REVOCATION_SWEEP_S`.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from gateway.settings import GatewaySettings
 from gateway.store import Store, stream_id
 from gateway.subscriptions import Filter, build_filter, filter_counts
 from gateway.tokens import PARTNER_ROLES, Claims, Role, TokenError, verify
-from gateway.zones import Zone, ZoneError, event_zone, load_zone_files
+from gateway.zones import ZONE_RESOLUTION, GeometryError, Zone, ZoneError, event_zone, load_zone_files
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +66,28 @@ STATIC = Path(__file__).resolve().parent / "static"
 COUNTS_WINDOW_MIN = 15
 #: bytes a connection's socket buffer may hold before frames wait in its queue (websockets' default write limit)
 WRITE_LIMIT = 2**15
+#: seconds between checks of the open sockets' tokens against the revoked ones
+REVOCATION_SWEEP_S = 2.0
+#: most res-8 cells times minutes one /api/cells/{cell}/history call reads (a week of 10 cells, a day of 69):
+#: a res-0 cell is 5.7 million res-8 cells, and reading is paid for by every other client
+MAX_HISTORY_CELL_MINUTES = 100_000
+#: history calls read at once (the others wait their turn rather than share the event loop)
+HISTORY_CONCURRENCY = 1
+#: longest client-supplied text an audit record or error keeps (a refused 128 KiB frame is not copied into the log)
+AUDIT_TEXT = 300
+#: close codes websockets itself uses on a client's bad frame, as the refusal codes they are audited with
+_PROTOCOL_CLOSES = {1007: "invalid_text", 1009: "message_too_big", 1002: "protocol_error"}
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """A refused request; ``claims`` names the caller in the audit record when its token was verified."""
+
+    def __init__(self, status: int, code: str, message: str, claims: Claims | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.claims = claims
 
 
 def _json_response(status: int, body: object, extra: list[tuple[str, str]] | None = None) -> Response:
@@ -108,6 +125,7 @@ class Gateway:
         self._zones_version = -1
         self._id_key = derive_id_key(settings.secret)
         self.refused: dict[str, int] = {}
+        self._history_slots = asyncio.Semaphore(HISTORY_CONCURRENCY)
         self.connections: dict[ServerConnection, Client] = {}
         self._tasks: list[asyncio.Task] = []
         self.server: Server | None = None
@@ -120,6 +138,7 @@ class Gateway:
         for coro in (self.hub.run(), self._every(1.0, self.hub.flush_audit), self._every(self.settings.counts_every_s, self.push_counts)):
             self._tasks.append(asyncio.create_task(coro))
         self._tasks.append(asyncio.create_task(self._every(2.0, self.refresh_zones)))
+        self._tasks.append(asyncio.create_task(self._every(REVOCATION_SWEEP_S, self.close_revoked)))
         self.server = await serve(
             self.handle,
             self.settings.host,
@@ -201,7 +220,7 @@ class Gateway:
             agency=claims.agency if claims else "",
             target=path,
             remote=remote,
-            detail={"code": code, **detail},
+            detail={"code": code, **{k: _clip(v) for k, v in detail.items()}},
             at=self.clock(),
         )
         with contextlib.suppress(RedisError, OSError):
@@ -225,41 +244,53 @@ class Gateway:
             if url.path == "/metrics":
                 return _response(200, self.metrics_text().encode(), "text/plain; version=0.0.4")
             if url.path.startswith("/api/"):
-                claims = self._bearer(request)
+                claims = await self._bearer(request)
                 return await self._api(url.path, query, claims, remote)
             raise HttpError(404, "not_found", f"no such path {url.path!r}")
         except HttpError as exc:
             if exc.status in (401, 403) or url.path.startswith("/api/") or url.path == "/ws":
-                await self.refuse(request, remote, exc.code, claims, message=exc.message)
+                await self.refuse(request, remote, exc.code, exc.claims or claims, message=exc.message)
             return _json_response(exc.status, {"error": exc.code, "message": exc.message})
 
-    def _verify(self, token: str | None) -> Claims:
+    async def _verify(self, token: str | None) -> Claims:
+        """The claims of a token this gateway accepts now: signed, in date, not too long-lived, not revoked."""
         try:
-            return verify(self.settings.secret, token, now=self.clock())
+            claims = verify(self.settings.secret, token, now=self.clock(), max_ttl_s=self.settings.max_token_ttl_s)
         except TokenError as exc:
             raise HttpError(401, exc.code, exc.message) from exc
+        try:
+            revoked = await self.store.is_revoked(claims.token_id)
+        except (RedisError, OSError) as exc:
+            # refused rather than let a revoked token through while Redis cannot say
+            raise HttpError(503, "unavailable", "cannot check the token against the revoked ones; retry shortly", claims) from exc
+        if revoked:
+            raise HttpError(401, "revoked", "token revoked: ask for a new one", claims)
+        return claims
 
-    def _bearer(self, request: Request) -> Claims:
+    async def _bearer(self, request: Request) -> Claims:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
             raise HttpError(401, "missing", "send Authorization: Bearer <token>")
         if scheme.lower() != "bearer" or not token:
             raise HttpError(401, "malformed", "the Authorization header must be 'Bearer <token>'")
-        return self._verify(token.strip())
+        return await self._verify(token.strip())
 
     async def _authorize_ws(self, connection: ServerConnection, request: Request, query: dict, remote: str) -> Response | None:
-        claims = self._verify(_one(query, "token"))
-        last_id = _one(query, "last_id")
-        if last_id is not None:
-            try:
+        claims = await self._verify(_one(query, "token"))
+        try:
+            last_id = _one(query, "last_id")
+            if last_id is not None:
                 stream_id(last_id)
-            except ValueError as exc:
-                raise HttpError(400, "bad_last_id", str(exc)) from exc
+        except ValueError as exc:
+            raise HttpError(400, "bad_last_id", str(exc), claims) from exc
+        except HttpError as exc:
+            exc.claims = claims
+            raise
         try:
             scope = self._scope(claims)
         except ScopeError as exc:
-            raise HttpError(403, "no_scope", str(exc)) from exc
+            raise HttpError(403, "no_scope", str(exc), claims) from exc
         connection.wf_claims = claims  # type: ignore[attr-defined]
         connection.wf_scope = scope  # type: ignore[attr-defined]
         connection.wf_last_id = last_id  # type: ignore[attr-defined]
@@ -368,21 +399,34 @@ class Gateway:
             raise HttpError(400, "bad_cell", f"{cell!r} is not an H3 cell id")
         hours = _int(query, "hours", 24, 1, 24 * 7)
         step = _int(query, "step", 15, 1, 24 * 60)
-        visible = visible_cells(scope)
         res = h3.get_resolution(cell)
+        if res > ZONE_RESOLUTION:
+            # a bad request whoever asks, and whether or not the cell is in scope (so it tells nothing about scope)
+            message = f"cell {cell} is resolution {res}; calls are counted down to resolution {ZONE_RESOLUTION}: ask for its parent"
+            raise HttpError(400, "bad_cell", message)
+        visible = visible_cells(scope)
         if visible is None:
-            cells = [cell] if res == 8 else list(h3.cell_to_children(cell, 8)) if res < 8 else []
+            # counted before they are listed: a res-0 cell has 5.7 million res-8 children
+            n = h3.cell_to_children_size(cell, ZONE_RESOLUTION)
+            cells = list(h3.cell_to_children(cell, ZONE_RESOLUTION)) if n * hours * 60 <= MAX_HISTORY_CELL_MINUTES else []
         else:
             # only the caller's own res-8 cells inside the asked cell: never the rest of a coarse cell
-            cells = sorted(c for c in visible if c == cell or (res < 8 and h3.cell_to_parent(c, res) == cell))
-        if not cells:
+            cells = sorted(c for c in visible if c == cell or (res < ZONE_RESOLUTION and h3.cell_to_parent(c, res) == cell))
+            n = len(cells)
+        if not n:
             raise HttpError(403, "out_of_scope", f"cell {cell} is outside what this token may see")
-        if res > 8:
-            raise HttpError(400, "bad_cell", "cells finer than resolution 8 are not counted")
+        if n * hours * 60 > MAX_HISTORY_CELL_MINUTES:
+            raise HttpError(
+                400,
+                "history_too_large",
+                f"{n} res-{ZONE_RESOLUTION} cells over {hours} h is more than {MAX_HISTORY_CELL_MINUTES} cell-minutes; "
+                "ask for fewer hours or a finer cell",
+            )
         wm = await self.store.watermark()
         if wm is None:
             return {"cell": cell, "bins": []}
-        bins = await self.store.history(cells, wm, hours * 60, step)
+        async with self._history_slots:
+            bins = await self.store.history(cells, wm, hours * 60, step)
         if scope.role in PARTNER_ROLES:
             for b in bins:
                 b["categories"] = {c: n for c, n in b["categories"].items() if n >= scope.k}
@@ -495,9 +539,16 @@ class Gateway:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            await self._audit_quietly(
-                AuditAction.DISCONNECT, claims, remote, detail={"code": connection.close_code, "last_id": client.last_sent_id}
-            )
+            # the code of whoever closed first (the peer's echo of ours may never arrive)
+            sent = connection.protocol.close_sent
+            by_us = sent is not None and not connection.protocol.close_rcvd_then_sent
+            refused = _PROTOCOL_CLOSES.get(sent.code) if sent is not None and by_us else None
+            if refused is not None and sent is not None:
+                # websockets closed it on a bad frame (too big, not UTF-8) before the handler saw it
+                self.refused[refused] = self.refused.get(refused, 0) + 1
+                await self._audit_quietly(AuditAction.REFUSED, claims, remote, detail={"code": refused, "message": _clip(sent.reason)})
+            code = sent.code if sent is not None and by_us else connection.close_code
+            await self._audit_quietly(AuditAction.DISCONNECT, claims, remote, detail={"code": code, "last_id": client.last_sent_id})
 
     async def _write(self, connection: ServerConnection, client: Client) -> None:
         try:
@@ -527,12 +578,18 @@ class Gateway:
                 errors += 1
                 self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
                 await self._audit_quietly(
-                    AuditAction.REFUSED, client.claims, client.remote, detail={"code": exc.code, "message": exc.message}
+                    AuditAction.REFUSED, client.claims, client.remote, detail={"code": exc.code, "message": _clip(exc.message)}
                 )
                 self.hub.send(client, frame("error", code=exc.code, message=exc.message))
                 if errors >= self.settings.max_errors:
                     code = CloseCode.RATE_LIMITED if exc.code == "rate_limited" else CloseCode.BAD_MESSAGES
-                    await connection.close(code, f"too many refused messages ({errors})")
+                    closing = asyncio.create_task(connection.close(code, f"too many refused messages ({errors})"))
+                    # Read (and drop) what the client sent before it saw our close: messages left unread
+                    # stop websockets reading, so the client's close reply would never be read and the
+                    # connection would hang for the close timeout, then be reset, the code lost.
+                    async for _ in connection:
+                        pass
+                    await closing
                     return
 
     async def _on_message(self, client: Client, msg: object) -> None:
@@ -593,7 +650,10 @@ class Gateway:
                 ends_at=msg.ends_at,
                 agency=claims.agency,
                 threshold=msg.threshold,
+                within=self.settings.jurisdiction,
             )
+        except GeometryError as exc:
+            raise ProtocolError("bad_polygon", str(exc)) from exc
         except ZoneError as exc:
             raise ProtocolError("bad_zone", str(exc)) from exc
         await self.store.save_zone(zone.to_json())
@@ -630,11 +690,34 @@ class Gateway:
                 texts[text_key] = frame("counts", at=wm, window_min=COUNTS_WINDOW_MIN, cells=cells, zones=zones)
             self.hub.send(client, texts[text_key])
 
+    async def close_revoked(self) -> None:
+        """Close the sockets whose token was revoked since they connected (4401), one Redis call for all."""
+        clients = [c for c in self.hub.clients if not c.closed]
+        revoked = await self.store.revoked_among({c.claims.token_id for c in clients})
+        for client in clients:
+            if client.claims.token_id in revoked and not client.closed:
+                self.refused["revoked"] = self.refused.get("revoked", 0) + 1
+                detail = {"code": "revoked", "message": "token revoked while connected"}
+                await self._audit_quietly(AuditAction.REFUSED, client.claims, client.remote, detail=detail)
+                self.hub.detach(client)
+                client.close(CloseCode.TOKEN_REVOKED, "token revoked: reconnect with a new one")
+
     async def _audit_quietly(self, action: AuditAction, claims: Claims, remote: str, detail: dict) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.audit.record(
                 AuditRecord(action, claims.subject, claims.role.value, claims.agency, remote=remote, detail=detail, at=self.clock())
             )
+
+
+def _clip(value: object, limit: int = AUDIT_TEXT) -> object:
+    """Client-supplied text cut to ``limit`` characters (other values as they are).
+
+    >>> _clip("abcdef", limit=3), _clip(3)
+    ('abc… (6 chars)', 3)
+    """
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}… ({len(value)} chars)"
+    return value
 
 
 def _remote(connection: ServerConnection) -> str:

@@ -4,6 +4,25 @@ Every value but the signing secret has a default that runs next to the local
 stack. A malformed value raises :class:`GatewaySettingsError` naming the
 variable, what it found and what it expected. Built by :func:`load_gateway_settings`,
 never at import time.
+
+==============================  ==============  ===================================================
+variable                        default         meaning
+==============================  ==============  ===================================================
+``WF_GATEWAY_SECRET``           (required)      signs and checks tokens; 32+ characters
+``WF_GATEWAY_HOST`` / ``_PORT`` 127.0.0.1/8765  where the gateway listens
+``WF_GATEWAY_ZONES``            infra/zones     GeoJSON files or folders of partners' zones
+``WF_GATEWAY_K``                3               counts below k are withheld from partners
+``WF_GATEWAY_QUEUE``            256             frames queued per client before it is closed as too slow
+``WF_GATEWAY_COUNTS_S``         5               seconds between ``counts`` frames
+``WF_GATEWAY_PING_S``           20              keepalive ping interval and timeout
+``WF_GATEWAY_MAX_MESSAGE``      131072          largest client frame, bytes (larger: closed with 1009)
+``WF_GATEWAY_RATE``             10              client messages per second (a burst of twice that)
+``WF_GATEWAY_BACKLOG``          2048            pending TCP connections
+``WF_GATEWAY_MAX_TOKEN_TTL_S``  43200 (12 h)    longest token lifetime (exp - iat) accepted; also how
+                                                long a revoked bare token id is kept
+``WF_JURISDICTION``             unset           the worker's bounding box; event zones must lie inside
+``WF_REDIS_URL``, ``WF_REDIS_PREFIX``, ``WF_PARTITIONS``: the worker's
+==============================  ==============  ===================================================
 """
 
 from __future__ import annotations
@@ -13,6 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.tokens import DEFAULT_MAX_TOKEN_TTL_S, MAX_TTL_S
+from streams.schema import Jurisdiction
 from streams.settings import read_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +72,13 @@ class GatewaySettings:
     max_errors: int = 20
     #: pending TCP connections (a restarted gateway is reconnected to by every client at once)
     backlog: int = 2048
+    #: longest token lifetime (exp - iat) accepted, seconds (``WF_GATEWAY_MAX_TOKEN_TTL_S``, 12 h by
+    #: default): a longer-lived token is refused (401 ``too_long_lived``), which also bounds how long
+    #: a revoked token id is kept (:func:`gateway.tokens.revocation`); at most 7 days
+    max_token_ttl_s: float = DEFAULT_MAX_TOKEN_TTL_S
+    #: the worker's ``WF_JURISDICTION`` (``min_lat,min_lng,max_lat,max_lng``); when set, event
+    #: zones must lie inside it (the detectors see no call outside it)
+    jurisdiction: Jurisdiction | None = None
 
     def __post_init__(self) -> None:
         if len(self.secret) < 32:
@@ -66,6 +94,10 @@ class GatewaySettings:
         for name in ("counts_every_s", "ping_s", "rate_per_s"):
             if not getattr(self, name) > 0:
                 raise GatewaySettingsError(f"{name} must be > 0, found {getattr(self, name)}")
+        if not 0 < self.max_token_ttl_s <= MAX_TTL_S:
+            raise GatewaySettingsError(
+                f"WF_GATEWAY_MAX_TOKEN_TTL_S must be more than 0 and at most {MAX_TTL_S:.0f} (7 days), found {self.max_token_ttl_s}"
+            )
 
     def zone_files(self) -> list[Path]:
         """The zone files: each path itself, or the ``*.geojson`` files of a folder, sorted."""
@@ -98,6 +130,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_MAX_MESSAGE": ("max_message", int),
     "WF_GATEWAY_RATE": ("rate_per_s", float),
     "WF_GATEWAY_BACKLOG": ("backlog", int),
+    "WF_GATEWAY_MAX_TOKEN_TTL_S": ("max_token_ttl_s", float),
+    "WF_JURISDICTION": ("jurisdiction", Jurisdiction.parse),
 }
 
 
@@ -105,8 +139,8 @@ def load_gateway_settings(environ: Mapping[str, str] | None = None, **overrides:
     """Build :class:`GatewaySettings` from the environment, then apply ``overrides``.
 
     >>> s = load_gateway_settings({"WF_GATEWAY_SECRET": "x" * 40, "WF_GATEWAY_PORT": "9000"})
-    >>> s.port, s.k
-    (9000, 3)
+    >>> s.port, s.k, s.max_token_ttl_s
+    (9000, 3, 43200.0)
     >>> load_gateway_settings({"WF_GATEWAY_SECRET": "x" * 40, "WF_GATEWAY_K": "three"})
     Traceback (most recent call last):
     ...

@@ -13,12 +13,23 @@ Roles
 ``school``      a school district: alerts touching its school zones, generalized.
 ``commander``   an event commander: precise alerts in its event zones while they are active.
 
+Lifetime and revocation
+-----------------------
+A gateway accepts tokens whose lifetime (``exp - iat``) is at most
+``WF_GATEWAY_MAX_TOKEN_TTL_S`` (12 h by default; :func:`verify`'s ``max_ttl_s``),
+so that a stolen token is useful for a bounded time. Before that, a token is
+withdrawn by revoking its id (``jti``): the gateway keeps revoked ids in Redis
+until the token would have expired (:func:`revocation`, ``gateway.store``) and
+refuses them on every handshake and API call (HTTP 401, ``revoked``); a socket
+already open with it is closed with 4401.
+
 Command line::
 
     export WF_GATEWAY_SECRET=$(python -c "import secrets; print(secrets.token_urlsafe(48))")
     python -m gateway.tokens issue --role transit --agency SEPTA --subject ops-desk-3 \\
         --zones septa-norristown-tc,septa-lansdale --ttl 8h
     python -m gateway.tokens inspect <token>
+    python -m gateway.tokens revoke <token or its jti>   # also reads WF_REDIS_URL, WF_REDIS_PREFIX
 
 Examples
 --------
@@ -45,14 +56,21 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import jwt
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
 
 ALGORITHM = "HS256"
 #: Shortest secret accepted: HS256 keys must be at least the hash output size (RFC 7518 s. 3.2).
 MIN_SECRET_BYTES = 32
+#: Longest lifetime :func:`issue` gives; a gateway accepts at most its ``WF_GATEWAY_MAX_TOKEN_TTL_S``.
 MAX_TTL_S = 7 * 24 * 3600.0
 DEFAULT_TTL_S = 8 * 3600.0
+#: Default of ``WF_GATEWAY_MAX_TOKEN_TTL_S``: a working shift and a half.
+DEFAULT_MAX_TOKEN_TTL_S = 12 * 3600.0
 #: How far in the future ``iat`` may be before a token is refused (clocks drift).
 CLOCK_SKEW_S = 60.0
 MAX_TEXT = 100
@@ -76,7 +94,8 @@ PARTNER_ROLES = frozenset({Role.TRANSIT, Role.SCHOOL})
 
 
 class TokenError(Exception):
-    """A token that must be refused; ``code`` is one of missing, malformed, bad_signature, expired, not_yet_valid."""
+    """A token that must be refused; ``code`` is one of missing, malformed, bad_signature, expired,
+    not_yet_valid, too_long_lived (:func:`verify`) or revoked (the gateway, after :func:`verify`)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -159,12 +178,20 @@ def issue(
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def verify(secret: bytes, token: str | None, now: float | None = None) -> Claims:
+def verify(secret: bytes, token: str | None, now: float | None = None, *, max_ttl_s: float = MAX_TTL_S) -> Claims:
     """The claims of a token signed with ``secret``, or :class:`TokenError` saying why it is refused.
 
     Only HS256 is accepted (never ``none``, never another algorithm: the
     algorithm in the token header is not trusted, RFC 8725 s. 3.1). ``iat``
-    may be up to :data:`CLOCK_SKEW_S` in the future; ``exp`` has no grace.
+    may be up to :data:`CLOCK_SKEW_S` in the future; ``exp`` has no grace; a
+    lifetime ``exp - iat`` over ``max_ttl_s`` is refused (``too_long_lived``).
+    Whether the token was revoked is the caller's to check (it needs Redis).
+
+    >>> secret = b"s" * 32
+    >>> verify(secret, issue(secret, subject="d", role="supervisor", agency="A", ttl_s=86400, now=0), now=10, max_ttl_s=43200)
+    Traceback (most recent call last):
+    ...
+    gateway.tokens.TokenError: too_long_lived: token lives 86400 s, longer than the 43200 s this gateway accepts; ask for a shorter one
     """
     _check_secret(secret)
     if token is None or not isinstance(token, str) or not token.strip():
@@ -189,7 +216,58 @@ def verify(secret: bytes, token: str | None, now: float | None = None) -> Claims
         raise TokenError("not_yet_valid", f"token issued {claims.issued_at - t:.0f} s in the future; check the clocks")
     if t >= claims.expires_at:
         raise TokenError("expired", f"token expired {t - claims.expires_at:.0f} s ago; ask for a new one")
+    lifetime = claims.expires_at - claims.issued_at
+    if lifetime > max_ttl_s:
+        raise TokenError(
+            "too_long_lived", f"token lives {lifetime:.0f} s, longer than the {max_ttl_s:.0f} s this gateway accepts; ask for a shorter one"
+        )
     return claims
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A token id to refuse until ``until`` (epoch s: when the token expires anyway); ``subject`` when known."""
+
+    token_id: str
+    until: float
+    subject: str | None = None
+
+
+_JTI = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def revocation(secret: bytes, token_or_id: str, *, now: float, max_ttl_s: float) -> Revocation:
+    """What to record to revoke a token (given whole) or a token id (its ``jti``); ``ValueError`` otherwise.
+
+    A whole token must carry this gateway's signature (so that nobody revokes on
+    another's behalf by accident, and its expiry is known); it is kept until it
+    expires. A bare id is kept for ``max_ttl_s`` plus the clock skew: no token
+    the gateway accepts lives longer.
+
+    >>> secret = b"s" * 32
+    >>> token = issue(secret, subject="desk-3", role="supervisor", agency="A", ttl_s=3600, now=1000)
+    >>> r = revocation(secret, token, now=2000, max_ttl_s=43200)
+    >>> r.until, r.subject, r.token_id == verify(secret, token, now=2000).token_id
+    (4600.0, 'desk-3', True)
+    >>> revocation(secret, "Xq3-a_9", now=2000, max_ttl_s=43200)
+    Revocation(token_id='Xq3-a_9', until=45260.0, subject=None)
+    >>> revocation(secret, "not a token id", now=2000, max_ttl_s=43200)
+    Traceback (most recent call last):
+    ...
+    ValueError: give a whole token or its jti (letters, digits, '-' and '_'), got 'not a token id'
+    """
+    text = token_or_id.strip()
+    if text.count(".") == 2:
+        try:
+            claims = verify(secret, text, now=now, max_ttl_s=max(max_ttl_s, MAX_TTL_S))
+        except TokenError as exc:
+            if exc.code != "expired":
+                raise ValueError(f"cannot revoke this token: {exc.code}: {exc.message}") from None
+            raise ValueError("this token has expired already: no gateway accepts it, nothing to revoke") from None
+        return Revocation(claims.token_id, claims.expires_at, claims.subject)
+    if not _JTI.fullmatch(text):
+        raise ValueError(f"give a whole token or its jti (letters, digits, '-' and '_'), got {text!r:.60}")
+    return Revocation(text, now + max_ttl_s + CLOCK_SKEW_S)
 
 
 def load_secret(env: Mapping[str, str]) -> bytes:
@@ -283,36 +361,84 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--agency", required=True, help="the holder's agency, e.g. SEPTA")
     i.add_argument("--subject", required=True, help="who or which desk holds the token, e.g. ops-desk-3 (audited)")
     i.add_argument("--zones", default="", help="comma-separated zone ids (partners and commanders; none for supervisors)")
-    i.add_argument("--ttl", default="8h", help="lifetime: seconds or 30m, 8h, 2d (at most 7d; default 8h)")
+    i.add_argument(
+        "--ttl", default="8h", help="lifetime: seconds or 30m, 8h, 2d (default 8h; at most WF_GATEWAY_MAX_TOKEN_TTL_S, 12h by default)"
+    )
     s = sub.add_parser("inspect", help="verify a token and print its claims as JSON")
     s.add_argument("token", help="the token to verify")
+    r = sub.add_parser(
+        "revoke",
+        help="refuse a token from now on, on every gateway of this Redis (WF_REDIS_URL, WF_REDIS_PREFIX)",
+        description="Every gateway on this Redis refuses the token from now on (HTTP 401 'revoked') and closes "
+        "sockets open with it (4401). The id is kept until the token would have expired.",
+    )
+    r.add_argument("token", metavar="TOKEN_OR_JTI", help="the token, or its jti (as `inspect` shows it)")
     return p
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run the command line; returns the exit status (2: bad arguments or secret, 1: token refused)."""
+    """Run the command line; returns the exit status (2: bad arguments or secret, 1: token refused or Redis unreachable)."""
     import os
+
+    from gateway.settings import GatewaySettingsError, load_gateway_settings
 
     parser = _parser()
     args = parser.parse_args(argv)
+    environ = os.environ if env is None else env
     try:
-        secret = load_secret(os.environ if env is None else env)
-    except ValueError as exc:
+        secret = load_secret(environ)
+        settings = load_gateway_settings(environ)
+    except (ValueError, GatewaySettingsError) as exc:
         parser.error(str(exc))
     if args.command == "issue":
         try:
             zones = tuple(z.strip() for z in args.zones.split(",") if z.strip())
-            token = issue(secret, subject=args.subject, role=args.role, agency=args.agency, zones=zones, ttl_s=parse_ttl(args.ttl))
+            ttl = parse_ttl(args.ttl)
+            if settings.max_token_ttl_s < ttl <= MAX_TTL_S:
+                raise ValueError(
+                    f"ttl {args.ttl} is longer than the {settings.max_token_ttl_s:.0f} s gateways accept "
+                    "(WF_GATEWAY_MAX_TOKEN_TTL_S); they would refuse the token"
+                )
+            token = issue(secret, subject=args.subject, role=args.role, agency=args.agency, zones=zones, ttl_s=ttl)
         except ValueError as exc:
             parser.error(str(exc))
         print(token)
         return 0
+    if args.command == "revoke":
+        try:
+            entry = revocation(secret, args.token, now=time.time(), max_ttl_s=settings.max_token_ttl_s)
+        except ValueError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+        return _revoke(settings, entry)
     try:
-        claims = verify(secret, args.token)
+        claims = verify(secret, args.token, max_ttl_s=settings.max_token_ttl_s)
     except TokenError as exc:
         print(f"refused: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     print(json.dumps(claims.to_json(), indent=2))
+    return 0
+
+
+def _revoke(settings: GatewaySettings, entry: Revocation) -> int:
+    """Record ``entry`` in Redis (the command line's only I/O besides printing)."""
+    import asyncio
+
+    from gateway.store import Store, StoreError
+
+    async def run() -> None:
+        store = Store.from_url(settings.redis_url, settings.redis_prefix, settings.partitions)
+        try:
+            await store.revoke(entry.token_id, entry.until, now=time.time())
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        print(f"not revoked: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"revoked": entry.token_id, "until": entry.until, "subject": entry.subject}))
     return 0
 
 
