@@ -280,8 +280,9 @@ class SurgeDetector:
         # call nor every open alert (at 100 calls/s that blocked the worker for minutes):
         self._county_ids: set[str] = set()  # open county-wide alerts
         self._incident_times: list[float] = []  # incidents in the windows, sorted
-        # and per cell, so that a region's incidents are counted by bisection
+        # and per cell, with every call's time, so that a region's counts are bisections of floats
         self._inc_by_cell: dict[str, list[float]] = {}
+        self._times_by_cell: dict[str, list[float]] = {}
         # Decayed share of calls that are new incidents (starts at 1: no repeats assumed).
         self._inc_sum = 0.0
         self._call_sum = 0.0
@@ -333,7 +334,10 @@ class SurgeDetector:
             bisect.insort(self._incident_times, t)
             bisect.insort(self._inc_by_cell.setdefault(x.cell, []), t)
         _insort(self._calls, call)
-        _insort(self._by_cell.setdefault(x.cell, []), call)
+        times = self._times_by_cell.setdefault(x.cell, [])
+        i = bisect.bisect_right(times, t)
+        times.insert(i, t)
+        self._by_cell.setdefault(x.cell, []).insert(i, call)
         self._dirty.add(x.cell)
         self._jurisdiction_dirty = True
 
@@ -421,15 +425,19 @@ class SurgeDetector:
     def _expire(self, now: float) -> None:
         cutoff = now - self._horizon_s
         calls = self._calls
-        cells = {c.cell for c in calls[: bisect.bisect_right(calls, cutoff, key=_time)] if c.incident}
+        expired = calls[: bisect.bisect_right(calls, cutoff, key=_time)]
+        if not expired:
+            return
         drop_expired(calls, self._by_cell, cutoff)
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
-        for cell in cells:
-            times = self._inc_by_cell[cell]
-            del times[: bisect.bisect_right(times, cutoff)]
-            if not times:
-                del self._inc_by_cell[cell]
+        every, incidents = {c.cell for c in expired}, {c.cell for c in expired if c.incident}
+        for index, cells in ((self._times_by_cell, every), (self._inc_by_cell, incidents)):
+            for cell in cells:
+                times = index[cell]
+                del times[: bisect.bisect_right(times, cutoff)]
+                if not times:
+                    del index[cell]
 
     def __setstate__(self, state: dict) -> None:
         # checkpoints from before the two indexes: build them once from the windows
@@ -443,6 +451,8 @@ class SurgeDetector:
             for c in self._calls:
                 if c.incident:
                     self._inc_by_cell.setdefault(c.cell, []).append(c.t)
+        if "_times_by_cell" not in state:
+            self._times_by_cell = {cell: [c.t for c in calls] for cell, calls in self._by_cell.items()}
 
     def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Call | None) -> list[_Call]:
         """Calls of ``cells`` in ``(start, end]``, plus ``extra`` when it is in one of them."""
@@ -480,15 +490,14 @@ class SurgeDetector:
         """
         windows = self._windows_desc
         bisect_right = bisect.bisect_right
-        inc_by_cell = self._inc_by_cell
-        mine = [(c, inc_by_cell.get(c)) for c in cells]
+        inc_by_cell, times_by_cell = self._inc_by_cell, self._times_by_cell
+        mine = [(c, times_by_cell.get(c), inc_by_cell.get(c)) for c in cells]
         extra = extra if extra is not None and extra.cell in cells else None
         # The longest window has the most incidents: most regions stop here.
         start = now - 60.0 * windows[0]
-        incidents = sum(bisect_right(ts, now) - bisect_right(ts, start) for _, ts in mine if ts) + (extra is not None and extra.incident)
+        incidents = sum(bisect_right(ts, now) - bisect_right(ts, start) for _, _, ts in mine if ts) + (extra is not None and extra.incident)
         if incidents < self.min_incidents:
             return []
-        by_cell = self._by_cell
         out = []
         rho = self.incident_ratio
         share = sum(self.baseline.share(c) for c in cells)
@@ -496,11 +505,10 @@ class SurgeDetector:
             start = now - 60.0 * w
             observed = incidents = 0
             present = set()
-            for c, ts in mine:
-                calls = by_cell.get(c)
-                if not calls:
+            for c, times, ts in mine:
+                if not times:
                     continue
-                n = bisect_right(calls, now, key=_time) - bisect_right(calls, start, key=_time)
+                n = bisect_right(times, now) - bisect_right(times, start)
                 if n:
                     observed += n
                     present.add(c)

@@ -230,6 +230,8 @@ class _Episode:
     peak: int
     last_alive: float
     reported: set[str] = field(default_factory=set)
+    #: when it was last evaluated without new calls in its zone (to decay and close)
+    rescored_at: float = -math.inf
 
 
 class ZoneWatch:
@@ -399,9 +401,9 @@ class ZoneWatch:
         """Move the event-time clock to ``now``; evaluate what changed; return alert lifecycle records.
 
         Closes the alerts of zones that ended or were removed, then evaluates the
-        active zones that got calls since the last evaluation, that just became
-        active, or that have an open alert. A ``now`` earlier than the clock is
-        treated as the clock.
+        active zones that got calls since the last evaluation or just became
+        active, and once a minute of event time those with an open alert. A
+        ``now`` earlier than the clock is treated as the clock.
         """
         now = max(float(now), self._now)
         self._now = now
@@ -413,8 +415,15 @@ class ZoneWatch:
                 ep = self._episodes.pop(zid)
                 alerts.append(self._alert(ep, AlertState.CLOSED, now, self._gone_reason(ep, now)))
         if self.ready:
+            # A zone with an open alert and no new call is re-scored once a minute of event
+            # time (so that it closes), not on every call elsewhere (a storm made that the
+            # bulk of the detectors' work).
             for zid in sorted(active):
-                if zid in self._episodes or zid not in self._active or not self._dirty.isdisjoint(self._zones[zid].cells):
+                ep = self._episodes.get(zid)
+                if zid not in self._active or not self._dirty.isdisjoint(self._zones[zid].cells):
+                    alerts += self._lifecycle(zid, now)
+                elif ep is not None and now - ep.rescored_at >= _RESCORE_S:
+                    ep.rescored_at = now
                     alerts += self._lifecycle(zid, now)
         self._active = active if self.ready else set()  # once ready, every active zone is evaluated once
         self._dirty.clear()
@@ -512,6 +521,9 @@ class ZoneWatch:
 
 
 # ---------------------------------------------------------------------- helpers
+
+#: seconds of event time between re-scorings of a zone whose open alert got no call
+_RESCORE_S = 60.0
 
 
 def _rank(f: _Finding) -> tuple:
