@@ -385,12 +385,16 @@ class SurgeDetector:
             for key, cells in _regions(cell):
                 if key not in findings:
                     findings[key] = self._evaluate(key, cells, now)
-        # An open alert's other regions are re-scored when it got a call (so that it
-        # reports its strongest region) and otherwise once a minute (so that it
-        # closes); re-scoring every open alert on every call made a storm with
-        # hundreds of open alerts quadratic.
+        # An open alert's regions without new calls are re-scored once a minute (so
+        # that it closes, and reports its strongest region); when it gets a call, its
+        # best region so far is re-scored with the regions of the call, so that an
+        # update still reports the strongest. Re-scoring all of an alert's regions on
+        # every call in it made a storm quadratic: its alert grows to hundreds of regions.
         for ep in self._episodes.values():
-            if now - ep.rescored_at < _RESCORE_S and self._dirty.isdisjoint(ep.footprint):
+            if now - ep.rescored_at < _RESCORE_S:
+                best = ep.best.key if ep.best is not None else None
+                if best is not None and best != JURISDICTION and best not in findings and not self._dirty.isdisjoint(ep.footprint):
+                    findings[best] = self._evaluate(best, _region_cells(best), now)
                 continue
             ep.rescored_at = now
             for key in sorted(ep.regions):
