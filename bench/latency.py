@@ -159,7 +159,7 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(values), "p50": p50, "p95": p95, "p99": p99, "max": float(a.max())}
 
 
-async def run(rates: list[float], seconds: float, out: Path) -> dict:
+async def run(rates: list[float], seconds: float, out: Path, split: bool = True) -> dict:
     prefix = f"lat{secrets.token_hex(4)}"
     settings = load_settings({}, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
     stack.create_topics(prefix, settings.partitions)
@@ -167,14 +167,23 @@ async def run(rates: list[float], seconds: float, out: Path) -> dict:
     secret = secrets.token_urlsafe(48)
     web, port = _free_port(), _free_port()
     env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
-    worker = Proc([sys.executable, "-m", "streams.worker", "-l", "warn"], env, tmp / "worker.log")
+    if split:  # counting and detection in two processes (WF_ROLES), each on its own core when it can
+        worker = Proc([sys.executable, "-m", "streams.worker", "-l", "warn"], {**env, "WF_ROLES": "count"}, tmp / "worker-count.log")
+        detector = Proc(
+            [sys.executable, "-m", "streams.worker", "-l", "warn"],
+            {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(_free_port())},
+            tmp / "worker-detect.log",
+        )
+    else:
+        worker = Proc([sys.executable, "-m", "streams.worker", "-l", "warn"], env, tmp / "worker.log")
+        detector = None
     gateway = Proc(
         [sys.executable, "-m", "gateway", "--port", str(port), "--log-level", "WARNING"],
         {**env, "WF_GATEWAY_SECRET": secret, "WF_GATEWAY_COUNTS_S": "3600"},
         tmp / "gateway.log",
     )
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    results: dict = {"prefix": prefix, "seconds": seconds, "loads": []}
+    results: dict = {"prefix": prefix, "seconds": seconds, "workers": "count + detect" if split else "one (both roles)", "loads": []}
     watcher = None
     try:
         _say(f"warming up: three days of simulated history on topics {prefix}.*, replayed at full speed")
@@ -183,7 +192,7 @@ async def run(rates: list[float], seconds: float, out: Path) -> dict:
             [sys.executable, "-m", "streams.replay", str(tmp / "history.csv"), "--speed", "max", "--no-progress"],
             cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True,
         )  # fmt: skip
-        check = _alive(worker)
+        check = _alive(worker, detector)
         wait_caught_up(settings, 300, check)
         wait_detected(settings, 300, check)
         _say(f"history counted and learnt ({len(rows):,} calls)")
@@ -240,6 +249,8 @@ async def run(rates: list[float], seconds: float, out: Path) -> dict:
                 "burst_alerts": percentiles(bursts),
                 "counting_behind_at_end": counting_behind,
                 "detector_input_behind_at_end": detect_behind,
+                # every alert frame: its call's production time (s after the load began), latency ms, kind, state
+                "samples": [[round(a["at"] - started, 3), round(1000 * (t - a["at"]), 1), a["kind"], a["state"]] for t, a in mine],
             }
             results["loads"].append(row)
             _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
@@ -249,6 +260,8 @@ async def run(rates: list[float], seconds: float, out: Path) -> dict:
             watcher.cancel()
         gateway.stop()
         worker.stop()
+        if detector is not None:
+            detector.stop()
         for key in r.scan_iter(match=f"{prefix}:*", count=1000):
             r.delete(key)
         r.close()
@@ -256,10 +269,11 @@ async def run(rates: list[float], seconds: float, out: Path) -> dict:
     return results
 
 
-def _alive(proc: Proc):
+def _alive(*procs: Proc | None):
     def check() -> None:
-        if proc.proc.poll() is not None:
-            raise NotCaughtUp(f"the worker exited; see {proc.log}")
+        for proc in procs:
+            if proc is not None and proc.proc.poll() is not None:
+                raise NotCaughtUp(f"a worker exited; see {proc.log}")
 
     return check
 
@@ -301,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="100,1000,5000", help="offered loads, calls per second, comma-separated (default 100,1000,5000)")
     p.add_argument("--seconds", type=float, default=60.0, help="seconds each load is sustained (default 60)")
     p.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "latency.json", help="where the figures go")
+    p.add_argument(
+        "--one-worker", action="store_true", help="run counting and detection in one worker (default: two, WF_ROLES=count and detect)"
+    )
     args = p.parse_args(argv)
     try:
         rates = [float(x) for x in args.rates.split(",")]
@@ -310,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("rates and --seconds must be positive")
     if stack._redis_ping() is not None or stack._kafka_metadata() is not None:
         p.error("the stack is not running: start it with python -m infra.stack up")
-    results = asyncio.run(run(rates, args.seconds, args.json))
+    results = asyncio.run(run(rates, args.seconds, args.json, split=not args.one_worker))
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
