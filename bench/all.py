@@ -87,7 +87,8 @@ def headline(results: dict) -> list[str]:
     tp = results.get("throughput", {}).get("figures")
     if tp:
         for key, r in tp.get("readers", {}).items():
-            lines.append(f"throughput  {r.get('name', key):<34} {r.get('rate', 0):>10,.0f} records/s  {r.get('vs_aiokafka', 0):6.1%} of bare aiokafka")
+            rate, share = r.get("rate", 0), r.get("vs_aiokafka", 0)
+            lines.append(f"throughput  {r.get('name', key):<34} {rate:>10,.0f} records/s  {share:6.1%} of bare aiokafka")
         for t in tp.get("targets", {}).values():
             verdict = "met" if t.get("met") else ("not measured" if t.get("met") is None else "NOT met")
             value = t.get("value")
@@ -97,7 +98,8 @@ def headline(results: dict) -> list[str]:
         for row in lat.get("loads", []):
             a = row.get("alerts", {})
             ms = " ".join(f"{k} {a[k]:,.0f} ms" for k in ("p50", "p95", "p99", "max") if k in a)
-            lines.append(f"latency     {row['offered_per_s']:>6g} calls/s offered, {row['achieved_per_s']:g} sent/s: {a.get('n', 0)} alerts; {ms}")
+            offered, sent = row["offered_per_s"], row["achieved_per_s"]
+            lines.append(f"latency     {offered:>6g} calls/s offered, {sent:g} sent/s: {a.get('n', 0)} alerts; {ms}")
     for name in ("backfill", "memory"):
         figures = results.get(name, {}).get("figures")
         if figures and figures.get("summary"):
