@@ -150,10 +150,13 @@ class DetectionRunner:
 
     def tick(self, wall: float) -> list[Alert]:
         """Call periodically. After ``idle_s`` without input, flush the buffer and let the
-        event clock follow the wall clock from the last event, so outages are seen live."""
+        event clock follow the wall clock from the last event, so outages are seen live
+        (not while replaying history: event time far behind the wall clock)."""
         alerts = self._run(self._merge.poll(wall))
         if self._last_wall is None or self._last_t is None or wall - self._last_wall < self.idle_s:
             return alerts
+        if self._last_t < wall - self._merge.live_s:
+            return alerts  # replaying history: a pause in the input is the worker's, not the feed's
         alerts += self._run(self._merge.flush())
         return alerts + self.suite.advance(self._last_t + (wall - self._last_wall))
 

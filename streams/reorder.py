@@ -91,8 +91,11 @@ class WatermarkMerge(_Held[T]):
     ``delay_s`` for disorder within a partition. A partition is active while
     it has sent something in the last ``idle_s`` wall-clock seconds: a quiet
     partition does not hold the others back (live, a 911 centre's partitions
-    are quiet most of the time, so an item is released at once). An item older
-    than what has been released is *late* and returned separately.
+    are quiet most of the time, so an item is released at once). A partition
+    replaying history (its event time more than ``live_s`` behind the wall
+    clock) stays active for ``history_idle_s``: in a backfill a partition is
+    behind, not quiet, and a loaded worker can leave it unread for seconds.
+    An item older than what has been released is *late* and returned separately.
 
     Call :meth:`push` with each item and :meth:`poll` periodically (it
     releases what idle partitions were holding back).
@@ -116,6 +119,10 @@ class WatermarkMerge(_Held[T]):
     #: has stayed silent ``idle_s``, it holds the others back (a start or a
     #: restart must not release one partition's hours-ahead points first)
     partitions: int = 0
+    #: how far behind the wall clock a partition's event time is history, and how long
+    #: a partition replaying history holds the others back after it was last heard from
+    live_s: float = 600.0
+    history_idle_s: float = 300.0
     _heap: list[tuple[float, int, T]] = field(default_factory=list, repr=False)
     _seq: itertools.count = field(default_factory=itertools.count, repr=False)
     _wm: dict[int, float] = field(default_factory=dict, repr=False)
@@ -145,5 +152,6 @@ class WatermarkMerge(_Held[T]):
 
     def low_watermark(self, wall: float) -> float:
         """Event time every active partition has reached, less ``delay_s`` (+inf when none is active)."""
-        active = [wm for p, wm in self._wm.items() if wall - self._heard[p] < self.idle_s]
+        live = wall - self.live_s
+        active = [wm for p, wm in self._wm.items() if wall - self._heard[p] < (self.idle_s if wm >= live else self.history_idle_s)]
         return min(active) - self.delay_s if active else float("inf")

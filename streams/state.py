@@ -126,6 +126,9 @@ return 1
 
 
 OP_SEPARATOR = "\x1f"
+#: How far (event time) a partition's calls may run ahead of its updates and still keep
+#: the state their updates need; beyond it, the faster stream's time decides expiry.
+MAX_STREAM_SKEW_S = 31 * 24 * 3600
 #: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
 ALERTS_STREAM_MAXLEN = 100_000
 
@@ -263,10 +266,15 @@ class RedisState:
         parts = sorted({p for _, p in plan.offsets})
         args.append(str(len(parts)))
         for p in parts:
-            pwm = max((wms[(kind, p)] for kind in KINDS if (kind, p) in wms), default=None)
+            # Open calls time out by the faster of the partition's two streams; call state is
+            # deleted by the slower: in a backfill the calls are read days ahead of their
+            # updates, whose calls must still be there (up to a bound, so that a stream
+            # that stopped for good does not keep call state forever).
+            seen = [wms[(kind, p)] for kind in KINDS if (kind, p) in wms]
             stale = retention = "-inf"
-            if pwm is not None:
-                stale, retention = repr(pwm - s.open_timeout_s), repr(pwm - s.retention_s)
+            if seen:
+                slower = max(min(seen), max(seen) - MAX_STREAM_SKEW_S)
+                stale, retention = repr(max(seen) - s.open_timeout_s), repr(slower - s.retention_s)
             args += [k.openq(p), k.callq(p), k.pendq(p), k.calls(p), k.pending(p), stale, retention]
         args += [k.open, k.metrics, k.buckets, k.bucket(0)[:-1], bucket_cut, k.rt_hours, k.rt(0)[:-1], rt_cut]
         args.append(OP_SEPARATOR.join(plan.ops))

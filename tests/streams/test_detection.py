@@ -68,12 +68,28 @@ def test_runner_clock_follows_the_wall_clock_when_the_feed_goes_silent():
     """A silent partition stops holding points back after partition_idle_s; after idle_s the event clock runs on with wall time."""
     suite = RecordingSuite()
     runner = DetectionRunner(suite=suite, reorder_s=60, idle_s=30, partition_idle_s=2)  # type: ignore[arg-type]
-    runner.feed(encode_points([(0, 0, 1000.0, "c", "EMS", None)]), wall=5000.0)
+    runner.feed(encode_points([(0, 0, 4990.0, "c", "EMS", None)]), wall=5000.0)
     assert runner.tick(5001.0) == [] and suite.seen == []  # held: 60 s of disorder tolerated
     runner.tick(5010.0)
-    assert suite.seen == [1000.0] and suite.advanced == []
+    assert suite.seen == [4990.0] and suite.advanced == []
     runner.tick(5100.0)
-    assert suite.advanced == [1100.0]
+    assert suite.advanced == [5090.0]
+
+
+def test_replaying_history_a_lagging_partition_holds_the_others_and_the_clock_stays_put():
+    """Event time far behind the wall clock is a replay: a partition unread for seconds (a loaded worker) is behind,
+    not silent, so its points are not dropped as late; and a pause in the input moves no clock (no false outage)."""
+    suite = RecordingSuite()
+    runner = DetectionRunner(suite=suite, idle_s=30, partition_idle_s=2, partitions=2)  # type: ignore[arg-type]
+    day, now = 1_450_000_000.0, 1_790_000_000.0  # December 2015, replayed in 2026
+    runner.feed(encode_points([(0, 0, day, "c", "EMS", None), (1, 0, day + 1, "c", "EMS", None)]), wall=now)
+    runner.feed(encode_points([(0, 1, day + 3600, "c", "EMS", None)]), wall=now + 1)
+    runner.tick(now + 20)  # partition 1 unread for 19 s: still holding partition 0's hour-ahead point
+    runner.feed(encode_points([(1, 1, day + 60, "c", "EMS", None)]), wall=now + 21)
+    assert runner.counters["detector_input_late_total"] == 0
+    runner.tick(now + 400)  # long pause: both partitions idle for history, everything released, no clock advance
+    assert suite.seen == [day, day + 1, day + 60, day + 3600]
+    assert suite.advanced == []
 
 
 def test_runner_merges_partitions_hours_apart_without_losing_points():

@@ -157,3 +157,24 @@ def test_event_zones_are_read_with_their_version_and_bad_records_are_skipped(set
     empty, got, event = run(go())
     assert empty == (None, (None, []))
     assert got == (1, (1, [event]))
+
+
+def test_call_state_is_kept_for_updates_read_days_behind_their_calls(settings):
+    """In a backfill the calls are read days of event time ahead of their updates: a call's state stays until the
+    updates reach it (its dispatch update is then applied, not dropped as an orphan)."""
+
+    async def go():
+        st = await _state(settings)
+        day = 86400
+        await st.apply(recs(CALL, [call("a", T0)]))
+        await st.apply(recs(UPDATE, [update("x", "dispatched", T0 - 60)]))  # the updates stream, far behind
+        await st.apply(recs(CALL, [call("later", T0 + settings.retention_s + 2 * day)], start=1))
+        kept = await st.client.hexists(st.keys.calls(0), "a")
+        await st.apply(recs(UPDATE, [update("a", "dispatched", T0 + 100)], start=1))
+        d = await st.response_times("dispatch", T0, T0 + 3600)
+        await st.close()
+        return kept, d
+
+    kept, d = run(go())
+    assert kept
+    assert d[cells_for(40.12, -75.34, settings.resolutions)[-1]]["n"] == 1
