@@ -155,9 +155,9 @@ class DetectionRunner:
         alerts = self._run(self._merge.poll(wall))
         if self._last_wall is None or self._last_t is None or wall - self._last_wall < self.idle_s:
             return alerts
+        alerts += self._run(self._merge.flush())
         if self._last_t < wall - self._merge.live_s:
             return alerts  # replaying history: a pause in the input is the worker's, not the feed's
-        alerts += self._run(self._merge.flush())
         return alerts + self.suite.advance(self._last_t + (wall - self._last_wall))
 
     def flush(self) -> list[Alert]:
