@@ -21,9 +21,11 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## throughput of the worker next to bare aiokafka and bare Faust (prints a table)
+## every performance figure in one run (throughput and peers, latency, backfill, memory): a table and out/bench/all.json
 bench: setup
-	$(PY) bench/throughput.py
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m infra.stack up
+	$(PY) bench/all.py
 
 ## stop the demo gateway and worker, Kafka and Redis
 down:

@@ -58,6 +58,8 @@ from streams.topics import CALLS, DETECTOR_INPUT, topic_name  # noqa: E402
 
 BURST_EVERY_S = 5.0
 BURST_SIZE = 8
+#: seconds each stage may take to drain after a load (what arrives later is not counted)
+DRAIN_S = 300
 TICK_S = 0.01
 
 
@@ -233,8 +235,8 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             detect_behind = max(0, consumer_end - 1 - detection_offset(r, prefix))
             # let the pipeline drain, then measure what arrived for this load's calls
             try:
-                wait_caught_up(settings, 600, check)
-                wait_detected(settings, 600, check)
+                wait_caught_up(settings, DRAIN_S, check)
+                wait_detected(settings, DRAIN_S, check)
             except NotCaughtUp as exc:
                 _say(f"not drained: {exc}")
             await asyncio.sleep(2.0)
