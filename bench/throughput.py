@@ -281,7 +281,8 @@ def report(result: dict) -> str:
         lines.append(
             f"\ndetection agent, in-process on the same calls: {det['points']:,} calls in {det['seconds']:.2f} s "
             f"({det['points'] / det['seconds']:,.0f} calls/s, {per:.0f} us per call), {det['alerts']} alert records; "
-            f"checkpoint {det['checkpoint_bytes'] / 1024:,.0f} KiB pickled in {det['checkpoint_s'] * 1000:.1f} ms (once per input batch)"
+            f"checkpoint {det['checkpoint_bytes'] / 1024:,.0f} KiB pickled in {det['checkpoint_s'] * 1000:.1f} ms "
+            "(every WF_DETECTOR_CHECKPOINT_S, in a forked child)"
         )
     return "\n".join(lines)
 
