@@ -173,6 +173,8 @@ class _Finding:
     category: str | None = None
     #: the region's cells with calls in the window (None in checkpoints from before it: use ``calls``)
     present: frozenset[str] | None = None
+    #: the jurisdiction's window start and the cells it left out, to list its calls when explained
+    left_out: tuple[float, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -534,8 +536,17 @@ class SurgeDetector:
         return out
 
     def _explain(self, f: _Finding) -> _Finding:
-        """List ``f``'s calls (when :meth:`_evaluate` left them out); call before the windows move on."""
-        if f.calls is None:
+        """List ``f``'s calls (when the evaluation left them out); call before the windows move on."""
+        if f.calls is None and f.left_out is not None:  # the jurisdiction's
+            start, excluded = f.left_out
+            calls = self._calls
+            f.calls = [
+                c
+                for c in calls[bisect.bisect_right(calls, start, key=_time) :]
+                if c.t <= f.at and c.cell not in excluded and (f.category is None or c.category == f.category)
+            ]
+            f.cells = tuple(sorted({c.cell for c in f.calls}))
+        elif f.calls is None:
             f.calls = self._window_calls(f.cells, f.at - 60.0 * f.window_min, f.at, None)
         return f
 
@@ -550,46 +561,58 @@ class SurgeDetector:
         windows = sorted(self.jurisdiction_windows_min)
         calls = self._calls
         first = bisect.bisect_right(calls, now - 60.0 * windows[-1], key=_time)
-        recent = calls[first:] + ([extra] if extra is not None else [])
-        recent = [c for c in recent if c.t <= now]
+        recent = calls[first : bisect.bisect_right(calls, now, key=_time)]
+        if extra is not None and extra.t <= now:
+            recent = [*recent, extra]
         if not recent:
             return out
-        # busiest disk of each window, in one pass from the newest call back
-        busiest: dict[int, str] = {}
-        per_disk: dict[str, int] = {}
-        top, top_n = "", 0
+        # One pass from the newest call back: at each window's start, the calls per cell
+        # and per category so far (a storm puts tens of thousands of calls in the windows).
+        ncat = len(CATEGORIES)
+        per_cell: dict[str, int] = {}
+        n_calls = [0] * (ncat + 1)  # index 0: all calls, 1..: per category
+        n_inc = [0] * (ncat + 1)
+        at_start: dict[int, tuple[dict[str, int], list[int], list[int]]] = {}
         k = 0
         for c in reversed(recent):
             while k < len(windows) and c.t <= now - 60.0 * windows[k]:
-                busiest[windows[k]] = top
+                at_start[windows[k]] = (dict(per_cell), n_calls[:], n_inc[:])
                 k += 1
-            for centre in _disk(c.cell):
-                n = per_disk.get(centre, 0) + 1
-                per_disk[centre] = n
-                if n > top_n or (n == top_n and centre < top):
-                    top, top_n = centre, n
+            per_cell[c.cell] = per_cell.get(c.cell, 0) + 1
+            j = _CAT_INDEX.get(c.category, ncat - 1) + 1
+            n_calls[0] += 1
+            n_calls[j] += 1
+            if c.incident:
+                n_inc[0] += 1
+                n_inc[j] += 1
         for w in windows[k:]:
-            busiest[w] = top
+            at_start[w] = (per_cell, n_calls, n_inc)
         rho = self.incident_ratio
-        ncat = len(CATEGORIES)
         outside_of: dict[str, float] = {}
         for w in windows:
             start = now - 60.0 * w
-            excluded = _disk(busiest[w]) if busiest[w] else ()
-            if busiest[w] not in outside_of:
-                outside_of[busiest[w]] = max(0.0, 1.0 - sum(self.baseline.share(c) for c in excluded))
-            outside = outside_of[busiest[w]]
-            n_calls = [0] * (ncat + 1)  # index 0: all calls, 1..: per category
-            n_inc = [0] * (ncat + 1)
-            for c in recent[bisect.bisect_right(recent, start, key=_time) :]:
-                if c.cell in excluded:
-                    continue
+            cell_counts, n_calls, n_inc = at_start[w]
+            # its busiest disk (most calls; the smallest centre among equals)
+            per_disk: dict[str, int] = {}
+            for cell, n in cell_counts.items():
+                for centre in _disk(cell):
+                    per_disk[centre] = per_disk.get(centre, 0) + n
+            top = min(per_disk.items(), key=lambda kv: (-kv[1], kv[0]))[0] if per_disk else ""
+            excluded = _disk(top) if top else ()
+            if top not in outside_of:
+                outside_of[top] = max(0.0, 1.0 - sum(self.baseline.share(c) for c in excluded))
+            outside = outside_of[top]
+            n_calls, n_inc = n_calls[:], n_inc[:]
+            left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c.t <= now]
+            if extra is not None and extra.cell in excluded and start < extra.t <= now:
+                left_out.append(extra)
+            for c in left_out:
                 j = _CAT_INDEX.get(c.category, ncat - 1) + 1
-                n_calls[0] += 1
-                n_calls[j] += 1
+                n_calls[0] -= 1
+                n_calls[j] -= 1
                 if c.incident:
-                    n_inc[0] += 1
-                    n_inc[j] += 1
+                    n_inc[0] -= 1
+                    n_inc[j] -= 1
             total = self.baseline.total(start, now) * outside
             for j in range(ncat + 1):
                 incidents = n_inc[j]
@@ -600,11 +623,9 @@ class SurgeDetector:
                 mean = rho * expected
                 # at or below the mean the tail is above 0.3: reported as 1 (score 0), not computed
                 log10p = _log10_negbin_sf(incidents, mean, self.jurisdiction_shape) if incidents > mean else 0.0
-                chosen: list[_Call] = []
-                if -log10p >= min(self.close_threshold, self.jurisdiction_threshold):
-                    chosen = [c for c in recent if c.t > start and c.cell not in excluded and (category is None or c.category == category)]
-                f = _finding(JURISDICTION, w, now, log10p, chosen, incidents, expected, tuple(sorted({c.cell for c in chosen})), category)
-                f.observed = n_calls[j]
+                # its calls (and cells) are listed only if it explains an alert (see _explain)
+                f = _finding(JURISDICTION, w, now, log10p, None, incidents, expected, (), category)
+                f.observed, f.left_out = n_calls[j], (start, excluded)
                 out.append(f)
         return out
 

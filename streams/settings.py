@@ -46,7 +46,7 @@ class Settings:
     open_timeout_s: int = 6 * 3600
     jurisdiction: Jurisdiction | None = None
     batch_size: int = 1000
-    batch_within_s: float = 0.2
+    batch_within_s: float = 0.05
     web_port: int = 6066
     #: Which agents this worker runs: "count" (calls and updates into Redis; scale
     #: out by partitions) and/or "detect" (the detectors; one instance per deployment).
