@@ -229,14 +229,16 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             _say(f"offered load {rate:g} calls/s for {seconds:g} s")
             sent = await offered_load(settings, rows, rate, seconds, quiet_latlng, seq)
             took = time.time() - started
-            ends = end_offsets(settings)
-            counting_behind = sum(max(0, n) for n in lag(settings, r, ends).values())
-            consumer_end = _detector_input_end(settings)
+            # blocking clients run in threads: the supervisor's socket is read in this event
+            # loop, and a blocked loop would stamp the frames that wait meanwhile late
+            ends = await asyncio.to_thread(end_offsets, settings)
+            counting_behind = sum(max(0, n) for n in (await asyncio.to_thread(lag, settings, r, ends)).values())
+            consumer_end = await asyncio.to_thread(_detector_input_end, settings)
             detect_behind = max(0, consumer_end - 1 - detection_offset(r, prefix))
             # let the pipeline drain, then measure what arrived for this load's calls
             try:
-                wait_caught_up(settings, DRAIN_S, check)
-                wait_detected(settings, DRAIN_S, check)
+                await asyncio.to_thread(wait_caught_up, settings, DRAIN_S, check)
+                await asyncio.to_thread(wait_detected, settings, DRAIN_S, check)
             except NotCaughtUp as exc:
                 _say(f"not drained: {exc}")
             await asyncio.sleep(2.0)
