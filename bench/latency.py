@@ -51,10 +51,10 @@ import redis  # noqa: E402
 from gateway.tokens import issue  # noqa: E402
 from infra import stack  # noqa: E402
 from streams.keys import Keys  # noqa: E402
-from streams.progress import NotCaughtUp, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
+from streams.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
 from streams.schema import Call, Category  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
-from streams.topics import CALLS, DETECTOR_INPUT, topic_name  # noqa: E402
+from streams.topics import CALLS, topic_name  # noqa: E402
 
 BURST_EVERY_S = 5.0
 BURST_SIZE = 8
@@ -233,7 +233,7 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             # loop, and a blocked loop would stamp the frames that wait meanwhile late
             ends = await asyncio.to_thread(end_offsets, settings)
             counting_behind = sum(max(0, n) for n in (await asyncio.to_thread(lag, settings, r, ends)).values())
-            consumer_end = await asyncio.to_thread(_detector_input_end, settings)
+            consumer_end = await asyncio.to_thread(detector_input_end, settings)
             detect_behind = max(0, consumer_end - 1 - detection_offset(r, prefix))
             # let the pipeline drain, then measure what arrived for this load's calls
             try:
@@ -280,17 +280,6 @@ def _alive(*procs: Proc | None):
                 raise NotCaughtUp(f"a worker exited; see {proc.log}")
 
     return check
-
-
-def _detector_input_end(settings) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
-        return consumer.end_offsets([tp])[tp]
-    finally:
-        consumer.close()
 
 
 def table(results: dict) -> str:

@@ -60,12 +60,7 @@ def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[
 
     Call after :func:`wait_caught_up` (the counting agent publishes detector input before it commits).
     """
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
-        end = consumer.end_offsets([tp])[tp]
-    finally:
-        consumer.close()
+    end = detector_input_end(settings)
     key = Keys(settings.redis_prefix).detector
 
     def behind(client: redis.Redis) -> str | None:
@@ -74,6 +69,16 @@ def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[
         return f"detector input applied to offset {done}, written to {end - 1}" if done + 1 < end else None
 
     _poll(settings, behind, timeout_s, check, "detectors not caught up")
+
+
+def detector_input_end(settings: Settings) -> int:
+    """The end offset of the detector-input topic (its one partition): one past the last message written."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
 
 
 def _poll(

@@ -283,7 +283,7 @@ def test_detection_worker_killed_between_checkpoints_replays_without_losing_or_d
     with redis.Redis.from_url(s.redis_url, decode_responses=True) as client:
         try:
             _replay(sim, s, worker)
-            end = _detector_input_end(s)
+            end = progress.detector_input_end(s)
             deadline = time.monotonic() + 120
             # kill once the detectors are a third through, fed past their last checkpoint
             while True:
@@ -313,16 +313,3 @@ def test_detection_worker_killed_between_checkpoints_replays_without_losing_or_d
     for alert_id in {a["id"] for a in alerts}:
         states = [a["state"] for a in alerts if a["id"] == alert_id]
         assert states[0] == "open" and "open" not in states[1:] and "closed" not in states[:-1], (alert_id, states)
-
-
-def _detector_input_end(settings) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    from streams.topics import DETECTOR_INPUT, topic_name
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
-        return consumer.end_offsets([tp])[tp]
-    finally:
-        consumer.close()
