@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = only - {s[0] for s in STEPS}
     if unknown:
         p.error(f"unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(s[0] for s in STEPS)}")
-    if stack._redis_ping() is not None or stack._kafka_metadata() is not None:
+    if not stack.running():
         p.error("the stack is not running: start it with python -m infra.stack up")
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "quick": args.quick}

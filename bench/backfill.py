@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Measure every source (``args`` as :func:`build_parser` makes them); the figures as a JSON-ready dict."""
-    if stack._redis_ping() is not None or stack._kafka_metadata() is not None:
+    if not stack.running():
         raise RuntimeError("the stack is not running: start it with python -m infra.stack up")
     for path in args.paths:
         if not path.is_file():

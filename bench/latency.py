@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--rates must be numbers separated by commas, got {args.rates!r}")
     if any(x <= 0 for x in rates) or args.seconds <= 0:
         p.error("rates and --seconds must be positive")
-    if stack._redis_ping() is not None or stack._kafka_metadata() is not None:
+    if not stack.running():
         p.error("the stack is not running: start it with python -m infra.stack up")
     results = asyncio.run(run(rates, args.seconds, args.json, split=not args.one_worker))
     print(table(results))

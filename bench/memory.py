@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Measure every step (``args`` as :func:`build_parser` makes them); the figures as a JSON-ready dict."""
-    if stack._redis_ping() is not None or stack._kafka_metadata() is not None:
+    if not stack.running():
         raise RuntimeError("the stack is not running: start it with python -m infra.stack up")
     if args.calls_per_cell < 1 or not 0 <= args.resolution <= 15:
         raise ValueError("--calls-per-cell must be at least 1 and --resolution 0..15")

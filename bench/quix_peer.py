@@ -63,13 +63,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import h3  # noqa: E402
 import redis  # noqa: E402
 from quixstreams import Application  # noqa: E402
 from quixstreams.sinks import BatchingSink, SinkBatch  # noqa: E402
 
 from streams.keys import ALL, Keys  # noqa: E402
-from streams.rolling import minute_of  # noqa: E402
+from streams.rolling import cells_for, minute_of  # noqa: E402
 from streams.schema import Call, IncidentUpdate, InvalidRecord, Reason, parse_event  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
@@ -83,27 +82,29 @@ def updates_key(prefix: str) -> str:
     return f"{prefix}:updates"
 
 
-def count_call(value: bytes, settings: Settings) -> dict:
-    """A call record to what the sink adds up: its minute, category and cells, finest first (or why it was refused)."""
+def _event(value: bytes, settings: Settings, kind: type) -> Call | IncidentUpdate | dict:
+    """The record validated by the worker's own reader, if it is a ``kind``; else ``{"refused": reason}``."""
     try:
         event = parse_event(value, now=time.time(), jurisdiction=settings.jurisdiction).event
     except InvalidRecord as exc:
         return {"refused": exc.reason.value}
-    if not isinstance(event, Call):
-        return {"refused": Reason.WRONG_TOPIC.value}
-    finest = h3.latlng_to_cell(event.lat, event.lng, settings.h3_resolution)
-    cells = [finest, *(h3.cell_to_parent(finest, r) for r in settings.resolutions[1:])]
+    return event if isinstance(event, kind) else {"refused": Reason.WRONG_TOPIC.value}
+
+
+def count_call(value: bytes, settings: Settings) -> dict:
+    """A call record to what the sink adds up: its minute, category and cells, finest first (or why it was refused)."""
+    event = _event(value, settings, Call)
+    if isinstance(event, dict):
+        return event
+    cells = list(cells_for(event.lat, event.lng, settings.resolutions))
     return {"minute": minute_of(event.received_at), "category": event.category.value, "cells": cells}
 
 
 def count_update(value: bytes, settings: Settings) -> dict:
     """An incident update to ``{call id}|{status}`` (or why it was refused)."""
-    try:
-        event = parse_event(value, now=time.time(), jurisdiction=settings.jurisdiction).event
-    except InvalidRecord as exc:
-        return {"refused": exc.reason.value}
-    if not isinstance(event, IncidentUpdate):
-        return {"refused": Reason.WRONG_TOPIC.value}
+    event = _event(value, settings, IncidentUpdate)
+    if isinstance(event, dict):
+        return event
     return {"incident": f"{event.call_id}|{event.status.value}"}
 
 

@@ -262,6 +262,11 @@ def wait_ready(timeout_s: float = 90.0) -> None:
         raise StackError(f"not ready after {timeout_s:.0f} s: {detail}")
 
 
+def running() -> bool:
+    """True when Redis answers PING and Kafka answers a metadata request (the stack is up)."""
+    return _redis_ping() is None and _kafka_metadata() is None
+
+
 def _redis_ping() -> str | None:
     try:
         with socket.create_connection(("127.0.0.1", redis_port()), timeout=1) as s:

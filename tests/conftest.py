@@ -26,7 +26,7 @@ DATA = ROOT.parent / "shared" / "data"
 def stack():
     """Kafka and Redis, up for the whole session; stopped at the end if this session started them."""
     started = False
-    if infra_stack._redis_ping() is not None or infra_stack._kafka_metadata() is not None:
+    if not infra_stack.running():
         # through the CLI, so the daemons are not children of the test process
         subprocess.run([sys.executable, "-m", "infra.stack", "up"], cwd=ROOT, check=True)
         started = True
