@@ -238,7 +238,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 runner = await detection_runner()
                 await refresh_zones(runner)
                 if event.message.offset <= detection["applied"]:
-                    event.ack()  # already in the checkpoint: seen before a restart
+                    # fed before (redelivered after a restart or a rebalance): acknowledged at once if
+                    # the checkpoint has it, else with the next checkpoint, never ahead of one
+                    if event.message.offset <= detection["offset"]:
+                        event.ack()
+                    else:
+                        detection["pending"].append(event)
                     continue
                 await publish_alerts(runner.feed(event.value, time.time()), event.message.offset)
                 detection["pending"].append(event)
