@@ -376,9 +376,13 @@ class RedisState:
             raise StateError(f"Redis failed while checkpointing the detectors at offset {offset}: {exc}") from exc
 
     async def load_detection(self) -> tuple[int, bytes] | None:
-        """The detectors' last checkpoint as ``(offset, state)``, or None before the first."""
+        """The detectors' last checkpoint as ``(offset, state)``, or None before the first.
+
+        The hash also holds ``applied`` (see :meth:`append_alerts`), which a
+        worker writes before its first checkpoint: that alone is no checkpoint.
+        """
         h = await self.client.hgetall(self.keys.detector)
-        if not h:
+        if "offset" not in h:
             return None
         return int(h["offset"]), base64.b64decode(h["state"])
 

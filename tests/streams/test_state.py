@@ -178,3 +178,23 @@ def test_call_state_is_kept_for_updates_read_days_behind_their_calls(settings):
     kept, d = run(go())
     assert kept
     assert d[cells_for(40.12, -75.34, settings.resolutions)[-1]]["n"] == 1
+
+
+def test_alerts_appended_before_the_first_checkpoint_are_not_a_checkpoint(settings):
+    # A worker that fed detector input and was killed before its first
+    # checkpoint leaves only the ``applied`` offset: its successor starts the
+    # detectors from scratch (it crashed with KeyError here once), and the
+    # alert made again is not appended twice.
+    async def go():
+        st = await _state(settings)
+        first = await st.append_alerts(7, ['{"id":"a1"}'])
+        before = await st.load_detection()
+        again = await st.append_alerts(7, ['{"id":"a1"}'])
+        await st.commit_detection(7, b"state")
+        after = await st.load_detection()
+        await st.close()
+        return first, before, again, after
+
+    first, before, again, after = run(go())
+    assert (first, before, again) == (1, None, 0)
+    assert after == (7, b"state")
