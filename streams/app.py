@@ -27,6 +27,7 @@ import os
 import pickle
 import signal
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -39,13 +40,41 @@ from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, encode_deadletter
 from streams.settings import Settings, load_settings
-from streams.state import RedisState, StateError, commit_detection_sync
+from streams.state import RedisState, StateError, commit_detection_sync, unreadable_checkpoint
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two reads of the event zones' version counter.
 ZONES_POLL_S = 5.0
+
+#: Seconds a crashed worker may spend stopping before it exits anyway (code 70).
+CRASH_EXIT_S = 30.0
+
+
+class _App(faust.App):
+    """Faust's app, except that a crash ends the process within :data:`CRASH_EXIT_S`.
+
+    Faust stops a crashed app gracefully, and that can hang for minutes (its
+    consumer's final commit waits on a thread that is gone), leaving a worker
+    that looks alive and does nothing. Exiting lets the process supervisor
+    restart it; Kafka redelivers what it had not committed.
+    """
+
+    _crash_timer: threading.Timer | None = None
+
+    async def crash(self, reason: BaseException) -> None:
+        if self._crash_timer is None:
+            self._crash_timer = threading.Timer(CRASH_EXIT_S, _exit_after_crash, (reason,))
+            self._crash_timer.daemon = True
+            self._crash_timer.start()
+        await super().crash(reason)
+
+
+def _exit_after_crash(reason: BaseException) -> None:
+    log.critical("worker crashed (%r) and did not stop within %g s; exiting with code 70", reason, CRASH_EXIT_S)
+    logging.shutdown()
+    os._exit(70)
 
 
 def create_app(settings: Settings | None = None) -> faust.App:
@@ -56,7 +85,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # One consumer group per set of roles: Faust assumes every member of a group
     # runs the same agents, so a count-only and a detect-only worker must not share one.
     app_id = s.app_id if set(s.roles) == {"count", "detect"} else f"{s.app_id}-{'-'.join(s.roles)}"
-    app = faust.App(
+    app = _App(
         app_id,
         broker=f"kafka://{s.kafka_bootstrap}",
         store="memory://",
@@ -133,7 +162,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
             else:
                 detection["offset"], blob = saved
                 detection["applied"] = detection["offset"]
-                detection["runner"] = pickle.loads(blob)  # our own checkpoint, in our own Redis
+                try:
+                    detection["runner"] = pickle.loads(blob)  # our own checkpoint, in our own Redis
+                except Exception as exc:  # noqa: BLE001 -- any unpickling failure: a checkpoint of other code or bytes
+                    raise unreadable_checkpoint((await state()).keys.detector, exc) from exc
                 log.info("detectors restored from their checkpoint at detector-input offset %d", detection["offset"])
             detection["next_checkpoint"] = time.monotonic() + s.detector_checkpoint_s
         return detection["runner"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -384,7 +385,10 @@ class RedisState:
         h = await self.client.hgetall(self.keys.detector)
         if "offset" not in h:
             return None
-        return int(h["offset"]), base64.b64decode(h["state"])
+        try:
+            return int(h["offset"]), base64.b64decode(h.get("state", ""), validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise unreadable_checkpoint(self.keys.detector, exc) from exc
 
     async def zones_version(self) -> int | None:
         """The gateway's zone counter ``P:zones:version`` (None before the first zone). Cheap: poll this."""
@@ -446,6 +450,13 @@ def _version(raw: str | None, key: str) -> int | None:
     except ValueError:
         log.warning("%s holds %r, not an integer counter; treated as absent", key, raw)
         return None
+
+
+def unreadable_checkpoint(key: str, exc: BaseException) -> StateError:
+    return StateError(
+        f"the detectors' checkpoint in {key} cannot be read ({exc!r}); delete that key "
+        f"(redis-cli DEL {key}) and restart the worker: the detectors then start empty and warm up again"
+    )
 
 
 def commit_detection_sync(settings: Settings, offset: int, state: bytes) -> None:

@@ -313,3 +313,38 @@ def test_detection_worker_killed_between_checkpoints_replays_without_losing_or_d
     for alert_id in {a["id"] for a in alerts}:
         states = [a["state"] for a in alerts if a["id"] == alert_id]
         assert states[0] == "open" and "open" not in states[1:] and "closed" not in states[:-1], (alert_id, states)
+
+
+def test_a_worker_that_cannot_read_its_checkpoint_exits_with_a_clear_error(settings, tmp_path):
+    # A checkpoint written by other code (or damaged) must not leave a worker
+    # that looks alive and does nothing: it says what to do and exits, so its
+    # supervisor sees it (Faust's graceful stop of a crashed app can hang).
+    key = Keys(settings.redis_prefix).detector
+    redis.Redis.from_url(settings.redis_url).hset(key, mapping={"offset": "12", "state": base64.b64encode(b"not a pickle").decode()})
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        code = worker.proc.wait(120)
+    finally:
+        worker.stop()
+    log = worker.log_tail(400)
+    assert code != 0, log
+    assert f"the detectors' checkpoint in {key} cannot be read" in log
+    assert f"redis-cli DEL {key}" in log
+
+
+def test_a_crashed_worker_whose_stop_hangs_exits_anyway(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import asyncio, logging, time\n"
+        "import streams.app as m\n"
+        "logging.basicConfig()\n"
+        "m.CRASH_EXIT_S = 0.5\n"
+        "app = m._App('probe', broker='kafka://127.0.0.1:1')\n"
+        "asyncio.run(app.crash(RuntimeError('boom')))\n"
+        "time.sleep(30)  # as a graceful stop that hangs\n"
+        "print('still alive')\n"
+    )
+    done = subprocess.run([sys.executable, str(probe)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 70, done.stderr
+    assert "still alive" not in done.stdout
+    assert "worker crashed (RuntimeError('boom')) and did not stop within 0.5 s; exiting with code 70" in done.stderr
