@@ -3,6 +3,7 @@
     python -m infra.stack up        # resolve Kafka jars (cached), start both, wait, create topics
     python -m infra.stack status    # what is running, by pid file
     python -m infra.stack down      # stop exactly the processes this script started
+    python -m infra.stack down --only kafka   # stop one of them (a broker outage); `up` starts it again
 
 Kafka's jars (``org.apache.kafka:kafka_2.13`` and its runtime dependencies)
 come from Maven Central through ``mvn`` into a cache folder reused across runs
@@ -373,9 +374,10 @@ def up(fresh: bool = False) -> None:
         _say(f"created topics: {', '.join(created)}")
 
 
-def down() -> None:
-    stop("kafka")
-    stop("redis")
+def down(only: str | None = None) -> None:
+    for name in ("kafka", "redis"):
+        if only in (None, name):
+            stop(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start Kafka and Redis, wait until both answer, create topics")
     p_up.add_argument("--fresh", action="store_true", help="wipe Kafka's and Redis's data first")
-    sub.add_parser("down", help="stop the Kafka and Redis processes this script started")
+    p_down = sub.add_parser("down", help="stop the Kafka and Redis processes this script started")
+    p_down.add_argument("--only", choices=("kafka", "redis"), help="stop only this one (its data is kept; `up` starts it again)")
     sub.add_parser("status", help="say what is running")
     sub.add_parser("jars", help="only resolve Kafka's jars into the cache")
     sub.add_parser("topics", help="create the topics on WF_KAFKA_BOOTSTRAP (default the local broker) and exit")
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up":
             up(fresh=args.fresh)
         elif args.cmd == "down":
-            down()
+            down(args.only)
         elif args.cmd == "jars":
             print(kafka_classpath())
         elif args.cmd == "topics":

@@ -335,3 +335,77 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_on
     assert "watchfloor_pii_fields_dropped_total 40" in exposition
     assert sum(v for (m, c, k), v in counts.items() if k == "ALL" and h3.get_resolution(c) == settings.h3_resolution) == 20
     assert format_time(T0)  # the fixture's times are the ones counted
+
+
+# -- a broker outage ----------------------------------------------------------------
+
+
+def _two_free_ports() -> int:
+    """A port p with p and p + 1 free (Kafka's listener and its controller), below the
+    ephemeral range: while the broker is down, a client reconnecting to a port in that
+    range can be given it as its own source port (a TCP self-connect) and hold it."""
+    import random
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(low - 12_000, low - 2)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture
+def own_stack(long_retention, tmp_path):
+    """A Kafka broker and a Redis of this test's own (own ports and run folder), so that
+    stopping the broker leaves the shared stack alone. Yields settings and the stack's CLI."""
+    from dataclasses import replace
+
+    kafka_port, redis_port = _two_free_ports(), _two_free_ports()
+    env = {
+        **worker_env(long_retention),
+        "WF_RUN_DIR": str(tmp_path / "run"),
+        "WF_KAFKA_PORT": str(kafka_port),
+        "WF_REDIS_PORT": str(redis_port),
+        "WF_TOPIC_PREFIX": long_retention.topic_prefix,
+        "WF_PARTITIONS": str(long_retention.partitions),
+    }
+
+    def stack_cli(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=ROOT, env=env, check=True, timeout=180)
+
+    stack_cli("up")
+    try:
+        yield replace(long_retention, kafka_bootstrap=f"127.0.0.1:{kafka_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0"), stack_cli
+    finally:
+        stack_cli("down")
+
+
+def test_broker_stopped_for_30_s_while_calls_are_produced_loses_nothing(own_stack, source, tmp_path):
+    settings, stack_cli = own_stack
+    worker = WorkerProcess(settings, tmp_path).start()
+    # ~20,000 records at 400/s: about 50 s of production, the outage in the middle.
+    rp = replay(settings, *source, N_CALLS, rate=400)
+    try:
+        wait_counted(settings, 2_000)
+        stack_cli("down", "--only", "kafka")
+        counted_at_stop = calls_counted(settings)
+        time.sleep(30)
+        assert rp.poll() is None, f"the replay gave up during the outage: {rp.communicate()[1][-2000:]}"
+        assert worker.alive(), worker.log_tail()
+        stack_cli("up")
+        out = finish(rp)
+        assert f"replayed {N_CALLS} calls" in out
+        assert counted_at_stop < N_CALLS - 2_000, "the outage must land mid-stream"
+        wait_caught_up(settings, [worker], timeout_s=300)
+        assert_exact(settings, source)
+    finally:
+        if rp.poll() is None:
+            rp.kill()
+            rp.communicate()
+        worker.stop()
