@@ -36,6 +36,7 @@ import faust
 from faust.types import EventT
 
 from detectors.types import Alert
+from streams import kafka_backoff
 from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, encode_deadletter
@@ -80,6 +81,7 @@ def _exit_after_crash(reason: BaseException) -> None:
 def create_app(settings: Settings | None = None) -> faust.App:
     """A Faust app whose ``count_calls_and_updates`` agent keeps the Redis counts."""
     s = settings or load_settings()
+    kafka_backoff.install()
     faust_dirs = Path(tempfile.gettempdir()) / "watchfloor-faust"
     faust_dirs.mkdir(parents=True, exist_ok=True)
     # One consumer group per set of roles: Faust assumes every member of a group

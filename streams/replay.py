@@ -167,6 +167,10 @@ async def produce(
     from aiokafka.errors import KafkaError
     from tqdm import tqdm
 
+    from streams import kafka_backoff
+
+    kafka_backoff.install()
+
     summary = ReplaySummary(rejected=Counter(r.reason for r in rejected))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
