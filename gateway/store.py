@@ -23,8 +23,12 @@ key                            type    holds
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 import h3
 import redis.asyncio as aioredis
@@ -40,6 +44,21 @@ from streams.state import ALERTS_STREAM_MAXLEN
 PAGE = 500
 #: Minutes of buckets read per round trip by :meth:`Store.history`.
 HISTORY_CHUNK_MIN = 60
+
+
+#: Seconds the counts of one window are shared by every reader (see :meth:`Store.cell_counts`).
+COUNTS_TTL_S = 1.0
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def cell_resolution(cell: str) -> int | None:
+    """The H3 resolution of a bucket field's cell, or None when it is not a cell (memoized:
+    the same cells come back in every minute bucket, and a window reads hundreds of thousands).
+
+    >>> cell_resolution("882a13d237fffff"), cell_resolution("nope")
+    (8, None)
+    """
+    return h3.get_resolution(cell) if h3.is_valid_cell(cell) else None
 
 
 class StoreError(RuntimeError):
@@ -71,6 +90,8 @@ class Store:
         self.zones_key = f"{prefix}:zones"
         self.zones_version_key = f"{prefix}:zones:version"
         self.revoked_key = f"{prefix}:revoked"
+        self._counts: dict[tuple, tuple[float, Mapping[str, int]]] = {}
+        self._counts_pending: dict[tuple, asyncio.Future] = {}
 
     @classmethod
     def from_url(cls, url: str, prefix: str, partitions: int) -> Store:
@@ -128,20 +149,49 @@ class Store:
         seen = [float(v) for v in values if v is not None]
         return max(seen) if seen else None
 
-    async def cell_counts(self, end: float, window_min: int, resolution: int, category: str = ALL) -> dict[str, int]:
-        """Calls per cell of ``resolution`` over the ``window_min`` minutes ending at event time ``end``."""
+    async def cell_counts(self, end: float, window_min: int, resolution: int, category: str = ALL) -> Mapping[str, int]:
+        """Calls per cell of ``resolution`` over the ``window_min`` minutes ending at event time ``end`` (read-only).
+
+        Shared for :data:`COUNTS_TTL_S` by every request and counts push asking
+        for the same window, and computed once when several ask at the same
+        time: at 100,000 active cells one computation reads 600,000 bucket
+        fields (about 0.8 s), which each dashboard's request used to repeat.
+        """
+        key = (minute_of(end), window_min, resolution, category)
+        now = time.monotonic()
+        hit = self._counts.get(key)
+        if hit is not None and now - hit[0] < COUNTS_TTL_S:
+            return hit[1]
+        pending = self._counts_pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._counts_pending[key] = asyncio.get_running_loop().create_future()
+        try:
+            counts = MappingProxyType(await self._read_cell_counts(key[0], window_min, resolution, category))
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except Exception as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: the waiters, if any, get it too
+            raise
+        finally:
+            del self._counts_pending[key]
+        self._counts = {k: v for k, v in self._counts.items() if now - v[0] < COUNTS_TTL_S}
+        self._counts[key] = (now, counts)
+        pending.set_result(counts)
+        return counts
+
+    async def _read_cell_counts(self, minute: int, window_min: int, resolution: int, category: str) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
-        minutes = list(window_minutes(minute_of(end), window_min))
-        for m in minutes:
+        for m in window_minutes(minute, window_min):
             pipe.hgetall(self.keys.bucket(m))
         out: dict[str, int] = {}
-        suffix = f"|{category}"
         for h in await pipe.execute():
             for fld, v in h.items():
-                if fld.endswith(suffix):
-                    cell = fld[: -len(suffix)]
-                    if h3.is_valid_cell(cell) and h3.get_resolution(cell) == resolution:
-                        out[cell] = out.get(cell, 0) + int(v)
+                cell, _, cat = fld.rpartition("|")
+                if cat == category and cell_resolution(cell) == resolution:
+                    out[cell] = out.get(cell, 0) + int(v)
         return out
 
     async def history(self, cells: Iterable[str], end: float, minutes: int, step_min: int) -> list[dict]:
