@@ -270,7 +270,11 @@ def _parse_call(obj: dict, now: float, jurisdiction: Jurisdiction | None) -> Cal
         # (0, 0) is how exports spell "no location"; no 911 call comes from there.
         raise InvalidRecord(Reason.COORDINATES_OUT_OF_RANGE, "lat/lng is (0, 0), the placeholder for a missing location")
     if jurisdiction is not None and not jurisdiction.contains(lat, lng):
-        raise InvalidRecord(Reason.OUTSIDE_JURISDICTION, f"lat {lat} / lng {lng} is outside the configured jurisdiction {jurisdiction}")
+        # A real caller's place (a call routed from across the line): the detail, which goes
+        # to logs and the dead letter's reason, names it to about a kilometre, not exactly.
+        raise InvalidRecord(
+            Reason.OUTSIDE_JURISDICTION, f"lat {lat:.2f} / lng {lng:.2f} (rounded) is outside the configured jurisdiction {jurisdiction}"
+        )
     raw_category = _text(obj, "category")
     try:
         category = Category(raw_category)

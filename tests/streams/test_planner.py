@@ -138,8 +138,12 @@ def test_outside_jurisdiction_is_refused_when_a_jurisdiction_is_configured():
     from streams.schema import Jurisdiction
 
     cfg = PlanConfig(keys=Keys("t"), resolutions=(8,), allowed_lateness_s=600, jurisdiction=Jurisdiction(39.9, -75.7, 40.5, -75.0))
-    plan = plan_batch(recs(CALL, [call("a", T0, lat=47.6, lng=-122.3), call("b", T0)]), Snapshot(), cfg, now=NOW)
+    plan = plan_batch(recs(CALL, [call("a", T0, lat=47.612345, lng=-122.345678), call("b", T0)]), Snapshot(), cfg, now=NOW)
     assert [d.reason for d in plan.dead_letters] == [Reason.OUTSIDE_JURISDICTION]
+    # the detail (logged by the worker) places the caller to about a kilometre only
+    detail = plan.dead_letters[0].detail
+    assert "lat 47.61 / lng -122.35 (rounded)" in detail
+    assert "47.612" not in detail and "122.345" not in detail
 
 
 def test_pii_fields_are_dropped_and_counted_and_never_written():
