@@ -33,21 +33,32 @@ import traceback
 from pathlib import Path
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import EventT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from detectors.types import Alert
 from streams import kafka_backoff
 from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
-from streams.planner import CALL, UPDATE, Incoming, Plan, encode_deadletter
+from streams.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadletter
+from streams.rebuild import KafkaLog, RebuildError, RedisDataLost, Span, apply_spans, describe, find_gaps, first_offsets
 from streams.settings import Settings, load_settings
-from streams.state import RedisState, StateError, commit_detection_sync, unreadable_checkpoint
+from streams.state import BatchResult, RedisState, StateError, commit_detection_sync, unreadable_checkpoint
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two reads of the event zones' version counter.
 ZONES_POLL_S = 5.0
+
+#: Seconds between two checks that Redis still holds the offsets of partitions with no new records.
+LOSS_CHECK_S = 10.0
+
+#: Longest wait between two tries of a batch while Redis cannot be reached.
+RETRY_MAX_S = 5.0
 
 #: Seconds a crashed worker may spend stopping before it exits anyway (code 70).
 CRASH_EXIT_S = 30.0
@@ -135,17 +146,122 @@ def create_app(settings: Settings | None = None) -> faust.App:
             # Faust's buffered send costs a buffer flush cycle per batch here.
             await app.producer.send_and_wait(detector_input_name, None, encode_points(plan.points), None, None, None)
 
+    # One past the last offset this process counted, per (kind, partition): what Redis must
+    # still hold. The lock keeps the agent and the loss check of quiet partitions apart.
+    counted: dict[tuple[str, int], int] = {}
+    counting_lock = asyncio.Lock()
+
     async def count_calls_and_updates(stream: faust.StreamT) -> None:
-        """Fold calls and incident updates into per-cell, per-minute counts in Redis, batch by batch."""
+        """Fold calls and incident updates into per-cell, per-minute counts in Redis, batch by batch.
+
+        Each batch must follow what Redis says was applied; when it does not,
+        Redis lost its data, and the records in between are counted again from
+        Kafka's retained log before the batch (see :mod:`streams.rebuild`).
+        """
         st = await state()
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            batch = [_incoming(e, kinds) for e in events]
-            result = await st.apply(batch, publish_before_commit)
+            result = await _count_batch(st, [_incoming(e, kinds) for e in events])
             if result.plan.skipped:
                 log.info("skipped %d records already counted before a restart", result.plan.skipped)
 
+    async def _count_batch(st: RedisState, batch: list[Incoming]) -> BatchResult:
+        """Commit one batch, after counting what Redis is missing before it.
+
+        While Redis (or Kafka, for a rebuild) cannot be reached, the batch is
+        kept and tried again, backing off to :data:`RETRY_MAX_S`: an agent that
+        crashed would be restarted by Faust without the batch in hand.
+        """
+        delay = 0.5
+        while True:
+            async with counting_lock:
+                try:
+                    try:
+                        result = await st.apply(batch, publish_before_commit, check_snapshot=_follows_applied(batch))
+                    except RedisDataLost:
+                        await _count_missing(st, first_offsets(batch))
+                        result = await st.apply(batch, publish_before_commit)  # unchecked: a rebuild runs once per gap
+                except (StateError, RebuildError, RedisError) as exc:
+                    if not _unreachable(exc):
+                        raise
+                    log.warning("batch of %d records not committed, trying again in %.1f s: %s", len(batch), delay, exc)
+                else:
+                    for rec in batch:
+                        tp = (rec.kind, rec.partition)
+                        counted[tp] = max(counted.get(tp, 0), rec.offset + 1)
+                    return result
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_S)
+
+    def _follows_applied(batch: list[Incoming]):  # noqa: ANN202 -- the check_snapshot callback of RedisState.apply
+        firsts = first_offsets(batch)
+
+        async def check(snap: Snapshot) -> None:
+            gaps = find_gaps(firsts, snap.offsets, {})  # a log starting at 0: the most that can be missing
+            if gaps and any(tp not in snap.offsets for tp in gaps):
+                async with KafkaLog(s) as kl:  # only at a first start or after a loss
+                    gaps = find_gaps(firsts, snap.offsets, await kl.begin_offsets(gaps))
+            if gaps:
+                raise RedisDataLost(gaps)
+
+        return check
+
+    async def _count_missing(st: RedisState, firsts: dict[tuple[str, int], int]) -> None:
+        """Count, from Kafka, the records missing in Redis before ``firsts`` and before what this process counted. Under the lock.
+
+        Two causes: Redis lost what was counted (its data, or part of it), or a
+        batch failed (Redis unreachable) and Faust, restarting the agent, went
+        on without it. Only the second kind was never published.
+        """
+        next_offsets = {**counted, **firsts}
+        async with KafkaLog(s) as kl:
+            applied = await st.applied_offsets()
+            spans = find_gaps(next_offsets, applied, await kl.begin_offsets(next_offsets))
+            if not spans:
+                return
+            done = {tp: counted.get(tp, next_offsets[tp]) for tp in spans}
+            lost = {tp: Span(sp.start, min(sp.stop, done[tp]), sp.lost) for tp, sp in spans.items() if sp.start < done[tp] or sp.lost}
+            skipped = {tp: Span(max(sp.start, done[tp]), sp.stop) for tp, sp in spans.items() if sp.stop > done[tp]}
+            if lost:
+                log.error(
+                    "Redis lost its data (restarted without persistence, flushed or failed over?): it no longer holds "
+                    "records of %s counted before (%s); rebuilding them from Kafka's retained log "
+                    "(python -m streams.rebuild does the same by hand)",
+                    s.redis_prefix, describe(lost),
+                )  # fmt: skip
+            if skipped:
+                log.error(
+                    "records %s were given to a batch that failed and were not given again; counting them from Kafka's log, "
+                    "with their detector input and dead letters",
+                    describe(skipped),
+                )
+            summary = await apply_spans(st, kl, spans, publish=publish_before_commit, publish_from=done)
+        (log.error if summary.lost else log.warning)("missing records counted: %s", summary.text())
+
+    async def check_quiet_partitions() -> None:
+        """Notice a loss on partitions with no new records (a batch notices it on the others)."""
+        if not counted:
+            return
+        async with counting_lock:
+            st = await state()
+            try:
+                applied = await st.applied_offsets()
+            except RedisError as exc:
+                log.warning("could not check the applied offsets (retrying in %.0f s): %s", LOSS_CHECK_S, exc)
+                return
+            try:
+                gaps = find_gaps(counted, applied, {})
+                if gaps and any(tp not in applied for tp in gaps):
+                    async with KafkaLog(s) as kl:
+                        gaps = find_gaps(counted, applied, await kl.begin_offsets(gaps))
+                if gaps:
+                    await _count_missing(st, {})
+            except (RebuildError, StateError, RedisError, KafkaError) as exc:
+                # the next batch or check starts again from what Redis then holds
+                log.error("the rebuild after a Redis loss did not finish (retrying in %.0f s): %s", LOSS_CHECK_S, exc)
+
     if "count" in s.roles:
         app.agent(ingest, name="count_calls_and_updates")(count_calls_and_updates)
+        app.timer(interval=LOSS_CHECK_S)(check_quiet_partitions)
 
     # The agent and the clock timer both drive the detectors: one at a time.
     # offset: the checkpoint's; applied: the last message fed; pending: messages fed
@@ -320,6 +436,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await holder.pop("state").close()
 
     return app
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """Redis could not be reached (or Kafka, during a rebuild): worth trying again, unlike a refused script."""
+    while exc is not None:
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | RebuildError):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _die_with_parent() -> None:

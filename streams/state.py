@@ -195,13 +195,26 @@ class RedisState:
     # -- writing ------------------------------------------------------------
 
     async def apply(
-        self, batch: list[Incoming], before_commit: Callable[[Plan], Awaitable[None]] | None = None, *, max_attempts: int = 20
+        self,
+        batch: list[Incoming],
+        before_commit: Callable[[Plan], Awaitable[None]] | None = None,
+        *,
+        max_attempts: int = 20,
+        check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> BatchResult:
-        """Plan and commit one batch; retry when another worker committed the same partition first."""
+        """Plan and commit one batch; retry when another worker committed the same partition first.
+
+        ``check_snapshot(snap)`` runs after every read of the snapshot, before
+        planning, and may raise to abandon the batch: the worker checks there
+        that Redis still holds what the batch follows (see :func:`streams.rebuild.find_gaps`).
+        The commit's offset check then makes sure the snapshot it passed is the one committed on.
+        """
         for attempt in range(1, max_attempts + 1):
             try:
                 parsed = parse_batch(batch, self.config, now=time.time())
                 snap = await self.snapshot(batch, referenced_calls(batch, parsed))
+                if check_snapshot is not None:
+                    await check_snapshot(snap)
                 plan = plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed)
                 if before_commit is not None and (plan.dead_letters or plan.points):
                     await before_commit(plan)

@@ -1,0 +1,381 @@
+"""Redis loses its data (a cache restart): the counts are rebuilt from Kafka's retained log, exactly.
+
+The shared redis-server is never restarted: a restart loses, from this
+deployment's point of view, every key under its prefix, so most tests delete
+those (and nothing else). The worker must notice and rebuild (while more
+records arrive, and on partitions with none), and ``python -m streams.rebuild``
+must do the same with no worker running. Where a real restart matters (the
+worker meeting refused connections, records arriving while Redis is down, the
+gateway's connections) the test restarts a redis-server of its own. Counts are
+checked against the independent computation of ``test_pipeline.py``: equal,
+not approximately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from streams import progress
+from streams.keys import Keys
+from streams.planner import CALL, UPDATE, Incoming
+from streams.rebuild import RebuildSummary, Span, describe, find_gaps, first_offsets, rebuild_spans
+from streams.replay import plan_replay
+from streams.state import RedisState
+from streams.topics import CALLS, topic_name
+from tests.stackutil import ROOT, WorkerProcess, wait_caught_up, worker_env
+from tests.streams import test_pipeline as pipeline
+from tests.streams.test_pipeline import N_CALLS, assert_exact, finish
+
+pytestmark = pytest.mark.stack
+
+# the fixtures of the pipeline tests: the real source file (or a simulated one) and settings where nothing expires
+source = pipeline.source
+long_retention = pipeline.long_retention
+
+LOST = "Redis lost its data"
+
+
+# -- pure logic ------------------------------------------------------------------------
+
+
+def test_a_batch_that_follows_the_applied_offsets_has_no_gap():
+    assert find_gaps({(CALL, 0): 10, (UPDATE, 0): 0}, {(CALL, 0): 9}, {}) == {}
+
+
+def test_a_batch_ahead_of_the_applied_offset_has_the_records_in_between_missing():
+    assert find_gaps({(CALL, 1): 250}, {(CALL, 1): 99}, {}) == {(CALL, 1): Span(100, 250)}
+
+
+def test_a_partition_with_nothing_applied_misses_everything_from_the_log_start():
+    assert find_gaps({(UPDATE, 3): 250}, {}, {(UPDATE, 3): 40}) == {(UPDATE, 3): Span(40, 250)}
+
+
+def test_a_first_start_on_a_log_trimmed_by_retention_is_no_gap():
+    assert find_gaps({(CALL, 0): 40}, {}, {(CALL, 0): 40}) == {}
+
+
+def test_records_retention_deleted_before_they_were_applied_are_reported_as_lost():
+    assert find_gaps({(CALL, 0): 50}, {(CALL, 0): 9}, {(CALL, 0): 50}) == {(CALL, 0): Span(50, 50, lost=40)}
+
+
+def test_redelivered_records_at_or_below_the_applied_offset_are_no_gap():
+    assert find_gaps({(CALL, 0): 5}, {(CALL, 0): 90}, {}) == {}
+
+
+def test_first_offsets_takes_each_partitions_lowest():
+    batch = [Incoming(CALL, 1, 8, b""), Incoming(CALL, 1, 7, b""), Incoming(UPDATE, 1, 2, b"")]
+    assert first_offsets(batch) == {(CALL, 1): 7, (UPDATE, 1): 2}
+
+
+def test_the_command_reads_from_after_the_applied_offset_or_the_log_start_up_to_the_stop():
+    tps = [(CALL, 0), (CALL, 1), (UPDATE, 0)]
+    spans = rebuild_spans(tps, {(CALL, 1): 19, (UPDATE, 0): 4}, {(CALL, 0): 3}, {(CALL, 0): 10, (CALL, 1): 20, (UPDATE, 0): 9})
+    assert spans == {(CALL, 0): Span(3, 10), (UPDATE, 0): Span(5, 9)}
+    assert describe(spans) == "call[0] 3..9, update[0] 5..8"
+
+
+def test_since_only_ever_narrows_what_the_command_reads():
+    spans = rebuild_spans([(CALL, 0)], {(CALL, 0): 50}, {}, {(CALL, 0): 100}, since={(CALL, 0): 20})
+    assert spans == {(CALL, 0): Span(51, 100)}
+
+
+def test_only_records_never_counted_are_published_again():
+    from streams.planner import DeadLetter, Plan
+    from streams.rebuild import unpublished
+    from streams.schema import Reason
+
+    dls = [DeadLetter(Incoming(UPDATE, 1, o, b"x"), Reason.NOT_JSON, "") for o in (6, 7)]
+    plan = Plan(dead_letters=dls, points=[(1, 3, 0.0, "c", "EMS", None), (2, 9, 0.0, "c", "EMS", None)])
+    fresh = unpublished(plan, {(UPDATE, 1): 7, (CALL, 1): 4})
+    assert [d.source.offset for d in fresh.dead_letters] == [7]
+    assert fresh.points == []  # call[1] 3 was published before; call[2] has no bound: nothing is published
+    assert len(plan.points) == 2  # the plan itself is left alone
+
+
+def test_the_summary_says_what_retention_lost():
+    s = RebuildSummary({(CALL, 0): Span(50, 60, lost=40)}, read=10, applied=10, calls=10, seconds=1.0)
+    assert s.lost == 40
+    assert "40 records were deleted by Kafka's retention" in s.text()
+
+
+# -- against the real stack --------------------------------------------------------------
+
+
+def lose_redis_data(settings) -> int:
+    """What a restart without persistence loses for this deployment: every key under its prefix."""
+    with redis.Redis.from_url(settings.redis_url) as client:
+        keys = list(client.scan_iter(match=Keys(settings.redis_prefix).pattern, count=1000))
+        return client.delete(*keys) if keys else 0  # a running worker may write again at once, as after a restart
+
+
+def _own_redis(port: int, folder) -> subprocess.Popen:
+    """A redis-server of this test's own, configured as a cache like infra/stack.py's (no persistence)."""
+    import shutil
+
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is not installed"
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with redis.Redis(port=port) as client:
+                client.ping()
+                return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"redis-server on port {port} did not answer within 20 s")
+
+
+def split_at_half(settings, source) -> tuple[str, int]:
+    """A time (ISO 8601) splitting the first N_CALLS calls in two, and how many come before it."""
+    path, fmt = source
+    records, _ = plan_replay(path, fmt, settings.topic_prefix, N_CALLS)
+    times = sorted(r.event_time for r in records if r.topic == topic_name(settings.topic_prefix, CALLS))
+    cut = float(int(times[len(times) // 2]))
+    return datetime.fromtimestamp(cut, UTC).isoformat(), sum(1 for t in times if t < cut)
+
+
+def replay_part(settings, source, *extra: str) -> subprocess.Popen:
+    path, fmt = source
+    cmd = [sys.executable, "-m", "streams.replay", str(path), "--format", fmt, "--speed", "max", "--no-progress", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=worker_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_rebuild(settings, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.rebuild", "--no-progress", *args],
+        cwd=ROOT,
+        env=worker_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def detector_input_points(settings) -> set[tuple[int, int]]:
+    """The (partition, offset) of every call published to the detectors, duplicates merged."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.detection import decode_points
+    from streams.topics import DETECTOR_INPUT
+
+    tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 60
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for msgs in consumer.poll(timeout_ms=1000).values():
+                seen |= {(p[0], p[1]) for m in msgs for p in decode_points(m.value)}
+        return seen
+    finally:
+        consumer.close()
+
+
+def wait_for_log(worker: WorkerProcess, text: str, count: int = 1, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.log_path.read_text(errors="replace").count(text) >= count:
+            return
+        assert worker.alive(), worker.log_tail()
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not logged {count} time(s) in {timeout_s:.0f} s:\n{worker.log_tail()}")
+
+
+def test_worker_notices_redis_lost_its_data_and_counts_are_exact_again(long_retention, source, tmp_path):
+    """Half the calls counted, every key lost, the other half replayed: the worker rebuilds the first half and counts the second."""
+    settings = long_retention
+    cut, before = split_at_half(settings, source)
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        finish(replay_part(settings, source, "--until", cut, "--limit", str(N_CALLS)))
+        wait_caught_up(settings, [worker])
+        assert lose_redis_data(settings) > 100
+        rp = replay_part(settings, source, "--since", cut, "--limit", str(N_CALLS - before))
+        wait_for_log(worker, LOST)
+        finish(rp)
+        wait_caught_up(settings, [worker])
+        assert_exact(settings, source)
+
+        # lost again with no new records coming: the periodic check notices on its own
+        lose_redis_data(settings)
+        wait_for_log(worker, LOST, count=2, timeout_s=60)
+        wait_caught_up(settings, [worker])
+        metrics = assert_exact(settings, source)
+        assert worker.alive(), worker.log_tail()
+        assert "Traceback" not in worker.log_path.read_text(errors="replace")
+        assert len(detector_input_points(settings)) == metrics["events_total|call"]
+    finally:
+        worker.stop()
+
+
+def test_rebuild_command_restores_exact_counts_with_no_worker_running(long_retention, source, tmp_path):
+    settings = long_retention
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        finish(replay_part(settings, source, "--limit", str(N_CALLS)))
+        wait_caught_up(settings, [worker])
+    finally:
+        worker.stop()
+    assert lose_redis_data(settings) > 100
+
+    done = run_rebuild(settings)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt 8 partition(s)" in done.stdout
+    assert_exact(settings, source)
+
+    # a second run reads nothing: everything is applied
+    again = run_rebuild(settings, "--to", "end")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stderr
+    assert_exact(settings, source)
+
+
+def test_rebuild_command_says_what_is_wrong_when_kafka_or_redis_is_down(settings):
+    from dataclasses import replace
+
+    no_redis = run_rebuild(replace(settings, redis_url="redis://127.0.0.1:1/0"), timeout_s=60)
+    assert no_redis.returncode == 2
+    assert "Redis at redis://127.0.0.1:1/0 does not answer" in no_redis.stderr
+    no_kafka = run_rebuild(replace(settings, kafka_bootstrap="127.0.0.1:1"), timeout_s=120)
+    assert no_kafka.returncode == 2
+    assert "Kafka at 127.0.0.1:1 does not answer" in no_kafka.stderr
+
+
+def test_a_batch_applied_over_lost_offsets_is_refused_before_anything_is_written(settings):
+    """The check runs on the snapshot the commit is made from: a loss between two batches cannot slip through."""
+    from streams.rebuild import RedisDataLost
+    from tests.streams.test_planner import T0, call, recs
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            await st.apply(recs(CALL, [call(f"c{i}", T0 + i) for i in range(10)]))
+            lose_redis_data(settings)
+            later = recs(CALL, [call(f"d{i}", T0 + 20 + i) for i in range(5)], start=10)
+
+            async def check(snap):
+                gaps = find_gaps(first_offsets(later), snap.offsets, {})
+                if gaps:
+                    raise RedisDataLost(gaps)
+
+            with pytest.raises(RedisDataLost) as caught:
+                await st.apply(later, check_snapshot=check)
+            return caught.value.gaps, await st.applied_offsets()
+        finally:
+            await st.close()
+
+    gaps, applied = asyncio.run(go())
+    assert gaps == {(CALL, 0): Span(0, 10)}
+    assert applied == {}
+
+
+def test_worker_survives_a_real_restart_of_its_redis_and_counts_are_exact_again(long_retention, source, tmp_path):
+    """A redis-server of the test's own, killed and started again empty between the two halves of the replay."""
+    from dataclasses import replace
+
+    from tests.stackutil import free_port
+
+    port = free_port()
+    server = _own_redis(port, tmp_path)
+    settings = replace(long_retention, redis_url=f"redis://127.0.0.1:{port}/0")
+    cut, before = split_at_half(settings, source)
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        finish(replay_part(settings, source, "--until", cut, "--limit", str(N_CALLS)))
+        wait_caught_up(settings, [worker])
+        server.kill()
+        server.wait(10)
+        time.sleep(3)  # down for a while: the worker's timers meet a refused connection
+        server = _own_redis(port, tmp_path)
+        rp = replay_part(settings, source, "--since", cut, "--limit", str(N_CALLS - before))
+        wait_for_log(worker, LOST)
+        finish(rp)
+        wait_caught_up(settings, [worker])
+        assert_exact(settings, source)
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+        server.kill()
+        server.wait(10)
+
+
+def test_records_arriving_while_redis_is_down_are_counted_and_reach_the_detectors(long_retention, source, tmp_path):
+    """Batches fail while Redis is down and Faust restarts the agent without them: the worker finds them missing and counts them."""
+    from dataclasses import replace
+
+    from tests.stackutil import free_port
+
+    port = free_port()
+    server = _own_redis(port, tmp_path)
+    settings = replace(long_retention, redis_url=f"redis://127.0.0.1:{port}/0")
+    cut, before = split_at_half(settings, source)
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        finish(replay_part(settings, source, "--until", cut, "--limit", str(N_CALLS)))
+        wait_caught_up(settings, [worker])
+        server.kill()
+        server.wait(10)
+        rp = replay_part(settings, source, "--since", cut, "--limit", str(N_CALLS - before), "--rate", "1000")
+        time.sleep(5)  # records keep coming while Redis is down
+        server = _own_redis(port, tmp_path)
+        finish(rp)
+        wait_caught_up(settings, [worker])
+        metrics = assert_exact(settings, source)
+        assert worker.alive(), worker.log_tail()
+        assert len(detector_input_points(settings)) == metrics["events_total|call"]
+        progress.wait_detected(settings, 60)
+    finally:
+        worker.stop()
+        server.kill()
+        server.wait(10)
+
+
+# -- the gateway -------------------------------------------------------------------------
+
+
+def test_gateway_keeps_serving_alerts_after_its_redis_restarts_empty(tmp_path):
+    """A real restart of a Redis of the test's own: the gateway reconnects and delivers, on the open socket, the alerts written after it."""
+    import uuid
+
+    from tests.gateway.live import FAR, GatewayProcess, make_alert, publish, recv_until, token
+    from tests.stackutil import free_port
+
+    port, prefix = free_port(), f"g{uuid.uuid4().hex[:10]}"
+    server = _own_redis(port, tmp_path)
+    gw = None
+    try:
+        gw = GatewayProcess(prefix, env_extra={"WF_REDIS_URL": f"redis://127.0.0.1:{port}/0"}).start(tmp_path)
+        r = redis.Redis(port=port, decode_responses=True)
+        ws = gw.ws(token("supervisor"))
+        publish(r, prefix, make_alert("before-restart", (FAR,)))
+        recv_until(ws, lambda m: m.get("type") == "alert" and m["alert"]["id"] == "before-restart")
+
+        server.kill()
+        server.wait(10)
+        time.sleep(1.0)  # the gateway's reads fail meanwhile
+        server = _own_redis(port, tmp_path)
+        publish(r, prefix, make_alert("after-restart", (FAR,)))
+        # on the same connection: the gateway's Redis client reconnects by itself
+        recv_until(ws, lambda m: m.get("type") == "alert" and m["alert"]["id"] == "after-restart", timeout_s=30)
+        ws.close()
+        assert gw.get("/healthz")[0] == 200
+        assert gw.proc.poll() is None, gw.log()
+        r.close()
+    finally:
+        if gw is not None:
+            gw.stop()
+        server.kill()
+        server.wait(10)
