@@ -161,17 +161,22 @@ def bare_server(prefix: str, redis_url: str, workdir: Path) -> ServerProcess:
 # ---------------------------------------------------------------------- clients
 
 
-def client_tokens(n: int, mixed: bool, zones: list[Zone]) -> list[str]:
-    """N tokens: all supervisors, or MIXED_SUPERVISORS of them and partners round-robin over ``zones``."""
+def default_zones() -> list[Zone]:
+    """The partners' zones the gateway loads by default (``infra/zones``), by id."""
+    return sorted(load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson"))).values(), key=lambda z: z.id)
+
+
+def client_tokens(n: int, mixed: bool, zones: list[Zone], ttl_s: int = 7200) -> list[str]:
+    """N tokens: all supervisors, or MIXED_SUPERVISORS of them (the first ones) and partners round-robin over ``zones``."""
     tokens = []
     supervisors = n if not mixed else round(n * MIXED_SUPERVISORS)
     for i in range(n):
         if i < supervisors:
-            tokens.append(issue(SECRET, subject=f"bench-sup-{i}", role="supervisor", agency="Montgomery County 911", ttl_s=7200))
+            tokens.append(issue(SECRET, subject=f"bench-sup-{i}", role="supervisor", agency="Montgomery County 911", ttl_s=ttl_s))
         else:
             z = zones[i % len(zones)]
             role = "school" if z.kind == "school" else "transit"
-            tokens.append(issue(SECRET, subject=f"bench-{role}-{i}", role=role, agency=z.agency, zones=(z.id,), ttl_s=7200))
+            tokens.append(issue(SECRET, subject=f"bench-{role}-{i}", role=role, agency=z.agency, zones=(z.id,), ttl_s=ttl_s))
     return tokens
 
 
@@ -424,7 +429,7 @@ def zone_cells(zones: list[Zone]) -> tuple[str, ...]:
 
 
 async def run_all(args: argparse.Namespace, base_prefix: str, workdir: Path, started: list[ServerProcess]) -> list[dict]:
-    zones = sorted(load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson"))).values(), key=lambda z: z.id)
+    zones = default_zones()
     cells = zone_cells(zones)
     rows = []
     run = 0

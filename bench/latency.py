@@ -97,13 +97,27 @@ def history(out: Path, days: float, seed: int) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def warm_up(settings, env: dict[str, str], tmp: Path, check, days: float = 3, seed: int = 11) -> list[dict]:
+    """Replay ``days`` of simulated history ending now at full speed (``env``: the run's WF_* variables) and wait
+    until it is counted and the detectors have learnt it; its rows. ``check`` raises when a worker has exited."""
+    rows = history(tmp / "history.csv", days, seed=seed)
+    subprocess.run(
+        [sys.executable, "-m", "streams.replay", str(tmp / "history.csv"), "--speed", "max", "--no-progress"],
+        cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True,
+    )  # fmt: skip
+    wait_caught_up(settings, 300, check)
+    wait_detected(settings, 300, check)
+    return rows
+
+
 def detection_offset(client: redis.Redis, prefix: str) -> int:
     raw = client.hget(Keys(prefix).detector, "applied")
     return int(raw) if raw is not None else -1
 
 
-async def offered_load(settings, rows: list[dict], rate: float, seconds: float, quiet: tuple[float, float], seq: list[int]) -> int:
-    """Produce live calls at ``rate`` per second for ``seconds``, and a burst in one quiet cell every 5 s; calls sent."""
+async def offered_load(settings, rows: list[dict], rate: float, seconds: float, quiet: tuple[float, float] | None, seq: list[int]) -> int:
+    """Produce live calls at ``rate`` per second for ``seconds``, and a burst in the ``quiet`` cell every 5 s (none
+    when ``quiet`` is None); calls sent. ``seq[0]`` numbers the call ids and is advanced (pass one list per run)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=2, max_batch_size=256 * 1024)
@@ -120,7 +134,7 @@ async def offered_load(settings, rows: list[dict], rate: float, seconds: float, 
             for _ in range(max(0, due)):
                 row = rows[rng.randrange(len(rows))]
                 batch.append((float(row["lat"]), float(row["lng"]), row["category"]))
-            if now >= next_burst:
+            if quiet is not None and now >= next_burst:
                 batch += [(*quiet, "FIRE")] * BURST_SIZE
                 next_burst += BURST_EVERY_S
             for lat, lng, cat in batch:
@@ -189,14 +203,8 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
     watcher = None
     try:
         _say(f"warming up: three days of simulated history on topics {prefix}.*, replayed at full speed")
-        rows = history(tmp / "history.csv", 3, seed=11)
-        subprocess.run(
-            [sys.executable, "-m", "streams.replay", str(tmp / "history.csv"), "--speed", "max", "--no-progress"],
-            cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True,
-        )  # fmt: skip
         check = _alive(worker, detector)
-        wait_caught_up(settings, 300, check)
-        wait_detected(settings, 300, check)
+        rows = warm_up(settings, env, tmp, check)
         _say(f"history counted and learnt ({len(rows):,} calls)")
         for _ in range(100):
             try:
