@@ -46,6 +46,10 @@ PAGE = 500
 HISTORY_CHUNK_MIN = 60
 
 
+#: Connections to Redis the gateway opens at most, and how long a caller waits for a free one.
+REDIS_CONNECTIONS = 100
+REDIS_POOL_WAIT_S = 10.0
+
 #: Seconds the counts of one window are shared by every reader (see :meth:`Store.cell_counts`).
 COUNTS_TTL_S = 1.0
 
@@ -95,10 +99,16 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, prefix: str, partitions: int) -> Store:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), prefix, partitions)
+        # A blocking pool: when every connection is busy (a rush of handshakes after a
+        # restart, each checking its token), a caller waits for one instead of failing
+        # with MaxConnectionsError, which refused 4 of 1,000 clients with 503 in the soak.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, decode_responses=True
+        )
+        return cls(aioredis.Redis(connection_pool=pool), prefix, partitions)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
     async def ping(self) -> bool:
         try:

@@ -98,3 +98,17 @@ def test_a_failed_read_reaches_every_waiter_and_the_next_call_reads_again(prefix
     assert n_calls == 1
     assert all(isinstance(x, ConnectionError) for x in results)
     assert dict(after) == {cell: 1}
+
+
+def test_more_concurrent_callers_than_connections_wait_for_one_instead_of_failing(prefix):
+    # The soak's handshake rush: 4 of 1,000 clients refused with 503 when the pool ran out.
+    async def go():
+        st = Store.from_url(URL, prefix, 4)
+        try:
+            calls = (st.client.blpop([f"{prefix}:nothing"], timeout=0.2) for _ in range(3 * store_mod.REDIS_CONNECTIONS))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await st.close()
+
+    results = asyncio.run(go())
+    assert [r for r in results if isinstance(r, BaseException)] == []
