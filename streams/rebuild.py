@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from streams.planner import CALL, KINDS, UPDATE, Incoming, Plan
+from streams.replay import parse_when
 from streams.settings import Settings, SettingsError, load_settings
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
 
@@ -452,16 +453,6 @@ async def rebuild(settings: Settings, *, since: float | None = None, to: str = "
         await state.close()
 
 
-def _when(text: str) -> float:
-    from datetime import UTC, datetime
-
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2016-01-23 or 2016-01-23T14:00-05:00, got {text!r}") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m streams.rebuild",
@@ -478,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
-        "--since", type=_when, default=None, help="read only records written to Kafka at or after this time (ISO 8601; no offset: UTC)"
+        "--since", type=parse_when, default=None, help="read only records written to Kafka at or after this time (ISO 8601; no offset: UTC)"
     )
     p.add_argument(
         "--to",

@@ -252,7 +252,12 @@ def _speed(text: str) -> float | None:
     return value
 
 
-def _when(text: str) -> float:
+def parse_when(text: str) -> float:
+    """An ISO 8601 time given on the command line, as epoch seconds (no offset: UTC); for argparse.
+
+    >>> parse_when("2016-01-23T14:00"), parse_when("2016-01-23T14:00-05:00")
+    (1453557600.0, 1453575600.0)
+    """
     from datetime import datetime
 
     try:
@@ -273,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_speed, default=60.0, help="times real time, or 'max' (default: 60, an hour a minute)")
     p.add_argument("--rate", type=float, default=None, help="at most this many records per second; with --speed max, a fixed offered load")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N calls by event time")
-    p.add_argument("--since", type=_when, default=None, help="only calls received at or after this time (ISO 8601; no offset: UTC)")
-    p.add_argument("--until", type=_when, default=None, help="only calls received before this time (ISO 8601; no offset: UTC)")
+    p.add_argument("--since", type=parse_when, default=None, help="only calls received at or after this time (ISO 8601; no offset: UTC)")
+    p.add_argument("--until", type=parse_when, default=None, help="only calls received before this time (ISO 8601; no offset: UTC)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="read and order the file, print the summary, send nothing")
     return p
