@@ -196,14 +196,24 @@ def create_app(settings: Settings | None = None) -> faust.App:
         firsts = first_offsets(batch)
 
         async def check(snap: Snapshot) -> None:
-            gaps = find_gaps(firsts, snap.offsets, {})  # a log starting at 0: the most that can be missing
-            if gaps and any(tp not in snap.offsets for tp in gaps):
-                async with KafkaLog(s) as kl:  # only at a first start or after a loss
-                    gaps = find_gaps(firsts, snap.offsets, await kl.begin_offsets(gaps))
+            gaps = await _missing(firsts, snap.offsets)
             if gaps:
                 raise RedisDataLost(gaps)
 
         return check
+
+    async def _missing(next_offsets: dict[tuple[str, int], int], applied: dict[tuple[str, int], int]) -> dict:
+        """The records missing in Redis before ``next_offsets``, as :func:`streams.rebuild.find_gaps` spans.
+
+        Kafka is asked where each log begins only when Redis holds no offset
+        for a partition (a first start or a loss); otherwise a log starting at 0
+        is assumed, the most that can be missing.
+        """
+        gaps = find_gaps(next_offsets, applied, {})
+        if gaps and any(tp not in applied for tp in gaps):
+            async with KafkaLog(s) as kl:
+                gaps = find_gaps(next_offsets, applied, await kl.begin_offsets(gaps))
+        return gaps
 
     async def _count_missing(st: RedisState, firsts: dict[tuple[str, int], int]) -> None:
         """Count, from Kafka, the records missing in Redis before ``firsts`` and before what this process counted. Under the lock.
@@ -249,11 +259,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 log.warning("could not check the applied offsets (retrying in %.0f s): %s", LOSS_CHECK_S, exc)
                 return
             try:
-                gaps = find_gaps(counted, applied, {})
-                if gaps and any(tp not in applied for tp in gaps):
-                    async with KafkaLog(s) as kl:
-                        gaps = find_gaps(counted, applied, await kl.begin_offsets(gaps))
-                if gaps:
+                if await _missing(counted, applied):
                     await _count_missing(st, {})
             except (RebuildError, StateError, RedisError, KafkaError) as exc:
                 # the next batch or check starts again from what Redis then holds
