@@ -87,6 +87,16 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def wait_for_log(self, text: str, count: int = 1, timeout_s: float = 60) -> None:
+        """Wait until the log holds ``text`` ``count`` times; fail at once if the worker exits."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.log_path.read_text(errors="replace").count(text) >= count:
+                return
+            assert self.alive(), self.log_tail()
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not logged {count} time(s) by {self.log_path.name} in {timeout_s:.0f} s:\n{self.log_tail()}")
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

@@ -415,16 +415,6 @@ def test_broker_stopped_for_30_s_while_calls_are_produced_loses_nothing(own_stac
         worker.stop()
 
 
-def _wait_log(worker: WorkerProcess, text: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in worker.log_path.read_text(errors="replace"):
-            return
-        assert worker.alive(), worker.log_tail()
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} not in {worker.log_path.name} after {timeout_s:.0f} s:\n{worker.log_tail()}")
-
-
 def test_a_second_worker_joining_then_leaving_mid_replay_keeps_counts_exact(long_retention, source, tmp_path):
     # Two rebalances in the middle of a replay: the partitions move to the
     # newcomer and back to the first worker when it stops (gracefully).
@@ -435,15 +425,15 @@ def test_a_second_worker_joining_then_leaving_mid_replay_keeps_counts_exact(long
     try:
         wait_counted(settings, 1_000)
         b.start()
-        _wait_log(b, "Worker ready")
-        _wait_log(a, "(generation 2)")  # a has given part of its partitions to b
+        b.wait_for_log("Worker ready", timeout_s=90)
+        a.wait_for_log("(generation 2)", timeout_s=90)  # a has given part of its partitions to b
         assignment = b.log_path.read_text().split("Setting newly assigned partitions", 1)[1][:600]
         assert f"{settings.topic_prefix}.calls " in assignment, assignment
         time.sleep(3)  # b counts for a while
         b.stop()
         assert b.proc.returncode == 0, b.log_tail()
         assert calls_counted(settings) < N_CALLS - 2_000, "the second rebalance must land mid-stream"
-        _wait_log(a, "(generation 3)")  # and took them back
+        a.wait_for_log("(generation 3)", timeout_s=90)  # and took them back
         finish(rp)
         wait_caught_up(settings, [a], timeout_s=300)
         assert_exact(settings, source)

@@ -115,24 +115,60 @@ def lose_redis_data(settings) -> int:
         return client.delete(*keys) if keys else 0  # a running worker may write again at once, as after a restart
 
 
-def _own_redis(port: int, folder) -> subprocess.Popen:
-    """A redis-server of this test's own, configured as a cache like infra/stack.py's (no persistence)."""
-    import shutil
+class OwnRedis:
+    """A redis-server of this test's own, configured as a cache like infra/stack.py's (no persistence):
+    :meth:`stop` kills it (its data is lost), :meth:`start` runs it again, empty, on the same port."""
 
-    exe = shutil.which("redis-server")
-    assert exe, "redis-server is not installed"
-    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with redis.Redis(port=port) as client:
-                client.ping()
-                return proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"redis-server on port {port} did not answer within 20 s")
+    def __init__(self, folder) -> None:  # noqa: ANN001 -- a pytest tmp_path
+        from tests.stackutil import free_port
+
+        self.port, self.folder = free_port(), folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> OwnRedis:
+        import shutil
+
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is not installed"
+        cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with redis.Redis(port=self.port) as client:
+                    client.ping()
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"redis-server on port {self.port} did not answer within 20 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = OwnRedis(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def first_half_then_redis_stopped(settings, source, tmp_path, server: OwnRedis) -> tuple[WorkerProcess, str, int]:
+    """A worker that has counted the first half of the calls when its Redis is killed; the cut and the calls before it."""
+    cut, before = split_at_half(settings, source)
+    worker = WorkerProcess(settings, tmp_path).start()
+    try:
+        finish(replay_part(settings, source, "--until", cut, "--limit", str(N_CALLS)))
+        wait_caught_up(settings, [worker])
+    except BaseException:
+        worker.stop()
+        raise
+    server.stop()
+    return worker, cut, before
 
 
 def split_at_half(settings, source) -> tuple[str, int]:
@@ -184,16 +220,6 @@ def detector_input_points(settings) -> set[tuple[int, int]]:
         consumer.close()
 
 
-def wait_for_log(worker: WorkerProcess, text: str, count: int = 1, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if worker.log_path.read_text(errors="replace").count(text) >= count:
-            return
-        assert worker.alive(), worker.log_tail()
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} not logged {count} time(s) in {timeout_s:.0f} s:\n{worker.log_tail()}")
-
-
 def test_worker_notices_redis_lost_its_data_and_counts_are_exact_again(long_retention, source, tmp_path):
     """Half the calls counted, every key lost, the other half replayed: the worker rebuilds the first half and counts the second."""
     settings = long_retention
@@ -204,14 +230,14 @@ def test_worker_notices_redis_lost_its_data_and_counts_are_exact_again(long_rete
         wait_caught_up(settings, [worker])
         assert lose_redis_data(settings) > 100
         rp = replay_part(settings, source, "--since", cut, "--limit", str(N_CALLS - before))
-        wait_for_log(worker, LOST)
+        worker.wait_for_log(LOST)
         finish(rp)
         wait_caught_up(settings, [worker])
         assert_exact(settings, source)
 
         # lost again with no new records coming: the periodic check notices on its own
         lose_redis_data(settings)
-        wait_for_log(worker, LOST, count=2, timeout_s=60)
+        worker.wait_for_log(LOST, count=2, timeout_s=60)
         wait_caught_up(settings, [worker])
         metrics = assert_exact(settings, source)
         assert worker.alive(), worker.log_tail()
@@ -282,55 +308,35 @@ def test_a_batch_applied_over_lost_offsets_is_refused_before_anything_is_written
     assert applied == {}
 
 
-def test_worker_survives_a_real_restart_of_its_redis_and_counts_are_exact_again(long_retention, source, tmp_path):
+def test_worker_survives_a_real_restart_of_its_redis_and_counts_are_exact_again(long_retention, source, tmp_path, own_redis):
     """A redis-server of the test's own, killed and started again empty between the two halves of the replay."""
     from dataclasses import replace
 
-    from tests.stackutil import free_port
-
-    port = free_port()
-    server = _own_redis(port, tmp_path)
-    settings = replace(long_retention, redis_url=f"redis://127.0.0.1:{port}/0")
-    cut, before = split_at_half(settings, source)
-    worker = WorkerProcess(settings, tmp_path).start()
+    settings = replace(long_retention, redis_url=own_redis.url)
+    worker, cut, before = first_half_then_redis_stopped(settings, source, tmp_path, own_redis)
     try:
-        finish(replay_part(settings, source, "--until", cut, "--limit", str(N_CALLS)))
-        wait_caught_up(settings, [worker])
-        server.kill()
-        server.wait(10)
         time.sleep(3)  # down for a while: the worker's timers meet a refused connection
-        server = _own_redis(port, tmp_path)
+        own_redis.start()
         rp = replay_part(settings, source, "--since", cut, "--limit", str(N_CALLS - before))
-        wait_for_log(worker, LOST)
+        worker.wait_for_log(LOST)
         finish(rp)
         wait_caught_up(settings, [worker])
         assert_exact(settings, source)
         assert worker.alive(), worker.log_tail()
     finally:
         worker.stop()
-        server.kill()
-        server.wait(10)
 
 
-def test_records_arriving_while_redis_is_down_are_counted_and_reach_the_detectors(long_retention, source, tmp_path):
+def test_records_arriving_while_redis_is_down_are_counted_and_reach_the_detectors(long_retention, source, tmp_path, own_redis):
     """Batches fail while Redis is down and Faust restarts the agent without them: the worker finds them missing and counts them."""
     from dataclasses import replace
 
-    from tests.stackutil import free_port
-
-    port = free_port()
-    server = _own_redis(port, tmp_path)
-    settings = replace(long_retention, redis_url=f"redis://127.0.0.1:{port}/0")
-    cut, before = split_at_half(settings, source)
-    worker = WorkerProcess(settings, tmp_path).start()
+    settings = replace(long_retention, redis_url=own_redis.url)
+    worker, cut, before = first_half_then_redis_stopped(settings, source, tmp_path, own_redis)
     try:
-        finish(replay_part(settings, source, "--until", cut, "--limit", str(N_CALLS)))
-        wait_caught_up(settings, [worker])
-        server.kill()
-        server.wait(10)
         rp = replay_part(settings, source, "--since", cut, "--limit", str(N_CALLS - before), "--rate", "1000")
         time.sleep(5)  # records keep coming while Redis is down
-        server = _own_redis(port, tmp_path)
+        own_redis.start()
         finish(rp)
         wait_caught_up(settings, [worker])
         metrics = assert_exact(settings, source)
@@ -339,34 +345,29 @@ def test_records_arriving_while_redis_is_down_are_counted_and_reach_the_detector
         progress.wait_detected(settings, 60)
     finally:
         worker.stop()
-        server.kill()
-        server.wait(10)
 
 
 # -- the gateway -------------------------------------------------------------------------
 
 
-def test_gateway_keeps_serving_alerts_after_its_redis_restarts_empty(tmp_path):
+def test_gateway_keeps_serving_alerts_after_its_redis_restarts_empty(tmp_path, own_redis):
     """A real restart of a Redis of the test's own: the gateway reconnects and delivers, on the open socket, the alerts written after it."""
     import uuid
 
     from tests.gateway.live import FAR, GatewayProcess, make_alert, publish, recv_until, token
-    from tests.stackutil import free_port
 
-    port, prefix = free_port(), f"g{uuid.uuid4().hex[:10]}"
-    server = _own_redis(port, tmp_path)
+    prefix = f"g{uuid.uuid4().hex[:10]}"
     gw = None
     try:
-        gw = GatewayProcess(prefix, env_extra={"WF_REDIS_URL": f"redis://127.0.0.1:{port}/0"}).start(tmp_path)
-        r = redis.Redis(port=port, decode_responses=True)
+        gw = GatewayProcess(prefix, env_extra={"WF_REDIS_URL": own_redis.url}).start(tmp_path)
+        r = redis.Redis(port=own_redis.port, decode_responses=True)
         ws = gw.ws(token("supervisor"))
         publish(r, prefix, make_alert("before-restart", (FAR,)))
         recv_until(ws, lambda m: m.get("type") == "alert" and m["alert"]["id"] == "before-restart")
 
-        server.kill()
-        server.wait(10)
+        own_redis.stop()
         time.sleep(1.0)  # the gateway's reads fail meanwhile
-        server = _own_redis(port, tmp_path)
+        own_redis.start()
         publish(r, prefix, make_alert("after-restart", (FAR,)))
         # on the same connection: the gateway's Redis client reconnects by itself
         recv_until(ws, lambda m: m.get("type") == "alert" and m["alert"]["id"] == "after-restart", timeout_s=30)
@@ -377,5 +378,3 @@ def test_gateway_keeps_serving_alerts_after_its_redis_restarts_empty(tmp_path):
     finally:
         if gw is not None:
             gw.stop()
-        server.kill()
-        server.wait(10)
