@@ -33,7 +33,7 @@ import h3
 from detectors.types import DETECTION_RESOLUTION
 from streams.keys import ALL, Keys
 from streams.rolling import cells_for, hour_of, minute_of, rt_bin
-from streams.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Parsed, Reason, Status, encode, parse_event
+from streams.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Parsed, Reason, Status, parse_event
 
 CALL = "call"
 UPDATE = "update"
@@ -116,7 +116,7 @@ class Snapshot:
     #: Epoch minute below which buckets have expired (None: nothing expired yet).
     horizon: int | None = None
     calls: dict[tuple[int, str], CallState] = field(default_factory=dict)
-    #: Updates held for calls not seen yet, as canonical JSON (``schema.encode``).
+    #: Updates held for calls not seen yet, as :func:`hold` wrote them.
     pending: dict[tuple[int, str], list[str]] = field(default_factory=dict)
 
 
@@ -287,9 +287,8 @@ class _Builder:
         waiting = self.pending.get(key, self.snap.pending.get(key, []))
         if waiting:
             self.pending[key] = []
-            updates = [parse_event(raw.encode(), now=float("inf")).event for raw in waiting]
-            for upd in sorted(updates, key=lambda u: u.at):  # type: ignore[union-attr]
-                self._apply_update(partition, upd)  # type: ignore[arg-type]
+            for upd in sorted((unhold(call.id, text) for text in waiting), key=lambda u: u.at):
+                self._apply_update(partition, upd)
         return cells
 
     def _add_update(self, partition: int, upd: IncidentUpdate) -> None:
@@ -297,7 +296,7 @@ class _Builder:
         if self._state(partition, upd.call_id) is None:
             # The call has not been seen yet (the two topics are consumed
             # independently): keep the update until it arrives.
-            self.pending.setdefault(key, list(self.snap.pending.get(key, []))).append(encode(upd).decode())
+            self.pending.setdefault(key, list(self.snap.pending.get(key, []))).append(hold(upd))
             self.pend_times[key] = upd.at
             self.plan.metrics["updates_pending_total"] += 1
             return
@@ -366,6 +365,29 @@ class _Builder:
             else:
                 ops += ["X", self.k.pending(partition), call_id, "R", self.k.pendq(partition), call_id]
         return self.plan
+
+
+def hold(upd: IncidentUpdate) -> str:
+    """An update kept for a call not seen yet: what applying it needs, ``status|at``.
+
+    (Unit and source are not kept: the counts and response times do not use them.)
+
+    >>> hold(IncidentUpdate("A1", Status.ON_SCENE, 1453564931.5, "M12", "cad"))
+    'on_scene|1453564931.5'
+    """
+    return f"{upd.status.value}|{upd.at!r}"
+
+
+def unhold(call_id: str, text: str) -> IncidentUpdate:
+    """The update :func:`hold` kept for ``call_id``; a JSON line, as earlier versions held them, is read too.
+
+    >>> unhold("A1", "closed|1453564931.0").status
+    <Status.CLOSED: 'closed'>
+    """
+    if text.startswith("{"):
+        return parse_event(text.encode(), now=float("inf")).event  # type: ignore[return-value]
+    status, _, at = text.partition("|")
+    return IncidentUpdate(call_id, Status(status), float(at), None, "")
 
 
 def decode_ops(ops: list[str]) -> Iterator[tuple[str, ...]]:

@@ -8,7 +8,7 @@ from collections import Counter
 from streams.keys import Keys
 from streams.planner import CALL, UPDATE, CallState, Incoming, PlanConfig, Snapshot, decode_ops, plan_batch
 from streams.rolling import cells_for, minute_of
-from streams.schema import Reason, format_time
+from streams.schema import IncidentUpdate, Reason, Status, encode, format_time
 
 T0 = 1_453_564_800.0  # 2016-01-23T16:00:00Z
 CFG = PlanConfig(keys=Keys("t"), resolutions=(8, 7), allowed_lateness_s=600)
@@ -163,3 +163,13 @@ def test_a_second_call_with_the_same_id_is_refused_as_duplicate():
 def test_plan_is_deterministic():
     batch = recs(CALL, [call(f"c{i}", T0 + i * 7, lat=40.0 + i / 100) for i in range(50)])
     assert plan_batch(batch, Snapshot(), CFG, now=NOW).ops == plan_batch(batch, Snapshot(), CFG, now=NOW).ops
+
+
+def test_an_update_held_as_json_by_an_earlier_version_is_still_applied():
+    held = encode(IncidentUpdate("a", Status.DISPATCHED, T0 + 90, "M1", "cad")).decode()
+    snap = Snapshot(pending={(0, "a"): [held, "on_scene|" + repr(T0 + 300.0)]})
+    plan = plan_batch(recs(CALL, [call("a", T0)]), snap, CFG, now=NOW)
+    area = cells_for(40.12, -75.34, (8, 7))[-1]
+    got = incr(plan)
+    assert got[(f"t:rt:{int((T0 + 90) // 3600)}", f"dispatch|{area}|sum")] == 90
+    assert got[(f"t:rt:{int((T0 + 300) // 3600)}", f"travel|{area}|sum")] == 210
