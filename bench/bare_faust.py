@@ -5,7 +5,7 @@ Run by ``bench/throughput.py`` as a subprocess; reads its job from the environme
 (a JSON file to write ``{"records": n, "first": m, "seconds": s}`` to: ``s`` from
 the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
-time; ``batch``: ``take_events`` like the worker).
+time, as the worker reads; ``batch``: Faust's ``take_events``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ with each reader in turn (``--readers`` picks some):
 
 ``aiokafka``      a bare aiokafka consumer (no processing: the machine's ceiling);
 ``faust-events``  a bare Faust agent iterating events one at a time, doing nothing;
-``faust-batch``   the same bare agent iterating ``take_events`` batches like the worker;
+``faust-batch``   the same bare agent iterating Faust's ``take_events`` batches;
 ``worker``        the Watchfloor worker, counting role (validation, H3, planning,
                   detector input, the atomic Redis commit of counts and offsets);
 ``worker-x2``     two such workers in one consumer group, two partitions each;

@@ -20,12 +20,10 @@ at-least-once: a record may be sent again after a crash, never lost.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
 import pickle
-import signal
 import tempfile
 import threading
 import time
@@ -41,9 +39,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from detectors.types import Alert
 from streams import kafka_backoff
+from streams.batching import Batcher
 from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadletter
+from streams.planproc import OffloadedState, die_with_parent
 from streams.rebuild import KafkaLog, RebuildError, RedisDataLost, Span, apply_spans, describe, find_gaps, first_offsets
 from streams.settings import Settings, load_settings
 from streams.state import BatchResult, RedisState, StateError, commit_detection_sync, unreadable_checkpoint
@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def state() -> RedisState:
         if "state" not in holder:
-            holder["state"] = RedisState.from_settings(s)
+            kind = OffloadedState if "count" in s.roles and s.plan_process else RedisState
+            holder["state"] = kind.from_settings(s)
         return holder["state"]
 
     async def publish_before_commit(plan: Plan) -> None:
@@ -157,12 +158,36 @@ def create_app(settings: Settings | None = None) -> faust.App:
         Each batch must follow what Redis says was applied; when it does not,
         Redis lost its data, and the records in between are counted again from
         Kafka's retained log before the batch (see :mod:`streams.rebuild`).
+        Records go on being read while the previous batch commits (a
+        :class:`~streams.batching.Batcher` between the stream and the committer),
+        and each is acknowledged to Kafka once its batch is committed.
         """
         st = await state()
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            result = await _count_batch(st, [_incoming(e, kinds) for e in events])
-            if result.plan.skipped:
-                log.info("skipped %d records already counted before a restart", result.plan.skipped)
+        batcher: Batcher[EventT] = Batcher(s.batch_size, s.batch_within_s)
+        committer = asyncio.ensure_future(_commit_batches(st, stream, batcher))
+        try:
+            async for event in stream.noack().events():
+                if committer.done():
+                    committer.result()  # raises what stopped it
+                await batcher.add(event)
+        finally:
+            committer.cancel()
+
+    async def _commit_batches(st: RedisState, stream: faust.StreamT, batcher: Batcher[EventT]) -> None:
+        """Commit the batcher's batches in order, acknowledging each batch's records after its commit."""
+        try:
+            while True:
+                events = await batcher.next_batch()
+                result = await _count_batch(st, [_incoming(e, kinds) for e in events])
+                if result.plan.skipped:
+                    log.info("skipped %d records already counted before a restart", result.plan.skipped)
+                for event in events:
+                    await stream.ack(event)
+        except Exception as exc:
+            # Nothing after this batch may commit before it: stop the worker (it exits, see _App).
+            log.exception("counting stopped: %r", exc)
+            await app.crash(exc)
+            raise
 
     async def _count_batch(st: RedisState, batch: list[Incoming]) -> BatchResult:
         """Commit one batch, after counting what Redis is missing before it.
@@ -327,7 +352,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         if pid == 0:  # the child: pickle the snapshot, write it, and leave without touching the parent's sockets
             code = 1
             try:
-                _die_with_parent()
+                die_with_parent()
                 commit_detection_sync(s, offset, pickle.dumps(runner))
                 code = 0
             except BaseException:  # noqa: BLE001 -- reported by the exit code; the parent logs it
@@ -451,18 +476,6 @@ def _unreachable(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__
     return False
-
-
-def _die_with_parent() -> None:
-    """In a forked checkpoint child: be killed with the worker (Linux), so that no orphan
-    writes an old checkpoint over a newer one after the worker was killed and restarted."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the worker died before prctl
-        os._exit(1)
 
 
 def _incoming(event: EventT, kinds: dict[str, str]) -> Incoming:

@@ -21,6 +21,20 @@ def _roles(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
+def _flag(text: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case).
+
+    >>> _flag("On"), _flag("0")
+    (True, False)
+    """
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/true/yes/on or 0/false/no/off")
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value the worker cannot use."""
 
@@ -54,6 +68,9 @@ class Settings:
     #: Seconds between two checkpoints of the detectors (alerts are written at once;
     #: a crash replays at most this much detector input).
     detector_checkpoint_s: float = 5.0
+    #: Plan the counting agent's batches in a child process (see ``streams.planproc``):
+    #: Faust's per-record work and the planning then run on two cores.
+    plan_process: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -101,6 +118,7 @@ _ENV = {
     "WF_WEB_PORT": ("web_port", int),
     "WF_ROLES": ("roles", _roles),
     "WF_DETECTOR_CHECKPOINT_S": ("detector_checkpoint_s", float),
+    "WF_PLAN_PROCESS": ("plan_process", _flag),
 }
 
 

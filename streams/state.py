@@ -205,17 +205,13 @@ class RedisState:
         """Plan and commit one batch; retry when another worker committed the same partition first.
 
         ``check_snapshot(snap)`` runs after every read of the snapshot, before
-        planning, and may raise to abandon the batch: the worker checks there
+        anything is published or committed, and may raise to abandon the batch: the worker checks there
         that Redis still holds what the batch follows (see :func:`streams.rebuild.find_gaps`).
         The commit's offset check then makes sure the snapshot it passed is the one committed on.
         """
         for attempt in range(1, max_attempts + 1):
             try:
-                parsed = parse_batch(batch, self.config, now=time.time())
-                snap = await self.snapshot(batch, referenced_calls(batch, parsed))
-                if check_snapshot is not None:
-                    await check_snapshot(snap)
-                plan = plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed)
+                plan, snap = await self._plan_once(batch, check_snapshot)
                 if before_commit is not None and (plan.dead_letters or plan.points):
                     await before_commit(plan)
                 if not plan.offsets:
@@ -227,6 +223,16 @@ class RedisState:
             log.info("offset check failed (another worker committed first); re-planning, attempt %d", attempt)
             await asyncio.sleep(0.01 * attempt)
         raise StateError(f"batch not committed after {max_attempts} attempts: the partitions keep moving under this worker")
+
+    async def _plan_once(
+        self, batch: list[Incoming], check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None
+    ) -> tuple[Plan, Snapshot]:
+        """Validate, read the snapshot, check it, plan: one attempt of :meth:`apply` up to its commit."""
+        parsed = parse_batch(batch, self.config, now=time.time())
+        snap = await self.snapshot(batch, referenced_calls(batch, parsed))
+        if check_snapshot is not None:
+            await check_snapshot(snap)
+        return plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed), snap
 
     async def snapshot(self, batch: Iterable[Incoming], calls: list[tuple[int, str]]) -> Snapshot:
         """Read the offsets, watermarks, horizon, and the state and held updates of ``calls``."""
@@ -258,6 +264,7 @@ class RedisState:
         return Snapshot(offsets=offsets, watermarks=watermarks, horizon=horizon, calls=states, pending=pending)
 
     async def _commit_plan(self, plan: Plan, snap: Snapshot) -> bool:
+        """Commit ``plan``, made on ``snap``; False when an offset moved since (nothing written)."""
         k = self.keys
         s = self.settings
         args: list[str] = [str(len(plan.offsets))]

@@ -1,0 +1,215 @@
+"""The counting agent's planning in a process of its own: Faust's per-record work and ours on two cores.
+
+Faust hands the counting agent its records one event at a time, and that
+costs most of a core by itself; validating, reading the snapshot and
+planning (:func:`streams.planner.plan_batch`) cost nearly as much again. In
+one process they take turns on one core. :class:`OffloadedState` is a
+:class:`~streams.state.RedisState` whose :meth:`~streams.state.RedisState.apply`
+sends each batch's raw records to a child process that validates, reads the
+snapshot, plans and, when told to, commits, while the worker's own process
+goes on taking the next batch from Faust. Nothing else changes: the worker
+still publishes the dead letters and the detector input between planning and
+committing, the commit is still the one Lua script with its offset check,
+and every other call (the detectors' checkpoints, the alerts, the metrics)
+runs in the worker's process as before.
+
+The child is ``python -m streams.planproc``, started on the first batch. It
+talks over its stdin and stdout in frames (a 4-byte big-endian length, then a
+pickle: both ends are this module), logs to stderr, and leaves when its stdin
+closes or its parent dies. A Redis error in the child is raised again in the
+worker as the same ``redis.exceptions`` class, so a batch waits out an
+unreachable Redis as it did in-process; a child that died or failed
+otherwise raises :class:`PlanProcessError`, and the agent crashes (the worker
+exits and its supervisor restarts it; nothing uncommitted is lost).
+``WF_PLAN_PROCESS=0`` keeps the planning in the worker's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import BinaryIO
+
+import redis.exceptions
+
+from streams.planner import Incoming, Plan, Snapshot
+from streams.settings import Settings
+from streams.state import RedisState
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+#: How long a closing worker waits for the child to leave before killing it.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class PlanProcessError(RuntimeError):
+    """The plan process died or failed on something other than Redis; the batch was not committed."""
+
+
+def die_with_parent() -> None:
+    """In a child of the worker (the plan process, a forked checkpoint): be killed with the worker (Linux),
+    so that no orphan writes to Redis after the worker was killed and restarted."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the worker died before prctl
+        os._exit(1)
+
+
+class OffloadedState(RedisState):
+    """A :class:`RedisState` that plans and commits each batch in the plan process (see the module's text)."""
+
+    def __init__(self, client, settings: Settings) -> None:  # noqa: ANN001 -- RedisState's client
+        super().__init__(client, settings)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OffloadedState:
+        import redis.asyncio as aioredis
+
+        return cls(aioredis.Redis.from_url(settings.redis_url, decode_responses=True), settings)
+
+    async def _plan_once(
+        self, batch: list[Incoming], check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None
+    ) -> tuple[Plan, Snapshot]:
+        plan, offsets = await self._call(("plan", [(r.kind, r.partition, r.offset, r.value) for r in batch]))
+        snap = Snapshot(offsets=offsets)
+        if check_snapshot is not None:
+            await check_snapshot(snap)
+        return plan, snap
+
+    async def _commit_plan(self, plan: Plan, snap: Snapshot) -> bool:
+        # the child commits the plan it made last, on the snapshot it read for it
+        return await self._call(("commit",))
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await super().close()
+
+    async def _call(self, request: tuple):  # noqa: ANN202 -- the reply's value depends on the request
+        async with self._lock:
+            proc = self._proc if self._proc is not None and self._proc.returncode is None else await self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                _write(proc.stdin, request)
+                await proc.stdin.drain()
+                n = _HEADER.unpack(await proc.stdout.readexactly(_HEADER.size))[0]
+                kind, *value = pickle.loads(await proc.stdout.readexactly(n))  # our own child's frames
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                code = await _exit_code(proc)
+                self._proc = None
+                raise PlanProcessError(f"the plan process (pid {proc.pid}) died ({exc!r}; exit code {code})") from exc
+        if kind == "ok":
+            return value[0]
+        if kind == "redis":
+            name, message = value
+            raise getattr(redis.exceptions, name, redis.exceptions.RedisError)(message)
+        raise PlanProcessError(f"the plan process failed:\n{value[0]}")
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streams.planproc", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdin is not None
+        _write(proc.stdin, self.settings)
+        log.info("plan process started (pid %d)", proc.pid)
+        self._proc = proc
+        return proc
+
+
+def _write(stream: asyncio.StreamWriter, obj: object) -> None:
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(body)) + body)
+
+
+async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
+    try:
+        return await asyncio.wait_for(proc.wait(), 2.0)
+    except TimeoutError:
+        proc.kill()
+        return None
+
+
+# -- the child ----------------------------------------------------------------
+
+
+def _read(stream: BinaryIO) -> object | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    n = _HEADER.unpack(header)[0]
+    body = stream.read(n)
+    if len(body) < n:
+        return None
+    return pickle.loads(body)  # noqa: S301 -- frames from our own parent
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer the worker's requests until ``inp`` closes: ``("plan", records)`` and ``("commit",)``."""
+    settings = _read(inp)
+    if not isinstance(settings, Settings):
+        raise SystemExit("streams.planproc: expected the worker's settings first; this module is started by the worker")
+    loop = asyncio.new_event_loop()
+    state = RedisState.from_settings(settings)
+    made: tuple[Plan, Snapshot] | None = None
+    try:
+        while (request := _read(inp)) is not None:
+            try:
+                if request[0] == "plan":
+                    batch = [Incoming(*r) for r in request[1]]
+                    made = loop.run_until_complete(state._plan_once(batch))
+                    plan, snap = made
+                    reply: tuple = ("ok", (replace(plan, ops=[]), snap.offsets))
+                elif request[0] == "commit":
+                    if made is None:
+                        raise RuntimeError("commit asked for before any plan")
+                    reply = ("ok", loop.run_until_complete(state._commit_plan(*made)))
+                    made = None
+                else:
+                    raise RuntimeError(f"unknown request {request[0]!r}")
+            except redis.exceptions.RedisError as exc:
+                made = None
+                reply = ("redis", type(exc).__name__, str(exc))
+            except Exception:  # noqa: BLE001 -- reported to the worker, which crashes with it
+                made = None
+                reply = ("error", traceback.format_exc())
+            body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            out.write(_HEADER.pack(len(body)) + body)
+            out.flush()
+    finally:
+        loop.run_until_complete(state.close())
+        loop.close()
+
+
+def main() -> None:
+    die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="[plan process %(process)d] %(levelname)s %(name)s: %(message)s")
+    # the protocol gets fd 1; anything printed goes to stderr instead
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The plan process: the same counts as planning in the worker, Redis errors that the worker waits out, a dead child noticed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from streams.planner import CALL, UPDATE, Snapshot
+from streams.planproc import OffloadedState, PlanProcessError
+from streams.state import RedisState, StateError
+from tests.streams.test_planner import T0, call, recs, update
+
+pytestmark = pytest.mark.stack
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def _batches() -> list:
+    # updates before their calls (held), calls, a duplicate id, a malformed record, a redelivery
+    return [
+        recs(UPDATE, [update(f"c{i}", "dispatched", T0 + 60 + i) for i in range(5)], partition=1),
+        recs(CALL, [call(f"c{i}", T0 + i) for i in range(10)] + [call("c3", T0 + 20), b"{oops"], partition=1),
+        recs(UPDATE, [update(f"c{i}", "closed", T0 + 900 + i) for i in range(10)], partition=1, start=5),
+        recs(CALL, [call(f"c{i}", T0 + i) for i in range(4)], partition=1),
+    ]
+
+
+async def _apply_all(st: RedisState) -> tuple[list, dict, dict]:
+    results = [await st.apply(b) for b in _batches()]
+    counts, metrics = await st.bucket_counts(), await st.metrics()
+    await st.close()
+    return results, counts, metrics
+
+
+def test_the_plan_process_counts_exactly_what_planning_in_the_worker_counts(settings):
+    here = run(_apply_all(RedisState.from_settings(settings)))
+    there = run(_apply_all(OffloadedState.from_settings(dataclasses.replace(settings, redis_prefix=settings.redis_prefix + "x"))))
+    assert there[1] == here[1] and there[1]
+    assert there[2] == here[2]
+    for mine, theirs in zip(here[0], there[0], strict=True):
+        assert (theirs.plan.applied, theirs.plan.skipped, theirs.plan.points, theirs.plan.offsets) == (
+            mine.plan.applied, mine.plan.skipped, mine.plan.points, mine.plan.offsets,
+        )  # fmt: skip
+        refused = [[(d.reason, d.source.offset) for d in r.plan.dead_letters] for r in (mine, theirs)]
+        assert refused[0] == refused[1]
+    assert there[0][3].plan.skipped == 4  # the redelivered batch
+
+
+def test_redis_unreachable_from_the_plan_process_is_the_same_error_the_worker_waits_out(settings):
+    async def go():
+        st = OffloadedState.from_settings(dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0"))
+        try:
+            with pytest.raises(StateError) as caught:
+                await st.apply(recs(CALL, [call("a", T0)]))
+        finally:
+            await st.close()
+        return caught.value
+
+    err = run(go())
+    assert isinstance(err.__cause__, RedisConnectionError)
+
+
+def test_a_plan_process_that_died_fails_the_batch_and_the_next_batch_starts_a_new_one(settings):
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        await st.apply(recs(CALL, [call("a", T0)]))
+        first = st._proc.pid
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(PlanProcessError, match="died"):
+            await st.apply(recs(CALL, [call("b", T0 + 1)], start=1))
+        await st.apply(recs(CALL, [call("b", T0 + 1)], start=1))
+        second = st._proc.pid
+        counts = await st.bucket_counts()
+        await st.close()
+        return first, second, counts
+
+    first, second, counts = run(go())
+    assert first != second
+    assert sum(n for (_, _, cat), n in counts.items() if cat == "ALL") == 3 * 2  # two calls, three resolutions
+
+
+def test_the_snapshot_check_sees_the_applied_offsets_and_can_stop_the_commit(settings):
+    seen: list[Snapshot] = []
+
+    class Lost(Exception):
+        pass
+
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        await st.apply(recs(CALL, [call("a", T0), call("b", T0)]))
+
+        async def check(snap: Snapshot) -> None:
+            seen.append(snap)
+            raise Lost
+
+        with pytest.raises(Lost):
+            await st.apply(recs(CALL, [call("c", T0)], start=2), check_snapshot=check)
+        applied = await st.applied_offsets()
+        await st.close()
+        return applied
+
+    applied = run(go())
+    assert seen[0].offsets == {(CALL, 0): 1}
+    assert applied == {(CALL, 0): 1}  # nothing of the checked batch was committed
