@@ -17,7 +17,9 @@ connected to the gateway records every alert frame; an alert's ``at`` is the
 event time of the call that made it fire, which is that call's production time,
 so ``receipt - at`` is the call-to-alert latency through Kafka, the counting
 agent, the detector input topic, the detectors, the Redis stream and the
-gateway. Prints p50, p95, p99 and max per load, how far behind the counting
+gateway; each figure is also split at the alert's append to the Redis stream
+(the stream id's milliseconds), to tell the pipeline from the gateway.
+Prints p50, p95, p99 and max per load, how far behind the counting
 and detection agents were when the load stopped, and saves JSON to
 ``out/bench/latency.json``.
 """
@@ -164,7 +166,8 @@ async def watch_alerts(url: str, into: list[tuple[float, dict]], ready: asyncio.
             elif frame["type"] == "error":
                 raise RuntimeError(f"the gateway refused the bench: {frame}")
             elif frame["type"] == "alert":
-                into.append((t, frame["alert"]))
+                # the stream id's milliseconds: when the detection worker appended the alert to Redis
+                into.append((t, {**frame["alert"], "_appended": int(frame["id"].split("-")[0]) / 1000}))
 
 
 def percentiles(values: list[float]) -> dict:
@@ -253,16 +256,26 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             mine = [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
             lat_ms = [1000 * (t - a["at"]) for t, a in mine]
             bursts = [1000 * (t - a["at"]) for t, a in mine if a["kind"] == "zone_surge"]
+            # the split: production to the alert's append in Redis (Kafka, counting, detector input,
+            # detectors), and from there to the WebSocket (the gateway's read and fan-out)
+            upstream = [1000 * (a["_appended"] - a["at"]) for _, a in mine]
+            delivery = [1000 * (t - a["_appended"]) for t, a in mine]
             row = {
                 "offered_per_s": rate,
                 "sent": sent,
                 "achieved_per_s": round(sent / took, 1),
                 "alerts": percentiles(lat_ms),
                 "burst_alerts": percentiles(bursts),
+                "to_redis": percentiles(upstream),
+                "redis_to_socket": percentiles(delivery),
                 "counting_behind_at_end": counting_behind,
                 "detector_input_behind_at_end": detect_behind,
                 # every alert frame: its call's production time (s after the load began), latency ms, kind, state
-                "samples": [[round(a["at"] - started, 3), round(1000 * (t - a["at"]), 1), a["kind"], a["state"]] for t, a in mine],
+                # and of that, ms until its append in Redis
+                "samples": [
+                    [round(a["at"] - started, 3), round(1000 * (t - a["at"]), 1), a["kind"], a["state"], round(up, 1)]
+                    for (t, a), up in zip(mine, upstream, strict=True)
+                ],
             }
             results["loads"].append(row)
             _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
@@ -293,7 +306,7 @@ def _alive(*procs: Proc | None):
 def table(results: dict) -> str:
     lines = [
         f"{'offered/s':>9} {'achieved/s':>10} {'calls':>8} {'alerts':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'zone p50':>9} {'count lag':>9} {'detect lag':>10}"
+        f"{'zone p50':>9} {'to Redis p99':>12} {'to socket p99':>13} {'count lag':>9} {'detect lag':>10}"
     ]
     for row in results["loads"]:
         a, b = row["alerts"], row["burst_alerts"]
@@ -301,11 +314,13 @@ def table(results: dict) -> str:
         lines.append(
             f"{row['offered_per_s']:>9g} {row['achieved_per_s']:>10g} {row['sent']:>8,} {a['n']:>7} "
             f"{fmt(a, 'p50'):>8} {fmt(a, 'p95'):>8} {fmt(a, 'p99'):>8} {fmt(a, 'max'):>8} {fmt(b, 'p50'):>9} "
+            f"{fmt(row['to_redis'], 'p99'):>12} {fmt(row['redis_to_socket'], 'p99'):>13} "
             f"{row['counting_behind_at_end']:>9,} {row['detector_input_behind_at_end']:>10,}"
         )
     lines.append(
         "latency: an alert frame's receipt at a supervisor's WebSocket minus its 'at'\n"
-        "  (the production time of the call that made it fire);\n"
+        "  (the production time of the call that made it fire); split at the alert's append to the Redis stream\n"
+        "  (its stream id): to Redis = Kafka, counting, detector input, detectors; to socket = the gateway;\n"
         "count lag / detect lag: records (calls) / detector-input messages not yet applied when the load stopped."
     )
     return "\n".join(lines)
