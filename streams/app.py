@@ -28,7 +28,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
@@ -50,6 +52,7 @@ from streams.state import BatchResult, RedisState, StateError, commit_detection_
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds between two reads of the event zones' version counter.
 ZONES_POLL_S = 5.0
@@ -169,7 +172,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
             async for event in stream.noack().events():
                 if committer.done():
                     committer.result()  # raises what stopped it
-                await batcher.add(event)
+                if batcher.add(event):
+                    await batcher.room()
         finally:
             committer.cancel()
 
@@ -193,29 +197,22 @@ def create_app(settings: Settings | None = None) -> faust.App:
         """Commit one batch, after counting what Redis is missing before it.
 
         While Redis (or Kafka, for a rebuild) cannot be reached, the batch is
-        kept and tried again, backing off to :data:`RETRY_MAX_S`: an agent that
-        crashed would be restarted by Faust without the batch in hand.
+        kept and tried again (:func:`_until_reachable`).
         """
-        delay = 0.5
-        while True:
+
+        async def attempt() -> BatchResult:
             async with counting_lock:
                 try:
-                    try:
-                        result = await st.apply(batch, publish_before_commit, check_snapshot=_follows_applied(batch))
-                    except RedisDataLost:
-                        await _count_missing(st, first_offsets(batch))
-                        result = await st.apply(batch, publish_before_commit)  # unchecked: a rebuild runs once per gap
-                except (StateError, RebuildError, RedisError) as exc:
-                    if not _unreachable(exc):
-                        raise
-                    log.warning("batch of %d records not committed, trying again in %.1f s: %s", len(batch), delay, exc)
-                else:
-                    for rec in batch:
-                        tp = (rec.kind, rec.partition)
-                        counted[tp] = max(counted.get(tp, 0), rec.offset + 1)
-                    return result
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, RETRY_MAX_S)
+                    return await st.apply(batch, publish_before_commit, check_snapshot=_follows_applied(batch))
+                except RedisDataLost:
+                    await _count_missing(st, first_offsets(batch))
+                    return await st.apply(batch, publish_before_commit)  # unchecked: a rebuild runs once per gap
+
+        result = await _until_reachable(f"committing a batch of {len(batch)} records", attempt)
+        for rec in batch:
+            tp = (rec.kind, rec.partition)
+            counted[tp] = max(counted.get(tp, 0), rec.offset + 1)
+        return result
 
     def _follows_applied(batch: list[Incoming]):  # noqa: ANN202 -- the check_snapshot callback of RedisState.apply
         firsts = first_offsets(batch)
@@ -305,7 +302,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def detection_runner() -> DetectionRunner:
         """The detectors, restored from their checkpoint in Redis when there is one."""
         if detection["runner"] is None:
-            saved = await (await state()).load_detection()
+            st = await state()
+            saved = await _until_reachable("reading the detectors' checkpoint", st.load_detection)
             if saved is None:
                 detection["runner"] = DetectionRunner(partitions=s.partitions)
             else:
@@ -314,7 +312,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 try:
                     detection["runner"] = pickle.loads(blob)  # our own checkpoint, in our own Redis
                 except Exception as exc:  # noqa: BLE001 -- any unpickling failure: a checkpoint of other code or bytes
-                    raise unreadable_checkpoint((await state()).keys.detector, exc) from exc
+                    raise unreadable_checkpoint(st.keys.detector, exc) from exc
                 log.info("detectors restored from their checkpoint at detector-input offset %d", detection["offset"])
             detection["next_checkpoint"] = time.monotonic() + s.detector_checkpoint_s
         return detection["runner"]
@@ -325,7 +323,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         for a, b in zip(alerts, bodies, strict=True):
             detection["sends"].append(await alerts_topic.send(key=a.id.encode(), value=b.encode()))
             log.info("alert %s %s: %s", a.state.value, a.id, a.reason)
-        await (await state()).append_alerts(offset, bodies, clock=clock)
+        st = await state()
+        await _until_reachable(f"writing {len(bodies)} alert record(s)", lambda: st.append_alerts(offset, bodies, clock=clock))
         detection["applied"] = offset
 
     async def checkpoint(*, in_process: bool = False) -> None:
@@ -467,6 +466,24 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await holder.pop("state").close()
 
     return app
+
+
+async def _until_reachable(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, again and again while it fails because Redis (or Kafka, in a rebuild) cannot be reached.
+
+    Backs off from 0.5 s to :data:`RETRY_MAX_S`. An agent that raised instead
+    would be restarted by Faust without what it had in hand (a batch, alerts).
+    """
+    delay = 0.5
+    while True:
+        try:
+            return await attempt()
+        except (StateError, RebuildError, RedisError) as exc:
+            if not _unreachable(exc):
+                raise
+            log.warning("%s failed, trying again in %.1f s: %s", what, delay, exc)
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, RETRY_MAX_S)
 
 
 def _unreachable(exc: BaseException | None) -> bool:

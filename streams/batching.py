@@ -27,7 +27,7 @@ class Batcher(Generic[T]):
     >>> async def demo():
     ...     b = Batcher(max_size=2, within=0.01)
     ...     for i in range(3):
-    ...         await b.add(i)
+    ...         b.add(i)
     ...     return await b.next_batch(), await b.next_batch()
     >>> asyncio.run(demo())
     ([0, 1], [2])
@@ -55,8 +55,11 @@ class Batcher(Generic[T]):
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
-    async def add(self, item: T) -> None:
-        """Add one item; waits while ``max_pending`` items are waiting to be taken."""
+    def add(self, item: T) -> bool:
+        """Add one item; True when ``max_pending`` items now wait: then await :meth:`room` before adding more.
+
+        (Not a coroutine: the agent adds every record, and most never wait.)
+        """
         items = self._items
         if len(items) % self.max_size == 0:
             # the first item of a future batch: batches are taken whole, or all that waits
@@ -65,7 +68,11 @@ class Batcher(Generic[T]):
         n = len(items)
         if n == 1 or n == self.max_size:
             self._changed.set()
-        while len(items) >= self.max_pending:
+        return n >= self.max_pending
+
+    async def room(self) -> None:
+        """Return once fewer than ``max_pending`` items wait."""
+        while len(self._items) >= self.max_pending:
             self._room.clear()
             await self._room.wait()
 

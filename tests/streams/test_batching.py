@@ -23,7 +23,8 @@ def test_items_come_out_in_order_in_batches_no_larger_than_max_size_while_adding
 
         async def produce():
             for i in range(5000):
-                await b.add(i)
+                if b.add(i):
+                    await b.room()
                 if rng.random() < 0.01:
                     await asyncio.sleep(rng.random() * 0.01)
 
@@ -49,7 +50,7 @@ def test_a_full_batch_is_given_at_once_and_a_partial_one_after_within():
     async def go():
         b: Batcher[int] = Batcher(max_size=3, within=0.2)
         for i in range(4):
-            await b.add(i)
+            b.add(i)
         t0 = time.monotonic()
         full = await b.next_batch()
         t1 = time.monotonic()
@@ -67,11 +68,11 @@ def test_a_waiting_taker_gets_the_batch_as_soon_as_it_fills():
     async def go():
         b: Batcher[int] = Batcher(max_size=2, within=5.0)
         taker = asyncio.ensure_future(b.next_batch())
-        await b.add(1)
+        b.add(1)
         await asyncio.sleep(0.01)
         assert not taker.done()  # one item, and the oldest has not waited 5 s
         t0 = time.monotonic()
-        await b.add(2)
+        b.add(2)
         batch = await asyncio.wait_for(taker, 1.0)
         return batch, time.monotonic() - t0
 
@@ -79,14 +80,14 @@ def test_a_waiting_taker_gets_the_batch_as_soon_as_it_fills():
     assert batch == [1, 2] and waited < 0.5
 
 
-def test_adding_waits_while_max_pending_items_wait_and_goes_on_when_a_batch_is_taken():
+def test_adding_says_when_max_pending_items_wait_and_room_comes_when_a_batch_is_taken():
     async def go():
         b: Batcher[int] = Batcher(max_size=2, within=1.0, max_pending=4)
-        for i in range(3):
-            await b.add(i)
-        blocked = asyncio.ensure_future(b.add(3))
+        assert not any(b.add(i) for i in range(3))
+        assert b.add(3)  # 4 wait now
+        blocked = asyncio.ensure_future(b.room())
         await asyncio.sleep(0.02)
-        was_blocked = not blocked.done()  # 4 wait now
+        was_blocked = not blocked.done()
         await b.next_batch()
         await asyncio.wait_for(blocked, 1.0)
         return was_blocked, len(b)

@@ -28,7 +28,7 @@ from streams.planner import CALL, UPDATE, Incoming
 from streams.rebuild import RebuildSummary, Span, describe, find_gaps, first_offsets, rebuild_spans
 from streams.replay import plan_replay
 from streams.state import RedisState
-from streams.topics import CALLS, topic_name
+from streams.topics import CALLS, DETECTOR_INPUT, topic_name
 from tests.stackutil import ROOT, WorkerProcess, wait_caught_up, worker_env
 from tests.streams import test_pipeline as pipeline
 from tests.streams.test_pipeline import N_CALLS, assert_exact, finish
@@ -378,3 +378,38 @@ def test_gateway_keeps_serving_alerts_after_its_redis_restarts_empty(tmp_path, o
     finally:
         if gw is not None:
             gw.stop()
+
+
+def test_the_detection_agent_waits_out_its_redis_and_goes_on_without_a_restart(settings, tmp_path, own_redis):
+    """A detect-only worker fed detector input while its redis-server is down: it keeps the input, retries, and catches up."""
+    from dataclasses import replace
+
+    from kafka import KafkaProducer
+
+    from streams.detection import encode_points
+
+    settings = replace(settings, redis_url=own_redis.url)
+    worker = WorkerProcess(settings, tmp_path, env={"WF_ROLES": "detect"}).start()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    topic = topic_name(settings.topic_prefix, DETECTOR_INPUT)
+    t0 = time.time() - 3600
+
+    def send(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            producer.send(topic, encode_points([(0, i, t0 + i, "882aac95d1fffff", "EMS", None)]))
+        producer.flush()
+
+    try:
+        send(0, 20)
+        worker.wait_for_log("Worker ready")
+        progress.wait_detected(settings, 60)
+        own_redis.stop()
+        send(20, 20)
+        worker.wait_for_log("alert record(s) failed, trying again")
+        own_redis.start()
+        progress.wait_detected(settings, 60)
+        assert worker.alive(), worker.log_tail()
+        assert "Crashed reason=" not in worker.log_path.read_text(errors="replace"), worker.log_tail()
+    finally:
+        producer.close()
+        worker.stop()
