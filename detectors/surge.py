@@ -135,7 +135,7 @@ from detectors.tails import MAX_SCORE as _MAX_SCORE
 from detectors.tails import log10_negbin_sf as _log10_negbin_sf
 from detectors.tails import log10_poisson_sf as _log10_poisson_sf
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
-from detectors.windows import drop_expired
+from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, shed_cutoff
 
 MODEL = "surge-poisson-scan"
 #: Bump when the test, the regions, the incident rule or the alert lifecycle change.
@@ -224,6 +224,10 @@ class SurgeDetector:
         Negative-binomial shape ``k`` of the jurisdiction test (> 0).
     baseline : ExpectedCounts or None
         The expected-count model, learnt by this detector; ``None`` for the defaults.
+    max_window_calls : int
+        Most calls the windows hold (>= 1). Beyond it the oldest go early
+        (counted in ``shed_calls``), so memory is bounded at any rate; the
+        default is hundreds of times a real centre's 180 minutes.
     """
 
     def __init__(
@@ -239,6 +243,7 @@ class SurgeDetector:
         same_instant_s: float = 1.0,
         jurisdiction_shape: float = 20.0,
         baseline: ExpectedCounts | None = None,
+        max_window_calls: int = MAX_WINDOW_CALLS,
     ) -> None:
         _check_number("threshold", threshold, low=0.0, strict=True)
         _check_number("jurisdiction_threshold", jurisdiction_threshold, low=0.0, strict=True)
@@ -269,6 +274,9 @@ class SurgeDetector:
         self.same_instant_s = same_instant_s
         self.jurisdiction_shape = jurisdiction_shape
         self.baseline = baseline if baseline is not None else ExpectedCounts()
+        self.max_window_calls = check_cap(max_window_calls)
+        #: calls dropped from the windows early because they held ``max_window_calls``
+        self.shed_calls = 0
         self._horizon_s = 60.0 * max(windows + jurisdiction_windows)
         self._windows_desc = tuple(sorted(set(windows), reverse=True))
         self._calls: list[_Call] = []  # every call of the last max window, in time order
@@ -342,6 +350,9 @@ class SurgeDetector:
         self._by_cell.setdefault(x.cell, []).insert(i, call)
         self._dirty.add(x.cell)
         self._jurisdiction_dirty = True
+        cutoff = shed_cutoff(self._calls, self.max_window_calls)
+        if cutoff is not None:
+            self.shed_calls += self._drop_through(cutoff)
 
     def score_one(self, x: CallPoint) -> float:
         """Highest score, at ``x.t``, of the cell and disks containing ``x`` over ``windows_min``, with ``x`` counted.
@@ -429,11 +440,14 @@ class SurgeDetector:
         return True
 
     def _expire(self, now: float) -> None:
-        cutoff = now - self._horizon_s
+        self._drop_through(now - self._horizon_s)
+
+    def _drop_through(self, cutoff: float) -> int:
+        """Drop the calls at or before ``cutoff`` from the windows and both indexes; how many went."""
         calls = self._calls
         expired = calls[: bisect.bisect_right(calls, cutoff, key=_time)]
         if not expired:
-            return
+            return 0
         drop_expired(calls, self._by_cell, cutoff)
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
@@ -444,9 +458,12 @@ class SurgeDetector:
                 del times[: bisect.bisect_right(times, cutoff)]
                 if not times:
                     del index[cell]
+        return len(expired)
 
     def __setstate__(self, state: dict) -> None:
-        # checkpoints from before the two indexes: build them once from the windows
+        # checkpoints from before the two indexes (or the cap): build them once from the windows
+        state.setdefault("max_window_calls", MAX_WINDOW_CALLS)
+        state.setdefault("shed_calls", 0)
         self.__dict__.update(state)
         if "_incident_times" not in state:
             self._incident_times = sorted(c.t for c in self._calls if c.incident)

@@ -1,7 +1,10 @@
 """Sliding-window bookkeeping shared by the surge and zone detectors (pure).
 
 Both keep the calls of their longest window twice: in one list in time order,
-and per cell. :func:`drop_expired` trims both at once.
+and per cell. :func:`drop_expired` trims both at once. A window holds at most
+its detector's ``max_window_calls``: beyond that (a synthetic storm, hundreds
+of times any real centre's rate) :func:`shed_cutoff` says how many of the
+oldest to drop early, so that memory stays bounded whatever the rate.
 """
 
 from __future__ import annotations
@@ -29,6 +32,39 @@ def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
                 del by_cell[cell]
     del calls[:n]
     return n
+
+
+#: Default cap of a detector's windows: about 2 calls a second for 3 hours, hundreds of times a
+#: real centre's rate (Montgomery: about 400 calls a day), at roughly 0.5 KB per call and detector.
+MAX_WINDOW_CALLS = 200_000
+#: A window over its cap is cut to this share of the cap at once, not one call at a time.
+SHED_TO = 0.9
+
+
+def shed_cutoff(calls: list, cap: int) -> float | None:
+    """The time through which to drop the oldest of ``calls`` (time order) when they are more than ``cap``; None within it.
+
+    >>> from types import SimpleNamespace as C
+    >>> calls = [C(t=float(i)) for i in range(12)]
+    >>> shed_cutoff(calls, 12), shed_cutoff(calls, 10)
+    (None, 2.0)
+    """
+    if len(calls) <= cap:
+        return None
+    return calls[len(calls) - int(cap * SHED_TO) - 1].t
+
+
+def check_cap(value: object) -> int:
+    """``value`` as a window cap, or ValueError.
+
+    >>> check_cap(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_window_calls must be an integer >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_window_calls must be an integer >= 1, got {value!r}")
+    return value
 
 
 def _time(call) -> float:  # noqa: ANN001 -- any record with a time ``t``

@@ -117,7 +117,7 @@ import h3
 from detectors.baseline import ExpectedCounts
 from detectors.tails import MAX_SCORE, log10_poisson_sf
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
-from detectors.windows import drop_expired
+from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, shed_cutoff
 
 __all__ = ["MODEL", "MODEL_VERSION", "WatchedZone", "ZoneWatch"]
 
@@ -259,6 +259,9 @@ class ZoneWatch:
         Whether :meth:`learn_one` teaches ``baseline``. False when the baseline
         is shared with a detector that learns it (the surge detector's, in the
         suite), so that no call is learnt twice.
+    max_window_calls : int
+        Most calls the windows hold (>= 1). Beyond it the oldest go early
+        (counted in ``shed_calls``), so memory is bounded at any rate.
     """
 
     def __init__(
@@ -269,6 +272,7 @@ class ZoneWatch:
         close_after_min: float = 20.0,
         baseline: ExpectedCounts | None = None,
         learn_baseline: bool = True,
+        max_window_calls: int = MAX_WINDOW_CALLS,
     ) -> None:
         if not (_finite_number(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
@@ -291,6 +295,9 @@ class ZoneWatch:
         self.close_after_min = close_after_min
         self.baseline = baseline if baseline is not None else ExpectedCounts()
         self.learn_baseline = learn_baseline
+        self.max_window_calls = check_cap(max_window_calls)
+        #: calls dropped from the windows early because they held ``max_window_calls``
+        self.shed_calls = 0
         self._windows_desc = tuple(sorted(set(windows), reverse=True))
         self._horizon_s = 60.0 * self._windows_desc[0]
         self._zones: dict[str, WatchedZone] = {}
@@ -306,6 +313,12 @@ class ZoneWatch:
 
     def _get_params(self) -> dict:
         return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
+
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints from before the cap
+        state.setdefault("max_window_calls", MAX_WINDOW_CALLS)
+        state.setdefault("shed_calls", 0)
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._get_params().items())})"
@@ -371,6 +384,9 @@ class ZoneWatch:
         _insort(self._calls, call)
         _insort(self._by_cell.setdefault(x.cell, []), call)
         self._dirty.add(x.cell)
+        cutoff = shed_cutoff(self._calls, self.max_window_calls)
+        if cutoff is not None:
+            self.shed_calls += drop_expired(self._calls, self._by_cell, cutoff)
 
     def score_one(self, x: CallPoint) -> float:
         """Highest score, at ``x.t``, of the active zones containing ``x.cell`` over ``windows_min``, with ``x`` counted.

@@ -296,7 +296,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # since the checkpoint (acknowledged with the next one); sends: alerts-topic futures.
     detection: dict = {
         "runner": None, "offset": -1, "applied": -1, "pending": [], "sends": [], "next_checkpoint": 0.0, "child": None,
-        "lock": asyncio.Lock(), "zones_read": False, "zones_version": None, "zones_poll": 0.0,
+        "lock": asyncio.Lock(), "zones_read": False, "zones_version": None, "zones_poll": 0.0, "shed_warned": (0, 0.0),
     }  # fmt: skip
 
     async def detection_runner() -> DetectionRunner:
@@ -427,8 +427,21 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     continue
                 await publish_alerts(runner.feed(event.value, time.time()), event.message.offset)
                 detection["pending"].append(event)
+                _warn_if_shedding(runner)
                 if checkpoint_due():
                     await checkpoint()
+
+    def _warn_if_shedding(runner: DetectionRunner) -> None:
+        """At most once a minute while it goes on: the detectors' windows are full and drop their oldest calls early."""
+        shed = sum(runner.shed().values())
+        now = time.monotonic()
+        if shed > detection["shed_warned"][0] and now >= detection["shed_warned"][1]:
+            log.warning(
+                "the detectors' windows hold their cap of calls (max_window_calls): %d of the oldest calls dropped early so far; "
+                "long-window counts are low until the rate falls (detector_calls_shed_total)",
+                shed,
+            )
+            detection["shed_warned"] = (shed, now + 60.0)
 
     async def keep_detector_clock() -> None:
         """While the feed is silent, the detectors' clock follows the wall clock (outages are news); checkpoint when due."""

@@ -175,9 +175,17 @@ class DetectionRunner:
             self.suite.zones = ZoneWatch(baseline=self.suite.surge.baseline, learn_baseline=False)
         self.suite.zones.set_zones(zones)
 
+    def shed(self) -> dict[str, int]:
+        """Calls each windowed detector dropped early because its windows held their cap (``max_window_calls``)."""
+        out = {"surge": self.suite.surge.shed_calls}
+        if self.suite.zones is not None:
+            out["zones"] = self.suite.zones.shed_calls
+        return out
+
     def metrics(self) -> dict[str, float]:
-        """Counters of the runner and per-model error, drift and alert rate."""
-        return {**self.counters, **self.drift.metrics()}
+        """Counters of the runner, calls shed, and per-model error, drift and alert rate."""
+        shed = {f"detector_calls_shed_total|{name}": n for name, n in self.shed().items()}
+        return {**self.counters, **shed, **self.drift.metrics()}
 
     def _run(self, points: list[CallPoint]) -> list[Alert]:
         alerts: list[Alert] = []

@@ -199,3 +199,36 @@ def test_bad_configuration_is_refused_with_the_name():
     ):
         with pytest.raises(ValueError, match=name):
             SurgeDetector(**kw)
+
+
+def test_windows_over_their_cap_drop_the_oldest_calls_and_a_fresh_surge_still_opens(warmed):
+    """A storm far beyond any real rate: the windows never hold more than the cap, and a local surge in it still fires."""
+    det = fresh(warmed)
+    det.max_window_calls = 100
+    start = END + 14 * 3600
+    storm = merged(*(background(seed=40 + k, days=0.125, start=start) for k in range(4)))
+    cells = tuple(h3.grid_disk(TOWN[40], 1))
+    surge = burst(seed=3, start=start + 2 * 3600, n=20, minutes=20, cells=cells)
+    most = 0
+    alerts = []
+    for p in merged(storm, surge):
+        alerts += det.process(p)
+        most = max(most, len(det._calls))
+    assert most <= 100
+    assert det.shed_calls > 0
+    assert sum(len(v) for v in det._by_cell.values()) == len(det._calls)
+    assert sum(len(v) for v in det._times_by_cell.values()) == len(det._calls)
+    assert det._incident_times == sorted(c.t for c in det._calls if c.incident)
+    assert any(a.state is AlertState.OPEN and a.id.startswith("surge:") and "jurisdiction" not in a.id for a in alerts)
+    uncapped = fresh(warmed)
+    run(uncapped, merged(storm, surge))
+    assert uncapped.shed_calls == 0 and len(uncapped._calls) > 300
+
+
+def test_a_checkpoint_from_before_the_cap_gets_the_default_cap():
+    det = SurgeDetector()
+    state = det.__dict__.copy()
+    del state["max_window_calls"], state["shed_calls"]
+    restored = SurgeDetector.__new__(SurgeDetector)
+    restored.__setstate__(state)
+    assert (restored.max_window_calls, restored.shed_calls) == (SurgeDetector().max_window_calls, 0)

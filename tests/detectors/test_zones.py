@@ -226,3 +226,17 @@ def test_zones_from_json_and_set_zones_check_their_input():
     with pytest.raises(ValueError, match="WatchedZone"):
         det.set_zones([record])  # type: ignore[list-item]
     assert det.zones == ()
+
+
+def test_the_zone_watch_windows_hold_at_most_their_cap():
+    watch = ZoneWatch(max_window_calls=50)
+    t0 = 1_700_000_000.0
+    cells = ["882aac941dfffff", "882aac9419fffff"]
+    for i in range(500):
+        watch.learn_one(CallPoint(t=t0 + i, cell=cells[i % 2], category="EMS"))
+        assert len(watch._calls) <= 50
+    assert watch.shed_calls == 500 - len(watch._calls)
+    assert sum(len(v) for v in watch._by_cell.values()) == len(watch._calls)
+    assert watch._calls[-1].t == t0 + 499  # the newest stay
+    with pytest.raises(ValueError, match="max_window_calls"):
+        ZoneWatch(max_window_calls=0)

@@ -348,3 +348,19 @@ def test_a_crashed_worker_whose_stop_hangs_exits_anyway(tmp_path):
     assert done.returncode == 70, done.stderr
     assert "still alive" not in done.stdout
     assert "worker crashed (RuntimeError('boom')) and did not stop within 0.5 s; exiting with code 70" in done.stderr
+
+
+def test_calls_shed_by_full_windows_are_in_the_metrics_and_the_prometheus_page():
+    from streams.metrics import render_prometheus
+
+    runner = DetectionRunner()
+    runner.suite.surge.max_window_calls = 10
+    runner.suite.zones.max_window_calls = 20
+    t0 = 1_700_000_000.0
+    runner.feed(encode_points([(0, i, t0 + i, "882aac941dfffff", "EMS", None) for i in range(50)]), wall=t0 + 60)
+    runner.flush()
+    m = runner.metrics()
+    assert m["detector_calls_shed_total|surge"] == 50 - len(runner.suite.surge._calls) > 0
+    assert m["detector_calls_shed_total|zones"] == 50 - len(runner.suite.zones._calls) > 0
+    page = render_prometheus(m)
+    assert 'watchfloor_detector_calls_shed_total{detector="surge"}' in page
