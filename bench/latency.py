@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -56,7 +57,7 @@ from streams.keys import Keys  # noqa: E402
 from streams.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
 from streams.schema import Call, Category  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
-from streams.topics import CALLS, topic_name  # noqa: E402
+from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name  # noqa: E402
 
 BURST_EVERY_S = 5.0
 BURST_SIZE = 8
@@ -115,6 +116,53 @@ def warm_up(settings, env: dict[str, str], tmp: Path, check, days: float = 3, se
 def detection_offset(client: redis.Redis, prefix: str) -> int:
     raw = client.hget(Keys(prefix).detector, "applied")
     return int(raw) if raw is not None else -1
+
+
+class ProgressSampler(threading.Thread):
+    """Every ``every_s``: records the counting agent has not applied and detector-input messages the detectors have not.
+
+    Tells which stage a late alert waited in. One Kafka client and one Redis
+    client for the whole run (``streams.progress`` opens a client per call).
+    """
+
+    def __init__(self, settings, every_s: float = 0.25) -> None:  # noqa: ANN001 -- streams Settings
+        super().__init__(daemon=True)
+        self.settings, self.every_s = settings, every_s
+        #: (wall time, records not counted, detector-input messages not detected)
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        s = self.settings
+        consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        client = redis.Redis.from_url(s.redis_url, decode_responses=True)
+        kinds = (("call", CALLS), ("update", INCIDENT_UPDATES))
+        ingest = {TopicPartition(topic_name(s.topic_prefix, base), p): (kind, p) for kind, base in kinds for p in range(s.partitions)}
+        det = TopicPartition(topic_name(s.topic_prefix, DETECTOR_INPUT), 0)
+        try:
+            while not self._stop_event.wait(self.every_s):
+                ends = consumer.end_offsets([*ingest, det])
+                behind = lag(s, client, {ingest[tp]: n for tp, n in ends.items() if tp in ingest})
+                self.samples.append(
+                    (time.time(), sum(max(0, n) for n in behind.values()), max(0, ends[det] - 1 - detection_offset(client, s.redis_prefix)))
+                )
+        finally:
+            consumer.close()
+            client.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+    def worst(self, start: float, end: float) -> dict:
+        """The most records behind in each stage between ``start`` and ``end``, and when (seconds after ``start``)."""
+        mine = [x for x in self.samples if start <= x[0] <= end]
+        if not mine:
+            return {}
+        count, detect = max(mine, key=lambda x: x[1]), max(mine, key=lambda x: x[2])
+        return {"counting": [count[1], round(count[0] - start, 1)], "detection": [detect[2], round(detect[0] - start, 1)]}
 
 
 async def offered_load(settings, rows: list[dict], rate: float, seconds: float, quiet: tuple[float, float] | None, seq: list[int]) -> int:
@@ -238,7 +286,12 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             mark = len(received)
             started = time.time()
             _say(f"offered load {rate:g} calls/s for {seconds:g} s")
-            sent = await offered_load(settings, rows, rate, seconds, quiet_latlng, seq)
+            sampler = ProgressSampler(settings)
+            sampler.start()
+            try:
+                sent = await offered_load(settings, rows, rate, seconds, quiet_latlng, seq)
+            finally:
+                sampler.stop()
             took = time.time() - started
             # blocking clients run in threads: the supervisor's socket is read in this event
             # loop, and a blocked loop would stamp the frames that wait meanwhile late
@@ -266,6 +319,8 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
                 "achieved_per_s": round(sent / took, 1),
                 "alerts": percentiles(lat_ms),
                 "burst_alerts": percentiles(bursts),
+                # the most records each stage was behind during the load, and when (s after it began)
+                "most_behind": sampler.worst(started, started + took),
                 "to_redis": percentiles(upstream),
                 "redis_to_socket": percentiles(delivery),
                 "counting_behind_at_end": counting_behind,
@@ -279,6 +334,7 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             }
             results["loads"].append(row)
             _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
+            _say(f"  most behind during the load [records, at s]: {row['most_behind']}")
             await asyncio.sleep(5)
     finally:
         if watcher is not None:

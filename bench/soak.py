@@ -158,7 +158,11 @@ class Run:
 
     def pids(self) -> dict[str, int | None]:
         """The processes whose memory is sampled: the workers, the gateway and redis-server."""
-        out: dict[str, int | None] = {f"worker ({name})": w.proc.pid for name, w in self.workers.items()}
+        out: dict[str, int | None] = {}
+        for name, w in self.workers.items():
+            out[f"worker ({name})"] = w.proc.pid
+            for child in plan_processes(w.proc.pid):
+                out[f"plan process ({name})"] = child
         out["gateway"] = self.gateway.proc.pid if self.gateway and self.gateway.proc else None
         out["redis-server"] = int(self.client.info("server")["process_id"])
         return out
@@ -306,6 +310,22 @@ def lags(run: Run) -> tuple[int, int, int]:
     produced = sum(v for (kind, _), v in ends.items() if kind == CALL)
     det_behind = max(0, detector_input_end(s) - 1 - detection_offset(run.client, s.redis_prefix))
     return produced, behind, det_behind
+
+
+def plan_processes(pid: int) -> list[int]:
+    """The worker's plan process (``streams.planproc``), if it runs one: a process of its own, sampled too."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for child in children:
+        try:
+            if b"streams.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(int(child))
+        except OSError:
+            continue
+    return out
 
 
 def take_sample(run: Run, pids: dict[str, int | None], watches: list[LogWatch], with_prefix: bool) -> dict:
