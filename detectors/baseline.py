@@ -201,10 +201,12 @@ class ExpectedCounts:
         # Decay weights are 2 ** ((t - _t_ref) / half_life); _t_ref moves forward now and then.
         self._t_ref: float | None = None
         self._last_t: float | None = None
-        # The hour being learnt: its calls and exposure wait here until it ends.
+        # The hour being learnt: its calls and exposure wait here until it ends, summed
+        # (decayed weights) per (hour-of-week bin, category index, cell) and per bin, so
+        # that a storm's hour costs memory per cell, not per call.
         self._hour: int | None = None
-        self._pending_calls: list[tuple[float, str, str]] = []
-        self._pending_exposure: list[tuple[int, float, float]] = []
+        self._pending_calls: dict[tuple[int, int, str], float] = {}
+        self._pending_exposure: dict[int, float] = {}
         self._rates: list[float] | None = None  # cache of the 168 bin rates
         self._next_prune: float = -math.inf
         # Decayed calls and exposure (seconds) per hour of week, and their marginals.
@@ -253,29 +255,27 @@ class ExpectedCounts:
         if t > self._last_t:
             self._add_exposure(self._last_t, t)
             self._last_t = t
-        self._pending_calls.append((t, x.category, x.cell))
+        key = (_how_bin(self._tz, hour), _CAT_INDEX.get(x.category, _CAT_INDEX["OTHER"]), x.cell)
+        self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
         self._calls += 1
         if t >= self._next_prune:
             self._prune(t)
 
     def _fold(self) -> None:
         """Add the calls and exposure of the hour that ended to the estimates."""
-        for t, category, cell in self._pending_calls:
-            w = self._weight(t)
-            b = _how_bin(self._tz, int(t // 3600))
+        for (b, k, cell), w in self._pending_calls.items():
             hod, dow = b % 24, b // 24
             self._n_how[b] += w
             self._n_hod[hod] += w
             self._n_dow[dow] += w
             self._n += w
-            k = _CAT_INDEX.get(category, _CAT_INDEX["OTHER"])
             self._n_cat_hod[hod][k] += w
             self._n_cat[k] += w
             parent = _parent(cell)
             self._n_cell[cell] = self._n_cell.get(cell, 0.0) + w
             self._n_parent[parent] = self._n_parent.get(parent, 0.0) + w
-        for b, t_mid, seconds in self._pending_exposure:
-            self._add_bin_exposure(b, seconds * self._weight(t_mid))
+        for b, dx in self._pending_exposure.items():
+            self._add_bin_exposure(b, dx)
         self._pending_calls.clear()
         self._pending_exposure.clear()
         self._rates = None
@@ -301,7 +301,7 @@ class ExpectedCounts:
             if hour < self._hour:
                 self._add_bin_exposure(b, (stop - t) * self._weight(0.5 * (t + stop)))
             else:
-                self._pending_exposure.append((b, 0.5 * (t + stop), stop - t))
+                self._pending_exposure[b] = self._pending_exposure.get(b, 0.0) + (stop - t) * self._weight(0.5 * (t + stop))
             self._exposure_s += stop - t
             t = stop
 
@@ -329,11 +329,25 @@ class ExpectedCounts:
                 arr[i] *= f
         self._n *= f
         self._x *= f
-        for d in (self._n_cell, self._n_parent):
+        for d in (self._n_cell, self._n_parent, self._pending_calls, self._pending_exposure):
             for key in d:
                 d[key] *= f
         self._t_ref = t
         self._rates = None
+
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints from before the sums held the current hour's calls and exposure one by one
+        self.__dict__.update(state)
+        calls, exposure = self._pending_calls, self._pending_exposure
+        if isinstance(calls, list):
+            self._pending_calls = {}
+            for t, category, cell in calls:
+                key = (_how_bin(self._tz, int(t // 3600)), _CAT_INDEX.get(category, _CAT_INDEX["OTHER"]), cell)
+                self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
+        if isinstance(exposure, list):
+            self._pending_exposure = {}
+            for b, t_mid, seconds in exposure:
+                self._pending_exposure[b] = self._pending_exposure.get(b, 0.0) + seconds * self._weight(t_mid)
 
     def _prune(self, t: float) -> None:
         """Forget cells and parents whose decayed count is below :data:`_PRUNE_BELOW` calls."""
@@ -360,7 +374,7 @@ class ExpectedCounts:
         return self._exposure_s / 3600.0
 
     def state_size(self) -> int:
-        """Entries held: cells and parents in the sparse maps, and the current hour's pending calls and exposure."""
+        """Entries held: cells and parents in the sparse maps, and the current hour's sums (per bin, category and cell)."""
         return len(self._n_cell) + len(self._n_parent) + len(self._pending_calls) + len(self._pending_exposure)
 
     def _bin_rate(self, b: int) -> float:
