@@ -96,13 +96,34 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------------- helpers shared with bench/memory.py
 
 
-def proc_memory(pid: int) -> dict[str, float]:
-    """Resident memory of a process now and at its peak, MiB (``/proc/PID/status`` VmRSS and VmHWM)."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out["rss_mib" if key == "VmRSS" else "peak_mib"] = int(value.split()[0]) / 1024
+def proc_memory(pid: int, *, with_plan_process: bool = True) -> dict[str, float]:
+    """Resident memory of a process now and at its peak, MiB (``/proc/PID/status`` VmRSS and VmHWM).
+
+    A worker's figures include its plan process (``streams.planproc``, a child
+    of its own) unless ``with_plan_process`` is False.
+    """
+    out = {"rss_mib": 0.0, "peak_mib": 0.0}
+    for p in [pid, *(plan_processes(pid) if with_plan_process else [])]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss_mib" if key == "VmRSS" else "peak_mib"] += int(value.split()[0]) / 1024
+    return out
+
+
+def plan_processes(pid: int) -> list[int]:
+    """The worker's plan process (``streams.planproc``), if it runs one."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for child in children:
+        try:
+            if b"streams.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(int(child))
+        except OSError:
+            continue
     return out
 
 

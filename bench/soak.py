@@ -78,7 +78,7 @@ import h3  # noqa: E402
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from bench.backfill import delete_run, machine, prefix_memory, proc_memory  # noqa: E402
+from bench.backfill import delete_run, machine, plan_processes, prefix_memory, proc_memory  # noqa: E402
 from bench.gateway_fanout import (  # noqa: E402
     Fleet,
     ServerProcess,
@@ -312,28 +312,12 @@ def lags(run: Run) -> tuple[int, int, int]:
     return produced, behind, det_behind
 
 
-def plan_processes(pid: int) -> list[int]:
-    """The worker's plan process (``streams.planproc``), if it runs one: a process of its own, sampled too."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    out = []
-    for child in children:
-        try:
-            if b"streams.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
-                out.append(int(child))
-        except OSError:
-            continue
-    return out
-
-
 def take_sample(run: Run, pids: dict[str, int | None], watches: list[LogWatch], with_prefix: bool) -> dict:
     """One sample (blocking: run it in a thread)."""
     rss = {}
     for name, pid in pids.items():
         try:
-            rss[name] = proc_memory(pid)["rss_mib"] if pid is not None else None
+            rss[name] = proc_memory(pid, with_plan_process=False)["rss_mib"] if pid is not None else None
         except OSError:
             rss[name] = None
     produced, behind, det_behind = lags(run)
