@@ -82,7 +82,7 @@ from streams.rolling import minute_of  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
 from streams.sources import UnknownFormat, detect_format  # noqa: E402
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name  # noqa: E402
-from tests.stackutil import WorkerProcess  # noqa: E402
+from tests.stackutil import WorkerProcess, plan_processes  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_JSON = ROOT / "out" / "bench" / "backfill.json"
@@ -108,22 +108,6 @@ def proc_memory(pid: int, *, with_plan_process: bool = True) -> dict[str, float]
             key, _, value = line.partition(":")
             if key in ("VmRSS", "VmHWM"):
                 out["rss_mib" if key == "VmRSS" else "peak_mib"] += int(value.split()[0]) / 1024
-    return out
-
-
-def plan_processes(pid: int) -> list[int]:
-    """The worker's plan process (``streams.planproc``), if it runs one."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    out = []
-    for child in children:
-        try:
-            if b"streams.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
-                out.append(int(child))
-        except OSError:
-            continue
     return out
 
 

@@ -78,7 +78,7 @@ import h3  # noqa: E402
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from bench.backfill import delete_run, machine, plan_processes, prefix_memory, proc_memory  # noqa: E402
+from bench.backfill import delete_run, machine, prefix_memory, proc_memory  # noqa: E402
 from bench.gateway_fanout import (  # noqa: E402
     Fleet,
     ServerProcess,
@@ -96,6 +96,7 @@ from streams.keys import ALL, Keys  # noqa: E402
 from streams.planner import CALL  # noqa: E402
 from streams.progress import detector_input_end, end_offsets, lag  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
+from tests.stackutil import plan_processes  # noqa: E402
 
 DEFAULT_JSON = ROOT / "out" / "bench" / "soak.json"
 #: what counts as an error line in the workers' and the gateway's logs

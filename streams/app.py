@@ -45,7 +45,7 @@ from streams.batching import Batcher
 from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadletter
-from streams.planproc import OffloadedState, die_with_parent
+from streams.planproc import OffloadedState, PlanProcessDied, die_with_parent
 from streams.rebuild import KafkaLog, RebuildError, RedisDataLost, Span, apply_spans, describe, find_gaps, first_offsets
 from streams.settings import Settings, load_settings
 from streams.state import BatchResult, RedisState, StateError, commit_detection_sync, unreadable_checkpoint
@@ -491,7 +491,7 @@ async def _until_reachable(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await attempt()
-        except (StateError, RebuildError, RedisError) as exc:
+        except (StateError, RebuildError, RedisError, PlanProcessDied) as exc:
             if not _unreachable(exc):
                 raise
             log.warning("%s failed, trying again in %.1f s: %s", what, delay, exc)
@@ -500,9 +500,9 @@ async def _until_reachable(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
 
 
 def _unreachable(exc: BaseException | None) -> bool:
-    """Redis could not be reached (or Kafka, during a rebuild): worth trying again, unlike a refused script."""
+    """Redis could not be reached (or Kafka, during a rebuild; or the plan process died): worth trying again, unlike a refused script."""
     while exc is not None:
-        if isinstance(exc, RedisConnectionError | RedisTimeoutError | RebuildError):
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | RebuildError | PlanProcessDied):
             return True
         exc = exc.__cause__
     return False

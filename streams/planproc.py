@@ -18,9 +18,13 @@ talks over its stdin and stdout in frames (a 4-byte big-endian length, then a
 pickle: both ends are this module), logs to stderr, and leaves when its stdin
 closes or its parent dies. A Redis error in the child is raised again in the
 worker as the same ``redis.exceptions`` class, so a batch waits out an
-unreachable Redis as it did in-process; a child that died or failed
-otherwise raises :class:`PlanProcessError`, and the agent crashes (the worker
-exits and its supervisor restarts it; nothing uncommitted is lost).
+unreachable Redis as it did in-process. A child that died raises
+:class:`PlanProcessDied` and the worker tries the batch again with a new one
+(a child that died between batches is replaced on the next); one that
+failed otherwise (a bug) raises :class:`PlanProcessError`, and the agent
+crashes: the worker exits and its supervisor restarts it. Either way the
+batch was not committed, or was committed whole (the Lua commit), and its
+records are not acknowledged before.
 ``WF_PLAN_PROCESS=0`` keeps the planning in the worker's process.
 """
 
@@ -53,7 +57,14 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class PlanProcessError(RuntimeError):
-    """The plan process died or failed on something other than Redis; the batch was not committed."""
+    """The plan process failed on something other than Redis (a bug: the worker stops); the batch was not committed."""
+
+
+class PlanProcessDied(PlanProcessError):
+    """The plan process died (killed, out of memory) during a request; the batch was not committed.
+
+    The next request starts a new one, so the worker tries the batch again.
+    """
 
 
 def die_with_parent() -> None:
@@ -109,7 +120,14 @@ class OffloadedState(RedisState):
 
     async def _call(self, request: tuple):  # noqa: ANN202 -- the reply's value depends on the request
         async with self._lock:
-            proc = self._proc if self._proc is not None and self._proc.returncode is None else await self._start()
+            proc = self._proc
+            if proc is None or proc.returncode is not None:
+                if proc is not None and request[0] == "commit":
+                    self._proc = None
+                    raise PlanProcessDied(
+                        f"the plan process (pid {proc.pid}) died between planning and committing (exit code {proc.returncode})"
+                    )
+                proc = await self._start()
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 _write(proc.stdin, request)
@@ -119,7 +137,7 @@ class OffloadedState(RedisState):
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 code = await _exit_code(proc)
                 self._proc = None
-                raise PlanProcessError(f"the plan process (pid {proc.pid}) died ({exc!r}; exit code {code})") from exc
+                raise PlanProcessDied(f"the plan process (pid {proc.pid}) died ({exc!r}; exit code {code})") from exc
         if kind == "ok":
             return value[0]
         if kind == "redis":

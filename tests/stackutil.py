@@ -139,3 +139,19 @@ def read_topic(settings: Settings, base: str, expect: int = 1, timeout_s: float 
     finally:
         consumer.close()
     return got
+
+
+def plan_processes(pid: int) -> list[int]:
+    """The worker's plan process (``streams.planproc``), if it runs one."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = []
+    for child in children:
+        try:
+            if b"streams.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(int(child))
+        except OSError:
+            continue
+    return out

@@ -13,7 +13,9 @@ import asyncio
 import base64
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +31,7 @@ import pytest
 from streams.state import RedisState
 from streams.topics import DEADLETTER, topic_name
 from tests.conftest import data_file
-from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
+from tests.stackutil import ROOT, WorkerProcess, plan_processes, read_topic, wait_caught_up, worker_env
 
 pytestmark = pytest.mark.stack
 
@@ -241,6 +243,29 @@ def test_worker_killed_with_sigkill_mid_replay_ends_with_identical_counts(long_r
         first.stop()
         if second:
             second.stop()
+
+
+def test_plan_process_killed_mid_replay_is_replaced_and_counts_stay_exact(long_retention, source, tmp_path):
+    """The worker's plan process (streams.planproc) SIGKILLed twice: the worker starts a new one each time, counts exact."""
+    settings = long_retention
+    worker = WorkerProcess(settings, tmp_path).start()
+    rp = replay(settings, *source, N_CALLS, rate=1500)
+    try:
+        for n in (2_000, 5_000):
+            wait_counted(settings, n)
+            (child,) = plan_processes(worker.proc.pid)
+            os.kill(child, signal.SIGKILL)
+            worker.wait_for_log("plan process started", count=n // 2_000 + 1)
+        assert calls_counted(settings) < N_CALLS - 2_000, "the kills must land mid-stream"
+        finish(rp)
+        wait_caught_up(settings, [worker])
+        assert_exact(settings, source)
+        assert worker.alive(), worker.log_tail()
+    finally:
+        if rp.poll() is None:
+            rp.kill()
+            rp.communicate()
+        worker.stop()
 
 
 def test_two_workers_share_partitions_and_one_dies_counts_stay_exact(long_retention, source, tmp_path):

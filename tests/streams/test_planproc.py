@@ -11,7 +11,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.planner import CALL, UPDATE, Snapshot
-from streams.planproc import OffloadedState, PlanProcessError
+from streams.planproc import OffloadedState, PlanProcessDied
 from streams.state import RedisState, StateError
 from tests.streams.test_planner import T0, call, recs, update
 
@@ -73,7 +73,7 @@ def test_a_plan_process_that_died_fails_the_batch_and_the_next_batch_starts_a_ne
         await st.apply(recs(CALL, [call("a", T0)]))
         first = st._proc.pid
         os.kill(first, signal.SIGKILL)
-        with pytest.raises(PlanProcessError, match="died"):
+        with pytest.raises(PlanProcessDied, match="died"):
             await st.apply(recs(CALL, [call("b", T0 + 1)], start=1))
         await st.apply(recs(CALL, [call("b", T0 + 1)], start=1))
         second = st._proc.pid
@@ -109,3 +109,21 @@ def test_the_snapshot_check_sees_the_applied_offsets_and_can_stop_the_commit(set
     applied = run(go())
     assert seen[0].offsets == {(CALL, 0): 1}
     assert applied == {(CALL, 0): 1}  # nothing of the checked batch was committed
+
+
+def test_a_plan_process_that_died_between_planning_and_committing_is_not_asked_to_commit(settings):
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        plan, _ = await st._plan_once(recs(CALL, [call("a", T0)]))
+        proc = st._proc
+        proc.kill()
+        await proc.wait()
+        with pytest.raises(PlanProcessDied, match="between planning and committing"):
+            await st._commit_plan(plan, Snapshot())
+        result = await st.apply(recs(CALL, [call("a", T0)]))  # planned again, by a new one
+        applied = await st.applied_offsets()
+        await st.close()
+        return result, applied
+
+    result, applied = run(go())
+    assert result.plan.applied == 1 and applied == {(CALL, 0): 0}
