@@ -87,12 +87,6 @@ class OffloadedState(RedisState):
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OffloadedState:
-        import redis.asyncio as aioredis
-
-        return cls(aioredis.Redis.from_url(settings.redis_url, decode_responses=True), settings)
-
     async def _plan_once(
         self, batch: list[Incoming], check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None
     ) -> tuple[Plan, Snapshot]:
@@ -156,7 +150,8 @@ class OffloadedState(RedisState):
         return proc
 
 
-def _write(stream: asyncio.StreamWriter, obj: object) -> None:
+def _write(stream: asyncio.StreamWriter | BinaryIO, obj: object) -> None:
+    """One frame: a 4-byte big-endian length, then the pickle (the worker's pipe to the child, or the child's reply)."""
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(body)) + body)
 
@@ -212,8 +207,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             except Exception:  # noqa: BLE001 -- reported to the worker, which crashes with it
                 made = None
                 reply = ("error", traceback.format_exc())
-            body = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-            out.write(_HEADER.pack(len(body)) + body)
+            _write(out, reply)
             out.flush()
     finally:
         loop.run_until_complete(state.close())
