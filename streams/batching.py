@@ -15,7 +15,6 @@ waited ``within`` seconds, as with ``take_events``. Pure asyncio, no Faust.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -33,7 +32,7 @@ class Batcher(Generic[T]):
     ([0, 1], [2])
     """
 
-    def __init__(self, max_size: int, within: float, *, max_pending: int | None = None, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, max_size: int, within: float, *, max_pending: int | None = None) -> None:
         if max_size < 1 or within <= 0:
             raise ValueError(f"max_size must be >= 1 and within > 0, found {max_size}, {within}")
         self.max_size = max_size
@@ -41,7 +40,6 @@ class Batcher(Generic[T]):
         self.max_pending = max_pending if max_pending is not None else 2 * max_size
         if self.max_pending < max_size:
             raise ValueError(f"max_pending ({self.max_pending}) must hold at least one batch ({max_size})")
-        self._clock = clock
         self._items: list[T] = []
         #: when the first item of each batch-to-be (items 0, max_size, 2 max_size, ...) arrived
         self._starts: list[float] = []
@@ -53,7 +51,7 @@ class Batcher(Generic[T]):
         return len(self._items)
 
     def _now(self) -> float:
-        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        return asyncio.get_running_loop().time()
 
     def add(self, item: T) -> bool:
         """Add one item; True when ``max_pending`` items now wait: then await :meth:`room` before adding more.
