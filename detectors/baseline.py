@@ -255,11 +255,19 @@ class ExpectedCounts:
         if t > self._last_t:
             self._add_exposure(self._last_t, t)
             self._last_t = t
-        key = (_how_bin(self._tz, hour), _CAT_INDEX.get(x.category, _CAT_INDEX["OTHER"]), x.cell)
-        self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
+        self._hold_call(t, x.category, x.cell)
         self._calls += 1
         if t >= self._next_prune:
             self._prune(t)
+
+    def _hold_call(self, t: float, category: str, cell: str) -> None:
+        """Add a call of the hour being learnt to its sums (folded in when the hour ends)."""
+        key = (_how_bin(self._tz, int(t // 3600)), _CAT_INDEX.get(category, _CAT_INDEX["OTHER"]), cell)
+        self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
+
+    def _hold_exposure(self, b: int, t_mid: float, seconds: float) -> None:
+        """Add live-feed seconds of the hour being learnt, in hour-of-week bin ``b``, to its sums."""
+        self._pending_exposure[b] = self._pending_exposure.get(b, 0.0) + seconds * self._weight(t_mid)
 
     def _fold(self) -> None:
         """Add the calls and exposure of the hour that ended to the estimates."""
@@ -301,7 +309,7 @@ class ExpectedCounts:
             if hour < self._hour:
                 self._add_bin_exposure(b, (stop - t) * self._weight(0.5 * (t + stop)))
             else:
-                self._pending_exposure[b] = self._pending_exposure.get(b, 0.0) + (stop - t) * self._weight(0.5 * (t + stop))
+                self._hold_exposure(b, 0.5 * (t + stop), stop - t)
             self._exposure_s += stop - t
             t = stop
 
@@ -342,12 +350,11 @@ class ExpectedCounts:
         if isinstance(calls, list):
             self._pending_calls = {}
             for t, category, cell in calls:
-                key = (_how_bin(self._tz, int(t // 3600)), _CAT_INDEX.get(category, _CAT_INDEX["OTHER"]), cell)
-                self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
+                self._hold_call(t, category, cell)
         if isinstance(exposure, list):
             self._pending_exposure = {}
             for b, t_mid, seconds in exposure:
-                self._pending_exposure[b] = self._pending_exposure.get(b, 0.0) + seconds * self._weight(t_mid)
+                self._hold_exposure(b, t_mid, seconds)
 
     def _prune(self, t: float) -> None:
         """Forget cells and parents whose decayed count is below :data:`_PRUNE_BELOW` calls."""
