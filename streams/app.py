@@ -34,7 +34,7 @@ from typing import TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import EventT
+from faust.types import TP, EventT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -202,17 +202,41 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
         async def attempt() -> BatchResult:
             async with counting_lock:
+                behind = _catching_up(batch)
                 try:
-                    return await st.apply(batch, publish_before_commit, check_snapshot=_follows_applied(batch))
+                    return await st.apply(batch, publish_before_commit, check_snapshot=_follows_applied(batch), catching_up=behind)
                 except RedisDataLost:
                     await _count_missing(st, first_offsets(batch))
-                    return await st.apply(batch, publish_before_commit)  # unchecked: a rebuild runs once per gap
+                    # unchecked: a rebuild runs once per gap
+                    return await st.apply(batch, publish_before_commit, catching_up=behind)
 
         result = await _until_reachable(f"committing a batch of {len(batch)} records", attempt)
         for rec in batch:
             tp = (rec.kind, rec.partition)
             counted[tp] = max(counted.get(tp, 0), rec.offset + 1)
         return result
+
+    def _catching_up(batch: list[Incoming]) -> frozenset[tuple[str, int]]:
+        """The streams of the batch's partitions with records still to read in Kafka after it.
+
+        Nothing of their partition times out or expires ahead of them (see
+        :func:`streams.state.expiry_times`). A stream whose end Faust does not
+        know yet (not fetched yet, or not assigned any more) counts as one.
+        """
+        after = dict(counted)
+        for rec in batch:
+            tp = (rec.kind, rec.partition)
+            after[tp] = max(after.get(tp, 0), rec.offset + 1)
+        behind = set()
+        for p in {rec.partition for rec in batch}:
+            for topic, kind in kinds.items():
+                try:
+                    end = app.consumer.highwater(TP(topic, p))
+                except AssertionError:  # aiokafka: "Partition is not assigned" (a rebalance)
+                    end = None
+                if end is None or end > after.get((kind, p), 0):
+                    behind.add((kind, p))
+        return frozenset(behind)
 
     def _follows_applied(batch: list[Incoming]):  # noqa: ANN202 -- the check_snapshot callback of RedisState.apply
         firsts = first_offsets(batch)

@@ -138,6 +138,10 @@ class Plan:
     metrics: Counter = field(default_factory=Counter)
     #: The accepted calls, for the detectors: ``(partition, offset, event time, res-8 cell, category, priority)``.
     points: list[tuple[int, int, float, str, str, int | None]] = field(default_factory=list)
+    #: Streams ``(kind, partition)`` with records still to read in Kafka after this batch, as the
+    #: worker saw it: nothing of their partition times out or expires ahead of them (see
+    #: :func:`streams.state.expiry_times`).
+    catching_up: frozenset[tuple[str, int]] = frozenset()
     applied: int = 0
     skipped: int = 0
 

@@ -88,9 +88,12 @@ class OffloadedState(RedisState):
         self._lock = asyncio.Lock()
 
     async def _plan_once(
-        self, batch: list[Incoming], check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None
+        self,
+        batch: list[Incoming],
+        check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
+        catching_up: frozenset[tuple[str, int]] = frozenset(),
     ) -> tuple[Plan, Snapshot]:
-        plan, offsets = await self._call(("plan", [(r.kind, r.partition, r.offset, r.value) for r in batch]))
+        plan, offsets = await self._call(("plan", [(r.kind, r.partition, r.offset, r.value) for r in batch], catching_up))
         snap = Snapshot(offsets=offsets)
         if check_snapshot is not None:
             await check_snapshot(snap)
@@ -179,7 +182,7 @@ def _read(stream: BinaryIO) -> object | None:
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer the worker's requests until ``inp`` closes: ``("plan", records)`` and ``("commit",)``."""
+    """Answer the worker's requests until ``inp`` closes: ``("plan", records, catching_up)`` and ``("commit",)``."""
     settings = _read(inp)
     if not isinstance(settings, Settings):
         raise SystemExit("streams.planproc: expected the worker's settings first; this module is started by the worker")
@@ -191,7 +194,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             try:
                 if request[0] == "plan":
                     batch = [Incoming(*r) for r in request[1]]
-                    made = loop.run_until_complete(state._plan_once(batch))
+                    made = loop.run_until_complete(state._plan_once(batch, catching_up=request[2]))
                     plan, snap = made
                     reply: tuple = ("ok", (replace(plan, ops=[]), snap.offsets))
                 elif request[0] == "commit":

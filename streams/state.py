@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import redis
@@ -130,6 +130,41 @@ OP_SEPARATOR = "\x1f"
 #: How far (event time) a partition's calls may run ahead of its updates and still keep
 #: the state their updates need; beyond it, the faster stream's time decides expiry.
 MAX_STREAM_SKEW_S = 31 * 24 * 3600
+
+
+def expiry_times(watermarks: dict[str, float], catching_up: Collection[str]) -> tuple[float, float] | None:
+    """The event times by which one partition's open calls time out and its call state expires (None: nothing yet).
+
+    ``watermarks`` are the partition's streams' (``"call"``, ``"update"``) newest
+    event times; ``catching_up`` the streams with records still to read in Kafka.
+    Live, open calls time out by the faster stream and call state goes by the
+    slower, within :data:`MAX_STREAM_SKEW_S` (a stream that stopped for good
+    must not keep call state forever):
+
+    >>> expiry_times({"call": 1_000_000.0, "update": 990_000.0}, set())
+    (1000000.0, 990000.0)
+
+    While the slower stream still has records to read (a backfill, where one
+    fetch brings weeks of calls ahead of their updates; a worker restarting
+    behind), both go by it: no call times out, and no state goes, ahead of
+    updates not read yet. A stream not read at all yet holds everything:
+
+    >>> expiry_times({"call": 1_000_000.0, "update": 990_000.0}, {"update"})
+    (990000.0, 990000.0)
+    >>> expiry_times({"call": 1_000_000.0}, {"update"})
+    (-inf, -inf)
+    >>> expiry_times({"call": 1_000_000.0, "update": 990_000.0}, {"call"})  # the faster has more: as live
+    (1000000.0, 990000.0)
+    """
+    if not watermarks:
+        return None
+    faster = max(watermarks.values())
+    behind = min((watermarks.get(kind, float("-inf")) for kind in catching_up), default=faster)
+    if behind < faster:
+        return behind, behind
+    return faster, max(min(watermarks.values()), faster - MAX_STREAM_SKEW_S)
+
+
 #: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
 ALERTS_STREAM_MAXLEN = 100_000
 
@@ -201,6 +236,7 @@ class RedisState:
         *,
         max_attempts: int = 20,
         check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
+        catching_up: frozenset[tuple[str, int]] = frozenset(),
     ) -> BatchResult:
         """Plan and commit one batch; retry when another worker committed the same partition first.
 
@@ -208,10 +244,12 @@ class RedisState:
         anything is published or committed, and may raise to abandon the batch: the worker checks there
         that Redis still holds what the batch follows (see :func:`streams.rebuild.find_gaps`).
         The commit's offset check then makes sure the snapshot it passed is the one committed on.
+        ``catching_up``: the streams ``(kind, partition)`` with records still to read in Kafka after
+        this batch (see :func:`expiry_times`).
         """
         for attempt in range(1, max_attempts + 1):
             try:
-                plan, snap = await self._plan_once(batch, check_snapshot)
+                plan, snap = await self._plan_once(batch, check_snapshot, catching_up)
                 if before_commit is not None and (plan.dead_letters or plan.points):
                     await before_commit(plan)
                 if not plan.offsets:
@@ -225,14 +263,19 @@ class RedisState:
         raise StateError(f"batch not committed after {max_attempts} attempts: the partitions keep moving under this worker")
 
     async def _plan_once(
-        self, batch: list[Incoming], check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None
+        self,
+        batch: list[Incoming],
+        check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
+        catching_up: frozenset[tuple[str, int]] = frozenset(),
     ) -> tuple[Plan, Snapshot]:
         """Validate, read the snapshot, check it, plan: one attempt of :meth:`apply` up to its commit."""
         parsed = parse_batch(batch, self.config, now=time.time())
         snap = await self.snapshot(batch, referenced_calls(batch, parsed))
         if check_snapshot is not None:
             await check_snapshot(snap)
-        return plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed), snap
+        plan = plan_batch(batch, snap, self.config, now=time.time(), parsed=parsed)
+        plan.catching_up = catching_up
+        return plan, snap
 
     async def snapshot(self, batch: Iterable[Incoming], calls: list[tuple[int, str]]) -> Snapshot:
         """Read the offsets, watermarks, horizon, and the state and held updates of ``calls``."""
@@ -287,15 +330,11 @@ class RedisState:
         parts = sorted({p for _, p in plan.offsets})
         args.append(str(len(parts)))
         for p in parts:
-            # Open calls time out by the faster of the partition's two streams; call state is
-            # deleted by the slower: in a backfill the calls are read days ahead of their
-            # updates, whose calls must still be there (up to a bound, so that a stream
-            # that stopped for good does not keep call state forever).
-            seen = [wms[(kind, p)] for kind in KINDS if (kind, p) in wms]
             stale = retention = "-inf"
-            if seen:
-                slower = max(min(seen), max(seen) - MAX_STREAM_SKEW_S)
-                stale, retention = repr(max(seen) - s.open_timeout_s), repr(slower - s.retention_s)
+            behind = {kind for kind, q in plan.catching_up if q == p}
+            times = expiry_times({kind: wms[(kind, p)] for kind in KINDS if (kind, p) in wms}, behind)
+            if times is not None:
+                stale, retention = repr(times[0] - s.open_timeout_s), repr(times[1] - s.retention_s)
             args += [k.openq(p), k.callq(p), k.pendq(p), k.calls(p), k.pending(p), stale, retention]
         args += [k.open, k.metrics, k.buckets, k.bucket(0)[:-1], bucket_cut, k.rt_hours, k.rt(0)[:-1], rt_cut]
         args.append(OP_SEPARATOR.join(plan.ops))

@@ -159,6 +159,30 @@ def test_event_zones_are_read_with_their_version_and_bad_records_are_skipped(set
     assert got == (1, (1, [event]))
 
 
+def test_calls_read_ahead_of_updates_still_to_read_time_out_by_the_updates_clock(settings):
+    """A backfill: the calls are read 7 h ahead of the updates, which still have records in Kafka. "a" does not time
+    out while they do (its "closed" update comes next); once the updates have nothing left, the faster clock rules."""
+
+    async def go():
+        st = await _state(settings)
+        behind = frozenset({(UPDATE, 0)})
+        await st.apply(recs(CALL, [call("a", T0), call("b", T0 + 1)]), catching_up=behind)
+        await st.apply(recs(UPDATE, [update("x", "dispatched", T0 - 60)]), catching_up=behind)
+        await st.apply(recs(CALL, [call("c", T0 + 7 * 3600)], start=2), catching_up=behind)
+        held = await st.open_incidents(), await st.metrics()
+        await st.apply(recs(UPDATE, [update("a", "closed", T0 + 100)], start=1))  # nothing left to read after it
+        await st.apply(recs(CALL, [call("d", T0 + 7 * 3600 + 1)], start=3))
+        after = await st.open_incidents(), await st.metrics()
+        await st.close()
+        return held, after
+
+    (open_held, metrics_held), (open_after, metrics_after) = run(go())
+    cell8 = cells_for(40.12, -75.34, settings.resolutions)[0]
+    assert open_held[cell8] == 3 and "stale_closed_total" not in metrics_held
+    # "a" closed by its update; "b" (never closed) times out by the calls' clock now; "c" and "d" open
+    assert open_after[cell8] == 2 and metrics_after["stale_closed_total"] == 1
+
+
 def test_call_state_is_kept_for_updates_read_days_behind_their_calls(settings):
     """In a backfill the calls are read days of event time ahead of their updates: a call's state stays until the
     updates reach it (its dispatch update is then applied, not dropped as an orphan)."""
