@@ -5,8 +5,7 @@ Run by ``bench/throughput.py`` as a subprocess; reads its job from the environme
 (a JSON file to write ``{"records": n, "first": m, "seconds": s}`` to: ``s`` from
 the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
-time; ``batch``: Faust's ``take_events``; ``bulk``: every event waiting in the
-channel at once, as the worker reads, see ``streams/intake.py``).
+time, as the worker reads; ``batch``: Faust's ``take_events``).
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import tempfile
 import time
 
 import faust
-
-from streams.intake import event_batches
 
 TOPICS = os.environ["BARE_TOPICS"].split(",")
 EXPECT = int(os.environ["BARE_EXPECT"])
@@ -50,13 +47,7 @@ def _done(n: int) -> bool:
 
 @app.agent(source)
 async def do_nothing(stream):
-    if MODE == "bulk":
-        async for events in event_batches(stream, 1000):
-            for event in events:
-                event.ack()
-            if _done(len(events)):
-                os._exit(0)
-    elif MODE == "batch":
+    if MODE == "batch":
         async for events in stream.take_events(1000, within=0.2):
             if _done(len(events)):
                 os._exit(0)

@@ -11,8 +11,6 @@ with each reader in turn (``--readers`` picks some):
 ``aiokafka``      a bare aiokafka consumer (no processing: the machine's ceiling);
 ``faust-events``  a bare Faust agent iterating events one at a time, doing nothing;
 ``faust-batch``   the same bare agent iterating Faust's ``take_events`` batches;
-``faust-bulk``    the same bare agent taking every event waiting in its channel at
-                  once, as the worker does (``streams/intake.py``);
 ``worker``        the Watchfloor worker, counting role (validation, H3, planning,
                   detector input, the atomic Redis commit of counts and offsets);
 ``worker-x2``     two such workers in one consumer group, two partitions each;
@@ -87,7 +85,6 @@ READERS = {
     "aiokafka": "bare aiokafka consumer",
     "faust-events": "bare Faust agent (events)",
     "faust-batch": "bare Faust agent (take_events)",
-    "faust-bulk": "bare Faust agent (bulk intake)",
     "worker": "Watchfloor worker",
     "worker-x2": "Watchfloor worker x2",
     "quix": "Quix Streams peer",
@@ -327,7 +324,7 @@ def measure(reader: str, tag: str, settings: Settings, records: list[Outgoing], 
     n = len(records)
     if reader == "aiokafka":
         return asyncio.run(readers.bare_aiokafka(settings, topics, n, f"{prefix}-bare-aiokafka-{tag}"))
-    if reader in ("faust-events", "faust-batch", "faust-bulk"):
+    if reader in ("faust-events", "faust-batch"):
         mode = reader.split("-")[1]
         return readers.bare_faust(settings, topics, n, mode, f"{prefix}-bare-{mode}-{tag}", workdir)
     if reader == "worker":

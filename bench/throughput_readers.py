@@ -107,7 +107,7 @@ async def bare_aiokafka(settings: Settings, topics: list[str], expect: int, grou
 
 
 def bare_faust(settings: Settings, topics: list[str], expect: int, mode: str, app_id: str, workdir: Path) -> Measured:
-    """``bench/bare_faust.py`` in ``mode`` (``events``, ``batch`` or ``bulk``) as app ``app_id``, until it has read ``expect`` records."""
+    """``bench/bare_faust.py`` in ``mode`` (``events`` or ``batch``) as app ``app_id``, until it has read ``expect`` records."""
     out = workdir / f"{app_id}.json"
     env = {
         **os.environ,

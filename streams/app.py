@@ -43,7 +43,6 @@ from detectors.types import Alert
 from streams import kafka_backoff
 from streams.batching import Batcher
 from streams.detection import DetectionRunner, encode_points, parse_zones
-from streams.intake import event_batches
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadletter
 from streams.planproc import OffloadedState, PlanProcessDied, die_with_parent
@@ -162,26 +161,23 @@ def create_app(settings: Settings | None = None) -> faust.App:
         Each batch must follow what Redis says was applied; when it does not,
         Redis lost its data, and the records in between are counted again from
         Kafka's retained log before the batch (see :mod:`streams.rebuild`).
-        Records are taken from the agent's channel in bulk
-        (:func:`~streams.intake.event_batches`, not Faust's one-event-at-a-time
-        iterator) and go on being read while the previous batch commits (a
-        :class:`~streams.batching.Batcher` between the intake and the committer);
-        each is acknowledged to Kafka once its batch is committed.
+        Records go on being read while the previous batch commits (a
+        :class:`~streams.batching.Batcher` between the stream and the committer),
+        and each is acknowledged to Kafka once its batch is committed.
         """
         st = await state()
         batcher: Batcher[EventT] = Batcher(s.batch_size, s.batch_within_s)
-        committer = asyncio.ensure_future(_commit_batches(st, batcher))
+        committer = asyncio.ensure_future(_commit_batches(st, stream, batcher))
         try:
-            async for events in event_batches(stream, s.batch_size):
+            async for event in stream.noack().events():
                 if committer.done():
                     committer.result()  # raises what stopped it
-                for event in events:
-                    if batcher.add(event):
-                        await batcher.room()
+                if batcher.add(event):
+                    await batcher.room()
         finally:
             committer.cancel()
 
-    async def _commit_batches(st: RedisState, batcher: Batcher[EventT]) -> None:
+    async def _commit_batches(st: RedisState, stream: faust.StreamT, batcher: Batcher[EventT]) -> None:
         """Commit the batcher's batches in order, acknowledging each batch's records after its commit."""
         try:
             while True:
@@ -190,7 +186,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 if result.plan.skipped:
                     log.info("skipped %d records already counted before a restart", result.plan.skipped)
                 for event in events:
-                    event.ack()
+                    await stream.ack(event)
         except Exception as exc:
             # Nothing after this batch may commit before it: stop the worker (it exits, see _App).
             log.exception("counting stopped: %r", exc)
