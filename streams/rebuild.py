@@ -223,6 +223,8 @@ class KafkaLog:
         self.settings = settings
         self.topics = _topics(settings)
         self.kinds = {v: k for k, v in self.topics.items()}
+        #: see :meth:`read`
+        self.unread: frozenset[TP] = frozenset()
         self._consumer = None
 
     async def __aenter__(self) -> KafkaLog:
@@ -299,7 +301,11 @@ class KafkaLog:
         return out
 
     async def read(self, spans: Mapping[TP, Span], batch_size: int) -> AsyncIterator[list[Incoming]]:
-        """Batches of the records in ``spans``, each partition in Kafka order; raises :class:`RebuildError` if Kafka stalls."""
+        """Batches of the records in ``spans``, each partition in Kafka order; raises :class:`RebuildError` if Kafka stalls.
+
+        While a batch is being used, :attr:`unread` holds the partitions with
+        records of their span still to read after it.
+        """
         from aiokafka import AIOKafkaConsumer
 
         todo = {tp: s for tp, s in spans.items() if len(s)}
@@ -333,6 +339,7 @@ class KafkaLog:
                 if batch or got:
                     last_data = time.monotonic()
                     if batch:
+                        self.unread = frozenset(by_ktp.values())
                         yield batch
                 elif time.monotonic() - last_data > STALL_S:
                     left = describe({tp: todo[tp] for tp in by_ktp.values()})
@@ -363,7 +370,8 @@ async def apply_spans(
     if publish is not None and publish_from:
         before_commit = _publisher(publish, publish_from)
     async for batch in kl.read(spans, state.settings.batch_size):
-        result = await state.apply(batch, before_commit)
+        # a partition's calls may be read far ahead of its updates: nothing times out ahead of what is left
+        result = await state.apply(batch, before_commit, catching_up=kl.unread)
         plan = result.plan
         summary.read += len(batch)
         summary.applied += plan.applied
