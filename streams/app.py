@@ -46,7 +46,7 @@ from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
 from streams.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadletter
 from streams.planproc import OffloadedState, PlanProcessDied, die_with_parent
-from streams.rebuild import KafkaLog, RebuildError, RedisDataLost, Span, apply_spans, describe, find_gaps, first_offsets
+from streams.rebuild import KafkaLog, RebuildError, RedisDataLost, Span, apply_spans, describe, find_gaps, first_offsets, offsets_after
 from streams.settings import Settings, load_settings
 from streams.state import BatchResult, RedisState, StateError, commit_detection_sync, unreadable_checkpoint
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
@@ -211,9 +211,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     return await st.apply(batch, publish_before_commit, catching_up=behind)
 
         result = await _until_reachable(f"committing a batch of {len(batch)} records", attempt)
-        for rec in batch:
-            tp = (rec.kind, rec.partition)
-            counted[tp] = max(counted.get(tp, 0), rec.offset + 1)
+        for tp, after in offsets_after(batch).items():
+            counted[tp] = max(counted.get(tp, 0), after)
         return result
 
     def _catching_up(batch: list[Incoming]) -> frozenset[tuple[str, int]]:
@@ -223,18 +222,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
         :func:`streams.state.expiry_times`). A stream whose end Faust does not
         know yet (not fetched yet, or not assigned any more) counts as one.
         """
-        after = dict(counted)
-        for rec in batch:
-            tp = (rec.kind, rec.partition)
-            after[tp] = max(after.get(tp, 0), rec.offset + 1)
+        after = offsets_after(batch)
         behind = set()
-        for p in {rec.partition for rec in batch}:
+        for p in {p for _, p in after}:
             for topic, kind in kinds.items():
                 try:
                     end = app.consumer.highwater(TP(topic, p))
                 except AssertionError:  # aiokafka: "Partition is not assigned" (a rebalance)
                     end = None
-                if end is None or end > after.get((kind, p), 0):
+                if end is None or end > max(counted.get((kind, p), 0), after.get((kind, p), 0)):
                     behind.add((kind, p))
         return frozenset(behind)
 

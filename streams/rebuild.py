@@ -96,6 +96,20 @@ def first_offsets(batch: Iterable[Incoming]) -> dict[TP, int]:
     return out
 
 
+def offsets_after(batch: Iterable[Incoming]) -> dict[TP, int]:
+    """One past the highest offset of each partition in a batch (where reading goes on after it).
+
+    >>> offsets_after([Incoming("call", 0, 7, b""), Incoming("call", 0, 8, b""), Incoming("update", 0, 3, b"")])
+    {('call', 0): 9, ('update', 0): 4}
+    """
+    out: dict[TP, int] = {}
+    for rec in batch:
+        tp = (rec.kind, rec.partition)
+        if rec.offset >= out.get(tp, 0):
+            out[tp] = rec.offset + 1
+    return out
+
+
 def find_gaps(next_offsets: Mapping[TP, int], applied: Mapping[TP, int], log_start: Mapping[TP, int]) -> dict[TP, Span]:
     """Partitions whose next record to apply does not follow what Redis says was applied: the records in between are missing.
 
