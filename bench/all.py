@@ -12,7 +12,8 @@ each benchmark script as its own process, with its own JSON file under
 2. ``latency.py``: call-to-alert latency at 100, 1,000 and 5,000 calls/s;
 3. ``backfill.py``: a year of simulated calls and the largest real dataset,
    replayed and learnt;
-4. ``memory.py``: worker and gateway resident memory at 10k and 100k cells.
+4. ``memory.py``: worker and gateway resident memory at 10k and 100k cells;
+5. ``detect_storm.py``: the detectors alone in a storm (calls per CPU second).
 
 Then prints the headline figures and writes them, with the machine and the
 commit they were measured on, to ``{out}/all.json``. ``--quick`` runs each at
@@ -44,6 +45,7 @@ STEPS: tuple[tuple[str, str, list[str], list[str]], ...] = (
     ("latency", "latency.py", ["--rates", "100,1000,5000", "--seconds", "60"], ["--rates", "100", "--seconds", "10"]),
     ("backfill", "backfill.py", [], ["--days", "30"]),
     ("memory", "memory.py", [], ["--cells", "1000,5000"]),
+    ("detect_storm", "detect_storm.py", [], ["--phases", "100x10,1000x5"]),
 )
 
 
@@ -100,6 +102,13 @@ def headline(results: dict) -> list[str]:
             ms = " ".join(f"{k} {a[k]:,.0f} ms" for k in ("p50", "p95", "p99", "max") if k in a)
             offered, sent = row["offered_per_s"], row["achieved_per_s"]
             lines.append(f"latency     {offered:>6g} calls/s offered, {sent:g} sent/s: {a.get('n', 0)} alerts; {ms}")
+    storm = results.get("detect_storm", {}).get("figures")
+    if storm:
+        for ph in storm.get("phases", []):
+            lines.append(
+                f"detectors   {ph['rate_per_s']:>6g} calls/s storm: {ph['calls_per_cpu_s']:,} calls per CPU second, "
+                f"slowest call {ph['worst_call_ms']:g} ms"
+            )
     for name in ("backfill", "memory"):
         figures = results.get(name, {}).get("figures")
         if figures and figures.get("summary"):

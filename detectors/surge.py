@@ -85,7 +85,10 @@ with calls (and the times of its incidents), plus the baseline's decayed
 counts per cell. A call touches at most 8 regions; a region's counts come from
 bisecting its cells' lists, so the work per call grows with the logarithm of
 the calls in a cell, not with their number (a storm stays cheap), and a
-region's calls are listed only when they become an alert's explanation.
+region's calls are listed only when they become an alert's explanation. The
+regions of one evaluation overlap: each cell's counts and expected share, and
+each window's jurisdiction totals, are read once per evaluation and shared
+(``_Round``). An open alert no finding touches costs one set test per call.
 
 Examples
 --------
@@ -364,9 +367,9 @@ class SurgeDetector:
             return 0.0
         t = float(x.t)
         extra = _Call(t, x.cell, x.category, self._is_incident(x.cell, t))
-        best = 0.0
+        best, at = 0.0, _Round(self, t)
         for key, cells in _regions(x.cell):
-            for f in self._evaluate(key, cells, t, extra):
+            for f in self._evaluate(key, cells, t, extra, at):
                 best = max(best, f.score)
         return best
 
@@ -394,10 +397,11 @@ class SurgeDetector:
             self._jurisdiction_dirty = False
             return []
         findings: dict[str, list[_Finding]] = {}
+        at = _Round(self, now)
         for cell in sorted(self._dirty):
             for key, cells in _regions(cell):
                 if key not in findings:
-                    findings[key] = self._evaluate(key, cells, now)
+                    findings[key] = self._evaluate(key, cells, now, at=at)
         # An open alert's regions without new calls are re-scored once a minute (so
         # that it closes, and reports its strongest region); when it gets a call, its
         # best region so far is re-scored with the regions of the call, so that an
@@ -407,12 +411,12 @@ class SurgeDetector:
             if now - ep.rescored_at < _RESCORE_S:
                 best = ep.best.key if ep.best is not None else None
                 if best is not None and best != JURISDICTION and best not in findings and not self._dirty.isdisjoint(ep.footprint):
-                    findings[best] = self._evaluate(best, _region_cells(best), now)
+                    findings[best] = self._evaluate(best, _region_cells(best), now, at=at)
                 continue
             ep.rescored_at = now
             for key in sorted(ep.regions):
                 if key not in findings and key != JURISDICTION:
-                    findings[key] = self._evaluate(key, _region_cells(key), now)
+                    findings[key] = self._evaluate(key, _region_cells(key), now, at=at)
         alerts = self._lifecycle(now, findings, jurisdiction=False)
         self._dirty.clear()
         # The jurisdiction moves slowly: it is tested at most once a minute of event time.
@@ -493,59 +497,45 @@ class SurgeDetector:
             out.append(extra)
         return out
 
-    def _scale(self, window_min: int, now: float, observed: int, expected: float) -> float:
-        """Jurisdiction observed/expected outside this region while a jurisdiction-wide surge is open."""
-        if not self._county_ids:
-            return 1.0
-        start = now - 60.0 * window_min
-        times = self._incident_times
-        total_obs = bisect.bisect_right(times, now) - bisect.bisect_right(times, start)
-        total_exp = self.baseline.total(start, now) * self.incident_ratio
-        if total_exp - expected <= 0:
-            return 1.0
-        return max(1.0, (total_obs - observed) / (total_exp - expected))
-
-    def _evaluate(self, key: str, cells: tuple[str, ...], now: float, extra: _Call | None = None) -> list[_Finding]:
+    def _evaluate(
+        self, key: str, cells: tuple[str, ...], now: float, extra: _Call | None = None, at: _Round | None = None
+    ) -> list[_Finding]:
         """Findings of one cell or disk region for each window (none below ``min_incidents``).
 
-        Counts come from bisecting each cell's sorted lists; the calls
-        themselves are listed later, only for a finding that explains an alert.
+        Counts come from bisecting each cell's sorted lists, once per cell and
+        round (``at``: what the regions evaluated at ``now`` share; a fresh one
+        when None); the calls themselves are listed later, only for a finding
+        that explains an alert.
         """
-        windows = self._windows_desc
-        bisect_right = bisect.bisect_right
-        inc_by_cell, times_by_cell = self._inc_by_cell, self._times_by_cell
-        mine = [(c, times_by_cell.get(c), inc_by_cell.get(c)) for c in cells]
+        at = at if at is not None else _Round(self, now)
         extra = extra if extra is not None and extra.cell in cells else None
+        stats = [at.counts(c) for c in cells]
         # The longest window has the most incidents: most regions stop here.
-        start = now - 60.0 * windows[0]
-        incidents = sum(bisect_right(ts, now) - bisect_right(ts, start) for _, _, ts in mine if ts) + (extra is not None and extra.incident)
+        incidents = sum(s[1] for s in stats) + (extra is not None and extra.incident)
         if incidents < self.min_incidents:
             return []
         out = []
         rho = self.incident_ratio
-        share = sum(self.baseline.share(c) for c in cells)
-        for w in windows:
-            start = now - 60.0 * w
+        share = sum(at.share(c) for c in cells)
+        for j, w in enumerate(self._windows_desc):
+            n_at, inc_at = 2 * j, 2 * j + 1
             observed = incidents = 0
             present = set()
-            for c, times, ts in mine:
-                if not times:
-                    continue
-                n = bisect_right(times, now) - bisect_right(times, start)
+            for c, s in zip(cells, stats, strict=True):
+                n = s[n_at]
                 if n:
                     observed += n
                     present.add(c)
-                    if ts:
-                        incidents += bisect_right(ts, now) - bisect_right(ts, start)
+                    incidents += s[inc_at]
             if extra is not None:
                 observed += 1
                 incidents += extra.incident
                 present.add(extra.cell)
             if incidents < self.min_incidents:
                 break
-            expected = self.baseline.total(start, now) * share
+            expected = at.total(w) * share
             mean = rho * expected
-            mean *= self._scale(w, now, incidents, mean)
+            mean *= at.scale(w, incidents, mean)
             log10p = _log10_poisson_sf(incidents, mean)
             f = _finding(key, w, now, log10p, None, incidents, expected, cells)
             f.observed, f.present = observed, frozenset(present)
@@ -648,11 +638,11 @@ class SurgeDetector:
 
     def _lifecycle(self, now: float, findings: dict[str, list[_Finding]], *, jurisdiction: bool) -> list[Alert]:
         """Open, update and close the local (or the jurisdiction's) alerts from this evaluation's findings."""
-        alerts: list[Alert] = []
         threshold = self.jurisdiction_threshold if jurisdiction else self.threshold
         best_by_key = {key: max(fs, key=_rank) for key, fs in findings.items() if fs}
         exceed = sorted((f for f in best_by_key.values() if f.score >= threshold), key=_rank, reverse=True)
-        mine = {k: e for k, e in self._episodes.items() if e.jurisdiction == jurisdiction}
+        if exceed:
+            mine = {k: e for k, e in self._episodes.items() if e.jurisdiction == jurisdiction}
         for f in exceed:
             region_cells = set(f.cells) if jurisdiction else set(_region_cells(f.key))
             ep = next((e for e in mine.values() if jurisdiction or e.footprint & region_cells), None)
@@ -669,32 +659,39 @@ class SurgeDetector:
             if not jurisdiction:
                 ep.footprint |= region_cells
             ep.regions.add(f.key)
-        for ep_id in sorted(mine):
-            ep = mine[ep_id]
-            # this round's findings (a call's few regions) in the episode's regions (hundreds in a storm):
-            # sorting every open episode's regions on every call was most of a storm's per-call cost
-            hit = sorted(k for k in best_by_key if k in ep.regions)
-            alive = [best_by_key[k] for k in hit if best_by_key[k].score >= self.close_threshold]
+        # Each open alert of this kind: alive if one of its regions scored close_threshold in this
+        # round's findings (a call's few regions, against an alert's hundreds in a storm), closed
+        # after close_after_min without. Every round looks at every open alert, so the loop does
+        # the least for an alert none of the findings touch: one set test and one comparison.
+        keys, close_s = best_by_key.keys(), 60.0 * self.close_after_min
+        out: list[tuple[str, Alert]] = []
+        for ep in list(self._episodes.values()):
+            if ep.jurisdiction != jurisdiction:
+                continue
+            alive = []
+            if not ep.regions.isdisjoint(keys):
+                alive = [f for k in keys if k in ep.regions and (f := best_by_key[k]).score >= self.close_threshold]
             if alive:
                 ep.last_alive = now
-            elif now - ep.last_alive >= 60.0 * self.close_after_min:
-                del self._episodes[ep_id]
-                self._county_ids.discard(ep_id)
-                alerts.append(self._alert(ep, AlertState.CLOSED, now))
+            elif now - ep.last_alive >= close_s:
+                del self._episodes[ep.id]
+                self._county_ids.discard(ep.id)
+                out.append((ep.id, self._alert(ep, AlertState.CLOSED, now)))
                 continue
             else:
                 continue  # quiet, but not for long enough to close
             current = max(alive, key=_rank)
             if ep.best is None:
                 ep.best = self._explain(current)
-                alerts.append(self._alert(ep, AlertState.OPEN, now))
+                out.append((ep.id, self._alert(ep, AlertState.OPEN, now)))
             elif current.observed > ep.peak or not (jurisdiction or _call_cells(current) <= ep.reported):
                 # grown: more calls than ever reported, or (locally) calls in cells it never reported
                 ep.best = self._explain(current)
-                alerts.append(self._alert(ep, AlertState.UPDATE, now))
+                out.append((ep.id, self._alert(ep, AlertState.UPDATE, now)))
             ep.peak = max(ep.peak, ep.best.observed)
             ep.reported |= _call_cells(ep.best)
-        return alerts
+        out.sort(key=lambda pair: pair[0])  # in the order of the alerts' ids, whatever the order they opened in
+        return [alert for _, alert in out]
 
     def _alert(self, ep: _Episode, state: AlertState, now: float) -> Alert:
         f = ep.best
@@ -735,6 +732,72 @@ class SurgeDetector:
             model_version=MODEL_VERSION,
             reason=reason,
         )
+
+
+class _Round:
+    """What the regions evaluated at one instant share, each computed once.
+
+    A call's eight regions overlap (a disk of radius two holds 19 cells, counted
+    56 times), and every region of a round reads the same window totals: read
+    once per round, a storm's evaluation does a third of the work. Valid while
+    the windows and the baseline do not change (within one ``advance``).
+    """
+
+    __slots__ = ("_det", "now", "_counts", "_shares", "_totals", "_county")
+
+    def __init__(self, det: SurgeDetector, now: float) -> None:
+        self._det, self.now = det, now
+        self._counts: dict[str, tuple[int, ...]] = {}
+        self._shares: dict[str, float] = {}
+        self._totals: dict[int, float] = {}
+        self._county: dict[int, tuple[int, float]] = {}
+
+    def counts(self, cell: str) -> tuple[int, ...]:
+        """The cell's calls and incidents in each window of ``windows_min``, longest first: ``(n0, inc0, n1, inc1, ...)``."""
+        got = self._counts.get(cell)
+        if got is None:
+            det, now, bisect_right = self._det, self.now, bisect.bisect_right
+            times, ts = det._times_by_cell.get(cell), det._inc_by_cell.get(cell)
+            out: list[int] = []
+            if times:
+                end_n = bisect_right(times, now)
+                end_i = bisect_right(ts, now) if ts else 0
+                for w in det._windows_desc:
+                    start = now - 60.0 * w
+                    out += (end_n - bisect_right(times, start), end_i - bisect_right(ts, start) if ts else 0)
+            else:
+                out = [0, 0] * len(det._windows_desc)
+            got = self._counts[cell] = tuple(out)
+        return got
+
+    def share(self, cell: str) -> float:
+        got = self._shares.get(cell)
+        if got is None:
+            got = self._shares[cell] = self._det.baseline.share(cell)
+        return got
+
+    def total(self, window_min: int) -> float:
+        """Calls expected in the jurisdiction in the window ending now."""
+        got = self._totals.get(window_min)
+        if got is None:
+            got = self._totals[window_min] = self._det.baseline.total(self.now - 60.0 * window_min, self.now)
+        return got
+
+    def scale(self, window_min: int, observed: int, expected: float) -> float:
+        """Jurisdiction observed/expected outside a region (``observed`` incidents, ``expected`` mean) while a
+        jurisdiction-wide surge is open; 1 otherwise."""
+        det = self._det
+        if not det._county_ids:
+            return 1.0
+        county = self._county.get(window_min)
+        if county is None:
+            start, times = self.now - 60.0 * window_min, det._incident_times
+            total_obs = bisect.bisect_right(times, self.now) - bisect.bisect_right(times, start)
+            county = self._county[window_min] = (total_obs, self.total(window_min) * det.incident_ratio)
+        total_obs, total_exp = county
+        if total_exp - expected <= 0:
+            return 1.0
+        return max(1.0, (total_obs - observed) / (total_exp - expected))
 
 
 # ---------------------------------------------------------------------- helpers

@@ -9,7 +9,7 @@ import h3
 import pytest
 from scipy import stats
 
-from detectors.surge import MODEL, MODEL_VERSION, SurgeDetector, _log10_negbin_sf, _log10_poisson_sf, incidents
+from detectors.surge import MODEL, MODEL_VERSION, SurgeDetector, _log10_negbin_sf, _log10_poisson_sf, _regions, _Round, incidents
 from detectors.types import AlertKind, AlertState, CallPoint
 from tests.detectors.conftest import CENTRE, MONDAY, TOWN, background, burst, merged, quick_baseline, run, run_tracked
 
@@ -136,6 +136,44 @@ def test_a_checkpoint_from_before_the_storm_indexes_rebuilds_them(warmed):
     del det._incident_times, det._county_ids  # as a checkpoint written before the indexes
     restored = pickle.loads(pickle.dumps(det))
     assert (restored._incident_times, restored._county_ids) == kept
+
+
+def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed):
+    """In a storm, every region's findings (counted once per cell and round) match its calls listed one by one.
+
+    The round shares each cell's counts among the regions that overlap there; a
+    mix-up of windows, cells or incidents there would change alerts silently.
+    """
+    det = fresh(warmed)
+    start = END + 10 * 3600
+    run(det, merged(*(background(seed=30 + k, days=0.08, start=start) for k in range(4))))
+    now = det._now
+    shared = _Round(det, now)
+    regions = {key: cells for cell in sorted(det._by_cell) for key, cells in _regions(cell)}
+    checked = 0
+    for key, cells in sorted(regions.items()):
+        findings = det._evaluate(key, cells, now, at=shared)
+        assert findings == det._evaluate(key, cells, now)  # the same with a round of its own
+        for f in findings:
+            calls = det._window_calls(cells, now - 60.0 * f.window_min, now, None)
+            assert (f.observed, f.incidents, f.present) == (len(calls), sum(c.incident for c in calls), {c.cell for c in calls})
+            checked += 1
+    assert checked > 50, "the storm should leave many regions above min_incidents"
+    assert det._county_ids, "and a county-wide alert open (local expectations scaled)"
+
+
+def test_alerts_of_one_round_come_in_the_order_of_their_ids(warmed):
+    """Two surges in separate places close in the same round: their records come sorted by id."""
+    det = fresh(warmed)
+    start = END + 14 * 3600
+    a, b = (tuple(h3.grid_disk(TOWN[i], 1)) for i in (5, 110))
+    surges = (burst(seed=11, start=start, n=20, minutes=30, cells=b), burst(seed=12, start=start, n=20, minutes=30, cells=a))
+    alerts = run(det, merged(*surges))
+    local = sorted({x.id for x in alerts if x.state is AlertState.OPEN and not x.id.startswith("surge:jurisdiction")})
+    assert len(local) == 2
+    closed = [x for x in det.advance(start + 6 * 3600) if x.id in local]
+    assert [x.state for x in closed] == [AlertState.CLOSED] * 2
+    assert [x.id for x in closed] == local
 
 
 def test_nothing_fires_during_warm_up():

@@ -1,0 +1,146 @@
+"""The detectors alone in a storm: how many calls a second the worker's detector suite keeps up with.
+
+Usage::
+
+    python bench/detect_storm.py [--phases 100x60,1000x60] [--history-days 3] [--seed 11]
+
+No Kafka, no Redis: the very suite the detection agent runs
+(:func:`streams.detection.default_suite`: surges, feed outages, event zones,
+the call-mix anomaly) learns ``--history-days`` of the simulator's calls, then
+takes each phase ``RATExSECONDS`` in turn: ``RATE`` calls a second of event
+time, for ``SECONDS``, drawn from the history's places and categories (as
+``bench/latency.py`` offers them live), plus 8 calls in one cell every 5
+seconds (its event zone). A county at 100 calls a second after days at a
+dozen an hour is a storm: every place is hot, dozens of alerts are open.
+
+For each phase it prints the CPU time the suite took, the calls it processed
+per second of that time (above the phase's rate: the detectors keep up; below:
+they fall behind whatever else the machine does), the slowest single call, the
+alert records and the open alerts at its end; JSON goes to ``--json``. The
+latency bench measures the whole pipeline; this one tells the detectors' part
+of it, and does so with less noise (one process, no services).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import h3  # noqa: E402
+
+from detectors.types import CallPoint  # noqa: E402
+from detectors.zones import WatchedZone  # noqa: E402
+from streams.detection import default_suite  # noqa: E402
+from streams.simulator import Simulator  # noqa: E402
+
+#: Event time of the first storm call (any instant works; the history ends here).
+START = 1_780_000_000.0
+BURST_EVERY_S, BURST_SIZE = 5.0, 8
+
+
+def parse_phases(text: str) -> list[tuple[float, float]]:
+    """``"100x60,1000x60"`` -> ``[(100.0, 60.0), (1000.0, 60.0)]``.
+
+    >>> parse_phases("100x60, 1000x30")
+    [(100.0, 60.0), (1000.0, 30.0)]
+    >>> parse_phases("100")
+    Traceback (most recent call last):
+    ...
+    ValueError: each phase is RATExSECONDS with both > 0 (such as 1000x60), got '100'
+    """
+    out = []
+    for part in text.split(","):
+        try:
+            rate, seconds = (float(x) for x in part.strip().split("x"))
+        except ValueError:
+            rate = seconds = -1.0
+        if not (rate > 0 and seconds > 0):
+            raise ValueError(f"each phase is RATExSECONDS with both > 0 (such as 1000x60), got {part.strip()!r}")
+        out.append((rate, seconds))
+    return out
+
+
+def run(phases: list[tuple[float, float]], history_days: float, seed: int) -> dict:
+    suite = default_suite()
+    history = []
+    started = time.perf_counter()
+    for c in Simulator(seed=seed, start=START - history_days * 86400.0, days=history_days).calls():
+        point = CallPoint(t=float(c.received_at), cell=h3.latlng_to_cell(c.lat, c.lng, 8), category=c.category.value)
+        history.append((point.cell, point.category))
+        suite.process(point)
+    learnt_s = time.perf_counter() - started
+    # the quietest place: a cell next to the history's first with no call in it, made an event zone
+    zone_cell = next(c for c in h3.grid_ring(history[0][0], 3) if c not in {cell for cell, _ in history})
+    suite.zones.set_zones([WatchedZone("bench-zone", "Bench gathering", [zone_cell], START - 60.0, START + 86400.0)])
+    rng = random.Random(seed)
+    t = START
+    results = []
+    for rate, seconds in phases:
+        n, alerts, worst = int(rate * seconds), 0, 0.0
+        next_burst = t + BURST_EVERY_S
+        began = time.process_time()
+        for _ in range(n):
+            t += 1.0 / rate
+            points = [CallPoint(t=t, cell=cell, category=cat) for cell, cat in (history[rng.randrange(len(history))],)]
+            if t >= next_burst:
+                points += [CallPoint(t=t, cell=zone_cell, category="FIRE")] * BURST_SIZE
+                next_burst += BURST_EVERY_S
+            for point in points:
+                one = time.perf_counter()
+                alerts += len(suite.process(point))
+                worst = max(worst, time.perf_counter() - one)
+        cpu = time.process_time() - began
+        processed = n + BURST_SIZE * int(seconds / BURST_EVERY_S)
+        results.append({
+            "rate_per_s": rate, "seconds": seconds, "calls": processed, "cpu_s": round(cpu, 2),
+            "calls_per_cpu_s": round(processed / cpu), "worst_call_ms": round(1000 * worst, 1),
+            "alert_records": alerts, "open_surge_alerts": len(suite.surge._episodes),
+        })  # fmt: skip
+    return {"history_calls": len(history), "history_days": history_days, "learnt_s": round(learnt_s, 2), "seed": seed, "phases": results}
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"history: {results['history_calls']:,} calls over {results['history_days']:g} days, learnt in {results['learnt_s']:.1f} s",
+        f"{'calls/s':>8} {'s':>5} {'calls':>8} {'cpu s':>7} {'calls/cpu s':>12} {'worst ms':>9} {'alerts':>7} {'open':>5}",
+    ]
+    for p in results["phases"]:
+        lines.append(
+            f"{p['rate_per_s']:>8g} {p['seconds']:>5g} {p['calls']:>8,} {p['cpu_s']:>7.1f} {p['calls_per_cpu_s']:>12,} "
+            f"{p['worst_call_ms']:>9.1f} {p['alert_records']:>7,} {p['open_surge_alerts']:>5}"
+        )
+    lines.append("calls/cpu s: calls the suite processed per second of its CPU time (above the rate: it keeps up, on one core)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phases", default="100x60,1000x60", help="storm phases RATExSECONDS, comma-separated (default 100x60,1000x60)")
+    p.add_argument("--history-days", type=float, default=3.0, help="days of simulated calls learnt first (default 3, as bench/latency.py)")
+    p.add_argument("--seed", type=int, default=11, help="seed of the history and of the storm's draws (default 11)")
+    p.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "detect_storm.json", help="where to write the figures")
+    args = p.parse_args(argv)
+    try:
+        phases = parse_phases(args.phases)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not args.history_days > 0 or args.seed < 0:
+        p.error("--history-days must be > 0 and --seed >= 0")
+    results = run(phases, args.history_days, args.seed)
+    print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
