@@ -148,6 +148,7 @@ JURISDICTION = "*"
 #: Event-time seconds between two tests of the jurisdiction.
 _JURISDICTION_STEP_S = 60.0
 _CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+_OTHER = _CAT_INDEX["OTHER"]
 
 
 @dataclass
@@ -296,6 +297,9 @@ class SurgeDetector:
         # and per cell, with every call's time, so that a region's counts are bisections of floats
         self._inc_by_cell: dict[str, list[float]] = {}
         self._times_by_cell: dict[str, list[float]] = {}
+        # and per category (index in CATEGORIES, unknown ones as OTHER), for the jurisdiction's counts
+        self._inc_by_cat: dict[int, list[float]] = {}
+        self._times_by_cat: dict[int, list[float]] = {}
         # Decayed share of calls that are new incidents (starts at 1: no repeats assumed).
         self._inc_sum = 0.0
         self._call_sum = 0.0
@@ -343,9 +347,12 @@ class SurgeDetector:
         if t <= max(self._now, self._calls[-1].t if self._calls else -math.inf) - self._horizon_s:
             return  # too old for every window
         call = _Call(t, x.cell, x.category, incident)
+        j = _CAT_INDEX.get(x.category, _OTHER)
         if incident:
             bisect.insort(self._incident_times, t)
             bisect.insort(self._inc_by_cell.setdefault(x.cell, []), t)
+            bisect.insort(self._inc_by_cat.setdefault(j, []), t)
+        bisect.insort(self._times_by_cat.setdefault(j, []), t)
         _insort(self._calls, call)
         times = self._times_by_cell.setdefault(x.cell, [])
         i = bisect.bisect_right(times, t)
@@ -447,7 +454,7 @@ class SurgeDetector:
         self._drop_through(now - self._horizon_s)
 
     def _drop_through(self, cutoff: float) -> int:
-        """Drop the calls at or before ``cutoff`` from the windows and both indexes; how many went."""
+        """Drop the calls at or before ``cutoff`` from the windows and the indexes; how many went."""
         calls = self._calls
         expired = calls[: bisect.bisect_right(calls, cutoff, key=_time)]
         if not expired:
@@ -456,12 +463,15 @@ class SurgeDetector:
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
         every, incidents = {c.cell for c in expired}, {c.cell for c in expired if c.incident}
-        for index, cells in ((self._times_by_cell, every), (self._inc_by_cell, incidents)):
-            for cell in cells:
-                times = index[cell]
+        for index, keys in (
+            (self._times_by_cell, every), (self._inc_by_cell, incidents), (self._times_by_cat, list(self._times_by_cat)),
+            (self._inc_by_cat, list(self._inc_by_cat)),
+        ):  # fmt: skip
+            for key in keys:
+                times = index[key]
                 del times[: bisect.bisect_right(times, cutoff)]
                 if not times:
-                    del index[cell]
+                    del index[key]
         return len(expired)
 
     def __setstate__(self, state: dict) -> None:
@@ -480,6 +490,13 @@ class SurgeDetector:
                     self._inc_by_cell.setdefault(c.cell, []).append(c.t)
         if "_times_by_cell" not in state:
             self._times_by_cell = {cell: [c.t for c in calls] for cell, calls in self._by_cell.items()}
+        if "_times_by_cat" not in state:
+            self._times_by_cat, self._inc_by_cat = {}, {}
+            for c in self._calls:  # in time order
+                j = _CAT_INDEX.get(c.category, _OTHER)
+                self._times_by_cat.setdefault(j, []).append(c.t)
+                if c.incident:
+                    self._inc_by_cat.setdefault(j, []).append(c.t)
 
     def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Call | None) -> list[_Call]:
         """Calls of ``cells`` in ``(start, end]``, plus ``extra`` when it is in one of them."""
@@ -557,7 +574,7 @@ class SurgeDetector:
             f.calls = self._window_calls(f.cells, f.at - 60.0 * f.window_min, f.at, None)
         return f
 
-    def _evaluate_jurisdiction(self, now: float, extra: _Call | None = None) -> list[_Finding]:
+    def _evaluate_jurisdiction(self, now: float) -> list[_Finding]:
         """Findings of the whole jurisdiction, all calls and each category, for each window.
 
         Left out of each window: its busiest disk (a cell and its ring), so that
@@ -566,34 +583,33 @@ class SurgeDetector:
         """
         out: list[_Finding] = []
         windows = sorted(self.jurisdiction_windows_min)
-        calls = self._calls
-        first = bisect.bisect_right(calls, now - 60.0 * windows[-1], key=_time)
-        recent = calls[first : bisect.bisect_right(calls, now, key=_time)]
-        if extra is not None and extra.t <= now:
-            recent = [*recent, extra]
-        if not recent:
+        starts = [now - 60.0 * w for w in windows]
+        bisect_right = bisect.bisect_right
+        # Counted by bisecting the sorted time lists, per cell and per category: the work grows
+        # with the cells and the windows, not with the calls (a storm puts 200,000 in the windows).
+        per_window: list[dict[str, int]] = [{} for _ in windows]
+        for cell, times in self._times_by_cell.items():
+            end = bisect_right(times, now)
+            if end and times[end - 1] > starts[-1]:
+                for counts, start in zip(per_window, starts, strict=True):
+                    n = end - bisect_right(times, start)
+                    if n:
+                        counts[cell] = n
+        if not per_window[-1]:
             return out
-        # One pass from the newest call back: at each window's start, the calls per cell
-        # and per category so far (a storm puts tens of thousands of calls in the windows).
         ncat = len(CATEGORIES)
-        per_cell: dict[str, int] = {}
-        n_calls = [0] * (ncat + 1)  # index 0: all calls, 1..: per category
-        n_inc = [0] * (ncat + 1)
         at_start: dict[int, tuple[dict[str, int], list[int], list[int]]] = {}
-        k = 0
-        for c in reversed(recent):
-            while k < len(windows) and c.t <= now - 60.0 * windows[k]:
-                at_start[windows[k]] = (dict(per_cell), n_calls[:], n_inc[:])
-                k += 1
-            per_cell[c.cell] = per_cell.get(c.cell, 0) + 1
-            j = _CAT_INDEX.get(c.category, ncat - 1) + 1
-            n_calls[0] += 1
-            n_calls[j] += 1
-            if c.incident:
-                n_inc[0] += 1
-                n_inc[j] += 1
-        for w in windows[k:]:
-            at_start[w] = (per_cell, n_calls, n_inc)
+        for w, start, cell_counts in zip(windows, starts, per_window, strict=True):
+            n_calls = [0] * (ncat + 1)  # index 0: all calls, 1..: per category
+            n_inc = [0] * (ncat + 1)
+            for j in range(ncat):
+                for index, into in ((self._times_by_cat, n_calls), (self._inc_by_cat, n_inc)):
+                    times = index.get(j)
+                    if times:
+                        n = bisect_right(times, now) - bisect_right(times, start)
+                        into[0] += n
+                        into[j + 1] += n
+            at_start[w] = (cell_counts, n_calls, n_inc)
         rho = self.incident_ratio
         outside_of: dict[str, float] = {}
         for w in windows:
@@ -611,10 +627,8 @@ class SurgeDetector:
             outside = outside_of[top]
             n_calls, n_inc = n_calls[:], n_inc[:]
             left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c.t <= now]
-            if extra is not None and extra.cell in excluded and start < extra.t <= now:
-                left_out.append(extra)
             for c in left_out:
-                j = _CAT_INDEX.get(c.category, ncat - 1) + 1
+                j = _CAT_INDEX.get(c.category, _OTHER) + 1
                 n_calls[0] -= 1
                 n_calls[j] -= 1
                 if c.incident:

@@ -131,15 +131,17 @@ def test_a_checkpoint_from_before_the_storm_indexes_rebuilds_them(warmed):
     det = fresh(warmed)
     start = END + 10 * 3600
     run(det, merged(*(background(seed=20 + k, days=0.125, start=start) for k in range(4))))  # the storm above
-    kept = (list(det._incident_times), set(det._county_ids))
+    kept = (list(det._incident_times), set(det._county_ids), dict(det._times_by_cat), dict(det._inc_by_cat))
     assert kept[0] == sorted(c.t for c in det._calls if c.incident) and kept[1], "a county-wide alert is open"
-    del det._incident_times, det._county_ids  # as a checkpoint written before the indexes
+    assert sum(map(len, kept[2].values())) == len(det._calls) and sum(map(len, kept[3].values())) == len(kept[0])
+    del det._incident_times, det._county_ids, det._times_by_cat, det._inc_by_cat  # as a checkpoint written before the indexes
     restored = pickle.loads(pickle.dumps(det))
-    assert (restored._incident_times, restored._county_ids) == kept
+    assert (restored._incident_times, restored._county_ids, restored._times_by_cat, restored._inc_by_cat) == kept
 
 
 def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed):
-    """In a storm, every region's findings (counted once per cell and round) match its calls listed one by one.
+    """In a storm, every region's findings (counted once per cell and round) match its calls listed one by one;
+    so do the jurisdiction's (counted from its per-cell and per-category time lists).
 
     The round shares each cell's counts among the regions that overlap there; a
     mix-up of windows, cells or incidents there would change alerts silently.
@@ -160,6 +162,12 @@ def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed
             checked += 1
     assert checked > 50, "the storm should leave many regions above min_incidents"
     assert det._county_ids, "and a county-wide alert open (local expectations scaled)"
+    county = det._evaluate_jurisdiction(now)
+    assert {f.category for f in county} >= {None, "EMS"} and {f.window_min for f in county} == set(det.jurisdiction_windows_min)
+    for f in county:
+        start, excluded = f.left_out
+        calls = [c for c in det._calls if start < c.t <= now and c.cell not in excluded and f.category in (None, c.category)]
+        assert (f.observed, f.incidents) == (len(calls), sum(c.incident for c in calls))
 
 
 def test_alerts_of_one_round_come_in_the_order_of_their_ids(warmed):
