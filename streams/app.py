@@ -20,6 +20,7 @@ at-least-once: a record may be sent again after a crash, never lost.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -369,6 +370,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
             return
         pid = os.fork()
         if pid == 0:  # the child: pickle the snapshot, write it, and leave without touching the parent's sockets
+            # No garbage collection here: the child exits in a second, and a collection walks the
+            # whole heap, copying every page the parent shares (0.2-0.4 s of CPU per checkpoint in a storm).
+            gc.disable()
             code = 1
             try:
                 die_with_parent()
