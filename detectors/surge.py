@@ -151,8 +151,16 @@ _CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 _OTHER = _CAT_INDEX["OTHER"]
 
 
+#: A call in the windows: ``(t, cell, category, incident)``. A plain tuple of atoms, which Python's
+#: garbage collector stops tracking: a storm holds one per call (200,000 at the cap), and as
+#: objects each was walked by every full collection (100 ms pauses of the detection worker).
+_Rec = tuple[float, str, str, bool]
+
+
 @dataclass
 class _Call:
+    """The call record of checkpoints written before calls were tuples (unpickled, then converted)."""
+
     t: float
     cell: str
     category: str
@@ -172,7 +180,7 @@ class _Finding:
     incidents: int
     expected: float
     #: the window's calls; None until the finding explains an alert (see ``SurgeDetector._explain``)
-    calls: list[_Call] | None
+    calls: list[_Rec] | None
     cells: tuple[str, ...]
     category: str | None = None
     #: the region's cells with calls in the window (None in checkpoints from before it: use ``calls``)
@@ -283,8 +291,8 @@ class SurgeDetector:
         self.shed_calls = 0
         self._horizon_s = 60.0 * max(windows + jurisdiction_windows)
         self._windows_desc = tuple(sorted(set(windows), reverse=True))
-        self._calls: list[_Call] = []  # every call of the last max window, in time order
-        self._by_cell: dict[str, list[_Call]] = {}
+        self._calls: list[_Rec] = []  # every call of the last max window, in time order
+        self._by_cell: dict[str, list[_Rec]] = {}
         self._dirty: set[str] = set()
         self._jurisdiction_dirty = False
         self._next_jurisdiction = -math.inf
@@ -344,9 +352,9 @@ class SurgeDetector:
         self._inc_sum = self._inc_sum * decay + incident
         self._call_sum = self._call_sum * decay + 1.0
         self.baseline.learn_one(x)
-        if t <= max(self._now, self._calls[-1].t if self._calls else -math.inf) - self._horizon_s:
+        if t <= max(self._now, self._calls[-1][0] if self._calls else -math.inf) - self._horizon_s:
             return  # too old for every window
-        call = _Call(t, x.cell, x.category, incident)
+        call = (t, x.cell, x.category, incident)
         j = _CAT_INDEX.get(x.category, _OTHER)
         if incident:
             bisect.insort(self._incident_times, t)
@@ -373,7 +381,7 @@ class SurgeDetector:
         if not self.ready:
             return 0.0
         t = float(x.t)
-        extra = _Call(t, x.cell, x.category, self._is_incident(x.cell, t))
+        extra = (t, x.cell, x.category, self._is_incident(x.cell, t))
         best, at = 0.0, _Round(self, t)
         for key, cells in _regions(x.cell):
             for f in self._evaluate(key, cells, t, extra, at):
@@ -446,7 +454,7 @@ class SurgeDetector:
             for n in _disk(cell):
                 if n != cell:
                     calls = self._by_cell.get(n)
-                    if calls and 0.0 <= t - calls[-1].t <= self.same_instant_s:
+                    if calls and 0.0 <= t - calls[-1][0] <= self.same_instant_s:
                         return False
         return True
 
@@ -462,7 +470,7 @@ class SurgeDetector:
         drop_expired(calls, self._by_cell, cutoff)
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
-        every, incidents = {c.cell for c in expired}, {c.cell for c in expired if c.incident}
+        every, incidents = {c[1] for c in expired}, {c[1] for c in expired if c[3]}
         for index, keys in (
             (self._times_by_cell, every), (self._inc_by_cell, incidents), (self._times_by_cat, list(self._times_by_cat)),
             (self._inc_by_cat, list(self._inc_by_cat)),
@@ -479,26 +487,45 @@ class SurgeDetector:
         state.setdefault("max_window_calls", MAX_WINDOW_CALLS)
         state.setdefault("shed_calls", 0)
         self.__dict__.update(state)
+        self._calls_to_tuples()  # checkpoints from before the tuples
         if "_incident_times" not in state:
-            self._incident_times = sorted(c.t for c in self._calls if c.incident)
+            self._incident_times = sorted(c[0] for c in self._calls if c[3])
         if "_county_ids" not in state:
             self._county_ids = {k for k, ep in self._episodes.items() if ep.jurisdiction}
         if "_inc_by_cell" not in state:
             self._inc_by_cell = {}
-            for c in self._calls:
-                if c.incident:
-                    self._inc_by_cell.setdefault(c.cell, []).append(c.t)
+            for t, cell, _, incident in self._calls:
+                if incident:
+                    self._inc_by_cell.setdefault(cell, []).append(t)
         if "_times_by_cell" not in state:
-            self._times_by_cell = {cell: [c.t for c in calls] for cell, calls in self._by_cell.items()}
+            self._times_by_cell = {cell: [c[0] for c in calls] for cell, calls in self._by_cell.items()}
         if "_times_by_cat" not in state:
             self._times_by_cat, self._inc_by_cat = {}, {}
-            for c in self._calls:  # in time order
-                j = _CAT_INDEX.get(c.category, _OTHER)
-                self._times_by_cat.setdefault(j, []).append(c.t)
-                if c.incident:
-                    self._inc_by_cat.setdefault(j, []).append(c.t)
+            for t, _, category, incident in self._calls:  # in time order
+                j = _CAT_INDEX.get(category, _OTHER)
+                self._times_by_cat.setdefault(j, []).append(t)
+                if incident:
+                    self._inc_by_cat.setdefault(j, []).append(t)
 
-    def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Call | None) -> list[_Call]:
+    def _calls_to_tuples(self) -> None:
+        """Windows and explanations of a checkpoint from before tuples, as tuples (the same calls, shared)."""
+        as_tuple: dict[int, _Rec] = {}
+
+        def conv(c: _Call | _Rec) -> _Rec:
+            if not isinstance(c, _Call):
+                return c
+            got = as_tuple.get(id(c))
+            if got is None:
+                got = as_tuple[id(c)] = (c.t, c.cell, c.category, c.incident)
+            return got
+
+        self._calls = [conv(c) for c in self._calls]
+        self._by_cell = {cell: [conv(c) for c in calls] for cell, calls in self._by_cell.items()}
+        for ep in self._episodes.values():
+            if ep.best is not None and ep.best.calls is not None:
+                ep.best.calls = [conv(c) for c in ep.best.calls]
+
+    def _window_calls(self, cells: tuple[str, ...], start: float, end: float, extra: _Rec | None) -> list[_Rec]:
         """Calls of ``cells`` in ``(start, end]``, plus ``extra`` when it is in one of them."""
         out = []
         by_cell = self._by_cell
@@ -506,16 +533,16 @@ class SurgeDetector:
             mine = by_cell.get(c)
             if mine:
                 for call in reversed(mine):
-                    if call.t <= start:
+                    if call[0] <= start:
                         break
-                    if call.t <= end:
+                    if call[0] <= end:
                         out.append(call)
-        if extra is not None and extra.cell in cells:
+        if extra is not None and extra[1] in cells:
             out.append(extra)
         return out
 
     def _evaluate(
-        self, key: str, cells: tuple[str, ...], now: float, extra: _Call | None = None, at: _Round | None = None
+        self, key: str, cells: tuple[str, ...], now: float, extra: _Rec | None = None, at: _Round | None = None
     ) -> list[_Finding]:
         """Findings of one cell or disk region for each window (none below ``min_incidents``).
 
@@ -525,10 +552,10 @@ class SurgeDetector:
         that explains an alert.
         """
         at = at if at is not None else _Round(self, now)
-        extra = extra if extra is not None and extra.cell in cells else None
+        extra = extra if extra is not None and extra[1] in cells else None
         stats = [at.counts(c) for c in cells]
         # The longest window has the most incidents: most regions stop here.
-        incidents = sum(s[1] for s in stats) + (extra is not None and extra.incident)
+        incidents = sum(s[1] for s in stats) + (extra is not None and extra[3])
         if incidents < self.min_incidents:
             return []
         out = []
@@ -546,8 +573,8 @@ class SurgeDetector:
                     incidents += s[inc_at]
             if extra is not None:
                 observed += 1
-                incidents += extra.incident
-                present.add(extra.cell)
+                incidents += extra[3]
+                present.add(extra[1])
             if incidents < self.min_incidents:
                 break
             expected = at.total(w) * share
@@ -567,9 +594,9 @@ class SurgeDetector:
             f.calls = [
                 c
                 for c in calls[bisect.bisect_right(calls, start, key=_time) :]
-                if c.t <= f.at and c.cell not in excluded and (f.category is None or c.category == f.category)
+                if c[0] <= f.at and c[1] not in excluded and (f.category is None or c[2] == f.category)
             ]
-            f.cells = tuple(sorted({c.cell for c in f.calls}))
+            f.cells = tuple(sorted({c[1] for c in f.calls}))
         elif f.calls is None:
             f.calls = self._window_calls(f.cells, f.at - 60.0 * f.window_min, f.at, None)
         return f
@@ -626,12 +653,12 @@ class SurgeDetector:
                 outside_of[top] = max(0.0, 1.0 - sum(self.baseline.share(c) for c in excluded))
             outside = outside_of[top]
             n_calls, n_inc = n_calls[:], n_inc[:]
-            left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c.t <= now]
-            for c in left_out:
-                j = _CAT_INDEX.get(c.category, _OTHER) + 1
+            left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c[0] <= now]
+            for _, _, category, incident in left_out:
+                j = _CAT_INDEX.get(category, _OTHER) + 1
                 n_calls[0] -= 1
                 n_calls[j] -= 1
-                if c.incident:
+                if incident:
                     n_inc[0] -= 1
                     n_inc[j] -= 1
             total = self.baseline.total(start, now) * outside
@@ -661,7 +688,7 @@ class SurgeDetector:
             region_cells = set(f.cells) if jurisdiction else set(_region_cells(f.key))
             ep = next((e for e in mine.values() if jurisdiction or e.footprint & region_cells), None)
             if ep is None:
-                started = math.floor(min(c.t for c in self._explain(f).calls) / 60.0) * 60.0
+                started = math.floor(min(c[0] for c in self._explain(f).calls) / 60.0) * 60.0
                 anchor = "jurisdiction" if jurisdiction else f.key.split(":", 1)[1]
                 ep_id = f"surge:{anchor}:{int(started)}"
                 while ep_id in self._episodes:  # a second surge anchored on the same cell and minute
@@ -712,11 +739,11 @@ class SurgeDetector:
         assert f is not None
         categories: dict[str, int] = {}
         for c in f.calls:
-            categories[c.category] = categories.get(c.category, 0) + 1
+            categories[c[2]] = categories.get(c[2], 0) + 1
         categories = dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0])))
         per_cell: dict[str, int] = {}
         for c in f.calls:
-            per_cell[c.cell] = per_cell.get(c.cell, 0) + 1
+            per_cell[c[1]] = per_cell.get(c[1], 0) + 1
         cells = tuple(sorted(per_cell, key=lambda c: (-per_cell[c], c)))
         if state is AlertState.CLOSED:
             reason = f"closed: no region of this surge has scored {self.close_threshold:g} for {self.close_after_min:g} min"
@@ -856,19 +883,19 @@ def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=No
 
 
 def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
-    return f.present if f.present is not None else {c.cell for c in f.calls}
+    return f.present if f.present is not None else {c[1] for c in f.calls}
 
 
 def _rank(f: _Finding) -> tuple:
     return (f.score, -f.window_min, f.key)
 
 
-def _time(call: _Call) -> float:
-    return call.t
+def _time(call: _Rec) -> float:
+    return call[0]
 
 
-def _insort(calls: list[_Call], call: _Call) -> None:
-    if not calls or calls[-1].t <= call.t:
+def _insort(calls: list[_Rec], call: _Rec) -> None:
+    if not calls or calls[-1][0] <= call[0]:
         calls.append(call)
     else:
         bisect.insort_right(calls, call, key=_time)

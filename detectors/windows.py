@@ -1,7 +1,7 @@
 """Sliding-window bookkeeping shared by the surge and zone detectors (pure).
 
 Both keep the calls of their longest window twice: in one list in time order,
-and per cell. :func:`drop_expired` trims both at once. A window holds at most
+and per cell, each call a tuple starting ``(t, cell, ...)``. :func:`drop_expired` trims both at once. A window holds at most
 its detector's ``max_window_calls``: beyond that (a synthetic storm, hundreds
 of times any real centre's rate) :func:`shed_cutoff` says how many of the
 oldest to drop early, so that memory stays bounded whatever the rate.
@@ -15,16 +15,15 @@ import bisect
 def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
     """Remove the calls at or before ``cutoff`` from ``calls`` (time order) and from ``by_cell``; how many went.
 
-    >>> from types import SimpleNamespace as C
-    >>> a, b, c = C(t=1.0, cell="x"), C(t=2.0, cell="y"), C(t=5.0, cell="x")
+    >>> a, b, c = (1.0, "x"), (2.0, "y"), (5.0, "x")
     >>> calls, by_cell = [a, b, c], {"x": [a, c], "y": [b]}
-    >>> drop_expired(calls, by_cell, 2.0), [k.t for k in calls], {k: [v.t for v in vs] for k, vs in by_cell.items()}
-    (2, [5.0], {'x': [5.0]})
+    >>> drop_expired(calls, by_cell, 2.0), calls, by_cell
+    (2, [(5.0, 'x')], {'x': [(5.0, 'x')]})
     """
     n = bisect.bisect_right(calls, cutoff, key=_time)
     if not n:
         return 0
-    for cell in {call.cell for call in calls[:n]}:
+    for cell in {call[1] for call in calls[:n]}:
         mine = by_cell.get(cell)
         if mine:
             del mine[: bisect.bisect_right(mine, cutoff, key=_time)]
@@ -44,14 +43,13 @@ SHED_TO = 0.9
 def shed_cutoff(calls: list, cap: int) -> float | None:
     """The time through which to drop the oldest of ``calls`` (time order) when they are more than ``cap``; None within it.
 
-    >>> from types import SimpleNamespace as C
-    >>> calls = [C(t=float(i)) for i in range(12)]
+    >>> calls = [(float(i), "x") for i in range(12)]
     >>> shed_cutoff(calls, 12), shed_cutoff(calls, 10)
     (None, 2.0)
     """
     if len(calls) <= cap:
         return None
-    return calls[len(calls) - int(cap * SHED_TO) - 1].t
+    return calls[len(calls) - int(cap * SHED_TO) - 1][0]
 
 
 def check_cap(value: object) -> int:
@@ -67,5 +65,5 @@ def check_cap(value: object) -> int:
     return value
 
 
-def _time(call) -> float:  # noqa: ANN001 -- any record with a time ``t``
-    return call.t
+def _time(call: tuple) -> float:
+    return call[0]

@@ -199,7 +199,14 @@ class WatchedZone:
         return cls(obj["id"], obj["name"], obj["cells"], obj["active_from"], obj["active_until"], obj.get("threshold"))
 
 
+#: A call in the windows: ``(t, cell, category)``, a plain tuple of atoms, which Python's garbage
+#: collector stops tracking (a storm holds one per call; see ``detectors.surge._Rec``).
+_Rec = tuple[float, str, str]
+
+
 class _Call(NamedTuple):
+    """The call record of checkpoints written before calls were plain tuples (read the same way, by index)."""
+
     t: float
     cell: str
     category: str
@@ -214,7 +221,7 @@ class _Finding:
     score: float
     p: float
     expected: float
-    calls: list[_Call]
+    calls: list[_Rec]
 
     @property
     def observed(self) -> int:
@@ -302,8 +309,8 @@ class ZoneWatch:
         self._horizon_s = 60.0 * self._windows_desc[0]
         self._zones: dict[str, WatchedZone] = {}
         self._zone_cells: dict[str, tuple[str, ...]] = {}  # sorted: sums over cells in a fixed order
-        self._calls: list[_Call] = []  # every call of the last max window, in time order
-        self._by_cell: dict[str, list[_Call]] = {}
+        self._calls: list[_Rec] = []  # every call of the last max window, in time order
+        self._by_cell: dict[str, list[_Rec]] = {}
         self._dirty: set[str] = set()
         self._active: set[str] = set()
         self._episodes: dict[str, _Episode] = {}  # by zone id
@@ -378,9 +385,9 @@ class ZoneWatch:
         t = float(x.t)
         if self.learn_baseline:
             self.baseline.learn_one(x)
-        if t <= max(self._now, self._calls[-1].t if self._calls else -math.inf) - self._horizon_s:
+        if t <= max(self._now, self._calls[-1][0] if self._calls else -math.inf) - self._horizon_s:
             return  # too old for every window
-        call = _Call(t, x.cell, x.category)
+        call = (t, x.cell, x.category)
         _insort(self._calls, call)
         _insort(self._by_cell.setdefault(x.cell, []), call)
         self._dirty.add(x.cell)
@@ -397,7 +404,7 @@ class ZoneWatch:
         if not self.ready:
             return 0.0
         t = float(x.t)
-        extra = _Call(t, x.cell, x.category)
+        extra = (t, x.cell, x.category)
         best = 0.0
         for zid, z in self._zones.items():
             if z.active(t) and x.cell in z.cells:
@@ -450,18 +457,18 @@ class ZoneWatch:
     def _expire(self, now: float) -> None:
         drop_expired(self._calls, self._by_cell, now - self._horizon_s)
 
-    def _evaluate(self, zone_id: str, now: float, extra: _Call | None = None) -> list[_Finding]:
+    def _evaluate(self, zone_id: str, now: float, extra: _Rec | None = None) -> list[_Finding]:
         """Findings of one zone for each window (none below ``min_calls``), longest window first."""
         cells = self._zone_cells[zone_id]
         start = now - self._horizon_s
-        calls = [c for cell in cells for c in self._by_cell.get(cell, ()) if start < c.t <= now]
-        if extra is not None and extra.cell in self._zones[zone_id].cells:
+        calls = [c for cell in cells for c in self._by_cell.get(cell, ()) if start < c[0] <= now]
+        if extra is not None and extra[1] in self._zones[zone_id].cells:
             calls.append(extra)
         calls.sort()
         out = []
         for w in self._windows_desc:
             start = now - 60.0 * w
-            calls = [c for c in calls if c.t > start]
+            calls = [c for c in calls if c[0] > start]
             if len(calls) < self.min_calls:
                 break
             expected = self.baseline.expected(cells, start, now)
@@ -479,7 +486,7 @@ class ZoneWatch:
         if ep is None:
             if best is None:
                 return []
-            started = math.floor(best.calls[0].t / 60.0) * 60.0
+            started = math.floor(best.calls[0][0] / 60.0) * 60.0
             ep = _Episode(f"zone:{zone_id}:{int(started)}", zone, started, best, best.observed, now)
             self._episodes[zone_id] = ep
             state = AlertState.OPEN
@@ -512,8 +519,8 @@ class ZoneWatch:
         categories: dict[str, int] = {}
         per_cell: dict[str, int] = {}
         for c in f.calls:
-            categories[c.category] = categories.get(c.category, 0) + 1
-            per_cell[c.cell] = per_cell.get(c.cell, 0) + 1
+            categories[c[2]] = categories.get(c[2], 0) + 1
+            per_cell[c[1]] = per_cell.get(c[1], 0) + 1
         if reason is None:
             reason = f"{f.observed} calls in {f.window_min} min in event zone '{ep.zone.name}', {f.expected:.2g} expected (p = {f.p:.0e})"
         return Alert(
@@ -547,18 +554,18 @@ def _rank(f: _Finding) -> tuple:
 
 
 def _cells(f: _Finding) -> set[str]:
-    return {c.cell for c in f.calls}
+    return {c[1] for c in f.calls}
 
 
-def _insort(calls: list[_Call], call: _Call) -> None:
-    if not calls or calls[-1].t <= call.t:
+def _insort(calls: list[_Rec], call: _Rec) -> None:
+    if not calls or calls[-1][0] <= call[0]:
         calls.append(call)
     else:
         bisect.insort_right(calls, call, key=_time)
 
 
-def _time(call: _Call) -> float:
-    return call.t
+def _time(call: _Rec) -> float:
+    return call[0]
 
 
 def _finite_number(value: object) -> bool:

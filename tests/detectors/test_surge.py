@@ -9,7 +9,17 @@ import h3
 import pytest
 from scipy import stats
 
-from detectors.surge import MODEL, MODEL_VERSION, SurgeDetector, _log10_negbin_sf, _log10_poisson_sf, _regions, _Round, incidents
+from detectors.surge import (
+    MODEL,
+    MODEL_VERSION,
+    SurgeDetector,
+    _Call,
+    _log10_negbin_sf,
+    _log10_poisson_sf,
+    _regions,
+    _Round,
+    incidents,
+)
 from detectors.types import AlertKind, AlertState, CallPoint
 from tests.detectors.conftest import CENTRE, MONDAY, TOWN, background, burst, merged, quick_baseline, run, run_tracked
 
@@ -132,7 +142,7 @@ def test_a_checkpoint_from_before_the_storm_indexes_rebuilds_them(warmed):
     start = END + 10 * 3600
     run(det, merged(*(background(seed=20 + k, days=0.125, start=start) for k in range(4))))  # the storm above
     kept = (list(det._incident_times), set(det._county_ids), dict(det._times_by_cat), dict(det._inc_by_cat))
-    assert kept[0] == sorted(c.t for c in det._calls if c.incident) and kept[1], "a county-wide alert is open"
+    assert kept[0] == sorted(t for t, _, _, incident in det._calls if incident) and kept[1], "a county-wide alert is open"
     assert sum(map(len, kept[2].values())) == len(det._calls) and sum(map(len, kept[3].values())) == len(kept[0])
     del det._incident_times, det._county_ids, det._times_by_cat, det._inc_by_cat  # as a checkpoint written before the indexes
     restored = pickle.loads(pickle.dumps(det))
@@ -158,7 +168,7 @@ def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed
         assert findings == det._evaluate(key, cells, now)  # the same with a round of its own
         for f in findings:
             calls = det._window_calls(cells, now - 60.0 * f.window_min, now, None)
-            assert (f.observed, f.incidents, f.present) == (len(calls), sum(c.incident for c in calls), {c.cell for c in calls})
+            assert (f.observed, f.incidents, f.present) == (len(calls), sum(c[3] for c in calls), {c[1] for c in calls})
             checked += 1
     assert checked > 50, "the storm should leave many regions above min_incidents"
     assert det._county_ids, "and a county-wide alert open (local expectations scaled)"
@@ -166,8 +176,8 @@ def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed
     assert {f.category for f in county} >= {None, "EMS"} and {f.window_min for f in county} == set(det.jurisdiction_windows_min)
     for f in county:
         start, excluded = f.left_out
-        calls = [c for c in det._calls if start < c.t <= now and c.cell not in excluded and f.category in (None, c.category)]
-        assert (f.observed, f.incidents) == (len(calls), sum(c.incident for c in calls))
+        calls = [c for c in det._calls if start < c[0] <= now and c[1] not in excluded and f.category in (None, c[2])]
+        assert (f.observed, f.incidents) == (len(calls), sum(c[3] for c in calls))
 
 
 def test_alerts_of_one_round_come_in_the_order_of_their_ids(warmed):
@@ -182,6 +192,33 @@ def test_alerts_of_one_round_come_in_the_order_of_their_ids(warmed):
     closed = [x for x in det.advance(start + 6 * 3600) if x.id in local]
     assert [x.state for x in closed] == [AlertState.CLOSED] * 2
     assert [x.id for x in closed] == local
+
+
+def test_a_checkpoint_with_call_objects_restores_as_tuples_and_goes_on_the_same(warmed):
+    """Checkpoints from before calls were plain tuples hold ``_Call`` objects: restored as the same calls, as tuples.
+
+    Tuples of atoms are what Python's garbage collector stops tracking; the
+    restored detector must then alert exactly as one that never held objects.
+    """
+    det = fresh(warmed)
+    start = END + 14 * 3600
+    cells = tuple(h3.grid_disk(TOWN[40], 1))
+    points = merged(burst(seed=3, start=start, n=20, minutes=40, cells=cells), background(seed=4, days=0.3, start=start))
+    half = sum(p.t < start + 30 * 60 for p in points)  # mid-surge
+    run(det, points[:half])
+    assert det._calls and any(ep.best is not None for ep in det._episodes.values()), "a surge alert is open"
+    legacy = pickle.loads(pickle.dumps(det))
+    objects = {id(c): _Call(*c) for c in legacy._calls}
+    legacy._calls = [objects[id(c)] for c in legacy._calls]
+    legacy._by_cell = {cell: [objects[id(c)] for c in calls] for cell, calls in legacy._by_cell.items()}
+    for ep in legacy._episodes.values():
+        if ep.best is not None and ep.best.calls is not None:
+            ep.best.calls = [_Call(*c) for c in ep.best.calls]
+    restored = pickle.loads(pickle.dumps(legacy))
+    assert restored._calls == det._calls and all(type(c) is tuple for c in restored._calls)
+    assert all(type(c) is tuple for calls in restored._by_cell.values() for c in calls)
+    assert all(type(c) is tuple for ep in restored._episodes.values() if ep.best and ep.best.calls for c in ep.best.calls)
+    assert [a.to_json() for a in run(restored, points[half:])] == [a.to_json() for a in run(det, points[half:])]
 
 
 def test_nothing_fires_during_warm_up():
@@ -264,7 +301,7 @@ def test_windows_over_their_cap_drop_the_oldest_calls_and_a_fresh_surge_still_op
     assert det.shed_calls > 0
     assert sum(len(v) for v in det._by_cell.values()) == len(det._calls)
     assert sum(len(v) for v in det._times_by_cell.values()) == len(det._calls)
-    assert det._incident_times == sorted(c.t for c in det._calls if c.incident)
+    assert det._incident_times == sorted(t for t, _, _, incident in det._calls if incident)
     assert any(a.state is AlertState.OPEN and a.id.startswith("surge:") and "jurisdiction" not in a.id for a in alerts)
     uncapped = fresh(warmed)
     run(uncapped, merged(storm, surge))

@@ -237,6 +237,6 @@ def test_the_zone_watch_windows_hold_at_most_their_cap():
         assert len(watch._calls) <= 50
     assert watch.shed_calls == 500 - len(watch._calls)
     assert sum(len(v) for v in watch._by_cell.values()) == len(watch._calls)
-    assert watch._calls[-1].t == t0 + 499  # the newest stay
+    assert watch._calls[-1][0] == t0 + 499  # the newest stay
     with pytest.raises(ValueError, match="max_window_calls"):
         ZoneWatch(max_window_calls=0)
