@@ -253,8 +253,8 @@ def parse_event(
     else:
         raise InvalidRecord(Reason.UNKNOWN_TYPE, f"field 'type' must be 'call' or 'update', found {kind!r}")
     version = obj.get("v")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise InvalidRecord(Reason.UNSUPPORTED_VERSION, f"field 'v' must be {SCHEMA_VERSION}, found {version!r}")
+    if type(version) is not int or version != SCHEMA_VERSION:  # not True, not 1.0: the integer
+        raise InvalidRecord(Reason.UNSUPPORTED_VERSION, f"field 'v' must be the integer {SCHEMA_VERSION}, found {version!r}")
     dropped = tuple(sorted(k for k in obj if k not in allowed))
     if kind == "call":
         return Parsed(_parse_call(obj, now, jurisdiction), dropped)

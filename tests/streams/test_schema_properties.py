@@ -273,8 +273,8 @@ BAD_PRIORITIES = (
 )
 NOT_VERSION_ONE = (
     st.just(ABSENT)
-    | st.sampled_from([0, 2, -1, "1", True, 1.5, [1], {"v": 1}])
-    | JSON_VALUES.filter(lambda v: isinstance(v, bool) or v != 1)
+    | st.sampled_from([0, 2, -1, "1", True, 1.0, 1.5, [1], {"v": 1}])
+    | JSON_VALUES.filter(lambda v: type(v) is not int or v != 1)
 )
 NOT_A_TYPE = (
     st.just(ABSENT)
