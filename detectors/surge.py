@@ -779,9 +779,9 @@ class _Round:
     """What the regions evaluated at one instant share, each computed once.
 
     A call's eight regions overlap (a disk of radius two holds 19 cells, counted
-    56 times), and every region of a round reads the same window totals: read
-    once per round, a storm's evaluation does a third of the work. Valid while
-    the windows and the baseline do not change (within one ``advance``).
+    56 times), and every region of a round reads the same window totals, so
+    each is read once per round. Valid while the windows and the baseline do
+    not change (within one ``advance`` or ``score_one``).
     """
 
     __slots__ = ("_det", "now", "_counts", "_shares", "_totals", "_county")
