@@ -138,7 +138,7 @@ from detectors.tails import MAX_SCORE as _MAX_SCORE
 from detectors.tails import log10_negbin_sf as _log10_negbin_sf
 from detectors.tails import log10_poisson_sf as _log10_poisson_sf
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
-from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, shed_cutoff
+from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, insort_by_time, shed_cutoff, time_of
 
 MODEL = "surge-poisson-scan"
 #: Bump when the test, the regions, the incident rule or the alert lifecycle change.
@@ -361,7 +361,7 @@ class SurgeDetector:
             bisect.insort(self._inc_by_cell.setdefault(x.cell, []), t)
             bisect.insort(self._inc_by_cat.setdefault(j, []), t)
         bisect.insort(self._times_by_cat.setdefault(j, []), t)
-        _insort(self._calls, call)
+        insort_by_time(self._calls, call)
         times = self._times_by_cell.setdefault(x.cell, [])
         i = bisect.bisect_right(times, t)
         times.insert(i, t)
@@ -464,7 +464,7 @@ class SurgeDetector:
     def _drop_through(self, cutoff: float) -> int:
         """Drop the calls at or before ``cutoff`` from the windows and the indexes; how many went."""
         calls = self._calls
-        expired = calls[: bisect.bisect_right(calls, cutoff, key=_time)]
+        expired = calls[: bisect.bisect_right(calls, cutoff, key=time_of)]
         if not expired:
             return 0
         drop_expired(calls, self._by_cell, cutoff)
@@ -593,7 +593,7 @@ class SurgeDetector:
             calls = self._calls
             f.calls = [
                 c
-                for c in calls[bisect.bisect_right(calls, start, key=_time) :]
+                for c in calls[bisect.bisect_right(calls, start, key=time_of) :]
                 if c[0] <= f.at and c[1] not in excluded and (f.category is None or c[2] == f.category)
             ]
             f.cells = tuple(sorted({c[1] for c in f.calls}))
@@ -888,17 +888,6 @@ def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
 
 def _rank(f: _Finding) -> tuple:
     return (f.score, -f.window_min, f.key)
-
-
-def _time(call: _Rec) -> float:
-    return call[0]
-
-
-def _insort(calls: list[_Rec], call: _Rec) -> None:
-    if not calls or calls[-1][0] <= call[0]:
-        calls.append(call)
-    else:
-        bisect.insort_right(calls, call, key=_time)
 
 
 @functools.lru_cache(maxsize=1 << 15)

@@ -1,15 +1,18 @@
 """Sliding-window bookkeeping shared by the surge and zone detectors (pure).
 
 Both keep the calls of their longest window twice: in one list in time order,
-and per cell, each call a tuple starting ``(t, cell, ...)``. :func:`drop_expired` trims both at once. A window holds at most
-its detector's ``max_window_calls``: beyond that (a synthetic storm, hundreds
-of times any real centre's rate) :func:`shed_cutoff` says how many of the
-oldest to drop early, so that memory stays bounded whatever the rate.
+and per cell, each call a tuple starting ``(t, cell, ...)``;
+:func:`insort_by_time` adds one in order, :func:`drop_expired` trims both at
+once. A window holds at most its detector's ``max_window_calls``: beyond that
+(a synthetic storm, hundreds of times any real centre's rate)
+:func:`shed_cutoff` says how many of the oldest to drop early, so that memory
+stays bounded whatever the rate.
 """
 
 from __future__ import annotations
 
 import bisect
+import operator
 
 
 def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
@@ -20,13 +23,13 @@ def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
     >>> drop_expired(calls, by_cell, 2.0), calls, by_cell
     (2, [(5.0, 'x')], {'x': [(5.0, 'x')]})
     """
-    n = bisect.bisect_right(calls, cutoff, key=_time)
+    n = bisect.bisect_right(calls, cutoff, key=time_of)
     if not n:
         return 0
     for cell in {call[1] for call in calls[:n]}:
         mine = by_cell.get(cell)
         if mine:
-            del mine[: bisect.bisect_right(mine, cutoff, key=_time)]
+            del mine[: bisect.bisect_right(mine, cutoff, key=time_of)]
             if not mine:
                 del by_cell[cell]
     del calls[:n]
@@ -65,5 +68,18 @@ def check_cap(value: object) -> int:
     return value
 
 
-def _time(call: tuple) -> float:
-    return call[0]
+#: A call's time, its first item (the key of the windows' bisections).
+time_of = operator.itemgetter(0)
+
+
+def insort_by_time(calls: list, call: tuple) -> None:
+    """Add ``call`` to ``calls`` (time order), after any call at the same time; calls mostly come in order.
+
+    >>> calls = [(1.0, "x"), (5.0, "y")]
+    >>> insort_by_time(calls, (7.0, "z")); insort_by_time(calls, (1.0, "w")); calls
+    [(1.0, 'x'), (1.0, 'w'), (5.0, 'y'), (7.0, 'z')]
+    """
+    if not calls or calls[-1][0] <= call[0]:
+        calls.append(call)
+    else:
+        bisect.insort_right(calls, call, key=time_of)

@@ -105,7 +105,6 @@ third opens the alert; each call that adds calls or cells updates it:
 
 from __future__ import annotations
 
-import bisect
 import inspect
 import math
 from collections.abc import Iterable
@@ -117,7 +116,7 @@ import h3
 from detectors.baseline import ExpectedCounts
 from detectors.tails import MAX_SCORE, log10_poisson_sf
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
-from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, shed_cutoff
+from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, insort_by_time, shed_cutoff
 
 __all__ = ["MODEL", "MODEL_VERSION", "WatchedZone", "ZoneWatch"]
 
@@ -388,8 +387,8 @@ class ZoneWatch:
         if t <= max(self._now, self._calls[-1][0] if self._calls else -math.inf) - self._horizon_s:
             return  # too old for every window
         call = (t, x.cell, x.category)
-        _insort(self._calls, call)
-        _insort(self._by_cell.setdefault(x.cell, []), call)
+        insort_by_time(self._calls, call)
+        insort_by_time(self._by_cell.setdefault(x.cell, []), call)
         self._dirty.add(x.cell)
         cutoff = shed_cutoff(self._calls, self.max_window_calls)
         if cutoff is not None:
@@ -555,17 +554,6 @@ def _rank(f: _Finding) -> tuple:
 
 def _cells(f: _Finding) -> set[str]:
     return {c[1] for c in f.calls}
-
-
-def _insort(calls: list[_Rec], call: _Rec) -> None:
-    if not calls or calls[-1][0] <= call[0]:
-        calls.append(call)
-    else:
-        bisect.insort_right(calls, call, key=_time)
-
-
-def _time(call: _Rec) -> float:
-    return call[0]
 
 
 def _finite_number(value: object) -> bool:
