@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,6 +182,23 @@ def _already_running(name: str, port: int, port_vars: str) -> bool:
     return False
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-".
+
+    Kafka's own ``Uuid.randomUuid`` draws again when the id would start with "-",
+    because ``kafka-storage format --cluster-id -xyz`` reads "-xyz" as an option
+    and fails. One id in 64 would, so this does the same.
+
+    >>> draws = iter([bytes([0xF8] * 16), bytes([0x01] * 16)])  # the first encodes as "-Pj4..."
+    >>> new_cluster_id(lambda: next(draws))
+    'AQEBAQEBAQEBAQEBAQEBAQ'
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def start_kafka() -> None:
     if _already_running("kafka", kafka_port(), "WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"):
         return
@@ -190,9 +208,8 @@ def start_kafka() -> None:
     cfg = _kafka_config(data)
     java = _java()
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
-            [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(cfg), "--standalone"],
+            [java, "-cp", cp, "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(), "-c", str(cfg), "--standalone"],
             capture_output=True,
             text=True,
         )
