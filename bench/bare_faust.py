@@ -5,7 +5,8 @@ Run by ``bench/throughput.py`` as a subprocess; reads its job from the environme
 (a JSON file to write ``{"records": n, "first": m, "seconds": s}`` to: ``s`` from
 the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
-time, as the worker reads; ``batch``: Faust's ``take_events``).
+time, as the worker reads; ``batch``: Faust's ``take_events``), ``BARE_FASTPATH``
+(``1``: on the worker's patched fetch loop, :mod:`streams.faust_fastpath`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import tempfile
 import time
 
 import faust
+
+if os.environ.get("BARE_FASTPATH") == "1":
+    from streams import faust_fastpath
+
+    faust_fastpath.install()
 
 TOPICS = os.environ["BARE_TOPICS"].split(",")
 EXPECT = int(os.environ["BARE_EXPECT"])

@@ -11,6 +11,8 @@ with each reader in turn (``--readers`` picks some):
 ``aiokafka``      a bare aiokafka consumer (no processing: the machine's ceiling);
 ``faust-events``  a bare Faust agent iterating events one at a time, doing nothing;
 ``faust-batch``   the same bare agent iterating Faust's ``take_events`` batches;
+``faust-fast``    the events agent on the worker's fetch loop (``streams.faust_fastpath``:
+                  no task per record), the framework as the worker runs it;
 ``worker``        the Watchfloor worker, counting role (validation, H3, planning,
                   detector input, the atomic Redis commit of counts and offsets);
 ``worker-x2``     two such workers in one consumer group, two partitions each;
@@ -85,6 +87,7 @@ READERS = {
     "aiokafka": "bare aiokafka consumer",
     "faust-events": "bare Faust agent (events)",
     "faust-batch": "bare Faust agent (take_events)",
+    "faust-fast": "bare Faust agent (fast path)",
     "worker": "Watchfloor worker",
     "worker-x2": "Watchfloor worker x2",
     "quix": "Quix Streams peer",
@@ -327,6 +330,8 @@ def measure(reader: str, tag: str, settings: Settings, records: list[Outgoing], 
     if reader in ("faust-events", "faust-batch"):
         mode = reader.split("-")[1]
         return readers.bare_faust(settings, topics, n, mode, f"{prefix}-bare-{mode}-{tag}", workdir)
+    if reader == "faust-fast":
+        return readers.bare_faust(settings, topics, n, "events", f"{prefix}-bare-fast-{tag}", workdir, fastpath=True)
     if reader == "worker":
         # the counting role only: the detectors run in their own worker (measured in-process at the end)
         s = replace(settings, redis_prefix=f"{prefix}w{tag}", app_id=f"{prefix}w{tag}", roles=("count",))

@@ -106,8 +106,13 @@ async def bare_aiokafka(settings: Settings, topics: list[str], expect: int, grou
         await consumer.stop()
 
 
-def bare_faust(settings: Settings, topics: list[str], expect: int, mode: str, app_id: str, workdir: Path) -> Measured:
-    """``bench/bare_faust.py`` in ``mode`` (``events`` or ``batch``) as app ``app_id``, until it has read ``expect`` records."""
+def bare_faust(
+    settings: Settings, topics: list[str], expect: int, mode: str, app_id: str, workdir: Path, *, fastpath: bool = False
+) -> Measured:
+    """``bench/bare_faust.py`` in ``mode`` (``events`` or ``batch``) as app ``app_id``, until it has read ``expect`` records.
+
+    ``fastpath``: on the worker's fetch loop (:mod:`streams.faust_fastpath`) instead of Faust's released one.
+    """
     out = workdir / f"{app_id}.json"
     env = {
         **os.environ,
@@ -117,6 +122,8 @@ def bare_faust(settings: Settings, topics: list[str], expect: int, mode: str, ap
         "BARE_APP_ID": app_id,
         "BARE_BOOTSTRAP": settings.kafka_bootstrap,
         "BARE_MODE": mode,
+        "BARE_FASTPATH": "1" if fastpath else "0",
+        "PYTHONPATH": str(ROOT),
     }
     log_path = workdir / f"{app_id}.log"
     with open(log_path, "wb") as log:
@@ -135,7 +142,8 @@ def bare_faust(settings: Settings, topics: list[str], expect: int, mode: str, ap
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the bare Faust agent ({mode}) exited with {proc.returncode} without a result:\n{tail}")
     res = json.loads(out.read_text())
-    return Measured(first_to_last_rate(res["records"], res.get("first", 0), res["seconds"], f"bare Faust agent ({mode})"))
+    who = f"bare Faust agent ({mode}{', fast path' if fastpath else ''})"
+    return Measured(first_to_last_rate(res["records"], res.get("first", 0), res["seconds"], who))
 
 
 # -- the counting readers: timed from their progress in Redis ---------------------

@@ -71,6 +71,8 @@ class Settings:
     #: Plan the counting agent's batches in a child process (see ``streams.planproc``):
     #: Faust's per-record work and the planning then run on two cores.
     plan_process: bool = True
+    #: Deliver Faust's records without two tasks per record (see ``streams.faust_fastpath``).
+    faust_fastpath: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -119,6 +121,7 @@ _ENV = {
     "WF_ROLES": ("roles", _roles),
     "WF_DETECTOR_CHECKPOINT_S": ("detector_checkpoint_s", float),
     "WF_PLAN_PROCESS": ("plan_process", _flag),
+    "WF_FAUST_FASTPATH": ("faust_fastpath", _flag),
 }
 
 
