@@ -49,7 +49,7 @@ from streams.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadl
 from streams.planproc import OffloadedState, PlanProcessDied, die_with_parent
 from streams.rebuild import KafkaLog, RebuildError, RedisDataLost, Span, apply_spans, describe, find_gaps, first_offsets, offsets_after
 from streams.settings import Settings, load_settings
-from streams.state import BatchResult, RedisState, StateError, commit_detection_sync, unreadable_checkpoint
+from streams.state import BatchResult, RedisState, StateError, TakeNext, commit_detection_sync, unreadable_checkpoint
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
@@ -204,21 +204,44 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     async def _commit_batches(st: RedisState, stream: faust.StreamT, batcher: Batcher[EventT]) -> None:
         """Commit the batcher's batches in order, acknowledging each batch's records after its commit."""
+        # the batch after the one committing, taken from the batcher (when a full one waits)
+        # just before that commit, so that the plan process plans it during the commit
+        following: list[tuple[list[EventT], list[Incoming]]] = []
+
+        def take_next() -> tuple[list[Incoming], frozenset[tuple[str, int]]] | None:
+            events = None if following else batcher.take_full()
+            if events is None:
+                return None
+            batch = [_incoming(e, kinds) for e in events]
+            following.append((events, batch))
+            return batch, _catching_up(batch)
+
+        async def ack(events: list[EventT]) -> None:
+            for event in events:
+                await stream.ack(event)
+
+        # the acknowledgements of the batch committed last, made while the next one is under way
+        acking: asyncio.Future | None = None
         try:
             while True:
-                events = await batcher.next_batch()
-                result = await _count_batch(st, [_incoming(e, kinds) for e in events])
+                if following:
+                    events, batch = following.pop()
+                else:
+                    events = await batcher.next_batch()
+                    batch = [_incoming(e, kinds) for e in events]
+                result = await _count_batch(st, batch, take_next)
                 if result.plan.skipped:
                     log.info("skipped %d records already counted before a restart", result.plan.skipped)
-                for event in events:
-                    await stream.ack(event)
+                if acking is not None:
+                    await acking
+                acking = asyncio.ensure_future(ack(events))
         except Exception as exc:
             # Nothing after this batch may commit before it: stop the worker (it exits, see _App).
             log.exception("counting stopped: %r", exc)
             await app.crash(exc)
             raise
 
-    async def _count_batch(st: RedisState, batch: list[Incoming]) -> BatchResult:
+    async def _count_batch(st: RedisState, batch: list[Incoming], take_next: TakeNext | None = None) -> BatchResult:
         """Commit one batch, after counting what Redis is missing before it.
 
         While Redis (or Kafka, for a rebuild) cannot be reached, the batch is
@@ -229,7 +252,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
             async with counting_lock:
                 behind = _catching_up(batch)
                 try:
-                    return await st.apply(batch, publish_before_commit, check_snapshot=_follows_applied(batch), catching_up=behind)
+                    return await st.apply(
+                        batch, publish_before_commit, check_snapshot=_follows_applied(batch), catching_up=behind, take_next=take_next
+                    )
                 except RedisDataLost:
                     await _count_missing(st, first_offsets(batch))
                     # unchecked: a rebuild runs once per gap

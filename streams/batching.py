@@ -91,6 +91,20 @@ class Batcher(Generic[T]):
             else:
                 self._changed.clear()
                 await self._changed.wait()
+        return self._take()
+
+    def take_full(self) -> list[T] | None:
+        """The oldest ``max_size`` items if that many wait, else None (not a coroutine: nothing is awaited).
+
+        >>> async def demo():
+        ...     b = Batcher(max_size=2, within=1.0)
+        ...     return b.add("a"), b.take_full(), b.add("b"), b.take_full(), len(b)
+        >>> asyncio.run(demo())
+        (False, None, False, ['a', 'b'], 0)
+        """
+        return self._take() if len(self._items) >= self.max_size else None
+
+    def _take(self) -> list[T]:
         batch = self._items[: self.max_size]
         del self._items[: self.max_size]
         del self._starts[0]

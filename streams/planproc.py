@@ -38,6 +38,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -45,9 +46,9 @@ from typing import BinaryIO
 
 import redis.exceptions
 
-from streams.planner import Incoming, Plan, Snapshot
+from streams.planner import Incoming, Plan, Snapshot, parse_batch, plan_batch, referenced_calls
 from streams.settings import Settings
-from streams.state import RedisState
+from streams.state import RedisState, TakeNext
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class OffloadedState(RedisState):
         super().__init__(client, settings)
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        #: the next batch (the very list), its catching_up, and the child's plan for it, made after the last commit
+        self._ahead: tuple[list[Incoming], frozenset[tuple[str, int]], tuple[Plan, dict]] | None = None
+        #: batches planned ahead, and how many of those plans were used (the rest were planned again)
+        self.planned_ahead = self.used_ahead = 0
 
     async def _plan_once(
         self,
@@ -93,15 +98,32 @@ class OffloadedState(RedisState):
         check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
         catching_up: frozenset[tuple[str, int]] = frozenset(),
     ) -> tuple[Plan, Snapshot]:
-        plan, offsets = await self._call(("plan", [(r.kind, r.partition, r.offset, r.value) for r in batch], catching_up))
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is batch and ahead[1] == catching_up:
+            # planned while the batch before committed, on what Redis held after that commit
+            plan, offsets = ahead[2]
+            self.used_ahead += 1
+        else:
+            plan, offsets = await self._call(("plan", _records(batch), catching_up))
         snap = Snapshot(offsets=offsets)
         if check_snapshot is not None:
             await check_snapshot(snap)
         return plan, snap
 
-    async def _commit_plan(self, plan: Plan, snap: Snapshot) -> bool:
-        # the child commits the plan it made last, on the snapshot it read for it
-        return await self._call(("commit",))
+    async def _commit_plan(self, plan: Plan, snap: Snapshot, take_next: TakeNext | None = None) -> bool:
+        # The child commits the plan it made last, on the snapshot it read for it; given
+        # the next batch, it validates it while Redis runs the commit, then plans it.
+        self._ahead = None
+        following = take_next() if take_next is not None else None
+        if following is None:
+            ok, _ = await self._call(("commit", None, frozenset()))
+            return ok
+        batch, catching_up = following
+        ok, planned = await self._call(("commit", _records(batch), catching_up))
+        if planned is not None:
+            self._ahead = (batch, catching_up, planned)
+            self.planned_ahead += 1
+        return ok
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -153,6 +175,10 @@ class OffloadedState(RedisState):
         return proc
 
 
+def _records(batch: list[Incoming]) -> list[tuple]:
+    return [(r.kind, r.partition, r.offset, r.value) for r in batch]
+
+
 def _write(stream: asyncio.StreamWriter | BinaryIO, obj: object) -> None:
     """One frame: a 4-byte big-endian length, then the pickle (the worker's pipe to the child, or the child's reply)."""
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -181,8 +207,55 @@ def _read(stream: BinaryIO) -> object | None:
     return pickle.loads(body)  # noqa: S301 -- frames from our own parent
 
 
+async def commit_then_plan(
+    state: RedisState, made: tuple[Plan, Snapshot], following: list[Incoming] | None, catching_up: frozenset[tuple[str, int]]
+) -> tuple[bool, tuple[Plan, Snapshot] | None]:
+    """Commit ``made``; then plan ``following`` (when given and the commit went through) on what Redis holds after it.
+
+    ``following`` is validated while Redis runs the commit script: the script
+    is sent on a connection of its own, the reply read after. A Redis error
+    during the commit is raised (the batch was not committed, or was whole:
+    the worker tries it again); one while planning ``following`` only leaves it
+    unplanned (None), to be planned again by the worker's next request.
+    """
+    plan, snap = made
+    if following is None:
+        return await state._commit_plan(plan, snap), None
+    pool = state.client.connection_pool
+    conn = await pool.get_connection("EVALSHA")
+    try:
+        await conn.send_command("EVALSHA", state._commit.sha, 0, *state.commit_args(plan, snap))
+        parsed = parse_batch(following, state.config, now=time.time())
+        try:
+            ok = bool(await conn.read_response())
+        except redis.exceptions.NoScriptError:  # Redis restarted or flushed its scripts: load it, once
+            ok = await state._commit_plan(plan, snap)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    if not ok:
+        return False, None
+    try:
+        snap2 = await state.snapshot(following, referenced_calls(following, parsed))
+    except redis.exceptions.RedisError as exc:
+        log.warning("planning the next batch ahead failed (it is planned again): %s", exc)
+        return True, None
+    plan2 = plan_batch(following, snap2, state.config, now=time.time(), parsed=parsed)
+    plan2.catching_up = catching_up
+    return True, (plan2, snap2)
+
+
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer the worker's requests until ``inp`` closes: ``("plan", records, catching_up)`` and ``("commit",)``."""
+    """Answer the worker's requests until ``inp`` closes.
+
+    ``("plan", records, catching_up)``: plan a batch (the reply: the plan without
+    its ops, and the offsets it was made on). ``("commit", records | None,
+    catching_up)``: commit the plan made last; then plan ``records``, the batch
+    after it, if given (the reply: whether the commit went through, and that
+    plan or None).
+    """
     settings = _read(inp)
     if not isinstance(settings, Settings):
         raise SystemExit("streams.planproc: expected the worker's settings first; this module is started by the worker")
@@ -200,8 +273,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
                 elif request[0] == "commit":
                     if made is None:
                         raise RuntimeError("commit asked for before any plan")
-                    reply = ("ok", loop.run_until_complete(state._commit_plan(*made)))
-                    made = None
+                    following = [Incoming(*r) for r in request[1]] if request[1] is not None else None
+                    to_commit, made = made, None
+                    ok, made = loop.run_until_complete(commit_then_plan(state, to_commit, following, request[2]))
+                    reply = ("ok", (ok, None if made is None else (replace(made[0], ops=[]), made[1].offsets)))
                 else:
                     raise RuntimeError(f"unknown request {request[0]!r}")
             except redis.exceptions.RedisError as exc:

@@ -26,6 +26,9 @@ from streams.planner import KINDS, CallState, Incoming, Plan, PlanConfig, Snapsh
 from streams.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
 from streams.settings import Settings
 
+#: ``take_next()`` of :meth:`RedisState.apply`: the batch after this one and its ``catching_up``, or None.
+TakeNext = Callable[[], "tuple[list[Incoming], frozenset[tuple[str, int]]] | None"]
+
 log = logging.getLogger(__name__)
 
 # ARGV layout (all strings):
@@ -237,6 +240,7 @@ class RedisState:
         max_attempts: int = 20,
         check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
         catching_up: frozenset[tuple[str, int]] = frozenset(),
+        take_next: TakeNext | None = None,
     ) -> BatchResult:
         """Plan and commit one batch; retry when another worker committed the same partition first.
 
@@ -246,6 +250,11 @@ class RedisState:
         The commit's offset check then makes sure the snapshot it passed is the one committed on.
         ``catching_up``: the streams ``(kind, partition)`` with records still to read in Kafka after
         this batch (see :func:`expiry_times`).
+        ``take_next()``, called just before the commit, may hand over the batch
+        that comes next (with its ``catching_up``) so that it is planned while
+        this one commits; a later :meth:`apply` of that same list then starts
+        from that plan. Here it is not called: planning ahead is the plan
+        process's (:class:`streams.planproc.OffloadedState`).
         """
         for attempt in range(1, max_attempts + 1):
             try:
@@ -254,7 +263,7 @@ class RedisState:
                     await before_commit(plan)
                 if not plan.offsets:
                     return BatchResult(plan, attempt)
-                if await self._commit_plan(plan, snap):
+                if await self._commit_plan(plan, snap, take_next):
                     return BatchResult(plan, attempt)
             except RedisError as exc:
                 raise StateError(f"Redis failed while committing a batch of {len(batch)} records: {exc}") from exc
@@ -306,8 +315,12 @@ class RedisState:
                     pending[(p, cid)] = held.split("\n")
         return Snapshot(offsets=offsets, watermarks=watermarks, horizon=horizon, calls=states, pending=pending)
 
-    async def _commit_plan(self, plan: Plan, snap: Snapshot) -> bool:
+    async def _commit_plan(self, plan: Plan, snap: Snapshot, take_next: TakeNext | None = None) -> bool:
         """Commit ``plan``, made on ``snap``; False when an offset moved since (nothing written)."""
+        return bool(await self._commit(args=self.commit_args(plan, snap)))
+
+    def commit_args(self, plan: Plan, snap: Snapshot) -> list[str]:
+        """The commit script's arguments for ``plan``, made on ``snap`` (the script takes no keys)."""
         k = self.keys
         s = self.settings
         args: list[str] = [str(len(plan.offsets))]
@@ -338,7 +351,7 @@ class RedisState:
             args += [k.openq(p), k.callq(p), k.pendq(p), k.calls(p), k.pending(p), stale, retention]
         args += [k.open, k.metrics, k.buckets, k.bucket(0)[:-1], bucket_cut, k.rt_hours, k.rt(0)[:-1], rt_cut]
         args.append(OP_SEPARATOR.join(plan.ops))
-        return bool(await self._commit(args=args))
+        return args
 
     # -- reading ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import signal
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams.planner import CALL, UPDATE, Snapshot
+from streams.planner import CALL, UPDATE, CallState, Snapshot
 from streams.planproc import OffloadedState, PlanProcessDied
 from streams.state import RedisState, StateError
 from tests.streams.test_planner import T0, call, recs, update
@@ -127,3 +127,77 @@ def test_a_plan_process_that_died_between_planning_and_committing_is_not_asked_t
 
     result, applied = run(go())
     assert result.plan.applied == 1 and applied == {(CALL, 0): 0}
+
+
+async def _apply_all_ahead(st: OffloadedState) -> tuple[list, dict, dict, int, int]:
+    """Every batch of :func:`_batches`, each planned while the one before it committed."""
+    batches = _batches()
+    results = []
+    for i, batch in enumerate(batches):
+        following = batches[i + 1] if i + 1 < len(batches) else None
+        results.append(await st.apply(batch, take_next=lambda b=following: None if b is None else (b, frozenset())))
+    counts, metrics = await st.bucket_counts(), await st.metrics()
+    await st.close()
+    return results, counts, metrics, st.planned_ahead, st.used_ahead
+
+
+def test_batches_planned_during_the_commit_before_them_count_what_one_by_one_counts(settings):
+    # Each batch depends on the one before: held updates meet their calls, then the calls close.
+    # A plan made on Redis before the commit before it would hold the updates again.
+    here = run(_apply_all(RedisState.from_settings(settings)))
+    results, counts, metrics, planned, used = run(
+        _apply_all_ahead(OffloadedState.from_settings(dataclasses.replace(settings, redis_prefix=settings.redis_prefix + "x")))
+    )
+    assert (planned, used) == (3, 3)
+    assert counts == here[1] and counts
+    assert metrics == here[2]
+    for mine, theirs in zip(here[0], results, strict=True):
+        assert (theirs.plan.applied, theirs.plan.skipped, theirs.plan.points, theirs.plan.offsets) == (
+            mine.plan.applied, mine.plan.skipped, mine.plan.points, mine.plan.offsets,
+        )  # fmt: skip
+
+
+def test_a_plan_made_ahead_is_used_only_for_that_very_batch(settings):
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        first = recs(CALL, [call("a", T0)])
+        second = recs(UPDATE, [update("a", "dispatched", T0 + 30)])
+        await st.apply(first, take_next=lambda: (second, frozenset()))
+        # an equal copy, not the list handed over: planned again, and counted once
+        again = await st.apply(list(second))
+        calls = await st.client.hgetall(st.keys.calls(0))
+        await st.close()
+        return st.planned_ahead, st.used_ahead, again, calls
+
+    planned, used, again, calls = run(go())
+    assert (planned, used) == (1, 0)
+    assert again.plan.applied == 1
+    (text,) = calls.values()
+    assert CallState.from_text(text).dispatched == T0 + 30
+
+
+def test_nothing_is_planned_ahead_of_a_commit_that_another_worker_beat(settings):
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        other = RedisState.from_settings(settings)
+        first = recs(CALL, [call("a", T0)])
+        second = recs(CALL, [call("b", T0 + 1)], start=1)
+        moved = []
+
+        async def move_offset_once(plan) -> None:  # another worker commits the partition first
+            if not moved:
+                moved.append(True)
+                await other.client.set(other.keys.offset(CALL, 0), "-1")
+
+        result = await st.apply(first, move_offset_once, take_next=lambda: (second, frozenset()))
+        ahead_after_failed_commit = st.planned_ahead  # the retry planned it ahead, the failed commit did not
+        await st.apply(second)
+        counts = await st.bucket_counts()
+        await st.close()
+        await other.close()
+        return result, ahead_after_failed_commit, st.used_ahead, counts
+
+    result, planned, used, counts = run(go())
+    assert result.attempts == 2
+    assert (planned, used) == (1, 1)
+    assert sum(n for (_, _, cat), n in counts.items() if cat == "ALL") == 2 * len(settings.resolutions)
