@@ -222,3 +222,25 @@ def test_alerts_appended_before_the_first_checkpoint_are_not_a_checkpoint(settin
     first, before, again, after = run(go())
     assert (first, before, again) == (1, None, 0)
     assert after == (7, b"state")
+
+
+def test_a_batch_too_large_for_one_command_per_key_is_written_whole(settings):
+    # 2,500 new calls on one partition: 5,000 strings for one ZADD or HSET, sent in chunks of 4,000.
+    async def go():
+        st = await _state(settings)
+        n = 2_500
+        result = await st.apply(recs(CALL, [call(f"c{i}", T0 + i) for i in range(n)]))
+        k = st.keys
+        sizes = (
+            await st.client.zcard(k.callq(0)),
+            await st.client.zcard(k.openq(0)),
+            await st.client.hlen(k.calls(0)),
+        )
+        counts = await st.bucket_counts()
+        await st.close()
+        return n, result, sizes, counts
+
+    n, result, sizes, counts = run(go())
+    assert result.plan.applied == n
+    assert sizes == (n, n, n)
+    assert sum(v for (_, _, cat), v in counts.items() if cat == "ALL") == n * len(settings.resolutions)
