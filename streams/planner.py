@@ -349,33 +349,25 @@ class _Builder:
             by_key[self.k.metrics] += [name, str(n)]
         for key, pairs in by_key.items():
             ops += ["B", key, str(len(pairs) // 2), *pairs]
-        # every other write, one op per command and key (ZADD, HSET, HDEL, ZREM take many members)
-        grouped: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
-        zadd = grouped[("Z", self.k.buckets)]
         for minute in sorted(self.minutes):
-            zadd += [str(minute), str(minute)]
-        zadd = grouped[("Z", self.k.rt_hours)]
+            ops += ["Z", self.k.buckets, str(minute), str(minute)]
         for hour in sorted(self.hours):
-            zadd += [str(hour), str(hour)]
+            ops += ["Z", self.k.rt_hours, str(hour), str(hour)]
         for (partition, call_id), st in self.calls.items():
             if st is not None and st != self.snap.calls.get((partition, call_id)):
-                grouped[("H", self.k.calls(partition))] += [call_id, st.to_text()]
+                ops += ["H", self.k.calls(partition), call_id, st.to_text()]
         for partition, call_id, received in self.new_calls:
-            grouped[("Z", self.k.callq(partition))] += [repr(received), call_id]
+            ops += ["Z", self.k.callq(partition), repr(received), call_id]
             if self.calls[(partition, call_id)].status == OPEN:  # type: ignore[union-attr]
-                grouped[("Z", self.k.openq(partition))] += [repr(received), call_id]
+                ops += ["Z", self.k.openq(partition), repr(received), call_id]
         for partition, call_id in self.closed:
-            grouped[("R", self.k.openq(partition))].append(call_id)
+            ops += ["R", self.k.openq(partition), call_id]
         for (partition, call_id), waiting in self.pending.items():
             if waiting:
-                grouped[("H", self.k.pending(partition))] += [call_id, "\n".join(waiting)]
-                grouped[("Z", self.k.pendq(partition))] += [repr(self.pend_times.get((partition, call_id), 0.0)), call_id]
+                ops += ["H", self.k.pending(partition), call_id, "\n".join(waiting)]
+                ops += ["Z", self.k.pendq(partition), repr(self.pend_times.get((partition, call_id), 0.0)), call_id]
             else:
-                grouped[("X", self.k.pending(partition))].append(call_id)
-                grouped[("R", self.k.pendq(partition))].append(call_id)
-        for (op, key), items in grouped.items():
-            if items:
-                ops += [op, key, str(len(items) // _OP_ITEMS[op]), *items]
+                ops += ["X", self.k.pending(partition), call_id, "R", self.k.pendq(partition), call_id]
         return self.plan
 
 
@@ -403,27 +395,28 @@ def unhold(call_id: str, text: str) -> IncidentUpdate:
 
 
 def decode_ops(ops: list[str]) -> Iterator[tuple[str, ...]]:
-    """Split a plan's flat op list into one ``(op, key, args...)`` tuple per write (``B`` fields as ``I``).
+    """Split a plan's flat op list into ``(op, args...)`` tuples, ``B`` expanded to one ``I`` per field.
 
-    Every op is ``op key n`` and ``n`` items (see ``state.py``); the commit
-    script reads the same layout. This is for inspection and tests.
+    The commit script reads the same layout; this is for inspection and tests.
 
-    >>> list(decode_ops(["B", "k", "2", "a", "1", "b", "-1", "X", "h", "1", "f", "Z", "q", "2", "1.5", "m", "2.5", "n"]))
-    [('I', 'k', 'a', '1'), ('I', 'k', 'b', '-1'), ('X', 'h', 'f'), ('Z', 'q', '1.5', 'm'), ('Z', 'q', '2.5', 'n')]
+    >>> list(decode_ops(["B", "k", "2", "a", "1", "b", "-1", "X", "h", "f"]))
+    [('I', 'k', 'a', '1'), ('I', 'k', 'b', '-1'), ('X', 'h', 'f')]
     """
     i = 0
     while i < len(ops):
-        op, key, n = ops[i], ops[i + 1], int(ops[i + 2])
-        width = _OP_ITEMS[op]
-        first = i + 3
-        for f in range(first, first + width * n, width):
-            yield ("I" if op == "B" else op, key, *ops[f : f + width])
-        i = first + width * n
+        op = ops[i]
+        if op == "B":
+            key, n = ops[i + 1], int(ops[i + 2])
+            for f in range(i + 3, i + 3 + 2 * n, 2):
+                yield ("I", key, ops[f], ops[f + 1])
+            i += 3 + 2 * n
+        else:
+            width = _OP_WIDTH[op]
+            yield tuple(ops[i : i + width])
+            i += width
 
 
-#: Strings per item of each op: B (field, delta) HINCRBY, H (field, value) HSET, X (field) HDEL,
-#: Z (score, member) ZADD, R (member) ZREM.
-_OP_ITEMS = {"B": 2, "H": 2, "X": 1, "Z": 2, "R": 1}
+_OP_WIDTH = {"H": 4, "X": 3, "Z": 4, "R": 3}
 
 #: Most original bytes a dead letter keeps. Base64 adds a third, and the dead letter must fit in one
 #: Kafka message (1 MB by default: broker ``message.max.bytes``, producer ``max_request_size``) even

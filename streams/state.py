@@ -41,12 +41,10 @@ log = logging.getLogger(__name__)
 #   (one string instead of tens of thousands: encoding arguments was most of the
 #   commit's cost; ids cannot contain control characters, see schema.py):
 #     B key n (field delta) x n   HINCRBY each; a field that reaches 0 is deleted
-#     H key n (field value) x n   HSET
-#     X key n field x n           HDEL
-#     Z key n (score member) x n  ZADD
-#     R key n member x n          ZREM
-#   (one command per op and key, 4,000 strings at most per command: thousands of
-#   ZADDs and HSETs of one member each were a third of the script's time)
+#     H key field value           HSET
+#     X key field                 HDEL
+#     Z key score member          ZADD
+#     R key member                ZREM
 # Returns 0 when an offset check fails (nothing written), else 1.
 _COMMIT_LUA = r"""
 local a = ARGV
@@ -71,7 +69,6 @@ local rthours, rt_prefix, rt_cut = a[i + 5], a[i + 6], a[i + 7]
 -- does not promise an evaluation order for the arguments of a call)
 local tok = string.gmatch(a[i + 8] .. '\31', '([^\31]*)\31')
 if a[i + 8] == '' then tok = function() return nil end end
-local multi = {H = 'HSET', X = 'HDEL', Z = 'ZADD', R = 'ZREM'}
 local op = tok()
 while op do
   local key = tok()
@@ -81,14 +78,11 @@ while op do
       local f = tok()
       if redis.call('HINCRBY', key, f, tok()) == 0 then redis.call('HDEL', key, f) end
     end
-  else
-    local cmd, width = multi[op], 1
-    if not cmd then return redis.error_reply('unknown op ' .. tostring(op)) end
-    if op == 'H' or op == 'Z' then width = 2 end
-    local items = {}
-    for k = 1, tonumber(tok()) * width do items[k] = tok() end
-    for s = 1, #items, 4000 do redis.call(cmd, key, unpack(items, s, math.min(s + 3999, #items))) end
-  end
+  elseif op == 'H' then local f = tok(); redis.call('HSET', key, f, tok())
+  elseif op == 'X' then redis.call('HDEL', key, tok())
+  elseif op == 'Z' then local score = tok(); redis.call('ZADD', key, score, tok())
+  elseif op == 'R' then redis.call('ZREM', key, tok())
+  else return redis.error_reply('unknown op ' .. tostring(op)) end
   op = tok()
 end
 for _, e in ipairs(evicts) do

@@ -225,7 +225,7 @@ def test_alerts_appended_before_the_first_checkpoint_are_not_a_checkpoint(settin
 
 
 def test_a_batch_too_large_for_one_command_per_key_is_written_whole(settings):
-    # 2,500 new calls on one partition: 5,000 strings for one ZADD or HSET, sent in chunks of 4,000.
+    # 2,500 new calls on one partition in one batch: every one committed.
     async def go():
         st = await _state(settings)
         n = 2_500
