@@ -13,7 +13,9 @@ each benchmark script as its own process, with its own JSON file under
 3. ``backfill.py``: a year of simulated calls and the largest real dataset,
    replayed and learnt;
 4. ``memory.py``: worker and gateway resident memory at 10k and 100k cells;
-5. ``detect_storm.py``: the detectors alone in a storm (calls per CPU second).
+5. ``detect_storm.py``: the detectors alone in a storm (calls per CPU second);
+6. ``commit_cost.py``: one counting batch's validation, snapshot, planning and
+   commit script, without Kafka or Faust.
 
 Then prints the headline figures and writes them, with the machine and the
 commit they were measured on, to ``{out}/all.json``. ``--quick`` runs each at
@@ -46,6 +48,7 @@ STEPS: tuple[tuple[str, str, list[str], list[str]], ...] = (
     ("backfill", "backfill.py", [], ["--days", "30"]),
     ("memory", "memory.py", [], ["--cells", "1000,5000"]),
     ("detect_storm", "detect_storm.py", [], ["--phases", "100x10,1000x5"]),
+    ("commit_cost", "commit_cost.py", [], ["--calls", "2000", "--rounds", "1"]),
 )
 
 
@@ -109,6 +112,10 @@ def headline(results: dict) -> list[str]:
                 f"detectors   {ph['rate_per_s']:>6g} calls/s storm: {ph['calls_per_cpu_s']:,} calls per CPU second, "
                 f"slowest call {ph['worst_call_ms']:g} ms"
             )
+    cost = results.get("commit_cost", {}).get("figures")
+    if cost:
+        per = ", ".join(f"{step} {row['ms_per_batch']:.1f}" for step, row in cost.get("steps", {}).items())
+        lines.append(f"batch       {cost['batch_size']:,} records: {per} ms")
     for name in ("backfill", "memory"):
         figures = results.get(name, {}).get("figures")
         if figures and figures.get("summary"):

@@ -11,7 +11,11 @@ goes on taking the next batch from Faust. Nothing else changes: the worker
 still publishes the dead letters and the detector input between planning and
 committing, the commit is still the one Lua script with its offset check,
 and every other call (the detectors' checkpoints, the alerts, the metrics)
-runs in the worker's process as before.
+runs in the worker's process as before. When the next batch already waits
+(``take_next`` of :meth:`~streams.state.RedisState.apply`), it goes with the
+commit request: the child validates it while Redis runs the commit script and
+plans it on what Redis holds after that commit, so the next :meth:`apply`
+starts from a plan (:func:`commit_then_plan`).
 
 The child is ``python -m streams.planproc``, started on the first batch. It
 talks over its stdin and stdout in frames (a 4-byte big-endian length, then a

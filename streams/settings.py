@@ -71,7 +71,7 @@ class Settings:
     #: Plan the counting agent's batches in a child process (see ``streams.planproc``):
     #: Faust's per-record work and the planning then run on two cores.
     plan_process: bool = True
-    #: Deliver Faust's records without two tasks per record (see ``streams.faust_fastpath``).
+    #: Deliver Faust's records without four tasks per record (see ``streams.faust_fastpath``).
     faust_fastpath: bool = True
 
     def __post_init__(self) -> None:
