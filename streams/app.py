@@ -35,7 +35,7 @@ from typing import TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import TP, EventT, Message
+from faust.types import TP, EventT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -87,27 +87,6 @@ class _App(faust.App):
         await super().crash(reason)
 
 
-class _QuietMonitor(faust.Monitor):
-    """Faust's monitor without its bookkeeping for each record, which nothing in Watchfloor reads.
-
-    Watchfloor's metrics come from Redis (``/metrics``); Faust's per-record
-    statistics (times and counts by topic, stream and task) are four calls per
-    record on the worker's busiest thread. Everything else the monitor does stays.
-    """
-
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        pass
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: faust.StreamT, event: EventT) -> None:
-        return None
-
-    def on_stream_event_out(self, tp: TP, offset: int, stream: faust.StreamT, event: EventT, state: dict | None = None) -> None:
-        pass
-
-    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
-        pass
-
-
 def _exit_after_crash(reason: BaseException) -> None:
     log.critical("worker crashed (%r) and did not stop within %g s; exiting with code 70", reason, CRASH_EXIT_S)
     logging.shutdown()
@@ -140,7 +119,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_host="127.0.0.1",
         # Faust keeps a small folder per app id; keep it out of the working tree.
         datadir=str(faust_dirs / app_id),
-        monitor=_QuietMonitor(),
     )
     calls_topic = topic_name(s.topic_prefix, CALLS)
     updates_topic = topic_name(s.topic_prefix, INCIDENT_UPDATES)

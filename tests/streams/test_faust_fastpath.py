@@ -156,3 +156,23 @@ def test_another_faust_version_is_left_as_released(monkeypatch, caplog):
         assert install() is False
     assert faust_consumer.Consumer._drain_messages is drain
     assert "running Faust's own" in caplog.text
+
+
+def test_the_worker_keeps_faust_monitor_whose_inbound_times_feed_faust_own_liveness_check():
+    # Faust's consumer logs "Stream has not started processing" (an ERROR) for a partition whose
+    # monitor never recorded an event: a monitor without per-record calls made that false alarm
+    # after 5 minutes of a soak.
+    from faust.types import TP
+
+    from streams.app import create_app
+
+    class Owner:
+        pass
+
+    class Stream:  # what the monitor reads of a stream: itself and its task's owner, both weakly referenced
+        task_owner = Owner()
+
+    app = create_app(load_settings({}))
+    tp = TP("wf.calls", 1)
+    app.monitor.on_stream_event_in(tp, 0, Stream(), None)
+    assert tp in app.monitor.stream_inbound_time
