@@ -50,7 +50,7 @@ from typing import BinaryIO
 
 import redis.exceptions
 
-from streams.planner import Incoming, Plan, Snapshot, parse_batch, plan_batch, referenced_calls
+from streams.planner import Incoming, Plan, Snapshot, parse_batch
 from streams.settings import Settings
 from streams.state import RedisState, TakeNext
 
@@ -242,13 +242,10 @@ async def commit_then_plan(
     if not ok:
         return False, None
     try:
-        snap2 = await state.snapshot(following, referenced_calls(following, parsed))
+        return True, await state._plan_parsed(following, parsed, catching_up=catching_up)
     except redis.exceptions.RedisError as exc:
         log.warning("planning the next batch ahead failed (it is planned again): %s", exc)
         return True, None
-    plan2 = plan_batch(following, snap2, state.config, now=time.time(), parsed=parsed)
-    plan2.catching_up = catching_up
-    return True, (plan2, snap2)
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:

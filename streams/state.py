@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams.keys import ALL, Keys
-from streams.planner import KINDS, CallState, Incoming, Plan, PlanConfig, Snapshot, parse_batch, plan_batch, referenced_calls
+from streams.planner import KINDS, CallState, Incoming, Plan, PlanConfig, Snapshot, Validated, parse_batch, plan_batch, referenced_calls
 from streams.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
 from streams.settings import Settings
 
@@ -278,7 +278,16 @@ class RedisState:
         catching_up: frozenset[tuple[str, int]] = frozenset(),
     ) -> tuple[Plan, Snapshot]:
         """Validate, read the snapshot, check it, plan: one attempt of :meth:`apply` up to its commit."""
-        parsed = parse_batch(batch, self.config, now=time.time())
+        return await self._plan_parsed(batch, parse_batch(batch, self.config, now=time.time()), check_snapshot, catching_up)
+
+    async def _plan_parsed(
+        self,
+        batch: list[Incoming],
+        parsed: list[Validated],
+        check_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
+        catching_up: frozenset[tuple[str, int]] = frozenset(),
+    ) -> tuple[Plan, Snapshot]:
+        """:meth:`_plan_once` for a batch already validated (``parsed``: :func:`parse_batch`'s result)."""
         snap = await self.snapshot(batch, referenced_calls(batch, parsed))
         if check_snapshot is not None:
             await check_snapshot(snap)
