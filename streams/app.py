@@ -119,6 +119,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_host="127.0.0.1",
         # Faust keeps a small folder per app id; keep it out of the working tree.
         datadir=str(faust_dirs / app_id),
+        # bounded so that a fetch fits the room left in the agent's buffer (Settings.max_poll_records)
+        broker_max_poll_records=s.max_poll_records,
     )
     calls_topic = topic_name(s.topic_prefix, CALLS)
     updates_topic = topic_name(s.topic_prefix, INCIDENT_UPDATES)
@@ -513,11 +515,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001 -- Faust's view signature
         counters = detection["runner"].metrics() if detection["runner"] is not None else {}
-        body = render_prometheus({**await (await state()).metrics(), **counters})
+        delivered, blocked = faust_fastpath.deliveries(app.consumer)
+        fetch = {"fetch_records_delivered_total": delivered, "fetch_deliveries_blocked_total": blocked} if s.faust_fastpath else {}
+        body = render_prometheus({**await (await state()).metrics(), **counters, **fetch})
         return web.text(body, content_type="text/plain; version=0.0.4")
 
     @app.on_before_shutdown.connect
     async def close_redis(app_, **kwargs) -> None:  # noqa: ANN001
+        if s.faust_fastpath:
+            delivered, blocked = faust_fastpath.deliveries(app.consumer)
+            log.info("fetch loop: %d records delivered, %d of them into a full buffer (blocked)", delivered, blocked)
         if detection["pending"]:
             async with detection["lock"]:
                 try:

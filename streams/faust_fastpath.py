@@ -111,9 +111,23 @@ async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:  # noqa:
             return done.value
 
 
+def deliveries(consumer: _consumer.Consumer) -> tuple[int, int]:
+    """Records the patched fetch loop of ``consumer`` has delivered, and how many of those deliveries blocked.
+
+    A delivery blocks when the agent's buffer is full: each then costs a task
+    and a ``wait_first`` (about 40 µs), so a worker that blocks on many of its
+    records spends its time on waiting (see ``Settings.max_poll_records``).
+    """
+    counts = consumer.__dict__.get("_wf_deliveries")
+    return (counts[0], counts[1]) if counts is not None else (0, 0)
+
+
 async def _drain_messages(self: _consumer.Consumer, fetcher: Any) -> None:  # noqa: ANN401, C901 -- Faust's own
     # faust-streaming 0.15.3's Consumer._drain_messages; the changes are marked (and yield_every).
     callback = self.callback
+    # -- a change: [delivered, blocked], read by deliveries()
+    counts = self.__dict__.setdefault("_wf_deliveries", [0, 0])
+    # --
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
@@ -158,8 +172,10 @@ async def _drain_messages(self: _consumer.Consumer, fetcher: Any) -> None:  # no
                                 self._n_acked = 0
                                 await self.commit()
                         # -- a change: deliver in this loop; a task only for a delivery that blocks
+                        counts[0] += 1
                         rest = run_until_blocked(callback(message))
                         if rest is not None:
+                            counts[1] += 1
                             await self.wait_first(rest, self.suspend_flow.wait())
                         # --
                         set_read_offset(tp, offset)

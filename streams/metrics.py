@@ -37,6 +37,8 @@ _HELP = {
     "detector_input_duplicates_total": "Detector input dropped as a redelivered copy.",
     "detector_input_late_total": "Calls too far out of event-time order for the detectors (still counted).",
     "detector_calls_shed_total": "Calls dropped early from a detector's windows because they held their cap (memory bound).",
+    "fetch_records_delivered_total": "Records Faust's fetch loop delivered to this worker's agents (since it started).",
+    "fetch_deliveries_blocked_total": "Deliveries that found an agent's buffer full and waited (since start; see WF_MAX_POLL_RECORDS).",
     "model_residuals_total": "Residuals (observed - expected) fed to the model's drift detector.",
     "model_mae": "Mean absolute residual of the model since its last drift.",
     "model_bias": "Mean residual of the model since its last drift.",

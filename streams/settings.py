@@ -16,6 +16,10 @@ from streams.schema import Jurisdiction
 
 ROLES = ("count", "detect")
 
+#: Faust's ``stream_buffer_maxsize`` (its default, which the worker keeps) minus the size at
+#: which it pauses a partition (``maxsize / 1.25``): what one fetch may deliver without blocking.
+MAX_POLL_RECORDS_LIMIT = 4096 - int(4096 / 1.25)
+
 
 def _roles(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
@@ -73,6 +77,13 @@ class Settings:
     plan_process: bool = True
     #: Deliver Faust's records without four tasks per record (see ``streams.faust_fastpath``).
     faust_fastpath: bool = True
+    #: Records one Kafka fetch hands Faust at most (Faust's ``broker_max_poll_records``).
+    #: Faust pauses a partition once its agent's buffer holds 4/5 of its 4,096 records,
+    #: on that partition's next delivery, but still delivers what it fetched: what goes past
+    #: the 820 left is delivered one blocked record at a time (a task and a wait each).
+    #: Unbounded, one fetch is up to 1 MB per partition (some 3,000 records). No delivery
+    #: blocks while this times the partitions a worker reads (2 topics x 4) stays within 820.
+    max_poll_records: int = 100
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -93,6 +104,11 @@ class Settings:
             raise SettingsError(f"roles must be a non-empty subset of {', '.join(ROLES)}, found {', '.join(self.roles) or 'none'}")
         if self.batch_size < 1 or self.batch_within_s <= 0:
             raise SettingsError(f"batch_size must be >= 1 and batch_within_s > 0, found {self.batch_size}, {self.batch_within_s}")
+        if not 1 <= self.max_poll_records <= MAX_POLL_RECORDS_LIMIT:
+            raise SettingsError(
+                f"max_poll_records must be 1..{MAX_POLL_RECORDS_LIMIT} (the room Faust keeps in an agent's buffer "
+                f"above the mark where it pauses fetching), found {self.max_poll_records}"
+            )
         if not 0 < self.detector_checkpoint_s <= 300:
             raise SettingsError(f"detector_checkpoint_s must be in (0, 300] seconds, found {self.detector_checkpoint_s}")
 
@@ -122,6 +138,7 @@ _ENV = {
     "WF_DETECTOR_CHECKPOINT_S": ("detector_checkpoint_s", float),
     "WF_PLAN_PROCESS": ("plan_process", _flag),
     "WF_FAUST_FASTPATH": ("faust_fastpath", _flag),
+    "WF_MAX_POLL_RECORDS": ("max_poll_records", int),
 }
 
 

@@ -176,3 +176,16 @@ def test_the_worker_keeps_faust_monitor_whose_inbound_times_feed_faust_own_liven
     tp = TP("wf.calls", 1)
     app.monitor.on_stream_event_in(tp, 0, Stream(), None)
     assert tp in app.monitor.stream_inbound_time
+
+
+def test_the_worker_bounds_each_fetch_by_max_poll_records_and_refuses_a_bound_past_the_buffer_room():
+    from streams.app import create_app
+    from streams.settings import MAX_POLL_RECORDS_LIMIT, SettingsError
+
+    assert create_app(load_settings({"WF_MAX_POLL_RECORDS": "50"})).conf.broker_max_poll_records == 50
+    assert create_app(load_settings({})).conf.broker_max_poll_records == load_settings({}).max_poll_records
+    # the room above the mark where Faust pauses a partition, in its default buffer
+    assert MAX_POLL_RECORDS_LIMIT == 4096 - 3276
+    for bad in ("0", str(MAX_POLL_RECORDS_LIMIT + 1)):
+        with pytest.raises(SettingsError, match=f"max_poll_records must be 1..{MAX_POLL_RECORDS_LIMIT}"):
+            load_settings({"WF_MAX_POLL_RECORDS": bad})

@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo
 import h3
 import pytest
 
+from streams.progress import end_offsets
+from streams.settings import MAX_POLL_RECORDS_LIMIT
 from streams.state import RedisState
 from streams.topics import DEADLETTER, topic_name
 from tests.conftest import data_file
@@ -219,6 +221,37 @@ def test_replayed_calls_are_counted_exactly_per_cell_category_and_minute(long_re
         assert_exact(settings, source)
     finally:
         worker.stop()
+
+
+def _fetch_metrics(worker: WorkerProcess) -> dict[str, float]:
+    page = urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=10).read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^watchfloor_(fetch_\w+) (\S+)$", page, re.M)}
+
+
+def test_a_backlog_is_delivered_without_blocking_on_the_agent_full_buffer(long_retention, source, tmp_path):
+    # A worker started on a backlog reads faster than it commits, so its agent's buffer fills.
+    # With the default max_poll_records every fetch fits the room Faust keeps above the mark
+    # where it pauses a partition; with the largest setting some fetches overflow it, and each
+    # record past the room waits for one, which the worker's metrics page counts.
+    from dataclasses import replace
+
+    settings = long_retention
+    finish(replay(settings, *source, N_CALLS))
+    records = sum(end_offsets(settings).values())
+    seen = {}
+    for name, max_poll in (("default", settings.max_poll_records), ("largest", MAX_POLL_RECORDS_LIMIT)):
+        own = replace(settings, redis_prefix=f"{settings.redis_prefix}{name}", app_id=f"{settings.app_id}-{name}")
+        own = replace(own, max_poll_records=max_poll)
+        (tmp_path / name).mkdir()
+        worker = WorkerProcess(own, tmp_path / name).start()
+        try:
+            wait_caught_up(own, [worker])
+            seen[name] = _fetch_metrics(worker)
+        finally:
+            worker.stop()
+        assert seen[name]["fetch_records_delivered_total"] >= records, name
+    assert seen["default"]["fetch_deliveries_blocked_total"] == 0, seen
+    assert seen["largest"]["fetch_deliveries_blocked_total"] > 0, seen
 
 
 def test_worker_killed_with_sigkill_mid_replay_ends_with_identical_counts(long_retention, source, tmp_path):
