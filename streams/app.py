@@ -20,6 +20,7 @@ at-least-once: a record may be sent again after a crash, never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -138,6 +139,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
             holder["state"] = kind.from_settings(s)
         return holder["state"]
 
+    async def committer_state(i: int) -> RedisState:
+        """The state committer ``i`` commits through: the first is :func:`state`'s, each other one has its own plan process."""
+        if i == 0:
+            return await state()
+        if f"state{i}" not in holder:
+            holder[f"state{i}"] = (OffloadedState if s.plan_process else RedisState).from_settings(s)
+        return holder[f"state{i}"]
+
     async def publish_before_commit(plan: Plan) -> None:
         # Awaited to the broker's acknowledgement before the batch commits, so a
         # refused record or a detector input is never lost; a crash in between
@@ -156,9 +165,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await app.producer.send_and_wait(detector_input_name, None, encode_points(plan.points), None, None, None)
 
     # One past the last offset this process counted, per (kind, partition): what Redis must
-    # still hold. The lock keeps the agent and the loss check of quiet partitions apart.
+    # still hold. Each committer holds its lock while it commits; a rebuild and the loss
+    # check of quiet partitions hold every committer's (all_committers()).
     counted: dict[tuple[str, int], int] = {}
-    counting_lock = asyncio.Lock()
+    committer_locks = [asyncio.Lock() for _ in range(s.committers)]
+    # which committer counts each partition, dealt in the order partitions are first seen, never changed:
+    # a partition's records (calls and updates alike: they share the call state) go through one committer, in order
+    committer_of: dict[int, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def all_committers() -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for lock in committer_locks:  # always in this order
+                await stack.enter_async_context(lock)
+            yield
 
     async def count_calls_and_updates(stream: faust.StreamT) -> None:
         """Fold calls and incident updates into per-cell, per-minute counts in Redis, batch by batch.
@@ -170,20 +190,29 @@ def create_app(settings: Settings | None = None) -> faust.App:
         :class:`~streams.batching.Batcher` between the stream and the committer),
         and each is acknowledged to Kafka once its batch is committed.
         """
-        st = await state()
-        batcher: Batcher[EventT] = Batcher(s.batch_size, s.batch_within_s)
-        committer = asyncio.ensure_future(_commit_batches(st, stream, batcher))
+        # Each committer's batcher has room for two batches beyond the one committing and the
+        # next (planned during that commit): records come in runs of one partition per fetch, and
+        # the agent waiting for room in one batcher would leave the other committers without records.
+        room = (4 if s.committers > 1 else 2) * s.batch_size
+        batchers: list[Batcher[EventT]] = [Batcher(s.batch_size, s.batch_within_s, max_pending=room) for _ in range(s.committers)]
+        committers = [asyncio.ensure_future(_commit_batches(i, await committer_state(i), stream, batchers[i])) for i in range(s.committers)]
+        n = s.committers
         try:
             async for event in stream.noack().events():
-                if committer.done():
-                    committer.result()  # raises what stopped it
-                if batcher.add(event):
-                    await batcher.room()
+                p = event.message.partition
+                i = committer_of.get(p)
+                if i is None:
+                    i = committer_of[p] = len(committer_of) % n
+                if committers[i].done():
+                    committers[i].result()  # raises what stopped it
+                if batchers[i].add(event):
+                    await batchers[i].room()
         finally:
-            committer.cancel()
+            for committer in committers:
+                committer.cancel()
 
-    async def _commit_batches(st: RedisState, stream: faust.StreamT, batcher: Batcher[EventT]) -> None:
-        """Commit the batcher's batches in order, acknowledging each batch's records after its commit."""
+    async def _commit_batches(i: int, st: RedisState, stream: faust.StreamT, batcher: Batcher[EventT]) -> None:
+        """Committer ``i``: commit the batcher's batches in order, acknowledging each batch's records after its commit."""
         # the batch after the one committing, taken from the batcher (when a full one waits)
         # just before that commit, so that the plan process plans it during the commit
         following: list[tuple[list[EventT], list[Incoming]]] = []
@@ -209,7 +238,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                 else:
                     events = await batcher.next_batch()
                     batch = [_incoming(e, kinds) for e in events]
-                result = await _count_batch(st, batch, take_next)
+                result = await _count_batch(i, st, batch, take_next)
                 if result.plan.skipped:
                     log.info("skipped %d records already counted before a restart", result.plan.skipped)
                 if acking is not None:
@@ -221,24 +250,28 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await app.crash(exc)
             raise
 
-    async def _count_batch(st: RedisState, batch: list[Incoming], take_next: TakeNext | None = None) -> BatchResult:
-        """Commit one batch, after counting what Redis is missing before it.
+    async def _count_batch(i: int, st: RedisState, batch: list[Incoming], take_next: TakeNext | None = None) -> BatchResult:
+        """Committer ``i`` commits one batch, after counting what Redis is missing before it.
 
         While Redis (or Kafka, for a rebuild) cannot be reached, the batch is
         kept and tried again (:func:`_until_reachable`).
         """
 
         async def attempt() -> BatchResult:
-            async with counting_lock:
+            async with committer_locks[i]:
                 behind = _catching_up(batch)
                 try:
                     return await st.apply(
                         batch, publish_before_commit, check_snapshot=_follows_applied(batch), catching_up=behind, take_next=take_next
                     )
                 except RedisDataLost:
-                    await _count_missing(st, first_offsets(batch))
-                    # unchecked: a rebuild runs once per gap
-                    return await st.apply(batch, publish_before_commit, catching_up=behind)
+                    pass
+            # the rebuild counts what is missing on every partition: no committer commits meanwhile
+            async with all_committers():
+                behind = _catching_up(batch)
+                await _count_missing(st, first_offsets(batch))
+                # unchecked: a rebuild runs once per gap
+                return await st.apply(batch, publish_before_commit, catching_up=behind)
 
         result = await _until_reachable(f"committing a batch of {len(batch)} records", attempt)
         for tp, after in offsets_after(batch).items():
@@ -323,7 +356,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         """Notice a loss on partitions with no new records (a batch notices it on the others)."""
         if not counted:
             return
-        async with counting_lock:
+        async with all_committers():
             st = await state()
             try:
                 applied = await st.applied_offsets()
@@ -533,8 +566,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     await checkpoint(in_process=True)  # a clean stop replays nothing
                 except Exception as exc:  # noqa: BLE001 -- shutting down: the last checkpoint still holds
                     log.warning("no checkpoint at shutdown (the next start replays from the last one): %s", exc)
-        if "state" in holder:
-            await holder.pop("state").close()
+        for name in list(holder):
+            await holder.pop(name).close()
 
     return app
 

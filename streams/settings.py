@@ -20,6 +20,9 @@ ROLES = ("count", "detect")
 #: which it pauses a partition (``maxsize / 1.25``): what one fetch may deliver without blocking.
 MAX_POLL_RECORDS_LIMIT = 4096 - int(4096 / 1.25)
 
+#: Most committers a worker runs (each is a process: a few per core is plenty).
+MAX_COMMITTERS = 8
+
 
 def _roles(text: str) -> tuple[str, ...]:
     return tuple(r.strip() for r in text.split(",") if r.strip())
@@ -84,6 +87,10 @@ class Settings:
     #: Unbounded, one fetch is up to 1 MB per partition (some 3,000 records). No delivery
     #: blocks while this times the partitions a worker reads (2 topics x 4) stays within 820.
     max_poll_records: int = 100
+    #: Committers of the counting agent (each with a plan process of its own, see
+    #: ``streams.planproc``): a worker's partitions are dealt among them, and each commits
+    #: its batches while the others plan theirs.
+    committers: int = 2
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -109,6 +116,8 @@ class Settings:
                 f"max_poll_records must be 1..{MAX_POLL_RECORDS_LIMIT} (the room Faust keeps in an agent's buffer "
                 f"above the mark where it pauses fetching), found {self.max_poll_records}"
             )
+        if not 1 <= self.committers <= MAX_COMMITTERS:
+            raise SettingsError(f"committers must be 1..{MAX_COMMITTERS}, found {self.committers}")
         if not 0 < self.detector_checkpoint_s <= 300:
             raise SettingsError(f"detector_checkpoint_s must be in (0, 300] seconds, found {self.detector_checkpoint_s}")
 
@@ -139,6 +148,7 @@ _ENV = {
     "WF_PLAN_PROCESS": ("plan_process", _flag),
     "WF_FAUST_FASTPATH": ("faust_fastpath", _flag),
     "WF_MAX_POLL_RECORDS": ("max_poll_records", int),
+    "WF_COMMITTERS": ("committers", int),
 }
 
 

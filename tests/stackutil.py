@@ -44,6 +44,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         WF_DETECTOR_CHECKPOINT_S=str(settings.detector_checkpoint_s),
         WF_FAUST_FASTPATH="1" if settings.faust_fastpath else "0",
         WF_MAX_POLL_RECORDS=str(settings.max_poll_records),
+        WF_COMMITTERS=str(settings.committers),
         PYTHONPATH=str(ROOT),
     )
     if settings.jurisdiction is not None:

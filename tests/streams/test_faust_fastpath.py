@@ -189,3 +189,13 @@ def test_the_worker_bounds_each_fetch_by_max_poll_records_and_refuses_a_bound_pa
     for bad in ("0", str(MAX_POLL_RECORDS_LIMIT + 1)):
         with pytest.raises(SettingsError, match=f"max_poll_records must be 1..{MAX_POLL_RECORDS_LIMIT}"):
             load_settings({"WF_MAX_POLL_RECORDS": bad})
+
+
+def test_committers_are_one_to_eight_and_two_by_default():
+    from streams.settings import MAX_COMMITTERS, SettingsError
+
+    assert load_settings({}).committers == 2
+    assert load_settings({"WF_COMMITTERS": "1"}).committers == 1
+    for bad in ("0", str(MAX_COMMITTERS + 1)):
+        with pytest.raises(SettingsError, match=f"committers must be 1..{MAX_COMMITTERS}"):
+            load_settings({"WF_COMMITTERS": bad})

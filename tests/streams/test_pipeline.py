@@ -279,16 +279,20 @@ def test_worker_killed_with_sigkill_mid_replay_ends_with_identical_counts(long_r
 
 
 def test_plan_process_killed_mid_replay_is_replaced_and_counts_stay_exact(long_retention, source, tmp_path):
-    """The worker's plan process (streams.planproc) SIGKILLed twice: the worker starts a new one each time, counts exact."""
+    """A plan process (streams.planproc) SIGKILLed twice, one of each committer's: the worker starts a new one each time, counts exact."""
     settings = long_retention
+    assert settings.committers == 2
     worker = WorkerProcess(settings, tmp_path).start()
     rp = replay(settings, *source, N_CALLS, rate=1500)
     try:
-        for n in (2_000, 5_000):
+        started = settings.committers
+        for n, which in ((2_000, 0), (5_000, 1)):
             wait_counted(settings, n)
-            (child,) = plan_processes(worker.proc.pid)
-            os.kill(child, signal.SIGKILL)
-            worker.wait_for_log("plan process started", count=n // 2_000 + 1)
+            children = plan_processes(worker.proc.pid)
+            assert len(children) == settings.committers, "one plan process per committer"
+            os.kill(children[which], signal.SIGKILL)
+            started += 1
+            worker.wait_for_log("plan process started", count=started)
         assert calls_counted(settings) < N_CALLS - 2_000, "the kills must land mid-stream"
         finish(rp)
         wait_caught_up(settings, [worker])
