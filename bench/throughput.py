@@ -451,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(opts)
     print("\n" + report(result))
     if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2))
     return 0 if result["exact"] else 1
 
