@@ -165,8 +165,8 @@ class Run:
         out: dict[str, int | None] = {}
         for name, w in self.workers.items():
             out[f"worker ({name})"] = w.proc.pid
-            for child in plan_processes(w.proc.pid):
-                out[f"plan process ({name})"] = child
+            for i, child in enumerate(plan_processes(w.proc.pid), start=1):  # one per committer (WF_COMMITTERS)
+                out[f"plan process {i} ({name})"] = child
         out["gateway"] = self.gateway.proc.pid if self.gateway and self.gateway.proc else None
         out["redis-server"] = int(self.client.info("server")["process_id"])
         return out
