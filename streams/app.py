@@ -133,19 +133,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
     alerts_topic = app.topic(topic_name(s.topic_prefix, ALERTS), key_serializer="raw", value_serializer="raw")
     holder: dict[str, RedisState] = {}
 
-    async def state() -> RedisState:
-        if "state" not in holder:
-            kind = OffloadedState if "count" in s.roles and s.plan_process else RedisState
-            holder["state"] = kind.from_settings(s)
-        return holder["state"]
-
     async def committer_state(i: int) -> RedisState:
-        """The state committer ``i`` commits through: the first is :func:`state`'s, each other one has its own plan process."""
-        if i == 0:
-            return await state()
-        if f"state{i}" not in holder:
-            holder[f"state{i}"] = (OffloadedState if s.plan_process else RedisState).from_settings(s)
-        return holder[f"state{i}"]
+        """The state committer ``i`` commits through, each with a plan process of its own; the first is also everyone else's."""
+        name = "state" if i == 0 else f"state{i}"
+        if name not in holder:
+            kind = OffloadedState if "count" in s.roles and s.plan_process else RedisState
+            holder[name] = kind.from_settings(s)
+        return holder[name]
+
+    async def state() -> RedisState:
+        return await committer_state(0)
 
     async def publish_before_commit(plan: Plan) -> None:
         # Awaited to the broker's acknowledgement before the batch commits, so a

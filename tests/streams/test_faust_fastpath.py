@@ -184,8 +184,11 @@ def test_the_worker_bounds_each_fetch_by_max_poll_records_and_refuses_a_bound_pa
 
     assert create_app(load_settings({"WF_MAX_POLL_RECORDS": "50"})).conf.broker_max_poll_records == 50
     assert create_app(load_settings({})).conf.broker_max_poll_records == load_settings({}).max_poll_records
-    # the room above the mark where Faust pauses a partition, in its default buffer
-    assert MAX_POLL_RECORDS_LIMIT == 4096 - 3276
+    # the room above the mark where Faust pauses a partition, in the buffer the worker's app has
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    maxsize = create_app(load_settings({})).conf.stream_buffer_maxsize
+    assert MAX_POLL_RECORDS_LIMIT == maxsize - FlowControlQueue(maxsize, flow_control=FlowControlEvent()).pressure_high_size
     for bad in ("0", str(MAX_POLL_RECORDS_LIMIT + 1)):
         with pytest.raises(SettingsError, match=f"max_poll_records must be 1..{MAX_POLL_RECORDS_LIMIT}"):
             load_settings({"WF_MAX_POLL_RECORDS": bad})
