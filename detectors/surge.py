@@ -129,6 +129,7 @@ import bisect
 import functools
 import inspect
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import h3
@@ -203,6 +204,8 @@ class _Episode:
     last_alive: float = -math.inf
     #: when its regions without new calls were last re-scored (to decay and close)
     rescored_at: float = -math.inf
+    #: its rank among the open alerts, by opening (the order of SurgeDetector._episodes)
+    order: int = 0
 
 
 class SurgeDetector:
@@ -298,6 +301,20 @@ class SurgeDetector:
         self._next_jurisdiction = -math.inf
         self._now = -math.inf
         self._episodes: dict[str, _Episode] = {}
+        # Lower bounds of every open alert's rescored_at and last_alive: while the clock is
+        # less than a minute past the first (and no cell got a call) no alert is due a
+        # re-score, and while it is less than close_after_min past the second none can close,
+        # so a round skips the loops over the open alerts (hundreds in a storm, twice a call).
+        self._rescored_floor = -math.inf
+        self._alive_floor = -math.inf
+        # Each cell's window counts, kept from round to round while they cannot change (see
+        # _cell_counts): a call's 19 cells, re-counted at every call, were half of a storm's cost.
+        self._count_cache: dict[str, tuple[float, float, tuple[int, ...]]] = {}
+        # The open alerts by footprint cell and by region, so that a round finds the few a
+        # call's regions touch without testing every open alert (both rebuilt, not pickled).
+        self._eps_by_cell: dict[str, set[str]] = {}
+        self._eps_by_region: dict[str, set[str]] = {}
+        self._opened = 0
         # Two indexes, so that in a county-wide storm a region's test neither scans every
         # call nor every open alert (at 100 calls/s that blocked the worker for minutes):
         self._county_ids: set[str] = set()  # open county-wide alerts
@@ -367,6 +384,7 @@ class SurgeDetector:
         times.insert(i, t)
         self._by_cell.setdefault(x.cell, []).insert(i, call)
         self._dirty.add(x.cell)
+        self._count_cache.pop(x.cell, None)
         self._jurisdiction_dirty = True
         cutoff = shed_cutoff(self._calls, self.max_window_calls)
         if cutoff is not None:
@@ -422,16 +440,26 @@ class SurgeDetector:
         # best region so far is re-scored with the regions of the call, so that an
         # update still reports the strongest. Re-scoring all of an alert's regions on
         # every call in it made a storm quadratic: its alert grows to hundreds of regions.
-        for ep in self._episodes.values():
+        if now - self._rescored_floor >= _RESCORE_S:  # some alert is due a re-score: look at each
+            episodes, floor = self._episodes.values(), math.inf
+        else:  # none is: only those whose footprint got a call, in the same order
+            episodes, floor = self._touching(self._eps_by_cell, self._dirty), None
+        for ep in episodes:
             if now - ep.rescored_at < _RESCORE_S:
+                if floor is not None and ep.rescored_at < floor:
+                    floor = ep.rescored_at
                 best = ep.best.key if ep.best is not None else None
                 if best is not None and best != JURISDICTION and best not in findings and not self._dirty.isdisjoint(ep.footprint):
                     findings[best] = self._evaluate(best, _region_cells(best), now, at=at)
                 continue
             ep.rescored_at = now
+            if floor is not None and now < floor:
+                floor = now
             for key in sorted(ep.regions):
                 if key not in findings and key != JURISDICTION:
                     findings[key] = self._evaluate(key, _region_cells(key), now, at=at)
+        if floor is not None:
+            self._rescored_floor = floor
         alerts = self._lifecycle(now, findings, jurisdiction=False)
         self._dirty.clear()
         # The jurisdiction moves slowly: it is tested at most once a minute of event time.
@@ -471,6 +499,8 @@ class SurgeDetector:
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
         every, incidents = {c[1] for c in expired}, {c[1] for c in expired if c[3]}
+        for cell in every:
+            self._count_cache.pop(cell, None)
         for index, keys in (
             (self._times_by_cell, every), (self._inc_by_cell, incidents), (self._times_by_cat, list(self._times_by_cat)),
             (self._inc_by_cat, list(self._inc_by_cat)),
@@ -486,7 +516,11 @@ class SurgeDetector:
         # checkpoints from before the two indexes (or the cap): build them once from the windows
         state.setdefault("max_window_calls", MAX_WINDOW_CALLS)
         state.setdefault("shed_calls", 0)
+        state.setdefault("_rescored_floor", -math.inf)  # checkpoints from before the floors: the first rounds loop
+        state.setdefault("_alive_floor", -math.inf)
+        state["_count_cache"] = {}
         self.__dict__.update(state)
+        self._reindex()  # checkpoints hold the alerts, not their order or indexes
         self._calls_to_tuples()  # checkpoints from before the tuples
         if "_incident_times" not in state:
             self._incident_times = sorted(c[0] for c in self._calls if c[3])
@@ -506,6 +540,92 @@ class SurgeDetector:
                 self._times_by_cat.setdefault(j, []).append(t)
                 if incident:
                     self._inc_by_cat.setdefault(j, []).append(t)
+
+    def __getstate__(self) -> dict:
+        # the counts cache is rebuilt as rounds need it, the alert indexes on restore: not worth a checkpoint's bytes
+        return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
+
+    def _reindex(self) -> None:
+        """The open alerts' order and their indexes by footprint cell and by region, from the alerts themselves."""
+        self._eps_by_cell, self._eps_by_region = {}, {}
+        for i, ep in enumerate(self._episodes.values(), start=1):
+            ep.order = i
+            for c in ep.footprint:
+                self._eps_by_cell.setdefault(c, set()).add(ep.id)
+            for k in ep.regions:
+                self._eps_by_region.setdefault(k, set()).add(ep.id)
+        self._opened = len(self._episodes)
+
+    def _touching(self, index: dict[str, set[str]] | None, keys: Iterable[str]) -> list[_Episode]:
+        """The open alerts that ``index`` lists under any of ``keys`` (with None, ``keys`` are alert ids), in opening order."""
+        if index is None:
+            ids = keys
+        else:
+            ids = set()
+            for k in keys:
+                got = index.get(k)
+                if got:
+                    ids |= got
+        return sorted((self._episodes[i] for i in ids), key=_opening)
+
+    def _forget(self, ep: _Episode) -> None:
+        """Remove a closed alert and its index entries."""
+        del self._episodes[ep.id]
+        self._county_ids.discard(ep.id)
+        for index, keys in ((self._eps_by_cell, ep.footprint), (self._eps_by_region, ep.regions)):
+            for k in keys:
+                got = index.get(k)
+                if got is not None:
+                    got.discard(ep.id)
+                    if not got:
+                        del index[k]
+
+    def _cell_counts(self, cell: str, now: float) -> tuple[int, ...]:
+        """The cell's calls and incidents in each window of ``windows_min`` ending at ``now``, longest first:
+        ``(n0, inc0, n1, inc1, ...)``.
+
+        Kept with the span of clock over which they stay the same: until the cell's
+        next call after ``now``, or the first call of a window leaving it (with a
+        margin that the float arithmetic of a window's start cannot cross). A call
+        learnt in the cell, or dropped from it, forgets them.
+        """
+        got = self._count_cache.get(cell)
+        if got is not None and got[0] <= now < got[1]:
+            return got[2]
+        bisect_right = bisect.bisect_right
+        until = math.inf
+        out: list[int] = []
+        times, ts = self._times_by_cell.get(cell), self._inc_by_cell.get(cell)
+        if times:
+            end_n = bisect_right(times, now)
+            if end_n < len(times):
+                until = times[end_n]
+            end_i = 0
+            if ts:
+                end_i = bisect_right(ts, now)
+                if end_i < len(ts):
+                    until = min(until, ts[end_i])
+            for w in self._windows_desc:
+                span = 60.0 * w
+                start = now - span
+                k = bisect_right(times, start)
+                if k < end_n:
+                    until = min(until, times[k] + span - _COUNT_MARGIN_S)
+                if ts:
+                    ki = bisect_right(ts, start)
+                    if ki < end_i:
+                        until = min(until, ts[ki] + span - _COUNT_MARGIN_S)
+                    out += (end_n - k, end_i - ki)
+                else:
+                    out += (end_n - k, 0)
+        else:
+            out = [0, 0] * len(self._windows_desc)
+        counts = tuple(out)
+        cache = self._count_cache
+        if len(cache) > _COUNT_CACHE_MAX:
+            cache.clear()
+        cache[cell] = (now, until, counts)
+        return counts
 
     def _calls_to_tuples(self) -> None:
         """Windows and explanations of a checkpoint from before tuples, as tuples (the same calls, shared)."""
@@ -546,35 +666,38 @@ class SurgeDetector:
     ) -> list[_Finding]:
         """Findings of one cell or disk region for each window (none below ``min_incidents``).
 
-        Counts come from bisecting each cell's sorted lists, once per cell and
-        round (``at``: what the regions evaluated at ``now`` share; a fresh one
-        when None); the calls themselves are listed later, only for a finding
-        that explains an alert.
+        Counts come from bisecting each cell's sorted lists, kept from round to
+        round while they cannot change (:meth:`_cell_counts`) and read once per
+        cell and round (``at``: what the regions evaluated at ``now`` share; a
+        fresh one when None); the calls themselves are listed later, only for a
+        finding that explains an alert.
         """
         at = at if at is not None else _Round(self, now)
         extra = extra if extra is not None and extra[1] in cells else None
-        stats = [at.counts(c) for c in cells]
+        known = at._counts  # most of a region's cells were counted by an overlapping region of the round
+        stats = [known[c] if c in known else at.counts(c) for c in cells]
         # The longest window has the most incidents: most regions stop here.
         incidents = sum(s[1] for s in stats) + (extra is not None and extra[3])
         if incidents < self.min_incidents:
             return []
         out = []
         rho = self.incident_ratio
-        share = sum(at.share(c) for c in cells)
+        shares = at._shares
+        share = sum([shares[c] if c in shares else at.share(c) for c in cells])
         for j, w in enumerate(self._windows_desc):
             n_at, inc_at = 2 * j, 2 * j + 1
             observed = incidents = 0
-            present = set()
+            present = []
             for c, s in zip(cells, stats, strict=True):
                 n = s[n_at]
                 if n:
                     observed += n
-                    present.add(c)
+                    present.append(c)
                     incidents += s[inc_at]
             if extra is not None:
                 observed += 1
                 incidents += extra[3]
-                present.add(extra[1])
+                present.append(extra[1])
             if incidents < self.min_incidents:
                 break
             expected = at.total(w) * share
@@ -682,44 +805,61 @@ class SurgeDetector:
         threshold = self.jurisdiction_threshold if jurisdiction else self.threshold
         best_by_key = {key: max(fs, key=_rank) for key, fs in findings.items() if fs}
         exceed = sorted((f for f in best_by_key.values() if f.score >= threshold), key=_rank, reverse=True)
-        if exceed:
-            mine = {k: e for k, e in self._episodes.items() if e.jurisdiction == jurisdiction}
+        close_s = 60.0 * self.close_after_min
+        if not best_by_key and now - self._alive_floor < close_s:
+            return []  # nothing to open, update or keep alive, and no alert quiet for long enough to close
         for f in exceed:
             region_cells = set(f.cells) if jurisdiction else set(_region_cells(f.key))
-            ep = next((e for e in mine.values() if jurisdiction or e.footprint & region_cells), None)
+            # the first open alert (of this kind) in opening order that shares a cell with the region
+            mine = self._touching(self._eps_by_cell, region_cells) if not jurisdiction else self._touching(None, self._county_ids)
+            ep = mine[0] if mine else None
             if ep is None:
                 started = math.floor(min(c[0] for c in self._explain(f).calls) / 60.0) * 60.0
                 anchor = "jurisdiction" if jurisdiction else f.key.split(":", 1)[1]
                 ep_id = f"surge:{anchor}:{int(started)}"
                 while ep_id in self._episodes:  # a second surge anchored on the same cell and minute
                     ep_id += "+"
-                ep = _Episode(id=ep_id, started_at=started, jurisdiction=jurisdiction)
-                self._episodes[ep.id] = mine[ep.id] = ep
+                self._opened += 1
+                ep = _Episode(id=ep_id, started_at=started, jurisdiction=jurisdiction, order=self._opened)
+                self._episodes[ep.id] = ep
+                self._rescored_floor = self._alive_floor = -math.inf  # the next rounds look at every alert again
                 if jurisdiction:
                     self._county_ids.add(ep.id)
             if not jurisdiction:
                 ep.footprint |= region_cells
+                for c in region_cells:
+                    self._eps_by_cell.setdefault(c, set()).add(ep.id)
             ep.regions.add(f.key)
+            self._eps_by_region.setdefault(f.key, set()).add(ep.id)
         # Each open alert of this kind: alive if one of its regions scored close_threshold in this
         # round's findings (a call's few regions, against an alert's hundreds in a storm), closed
         # after close_after_min without. Every round looks at every open alert, so the loop does
         # the least for an alert none of the findings touch: one set test and one comparison.
-        keys, close_s = best_by_key.keys(), 60.0 * self.close_after_min
+        keys = best_by_key.keys()
         out: list[tuple[str, Alert]] = []
-        for ep in list(self._episodes.values()):
+        if now - self._alive_floor >= close_s:  # some alert may close: look at each
+            episodes, floor = list(self._episodes.values()), math.inf
+        else:  # none can: only those with a region in this round's findings
+            episodes, floor = self._touching(self._eps_by_region, keys), None
+        for ep in episodes:
             if ep.jurisdiction != jurisdiction:
+                if floor is not None and ep.last_alive < floor:
+                    floor = ep.last_alive
                 continue
             alive = []
             if not ep.regions.isdisjoint(keys):
                 alive = [f for k in keys if k in ep.regions and (f := best_by_key[k]).score >= self.close_threshold]
             if alive:
                 ep.last_alive = now
+                if floor is not None and now < floor:
+                    floor = now
             elif now - ep.last_alive >= close_s:
-                del self._episodes[ep.id]
-                self._county_ids.discard(ep.id)
+                self._forget(ep)
                 out.append((ep.id, self._alert(ep, AlertState.CLOSED, now)))
                 continue
             else:
+                if floor is not None and ep.last_alive < floor:
+                    floor = ep.last_alive
                 continue  # quiet, but not for long enough to close
             current = max(alive, key=_rank)
             if ep.best is None:
@@ -731,6 +871,8 @@ class SurgeDetector:
                 out.append((ep.id, self._alert(ep, AlertState.UPDATE, now)))
             ep.peak = max(ep.peak, ep.best.observed)
             ep.reported |= _call_cells(ep.best)
+        if floor is not None:
+            self._alive_floor = floor
         out.sort(key=lambda pair: pair[0])  # in the order of the alerts' ids, whatever the order they opened in
         return [alert for _, alert in out]
 
@@ -797,18 +939,7 @@ class _Round:
         """The cell's calls and incidents in each window of ``windows_min``, longest first: ``(n0, inc0, n1, inc1, ...)``."""
         got = self._counts.get(cell)
         if got is None:
-            det, now, bisect_right = self._det, self.now, bisect.bisect_right
-            times, ts = det._times_by_cell.get(cell), det._inc_by_cell.get(cell)
-            out: list[int] = []
-            if times:
-                end_n = bisect_right(times, now)
-                end_i = bisect_right(ts, now) if ts else 0
-                for w in det._windows_desc:
-                    start = now - 60.0 * w
-                    out += (end_n - bisect_right(times, start), end_i - bisect_right(ts, start) if ts else 0)
-            else:
-                out = [0, 0] * len(det._windows_desc)
-            got = self._counts[cell] = tuple(out)
+            got = self._counts[cell] = self._det._cell_counts(cell, self.now)
         return got
 
     def share(self, cell: str) -> float:
@@ -874,6 +1005,13 @@ def incidents(points, repeat_s: float = 120.0, same_instant_s: float = 1.0) -> l
 
 #: seconds of event time between re-scorings of an open alert's quiet regions
 _RESCORE_S = 60.0
+#: seconds by which a cell's cached counts expire before a window's start reaches its first call:
+#: far above the rounding of ``now - 60 * w`` (a fraction of a microsecond at today's epoch)
+_COUNT_MARGIN_S = 1e-3
+#: attributes a checkpoint leaves out (rebuilt on restore)
+_DERIVED = frozenset({"_count_cache", "_eps_by_cell", "_eps_by_region", "_opened"})
+#: cells whose counts are kept at most (then the cache starts again; the cells of a county are far fewer)
+_COUNT_CACHE_MAX = 200_000
 
 
 def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=None) -> _Finding:
@@ -884,6 +1022,10 @@ def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=No
 
 def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
     return f.present if f.present is not None else {c[1] for c in f.calls}
+
+
+def _opening(ep: _Episode) -> int:
+    return ep.order
 
 
 def _rank(f: _Finding) -> tuple:

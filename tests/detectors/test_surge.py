@@ -315,3 +315,98 @@ def test_a_checkpoint_from_before_the_cap_gets_the_default_cap():
     restored = SurgeDetector.__new__(SurgeDetector)
     restored.__setstate__(state)
     assert (restored.max_window_calls, restored.shed_calls) == (SurgeDetector().max_window_calls, 0)
+
+
+def _counted(det: SurgeDetector, cell: str, now: float) -> tuple[int, ...]:
+    """A cell's window counts the slow way: every call in the windows looked at."""
+    out: list[int] = []
+    for w in det._windows_desc:
+        mine = [c for c in det._calls if c[1] == cell and now - 60.0 * w < c[0] <= now]
+        out += (len(mine), sum(1 for c in mine if c[3]))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("cap", [None, 40])
+def test_counts_kept_from_round_to_round_equal_a_fresh_count_at_every_instant(cap):
+    """A cell's counts are kept while they cannot change; asked at the instants where they do (a window's
+    start on a call, a float step either side), after new calls and after calls shed by the cap, they
+    equal a count of the calls themselves."""
+    import random
+
+    rng = random.Random(7)
+    det = SurgeDetector(baseline=quick_baseline(), **({} if cap is None else {"max_window_calls": cap}))
+    cells = (CENTRE, TOWN[3], TOWN[9])
+    t, asked, changed = MONDAY, 0, 0
+    for _ in range(400):
+        t += rng.expovariate(1 / 40.0)
+        det.learn_one(CallPoint(t=t, cell=rng.choice(cells), category="EMS"))
+        det.advance(t)
+        # the instants where some window's start meets a call, and a float step either side
+        edges = [c[0] + 60.0 * w for c in det._calls[-6:] for w in det._windows_desc]
+        for now in sorted({e for x in edges for e in (math.nextafter(x, -math.inf), x, math.nextafter(x, math.inf))}):
+            if now < t:
+                continue
+            for cell in cells:
+                before = det._count_cache.get(cell)
+                got = det._cell_counts(cell, now)
+                assert got == _counted(det, cell, now), (cell, now)
+                asked += 1
+                changed += before is not None and before[2] != got
+    assert asked > 1000 and changed > 100, "the instants asked include ones where kept counts had to change"
+    if cap is not None:
+        assert det.shed_calls > 0, "the cap shed calls"
+
+
+class _LooksAtEveryAlert(SurgeDetector):
+    """The detector as it was: every round re-scores and tests every open alert (no floors, no indexes)."""
+
+    def advance(self, now: float):
+        self._rescored_floor = self._alive_floor = -math.inf
+        return super().advance(now)
+
+    def _lifecycle(self, now, findings, *, jurisdiction):
+        self._alive_floor = -math.inf
+        return super()._lifecycle(now, findings, jurisdiction=jurisdiction)
+
+
+def test_rounds_that_skip_alerts_nothing_touches_give_what_looking_at_every_alert_gives(warmed):
+    """Alerts open, grow, re-score and close exactly as when every round looks at every open alert, and the
+    indexes of the open alerts by cell and by region stay those of the alerts themselves."""
+    det, every = fresh(warmed), fresh(warmed)
+    every.__class__ = _LooksAtEveryAlert
+    start = END + 14 * 3600
+    surges = [burst(seed=20 + i, start=start + 600 * i, n=25, minutes=40, cells=tuple(h3.grid_disk(TOWN[i * 37], 1))) for i in range(4)]
+    points = merged(*surges, background(seed=30, days=0.5, start=start))
+    got, want = run(det, points), run(every, points)
+    got += [a for m in range(1, 241) for a in det.advance(points[-1].t + 60.0 * m)]
+    want += [a for m in range(1, 241) for a in every.advance(points[-1].t + 60.0 * m)]
+    assert [a.to_json() for a in got] == [a.to_json() for a in want]
+    states = {a.state for a in got}
+    assert {AlertState.OPEN, AlertState.UPDATE, AlertState.CLOSED} <= states and len({a.id for a in got}) >= 4
+    assert det._episodes == {} and det._eps_by_cell == {} and det._eps_by_region == {}
+
+
+def test_the_open_alerts_indexes_follow_the_alerts_and_are_rebuilt_from_a_checkpoint(warmed):
+    det = fresh(warmed)
+    start = END + 14 * 3600
+    surges = [burst(seed=40 + i, start=start, n=25, minutes=30, cells=tuple(h3.grid_disk(TOWN[i * 50], 1))) for i in range(3)]
+    points = merged(*surges)
+    run(det, points[: len(points) * 2 // 3])
+    assert len(det._episodes) >= 2
+
+    def index(attr: str) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for ep in det._episodes.values():
+            for k in getattr(ep, attr):
+                out.setdefault(k, set()).add(ep.id)
+        return out
+
+    assert det._eps_by_cell == index("footprint") and det._eps_by_region == index("regions")
+    blob = pickle.dumps(det)
+    assert b"_count_cache" not in blob and b"_eps_by_cell" not in blob, "derived state stays out of checkpoints"
+    restored = pickle.loads(blob)
+    assert restored._eps_by_cell == det._eps_by_cell and restored._eps_by_region == det._eps_by_region
+    assert [ep.id for ep in sorted(restored._episodes.values(), key=lambda e: e.order)] == list(det._episodes)
+    assert [a.to_json() for a in run(restored, points[len(points) * 2 // 3 :])] == [
+        a.to_json() for a in run(det, points[len(points) * 2 // 3 :])
+    ]
