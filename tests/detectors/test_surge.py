@@ -410,3 +410,31 @@ def test_the_open_alerts_indexes_follow_the_alerts_and_are_rebuilt_from_a_checkp
     assert [a.to_json() for a in run(restored, points[len(points) * 2 // 3 :])] == [
         a.to_json() for a in run(det, points[len(points) * 2 // 3 :])
     ]
+
+
+def test_an_open_alert_reports_growth_by_a_fifth_not_every_call_it_gains(warmed):
+    """A surge of 80 calls in one block: every update reports a fifth more calls than the alert reported
+    before, or a cell it had not; the last report is within a fifth of the calls; with update_growth=0
+    every call it gains is reported, as before."""
+    start = END + 14 * 3600
+    block = tuple(h3.grid_disk(TOWN[60], 1))
+    points = burst(seed=5, start=start, n=80, minutes=40, cells=block)
+    det, every_call = fresh(warmed), fresh(warmed)
+    every_call.update_growth = 0.0
+    local = [a for a in run(det, points) if not a.id.startswith("surge:jurisdiction")]
+    each = [a for a in run(every_call, points) if not a.id.startswith("surge:jurisdiction")]
+    assert local[0].state is AlertState.OPEN and {a.id for a in local} == {local[0].id}
+    cells: set[str] = set()
+    peak = 0
+    for a in local:
+        assert a.observed >= 1.2 * peak or not set(a.cells) <= cells, (a.observed, peak)
+        peak, cells = max(peak, a.observed), cells | set(a.cells)
+    assert len(each) > 3 * len(local) > 3, (len(each), len(local))
+    assert all(b.observed > a.observed or not set(b.cells) <= set(a.cells) for a, b in zip(each, each[1:], strict=False))
+    assert local[-1].observed >= each[-1].observed / 1.2
+
+
+def test_update_growth_must_be_a_number_of_at_least_zero():
+    for bad in (-0.1, float("nan"), True, "0.2"):
+        with pytest.raises(ValueError, match="update_growth"):
+            SurgeDetector(update_growth=bad)
