@@ -91,7 +91,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -418,15 +418,24 @@ class ExpectedCounts:
 
     def share(self, cell: str) -> float:
         """The cell's expected share of the jurisdiction's calls (hierarchically shrunk)."""
+        return self.shares()(cell)
+
+    def shares(self) -> Callable[[str], float]:
+        """:meth:`share` for many cells, what they have in common computed once (valid until the model learns again)."""
         if self._n <= 0.0:
-            return 0.0
-        parent = _parent(cell)
-        n_parent = self._n_parent.get(parent, 0.0)
+            return _no_share
         w = self._weight(self._last_t)
         # The priors are in calls; the counts are in weighted calls (calls x w).
         a, b = self.cell_prior * w, self.parent_prior * w
-        share_parent = (n_parent + b) / (self._n + len(self._n_parent) * b)
-        return share_parent * (self._n_cell.get(cell, 0.0) + a) / (n_parent + 7.0 * a)
+        total = self._n + len(self._n_parent) * b
+        n_parent_of, n_cell_of = self._n_parent.get, self._n_cell.get
+
+        def share(cell: str) -> float:
+            n_parent = n_parent_of(_parent(cell), 0.0)
+            share_parent = (n_parent + b) / total
+            return share_parent * (n_cell_of(cell, 0.0) + a) / (n_parent + 7.0 * a)
+
+        return share
 
     def category_share(self, category: str, t: float) -> float:
         """Expected share of ``category`` among calls at the local hour of ``t``."""
@@ -443,6 +452,10 @@ class ExpectedCounts:
         if category is not None:
             e *= self.category_share(category, 0.5 * (start + end))
         return e
+
+
+def _no_share(cell: str) -> float:
+    return 0.0
 
 
 @functools.lru_cache(maxsize=1 << 16)

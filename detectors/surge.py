@@ -131,7 +131,7 @@ import bisect
 import functools
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import h3
@@ -677,7 +677,7 @@ class SurgeDetector:
     def _evaluate(
         self, key: str, cells: tuple[str, ...], now: float, extra: _Rec | None = None, at: _Round | None = None
     ) -> list[_Finding]:
-        """Findings of one cell or disk region for each window (none below ``min_incidents``).
+        """The finding of one cell or disk region in its window that ranks first (``[]`` below ``min_incidents``).
 
         Counts come from bisecting each cell's sorted lists, kept from round to
         round while they cannot change (:meth:`_cell_counts`) and read once per
@@ -697,29 +697,37 @@ class SurgeDetector:
         rho = self.incident_ratio
         shares = at._shares
         share = sum([shares[c] if c in shares else at.share(c) for c in cells])
+        # Only the window that ranks first (_rank: the highest score, then the shortest) is
+        # made a finding: the round keeps nothing else of a region.
+        best = None
         for j, w in enumerate(self._windows_desc):
             n_at, inc_at = 2 * j, 2 * j + 1
             observed = incidents = 0
-            present = []
-            for c, s in zip(cells, stats, strict=True):
+            for s in stats:
                 n = s[n_at]
                 if n:
                     observed += n
-                    present.append(c)
                     incidents += s[inc_at]
             if extra is not None:
                 observed += 1
                 incidents += extra[3]
-                present.append(extra[1])
             if incidents < self.min_incidents:
                 break
             expected = at.total(w) * share
             mean = rho * expected
             mean *= at.scale(w, incidents, mean)
             log10p = _log10_poisson_sf(incidents, mean)
-            f = _finding(key, w, now, log10p, None, incidents, expected, cells)
-            f.observed, f.present = observed, frozenset(present)
-            out.append(f)
+            if best is None or _score(log10p) >= best[0]:  # a later window is shorter: it wins a tie
+                best = (_score(log10p), j, log10p, incidents, expected, observed)
+        if best is None:
+            return out
+        _, j, log10p, incidents, expected, observed = best
+        f = _finding(key, self._windows_desc[j], now, log10p, None, incidents, expected, cells)
+        present = [c for c, s in zip(cells, stats, strict=True) if s[2 * j]]
+        if extra is not None:
+            present.append(extra[1])
+        f.observed, f.present = observed, frozenset(present)
+        out.append(f)
         return out
 
     def _explain(self, f: _Finding) -> _Finding:
@@ -941,12 +949,13 @@ class _Round:
     not change (within one ``advance`` or ``score_one``).
     """
 
-    __slots__ = ("_det", "now", "_counts", "_shares", "_totals", "_county")
+    __slots__ = ("_det", "now", "_counts", "_shares", "_share", "_totals", "_county")
 
     def __init__(self, det: SurgeDetector, now: float) -> None:
         self._det, self.now = det, now
         self._counts: dict[str, tuple[int, ...]] = {}
         self._shares: dict[str, float] = {}
+        self._share: Callable[[str], float] | None = None
         self._totals: dict[int, float] = {}
         self._county: dict[int, tuple[int, float]] = {}
 
@@ -960,7 +969,9 @@ class _Round:
     def share(self, cell: str) -> float:
         got = self._shares.get(cell)
         if got is None:
-            got = self._shares[cell] = self._det.baseline.share(cell)
+            if self._share is None:
+                self._share = self._det.baseline.shares()
+            got = self._shares[cell] = self._share(cell)
         return got
 
     def total(self, window_min: int) -> float:
@@ -1029,8 +1040,12 @@ _DERIVED = frozenset({"_count_cache", "_eps_by_cell", "_eps_by_region", "_opened
 _COUNT_CACHE_MAX = 200_000
 
 
+def _score(log10p: float) -> float:
+    return min(max(0.0, -log10p), _MAX_SCORE)
+
+
 def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=None) -> _Finding:
-    score = min(max(0.0, -log10p), _MAX_SCORE)
+    score = _score(log10p)
     observed = len(calls) if calls is not None else 0
     return _Finding(key, w, now, score, 10.0 ** (-score), observed, incidents, expected, calls, tuple(cells), category)
 
