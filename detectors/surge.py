@@ -456,8 +456,12 @@ class SurgeDetector:
             episodes, floor = self._episodes.values(), math.inf
         else:  # none is: only those whose footprint got a call, in the same order
             episodes, floor = self._touching(self._eps_by_cell, self._dirty), None
+        # A round re-scores the alerts that are due until it has re-scored _RESCORE_BUDGET
+        # regions; the others are re-scored by the next rounds (after a quiet spell every
+        # alert of a storm is due at once: thousands of regions, a second's stall).
+        budget = _RESCORE_BUDGET
         for ep in episodes:
-            if now - ep.rescored_at < _RESCORE_S:
+            if now - ep.rescored_at < _RESCORE_S or budget <= 0:
                 if floor is not None and ep.rescored_at < floor:
                     floor = ep.rescored_at
                 best = ep.best.key if ep.best is not None else None
@@ -470,6 +474,7 @@ class SurgeDetector:
             for key in sorted(ep.regions):
                 if key not in findings and key != JURISDICTION:
                     findings[key] = self._evaluate(key, _region_cells(key), now, at=at)
+                    budget -= 1
         if floor is not None:
             self._rescored_floor = floor
         alerts = self._lifecycle(now, findings, jurisdiction=False)
@@ -1031,6 +1036,8 @@ def incidents(points, repeat_s: float = 120.0, same_instant_s: float = 1.0) -> l
 
 #: seconds of event time between re-scorings of an open alert's quiet regions
 _RESCORE_S = 60.0
+#: regions of due alerts one round re-scores at most (the alert that crosses it is finished): some 50 ms
+_RESCORE_BUDGET = 1000
 #: seconds by which a cell's cached counts expire before a window's start reaches its first call:
 #: far above the rounding of ``now - 60 * w`` (a fraction of a microsecond at today's epoch)
 _COUNT_MARGIN_S = 1e-3

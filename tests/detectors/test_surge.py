@@ -438,3 +438,29 @@ def test_update_growth_must_be_a_number_of_at_least_zero():
     for bad in (-0.1, float("nan"), True, "0.2"):
         with pytest.raises(ValueError, match="update_growth"):
             SurgeDetector(update_growth=bad)
+
+
+def test_a_round_re_scores_due_alerts_up_to_its_budget_and_the_next_rounds_the_rest(warmed, monkeypatch):
+    """After a quiet spell every open alert is due its once-a-minute re-score; one round takes them in
+    opening order until it has re-scored the budget's regions (finishing the alert that crosses it),
+    the next rounds take the rest, and nothing is re-scored twice."""
+    import detectors.surge as surge
+
+    det = fresh(warmed)
+    start = END + 14 * 3600
+    surges = [burst(seed=60 + i, start=start, n=25, minutes=30, cells=tuple(h3.grid_disk(TOWN[i * 40], 1))) for i in range(4)]
+    points = merged(*surges)
+    run(det, points)
+    local = [ep for ep in det._episodes.values() if not ep.jurisdiction]
+    assert len(local) >= 3
+    sizes = [len(ep.regions) for ep in local]
+    monkeypatch.setattr(surge, "_RESCORE_BUDGET", sizes[0] + 1)  # the first alert and part of the second
+    quiet = points[-1].t + 5 * 60.0
+    rounds = []
+    for k in range(len(local)):
+        det.advance(quiet + k)
+        rounds.append([ep.rescored_at for ep in local])
+    assert rounds[0][:2] == [quiet, quiet] and all(r < quiet for r in rounds[0][2:]), "two alerts in the first round"
+    assert rounds[1][2] == quiet + 1, "the next round takes the next alert due"
+    assert all(r >= quiet for r in rounds[-1]), "every alert re-scored within as many rounds as alerts"
+    assert [r.count(quiet) for r in rounds][-1] == 2, "none re-scored twice"
