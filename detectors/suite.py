@@ -129,8 +129,8 @@ class DetectorSuite:
     @property
     def detectors(self) -> dict[str, Detector]:
         """Every detector by name, in the order they run."""
-        zones: dict[str, Detector] = {} if self.zones is None else {"zones": self.zones}
-        return {"surge": self.surge, "feed": self.feed, **zones, **{f"extra{i}": d for i, d in enumerate(self.extra)}}
+        names = ("surge", "feed", *(("zones",) if self.zones is not None else ()), *(f"extra{i}" for i in range(len(self.extra))))
+        return dict(zip(names, self._in_order(), strict=True))
 
     def process(self, x: CallPoint) -> list[Alert]:
         """Advance every detector's clock to ``x.t``, score ``x``, learn it, and evaluate it.
@@ -138,16 +138,22 @@ class DetectorSuite:
         Returns the alert lifecycle records this caused, in detector order.
         """
         alerts = self.advance(x.t)
-        dets = self.detectors
         if self.score:
+            dets = self.detectors
             self.last_scores = {name: float(d.score_one(x)) for name, d in dets.items() if hasattr(d, "score_one")}
-        for d in dets.values():
+        for d in self._in_order():
             d.learn_one(x)
         return alerts + self.advance(x.t)
 
     def advance(self, now: float) -> list[Alert]:
         """Move every detector's event clock to ``now``; the alerts opened, updated or closed."""
         alerts: list[Alert] = []
-        for d in self.detectors.values():
+        for d in self._in_order():
             alerts += d.advance(now)
         return alerts
+
+    def _in_order(self) -> tuple[Detector, ...]:
+        """The detectors in the order they run (:attr:`detectors` without the names, for the per-call path)."""
+        if self.zones is None:
+            return (self.surge, self.feed, *self.extra)
+        return (self.surge, self.feed, self.zones, *self.extra)

@@ -722,8 +722,9 @@ class SurgeDetector:
             mean = rho * expected
             mean *= at.scale(w, incidents, mean)
             log10p = _log10_poisson_sf(incidents, mean)
-            if best is None or _score(log10p) >= best[0]:  # a later window is shorter: it wins a tie
-                best = (_score(log10p), j, log10p, incidents, expected, observed)
+            score = _score(log10p)
+            if best is None or score >= best[0]:  # a later window is shorter: it wins a tie
+                best = (score, j, log10p, incidents, expected, observed)
         if best is None:
             return out
         _, j, log10p, incidents, expected, observed = best
@@ -829,7 +830,7 @@ class SurgeDetector:
     def _lifecycle(self, now: float, findings: dict[str, list[_Finding]], *, jurisdiction: bool) -> list[Alert]:
         """Open, update and close the local (or the jurisdiction's) alerts from this evaluation's findings."""
         threshold = self.jurisdiction_threshold if jurisdiction else self.threshold
-        best_by_key = {key: max(fs, key=_rank) for key, fs in findings.items() if fs}
+        best_by_key = {key: fs[0] if len(fs) == 1 else max(fs, key=_rank) for key, fs in findings.items() if fs}
         exceed = sorted((f for f in best_by_key.values() if f.score >= threshold), key=_rank, reverse=True)
         close_s = 60.0 * self.close_after_min
         if not best_by_key and now - self._alive_floor < close_s:
