@@ -860,8 +860,8 @@ class SurgeDetector:
             self._eps_by_region.setdefault(f.key, set()).add(ep.id)
         # Each open alert of this kind: alive if one of its regions scored close_threshold in this
         # round's findings (a call's few regions, against an alert's hundreds in a storm), closed
-        # after close_after_min without. Every round looks at every open alert, so the loop does
-        # the least for an alert none of the findings touch: one set test and one comparison.
+        # after close_after_min without. A round looks at every open alert only when one may
+        # close (the alive floor); otherwise at those the findings' regions touch (the index).
         keys = best_by_key.keys()
         out: list[tuple[str, Alert]] = []
         if now - self._alive_floor >= close_s:  # some alert may close: look at each
