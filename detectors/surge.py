@@ -68,7 +68,8 @@ alert). ``UPDATE`` is emitted when an alert grows: a fifth more calls
 (``update_growth``) than it ever reported in its strongest region and window,
 or calls in cells it never reported. (Reporting every call it gains made a
 storm's alerts re-report several times a second each: nine records in ten a
-dashboard had no use for, and a fifth of the detection worker's time.) An alert closes (``CLOSED``) once none of its regions has scored
+dashboard had no use for, and a fifth of the detection worker's time.) An
+alert closes (``CLOSED``) once none of its regions has scored
 ``close_threshold`` for ``close_after_min`` minutes. Its id,
 ``surge:<centre cell or 'jurisdiction'>:<started_at>``, holds for its whole life
 and across replays of the same input.
@@ -452,31 +453,26 @@ class SurgeDetector:
         # best region so far is re-scored with the regions of the call, so that an
         # update still reports the strongest. Re-scoring all of an alert's regions on
         # every call in it made a storm quadratic: its alert grows to hundreds of regions.
-        if now - self._rescored_floor >= _RESCORE_S:  # some alert is due a re-score: look at each
-            episodes, floor = self._episodes.values(), math.inf
-        else:  # none is: only those whose footprint got a call, in the same order
-            episodes, floor = self._touching(self._eps_by_cell, self._dirty), None
+        every = now - self._rescored_floor >= _RESCORE_S  # some alert is due a re-score: look at each
+        # (else none is: only those whose footprint got a call, in the same order)
+        episodes = list(self._episodes.values()) if every else self._touching(self._eps_by_cell, self._dirty)
         # A round re-scores the alerts that are due until it has re-scored _RESCORE_BUDGET
         # regions; the others are re-scored by the next rounds (after a quiet spell every
         # alert of a storm is due at once: thousands of regions, a second's stall).
         budget = _RESCORE_BUDGET
         for ep in episodes:
             if now - ep.rescored_at < _RESCORE_S or budget <= 0:
-                if floor is not None and ep.rescored_at < floor:
-                    floor = ep.rescored_at
                 best = ep.best.key if ep.best is not None else None
                 if best is not None and best != JURISDICTION and best not in findings and not self._dirty.isdisjoint(ep.footprint):
                     findings[best] = self._evaluate(best, _region_cells(best), now, at=at)
                 continue
             ep.rescored_at = now
-            if floor is not None and now < floor:
-                floor = now
             for key in sorted(ep.regions):
                 if key not in findings and key != JURISDICTION:
                     findings[key] = self._evaluate(key, _region_cells(key), now, at=at)
                     budget -= 1
-        if floor is not None:
-            self._rescored_floor = floor
+        if every:
+            self._rescored_floor = min((ep.rescored_at for ep in self._episodes.values()), default=math.inf)
         alerts = self._lifecycle(now, findings, jurisdiction=False)
         self._dirty.clear()
         # The jurisdiction moves slowly: it is tested at most once a minute of event time.
@@ -574,16 +570,13 @@ class SurgeDetector:
                 self._eps_by_region.setdefault(k, set()).add(ep.id)
         self._opened = len(self._episodes)
 
-    def _touching(self, index: dict[str, set[str]] | None, keys: Iterable[str]) -> list[_Episode]:
-        """The open alerts that ``index`` lists under any of ``keys`` (with None, ``keys`` are alert ids), in opening order."""
-        if index is None:
-            ids = keys
-        else:
-            ids = set()
-            for k in keys:
-                got = index.get(k)
-                if got:
-                    ids |= got
+    def _touching(self, index: dict[str, set[str]], keys: Iterable[str]) -> list[_Episode]:
+        """The open alerts that ``index`` lists under any of ``keys``, in opening order."""
+        ids: set[str] = set()
+        for k in keys:
+            got = index.get(k)
+            if got:
+                ids |= got
         return sorted((self._episodes[i] for i in ids), key=_opening)
 
     def _forget(self, ep: _Episode) -> None:
@@ -698,7 +691,6 @@ class SurgeDetector:
         incidents = sum(s[1] for s in stats) + (extra is not None and extra[3])
         if incidents < self.min_incidents:
             return []
-        out = []
         rho = self.incident_ratio
         shares = at._shares
         share = sum([shares[c] if c in shares else at.share(c) for c in cells])
@@ -726,15 +718,14 @@ class SurgeDetector:
             if best is None or score >= best[0]:  # a later window is shorter: it wins a tie
                 best = (score, j, log10p, incidents, expected, observed)
         if best is None:
-            return out
+            return []
         _, j, log10p, incidents, expected, observed = best
         f = _finding(key, self._windows_desc[j], now, log10p, None, incidents, expected, cells)
         present = [c for c, s in zip(cells, stats, strict=True) if s[2 * j]]
         if extra is not None:
             present.append(extra[1])
         f.observed, f.present = observed, frozenset(present)
-        out.append(f)
-        return out
+        return [f]
 
     def _explain(self, f: _Finding) -> _Finding:
         """List ``f``'s calls (when the evaluation left them out); call before the windows move on."""
@@ -838,7 +829,10 @@ class SurgeDetector:
         for f in exceed:
             region_cells = set(f.cells) if jurisdiction else set(_region_cells(f.key))
             # the first open alert (of this kind) in opening order that shares a cell with the region
-            mine = self._touching(self._eps_by_cell, region_cells) if not jurisdiction else self._touching(None, self._county_ids)
+            if jurisdiction:
+                mine = sorted((self._episodes[i] for i in self._county_ids), key=_opening)
+            else:
+                mine = self._touching(self._eps_by_cell, region_cells)
             ep = mine[0] if mine else None
             if ep is None:
                 started = math.floor(min(c[0] for c in self._explain(f).calls) / 60.0) * 60.0
@@ -864,29 +858,22 @@ class SurgeDetector:
         # close (the alive floor); otherwise at those the findings' regions touch (the index).
         keys = best_by_key.keys()
         out: list[tuple[str, Alert]] = []
-        if now - self._alive_floor >= close_s:  # some alert may close: look at each
-            episodes, floor = list(self._episodes.values()), math.inf
-        else:  # none can: only those with a region in this round's findings
-            episodes, floor = self._touching(self._eps_by_region, keys), None
+        every = now - self._alive_floor >= close_s  # some alert may close: look at each
+        # (else none can: only those with a region in this round's findings)
+        episodes = list(self._episodes.values()) if every else self._touching(self._eps_by_region, keys)
         for ep in episodes:
             if ep.jurisdiction != jurisdiction:
-                if floor is not None and ep.last_alive < floor:
-                    floor = ep.last_alive
                 continue
             alive = []
             if not ep.regions.isdisjoint(keys):
                 alive = [f for k in keys if k in ep.regions and (f := best_by_key[k]).score >= self.close_threshold]
             if alive:
                 ep.last_alive = now
-                if floor is not None and now < floor:
-                    floor = now
             elif now - ep.last_alive >= close_s:
                 self._forget(ep)
                 out.append((ep.id, self._alert(ep, AlertState.CLOSED, now)))
                 continue
             else:
-                if floor is not None and ep.last_alive < floor:
-                    floor = ep.last_alive
                 continue  # quiet, but not for long enough to close
             current = max(alive, key=_rank)
             if ep.best is None:
@@ -900,8 +887,8 @@ class SurgeDetector:
                 out.append((ep.id, self._alert(ep, AlertState.UPDATE, now)))
             ep.peak = max(ep.peak, ep.best.observed)
             ep.reported |= _call_cells(ep.best)
-        if floor is not None:
-            self._alive_floor = floor
+        if every:
+            self._alive_floor = min((ep.last_alive for ep in self._episodes.values()), default=math.inf)
         out.sort(key=lambda pair: pair[0])  # in the order of the alerts' ids, whatever the order they opened in
         return [alert for _, alert in out]
 
