@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from detectors.types import Alert
-from streams import faust_fastpath, kafka_backoff
+from streams import faust_fastpath, fetch_wait, kafka_backoff
 from streams.batching import Batcher
 from streams.detection import DetectionRunner, encode_points, parse_zones
 from streams.metrics import render_prometheus
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     """A Faust app whose ``count_calls_and_updates`` agent keeps the Redis counts."""
     s = settings or load_settings()
     kafka_backoff.install()
+    fetch_wait.install()
     if s.faust_fastpath:
         faust_fastpath.install()
     faust_dirs = Path(tempfile.gettempdir()) / "watchfloor-faust"
