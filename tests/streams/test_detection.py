@@ -382,3 +382,44 @@ def test_calls_shed_by_full_windows_are_in_the_metrics_and_the_prometheus_page()
     assert m["detector_calls_shed_total|zones"] == 50 - len(runner.suite.zones._calls) > 0
     page = render_prometheus(m)
     assert 'watchfloor_detector_calls_shed_total{detector="surge"}' in page
+
+
+def test_the_forked_checkpoint_yields_the_cpu_to_the_live_pipeline_and_writes_the_pickled_runner(monkeypatch, tmp_path):
+    import os
+
+    from streams import app as app_module
+
+    report = tmp_path / "child.json"
+
+    def commit(settings, offset, blob):  # noqa: ANN001, ANN202 -- commit_detection_sync's signature
+        runner = pickle.loads(blob)
+        report.write_text(json.dumps({"nice": os.nice(0), "offset": offset, "points": runner.counters["detector_points_total"]}))
+
+    monkeypatch.setattr(app_module, "commit_detection_sync", commit)
+    runner = DetectionRunner()
+    runner.counters["detector_points_total"] = 7
+    pid = os.fork()
+    if pid == 0:
+        app_module.checkpoint_in_child(SimpleNamespace(), 41, runner)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    seen = json.loads(report.read_text())
+    assert seen == {"nice": min(19, os.nice(0) + app_module.CHECKPOINT_NICE), "offset": 41, "points": 7}
+    assert app_module.CHECKPOINT_NICE > 0
+
+
+def test_a_checkpoint_child_that_fails_exits_1_for_the_parent_to_retry(monkeypatch, capfd):
+    import os
+
+    from streams import app as app_module
+
+    def commit(settings, offset, blob):  # noqa: ANN001, ANN202
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(app_module, "commit_detection_sync", commit)
+    pid = os.fork()
+    if pid == 0:
+        app_module.checkpoint_in_child(SimpleNamespace(), 41, DetectionRunner())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert "redis is down" in capfd.readouterr().err
