@@ -428,7 +428,10 @@ def own_stack(long_retention, tmp_path):
     stopping the broker leaves the shared stack alone. Yields settings and the stack's CLI."""
     from dataclasses import replace
 
-    kafka_port, redis_port = _two_free_ports(), _two_free_ports()
+    kafka_port = _two_free_ports()
+    redis_port = _two_free_ports()
+    while redis_port in (kafka_port, kafka_port + 1):  # both were free, but Kafka takes p and p + 1
+        redis_port = _two_free_ports()
     env = {
         **worker_env(long_retention),
         "WF_RUN_DIR": str(tmp_path / "run"),
@@ -441,8 +444,8 @@ def own_stack(long_retention, tmp_path):
     def stack_cli(*args: str) -> None:
         subprocess.run([sys.executable, "-m", "infra.stack", *args], cwd=ROOT, env=env, check=True, timeout=180)
 
-    stack_cli("up")
     try:
+        stack_cli("up")  # a failed start stops what it started too
         yield replace(long_retention, kafka_bootstrap=f"127.0.0.1:{kafka_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0"), stack_cli
     finally:
         stack_cli("down")
