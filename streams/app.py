@@ -150,11 +150,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     calls_topic = topic_name(s.topic_prefix, CALLS)
     updates_topic = topic_name(s.topic_prefix, INCIDENT_UPDATES)
     kinds = {calls_topic: CALL, updates_topic: UPDATE}
-    ingest = app.topic(calls_topic, updates_topic, key_serializer="raw", value_serializer="raw")
-    deadletter = app.topic(topic_name(s.topic_prefix, DEADLETTER), key_serializer="raw", value_serializer="raw")
+    # every topic's keys and values are bytes (the fast path's schema makes the events straight from the records)
+    raw = {"schema": faust_fastpath.RawSchema()} if s.faust_fastpath else {"key_serializer": "raw", "value_serializer": "raw"}
+    ingest = app.topic(calls_topic, updates_topic, **raw)
+    deadletter = app.topic(topic_name(s.topic_prefix, DEADLETTER), **raw)
     detector_input_name = topic_name(s.topic_prefix, DETECTOR_INPUT)
-    detector_input = app.topic(detector_input_name, key_serializer="raw", value_serializer="raw")
-    alerts_topic = app.topic(topic_name(s.topic_prefix, ALERTS), key_serializer="raw", value_serializer="raw")
+    detector_input = app.topic(detector_input_name, **raw)
+    alerts_topic = app.topic(topic_name(s.topic_prefix, ALERTS), **raw)
     holder: dict[str, RedisState] = {}
 
     async def committer_state(i: int) -> RedisState:

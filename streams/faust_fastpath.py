@@ -1,4 +1,4 @@
-"""Faust's fetch loop without four tasks per record, and without a one-second nap when its buffers are full.
+"""Faust's per-record path, lighter: no four tasks per record, no second-long naps, no work the worker never reads.
 
 Faust's consumer hands every record to its conductor through
 ``Service.wait_first(callback(message), suspend_flow.wait())``: four new tasks
@@ -20,7 +20,24 @@ and while some partitions are paused, a fetch for the others waits
 again at which may read. Last, the loop gives the other tasks a turn every
 :data:`YIELD_EVERY` records instead of every 100.
 
-:func:`install` patches ``faust.transport.consumer.Consumer`` once per process.
+Three costs per record buy the worker nothing (py-spy on the counting worker,
+``bench/throughput.py``: together about 15 % of its process's CPU):
+
+- decoding a ``"raw"`` topic: Faust looks up the codec and reads the app's
+  settings (a slow registry) for the key and for the value, and gives the
+  bytes back unchanged. The worker's topics use :class:`RawSchema`, which
+  makes the event straight from the record;
+- the conductor's check, per record, that the producer's buffer is not over
+  its limit reads a setting through the same registry; the patched
+  ``ProducerBuffer.wait_until_ebb`` reads it once per buffer;
+- the consumer's ``getmany`` reads the partition's end offset through the
+  consumer thread's subscription state and hands it to Faust's monitor for
+  every record; the patched one does it once per partition and fetch (it
+  changes only when a fetch response arrives, and the monitor keeps it for
+  Faust's statistics page).
+
+:func:`install` patches ``faust.transport.consumer.Consumer`` and
+``ProducerBuffer`` once per process.
 The patched methods are copies of faust-streaming 0.15.3's with only these
 changes, so another version of Faust is left as released (with a warning).
 ``WF_FAUST_FASTPATH=0`` leaves Faust as released too.
@@ -35,6 +52,8 @@ from typing import Any
 
 import faust
 from faust.transport import consumer as _consumer
+from faust.transport import producer as _producer
+from faust.types import AppT, EventT, Message
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +219,45 @@ async def _drain_messages(self: _consumer.Consumer, fetcher: Any) -> None:  # no
         unset_flag(flag_consumer_fetching)
 
 
+async def _getmany(self: _consumer.Consumer, timeout: float) -> Any:  # noqa: ANN401 -- Faust's AsyncIterator[tuple[TP, Message]]
+    # faust-streaming 0.15.3's Consumer.getmany; the one change is marked.
+    records, active_partitions = await self._wait_next_records(timeout)
+    generation_id = self.app.consumer_generation_id
+    if records is None or self.should_stop:
+        return
+
+    records_it = self.scheduler.iterate(records)
+    to_message = self._to_message  # localize
+    # -- the change: each partition's end offset is read (through the consumer thread's
+    # subscription state) and handed to the monitor once per fetch, not once per record
+    tracked: set = set()
+    # --
+    if self.flow_active:
+        for tp, record in records_it:
+            if not self.flow_active:
+                break
+            new_generation_id = self.app.consumer_generation_id
+            if new_generation_id != generation_id:
+                self.log.dev("Generation id changed from %r to %r. Cancelling getmany.", generation_id, new_generation_id)
+                break
+            if active_partitions is None or tp in active_partitions or tp in self._buffered_partitions:
+                # -- the change
+                if tp not in tracked:
+                    tracked.add(tp)
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                # --
+                yield tp, to_message(tp, record)
+    else:
+        self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+        try:
+            await self.perform_seek()
+        except Exception as ex:  # noqa: BLE001 -- Faust's own
+            self.log.warning(f"exception performing seek when flow not active {ex}")
+
+
+_faust_getmany = _consumer.Consumer.getmany
+
+
 def _resumed(self: _consumer.Consumer) -> asyncio.Event:
     ev = self.__dict__.get("_wf_resumed")
     if ev is None:
@@ -232,8 +290,42 @@ async def _wait_next_records(self: _consumer.Consumer, timeout: float) -> tuple:
         self.not_waiting_next_records.set()
 
 
+async def _wait_until_ebb(self: _producer.ProducerBuffer) -> None:
+    # faust-streaming 0.15.3's ProducerBuffer.wait_until_ebb; the change: ``size`` reads
+    # ``app.conf.producer_threaded`` at each call, here it is read once per buffer.
+    threaded = self.__dict__.get("_wf_threaded")
+    if threaded is None:
+        threaded = self.__dict__["_wf_threaded"] = bool(self.app.conf.producer_threaded)
+    if threaded or len(self.pending._queue) > self.max_messages:
+        await _faust_wait_until_ebb(self)
+
+
+_faust_wait_until_ebb = _producer.ProducerBuffer.wait_until_ebb
+
+
+class RawSchema(faust.Schema):
+    """The schema of a topic whose records the agent reads as bytes: each event is made straight from the record.
+
+    It gives what ``key_serializer="raw", value_serializer="raw"`` gives (the
+    record's key and value, ``None`` included), without Faust's codec lookups
+    per record (see the module's text). Sending uses Faust's raw codec as before.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: AppT, *, default_propagate: bool = False, **_handlers: Any) -> Any:  # noqa: ANN401 -- Faust's DecodeFunction
+        """The topic's decode function: an event of ``app``'s event class holding the record's bytes (nothing to fail)."""
+        event_class = app.conf.Event
+
+        async def decode(message: Message, *, propagate: bool = default_propagate) -> EventT:
+            return event_class(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
 def install() -> bool:
-    """Patch Faust's consumer (idempotent; see the module's text); False when this Faust is not one it copies."""
+    """Patch Faust's consumer and producer buffer (idempotent; see the module's text); False when this Faust is not one it copies."""
     global _installed
     if _installed:
         return True
@@ -256,7 +348,9 @@ def install() -> bool:
 
     cls._drain_messages = _drain_messages
     cls._wait_next_records = _wait_next_records
+    cls.getmany = _getmany
     cls.on_buffer_drop = on_buffer_drop_and_wake
     cls.resume_partitions = resume_partitions_and_wake
+    _producer.ProducerBuffer.wait_until_ebb = _wait_until_ebb
     _installed = True
     return True

@@ -202,3 +202,145 @@ def test_committers_are_one_to_eight_and_two_by_default():
     for bad in ("0", str(MAX_COMMITTERS + 1)):
         with pytest.raises(SettingsError, match=f"committers must be 1..{MAX_COMMITTERS}"):
             load_settings({"WF_COMMITTERS": bad})
+
+
+def _record(key, value):
+    from faust.types import Message
+
+    return Message("wf.calls", 2, 17, 1.0, 0, headers=[("h", b"1")], key=key, value=value, checksum=None)
+
+
+@pytest.mark.parametrize(("key", "value"), [(b"k", b'{"id": 1}'), (None, b"v"), (b"k", None), (None, None), (b"", b"")])
+def test_the_raw_schema_makes_the_event_faust_raw_serializers_make(key, value):
+    import faust
+
+    from streams.faust_fastpath import RawSchema
+
+    app = faust.App("wf-raw-schema-test", broker="kafka://localhost:1")
+    faust_own = app.topic("wf.calls", key_serializer="raw", value_serializer="raw")
+    ours = app.topic("wf.calls", schema=RawSchema())
+
+    async def both():
+        return await faust_own.decode(_record(key, value), propagate=True), await ours.decode(_record(key, value), propagate=True)
+
+    theirs, mine = asyncio.run(both())
+    assert type(mine) is type(theirs) is app.conf.Event
+    assert (mine.key, mine.value, mine.headers) == (theirs.key, theirs.value, theirs.headers) == (key, value, {"h": b"1"})
+    assert mine.message.offset == 17 and mine.app is app
+    assert (ours.schema.key_serializer, ours.schema.value_serializer) == ("raw", "raw")  # what sending encodes with
+
+
+def test_the_worker_topics_use_the_raw_schema_on_the_fast_path_only():
+    from streams.app import create_app
+    from streams.faust_fastpath import RawSchema
+
+    app = create_app(load_settings({}))
+    assert {type(agent.channel.schema) for agent in app.agents.values()} == {RawSchema}
+    app = create_app(load_settings({"WF_FAUST_FASTPATH": "0"}))
+    assert RawSchema not in {type(agent.channel.schema) for agent in app.agents.values()}
+
+
+class _Buffer:
+    """What the patched ProducerBuffer.wait_until_ebb reads: the app's setting, the pending queue, the limit."""
+
+    def __init__(self, threaded, pending, max_messages=3):
+        self.reads = 0
+        buffer = self
+
+        class Conf:
+            @property
+            def producer_threaded(self):
+                buffer.reads += 1
+                return threaded
+
+        self.app = type("App", (), {"conf": Conf()})()
+        self.pending = asyncio.Queue()
+        for i in range(pending):
+            self.pending.put_nowait(i)
+        self.max_messages = max_messages
+
+
+@pytest.mark.parametrize(
+    ("threaded", "pending", "flushes"),
+    [(False, 3, False), (False, 4, True), (True, 0, True)],  # over the limit (or threaded: Faust's own check) -> Faust's wait
+)
+def test_the_producer_buffer_check_reads_the_setting_once_and_waits_as_faust_does(monkeypatch, threaded, pending, flushes):
+    calls = []
+
+    async def faust_wait(self):
+        calls.append(self)
+
+    monkeypatch.setattr(faust_fastpath, "_faust_wait_until_ebb", faust_wait)
+    buffer = _Buffer(threaded, pending)
+
+    async def twice():
+        await faust_fastpath._wait_until_ebb(buffer)
+        await faust_fastpath._wait_until_ebb(buffer)
+
+    asyncio.run(twice())
+    assert calls == ([buffer, buffer] if flushes else [])
+    assert buffer.reads == 1
+
+
+def test_install_patches_the_producer_buffer_check():
+    from faust.transport.producer import ProducerBuffer
+
+    assert install() is True
+    assert ProducerBuffer.wait_until_ebb is faust_fastpath._wait_until_ebb
+    assert faust_fastpath._faust_wait_until_ebb is not faust_fastpath._wait_until_ebb
+
+
+class _FetchingConsumer:
+    """What ``getmany`` reads of Faust's consumer: a fetch of three records on each of two partitions, one of them paused."""
+
+    flow_active = True
+    should_stop = False
+
+    def __init__(self) -> None:
+        from faust.transport.utils import DefaultSchedulingStrategy
+
+        self.scheduler = DefaultSchedulingStrategy()
+        self.tracked: list = []
+        self.highwaters = 0
+        self._buffered_partitions: set = set()
+        consumer = self
+
+        class Monitor:
+            def track_tp_end_offset(self, tp, offset):  # noqa: ANN001, ANN202
+                consumer.tracked.append((tp, offset))
+
+        self.app = type("App", (), {"consumer_generation_id": 1, "monitor": Monitor()})()
+        self.log = type("Log", (), {"dev": staticmethod(lambda *a: None)})()
+
+    async def _wait_next_records(self, timeout):  # noqa: ANN001, ANN202
+        from faust.types import TP
+
+        a, b, paused = TP("wf.calls", 0), TP("wf.calls", 1), TP("wf.calls", 2)
+        return {a: [0, 1, 2], b: [10, 11, 12], paused: [20]}, {a, b}
+
+    def highwater(self, tp):  # noqa: ANN001, ANN202
+        self.highwaters += 1
+        return 100 + tp.partition
+
+    def _to_message(self, tp, record):  # noqa: ANN001, ANN202
+        return (tp.partition, record)
+
+
+def test_getmany_yields_what_faust_yields_and_reads_each_partition_end_once_per_fetch():
+    async def read(getmany):
+        consumer = _FetchingConsumer()
+        return [item async for item in getmany(consumer, timeout=1.0)], consumer
+
+    theirs, faust_own = asyncio.run(read(faust_fastpath._faust_getmany))
+    ours, patched = asyncio.run(read(faust_fastpath._getmany))
+    assert ours == theirs
+    assert sorted(m for _, m in ours) == [(0, 0), (0, 1), (0, 2), (1, 10), (1, 11), (1, 12)]  # not the paused partition's
+    assert faust_own.highwaters == 6 and len(faust_own.tracked) == 6  # once per record
+    assert patched.highwaters == 2
+    assert sorted((tp.partition, end) for tp, end in patched.tracked) == [(0, 100), (1, 101)]
+
+
+def test_install_patches_getmany():
+    assert install() is True
+    assert faust_consumer.Consumer.getmany is faust_fastpath._getmany
+    assert faust_fastpath._faust_getmany is not faust_fastpath._getmany
