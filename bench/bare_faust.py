@@ -6,7 +6,7 @@ Run by ``bench/throughput.py`` as a subprocess; reads its job from the environme
 the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
 time, as the worker reads; ``batch``: Faust's ``take_events``), ``BARE_FASTPATH``
-(``1``: on the worker's patched fetch loop, :mod:`streams.faust_fastpath`).
+(``1``: on the worker's patched fetch loop and its raw-record schema, :mod:`streams.faust_fastpath`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ app = faust.App(
     datadir=os.path.join(tempfile.gettempdir(), f"watchfloor-faust-{os.environ['BARE_APP_ID']}"),
     consumer_auto_offset_reset="earliest",
 )
-source = app.topic(*TOPICS, key_serializer="raw", value_serializer="raw")
+if os.environ.get("BARE_FASTPATH") == "1":
+    source = app.topic(*TOPICS, schema=faust_fastpath.RawSchema())
+else:
+    source = app.topic(*TOPICS, key_serializer="raw", value_serializer="raw")
 progress = {"n": 0, "first": 0, "t0": 0.0}
 
 
