@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         datadir=str(faust_dirs / app_id),
         # bounded so that a fetch fits the room left in the agent's buffer (Settings.max_poll_records)
         broker_max_poll_records=s.max_poll_records,
+        **({"Monitor": faust_fastpath.LeanMonitor} if s.faust_fastpath else {}),
     )
     calls_topic = topic_name(s.topic_prefix, CALLS)
     updates_topic = topic_name(s.topic_prefix, INCIDENT_UPDATES)

@@ -344,3 +344,26 @@ def test_install_patches_getmany():
     assert install() is True
     assert faust_consumer.Consumer.getmany is faust_fastpath._getmany
     assert faust_fastpath._faust_getmany is not faust_fastpath._getmany
+
+
+def test_the_worker_monitor_keeps_inbound_times_only_on_the_fast_path():
+    import faust
+    from faust.types import TP
+
+    from streams.app import create_app
+    from streams.faust_fastpath import LeanMonitor
+
+    class Stream:
+        task_owner = object()
+
+    tp = TP("wf.calls", 3)
+    lean = create_app(load_settings({})).monitor
+    assert type(lean) is LeanMonitor
+    assert lean.on_stream_event_in(tp, 5, Stream(), None) is None
+    lean.on_message_in(tp, 5, _record(b"k", b"v"))
+    assert tp in lean.stream_inbound_time  # what Faust's liveness check reads
+    assert (lean.events_total, lean.messages_received_total, dict(lean.tp_read_offsets)) == (0, 0, {})
+    faust_own = create_app(load_settings({"WF_FAUST_FASTPATH": "0"})).monitor
+    assert type(faust_own) is faust.Monitor
+    faust_own.on_message_in(tp, 5, _record(b"k", b"v"))
+    assert faust_own.messages_received_total == 1
