@@ -18,7 +18,8 @@ import time
 
 import faust
 
-if os.environ.get("BARE_FASTPATH") == "1":
+FASTPATH = os.environ.get("BARE_FASTPATH") == "1"
+if FASTPATH:
     from streams import faust_fastpath
 
     faust_fastpath.install()
@@ -35,7 +36,7 @@ app = faust.App(
     datadir=os.path.join(tempfile.gettempdir(), f"watchfloor-faust-{os.environ['BARE_APP_ID']}"),
     consumer_auto_offset_reset="earliest",
 )
-if os.environ.get("BARE_FASTPATH") == "1":
+if FASTPATH:
     source = app.topic(*TOPICS, schema=faust_fastpath.RawSchema())
 else:
     source = app.topic(*TOPICS, key_serializer="raw", value_serializer="raw")
