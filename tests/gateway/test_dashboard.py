@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ CHROME_ARGS = (
     "--no-first-run",
 )
 SCREENSHOTS = ROOT / "out" / "screenshots"
+#: an H3 cell id as the gateway writes them (15 hex digits, mode 1 so the first is 8)
+H3_CELL = re.compile(r"\b8[0-9a-f]{14}\b")
 WAIT_S = 20
 
 
@@ -126,9 +129,22 @@ def write_counts(r: redis.Redis, prefix: str) -> dict[str, int]:
     return counts
 
 
+def write_released_calls(r: redis.Redis, prefix: str, cell: str, by_category: dict[str, int]) -> None:
+    """Calls in ``cell`` in the first minute of each of the last three hours, by category as the worker writes them.
+
+    A partner's newest released window is one of these hours whenever the page asks (it moves a couple of minutes
+    after each hour); written before any watermark, so no window is released (and frozen) before them.
+    """
+    hour = int(time.time() // 3600) * 60
+    for minute in (hour - 180, hour - 120, hour - 60):
+        r.hset(f"{prefix}:b:{minute}", mapping={f"{cell}|{cat}": n for cat, n in by_category.items()})
+
+
 def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, prefix, r, browser, tmp_path):
     """A supervisor sees an alert with its reason and its cell on the map and acknowledges it; a transit partner sees
-    the same alert generalized, its acknowledgement without who or the note, no buttons, and nothing outside its zone."""
+    the same alert generalized (its place, no cell), its acknowledgement without who or the note, no buttons, nothing
+    outside its zone, its place's calls in the newest released hour, and its data-sharing agreement."""
+    write_released_calls(r, prefix, IN_LANSDALE, {"TRAFFIC": 7, "EMS": 5})
     sup = browser("supervisor")
     partner = browser("transit")
     log_in(sup, gw, token("supervisor", subject="sup-anna"))
@@ -156,7 +172,7 @@ def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, 
     zone_count = f"button.zone[data-zone-id='septa-lansdale'] .count[data-count='{in_zone}']"
     wait_for(sup, f"a live count of {in_zone} for the Lansdale zone", lambda d: css(d, zone_count))
 
-    # (c, first half) the partner: the Lansdale alert only, generalized, without buttons
+    # (c, first half) the partner: the Lansdale alert only, generalized to its place (no cell), without buttons
     parent = h3.cell_to_parent(IN_LANSDALE, 7)
     wait_for(partner, "the partner's alert card", lambda d: css(d, ".alert-card .reason"))
     cards = css(partner, ".alert-card")
@@ -164,9 +180,18 @@ def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, 
     partner_id = cards[0].get_attribute("data-alert-id")
     assert partner_id.startswith("a-"), f"partners see an opaque alert id, got {partner_id!r}"
     assert "Lansdale station" in css(partner, ".alert-card .reason")[0].text
-    assert parent in css(partner, ".alert-card .cells")[0].text
+    assert "Lansdale station" in css(partner, ".alert-card .places")[0].text
+    assert "Your area" in css(partner, ".alert-card .extent")[0].text
+    assert parent not in cards[0].text and not H3_CELL.search(cards[0].text), f"the partner's card names a cell: {cards[0].text!r}"
     assert not css(partner, "button.ack") and not css(partner, "button.resolve"), "a transit partner must not get action buttons"
-    wait_for(partner, f"res-7 cell {parent} highlighted on the partner's map", lambda d: css(d, alert_cell(parent)))
+    lansdale_alerted = "#map svg g.zone.alerting[data-zone-id='septa-lansdale'] path"
+    wait_for(partner, "the Lansdale zone highlighted on the partner's map", lambda d: css(d, lansdale_alerted))
+    assert not css(partner, "#map svg path.cell"), "a partner's map draws no cell"
+    # the zone list: the unit's calls in the newest released hour (12 = 7 TRAFFIC + 5 EMS), and the agreement
+    released = "#zone-list button.zone.unit[data-unit-id='septa-lansdale'] .count[data-count='12']"
+    count_text = wait_for(partner, "Lansdale's released count", lambda d: css(d, released) and css(d, released)[0].text)
+    assert re.fullmatch(r"12 calls, \d\d:00–\d\d:00", count_text), count_text
+    assert css(partner, "#agreement-summary")[0].text.startswith("SEPTA (transit) receives"), "the agreement is shown"
 
     # (b) the supervisor acknowledges with a note; the action frame comes back and updates the card
     note = "Engine 12 en route; caller at 123 Main St"
@@ -183,8 +208,9 @@ def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, 
     assert partner_status.startswith("Acknowledged"), partner_status
     assert "sup-anna" not in partner_status
     everything = partner.page_source + css(partner, "body")[0].text
-    for secret in (IN_LANSDALE, FAR, inside["reason"], outside["id"], inside["id"], note, "Main St"):
+    for secret in (IN_LANSDALE, FAR, parent, inside["reason"], outside["id"], inside["id"], note, "Main St"):
         assert secret not in everything, f"the partner's page shows {secret!r}"
+    assert not H3_CELL.search(everything), f"the partner's page shows a cell id: {H3_CELL.search(everything)[0]}"
     assert len(css(partner, ".alert-card")) == 1
 
     shots = [screenshot(sup, "dashboard-supervisor", tmp_path), screenshot(partner, "dashboard-transit", tmp_path)]
@@ -242,21 +268,28 @@ def test_dashboard_refuses_a_bad_token_and_logs_in_with_a_pasted_one(gw, browser
     assert "sup-dee" in css(driver, "#who")[0].text
 
 
-def test_dashboard_draws_configured_map_tiles_under_the_cells(gw, r, prefix, browser):
-    """With ?tiles=<template> the map draws raster tiles (here served by the gateway itself) under the cells; without, none."""
+def test_dashboard_draws_configured_map_tiles_under_the_cells(gw, r, prefix, browser, tmp_path):
+    """A gateway started with WF_GATEWAY_TILES=<template> gives it in /api/me and the map draws raster tiles (here
+    served by the gateway itself) under the cells; a gateway without it draws none, whatever ?tiles= the URL asks."""
     write_counts(r, prefix)
     driver = browser("tiles")
     tok = token("supervisor", subject="sup-tiles")
     template = "/static/favicon.svg?z={z}&x={x}&y={y}"
+    tiled = GatewayProcess(prefix, env_extra={"WF_GATEWAY_TILES": template})
+    try:
+        tiled.start(tmp_path)
+        driver.get(f"{tiled.base}/#token={tok}")
+        wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
+        wait_for(driver, "hot-spot cells on the map", lambda d: css(d, "#map svg path.cell"))
+        tiles = css(driver, "#map svg g.tiles image")
+        assert tiles, "no tile drawn"
+        hrefs = [t.get_attribute("href") for t in tiles]
+        assert all(h.startswith("/static/favicon.svg?z=") and "{" not in h for h in hrefs), hrefs[:3]
+        z = {int(h.split("z=")[1].split("&")[0]) for h in hrefs}
+        assert len(z) == 1 and 8 <= z.pop() <= 16, "one zoom level, about a county's"
+    finally:
+        tiled.stop()
     driver.get(f"{gw.base}/?tiles={quote(template, safe='')}#token={tok}")
     wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
     wait_for(driver, "hot-spot cells on the map", lambda d: css(d, "#map svg path.cell"))
-    tiles = css(driver, "#map svg g.tiles image")
-    assert tiles, "no tile drawn"
-    hrefs = [t.get_attribute("href") for t in tiles]
-    assert all(h.startswith("/static/favicon.svg?z=") and "{" not in h for h in hrefs), hrefs[:3]
-    z = {int(h.split("z=")[1].split("&")[0]) for h in hrefs}
-    assert len(z) == 1 and 8 <= z.pop() <= 16, "one zoom level, about a county's"
-    driver.get(f"{gw.base}/#token={tok}")
-    wait_for(driver, "hot-spot cells on the map", lambda d: css(d, "#map svg path.cell"))
-    assert not css(driver, "#map svg g.tiles image")
+    assert not css(driver, "#map svg g.tiles image"), "tiles come from the gateway's setting, never from the page's URL"

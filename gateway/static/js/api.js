@@ -1,0 +1,54 @@
+// The token (URL fragment or this tab's storage) and GET requests to the gateway's REST API (gateway.api).
+
+const TOKEN_KEY = "watchfloor.token";
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+
+  /** The token itself is refused (401) or may not do this (403): retrying with it cannot help. */
+  get refused() {
+    return this.status === 401 || this.status === 403;
+  }
+}
+
+/** The token from the URL fragment (#token=..., then removed from the address bar) or this tab's storage. */
+export function takeToken() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const fromUrl = params.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl.trim());
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export const hasTokenInFragment = () => Boolean(new URLSearchParams(location.hash.replace(/^#/, "")).get("token"));
+
+export function keepToken(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+}
+
+export function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** The JSON body of GET ``path`` with the bearer token; ApiError with the gateway's code and message otherwise. */
+export async function getJson(token, path) {
+  const res = await fetch(path, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch (_) {
+    body = null;
+  }
+  if (!res.ok) {
+    throw new ApiError(res.status, (body && body.error) || `http_${res.status}`, (body && body.message) || res.statusText);
+  }
+  return body;
+}

@@ -1,0 +1,364 @@
+// Watchfloor dashboard: one page, native ES modules, no build step, no third-party code.
+//
+// This module only wires: it loads what the page shows from the REST API (gateway.api), hands the
+// WebSocket's frames (gateway.protocol) to the module that shows each, and schedules the refreshes.
+//
+//   GET /api/me            claims, zones, k, map tiles; partners also their agreement and released units
+//   GET /api/zones         zone outlines (map, zone list)
+//   GET /api/alerts        the open alerts and the cursor to resume the socket from
+//   GET /api/hotspots      supervisors, commanders: calls per cell (throttled, after each counts frame);
+//                          partners: their units in the newest released window (once; counts frames follow)
+//   GET /api/cells         outlines of alert cells with no recent calls (cached: an outline never changes)
+//   /ws                    alert, action, counts, ... frames; reconnects with backoff, resumes from the cursor
+//
+// The server's Content-Security-Policy allows only same-origin scripts and styles: no inline script, no
+// style attributes. Every module builds nodes with createElement/textContent (never innerHTML), and
+// presentation is by class (style.css).
+
+import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, takeToken } from "./api.js";
+import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
+import { $ } from "./format.js";
+import { renderMap } from "./map.js";
+import { setConn, setWho, showBoard, showLogin, showMessage } from "./page.js";
+import { Backoff, LiveSocket } from "./socket.js";
+import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
+import { markSelection, renderCounts, renderPlaces, renderSubscription } from "./zones.js";
+
+const HOTSPOTS_MIN_INTERVAL_MS = 1000;
+const ZONES_REFRESH_MS = 60000;
+const STATUS_REFRESH_MS = 15000;
+const MAX_OUTLINES_PER_CALL = 500;
+
+const state = createState();
+const timers = [];
+const startBackoff = new Backoff();
+let startTimer = null;
+let outlinesBusy = false;
+
+const api = (path) => getJson(state.token, path);
+
+const socket = new LiveSocket({
+  url() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const q = new URLSearchParams({ token: state.token });
+    if (state.lastId) q.set("last_id", state.lastId);
+    return `${proto}//${location.host}/ws?${q}`;
+  },
+  onFrame,
+  onState: setConn,
+  onFinal({ code, reason, error }) {
+    if (error) {
+      refused(error);
+      return;
+    }
+    stopAll();
+    setConn("refused", `Refused (close ${code}): ${reason}`);
+    if (code === 4401) showLogin("Your token expired. Paste a new one to continue.");
+  },
+  async whyRefused() {
+    try {
+      await api("/api/me");
+      return null;
+    } catch (err) {
+      return err instanceof ApiError && err.refused ? err : null;
+    }
+  },
+});
+
+/** ``fn`` run at most once at a time and once per ``minMs``; a call meanwhile runs it once more afterwards. */
+function throttled(fn, minMs) {
+  let busy = false;
+  let last = 0;
+  let again = false;
+  const run = async () => {
+    if (busy || Date.now() - last < minMs) {
+      if (!again) setTimeout(run, minMs);
+      again = true;
+      return;
+    }
+    busy = true;
+    again = false;
+    last = Date.now();
+    try {
+      await fn();
+    } finally {
+      busy = false;
+    }
+  };
+  return run;
+}
+
+function send(msg) {
+  if (socket.send(msg)) return true;
+  showMessage("Not connected: the request was not sent. It can be repeated once the connection is live.", "error");
+  return false;
+}
+
+function drawMap() {
+  const { onMap, missing } = renderMap(state, { onSelect: select });
+  markCellsOnMap(onMap);
+  if (missing.length) loadOutlines(missing);
+}
+
+// ------------------------------------------------------------------ start-up and refusal
+
+async function start() {
+  state.token = takeToken();
+  if (!state.token) {
+    showLogin("");
+    setConn("idle", "Not connected");
+    return;
+  }
+  setConn("connecting", "Connecting…");
+  let me;
+  try {
+    me = await api("/api/me");
+  } catch (err) {
+    refused(err);
+    return;
+  }
+  startBackoff.reset();
+  applyMe(me);
+  showBoard(state.me.role, state.partner);
+  setWho(state.me);
+  try {
+    const [zones, alerts] = await Promise.all([api("/api/zones"), api("/api/alerts?state=open")]);
+    setZones(zones.zones);
+    for (const item of alerts.alerts) upsertAlert(state, item.alert, "bottom", send); // newest first already
+    state.lastId = alerts.last_id;
+  } catch (err) {
+    showMessage(`Could not load the current alerts: ${err.message}`, "error");
+    setZones([]);
+  }
+  refreshHotspots();
+  drawMap();
+  socket.connect();
+  timers.push(setInterval(loadZones, ZONES_REFRESH_MS), setInterval(reconcileStatuses, STATUS_REFRESH_MS));
+}
+
+function applyMe(me) {
+  const role = me.claims.role;
+  state.me = { ...me.claims };
+  state.partner = PARTNER_ROLES.has(role);
+  state.k = typeof me.k === "number" ? me.k : state.k;
+  state.tiles = tileTemplate(me.tiles);
+  state.agreement = me.agreement || null;
+  state.units = Array.isArray(me.units) ? me.units : [];
+  if (state.agreement) state.counts.windowMin = state.agreement.window_min;
+  state.countsShared = !state.partner || Boolean(state.agreement && (state.agreement.shares || []).includes("counts"));
+}
+
+/** The map tile URL template the gateway is configured with: https or a same-origin path, with {z}, {x}, {y}. */
+function tileTemplate(t) {
+  const ok = typeof t === "string" && /^(https:\/\/|\/(?!\/))/.test(t) && ["{z}", "{x}", "{y}"].every((p) => t.includes(p));
+  return ok ? t : null;
+}
+
+/** The API said no: a refused token shows the login box; an unreachable gateway is retried with backoff. */
+function refused(err) {
+  if (err instanceof ApiError && err.refused) {
+    forgetToken(); // a reload must not try it again
+    stopAll();
+    setConn("refused", `Refused (HTTP ${err.status} ${err.code}): ${err.message}`);
+    showLogin(`The gateway refused this token: ${err.message}`);
+    return;
+  }
+  const delay = startBackoff.next();
+  setConn("reconnecting", `Gateway unreachable (${err.message}); retrying in ${(delay / 1000).toFixed(1)} s`);
+  clearTimeout(startTimer);
+  startTimer = setTimeout(start, delay);
+}
+
+/** Stop the socket, the reconnection and the periodic refreshes: the token is no longer usable. */
+function stopAll() {
+  socket.stop("token refused");
+  clearTimeout(startTimer);
+  for (const t of timers.splice(0)) clearInterval(t);
+}
+
+function logout() {
+  forgetToken();
+  stopAll();
+  location.replace(location.pathname + location.search);
+}
+
+// ------------------------------------------------------------------ frames
+
+function onFrame(f) {
+  switch (f.type) {
+    case "welcome":
+      state.me = { ...state.me, role: f.role, agency: f.agency, subject: f.subject, expires_at: f.expires_at };
+      setWho(state.me);
+      if (state.selection) subscribe();
+      break;
+    case "alert":
+      state.lastId = f.id;
+      upsertAlert(state, f.alert, "top", send);
+      drawMap();
+      break;
+    case "action":
+      state.lastId = f.id;
+      applyAction(state, f.action);
+      drawMap();
+      break;
+    case "caught_up":
+      socket.live();
+      setConn("live", "Live");
+      if (socket.connections > 1) reconcileStatuses();
+      break;
+    case "counts":
+      onCounts(f);
+      break;
+    case "subscribed":
+      renderSubscription(state, f.filters);
+      break;
+    case "zone_created":
+      state.zones.set(f.zone.id, f.zone);
+      setZones([...state.zones.values()]);
+      showMessage(`Zone ${f.zone.name} created.`);
+      break;
+    case "error":
+      showMessage(`The gateway refused a request (${f.code}): ${f.message}`, "error");
+      clearBusy(state);
+      break;
+    default:
+      break;
+  }
+}
+
+function onCounts(f) {
+  state.counts.at = typeof f.at === "number" ? f.at : null;
+  if (typeof f.window_min === "number") state.counts.windowMin = f.window_min;
+  if (state.partner) {
+    // the newest closed window of the released table: it changes once per window, never in between
+    state.counts.units = f.units || {};
+    renderCounts(state);
+    return;
+  }
+  state.counts.zones = f.zones || {};
+  renderCounts(state);
+  refreshHotspots();
+}
+
+// ------------------------------------------------------------------ zones and selection
+
+function setZones(list) {
+  state.zones = new Map(list.map((z) => [z.id, z]));
+  if (state.selection) state.selection = selectionFor(state, state.selection.key);
+  renderPlaces(state, { onSelect: select });
+  renderCards(state);
+  renderFeedFilter(state);
+  drawMap();
+}
+
+async function loadZones() {
+  try {
+    setZones((await api("/api/zones")).zones);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+  }
+}
+
+/** Follow one zone (a unit for partners), or every place with ``key`` null. */
+function select(key) {
+  state.selection = selectionFor(state, key);
+  markSelection(state);
+  subscribe();
+  renderFeedFilter(state);
+  drawMap();
+}
+
+function subscribe() {
+  send(state.selection ? { type: "subscribe", zones: state.selection.zones } : { type: "subscribe" });
+}
+
+// ------------------------------------------------------------------ what the REST API adds to the frames
+
+const refreshHotspots = throttled(loadHotspots, HOTSPOTS_MIN_INTERVAL_MS);
+
+async function loadHotspots() {
+  if (!state.countsShared) return;
+  try {
+    const hs = await api("/api/hotspots");
+    if (state.partner) {
+      // only until the first counts frame: both read the same released window
+      if (state.counts.units === null) {
+        state.counts.units = Object.fromEntries((hs.units || []).map((u) => [u.unit, u.calls]));
+        state.counts.at = hs.at;
+      }
+      renderCounts(state);
+      return;
+    }
+    state.hotspots = hs.cells || [];
+    if (hs.zones) {
+      state.counts.zones = { ...state.counts.zones, ...hs.zones };
+      renderCounts(state);
+    }
+    drawMap();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+  }
+}
+
+/** Outlines of alert cells that are not among the hot spots, fetched once each. */
+async function loadOutlines(missing) {
+  if (outlinesBusy) return;
+  outlinesBusy = true;
+  const ask = missing.slice(0, MAX_OUTLINES_PER_CALL);
+  try {
+    const body = await api(`/api/cells?ids=${ask.map(encodeURIComponent).join(",")}`);
+    for (const c of body.cells || []) state.outlines.set(c.cell, c.boundary);
+  } catch (err) {
+    // out of scope or malformed: remember nothing, draw what we have (the cells stay listed in their card)
+    for (const c of ask) state.outlines.set(c, null);
+  } finally {
+    outlinesBusy = false;
+  }
+  drawMap();
+}
+
+/**
+ * Statuses of the alerts on the page from GET /api/alerts (supervisors and commanders).
+ *
+ * The gateway sends an action frame only to connections that were sent the alert itself, so a card filled
+ * from the REST API at start-up, or before a reconnect, would otherwise never hear of an acknowledgement made
+ * by someone else. Run after every resumed connection and periodically.
+ */
+async function reconcileStatuses() {
+  if (!canAct(state) || !state.alerts.size) return;
+  try {
+    const body = await api("/api/alerts?state=all&limit=1000");
+    if (mergeStatuses(state, body.alerts)) drawMap();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+  }
+}
+
+// ------------------------------------------------------------------ wiring
+
+function init() {
+  $("#login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("#token-input").value.trim();
+    if (!t) return;
+    keepToken(t);
+    $("#token-input").value = "";
+    location.reload();
+  });
+  $("#logout").addEventListener("click", logout);
+  $("#zone-all").addEventListener("click", () => select(null));
+  window.addEventListener("hashchange", () => {
+    if (hasTokenInFragment()) {
+      takeToken();
+      location.reload();
+    }
+  });
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(drawMap, 150);
+  });
+  start();
+}
+
+init();

@@ -1,0 +1,204 @@
+// The map: an SVG redrawn from the state (zones, hot-spot cells, alert cells, optional raster tiles under them).
+//
+// Supervisors and commanders see calls per res-8 cell coloured by count, alert cells outlined in red, and
+// their zones. Partners see no cell at all: only their zones, with the ones touched by an open alert
+// highlighted (class "alerting") and ringed when they are too small to find at a glance.
+
+import { $, el, svg } from "./format.js";
+import { alertingZones, isOpen, visibleInFeed } from "./state.js";
+import { KM_PER_DEGREE, breaksFor, cellRing, emptyBox, geometryShapes, placeLabels, scaleKm, shapesBox, tilesFor, viewOf } from "./geo.js";
+
+/** Smallest radius (px) of a shape drawn without a ring around it when it is part of an open alert. */
+const FINDABLE_PX = 14;
+
+/**
+ * Draw the map into #map. ``onSelect(key)`` is called with a zone id (a unit id for partners) on a click.
+ * Returns {onMap: cells drawn, missing: alert cells with no outline known yet (fetch them from /api/cells)}.
+ */
+export function renderMap(state, { onSelect }) {
+  const host = $("#map");
+  const result = { onMap: new Set(), missing: [] };
+  if (!host || $("#board").hidden) return result;
+  const w = Math.max(240, Math.round(host.clientWidth));
+  const h = Math.max(240, Math.round(host.clientHeight));
+  host.setAttribute("aria-label", state.partner ? "Map of your places; those near an open alert are outlined in red" : "Map of recent calls by hexagonal cell, zones and alert cells");
+
+  const zoneShapes = [...state.zones.values()].map((z) => ({ zone: z, shapes: geometryShapes(z.polygon, z.radius_m) }));
+  const alertCells = openAlertCells(state);
+  const hotCells = new Set(state.hotspots.map((c) => c.cell));
+  const quietAlertCells = [...alertCells.keys()]
+    .filter((c) => !hotCells.has(c) && Array.isArray(state.outlines.get(c)))
+    .map((c) => ({ cell: c, count: 0, boundary: state.outlines.get(c) }));
+  const cellShapes = state.hotspots.concat(quietAlertCells).filter((c) => Array.isArray(c.boundary) && c.boundary.length > 2);
+  result.missing = [...alertCells.keys()].filter((c) => !hotCells.has(c) && !state.outlines.has(c));
+  result.onMap = new Set(cellShapes.map((c) => c.cell));
+
+  const selected = new Set(state.selection ? state.selection.zones : []);
+  const focus = zoneShapes.filter((z) => selected.has(z.zone.id));
+  let box;
+  if (focus.length) {
+    box = emptyBox();
+    for (const z of focus) shapesBox(z.shapes, box);
+  } else {
+    box = emptyBox();
+    for (const z of zoneShapes) shapesBox(z.shapes, box);
+    shapesBox(cellShapes.map((c) => ({ ring: cellRing(c) })), box);
+  }
+  host.textContent = "";
+  if (!Number.isFinite(box[0])) {
+    host.append(el("p", { class: "map-empty hint" }, state.partner ? "Nothing to draw yet: your places have not loaded." : "Nothing to draw yet: no zones and no recent calls in scope."));
+    renderLegend(state, []);
+    return result;
+  }
+  const { cx, cy, k, scale, project } = viewOf(box, w, h);
+  const pathOf = (ring) => `M${ring.map(([lng, lat]) => project(lng, lat).map((v) => v.toFixed(1)).join(",")).join("L")}Z`;
+
+  const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "presentation" });
+  root.append(svg("rect", { class: "map-bg", x: 0, y: 0, width: w, height: h }));
+  if (state.tiles) root.append(tileLayer(state.tiles, w, h, cx, cy, 360 * k * scale));
+
+  // hot-spot cells, coloured by count; cells of open alerts drawn last, outlined in red
+  const ubs = breaksFor(cellShapes.reduce((m, c) => Math.max(m, c.count), 1));
+  const gCells = svg("g", { class: "cells" });
+  const ordered = [...cellShapes].sort((a, b) => Number(alertCells.has(a.cell)) - Number(alertCells.has(b.cell)) || a.count - b.count);
+  for (const c of ordered) {
+    const q = ubs.findIndex((ub) => c.count <= ub);
+    const hot = alertCells.has(c.cell);
+    const p = svg("path", { d: pathOf(cellRing(c)), class: `cell q${q < 0 ? ubs.length - 1 : q}${hot ? " alert" : ""}`, "data-cell": c.cell, "data-count": c.count });
+    p.append(svg("title", {}, `${c.cell}: ${c.count} calls${hot ? " (alert)" : ""}`));
+    gCells.append(p);
+  }
+  root.append(gCells);
+
+  // zones: outlines (stations and schools), points as circles of their radius
+  const touched = alertingZones(state);
+  const gZones = svg("g", { class: "zones" });
+  const gMarkers = svg("g", { class: "alert-markers" });
+  const labels = [];
+  const unitOf = new Map(state.units.flatMap((u) => u.zones.map((z) => [z, u.id])));
+  for (const { zone, shapes } of zoneShapes) {
+    const hot = touched.has(zone.id);
+    const cls = `zone kind-${zone.kind}${selected.has(zone.id) ? " selected" : ""}${hot ? " alerting" : ""}${zone.active === false ? " inactive" : ""}`;
+    const g = svg("g", { class: cls, "data-zone-id": zone.id });
+    g.append(svg("title", {}, `${zone.name} (${zone.kind}, ${zone.agency})${hot ? ": open alert" : ""}`));
+    const pts = []; // the drawn outline in pixels
+    for (const s of shapes) {
+      if (s.ring) {
+        g.append(svg("path", { d: pathOf(s.ring) }));
+        pts.push(...s.ring.map(([lng, lat]) => project(lng, lat)));
+      } else {
+        const [x, y] = project(s.point[0], s.point[1]);
+        const r = Math.max(4, s.radius_m ? (s.radius_m / 1000 / KM_PER_DEGREE) * scale : 5);
+        g.append(svg("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: r.toFixed(1) }));
+        pts.push([x - r, y], [x + r, y], [x, y - r], [x, y + r]);
+      }
+    }
+    const key = state.partner ? unitOf.get(zone.id) : zone.id;
+    if (key) g.addEventListener("click", () => onSelect(key));
+    gZones.append(g);
+    const zb = shapesBox(shapes);
+    if (!Number.isFinite(zb[0])) continue;
+    const [x, y] = project((zb[0] + zb[2]) / 2, zb[3]);
+    labels.push({ x, y: y - 5, text: zone.name, hot, selected: selected.has(zone.id) });
+    // partners have no cells to outline: ring the zones of open alerts that are too small to see
+    if (state.partner && hot) gMarkers.append(...ringIfSmall(pts, "zone-marker"));
+  }
+  // at county scale a res-8 cell is a few pixels: ring the alert cells so they are found at a glance
+  for (const c of cellShapes) {
+    if (alertCells.has(c.cell)) gMarkers.append(...ringIfSmall(cellRing(c).map(([lng, lat]) => project(lng, lat)), "cell-marker"));
+  }
+  const gLabels = svg("g", { class: "labels" });
+  for (const l of placeLabels(labels, w, h)) {
+    gLabels.append(svg("text", { x: l.x.toFixed(1), y: l.y.toFixed(1), class: `zone-label${l.hot ? " alerting" : ""}` }, l.text));
+  }
+  root.append(gZones, gMarkers, gLabels, scaleBar(w, h, scale));
+  host.append(root);
+
+  const focusName = state.selection ? state.selection.name : null;
+  if (state.partner) {
+    const n = zoneShapes.filter((z) => touched.has(z.zone.id)).length;
+    const zones = `${zoneShapes.length} zone${zoneShapes.length === 1 ? "" : "s"}`;
+    $("#map-caption").textContent = `${focusName || "all your places"} · ${zones}${n ? ` · ${n} near an open alert` : ""}`;
+  } else {
+    const shownAlertCells = cellShapes.filter((c) => alertCells.has(c.cell)).length;
+    $("#map-caption").textContent = `${focusName || "all zones in scope"} · ${cellShapes.length} active cells${
+      alertCells.size ? ` · ${shownAlertCells} of ${alertCells.size} alert cells drawn` : ""
+    }`;
+  }
+  renderLegend(state, ubs);
+  return result;
+}
+
+/** Cells of open alerts shown in the feed: cell -> [severity, ...] (partners' alerts carry none). */
+function openAlertCells(state) {
+  const cells = new Map();
+  for (const entry of state.alerts.values()) {
+    if (!isOpen(entry) || !visibleInFeed(state, entry)) continue;
+    for (const c of entry.alert.cells || []) {
+      if (!cells.has(c)) cells.set(c, []);
+      cells.get(c).push(entry.alert.severity);
+    }
+  }
+  return cells;
+}
+
+/** A dashed ring around the points ``pts`` when they fit in a circle smaller than FINDABLE_PX; else nothing. */
+function ringIfSmall(pts, cls) {
+  if (!pts.length) return [];
+  const mx = pts.reduce((s, p) => s + p[0], 0) / pts.length;
+  const my = pts.reduce((s, p) => s + p[1], 0) / pts.length;
+  const radius = Math.max(...pts.map(([px, py]) => Math.hypot(px - mx, py - my)));
+  if (radius >= FINDABLE_PX) return [];
+  return [svg("circle", { class: `alert-marker ${cls}`, cx: mx.toFixed(1), cy: my.toFixed(1), r: (radius + 9).toFixed(1) })];
+}
+
+// Raster tiles under the map when the gateway is configured with WF_GATEWAY_TILES (given in /api/me);
+// none by default: the dashboard must work with no internet.
+function tileLayer(template, w, h, cx, cy, perUnit) {
+  const g = svg("g", { class: "tiles" });
+  for (const t of tilesFor(w, h, cx, cy, perUnit)) {
+    const href = template.replace("{z}", t.z).replace("{x}", t.x).replace("{y}", t.y);
+    const size = (t.size + 0.5).toFixed(1);
+    g.append(svg("image", { href, x: t.left.toFixed(1), y: t.top.toFixed(1), width: size, height: size }));
+  }
+  return g;
+}
+
+function scaleBar(w, h, scale) {
+  const pxPerKm = scale / KM_PER_DEGREE;
+  const km = scaleKm(w, pxPerKm);
+  const len = km * pxPerKm;
+  const x = 16;
+  const y = h - 18;
+  const g = svg("g", { class: "scale" });
+  g.append(
+    svg("path", { d: `M${x},${y - 5}V${y}H${(x + len).toFixed(1)}V${y - 5}` }),
+    svg("text", { x: x + len + 6, y }, km < 1 ? `${km * 1000} m` : `${km} km`),
+  );
+  return g;
+}
+
+function swatch(cls, text) {
+  const item = el("li", {});
+  item.append(el("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text);
+  return item;
+}
+
+function renderLegend(state, ubs) {
+  const box = $("#legend");
+  box.textContent = "";
+  const list = el("ul", { class: "legend-list" });
+  if (state.partner) {
+    list.append(swatch("swatch-zone", "your place"), swatch("swatch-zone-alert", "near an open alert"));
+    box.append(list);
+    return;
+  }
+  list.append(el("li", { class: "legend-title" }, `calls per cell, last ${state.counts.windowMin} min:`));
+  let lo = 1;
+  ubs.forEach((ub, i) => {
+    list.append(swatch(`q${i}`, lo === ub ? `${ub}` : `${lo}–${ub}`));
+    lo = ub + 1;
+  });
+  list.append(swatch("swatch-alert", "alert cell"), swatch("swatch-zone", "zone"));
+  box.append(list);
+}

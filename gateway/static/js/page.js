@@ -1,0 +1,54 @@
+// The page's chrome: who is logged in, the connection state, messages, and the login box or the board.
+
+import { $, el, fmtTime } from "./format.js";
+
+const MESSAGE_MS = 15000;
+let messageTimer = null; // the one message box has one timer
+
+export function showMessage(text, kind = "info") {
+  const box = $("#messages");
+  box.textContent = text;
+  box.dataset.kind = kind;
+  clearTimeout(messageTimer);
+  messageTimer = setTimeout(() => {
+    box.textContent = "";
+    delete box.dataset.kind;
+  }, MESSAGE_MS);
+}
+
+/** ``kind``: idle, connecting, live, reconnecting or refused (style.css colours each). */
+export function setConn(kind, text) {
+  const box = $("#conn-state");
+  box.dataset.state = kind;
+  box.textContent = text;
+}
+
+export function setWho(claims) {
+  const who = $("#who");
+  who.textContent = "";
+  who.append(
+    el("span", { class: "role", "data-role": claims.role }, claims.role),
+    " ",
+    el("span", { class: "subject" }, claims.subject),
+    " · ",
+    el("span", { class: "agency" }, claims.agency),
+  );
+  if (claims.expires_at) who.append(" · ", el("span", { class: "expires" }, `token until ${fmtTime(claims.expires_at)}`));
+}
+
+export function showLogin(message) {
+  $("#board").hidden = true;
+  $("#login").hidden = false;
+  $("#logout").hidden = true;
+  $("#who").textContent = "Not logged in";
+  $("#login-error").textContent = message || "";
+}
+
+/** Show the board for ``role``; partners get their own layout rules (body[data-view="partner"]). */
+export function showBoard(role, partner) {
+  $("#login").hidden = true;
+  $("#board").hidden = false;
+  $("#logout").hidden = false;
+  document.body.dataset.role = role;
+  document.body.dataset.view = partner ? "partner" : "precise";
+}
