@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 
+from gateway.agreements import AgreementError
 from gateway.audit import AuditLog
 from gateway.server import Gateway
 from gateway.settings import GatewaySettingsError, load_gateway_settings
@@ -36,6 +37,9 @@ async def run(port: int | None) -> int:
         gateway = Gateway(settings, store, AuditLog(store.client, settings.redis_prefix))
     except ZoneError as exc:
         print(f"gateway: zone files: {exc}", file=sys.stderr)
+        return 2
+    except AgreementError as exc:
+        print(f"gateway: data-sharing agreements: {exc}", file=sys.stderr)
         return 2
     await gateway.start()
     # Thousands of connections make a large, long-lived heap: full collections over it

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
-from gateway.policy import Scope, view
+from gateway.policy import Scope, cursor_for, view
 from gateway.protocol import CloseCode, frame
 from gateway.store import Store, stream_id
 from gateway.subscriptions import Filter, matches
-from gateway.tokens import Claims, Role
+from gateway.tokens import PARTNER_ROLES, Claims, Role
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,20 @@ class Client:
     last_sent: tuple[int, int] = (0, 0)
     last_sent_id: str = ""
     closed: bool = False
+    #: partners: alert id -> the view last sent, so that an update that changes nothing they see sends nothing
+    shown: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
         #: clients with the same key see the same views
-        self.key = (self.claims.role, self.claims.agency, self.claims.zones)
+        self.key = (self.claims.role, self.claims.agency, self.claims.zones, self.claims.agreement)
+        self.partner = self.claims.role in PARTNER_ROLES
         #: how the audit log names this recipient
         self.who = (self.claims.subject, self.claims.role.value, self.claims.agency)
+
+    def cursor(self) -> str:
+        """Where this client resumes from, as it may be told (sealed for partners: :func:`gateway.policy.cursor_for`)."""
+        return cursor_for(self.last_sent_id, self.scope)
 
 
 class Hub:
@@ -161,7 +168,9 @@ class Hub:
             client.last_sent_id = last_id
             oldest = await self.store.oldest_id()
             if oldest is not None and stream_id(oldest) > stream_id(last_id) and last_id != "0-0":
-                warning = f"history before {oldest} is no longer kept; resuming from there"
+                # partners are not told the stream's ids (they would date activity outside their scope)
+                where = "your cursor" if client.partner else oldest
+                warning = f"history before {where} is no longer kept; resuming from the oldest kept"
             cursor = last_id
             while not client.closed:
                 page = await self.store.read_after(cursor)
@@ -176,7 +185,7 @@ class Hub:
             self._deliver(client, entry)
         client.catching_up = False
         if not client.closed:
-            self._put(client, frame("caught_up", id=client.last_sent_id))
+            self._put(client, frame("caught_up", id=client.cursor()))
         return warning
 
     def detach(self, client: Client) -> None:
@@ -237,10 +246,21 @@ class Hub:
                     seen_view["status"] = status
                 elif seen_view is not None and status is not None:
                     seen_view["status"] = {"action": status["action"], "at": status["at"]}  # partners: not who, not the note
-                cache[key] = (seen_view, None if seen_view is None else frame("alert", id=entry.id, alert=seen_view))
+                cache[key] = (
+                    seen_view,
+                    None if seen_view is None else frame("alert", id=cursor_for(entry.id, client.scope), alert=seen_view),
+                )
             seen_view, text = cache[key]
             if seen_view is None or not matches(client.filter, seen_view, raw):
                 return None
+            if client.partner:
+                # an update that changes nothing a partner sees is not sent: each frame would date a call
+                shown = frame("view", alert=seen_view)
+                if client.shown.get(seen_view["id"]) == shown:
+                    return None
+                client.shown[seen_view["id"]] = shown
+                if seen_view.get("state") == "closed":
+                    client.shown.pop(seen_view["id"], None)
             return text
         if entry.action is not None:
             # an action goes to every client that may see its alert now, whether or not
@@ -262,8 +282,13 @@ class Hub:
                         shown = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
                     else:
                         # partners learn that it was handled, not by whom or with what note (free text)
-                        shown = {"alert_id": seen_view["id"], "action": action["action"], "at": action.get("at")}
-                    cache[key] = (seen_view, frame("action", id=entry.id, action=shown))
+                        at = action.get("at")
+                        shown = {
+                            "alert_id": seen_view["id"],
+                            "action": action["action"],
+                            "at": (at // 60) * 60.0 if isinstance(at, int | float) else None,
+                        }
+                    cache[key] = (seen_view, frame("action", id=cursor_for(entry.id, client.scope), action=shown))
             seen_view, text = cache[key]
             if seen_view is None or not matches(client.filter, seen_view, raw):
                 return None
@@ -287,7 +312,7 @@ class Hub:
             return
         self.stats["closed_slow"] += 1
         self.detach(client)
-        reason = f"{why}: reconnect with last_id={client.last_sent_id}"
+        reason = f"{why}: reconnect with last_id={client.cursor()}"
         log.info("closing %s (%s): %s", client.claims.subject, client.claims.role, reason)
         with contextlib.suppress(Exception):
             client.close(CloseCode.TOO_SLOW, reason[:120])

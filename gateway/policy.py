@@ -1,8 +1,7 @@
 """What each role may see of an alert or of the live counts (pure: the gateway's privacy core).
 
-Every alert and every count frame passes through :func:`view` /
-:func:`view_counts` before it leaves the gateway; nothing a client sends can
-widen what these functions return.
+Every alert and every count passes through this module before it leaves the
+gateway; nothing a client sends can widen what these functions return.
 
 ==============  ===================================  ==========================================================
 role            alerts delivered                     what the alert shows
@@ -10,39 +9,41 @@ role            alerts delivered                     what the alert shows
 supervisor      all                                  everything the detector wrote, plus severity and zones
 commander       touching an event zone while it is   everything, plus severity and the zones touched
                 active (and feed outages then)
-transit/school  touching one of its zones, and       an allow-list: cells generalized to res 7 and only inside
-                every feed outage                    its zones, counts below k withheld, times to the minute,
-                                                     scores to 1 decimal, an opaque id, a reason written here
+transit/school  touching one of its agreement's      what :mod:`gateway.disclosure` allows: the units touched,
+                units with at least k calls, and     the extent, kind, state, severity, times to the minute,
+                every feed outage                    categories with at least k calls; no count, no statistic
 ==============  ===================================  ==========================================================
 
 Counts follow the same rule: supervisors get every res-8 cell, commanders the
-cells of their active zones, partners res-7 sums over their zones' cells with
-sums below ``k`` left out.
+cells of their active zones, partners only their agreement's released table
+(:mod:`gateway.disclosure`), never counts computed here.
 
-Partners never see the detector's ``reason`` (it names exact cells and small
-counts), ``p_value``, ``zone`` (an event zone), or the alert id (surge ids name
-their anchor cell, zone-surge ids an event zone): they get a keyed hash of it,
-stable for the key given to :func:`scope_for`.
+Partners never see a detector's id (surge ids name their anchor cell,
+zone-surge ids an event zone): they get a keyed hash of it, stable for the key
+given to :func:`scope_for`; and never a stream id: :func:`cursor_for` seals it
+(:mod:`gateway.cursors`).
 
 Examples
 --------
+>>> from gateway.agreements import Agreement
 >>> from gateway.tokens import Claims
 >>> from gateway.zones import point_cells
 >>> lansdale = Zone("septa-lansdale", "Lansdale station", "station", "SEPTA", point_cells(-75.2838, 40.2418), {})
->>> claims = Claims("ops-desk-3", Role.TRANSIT, "SEPTA", ("septa-lansdale",), 2e9, 1e9, "j1")
->>> scope = scope_for(claims, {lansdale.id: lansdale}, now=1.7e9)
+>>> septa = Agreement("septa", "SEPTA", Role.TRANSIT, ("septa-lansdale",), "Station staff.")
+>>> claims = Claims("ops-desk-3", Role.TRANSIT, "SEPTA", (), 2e9, 1e9, "j1", agreement="septa")
+>>> scope = scope_for(claims, {lansdale.id: lansdale}, now=1.7e9, agreements={"septa": septa})
 >>> inside, outside = sorted(lansdale.cells)[:2], ["882aac941dfffff"]
 >>> alert = {"id": f"surge:{inside[0]}:1699999980", "kind": "surge", "state": "open", "started_at": 1699999980.0,
 ...          "at": 1700000047.5, "cells": inside + outside, "window_min": 15, "observed": 12, "expected": 3.14159,
 ...          "score": 7.234, "p_value": 5.8e-8, "categories": {"TRAFFIC": 10, "EMS": 2}, "model": "surge-poisson",
 ...          "model_version": "1", "reason": f"12 calls (9 incidents) in 15 min in 7 cells around {inside[0]}"}
 >>> v = view(alert, scope, now=1700000050.0)
->>> v["severity"], v["zones"], v["at"], v["observed"], v["expected"], v["score"], v["categories"]
-('medium', ['septa-lansdale'], 1700000040.0, 12, 3.1, 7.2, {'TRAFFIC': 10})
+>>> v["severity"], v["units"], v["at"], v["categories"], v["extent"]
+('medium', ['septa-lansdale'], 1700000040.0, ['TRAFFIC'], 'area')
 >>> v["reason"]
-'More calls than usual near Lansdale station: 12 in 15 min, 3.1 expected'
->>> all(c == h3.cell_to_parent(inside[0], 7) for c in v["cells"]), inside[0] in str(v)
-(True, False)
+'More calls than usual (mostly TRAFFIC) in an area that includes Lansdale station'
+>>> sorted(set(alert) & set(v))
+['at', 'categories', 'id', 'kind', 'reason', 'started_at', 'state']
 >>> view({**alert, "cells": outside}, scope, now=1700000050.0) is None
 True
 """
@@ -56,19 +57,19 @@ import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import h3
-
-from detectors.types import AlertKind, AlertState
+from detectors.types import AlertKind
+from gateway import cursors, disclosure
 from gateway.protocol import SEVERITIES
 from gateway.tokens import PARTNER_ROLES, Claims, Role
-from gateway.zones import ZONE_RESOLUTION, Zone
-from streams.schema import Category
+from gateway.zones import Zone
 
-#: Counts below this are withheld from partners (small-cell suppression).
+if TYPE_CHECKING:
+    from gateway.agreements import Agreement
+
+#: The gateway-wide floor of an agreement's k (``WF_GATEWAY_K``).
 DEFAULT_K = 3
-#: Resolution partner cells are generalized to (res 7: ~5.2 km^2, seven res-8 cells).
-DEFAULT_GENERALIZE_RES = 7
 
 # Severity thresholds. A surge score is -log10 of the Poisson tail probability
 # (detectors.surge): 6 is one chance in a million per test, 10 one in 10^10;
@@ -83,9 +84,8 @@ ANOMALY_MEDIUM_SCORE = 0.9
 #: process agrees on an alert's id; pass :func:`derive_id_key` of the gateway secret so
 #: that every gateway (and every restart) agrees too.
 _PROCESS_ID_KEY = secrets.token_bytes(32)
-_CATEGORIES = frozenset(c.value for c in Category)
+_PROCESS_CURSOR_KEY = secrets.token_bytes(32)
 _KINDS = frozenset(k.value for k in AlertKind)
-_STATES = frozenset(s.value for s in AlertState)
 
 
 class ScopeError(ValueError):
@@ -98,7 +98,10 @@ class Scope:
 
     ``id_key`` keys the opaque alert ids partners see (default: a key per
     process); give every gateway :func:`derive_id_key` of the gateway secret for
-    ids that are stable across reconnects, restarts and gateways.
+    ids that are stable across reconnects, restarts and gateways; likewise
+    ``cursor_key`` (:func:`gateway.cursors.cursor_key`) seals partners' cursors.
+    A partner scope has its agreement's ``plan`` and the ``unit_ids`` its token
+    may see; its ``k`` is the plan's.
     """
 
     role: Role
@@ -106,15 +109,17 @@ class Scope:
     subject: str
     zones: tuple[Zone, ...]
     k: int = DEFAULT_K
-    generalize_res: int = DEFAULT_GENERALIZE_RES
+    plan: disclosure.Plan | None = None
+    unit_ids: tuple[str, ...] = ()
     id_key: bytes = field(default=_PROCESS_ID_KEY, repr=False, compare=False)
+    cursor_key: bytes = field(default=_PROCESS_CURSOR_KEY, repr=False, compare=False)
     _cells: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
-        if not 0 <= self.generalize_res <= ZONE_RESOLUTION:
-            raise ValueError(f"generalize_res must be in 0..{ZONE_RESOLUTION}, got {self.generalize_res!r}")
+        if self.role in PARTNER_ROLES and self.plan is None:
+            raise ValueError(f"a {self.role} scope needs its agreement's plan")
         if self.role in PARTNER_ROLES and len(self.id_key) < 16:
             raise ValueError(f"id_key must be at least 16 bytes for a {self.role} scope, got {len(self.id_key)}")
         object.__setattr__(self, "_cells", frozenset().union(*(z.cells for z in self.zones)))
@@ -126,22 +131,31 @@ def scope_for(
     now: float,
     k: int = DEFAULT_K,
     *,
-    generalize_res: int = DEFAULT_GENERALIZE_RES,
+    agreements: Mapping[str, Agreement] | None = None,
+    plans: Mapping[str, disclosure.Plan] | None = None,
     id_key: bytes | None = None,
+    cursor_key: bytes | None = None,
 ) -> Scope:
     """The scope of a verified token; :class:`ScopeError` when it names nothing this gateway knows.
 
     Supervisors get every zone (to label alerts and count by zone). Partners get
-    the zones their token names that exist (unknown ids are ignored). Commanders
-    get the event zones their token names that exist and have not ended by
-    ``now``; whether one is active is decided per alert by :func:`view`.
-    ``id_key`` keys partner alert ids (None: this process's key; see :class:`Scope`).
+    their agreement (``agreements``, by the token's ``agreement``), which must be
+    for the token's agency and role; a token that names zones narrows it to the
+    released units holding them. ``plans`` are the agreements' plans by id
+    (built from ``zones_by_id`` when not given). Commanders get the event zones
+    their token names that exist and have not ended by ``now``; whether one is
+    active is decided per alert by :func:`view`. ``id_key`` and ``cursor_key``
+    key partner alert ids and cursors (None: this process's keys; see :class:`Scope`).
     """
-    common = {"role": claims.role, "agency": claims.agency, "subject": claims.subject, "k": k, "generalize_res": generalize_res}
+    common: dict = {"role": claims.role, "agency": claims.agency, "subject": claims.subject, "k": k}
     if id_key is not None:
         common["id_key"] = id_key
+    if cursor_key is not None:
+        common["cursor_key"] = cursor_key
     if claims.role is Role.SUPERVISOR:
         return Scope(zones=tuple(sorted(zones_by_id.values(), key=lambda z: z.id)), **common)
+    if claims.role in PARTNER_ROLES:
+        return _partner_scope(claims, zones_by_id, agreements or {}, plans, common)
     known = [zones_by_id[z] for z in dict.fromkeys(claims.zones) if z in zones_by_id]
     if claims.role is Role.COMMANDER:
         known = [z for z in known if z.kind == "event"]
@@ -152,6 +166,44 @@ def scope_for(
         what = "event zone" if claims.role is Role.COMMANDER else "zone"
         raise ScopeError(f"token names no known {what}: {', '.join(claims.zones) or '(none)'}")
     return Scope(zones=tuple(sorted(known, key=lambda z: z.id)), **common)
+
+
+def _partner_scope(
+    claims: Claims,
+    zones_by_id: Mapping[str, Zone],
+    agreements: Mapping[str, Agreement],
+    plans: Mapping[str, disclosure.Plan] | None,
+    common: dict,
+) -> Scope:
+    agreement = agreements.get(claims.agreement or "")
+    if agreement is None:
+        raise ScopeError(f"token names no data-sharing agreement this gateway has: {claims.agreement or '(none)'}")
+    if agreement.agency != claims.agency or agreement.role is not claims.role:
+        raise ScopeError(
+            f"agreement {agreement.id!r} is for {agreement.agency} ({agreement.role.value}), "
+            f"not for this token's {claims.agency} ({claims.role.value})"
+        )
+    plan = (plans or {}).get(agreement.id) or agreement.plan(zones_by_id)
+    wanted = set(claims.zones) & set(agreement.zones) if claims.zones else set(agreement.zones)
+    units = [u for u in plan.units if wanted & set(u.zones)]
+    if not units:
+        raise ScopeError(f"token names no zone of agreement {agreement.id!r}: {', '.join(claims.zones)}")
+    zones = tuple(sorted((zones_by_id[z] for u in units for z in u.zones), key=lambda z: z.id))
+    return Scope(zones=zones, plan=plan, unit_ids=tuple(u.id for u in units), **{**common, "k": plan.k})
+
+
+def cursor_for(stream_id: str, scope: Scope) -> str:
+    """The id ``scope`` resumes from for this stream id: itself, or sealed for partners (:mod:`gateway.cursors`)."""
+    if scope.role not in PARTNER_ROLES or scope.plan is None:
+        return stream_id
+    return cursors.seal(scope.cursor_key, stream_id, scope.plan.agreement)
+
+
+def stream_id_for(cursor: str, scope: Scope) -> str:
+    """The stream id of a client's ``last_id``; :class:`gateway.cursors.CursorError` when a partner's is not one we sealed."""
+    if scope.role not in PARTNER_ROLES or scope.plan is None:
+        return cursor
+    return cursors.unseal(scope.cursor_key, cursor, scope.plan.agreement)
 
 
 def derive_id_key(secret: bytes) -> bytes:
@@ -227,7 +279,10 @@ def view(alert: Mapping, scope: Scope, now: float) -> dict | None:
         out["severity"] = sev
         out["zones"] = touched
         return out
-    return _partner_view(alert, scope, sev, cells, outage)
+    assert scope.plan is not None
+    return disclosure.partner_alert_view(
+        alert, scope.plan, scope.unit_ids, alert_id=alert_id_for(str(alert.get("id", "")), scope), severity=sev
+    )
 
 
 def alert_id_for(alert_id: str, scope: Scope) -> str:
@@ -236,7 +291,7 @@ def alert_id_for(alert_id: str, scope: Scope) -> str:
     Supervisors and commanders see the detector's id; partners a keyed hash of it,
     since detector ids name an anchor cell or an event zone.
 
-    >>> s = Scope(Role.SCHOOL, "MCIU", "desk", (), id_key=b"k" * 32)
+    >>> s = Scope(Role.SCHOOL, "MCIU", "desk", (), plan=disclosure.Plan("mciu", ()), id_key=b"k" * 32)
     >>> alert_id_for("surge:882aac941dfffff:1700000000", s)
     'a-7fb733435fa083dd609ce08d'
     """
@@ -256,99 +311,21 @@ def view_counts(counts: Mapping[str, int], scope: Scope, now: float) -> dict[str
     """Per-cell counts (res-8 cell -> n) as ``scope`` may see them.
 
     Supervisors: unchanged. Commanders: the cells of zones active at ``now``.
-    Partners: sums per res-``generalize_res`` parent over their zones' cells only,
-    sums below ``k`` left out.
-
-    >>> s = Scope(Role.TRANSIT, "SEPTA", "desk", (Zone("z", "Z", "station", "SEPTA", frozenset({"882aac9599fffff"}), {}),))
-    >>> view_counts({"882aac9599fffff": 4, "882aac941dfffff": 9}, s, now=0.0)
-    {'872aac959ffffff': 4}
-    >>> view_counts({"882aac9599fffff": 2}, s, now=0.0)
-    {}
+    Partners: nothing; they read their agreement's released table (:mod:`gateway.disclosure`).
     """
     if scope.role is Role.SUPERVISOR:
         return dict(counts)
     if scope.role is Role.COMMANDER:
         cells = frozenset().union(*(z.cells for z in scope.zones if z.active(now)))
         return {c: n for c, n in counts.items() if c in cells}
-    sums: dict[str, int] = {}
-    for c, n in counts.items():
-        if c in scope._cells:
-            parent = h3.cell_to_parent(c, scope.generalize_res)
-            sums[parent] = sums.get(parent, 0) + n
-    return {c: n for c, n in sorted(sums.items()) if n >= scope.k}
+    return {}
 
 
 def zone_counts(counts: Mapping[str, int], scope: Scope, now: float) -> dict[str, int]:
-    """Calls per zone (zone id -> n) for the zones of ``scope`` active at ``now``; partners lose sums below ``k``."""
-    out: dict[str, int] = {}
-    for z in scope.zones:
-        if z.active(now):
-            n = sum(counts.get(c, 0) for c in z.cells)
-            if scope.role not in PARTNER_ROLES or n >= scope.k:
-                out[z.id] = n
-    return out
-
-
-# ---------------------------------------------------------------------- partners
-
-
-def _partner_view(alert: Mapping, scope: Scope, sev: str, cells: frozenset[str], outage: bool) -> dict | None:
-    kind = alert.get("kind")
-    if kind not in _KINDS:
-        return None  # an allow-list: a kind this module does not know is not shown to partners
-    inside = frozenset() if outage else cells & scope._cells
-    touched = [z for z in scope.zones if z.cells & inside]
-    if not outage and not touched:
-        return None
-    k = scope.k
-    observed = alert.get("observed")
-    shown = int(observed) if _is_count(observed) and observed >= k else None
-    raw_categories = alert.get("categories") or {}
-    categories = {str(c): int(n) for c, n in raw_categories.items() if c in _CATEGORIES and _is_count(n) and n >= k}
-    window_min = int(_number(alert.get("window_min")))
-    expected = round(_number(alert.get("expected")), 1)
-    state = alert.get("state")
-    if state not in _STATES:
-        return None
-    return {
-        "id": alert_id_for(str(alert.get("id", "")), scope),
-        "kind": str(kind),
-        "state": str(state),
-        "severity": sev,
-        "started_at": _minute(alert.get("started_at")),
-        "at": _minute(alert.get("at")),
-        "window_min": window_min,
-        "zones": sorted(z.id for z in touched),
-        "cells": sorted({h3.cell_to_parent(c, scope.generalize_res) for c in inside}),
-        "observed": shown,
-        "expected": expected,
-        "categories": categories,
-        "score": round(_number(alert.get("score")), 1),
-        "model": str(alert.get("model", "")),
-        "model_version": str(alert.get("model_version", "")),
-        "reason": _reason(str(kind), state, [z.name for z in sorted(touched, key=lambda z: z.id)], shown, window_min, expected, k),
-    }
-
-
-def _reason(kind: str, state: str, places: list[str], observed: int | None, window_min: int, expected: float, k: int) -> str:
-    """One sentence from the allowed fields only (never the detector's reason)."""
-    closed = state == AlertState.CLOSED
-    if kind == AlertKind.FEED_OUTAGE:
-        if closed:
-            return f"The 911 call feed is back after about {window_min} min of silence; alerts for that time may arrive late"
-        return (
-            f"The 911 call feed has been silent for about {window_min} min while {expected:.1f} calls were expected; alerts may be missing"
-        )
-    what = "Unusual calls" if kind == AlertKind.ANOMALY else "More calls than usual"
-    where = f" near {_join(places)}" if places else ""
-    count = str(observed) if observed is not None else f"fewer than {k}"
-    if closed:
-        return f"Ended: {what.lower()}{where} ({count} in the last {window_min} min, {expected:.1f} expected)"
-    return f"{what}{where}: {count} in {window_min} min, {expected:.1f} expected"
-
-
-def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    """Calls per zone (zone id -> n) for the zones of ``scope`` active at ``now``; nothing for partners (see :func:`view_counts`)."""
+    if scope.role in PARTNER_ROLES:
+        return {}
+    return {z.id: sum(counts.get(c, 0) for c in z.cells) for z in scope.zones if z.active(now)}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -370,15 +347,7 @@ def _cells(alert: Mapping) -> frozenset[str]:
     return frozenset(c for c in cells if isinstance(c, str))
 
 
-def _minute(t: object) -> float:
-    return math.floor(_number(t) / 60.0) * 60.0
-
-
 def _number(x: object) -> float:
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         return 0.0
     return float(x)
-
-
-def _is_count(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

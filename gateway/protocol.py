@@ -35,8 +35,11 @@ Client -> server
               min_severity?: "low"|"medium"|"high"}``: replaces the filters.
 ``ack`` / ``resolve`` ``{alert_id, note?}``: supervisors (and event commanders for
               their zone's alerts).
-``create_zone`` ``{id, name, polygon, starts_at, ends_at, threshold?}``: an event zone
-              (supervisors; commanders for the zone ids their token names). The
+``create_zone`` ``{id, name, polygon, starts_at, ends_at, threshold?, floor?}``: an event
+              zone. Supervisors create and replace zones and set ``floor``, the lowest
+              threshold a commander may set; a commander may only narrow a zone its token
+              names (a polygon inside it, a shorter time, a threshold at or above the
+              floor). Every change is audited with before and after. The
               HTTP side of the gateway is read-only (``websockets`` serves GET only):
               every change goes through the WebSocket, authenticated and audited.
 
@@ -114,6 +117,8 @@ class CreateZone:
     starts_at: float
     ends_at: float
     threshold: float | None = None
+    #: the lowest threshold a commander may later set (supervisors only)
+    floor: float | None = None
 
 
 ClientMessage = Subscribe | AlertAction | CreateZone
@@ -172,7 +177,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             raise ProtocolError("bad_note", f"note must be a string of at most {MAX_NOTE} characters")
         return AlertAction(kind, alert_id, note)
     if kind == "create_zone":
-        _only(data, {"type", "id", "name", "polygon", "starts_at", "ends_at", "threshold"})
+        _only(data, {"type", "id", "name", "polygon", "starts_at", "ends_at", "threshold", "floor"})
         zid, name = data.get("id"), data.get("name")
         if not isinstance(zid, str) or not _ZONE_ID.fullmatch(zid):
             raise ProtocolError("bad_zone_id", "id must be 1-64 characters of a-z, 0-9, '-' and '_'")
@@ -186,12 +191,13 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise ProtocolError("bad_time", f"{f} must be epoch seconds, got {v!r:.40}")
             times.append(float(v))
-        threshold = data.get("threshold")
-        if threshold is not None and (
-            isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 1.0 <= threshold <= 20.0
-        ):
-            raise ProtocolError("bad_threshold", f"threshold must be a score between 1 and 20 (-log10 p), got {threshold!r:.40}")
-        return CreateZone(zid, name.strip(), polygon, times[0], times[1], None if threshold is None else float(threshold))
+        scores = []
+        for f in ("threshold", "floor"):
+            v = data.get(f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 1.0 <= v <= 20.0):
+                raise ProtocolError(f"bad_{f}", f"{f} must be a score between 1 and 20 (-log10 p), got {v!r:.40}")
+            scores.append(None if v is None else float(v))
+        return CreateZone(zid, name.strip(), polygon, times[0], times[1], scores[0], scores[1])
     raise ProtocolError("unknown_type", f"unknown message type {kind!r:.40}; expected one of ack, create_zone, resolve, subscribe")
 
 

@@ -1,4 +1,4 @@
-"""The gateway process: WebSocket feeds and the read-only HTTP API on one port (adapter).
+"""The gateway process: the WebSocket feeds, the dashboard and the HTTP API on one port (adapter).
 
 ``python -m gateway`` serves, on ``WF_GATEWAY_HOST:WF_GATEWAY_PORT`` (8765):
 
@@ -6,33 +6,27 @@
 ``GET /``                              the dashboard (``gateway/static``)
 ``GET /ws?token=..[&last_id=..]``      the WebSocket feed (:mod:`gateway.protocol`)
 ``GET /healthz``                       ``{"status": "ok", "redis": true}`` (503 when Redis is down)
-``GET /metrics``                       Prometheus text: clients by role, deliveries, refusals
-``GET /api/me``                        the caller's claims and the zones it may see
-``GET /api/alerts``                    current alerts in scope (``state=open|all``, ``kind``,
-                                       ``min_severity``, ``limit``) and ``last_id`` to resume from
-``GET /api/hotspots``                  calls per cell over ``window`` minutes (15) in scope
-``GET /api/cells/{cell}/history``      a cell's calls per ``step`` minutes over ``hours`` (24)
-``GET /api/cells?ids=a,b``             outlines of cells in scope (to draw alert cells on a map)
-``GET /api/zones``                     zones in scope, with their cells and outline
-``GET /api/audit``                     the audit log (supervisors; ``since``, ``until``, ``actor``,
-                                       ``action``, ``target``, ``limit``)
-``GET /api/audit/export``              the same as CSV (``format=csv``) or JSON lines (``format=jsonl``)
+``GET /api/...``, ``GET /metrics``     the API (:mod:`gateway.api`: its route table and handlers)
 =====================================  ==========================================================
 
-API calls carry ``Authorization: Bearer <token>``. Refusals are JSON
-``{"error", "message"}`` with 400, 401, 403, 404 or 503, and every refusal is in the
-audit log. Every handshake and API call checks the token (:func:`gateway.tokens.verify`,
-with ``WF_GATEWAY_MAX_TOKEN_TTL_S``) and that it was not revoked (``P:revoked``;
-refused with 401 ``revoked``, and with 503 when Redis cannot say); sockets open
-with a token revoked since are closed with 4401 within :data:`REVOCATION_SWEEP_S`.
+API calls carry ``Authorization: Bearer <token>`` (once: two headers are a 400).
+Refusals are JSON ``{"error", "message"}`` with 400, 401, 403, 404, 429 or 503,
+and every refusal is in the audit log (refusals of one address past
+``WF_GATEWAY_ANON_RATE`` a second are answered 429 and audited once a second, as
+one ``rate_limited`` record). Every handshake and API call checks the token
+(:func:`gateway.tokens.verify`, with ``WF_GATEWAY_MAX_TOKEN_TTL_S``) and that it
+was not revoked (``P:revoked``; refused with 401 ``revoked``, and with 503 when
+Redis cannot say); sockets open with a token revoked since are closed with 4401
+within :data:`REVOCATION_SWEEP_S`. A browser may open the WebSocket only from
+the gateway's own origin or one of ``WF_GATEWAY_ORIGINS`` (403 ``bad_origin``).
+Each token may make ``WF_GATEWAY_API_RATE`` API calls a second (429
+``rate_limited``); every partner and commander read is audited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
-import json
 import logging
 import mimetypes
 import time
@@ -41,77 +35,45 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import h3
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from gateway.audit import AuditAction, AuditLog, AuditRecord, to_csv
+from gateway import api
+from gateway.agreements import load_agreements
+from gateway.audit import AuditAction, AuditLog, AuditRecord
+from gateway.cursors import CursorError, cursor_key
+from gateway.disclosure import Plan
+from gateway.http import HttpError, clip, content_security_policy, json_response, one, response
 from gateway.hub import Client, Hub
-from gateway.policy import Scope, ScopeError, derive_id_key, scope_for, severity, view, view_counts, visible_cells, zone_counts
-from gateway.protocol import SEVERITIES as POLICY_SEVERITIES
+from gateway.limits import RateLimits
+from gateway.policy import Scope, ScopeError, derive_id_key, scope_for, stream_id_for, view, view_counts, zone_counts
 from gateway.protocol import AlertAction, CloseCode, CreateZone, ProtocolError, Subscribe, frame, parse_client_message
+from gateway.releases import ReleaseBook
 from gateway.settings import GatewaySettings
 from gateway.store import Store, stream_id
 from gateway.subscriptions import Filter, build_filter, filter_counts
-from gateway.tokens import PARTNER_ROLES, Claims, Role, TokenError, verify
-from gateway.zones import ZONE_RESOLUTION, GeometryError, Zone, ZoneError, event_zone, load_zone_files
+from gateway.tokens import Claims, Role, TokenError, verify
+from gateway.zones import GeometryError, Zone, ZoneError, event_zone, load_zone_files
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-#: activity window of the counts frames and the hot-spot default, minutes
+#: activity window of the counts frames (supervisors and commanders), minutes
 COUNTS_WINDOW_MIN = 15
 #: bytes a connection's socket buffer may hold before frames wait in its queue (websockets' default write limit)
 WRITE_LIMIT = 2**15
 #: seconds between checks of the open sockets' tokens against the revoked ones
 REVOCATION_SWEEP_S = 2.0
-#: most res-8 cells times minutes one /api/cells/{cell}/history call reads (a week of 10 cells, a day of 69):
-#: a res-0 cell is 5.7 million res-8 cells, and reading is paid for by every other client
-MAX_HISTORY_CELL_MINUTES = 100_000
 #: history calls read at once (the others wait their turn rather than share the event loop)
 HISTORY_CONCURRENCY = 1
-#: longest client-supplied text an audit record or error keeps (a refused 128 KiB frame is not copied into the log)
-AUDIT_TEXT = 300
 #: close codes websockets itself uses on a client's bad frame, as the refusal codes they are audited with
 _PROTOCOL_CLOSES = {1007: "invalid_text", 1009: "message_too_big", 1002: "protocol_error"}
 
 
-class HttpError(Exception):
-    """A refused request; ``claims`` names the caller in the audit record when its token was verified."""
-
-    def __init__(self, status: int, code: str, message: str, claims: Claims | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.claims = claims
-
-
-def _json_response(status: int, body: object, extra: list[tuple[str, str]] | None = None) -> Response:
-    data = json.dumps(body, separators=(",", ":")).encode()
-    return _response(status, data, "application/json", extra)
-
-
-def _response(status: int, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None) -> Response:
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: *; style-src 'self'"),
-            ("Connection", "close"),
-        ]
-        + (extra or [])
-    )
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
 class Gateway:
-    """One gateway process: the hub, the zones, and the connection handlers."""
+    """One gateway process: the hub, the zones, the agreements, and the connection handlers."""
 
     def __init__(self, settings: GatewaySettings, store: Store, audit: AuditLog, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -122,12 +84,21 @@ class Gateway:
         self.hub = Hub(store, audit, clock=clock, gateway_id=self.id)
         self.file_zones: dict[str, Zone] = load_zone_files(settings.zone_files())
         self.zones: dict[str, Zone] = dict(self.file_zones)
+        self.agreements = load_agreements(settings.agreements_path, min_k=settings.k)
+        # every agreement's zones must exist now: a partner must never be served a partial agreement
+        self.plans: dict[str, Plan] = {a.id: a.plan(self.file_zones) for a in self.agreements.values()}
+        self.releases = ReleaseBook(store, settings.settle_s)
         self._zones_version = -1
         self._id_key = derive_id_key(settings.secret)
+        self._cursor_key = cursor_key(settings.secret)
         self.refused: dict[str, int] = {}
-        self._history_slots = asyncio.Semaphore(HISTORY_CONCURRENCY)
+        self.history_slots = asyncio.Semaphore(HISTORY_CONCURRENCY)
+        self.api_limits = RateLimits(settings.api_rate_per_s, 4 * settings.api_rate_per_s)
+        self.anon_limits = RateLimits(settings.anon_rate_per_s, 4 * settings.anon_rate_per_s)
+        self.csp = content_security_policy(settings.tiles)
         self.connections: dict[ServerConnection, Client] = {}
         self._tasks: list[asyncio.Task] = []
+        self._closing: set[asyncio.Task] = set()
         self.server: Server | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -135,10 +106,15 @@ class Gateway:
     async def start(self) -> None:
         await self.refresh_zones()
         await self.hub.start()
-        for coro in (self.hub.run(), self._every(1.0, self.hub.flush_audit), self._every(self.settings.counts_every_s, self.push_counts)):
+        for coro in (
+            self.hub.run(),
+            self._every(1.0, self.hub.flush_audit),
+            self._every(1.0, self.flush_rate_limited),
+            self._every(self.settings.counts_every_s, self.push_counts),
+            self._every(2.0, self.refresh_zones),
+            self._every(REVOCATION_SWEEP_S, self.close_revoked),
+        ):
             self._tasks.append(asyncio.create_task(coro))
-        self._tasks.append(asyncio.create_task(self._every(2.0, self.refresh_zones)))
-        self._tasks.append(asyncio.create_task(self._every(REVOCATION_SWEEP_S, self.close_revoked)))
         self.server = await serve(
             self.handle,
             self.settings.host,
@@ -176,6 +152,7 @@ class Gateway:
                 await t
         with contextlib.suppress(RedisError, OSError):
             await self.hub.flush_audit()
+            await self.flush_rate_limited()
 
     async def _every(self, seconds: float, fn: Callable) -> None:
         while True:
@@ -206,7 +183,16 @@ class Gateway:
                 client.scope = self._scope(client.claims)
 
     def _scope(self, claims: Claims) -> Scope:
-        return scope_for(claims, self.zones, self.clock(), k=self.settings.k, id_key=self._id_key)
+        return scope_for(
+            claims,
+            self.zones,
+            self.clock(),
+            k=self.settings.k,
+            agreements=self.agreements,
+            plans=self.plans,
+            id_key=self._id_key,
+            cursor_key=self._cursor_key,
+        )
 
     # -- auditing --------------------------------------------------------------
 
@@ -218,39 +204,85 @@ class Gateway:
             actor=claims.subject if claims else "",
             role=claims.role.value if claims else "",
             agency=claims.agency if claims else "",
-            target=path,
+            target=str(clip(path, 200)),
             remote=remote,
-            detail={"code": code, **{k: _clip(v) for k, v in detail.items()}},
+            detail={"code": code, **{k: clip(v) for k, v in detail.items()}},
             at=self.clock(),
         )
         with contextlib.suppress(RedisError, OSError):
             await self.audit.record(record)
 
+    async def flush_rate_limited(self) -> None:
+        """One ``rate_limited`` audit record per address or token refused for its rate in the last second."""
+        records = [
+            AuditRecord(AuditAction.RATE_LIMITED, actor=who if kind == "token" else "", remote=who if kind == "address" else "",
+                        detail={"by": kind, "refused": n}, at=self.clock())
+            for kind, limits in (("address", self.anon_limits), ("token", self.api_limits))
+            for who, n in limits.take_refused().items()
+        ]  # fmt: skip
+        if records:
+            await self.audit.record_many(records)
+
     # -- HTTP ------------------------------------------------------------------
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        query = parse_qs(url.query, keep_blank_values=True)
         remote = _remote(connection)
+        host = remote.rpartition(":")[0]
         claims: Claims | None = None  # verified once; named in the audit record of a refusal
         try:
+            query = parse_qs(url.query, keep_blank_values=True, max_num_fields=50)
+        except ValueError:
+            query = None
+        try:
+            if query is None:
+                raise HttpError(400, "bad_query", "more than 50 query parameters")
             if url.path == "/ws":
                 return await self._authorize_ws(connection, request, query, remote)
             if url.path in ("/", "/index.html") or url.path.startswith("/static/"):
                 return self._static(url.path)
             if url.path == "/healthz":
                 ok = await self.store.ping()
-                return _json_response(200 if ok else 503, {"status": "ok" if ok else "degraded", "redis": ok, "gateway": self.id})
-            if url.path == "/metrics":
-                return _response(200, self.metrics_text().encode(), "text/plain; version=0.0.4")
-            if url.path.startswith("/api/"):
-                claims = await self._bearer(request)
-                return await self._api(url.path, query, claims, remote)
-            raise HttpError(404, "not_found", f"no such path {url.path!r}")
+                return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded", "redis": ok, "gateway": self.id})
+            found = api.find_route(url.path)
+            if found is None:
+                raise HttpError(404, "not_found", f"no such path {clip(url.path, 100)!r}")
+            route, params = found
+            claims = await self._bearer(request)
+            if not self.api_limits.allow(claims.token_id, time.monotonic()):
+                raise HttpError(429, "rate_limited", f"more than {self.settings.api_rate_per_s:g} API calls a second; slow down", claims)
+            return await self._api(route, params, url.path, query, claims, remote)
         except HttpError as exc:
-            if exc.status in (401, 403) or url.path.startswith("/api/") or url.path == "/ws":
+            if exc.status == 429 and exc.code == "rate_limited" and (exc.claims or claims) is not None:
+                return json_response(429, {"error": exc.code, "message": exc.message}, csp=self.csp)
+            if not self.anon_limits.allow(host, time.monotonic()):
+                # refusals past the address's rate: answered, counted, audited once a second in one record
+                self.refused["rate_limited"] = self.refused.get("rate_limited", 0) + 1
+                return json_response(429, {"error": "rate_limited", "message": "too many refused requests; slow down"}, csp=self.csp)
+            if exc.status in (401, 403) or url.path.startswith("/api/") or url.path in ("/ws", "/metrics"):
                 await self.refuse(request, remote, exc.code, exc.claims or claims, message=exc.message)
-            return _json_response(exc.status, {"error": exc.code, "message": exc.message})
+            return json_response(exc.status, {"error": exc.code, "message": exc.message}, csp=self.csp)
+
+    async def _api(self, route: api.Route, params: tuple[str, ...], path: str, query: dict, claims: Claims, remote: str) -> Response:
+        now = self.clock()
+        try:
+            scope = self._scope(claims)
+        except ScopeError as exc:
+            raise HttpError(403, "no_scope", str(exc), claims) from exc
+        if claims.role not in route.roles:
+            raise HttpError(403, "forbidden", f"a {claims.role.value} token cannot read {path}", claims)
+        req = api.ApiRequest(path, params, query, claims, scope, remote, now)
+        try:
+            resp = await route.handler(self, req)
+        except HttpError as exc:
+            exc.claims = exc.claims or claims
+            raise
+        if claims.role is not Role.SUPERVISOR:
+            # every read of a partner or a commander: who read what, with which parameters
+            detail = {"path": clip(path, 200), "query": {k: [clip(v, 100) for v in vs[:5]] for k, vs in list(query.items())[:10]}}
+            await self._audit_quietly(AuditAction.READ, claims, remote, detail={**detail, "status": resp.status_code})
+        resp.headers["Content-Security-Policy"] = self.csp
+        return resp
 
     async def _verify(self, token: str | None) -> Claims:
         """The claims of a token this gateway accepts now: signed, in date, not too long-lived, not revoked."""
@@ -268,7 +300,10 @@ class Gateway:
         return claims
 
     async def _bearer(self, request: Request) -> Claims:
-        header = request.headers.get("Authorization", "")
+        headers = request.headers.get_all("Authorization")
+        if len(headers) > 1:
+            raise HttpError(400, "duplicate_header", f"Authorization given {len(headers)} times; send it once")
+        header = headers[0] if headers else ""
         scheme, _, token = header.partition(" ")
         if not header:
             raise HttpError(401, "missing", "send Authorization: Bearer <token>")
@@ -276,188 +311,54 @@ class Gateway:
             raise HttpError(401, "malformed", "the Authorization header must be 'Bearer <token>'")
         return await self._verify(token.strip())
 
+    def _check_origin(self, request: Request) -> None:
+        """A browser (which always sends Origin) may open the socket from this gateway's origin or an allowed one.
+
+        Clients that are not browsers send no Origin and cannot be made to carry a victim's token by another
+        site, so they are let through; ``null`` (sandboxed frames, files) and every other origin are refused.
+        """
+        origins = request.headers.get_all("Origin")
+        if not origins:
+            return
+        if len(origins) > 1:
+            raise HttpError(400, "duplicate_header", "Origin given more than once")
+        origin = origins[0].rstrip("/")
+        own = {f"{scheme}://{h}" for h in request.headers.get_all("Host") for scheme in ("http", "https")}
+        if origin not in own and origin not in self.settings.origins:
+            raise HttpError(403, "bad_origin", f"origin {clip(origin, 100)!r} may not open this gateway's feed (WF_GATEWAY_ORIGINS)")
+
     async def _authorize_ws(self, connection: ServerConnection, request: Request, query: dict, remote: str) -> Response | None:
-        claims = await self._verify(_one(query, "token"))
-        try:
-            last_id = _one(query, "last_id")
-            if last_id is not None:
-                stream_id(last_id)
-        except ValueError as exc:
-            raise HttpError(400, "bad_last_id", str(exc), claims) from exc
-        except HttpError as exc:
-            exc.claims = claims
-            raise
+        self._check_origin(request)
+        claims = await self._verify(one(query, "token"))
         try:
             scope = self._scope(claims)
         except ScopeError as exc:
             raise HttpError(403, "no_scope", str(exc), claims) from exc
-        connection.wf_claims = claims  # type: ignore[attr-defined]
+        try:
+            cursor = one(query, "last_id")
+            last_id = None if cursor is None else stream_id_for(cursor, scope)
+            if last_id is not None:
+                stream_id(last_id)
+        except (ValueError, CursorError) as exc:
+            raise HttpError(400, "bad_last_id", str(clip(str(exc), 200)), claims) from exc
+        except HttpError as exc:
+            exc.claims = claims
+            raise
+        connection.wf_claims = claims  # type: ignore[attr-defined]  # websockets' connection carries no user data slot
         connection.wf_scope = scope  # type: ignore[attr-defined]
         connection.wf_last_id = last_id  # type: ignore[attr-defined]
+        connection.wf_cursor = cursor  # type: ignore[attr-defined]
         return None
 
     def _static(self, path: str) -> Response:
         name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
-        files = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
+        files = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()} if STATIC.is_dir() else {}
         if name not in files:  # only files that exist in the folder: no path traversal
-            raise HttpError(404, "not_found", f"no such file {name!r}")
+            raise HttpError(404, "not_found", f"no such file {clip(name, 100)!r}")
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         if ctype.startswith("text/") or ctype in ("application/javascript",):
             ctype += "; charset=utf-8"
-        return _response(200, files[name].read_bytes(), ctype)
-
-    async def _api(self, path: str, query: dict, claims: Claims, remote: str) -> Response:
-        now = self.clock()
-        try:
-            scope = self._scope(claims)
-        except ScopeError as exc:
-            raise HttpError(403, "no_scope", str(exc)) from exc
-        parts = path.strip("/").split("/")
-        if parts == ["api", "me"]:
-            return _json_response(200, {"claims": claims.to_json(), "zones": [z.id for z in scope.zones], "k": scope.k})
-        if parts == ["api", "alerts"]:
-            return _json_response(200, self._alerts(query, scope, now))
-        if parts == ["api", "hotspots"]:
-            return _json_response(200, await self._hotspots(query, scope, now))
-        if len(parts) == 4 and parts[:2] == ["api", "cells"] and parts[3] == "history":
-            return _json_response(200, await self._history(parts[2], query, scope, now))
-        if parts == ["api", "cells"]:
-            return _json_response(200, self._cells(query, scope))
-        if parts == ["api", "zones"]:
-            return _json_response(200, {"zones": [_zone_json(z, now) for z in scope.zones]})
-        if parts[:2] == ["api", "audit"]:
-            if claims.role is not Role.SUPERVISOR:
-                raise HttpError(403, "forbidden", "only supervisors read the audit log")
-            return await self._audit(parts[2:], query, claims, remote)
-        raise HttpError(404, "not_found", f"no such API {path!r}")
-
-    def _alerts(self, query: dict, scope: Scope, now: float) -> dict:
-        state = _one(query, "state") or "open"
-        if state not in ("open", "all"):
-            raise HttpError(400, "bad_state", f"state must be 'open' or 'all', got {state!r}")
-        kind = _one(query, "kind")
-        min_sev = _one(query, "min_severity") or "low"
-        if min_sev not in POLICY_SEVERITIES:
-            raise HttpError(400, "bad_severity", f"min_severity must be one of {', '.join(POLICY_SEVERITIES)}, got {min_sev!r}")
-        limit = _int(query, "limit", 100, 1, 1000)
-        out = []
-        for alert_id, (sid, raw) in reversed(self.hub.alerts.items()):
-            status = self.hub.status.get(alert_id)
-            if state == "open" and (raw.get("state") == "closed" or (status or {}).get("action") == "resolve"):
-                continue
-            if kind and raw.get("kind") != kind:
-                continue
-            if POLICY_SEVERITIES.index(severity(raw)) < POLICY_SEVERITIES.index(min_sev):
-                continue
-            v = view(raw, scope, now)
-            if v is None:
-                continue
-            if scope.role in (Role.SUPERVISOR, Role.COMMANDER):
-                v["status"] = status
-            elif status is not None:
-                v["status"] = {"action": status["action"], "at": status["at"]}  # not who, not the note
-            out.append({"id": sid, "alert": v})
-            if len(out) >= limit:
-                break
-        return {"last_id": self.hub.position, "alerts": out}
-
-    async def _hotspots(self, query: dict, scope: Scope, now: float) -> dict:
-        window = _int(query, "window", COUNTS_WINDOW_MIN, 1, 24 * 60)
-        limit = _int(query, "limit", 200, 1, 5000)
-        wm = await self.store.watermark()
-        if wm is None:
-            return {"at": None, "window_min": window, "cells": [], "zones": {}}
-        counts = await self.store.cell_counts(wm, window, 8)
-        shown = view_counts(counts, scope, now)
-        top = sorted(shown.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-        return {
-            "at": wm,
-            "window_min": window,
-            "cells": [{"cell": c, "count": n, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c, n in top],
-            "zones": zone_counts(counts, scope, now),
-        }
-
-    def _cells(self, query: dict, scope: Scope) -> dict:
-        """Outlines of the asked cells this scope may see: any for supervisors; partners and commanders
-        their own res-8 cells and their generalized parents (what their alert views name)."""
-        ids = [c for c in (_one(query, "ids") or "").split(",") if c]
-        if not ids or len(ids) > 500:
-            raise HttpError(400, "bad_ids", "ids must list 1 to 500 H3 cell ids, comma-separated")
-        bad = [c for c in ids if not h3.is_valid_cell(c)]
-        if bad:
-            raise HttpError(400, "bad_ids", f"not H3 cell ids: {', '.join(bad[:5])}")
-        visible = visible_cells(scope)
-        if visible is not None:
-            allowed = set(visible) | {h3.cell_to_parent(c, scope.generalize_res) for c in visible}
-            outside = [c for c in ids if c not in allowed]
-            if outside:
-                raise HttpError(403, "out_of_scope", f"{len(outside)} cell(s) are outside what this token may see")
-        return {"cells": [{"cell": c, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c in ids]}
-
-    async def _history(self, cell: str, query: dict, scope: Scope, now: float) -> dict:
-        if not h3.is_valid_cell(cell):
-            raise HttpError(400, "bad_cell", f"{cell!r} is not an H3 cell id")
-        hours = _int(query, "hours", 24, 1, 24 * 7)
-        step = _int(query, "step", 15, 1, 24 * 60)
-        res = h3.get_resolution(cell)
-        if res > ZONE_RESOLUTION:
-            # a bad request whoever asks, and whether or not the cell is in scope (so it tells nothing about scope)
-            message = f"cell {cell} is resolution {res}; calls are counted down to resolution {ZONE_RESOLUTION}: ask for its parent"
-            raise HttpError(400, "bad_cell", message)
-        visible = visible_cells(scope)
-        if visible is None:
-            # counted before they are listed: a res-0 cell has 5.7 million res-8 children
-            n = h3.cell_to_children_size(cell, ZONE_RESOLUTION)
-            cells = list(h3.cell_to_children(cell, ZONE_RESOLUTION)) if n * hours * 60 <= MAX_HISTORY_CELL_MINUTES else []
-        else:
-            # only the caller's own res-8 cells inside the asked cell: never the rest of a coarse cell
-            cells = sorted(c for c in visible if c == cell or (res < ZONE_RESOLUTION and h3.cell_to_parent(c, res) == cell))
-            n = len(cells)
-        if not n:
-            raise HttpError(403, "out_of_scope", f"cell {cell} is outside what this token may see")
-        if n * hours * 60 > MAX_HISTORY_CELL_MINUTES:
-            raise HttpError(
-                400,
-                "history_too_large",
-                f"{n} res-{ZONE_RESOLUTION} cells over {hours} h is more than {MAX_HISTORY_CELL_MINUTES} cell-minutes; "
-                "ask for fewer hours or a finer cell",
-            )
-        wm = await self.store.watermark()
-        if wm is None:
-            return {"cell": cell, "bins": []}
-        async with self._history_slots:
-            bins = await self.store.history(cells, wm, hours * 60, step)
-        if scope.role in PARTNER_ROLES:
-            for b in bins:
-                b["categories"] = {c: n for c, n in b["categories"].items() if n >= scope.k}
-        return {"cell": cell, "at": wm, "bins": bins}
-
-    async def _audit(self, rest: list[str], query: dict, claims: Claims, remote: str) -> Response:
-        since = _float(query, "since")
-        until = _float(query, "until")
-        limit = _int(query, "limit", 1000, 1, 100_000)
-        rows = await self.audit.query(
-            since=since, until=until, actor=_one(query, "actor"), action=_one(query, "action"), target=_one(query, "target"), limit=limit
-        )
-        action = AuditAction.QUERY if not rest else AuditAction.EXPORT
-        await self.audit.record(
-            AuditRecord(
-                action, claims.subject, claims.role.value, claims.agency, remote=remote, detail={"rows": len(rows)}, at=self.clock()
-            )
-        )
-        if not rest:
-            return _json_response(200, {"records": [{"id": sid, **r.to_fields(), "detail": r.detail} for sid, r in rows]})
-        if rest != ["export"]:
-            raise HttpError(404, "not_found", "audit has /api/audit and /api/audit/export")
-        fmt = _one(query, "format") or "csv"
-        if fmt == "csv":
-            body, ctype = to_csv(rows).encode(), "text/csv; charset=utf-8"
-        elif fmt == "jsonl":
-            body = "".join(json.dumps({"id": sid, **r.to_fields(), "detail": r.detail}) + "\n" for sid, r in rows).encode()
-            ctype = "application/x-ndjson"
-        else:
-            raise HttpError(400, "bad_format", f"format must be csv or jsonl, got {fmt!r}")
-        return _response(200, body, ctype, [("Content-Disposition", f'attachment; filename="watchfloor-audit.{fmt}"')])
+        return response(200, files[name].read_bytes(), ctype, csp=self.csp)
 
     def metrics_text(self) -> str:
         by_role: dict[str, int] = {}
@@ -493,7 +394,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
 
         def close(code: int, reason: str) -> None:
-            loop.create_task(connection.close(code, reason))
+            task = loop.create_task(connection.close(code, reason))
+            self._closing.add(task)  # held until done: the loop keeps only a weak reference to a task
+            task.add_done_callback(self._closing.discard)
 
         def write_now(text: str) -> bool:
             transport = connection.transport
@@ -522,11 +425,18 @@ class Gateway:
                     subject=claims.subject,
                     zones=[z.id for z in scope.zones],
                     expires_at=claims.expires_at,
-                    resumed_from=last_id,
+                    resumed_from=connection.wf_cursor,  # type: ignore[attr-defined]
                     gateway=self.id,
                 ),
             )
-            warning = await self.hub.attach(client, last_id)
+            try:
+                warning = await self.hub.attach(client, last_id)
+            except (RedisError, OSError) as exc:
+                # the catch-up could not be read: say so with a code, audit it, and let the client retry
+                await self._audit_quietly(AuditAction.REFUSED, claims, remote, detail={"code": "resume_failed", "message": clip(str(exc))})
+                self.hub.send(client, frame("error", code="resume_failed", message="could not read what was missed; reconnect to retry"))
+                await connection.close(1011, "resume failed: reconnect with the same last_id")
+                return
             if warning:
                 self.hub.send(client, frame("error", code="resume_truncated", message=warning))
             await self._read(connection, client)
@@ -546,7 +456,7 @@ class Gateway:
             if refused is not None and sent is not None:
                 # websockets closed it on a bad frame (too big, not UTF-8) before the handler saw it
                 self.refused[refused] = self.refused.get(refused, 0) + 1
-                await self._audit_quietly(AuditAction.REFUSED, claims, remote, detail={"code": refused, "message": _clip(sent.reason)})
+                await self._audit_quietly(AuditAction.REFUSED, claims, remote, detail={"code": refused, "message": clip(sent.reason)})
             code = sent.code if sent is not None and by_us else connection.close_code
             await self._audit_quietly(AuditAction.DISCONNECT, claims, remote, detail={"code": code, "last_id": client.last_sent_id})
 
@@ -578,7 +488,7 @@ class Gateway:
                 errors += 1
                 self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
                 await self._audit_quietly(
-                    AuditAction.REFUSED, client.claims, client.remote, detail={"code": exc.code, "message": _clip(exc.message)}
+                    AuditAction.REFUSED, client.claims, client.remote, detail={"code": exc.code, "message": clip(exc.message)}
                 )
                 self.hub.send(client, frame("error", code=exc.code, message=exc.message))
                 if errors >= self.settings.max_errors:
@@ -634,13 +544,18 @@ class Gateway:
         )
 
     async def _create_zone(self, client: Client, msg: CreateZone, now: float) -> None:
+        """A supervisor creates or replaces an event zone; a commander may only narrow its own (never move, widen,
+        back-date or extend it, nor set a threshold below the supervisor's floor). Audited with before and after."""
         claims = client.claims
-        if claims.role is Role.COMMANDER and msg.id not in claims.zones:
-            raise ProtocolError("forbidden", f"this commander token may create only the zones it names ({', '.join(claims.zones)})")
         if claims.role not in (Role.SUPERVISOR, Role.COMMANDER):
             raise ProtocolError("forbidden", f"a {claims.role.value} token cannot create zones")
+        if claims.role is Role.COMMANDER and msg.id not in claims.zones:
+            raise ProtocolError("forbidden", f"this commander token may change only the zones it names ({', '.join(claims.zones)})")
         if msg.id in self.file_zones:
             raise ProtocolError("zone_exists", f"{msg.id!r} is a configured partner zone; choose another id")
+        before = self.zones.get(msg.id)
+        if claims.role is Role.COMMANDER and msg.floor is not None:
+            raise ProtocolError("forbidden", "only a supervisor sets a zone's threshold floor")
         try:
             zone = event_zone(
                 id=msg.id,
@@ -648,24 +563,23 @@ class Gateway:
                 polygon=msg.polygon,
                 starts_at=msg.starts_at,
                 ends_at=msg.ends_at,
-                agency=claims.agency,
+                agency=claims.agency if before is None or claims.role is Role.SUPERVISOR else before.agency,
                 threshold=msg.threshold,
+                floor=msg.floor if claims.role is Role.SUPERVISOR else (before.floor if before else None),
                 within=self.settings.jurisdiction,
             )
         except GeometryError as exc:
             raise ProtocolError("bad_polygon", str(exc)) from exc
         except ZoneError as exc:
             raise ProtocolError("bad_zone", str(exc)) from exc
+        if claims.role is Role.COMMANDER:
+            _check_narrows(before, zone)
         await self.store.save_zone(zone.to_json())
-        await self.audit.record(
-            AuditRecord(
-                AuditAction.ZONE_CREATE, claims.subject, claims.role.value, claims.agency, zone.id, client.remote,
-                {"name": zone.name, "cells": len(zone.cells), "active_from": zone.active_from, "active_until": zone.active_until},
-                now,
-            )
-        )  # fmt: skip
+        action = AuditAction.ZONE_CREATE if before is None else AuditAction.ZONE_UPDATE
+        detail = {"before": None if before is None else _zone_summary(before), "after": _zone_summary(zone)}
+        await self.audit.record(AuditRecord(action, claims.subject, claims.role.value, claims.agency, zone.id, client.remote, detail, now))
         await self.refresh_zones()
-        self.hub.send(client, frame("zone_created", zone=_zone_json(zone, now)))
+        self.hub.send(client, frame("zone_created", zone=api.zone_json(zone, now)))
 
     async def push_counts(self) -> None:
         """Send every live client the activity in its scope (one Redis read for all of them)."""
@@ -682,6 +596,13 @@ class Gateway:
             if client.catching_up or client.closed:
                 continue
             key = client.key
+            plan = client.scope.plan
+            if plan is not None:
+                if key not in texts:
+                    texts[key] = await self._partner_counts(client.scope, plan, wm)
+                if texts[key]:
+                    self.hub.send(client, texts[key])
+                continue
             if key not in scoped:
                 scoped[key] = (view_counts(counts, client.scope, now), zone_counts(counts, client.scope, now))
             text_key = (key, client.filter)
@@ -689,6 +610,15 @@ class Gateway:
                 cells, zones = filter_counts(client.filter, *scoped[key], client.scope, self.zones)
                 texts[text_key] = frame("counts", at=wm, window_min=COUNTS_WINDOW_MIN, cells=cells, zones=zones)
             self.hub.send(client, texts[text_key])
+
+    async def _partner_counts(self, scope: Scope, plan: Plan, wm: float) -> str:
+        """A partner's counts frame: its units in the newest window of its released table (empty when it shares no counts)."""
+        if "counts" not in self.agreements[plan.agreement].shares:
+            return ""
+        latest = await self.releases.latest(plan, wm)
+        units = {} if latest is None else latest.for_units(scope.unit_ids).values
+        at = None if latest is None else latest.start + latest.minutes * 60
+        return frame("counts", at=at, window_min=plan.window_min, k=plan.k, cells={}, zones={}, units=units)
 
     async def close_revoked(self) -> None:
         """Close the sockets whose token was revoked since they connected (4401), one Redis call for all."""
@@ -709,56 +639,34 @@ class Gateway:
             )
 
 
-def _clip(value: object, limit: int = AUDIT_TEXT) -> object:
-    """Client-supplied text cut to ``limit`` characters (other values as they are).
-
-    >>> _clip("abcdef", limit=3), _clip(3)
-    ('abc… (6 chars)', 3)
-    """
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]}… ({len(value)} chars)"
-    return value
-
-
 def _remote(connection: ServerConnection) -> str:
     addr = connection.remote_address
     return f"{addr[0]}:{addr[1]}" if addr else ""
 
 
-def _one(query: dict, name: str) -> str | None:
-    values = query.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise HttpError(400, f"bad_{name}", f"{name} given {len(values)} times")
-    return values[0]
+def _zone_summary(z: Zone) -> dict:
+    """What the audit log keeps of a zone: enough to see what changed (its cells by count and digest)."""
+    import hashlib
+
+    digest = hashlib.sha256(",".join(sorted(z.cells)).encode()).hexdigest()[:16]
+    return {"name": z.name, "cells": len(z.cells), "cells_sha256": digest, "active_from": z.active_from,
+            "active_until": z.active_until, "threshold": z.threshold, "floor": z.floor}  # fmt: skip
 
 
-def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
-    text = _one(query, name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise HttpError(400, f"bad_{name}", f"{name} must be an integer, got {text!r}") from None
-    if not low <= value <= high:
-        raise HttpError(400, f"bad_{name}", f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(query: dict, name: str) -> float | None:
-    text = _one(query, name)
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise HttpError(400, f"bad_{name}", f"{name} must be epoch seconds, got {text!r}") from None
-
-
-def _zone_json(z: Zone, now: float) -> dict:
-    return {**z.to_json(), "active": z.active(now)}
+def _check_narrows(before: Zone | None, after: Zone) -> None:
+    """:class:`ProtocolError` unless ``after`` narrows the supervisor-made ``before`` (a commander's change)."""
+    if before is None:
+        raise ProtocolError("forbidden", f"event zone {after.id!r} does not exist: a supervisor creates it, a commander may narrow it")
+    outside = after.cells - before.cells
+    if outside:
+        raise ProtocolError("forbidden", f"a commander may only narrow its zone: the polygon covers {len(outside)} cell(s) outside it")
+    if before.active_from is not None and (after.active_from or 0) < before.active_from:
+        raise ProtocolError("forbidden", f"a commander may not start its zone before {before.active_from:.0f} (the supervisor's start)")
+    if before.active_until is not None and (after.active_until is None or after.active_until > before.active_until):
+        raise ProtocolError("forbidden", f"a commander may not end its zone after {before.active_until:.0f} (the supervisor's end)")
+    floor = before.floor if before.floor is not None else before.threshold
+    if floor is not None and (after.threshold is None or after.threshold < floor):
+        raise ProtocolError("forbidden", f"a commander may not set the threshold below the supervisor's floor {floor:g}")
 
 
 def _filter_json(f: Filter) -> dict:

@@ -11,7 +11,15 @@ variable                        default         meaning
 ``WF_GATEWAY_SECRET``           (required)      signs and checks tokens; 32+ characters
 ``WF_GATEWAY_HOST`` / ``_PORT`` 127.0.0.1/8765  where the gateway listens
 ``WF_GATEWAY_ZONES``            infra/zones     GeoJSON files or folders of partners' zones
-``WF_GATEWAY_K``                3               counts below k are withheld from partners
+``WF_GATEWAY_K``                3               the least k an agreement may set (counts below k are withheld)
+``WF_GATEWAY_AGREEMENTS``       infra/sharing/  the data-sharing agreements (TOML, :mod:`gateway.agreements`)
+                                agreements.toml
+``WF_GATEWAY_SETTLE_S``         120             seconds of event time after a window ends before partners get it
+``WF_GATEWAY_ORIGINS``          same origin     other browser origins allowed to open the WebSocket (comma-separated)
+``WF_GATEWAY_TILES``            unset           map tile URL template (``https://host/{z}/{x}/{y}.png``) for the dashboard
+``WF_GATEWAY_API_RATE``         5               API requests per second per token (a burst of four times that)
+``WF_GATEWAY_ANON_RATE``        5               refused or unauthenticated requests per second per address (burst x4)
+``WF_GATEWAY_AUDIT_DAYS``       365             days the audit log keeps its records
 ``WF_GATEWAY_QUEUE``            256             frames queued per client before it is closed as too slow
 ``WF_GATEWAY_COUNTS_S``         5               seconds between ``counts`` frames
 ``WF_GATEWAY_PING_S``           20              keepalive ping interval and timeout
@@ -31,6 +39,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.tokens import DEFAULT_MAX_TOKEN_TTL_S, MAX_TTL_S
 from streams.schema import Jurisdiction
@@ -38,6 +47,7 @@ from streams.settings import read_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ZONES = ROOT / "infra" / "zones"
+DEFAULT_AGREEMENTS = ROOT / "infra" / "sharing" / "agreements.toml"
 
 
 class GatewaySettingsError(ValueError):
@@ -79,6 +89,20 @@ class GatewaySettings:
     #: the worker's ``WF_JURISDICTION`` (``min_lat,min_lng,max_lat,max_lng``); when set, event
     #: zones must lie inside it (the detectors see no call outside it)
     jurisdiction: Jurisdiction | None = None
+    #: the data-sharing agreements file (:mod:`gateway.agreements`)
+    agreements_path: Path = DEFAULT_AGREEMENTS
+    #: seconds of event time after a window's end before partners are given it (late calls counted by then)
+    settle_s: float = 120.0
+    #: browser origins besides the gateway's own allowed to open the WebSocket (``https://host[:port]``)
+    origins: tuple[str, ...] = ()
+    #: map tile URL template for the dashboard, or None for no tiles
+    tiles: str | None = None
+    #: API requests per second per token (bursts of four times that)
+    api_rate_per_s: float = 5.0
+    #: refused or unauthenticated requests per second per client address (bursts of four times that)
+    anon_rate_per_s: float = 5.0
+    #: days the audit log keeps records
+    audit_days: float = 365.0
 
     def __post_init__(self) -> None:
         if len(self.secret) < 32:
@@ -91,9 +115,22 @@ class GatewaySettings:
         for name in ("k", "queue_size", "max_message", "partitions", "max_errors", "backlog"):
             if getattr(self, name) < 1:
                 raise GatewaySettingsError(f"{name} must be >= 1, found {getattr(self, name)}")
-        for name in ("counts_every_s", "ping_s", "rate_per_s"):
+        for origin in self.origins:
+            u = urlsplit(origin)
+            if u.scheme not in ("http", "https") or not u.netloc or u.path or u.query:
+                raise GatewaySettingsError(f"WF_GATEWAY_ORIGINS: {origin!r} is not an origin like https://dash.example.org[:port]")
+        if self.tiles is not None:
+            u = urlsplit(self.tiles)
+            same_origin = self.tiles.startswith("/") and not self.tiles.startswith("//")
+            if not (same_origin or (u.scheme == "https" and u.netloc)) or not all(p in self.tiles for p in ("{z}", "{x}", "{y}")):
+                raise GatewaySettingsError(
+                    f"WF_GATEWAY_TILES: {self.tiles!r} must be an https URL or a /path template with {{z}}, {{x}} and {{y}}"
+                )
+        for name in ("counts_every_s", "ping_s", "rate_per_s", "api_rate_per_s", "anon_rate_per_s", "audit_days"):
             if not getattr(self, name) > 0:
                 raise GatewaySettingsError(f"{name} must be > 0, found {getattr(self, name)}")
+        if self.settle_s < 0:
+            raise GatewaySettingsError(f"WF_GATEWAY_SETTLE_S must be >= 0, found {self.settle_s}")
         if not 0 < self.max_token_ttl_s <= MAX_TTL_S:
             raise GatewaySettingsError(
                 f"WF_GATEWAY_MAX_TOKEN_TTL_S must be more than 0 and at most {MAX_TTL_S:.0f} (7 days), found {self.max_token_ttl_s}"
@@ -132,6 +169,13 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_BACKLOG": ("backlog", int),
     "WF_GATEWAY_MAX_TOKEN_TTL_S": ("max_token_ttl_s", float),
     "WF_JURISDICTION": ("jurisdiction", Jurisdiction.parse),
+    "WF_GATEWAY_AGREEMENTS": ("agreements_path", Path),
+    "WF_GATEWAY_SETTLE_S": ("settle_s", float),
+    "WF_GATEWAY_ORIGINS": ("origins", lambda t: tuple(o.strip().rstrip("/") for o in t.split(",") if o.strip())),
+    "WF_GATEWAY_TILES": ("tiles", str),
+    "WF_GATEWAY_API_RATE": ("api_rate_per_s", float),
+    "WF_GATEWAY_ANON_RATE": ("anon_rate_per_s", float),
+    "WF_GATEWAY_AUDIT_DAYS": ("audit_days", float),
 }
 
 

@@ -15,6 +15,9 @@ key                            type    holds
                                        read by the worker's detectors
 ``P:zones:version``            string  bumped on every change of ``P:zones``
 ``P:audit``                    stream  the audit log (:mod:`gateway.audit`)
+``P:released:{agreement}:{m}`` hash    window start (epoch s) -> JSON of that window of the agreement's
+                                       released table (:mod:`gateway.disclosure`), written once
+                                       (``HSETNX``: every gateway serves the first one written)
 ``P:revoked``                  zset    revoked token ids (``jti``), scored by when the token
                                        expires anyway; expired ones are pruned on each
                                        revocation and the key expires with the last one
@@ -228,6 +231,56 @@ class Store:
             {"start": (first + b * step_min) * 60, "minutes": step_min, "categories": bins.get(b, {})}
             for b in range(-(-len(mins) // step_min))
         ]
+
+    async def window_counts(self, cells: Iterable[str], start_minute: int, minutes: int) -> dict[tuple[str, str], int]:
+        """Exact calls per (res-8 cell, category) in ``cells`` over the ``minutes`` from epoch minute ``start_minute``."""
+        fields = [f"{c}|{cat}" for c in sorted(cells) for cat in _CATEGORIES]
+        out: dict[tuple[str, str], int] = {}
+        if not fields:
+            return out
+        mins = list(range(start_minute, start_minute + minutes))
+        for i in range(0, len(mins), HISTORY_CHUNK_MIN):
+            pipe = self.client.pipeline(transaction=False)
+            for m in mins[i : i + HISTORY_CHUNK_MIN]:
+                pipe.hmget(self.keys.bucket(m), fields)
+            for values in await pipe.execute():
+                for f, v in zip(fields, values, strict=True):
+                    if v is not None:
+                        cell, _, cat = f.partition("|")
+                        out[(cell, cat)] = out.get((cell, cat), 0) + int(v)
+        return out
+
+    async def horizon(self) -> float | None:
+        """Epoch seconds before which the worker's minute buckets have expired (None: nothing expired yet)."""
+        value = await self.client.get(self.keys.horizon)
+        return None if value is None else int(value) * 60.0
+
+    def _released_key(self, agreement: str, window_min: int) -> str:
+        return f"{self.keys.prefix}:released:{agreement}:{window_min}"
+
+    async def released(self, agreement: str, window_min: int, starts: Iterable[float]) -> dict[float, dict]:
+        """The stored windows of an agreement's released table among ``starts`` (start -> JSON)."""
+        starts = list(starts)
+        if not starts:
+            return {}
+        values = await self.client.hmget(self._released_key(agreement, window_min), [str(int(s)) for s in starts])
+        return {s: json.loads(v) for s, v in zip(starts, values, strict=True) if v is not None}
+
+    async def release(self, agreement: str, window_min: int, start: float, window: dict, keep_after: float) -> dict:
+        """Store a released window unless one is stored already; returns the stored one (the first written wins).
+
+        Windows that start before ``keep_after`` are deleted (the agreement's history).
+        """
+        key = self._released_key(agreement, window_min)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hsetnx(key, str(int(start)), json.dumps(window, separators=(",", ":")))
+        pipe.hget(key, str(int(start)))
+        pipe.hkeys(key)
+        _, stored, fields = await pipe.execute()
+        old = [f for f in fields if int(f) < keep_after]
+        if old:
+            await self.client.hdel(key, *old)
+        return json.loads(stored)
 
     # -- zones -------------------------------------------------------------------
 

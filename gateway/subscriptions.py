@@ -7,22 +7,24 @@ A filter only narrows: :func:`~gateway.policy.view` has already decided what
 the client may see, and a polygon is cut down to the client's own cells.
 
 Matching is done on the view, not on the detector's alert, so it reveals
-nothing the view does not: a partner's polygon is matched on the
-res-``generalize_res`` cells its views carry, and categories on the
-categories its views show (counts below k are not there).
+nothing the view does not: a partner's polygon selects the zones of the
+released units it overlaps (partner views name units and zones, never cells),
+and categories are matched on the categories its views show.
 
 Examples
 --------
+>>> from gateway.disclosure import Plan, units_for
 >>> from gateway.policy import Scope
 >>> from gateway.protocol import Subscribe
 >>> from gateway.tokens import Role
 >>> from gateway.zones import Zone
 >>> zone = Zone("septa-ambler", "Ambler station", "station", "SEPTA", frozenset({"882aac9599fffff"}), {})
->>> scope = Scope(Role.TRANSIT, "SEPTA", "desk", (zone,))
+>>> plan = Plan("septa", units_for([zone]))
+>>> scope = Scope(Role.TRANSIT, "SEPTA", "desk", (zone,), plan=plan, unit_ids=("septa-ambler",))
 >>> f = build_filter(Subscribe(zones=("septa-ambler",), categories=("TRAFFIC",), min_severity="medium"), scope, {zone.id: zone}, now=0.0)
->>> matches(f, {"kind": "surge", "severity": "high", "zones": ["septa-ambler"], "categories": {"TRAFFIC": 5}}, {})
+>>> matches(f, {"kind": "surge", "severity": "high", "zones": ["septa-ambler"], "categories": ["TRAFFIC"]}, {})
 True
->>> matches(f, {"kind": "surge", "severity": "low", "zones": ["septa-ambler"], "categories": {"TRAFFIC": 5}}, {})
+>>> matches(f, {"kind": "surge", "severity": "low", "zones": ["septa-ambler"], "categories": ["TRAFFIC"]}, {})
 False
 >>> build_filter(Subscribe(zones=("septa-lansdale",)), scope, {zone.id: zone}, now=0.0)
 Traceback (most recent call last):
@@ -34,8 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import h3
 
 from detectors.types import AlertKind
 from gateway.policy import Scope, severity_rank, visible_cells
@@ -52,8 +52,8 @@ class Filter:
     """What a client asked for; ``None`` means no restriction.
 
     ``zones`` are zone ids (matched on the view's ``zones``); ``cells`` come from a
-    polygon, at the resolution of the client's views (res 8, or the scope's
-    ``generalize_res`` for partners). An alert is in place when it matches either
+    polygon, at res 8 (a partner's polygon becomes the zones of the units it
+    overlaps instead: its views carry no cells). An alert is in place when it matches either
     (or when neither is set); feed outages are in every place.
     """
 
@@ -95,6 +95,9 @@ def build_filter(msg: Subscribe, scope: Scope, zones_by_id: Mapping[str, Zone], 
     del now
     zones = None if msg.zones is None else _zones(msg.zones, scope, zones_by_id)
     cells = None if msg.polygon is None else _polygon(msg.polygon, scope)
+    if cells is not None and scope.role in PARTNER_ROLES:
+        by_polygon = frozenset(z.id for z in scope.zones if z.cells & cells)
+        zones, cells = (by_polygon if zones is None else zones | by_polygon), None
     categories = None
     if msg.categories is not None:
         if not msg.categories:
@@ -122,7 +125,7 @@ def matches(f: Filter, alert_view: Mapping, raw_alert: Mapping) -> bool:
     if severity_rank(alert_view.get("severity", "low")) < severity_rank(f.min_severity):
         return False
     if f.categories is not None:
-        shown = alert_view.get("categories") or {}
+        shown = alert_view.get("categories") or ()  # a dict (supervisors) or a list of names (partners)
         if shown and f.categories.isdisjoint(shown):
             return False
     if f.zones is None and f.cells is None:
@@ -160,9 +163,6 @@ def _polygon(geometry: dict, scope: Scope) -> frozenset[str]:
     cells &= allowed
     if not cells:
         raise ProtocolError("polygon_outside_scope", "the polygon has no cell in this token's zones")
-    if scope.role in PARTNER_ROLES:
-        # matched on what partner views carry: parents at the generalized resolution
-        return frozenset(h3.cell_to_parent(c, scope.generalize_res) for c in cells)
     return cells
 
 
@@ -171,9 +171,9 @@ def filter_counts(
 ) -> tuple[dict, dict]:
     """The part of a ``counts`` frame (already scoped by :mod:`gateway.policy`) that a client's filter asks for.
 
-    With zones or a polygon set, only the cells inside them (at the resolution
-    of the scoped counts) and the counts of the chosen zones remain; categories
-    and severity do not apply to counts.
+    With zones or a polygon set, only the cells inside them and the counts of
+    the chosen zones remain; categories and severity do not apply to counts.
+    (Partners' counts are their released table, not filtered here.)
     """
     if f.zones is None and f.cells is None:
         return dict(cells), dict(zone_counts)
@@ -181,6 +181,6 @@ def filter_counts(
     for zid in f.zones or ():
         zone = zones_by_id.get(zid)
         if zone is not None:
-            wanted |= zone.cells if scope.role not in PARTNER_ROLES else {h3.cell_to_parent(c, scope.generalize_res) for c in zone.cells}
+            wanted |= zone.cells
     kept_zones = {z: n for z, n in zone_counts.items() if f.zones is None or z in f.zones}
     return {c: n for c, n in cells.items() if c in wanted}, kept_zones

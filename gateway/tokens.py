@@ -9,8 +9,8 @@ before :func:`verify` returns.
 Roles
 -----
 ``supervisor``  the 911 centre: every alert, precise; ``zones`` is empty.
-``transit``     a transit agency: alerts touching its station zones, generalized.
-``school``      a school district: alerts touching its school zones, generalized.
+``transit``     a transit agency: what its data-sharing agreement (``agreement``) allows.
+``school``      a school district: what its data-sharing agreement (``agreement``) allows.
 ``commander``   an event commander: precise alerts in its event zones while they are active.
 
 Lifetime and revocation
@@ -27,14 +27,15 @@ Command line::
 
     export WF_GATEWAY_SECRET=$(python -c "import secrets; print(secrets.token_urlsafe(48))")
     python -m gateway.tokens issue --role transit --agency SEPTA --subject ops-desk-3 \\
-        --zones septa-norristown-tc,septa-lansdale --ttl 8h
+        --agreement septa --zones septa-norristown-tc,septa-lansdale --ttl 8h
     python -m gateway.tokens inspect <token>
     python -m gateway.tokens revoke <token or its jti>   # also reads WF_REDIS_URL, WF_REDIS_PREFIX
 
 Examples
 --------
 >>> secret = b"s" * 32
->>> token = issue(secret, subject="ops-desk-3", role="transit", agency="SEPTA", zones=("septa-lansdale",), now=1_700_000_000)
+>>> token = issue(secret, subject="ops-desk-3", role="transit", agency="SEPTA", zones=("septa-lansdale",), now=1_700_000_000,
+...               agreement="septa")
 >>> claims = verify(secret, token, now=1_700_000_060)
 >>> claims.role, claims.zones, claims.expires_at - claims.issued_at
 (<Role.TRANSIT: 'transit'>, ('septa-lansdale',), 28800.0)
@@ -114,6 +115,10 @@ class Claims:
     expires_at: float
     issued_at: float
     token_id: str
+    #: the data-sharing agreement of a partner token (:mod:`gateway.agreements`); None for other roles
+    agreement: str | None = None
+    #: the token is not valid before this time (``nbf``, RFC 7519 s. 4.1.5); None when unset
+    not_before: float | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -131,16 +136,19 @@ def issue(
     zones: Sequence[str] = (),
     ttl_s: float = DEFAULT_TTL_S,
     now: float | None = None,
+    agreement: str | None = None,
+    not_before: float | None = None,
 ) -> str:
     """A signed token for ``subject``; raises ``ValueError`` naming the first bad argument.
 
-    Partner roles (transit, school) need at least one zone; a commander needs the
-    event zone(s) it commands; a supervisor sees everything and takes no zones.
+    Partner roles (transit, school) need their data-sharing ``agreement`` and may
+    name some of its zones (none: all of them); a commander needs the event
+    zone(s) it commands; a supervisor sees everything and takes no zones.
 
-    >>> issue(b"s" * 32, subject="desk", role="school", agency="MCIU", zones=())
+    >>> issue(b"s" * 32, subject="desk", role="school", agency="MCIU", zones=("a",))
     Traceback (most recent call last):
     ...
-    ValueError: a school token needs at least one zone id (--zones), got none
+    ValueError: a school token needs its data-sharing agreement (--agreement), got none
     """
     _check_secret(secret)
     try:
@@ -160,9 +168,14 @@ def issue(
         raise ValueError(f"a token names at most {MAX_ZONES} zones, got {len(zones)}")
     if role is Role.SUPERVISOR and zones:
         raise ValueError(f"a supervisor token sees every zone and takes no zone ids, got {', '.join(zones)}")
-    if role is not Role.SUPERVISOR and not zones:
-        what = "the event zone id(s) it commands" if role is Role.COMMANDER else "at least one zone id"
-        raise ValueError(f"a {role} token needs {what} (--zones), got none")
+    if role in PARTNER_ROLES:
+        if agreement is None:
+            raise ValueError(f"a {role} token needs its data-sharing agreement (--agreement), got none")
+        _check_text("agreement", agreement)
+    elif agreement is not None:
+        raise ValueError(f"only partner tokens (transit, school) name an agreement, not a {role} token")
+    if role is Role.COMMANDER and not zones:
+        raise ValueError("a commander token needs the event zone id(s) it commands (--zones), got none")
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or not 0 < ttl_s <= MAX_TTL_S:
         raise ValueError(f"ttl must be more than 0 and at most {MAX_TTL_S:.0f} s (7 days), got {ttl_s!r}")
     iat = time.time() if now is None else float(now)
@@ -175,6 +188,10 @@ def issue(
         "exp": iat + float(ttl_s),
         "jti": secrets.token_urlsafe(16),
     }
+    if agreement is not None:
+        payload["agreement"] = agreement
+    if not_before is not None:
+        payload["nbf"] = float(not_before)
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
@@ -183,7 +200,7 @@ def verify(secret: bytes, token: str | None, now: float | None = None, *, max_tt
 
     Only HS256 is accepted (never ``none``, never another algorithm: the
     algorithm in the token header is not trusted, RFC 8725 s. 3.1). ``iat``
-    may be up to :data:`CLOCK_SKEW_S` in the future; ``exp`` has no grace; a
+    and ``nbf`` (when present) may be up to :data:`CLOCK_SKEW_S` in the future; ``exp`` has no grace; a
     lifetime ``exp - iat`` over ``max_ttl_s`` is refused (``too_long_lived``).
     Whether the token was revoked is the caller's to check (it needs Redis).
 
@@ -214,6 +231,8 @@ def verify(secret: bytes, token: str | None, now: float | None = None, *, max_tt
     t = time.time() if now is None else float(now)
     if claims.issued_at > t + CLOCK_SKEW_S:
         raise TokenError("not_yet_valid", f"token issued {claims.issued_at - t:.0f} s in the future; check the clocks")
+    if claims.not_before is not None and claims.not_before > t + CLOCK_SKEW_S:
+        raise TokenError("not_yet_valid", f"token not valid for another {claims.not_before - t:.0f} s (nbf)")
     if t >= claims.expires_at:
         raise TokenError("expired", f"token expired {t - claims.expires_at:.0f} s ago; ask for a new one")
     lifetime = claims.expires_at - claims.issued_at
@@ -334,6 +353,8 @@ def _claims(payload: dict) -> Claims:
         expires_at=number("exp"),
         issued_at=number("iat"),
         token_id=text("jti"),
+        agreement=text("agreement") if "agreement" in payload else None,
+        not_before=number("nbf") if "nbf" in payload else None,
     )
 
 
@@ -360,7 +381,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--role", required=True, choices=[r.value for r in Role], help="what the holder may see")
     i.add_argument("--agency", required=True, help="the holder's agency, e.g. SEPTA")
     i.add_argument("--subject", required=True, help="who or which desk holds the token, e.g. ops-desk-3 (audited)")
-    i.add_argument("--zones", default="", help="comma-separated zone ids (partners and commanders; none for supervisors)")
+    i.add_argument("--zones", default="", help="comma-separated zone ids (commanders; partners may narrow their agreement's)")
+    i.add_argument("--agreement", default=None, help="the data-sharing agreement of a transit or school token (infra/sharing)")
     i.add_argument(
         "--ttl", default="8h", help="lifetime: seconds or 30m, 8h, 2d (default 8h; at most WF_GATEWAY_MAX_TOKEN_TTL_S, 12h by default)"
     )
@@ -399,7 +421,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                     f"ttl {args.ttl} is longer than the {settings.max_token_ttl_s:.0f} s gateways accept "
                     "(WF_GATEWAY_MAX_TOKEN_TTL_S); they would refuse the token"
                 )
-            token = issue(secret, subject=args.subject, role=args.role, agency=args.agency, zones=zones, ttl_s=ttl)
+            token = issue(
+                secret, subject=args.subject, role=args.role, agency=args.agency, zones=zones, ttl_s=ttl, agreement=args.agreement
+            )
         except ValueError as exc:
             parser.error(str(exc))
         print(token)

@@ -74,7 +74,9 @@ class Zone:
 
     ``active_from`` / ``active_until`` bound an event zone in epoch seconds
     (``None``: unbounded); ``threshold`` is the surge score an event zone's
-    surge test uses (``None``: the detector's default).
+    surge test uses (``None``: the detector's default); ``floor`` is the
+    lowest threshold a commander may set (a supervisor's choice; ``None``:
+    the supervisor's threshold is the floor).
     """
 
     id: str
@@ -86,6 +88,7 @@ class Zone:
     active_from: float | None = None
     active_until: float | None = None
     threshold: float | None = None
+    floor: float | None = None
 
     def active(self, now: float) -> bool:
         """Whether the zone is in force at ``now``: ``active_from <= now < active_until``."""
@@ -102,6 +105,7 @@ class Zone:
             "active_from": self.active_from,
             "active_until": self.active_until,
             "threshold": self.threshold,
+            "floor": self.floor,
         }
 
     @classmethod
@@ -130,6 +134,7 @@ class Zone:
             active_from=_optional_number(data.get("active_from"), f"zone {zid!r} active_from"),
             active_until=_optional_number(data.get("active_until"), f"zone {zid!r} active_until"),
             threshold=_optional_number(data.get("threshold"), f"zone {zid!r} threshold"),
+            floor=_optional_number(data.get("floor"), f"zone {zid!r} floor"),
         )
 
 
@@ -234,6 +239,7 @@ def event_zone(
     agency: str,
     threshold: float | None = None,
     within: Bounds | None = None,
+    floor: float | None = None,
 ) -> Zone:
     """An event zone active from ``starts_at`` until ``ends_at`` (at most 14 days); ``ZoneError`` otherwise.
 
@@ -262,6 +268,9 @@ def event_zone(
     score = _optional_number(threshold, "threshold")
     if score is not None and score <= 0:
         raise ZoneError(f"event zone {zid!r}: threshold must be a positive score or None, got {threshold!r}")
+    low = _optional_number(floor, "floor")
+    if low is not None and (low <= 0 or (score is not None and score < low)):
+        raise ZoneError(f"event zone {zid!r}: floor must be a positive score no higher than the threshold, got {floor!r}")
     try:
         cells = polygon_cells(polygon)
     except ZoneError as exc:
@@ -283,6 +292,7 @@ def event_zone(
         active_from=start,
         active_until=end,
         threshold=score,
+        floor=low,
     )
 
 

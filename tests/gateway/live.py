@@ -17,6 +17,7 @@ import redis
 from websockets.sync.client import ClientConnection, connect
 
 from detectors.types import Alert, AlertKind, AlertState
+from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
 from gateway.settings import DEFAULT_ZONES
 from gateway.tokens import issue
 from gateway.zones import load_zone_files
@@ -32,6 +33,7 @@ IN_LANSDALE = sorted(LANSDALE.cells)[0]
 FAR = h3.latlng_to_cell(40.2454, -75.6496, 8)
 assert all(FAR not in z.cells for z in ZONES.values())
 SECRET = b"test-secret-" + b"x" * 40
+AGREEMENTS = load_agreements(DEFAULT_AGREEMENTS)
 
 
 @dataclass
@@ -49,6 +51,9 @@ class GatewayProcess:
             WF_REDIS_PREFIX=self.prefix,
             WF_GATEWAY_PORT=str(self.port),
             WF_GATEWAY_COUNTS_S="0.5",
+            # the tests knock and read much faster than a person: the rate limits have tests of their own
+            WF_GATEWAY_API_RATE="10000",
+            WF_GATEWAY_ANON_RATE="10000",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.env_extra)
@@ -89,6 +94,12 @@ class GatewayProcess:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
+    def metrics(self) -> str:
+        """The Prometheus text of ``/metrics``, read with a supervisor's token (it is not public)."""
+        status, body = self.get("/metrics", token("supervisor", subject="metrics-reader"))
+        assert status == 200, body
+        return body.decode()
+
     def get_json(self, path: str, token: str | None = None) -> tuple[int, dict]:
         status, body = self.get(path, token)
         return status, json.loads(body)
@@ -101,9 +112,19 @@ class GatewayProcess:
 
 
 def token(
-    role: str, *, zones: tuple[str, ...] = (), subject: str | None = None, agency: str = "Montgomery County 911", ttl_s: float = 3600
+    role: str,
+    *,
+    zones: tuple[str, ...] = (),
+    subject: str | None = None,
+    agency: str = "Montgomery County 911",
+    ttl_s: float = 3600,
+    agreement: str | None = None,
 ) -> str:
-    return issue(SECRET, subject=subject or f"{role}-1", role=role, agency=agency, zones=zones, ttl_s=ttl_s)
+    """A token signed with the tests' secret; a partner's names the agreement (infra/sharing) holding its zones, and its agency."""
+    if role in ("transit", "school") and agreement is None:
+        agreement = next(a.id for a in AGREEMENTS.values() if a.role == role and set(zones) <= set(a.zones))
+        agency = AGREEMENTS[agreement].agency
+    return issue(SECRET, subject=subject or f"{role}-1", role=role, agency=agency, zones=zones, ttl_s=ttl_s, agreement=agreement)
 
 
 def make_alert(

@@ -213,7 +213,36 @@ TOKEN_CASES: list[tuple[str, Callable[[], str | None], int, str]] = [
     ("signed-no-jti", lambda: jwt.encode({k: v for k, v in _claims().items() if k != "jti"}, SECRET, algorithm="HS256"), 401, "malformed"),
     ("signed-unknown-role", lambda: jwt.encode(_claims(role="mayor"), SECRET, algorithm="HS256"), 401, "malformed"),
     ("signed-huge-exp", lambda: jwt.encode({**_claims(), "exp": 1e400}, SECRET, algorithm="HS256"), 401, "malformed"),
-    ("partner-unknown-zone", lambda: token("transit", zones=("nowhere",), subject="lost"), 403, "no_scope"),
+    (
+        "partner-unknown-zone",
+        lambda: token("transit", zones=("nowhere",), subject="lost", agreement="septa", agency="SEPTA"),
+        403,
+        "no_scope",
+    ),
+    (
+        "partner-unknown-agreement",
+        lambda: token("transit", zones=("septa-lansdale",), subject="lost", agreement="made-up", agency="SEPTA"),
+        403,
+        "no_scope",
+    ),
+    (
+        "partner-other-agency",
+        lambda: token("transit", zones=("septa-lansdale",), subject="lost", agreement="septa", agency="NJ Transit"),
+        403,
+        "no_scope",
+    ),
+    (
+        "partner-without-agreement",
+        lambda: jwt.encode({**_claims(), "role": "transit", "sub": "lost", "zones": ["septa-lansdale"]}, SECRET, algorithm="HS256"),
+        403,
+        "no_scope",
+    ),
+    (
+        "not-before-in-future",
+        lambda: issue(SECRET, subject="early", role="supervisor", agency="X", not_before=time.time() + 3600),
+        401,
+        "not_yet_valid",
+    ),
     ("commander-no-such-event", lambda: token("commander", zones=("no-such-event",), subject="cmd-lost"), 403, "no_scope"),
 ]
 
@@ -339,7 +368,7 @@ def test_revoked_token_is_refused_everywhere_and_its_open_socket_closed(hgw, hpr
     exp = unb64(stolen.split(".")[1])["exp"]
     assert hr.zscore(f"{hprefix}:revoked", jti) == pytest.approx(exp)
     assert 0 < hr.ttl(f"{hprefix}:revoked") <= exp - time.time() + 2
-    assert 'watchfloor_gateway_refused_total{code="revoked"}' in hgw.get("/metrics")[1].decode()
+    assert 'watchfloor_gateway_refused_total{code="revoked"}' in hgw.metrics()
 
 
 def test_revoking_by_token_id_refuses_the_partner_token(hgw, hprefix):
@@ -634,12 +663,16 @@ def test_cell_history_larger_than_the_budget_is_refused_at_once(hgw, cell, hours
     assert hgw.get("/healthz")[0] == 200
 
 
-def test_partner_history_of_a_coarse_cell_reads_only_its_own_cells_within_the_budget(hgw):
-    """A partner may ask a week of a res-0 cell: only its own res-8 cells are read (7 cells x a week is within the budget)."""
+def test_partner_reads_no_cell_history_only_a_week_of_its_released_table(hgw):
+    """A partner may not read any cell's history (coarse or its own): it reads its agreement's released table, a week at most."""
     tried("expensive")
     partner = token("transit", zones=LANSDALE, agency="SEPTA", subject="historian-partner")
-    status, body = hgw.get_json(f"/api/cells/{h3.cell_to_parent(IN_LANSDALE, 0)}/history?hours=168&step=60", partner)
-    assert status == 200 and len(body.get("bins", [])) in (0, 168)
+    for cell in (h3.cell_to_parent(IN_LANSDALE, 0), IN_LANSDALE):
+        status, body = hgw.get_json(f"/api/cells/{cell}/history?hours=168&step=60", partner)
+        assert (status, body["error"]) == (403, "forbidden")
+    status, body = hgw.get_json("/api/released?hours=168", partner)
+    assert status == 200 and body["window_min"] == 60
+    assert hgw.get_json("/api/released?hours=169", partner)[1]["error"] == "bad_hours"
 
 
 # -- invalid polygons ------------------------------------------------------------------------------
@@ -831,7 +864,7 @@ def test_a_hostile_flood_does_not_slow_a_bystander(prefix, r, tmp_path):
     bad_tokens = [c[1] for c in TOKEN_CASES if c[2] == 401 and c[0] != "missing"]
     polygon_message = json.dumps({"type": "subscribe", "polygon": circle(IN_LANSDALE, 1999)})
     partner = token("transit", zones=LANSDALE, agency="SEPTA", subject="flood-poly")
-    history = f"/api/cells/{h3.cell_to_parent(IN_LANSDALE, 0)}/history?hours=168&step=1"
+    history = "/api/released?hours=168"
     r.set(f"{prefix}:wm:call:0", time.time())  # so that histories are read
     frames = [b"\x00", "{nope", "[]", '{"type": "launch"}', "[" * 60_000 + "]" * 60_000, '{"type": "ack", "alert_id": 5}']
     flooders = {
@@ -846,7 +879,7 @@ def test_a_hostile_flood_does_not_slow_a_bystander(prefix, r, tmp_path):
         "oversize": Flooder("oversize", lambda: _oversize(gw, token("supervisor", subject="flood-big")), stop),
         "handshakes": Flooder("handshakes", lambda: _bad_handshake(gw, bad_tokens[int(time.monotonic() * 1000) % len(bad_tokens)]), stop),
         "api": Flooder("api", lambda: gw.get("/api/alerts", bad_tokens[int(time.monotonic() * 1000) % len(bad_tokens)]())[0], stop),
-        # the most expensive read a partner may ask for: a week of minutes
+        # the most expensive read a partner may ask for: a week of its released table
         "history": Flooder("history", lambda: gw.get(history, partner)[0], stop),
     }
     bystander = connected(gw, token("supervisor", subject="bystander"))

@@ -62,7 +62,8 @@ def test_websocket_handshake_refused_without_valid_token(gw):
 
 
 def test_supervisor_gets_everything_and_partner_only_its_zone_generalized(gw, prefix, r):
-    """A supervisor receives every alert precisely; a transit partner only the one at its station, minus what it must not see."""
+    """A supervisor receives every alert precisely; a transit partner only the one at its station, as its station's unit,
+    with no cell, count or statistic, and a sealed stream id."""
     sup = gw.ws(token("supervisor"))
     partner = gw.ws(token("transit", zones=("septa-lansdale",), agency="SEPTA"))
     for ws in (sup, partner):
@@ -79,9 +80,12 @@ def test_supervisor_gets_everything_and_partner_only_its_zone_generalized(gw, pr
     seen = got_partner[0]["alert"]
     strings = all_strings(got_partner)
     assert FAR not in strings and IN_LANSDALE not in strings and not any("surge:inside" in s for s in strings)
-    assert seen["cells"] == [h3.cell_to_parent(IN_LANSDALE, 7)]
-    assert seen["zones"] == ["septa-lansdale"] and seen["categories"] == {"TRAFFIC": 10}  # EMS 2 < k = 3
+    assert not {"cells", "observed", "expected", "score", "p_value", "model", "model_version", "window_min"} & set(seen)
+    assert seen["zones"] == ["septa-lansdale"] and seen["units"] == ["septa-lansdale"]
+    assert seen["categories"] == ["TRAFFIC"]  # EMS 2 < k = 3, and no counts at all
+    assert seen["extent"] == "area" and "Lansdale station" in seen["reason"]
     assert inside["reason"] not in strings
+    assert got_partner[0]["id"].startswith("c-") and got_partner[0]["id"] != got_sup[0]["id"]
     sup.close()
     partner.close()
 
@@ -169,7 +173,7 @@ def test_slow_client_is_closed_and_others_get_everything(prefix, r, tmp_path):
             if f["type"] == "alert":
                 ids.append(f["alert"]["id"])
         assert ids == [f"surge:s:{i}" for i in range(2000)]
-        assert "watchfloor_gateway_closed_slow_total 1" in g.get("/metrics")[1].decode()
+        assert "watchfloor_gateway_closed_slow_total 1" in g.metrics()
         # the close handshake cannot finish with a peer that does not read: it ends at the close timeout
         deadline = time.monotonic() + 30
         while not (audit := g.get_json("/api/audit?action=disconnect&actor=slow", token("supervisor"))[1]["records"]):
@@ -189,7 +193,7 @@ def test_dead_connection_is_detected_by_heartbeat(prefix, tmp_path):
     try:
 
         def clients() -> str:
-            return g.get("/metrics")[1].decode()
+            return g.metrics()
 
         deadline = time.monotonic() + 10
         while 'watchfloor_gateway_clients{role="supervisor"} 1' not in clients():
@@ -322,23 +326,32 @@ def test_event_zone_commander_sees_its_zone_only_while_active(gw, prefix, r):
 
 
 def test_rest_hotspots_history_and_zones_are_scoped(gw, prefix, r):
-    """Hot spots, a cell's history and zones come back precise for a supervisor and generalized, k-suppressed and in-zone for a partner."""
-    minute = int(time.time() // 60)
-    r.hset(
-        f"{prefix}:b:{minute}",
-        mapping={f"{FAR}|ALL": 5, f"{FAR}|TRAFFIC": 5, f"{IN_LANSDALE}|ALL": 4, f"{IN_LANSDALE}|EMS": 2, f"{IN_LANSDALE}|FIRE": 2},
-    )
-    r.set(f"{prefix}:wm:call:1", time.time())
+    """Hot spots, a cell's history and zones come back precise for a supervisor; a partner gets its units in the newest
+    closed hour of its released table only (k-suppressed), no cell history, and its zones."""
+    now = time.time()
+    # the newest hour that has settled (ended 120 s of event time ago, WF_GATEWAY_SETTLE_S): what a partner is given
+    last_hour = int((now - 120) // 3600) * 3600 - 3600
+    minute = int(now // 60)
+    for m, mapping in (
+        (minute, {f"{FAR}|ALL": 5, f"{FAR}|TRAFFIC": 5, f"{IN_LANSDALE}|ALL": 4, f"{IN_LANSDALE}|EMS": 2, f"{IN_LANSDALE}|FIRE": 2}),
+        (last_hour // 60, {f"{IN_LANSDALE}|ALL": 4, f"{IN_LANSDALE}|EMS": 4, f"{FAR}|ALL": 9, f"{FAR}|EMS": 9}),
+    ):
+        r.hset(f"{prefix}:b:{m}", mapping=mapping)
+    r.set(f"{prefix}:wm:call:1", now)
     sup, partner = token("supervisor"), token("transit", zones=("septa-lansdale",), agency="SEPTA")
     _, hs = gw.get_json("/api/hotspots", sup)
     assert {c["cell"]: c["count"] for c in hs["cells"]} == {FAR: 5, IN_LANSDALE: 4}
     assert len(hs["cells"][0]["boundary"]) == 6
     _, hp = gw.get_json("/api/hotspots", partner)
-    assert {c["cell"]: c["count"] for c in hp["cells"]} == {h3.cell_to_parent(IN_LANSDALE, 7): 4}
+    assert hp["cells"] == [] and hp["window_min"] == 60 and hp["at"] == last_hour + 3600
+    assert [(u["unit"], u["calls"]) for u in hp["units"]] == [("septa-lansdale", {"all": 4})]
+    assert gw.get_json("/api/hotspots?window=15", partner)[1]["error"] == "bad_window"  # no free windows for partners
     status, body = gw.get_json(f"/api/cells/{FAR}/history?hours=1", partner)
-    assert (status, body["error"]) == (403, "out_of_scope")
-    _, hist = gw.get_json(f"/api/cells/{h3.cell_to_parent(IN_LANSDALE, 7)}/history?hours=1&step=60", partner)
-    assert hist["bins"][-1]["categories"] == {}  # EMS 2 and FIRE 2 are below k = 3
+    assert (status, body["error"]) == (403, "forbidden")
+    status, body = gw.get_json(f"/api/cells/{IN_LANSDALE}/history?hours=1&step=60", partner)
+    assert (status, body["error"]) == (403, "forbidden")  # partners read their released table instead
+    _, rel = gw.get_json("/api/released?hours=2", partner)
+    assert rel["windows"][-1]["values"] == {"septa-lansdale": {"all": 4}} and rel["windows"][-1]["start"] == last_hour
     _, hist = gw.get_json(f"/api/cells/{IN_LANSDALE}/history?hours=1&step=60", sup)
     assert hist["bins"][-1]["categories"] == {"EMS": 2, "FIRE": 2}
     _, zones = gw.get_json("/api/zones", partner)
@@ -355,7 +368,10 @@ def test_actions_reach_clients_that_read_the_alert_elsewhere_and_resume_with_the
     watcher = gw.ws(token("supervisor", subject="watcher"), last_id=current["last_id"])
     recv_until(watcher, lambda f: f["type"] == "caught_up")
     partner_tok = token("transit", zones=("septa-lansdale",), agency="SEPTA")
-    away = gw.ws(partner_tok, last_id=sid)
+    cursor = gw.get_json("/api/alerts?state=all", partner_tok)[1]["alerts"][0]["id"]  # partners resume from sealed cursors
+    assert cursor.startswith("c-") and sid not in cursor
+    assert gw.get_json("/api/alerts", partner_tok)[1]["last_id"] != cursor  # sealed afresh each time: nothing to compare
+    away = gw.ws(partner_tok, last_id=cursor)
     recv_until(away, lambda f: f["type"] == "caught_up")
     away.close()
     actor = gw.ws(token("supervisor", subject="actor"))
@@ -363,7 +379,7 @@ def test_actions_reach_clients_that_read_the_alert_elsewhere_and_resume_with_the
     actor.send(json.dumps({"type": "ack", "alert_id": "surge:late:1", "note": "on it"}))
     got, _ = recv_until(watcher, lambda f: f["type"] == "action")
     assert got["action"]["by"] == "actor"
-    back = gw.ws(partner_tok, last_id=sid)
+    back = gw.ws(partner_tok, last_id=cursor)
     frames = drain(back)
     actions = frames_of(frames, "action")
     assert len(actions) == 1 and set(actions[0]["action"]) == {"alert_id", "action", "at"}
@@ -374,12 +390,14 @@ def test_actions_reach_clients_that_read_the_alert_elsewhere_and_resume_with_the
 
 
 def test_cell_outlines_are_served_only_within_scope(gw):
-    """Any cell's outline for a supervisor; a partner gets its own cells and their res-7 parents, nothing else."""
+    """Any cell's outline for a supervisor; a partner gets its own zones' cells, nothing else (not even their parents)."""
     sup, partner = token("supervisor"), token("transit", zones=("septa-lansdale",), agency="SEPTA")
     status, body = gw.get_json(f"/api/cells?ids={FAR},{IN_LANSDALE}", sup)
     assert status == 200 and [c["cell"] for c in body["cells"]] == [FAR, IN_LANSDALE] and len(body["cells"][0]["boundary"]) == 6
     parent = h3.cell_to_parent(IN_LANSDALE, 7)
-    assert gw.get_json(f"/api/cells?ids={parent},{IN_LANSDALE}", partner)[0] == 200
-    status, body = gw.get_json(f"/api/cells?ids={parent},{FAR}", partner)
+    assert gw.get_json(f"/api/cells?ids={IN_LANSDALE}", partner)[0] == 200
+    status, body = gw.get_json(f"/api/cells?ids={parent},{IN_LANSDALE}", partner)
+    assert (status, body["error"]) == (403, "out_of_scope")
+    status, body = gw.get_json(f"/api/cells?ids={IN_LANSDALE},{FAR}", partner)
     assert (status, body["error"]) == (403, "out_of_scope")
     assert gw.get_json("/api/cells?ids=nonsense", sup)[0] == 400

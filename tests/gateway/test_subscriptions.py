@@ -7,6 +7,7 @@ from pathlib import Path
 import h3
 import pytest
 
+from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
 from gateway.policy import scope_for, view
 from gateway.protocol import ProtocolError, Subscribe, parse_client_message
 from gateway.subscriptions import Filter, build_filter, filter_counts, matches
@@ -30,8 +31,13 @@ IN_LANSDALE = sorted(LANSDALE.cells)
 FAR = h3.latlng_to_cell(40.30, -75.45, 8)
 
 
+AGREEMENTS = load_agreements(DEFAULT_AGREEMENTS)
+
+
 def _scope(role: str, zones: tuple[str, ...] = ()):
-    return scope_for(Claims("desk", Role(role), "AG", zones, NOW + 3600, NOW, "j"), ALL, NOW)
+    agreement = "septa" if role == "transit" else None
+    agency = "SEPTA" if role == "transit" else "AG"
+    return scope_for(Claims("desk", Role(role), agency, zones, NOW + 3600, NOW, "j", agreement=agreement), ALL, NOW, agreements=AGREEMENTS)
 
 
 SUPERVISOR = _scope("supervisor")
@@ -119,12 +125,11 @@ def test_partner_polygon_outside_scope_is_refused():
     assert err.code == "polygon_outside_scope"
 
 
-def test_partner_polygon_is_cut_to_its_zones_and_generalized():
-    """A partner polygon larger than its zone keeps only zone cells, as res-7 parents."""
+def test_partner_polygon_selects_the_zones_it_overlaps():
+    """A partner polygon larger than its zone becomes the zones of its own it overlaps (partner views carry no cells)."""
     big = _box(-75.2838, 40.2418, 0.05)
     f = build_filter(Subscribe(polygon=big), TRANSIT, ALL, NOW)
-    in_zone = polygon_cells(big) & LANSDALE.cells
-    assert f.cells == {h3.cell_to_parent(c, 7) for c in in_zone}
+    assert f.cells is None and f.zones == {"septa-lansdale"}
 
 
 def test_supervisor_polygon_is_kept_whole():
@@ -238,15 +243,11 @@ def test_filter_never_widens_scope():
         assert not _delivered(build_filter(msg, TRANSIT, ALL, NOW), _alert([FAR]), TRANSIT)
 
 
-def test_counts_follow_the_subscription_zones_at_the_views_resolution():
-    """A client following one zone gets the counts of that zone's cells only (res 7 for a partner) and that zone's count."""
+def test_counts_follow_the_subscription_zones():
+    """A client following one zone gets the counts of that zone's cells only and that zone's count."""
     ambler = sorted(ZONES["septa-ambler"].cells)[0]
     sup_cells = {IN_LANSDALE[0]: 4, ambler: 6, FAR: 9}
     f = build_filter(Subscribe(zones=("septa-lansdale",)), SUPERVISOR, ALL, NOW)
     cells, zones = filter_counts(f, sup_cells, {"septa-lansdale": 4, "septa-ambler": 6}, SUPERVISOR, ALL)
     assert cells == {IN_LANSDALE[0]: 4} and zones == {"septa-lansdale": 4}
-    parent = h3.cell_to_parent(IN_LANSDALE[0], 7)
-    f = build_filter(Subscribe(zones=("septa-lansdale",)), TRANSIT, ALL, NOW)
-    cells, zones = filter_counts(f, {parent: 4, h3.cell_to_parent(ambler, 7): 6}, {"septa-lansdale": 4, "septa-ambler": 6}, TRANSIT, ALL)
-    assert cells == {parent: 4} and zones == {"septa-lansdale": 4}
     assert filter_counts(Filter.everything(), sup_cells, {"x": 1}, SUPERVISOR, ALL) == (sup_cells, {"x": 1})

@@ -1,0 +1,355 @@
+"""The gateway's HTTP API: a route table and one handler per route (adapter: handlers read through the gateway's store).
+
+=====================================  ==============  ======================================================
+route                                  roles           answers
+=====================================  ==============  ======================================================
+``GET /api/me``                        all             the caller's claims, zones, and for partners its
+                                                       agreement, released units and the dashboard's settings
+``GET /api/alerts``                    all             current alerts in scope (``state=open|all``, ``kind``,
+                                                       ``min_severity``, ``limit``) and ``last_id`` to resume from
+``GET /api/hotspots``                  all             supervisors and commanders: calls per cell over ``window``
+                                                       (15, 60, 180 or 1440 min); partners: their units in the
+                                                       newest released window
+``GET /api/released``                  partners        the agreement's released windows over the last ``hours``
+``GET /api/cells/{cell}/history``      supervisors,    a cell's calls per ``step`` (15, 60 or 1440 min) over
+                                       commanders      ``hours``; commanders: their cells, from their zone's start
+``GET /api/cells?ids=a,b``             all             outlines of cells in scope (partners: their zones' cells)
+``GET /api/zones``                     all             zones in scope, with their cells and outline
+``GET /api/audit``, ``/export``        supervisors     the audit log, as JSON or CSV / JSON lines
+``GET /metrics``                       supervisors     Prometheus text: clients by role, deliveries, refusals
+=====================================  ==============  ======================================================
+
+Partners' numbers come only from their released table (:mod:`gateway.disclosure`);
+every partner and commander read is audited (``read``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import h3
+from websockets.http11 import Response
+
+from gateway.audit import AuditAction, AuditRecord, to_csv
+from gateway.disclosure import hot_units
+from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
+from gateway.policy import Scope, cursor_for, severity, view, view_counts, visible_cells, zone_counts
+from gateway.protocol import SEVERITIES
+from gateway.tokens import PARTNER_ROLES, Claims, Role
+from gateway.zones import ZONE_RESOLUTION, Zone
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+
+#: hot-spot windows (minutes): fixed, so that answers for nearby windows cannot be differenced and each is cached
+HOTSPOT_WINDOWS = (15, 60, 180, 1440)
+#: history steps (minutes) for supervisors and commanders
+HISTORY_STEPS = (15, 60, 1440)
+#: most res-8 cells times minutes one history call reads (a week of 10 cells, a day of 69)
+MAX_HISTORY_CELL_MINUTES = 100_000
+ALL_ROLES = frozenset(Role)
+PRECISE = frozenset({Role.SUPERVISOR, Role.COMMANDER})
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One authenticated API call: what the handler needs, nothing else."""
+
+    path: str
+    params: tuple[str, ...]
+    query: dict[str, list[str]]
+    claims: Claims
+    scope: Scope
+    remote: str
+    now: float
+
+
+Handler = Callable[["Gateway", ApiRequest], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``pattern`` is the path split on ``/``, with ``*`` for one parameter segment."""
+
+    pattern: tuple[str, ...]
+    handler: Handler
+    roles: frozenset[Role]
+
+    def match(self, parts: list[str]) -> tuple[str, ...] | None:
+        if len(parts) != len(self.pattern):
+            return None
+        params = []
+        for p, want in zip(parts, self.pattern, strict=True):
+            if want == "*":
+                params.append(p)
+            elif p != want:
+                return None
+        return tuple(params)
+
+
+def find_route(path: str) -> tuple[Route, tuple[str, ...]] | None:
+    """The route of ``path`` and its parameters, or None.
+
+    >>> route, params = find_route("/api/cells/872aac959ffffff/history")
+    >>> route.handler.__name__, params
+    ('cell_history', ('872aac959ffffff',))
+    """
+    parts = path.strip("/").split("/")
+    for route in ROUTES:
+        params = route.match(parts)
+        if params is not None:
+            return route, params
+    return None
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+async def me(gw: Gateway, req: ApiRequest) -> Response:
+    only(req.query, set())
+    body: dict = {"claims": req.claims.to_json(), "zones": [z.id for z in req.scope.zones], "k": req.scope.k, "tiles": gw.settings.tiles}
+    plan = req.scope.plan
+    if plan is not None:
+        agreement = gw.agreements[plan.agreement]
+        body["agreement"] = agreement.to_json({z.id: z.name for z in gw.zones.values()})
+        body["units"] = [{"id": u.id, "name": u.name, "zones": list(u.zones)} for u in plan.units if u.id in req.scope.unit_ids]
+    return json_response(200, body)
+
+
+async def alerts(gw: Gateway, req: ApiRequest) -> Response:
+    q = req.query
+    only(q, {"state", "kind", "min_severity", "limit"})
+    state = one(q, "state") or "open"
+    if state not in ("open", "all"):
+        raise HttpError(400, "bad_state", f"state must be 'open' or 'all', got {state[:40]!r}")
+    kind = one(q, "kind")
+    min_sev = one(q, "min_severity") or "low"
+    if min_sev not in SEVERITIES:
+        raise HttpError(400, "bad_severity", f"min_severity must be one of {', '.join(SEVERITIES)}, got {min_sev[:40]!r}")
+    limit = integer(q, "limit", 100, 1, 1000)
+    out = []
+    partner = req.scope.role in PARTNER_ROLES
+    for alert_id, (sid, raw) in reversed(gw.hub.alerts.items()):
+        status = gw.hub.status.get(alert_id)
+        if state == "open" and (raw.get("state") == "closed" or (status or {}).get("action") == "resolve"):
+            continue
+        if kind and raw.get("kind") != kind:
+            continue
+        if SEVERITIES.index(severity(raw)) < SEVERITIES.index(min_sev):
+            continue
+        v = view(raw, req.scope, req.now)
+        if v is None:
+            continue
+        if not partner:
+            v["status"] = status
+        elif status is not None:
+            v["status"] = {"action": status["action"], "at": _minute(status["at"])}  # not who, not the note
+        out.append({"id": cursor_for(sid, req.scope), "alert": v})
+        if len(out) >= limit:
+            break
+    return json_response(200, {"last_id": cursor_for(gw.hub.position, req.scope), "alerts": out})
+
+
+async def hotspots(gw: Gateway, req: ApiRequest) -> Response:
+    q = req.query
+    plan = req.scope.plan
+    if plan is not None:
+        only(q, {"window"})
+        choice(q, "window", plan.window_min, (plan.window_min,))  # partners: their agreement's window only
+        _shares(gw, req, "counts")
+        latest = await gw.releases.latest(plan, await gw.store.watermark())
+        units = [u for u in plan.units if u.id in req.scope.unit_ids]
+        shown = None if latest is None else latest.for_units(req.scope.unit_ids)
+        return json_response(
+            200,
+            {
+                "at": None if latest is None else latest.start + latest.minutes * 60,
+                "window_min": plan.window_min,
+                "k": plan.k,
+                "units": hot_units(shown, units),
+                "cells": [],
+                "zones": {},
+            },
+        )
+    only(q, {"window", "limit"})
+    window = choice(q, "window", 15, HOTSPOT_WINDOWS)
+    limit = integer(q, "limit", 200, 1, 5000)
+    wm = await gw.store.watermark()
+    if wm is None:
+        return json_response(200, {"at": None, "window_min": window, "cells": [], "zones": {}})
+    counts = await gw.store.cell_counts(wm, window, 8)
+    shown = view_counts(counts, req.scope, req.now)
+    top = sorted(shown.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return json_response(
+        200,
+        {
+            "at": wm,
+            "window_min": window,
+            "cells": [{"cell": c, "count": n, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c, n in top],
+            "zones": zone_counts(counts, req.scope, req.now),
+        },
+    )
+
+
+async def released(gw: Gateway, req: ApiRequest) -> Response:
+    plan = req.scope.plan
+    assert plan is not None
+    only(req.query, {"hours"})
+    _shares(gw, req, "history")
+    hours = integer(req.query, "hours", 24, 1, plan.history_h)
+    wm = await gw.store.watermark()
+    windows = await gw.releases.windows(plan, wm, since=None if wm is None else wm - hours * 3600.0 - plan.window_min * 60.0)
+    return json_response(
+        200,
+        {
+            "window_min": plan.window_min,
+            "k": plan.k,
+            "groups": list(plan.group_names),
+            "units": [{"id": u.id, "name": u.name, "zones": list(u.zones)} for u in plan.units if u.id in req.scope.unit_ids],
+            "windows": [w.for_units(req.scope.unit_ids).to_json() for w in windows[-hours * 60 // plan.window_min :]],
+        },
+    )
+
+
+async def cell_history(gw: Gateway, req: ApiRequest) -> Response:
+    cell = req.params[0]
+    if not h3.is_valid_cell(cell):
+        raise HttpError(400, "bad_cell", f"{cell[:40]!r} is not an H3 cell id")
+    only(req.query, {"hours", "step"})
+    hours = integer(req.query, "hours", 24, 1, 24 * 7)
+    step = choice(req.query, "step", 15, HISTORY_STEPS)
+    res = h3.get_resolution(cell)
+    if res > ZONE_RESOLUTION:
+        # a bad request whoever asks, and whether or not the cell is in scope (so it tells nothing about scope)
+        message = f"cell {cell} is resolution {res}; calls are counted down to resolution {ZONE_RESOLUTION}: ask for its parent"
+        raise HttpError(400, "bad_cell", message)
+    visible = visible_cells(req.scope)
+    if visible is None:
+        # counted before they are listed: a res-0 cell has 5.7 million res-8 children
+        n = h3.cell_to_children_size(cell, ZONE_RESOLUTION)
+        cells = list(h3.cell_to_children(cell, ZONE_RESOLUTION)) if n * hours * 60 <= MAX_HISTORY_CELL_MINUTES else []
+    else:
+        # only the caller's own res-8 cells inside the asked cell: never the rest of a coarse cell
+        cells = sorted(c for c in visible if c == cell or (res < ZONE_RESOLUTION and h3.cell_to_parent(c, res) == cell))
+        n = len(cells)
+    if not n:
+        raise HttpError(403, "out_of_scope", f"cell {cell} is outside what this token may see")
+    if n * hours * 60 > MAX_HISTORY_CELL_MINUTES:
+        raise HttpError(
+            400,
+            "history_too_large",
+            f"{n} res-{ZONE_RESOLUTION} cells over {hours} h is more than {MAX_HISTORY_CELL_MINUTES} cell-minutes; "
+            "ask for fewer hours or a finer cell",
+        )
+    wm = await gw.store.watermark()
+    if wm is None:
+        return json_response(200, {"cell": cell, "bins": []})
+    async with gw.history_slots:
+        bins = await gw.store.history(cells, wm, hours * 60, step)
+    if req.scope.role is Role.COMMANDER:
+        # a commander reads its zone from the zone's start on, never the history before it
+        start = _commander_start(req.scope, cells)
+        bins = [b for b in bins if start is not None and b["start"] >= start]
+    return json_response(200, {"cell": cell, "at": wm, "bins": bins})
+
+
+async def cells(gw: Gateway, req: ApiRequest) -> Response:
+    """Outlines of the asked cells this scope may see: any for supervisors; partners and commanders their own res-8 cells."""
+    only(req.query, {"ids"})
+    ids = [c for c in (one(req.query, "ids") or "").split(",") if c]
+    if not ids or len(ids) > 500:
+        raise HttpError(400, "bad_ids", "ids must list 1 to 500 H3 cell ids, comma-separated")
+    bad = [c[:20] for c in ids if not h3.is_valid_cell(c)]
+    if bad:
+        raise HttpError(400, "bad_ids", f"not H3 cell ids: {', '.join(bad[:5])}")
+    visible = visible_cells(req.scope)
+    if visible is not None:
+        outside = [c for c in ids if c not in visible]
+        if outside:
+            raise HttpError(403, "out_of_scope", f"{len(outside)} cell(s) are outside what this token may see")
+    return json_response(200, {"cells": [{"cell": c, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c in ids]})
+
+
+async def zones(gw: Gateway, req: ApiRequest) -> Response:
+    only(req.query, set())
+    return json_response(200, {"zones": [zone_json(z, req.now) for z in req.scope.zones]})
+
+
+async def audit(gw: Gateway, req: ApiRequest) -> Response:
+    rows = await _audit_rows(gw, req, set())
+    return json_response(200, {"records": [{"id": sid, **r.to_fields(), "detail": r.detail} for sid, r in rows]})
+
+
+async def audit_export(gw: Gateway, req: ApiRequest) -> Response:
+    rows = await _audit_rows(gw, req, {"format"})
+    fmt = one(req.query, "format") or "csv"
+    if fmt == "csv":
+        body, ctype = to_csv(rows).encode(), "text/csv; charset=utf-8"
+    elif fmt == "jsonl":
+        body = "".join(json.dumps({"id": sid, **r.to_fields(), "detail": r.detail}) + "\n" for sid, r in rows).encode()
+        ctype = "application/x-ndjson"
+    else:
+        raise HttpError(400, "bad_format", f"format must be csv or jsonl, got {fmt[:40]!r}")
+    return response(200, body, ctype, [("Content-Disposition", f'attachment; filename="watchfloor-audit.{fmt}"')])
+
+
+async def metrics(gw: Gateway, req: ApiRequest) -> Response:
+    only(req.query, set())
+    return response(200, gw.metrics_text().encode(), "text/plain; version=0.0.4")
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(("api", "me"), me, ALL_ROLES),
+    Route(("api", "alerts"), alerts, ALL_ROLES),
+    Route(("api", "hotspots"), hotspots, ALL_ROLES),
+    Route(("api", "released"), released, PARTNER_ROLES),
+    Route(("api", "cells", "*", "history"), cell_history, PRECISE),
+    Route(("api", "cells"), cells, ALL_ROLES),
+    Route(("api", "zones"), zones, ALL_ROLES),
+    Route(("api", "audit"), audit, frozenset({Role.SUPERVISOR})),
+    Route(("api", "audit", "export"), audit_export, frozenset({Role.SUPERVISOR})),
+    Route(("metrics",), metrics, frozenset({Role.SUPERVISOR})),
+)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def zone_json(z: Zone, now: float) -> dict:
+    return {**z.to_json(), "active": z.active(now)}
+
+
+def _shares(gw: Gateway, req: ApiRequest, what: str) -> None:
+    plan = req.scope.plan
+    assert plan is not None
+    if what not in gw.agreements[plan.agreement].shares:
+        raise HttpError(403, "not_shared", f"agreement {plan.agreement!r} does not share {what}")
+
+
+def _commander_start(scope: Scope, cells: list[str]) -> float | None:
+    starts = [z.active_from for z in scope.zones if z.cells & set(cells) and z.active_from is not None]
+    return min(starts) if starts else None
+
+
+def _minute(t: object) -> float | None:
+    return None if not isinstance(t, int | float) else (t // 60) * 60.0
+
+
+async def _audit_rows(gw: Gateway, req: ApiRequest, extra: set[str]) -> list:
+    q = req.query
+    only(q, {"since", "until", "actor", "action", "target", "limit"} | extra)
+    rows = await gw.audit.query(
+        since=epoch(q, "since"),
+        until=epoch(q, "until"),
+        actor=one(q, "actor"),
+        action=one(q, "action"),
+        target=one(q, "target"),
+        limit=integer(q, "limit", 1000, 1, 100_000),
+    )
+    action = AuditAction.QUERY if req.path == "/api/audit" else AuditAction.EXPORT
+    c = req.claims
+    await gw.audit.record(AuditRecord(action, c.subject, c.role.value, c.agency, remote=req.remote, detail={"rows": len(rows)}, at=req.now))
+    return rows
