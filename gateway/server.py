@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import mimetypes
 import time
@@ -565,7 +566,7 @@ class Gateway:
                 ends_at=msg.ends_at,
                 agency=claims.agency if before is None or claims.role is Role.SUPERVISOR else before.agency,
                 threshold=msg.threshold,
-                floor=msg.floor if claims.role is Role.SUPERVISOR else (before.floor if before else None),
+                floor=msg.floor if claims.role is Role.SUPERVISOR else None,
                 within=self.settings.jurisdiction,
             )
         except GeometryError as exc:
@@ -574,6 +575,8 @@ class Gateway:
             raise ProtocolError("bad_zone", str(exc)) from exc
         if claims.role is Role.COMMANDER:
             _check_narrows(before, zone)
+            assert before is not None
+            zone = dataclasses.replace(zone, floor=before.floor if before.floor is not None else before.threshold)
         await self.store.save_zone(zone.to_json())
         action = AuditAction.ZONE_CREATE if before is None else AuditAction.ZONE_UPDATE
         detail = {"before": None if before is None else _zone_summary(before), "after": _zone_summary(zone)}

@@ -82,8 +82,8 @@ def stream_id(text: str) -> tuple[int, int]:
     ...
     ValueError: not a stream id: 'yesterday' (expected <milliseconds>-<sequence>)
     """
-    ms, _, seq = text.partition("-")
-    if not ms.isdigit() or not (seq.isdigit() or seq == "") or len(text) > 41:
+    ms, dash, seq = text.partition("-")
+    if not ms.isdigit() or not (seq.isdigit() or (seq == "" and not dash)) or len(text) > 41:
         raise ValueError(f"not a stream id: {text!r} (expected <milliseconds>-<sequence>)")
     return int(ms), int(seq or 0)
 

@@ -10,6 +10,7 @@ another role, or replayed after being revoked.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import math
 import os
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -928,3 +931,127 @@ def test_a_hostile_flood_does_not_slow_a_bystander(prefix, r, tmp_path):
     assert set(flooders["handshakes"].outcomes) == {401} and set(flooders["api"].outcomes) == {401}
     assert set(flooders["history"].outcomes) == {200}
     assert health == 200
+
+
+# -- an outside tester's attacks on the previous gateway, each now a test ----------------------------------
+
+
+def test_commander_cannot_widen_move_backdate_extend_or_lower_its_zone(hgw):
+    """A commander whose token names a supervisor's event zone may only narrow it: a county-wide polygon, an earlier start,
+    a later end or a threshold below the supervisor's floor are refused; a narrower zone is accepted; each change is audited
+    with before and after."""
+    since = time.time() - 0.05
+    now = time.time()
+    sup = connected(hgw, token("supervisor", subject="zone-sup"))
+    base = {"starts_at": now - 60, "ends_at": now + 3600, "threshold": 4.0, "floor": 3.0}
+    assert send_and_error(sup, create_zone("parade", polygon(ring_around(FAR, 0.004)), **base))["type"] == "zone_created"
+    cmd = connected(hgw, token("commander", zones=("parade", "never-made"), agency="Event command", subject="zone-cmd"))
+    mine = polygon(ring_around(FAR, 0.004))
+    base = {**base, "floor": None}  # what a commander may send
+    county = polygon([[-75.65, 40.05], [-75.1, 40.05], [-75.1, 40.4], [-75.65, 40.4], [-75.65, 40.05]])
+    attempts = [
+        (create_zone("parade", county, **base), "outside it"),
+        (create_zone("parade", mine, **{**base, "starts_at": now - 13.5 * 86400}), "before"),
+        (create_zone("parade", mine, **{**base, "ends_at": now + 7200}), "after"),
+        (create_zone("parade", mine, **{**base, "threshold": 1.0}), "below the supervisor's floor"),
+        (create_zone("parade", mine, **{**base, "floor": 1.0, "threshold": 1.0}), "only a supervisor sets"),  # the floor itself
+        (create_zone("never-made", mine, **base), "does not exist"),
+    ]
+    tried("zone widening", len(attempts))
+    for message, words in attempts:
+        err = send_and_error(cmd, message)
+        assert err["type"] == "error" and err["code"] == "forbidden" and words in err["message"], err
+    narrower = create_zone("parade", polygon(ring_around(FAR, 0.002)), **{**base, "threshold": 3.5, "ends_at": now + 1800})
+    got = send_and_error(cmd, narrower)
+    assert got["type"] == "zone_created" and len(got["zone"]["cells"]) >= 1
+    updates = audit(hgw, since, action="zone_update", actor="zone-cmd")
+    assert len(updates) == 1
+    before, after = updates[0]["detail"]["before"], updates[0]["detail"]["after"]
+    assert after["cells"] <= before["cells"] and after["active_until"] < before["active_until"] and after["threshold"] == 3.5
+    assert audit(hgw, since, action="zone_create", actor="zone-sup")[0]["detail"]["before"] is None
+    assert len(refused_with(hgw, since, "forbidden", actor="zone-cmd")) == len(attempts)
+    sup.close()
+    cmd.close()
+
+
+@pytest.mark.parametrize(("origin", "status"), [("null", 403), ("https://evil.example", 403), (None, 101), ("own", 101)])
+def test_websocket_handshake_checks_the_origin(hgw, origin, status):
+    """A browser page from another origin (or a sandboxed one, Origin: null) cannot open a feed with a token it holds;
+    the gateway's own page and clients that send no Origin can."""
+    tried("origin")
+    headers = {} if origin is None else {"Origin": hgw.base if origin == "own" else origin}
+    try:
+        ws = hgw.ws(token("supervisor", subject="origin"), additional_headers=headers)
+        ws.close()
+        got = 101
+    except InvalidStatus as exc:
+        got = exc.response.status_code
+        assert json.loads(exc.response.body)["error"] == "bad_origin"
+    assert got == status
+
+
+def test_every_answer_forbids_framing_and_foreign_images(hgw):
+    """The dashboard and the API answer with a CSP that forbids framing and images from other hosts, and X-Frame-Options."""
+    for path, tok in (("/", None), ("/api/me", token("supervisor")), ("/api/nothing", None)):
+        req = urllib.request.Request(hgw.base + path, headers={"Authorization": f"Bearer {tok}"} if tok else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                headers = resp.headers
+        except urllib.error.HTTPError as exc:
+            headers = exc.headers
+        csp = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "img-src 'self' data:;" in csp and " * " not in f" {csp} "
+        assert headers["X-Frame-Options"] == "DENY" and headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_metrics_need_a_supervisor_token(hgw):
+    """/metrics is not public: 401 without a token, 403 for a partner, the Prometheus text for a supervisor."""
+    assert hgw.get("/metrics")[0] == 401
+    assert hgw.get("/metrics", token("transit", zones=LANSDALE))[0] == 403
+    assert "watchfloor_gateway_clients" in hgw.metrics()
+
+
+def test_two_authorization_headers_are_a_bad_request_not_a_crash(hgw):
+    """Two Authorization headers get 400 duplicate_header (not a 500 with a traceback), audited."""
+    since = time.time() - 0.05
+    conn = http.client.HTTPConnection("127.0.0.1", hgw.port, timeout=10)
+    conn.putrequest("GET", "/api/alerts")
+    conn.putheader("Authorization", f"Bearer {token('supervisor')}")
+    conn.putheader("Authorization", "Bearer other")
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert (resp.status, body["error"]) == (400, "duplicate_header")
+    assert refused_with(hgw, since, "duplicate_header")
+
+
+@pytest.mark.parametrize("last_id", ["1-", "-1", "1-2-3", "c-forged"])
+def test_a_bad_last_id_is_refused_with_a_code_and_audited(hgw, last_id):
+    """A last_id that is not a stream id (or, for a partner, not a cursor it was given) is refused with 400 bad_last_id,
+    audited, instead of opening the socket and failing in Redis."""
+    since = time.time() - 0.05
+    who = token("transit", zones=LANSDALE) if last_id.startswith("c-") else token("supervisor")
+    with pytest.raises(InvalidStatus) as exc:
+        hgw.ws(who, last_id=last_id)
+    assert (exc.value.response.status_code, json.loads(exc.value.response.body)["error"]) == (400, "bad_last_id")
+    assert refused_with(hgw, since, "bad_last_id")
+
+
+def test_api_calls_are_limited_per_token_and_refusals_per_address(hprefix, tmp_path):
+    """A token past WF_GATEWAY_API_RATE calls a second gets 429; an address past WF_GATEWAY_ANON_RATE refusals a second
+    gets 429, and those are audited as one rate_limited record each second rather than one record each."""
+    g = GatewayProcess(hprefix, env_extra={"WF_GATEWAY_API_RATE": "2", "WF_GATEWAY_ANON_RATE": "2"}).start(tmp_path)
+    try:
+        tok = token("transit", zones=LANSDALE, subject="hasty")
+        statuses = [g.get("/api/me", tok)[0] for _ in range(20)]
+        assert statuses[:8] == [200] * 8 and 429 in statuses
+        since = time.time() - 0.05
+        knocks = [g.get("/api/alerts", "not.a.token")[0] for _ in range(40)]
+        assert knocks[:8] == [401] * 8 and knocks.count(429) >= 20
+        time.sleep(1.5)
+        limited = [r for r in audit(g, since, action="rate_limited") if r["detail"]["by"] == "address"]
+        assert limited and sum(r["detail"]["refused"] for r in limited) == knocks.count(429)
+        assert len(audit(g, since, action="refused")) < 15  # not one record per knock
+    finally:
+        g.stop()
