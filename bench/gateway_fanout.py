@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detectors.types import Alert, AlertKind, AlertState  # noqa: E402
+from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements  # noqa: E402
 from gateway.settings import DEFAULT_ZONES  # noqa: E402
 from gateway.tokens import issue  # noqa: E402
 from gateway.zones import Zone, load_zone_files  # noqa: E402
@@ -166,6 +167,9 @@ def default_zones() -> list[Zone]:
     return sorted(load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson"))).values(), key=lambda z: z.id)
 
 
+AGREEMENTS = load_agreements(DEFAULT_AGREEMENTS)
+
+
 def client_tokens(n: int, mixed: bool, zones: list[Zone], ttl_s: int = 7200) -> list[str]:
     """N tokens: all supervisors, or MIXED_SUPERVISORS of them (the first ones) and partners round-robin over ``zones``."""
     tokens = []
@@ -175,8 +179,10 @@ def client_tokens(n: int, mixed: bool, zones: list[Zone], ttl_s: int = 7200) -> 
             tokens.append(issue(SECRET, subject=f"bench-sup-{i}", role="supervisor", agency="Montgomery County 911", ttl_s=ttl_s))
         else:
             z = zones[i % len(zones)]
-            role = "school" if z.kind == "school" else "transit"
-            tokens.append(issue(SECRET, subject=f"bench-{role}-{i}", role=role, agency=z.agency, zones=(z.id,), ttl_s=ttl_s))
+            a = next(a for a in AGREEMENTS.values() if z.id in a.zones)  # partner tokens name their agreement
+            tokens.append(
+                issue(SECRET, subject=f"bench-{a.role}-{i}", role=a.role, agency=a.agency, zones=(z.id,), ttl_s=ttl_s, agreement=a.id)
+            )
     return tokens
 
 

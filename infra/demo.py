@@ -185,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sb = secret.encode()
     supervisor = issue(sb, subject="demo-supervisor", role="supervisor", agency="Montgomery County 911", ttl_s=12 * 3600)
+    # partner tokens name their data-sharing agreement (infra/sharing/agreements.toml) and may narrow it to some zones
     stations = ("septa-norristown-tc", "septa-lansdale")
-    transit = issue(sb, subject="demo-septa", role="transit", agency="SEPTA", zones=stations, ttl_s=12 * 3600)
-    school = issue(sb, subject="demo-school", role="school", agency="North Penn SD", zones=("school-north-penn-hs",), ttl_s=12 * 3600)
+    transit = issue(sb, subject="demo-septa", role="transit", agency="SEPTA", zones=stations, ttl_s=12 * 3600, agreement="septa")
+    school = issue(
+        sb, subject="demo-school", role="school", agency="Montgomery County Intermediate Unit 1", zones=("school-north-penn-hs",),
+        ttl_s=12 * 3600, agreement="mciu-1",
+    )  # fmt: skip
     print(
         f"""
 Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a server log):
