@@ -347,7 +347,8 @@ def partner_alert_view(alert: Mapping, plan: Plan, unit_ids: Iterable[str], *, a
     return {
         "id": alert_id,
         "kind": str(kind),
-        "state": str(state),
+        # open or closed: an "update" tells a partner only that the detector looked again, i.e. that calls came in
+        "state": "closed" if state == AlertState.CLOSED else "open",
         "severity": severity,
         "extent": where,
         "started_at": _minute(alert.get("started_at")),

@@ -11,6 +11,7 @@ import h3
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from detectors.types import AlertState
 from gateway.tokens import issue
 from tests.gateway.live import FAR, IN_LANSDALE, GatewayProcess, drain, make_alert, publish, recv_until, token
 
@@ -401,3 +402,31 @@ def test_cell_outlines_are_served_only_within_scope(gw):
     status, body = gw.get_json(f"/api/cells?ids={IN_LANSDALE},{FAR}", partner)
     assert (status, body["error"]) == (403, "out_of_scope")
     assert gw.get_json("/api/cells?ids=nonsense", sup)[0] == 400
+
+
+def test_a_partner_is_sent_an_alert_update_only_when_what_it_sees_changes(gw, prefix, r):
+    """Updates of an alert that change only the detector's figures (hidden from partners) send a partner nothing, since each
+    frame would date another call; a change it can see (severity, categories) and the close are sent. Supervisors get all."""
+    sup = gw.ws(token("supervisor"))
+    partner = gw.ws(token("transit", zones=("septa-lansdale",)))
+    for ws in (sup, partner):
+        recv_until(ws, lambda f: f["type"] == "caught_up")
+    updates = [
+        make_alert("surge:dedup:1", (IN_LANSDALE,), observed=12, score=7.0, categories={"TRAFFIC": 12}),
+        make_alert("surge:dedup:1", (IN_LANSDALE,), observed=13, score=7.1, categories={"TRAFFIC": 13}, state=AlertState.UPDATE),
+        make_alert("surge:dedup:1", (IN_LANSDALE,), observed=14, score=7.3, categories={"TRAFFIC": 14}, state=AlertState.UPDATE),
+        make_alert("surge:dedup:1", (IN_LANSDALE,), observed=25, score=11.0, categories={"TRAFFIC": 25}, state=AlertState.UPDATE),
+        make_alert("surge:dedup:1", (IN_LANSDALE,), observed=25, score=11.0, categories={"TRAFFIC": 25}, state=AlertState.CLOSED),
+    ]
+    for a in updates:
+        publish(r, prefix, a)
+    got_sup = frames_of(drain(sup), "alert")
+    got_partner = frames_of(drain(partner), "alert")
+    assert len(got_sup) == 5
+    assert [(f["alert"]["state"], f["alert"]["severity"]) for f in got_partner] == [
+        ("open", "medium"),
+        ("open", "high"),
+        ("closed", "high"),
+    ]
+    sup.close()
+    partner.close()
