@@ -2,12 +2,15 @@
 
 Alerts inside and outside their zones are published with caller-level data planted in
 them (a phone number, an address, an incident id, a name, a detector reason, a
-supervisor's note, an event zone), counts are planted next to their zones, and then
-each partner subscribes with other zones, polygons, categories, resumes from any id,
-calls every API with cells outside its zone, coarse and fine, and injected query
-parameters. Every WebSocket frame and every HTTP body it received is scanned: no
-alert outside its zones, no cell outside what it may see, no field the policy
-strips, no planted value anywhere, no count that includes a cell it may not see.
+supervisor's note, an event zone), calls are planted in their zones and next to them
+(in the hour their agreement has released, the hour still settling and the minute now),
+and then each partner subscribes with other zones, polygons, categories, resumes from
+cursors it was given and from raw stream ids and forged cursors, calls every API with
+cells outside its zone, coarse and fine, and injected query parameters. Every WebSocket
+frame and every HTTP body it received is scanned: no alert outside its zones or below k,
+no field outside the partner view, no number in an alert, no cell outside its own, no
+stream id, no planted value anywhere, and no count that is not a value of its released
+table (at least k and the exact calls of its unit in a closed, settled window, or null).
 """
 
 from __future__ import annotations
@@ -21,26 +24,38 @@ from urllib.parse import quote
 
 import h3
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from detectors.types import AlertKind, AlertState
-from gateway.policy import Scope, alert_id_for, derive_id_key
-from gateway.tokens import Role
+from gateway import cursors
+from gateway.policy import Scope, alert_id_for, derive_id_key, scope_for, stream_id_for
+from gateway.tokens import Claims, Role
 from streams.schema import Category
-from tests.gateway.live import FAR, SECRET, ZONES, GatewayProcess, drain, make_alert, publish, recv_until, token
+from tests.gateway.live import AGREEMENTS, FAR, SECRET, ZONES, GatewayProcess, drain, make_alert, publish, recv_until, token
 
 pytestmark = pytest.mark.stack
 
 K = 3
+#: the agreements' window (minutes), and the event time after a window's end before it is released (WF_GATEWAY_SETTLE_S)
+WINDOW_MIN = 60
+SETTLE_S = 120
+CATEGORY_NAMES = frozenset(c.value for c in Category)
 
-# What gateway.policy lets a partner see of an alert (its allow-list, ``_partner_view``), plus the
-# status the hub and the API add ({action, at}: not who, not the note).
+# What gateway.disclosure.partner_alert_view lets a partner see of an alert, plus the status the
+# hub and the API add ({action, at}: not who, not the note). No cells, no statistic, no detector text.
 PARTNER_ALERT_KEYS = frozenset(
-    {"id", "kind", "state", "severity", "started_at", "at", "window_min", "zones", "cells", "observed", "expected", "categories"}
-    | {"score", "model", "model_version", "reason", "status"}
-)
+    {"id", "kind", "state", "severity", "extent", "started_at", "at", "units", "zones", "categories", "reason"}
+)  # fmt: skip
 PARTNER_STATUS_KEYS = frozenset({"action", "at"})
 PARTNER_ACTION_KEYS = frozenset({"alert_id", "action", "at"})
+#: the only numbers in a partner's alert view: times, floored to the minute
+ALERT_TIMES = frozenset({"at", "started_at", "status.at"})
+#: the shapes of a partner's counts: the counts frame, /api/hotspots (and a row of it), /api/released (and a window of it)
+COUNTS_FRAME_KEYS = frozenset({"type", "at", "window_min", "k", "cells", "zones", "units"})
+HOTSPOTS_KEYS = frozenset({"at", "window_min", "k", "units", "cells", "zones"})
+HOTSPOT_ROW_KEYS = frozenset({"unit", "name", "zones", "calls", "at_least", "exact"})
+RELEASED_KEYS = frozenset({"window_min", "k", "groups", "units", "windows"})
+RELEASED_WINDOW_KEYS = frozenset({"start", "minutes", "values"})
 #: planted in every alert as a detector or an attacker with write access to the stream might
 PLANTED = {
     "caller": {"phone": "215-555-0142", "name": "Jane Q. Canary", "address": "1428 Elm Street"},
@@ -65,18 +80,28 @@ CANARIES = [
     "note-canary",
     ZONE_CANARY,
 ]
-#: the alert's own keys the partner view drops, the planted ones, and who handled it and how
+#: keys that may appear nowhere in what a partner receives: the detector's statistics and model, the planted
+#: ones, who handled an alert and how, an event zone, a cell's history or count. (``cells`` and ``window_min`` are
+#: checked where they may appear: the empty ``cells`` of counts, a partner's own cells in /api/zones and /api/cells;
+#: ``calls`` is a hot-spot row's released values, checked by ``_check_counts``, and every planted call is a canary.)
 FORBIDDEN_KEYS = (
-    frozenset(make_alert("x", (FAR,))) - PARTNER_ALERT_KEYS | frozenset(PLANTED) | {"note", "by", "p_value", "zone"}
+    frozenset(make_alert("x", (FAR,))) - PARTNER_ALERT_KEYS - {"cells", "window_min"}
+    | frozenset(PLANTED) - {"calls"} | {"note", "by", "zone", "bins", "count"}
 )  # fmt: skip
 CELL = re.compile(r"(?<![0-9a-f])8[0-9a-f]{14}(?![0-9a-f])")
+#: a Redis stream id (milliseconds-sequence): it dates activity outside the partner's scope
+STREAM_ID = re.compile(r"(?<![0-9])[0-9]{13}-[0-9]+")
+CURSOR = re.compile(r"c-[A-Za-z0-9_-]{40,}")
 ALL_CELLS = frozenset().union(*(z.cells for z in ZONES.values()))
+ID_KEY = derive_id_key(SECRET)
+CURSOR_KEY = cursors.cursor_key(SECRET)
 
 
 @dataclass(frozen=True)
 class Partner:
     role: str
     agency: str
+    agreement: str
     subject: str
     zone: str
     #: zones of others it will try to name (another agency's near by, and its own agency's not in its token)
@@ -87,32 +112,48 @@ class Partner:
         return ZONES[self.zone].cells
 
     @property
-    def parents(self) -> frozenset[str]:
-        return frozenset(h3.cell_to_parent(c, 7) for c in self.cells)
-
-    @property
     def inside(self) -> str:
         return sorted(self.cells)[0]
 
     @property
+    def inside2(self) -> str:
+        """Another cell of its zone (the same one when the zone has one cell)."""
+        return sorted(self.cells)[-1]
+
+    @property
     def near(self) -> str:
-        """A res-8 cell in no zone that shares the res-7 parent of its zone's first cell (what generalization must not sum in)."""
+        """A res-8 cell in no zone that shares the res-7 parent of its zone's first cell (what a coarser count would sum in)."""
         return next(c for c in sorted(h3.cell_to_children(h3.cell_to_parent(self.inside, 7), 8)) if c not in ALL_CELLS)
 
     def token(self) -> str:
-        return token(self.role, zones=(self.zone,), agency=self.agency, subject=self.subject)
+        return token(self.role, zones=(self.zone,), agency=self.agency, subject=self.subject, agreement=self.agreement)
+
+    def scope(self) -> Scope:
+        """The partner's scope as the test's gateway builds it (same secret: same opaque alert ids and cursors)."""
+        now = time.time()
+        claims = Claims(self.subject, Role(self.role), self.agency, (self.zone,), now + 3600, now, "t", agreement=self.agreement)
+        return scope_for(claims, ZONES, now, agreements=AGREEMENTS, id_key=ID_KEY, cursor_key=CURSOR_KEY)
+
+    def units(self) -> dict[str, frozenset[str]]:
+        """The released units its token may see: unit id -> its res-8 cells."""
+        s = self.scope()
+        assert s.plan is not None
+        return {u.id: u.cells for u in s.plan.units if u.id in s.unit_ids}
 
 
 PARTNERS = {
-    "transit": Partner("transit", "SEPTA", "septa-desk-7", "septa-lansdale", ("school-north-penn-hs", "septa-ambler")),
-    "school": Partner("school", "North Penn SD", "npsd-desk-2", "school-north-penn-hs", ("septa-lansdale", "school-cheltenham-hs")),
-}
+    "transit": Partner("transit", "SEPTA", "septa", "septa-desk-7", "septa-lansdale", ("school-north-penn-hs", "septa-ambler")),
+    "school": Partner(
+        "school", "Montgomery County Intermediate Unit 1", "mciu-1", "mciu-desk-2", "school-north-penn-hs",
+        ("septa-lansdale", "school-cheltenham-hs"),
+    ),
+}  # fmt: skip
 
 
 @dataclass
 class Received:
-    """One thing a partner received, and what it had sent to get it: a cell it named itself (``/api/cells/{its
-    zone's res-5 parent}/history`` answers with that cell and its own cells' sums) is not a leak; the counts are checked."""
+    """One thing a partner received, and what it had sent to get it: a cell it named itself (echoed in a refusal) is
+    not a leak."""
 
     where: str
     body: bytes
@@ -142,27 +183,53 @@ class Probe:
         try:
             ws = gw.ws(self.partner.token(), last_id=last_id)
         except InvalidStatus as exc:
-            self.received.append(Received(f"ws {label} handshake -> {exc.response.status_code}", exc.response.body, str(last_id), True))
+            where = f"ws {label} handshake -> {exc.response.status_code}"
+            self.received.append(Received(where, exc.response.body, str(last_id), True))
             return None
         return ws
 
-    def send(self, ws, label: str, message: dict) -> None:
+    def send(self, ws, label: str, message: dict) -> dict:
         self.inputs += 1
         text = json.dumps(message)
         ws.send(text)
         got, frames = recv_until(ws, lambda f: f["type"] in ("error", "subscribed", "zone_created"))
         self.keep(label, frames, sent=text)
+        return got
 
     def keep(self, label: str, frames: list[dict], sent: str = "") -> None:
         for i, f in enumerate(frames):
             self.received.append(Received(f"ws {label} frame {i} ({f['type']})", json.dumps(f).encode(), sent, f["type"] == "error"))
 
     def frames(self, kind: str) -> list[dict]:
-        out = []
-        for r in self.received:
-            if r.where.startswith("ws ") and f"({kind})" in r.where:
-                out.append(json.loads(r.body))
-        return out
+        return [json.loads(r.body) for r in self.received if r.where.startswith("ws ") and f"({kind})" in r.where]
+
+
+@dataclass
+class Truth:
+    """What the test planted: every alert by the partner's opaque id for it, those it may see, and the calls per minute."""
+
+    alerts: dict[str, dict]
+    visible: set[str]
+    #: epoch minute -> {"cell|CATEGORY": calls}, as the worker's minute buckets hold them
+    buckets: dict[int, dict[str, int]]
+    #: the event time the gateway reads (the worker's watermark)
+    watermark: float
+
+    def exact(self, cells: frozenset[str], start: float) -> int:
+        """The calls in ``cells`` over the window starting at ``start`` (every category once; ``ALL`` is their total)."""
+        first = int(start // 60)
+        return sum(
+            n
+            for m, fields in self.buckets.items()
+            if first <= m < first + WINDOW_MIN
+            for f, n in fields.items()
+            if f.rpartition("|")[0] in cells and f.rpartition("|")[2] != "ALL"
+        )
+
+    def released(self, cells: frozenset[str], start: float) -> int | None:
+        """What the released table must say for these cells and window: the exact calls, or null below k."""
+        n = self.exact(cells, start)
+        return n if n >= K else None
 
 
 def planted(alert: dict, **changes) -> dict:
@@ -175,7 +242,8 @@ def publish_alerts(r, prefix: str, p: Partner, other_cells: list[str], batch: st
     cats = {"TRAFFIC": 10, "EMS": 2, CANARY_CATEGORY: 9}
     alerts = {
         "inside": planted(make_alert(f"surge:{inside}:{batch}", (inside, near, FAR), observed=12, categories=cats)),
-        "inside-small": planted(make_alert(f"surge:{inside}:small-{batch}", (inside,), observed=2, categories={"FIRE": 2})),
+        "inside-k": planted(make_alert(f"surge:{inside}:k-{batch}", (inside,), observed=K, categories={"EMS": K, "FIRE": K - 1})),
+        "inside-small": planted(make_alert(f"surge:{inside}:small-{batch}", (inside,), observed=K - 1, categories={"FIRE": K - 1})),
         "anomaly-inside": planted(make_alert(f"anomaly:{inside}:{batch}", (inside,), kind=AlertKind.ANOMALY, score=0.95)),
         "zone-surge-inside": planted(
             make_alert(f"zone_surge:{ZONE_CANARY}:{batch}", (inside,), kind=AlertKind.ZONE_SURGE), zone=ZONE_CANARY
@@ -189,21 +257,34 @@ def publish_alerts(r, prefix: str, p: Partner, other_cells: list[str], batch: st
     return {name: (publish(r, prefix, a), a) for name, a in alerts.items()}
 
 
-VISIBLE = ("inside", "inside-small", "anomaly-inside", "zone-surge-inside", "outage")
+#: what a partner may see of each batch: its zone's alerts on at least k calls, and feed outages
+VISIBLE = ("inside", "inside-k", "anomaly-inside", "zone-surge-inside", "outage")
 
 
-def plant_counts(r, prefix: str, p: Partner, other_cells: list[str]) -> None:
-    """Calls in the last minute: a few in the zone, thousands next to it, far away, in other zones and in the res-7 sums."""
-    minute = int(time.time() // 60)
-    counts = {p.inside: 4, p.near: 5000, FAR: 7000, **dict.fromkeys(other_cells, 6000)}
-    fields = {}
-    for cell, n in counts.items():
-        fields[f"{cell}|ALL"] = n
-        fields[f"{cell}|TRAFFIC"] = n
+def plant_counts(r, prefix: str, p: Partner, other_cells: list[str], now: float) -> tuple[dict[int, dict[str, int]], float]:
+    """Calls in the newest released hour (a few in the zone, thousands next to it, in other zones, far away and in the
+    res-7 sums), the hour before (fewer than k in the zone), the hour still settling and the minute now (many in the
+    zone: neither may show); returns the buckets and the newest released hour's start. The watermark is ``now``."""
+    last_hour = int((now - SETTLE_S) // 3600) * 3600 - 3600  # the newest window that has settled
+    first, last = last_hour // 60, last_hour // 60 + WINDOW_MIN - 1
     parent = h3.cell_to_parent(p.inside, 7)  # the worker also counts coarser cells
-    fields[f"{parent}|ALL"] = fields[f"{parent}|TRAFFIC"] = 5004
-    r.hset(f"{prefix}:b:{minute}", mapping=fields)
-    r.set(f"{prefix}:wm:call:0", time.time())
+    around = {p.near: 5000, FAR: 7000, **dict.fromkeys(other_cells, 6000), parent: 5004}
+    calls: dict[int, dict[tuple[str, str], int]] = {
+        first - 1: {(p.inside, "EMS"): K - 1},  # the hour before: withheld
+        first: {(p.inside, "TRAFFIC"): 3, **{(c, "TRAFFIC"): n for c, n in around.items()}},
+        last: {(p.inside2, "EMS"): 1, (p.near, "EMS"): 3},
+        last + 1: {(p.inside, "FIRE"): 40},  # the hour still settling
+        int(now // 60): {(p.inside, "POLICE"): 50, (p.inside2, "POLICE"): 2},
+    }
+    buckets: dict[int, dict[str, int]] = {}
+    for minute, by in calls.items():
+        fields = buckets.setdefault(minute, {})
+        for (cell, cat), n in by.items():
+            fields[f"{cell}|{cat}"] = fields.get(f"{cell}|{cat}", 0) + n
+            fields[f"{cell}|ALL"] = fields.get(f"{cell}|ALL", 0) + n
+        r.hset(f"{prefix}:b:{minute}", mapping=fields)
+    r.set(f"{prefix}:wm:call:0", now)
+    return buckets, float(last_hour)
 
 
 def ring(cell: str, d: float) -> list[list[float]]:
@@ -236,7 +317,7 @@ def hostile_messages(p: Partner) -> list[dict]:
         {"type": "subscribe", "agency": "Montgomery County 911", "zones": [p.zone]},
         {"type": "create_zone", "id": "mine", "name": "Mine", "polygon": COUNTY, "starts_at": time.time(), "ends_at": time.time() + 60},
     ]
-    # what it is allowed: its own zone, the whole county (cut down to its cells), every category
+    # what it is allowed: its own zone, the whole county (cut down to its zone), every category
     msgs += [
         {"type": "subscribe", "zones": [p.zone], "categories": [c.value for c in Category], "min_severity": "low"},
         {"type": "subscribe", "polygon": COUNTY, "min_severity": "low"},
@@ -244,60 +325,86 @@ def hostile_messages(p: Partner) -> list[dict]:
     return msgs
 
 
-def hostile_paths(p: Partner, other_cells: list[str], sids: list[str]) -> list[str]:
+BAD_PARAM = (400, "unknown_parameter")
+FORBIDDEN = (403, "forbidden")
+OUT_OF_SCOPE = (403, "out_of_scope")
+
+
+def hostile_paths(p: Partner, other_cells: list[str], sids: list[str]) -> list[tuple[str, tuple[int, str] | int | None]]:
+    """Every path a partner may try, and the answer it must get: (status, error), a status, or None (any refusal or answer)."""
     inside, near = p.inside, p.near
     coarse = [h3.cell_to_parent(inside, res) for res in range(0, 8)] + [h3.cell_to_parent(FAR, res) for res in (5, 6, 7)]
     fine = [h3.cell_to_center_child(inside, res) for res in (9, 12, 15)] + [h3.cell_to_center_child(FAR, 9)]
-    cells = [FAR, near, *other_cells, *coarse, *fine, inside]
-    paths = ["/api/me", "/api/zones", "/api/zones?all=1", "/api/zones?agency=SEPTA&role=supervisor"]
-    paths += [
-        "/api/alerts",
-        "/api/alerts?state=all&limit=1000",
-        "/api/alerts?state=all&kind=surge",
-        "/api/alerts?state=all&kind=feed_outage",
-        "/api/alerts?state=all&kind=zone_surge",
-        "/api/alerts?state=all&kind=anomaly&min_severity=low",
-        f"/api/alerts?state=all&zone={p.others[0]}&zones={p.others[1]}",
-        "/api/alerts?state=all&role=supervisor&agency=Montgomery%20County%20911&as=supervisor",
-        f"/api/alerts?state=all&cells={FAR}&cell={FAR}",
-        "/api/alerts?state=all&state=open",
-        "/api/alerts?state=all%26role%3Dsupervisor",
-        "/api/alerts?state=all&limit=100000",
-        "/api/alerts?state=all&limit=-1",
-        "/api/alerts?kind[]=surge&state=all",
-        "/api/alerts?state=all&kind=surge%00",
-        f"/api/alerts?state=all&last_id={sids[0]}",
-        "/api/alerts/../audit",
-        "/api/alerts;role=supervisor",
-        "/api//alerts?state=all",
-        "/API/alerts",
-        "/api/hotspots",
-        "/api/hotspots?window=1440&limit=5000",
-        f"/api/hotspots?window=15&cells={FAR}&res=8&resolution=8&k=1",
-        "/api/hotspots?window=15&window=60",
-        "/api/audit",
-        "/api/audit?actor=sup-1",
-        "/api/audit/export?format=csv",
-        "/api/audit/export?format=jsonl",
-        "/api/audit%2fexport",
-        "/api/audit/../alerts",
+    others = [FAR, near, *other_cells, *coarse, *fine]
+    paths: list[tuple[str, tuple[int, str] | int | None]] = [
+        ("/api/me", 200),
+        ("/api/zones", 200),
+        ("/api/zones?all=1", BAD_PARAM),
+        ("/api/zones?agency=SEPTA&role=supervisor", BAD_PARAM),
+        ("/api/alerts", 200),
+        ("/api/alerts?state=all&limit=1000", 200),
+        ("/api/alerts?state=all&kind=surge", 200),
+        ("/api/alerts?state=all&kind=feed_outage", 200),
+        ("/api/alerts?state=all&kind=zone_surge", 200),
+        ("/api/alerts?state=all&kind=anomaly&min_severity=low", 200),
+        ("/api/alerts?state=all&kind=surge%00", 200),
+        (f"/api/alerts?state=all&zone={p.others[0]}&zones={p.others[1]}", BAD_PARAM),
+        ("/api/alerts?state=all&role=supervisor&agency=Montgomery%20County%20911&as=supervisor", BAD_PARAM),
+        (f"/api/alerts?state=all&cells={FAR}&cell={FAR}", BAD_PARAM),
+        ("/api/alerts?state=all&k=1", BAD_PARAM),
+        ("/api/alerts?state=all&state=open", (400, "bad_state")),
+        ("/api/alerts?state=all%26role%3Dsupervisor", (400, "bad_state")),
+        ("/api/alerts?state=all&limit=100000", (400, "bad_limit")),
+        ("/api/alerts?state=all&limit=-1", (400, "bad_limit")),
+        ("/api/alerts?kind[]=surge&state=all", BAD_PARAM),
+        (f"/api/alerts?state=all&last_id={sids[0]}", BAD_PARAM),
+        ("/api/alerts/../audit", None),
+        ("/api/alerts;role=supervisor", None),
+        ("/api//alerts?state=all", None),
+        ("/API/alerts", None),
+        ("/api/hotspots", 200),
+        ("/api/hotspots?window=60", 200),
+        ("/api/hotspots?window=15", (400, "bad_window")),
+        ("/api/hotspots?window=1440", (400, "bad_window")),
+        ("/api/hotspots?window=15&window=60", (400, "bad_window")),
+        ("/api/hotspots?window=1440&limit=5000", BAD_PARAM),
+        (f"/api/hotspots?window=15&cells={FAR}&res=8&resolution=8&k=1", BAD_PARAM),
+        ("/api/released", 200),
+        ("/api/released?hours=3", 200),
+        ("/api/released?hours=168", 200),
+        ("/api/released?hours=169", (400, "bad_hours")),
+        ("/api/released?hours=0", (400, "bad_hours")),
+        ("/api/released?hours=24&hours=1", (400, "bad_hours")),
+        ("/api/released?hours=24&window=15", BAD_PARAM),
+        (f"/api/released?hours=24&unit={p.others[0]}&agreement=mciu-3&k=1", BAD_PARAM),
+        ("/api/audit", FORBIDDEN),
+        ("/api/audit?actor=sup-1", FORBIDDEN),
+        ("/api/audit/export?format=csv", FORBIDDEN),
+        ("/api/audit/export?format=jsonl", FORBIDDEN),
+        ("/api/audit%2fexport", None),
+        ("/api/audit/../alerts", None),
+        ("/healthz", 200),
+        ("/metrics", FORBIDDEN),
     ]
-    paths.append("/api/cells?ids=" + ",".join(cells))
-    paths += [f"/api/cells?ids={c}" for c in cells]
-    paths.append("/api/cells?ids=" + ",".join([inside] * 501))
-    paths.append("/api/cells?ids=" + quote("'; DROP TABLE cells; --"))
-    for c in cells:
-        paths += [f"/api/cells/{c}/history", f"/api/cells/{c}/history?hours=6&step=1"]
-    paths += [f"/api/cells/{h3.cell_to_parent(inside, 5)}/history?hours=168&step=1", f"/api/cells/{FAR}/history?hours=168&step=1"]
-    paths += [f"/api/cells/{inside}/history?hours=1&step=1&cell={FAR}", f"/api/cells/{FAR},{inside}/history", "/api/cells/../audit/history"]
-    paths += ["/healthz", "/metrics"]
+    # outlines: its own res-8 cells only (no res-7 parent, no finer child, no cell of another zone)
+    paths.append(("/api/cells?ids=" + ",".join([*others, inside]), OUT_OF_SCOPE))
+    paths += [(f"/api/cells?ids={c}", OUT_OF_SCOPE) for c in others]
+    paths += [(f"/api/cells?ids={inside}", 200), (f"/api/cells?ids={inside},{p.inside2}", 200)]
+    paths.append(("/api/cells?ids=" + ",".join([inside] * 501), (400, "bad_ids")))
+    paths.append(("/api/cells?ids=" + quote("'; DROP TABLE cells; --"), (400, "bad_ids")))
+    paths.append((f"/api/cells?ids={inside}&res=7", BAD_PARAM))
+    # a cell's history: never, for any cell, valid or not (the role is checked before the cell)
+    for c in [*others, inside, p.inside2, "nonsense", f"{FAR},{inside}"]:
+        paths += [(f"/api/cells/{c}/history", FORBIDDEN), (f"/api/cells/{c}/history?hours=6&step=1", FORBIDDEN)]
+    paths += [(f"/api/cells/{h3.cell_to_parent(inside, 5)}/history?hours=168&step=1", FORBIDDEN)]
+    paths += [(f"/api/cells/{inside}/history?hours=1&step=60&cell={FAR}", FORBIDDEN), ("/api/cells/../audit/history", None)]
     return paths
 
 
-def scan(probe: Probe, visible_ids: set[str], all_ids: dict[str, str]) -> list[str]:
-    """Every leak in what the partner received; ``all_ids`` maps each alert's opaque partner id to its name."""
+def scan(probe: Probe, truth: Truth) -> list[str]:
+    """Every leak in what the partner received."""
     p = probe.partner
-    allowed_cells = p.cells | p.parents
+    units = p.units()
     leaks: list[str] = []
 
     def leak(r: Received, what: str) -> None:
@@ -308,12 +415,14 @@ def scan(probe: Probe, visible_ids: set[str], all_ids: dict[str, str]) -> list[s
         for canary in CANARIES:
             if canary in text:
                 leak(r, f"planted value {canary!r}")
-        for raw_id in all_ids.values():
-            if raw_id in text:
-                leak(r, f"detector alert id {raw_id!r}")
+        for raw in truth.alerts.values():
+            if raw["id"] in text:
+                leak(r, f"detector alert id {raw['id']!r}")
         for cell in set(CELL.findall(text)):
-            if h3.is_valid_cell(cell) and cell not in allowed_cells and cell not in r.sent:
+            if h3.is_valid_cell(cell) and cell not in p.cells and cell not in r.sent:
                 leak(r, f"cell {cell} (resolution {h3.get_resolution(cell)}) outside its zone")
+        for sid in set(STREAM_ID.findall(text)):  # not even one it sent itself (refusals do not echo them)
+            leak(r, f"stream id {sid}")
         try:
             body = json.loads(r.body)
         except ValueError:
@@ -321,27 +430,30 @@ def scan(probe: Probe, visible_ids: set[str], all_ids: dict[str, str]) -> list[s
         for key in _keys(body):
             if key in FORBIDDEN_KEYS:
                 leak(r, f"field {key!r}")
+        if not isinstance(body, dict):
+            continue
         for view in _alert_views(body):
-            leaks.extend(f"{r.where}: {w}" for w in _check_view(view, p, visible_ids, all_ids))
-        if body.get("type") == "action" and set(body["action"]) != PARTNER_ACTION_KEYS:
-            leak(r, f"action fields {sorted(body['action'])}")
-        if body.get("type") == "action" and body["action"]["alert_id"] not in visible_ids:
-            leak(r, f"action on alert {all_ids.get(body['action']['alert_id'], body['action']['alert_id'])}")
-        for cells, zones in _counts(body):
-            for c, n in cells.items():
-                if c not in p.parents or not K <= n < 1000:
-                    leak(r, f"count {c}: {n}")
-            for z, n in zones.items():
-                if z != p.zone or not K <= n < 1000:
-                    leak(r, f"zone count {z}: {n}")
-        for b in body.get("bins", []) if isinstance(body, dict) else []:
-            for cat, n in b["categories"].items():
-                if not K <= n < 1000:
-                    leak(r, f"history {cat}: {n}")
-        if isinstance(body, dict) and isinstance(body.get("zones"), list):
+            leaks.extend(f"{r.where}: {w}" for w in _check_view(view, p, truth))
+        for what, cursor in _ids(body):
+            if not isinstance(cursor, str) or not CURSOR.fullmatch(cursor):
+                leak(r, f"{what} {cursor!r} is not a sealed cursor")
+        if body.get("type") == "action":
+            action = body["action"]
+            if set(action) != PARTNER_ACTION_KEYS:
+                leak(r, f"action fields {sorted(action)}")
+            if action.get("alert_id") not in truth.visible:
+                leak(r, f"action on alert {truth.alerts.get(action.get('alert_id'), {}).get('id', action.get('alert_id'))}")
+            if not _minute(action.get("at")):
+                leak(r, f"action time {action.get('at')!r} finer than the minute")
+        leaks.extend(f"{r.where}: {w}" for w in _check_counts(body, units, truth))
+        if isinstance(body.get("zones"), list):
             ids = [z["id"] if isinstance(z, dict) else z for z in body["zones"]]
             if set(ids) - {p.zone}:
                 leak(r, f"zones {ids}")
+        if isinstance(body.get("units"), list):
+            ids = [u.get("id", u.get("unit")) if isinstance(u, dict) else u for u in body["units"]]
+            if set(ids) - set(units):
+                leak(r, f"units {ids}")
     return leaks
 
 
@@ -353,9 +465,23 @@ def _keys(obj) -> list[str]:
     return []
 
 
-def _alert_views(body) -> list[dict]:
-    if not isinstance(body, dict):
-        return []
+def _numbers(obj, path: str = "") -> list[tuple[str, object]]:
+    """Every number in ``obj`` with its dotted path (booleans are not numbers here)."""
+    if isinstance(obj, dict):
+        return [n for k, v in obj.items() for n in _numbers(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(obj, list):
+        return [n for v in obj for n in _numbers(v, path)]
+    if isinstance(obj, int | float) and not isinstance(obj, bool):
+        return [(path, obj)]
+    return []
+
+
+def _minute(t: object) -> bool:
+    """A time floored to the minute (a float: partners get no integer)."""
+    return isinstance(t, float) and t % 60 == 0
+
+
+def _alert_views(body: dict) -> list[dict]:
     if body.get("type") == "alert":
         return [body["alert"]]
     if isinstance(body.get("alerts"), list):
@@ -363,37 +489,106 @@ def _alert_views(body) -> list[dict]:
     return []
 
 
-def _counts(body) -> list[tuple[dict, dict]]:
-    if not isinstance(body, dict):
-        return []
-    if body.get("type") == "counts":
-        return [(body["cells"], body["zones"])]
-    if isinstance(body.get("cells"), list) and "window_min" in body:  # /api/hotspots
-        return [({c["cell"]: c["count"] for c in body["cells"]}, body["zones"])]
-    return []
+def _ids(body: dict) -> list[tuple[str, object]]:
+    """The resume ids a partner was given: of frames, of /api/alerts entries and its last_id."""
+    out: list[tuple[str, object]] = []
+    if body.get("type") in ("alert", "action", "caught_up"):
+        out.append((f"{body['type']} id", body.get("id")))
+    if "last_id" in body:
+        out.append(("last_id", body["last_id"]))
+    if isinstance(body.get("alerts"), list):
+        out += [("alerts id", a.get("id")) for a in body["alerts"]]
+    return out
 
 
-def _check_view(v: dict, p: Partner, visible_ids: set[str], all_ids: dict[str, str]) -> list[str]:
+def _check_view(v: dict, p: Partner, truth: Truth) -> list[str]:
     out = []
-    if set(v) - PARTNER_ALERT_KEYS:
-        out.append(f"alert fields {sorted(set(v) - PARTNER_ALERT_KEYS)}")
-    if v.get("id") not in visible_ids:
-        out.append(f"alert outside its zone: {all_ids.get(v.get('id'), v.get('id'))}")
+    keys = set(v) - {"status"}
+    if keys != PARTNER_ALERT_KEYS:
+        out.append(f"alert fields {sorted(keys ^ PARTNER_ALERT_KEYS)} beyond or missing from the partner view")
+    raw = truth.alerts.get(v.get("id"))
+    if v.get("id") not in truth.visible:
+        out.append(f"alert outside its zone or below k: {raw['id'] if raw else v.get('id')}")
     if not re.fullmatch(r"a-[0-9a-f]{24}", str(v.get("id"))):
         out.append(f"alert id {v.get('id')!r} is not opaque")
-    if set(v.get("zones", [])) - {p.zone}:
-        out.append(f"alert zones {v['zones']}")
-    if set(v.get("cells", [])) - p.parents:
-        out.append(f"alert cells {v['cells']}")
-    if v.get("observed") is not None and v["observed"] < K:
-        out.append(f"observed {v['observed']} below k")
-    for cat, n in (v.get("categories") or {}).items():
-        if cat not in {c.value for c in Category} or n < K:
-            out.append(f"category {cat}: {n}")
+    if set(v.get("zones", [])) - {p.zone} or set(v.get("units", [])) - set(p.units()):
+        out.append(f"alert zones {v.get('zones')} units {v.get('units')}")
+    if CELL.search(json.dumps(v)):
+        out.append("a cell in an alert view")
+    cats = v.get("categories")
+    if not isinstance(cats, list) or set(cats) - CATEGORY_NAMES:
+        out.append(f"categories {cats!r}")
+    elif raw is not None and cats != sorted(c for c, n in raw["categories"].items() if c in CATEGORY_NAMES and n >= K):
+        out.append(f"categories {cats} are not those with at least k calls")
     if isinstance(v.get("status"), dict) and set(v["status"]) - PARTNER_STATUS_KEYS:
         out.append(f"status fields {sorted(v['status'])}")
-    if v.get("at", 0) % 60 or v.get("started_at", 0) % 60:
-        out.append("times finer than the minute")
+    for path, n in _numbers(v):
+        if path not in ALERT_TIMES:
+            out.append(f"number {path} = {n!r} in an alert view")
+        elif not _minute(n):
+            out.append(f"{path} = {n!r}: times finer than the minute")
+    return out
+
+
+def _check_counts(body: dict, units: dict[str, frozenset[str]], truth: Truth) -> list[str]:
+    """A partner's counts (the counts frame, /api/hotspots, /api/released): each value one of its released table."""
+    out: list[str] = []
+
+    def window(at: object, keys: str) -> float | None:
+        """The start of the window ending at ``at``, which must be closed, aligned and settled."""
+        if at is None:
+            return None
+        if not isinstance(at, int | float) or at % (WINDOW_MIN * 60) or at + SETTLE_S > truth.watermark:
+            out.append(f"{keys} of a window ending at {at!r}: not a closed, aligned, settled window")
+            return None
+        return float(at) - WINDOW_MIN * 60
+
+    def values(unit: str, groups: object, start: float | None, where: str) -> None:
+        if unit not in units:
+            out.append(f"{where}: unit {unit!r} is not its own")
+            return
+        if not isinstance(groups, dict) or set(groups) != {"all"}:
+            out.append(f"{where}: groups {groups!r}")
+            return
+        n = groups["all"]
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < K):
+            out.append(f"{where}: count {n!r} below k")
+        elif start is not None and n != truth.released(units[unit], start):
+            out.append(f"{where}: count {n!r}, the released table says {truth.released(units[unit], start)!r}")
+
+    def header(keys: frozenset[str], what: str) -> None:
+        if set(body) != keys:
+            out.append(f"{what} fields {sorted(set(body) ^ keys)}")
+        if body.get("window_min") != WINDOW_MIN or body.get("k") != K:
+            out.append(f"{what} window_min {body.get('window_min')!r} k {body.get('k')!r}")
+        if body.get("cells") not in (None, {}, []) or body.get("zones") not in (None, {}):
+            out.append(f"{what} cells {body.get('cells')!r} zones {body.get('zones')!r}")
+
+    if body.get("type") == "counts":
+        header(COUNTS_FRAME_KEYS, "counts")
+        start = window(body.get("at"), "counts")
+        for unit, groups in (body.get("units") or {}).items():
+            values(unit, groups, start, f"counts {unit}")
+    elif "windows" in body:
+        header(RELEASED_KEYS, "released")
+        for w in body["windows"]:
+            if set(w) != RELEASED_WINDOW_KEYS or w.get("minutes") != WINDOW_MIN:
+                out.append(f"released window {w!r}")
+                continue
+            start = window(w["start"] + WINDOW_MIN * 60, "released")
+            for unit, groups in w["values"].items():
+                values(unit, groups, start, f"released {w['start']:.0f} {unit}")
+    elif "window_min" in body and "type" not in body:  # /api/hotspots
+        header(HOTSPOTS_KEYS, "hotspots")
+        start = window(body.get("at"), "hotspots")
+        for row in body.get("units") or []:
+            if set(row) != HOTSPOT_ROW_KEYS:
+                out.append(f"hotspot fields {sorted(set(row) ^ HOTSPOT_ROW_KEYS)}")
+                continue
+            values(row["unit"], row["calls"], start, f"hotspots {row['unit']}")
+            n = (row["calls"] or {}).get("all")
+            if (row["at_least"], row["exact"]) != (n or 0, n):
+                out.append(f"hotspots {row['unit']}: at_least {row['at_least']!r} exact {row['exact']!r} for {n!r}")
     return out
 
 
@@ -401,165 +596,321 @@ def _check_view(v: dict, p: Partner, visible_ids: set[str], all_ids: dict[str, s
 def test_partner_trying_everything_sees_nothing_outside_its_zone(gw, prefix, r, who):
     """Whatever a partner sends or asks, every byte it receives stays inside its zone and inside what the policy lets through."""
     p = PARTNERS[who]
+    scope = p.scope()
     other_cells = [sorted(ZONES[z].cells)[0] for z in p.others]
-    assert p.near not in p.cells and all(c not in p.cells for c in other_cells)
+    assert p.near not in p.cells and all(c not in p.cells for c in other_cells) and set(p.units()) == {p.zone}
+    # the calls first: a released window is frozen the first time it is computed
+    now = time.time()
+    buckets, last_hour = plant_counts(r, prefix, p, other_cells, now)
     sup = gw.ws(token("supervisor", subject="sup-1"))
     recv_until(sup, lambda f: f["type"] == "caught_up")
+    probe = Probe(p)
+    _, first = probe.http(gw, "/api/alerts?state=all")  # where its replay of everything starts: a cursor, not a stream id
+    assert first is not None and first["alerts"] == []
     before = publish_alerts(r, prefix, p, other_cells, "a")
     recv_until(sup, lambda f: f["type"] == "alert" and f["alert"]["id"] == before["far-closed"][1]["id"])
-    probe = Probe(p)
 
-    # the feed: a replay of everything, a live one that tries every filter, resumes from anywhere
-    replay = probe.ws(gw, "replay-all", last_id="0-0")
+    # the feed: a replay of everything, a live one that tries every filter
+    replay = probe.ws(gw, "replay-all", last_id=first["last_id"])
     live = probe.ws(gw, "live")
     assert replay is not None and live is not None
     probe.keep("replay-all", recv_until(replay, lambda f: f["type"] == "caught_up")[1])
     probe.keep("live", recv_until(live, lambda f: f["type"] == "caught_up")[1])
-    for i, message in enumerate(hostile_messages(p)):
-        probe.send(live, f"live msg {i}", message)  # fewer than the rate's burst: this test is about scope, not floods
-    # acting on alerts by the detector's ids (which name cells), on another socket: 18 refusals
+    replies = [probe.send(live, f"live msg {i}", message) for i, message in enumerate(hostile_messages(p))]
+    # fewer than the rate's burst: this test is about scope, not floods; only the last two (its own zone, the county) pass
+    assert [f["type"] for f in replies] == ["error"] * (len(replies) - 2) + ["subscribed"] * 2
+    # acting on alerts by the detector's ids (which name cells), on another socket: 20 refusals would close it
     acting = probe.ws(gw, "acting")
     assert acting is not None
-    for i, (_, alert) in enumerate(before.values()):
+    for i, (_, alert) in enumerate(list(before.values())[:9]):
         for message in ({"type": "ack", "alert_id": alert["id"]}, {"type": "resolve", "alert_id": alert["id"], "note": "x"}):
-            probe.send(acting, f"acting msg {i}", message)
+            assert probe.send(acting, f"acting msg {i}", message)["type"] == "error"
     acting.close()
-    resumes = [("resume-far", before["far"][0]), ("resume-near", before["near"][0]), ("resume-zero", "0")]
-    resumes += [("bad-last-id", "../../etc"), ("future-last-id", "99999999999999-0"), ("huge-last-id", "9" * 50 + "-0")]
-    for label, last_id in resumes:
+
+    # resuming: from every cursor it was given (accepted), from stream ids and forged cursors (refused at the handshake)
+    _, listed = probe.http(gw, "/api/alerts?state=all")
+    assert listed is not None
+    given = [a["id"] for a in listed["alerts"]] + [listed["last_id"], probe.frames("caught_up")[0]["id"]]
+    other = next(a for a in AGREEMENTS if a != p.agreement)
+    good = [f"resume-cursor-{i}" for i in range(len(given))]
+    bad = [
+        ("resume-zero", "0-0"),
+        ("resume-0", "0"),
+        ("resume-far", before["far"][0]),
+        ("resume-inside", before["inside"][0]),
+        ("bad-last-id", "../../etc"),
+        ("future-last-id", "99999999999999-0"),
+        ("huge-last-id", "9" * 50 + "-0"),
+        ("other-agreement", cursors.seal(CURSOR_KEY, before["far"][0], other)),
+        ("other-key", cursors.seal(cursors.cursor_key(b"another-secret" * 3), before["far"][0], p.agreement)),
+        ("tampered", given[0][:20] + ("A" if given[0][20] != "A" else "B") + given[0][21:]),
+        ("empty-cursor", "c-"),
+        ("long-cursor", "c-" + "A" * 200),
+    ]
+    for label, last_id in [*zip(good, given, strict=True), *bad]:
         ws = probe.ws(gw, label, last_id=last_id)
         if ws is not None:
             probe.keep(label, recv_until(ws, lambda f: f["type"] == "caught_up")[1] + drain(ws, max_s=1.5))
             ws.close()
-    assert sum(r.error for r in probe.received if "handshake" in r.where) == 2  # the bad and the huge id
+    refused = {
+        r.where.split(" ")[1]: (r.where.rsplit(" ", 1)[1], json.loads(r.body)["error"]) for r in probe.received if "handshake" in r.where
+    }
+    assert refused == {label: ("400", "bad_last_id") for label, _ in bad}
 
-    # live traffic while connected: alerts, a supervisor's notes, counts next to the zone
+    # live traffic while connected: alerts, a supervisor's notes
     after = publish_alerts(r, prefix, p, other_cells, "b")
     recv_until(sup, lambda f: f["type"] == "alert" and f["alert"]["id"] == after["far-closed"][1]["id"])
     for name, action in (("inside", "ack"), ("far", "resolve"), ("near", "ack")):
         alert_id = after[name][1]["id"]
         sup.send(json.dumps({"type": action, "alert_id": alert_id, "note": NOTE_CANARY}))
         recv_until(sup, lambda f, alert_id=alert_id: f["type"] == "action" and f["action"]["alert_id"] == alert_id)
-    plant_counts(r, prefix, p, other_cells)
     for ws, label in ((replay, "replay-all"), (live, "live")):
-        # everything published is before the first count of the planted calls; then a few more counts
-        probe.keep(label, recv_until(ws, lambda f: f["type"] == "counts" and bool(f["cells"]))[1] + drain(ws, max_s=2))
+        # the action on its alert, then a few counts of its released table
+        probe.keep(label, recv_until(ws, lambda f: f["type"] == "action")[1] + drain(ws, max_s=2))
         ws.close()
 
-    # the HTTP API, every path
-    for path in hostile_paths(p, other_cells, [sid for sid, _ in before.values()]):
-        probe.http(gw, path)
+    # the HTTP API, every path, with the answer each must get
+    paths = hostile_paths(p, other_cells, [sid for sid, _ in before.values()])
+    wrong = []
+    for path, expected in paths:
+        status, body = probe.http(gw, path)
+        got = (status, (body or {}).get("error")) if isinstance(expected, tuple) else status
+        if expected is not None and got != expected:
+            wrong.append(f"{path}: {got}, expected {expected}")
+        if expected is None and status == 200:
+            wrong.append(f"{path}: 200")
+    assert probe.http(gw, "/metrics", tok="")[0] == 401
     sup.close()
+    assert wrong == [], "\n".join(wrong)
 
-    scope = Scope(Role(p.role), p.agency, p.subject, (), id_key=derive_id_key(SECRET))
-    all_ids = {alert_id_for(a["id"], scope): a["id"] for batch in (before, after) for _, a in batch.values()}
-    visible_ids = {alert_id_for(batch[name][1]["id"], scope) for batch in (before, after) for name in VISIBLE}
-    leaks = scan(probe, visible_ids, all_ids)
+    all_alerts = {alert_id_for(a["id"], scope): a for batch in (before, after) for _, a in batch.values()}
+    visible = {alert_id_for(batch[name][1]["id"], scope) for batch in (before, after) for name in VISIBLE}
+    truth = Truth(all_alerts, visible, buckets, now)
+    leaks = scan(probe, truth)
     print(f"\n{who}: {probe.inputs} inputs tried, {len(probe.received)} frames and bodies scanned, {len(leaks)} leaks")
     assert leaks == [], "\n".join(leaks[:50])
 
-    # and the partner did see what it may: its alerts, generalized, the handling of one, its count
+    # and the partner did see what it may: its alerts, generalized, the handling of one, its released counts
     seen = {f["alert"]["id"] for f in probe.frames("alert")}
-    assert seen == visible_ids
+    assert seen == visible
+    inside = next(f["alert"] for f in probe.frames("alert") if f["alert"]["id"] == alert_id_for(before["inside"][1]["id"], scope))
+    assert (inside["units"], inside["zones"], inside["categories"], inside["extent"]) == ([p.zone], [p.zone], ["TRAFFIC"], "area")
     acted = [f["action"] for f in probe.frames("action")]
     assert acted and {a["alert_id"] for a in acted} == {alert_id_for(after["inside"][1]["id"], scope)}
-    parent = h3.cell_to_parent(p.inside, 7)
-    assert any(f["cells"] == {parent: 4} and f["zones"] == {p.zone: 4} for f in probe.frames("counts"))
+    shown = truth.released(p.cells, last_hour)
+    assert shown == 4  # 3 + 1 calls in the zone, in the first and the last minute of the hour; none of the thousands around it
+    assert any(f["units"] == {p.zone: {"all": shown}} and f["at"] == last_hour + 3600 for f in probe.frames("counts"))
     _, hot = probe.http(gw, "/api/hotspots")
-    assert [(c["cell"], c["count"]) for c in hot["cells"]] == [(parent, 4)]
-    _, history = probe.http(gw, f"/api/cells/{parent}/history?hours=1&step=60")
-    assert history["bins"][-1]["categories"] == {"TRAFFIC": 4}
+    assert hot is not None and hot["at"] == last_hour + 3600
+    assert [(u["unit"], u["calls"], u["at_least"], u["exact"]) for u in hot["units"]] == [(p.zone, {"all": shown}, shown, shown)]
+    _, released = probe.http(gw, "/api/released?hours=3")
+    assert released is not None
+    assert [(w["start"], w["values"]) for w in released["windows"][-2:]] == [
+        (last_hour - 3600, {p.zone: {"all": None}}),  # K - 1 calls: withheld
+        (last_hour, {p.zone: {"all": shown}}),
+    ]
+    assert scan(probe, truth) == []  # these last answers too
 
 
-def test_cell_history_finer_than_resolution_8_is_a_bad_request_not_forbidden(gw, prefix, r):
-    """/api/cells/{cell}/history: a cell finer than res 8 is 400 bad_cell for anyone, in scope or not; an out-of-scope cell 403."""
+def test_cell_history_is_forbidden_to_partners_whatever_the_cell_and_finer_cells_are_bad_for_supervisors(gw, prefix, r):
+    """/api/cells/{cell}/history: a partner is refused 403 forbidden for any cell (its own, coarse, fine, outside, not a cell),
+    before the cell is looked at, so the answer says nothing about it; a supervisor asking for a cell finer than res 8 gets
+    400 bad_cell, and the history of any res-8 cell."""
     minute = int(time.time() // 60)
     p = PARTNERS["transit"]
     r.hset(f"{prefix}:b:{minute}", mapping={f"{p.inside}|TRAFFIC": 5, f"{FAR}|TRAFFIC": 6})
     r.set(f"{prefix}:wm:call:0", time.time())
     partner, sup = p.token(), token("supervisor")
-    for tok in (partner, sup):
-        for res in (9, 12, 15):
-            for base in (p.inside, FAR):
-                fine = h3.cell_to_center_child(base, res)
-                status, body = gw.get_json(f"/api/cells/{fine}/history", tok)
-                assert (status, body["error"]) == (400, "bad_cell"), (res, body)
-                assert f"resolution {res}" in body["message"] and "resolution 8" in body["message"]
-    status, body = gw.get_json(f"/api/cells/{FAR}/history?hours=1", partner)
-    assert (status, body["error"]) == (403, "out_of_scope")
-    status, body = gw.get_json(f"/api/cells/{h3.cell_to_parent(FAR, 6)}/history?hours=1", partner)
-    assert (status, body["error"]) == (403, "out_of_scope")
-    _, mine = gw.get_json(f"/api/cells/{p.inside}/history?hours=1&step=60", partner)
-    assert mine["bins"][-1]["categories"] == {"TRAFFIC": 5}
+    fine = [h3.cell_to_center_child(base, res) for res in (9, 12, 15) for base in (p.inside, FAR)]
+    coarse = [h3.cell_to_parent(p.inside, 7), h3.cell_to_parent(p.inside, 5), h3.cell_to_parent(FAR, 6)]
+    for cell in [p.inside, FAR, p.near, *coarse, *fine, "nonsense"]:
+        status, body = gw.get_json(f"/api/cells/{cell}/history?hours=1&step=60", partner)
+        assert (status, set(body), body["error"]) == (403, {"error", "message"}, "forbidden"), (cell, body)
+        assert "bins" not in json.dumps(body) and " 5" not in body["message"]
+    for res in (9, 12, 15):
+        for base in (p.inside, FAR):
+            status, body = gw.get_json(f"/api/cells/{h3.cell_to_center_child(base, res)}/history", sup)
+            assert (status, body["error"]) == (400, "bad_cell"), (res, body)
+            assert f"resolution {res}" in body["message"] and "resolution 8" in body["message"]
     _, far = gw.get_json(f"/api/cells/{FAR}/history?hours=1&step=60", sup)
     assert far["bins"][-1]["categories"] == {"TRAFFIC": 6}
-    assert gw.get_json("/api/cells/nonsense/history", partner)[0] == 400
+    assert gw.get_json("/api/cells/nonsense/history", sup)[1]["error"] == "bad_cell"
 
 
 def test_a_partner_socket_never_carries_a_frame_it_did_not_pass_through_the_policy(gw, prefix, r):
-    """A partner connected from before any alert receives, over a mixed burst, exactly its zone's alerts and outages."""
+    """A partner connected from before any alert receives, over a mixed burst, exactly its zone's alerts on at least k calls,
+    as partner views (no cell, no count, no stream id)."""
     p = PARTNERS["school"]
     ws = gw.ws(p.token())
     recv_until(ws, lambda f: f["type"] == "caught_up")
-    names = []
-    for i in range(40):
-        cell = (p.inside, FAR, p.near, sorted(ZONES["septa-lansdale"].cells)[0])[i % 4]
-        names.append(cell == p.inside)
-        publish(r, prefix, planted(make_alert(f"surge:{cell}:{uuid.uuid4().hex[:6]}", (cell,), observed=9)))
+    other = sorted(ZONES["septa-lansdale"].cells)[0]
+    shown = []
+    for i in range(50):
+        cell, observed = ((p.inside, 9), (FAR, 9), (p.near, 9), (other, 9), (p.inside, K - 1))[i % 5]
+        shown.append(cell == p.inside and observed >= K)
+        publish(r, prefix, planted(make_alert(f"surge:{cell}:{uuid.uuid4().hex[:6]}", (cell,), observed=observed)))
     frames = drain(ws, max_s=8)
     alerts = [f for f in frames if f["type"] == "alert"]
-    assert len(alerts) == sum(names) == 10
-    assert all(set(a["alert"]["cells"]) == {h3.cell_to_parent(p.inside, 7)} for a in alerts)
+    assert len(alerts) == sum(shown) == 10
+    assert all((a["alert"]["units"], a["alert"]["zones"]) == ([p.zone], [p.zone]) for a in alerts)
+    assert all(set(a["alert"]) == PARTNER_ALERT_KEYS and CURSOR.fullmatch(a["id"]) for a in alerts)
+    numbers = [n for a in alerts for n in _numbers(a["alert"])]
+    assert {path for path, _ in numbers} == {"started_at", "at"} and all(_minute(n) for _, n in numbers)
     text = json.dumps(frames)
-    assert not any(c in text for c in CANARIES) and FAR not in text and p.near not in text
+    assert not any(c in text for c in CANARIES) and not CELL.search(text) and not STREAM_ID.search(text)
     ws.close()
 
 
-def test_partner_close_and_reconnect_does_not_replay_outside_alerts(gw, prefix, r):
-    """A partner that reconnects from each id it was ever given, including the ids of 'caught_up', gets no alert outside its zone."""
+def test_partner_close_and_reconnect_resumes_from_sealed_cursors_only(gw, prefix, r):
+    """A partner resumes from each cursor it was ever given (of alerts, of 'caught_up', of /api/alerts), gets what followed
+    it in its zone and nothing outside; a raw stream id, even of its own alert, is refused at the handshake."""
     p = PARTNERS["transit"]
-    ids = []
+    scope = p.scope()
+    ws = gw.ws(p.token())
+    start = recv_until(ws, lambda f: f["type"] == "caught_up")[0]["id"]
+    ws.close()
+    published = []
     for cell in (FAR, p.inside, p.near, p.inside, FAR):
-        ids.append(publish(r, prefix, planted(make_alert(f"surge:{cell}:{uuid.uuid4().hex[:6]}", (cell,)))))
-    received = []
-    for last_id in ["0-0", *ids]:
-        try:
-            ws = gw.ws(p.token(), last_id=last_id)
-        except (InvalidStatus, ConnectionClosed) as exc:  # pragma: no cover - reported below
-            raise AssertionError(f"resume from {last_id} refused: {exc}") from exc
-        received += [f for f in drain(ws) if f["type"] == "alert"]
+        alert = planted(make_alert(f"surge:{cell}:{uuid.uuid4().hex[:6]}", (cell,)))
+        published.append((publish(r, prefix, alert), alert))
+    mine = [(sid, alert_id_for(a["id"], scope)) for sid, a in published if a["cells"] == [p.inside]]
+    assert len(mine) == 2
+    ws = gw.ws(p.token(), last_id=start)
+    _, frames = recv_until(ws, lambda f: f["type"] == "caught_up")
+    ws.close()
+    assert [f["alert"]["id"] for f in frames if f["type"] == "alert"] == [opaque for _, opaque in mine]
+    # each alert frame's cursor is its stream id, sealed; 'caught_up' seals the same id afresh, so it looks different
+    alert_cursors = [f["id"] for f in frames if f["type"] == "alert"]
+    assert [stream_id_for(c, scope) for c in alert_cursors] == [sid for sid, _ in mine]
+    caught_up = frames[-1]["id"]
+    assert stream_id_for(caught_up, scope) == published[-1][0] and caught_up not in alert_cursors
+    _, listed = gw.get_json("/api/alerts?state=all", p.token())
+    given = [start, *alert_cursors, caught_up, *(a["id"] for a in listed["alerts"]), listed["last_id"]]
+    received = list(frames)
+    for cursor in given:
+        assert CURSOR.fullmatch(cursor), cursor
+        ws = gw.ws(p.token(), last_id=cursor)
+        got = recv_until(ws, lambda f: f["type"] == "caught_up")[1] + drain(ws, max_s=1)
         ws.close()
-    assert received and all(a["alert"]["zones"] == [p.zone] for a in received)
-    assert not any(FAR in json.dumps(a) or p.near in json.dumps(a) for a in received)
+        # exactly its alerts after the cursor's stream id
+        after = stream_id_for(cursor, scope)
+        expect = [opaque for sid, opaque in mine if tuple(map(int, sid.split("-"))) > tuple(map(int, after.split("-")))]
+        assert [f["alert"]["id"] for f in got if f["type"] == "alert"] == expect, cursor
+        received += got
+    alerts = [f for f in received if f["type"] == "alert"]
+    assert alerts and all(a["alert"]["zones"] == [p.zone] for a in alerts)
+    text = json.dumps(received)
+    assert not CELL.search(text) and not STREAM_ID.search(text) and not any(c in text for c in CANARIES)
+    for last_id in ["0-0", *(sid for sid, _ in published)]:
+        with pytest.raises(InvalidStatus) as refused:
+            gw.ws(p.token(), last_id=last_id)
+        assert refused.value.response.status_code == 400 and json.loads(refused.value.response.body)["error"] == "bad_last_id"
 
 
 def test_the_scan_finds_planted_leaks():
-    """The scan is no rubber stamp: a supervisor's view, an exact cell, a low count, a planted value and a note are each reported."""
+    """The scan is no rubber stamp: a supervisor's view, a cell, a statistic, a count, a stream id, a low or inexact count,
+    a planted value and a note are each reported."""
     p = PARTNERS["transit"]
-    raw = planted(make_alert(f"surge:{FAR}:x", (p.inside, FAR), observed=2))
-    scope = Scope(Role.TRANSIT, p.agency, p.subject, (), id_key=derive_id_key(SECRET))
+    scope = p.scope()
+    raw = planted(make_alert(f"surge:{p.inside}:x", (p.inside, FAR), observed=12, categories={"TRAFFIC": 10, "EMS": 2}))
     opaque = alert_id_for(raw["id"], scope)
-    parent = h3.cell_to_parent(p.inside, 7)
+    elsewhere = planted(make_alert(f"surge:{FAR}:x", (FAR,)))
+    hour = 1_700_002_800.0  # an hour's start
+    truth = Truth(
+        {opaque: raw, alert_id_for(elsewhere["id"], scope): elsewhere},
+        {opaque},
+        {int(hour // 60): {f"{p.inside}|TRAFFIC": 5, f"{p.inside}|ALL": 5, f"{p.near}|TRAFFIC": 900}},
+        hour + 3600 + SETTLE_S,
+    )
+    cursor = cursors.seal(CURSOR_KEY, "1700000000000-0", p.agreement)
     generalized = {
-        "id": opaque, "kind": "surge", "state": "open", "severity": "low", "started_at": 60.0, "at": 120.0, "window_min": 15,
-        "zones": [p.zone], "cells": [parent], "observed": None, "expected": 3.0, "categories": {}, "score": 7.0,
-        "model": "m", "model_version": "1", "reason": "More calls than usual near Lansdale",
+        "id": opaque, "kind": "surge", "state": "open", "severity": "medium", "extent": "area", "started_at": 60.0, "at": 120.0,
+        "units": [p.zone], "zones": [p.zone], "categories": ["TRAFFIC"], "reason": "More calls than usual near Lansdale station",
     }  # fmt: skip
+    counts = {"type": "counts", "at": hour + 3600, "window_min": 60, "k": K, "cells": {}, "zones": {}, "units": {p.zone: {"all": 5}}}
+    row = {"unit": p.zone, "name": "Lansdale station", "zones": [p.zone], "calls": {"all": 5}, "at_least": 5, "exact": 5}
+    hotspots = {"at": hour + 3600, "window_min": 60, "k": K, "units": [row], "cells": [], "zones": {}}
+    window = {"start": hour, "minutes": 60, "values": {p.zone: {"all": 5}}}
+    released = {"window_min": 60, "k": K, "groups": ["all"], "units": [{"id": p.zone, "name": "x", "zones": [p.zone]}], "windows": [window]}
+    alert = {"type": "alert", "id": cursor, "alert": generalized}
     bad = [
-        ({"type": "alert", "id": "1-0", "alert": raw}, "field 'caller'"),
-        ({"type": "alert", "id": "1-0", "alert": {**generalized, "cells": [p.inside, p.near]}}, f"cell {p.near}"),
-        ({"type": "alert", "id": "1-0", "alert": {**generalized, "id": alert_id_for("surge:elsewhere:1", scope)}}, "outside its zone"),
-        ({"type": "alert", "id": "1-0", "alert": {**generalized, "observed": 2}}, "below k"),
-        ({"type": "alert", "id": "1-0", "alert": {**generalized, "status": {"action": "ack", "at": 1.0, "by": "sup"}}}, "field 'by'"),
-        ({"type": "action", "id": "2-0", "action": {"alert_id": opaque, "action": "ack", "at": 1.0, "note": NOTE_CANARY}}, "note-canary"),
-        ({"type": "counts", "at": 1.0, "window_min": 15, "cells": {parent: 5004}, "zones": {}}, "count"),
-        ({"type": "counts", "at": 1.0, "window_min": 15, "cells": {}, "zones": {"septa-ambler": 9}}, "zone count"),
-        ({"cell": parent, "bins": [{"start": 0, "minutes": 60, "categories": {"EMS": 2}}]}, "history EMS: 2"),
+        ({**alert, "alert": raw}, "field 'caller'"),
+        ({**alert, "alert": {**generalized, "cells": [p.inside]}}, "beyond or missing"),
+        ({**alert, "alert": {**generalized, "reason": f"calls near {p.near}"}}, f"cell {p.near}"),
+        ({**alert, "alert": {**generalized, "id": alert_id_for(elsewhere["id"], scope)}}, "outside its zone"),
+        ({**alert, "alert": {**generalized, "observed": 12}}, "field 'observed'"),
+        ({**alert, "alert": {**generalized, "categories": {"TRAFFIC": 10}}}, "categories"),
+        ({**alert, "alert": {**generalized, "categories": ["EMS", "TRAFFIC"]}}, "at least k"),
+        ({**alert, "alert": {**generalized, "severity": 2}}, "number severity"),
+        ({**alert, "alert": {**generalized, "at": 125.0}}, "finer than the minute"),
+        ({**alert, "alert": {**generalized, "status": {"action": "ack", "at": 61.5}}}, "status.at = 61.5"),
+        ({**alert, "alert": {**generalized, "status": {"action": "ack", "at": 60.0, "by": "sup"}}}, "field 'by'"),
+        ({**alert, "alert": {**generalized, "zones": ["septa-ambler"]}}, "alert zones"),
+        ({**alert, "id": "1700000000000-0"}, "stream id 1700000000000-0"),
+        ({**alert, "id": "5-0"}, "not a sealed cursor"),
+        ({"type": "caught_up", "id": "0-0"}, "not a sealed cursor"),
+        ({"last_id": "1700000000000-3", "alerts": []}, "stream id"),
+        ({"type": "action", "id": cursor, "action": {"alert_id": opaque, "action": "ack", "at": 60.0, "note": NOTE_CANARY}}, "note-canary"),
+        ({"type": "action", "id": cursor, "action": {"alert_id": opaque, "action": "ack", "at": 61.0}}, "action time"),
+        ({**counts, "units": {p.zone: {"all": 2}}}, "below k"),
+        ({**counts, "units": {p.zone: {"all": 905}}}, "the released table says 5"),
+        ({**counts, "units": {p.zone: {"all": None}}}, "the released table says 5"),
+        ({**counts, "units": {"septa-ambler": {"all": 9}}}, "not its own"),
+        ({**counts, "cells": {h3.cell_to_parent(p.inside, 7): 5}}, "counts cells"),
+        ({**counts, "at": hour + 4000}, "not a closed, aligned, settled window"),
+        ({**counts, "at": hour + 7200}, "not a closed, aligned, settled window"),
+        ({**counts, "zones": {p.zone: 5}}, "zones"),
+        ({**hotspots, "units": [{**row, "at_least": 2}]}, "at_least 2"),
+        ({**hotspots, "units": [{**row, "calls": {"all": 6}, "at_least": 6, "exact": 6}]}, "says 5"),
+        ({**hotspots, "units": [{**row, "count": 5}]}, "field 'count'"),
+        ({**released, "windows": [{**window, "values": {p.zone: {"all": 7}}}]}, "says 5"),
+        ({**released, "windows": [{**window, "values": {p.zone: {"all": 5, "EMS": None}}}]}, "groups"),
+        ({**released, "windows": [{**window, "start": hour + 60}]}, "not a closed, aligned, settled window"),
+        ({"cell": p.inside, "bins": [{"start": 0, "minutes": 60, "categories": {"EMS": 2}}]}, "field 'bins'"),
         ({"zones": [{"id": "septa-ambler"}]}, "zones"),
+        ({"units": [{"id": "septa-ambler"}]}, "units"),
     ]
     for body, expected in bad:
         probe = Probe(p, [Received("fabricated", json.dumps(body).encode(), "", False)])
-        leaks = scan(probe, {opaque}, {opaque: raw["id"]})
+        leaks = scan(probe, truth)
         assert any(expected in leak for leak in leaks), (expected, leaks)
-    clean = Probe(p, [Received("fabricated", json.dumps({"type": "alert", "id": "1-0", "alert": generalized}).encode(), "", False)])
-    assert scan(clean, {opaque}, {opaque: raw["id"]}) == []
+    clean = [
+        alert,
+        counts,
+        hotspots,
+        released,
+        {"type": "caught_up", "id": cursor},
+        {"last_id": cursor, "alerts": [{"id": cursor, "alert": generalized}]},
+    ]
+    received = [Received("fabricated", json.dumps(body).encode(), "", False) for body in clean]
+    assert scan(Probe(p, received), truth) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway bug: Hub._frame_for gives partners an alert's status.at to the microsecond (the action frame and "
+    "/api/alerts floor it to the minute); remove this mark when it is floored there too",
+)
+def test_a_partner_resuming_after_an_ack_gets_its_time_to_the_minute_only(gw, prefix, r):
+    """An alert acknowledged while a partner was away comes back in its replay with its status: {action, at}, the time
+    floored to the minute as in the action frame and in /api/alerts (not when to the second a supervisor acted)."""
+    p = PARTNERS["transit"]
+    ws = gw.ws(p.token())
+    start = recv_until(ws, lambda f: f["type"] == "caught_up")[0]["id"]
+    ws.close()
+    sup = gw.ws(token("supervisor", subject="sup-1"))
+    recv_until(sup, lambda f: f["type"] == "caught_up")
+    alert = planted(make_alert(f"surge:{p.inside}:{uuid.uuid4().hex[:6]}", (p.inside,)))
+    publish(r, prefix, alert)
+    recv_until(sup, lambda f: f["type"] == "alert")
+    sup.send(json.dumps({"type": "ack", "alert_id": alert["id"], "note": NOTE_CANARY}))
+    recv_until(sup, lambda f: f["type"] == "action")
+    sup.close()
+    ws = gw.ws(p.token(), last_id=start)
+    frames = recv_until(ws, lambda f: f["type"] == "caught_up")[1]
+    ws.close()
+    _, listed = gw.get_json("/api/alerts", p.token())
+    views = [f["alert"] for f in frames if f["type"] == "alert"] + [a["alert"] for a in listed["alerts"]]
+    assert len(views) == 2 and all(v["status"]["action"] == "ack" for v in views)
+    assert [f["action"]["at"] % 60 for f in frames if f["type"] == "action"] == [0]
+    assert [v["status"]["at"] % 60 for v in views] == [0, 0]
