@@ -36,6 +36,7 @@ from websockets.http11 import Response
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
+from gateway.hub import minute
 from gateway.policy import Scope, cursor_for, severity, view, view_counts, visible_cells, zone_counts
 from gateway.protocol import SEVERITIES
 from gateway.tokens import PARTNER_ROLES, Claims, Role
@@ -146,7 +147,7 @@ async def alerts(gw: Gateway, req: ApiRequest) -> Response:
         if not partner:
             v["status"] = status
         elif status is not None:
-            v["status"] = {"action": status["action"], "at": _minute(status["at"])}  # not who, not the note
+            v["status"] = {"action": status["action"], "at": minute(status["at"])}  # not who, not the note
         out.append({"id": cursor_for(sid, req.scope), "alert": v})
         if len(out) >= limit:
             break
@@ -332,10 +333,6 @@ def _shares(gw: Gateway, req: ApiRequest, what: str) -> None:
 def _commander_start(scope: Scope, cells: list[str]) -> float | None:
     starts = [z.active_from for z in scope.zones if z.cells & set(cells) and z.active_from is not None]
     return min(starts) if starts else None
-
-
-def _minute(t: object) -> float | None:
-    return None if not isinstance(t, int | float) else (t // 60) * 60.0
 
 
 async def _audit_rows(gw: Gateway, req: ApiRequest, extra: set[str]) -> list:

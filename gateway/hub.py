@@ -245,7 +245,8 @@ class Hub:
                 if seen_view is not None and client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
                     seen_view["status"] = status
                 elif seen_view is not None and status is not None:
-                    seen_view["status"] = {"action": status["action"], "at": status["at"]}  # partners: not who, not the note
+                    # partners: not who, not the note, the time to the minute (as in action frames and /api/alerts)
+                    seen_view["status"] = {"action": status["action"], "at": minute(status["at"])}
                 cache[key] = (
                     seen_view,
                     None if seen_view is None else frame("alert", id=cursor_for(entry.id, client.scope), alert=seen_view),
@@ -282,12 +283,7 @@ class Hub:
                         shown = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
                     else:
                         # partners learn that it was handled, not by whom or with what note (free text)
-                        at = action.get("at")
-                        shown = {
-                            "alert_id": seen_view["id"],
-                            "action": action["action"],
-                            "at": (at // 60) * 60.0 if isinstance(at, int | float) else None,
-                        }
+                        shown = {"alert_id": seen_view["id"], "action": action["action"], "at": minute(action.get("at"))}
                     cache[key] = (seen_view, frame("action", id=cursor_for(entry.id, client.scope), action=shown))
             seen_view, text = cache[key]
             if seen_view is None or not matches(client.filter, seen_view, raw):
@@ -339,6 +335,17 @@ class Entry:
         if self.action is not None:
             return self.action.get("alert_id", "")
         return ""
+
+
+def minute(t: object) -> float | None:
+    """An epoch time floored to the minute (None when it is not a number): what partners are told of times.
+
+    >>> minute(1700000047.5), minute("soon")
+    (1700000040.0, None)
+    """
+    if isinstance(t, bool) or not isinstance(t, int | float):
+        return None
+    return (t // 60) * 60.0
 
 
 def parse_entry(sid: str, fields: dict[str, str]) -> Entry:

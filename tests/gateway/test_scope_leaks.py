@@ -886,11 +886,6 @@ def test_the_scan_finds_planted_leaks():
     assert scan(Probe(p, received), truth) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: Hub._frame_for gives partners an alert's status.at to the microsecond (the action frame and "
-    "/api/alerts floor it to the minute); remove this mark when it is floored there too",
-)
 def test_a_partner_resuming_after_an_ack_gets_its_time_to_the_minute_only(gw, prefix, r):
     """An alert acknowledged while a partner was away comes back in its replay with its status: {action, at}, the time
     floored to the minute as in the action frame and in /api/alerts (not when to the second a supervisor acted)."""
