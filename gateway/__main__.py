@@ -34,7 +34,8 @@ async def run(port: int | None) -> int:
         print(f"gateway: Redis is not answering at {settings.redis_url} (start it with: python -m infra.stack up)", file=sys.stderr)
         return 1
     try:
-        gateway = Gateway(settings, store, AuditLog(store.client, settings.redis_prefix))
+        audit = AuditLog(store.client, settings.redis_prefix, retention_s=settings.audit_days * 86400.0)
+        gateway = Gateway(settings, store, audit)
     except ZoneError as exc:
         print(f"gateway: zone files: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ key                            type    holds
 ``P:zones``                    hash    zone id -> zone JSON (event zones the gateway created);
                                        read by the worker's detectors
 ``P:zones:version``            string  bumped on every change of ``P:zones``
-``P:audit``                    stream  the audit log (:mod:`gateway.audit`)
+``P:audit``                    stream  the audit log (:mod:`gateway.audit`), hash-chained, trimmed
+                                       after ``WF_GATEWAY_AUDIT_DAYS``
+``P:audit:head``               string  the hash of the newest audit record (the chain's head)
 ``P:released:{agreement}:{m}`` hash    window start (epoch s) -> JSON of that window of the agreement's
                                        released table (:mod:`gateway.disclosure`), written once
                                        (``HSETNX``: every gateway serves the first one written)

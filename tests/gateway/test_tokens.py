@@ -22,7 +22,10 @@ NOW = 1_700_000_000.0
 
 
 def _token(**kw) -> str:
-    args = {"subject": "ops-desk-3", "role": "transit", "agency": "SEPTA", "zones": ("septa-lansdale", "septa-ambler"), "now": NOW}
+    args = {
+        "subject": "ops-desk-3", "role": "transit", "agency": "SEPTA", "zones": ("septa-lansdale", "septa-ambler"), "now": NOW,
+        "agreement": "septa",
+    }  # fmt: skip
     args.update(kw)
     return issue(SECRET, **args)
 
@@ -44,10 +47,19 @@ def _refused(token: str | None, now: float = NOW + 10, secret: bytes = SECRET) -
 
 
 def test_issue_then_verify_gives_the_claims_back():
-    """A token verifies to exactly the subject, role, agency, zones and times it was issued with."""
+    """A token verifies to exactly the subject, role, agency, zones, agreement and times it was issued with."""
     claims = verify(SECRET, _token(ttl_s=3600), now=NOW + 5)
-    assert claims == Claims("ops-desk-3", Role.TRANSIT, "SEPTA", ("septa-lansdale", "septa-ambler"), NOW + 3600, NOW, claims.token_id)
+    zones = ("septa-lansdale", "septa-ambler")
+    assert claims == Claims("ops-desk-3", Role.TRANSIT, "SEPTA", zones, NOW + 3600, NOW, claims.token_id, agreement="septa")
     assert len(claims.token_id) >= 16
+
+
+def test_a_token_is_refused_before_its_not_before_time():
+    """nbf is honoured: before it (beyond the clock skew) the token is not yet valid; after it, it verifies."""
+    tok = _token(not_before=NOW + 600)
+    with pytest.raises(TokenError, match="not_yet_valid: token not valid for another 540 s"):
+        verify(SECRET, tok, now=NOW + 60)  # 540 s early, more than the CLOCK_SKEW_S allowed
+    assert verify(SECRET, tok, now=NOW + 600).not_before == NOW + 600
 
 
 def test_each_token_has_its_own_id():
@@ -136,9 +148,11 @@ def test_short_secret_is_refused():
         ({"ttl_s": 0}, "ttl must be more than 0"),
         ({"ttl_s": MAX_TTL_S + 1}, "at most 604800 s"),
         ({"ttl_s": float("nan")}, "ttl must be"),
-        ({"zones": ()}, "a transit token needs at least one zone id"),
-        ({"role": "school", "zones": ()}, "a school token needs at least one zone id"),
-        ({"role": "commander", "zones": ()}, "a commander token needs the event zone"),
+        ({"agreement": None}, "a transit token needs its data-sharing agreement"),
+        ({"role": "school", "agreement": None}, "a school token needs its data-sharing agreement"),
+        ({"role": "commander", "zones": ()}, "only partner tokens .* name an agreement"),
+        ({"role": "commander", "zones": (), "agreement": None}, "a commander token needs the event zone"),
+        ({"role": "supervisor", "zones": (), "agreement": "septa"}, "only partner tokens .* name an agreement"),
         ({"role": "supervisor"}, "a supervisor token sees every zone and takes no zone ids"),
         ({"role": "mayor"}, "role must be one of supervisor, transit, school, commander"),
         ({"subject": ""}, "subject must be a non-empty printable string"),
@@ -197,6 +211,8 @@ def test_cli_issue_then_verify_round_trip():
         "ops-desk-3",
         "--zones",
         "septa-norristown-tc,septa-lansdale",
+        "--agreement",
+        "septa",
         "--ttl",
         "8h",
     )
@@ -232,9 +248,9 @@ def test_cli_exits_2_without_a_secret():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--role", "transit", "--agency", "SEPTA", "--subject", "d", "--zones", "z", "--ttl", "forever"], "ttl must be"),
-        (["--role", "transit", "--agency", "SEPTA", "--subject", "d", "--zones", "z", "--ttl", "30d"], "at most 604800 s"),
-        (["--role", "transit", "--agency", "SEPTA", "--subject", "d"], "needs at least one zone id"),
+        (["--role", "transit", "--agency", "SEPTA", "--subject", "d", "--agreement", "septa", "--ttl", "forever"], "ttl must be"),
+        (["--role", "transit", "--agency", "SEPTA", "--subject", "d", "--agreement", "septa", "--ttl", "30d"], "at most 604800 s"),
+        (["--role", "transit", "--agency", "SEPTA", "--subject", "d", "--zones", "z"], "needs its data-sharing agreement"),
         (["--role", "mayor", "--agency", "SEPTA", "--subject", "d"], "invalid choice"),
     ],
 )
