@@ -19,7 +19,7 @@ was not revoked (``P:revoked``; refused with 401 ``revoked``, and with 503 when
 Redis cannot say); sockets open with a token revoked since are closed with 4401
 within :data:`REVOCATION_SWEEP_S`. A browser may open the WebSocket only from
 the gateway's own origin or one of ``WF_GATEWAY_ORIGINS`` (403 ``bad_origin``).
-Each token may make ``WF_GATEWAY_API_RATE`` API calls a second (429
+Each token may make ``WF_GATEWAY_API_RATE`` API calls or handshakes a second (429
 ``rate_limited``); every partner and commander read is audited.
 """
 
@@ -69,6 +69,8 @@ WRITE_LIMIT = 2**15
 REVOCATION_SWEEP_S = 2.0
 #: history calls read at once (the others wait their turn rather than share the event loop)
 HISTORY_CONCURRENCY = 1
+#: messages read and dropped after closing a flooding client before its connection is dropped outright
+DRAIN_AFTER_CLOSE = 1000
 #: close codes websockets itself uses on a client's bad frame, as the refusal codes they are audited with
 _PROTOCOL_CLOSES = {1007: "invalid_text", 1009: "message_too_big", 1002: "protocol_error"}
 
@@ -331,6 +333,9 @@ class Gateway:
     async def _authorize_ws(self, connection: ServerConnection, request: Request, query: dict, remote: str) -> Response | None:
         self._check_origin(request)
         claims = await self._verify(one(query, "token"))
+        if not self.api_limits.allow(claims.token_id, time.monotonic()):
+            # a handshake counts as an API call: reconnecting must not buy a fresh allowance of messages
+            raise HttpError(429, "rate_limited", f"more than {self.settings.api_rate_per_s:g} calls a second; slow down", claims)
         try:
             scope = self._scope(claims)
         except ScopeError as exc:
@@ -498,9 +503,17 @@ class Gateway:
                     # Read (and drop) what the client sent before it saw our close: messages left unread
                     # stop websockets reading, so the client's close reply would never be read and the
                     # connection would hang for the close timeout, then be reset, the code lost.
+                    # A client that keeps sending after our close would keep this loop busy: past
+                    # DRAIN_AFTER_CLOSE messages the connection is dropped without a close handshake.
+                    drained = 0
                     async for _ in connection:
-                        pass
-                    await closing
+                        drained += 1
+                        if drained > DRAIN_AFTER_CLOSE:
+                            if connection.transport is not None:
+                                connection.transport.abort()
+                            break
+                    with contextlib.suppress(ConnectionClosed):
+                        await closing
                     return
 
     async def _on_message(self, client: Client, msg: object) -> None:

@@ -1038,14 +1038,24 @@ def test_a_bad_last_id_is_refused_with_a_code_and_audited(hgw, last_id):
     assert refused_with(hgw, since, "bad_last_id")
 
 
+def _handshake_status(gw: GatewayProcess, tok: str) -> int:
+    try:
+        gw.ws(tok).close()
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    return 101
+
+
 def test_api_calls_are_limited_per_token_and_refusals_per_address(hprefix, tmp_path):
-    """A token past WF_GATEWAY_API_RATE calls a second gets 429; an address past WF_GATEWAY_ANON_RATE refusals a second
+    """A token past WF_GATEWAY_API_RATE calls (or handshakes) a second gets 429; an address past WF_GATEWAY_ANON_RATE refusals a second
     gets 429, and those are audited as one rate_limited record each second rather than one record each."""
     g = GatewayProcess(hprefix, env_extra={"WF_GATEWAY_API_RATE": "2", "WF_GATEWAY_ANON_RATE": "2"}).start(tmp_path)
     try:
         tok = token("transit", zones=LANSDALE, subject="hasty")
         statuses = [g.get("/api/me", tok)[0] for _ in range(20)]
         assert statuses[:8] == [200] * 8 and 429 in statuses
+        # handshakes count too: reconnecting does not buy a fresh allowance of messages
+        assert _handshake_status(g, tok) == 429
         since = time.time() - 0.05
         knocks = [g.get("/api/alerts", "not.a.token")[0] for _ in range(40)]
         assert knocks[:8] == [401] * 8 and knocks.count(429) >= 20
