@@ -204,7 +204,8 @@ Where to look:
   python -m streams.status            the counts above, again (--json for a machine copy)
   redis-cli XRANGE wf:alerts - +      every alert record, with its explanation
   http://127.0.0.1:{web}/metrics       the worker's counters, Prometheus format
-  http://127.0.0.1:{port}/metrics       the gateway's clients, deliveries and refusals
+  http://127.0.0.1:{port}/metrics       the gateway's clients, deliveries and refusals (Authorization: Bearer <supervisor token>)
+  python -m gateway.agreements summary  what each partner agency receives, in plain language
   {WORKER.log}   the worker's log (alerts and dead letters are logged with their reason)
   redis-cli --scan --pattern 'wf:*'   the raw keys (layout in streams/keys.py)
   python -m streams.replay --help     replay another file or another period
