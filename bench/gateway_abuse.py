@@ -75,7 +75,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detectors.types import Alert, AlertKind, AlertState  # noqa: E402
+import gateway_fanout  # noqa: E402  # bench/ is on sys.path when a bench script runs
+
 from gateway.settings import DEFAULT_ZONES  # noqa: E402
 from gateway.tokens import issue  # noqa: E402
 from gateway.zones import load_zone_files  # noqa: E402
@@ -481,25 +482,8 @@ class Supervisor:
 
 
 def alert_json(i: int, tag: str, cell: str) -> str:
-    now = time.time()
-    alert = Alert(
-        id=f"surge:{cell}:{tag}-{i}",
-        kind=AlertKind.SURGE,
-        state=AlertState.OPEN,
-        started_at=now - 600,
-        at=now,  # the publish time, also in the alert; the latency is measured by stream id on one clock
-        cells=(cell,),
-        window_min=15,
-        observed=24,
-        expected=3.5,
-        score=11.2,
-        p_value=10**-11.2,
-        categories={"TRAFFIC": 15, "EMS": 6, "FIRE": 3},
-        model="surge-poisson-scan",
-        model_version="1.0",
-        reason=f"24 calls in 15 min around {cell}, 3.5 expected (benchmark alert {i})",
-    )
-    return json.dumps(alert.to_json())
+    """A benchmark surge alert on one cell, as bench/gateway_fanout.py makes them (its ``at`` is the publish time)."""
+    return gateway_fanout.alert_json(i, tag, (cell,))
 
 
 async def publish(r: aioredis.Redis, stream: str, sup: Supervisor, cell: str, tag: str, args: argparse.Namespace) -> dict:
