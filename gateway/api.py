@@ -34,9 +34,8 @@ import h3
 from websockets.http11 import Response
 
 from gateway.audit import AuditAction, AuditRecord, to_csv
-from gateway.disclosure import hot_units
+from gateway.disclosure import hot_units, minute
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
-from gateway.hub import minute
 from gateway.policy import Scope, cursor_for, severity, view, view_counts, visible_cells, zone_counts
 from gateway.protocol import SEVERITIES
 from gateway.tokens import PARTNER_ROLES, Claims, Role
@@ -210,7 +209,7 @@ async def released(gw: Gateway, req: ApiRequest) -> Response:
             "k": plan.k,
             "groups": list(plan.group_names),
             "units": [{"id": u.id, "name": u.name, "zones": list(u.zones)} for u in plan.units if u.id in req.scope.unit_ids],
-            "windows": [w.for_units(req.scope.unit_ids).to_json() for w in windows[-hours * 60 // plan.window_min :]],
+            "windows": [w.for_units(req.scope.unit_ids).to_json() for w in windows[-max(1, hours * 60 // plan.window_min) :]],
         },
     )
 

@@ -351,8 +351,8 @@ def partner_alert_view(alert: Mapping, plan: Plan, unit_ids: Iterable[str], *, a
         "state": "closed" if state == AlertState.CLOSED else "open",
         "severity": severity,
         "extent": where,
-        "started_at": _minute(alert.get("started_at")),
-        "at": _minute(alert.get("at")),
+        "started_at": minute(alert.get("started_at")) or 0.0,
+        "at": minute(alert.get("at")) or 0.0,
         "units": [u.id for u in touched],
         "zones": sorted(z for u in touched for z in u.zones),
         "categories": categories,
@@ -382,7 +382,12 @@ def partner_reason(kind: str, state: str, where: str, places: list[str], categor
     return f"Ended: {text}" if state == AlertState.CLOSED else text[0].upper() + text[1:]
 
 
-def _minute(t: object) -> float:
+def minute(t: object) -> float | None:
+    """An epoch time floored to the minute (None when it is not a finite number): how partners are told times.
+
+    >>> minute(1700000047.5), minute("soon")
+    (1700000040.0, None)
+    """
     if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-        return 0.0
+        return None
     return math.floor(float(t) / 60.0) * 60.0

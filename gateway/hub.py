@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
+from gateway.disclosure import minute
 from gateway.policy import Scope, cursor_for, view
 from gateway.protocol import CloseCode, frame
 from gateway.store import Store, stream_id
@@ -335,17 +336,6 @@ class Entry:
         if self.action is not None:
             return self.action.get("alert_id", "")
         return ""
-
-
-def minute(t: object) -> float | None:
-    """An epoch time floored to the minute (None when it is not a number): what partners are told of times.
-
-    >>> minute(1700000047.5), minute("soon")
-    (1700000040.0, None)
-    """
-    if isinstance(t, bool) or not isinstance(t, int | float):
-        return None
-    return (t // 60) * 60.0
 
 
 def parse_entry(sid: str, fields: dict[str, str]) -> Entry:

@@ -99,6 +99,8 @@ class Gateway:
         self.api_limits = RateLimits(settings.api_rate_per_s, 4 * settings.api_rate_per_s)
         self.anon_limits = RateLimits(settings.anon_rate_per_s, 4 * settings.anon_rate_per_s)
         self.csp = content_security_policy(settings.tiles)
+        #: the dashboard's files by path below gateway/static: only these are served (no path traversal)
+        self.static_files = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()} if STATIC.is_dir() else {}
         self.connections: dict[ServerConnection, Client] = {}
         self._tasks: list[asyncio.Task] = []
         self._closing: set[asyncio.Task] = set()
@@ -284,6 +286,7 @@ class Gateway:
             # every read of a partner or a commander: who read what, with which parameters
             detail = {"path": clip(path, 200), "query": {k: [clip(v, 100) for v in vs[:5]] for k, vs in list(query.items())[:10]}}
             await self._audit_quietly(AuditAction.READ, claims, remote, detail={**detail, "status": resp.status_code})
+        del resp.headers["Content-Security-Policy"]  # the handlers' default; Headers appends, it would be sent twice
         resp.headers["Content-Security-Policy"] = self.csp
         return resp
 
@@ -358,8 +361,8 @@ class Gateway:
 
     def _static(self, path: str) -> Response:
         name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
-        files = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()} if STATIC.is_dir() else {}
-        if name not in files:  # only files that exist in the folder: no path traversal
+        files = self.static_files
+        if name not in files:
             raise HttpError(404, "not_found", f"no such file {clip(name, 100)!r}")
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         if ctype.startswith("text/") or ctype in ("application/javascript",):

@@ -111,6 +111,11 @@ class GatewayProcess:
         return connect(f"ws://127.0.0.1:{self.port}/ws?" + "&".join(q), open_timeout=10, legacy=True, **kw)
 
 
+def agreement_for(role: str, zones: tuple[str, ...]) -> str:
+    """The id of the demo agreement (infra/sharing/agreements.toml) of this partner role that holds these zones."""
+    return next(a.id for a in AGREEMENTS.values() if a.role == role and set(zones) <= set(a.zones))
+
+
 def token(
     role: str,
     *,
@@ -122,7 +127,7 @@ def token(
 ) -> str:
     """A token signed with the tests' secret; a partner's names the agreement (infra/sharing) holding its zones, and its agency."""
     if role in ("transit", "school") and agreement is None:
-        agreement = next(a.id for a in AGREEMENTS.values() if a.role == role and set(zones) <= set(a.zones))
+        agreement = agreement_for(role, zones)
         agency = AGREEMENTS[agreement].agency
     return issue(SECRET, subject=subject or f"{role}-1", role=role, agency=agency, zones=zones, ttl_s=ttl_s, agreement=agreement)
 

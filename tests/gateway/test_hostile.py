@@ -999,6 +999,7 @@ def test_every_answer_forbids_framing_and_foreign_images(hgw):
                 headers = resp.headers
         except urllib.error.HTTPError as exc:
             headers = exc.headers
+        assert len(headers.get_all("Content-Security-Policy")) == 1, path  # one policy, not a default and an override
         csp = headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in csp and "img-src 'self' data:;" in csp and " * " not in f" {csp} "
         assert headers["X-Frame-Options"] == "DENY" and headers["Referrer-Policy"] == "no-referrer"

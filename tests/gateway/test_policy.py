@@ -26,6 +26,7 @@ from gateway.policy import (
 )
 from gateway.tokens import Claims, Role
 from gateway.zones import event_zone, load_zone_files
+from tests.gateway.live import agreement_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONES = load_zone_files(sorted((ROOT / "infra" / "zones").glob("*.geojson")))
@@ -56,7 +57,7 @@ ALL_ZONES = {**ZONES, PARADE.id: PARADE}
 
 def _claims(role: str, zones: tuple[str, ...] = (), agency: str = "SEPTA", agreement: str | None = None) -> Claims:
     if role in ("transit", "school") and agreement is None:
-        agreement = next(a.id for a in AGREEMENTS.values() if a.role == role and set(zones) <= set(a.zones))
+        agreement = agreement_for(role, zones)
         agency = AGREEMENTS[agreement].agency
     return Claims("desk-1", Role(role), agency, zones, NOW + 3600, NOW - 60, "jti-1", agreement=agreement)
 
