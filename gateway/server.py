@@ -357,6 +357,10 @@ class Gateway:
         connection.wf_scope = scope  # type: ignore[attr-defined]
         connection.wf_last_id = last_id  # type: ignore[attr-defined]
         connection.wf_cursor = cursor  # type: ignore[attr-defined]
+        # A new client is live from the stream position at its handshake, taken before the 101 is sent: the
+        # handler's first awaits (the connect audit) let the hub read on, and an alert published just after
+        # the handshake would otherwise be skipped. attach catches up from it like any resume.
+        connection.wf_start_id = last_id if last_id is not None else self.hub.position  # type: ignore[attr-defined]
         return None
 
     def _static(self, path: str) -> Response:
@@ -399,6 +403,7 @@ class Gateway:
         claims: Claims = connection.wf_claims  # type: ignore[attr-defined]
         scope: Scope = connection.wf_scope  # type: ignore[attr-defined]
         last_id: str | None = connection.wf_last_id  # type: ignore[attr-defined]
+        start_id: str = connection.wf_start_id  # type: ignore[attr-defined]
         remote = _remote(connection)
         loop = asyncio.get_running_loop()
 
@@ -439,7 +444,7 @@ class Gateway:
                 ),
             )
             try:
-                warning = await self.hub.attach(client, last_id)
+                warning = await self.hub.attach(client, start_id)
             except (RedisError, OSError) as exc:
                 # the catch-up could not be read: say so with a code, audit it, and let the client retry
                 await self._audit_quietly(AuditAction.REFUSED, claims, remote, detail={"code": "resume_failed", "message": clip(str(exc))})

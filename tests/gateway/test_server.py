@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from detectors.types import AlertState
 from gateway.tokens import issue
-from tests.gateway.live import FAR, IN_LANSDALE, GatewayProcess, drain, make_alert, publish, recv_until, token
+from tests.gateway.live import FAR, IN_LANSDALE, SECRET, GatewayProcess, drain, make_alert, publish, recv_until, token
 
 pytestmark = pytest.mark.stack
 
@@ -430,3 +430,43 @@ def test_a_partner_is_sent_an_alert_update_only_when_what_it_sees_changes(gw, pr
     ]
     sup.close()
     partner.close()
+
+
+def test_an_alert_published_right_after_the_handshake_reaches_the_new_client(prefix, r):
+    """A client that sees an alert published the moment its socket opens, before its caught_up, still gets it: it is live
+    from the stream position at its handshake, not from wherever the hub has read to once the handler's first await (the
+    connect audit, made slow here) is done. A real gateway in this process, on the real Redis."""
+    import asyncio
+
+    from websockets.asyncio.client import connect as aconnect
+
+    from gateway.audit import AuditLog
+    from gateway.server import Gateway
+    from gateway.settings import load_gateway_settings
+    from gateway.store import Store
+    from tests.stackutil import free_port
+
+    class SlowAudit(AuditLog):
+        async def record(self, record):
+            await asyncio.sleep(0.5)  # a busy Redis: the hub reads on meanwhile
+            return await super().record(record)
+
+    async def scenario() -> list[str]:
+        settings = load_gateway_settings({"WF_GATEWAY_SECRET": SECRET.decode()}, port=free_port(), redis_prefix=prefix)
+        store = Store.from_url(settings.redis_url, prefix, settings.partitions)
+        gateway = Gateway(settings, store, SlowAudit(store.client, prefix))
+        await gateway.start()
+        got = []
+        try:
+            async with aconnect(f"ws://127.0.0.1:{gateway.port}/ws?token={token('supervisor')}") as ws:
+                publish(r, prefix, make_alert("surge:quick:1", (FAR,)))
+                async with asyncio.timeout(5):
+                    while not got or got[-1] != "caught_up":
+                        frame = json.loads(await ws.recv())
+                        got.append(frame["alert"]["id"] if frame["type"] == "alert" else frame["type"])
+        finally:
+            await gateway.stop()
+            await store.close()
+        return got
+
+    assert "surge:quick:1" in asyncio.run(scenario())
