@@ -9,4 +9,4 @@ COPY infra ./infra
 COPY gateway ./gateway
 RUN pip install --no-cache-dir . && useradd --create-home watchfloor
 USER watchfloor
-CMD ["python", "-m", "streams.worker", "-l", "info"]
+CMD ["python", "-m", "streams.runtime.worker", "-l", "info"]

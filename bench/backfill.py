@@ -4,8 +4,8 @@
     python bench/backfill.py [PATH ...] [--days 365] [--seed 1] [--split-roles] [--json out/bench/backfill.json]
 
 Without PATH it measures two sources: a year of the simulator's calls
-(``python -m streams.simulator --days 365``, seeded, written to a temporary
-directory) and the largest CSV in ``../shared/data`` that ``streams.sources``
+(``python -m streams.ingest.simulator --days 365``, seeded, written to a temporary
+directory) and the largest CSV in ``../shared/data`` that ``streams.ingest.sources``
 can read (skipped, with a message, when that folder is absent). With PATHs it
 measures those files instead.
 
@@ -13,7 +13,7 @@ For each source, on its own topics and Redis prefix, as a fresh deployment
 would: a worker is started with the default settings (both roles in one
 process, or ``--split-roles`` for a counting and a detecting worker) and, once
 it has joined its consumer group, the file is replayed at full speed
-(``streams.replay``, ``--speed max``: read, ordered by event time, produced with
+(``streams.ingest.replay``, ``--speed max``: read, ordered by event time, produced with
 acks from every replica) while the worker consumes. The clock starts with the
 first record produced and reports:
 
@@ -22,7 +22,7 @@ first record produced and reports:
   (sum of the applied offsets equals the records produced);
 - **detected**: until the detection agent has fed every detector-input
   message to the detectors (its ``applied`` offset in ``P:detector``, what
-  ``streams.progress.wait_detected`` waits for), i.e. every accepted call has
+  ``streams.runtime.progress.wait_detected`` waits for), i.e. every accepted call has
   been through the detectors, warm-up included (they learn from the first call
   and score once their baseline is ready);
 - **total** = detected: wall time from the first record produced to the
@@ -75,12 +75,12 @@ import redis  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from infra import stack  # noqa: E402
-from streams.keys import ALL, Keys  # noqa: E402
-from streams.planner import CALL, UPDATE  # noqa: E402
-from streams.replay import Pace, plan_replay, produce  # noqa: E402
-from streams.rolling import minute_of  # noqa: E402
-from streams.settings import Settings, load_settings  # noqa: E402
-from streams.sources import UnknownFormat, detect_format  # noqa: E402
+from streams.counting.keys import ALL, Keys  # noqa: E402
+from streams.counting.planner import CALL, UPDATE  # noqa: E402
+from streams.counting.rolling import minute_of  # noqa: E402
+from streams.ingest.replay import Pace, plan_replay, produce  # noqa: E402
+from streams.ingest.sources import UnknownFormat, detect_format  # noqa: E402
+from streams.runtime.settings import Settings, load_settings  # noqa: E402
 from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name  # noqa: E402
 from tests.stackutil import WorkerProcess, plan_processes  # noqa: E402
 
@@ -99,7 +99,7 @@ def say(msg: str) -> None:
 def proc_memory(pid: int, *, with_plan_process: bool = True) -> dict[str, float]:
     """Resident memory of a process now and at its peak, MiB (``/proc/PID/status`` VmRSS and VmHWM).
 
-    A worker's figures include its plan process (``streams.planproc``, a child
+    A worker's figures include its plan process (``streams.counting.planproc``, a child
     of its own) unless ``with_plan_process`` is False.
     """
     out = {"rss_mib": 0.0, "peak_mib": 0.0}
@@ -186,7 +186,7 @@ def progress_bar(total: int, desc: str, unit: str, position: int = 0) -> tqdm:
 
 def detector_offsets(client: redis.Redis, prefix: str) -> dict[str, int]:
     """The detection agent's progress: ``applied`` (last detector-input offset fed to the detectors, what
-    ``streams.progress.wait_detected`` waits for) and ``checkpoint`` (last offset in the saved state); -1 before any."""
+    ``streams.runtime.progress.wait_detected`` waits for) and ``checkpoint`` (last offset in the saved state); -1 before any."""
     applied, checkpoint = client.hmget(Keys(prefix).detector, ["applied", "offset"])
     return {"applied": int(applied) if applied is not None else -1, "checkpoint": int(checkpoint) if checkpoint is not None else -1}
 
@@ -227,14 +227,14 @@ def simulate_year(workdir: Path, days: float, seed: int) -> Path:
     out = workdir / f"sim-{days:g}d-seed{seed}.csv"
     say(f"generating {days:g} days of simulated calls (seed {seed}) into {out}")
     subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", f"{days:g}", "--seed", str(seed), "--no-progress"],
+        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", f"{days:g}", "--seed", str(seed), "--no-progress"],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     return out
 
 
 def largest_shared(folder: Path = SHARED_DATA) -> Path | None:
-    """The largest CSV in ``folder`` whose format ``streams.sources`` recognises, or None."""
+    """The largest CSV in ``folder`` whose format ``streams.ingest.sources`` recognises, or None."""
     for path in sorted(folder.glob("*.csv"), key=lambda p: p.stat().st_size, reverse=True):
         try:
             detect_format(path)
@@ -249,7 +249,7 @@ def default_sources(args: argparse.Namespace, workdir: Path) -> list[tuple[str, 
     if not SHARED_DATA.is_dir():
         say(f"{SHARED_DATA} is absent: the real-data source is skipped")
     elif (path := largest_shared()) is None:
-        say(f"no CSV in {SHARED_DATA} has a format streams.sources can read: the real-data source is skipped")
+        say(f"no CSV in {SHARED_DATA} has a format streams.ingest.sources can read: the real-data source is skipped")
     else:
         sources.append((path.name, path))
     return sources
@@ -259,7 +259,7 @@ def default_sources(args: argparse.Namespace, workdir: Path) -> list[tuple[str, 
 
 
 class Producer(threading.Thread):
-    """``streams.replay.produce`` at full speed in its own thread (its own event loop), so this one can watch."""
+    """``streams.ingest.replay.produce`` at full speed in its own thread (its own event loop), so this one can watch."""
 
     def __init__(self, records, rejected, settings: Settings, name: str) -> None:
         super().__init__(daemon=True)
@@ -486,7 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python bench/backfill.py", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH",
-        help="CSV files to replay (any format streams.sources reads); default: a simulated year and the largest file in ../shared/data",
+        help=(
+            "CSV files to replay (any format streams.ingest.sources reads); "
+            "default: a simulated year and the largest file in ../shared/data"
+        ),
     )  # fmt: skip
     p.add_argument("--days", type=float, default=365.0, help="days of simulated calls for the default simulator source (default 365)")
     p.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")

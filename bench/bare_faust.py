@@ -6,7 +6,7 @@ Run by ``bench/throughput.py`` as a subprocess; reads its job from the environme
 the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
 time, as the worker reads; ``batch``: Faust's ``take_events``), ``BARE_FASTPATH``
-(``1``: on the worker's patched fetch loop and its raw-record schema, :mod:`streams.faust_fastpath`).
+(``1``: on the worker's patched fetch loop and its raw-record schema, :mod:`streams.faustext.fastpath`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import faust
 
 FASTPATH = os.environ.get("BARE_FASTPATH") == "1"
 if FASTPATH:
-    from streams import faust_fastpath
+    from streams.faustext import fastpath as faust_fastpath
 
     faust_fastpath.install()
 

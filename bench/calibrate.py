@@ -1,4 +1,4 @@
-"""Measure, from real 911 exports, the figures that ``streams/simulator.py`` is calibrated on.
+"""Measure, from real 911 exports, the figures that ``streams/ingest/simulator.py`` is calibrated on.
 
 Usage::
 

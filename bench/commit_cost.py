@@ -9,8 +9,8 @@ Montgomery file when ``../shared/data`` is present, else a simulator file), in
 event-time order, split into 4 partitions and batches of ``--batch`` records,
 as the worker would take them. Each round counts every batch into a fresh
 Redis prefix exactly as the plan process does: validate
-(:func:`streams.planner.parse_batch`), read the snapshot, plan
-(:func:`streams.planner.plan_batch`), run the commit script. It prints the
+(:func:`streams.counting.planner.parse_batch`), read the snapshot, plan
+(:func:`streams.counting.planner.plan_batch`), run the commit script. It prints the
 median over rounds (the first is a warm-up) of each step's time per batch and
 per record: the planning steps are the plan process's CPU, the commit is the
 script's time in Redis, which no other client can use meanwhile. The
@@ -38,11 +38,11 @@ if str(ROOT) not in sys.path:
 
 from bench.throughput import default_source  # noqa: E402
 from infra import stack  # noqa: E402
-from streams.planner import Incoming, parse_batch, plan_batch, referenced_calls  # noqa: E402
-from streams.replay import plan_replay  # noqa: E402
-from streams.settings import load_settings  # noqa: E402
-from streams.sources import detect_format  # noqa: E402
-from streams.state import RedisState  # noqa: E402
+from streams.counting.planner import Incoming, parse_batch, plan_batch, referenced_calls  # noqa: E402
+from streams.counting.state import RedisState  # noqa: E402
+from streams.ingest.replay import plan_replay  # noqa: E402
+from streams.ingest.sources import detect_format  # noqa: E402
+from streams.runtime.settings import load_settings  # noqa: E402
 from streams.topics import CALLS, topic_name  # noqa: E402
 
 PARTITIONS = 4

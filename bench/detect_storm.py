@@ -5,7 +5,7 @@ Usage::
     python bench/detect_storm.py [--phases 100x60,1000x60] [--history-days 3] [--seed 11]
 
 No Kafka, no Redis: the very suite the detection agent runs
-(:func:`streams.detection.default_suite`: surges, feed outages, event zones,
+(:func:`streams.detection.runner.default_suite`: surges, feed outages, event zones,
 the call-mix anomaly) learns ``--history-days`` of the simulator's calls, then
 takes each phase ``RATExSECONDS`` in turn: ``RATE`` calls a second of event
 time, for ``SECONDS``, drawn from the history's places and categories (as
@@ -38,8 +38,8 @@ import h3  # noqa: E402
 
 from detectors.types import CallPoint  # noqa: E402
 from detectors.zones import WatchedZone  # noqa: E402
-from streams.detection import default_suite  # noqa: E402
-from streams.simulator import Simulator  # noqa: E402
+from streams.detection.runner import default_suite  # noqa: E402
+from streams.ingest.simulator import Simulator  # noqa: E402
 
 #: Event time of the first storm call (any instant works; the history ends here).
 START = 1_780_000_000.0

@@ -6,7 +6,7 @@ Usage::
 
 No Kafka, no Redis: PATH (default: the real Montgomery County file in
 ``../shared/data``, or, where that is absent, a seeded simulator file written
-to ``--out`` first; both are read through :func:`streams.sources.read_source`,
+to ``--out`` first; both are read through :func:`streams.ingest.sources.read_source`,
 the replay's own adapters) is replayed in event time through the very
 :class:`detectors.suite.DetectorSuite` the worker runs, with the event clock
 ticking every minute between calls as the worker's does.
@@ -91,7 +91,7 @@ from detectors.outage import FeedMonitor  # noqa: E402
 from detectors.suite import DetectorSuite  # noqa: E402
 from detectors.surge import SurgeDetector, incidents  # noqa: E402
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint  # noqa: E402
-from streams.sources import Row, read_source  # noqa: E402
+from streams.ingest.sources import Row, read_source  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "montgomery-pa-911-2015-12-to-2016-08.csv"
 TIMEZONE = ZoneInfo("America/New_York")
@@ -214,7 +214,7 @@ def load_calls(path: Path, progress: bool = True) -> tuple[Calls, Counter]:
 
 def simulate(out: Path, days: float, seed: int) -> Path:
     """A seeded simulator file (the fresh-clone fallback), written as the watchfloor CSV."""
-    from streams.simulator import Simulator, write_csv
+    from streams.ingest.simulator import Simulator, write_csv
 
     path = out / f"simulated-{days:g}d-seed{seed}.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:

@@ -53,10 +53,10 @@ import redis  # noqa: E402
 
 from gateway.tokens import issue  # noqa: E402
 from infra import stack  # noqa: E402
-from streams.keys import Keys  # noqa: E402
-from streams.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
-from streams.schema import Call, Category  # noqa: E402
-from streams.settings import load_settings  # noqa: E402
+from streams.counting.keys import Keys  # noqa: E402
+from streams.ingest.schema import Call, Category  # noqa: E402
+from streams.runtime.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
+from streams.runtime.settings import load_settings  # noqa: E402
 from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name  # noqa: E402
 
 BURST_EVERY_S = 5.0
@@ -92,7 +92,7 @@ def history(out: Path, days: float, seed: int) -> list[dict]:
     """Simulated calls of the ``days`` before now, written to ``out``; their rows (for live coordinates)."""
     start = (datetime.now(UTC) - timedelta(days=days, minutes=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", str(days), "--seed", str(seed),
+        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", str(days), "--seed", str(seed),
          "--start", start, "--no-progress"],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
@@ -105,7 +105,7 @@ def warm_up(settings, env: dict[str, str], tmp: Path, check, days: float = 3, se
     until it is counted and the detectors have learnt it; its rows. ``check`` raises when a worker has exited."""
     rows = history(tmp / "history.csv", days, seed=seed)
     subprocess.run(
-        [sys.executable, "-m", "streams.replay", str(tmp / "history.csv"), "--speed", "max", "--no-progress"],
+        [sys.executable, "-m", "streams.ingest.replay", str(tmp / "history.csv"), "--speed", "max", "--no-progress"],
         cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True,
     )  # fmt: skip
     wait_caught_up(settings, 300, check)
@@ -122,7 +122,7 @@ class ProgressSampler(threading.Thread):
     """Every ``every_s``: records the counting agent has not applied and detector-input messages the detectors have not.
 
     Tells which stage a late alert waited in. One Kafka client and one Redis
-    client for the whole run (``streams.progress`` opens a client per call).
+    client for the whole run (``streams.runtime.progress`` opens a client per call).
     """
 
     def __init__(self, settings, every_s: float = 0.25) -> None:  # noqa: ANN001 -- streams Settings
@@ -235,14 +235,16 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
     web, port = _free_port(), _free_port()
     env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
     if split:  # counting and detection in two processes (WF_ROLES), each on its own core when it can
-        worker = Proc([sys.executable, "-m", "streams.worker", "-l", "warn"], {**env, "WF_ROLES": "count"}, tmp / "worker-count.log")
+        worker = Proc(
+            [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"], {**env, "WF_ROLES": "count"}, tmp / "worker-count.log"
+        )
         detector = Proc(
-            [sys.executable, "-m", "streams.worker", "-l", "warn"],
+            [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"],
             {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(_free_port())},
             tmp / "worker-detect.log",
         )
     else:
-        worker = Proc([sys.executable, "-m", "streams.worker", "-l", "warn"], env, tmp / "worker.log")
+        worker = Proc([sys.executable, "-m", "streams.runtime.worker", "-l", "warn"], env, tmp / "worker.log")
         detector = None
     gateway = Proc(
         [sys.executable, "-m", "gateway", "--port", str(port), "--log-level", "WARNING"],

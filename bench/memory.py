@@ -79,9 +79,9 @@ from bench.backfill import (  # noqa: E402
 )
 from gateway.tokens import issue  # noqa: E402
 from infra import stack  # noqa: E402
-from streams.keys import Keys  # noqa: E402
-from streams.schema import Call, Category, Jurisdiction  # noqa: E402
-from streams.settings import Settings, load_settings  # noqa: E402
+from streams.counting.keys import Keys  # noqa: E402
+from streams.ingest.schema import Call, Category, Jurisdiction  # noqa: E402
+from streams.runtime.settings import Settings, load_settings  # noqa: E402
 from streams.topics import CALLS, topic_name  # noqa: E402
 from tests.stackutil import WorkerProcess, free_port  # noqa: E402
 

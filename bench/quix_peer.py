@@ -4,7 +4,7 @@
     python bench/quix_peer.py --group GROUP --state-dir DIR
 
 Run by ``bench/throughput.py`` as a subprocess, configured like the worker by
-the ``WF_*`` variables (``streams.settings``): it reads
+the ``WF_*`` variables (``streams.runtime.settings``): it reads
 ``{WF_TOPIC_PREFIX}.calls`` and ``{WF_TOPIC_PREFIX}.incident-updates`` from the
 beginning in consumer group ``GROUP`` and keeps its counts under
 ``{WF_REDIS_PREFIX}:`` until it gets SIGTERM.
@@ -15,7 +15,7 @@ What it does, per record, in one idiomatic Quix Streams 3 application (an
 :class:`~quixstreams.sinks.BatchingSink` that writes each batch to Redis in one
 MULTI/EXEC pipeline):
 
-- validates it with the worker's own validator (``streams.schema.parse_event``:
+- validates it with the worker's own validator (``streams.ingest.schema.parse_event``:
   size, UTF-8 JSON, type and version, required fields and their types, lat/lng
   on Earth and inside ``WF_JURISDICTION``, ISO 8601 times with an offset, not
   before 2000 nor in the future), so validation costs the same on both sides;
@@ -67,10 +67,10 @@ import redis  # noqa: E402
 from quixstreams import Application  # noqa: E402
 from quixstreams.sinks import BatchingSink, SinkBatch  # noqa: E402
 
-from streams.keys import ALL, Keys  # noqa: E402
-from streams.rolling import cells_for, minute_of  # noqa: E402
-from streams.schema import Call, IncidentUpdate, InvalidRecord, Reason, parse_event  # noqa: E402
-from streams.settings import Settings, load_settings  # noqa: E402
+from streams.counting.keys import ALL, Keys  # noqa: E402
+from streams.counting.rolling import cells_for, minute_of  # noqa: E402
+from streams.ingest.schema import Call, IncidentUpdate, InvalidRecord, Reason, parse_event  # noqa: E402
+from streams.runtime.settings import Settings, load_settings  # noqa: E402
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
 
 #: Field of ``P:metrics`` counting every record the sink has written, valid or not.

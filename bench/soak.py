@@ -18,7 +18,7 @@ per second for ``--minutes``. Every ``--sample-every`` seconds it records the
 resident memory (``/proc/PID/status`` VmRSS) of both workers, the gateway and
 redis-server (a server shared with anyone else using it), how far the
 counting agent is behind (records in the ingest topics not yet applied in
-Redis, :mod:`streams.progress`) and the detection agent (detector-input
+Redis, :mod:`streams.runtime.progress`) and the detection agent (detector-input
 messages not yet fed), and errors: clients closed by the gateway, ``error``
 frames, a worker or the gateway exiting, and ERROR, CRITICAL or Traceback
 lines in their logs. After the load it waits until both agents have caught up,
@@ -95,10 +95,10 @@ from bench.gateway_fanout import (  # noqa: E402
 )
 from bench.latency import Proc, detection_offset, offered_load, warm_up  # noqa: E402
 from infra import stack  # noqa: E402
-from streams.keys import ALL, Keys  # noqa: E402
-from streams.planner import CALL  # noqa: E402
-from streams.progress import detector_input_end, end_offsets, lag  # noqa: E402
-from streams.settings import Settings, load_settings  # noqa: E402
+from streams.counting.keys import ALL, Keys  # noqa: E402
+from streams.counting.planner import CALL  # noqa: E402
+from streams.runtime.progress import detector_input_end, end_offsets, lag  # noqa: E402
+from streams.runtime.settings import Settings, load_settings  # noqa: E402
 from tests.stackutil import plan_processes  # noqa: E402
 
 DEFAULT_JSON = ROOT / "out" / "bench" / "soak.json"
@@ -592,7 +592,7 @@ async def measure(args: argparse.Namespace, run: Run) -> dict:
     stack.create_topics(prefix, settings.partitions)
     run.topics_created = True
     env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(free_port())}
-    worker = [sys.executable, "-m", "streams.worker", "-l", "warn"]
+    worker = [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"]
     run.workers["count"] = Proc(worker, {**env, "WF_ROLES": "count"}, run.logs / "worker-count.log")
     run.workers["detect"] = Proc(worker, {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(free_port())}, run.logs / "worker-detect.log")
     gw = gateway_server(prefix, settings.redis_url, 256, run.logs)  # the gateway's default queue

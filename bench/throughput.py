@@ -11,7 +11,7 @@ with each reader in turn (``--readers`` picks some):
 ``aiokafka``      a bare aiokafka consumer (no processing: the machine's ceiling);
 ``faust-events``  a bare Faust agent iterating events one at a time, doing nothing;
 ``faust-batch``   the same bare agent iterating Faust's ``take_events`` batches;
-``faust-fast``    the events agent on the worker's fetch loop (``streams.faust_fastpath``:
+``faust-fast``    the events agent on the worker's fetch loop (``streams.faustext.fastpath``:
                   no task per record), the framework as the worker runs it;
 ``worker``        the Watchfloor worker, counting role (validation, H3, planning,
                   detector input, the atomic Redis commit of counts and offsets);
@@ -77,9 +77,9 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 import throughput_readers as readers  # noqa: E402
 
 from infra import stack  # noqa: E402
-from streams.replay import Outgoing, Pace, plan_replay, produce  # noqa: E402
-from streams.settings import Settings, load_settings  # noqa: E402
-from streams.sources import detect_format  # noqa: E402
+from streams.ingest.replay import Outgoing, Pace, plan_replay, produce  # noqa: E402
+from streams.ingest.sources import detect_format  # noqa: E402
+from streams.runtime.settings import Settings, load_settings  # noqa: E402
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
 
 #: Reader id -> its name in the table, in the order they run.
@@ -154,7 +154,7 @@ def default_source(workdir: Path, calls: int) -> Path:
     out = workdir / "sim.csv"
     days = max(2, calls // 380 + 2)
     subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", str(days), "--no-progress"],
+        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", str(days), "--no-progress"],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -171,7 +171,7 @@ def detection_cost(records: list[Outgoing], prefix: str) -> dict:
 
     import h3
 
-    from streams.detection import DetectionRunner, encode_points
+    from streams.detection.runner import DetectionRunner, encode_points
 
     calls = [json.loads(r.value) for r in records if r.topic == topic_name(prefix, CALLS)]
     points = []

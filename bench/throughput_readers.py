@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra import stack  # noqa: E402
-from streams.replay import Outgoing, Pace, produce  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.state import RedisState  # noqa: E402
+from streams.counting.state import RedisState  # noqa: E402
+from streams.ingest.replay import Outgoing, Pace, produce  # noqa: E402
+from streams.runtime.settings import Settings  # noqa: E402
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
 from tests.stackutil import WorkerProcess, wait_caught_up, worker_env  # noqa: E402
 
@@ -111,7 +111,7 @@ def bare_faust(
 ) -> Measured:
     """``bench/bare_faust.py`` in ``mode`` (``events`` or ``batch``) as app ``app_id``, until it has read ``expect`` records.
 
-    ``fastpath``: on the worker's fetch loop (:mod:`streams.faust_fastpath`) instead of Faust's released one.
+    ``fastpath``: on the worker's fetch loop (:mod:`streams.faustext.fastpath`) instead of Faust's released one.
     """
     out = workdir / f"{app_id}.json"
     env = {
@@ -176,7 +176,7 @@ def watch_progress(done: Callable[[], int], expect: int, check: Callable[[], Non
 
 def applied_records(settings: Settings, client) -> Callable[[], int]:  # noqa: ANN001 -- a redis.Redis
     """Records applied by the worker(s) of ``settings``: its Redis offsets, plus one each (fresh topics start at 0)."""
-    from streams.keys import Keys
+    from streams.counting.keys import Keys
 
     keys = Keys(settings.redis_prefix)
     offsets = [keys.offset(kind, p) for kind in ("call", "update") for p in range(settings.partitions)]
@@ -217,7 +217,7 @@ def count_check(settings: Settings, expect: int) -> dict:
 
 
 def watchfloor_worker(settings: Settings, expect: int, workdir: Path, bar: bool) -> Measured:
-    """One worker (``python -m streams.worker``) started on the loaded topics; timed from its first commit to its last."""
+    """One worker (``python -m streams.runtime.worker``) started on the loaded topics; timed from its first commit to its last."""
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
@@ -303,12 +303,12 @@ def watchfloor_workers(settings: Settings, records: list[Outgoing], src_prefix: 
     """
     import redis
 
-    from streams.keys import Keys
-    from streams.progress import end_offsets
+    from streams.counting.keys import Keys
+    from streams.runtime.progress import end_offsets
 
     prefix = settings.topic_prefix
     stack.create_topics(prefix, settings.partitions, settings.kafka_bootstrap)
-    group = f"{settings.app_id}-count"  # the worker's group for the counting role (streams.app.create_app)
+    group = f"{settings.app_id}-count"  # the worker's group for the counting role (streams.runtime.app.create_app)
     workers = [WorkerProcess(settings, workdir, f"{settings.app_id}-{i}", env=_extra_env(settings)) for i in range(1, count + 1)]
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     keys = Keys(settings.redis_prefix)
@@ -385,7 +385,7 @@ def quix_peer(settings: Settings, expect: int, group: str, workdir: Path, bar: b
     """The Quix Streams job (``bench/quix_peer.py``) in a subprocess, timed from its ``records_total`` in Redis."""
     import redis
 
-    from streams.keys import Keys
+    from streams.counting.keys import Keys
 
     log_path = workdir / f"{group}.log"
     env = worker_env(settings, **_extra_env(settings))

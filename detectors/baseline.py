@@ -99,7 +99,7 @@ import h3
 
 from detectors.types import DETECTION_RESOLUTION, CallPoint
 
-#: Categories a call can have (streams.schema.Category values).
+#: Categories a call can have (streams.ingest.schema.Category values).
 CATEGORIES = ("EMS", "FIRE", "TRAFFIC", "POLICE", "OTHER")
 _CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 _HOURS_PER_WEEK = 168

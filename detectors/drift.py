@@ -6,7 +6,7 @@ through one River :class:`~river.drift.ADWIN` per model. A drift says the
 residuals' mean moved: the baseline no longer describes the stream and the
 model's alerts deserve less trust until it has re-learnt. :meth:`metrics`
 gives the counters in the project's ``name|label`` convention
-(``streams/metrics.py``), the label being the model name.
+(``streams/runtime/metrics.py``), the label being the model name.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ county was quiet (see the exposure rule in :mod:`detectors.baseline`).
 
 Working on event time, the monitor needs the clock to move while no call
 arrives: the worker calls :meth:`FeedMonitor.advance` periodically with the
-event clock following the wall clock (``streams.detection``); an offline
+event clock following the wall clock (``streams.detection.runner``); an offline
 replay ticks it every minute.
 
 Warm-up: nothing is reported until the baseline is ready (``warmup_calls``

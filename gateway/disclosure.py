@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 
 from detectors.types import AlertKind, AlertState
 from gateway.zones import Zone
-from streams.schema import Category
+from streams.ingest.schema import Category
 
 #: The group every call falls in when an agreement releases totals only.
 ALL_GROUP = "all"

@@ -42,8 +42,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway.tokens import DEFAULT_MAX_TOKEN_TTL_S, MAX_TTL_S
-from streams.schema import Jurisdiction
-from streams.settings import read_env
+from streams.ingest.schema import Jurisdiction
+from streams.runtime.settings import read_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ZONES = ROOT / "infra" / "zones"

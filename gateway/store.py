@@ -1,6 +1,6 @@
 """What the gateway reads from and writes to Redis (adapter).
 
-Reads the worker's keys (see :mod:`streams.keys`): the alerts stream, the
+Reads the worker's keys (see :mod:`streams.counting.keys`): the alerts stream, the
 per-minute buckets and the watermarks. Writes its own:
 
 =============================  ======  ====================================================
@@ -39,11 +39,11 @@ import h3
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.keys import ALL, Keys
-from streams.planner import KINDS
-from streams.rolling import minute_of, window_minutes
-from streams.schema import Category
-from streams.state import ALERTS_STREAM_MAXLEN
+from streams.counting.keys import ALL, Keys
+from streams.counting.planner import KINDS
+from streams.counting.rolling import minute_of, window_minutes
+from streams.counting.state import ALERTS_STREAM_MAXLEN
+from streams.ingest.schema import Category
 
 #: Largest page read from the alerts stream at once.
 PAGE = 500

@@ -50,7 +50,7 @@ MAX_TEXT = 100
 
 
 class Bounds(Protocol):
-    """A bounding box in degrees, as :class:`streams.schema.Jurisdiction` is."""
+    """A bounding box in degrees, as :class:`streams.ingest.schema.Jurisdiction` is."""
 
     min_lat: float
     min_lng: float
@@ -243,12 +243,12 @@ def event_zone(
 ) -> Zone:
     """An event zone active from ``starts_at`` until ``ends_at`` (at most 14 days); ``ZoneError`` otherwise.
 
-    With ``within`` (the jurisdiction's bounding box, :class:`streams.schema.Jurisdiction`),
+    With ``within`` (the jurisdiction's bounding box, :class:`streams.ingest.schema.Jurisdiction`),
     every position of the polygon must lie inside it: the detectors never see a call
     outside the jurisdiction, so a zone there would watch nothing. An invalid polygon
     raises :class:`GeometryError`.
 
-    >>> from streams.schema import Jurisdiction
+    >>> from streams.ingest.schema import Jurisdiction
     >>> square = {"type": "Polygon", "coordinates": [[[-74.01, 40.7], [-74.0, 40.7], [-74.0, 40.71], [-74.01, 40.7]]]}
     >>> event_zone(id="far", name="Far", polygon=square, starts_at=0, ends_at=60, agency="A",
     ...            within=Jurisdiction(39.95, -75.7, 40.45, -75.0))

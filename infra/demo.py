@@ -87,7 +87,7 @@ class Daemon:
         _say(f"{self.name} stopped (pid {pid})")
 
 
-WORKER = Daemon("worker", "streams.worker", ("-l", "info"))
+WORKER = Daemon("worker", "streams.runtime.worker", ("-l", "info"))
 GATEWAY = Daemon("gateway", "gateway")
 
 
@@ -119,7 +119,7 @@ def simulated_file() -> Path:
     if not out.exists():
         _say("no ../shared/data here: generating two weeks of simulated 911 calls (seed 7, one injected incident)")
         subprocess.run(
-            [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", "14", "--seed", "7",
+            [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", "14", "--seed", "7",
              "--start", "2024-03-01T00:00", "--inject", "2024-03-14T17:00,60,25,40.1224,-75.3383,1"],
             cwd=ROOT, check=True,
         )  # fmt: skip
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         since, until = since or "2016-01-16T00:00-05:00", until or "2016-01-24T00:00-05:00"
     else:
         path = simulated_file()
-    cmd = [sys.executable, "-m", "streams.replay", str(path), "--speed", args.speed]
+    cmd = [sys.executable, "-m", "streams.ingest.replay", str(path), "--speed", args.speed]
     cmd += ["--since", since] if since else []
     cmd += ["--until", until] if until else []
     _say("replaying: " + " ".join(cmd[2:]))
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _say("waiting for the worker to count everything ...")
     from gateway.tokens import issue
-    from streams.progress import NotCaughtUp, wait_caught_up, wait_detected
-    from streams.settings import load_settings
+    from streams.runtime.progress import NotCaughtUp, wait_caught_up, wait_detected
+    from streams.runtime.settings import load_settings
 
     def check() -> None:
         if not WORKER.alive():
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotCaughtUp as exc:
         _say(str(exc))
         return 1
-    subprocess.run([sys.executable, "-m", "streams.status"], cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "streams.runtime.status"], cwd=ROOT)
     web = os.environ.get("WF_WEB_PORT", "6066")
     if not wait_for_gateway(port):
         _say(f"the gateway did not start; see {GATEWAY.log}")
@@ -201,14 +201,14 @@ Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a
   more tokens:          WF_GATEWAY_SECRET=$(cat {GATEWAY_SECRET}) python -m gateway.tokens issue --help
 
 Where to look:
-  python -m streams.status            the counts above, again (--json for a machine copy)
+  python -m streams.runtime.status            the counts above, again (--json for a machine copy)
   redis-cli XRANGE wf:alerts - +      every alert record, with its explanation
   http://127.0.0.1:{web}/metrics       the worker's counters, Prometheus format
   http://127.0.0.1:{port}/metrics       the gateway's clients, deliveries and refusals (Authorization: Bearer <supervisor token>)
   python -m gateway.agreements summary  what each partner agency receives, in plain language
   {WORKER.log}   the worker's log (alerts and dead letters are logged with their reason)
-  redis-cli --scan --pattern 'wf:*'   the raw keys (layout in streams/keys.py)
-  python -m streams.replay --help     replay another file or another period
+  redis-cli --scan --pattern 'wf:*'   the raw keys (layout in streams/counting/keys.py)
+  python -m streams.ingest.replay --help     replay another file or another period
   make down                           stop the gateway, the worker, Kafka and Redis
 """
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra import stack as infra_stack
-from streams.settings import Settings, load_settings
+from streams.runtime.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from infra.stack import terminate
-from streams import progress
-from streams.settings import Settings
+from streams.runtime import progress
+from streams.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A ``python -m streams.worker`` subprocess with its own log file."""
+    """A ``python -m streams.runtime.worker`` subprocess with its own log file."""
 
     def __init__(self, settings: Settings, log_dir: Path, name: str = "worker", env: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -68,7 +68,7 @@ class WorkerProcess:
         env = worker_env(self.settings, WF_WEB_PORT=str(self.web_port), **self.env)
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.worker", "-l", "info"],
+                [sys.executable, "-m", "streams.runtime.worker", "-l", "info"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -145,7 +145,7 @@ def read_topic(settings: Settings, base: str, expect: int = 1, timeout_s: float 
 
 
 def plan_processes(pid: int) -> list[int]:
-    """The worker's plan process (``streams.planproc``), if it runs one."""
+    """The worker's plan process (``streams.counting.planproc``), if it runs one."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
@@ -153,7 +153,7 @@ def plan_processes(pid: int) -> list[int]:
     out = []
     for child in children:
         try:
-            if b"streams.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"streams.counting.planproc" in Path(f"/proc/{child}/cmdline").read_bytes():
                 out.append(int(child))
         except OSError:
             continue

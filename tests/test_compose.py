@@ -9,7 +9,7 @@ import yaml
 
 from gateway.settings import _ENV as _GATEWAY_ENV
 from infra.stack import KAFKA_VERSION
-from streams.settings import _ENV
+from streams.runtime.settings import _ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -63,7 +63,7 @@ def test_commands_name_modules_that_exist():
     for cmd in commands:
         text = " ".join(cmd) if isinstance(cmd, list) else cmd
         modules.update(re.findall(r"-m\W+([\w.]+)", text))
-    assert {"streams.worker", "streams.replay", "infra.stack", "gateway"} <= modules
+    assert {"streams.runtime.worker", "streams.ingest.replay", "infra.stack", "gateway"} <= modules
     for mod in modules:
         path = ROOT / mod.replace(".", "/")
         assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), mod

@@ -30,7 +30,7 @@ from detectors.types import AlertKind, AlertState
 from gateway import cursors
 from gateway.policy import Scope, alert_id_for, derive_id_key, scope_for, stream_id_for
 from gateway.tokens import Claims, Role
-from streams.schema import Category
+from streams.ingest.schema import Category
 from tests.gateway.live import AGREEMENTS, FAR, SECRET, ZONES, GatewayProcess, drain, make_alert, publish, recv_until, token
 
 pytestmark = pytest.mark.stack

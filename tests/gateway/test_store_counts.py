@@ -10,8 +10,8 @@ import pytest
 
 from gateway import store as store_mod
 from gateway.store import Store
-from streams.keys import Keys
-from streams.rolling import minute_of
+from streams.counting.keys import Keys
+from streams.counting.rolling import minute_of
 
 pytestmark = pytest.mark.stack
 

@@ -7,7 +7,7 @@ read at the same record rate: the calls run days ahead of their updates in
 event time. Open calls used to time out (``open_timeout_s``, 6 h) by the calls'
 clock before their "closed" update was read: about 3,700 of 3,883 calls here. While
 a partition's updates still have records to read in Kafka, its calls now time
-out by the updates' clock (``streams.state.expiry_times``).
+out by the updates' clock (``streams.counting.state.expiry_times``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def ten_days_in_kafka(settings, tmp_path):
     settings = replace(settings, retention_s=400 * 86400, batch_size=500)
     sim = tmp_path / "sim.csv"
     subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(sim), "--days", "10", "--seed", "5", "--no-progress"],
+        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(sim), "--days", "10", "--seed", "5", "--no-progress"],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     assert "replayed" in finish(replay(settings, sim, "watchfloor", 100_000))
@@ -56,7 +56,7 @@ def test_a_backfill_read_from_full_topics_closes_every_call_by_its_own_update(se
 
 
 def test_a_rebuild_from_kafka_closes_every_call_by_its_own_update_too(settings, tmp_path):
-    """``python -m streams.rebuild --to end`` reads the same records with its own consumer and the same rule.
+    """``python -m streams.counting.rebuild --to end`` reads the same records with its own consumer and the same rule.
 
     (A guard: its reads kept the two topics close enough that this also passed before the rule.)
     """
@@ -71,7 +71,7 @@ def test_a_rebuild_from_kafka_closes_every_call_by_its_own_update_too(settings, 
 def _open_counts(settings) -> dict[str, int]:
     import redis
 
-    from streams.keys import Keys
+    from streams.counting.keys import Keys
 
     with redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
         return {k: int(v) for k, v in client.hgetall(Keys(settings.redis_prefix).open).items()}

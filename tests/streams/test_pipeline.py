@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 import h3
 import pytest
 
-from streams.progress import end_offsets
-from streams.settings import MAX_POLL_RECORDS_LIMIT
-from streams.state import RedisState
+from streams.counting.state import RedisState
+from streams.runtime.progress import end_offsets
+from streams.runtime.settings import MAX_POLL_RECORDS_LIMIT
 from streams.topics import DEADLETTER, topic_name
 from tests.conftest import data_file
 from tests.stackutil import ROOT, WorkerProcess, plan_processes, read_topic, wait_caught_up, worker_env
@@ -115,7 +115,7 @@ def source(tmp_path_factory) -> tuple[Path, str]:
         return real, "montgomery-pa"
     out = tmp_path_factory.mktemp("sim") / "sim.csv"
     subprocess.run(
-        [sys.executable, "-m", "streams.simulator", "--out", str(out), "--days", "40", "--seed", "11"],
+        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", "40", "--seed", "11"],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -133,7 +133,19 @@ def long_retention(settings):
 
 def replay(settings, path: Path, fmt: str, limit: int, rate: float | None = None) -> subprocess.Popen:
     """The replay CLI at full speed, or at ``rate`` records per second."""
-    cmd = [sys.executable, "-m", "streams.replay", str(path), "--format", fmt, "--speed", "max", "--limit", str(limit), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streams.ingest.replay",
+        str(path),
+        "--format",
+        fmt,
+        "--speed",
+        "max",
+        "--limit",
+        str(limit),
+        "--no-progress",
+    ]
     if rate is not None:
         cmd += ["--rate", str(rate)]
     return subprocess.Popen(cmd, cwd=ROOT, env=worker_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -155,7 +167,7 @@ def calls_counted(settings) -> int:
     """A cheap read of the worker's call counter (for deciding when to kill)."""
     import redis
 
-    from streams.keys import Keys
+    from streams.counting.keys import Keys
 
     with redis.Redis.from_url(settings.redis_url) as client:
         return int(client.hget(Keys(settings.redis_prefix).metrics, "events_total|call") or 0)
@@ -279,7 +291,10 @@ def test_worker_killed_with_sigkill_mid_replay_ends_with_identical_counts(long_r
 
 
 def test_plan_process_killed_mid_replay_is_replaced_and_counts_stay_exact(long_retention, source, tmp_path):
-    """A plan process (streams.planproc) SIGKILLed twice, one of each committer's: the worker starts a new one each time, counts exact."""
+    """A plan process (streams.counting.planproc) SIGKILLed twice, one of each committer's.
+
+    The worker starts a new one each time, and the counts stay exact.
+    """
     settings = long_retention
     assert settings.committers == 2
     worker = WorkerProcess(settings, tmp_path).start()
@@ -330,7 +345,7 @@ def test_two_workers_share_partitions_and_one_dies_counts_stay_exact(long_retent
 def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_ones_count(settings, tmp_path):
     from aiokafka import AIOKafkaProducer
 
-    from streams.schema import format_time
+    from streams.ingest.schema import format_time
     from tests.streams.test_planner import T0, call, update
 
     now = time.time()

@@ -3,7 +3,7 @@
 The shared redis-server is never restarted: a restart loses, from this
 deployment's point of view, every key under its prefix, so most tests delete
 those (and nothing else). The worker must notice and rebuild (while more
-records arrive, and on partitions with none), and ``python -m streams.rebuild``
+records arrive, and on partitions with none), and ``python -m streams.counting.rebuild``
 must do the same with no worker running. Where a real restart matters (the
 worker meeting refused connections, records arriving while Redis is down, the
 gateway's connections) the test restarts a redis-server of its own. Counts are
@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from streams import progress
-from streams.keys import Keys
-from streams.planner import CALL, UPDATE, Incoming
-from streams.rebuild import RebuildSummary, Span, describe, find_gaps, first_offsets, rebuild_spans
-from streams.replay import plan_replay
-from streams.state import RedisState
+from streams.counting.keys import Keys
+from streams.counting.planner import CALL, UPDATE, Incoming
+from streams.counting.rebuild import RebuildSummary, Span, describe, find_gaps, first_offsets, rebuild_spans
+from streams.counting.state import RedisState
+from streams.ingest.replay import plan_replay
+from streams.runtime import progress
 from streams.topics import CALLS, DETECTOR_INPUT, topic_name
 from tests.stackutil import ROOT, WorkerProcess, wait_caught_up, worker_env
 from tests.streams import test_pipeline as pipeline
@@ -87,9 +87,9 @@ def test_since_only_ever_narrows_what_the_command_reads():
 
 
 def test_only_records_never_counted_are_published_again():
-    from streams.planner import DeadLetter, Plan
-    from streams.rebuild import unpublished
-    from streams.schema import Reason
+    from streams.counting.planner import DeadLetter, Plan
+    from streams.counting.rebuild import unpublished
+    from streams.ingest.schema import Reason
 
     dls = [DeadLetter(Incoming(UPDATE, 1, o, b"x"), Reason.NOT_JSON, "") for o in (6, 7)]
     plan = Plan(dead_letters=dls, points=[(1, 3, 0.0, "c", "EMS", None), (2, 9, 0.0, "c", "EMS", None)])
@@ -182,13 +182,13 @@ def split_at_half(settings, source) -> tuple[str, int]:
 
 def replay_part(settings, source, *extra: str) -> subprocess.Popen:
     path, fmt = source
-    cmd = [sys.executable, "-m", "streams.replay", str(path), "--format", fmt, "--speed", "max", "--no-progress", *extra]
+    cmd = [sys.executable, "-m", "streams.ingest.replay", str(path), "--format", fmt, "--speed", "max", "--no-progress", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=worker_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_rebuild(settings, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.rebuild", "--no-progress", *args],
+        [sys.executable, "-m", "streams.counting.rebuild", "--no-progress", *args],
         cwd=ROOT,
         env=worker_env(settings),
         capture_output=True,
@@ -201,7 +201,7 @@ def detector_input_points(settings) -> set[tuple[int, int]]:
     """The (partition, offset) of every call published to the detectors, duplicates merged."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.detection import decode_points
+    from streams.detection.runner import decode_points
     from streams.topics import DETECTOR_INPUT
 
     tp = TopicPartition(topic_name(settings.topic_prefix, DETECTOR_INPUT), 0)
@@ -282,7 +282,7 @@ def test_rebuild_command_says_what_is_wrong_when_kafka_or_redis_is_down(settings
 
 def test_a_batch_applied_over_lost_offsets_is_refused_before_anything_is_written(settings):
     """The check runs on the snapshot the commit is made from: a loss between two batches cannot slip through."""
-    from streams.rebuild import RedisDataLost
+    from streams.counting.rebuild import RedisDataLost
     from tests.streams.test_planner import T0, call, recs
 
     async def go():
@@ -386,7 +386,7 @@ def test_the_detection_agent_waits_out_its_redis_and_goes_on_without_a_restart(s
 
     from kafka import KafkaProducer
 
-    from streams.detection import encode_points
+    from streams.detection.runner import encode_points
 
     settings = replace(settings, redis_url=own_redis.url)
     worker = WorkerProcess(settings, tmp_path, env={"WF_ROLES": "detect"}).start()

@@ -1,0 +1,213 @@
+"""Feed the detectors from the worker's batches (pure: bytes in, alerts out).
+
+The counting agent publishes, for every batch it commits, one message on
+``{prefix}.detector-input`` with the calls it accepted (event time, res-8 cell,
+category, priority, and where each came from). :class:`DetectionRunner` turns
+those messages into :class:`detectors.types.CallPoint` s, drops the copies a
+redelivery can cause (by source partition and offset), restores event-time
+order by the source partitions' low watermark (:class:`streams.detection.reorder.WatermarkMerge`),
+and runs the detector suite.
+The Faust agent around it only moves bytes.
+
+Event zones come from the gateway's records in Redis (``P:zones``, see
+:mod:`streams.counting.keys`): :func:`parse_zones` turns the event-kind records into
+:class:`detectors.zones.WatchedZone` s and :meth:`DetectionRunner.set_zones`
+hands them to the suite's zone watch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from detectors.anomaly import MixAnomalyDetector
+from detectors.drift import ResidualDriftMonitor
+from detectors.suite import DetectorSuite
+from detectors.surge import SurgeDetector
+from detectors.types import Alert, AlertState, CallPoint
+from detectors.zones import WatchedZone, ZoneWatch
+from streams.detection.reorder import ReorderBuffer, WatermarkMerge
+
+INPUT_VERSION = 1
+
+
+def encode_points(points: list[tuple[int, int, float, str, str, int | None]]) -> bytes:
+    """One detector-input message: ``[[partition, offset, t, cell, category, priority], ...]``.
+
+    >>> decode_points(encode_points([(2, 17, 1453564931.0, "882aac95d1fffff", "EMS", None)]))
+    [(2, 17, 1453564931.0, '882aac95d1fffff', 'EMS', None)]
+    """
+    return json.dumps({"v": INPUT_VERSION, "points": points}, separators=(",", ":")).encode()
+
+
+def decode_points(raw: bytes) -> list[tuple[int, int, float, str, str, int | None]]:
+    msg = json.loads(raw)
+    if msg.get("v") != INPUT_VERSION:
+        raise ValueError(f"detector input version {msg.get('v')!r} is not {INPUT_VERSION}")
+    return [(int(p), int(o), float(t), str(c), str(k), pr) for p, o, t, c, k, pr in msg["points"]]
+
+
+def default_suite() -> DetectorSuite:
+    """The worker's detectors: surges, feed outages, event zones (on the surge baseline) and the call-mix anomaly."""
+    surge = SurgeDetector()
+    zones = ZoneWatch(baseline=surge.baseline, learn_baseline=False)
+    return DetectorSuite(surge=surge, zones=zones, extra=(MixAnomalyDetector(),), score=False)
+
+
+def parse_zones(entries: Iterable[dict]) -> tuple[list[WatchedZone], list[str]]:
+    """The event zones among the gateway's zone records, and one line per record skipped as malformed.
+
+    Records of another ``kind`` (partner zones) are left out silently; a
+    record that is not a valid zone is left out with the reason.
+
+    >>> cell = "882aac941dfffff"
+    >>> zones, problems = parse_zones([
+    ...     {"id": "a", "name": "Parade", "kind": "event", "cells": [cell], "active_from": 0, "active_until": 60, "threshold": None},
+    ...     {"id": "b", "name": "Agency", "kind": "partner", "cells": [cell]},
+    ...     {"id": "c", "name": "Fair", "kind": "event", "cells": [cell], "active_from": 60, "active_until": 0},
+    ... ])
+    >>> [z.id for z in zones], problems
+    (['a'], ["zone 'c': active_from (60) must be before active_until (0)"])
+    """
+    zones: dict[str, WatchedZone] = {}
+    problems: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kind") != "event":
+            if not isinstance(entry, dict):
+                problems.append(f"a zone record must be a JSON object, got {type(entry).__name__}")
+            continue
+        try:
+            zone = WatchedZone.from_json(entry)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if zone.id in zones:
+            problems.append(f"zone {zone.id!r} appears twice; the first is kept")
+            continue
+        zones[zone.id] = zone
+    return list(zones.values()), problems
+
+
+@dataclass
+class DetectionRunner:
+    """Detector suite plus de-duplication and event-time ordering.
+
+    Call :meth:`feed` with each detector-input message; it returns the alert
+    lifecycle records (open / update / closed) produced, in order. Call
+    :meth:`set_zones` whenever the event zones change.
+    """
+
+    suite: DetectorSuite = field(default_factory=default_suite)
+    #: drift of the expected-count model (hourly jurisdiction residuals) and alert rates per model
+    drift: ResidualDriftMonitor = field(default_factory=ResidualDriftMonitor)
+    #: event-time disorder tolerated within one source partition, seconds
+    reorder_s: float = 0.0
+    #: wall-clock seconds after which a silent source partition no longer holds the others back
+    partition_idle_s: float = 2.0
+    #: source partitions of the calls topic (the worker's WF_PARTITIONS); 0 if unknown
+    partitions: int = 0
+    #: wall-clock seconds without input after which the buffer is flushed and
+    #: the event clock runs on with the wall clock (a silent feed is news too)
+    idle_s: float = 30.0
+    counters: Counter = field(default_factory=Counter)
+    _seen: dict[int, int] = field(default_factory=dict)
+    _last_t: float | None = None
+    _last_wall: float | None = None
+    _hour: int | None = None
+    _hour_calls: int = 0
+    _merge: WatermarkMerge = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s, self.partitions)
+
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints written before the watermark merge hold a ReorderBuffer: its points move over
+        old = state.pop("_buffer", None)
+        self.__dict__.update(state)
+        if "_merge" not in state:
+            self.reorder_s, self.partition_idle_s, self.partitions = 0.0, 2.0, 0
+            self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s)
+            if isinstance(old, ReorderBuffer):
+                for point in old.flush():
+                    self._merge.push(-1, point.t, point, wall=float("-inf"))
+
+    def feed(self, raw: bytes, wall: float) -> list[Alert]:
+        """Process one detector-input message received at wall-clock time ``wall``."""
+        alerts: list[Alert] = []
+        self._last_wall = wall
+        for partition, offset, t, cell, category, priority in decode_points(raw):
+            if offset <= self._seen.get(partition, -1):
+                self.counters["detector_input_duplicates_total"] += 1
+                continue
+            self._seen[partition] = offset
+            self._last_t = t if self._last_t is None else max(self._last_t, t)
+            released, late = self._merge.push(partition, t, CallPoint(t=t, cell=cell, category=category, priority=priority), wall)
+            self.counters["detector_input_late_total"] += len(late)
+            alerts += self._run(released)
+        return alerts
+
+    def tick(self, wall: float) -> list[Alert]:
+        """Call periodically. After ``idle_s`` without input, flush the buffer and let the
+        event clock follow the wall clock from the last event, so outages are seen live
+        (not while replaying history: event time far behind the wall clock)."""
+        alerts = self._run(self._merge.poll(wall))
+        if self._last_wall is None or self._last_t is None or wall - self._last_wall < self.idle_s:
+            return alerts
+        alerts += self._run(self._merge.flush())
+        if self._last_t < wall - self._merge.live_s:
+            return alerts  # replaying history: a pause in the input is the worker's, not the feed's
+        return alerts + self.suite.advance(self._last_t + (wall - self._last_wall))
+
+    def flush(self) -> list[Alert]:
+        """Run what the reorder buffer still holds (at shutdown)."""
+        return self._run(self._merge.flush())
+
+    def set_zones(self, zones: Iterable[WatchedZone]) -> None:
+        """Watch these event zones from now on, in place of the previous ones (see :meth:`ZoneWatch.set_zones`).
+
+        A runner restored from a checkpoint older than event zones has no zone
+        watch: one is created here, on the surge detector's baseline; it sees
+        calls from now on, so its first windows are short of the calls before.
+        """
+        if self.suite.zones is None:
+            self.suite.zones = ZoneWatch(baseline=self.suite.surge.baseline, learn_baseline=False)
+        self.suite.zones.set_zones(zones)
+
+    def shed(self) -> dict[str, int]:
+        """Calls each windowed detector dropped early because its windows held their cap (``max_window_calls``)."""
+        out = {"surge": self.suite.surge.shed_calls}
+        if self.suite.zones is not None:
+            out["zones"] = self.suite.zones.shed_calls
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """Counters of the runner, calls shed, and per-model error, drift and alert rate."""
+        shed = {f"detector_calls_shed_total|{name}": n for name, n in self.shed().items()}
+        return {**self.counters, **shed, **self.drift.metrics()}
+
+    def _run(self, points: list[CallPoint]) -> list[Alert]:
+        alerts: list[Alert] = []
+        for point in points:
+            self._track_hour(point.t)
+            alerts += self.suite.process(point)
+            self.drift.record_time(point.t)
+        for a in alerts:
+            if a.state is AlertState.OPEN:
+                self.drift.record_alert(a.model, a.at)
+        self.counters["detector_points_total"] += len(points)
+        return alerts
+
+    def _track_hour(self, t: float) -> None:
+        """Feed the drift monitor one residual per closed hour: calls seen minus calls expected."""
+        hour = int(t // 3600)
+        if self._hour is None:
+            self._hour = hour
+        if hour > self._hour:
+            baseline = self.suite.surge.baseline
+            if baseline.ready:
+                expected = baseline.total(self._hour * 3600.0, (self._hour + 1) * 3600.0)
+                self.drift.update("expected-counts", self._hour_calls - expected)
+            self._hour, self._hour_calls = hour, 0
+        self._hour_calls += 1

@@ -1,0 +1,184 @@
+"""Worker and replay settings, read from the environment.
+
+Every value has a default that runs the local stack (``infra/stack.py``). A
+malformed value raises :class:`SettingsError` naming the variable, what it
+found and what it expected. Settings are built by :func:`load_settings`, never
+at import time, so tests can pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from streams.ingest.schema import Jurisdiction
+
+ROLES = ("count", "detect")
+
+#: Faust's ``stream_buffer_maxsize`` (its default, which the worker keeps) minus the size at
+#: which it pauses a partition (``maxsize / 1.25``): what one fetch may deliver without blocking.
+MAX_POLL_RECORDS_LIMIT = 4096 - int(4096 / 1.25)
+
+#: Most committers a worker runs (each is a process: a few per core is plenty).
+MAX_COMMITTERS = 8
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    return tuple(r.strip() for r in text.split(",") if r.strip())
+
+
+def _flag(text: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case).
+
+    >>> _flag("On"), _flag("0")
+    (True, False)
+    """
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/true/yes/on or 0/false/no/off")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the worker cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Topic names are ``{topic_prefix}.calls`` etc.; tests use unique prefixes.
+    topic_prefix: str = "wf"
+    #: Every Redis key starts with ``{redis_prefix}:``.
+    redis_prefix: str = "wf"
+    app_id: str = "watchfloor-worker"
+    partitions: int = 4
+    #: Finest H3 resolution counted; ``parent_levels`` coarser ones are counted too.
+    h3_resolution: int = 8
+    h3_parent_levels: int = 2
+    #: Events older than their partition's event-time watermark minus this are late.
+    allowed_lateness_s: int = 15 * 60
+    #: Buckets and call state older than the watermark minus this are deleted.
+    retention_s: int = 8 * 24 * 3600
+    #: A call with no "closed" update stops counting as open after this long.
+    open_timeout_s: int = 6 * 3600
+    jurisdiction: Jurisdiction | None = None
+    batch_size: int = 1000
+    batch_within_s: float = 0.05
+    web_port: int = 6066
+    #: Which agents this worker runs: "count" (calls and updates into Redis; scale
+    #: out by partitions) and/or "detect" (the detectors; one instance per deployment).
+    roles: tuple[str, ...] = ("count", "detect")
+    #: Seconds between two checkpoints of the detectors (alerts are written at once;
+    #: a crash replays at most this much detector input).
+    detector_checkpoint_s: float = 5.0
+    #: Plan the counting agent's batches in a child process (see ``streams.counting.planproc``):
+    #: Faust's per-record work and the planning then run on two cores.
+    plan_process: bool = True
+    #: Deliver Faust's records without four tasks per record (see ``streams.faustext.fastpath``).
+    faust_fastpath: bool = True
+    #: Records one Kafka fetch hands Faust at most (Faust's ``broker_max_poll_records``).
+    #: Faust pauses a partition once its agent's buffer holds 4/5 of its 4,096 records,
+    #: on that partition's next delivery, but still delivers what it fetched: what goes past
+    #: the 820 left is delivered one blocked record at a time (a task and a wait each).
+    #: Unbounded, one fetch is up to 1 MB per partition (some 3,000 records). No delivery
+    #: blocks while this times the partitions a worker reads (2 topics x 4) stays within 820.
+    max_poll_records: int = 100
+    #: Committers of the counting agent (each with a plan process of its own, see
+    #: ``streams.counting.planproc``): a worker's partitions are dealt among them, and each commits
+    #: its batches while the others plan theirs.
+    committers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.h3_resolution <= 15:
+            raise SettingsError(f"h3_resolution must be 0..15, found {self.h3_resolution}")
+        if not 0 <= self.h3_parent_levels <= self.h3_resolution:
+            raise SettingsError(f"h3_parent_levels must be 0..h3_resolution ({self.h3_resolution}), found {self.h3_parent_levels}")
+        if self.partitions < 1:
+            raise SettingsError(f"partitions must be >= 1, found {self.partitions}")
+        if not 0 <= self.allowed_lateness_s < self.retention_s:
+            raise SettingsError(
+                f"allowed_lateness_s ({self.allowed_lateness_s}) must be >= 0 and below retention_s ({self.retention_s}): "
+                "a late event must never land in a bucket that has already expired"
+            )
+        if self.retention_s < 24 * 3600:
+            raise SettingsError(f"retention_s must cover the 24 h rolling window, found {self.retention_s}")
+        unknown = set(self.roles) - set(ROLES)
+        if unknown or not self.roles:
+            raise SettingsError(f"roles must be a non-empty subset of {', '.join(ROLES)}, found {', '.join(self.roles) or 'none'}")
+        if self.batch_size < 1 or self.batch_within_s <= 0:
+            raise SettingsError(f"batch_size must be >= 1 and batch_within_s > 0, found {self.batch_size}, {self.batch_within_s}")
+        if not 1 <= self.max_poll_records <= MAX_POLL_RECORDS_LIMIT:
+            raise SettingsError(
+                f"max_poll_records must be 1..{MAX_POLL_RECORDS_LIMIT} (the room Faust keeps in an agent's buffer "
+                f"above the mark where it pauses fetching), found {self.max_poll_records}"
+            )
+        if not 1 <= self.committers <= MAX_COMMITTERS:
+            raise SettingsError(f"committers must be 1..{MAX_COMMITTERS}, found {self.committers}")
+        if not 0 < self.detector_checkpoint_s <= 300:
+            raise SettingsError(f"detector_checkpoint_s must be in (0, 300] seconds, found {self.detector_checkpoint_s}")
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Counted H3 resolutions, finest first."""
+        return tuple(range(self.h3_resolution, self.h3_resolution - self.h3_parent_levels - 1, -1))
+
+
+_ENV = {
+    "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
+    "WF_REDIS_URL": ("redis_url", str),
+    "WF_TOPIC_PREFIX": ("topic_prefix", str),
+    "WF_REDIS_PREFIX": ("redis_prefix", str),
+    "WF_APP_ID": ("app_id", str),
+    "WF_PARTITIONS": ("partitions", int),
+    "WF_H3_RESOLUTION": ("h3_resolution", int),
+    "WF_H3_PARENT_LEVELS": ("h3_parent_levels", int),
+    "WF_ALLOWED_LATENESS_S": ("allowed_lateness_s", int),
+    "WF_RETENTION_S": ("retention_s", int),
+    "WF_OPEN_TIMEOUT_S": ("open_timeout_s", int),
+    "WF_JURISDICTION": ("jurisdiction", Jurisdiction.parse),
+    "WF_BATCH_SIZE": ("batch_size", int),
+    "WF_BATCH_WITHIN_S": ("batch_within_s", float),
+    "WF_WEB_PORT": ("web_port", int),
+    "WF_ROLES": ("roles", _roles),
+    "WF_DETECTOR_CHECKPOINT_S": ("detector_checkpoint_s", float),
+    "WF_PLAN_PROCESS": ("plan_process", _flag),
+    "WF_FAUST_FASTPATH": ("faust_fastpath", _flag),
+    "WF_MAX_POLL_RECORDS": ("max_poll_records", int),
+    "WF_COMMITTERS": ("committers", int),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build :class:`Settings` from ``WF_*`` variables, then apply ``overrides``.
+
+    >>> load_settings({"WF_H3_RESOLUTION": "9"}).resolutions
+    (9, 8, 7)
+    >>> load_settings({"WF_PARTITIONS": "four"})
+    Traceback (most recent call last):
+    ...
+    streams.runtime.settings.SettingsError: WF_PARTITIONS: cannot read 'four' as int (invalid literal for int() with base 10: 'four')
+    """
+    values = read_env(_ENV, os.environ if environ is None else environ, SettingsError)
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def read_env(
+    table: Mapping[str, tuple[str, Callable[[str], object]]], env: Mapping[str, str], error: type[ValueError]
+) -> dict[str, object]:
+    """The set variables of ``table`` (``VAR -> (field, cast)``) cast, by field name; ``error`` naming the variable otherwise."""
+    values: dict[str, object] = {}
+    for var, (name, cast) in table.items():
+        text = env.get(var)
+        if text is None or text == "":
+            continue
+        try:
+            values[name] = cast(text)
+        except ValueError as exc:
+            kind = getattr(cast, "__name__", "value")
+            raise error(f"{var}: cannot read {text!r} as {kind} ({exc})") from None
+    return values

@@ -1,0 +1,140 @@
+"""Show what the worker has counted: ``python -m streams.runtime.status``.
+
+Prints the event-time watermark, how far the worker is behind the topics,
+the busiest H3 cells over the rolling windows, open incidents, response times
+per area and the worker's counters (dead letters by reason, dropped PII
+fields, ...). Add ``--json`` for a machine-readable copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+
+import h3
+from redis.exceptions import RedisError
+
+from streams.counting.keys import ALL
+from streams.counting.rolling import RT_BINS_S, WINDOWS_MIN, minute_of, window_minutes
+from streams.counting.state import RedisState
+from streams.ingest.schema import format_time
+from streams.runtime.settings import load_settings
+
+
+def median_from_bins(stats: dict[str, int]) -> str:
+    """The histogram bin holding the median, as ``"<= 300 s"`` (or ``"> 3600 s"``).
+
+    >>> median_from_bins({"n": 4, "le60": 1, "le300": 2, "inf": 1})
+    '<= 300 s'
+    >>> median_from_bins({"n": 0})
+    '-'
+    """
+    n = stats.get("n", 0)
+    if not n:
+        return "-"
+    seen = 0
+    for edge in RT_BINS_S:
+        seen += stats.get(f"le{edge}", 0)
+        if seen * 2 >= n:
+            return f"<= {edge} s"
+    return f"> {RT_BINS_S[-1]} s"
+
+
+async def gather_status(top: int) -> dict:
+    settings = load_settings()
+    st = RedisState.from_settings(settings)
+    try:
+        wm = await st.watermark()
+        out: dict = {"watermark": format_time(wm) if wm is not None else None, "metrics": await st.metrics()}
+        out["applied_offsets"] = {f"{k}:{p}": o for (k, p), o in (await st.applied_offsets()).items()}
+        if wm is None:
+            return out
+        end = minute_of(wm)
+        finest = settings.resolutions[0]
+        pipe = st.client.pipeline(transaction=False)
+        minutes = list(window_minutes(end, WINDOWS_MIN["24h"]))
+        for m in minutes:
+            pipe.hgetall(st.keys.bucket(m))
+        buckets = dict(zip(minutes, await pipe.execute(), strict=True))
+        hot: dict[str, list] = {}
+        for window, length in WINDOWS_MIN.items():
+            totals: Counter = Counter()
+            cats: dict[str, Counter] = {}
+            for m in window_minutes(end, length):
+                for fld, v in buckets.get(m, {}).items():
+                    cell, cat = fld.split("|")
+                    if h3.get_resolution(cell) != finest:
+                        continue
+                    if cat == ALL:
+                        totals[cell] += int(v)
+                    else:
+                        cats.setdefault(cell, Counter())[cat] += int(v)
+            hot[window] = [
+                {"cell": cell, "calls": n, "categories": dict(cats.get(cell, Counter()).most_common())}
+                for cell, n in totals.most_common(top)
+            ]
+        out["hot_cells"] = hot
+        opened = await st.open_incidents()
+        out["open_incidents"] = [
+            {"cell": c, "open": n} for c, n in Counter({c: n for c, n in opened.items() if h3.get_resolution(c) == finest}).most_common(top)
+        ]
+        out["response_times_24h"] = {}
+        for kind in ("dispatch", "travel"):
+            areas = await st.response_times(kind, wm - 86400, wm)
+            ranked = sorted(areas.items(), key=lambda kv: -kv[1].get("n", 0))[:top]
+            out["response_times_24h"][kind] = [
+                {"area": a, "n": s["n"], "mean_s": round(s["sum"] / s["n"], 1), "median": median_from_bins(s)}
+                for a, s in ranked
+                if s.get("n")
+            ]
+        return out
+    finally:
+        await st.close()
+
+
+def render(status: dict) -> str:
+    lines = [f"event-time watermark: {status.get('watermark') or 'nothing counted yet'}"]
+    m = status.get("metrics", {})
+    lines.append(
+        f"counted: {m.get('events_total|call', 0):,} calls, {m.get('events_total|update', 0):,} updates; "
+        f"dead letters: {sum(v for k, v in m.items() if k.startswith('deadletter_total|')):,}; "
+        f"PII fields dropped: {m.get('pii_fields_dropped_total', 0):,}; redeliveries skipped: {m.get('redelivered_skipped_total', 0):,}"
+    )
+    reasons = {k.split("|", 1)[1]: v for k, v in m.items() if k.startswith("deadletter_total|")}
+    if reasons:
+        lines.append("  dead letters by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    for window, cells in status.get("hot_cells", {}).items():
+        lines.append(f"\nbusiest cells, last {window}:")
+        for c in cells:
+            mix = ", ".join(f"{k} {n}" for k, n in c["categories"].items())
+            lines.append(f"  {c['cell']}  {c['calls']:5d} calls  ({mix})")
+    if status.get("open_incidents"):
+        lines.append("\nopen incidents by cell:")
+        lines += [f"  {c['cell']}  {c['open']:5d}" for c in status["open_incidents"]]
+    for kind, rows in status.get("response_times_24h", {}).items():
+        if rows:
+            label = "received -> dispatched" if kind == "dispatch" else "dispatched -> on scene"
+            lines.append(f"\nresponse times, last 24 h, {label}:")
+            lines += [f"  {r['area']}  n={r['n']:4d}  mean {r['mean_s']:7.1f} s  median {r['median']}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m streams.runtime.status", description="Show what the worker has counted in Redis.")
+    p.add_argument("--top", type=int, default=5, help="rows per table (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = p.parse_args(argv)
+    try:
+        status = asyncio.run(gather_status(args.top))
+    except (OSError, RedisError) as exc:
+        print(f"status: cannot reach Redis ({exc}); start the stack with: python -m infra.stack up", file=sys.stderr)
+        return 2
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
