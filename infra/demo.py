@@ -126,26 +126,17 @@ def simulated_file() -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("path", nargs="?", help="a 911 CSV to replay, or 'stop' to stop the worker")
     p.add_argument("--speed", default="max", help="replay speed: times real time, or max (default)")
     p.add_argument("--since", help="replay calls from this time (ISO 8601)")
     p.add_argument("--until", help="replay calls before this time (ISO 8601)")
-    args = p.parse_args(argv)
-    if args.path == "stop":
-        GATEWAY.stop()
-        WORKER.stop()
-        return 0
-    try:
-        stack.up()
-    except stack.StackError as exc:
-        _say(f"error: {exc}")
-        return 1
-    WORKER.start()
-    secret = gateway_secret()
-    port = os.environ.get("WF_GATEWAY_PORT", "8765")
-    GATEWAY.start({"WF_GATEWAY_SECRET": secret, "WF_GATEWAY_PORT": port})
+    return p.parse_args(argv)
+
+
+def _replay_command(args: argparse.Namespace) -> list[str]:
+    """``python -m streams.ingest.replay`` of PATH, else the blizzard weeks of the Montgomery file, else a simulated file."""
     since, until = args.since, args.until
     if args.path:
         path = Path(args.path)
@@ -158,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "streams.ingest.replay", str(path), "--speed", args.speed]
     cmd += ["--since", since] if since else []
     cmd += ["--until", until] if until else []
-    _say("replaying: " + " ".join(cmd[2:]))
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        return 1
-    _say("waiting for the worker to count everything ...")
-    from gateway.tokens import issue
+    return cmd
+
+
+def _wait_worker_done() -> bool:
+    """Wait until the worker has counted everything replayed and the detectors have seen it; False (said why) if not."""
     from streams.runtime.progress import NotCaughtUp, wait_caught_up, wait_detected
     from streams.runtime.settings import load_settings
 
@@ -177,12 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_detected(settings, timeout_s=600, check=check)
     except NotCaughtUp as exc:
         _say(str(exc))
-        return 1
-    subprocess.run([sys.executable, "-m", "streams.runtime.status"], cwd=ROOT)
-    web = os.environ.get("WF_WEB_PORT", "6066")
-    if not wait_for_gateway(port):
-        _say(f"the gateway did not start; see {GATEWAY.log}")
-        return 1
+        return False
+    return True
+
+
+def _demo_tokens(secret: str) -> tuple[str, str, str]:
+    """Tokens (valid 12 h) of a dispatch supervisor, a transit partner and a school partner."""
+    from gateway.tokens import issue
+
     sb = secret.encode()
     supervisor = issue(sb, subject="demo-supervisor", role="supervisor", agency="Montgomery County 911", ttl_s=12 * 3600)
     # partner tokens name their data-sharing agreement (infra/sharing/agreements.toml) and may narrow it to some zones
@@ -192,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         sb, subject="demo-school", role="school", agency="Montgomery County Intermediate Unit 1", zones=("school-north-penn-hs",),
         ttl_s=12 * 3600, agreement="mciu-1",
     )  # fmt: skip
+    return supervisor, transit, school
+
+
+def _print_where_to_look(port: str, supervisor: str, transit: str, school: str) -> None:
+    web = os.environ.get("WF_WEB_PORT", "6066")
     print(
         f"""
 Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a server log):
@@ -212,6 +210,35 @@ Where to look:
   make down                           stop the gateway, the worker, Kafka and Redis
 """
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.path == "stop":
+        GATEWAY.stop()
+        WORKER.stop()
+        return 0
+    try:
+        stack.up()
+    except stack.StackError as exc:
+        _say(f"error: {exc}")
+        return 1
+    WORKER.start()
+    secret = gateway_secret()
+    port = os.environ.get("WF_GATEWAY_PORT", "8765")
+    GATEWAY.start({"WF_GATEWAY_SECRET": secret, "WF_GATEWAY_PORT": port})
+    cmd = _replay_command(args)
+    _say("replaying: " + " ".join(cmd[2:]))
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        return 1
+    _say("waiting for the worker to count everything ...")
+    if not _wait_worker_done():
+        return 1
+    subprocess.run([sys.executable, "-m", "streams.runtime.status"], cwd=ROOT)
+    if not wait_for_gateway(port):
+        _say(f"the gateway did not start; see {GATEWAY.log}")
+        return 1
+    _print_where_to_look(port, *_demo_tokens(secret))
     return 0
 
 
