@@ -32,7 +32,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "[setup] installing Python packages into .venv" >&2
+# -q: pip prints only warnings and errors. The one warning an editable install of this flat layout always
+# gets is setuptools' notice "Editable installation ... folders with the same name as your package"
+# (information, not a fault), so that message alone is filtered; any other warning still shows.
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[test]'
+echo "[setup] resolving the Kafka broker's jars into ${WF_CACHE:-$HOME/.cache/watchfloor} (once)" >&2
 .venv/bin/python -m infra.stack jars >/dev/null
 echo "[setup] ready" >&2
