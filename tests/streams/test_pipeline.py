@@ -346,7 +346,7 @@ def test_malformed_records_land_in_the_dead_letter_topic_with_reason_and_good_on
     from aiokafka import AIOKafkaProducer
 
     from streams.ingest.schema import format_time
-    from tests.streams.test_planner import T0, call, update
+    from tests.streams.counting.test_planner import T0, call, update
 
     now = time.time()
     bad = {
