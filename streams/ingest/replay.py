@@ -25,10 +25,14 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.ingest.sources import FORMATS, Rejected, Row, UnknownFormat, count_rows, detect_format, read_source
 from streams.runtime.settings import load_settings
 from streams.topics import CALLS, DEADLETTER, INCIDENT_UPDATES, topic_name
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +167,31 @@ async def produce(
     source_name: str = "",
 ) -> ReplaySummary:
     """Send the records in order, each when ``pace`` says it is due."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-    from tqdm import tqdm
-
     from streams.faustext import kafka_backoff
 
     kafka_backoff.install()
 
     summary = ReplaySummary(rejected=Counter(r.reason for r in rejected))
+    producer = await _start_producer(bootstrap)
+    started = time.monotonic()
+    try:
+        await _send_rejected(producer, topic_name(prefix, DEADLETTER), rejected, source_name)
+        await _send_paced(producer, records, pace, started, topic_name(prefix, CALLS), summary, progress=progress)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    summary.seconds = time.monotonic() - started
+    if records:
+        summary.first_event_time = records[0].event_time
+        summary.last_event_time = records[-1].event_time
+    return summary
+
+
+async def _start_producer(bootstrap: str) -> AIOKafkaProducer:
+    """An idempotent producer, started; :class:`ReplayError` when Kafka cannot be reached."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
@@ -184,56 +204,64 @@ async def produce(
         await producer.start()
     except KafkaError as exc:
         raise ReplayError(f"cannot reach Kafka at {bootstrap} ({exc}); start the stack with: python -m infra.stack up") from exc
-    started = time.monotonic()
-    calls_topic = topic_name(prefix, CALLS)
-    try:
-        dlq = topic_name(prefix, DEADLETTER)
-        for r in rejected:
-            envelope = {
-                "v": 1,
-                "reason": r.reason,
-                "detail": r.detail,
-                "topic": f"replay:{source_name}",
-                "partition": None,
-                "offset": r.line,
-                "refused_at": time.time(),
-                "original_b64": __import__("base64").b64encode(r.raw).decode(),
-            }
-            await producer.send(dlq, key=f"line-{r.line}".encode(), value=_encode(envelope))
-        t0 = records[0].event_time if records else 0.0
-        bar = tqdm(total=len(records), unit="rec", desc="replay", disable=not progress, file=sys.stderr, smoothing=0.1)
-        pending: list[asyncio.Future] = []
-        paced = pace != Pace()
-        for i, rec in enumerate(records):
-            due = pace.due(i, rec.event_time, t0)
-            if due is not None:
-                delay = started + due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            pending.append(await producer.send(rec.topic, key=rec.key, value=rec.value))
-            if rec.topic == calls_topic:
-                summary.calls += 1
-            else:
-                summary.updates += 1
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                bar.update(len(pending))
-                pending.clear()
-            elif paced and len(pending) >= 50:
-                bar.update(len(pending))
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        bar.update(len(pending))
-        bar.close()
-        await producer.flush()
-    finally:
-        await producer.stop()
-    summary.seconds = time.monotonic() - started
-    if records:
-        summary.first_event_time = records[0].event_time
-        summary.last_event_time = records[-1].event_time
-    return summary
+    return producer
+
+
+async def _send_rejected(producer: AIOKafkaProducer, dlq: str, rejected: list[Rejected], source_name: str) -> None:
+    """Each refused line to the dead-letter topic ``dlq``, in the worker's envelope, keyed by its line number."""
+    for r in rejected:
+        envelope = {
+            "v": 1,
+            "reason": r.reason,
+            "detail": r.detail,
+            "topic": f"replay:{source_name}",
+            "partition": None,
+            "offset": r.line,
+            "refused_at": time.time(),
+            "original_b64": __import__("base64").b64encode(r.raw).decode(),
+        }
+        await producer.send(dlq, key=f"line-{r.line}".encode(), value=_encode(envelope))
+
+
+async def _send_paced(
+    producer: AIOKafkaProducer,
+    records: list[Outgoing],
+    pace: Pace,
+    started: float,
+    calls_topic: str,
+    summary: ReplaySummary,
+    *,
+    progress: bool,
+) -> None:
+    """Send ``records`` in order, each when ``pace`` says it is due after ``started``; count calls and updates in ``summary``."""
+    from tqdm import tqdm
+
+    t0 = records[0].event_time if records else 0.0
+    bar = tqdm(total=len(records), unit="rec", desc="replay", disable=not progress, file=sys.stderr, smoothing=0.1)
+    pending: list[asyncio.Future] = []
+    paced = pace != Pace()
+    for i, rec in enumerate(records):
+        due = pace.due(i, rec.event_time, t0)
+        if due is not None:
+            delay = started + due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        pending.append(await producer.send(rec.topic, key=rec.key, value=rec.value))
+        if rec.topic == calls_topic:
+            summary.calls += 1
+        else:
+            summary.updates += 1
+        if len(pending) >= 5000:
+            await asyncio.gather(*pending)
+            bar.update(len(pending))
+            pending.clear()
+        elif paced and len(pending) >= 50:
+            bar.update(len(pending))
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    bar.update(len(pending))
+    bar.close()
 
 
 class ReplayError(RuntimeError):
