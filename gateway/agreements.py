@@ -55,6 +55,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.disclosure import WINDOW_CHOICES, DisclosureError, Plan, units_for
 from gateway.tokens import PARTNER_ROLES, Role
@@ -106,7 +107,7 @@ class Agreement:
         except DisclosureError as exc:
             raise AgreementError(str(exc)) from None
 
-    def to_json(self, names: Mapping[str, str] | None = None) -> dict:
+    def to_json(self, names: Mapping[str, str] | None = None) -> dict[str, Any]:
         """What ``/api/me`` shows the partner of its agreement (``names``: zone id -> place name, for the summary)."""
         return {
             "id": self.id,
@@ -234,7 +235,7 @@ def _agreement(aid: str, body: object, min_k: int) -> Agreement:
     return agreement
 
 
-def _int(body: dict, key: str, default: int, where: str) -> int:
+def _int(body: dict[str, Any], key: str, default: int, where: str) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise AgreementError(f"{where}: {key} must be an integer, got {value!r}")

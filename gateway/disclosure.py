@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from detectors.types import AlertKind, AlertState
 from gateway.zones import Zone
@@ -223,11 +224,11 @@ class ReleasedWindow:
     minutes: int
     values: dict[str, dict[str, int | None]]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"start": self.start, "minutes": self.minutes, "values": self.values}
 
     @classmethod
-    def from_json(cls, data: Mapping) -> ReleasedWindow:
+    def from_json(cls, data: Mapping[str, Any]) -> ReleasedWindow:
         return cls(float(data["start"]), int(data["minutes"]), {u: dict(g) for u, g in data["values"].items()})
 
     def for_units(self, unit_ids: Iterable[str]) -> ReleasedWindow:
@@ -288,7 +289,7 @@ def check_released(plan: Plan, window: ReleasedWindow) -> None:
                 raise DisclosureError(f"{where}: {u}/{g} is {n!r}, below k = {plan.k}")
 
 
-def hot_units(window: ReleasedWindow | None, units: Sequence[Unit]) -> list[dict]:
+def hot_units(window: ReleasedWindow | None, units: Sequence[Unit]) -> list[dict[str, Any]]:
     """The units of ``window`` busiest first (withheld last), as hot-spot rows: the partner's hot spots."""
     if window is None:
         return []
@@ -304,7 +305,7 @@ def hot_units(window: ReleasedWindow | None, units: Sequence[Unit]) -> list[dict
 # ---------------------------------------------------------------------- alerts
 
 
-def extent(alert: Mapping) -> str:
+def extent(alert: Mapping[str, Any]) -> str:
     """``jurisdiction`` for alerts about the whole jurisdiction (its surge test, the call-mix anomaly, a feed
     outage), else ``area``.
 
@@ -318,7 +319,9 @@ def extent(alert: Mapping) -> str:
     return "jurisdiction" if len(parts) > 1 and parts[1] == "jurisdiction" else "area"
 
 
-def partner_alert_view(alert: Mapping, plan: Plan, unit_ids: Iterable[str], *, alert_id: str, severity: str) -> dict | None:
+def partner_alert_view(
+    alert: Mapping[str, Any], plan: Plan, unit_ids: Iterable[str], *, alert_id: str, severity: str
+) -> dict[str, Any] | None:
     """The alert as a partner with ``plan`` (seeing the units ``unit_ids``) may see it, or None.
 
     Shown when it is a feed outage, or when it touches one of the units and

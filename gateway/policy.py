@@ -57,7 +57,7 @@ import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detectors.types import AlertKind
 from gateway import cursors, disclosure
@@ -147,7 +147,7 @@ def scope_for(
     active is decided per alert by :func:`view`. ``id_key`` and ``cursor_key``
     key partner alert ids and cursors (None: this process's keys; see :class:`Scope`).
     """
-    common: dict = {"role": claims.role, "agency": claims.agency, "subject": claims.subject, "k": k}
+    common: dict[str, Any] = {"role": claims.role, "agency": claims.agency, "subject": claims.subject, "k": k}
     if id_key is not None:
         common["id_key"] = id_key
     if cursor_key is not None:
@@ -173,7 +173,7 @@ def _partner_scope(
     zones_by_id: Mapping[str, Zone],
     agreements: Mapping[str, Agreement],
     plans: Mapping[str, disclosure.Plan] | None,
-    common: dict,
+    common: dict[str, Any],
 ) -> Scope:
     agreement = agreements.get(claims.agreement or "")
     if agreement is None:
@@ -215,7 +215,7 @@ def derive_id_key(secret: bytes) -> bytes:
     return hmac.new(secret, b"watchfloor partner alert ids v1", hashlib.sha256).digest()
 
 
-def severity(alert: Mapping) -> str:
+def severity(alert: Mapping[str, Any]) -> str:
     """``low``, ``medium`` or ``high``, from the alert's kind and scores (closed alerts keep theirs).
 
     feed_outage: high (every dashboard is blind). surge: high at score >=
@@ -256,7 +256,7 @@ def severity_rank(name: str) -> int:
     return SEVERITIES.index(name)
 
 
-def view(alert: Mapping, scope: Scope, now: float) -> dict | None:
+def view(alert: Mapping[str, Any], scope: Scope, now: float) -> dict[str, Any] | None:
     """The alert as ``scope`` may see it, or None when it is out of scope.
 
     ``alert`` is ``Alert.to_json()`` (it is not modified). Partners get a new
@@ -331,7 +331,7 @@ def zone_counts(counts: Mapping[str, int], scope: Scope, now: float) -> dict[str
 # ---------------------------------------------------------------------- helpers
 
 
-def _active(zones: Iterable[Zone], now: float, alert: Mapping) -> list[Zone]:
+def _active(zones: Iterable[Zone], now: float, alert: Mapping[str, Any]) -> list[Zone]:
     """Zones active at ``now``, at the alert's time or when its episode started (so the close of
     an alert that opened during the event reaches the commander even after the event ended)."""
     times = [now] + [t for t in (alert.get("at"), alert.get("started_at")) if isinstance(t, int | float) and not isinstance(t, bool)]
@@ -342,7 +342,7 @@ def _touched(zones: Iterable[Zone], cells: frozenset[str]) -> list[str]:
     return sorted(z.id for z in zones if z.cells & cells)
 
 
-def _cells(alert: Mapping) -> frozenset[str]:
+def _cells(alert: Mapping[str, Any]) -> frozenset[str]:
     cells = alert.get("cells") or ()
     return frozenset(c for c in cells if isinstance(c, str))
 

@@ -95,7 +95,7 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class Subscribe:
     zones: tuple[str, ...] | None = None
-    polygon: dict | None = None
+    polygon: dict[str, Any] | None = None
     categories: tuple[str, ...] | None = None
     min_severity: str = "low"
 
@@ -113,7 +113,7 @@ class CreateZone:
 
     id: str
     name: str
-    polygon: dict
+    polygon: dict[str, Any]
     starts_at: float
     ends_at: float
     threshold: float | None = None
@@ -183,8 +183,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             raise ProtocolError("bad_zone_id", "id must be 1-64 characters of a-z, 0-9, '-' and '_'")
         if not isinstance(name, str) or not name.strip() or len(name) > 100 or not name.isprintable():
             raise ProtocolError("bad_zone_name", "name must be printable text of 1-100 characters")
-        polygon = data.get("polygon")
-        _polygon(polygon)
+        polygon = _polygon(data.get("polygon"))
         times = []
         for f in ("starts_at", "ends_at"):
             v = data.get(f)
@@ -201,15 +200,16 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     raise ProtocolError("unknown_type", f"unknown message type {kind!r:.40}; expected one of ack, create_zone, resolve, subscribe")
 
 
-def _only(data: dict, allowed: set[str]) -> None:
+def _only(data: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(data) - allowed)
     if extra:
         names = ", ".join(f"{e!r:.40}" for e in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         raise ProtocolError("unknown_field", f"unknown field(s) {names}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _polygon(value: object) -> None:
+def _polygon(value: object) -> dict[str, Any]:
     """A polygon is an object nested no deeper than a MultiPolygon; :func:`gateway.zones.polygon_cells` checks the rest.
+    Returns ``value``, known from here on to be a JSON object.
 
     >>> _polygon({"type": "Polygon", "coordinates": [[[[[[0, 0]]]]]]})
     Traceback (most recent call last):
@@ -219,15 +219,15 @@ def _polygon(value: object) -> None:
     if not isinstance(value, dict):
         raise ProtocolError("bad_polygon", "polygon must be a GeoJSON Polygon object")
     # iterative, so that no nesting can exhaust the stack (json.loads allows about a thousand levels)
-    level: list = [value]
+    level: list[Any] = [value]
     for _ in range(POLYGON_DEPTH):
         level = [v for x in level for v in (x.values() if isinstance(x, dict) else x) if isinstance(v, list | dict)]
         if not level:
-            return
+            return value
     raise ProtocolError("bad_polygon", "polygon is nested deeper than a GeoJSON MultiPolygon")
 
 
-def _strings(data: dict, name: str, limit: int = 200) -> tuple[str, ...] | None:
+def _strings(data: dict[str, Any], name: str, limit: int = 200) -> tuple[str, ...] | None:
     value = data.get(name)
     if value is None:
         return None

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from detectors.types import AlertKind
 from gateway.policy import Scope, severity_rank, visible_cells
@@ -71,7 +72,7 @@ class Filter:
         """No restriction: every alert the client's scope lets through."""
         return cls()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The filter for a ``subscribed`` frame."""
         return {
             "zones": None if self.zones is None else sorted(self.zones),
@@ -114,7 +115,7 @@ def build_filter(msg: Subscribe, scope: Scope, zones_by_id: Mapping[str, Zone], 
     return Filter(cells=cells, categories=categories, min_severity=msg.min_severity, zones=zones)
 
 
-def matches(f: Filter, alert_view: Mapping, raw_alert: Mapping) -> bool:
+def matches(f: Filter, alert_view: Mapping[str, Any], raw_alert: Mapping[str, Any]) -> bool:
     """Whether the client with filter ``f`` wants this alert; ``alert_view`` is what :func:`gateway.policy.view` gave it.
 
     Severity at least ``min_severity``; if categories are set, one of the view's
@@ -152,7 +153,7 @@ def _zones(ids: tuple[str, ...], scope: Scope, zones_by_id: Mapping[str, Zone]) 
     return frozenset(ids)
 
 
-def _polygon(geometry: dict, scope: Scope) -> frozenset[str]:
+def _polygon(geometry: dict[str, Any], scope: Scope) -> frozenset[str]:
     try:
         cells = polygon_cells(geometry)
     except ZoneError as exc:
@@ -168,7 +169,7 @@ def _polygon(geometry: dict, scope: Scope) -> frozenset[str]:
 
 def filter_counts(
     f: Filter, cells: Mapping[str, int], zone_counts: Mapping[str, int], scope: Scope, zones_by_id: Mapping[str, Zone]
-) -> tuple[dict, dict]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The part of a ``counts`` frame (already scoped by :mod:`gateway.policy`) that a client's filter asks for.
 
     With zones or a polygon set, only the cells inside them and the counts of

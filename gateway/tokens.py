@@ -57,7 +57,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -120,7 +120,7 @@ class Claims:
     #: the token is not valid before this time (``nbf``, RFC 7519 s. 4.1.5); None when unset
     not_before: float | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["role"] = self.role.value
         d["zones"] = list(self.zones)
@@ -325,7 +325,7 @@ def parse_ttl(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def _claims(payload: dict) -> Claims:
+def _claims(payload: dict[str, Any]) -> Claims:
     def text(name: str) -> str:
         v = payload[name]
         if not isinstance(v, str) or not v or len(v) > MAX_TEXT or not v.isprintable():

@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import h3
 
@@ -52,10 +52,15 @@ MAX_TEXT = 100
 class Bounds(Protocol):
     """A bounding box in degrees, as :class:`streams.ingest.schema.Jurisdiction` is."""
 
-    min_lat: float
-    min_lng: float
-    max_lat: float
-    max_lng: float
+    # Read-only properties, so that a frozen dataclass (Jurisdiction) satisfies the protocol.
+    @property
+    def min_lat(self) -> float: ...
+    @property
+    def min_lng(self) -> float: ...
+    @property
+    def max_lat(self) -> float: ...
+    @property
+    def max_lng(self) -> float: ...
 
     def contains(self, lat: float, lng: float) -> bool: ...
 
@@ -84,7 +89,7 @@ class Zone:
     kind: str
     agency: str
     cells: frozenset[str]
-    polygon: dict
+    polygon: dict[str, Any]
     active_from: float | None = None
     active_until: float | None = None
     threshold: float | None = None
@@ -94,7 +99,7 @@ class Zone:
         """Whether the zone is in force at ``now``: ``active_from <= now < active_until``."""
         return (self.active_from is None or self.active_from <= now) and (self.active_until is None or now < self.active_until)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -109,7 +114,7 @@ class Zone:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> Zone:
+    def from_json(cls, data: dict[str, Any]) -> Zone:
         """The zone :meth:`to_json` gave; ``ZoneError`` naming the bad field otherwise."""
         if not isinstance(data, dict):
             raise ZoneError(f"a zone is a JSON object, got {type(data).__name__}")
@@ -138,7 +143,7 @@ class Zone:
         )
 
 
-def polygon_cells(geometry: dict, res: int = ZONE_RESOLUTION, max_cells: int = MAX_CELLS) -> frozenset[str]:
+def polygon_cells(geometry: object, res: int = ZONE_RESOLUTION, max_cells: int = MAX_CELLS) -> frozenset[str]:
     """The H3 cells at ``res`` that overlap a GeoJSON Polygon or MultiPolygon (positions are ``[lng, lat]``).
 
     A cell counts when any part of it overlaps the shape, so an outline smaller
@@ -171,7 +176,7 @@ def polygon_cells(geometry: dict, res: int = ZONE_RESOLUTION, max_cells: int = M
         raise GeometryError(str(exc)) from None
 
 
-def _polygon_cells(geometry: dict, res: int, max_cells: int) -> frozenset[str]:
+def _polygon_cells(geometry: object, res: int, max_cells: int) -> frozenset[str]:
     if not isinstance(geometry, dict):
         raise ZoneError(f"geometry must be a GeoJSON object, got {type(geometry).__name__}")
     kind = geometry.get("type")
@@ -233,7 +238,7 @@ def event_zone(
     *,
     id: str,
     name: str,
-    polygon: dict,
+    polygon: dict[str, Any],
     starts_at: float,
     ends_at: float,
     agency: str,
@@ -331,9 +336,9 @@ def _feature_zone(feature: object, where: str) -> Zone:
         where = f"{where} ({zid})"
         if props["kind"] not in FILE_KINDS:
             raise ZoneError(f"property 'kind' must be one of {', '.join(FILE_KINDS)}, got {props['kind']!r}")
-        geometry = feature.get("geometry")
+        geometry: Any = feature.get("geometry")  # unchecked JSON: each branch below validates it
         if isinstance(geometry, dict) and geometry.get("type") == "Point":
-            coords = geometry.get("coordinates")
+            coords: Any = geometry.get("coordinates")  # _check_position raises unless it is [lng, lat]
             _check_position(coords, "point")
             cells = point_cells(coords[0], coords[1], props.get("radius_m", DEFAULT_RADIUS_M))
             # what is drawn is what is matched: the outline of the cells
@@ -363,7 +368,7 @@ def _check_ring(ring: object, where: str) -> int:
     return len(ring)
 
 
-def _distinct(ring: list, where: str) -> list[tuple[int, int]]:
+def _distinct(ring: list[list[float]], where: str) -> list[tuple[int, int]]:
     """A checked, closed ring's positions on the :data:`_GRID` (see :func:`_check_simple`), without
     repeats of the previous one or the closing one."""
     out: list[tuple[int, int]] = []
@@ -378,7 +383,7 @@ def _distinct(ring: list, where: str) -> list[tuple[int, int]]:
     return out
 
 
-def _positions(geometry: dict) -> Iterator[list]:
+def _positions(geometry: dict[str, Any]) -> Iterator[list[float]]:
     """Every position of a geometry :func:`polygon_cells` accepted."""
     polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
     for polygon in polygons:
