@@ -1,4 +1,4 @@
-"""A shortened run of the evaluation command (bench/evaluate.py) on the seeded simulator.
+"""A shortened evaluation (detectors.evaluation) on the seeded simulator, and the command that writes it (bench/evaluate.py).
 
 Sixty simulated days (about 23,000 calls), a week of warm-up, 52 injected
 surges on 26 days (two a day at most) and false alerts counted on the other
@@ -10,37 +10,34 @@ ring found, all of them within 15 minutes, POD 0.83 at 5 calls).
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from detectors.evaluation import Calls, evaluate
+from streams.ingest.history import read_history
+from streams.ingest.simulator import Simulator, write_csv
 from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def evaluate_module():
-    spec = importlib.util.spec_from_file_location("bench_evaluate", ROOT / "bench" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+def simulated(path: Path, days: float, seed: int) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        write_csv(Simulator(seed=seed, days=days).calls(), fh)
+    return path
 
 
 @pytest.fixture(scope="module")
-def results(evaluate_module, tmp_path_factory) -> tuple[dict, object]:
-    out = tmp_path_factory.mktemp("evaluation")
-    path = evaluate_module.simulate(out, days=60, seed=3)
-    res = evaluate_module.evaluate(
-        path, out, injections=60, seed=1, warmup_days=7, per_day=2, sweep=(), workers=1, progress=False, make_plot=True
-    )
-    return res, out
+def results(tmp_path_factory) -> dict:
+    path = simulated(tmp_path_factory.mktemp("evaluation") / "simulated.csv", days=60, seed=3)
+    history, skipped = read_history(path, progress=False)
+    return evaluate(Calls.from_history(history), data=str(path), skipped=skipped, injections=60, seed=1, warmup_days=7, per_day=2, sweep=())
 
 
 def test_the_detector_meets_the_targets_on_the_simulator(results):
-    res, _ = results
-    ours = res["table"][0]
+    ours = results["table"][0]
     assert ours["method"] == "surge-poisson-scan"
     assert ours["false_alerts_per_day"] <= 0.5
     assert ours["headline_pod"] >= 0.9  # 10 extra calls within 60 minutes in a cell and its ring
@@ -50,8 +47,7 @@ def test_the_detector_meets_the_targets_on_the_simulator(results):
 
 
 def test_the_baselines_are_tuned_to_no_more_false_alerts_and_ears_c3_is_slower(results):
-    res, _ = results
-    ours, *baselines = res["table"]
+    ours, *baselines = results["table"]
     names = [b["method"] for b in baselines]
     assert names == ["EARS C1", "EARS C2", "EARS C3", "EARS C3 (incidents)", "fixed threshold"]
     for b in baselines:
@@ -61,9 +57,21 @@ def test_the_baselines_are_tuned_to_no_more_false_alerts_and_ears_c3_is_slower(r
     assert ours["pod_all"] >= c3["pod_all"]
 
 
-def test_the_run_writes_results_and_the_plot(results):
-    res, out = results
+def test_the_results_list_every_injection_and_no_real_event_on_the_simulator(results):
+    assert results["injections"] == len(results["injection_list"]) >= 50
+    assert results["calls"] > 20_000 and results["skipped_rows"] == {}
+    assert results["real_events"]["surges"] == []  # the simulator has no known real event
+
+
+def test_the_command_writes_the_results_and_the_plot(tmp_path):
+    """bench/evaluate.py on a small simulated file: its report, results.json and roc.png (a smaller run than the fixture's)."""
+    path = simulated(tmp_path / "small.csv", days=20, seed=4)
+    out = tmp_path / "out"
+    args = ["--injections", "8", "--seed", "1", "--warmup-days", "5", "--per-day", "2", "--no-sweep", "--workers", "1", "--out", str(out)]
+    command = [sys.executable, str(ROOT / "bench" / "evaluate.py"), str(path), *args]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads((out / "results.json").read_text())
-    assert saved["injections"] == res["injections"] == len(saved["injection_list"]) >= 50
+    assert saved["data"] == str(path) and saved["injections"] == len(saved["injection_list"]) == 8
+    assert saved["table"][0]["method"] in run.stdout and f"wrote {out / 'results.json'}" in run.stdout
     assert (out / "roc.png").stat().st_size > 10_000
-    assert res["real_events"]["surges"] == []  # the simulator has no known real event

@@ -1,0 +1,64 @@
+"""Calls replayed in event time through the worker's :class:`detectors.suite.DetectorSuite`, the clock ticking every minute.
+
+Examples
+--------
+>>> from detectors.evaluation.calls import Calls
+>>> from detectors.evaluation.replay import make_suite, replay
+>>> calls = Calls.from_history((600.0 * k, 40.1, -75.3, "EMS", None) for k in range(10))
+>>> alerts, seconds = replay(make_suite(), calls)
+>>> alerts  # still warming up
+[]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+from detectors.evaluation.calls import Calls
+from detectors.outage import FeedMonitor
+from detectors.suite import DetectorSuite
+from detectors.surge import SurgeDetector
+from detectors.types import Alert
+
+#: The worker's event clock ticks every minute between calls.
+TICK_S = 60.0
+
+#: Wraps an iterable to show progress: ``track(items, desc, total)`` yields the same items.
+Track = Callable[[Iterable, str, "int | None"], Iterable]
+
+
+def no_track(items: Iterable, desc: str, total: int | None = None) -> Iterable:
+    """The default :data:`Track`: no progress shown."""
+    return items
+
+
+def make_suite(threshold: float | None = None) -> DetectorSuite:
+    """The worker's suite (surge detector and feed monitor, no scoring), the surge threshold optionally changed."""
+    surge = SurgeDetector() if threshold is None else SurgeDetector(threshold=threshold)
+    return DetectorSuite(surge=surge, feed=FeedMonitor(), score=False)
+
+
+def replay(suite: DetectorSuite, calls: Calls, track: Track = no_track, desc: str = "replaying") -> tuple[list[Alert], float]:
+    """Every call through ``suite.process``, the clock ticking every minute in between; the alerts and the seconds taken."""
+    alerts: list[Alert] = []
+    started = time.perf_counter()
+    last = None
+    for i in track(range(len(calls)), desc, len(calls)):
+        t = calls.t[i]
+        if last is not None:
+            tick = (math.floor(last / TICK_S) + 1) * TICK_S
+            while tick < t:
+                alerts += suite.advance(tick)
+                tick += TICK_S
+        alerts += suite.process(calls.point(i))
+        last = t
+    return alerts, time.perf_counter() - started
+
+
+def replay_threshold(job: tuple[float, Calls]) -> tuple[float, list[Alert], float]:
+    """``replay`` of a fresh suite at surge threshold ``job[0]`` over ``job[1]`` (picklable, for a process pool's ``map``)."""
+    threshold, calls = job
+    alerts, seconds = replay(make_suite(threshold), calls)
+    return threshold, alerts, seconds

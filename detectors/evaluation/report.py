@@ -1,0 +1,107 @@
+"""The results of an evaluation as text: the comparison table, our detector's detail, the sweep and the real events.
+
+Examples
+--------
+>>> from detectors.evaluation.report import format_table
+>>> row = {"method": "ours", "threshold": 6.0, "false_alerts_per_day": 0.1, "pod_by_size": {"5": 0.7, "10": 1.0, "20": 1.0},
+...        "headline_pod": 1.0, "headline_pod_15min": 0.9, "headline_delay_median_min": 5.8, "headline_delay_p90_min": None}
+>>> print(format_table([row]).splitlines()[2])
+ours                               6    0.10   0.70    1.00    1.00        1.00     0.90     5.8      -
+"""
+
+from __future__ import annotations
+
+from detectors.evaluation.injection import SIZES
+
+
+def format_table(rows: list[dict]) -> str:
+    """The comparison table of :func:`detectors.evaluation.summary.summary` rows, with its legend."""
+    head = (
+        f"{'method':<26} {'threshold':>9} {'FA/day':>7} {'POD@5':>6} {'POD@10':>7} {'POD@20':>7} "
+        f"{'POD@10 ring':>11} {'<=15 min':>8} {'median':>7} {'p90':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        med = r["headline_delay_median_min"]
+        p90 = r["headline_delay_p90_min"]
+        lines.append(
+            f"{r['method']:<26} {r['threshold']:>9.3g} {r['false_alerts_per_day']:>7.2f} "
+            f"{r['pod_by_size']['5']:>6.2f} {r['pod_by_size']['10']:>7.2f} {r['pod_by_size']['20']:>7.2f} "
+            f"{r['headline_pod']:>11.2f} {r['headline_pod_15min']:>8.2f} "
+            f"{('-' if med is None else f'{med:.1f}'):>7} {('-' if p90 is None else f'{p90:.1f}'):>6}"
+        )
+    lines.append("POD@k: detected share of surges of k extra calls (15-60 min, one cell or a cell and its ring);")
+    lines.append(
+        "POD@10 ring: 10 extra calls in a cell and its 6 neighbours; <=15 min: detected within 15 minutes of the first injected call;"
+    )
+    lines.append("median, p90: delays (minutes) from the first injected call to the alert, for those surges.")
+    return "\n".join(lines)
+
+
+def _ours(ours: dict) -> list[str]:
+    return [
+        "Our detector by size and spread (POD):",
+        "  " + "  ".join(f"{k}: {v:.2f}" for k, v in ours["pod_by_size_spread"].items()),
+        "  by size and duration: " + "  ".join(f"{k}: {v:.2f}" for k, v in ours["pod_by_size_duration"].items()),
+        "  delays (min) median/p90 by size: "
+        + "  ".join(f"{s}: {ours[f'delay_median_min_size{s}']}/{ours[f'delay_p90_min_size{s}']}" for s in SIZES),
+    ]
+
+
+def _sweep(sweep: list[dict]) -> str:
+    return "Threshold sweep (ours): " + "  ".join(
+        f"{r['threshold']:g}: FA/day {r['false_alerts_per_day']:.2f} POD@10 ring {r['headline_pod']:.2f}" for r in sweep
+    )
+
+
+def _real_events(ev: dict) -> list[str]:
+    lines = ["Real events:"]
+    if not ev["surges"]:
+        lines.append("  no known real surge in this file")
+    for s in ev["surges"]:
+        lines.append(f"  {s['name']}: onset {s['onset']} ({s['onset_note']})")
+        for key in ("first_alert", "first_open_after_onset", "first_jurisdiction_alert"):
+            a = s[key]
+            if a is None:
+                lines.append(f"    {key}: none")
+            else:
+                lines.append(f"    {key}: {a['at']} ({a['minutes_after_onset']:+.0f} min): {a['reason']}")
+        lines.append(f"    surge alerts opened from 1 h before to 6 h after onset: {s['alerts_opened_in_6h']}")
+    for o in ev["outages"]:
+        state = (
+            f"FEED_OUTAGE after {o['reported_after_min']} min ({o['expected_calls_when_reported']} calls expected)"
+            if o["reported_as_feed_outage"]
+            else "not reported"
+        )
+        surges = len(o["surge_alerts_during_or_1h_after"])
+        lines.append(f"  outage {o['silence']} ({o['minutes']} min, {o['source']}): {state}; surge alerts during or 1 h after: {surges}")
+    if ev["other_outage_alerts"]:
+        lines.append(
+            f"  other FEED_OUTAGE alerts: {len(ev['other_outage_alerts'])}"
+            + (" (the first 10)" if len(ev["other_outage_alerts"]) > 10 else "")
+        )
+        for o in ev["other_outage_alerts"][:10]:
+            lines.append(f"    silence from {o['silence_from']}, {o['minutes']} min, {o['expected_calls']} calls expected")
+    return lines
+
+
+def report(results: dict) -> str:
+    """The text report of what :func:`detectors.evaluation.run.evaluate` returns."""
+    rt = results["runtime"]
+    lines = [
+        f"data: {results['data']} ({results['calls']} calls)",
+        f"{results['injections']} injected surges on {results['injection_days']} days; "
+        f"false alerts counted on {results['clean_days']} clean days ({results['clean_live_days']} days of live feed)",
+        "",
+        format_table(results["table"]),
+        "",
+        *_ours(results["table"][0]),
+        "",
+        _sweep(results["sweep"]),
+        "",
+        *_real_events(results["real_events"]),
+        "",
+        f"runtime: detector replay {rt['replay_seconds']} s ({rt['calls_per_second']} calls/s, minute ticks included); "
+        f"total {rt['total_seconds']} s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""One evaluation from a background of real calls to the results: inject, replay, score, tune the baselines, compare.
+
+No file or network I/O: the caller reads the calls (e.g. with
+:func:`streams.ingest.history.read_history`), chooses how the threshold sweep
+is mapped (a process pool's ``map``) and how progress is shown, and writes the
+results (``bench/evaluate.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import numpy as np
+
+from detectors.evaluation.baselines import Points, baseline_points, incident_mask
+from detectors.evaluation.calls import Calls
+from detectors.evaluation.events import TIMEZONE
+from detectors.evaluation.injection import Plan, merge, plan_injections
+from detectors.evaluation.real_events import real_events
+from detectors.evaluation.replay import Track, make_suite, no_track, replay, replay_threshold
+from detectors.evaluation.scoring import Score, live_days, score_alerts
+from detectors.evaluation.summary import curve_point, summary
+from detectors.evaluation.tuning import Tuner
+from detectors.outage import FeedMonitor
+from detectors.surge import SurgeDetector
+from detectors.types import Alert
+
+#: Our thresholds for the ROC sweep (the default one is always included).
+SWEEP = (4.5, 5.0, 5.5, 6.5, 7.5)
+#: Name of our detector in the results.
+OURS = "surge-poisson-scan"
+
+#: ``mapper(function, jobs)`` yields ``function(job)`` for each job, in order (``map``, or a process pool's ``map``).
+Mapper = Callable[[Callable, Iterable], Iterable]
+
+
+def _sweep(calls: Calls, plan: Plan, clean_live: float, sweep: tuple[float, ...], mapper: Mapper, track: Track) -> dict[float, Score]:
+    """Our detector at each threshold of ``sweep`` other than the default (replays mapped by ``mapper``)."""
+    default_threshold = SurgeDetector().threshold
+    jobs = [(x, calls) for x in sweep if x != default_threshold]
+    scores: dict[float, Score] = {}
+    if jobs:
+        for x, alerts, _ in track(mapper(replay_threshold, jobs), "threshold sweep", len(jobs)):
+            scores[x] = score_alerts(OURS, x, alerts, plan, clean_live)
+    return scores
+
+
+def _baseline_methods(calls: Calls) -> dict[str, tuple[Points, list[tuple[str, ...]], np.ndarray]]:
+    """Each baseline's evaluation points, regions and statistic, on the same calls, regions and windows as ours."""
+    points, regions = baseline_points(calls)
+    points_inc, regions_inc = baseline_points(calls, incident_mask(calls))
+    return {
+        "EARS C1": (points, regions, points.stats["C1"]),
+        "EARS C2": (points, regions, points.stats["C2"]),
+        "EARS C3": (points, regions, points.stats["C3"]),
+        "EARS C3 (incidents)": (points_inc, regions_inc, points_inc.stats["C3"]),
+        "fixed threshold": (points, regions, points.stats["fixed"]),
+    }
+
+
+def _compare(calls: Calls, plan: Plan, clean_live: float, ours: Score, sweep_scores: dict[float, Score], track: Track):
+    """The table (ours, then each baseline tuned to our false-alert rate) and the ROC curves (each baseline
+    tuned to each of our rates)."""
+    table = [summary(ours, plan)]
+    curves = {f"{OURS} (ours)": [curve_point(sc, plan) for _, sc in sorted(sweep_scores.items())]}
+    methods = _baseline_methods(calls)
+    for name, (pts, regs, stat) in track(methods.items(), "baselines", len(methods)):
+        tuner = Tuner(name, pts, regs, stat, plan, clean_live)
+        table.append(summary(tuner.tune(ours.fa_per_day), plan))
+        curves[name] = [curve_point(tuner.tune(sc.fa_per_day), plan) for sc in sweep_scores.values()]
+    return table, curves
+
+
+def _injection_list(plan: Plan, ours: Score) -> list[dict]:
+    return [
+        {
+            "index": i.index,
+            "day": i.day.isoformat(),
+            "start": datetime.fromtimestamp(i.start, TIMEZONE).strftime("%Y-%m-%d %H:%M"),
+            "size": i.size,
+            "duration_min": round(i.duration_s / 60),
+            "spread": "ring" if i.spread else "cell",
+            "cells": list(i.cells),
+            "delay_min": None if ours.delays[i.index] is None else round(ours.delays[i.index] / 60, 1),
+        }
+        for i in plan.injections
+    ]
+
+
+def evaluate(
+    background: Calls,
+    *,
+    data: str,
+    skipped: dict[str, int],
+    injections: int,
+    seed: int,
+    warmup_days: int,
+    per_day: int,
+    sweep: tuple[float, ...] = SWEEP,
+    mapper: Mapper = map,
+    track: Track = no_track,
+) -> dict:
+    """The whole evaluation of our surge detector on ``background`` (real calls) against the EARS baselines.
+
+    Parameters
+    ----------
+    background
+        The real calls, in event-time order (:meth:`detectors.evaluation.calls.Calls.from_history`).
+    data, skipped
+        What the calls were read from and the rows skipped per reason (reported as they are).
+    injections, seed, warmup_days, per_day
+        See :func:`detectors.evaluation.injection.plan_injections`.
+    sweep
+        Our thresholds for the ROC curves (the default threshold is always scored).
+    mapper
+        How the sweep's replays are run (``map``; a process pool's ``map`` to run them in parallel).
+    track
+        How progress is shown (none by default).
+
+    Returns
+    -------
+    dict
+        What ``results.json`` holds, ready for ``json.dumps``; ``runtime.total_seconds`` counts from this call.
+    """
+    started = time.perf_counter()
+    plan = plan_injections(background, injections, seed, warmup_days, per_day)
+    calls = merge(background, plan.injections)
+    clean_live = live_days(background, set(plan.clean_days))
+    alerts: list[Alert]
+    alerts, seconds = replay(make_suite(), calls, track, desc="surge detector")
+    ours = score_alerts(OURS, SurgeDetector().threshold, alerts, plan, clean_live)
+    sweep_scores = {SurgeDetector().threshold: ours, **_sweep(calls, plan, clean_live, sweep, mapper, track)}
+    table, curves = _compare(calls, plan, clean_live, ours, sweep_scores, track)
+    return {
+        "data": data,
+        "calls": len(background),
+        "skipped_rows": dict(skipped),
+        "seed": seed,
+        "injections": len(plan.injections),
+        "injection_days": len(plan.injection_days),
+        "clean_days": len(plan.clean_days),
+        "clean_live_days": round(clean_live, 2),
+        "warmup_days": [d.isoformat() for d in plan.warmup_days],
+        "excluded_days": {d.isoformat(): why for d, why in sorted(plan.excluded_days.items())},
+        "detector": repr(SurgeDetector()),
+        "feed_monitor": repr(FeedMonitor()),
+        "table": table,
+        "sweep": [summary(sc, plan) for _, sc in sorted(sweep_scores.items())],
+        "roc": curves,
+        "real_events": real_events(alerts, background),
+        "runtime": {
+            "replay_seconds": round(seconds, 1),
+            "calls_per_second": round(len(calls) / seconds),
+            "total_seconds": round(time.perf_counter() - started, 1),
+        },
+        "injection_list": _injection_list(plan, ours),
+    }
