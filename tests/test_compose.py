@@ -91,3 +91,11 @@ def test_gateway_secret_is_required_not_defaulted():
     secret = SERVICES["gateway"]["environment"]["WF_GATEWAY_SECRET"]
     assert secret.startswith("${WF_GATEWAY_SECRET?"), secret
     assert SERVICES["gateway"]["environment"]["WF_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_worker_checkpoint_key_is_required_not_defaulted():
+    """The key that signs the detectors' checkpoints must be given: compose fails loudly instead of running without one."""
+    env = SERVICES["worker"]["environment"]
+    assert env["WF_CHECKPOINT_KEY"].startswith("${WF_CHECKPOINT_KEY?"), env["WF_CHECKPOINT_KEY"]
+    assert "WF_CHECKPOINT_KEY" in _ENV, "a setting the worker reads"
+    assert env["WF_REDIS_URL"] == "redis://redis:6379/0", "the shared environment is kept"

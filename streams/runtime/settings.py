@@ -8,11 +8,18 @@ at import time, so tests can pass their own.
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from streams.detection.checkpoint import MIN_KEY_BYTES, check_key
 from streams.ingest.schema import Jurisdiction
+
+log = logging.getLogger(__name__)
 
 ROLES = ("count", "detect")
 
@@ -22,6 +29,9 @@ MAX_POLL_RECORDS_LIMIT = 4096 - int(4096 / 1.25)
 
 #: Most committers a worker runs (each is a process: a few per core is plenty).
 MAX_COMMITTERS = 8
+
+#: Where the detectors' checkpoint key is kept when ``WF_CHECKPOINT_KEY`` is not set (made on first use).
+DEFAULT_CHECKPOINT_KEY_FILE = "~/.config/watchfloor/checkpoint.key"
 
 
 def _roles(text: str) -> tuple[str, ...]:
@@ -91,6 +101,11 @@ class Settings:
     #: ``streams.counting.planproc``): a worker's partitions are dealt among them, and each commits
     #: its batches while the others plan theirs.
     committers: int = 2
+    #: Secret that signs the detectors' checkpoints (``WF_CHECKPOINT_KEY``, at least 32 bytes;
+    #: see :mod:`streams.detection.checkpoint`). None: the key in ``checkpoint_key_file``.
+    checkpoint_key: str | None = field(default=None, repr=False)
+    #: File holding the checkpoint key when ``checkpoint_key`` is None; made with a random key on first use.
+    checkpoint_key_file: str = DEFAULT_CHECKPOINT_KEY_FILE
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -120,6 +135,11 @@ class Settings:
             raise SettingsError(f"committers must be 1..{MAX_COMMITTERS}, found {self.committers}")
         if not 0 < self.detector_checkpoint_s <= 300:
             raise SettingsError(f"detector_checkpoint_s must be in (0, 300] seconds, found {self.detector_checkpoint_s}")
+        if self.checkpoint_key is not None:
+            try:
+                check_key(self.checkpoint_key.encode(), "WF_CHECKPOINT_KEY")
+            except ValueError as exc:
+                raise SettingsError(f"{exc}; make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'") from None
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -149,6 +169,8 @@ _ENV = {
     "WF_FAUST_FASTPATH": ("faust_fastpath", _flag),
     "WF_MAX_POLL_RECORDS": ("max_poll_records", int),
     "WF_COMMITTERS": ("committers", int),
+    "WF_CHECKPOINT_KEY": ("checkpoint_key", str),
+    "WF_CHECKPOINT_KEY_FILE": ("checkpoint_key_file", str),
 }
 
 
@@ -162,9 +184,64 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     ...
     streams.runtime.settings.SettingsError: WF_PARTITIONS: cannot read 'four' as int (invalid literal for int() with base 10: 'four')
     """
-    values = read_env(_ENV, os.environ if environ is None else environ, SettingsError)
+    env = os.environ if environ is None else environ
+    values = read_env(_ENV, env, SettingsError)
+    if env.get("WF_CHECKPOINT_KEY") == "":
+        values["checkpoint_key"] = ""  # set, but empty: refused like any short key, not taken for unset
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def checkpoint_key(settings: Settings) -> bytes:
+    """The key that signs the detectors' checkpoints; logs at INFO where it came from (never the key).
+
+    ``settings.checkpoint_key`` (``WF_CHECKPOINT_KEY``) when set; otherwise the
+    contents of ``settings.checkpoint_key_file`` (``WF_CHECKPOINT_KEY_FILE``),
+    which is made first, with a random key and mode 0600, when it does not
+    exist: one machine's workers, demo and tests then share a key with no
+    setup. Raises :class:`SettingsError` naming the file when it holds fewer
+    than 32 bytes.
+    """
+    if settings.checkpoint_key is not None:
+        log.info("the detectors' checkpoints are signed with the key in WF_CHECKPOINT_KEY")
+        return settings.checkpoint_key.encode()
+    path = Path(settings.checkpoint_key_file).expanduser()
+    made = _make_key_file(path)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise SettingsError(f"WF_CHECKPOINT_KEY_FILE: cannot read {path} ({exc}); set WF_CHECKPOINT_KEY instead") from exc
+    try:
+        check_key(key, f"WF_CHECKPOINT_KEY_FILE ({path})")
+    except ValueError as exc:
+        raise SettingsError(f"{exc}; delete the file to have a new key made, or set WF_CHECKPOINT_KEY") from None
+    made_now = "; the file was made now, with a random key" if made else ""
+    log.info("the detectors' checkpoints are signed with the key in %s (WF_CHECKPOINT_KEY is unset%s)", path, made_now)
+    return key
+
+
+def _make_key_file(path: Path) -> bool:
+    """Write a random key to ``path`` (mode 0600) unless it exists; whether it was made here.
+
+    The key is written to a temporary file beside it and linked into place,
+    so a worker starting at the same time reads either no file or the whole key.
+    """
+    if path.exists():
+        return False
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint-key-")  # mode 0600
+    except OSError as exc:
+        raise SettingsError(f"WF_CHECKPOINT_KEY_FILE: cannot make {path} ({exc}); set WF_CHECKPOINT_KEY instead") from exc
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(2 * MIN_KEY_BYTES) + "\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        return False  # made meanwhile by another process
+    finally:
+        os.unlink(tmp)
+    return True
 
 
 def read_env(
