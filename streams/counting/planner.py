@@ -135,7 +135,7 @@ class Plan:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     watermarks: dict[tuple[str, int], float] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    metrics: Counter = field(default_factory=Counter)
+    metrics: Counter[str] = field(default_factory=Counter)
     #: The accepted calls, for the detectors: ``(partition, offset, event time, res-8 cell, category, priority)``.
     points: list[tuple[int, int, float, str, str, int | None]] = field(default_factory=list)
     #: Streams ``(kind, partition)`` with records still to read in Kafka after this batch, as the
@@ -320,9 +320,10 @@ class _Builder:
             for cell in st.cells:
                 self.incr[(self.k.open, cell)] -= 1
             self.closed.append(key)
-        if st.dispatched is not None and st.on_scene is not None and not st.travel_done:
+        dispatched, on_scene = st.dispatched, st.on_scene  # locals: mypy narrows them, not the fields of a replaced st
+        if dispatched is not None and on_scene is not None and not st.travel_done:
             st = replace(st, travel_done=True)
-            self._sample("travel", st, st.on_scene - st.dispatched, st.on_scene)
+            self._sample("travel", st, on_scene - dispatched, on_scene)
         self.calls[key] = st
 
     def _sample(self, kind: str, st: CallState, seconds: float, at: float) -> None:
@@ -358,7 +359,7 @@ class _Builder:
                 ops += ["H", self.k.calls(partition), call_id, st.to_text()]
         for partition, call_id, received in self.new_calls:
             ops += ["Z", self.k.callq(partition), repr(received), call_id]
-            if self.calls[(partition, call_id)].status == OPEN:  # type: ignore[union-attr]
+            if self.calls[(partition, call_id)].status == OPEN:  # type: ignore[union-attr]  # a new call always has its state
                 ops += ["Z", self.k.openq(partition), repr(received), call_id]
         for partition, call_id in self.closed:
             ops += ["R", self.k.openq(partition), call_id]
@@ -389,7 +390,7 @@ def unhold(call_id: str, text: str) -> IncidentUpdate:
     <Status.CLOSED: 'closed'>
     """
     if text.startswith("{"):
-        return parse_event(text.encode(), now=float("inf")).event  # type: ignore[return-value]
+        return parse_event(text.encode(), now=float("inf")).event  # type: ignore[return-value]  # a held line is an update
     status, _, at = text.partition("|")
     return IncidentUpdate(call_id, Status(status), float(at), None, "")
 

@@ -62,7 +62,7 @@ class ReorderBuffer(_Held[T]):
 
     delay_s: float
     _heap: list[tuple[float, int, T]] = field(default_factory=list, repr=False)
-    _seq: itertools.count = field(default_factory=itertools.count, repr=False)
+    _seq: itertools.count[int] = field(default_factory=itertools.count, repr=False)
     _newest: float = float("-inf")
     #: event time up to which items have been released
     released_until: float = float("-inf")
@@ -124,7 +124,7 @@ class WatermarkMerge(_Held[T]):
     live_s: float = 600.0
     history_idle_s: float = 300.0
     _heap: list[tuple[float, int, T]] = field(default_factory=list, repr=False)
-    _seq: itertools.count = field(default_factory=itertools.count, repr=False)
+    _seq: itertools.count[int] = field(default_factory=itertools.count, repr=False)
     _wm: dict[int, float] = field(default_factory=dict, repr=False)
     _heard: dict[int, float] = field(default_factory=dict, repr=False)
     #: event time up to which items have been released

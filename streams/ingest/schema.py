@@ -36,6 +36,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 SCHEMA_VERSION = 1
 #: Largest record accepted, in bytes. A 911 call is ~300 bytes of JSON.
@@ -148,7 +149,7 @@ class Call:
     source: str
     type: str = field(default="call", init=False)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         # Spelled out rather than dataclasses.asdict: this runs per event in the worker.
         return {
             "type": "call", "v": SCHEMA_VERSION, "id": self.id, "received_at": format_time(self.received_at),
@@ -168,7 +169,7 @@ class IncidentUpdate:
     source: str
     type: str = field(default="update", init=False)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "type": "update", "v": SCHEMA_VERSION, "call_id": self.call_id, "status": self.status.value,
             "at": format_time(self.at), "unit": self.unit, "source": self.source,
@@ -261,7 +262,7 @@ def parse_event(
     return Parsed(_parse_update(obj, now), dropped)
 
 
-def _parse_call(obj: dict, now: float, jurisdiction: Jurisdiction | None) -> Call:
+def _parse_call(obj: dict[str, Any], now: float, jurisdiction: Jurisdiction | None) -> Call:
     lat = _number(obj, "lat")
     lng = _number(obj, "lng")
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
@@ -297,7 +298,7 @@ def _parse_call(obj: dict, now: float, jurisdiction: Jurisdiction | None) -> Cal
     )
 
 
-def _parse_update(obj: dict, now: float) -> IncidentUpdate:
+def _parse_update(obj: dict[str, Any], now: float) -> IncidentUpdate:
     raw_status = _text(obj, "status")
     try:
         status = Status(raw_status)
@@ -316,13 +317,13 @@ def _parse_update(obj: dict, now: float) -> IncidentUpdate:
     )
 
 
-def _require(obj: dict, name: str) -> object:
+def _require(obj: dict[str, Any], name: str) -> object:
     if name not in obj or obj[name] is None:
         raise InvalidRecord(Reason.MISSING_FIELD, f"field {name!r} is required")
     return obj[name]
 
 
-def _text(obj: dict, name: str, limit: int = MAX_TEXT_LENGTH) -> str:
+def _text(obj: dict[str, Any], name: str, limit: int = MAX_TEXT_LENGTH) -> str:
     value = _require(obj, name)
     if not isinstance(value, str) or not value.strip():
         raise InvalidRecord(Reason.BAD_FIELD, f"field {name!r} must be a non-empty string, found {value!r:.60}")
@@ -335,7 +336,7 @@ def _text(obj: dict, name: str, limit: int = MAX_TEXT_LENGTH) -> str:
     return value
 
 
-def _number(obj: dict, name: str) -> float:
+def _number(obj: dict[str, Any], name: str) -> float:
     value = _require(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(_as_float(value)):
         raise InvalidRecord(Reason.BAD_FIELD, f"field {name!r} must be a finite number, found {value!r:.60}")
@@ -350,7 +351,7 @@ def _as_float(value: int | float) -> float:
         return math.inf
 
 
-def _time(obj: dict, name: str, now: float) -> float:
+def _time(obj: dict[str, Any], name: str, now: float) -> float:
     value = _text(obj, name)
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)

@@ -64,8 +64,8 @@ def render_prometheus(counters: dict[str, float], prefix: str = "watchfloor_") -
     """
     families: dict[str, list[tuple[str | None, float]]] = {}
     for key, value in counters.items():
-        name, _, label = key.partition("|")
-        families.setdefault(name, []).append((label or None, value))
+        name, _, text = key.partition("|")
+        families.setdefault(name, []).append((text or None, value))
     lines = []
     for name in sorted(families):
         full = prefix + name
