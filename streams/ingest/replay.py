@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m streams.ingest.replay",
         description="Replay a 911 CSV export as live Kafka traffic, in event-time order.",
-        epilog=f"Formats: {', '.join(FORMATS)}. Settings (broker, topic prefix) come from WF_* variables; see README.",
+        epilog=f"Formats: {', '.join(FORMATS)}. Settings (broker, topic prefix) come from WF_* variables; see docs/operations.md.",
     )
     p.add_argument("path", type=Path, help="CSV file to replay (a real export or a simulator file)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="source format (default: detect from the header)")
