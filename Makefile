@@ -6,8 +6,8 @@ PY := .venv/bin/python
 setup: .venv/.installed
 
 .venv/.installed: pyproject.toml infra/setup.sh
-	bash infra/setup.sh
-	touch $@
+	@bash infra/setup.sh
+	@touch $@
 
 ## stack up, worker, a replay of real data (or the simulator), and where to look
 demo: setup
