@@ -6,7 +6,7 @@ Run by ``bench/throughput.py`` as a subprocess; reads its job from the environme
 the first event or batch, which held ``m`` records, to the last),
 ``BARE_APP_ID``, ``BARE_BOOTSTRAP``, ``BARE_MODE`` (``events``: one event at a
 time, as the worker reads; ``batch``: Faust's ``take_events``), ``BARE_FASTPATH``
-(``1``: on the worker's patched fetch loop and its raw-record schema, :mod:`streams.faustext.fastpath`).
+(``1``: on the worker's transport and its raw-record schema, :mod:`streams.faustext.transport`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,19 @@ import time
 import faust
 
 FASTPATH = os.environ.get("BARE_FASTPATH") == "1"
+BOOTSTRAP = os.environ.get("BARE_BOOTSTRAP", "127.0.0.1:9092")
 if FASTPATH:
+    from streams import faustext
     from streams.faustext import fastpath as faust_fastpath
+    from streams.faustext import transport as faust_transport
+    from streams.runtime.settings import load_settings
 
-    faust_fastpath.install()
+    if not faustext.install(load_settings({})):
+        raise SystemExit("bare_faust: the Faust integration refused this faust-streaming (see the warning above)")
+    # the worker's transport (its fetch loop, fetch hold and producer buffer), Faust's own monitor
+    BROKERS = dict.fromkeys(("broker_consumer", "broker_producer"), faust_transport.broker_url(BOOTSTRAP))
+else:
+    BROKERS = {}
 
 TOPICS = os.environ["BARE_TOPICS"].split(",")
 EXPECT = int(os.environ["BARE_EXPECT"])
@@ -30,7 +39,8 @@ MODE = os.environ.get("BARE_MODE", "events")
 
 app = faust.App(
     os.environ["BARE_APP_ID"],
-    broker=f"kafka://{os.environ.get('BARE_BOOTSTRAP', '127.0.0.1:9092')}",
+    broker=f"kafka://{BOOTSTRAP}",
+    **BROKERS,
     store="memory://",
     web_enabled=False,
     datadir=os.path.join(tempfile.gettempdir(), f"watchfloor-faust-{os.environ['BARE_APP_ID']}"),

@@ -13,7 +13,7 @@ delivery that does block is finished in a task, under the same
 
 When every partition's buffer is full, the fetcher sleeps a whole second
 before looking again, although the buffers drain in milliseconds (the
-counting agent commits a batch of 1,000 records in tens of them). The patched
+counting agent commits a batch of 1,000 records in tens of them). The worker's
 fetcher waits for the first partition that resumes instead, up to that second;
 and while some partitions are paused, a fetch for the others waits
 :data:`BUFFERED_FETCH_WAIT_S` for new records, not a second, before it looks
@@ -28,11 +28,11 @@ Four costs per record buy the worker nothing (py-spy on the counting worker,
   bytes back unchanged. The worker's topics use :class:`RawSchema`, which
   makes the event straight from the record;
 - the conductor's check, per record, that the producer's buffer is not over
-  its limit reads a setting through the same registry; the patched
+  its limit reads a setting through the same registry; the worker's
   ``ProducerBuffer.wait_until_ebb`` reads it once per buffer;
 - the consumer's ``getmany`` reads the partition's end offset through the
   consumer thread's subscription state and hands it to Faust's monitor for
-  every record; the patched one does it once per partition and fetch (it
+  every record; the worker's does it once per partition and fetch (it
   changes only when a fetch response arrives, and the monitor keeps it for
   Faust's statistics page);
 - Faust's ``Monitor`` sensor keeps statistics on every record and event
@@ -40,17 +40,18 @@ Four costs per record buy the worker nothing (py-spy on the counting worker,
   statistics page, not by the worker's ``/metrics``. The worker's app runs
   :class:`LeanMonitor`, which keeps only what Faust itself reads of them.
 
-:func:`install` patches ``faust.transport.consumer.Consumer`` and
-``ProducerBuffer`` once per process.
-The patched methods are copies of faust-streaming 0.15.3's with only these
-changes, so another version of Faust is left as released (with a warning).
-``WF_FAUST_FASTPATH=0`` leaves Faust as released too.
+Nothing here changes Faust by itself: ``streams.faustext.transport`` builds
+the worker's consumer and producer from these functions (subclasses of
+Faust's, used only by an app whose broker URL names that transport), and the
+worker's app takes :class:`LeanMonitor` and :class:`RawSchema` through Faust's
+``Monitor`` setting and ``schema`` argument. The copied methods are
+faust-streaming 0.15.3's with only the marked changes;
+``streams.faustext.upstream`` refuses any other release.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Coroutine
 from time import monotonic
 from typing import Any
@@ -59,13 +60,6 @@ import faust
 from faust.transport import consumer as _consumer
 from faust.transport import producer as _producer
 from faust.types import AppT, EventT, Message
-
-log = logging.getLogger(__name__)
-
-#: The faust-streaming versions whose consumer methods the patched ones copy.
-PATCHED_VERSIONS = ("0.15.",)
-
-_installed = False
 
 #: Records the fetch loop delivers between two turns it gives the other tasks. Faust's 100 are up
 #: to about 3 ms of delivery that every other task (the counting agent's committer, timers, the
@@ -136,7 +130,7 @@ async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:  # noqa:
 
 
 def deliveries(consumer: _consumer.Consumer) -> tuple[int, int]:
-    """Records the patched fetch loop of ``consumer`` has delivered, and how many of those deliveries blocked.
+    """Records the worker's fetch loop (:func:`_drain_messages`) of ``consumer`` has delivered, and how many of those deliveries blocked.
 
     A delivery blocks when the agent's buffer is full: each then costs a task
     and a ``wait_first`` (about 40 µs), so a worker that blocks on many of its
@@ -350,35 +344,3 @@ class LeanMonitor(faust.Monitor):
 
     def on_message_out(self, tp: Any, offset: int, message: Message) -> None:  # noqa: ANN401 -- Faust's TP
         pass
-
-
-def install() -> bool:
-    """Patch Faust's consumer and producer buffer (idempotent; see the module's text); False when this Faust is not one it copies."""
-    global _installed
-    if _installed:
-        return True
-    if not faust.__version__.startswith(PATCHED_VERSIONS):
-        log.warning(
-            "faust-streaming %s: the fetch loop's fast path copies %s only; running Faust's own",
-            faust.__version__, ", ".join(v + "x" for v in PATCHED_VERSIONS),
-        )  # fmt: skip
-        return False
-    cls = _consumer.Consumer
-    on_buffer_drop, resume_partitions = cls.on_buffer_drop, cls.resume_partitions
-
-    def on_buffer_drop_and_wake(self: _consumer.Consumer, tp: Any) -> None:  # noqa: ANN401 -- Faust's TP
-        on_buffer_drop(self, tp)
-        _resumed(self).set()
-
-    def resume_partitions_and_wake(self: _consumer.Consumer, tps: Any) -> None:  # noqa: ANN401 -- Faust's TPs
-        resume_partitions(self, tps)
-        _resumed(self).set()
-
-    cls._drain_messages = _drain_messages
-    cls._wait_next_records = _wait_next_records
-    cls.getmany = _getmany
-    cls.on_buffer_drop = on_buffer_drop_and_wake
-    cls.resume_partitions = resume_partitions_and_wake
-    _producer.ProducerBuffer.wait_until_ebb = _wait_until_ebb
-    _installed = True
-    return True

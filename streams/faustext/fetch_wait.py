@@ -13,10 +13,18 @@ worker got no message for 1.0-1.5 s two to four times a minute, each a fetch
 of the leader topic alone held 1.50 s, and the call-to-alert p99 was
 0.9-2.0 s in five runs of six.
 
-:func:`install` sets :data:`FETCH_MAX_WAIT_MS` on every worker consumer Faust
-creates (Kafka's Java consumer holds 500 ms by default). An idle worker then
-sends a fetch every tenth of a second instead of every 1.5 s, a small cost
-for the broker.
+The worker's consumer thread (``streams.faustext.transport.ConsumerThread``)
+gives every aiokafka consumer it creates :data:`FETCH_MAX_WAIT_MS` through
+:func:`hold_fetches` (Kafka's Java consumer holds 500 ms by default). An idle
+worker then sends a fetch every tenth of a second instead of every 1.5 s, a
+small cost for the broker. Other Faust apps in the process keep Faust's hold.
+
+>>> class Consumer:  # what aiokafka 0.14's AIOKafkaConsumer keeps until start() builds its fetcher
+...     _fetch_max_wait_ms = 1500
+>>> consumer = Consumer()
+>>> hold_fetches(consumer)
+>>> consumer.__dict__
+{'_fetch_max_wait_ms': 100}
 """
 
 from __future__ import annotations
@@ -30,27 +38,15 @@ log = logging.getLogger(__name__)
 FETCH_MAX_WAIT_MS = 100
 
 
-def install(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
-    """Make the consumers Faust's aiokafka driver creates for workers ask the broker to hold a fetch ``max_wait_ms`` at most.
+def hold_fetches(consumer: Any, max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Make ``consumer`` (an aiokafka consumer, before its ``start()``) ask the broker to hold a fetch ``max_wait_ms`` at most.
 
-    Idempotent; a second call with another value changes it for consumers created afterwards.
+    Raises ``ValueError`` for a hold outside 1..1500 ms (Faust's own is 1500).
     """
     if not 1 <= max_wait_ms <= 1500:
         raise ValueError(f"max_wait_ms must be 1..1500 (Faust's own hold is 1500), got {max_wait_ms}")
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    original = getattr(AIOKafkaConsumerThread._create_worker_consumer, "watchfloor_original", None)
-    if original is None:
-        original = AIOKafkaConsumerThread._create_worker_consumer
-
-    def _create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:  # noqa: ANN401 -- Faust's types
-        consumer = original(self, transport)
-        # read by AIOKafkaConsumer.start() when it creates its fetcher (aiokafka 0.14)
-        if isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
-            consumer._fetch_max_wait_ms = max_wait_ms
-        else:
-            log.warning("this aiokafka keeps no _fetch_max_wait_ms: the worker's fetches are held as Faust asks (1.5 s)")
-        return consumer
-
-    _create_worker_consumer.watchfloor_original = original
-    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    # read by AIOKafkaConsumer.start() when it creates its fetcher (aiokafka 0.14; see streams.faustext.upstream)
+    if isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
+        consumer._fetch_max_wait_ms = max_wait_ms
+    else:
+        log.warning("this aiokafka keeps no _fetch_max_wait_ms: the worker's fetches are held as Faust asks (1.5 s)")

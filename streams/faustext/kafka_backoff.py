@@ -27,14 +27,18 @@ def backoff_s(retry_backoff_s: float, failures: int) -> float:
 
 
 def install() -> None:
-    """Wrap ``AIOKafkaClient._metadata_update`` once per process (idempotent)."""
+    """Wrap ``AIOKafkaClient._metadata_update`` for every aiokafka client in the process (idempotent; :func:`uninstall` undoes it).
+
+    A patch, not a subclass: aiokafka builds its clients inside its producer,
+    consumer and admin client, with no hook to hand it another class.
+    """
     from aiokafka.client import AIOKafkaClient
 
     original = AIOKafkaClient._metadata_update
-    if getattr(original, "watchfloor_backoff", False):
+    if installed():
         return
 
-    async def _metadata_update(self, cluster_metadata, topics):  # noqa: ANN001, ANN202 -- aiokafka's signature
+    async def _metadata_update(self, cluster_metadata, topics):
         ok = await original(self, cluster_metadata, topics)
         failures = 0 if ok else getattr(self, "_watchfloor_md_failures", 0) + 1
         self._watchfloor_md_failures = failures
@@ -42,5 +46,22 @@ def install() -> None:
             await asyncio.sleep(backoff_s(self._retry_backoff, failures))
         return ok
 
-    _metadata_update.watchfloor_backoff = True
+    _metadata_update.watchfloor_original = original
     AIOKafkaClient._metadata_update = _metadata_update
+
+
+def installed() -> bool:
+    """Whether aiokafka's metadata updates back off (:func:`install` is in force)."""
+    from aiokafka.client import AIOKafkaClient
+
+    return hasattr(AIOKafkaClient._metadata_update, "watchfloor_original")
+
+
+def uninstall() -> None:
+    """Give ``AIOKafkaClient`` back its own ``_metadata_update`` (nothing to do when not installed)."""
+    from aiokafka.client import AIOKafkaClient
+
+    patched = AIOKafkaClient._metadata_update
+    original = getattr(patched, "watchfloor_original", None)
+    if original is not None:
+        AIOKafkaClient._metadata_update = original

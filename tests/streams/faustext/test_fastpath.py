@@ -1,6 +1,7 @@
 """The fetch loop's fast path: a delivery runs in the loop until it blocks, then finishes as its task would have.
 
-These are pure asyncio; the worker's stack tests (``test_pipeline.py``) run on the patched Faust.
+These are pure asyncio; the worker's stack tests (``test_pipeline.py``) run on the worker's transport
+(``streams.faustext.transport``), ``test_flag_off.py`` on Faust as released.
 """
 
 from __future__ import annotations
@@ -8,10 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from faust.transport import consumer as faust_consumer
 
 from streams.faustext import fastpath as faust_fastpath
-from streams.faustext.fastpath import _wait_next_records, install, run_until_blocked
+from streams.faustext.fastpath import _wait_next_records, run_until_blocked
 from streams.runtime.settings import load_settings
 
 
@@ -127,7 +127,7 @@ def test_a_fetcher_with_every_partition_paused_looks_again_as_soon_as_one_resume
         await asyncio.sleep(0.01)
         assert not waiting.done()
         consumer.active.add("tp")
-        faust_fastpath._resumed(consumer).set()  # what the patched on_buffer_drop and resume_partitions do
+        faust_fastpath._resumed(consumer).set()  # what the worker consumer's on_buffer_drop and resume_partitions do
         records, _ = await asyncio.wait_for(waiting, 0.5)
         # and the next call reads from the partition that resumed
         return records, await _wait_next_records(consumer, timeout=1.0)
@@ -135,27 +135,6 @@ def test_a_fetcher_with_every_partition_paused_looks_again_as_soon_as_one_resume
     first, (second, active) = asyncio.run(go())
     assert first == {}
     assert second == {"tp": ["record"]} and active == {"tp"}
-
-
-def test_install_patches_faust_once_and_is_on_by_default():
-    assert install() is True
-    assert install() is True
-    cls = faust_consumer.Consumer
-    assert cls._drain_messages is faust_fastpath._drain_messages
-    assert cls._wait_next_records is faust_fastpath._wait_next_records
-    assert cls.on_buffer_drop.__name__ == "on_buffer_drop_and_wake"
-    assert load_settings({}).faust_fastpath is True
-    assert load_settings({"WF_FAUST_FASTPATH": "0"}).faust_fastpath is False
-
-
-def test_another_faust_version_is_left_as_released(monkeypatch, caplog):
-    monkeypatch.setattr(faust_fastpath, "_installed", False)
-    monkeypatch.setattr(faust_fastpath.faust, "__version__", "0.16.0")
-    drain = faust_consumer.Consumer._drain_messages
-    with caplog.at_level("WARNING"):
-        assert install() is False
-    assert faust_consumer.Consumer._drain_messages is drain
-    assert "running Faust's own" in caplog.text
 
 
 def test_the_worker_keeps_faust_monitor_whose_inbound_times_feed_faust_own_liveness_check():
@@ -241,7 +220,7 @@ def test_the_worker_topics_use_the_raw_schema_on_the_fast_path_only():
 
 
 class _Buffer:
-    """What the patched ProducerBuffer.wait_until_ebb reads: the app's setting, the pending queue, the limit."""
+    """What the worker's ProducerBuffer.wait_until_ebb reads: the app's setting, the pending queue, the limit."""
 
     def __init__(self, threaded, pending, max_messages=3):
         self.reads = 0
@@ -280,14 +259,6 @@ def test_the_producer_buffer_check_reads_the_setting_once_and_waits_as_faust_doe
     asyncio.run(twice())
     assert calls == ([buffer, buffer] if flushes else [])
     assert buffer.reads == 1
-
-
-def test_install_patches_the_producer_buffer_check():
-    from faust.transport.producer import ProducerBuffer
-
-    assert install() is True
-    assert ProducerBuffer.wait_until_ebb is faust_fastpath._wait_until_ebb
-    assert faust_fastpath._faust_wait_until_ebb is not faust_fastpath._wait_until_ebb
 
 
 class _FetchingConsumer:
@@ -338,12 +309,6 @@ def test_getmany_yields_what_faust_yields_and_reads_each_partition_end_once_per_
     assert faust_own.highwaters == 6 and len(faust_own.tracked) == 6  # once per record
     assert patched.highwaters == 2
     assert sorted((tp.partition, end) for tp, end in patched.tracked) == [(0, 100), (1, 101)]
-
-
-def test_install_patches_getmany():
-    assert install() is True
-    assert faust_consumer.Consumer.getmany is faust_fastpath._getmany
-    assert faust_fastpath._faust_getmany is not faust_fastpath._getmany
 
 
 def test_the_worker_monitor_keeps_inbound_times_only_on_the_fast_path():
