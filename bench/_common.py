@@ -7,14 +7,19 @@ parser``), and importing it puts the project root on ``sys.path`` too, so
 
 Examples
 --------
->>> from bench._common import parser, table
+>>> from bench._common import aligned, parser, ruled
 >>> p = parser("/x/bench/demo.py", "Demo bench.\\n\\nMore text.")
 >>> p.prog, p.description
 ('python bench/demo.py', 'Demo bench.')
->>> print(table(f"{'a':>3} {'b':>3}", [f"{1:>3} {2:>3}"]))
+>>> print(ruled(f"{'a':>3} {'b':>3}", [f"{1:>3} {2:>3}"]))
   a   b
 -------
   1   2
+>>> for line in aligned([["name", "n"], ["worker", "12"]]):
+...     print(line)
+name     n
+----------
+worker  12
 """
 
 from __future__ import annotations
@@ -22,15 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 #: The project root (the parent of ``bench/``).
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+#: The shared real data (``../shared/data``, absent on a fresh clone) and its main file.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MONTGOMERY = SHARED_DATA / "montgomery-pa-911-2015-12-to-2016-08.csv"
 #: Where the bench scripts write their figures by default.
 OUT = ROOT / "out" / "bench"
 #: The error a bench script that needs Kafka and Redis gives when they are not up.
@@ -74,15 +84,39 @@ def require_stack(p: argparse.ArgumentParser | None = None) -> None:
     raise RuntimeError(STACK_DOWN)
 
 
-def table(head: str, rows: Iterable[str]) -> str:
+def ruled(head: str, rows: Iterable[str]) -> str:
     """A table: its ``head`` line, a rule of dashes as wide, and the already formatted ``rows``."""
     return "\n".join([head, "-" * len(head), *rows])
 
 
-def write_json(path: Path, figures: dict) -> None:
-    """``figures`` as indented JSON at ``path`` (its folder made if needed)."""
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of text cells as table lines: the first row is the head, followed by a rule of dashes; the first
+    column is left-aligned, the others right-aligned, each as wide as its widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    return ruled(lines[0], lines[1:]).split("\n")
+
+
+def write_json(path: Path, figures: dict, default: Callable[[Any], Any] | None = None) -> None:
+    """``figures`` as indented JSON at ``path`` (its folder made if needed); ``default`` as in ``json.dumps``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(figures, indent=2, default=default) + "\n", encoding="utf-8")
+
+
+def default_source(workdir: Path, calls: int) -> Path:
+    """The real main file (:data:`MONTGOMERY`) where it is present, else a simulated file in ``workdir`` with
+    at least ``calls`` calls (``python -m streams.ingest.simulator``, about 380 calls a day)."""
+    if MONTGOMERY.exists():
+        return MONTGOMERY
+    out = workdir / "sim.csv"
+    days = max(2, calls // 380 + 2)
+    subprocess.run(
+        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", str(days), "--no-progress"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 def rss_mib(pid: int) -> float:
@@ -98,3 +132,20 @@ def cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; utime, stime are fields 14, 15
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_memory(pid: int, *, with_plan_process: bool = True) -> dict[str, float]:
+    """Resident memory of a process now and at its peak, MiB (``/proc/PID/status`` VmRSS and VmHWM).
+
+    A worker's figures include its plan process (``streams.counting.planproc``, a child
+    of its own) unless ``with_plan_process`` is False.
+    """
+    from infra.processes import plan_processes
+
+    out = {"rss_mib": 0.0, "peak_mib": 0.0}
+    for p in [pid, *(plan_processes(pid) if with_plan_process else [])]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss_mib" if key == "VmRSS" else "peak_mib"] += int(value.split()[0]) / 1024
+    return out

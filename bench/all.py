@@ -26,7 +26,6 @@ if any failed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -36,10 +35,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from infra import stack  # noqa: E402
+from _common import ROOT, parser, require_stack, write_json
 
 #: name, script, arguments for the full run, arguments for --quick
 STEPS: tuple[tuple[str, str, list[str], list[str]], ...] = (
@@ -127,7 +123,7 @@ def headline(results: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/all.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--quick", action="store_true", help="reduced sizes: checks the harness, not figures to quote")
     p.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(s[0] for s in STEPS))
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench", help="folder for the JSON files (default out/bench)")
@@ -136,15 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = only - {s[0] for s in STEPS}
     if unknown:
         p.error(f"unknown step(s) {', '.join(sorted(unknown))}; choose from {', '.join(s[0] for s in STEPS)}")
-    if not stack.running():
-        p.error("the stack is not running: start it with python -m infra.stack up")
+    require_stack(p)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": machine(), "quick": args.quick}
     for name, script, full, quick in STEPS:
         if not only or name in only:
             results[name] = run_step(name, script, quick if args.quick else full, args.out)
     print("\n".join(["", "== all figures, this machine, this run ==", *headline(results)]))
-    (args.out / "all.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / "all.json", results)
     print(f"\nwritten to {args.out / 'all.json'}")
     return 0 if all(v.get("ok") for k, v in results.items() if isinstance(v, dict) and "ok" in v) else 1
 

@@ -66,25 +66,21 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import h3
+import redis
+from _common import ROOT, SHARED_DATA, add_json, aligned, parser, proc_memory, require_stack, write_json
+from tqdm import tqdm
 
-import h3  # noqa: E402
-import redis  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from infra import stack
+from infra.processes import WorkerProcess
+from streams.counting.keys import ALL, Keys
+from streams.counting.planner import CALL, UPDATE
+from streams.counting.rolling import minute_of
+from streams.ingest.replay import Pace, plan_replay, produce
+from streams.ingest.sources import UnknownFormat, detect_format
+from streams.runtime.settings import Settings, load_settings
+from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
-from infra import stack  # noqa: E402
-from streams.counting.keys import ALL, Keys  # noqa: E402
-from streams.counting.planner import CALL, UPDATE  # noqa: E402
-from streams.counting.rolling import minute_of  # noqa: E402
-from streams.ingest.replay import Pace, plan_replay, produce  # noqa: E402
-from streams.ingest.sources import UnknownFormat, detect_format  # noqa: E402
-from streams.runtime.settings import Settings, load_settings  # noqa: E402
-from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name  # noqa: E402
-from tests.stackutil import WorkerProcess, plan_processes  # noqa: E402
-
-SHARED_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_JSON = ROOT / "out" / "bench" / "backfill.json"
 POLL_S = 0.25
 
@@ -94,21 +90,6 @@ def say(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------- helpers shared with bench/memory.py
-
-
-def proc_memory(pid: int, *, with_plan_process: bool = True) -> dict[str, float]:
-    """Resident memory of a process now and at its peak, MiB (``/proc/PID/status`` VmRSS and VmHWM).
-
-    A worker's figures include its plan process (``streams.counting.planproc``, a child
-    of its own) unless ``with_plan_process`` is False.
-    """
-    out = {"rss_mib": 0.0, "peak_mib": 0.0}
-    for p in [pid, *(plan_processes(pid) if with_plan_process else [])]:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out["rss_mib" if key == "VmRSS" else "peak_mib"] += int(value.split()[0]) / 1024
-    return out
 
 
 def prefix_memory(client: redis.Redis, prefix: str) -> dict[str, int]:
@@ -483,7 +464,7 @@ def measure_source(label: str, path: Path, args: argparse.Namespace, logs: Path)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python bench/backfill.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH",
         help=(
@@ -496,14 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-roles", action="store_true", help="a counting worker and a detecting worker instead of one worker with both")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds a source may take from replay to detectors done (default 3600)")
     p.add_argument("--keep", action="store_true", help="keep the run's topics and Redis keys (default: deleted at the end)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the figures go (default {DEFAULT_JSON.relative_to(ROOT)})")
+    add_json(p, DEFAULT_JSON)
     return p
 
 
 def run(args: argparse.Namespace) -> dict:
     """Measure every source (``args`` as :func:`build_parser` makes them); the figures as a JSON-ready dict."""
-    if not stack.running():
-        raise RuntimeError("the stack is not running: start it with python -m infra.stack up")
+    require_stack()
     for path in args.paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is not a file")
@@ -561,9 +541,7 @@ def table(results: dict) -> str:
         lambda s: f"{_metric(s, 'updates_pending_total')} / {_metric(s, 'orphan_updates_expired_total')}",
     )
     add("calls closed by the open timeout", lambda s: _metric(s, "stale_closed_total"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = aligned(rows)
     lines.append(
         "\ntimes from the first record produced; records = calls + incident updates; detected: every detector-input message\n"
         "fed to the detectors; late: calls too far out of event-time order for the detectors, skipped by them (still counted);\n"
@@ -602,8 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backfill: {exc}", file=sys.stderr)
         return 1
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     print(f"\nfigures written to {args.json}; worker logs in {results['logs']} (run took {results['wall_s']:.0f} s)")
     return 0 if all(s["counts"]["exact"] for s in results["sources"]) else 1
 

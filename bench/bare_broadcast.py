@@ -15,12 +15,12 @@ keepalive), so the difference between the two is the gateway's own work.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
 
 import redis.asyncio as aioredis
+from _common import parser
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 #: the gateway's keepalive default (``WF_GATEWAY_PING_S``)
@@ -68,7 +68,7 @@ async def run(port: int, redis_url: str, stream: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/bare_broadcast.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--port", type=int, required=True, help="listen port on 127.0.0.1")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis holding the stream (default %(default)s)")
     p.add_argument("--stream", required=True, help="the alerts stream key to relay, e.g. wf:alerts")

@@ -59,6 +59,7 @@ from zoneinfo import ZoneInfo
 
 import h3
 import numpy as np
+from _common import parser
 
 #: Surge days named in shared/data/README.md, excluded from baseline figures.
 DEFAULT_EXCLUDED_DATES = {
@@ -480,13 +481,10 @@ def _parse_date(text: str) -> date:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="bench/calibrate.py",
-        description="Measure the simulator's calibration figures from real 911 exports (layouts of shared/data/README.md).",
-    )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="CSV export(s), read in place")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    parser.add_argument(
+    p = parser(__file__, "Measure the simulator's calibration figures from real 911 exports (layouts of shared/data/README.md).")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="CSV export(s), read in place")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument(
         "--exclude-date",
         action="append",
         type=_parse_date,
@@ -494,29 +492,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="YYYY-MM-DD",
         help="a further local date to leave out of baseline figures (2016-01-23 and 2018-11-15 always are)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--outage-calls",
         type=float,
         default=15.0,
         metavar="X",
         help="a silence is a feed outage when the hourly rhythm expected at least X calls in it (default 15)",
     )
-    parser.add_argument("--top", type=int, nargs="+", default=list(DEFAULT_TOP_N), metavar="N", help="top-N cell shares to report")
-    args = parser.parse_args(argv)
+    p.add_argument("--top", type=int, nargs="+", default=list(DEFAULT_TOP_N), metavar="N", help="top-N cell shares to report")
+    args = p.parse_args(argv)
     if args.outage_calls <= 0:
-        parser.error(f"--outage-calls must be > 0, got {args.outage_calls}")
+        p.error(f"--outage-calls must be > 0, got {args.outage_calls}")
     if any(n < 1 for n in args.top):
-        parser.error(f"--top values must be >= 1, got {args.top}")
+        p.error(f"--top values must be >= 1, got {args.top}")
     excluded = dict(DEFAULT_EXCLUDED_DATES)
     excluded.update({d: "listed with --exclude-date" for d in args.exclude_date})
     figures = []
     for path in args.paths:
         if not path.is_file():
-            parser.error(f"{path}: no such file")
+            p.error(f"{path}: no such file")
         try:
             figures.append(measure(path, excluded, tuple(args.top), args.outage_calls))
         except ValueError as exc:
-            parser.error(str(exc))
+            p.error(str(exc))
     if args.json:
         print(json.dumps({"measured_on": date.today().isoformat(), "files": figures}, indent=2))
     else:

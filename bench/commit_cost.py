@@ -20,9 +20,7 @@ its chain that a change to the planner or the script moves.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -32,18 +30,15 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import add_json, default_source, parser, write_json
 
-from bench.throughput import default_source  # noqa: E402
-from infra import stack  # noqa: E402
-from streams.counting.planner import Incoming, parse_batch, plan_batch, referenced_calls  # noqa: E402
-from streams.counting.state import RedisState  # noqa: E402
-from streams.ingest.replay import plan_replay  # noqa: E402
-from streams.ingest.sources import detect_format  # noqa: E402
-from streams.runtime.settings import load_settings  # noqa: E402
-from streams.topics import CALLS, topic_name  # noqa: E402
+from infra import stack
+from streams.counting.planner import Incoming, parse_batch, plan_batch, referenced_calls
+from streams.counting.state import RedisState
+from streams.ingest.replay import plan_replay
+from streams.ingest.sources import detect_format
+from streams.runtime.settings import load_settings
+from streams.topics import CALLS, topic_name
 
 PARTITIONS = 4
 STEPS = ("validate", "snapshot", "plan", "commit")
@@ -119,12 +114,12 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/commit_cost.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("path", nargs="?", type=Path, help="CSV to read (default: the real Montgomery data, else the simulator)")
     p.add_argument("--calls", type=int, default=10_000, help="calls to read, with their updates (default 10000)")
     p.add_argument("--batch", type=int, default=1000, help="records per batch, as WF_BATCH_SIZE (default 1000)")
     p.add_argument("--rounds", type=int, default=3, help="measured rounds after one warm-up; the median is reported (default 3)")
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures to this JSON file")
+    add_json(p)
     args = p.parse_args(argv)
     if args.calls < 1 or args.batch < 1 or args.rounds < 1:
         p.error("--calls, --batch and --rounds must be >= 1")
@@ -135,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(path, args.calls, args.batch, args.rounds)
     print(report(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -24,22 +24,17 @@ of it, and does so with less noise (one process, no services).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import h3
+from _common import ROOT, add_json, parser, write_json
 
-import h3  # noqa: E402
-
-from detectors.types import CallPoint  # noqa: E402
-from detectors.zones import WatchedZone  # noqa: E402
-from streams.detection.runner import default_suite  # noqa: E402
-from streams.ingest.simulator import Simulator  # noqa: E402
+from detectors.types import CallPoint
+from detectors.zones import WatchedZone
+from streams.detection.runner import default_suite
+from streams.ingest.simulator import Simulator
 
 #: Event time of the first storm call (any instant works; the history ends here).
 START = 1_780_000_000.0
@@ -72,7 +67,8 @@ def run(phases: list[tuple[float, float]], history_days: float, seed: int) -> di
     suite = default_suite()
     history = []
     started = time.perf_counter()
-    for c in Simulator(seed=seed, start=START - history_days * 86400.0, days=history_days).calls():
+    for sim in Simulator(seed=seed, start=START - history_days * 86400.0, days=history_days).calls():
+        c = sim.call
         point = CallPoint(t=float(c.received_at), cell=h3.latlng_to_cell(c.lat, c.lng, 8), category=c.category.value)
         history.append((point.cell, point.category))
         suite.process(point)
@@ -122,11 +118,11 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__file__, __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phases", default="100x60,1000x60", help="storm phases RATExSECONDS, comma-separated (default 100x60,1000x60)")
     p.add_argument("--history-days", type=float, default=3.0, help="days of simulated calls learnt first (default 3, as bench/latency.py)")
     p.add_argument("--seed", type=int, default=11, help="seed of the history and of the storm's draws (default 11)")
-    p.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "detect_storm.json", help="where to write the figures")
+    add_json(p, ROOT / "out" / "bench" / "detect_storm.json")
     args = p.parse_args(argv)
     try:
         phases = parse_phases(args.phases)
@@ -136,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--history-days must be > 0 and --seed >= 0")
     results = run(phases, args.history_days, args.seed)
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     print(f"figures written to {args.json}")
     return 0
 

@@ -76,14 +76,14 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from _common import ROOT, parser, write_json
+from _common import MONTGOMERY, ROOT, parser, write_json
 from tqdm import tqdm
 
 from detectors.evaluation import SWEEP, Calls, report
 from detectors.evaluation import evaluate as run_evaluation
 from streams.ingest.history import read_history
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "montgomery-pa-911-2015-12-to-2016-08.csv"
+DEFAULT_DATA = MONTGOMERY
 
 
 def simulate(out: Path, days: float, seed: int) -> Path:

@@ -67,20 +67,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import gateway_fanout  # bench/ is on sys.path when a bench script runs
 import redis
 import redis.asyncio as aioredis
+from _common import ROOT, add_json, cpu_s, parser, rss_mib
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import gateway_fanout  # noqa: E402  # bench/ is on sys.path when a bench script runs
-
-from gateway.settings import DEFAULT_ZONES  # noqa: E402
-from gateway.tokens import issue  # noqa: E402
-from gateway.zones import load_zone_files  # noqa: E402
-from infra.stack import terminate  # noqa: E402
+from gateway.settings import DEFAULT_ZONES
+from gateway.tokens import issue
+from gateway.zones import load_zone_files
+from infra.stack import terminate
 
 TARGET_P99_MS = 250.0
 PARTNER_ZONE = "septa-lansdale"
@@ -112,13 +109,6 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------- the gateway under test
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far (``/proc/<pid>/stat``)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; utime, stime are fields 14, 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def local_redis_pid(redis_url: str) -> int | None:
@@ -170,16 +160,14 @@ class GatewayServer:
         return self.proc is not None and self.proc.poll() is None
 
     def rss_mib(self) -> float:
+        """Resident memory of the gateway now, MiB."""
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmRSS in /proc/{self.proc.pid}/status")
+        return rss_mib(self.proc.pid)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the gateway has used so far."""
         assert self.proc is not None
-        return process_cpu_s(self.proc.pid)
+        return cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -596,7 +584,7 @@ async def run(args: argparse.Namespace, prefix: str, server: GatewayServer) -> l
             peaks[0] = rss_before
             closes_before, failures_before = Counter(sup.closes), Counter(sup.connect_failures)
             cpu0, machine0, own0, t0 = server.cpu_s(), machine_cpu_s(), own_cpu_s(), time.perf_counter()
-            redis0 = process_cpu_s(redis_pid) if redis_pid else 0.0
+            redis0 = cpu_s(redis_pid) if redis_pid else 0.0
             lags.clear()
             load = Load.start(kind, params, hard_stop_s=args.ramp + args.seconds + args.grace + 60) if params else None
             await asyncio.sleep(args.ramp if load else 0)
@@ -608,7 +596,7 @@ async def run(args: argparse.Namespace, prefix: str, server: GatewayServer) -> l
             if not server.alive:
                 raise RuntimeError(f"the gateway died during {phase} (exit {server.proc.returncode}):\n{server.log_tail()}")
             cpu1, wall = server.cpu_s(), time.perf_counter() - t0
-            redis_cpu = process_cpu_s(redis_pid) - redis0 if redis_pid else float("nan")
+            redis_cpu = cpu_s(redis_pid) - redis0 if redis_pid else float("nan")
             machine = machine_cpu_s() - machine0
             ours = (cpu1 - cpu0) + load_cpu + (own_cpu_s() - own0) + (redis_cpu if redis_pid else 0.0)
             ordered_lags = sorted(lags)
@@ -731,7 +719,7 @@ def _is_request(key: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/gateway_abuse.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--seconds", type=float, default=30.0, help="seconds of alerts per phase (default 30)")
     p.add_argument("--rate", type=float, default=5.0, help="alerts published a second (default 5)")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated phases to run, of: {', '.join(PHASES)} (default all)")
@@ -751,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace", type=float, default=10.0, help="stop waiting for alerts after this many seconds without one (default 10)")
     p.add_argument("--settle", type=float, default=3.0, help="pause between phases, seconds (default 3)")
     p.add_argument("--redis-url", default=os.environ.get("WF_REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis (default WF_REDIS_URL)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures (default out/bench/gateway_abuse.json)")
+    add_json(p, DEFAULT_JSON)
     args = p.parse_args(argv)
     args.phases = [s.strip() for s in args.phases.split(",") if s.strip()]
     bad = [s for s in args.phases if s not in PHASES]

@@ -51,18 +51,16 @@ from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
+from _common import ROOT, add_json, cpu_s, parser, rss_mib
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from detectors.types import Alert, AlertKind, AlertState  # noqa: E402
-from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements  # noqa: E402
-from gateway.settings import DEFAULT_ZONES  # noqa: E402
-from gateway.tokens import issue  # noqa: E402
-from gateway.zones import Zone, load_zone_files  # noqa: E402
-from infra.stack import terminate  # noqa: E402
+from detectors.types import Alert, AlertKind, AlertState
+from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
+from gateway.settings import DEFAULT_ZONES
+from gateway.tokens import issue
+from gateway.zones import Zone, load_zone_files
+from infra.stack import terminate
 
 SECRET = secrets.token_urlsafe(48).encode()
 #: --servers keys and the names the table shows
@@ -119,18 +117,14 @@ class ServerProcess:
         raise RuntimeError(f"{self.name} did not accept connections on port {self.port} within {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def rss_mib(self) -> float:
+        """Resident memory of the server now, MiB."""
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmRSS in /proc/{self.proc.pid}/status")
+        return rss_mib(self.proc.pid)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the server has used so far."""
         assert self.proc is not None
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; utime, stime are fields 14, 15
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -517,7 +511,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/gateway_fanout.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--clients", default="1000,5000", help="comma-separated client counts (default 1000,5000)")
     p.add_argument(
         "--servers", default=",".join(SERVERS), help=f"comma-separated servers to measure, of {', '.join(SERVERS)} (default all)"
@@ -534,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", type=float, default=10.0, help="stop waiting for frames after this many seconds without one (default 10)")
     p.add_argument("--settle", type=float, default=2.0, help="pause before each RSS reading, seconds (default 2)")
     p.add_argument("--redis-url", default=os.environ.get("WF_REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis (default WF_REDIS_URL)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures (default out/bench/gateway_fanout.json)")
+    add_json(p, DEFAULT_JSON)
     args = p.parse_args(argv)
     try:
         args.clients = [int(c) for c in args.clients.split(",") if c.strip()]

@@ -26,14 +26,12 @@ and detection agents were when the load stopped, and saves JSON to
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import json
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,21 +41,19 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import h3
+import numpy as np
+import redis
+from _common import ROOT, add_json, parser, require_stack, write_json
 
-import h3  # noqa: E402
-import numpy as np  # noqa: E402
-import redis  # noqa: E402
-
-from gateway.tokens import issue  # noqa: E402
-from infra import stack  # noqa: E402
-from streams.counting.keys import Keys  # noqa: E402
-from streams.ingest.schema import Call, Category  # noqa: E402
-from streams.runtime.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected  # noqa: E402
-from streams.runtime.settings import load_settings  # noqa: E402
-from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name  # noqa: E402
+from gateway.tokens import issue
+from infra import stack
+from infra.processes import free_port
+from streams.counting.keys import Keys
+from streams.ingest.schema import Call, Category
+from streams.runtime.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected
+from streams.runtime.settings import load_settings
+from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 BURST_EVERY_S = 5.0
 BURST_SIZE = 8
@@ -68,12 +64,6 @@ TICK_S = 0.01
 
 def _say(msg: str) -> None:
     print(f"[latency] {msg}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:
@@ -226,21 +216,15 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(values), "p50": p50, "p95": p95, "p99": p99, "max": float(a.max())}
 
 
-async def run(rates: list[float], seconds: float, out: Path, split: bool = True) -> dict:
-    prefix = f"lat{secrets.token_hex(4)}"
-    settings = load_settings({}, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
-    stack.create_topics(prefix, settings.partitions)
-    tmp = Path(tempfile.mkdtemp(prefix="wf-latency-"))
-    secret = secrets.token_urlsafe(48)
-    web, port = _free_port(), _free_port()
-    env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
+def _start(settings, env: dict[str, str], tmp: Path, split: bool, port: int, secret: str) -> tuple[Proc, Proc | None, Proc]:
+    """The worker (or, with ``split``, a counting and a detecting worker) and the gateway on ``port``, started."""
     if split:  # counting and detection in two processes (WF_ROLES), each on its own core when it can
         worker = Proc(
             [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"], {**env, "WF_ROLES": "count"}, tmp / "worker-count.log"
         )
         detector = Proc(
             [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"],
-            {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(_free_port())},
+            {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(free_port())},
             tmp / "worker-detect.log",
         )
     else:
@@ -251,6 +235,116 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
         {**env, "WF_GATEWAY_SECRET": secret, "WF_GATEWAY_COUNTS_S": "3600"},
         tmp / "gateway.log",
     )
+    return worker, detector, gateway
+
+
+def _wait_healthy(port: int) -> None:
+    """Up to 20 s for the gateway's ``/healthz`` (the run goes on regardless: the supervisor's connect then fails)."""
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.2)
+
+
+def _quiet_zone(rows: list[dict]) -> tuple[tuple[float, float], dict]:
+    """The quietest place in the history (a res-8 cell without calls), as a point and as an event zone.
+
+    At any load, each burst there grows the zone's alert (a county-wide storm alert updates at most once a minute).
+    """
+    cells = {h3.latlng_to_cell(float(x["lat"]), float(x["lng"]), 8) for x in rows}
+    quiet = h3.latlng_to_cell(40.36, -75.63, 8)
+    while quiet in cells:
+        quiet = h3.grid_ring(quiet, 1)[0]
+    ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(quiet)]
+    zone = {
+        "id": "bench-zone", "name": "Bench gathering", "polygon": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+        "starts_at": time.time() - 60, "ends_at": time.time() + 6 * 3600,
+    }  # fmt: skip
+    return h3.cell_to_latlng(quiet), zone
+
+
+def _load_row(
+    rate: float, sent: int, took: float, started: float, mine: list[tuple[float, dict]], most_behind: dict, behind: tuple[int, int]
+) -> dict:
+    """The figures of one load from the alert frames received for its calls (``mine``: receipt time, alert),
+    the most records each stage was behind during it and how far counting and detection were behind at its end."""
+    lat_ms = [1000 * (t - a["at"]) for t, a in mine]
+    bursts = [1000 * (t - a["at"]) for t, a in mine if a["kind"] == "zone_surge"]
+    # the split: production to the alert's append in Redis (Kafka, counting, detector input,
+    # detectors), and from there to the WebSocket (the gateway's read and fan-out)
+    upstream = [1000 * (a["_appended"] - a["at"]) for _, a in mine]
+    delivery = [1000 * (t - a["_appended"]) for t, a in mine]
+    return {
+        "offered_per_s": rate,
+        "sent": sent,
+        "achieved_per_s": round(sent / took, 1),
+        "alerts": percentiles(lat_ms),
+        "burst_alerts": percentiles(bursts),
+        # the most records each stage was behind during the load, and when (s after it began)
+        "most_behind": most_behind,
+        "to_redis": percentiles(upstream),
+        "redis_to_socket": percentiles(delivery),
+        "counting_behind_at_end": behind[0],
+        "detector_input_behind_at_end": behind[1],
+        # every alert frame: its call's production time (s after the load began), latency ms, kind, state
+        # and of that, ms until its append in Redis
+        "samples": [
+            [round(a["at"] - started, 3), round(1000 * (t - a["at"]), 1), a["kind"], a["state"], round(up, 1)]
+            for (t, a), up in zip(mine, upstream, strict=True)
+        ],
+    }
+
+
+async def _behind(settings, r: redis.Redis, prefix: str) -> tuple[int, int]:
+    """Records the counting and the detection are behind now.
+
+    Blocking clients run in threads: the supervisor's socket is read in this event loop,
+    and a blocked loop would stamp the frames that wait meanwhile late.
+    """
+    ends = await asyncio.to_thread(end_offsets, settings)
+    counting_behind = sum(max(0, n) for n in (await asyncio.to_thread(lag, settings, r, ends)).values())
+    consumer_end = await asyncio.to_thread(detector_input_end, settings)
+    return counting_behind, max(0, consumer_end - 1 - detection_offset(r, prefix))
+
+
+async def _one_load(settings, r: redis.Redis, rows: list[dict], rate: float, seconds: float, zone_at, seq, received, check) -> dict:
+    """Offer ``rate`` calls/s for ``seconds``, let the pipeline drain, and measure the alert frames for this load's calls."""
+    mark = len(received)
+    started = time.time()
+    _say(f"offered load {rate:g} calls/s for {seconds:g} s")
+    sampler = ProgressSampler(settings)
+    sampler.start()
+    try:
+        sent = await offered_load(settings, rows, rate, seconds, zone_at, seq)
+    finally:
+        sampler.stop()
+    took = time.time() - started
+    behind = await _behind(settings, r, settings.redis_prefix)
+    # let the pipeline drain, then measure what arrived for this load's calls
+    try:
+        await asyncio.to_thread(wait_caught_up, settings, DRAIN_S, check)
+        await asyncio.to_thread(wait_detected, settings, DRAIN_S, check)
+    except NotCaughtUp as exc:
+        _say(f"not drained: {exc}")
+    await asyncio.sleep(2.0)
+    mine = [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
+    row = _load_row(rate, sent, took, started, mine, sampler.worst(started, started + took), behind)
+    _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
+    _say(f"  most behind during the load [records, at s]: {row['most_behind']}")
+    return row
+
+
+async def run(rates: list[float], seconds: float, out: Path, split: bool = True) -> dict:
+    prefix = f"lat{secrets.token_hex(4)}"
+    settings = load_settings({}, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
+    stack.create_topics(prefix, settings.partitions)
+    tmp = Path(tempfile.mkdtemp(prefix="wf-latency-"))
+    secret = secrets.token_urlsafe(48)
+    web, port = free_port(), free_port()
+    env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
+    worker, detector, gateway = _start(settings, env, tmp, split, port, secret)
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     results: dict = {"prefix": prefix, "seconds": seconds, "workers": "count + detect" if split else "one (both roles)", "loads": []}
     watcher = None
@@ -259,25 +353,9 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
         check = _alive(worker, detector)
         rows = warm_up(settings, env, tmp, check)
         _say(f"history counted and learnt ({len(rows):,} calls)")
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
+        _wait_healthy(port)
         tok = issue(secret.encode(), subject="bench", role="supervisor", agency="bench", ttl_s=6 * 3600)
-        # the quietest place in the history, made an event zone: at any load, each burst there
-        # grows the zone's alert (a county-wide storm alert updates at most once a minute)
-        cells = {h3.latlng_to_cell(float(x["lat"]), float(x["lng"]), 8) for x in rows}
-        quiet = h3.latlng_to_cell(40.36, -75.63, 8)
-        while quiet in cells:
-            quiet = h3.grid_ring(quiet, 1)[0]
-        quiet_latlng = h3.cell_to_latlng(quiet)
-        ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(quiet)]
-        zone = {
-            "id": "bench-zone", "name": "Bench gathering", "polygon": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
-            "starts_at": time.time() - 60, "ends_at": time.time() + 6 * 3600,
-        }  # fmt: skip
+        zone_at, zone = _quiet_zone(rows)
         received: list[tuple[float, dict]] = []
         ready = asyncio.Event()
         watcher = asyncio.create_task(watch_alerts(f"ws://127.0.0.1:{port}/ws?token={tok}", received, ready, zone))
@@ -285,58 +363,7 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
         await asyncio.sleep(6)  # the detection agent reads event zones every 5 s
         seq = [0]
         for rate in rates:
-            mark = len(received)
-            started = time.time()
-            _say(f"offered load {rate:g} calls/s for {seconds:g} s")
-            sampler = ProgressSampler(settings)
-            sampler.start()
-            try:
-                sent = await offered_load(settings, rows, rate, seconds, quiet_latlng, seq)
-            finally:
-                sampler.stop()
-            took = time.time() - started
-            # blocking clients run in threads: the supervisor's socket is read in this event
-            # loop, and a blocked loop would stamp the frames that wait meanwhile late
-            ends = await asyncio.to_thread(end_offsets, settings)
-            counting_behind = sum(max(0, n) for n in (await asyncio.to_thread(lag, settings, r, ends)).values())
-            consumer_end = await asyncio.to_thread(detector_input_end, settings)
-            detect_behind = max(0, consumer_end - 1 - detection_offset(r, prefix))
-            # let the pipeline drain, then measure what arrived for this load's calls
-            try:
-                await asyncio.to_thread(wait_caught_up, settings, DRAIN_S, check)
-                await asyncio.to_thread(wait_detected, settings, DRAIN_S, check)
-            except NotCaughtUp as exc:
-                _say(f"not drained: {exc}")
-            await asyncio.sleep(2.0)
-            mine = [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
-            lat_ms = [1000 * (t - a["at"]) for t, a in mine]
-            bursts = [1000 * (t - a["at"]) for t, a in mine if a["kind"] == "zone_surge"]
-            # the split: production to the alert's append in Redis (Kafka, counting, detector input,
-            # detectors), and from there to the WebSocket (the gateway's read and fan-out)
-            upstream = [1000 * (a["_appended"] - a["at"]) for _, a in mine]
-            delivery = [1000 * (t - a["_appended"]) for t, a in mine]
-            row = {
-                "offered_per_s": rate,
-                "sent": sent,
-                "achieved_per_s": round(sent / took, 1),
-                "alerts": percentiles(lat_ms),
-                "burst_alerts": percentiles(bursts),
-                # the most records each stage was behind during the load, and when (s after it began)
-                "most_behind": sampler.worst(started, started + took),
-                "to_redis": percentiles(upstream),
-                "redis_to_socket": percentiles(delivery),
-                "counting_behind_at_end": counting_behind,
-                "detector_input_behind_at_end": detect_behind,
-                # every alert frame: its call's production time (s after the load began), latency ms, kind, state
-                # and of that, ms until its append in Redis
-                "samples": [
-                    [round(a["at"] - started, 3), round(1000 * (t - a["at"]), 1), a["kind"], a["state"], round(up, 1)]
-                    for (t, a), up in zip(mine, upstream, strict=True)
-                ],
-            }
-            results["loads"].append(row)
-            _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
-            _say(f"  most behind during the load [records, at s]: {row['most_behind']}")
+            results["loads"].append(await _one_load(settings, r, rows, rate, seconds, zone_at, seq, received, check))
             await asyncio.sleep(5)
     finally:
         if watcher is not None:
@@ -385,10 +412,10 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/latency.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--rates", default="100,1000,5000", help="offered loads, calls per second, comma-separated (default 100,1000,5000)")
     p.add_argument("--seconds", type=float, default=60.0, help="seconds each load is sustained (default 60)")
-    p.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "latency.json", help="where the figures go")
+    add_json(p, ROOT / "out" / "bench" / "latency.json")
     p.add_argument(
         "--one-worker", action="store_true", help="run counting and detection in one worker (default: two, WF_ROLES=count and detect)"
     )
@@ -399,12 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--rates must be numbers separated by commas, got {args.rates!r}")
     if any(x <= 0 for x in rates) or args.seconds <= 0:
         p.error("rates and --seconds must be positive")
-    if not stack.running():
-        p.error("the stack is not running: start it with python -m infra.stack up")
+    require_stack(p)
     results = asyncio.run(run(rates, args.seconds, args.json, split=not args.one_worker))
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     print(f"\nfigures written to {args.json}; worker and gateway logs in {results['logs']}")
     return 0
 

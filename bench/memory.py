@@ -60,30 +60,26 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import h3
+import redis
+from _common import ROOT, add_json, parser, proc_memory, require_stack, ruled, write_json
 
-import h3  # noqa: E402
-import redis  # noqa: E402
-
-from bench.backfill import (  # noqa: E402
+from bench.backfill import (
     checkpoint_bytes,
     delete_run,
     follow,
     machine,
     prefix_memory,
-    proc_memory,
     progress_bar,
     wait_ready,
 )
-from gateway.tokens import issue  # noqa: E402
-from infra import stack  # noqa: E402
-from streams.counting.keys import Keys  # noqa: E402
-from streams.ingest.schema import Call, Category, Jurisdiction  # noqa: E402
-from streams.runtime.settings import Settings, load_settings  # noqa: E402
-from streams.topics import CALLS, topic_name  # noqa: E402
-from tests.stackutil import WorkerProcess, free_port  # noqa: E402
+from gateway.tokens import issue
+from infra import stack
+from infra.processes import WorkerProcess, free_port
+from streams.counting.keys import Keys
+from streams.ingest.schema import Call, Category, Jurisdiction
+from streams.runtime.settings import Settings, load_settings
+from streams.topics import CALLS, topic_name
 
 DEFAULT_JSON = ROOT / "out" / "bench" / "memory.json"
 #: the middle of Montgomery County, PA (the simulator's default centre)
@@ -355,7 +351,7 @@ def _counts(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python bench/memory.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--cells", type=_counts, default=[1000, 10_000, 100_000], help="active cells at each step (default 1000,10000,100000)")
     p.add_argument("--calls-per-cell", type=int, default=1, help="calls produced in each new cell (default 1)")
     p.add_argument("--resolution", type=int, default=8, help="the worker's finest H3 resolution, WF_H3_RESOLUTION (default 8)")
@@ -363,14 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each memory reading (default 2)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one step may take to be counted and detected (default 1800)")
     p.add_argument("--keep", action="store_true", help="keep the run's topics and Redis keys (default: deleted at the end)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the figures go (default {DEFAULT_JSON.relative_to(ROOT)})")
+    add_json(p, DEFAULT_JSON)
     return p
 
 
 def run(args: argparse.Namespace) -> dict:
     """Measure every step (``args`` as :func:`build_parser` makes them); the figures as a JSON-ready dict."""
-    if not stack.running():
-        raise RuntimeError("the stack is not running: start it with python -m infra.stack up")
+    require_stack()
     if args.calls_per_cell < 1 or not 0 <= args.resolution <= 15:
         raise ValueError("--calls-per-cell must be at least 1 and --resolution 0..15")
     started = time.perf_counter()
@@ -404,8 +399,8 @@ def table(results: dict) -> str:
         f"{'Redis prefix MiB':>16} {'keys':>6} {'checkpoint MiB':>14} {'Redis used MiB':>14} "
         f"{'frame cells':>11} {'frame KiB':>9} {'hotspots s':>10}"
     )
-    lines = [head, "-" * len(head)]
     b = results["baseline"]
+    lines = ruled(head, []).split("\n")
     lines.append(
         f"{0:>8} {'':>9} {'':>10} {b['worker']['rss_mib']:>10.0f} {b['worker']['peak_mib']:>7.0f} {b['gateway']['rss_mib']:>11.0f} "
         f"{b['gateway']['peak_mib']:>7.0f} {b['redis_prefix']['bytes'] / mib:>16.1f} {b['redis_prefix']['keys']:>6,} "
@@ -446,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memory: {exc}", file=sys.stderr)
         return 1
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     print(f"\nfigures written to {args.json}; worker and gateway logs in {results['logs']} (run took {results['wall_s']:.0f} s)")
     return 0
 

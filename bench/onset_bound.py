@@ -18,20 +18,20 @@ calls by 19:45 to tell the storm from an ordinary busy quarter-hour.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import MONTGOMERY, parser
 
-from bench.evaluate import DEFAULT_DATA, TIMEZONE, Calls, load_calls, replay  # noqa: E402
-from detectors.outage import FeedMonitor  # noqa: E402
-from detectors.suite import DetectorSuite  # noqa: E402
-from detectors.surge import SurgeDetector  # noqa: E402
-from detectors.types import AlertKind, AlertState  # noqa: E402
+from detectors.evaluation.calls import Calls
+from detectors.evaluation.events import TIMEZONE
+from detectors.evaluation.replay import replay
+from detectors.outage import FeedMonitor
+from detectors.suite import DetectorSuite
+from detectors.surge import SurgeDetector
+from detectors.types import AlertKind, AlertState
+from streams.ingest.history import read_history
 
 STORM = (datetime(2016, 1, 22, tzinfo=TIMEZONE), datetime(2016, 1, 25, tzinfo=TIMEZONE))
 ONSET = datetime(2016, 1, 22, 19, 30, tzinfo=TIMEZONE)
@@ -78,8 +78,8 @@ def traffic_timeline(calls: Calls, suite_calls: Calls) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/onset_bound.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("path", nargs="?", type=Path, default=DEFAULT_DATA, help=f"the Montgomery County file (default {DEFAULT_DATA.name})")
+    p = parser(__file__, __doc__)
+    p.add_argument("path", nargs="?", type=Path, default=MONTGOMERY, help=f"the Montgomery County file (default {MONTGOMERY.name})")
     p.add_argument("--thresholds", default="4.5,4,3.5,3,2.5,2", help="jurisdiction thresholds (-log10 p) to try, comma-separated")
     args = p.parse_args(argv)
     if not args.path.exists():
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = [float(x) for x in args.thresholds.split(",")]
     except ValueError:
         p.error(f"--thresholds must be numbers separated by commas, got {args.thresholds!r}")
-    calls, _ = load_calls(args.path)
+    history, _ = read_history(args.path)
+    calls = Calls.from_history(history)
     calls = head(calls, END.timestamp())
     if not calls.t or calls.t[-1] < STORM[1].timestamp():
         p.error(f"{args.path} does not cover the January 2016 blizzard")

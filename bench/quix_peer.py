@@ -54,24 +54,21 @@ with this in mind:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import redis
+from _common import parser
+from quixstreams import Application
+from quixstreams.sinks import BatchingSink, SinkBatch
 
-import redis  # noqa: E402
-from quixstreams import Application  # noqa: E402
-from quixstreams.sinks import BatchingSink, SinkBatch  # noqa: E402
-
-from streams.counting.keys import ALL, Keys  # noqa: E402
-from streams.counting.rolling import cells_for, minute_of  # noqa: E402
-from streams.ingest.schema import Call, IncidentUpdate, InvalidRecord, Reason, parse_event  # noqa: E402
-from streams.runtime.settings import Settings, load_settings  # noqa: E402
-from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
+from streams.counting.keys import ALL, Keys
+from streams.counting.rolling import cells_for, minute_of
+from streams.ingest.schema import Call, IncidentUpdate, InvalidRecord, Reason, parse_event
+from streams.runtime.settings import Settings, load_settings
+from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
 
 #: Field of ``P:metrics`` counting every record the sink has written, valid or not.
 RECORDS_TOTAL = "records_total"
@@ -171,7 +168,7 @@ def build_app(settings: Settings, group: str, state_dir: Path) -> Application:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/quix_peer.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--group", required=True, help="Kafka consumer group (use a fresh one to read from the beginning)")
     p.add_argument("--state-dir", type=Path, required=True, help="Quix Streams' state folder (unused by this stateless job)")
     args = p.parse_args(argv)

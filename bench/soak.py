@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import re
@@ -73,16 +72,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import h3
+import numpy as np
+import redis
+from _common import ROOT, add_json, parser, proc_memory, require_stack, write_json
 
-import h3  # noqa: E402
-import numpy as np  # noqa: E402
-import redis  # noqa: E402
-
-from bench.backfill import delete_run, machine, prefix_memory, proc_memory  # noqa: E402
-from bench.gateway_fanout import (  # noqa: E402
+from bench.backfill import delete_run, machine, prefix_memory
+from bench.gateway_fanout import (
     Fleet,
     ServerProcess,
     client_tokens,
@@ -93,13 +89,13 @@ from bench.gateway_fanout import (  # noqa: E402
     raise_fd_limit,
     run_client,
 )
-from bench.latency import Proc, detection_offset, offered_load, warm_up  # noqa: E402
-from infra import stack  # noqa: E402
-from streams.counting.keys import ALL, Keys  # noqa: E402
-from streams.counting.planner import CALL  # noqa: E402
-from streams.runtime.progress import detector_input_end, end_offsets, lag  # noqa: E402
-from streams.runtime.settings import Settings, load_settings  # noqa: E402
-from tests.stackutil import plan_processes  # noqa: E402
+from bench.latency import Proc, detection_offset, offered_load, warm_up
+from infra import stack
+from infra.processes import plan_processes
+from streams.counting.keys import ALL, Keys
+from streams.counting.planner import CALL
+from streams.runtime.progress import detector_input_end, end_offsets, lag
+from streams.runtime.settings import Settings, load_settings
 
 DEFAULT_JSON = ROOT / "out" / "bench" / "soak.json"
 #: what counts as an error line in the workers' and the gateway's logs
@@ -684,6 +680,7 @@ def _f(v, fmt: str = ".0f") -> str:
 
 
 def table(args: argparse.Namespace, result: dict) -> str:
+    """The figures as text: clients, then the soak, the burst, partners and errors (each when run), and the notes."""
     lines = []
     c = result["clients"]
     lines.append(
@@ -692,65 +689,98 @@ def table(args: argparse.Namespace, result: dict) -> str:
     )
     soak = result.get("soak")
     if soak:
-        ex = soak["exactness"]
-        lines += [
-            "",
-            f"SOAK: {soak['seconds'] / 60:g} min at {soak['offered_per_s']:g} calls/s offered, {soak['achieved_per_s']:,.0f}/s achieved, "
-            f"{soak['sent']:,} calls",
-            f"  counting lag (records produced - applied): max {soak['max_count_lag']:,}, "
-            f"at the end of the load {soak['count_lag_at_end']:,}; "
-            f"detector-input lag max {soak['max_detect_lag']:,}; caught up {_f(soak['drain_s'], '.0f')} s after the load",
-            f"  counted exactly: {'yes' if ex['exact'] else 'NO'} (sent {ex['sent']:,}, in Kafka +{ex['in_kafka_added']:,}, "
-            f"applied +{ex['applied_added']:,}, counted +{ex['counted_added']:,}, dead-lettered +{ex['dead_lettered_added']:,}, "
-            f"finest-cell ALL +{ex['finest_all_added']:,})",
-            "",
-            f"  {'memory, MiB':24} {'before load':>11} {'start':>7} {'max':>7} {'end':>7} {'growth MiB/min':>14} {'(± se)':>7} "
-            f"{'bound':>9} verdict",
-        ]
-        for name, m in soak["memory"].items():
-            bound = m.get("bound", "") if m["verdict"] != "-" else ""
-            lines.append(
-                f"  {name:24} {_f(m.get('before_load')):>11} {_f(m.get('start')):>7} {_f(m.get('max')):>7} {_f(m.get('end')):>7} "
-                f"{_f(m.get('growth_mib_per_min'), '+.2f'):>14} {_f(m.get('growth_se'), '.2f'):>7} {bound:>9} {m['verdict']}"
-            )
-        lines.append(
-            f"  memory bound (the counting worker, its plan process and the gateway grow at most {args.max_growth_mib_per_min:g} "
-            f"MiB/min over the last half; the detection worker stays under {args.detect_ceiling_mib:g} MiB): "
-            f"{soak['memory_verdict']}"
-        )
-        lines += _delivery_lines(soak.get("delivery"))
-        lines += ["", "  per minute of the soak:", f"  {'min':>4} {'calls in Kafka':>14} {'count lag':>9} {'detect lag':>10} "
-                  + " ".join(f"{n:>15}" for n in soak["memory"] if n != "this run's Redis keys")
-                  + f" {'alert frames':>12} {'clients':>7}"]  # fmt: skip
-        rows = [s for s in result["samples"] if s["phase"] in ("soak", "soak-drain", "soak-end")]
-        shown = -1
-        for s in rows:
-            minute = int((s["t"] - soak["t0"]) // 60)
-            if minute > shown or s is rows[-1]:
-                shown = minute
-                lines.append(
-                    f"  {(s['t'] - soak['t0']) / 60:4.1f} {s['produced']:>14,} {s['count_lag']:>9,} {s['detect_lag']:>10,} "
-                    + " ".join(f"{_f(v):>15}" for v in s["rss_mib"].values())
-                    + f" {s['alert_frames']:>12,} {s['clients_connected']:>7,}"
-                )
+        lines += _soak_lines(args, soak) + _soak_minutes(result["samples"], soak)
     burst = result.get("burst")
     if burst:
-        ex = burst["exactness"]
-        lines += [
-            "",
-            f"BURST: {burst['normal_per_s']:g} calls/s for 60 s, {burst['burst_per_s']:g}/s for 60 s, {burst['normal_per_s']:g}/s for "
-            f"{args.tail:g} s; sent {burst['sent']}",
-            f"  max counting lag {burst['max_count_lag']:,} records ({_f(burst['max_count_lag_at_s'], '.0f')} s after the phase began); "
-            f"at the end of the burst {_f(burst['count_lag_at_burst_end'], ',')}; max detector-input lag {burst['max_detect_lag']:,}",
-            f"  back under {burst['recovery_threshold_records']:g} records (one second of normal traffic) "
-            f"{_f(burst['recovered_s_after_burst'], '.1f')} s after the burst ended; "
-            f"fully caught up {_f(burst['drain_s_after_load'], '.1f')} s "
-            "after the load stopped",
-            f"  nothing lost: {'yes' if ex['exact'] else 'NO'} (sent {ex['sent']:,}, in Kafka +{ex['in_kafka_added']:,}, "
-            f"applied +{ex['applied_added']:,}, counted +{ex['counted_added']:,}, dead-lettered +{ex['dead_lettered_added']:,}, "
-            f"finest-cell ALL +{ex['finest_all_added']:,})",
-        ]
-        lines += _delivery_lines(burst.get("delivery"))
+        lines += _burst_lines(args, burst)
+    lines += _partner_and_error_lines(result)
+    lines.append(
+        "\nRSS: /proc VmRSS; start = first sample after "
+        f"{args.warmup:g} s of load; growth: least-squares slope over the last half of the soak; redis-server is shared with other\n"
+        "runs (no verdict), this run's keys: MEMORY USAGE under its prefix. Lag: ingest records in Kafka not yet applied in Redis. "
+        f"Machine: {os.cpu_count()} cores, shared with Kafka, Redis and other work: figures are noisy."
+    )
+    return "\n".join(lines)
+
+
+def _soak_lines(args: argparse.Namespace, soak: dict) -> list[str]:
+    """The soak: load, lag, exactness, memory and delivery."""
+    lines: list[str] = []
+    ex = soak["exactness"]
+    lines += [
+        "",
+        f"SOAK: {soak['seconds'] / 60:g} min at {soak['offered_per_s']:g} calls/s offered, {soak['achieved_per_s']:,.0f}/s achieved, "
+        f"{soak['sent']:,} calls",
+        f"  counting lag (records produced - applied): max {soak['max_count_lag']:,}, "
+        f"at the end of the load {soak['count_lag_at_end']:,}; "
+        f"detector-input lag max {soak['max_detect_lag']:,}; caught up {_f(soak['drain_s'], '.0f')} s after the load",
+        f"  counted exactly: {'yes' if ex['exact'] else 'NO'} (sent {ex['sent']:,}, in Kafka +{ex['in_kafka_added']:,}, "
+        f"applied +{ex['applied_added']:,}, counted +{ex['counted_added']:,}, dead-lettered +{ex['dead_lettered_added']:,}, "
+        f"finest-cell ALL +{ex['finest_all_added']:,})",
+        "",
+        f"  {'memory, MiB':24} {'before load':>11} {'start':>7} {'max':>7} {'end':>7} {'growth MiB/min':>14} {'(± se)':>7} "
+        f"{'bound':>9} verdict",
+    ]
+    for name, m in soak["memory"].items():
+        bound = m.get("bound", "") if m["verdict"] != "-" else ""
+        lines.append(
+            f"  {name:24} {_f(m.get('before_load')):>11} {_f(m.get('start')):>7} {_f(m.get('max')):>7} {_f(m.get('end')):>7} "
+            f"{_f(m.get('growth_mib_per_min'), '+.2f'):>14} {_f(m.get('growth_se'), '.2f'):>7} {bound:>9} {m['verdict']}"
+        )
+    lines.append(
+        f"  memory bound (the counting worker, its plan process and the gateway grow at most {args.max_growth_mib_per_min:g} "
+        f"MiB/min over the last half; the detection worker stays under {args.detect_ceiling_mib:g} MiB): "
+        f"{soak['memory_verdict']}"
+    )
+    lines += _delivery_lines(soak.get("delivery"))
+    return lines
+
+
+def _soak_minutes(samples: list[dict], soak: dict) -> list[str]:
+    """The soak minute by minute: calls in Kafka, lags, each process's memory, alert frames, clients."""
+    lines: list[str] = []
+    lines += ["", "  per minute of the soak:", f"  {'min':>4} {'calls in Kafka':>14} {'count lag':>9} {'detect lag':>10} "
+              + " ".join(f"{n:>15}" for n in soak["memory"] if n != "this run's Redis keys")
+              + f" {'alert frames':>12} {'clients':>7}"]  # fmt: skip
+    rows = [s for s in samples if s["phase"] in ("soak", "soak-drain", "soak-end")]
+    shown = -1
+    for s in rows:
+        minute = int((s["t"] - soak["t0"]) // 60)
+        if minute > shown or s is rows[-1]:
+            shown = minute
+            lines.append(
+                f"  {(s['t'] - soak['t0']) / 60:4.1f} {s['produced']:>14,} {s['count_lag']:>9,} {s['detect_lag']:>10,} "
+                + " ".join(f"{_f(v):>15}" for v in s["rss_mib"].values())
+                + f" {s['alert_frames']:>12,} {s['clients_connected']:>7,}"
+            )
+    return lines
+
+
+def _burst_lines(args: argparse.Namespace, burst: dict) -> list[str]:
+    """The burst: lag, recovery, exactness and delivery."""
+    lines: list[str] = []
+    ex = burst["exactness"]
+    lines += [
+        "",
+        f"BURST: {burst['normal_per_s']:g} calls/s for 60 s, {burst['burst_per_s']:g}/s for 60 s, {burst['normal_per_s']:g}/s for "
+        f"{args.tail:g} s; sent {burst['sent']}",
+        f"  max counting lag {burst['max_count_lag']:,} records ({_f(burst['max_count_lag_at_s'], '.0f')} s after the phase began); "
+        f"at the end of the burst {_f(burst['count_lag_at_burst_end'], ',')}; max detector-input lag {burst['max_detect_lag']:,}",
+        f"  back under {burst['recovery_threshold_records']:g} records (one second of normal traffic) "
+        f"{_f(burst['recovered_s_after_burst'], '.1f')} s after the burst ended; "
+        f"fully caught up {_f(burst['drain_s_after_load'], '.1f')} s "
+        "after the load stopped",
+        f"  nothing lost: {'yes' if ex['exact'] else 'NO'} (sent {ex['sent']:,}, in Kafka +{ex['in_kafka_added']:,}, "
+        f"applied +{ex['applied_added']:,}, counted +{ex['counted_added']:,}, dead-lettered +{ex['dead_lettered_added']:,}, "
+        f"finest-cell ALL +{ex['finest_all_added']:,})",
+    ]
+    lines += _delivery_lines(burst.get("delivery"))
+    return lines
+
+
+def _partner_and_error_lines(result: dict) -> list[str]:
+    """What the partners received, and every error seen."""
+    lines: list[str] = []
     p = result.get("partners")
     if p:
         lines += [
@@ -766,13 +796,7 @@ def table(args: argparse.Namespace, result: dict) -> str:
         )
         for name, first in e["first_log_error_lines"].items():
             lines += [f"  {name}: {x}" for x in first[:3]]
-    lines.append(
-        "\nRSS: /proc VmRSS; start = first sample after "
-        f"{args.warmup:g} s of load; growth: least-squares slope over the last half of the soak; redis-server is shared with other\n"
-        "runs (no verdict), this run's keys: MEMORY USAGE under its prefix. Lag: ingest records in Kafka not yet applied in Redis. "
-        f"Machine: {os.cpu_count()} cores, shared with Kafka, Redis and other work: figures are noisy."
-    )
-    return "\n".join(lines)
+    return lines
 
 
 def _delivery_lines(d: dict | None) -> list[str]:
@@ -791,7 +815,7 @@ def _delivery_lines(d: dict | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python bench/soak.py", description=__doc__.split("\n\n")[0])
+    p = parser(__file__, __doc__)
     p.add_argument("--minutes", type=float, default=10.0, help="soak duration in minutes (default 10; 0 skips the soak)")
     p.add_argument("--rate", type=float, default=1000.0, help="soak load, calls per second (default 1000)")
     p.add_argument("--clients", type=int, default=1000, help="WebSocket clients connected throughout, 20%% supervisors (default 1000)")
@@ -821,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--deliver-wait", type=float, default=5.0, help="seconds to wait for the last frames after the pipeline caught up (default 5)"
     )
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the figures go (default {DEFAULT_JSON.relative_to(ROOT)})")
+    add_json(p, DEFAULT_JSON)
     return p
 
 
@@ -832,8 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--minutes must be >= 0; --rate, --clients, --normal-rate and --sample-every positive; --tail >= 0")
     if args.minutes == 0 and not args.burst:
         p.error("nothing to do: --minutes 0 without --burst")
-    if not stack.running():
-        p.error("the stack is not running: start it with python -m infra.stack up")
+    require_stack(p)
     fd_limit = raise_fd_limit(args.clients + 256)
     prefix = f"soak{uuid.uuid4().hex[:8]}"
     settings = load_settings({}, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
@@ -863,8 +886,7 @@ def main(argv: list[str] | None = None) -> int:
         **result,
     }
     print(table(args, result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.json, result, default=str)
     print(f"\nfigures written to {args.json}; worker and gateway logs in {logs} (run took {result['wall_s'] / 60:.1f} min)")
     ok = result.get("soak", {}).get("memory_verdict", "PASS") != "FAIL"
     for phase in ("soak", "burst"):

@@ -62,7 +62,6 @@ import importlib.util
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,16 +70,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import throughput_readers as readers
+from _common import add_json, add_runs, default_source, parser, write_json
 
-import throughput_readers as readers  # noqa: E402
-
-from infra import stack  # noqa: E402
-from streams.ingest.replay import Outgoing, Pace, plan_replay, produce  # noqa: E402
-from streams.ingest.sources import detect_format  # noqa: E402
-from streams.runtime.settings import Settings, load_settings  # noqa: E402
-from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
+from infra import stack
+from streams.ingest.replay import Outgoing, Pace, plan_replay, produce
+from streams.ingest.sources import detect_format
+from streams.runtime.settings import Settings, load_settings
+from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
 
 #: Reader id -> its name in the table, in the order they run.
 READERS = {
@@ -110,7 +107,6 @@ TARGETS = (
     ("worker_vs_quix", "worker", "quix", 1.0, True, "Watchfloor worker ahead of the Quix Streams peer"),
     ("x2_vs_x1", "worker-x2", "worker", 1.0, True, "two workers on separate partitions process more than one"),
 )
-MONTGOMERY = ROOT.parent / "shared" / "data" / "montgomery-pa-911-2015-12-to-2016-08.csv"
 QUIX_INSTALL = "pip install -e '.[bench]'  (or: pip install 'quixstreams>=3,<4')"
 
 
@@ -146,20 +142,6 @@ def _say(msg: str) -> None:
 
 
 # -- source -------------------------------------------------------------------
-
-
-def default_source(workdir: Path, calls: int) -> Path:
-    if MONTGOMERY.exists():
-        return MONTGOMERY
-    out = workdir / "sim.csv"
-    days = max(2, calls // 380 + 2)
-    subprocess.run(
-        [sys.executable, "-m", "streams.ingest.simulator", "--out", str(out), "--days", str(days), "--no-progress"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return out
 
 
 # -- the detection agent, in-process ----------------------------------------------
@@ -416,21 +398,19 @@ def run(opts: Options) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
-    p = argparse.ArgumentParser(
-        prog="python bench/throughput.py",
-        description=__doc__.split("\n\n")[0],
+    p = parser(
+        __file__,
+        __doc__,
         epilog="readers, in the order they run:\n" + "\n".join(f"  {k:14} {v}" for k, v in READERS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("path", nargs="?", type=Path, help="CSV to load (default: the real Montgomery data, else the simulator)")
     p.add_argument("--calls", type=int, default=Options.calls, help="calls to load, with their updates (default %(default)s)")
-    p.add_argument(
-        "--runs", "--repeat", type=int, default=Options.runs, help="runs of each reader; the median is reported (default %(default)s)"
-    )
+    add_runs(p, Options.runs, "runs of each reader; the median is reported")
     p.add_argument("--readers", default=",".join(READERS), help="comma-separated subset of the readers below (default: all)")
     p.add_argument("--no-detection", action="store_true", help="skip the in-process measurement of the detection agent")
     p.add_argument("--keep", action="store_true", help="keep this run's topics, consumer groups, Redis keys and logs")
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures to this JSON file")
+    add_json(p)
     args = p.parse_args(argv)
     try:
         opts = Options(
@@ -451,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(opts)
     print("\n" + report(result))
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2))
+        write_json(json_path, result)
     return 0 if result["exact"] else 1
 
 

@@ -23,15 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT
 
-from infra import stack  # noqa: E402
-from streams.counting.state import RedisState  # noqa: E402
-from streams.ingest.replay import Outgoing, Pace, produce  # noqa: E402
-from streams.runtime.settings import Settings  # noqa: E402
-from streams.topics import CALLS, INCIDENT_UPDATES, topic_name  # noqa: E402
-from tests.stackutil import WorkerProcess, wait_caught_up, worker_env  # noqa: E402
+from infra import stack
+from infra.processes import WorkerProcess, wait_caught_up, worker_env
+from streams.counting.state import RedisState
+from streams.ingest.replay import Outgoing, Pace, produce
+from streams.runtime.settings import Settings
+from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
 
 #: bench/quix_peer.py's progress counter in ``P:metrics`` and its hash of updates (not imported: that imports quixstreams).
 QUIX_RECORDS_TOTAL = "records_total"
@@ -69,7 +68,7 @@ def retarget(records: list[Outgoing], src: str, dst: str) -> list[Outgoing]:
 
 
 def _extra_env(s: Settings) -> dict[str, str]:
-    """The settings ``tests.stackutil.worker_env`` does not pass on, so that every child counts the same cells."""
+    """The settings ``infra.processes.worker_env`` does not pass on, so that every child counts the same cells."""
     env = {"WF_H3_RESOLUTION": str(s.h3_resolution), "WF_H3_PARENT_LEVELS": str(s.h3_parent_levels)}
     if s.jurisdiction is not None:
         j = s.jurisdiction
@@ -289,6 +288,63 @@ def wait_assigned(settings: Settings, group: str, workers: list[WorkerProcess], 
     raise TimeoutError(f"group {group} not stable with {len(workers)} ready members after {timeout_s:.0f} s: {state}, {members}")
 
 
+def _load_while_stopped(
+    settings: Settings, workers: list[WorkerProcess], records: list[Outgoing], src_prefix: str
+) -> tuple[dict[tuple[str, int], int], float, list[int]]:
+    """Stop the workers (SIGSTOP), load ``records`` (topics of ``src_prefix``) into the topics of ``settings``,
+    let the workers go (SIGCONT): the topics' end offsets, the seconds stopped and each worker's log size then."""
+    from streams.runtime.progress import end_offsets
+
+    prefix = settings.topic_prefix
+    for w in workers:
+        w.proc.send_signal(signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        copy = retarget(records, src_prefix, prefix)
+        asyncio.run(produce(copy, [], bootstrap=settings.kafka_bootstrap, prefix=prefix, pace=Pace(), progress=False))
+        ends = end_offsets(settings)
+        stopped = time.monotonic() - t
+        logs_at = [w.log_path.stat().st_size for w in workers]
+    finally:
+        for w in workers:
+            w.proc.send_signal(signal.SIGCONT)
+    return ends, stopped, logs_at
+
+
+@dataclass
+class _Interval:
+    """What happened to a group of workers between their release and their last record."""
+
+    owned: list[list[tuple[str, int]]]  # each worker's (kind, partition) pairs
+    share: list[int]  # each worker's records
+    done_at: dict[int, float]  # worker index -> seconds from release to its last record
+    stopped: float  # seconds the workers were stopped for the load
+    logs: list[str]  # each worker's log lines in the interval
+    members_changed: bool
+
+
+def _interval_report(settings: Settings, expect: int, iv: _Interval) -> tuple[dict, list[str]]:
+    """The check (exact counts, each worker's share and time, whether the group rebalanced) and the notes."""
+    # in the interval only: stopping the first worker makes the group reassign its partitions to the second
+    reassigned = [FAUST_ASSIGNED in log for log in iv.logs]
+    rebalanced = iv.members_changed or any(reassigned)
+    partitions = [sorted(p for kind, p in tps_ if kind == "call") for tps_ in iv.owned]
+    finished = [iv.done_at.get(i) for i in range(len(iv.owned))]
+    notes = [
+        f"partitions {partitions}, records {' + '.join(f'{n:,}' for n in iv.share)}, "
+        f"done {' and '.join(f'{x:.1f}' for x in finished if x is not None)} s after release; "
+        f"stopped {iv.stopped:.1f} s for the load; {'REBALANCED in the interval' if rebalanced else 'no rebalance'}"
+    ]
+    check = {
+        **count_check(settings, expect),
+        "partitions": partitions,
+        "records_per_worker": iv.share,
+        "seconds_to_done_per_worker": finished,
+        "rebalanced": rebalanced,
+    }
+    return check, notes
+
+
 def watchfloor_workers(settings: Settings, records: list[Outgoing], src_prefix: str, workdir: Path, bar: bool, count: int = 2) -> Measured:
     """``count`` workers in one consumer group, timed without the group's join.
 
@@ -304,7 +360,6 @@ def watchfloor_workers(settings: Settings, records: list[Outgoing], src_prefix: 
     import redis
 
     from streams.counting.keys import Keys
-    from streams.runtime.progress import end_offsets
 
     prefix = settings.topic_prefix
     stack.create_topics(prefix, settings.partitions, settings.kafka_bootstrap)
@@ -326,18 +381,7 @@ def watchfloor_workers(settings: Settings, records: list[Outgoing], src_prefix: 
             w.start()
         before = wait_assigned(settings, group, workers)
         owned = [[(kinds[t], p) for t, p in pairs if t in kinds] for pairs in before.values()]
-        for w in workers:
-            w.proc.send_signal(signal.SIGSTOP)
-        try:
-            t = time.monotonic()
-            copy = retarget(records, src_prefix, prefix)
-            asyncio.run(produce(copy, [], bootstrap=settings.kafka_bootstrap, prefix=prefix, pace=Pace(), progress=False))
-            ends = end_offsets(settings)
-            stopped = time.monotonic() - t
-            logs_at = [w.log_path.stat().st_size for w in workers]
-        finally:
-            for w in workers:
-                w.proc.send_signal(signal.SIGCONT)
+        ends, stopped, logs_at = _load_while_stopped(settings, workers, records, src_prefix)
         released = time.perf_counter()
         share = [sum(ends[tp] for tp in tps_) for tps_ in owned]
 
@@ -360,24 +404,9 @@ def watchfloor_workers(settings: Settings, records: list[Outgoing], src_prefix: 
                 w.proc.send_signal(signal.SIGCONT)
             w.stop()
         client.close()
-    # in the interval only: stopping the first worker makes the group reassign its partitions to the second
     logs = [w.log_path.read_bytes()[at:end].decode(errors="replace") for w, at, end in zip(workers, logs_at, logs_end, strict=True)]
-    reassigned = [FAUST_ASSIGNED in log for log in logs]
-    rebalanced = set(after) != set(before) or any(reassigned)
-    partitions = [sorted(p for kind, p in tps_ if kind == "call") for tps_ in owned]
-    finished = [done_at.get(i) for i in range(len(owned))]
-    notes = [
-        f"partitions {partitions}, records {' + '.join(f'{n:,}' for n in share)}, "
-        f"done {' and '.join(f'{x:.1f}' for x in finished if x is not None)} s after release; "
-        f"stopped {stopped:.1f} s for the load; {'REBALANCED in the interval' if rebalanced else 'no rebalance'}"
-    ]
-    check = {
-        **count_check(settings, len(records)),
-        "partitions": partitions,
-        "records_per_worker": share,
-        "seconds_to_done_per_worker": finished,
-        "rebalanced": rebalanced,
-    }
+    interval = _Interval(owned, share, done_at, stopped, logs, members_changed=set(after) != set(before))
+    check, notes = _interval_report(settings, len(records), interval)
     return Measured(rate, check, notes)
 
 
