@@ -10,17 +10,16 @@ River :class:`~river.anomaly.HalfSpaceTrees` shared by all areas.
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import NamedTuple
 
 import h3
 from river import anomaly
 
+from detectors.base import Detector
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
+from streams.ingest.schema import CATEGORIES
 
-#: Categories in the order the counts are kept.
-CATEGORIES = ("EMS", "FIRE", "TRAFFIC", "POLICE", "OTHER")
 #: H3 resolution of an area (~36 km^2; 49 res-8 cells).
 AREA_RESOLUTION = 6
 MODEL = "mix-hst"
@@ -98,7 +97,7 @@ class _Area:
         self.reopen_at: int | None = None  # first boundary whose window holds none of the last episode's calls
 
 
-class MixAnomalyDetector:
+class MixAnomalyDetector(Detector):
     """Flags an area whose call mix is unusual for it, even when its total is normal.
 
     Calls are kept per area (the res-:data:`AREA_RESOLUTION` parent of
@@ -147,7 +146,7 @@ class MixAnomalyDetector:
     id is ``anomaly:<area>:<started_at>``, stable for the episode and across
     replays.
 
-    Categories outside :data:`CATEGORIES` count as OTHER. Priority and response
+    Categories outside :data:`~streams.ingest.schema.CATEGORIES` count as OTHER. Priority and response
     times are averaged over the calls where they are known (response times on
     the log scale, negative or NaN ones left out).
 
@@ -274,14 +273,6 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
         self.late_dropped = 0
         #: windows scored by the last :meth:`advance` call (feed ``score`` to a drift monitor)
         self.last_scored: list[WindowScore] = []
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in inspect.signature(type(self)).parameters)
-        return f"{type(self).__name__}({params})"
-
-    def clone(self) -> MixAnomalyDetector:
-        """A fresh detector with the same configuration and no state."""
-        return type(self)(**{name: getattr(self, name) for name in inspect.signature(type(self)).parameters})
 
     @property
     def n_areas(self) -> int:

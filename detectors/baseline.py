@@ -89,7 +89,6 @@ True
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -97,10 +96,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
 
+from detectors.base import Detector
 from detectors.types import DETECTION_RESOLUTION, CallPoint
+from streams.ingest.schema import CATEGORIES
 
-#: Categories a call can have (streams.ingest.schema.Category values).
-CATEGORIES = ("EMS", "FIRE", "TRAFFIC", "POLICE", "OTHER")
 _CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 _HOURS_PER_WEEK = 168
 #: Renormalise the decay weights when they reach 2**_RENORM_HALF_LIVES.
@@ -120,7 +119,7 @@ def _how_bin(tz: ZoneInfo, utc_hour: int) -> int:
     return local.weekday() * 24 + local.hour
 
 
-class ExpectedCounts:
+class ExpectedCounts(Detector):
     """Online expected counts per H3 cell, time of day and day of week.
 
     Parameters
@@ -228,16 +227,6 @@ class ExpectedCounts:
         self._calls = 0
         self._exposure_s = 0.0
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._get_params().items())})"
-
-    def _get_params(self) -> dict:
-        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-
-    def clone(self) -> ExpectedCounts:
-        """A fresh model with the same configuration and nothing learnt."""
-        return type(self)(**self._get_params())
-
     # --------------------------------------------------------------- learning
 
     def learn_one(self, x: CallPoint) -> None:
@@ -342,19 +331,6 @@ class ExpectedCounts:
                 d[key] *= f
         self._t_ref = t
         self._rates = None
-
-    def __setstate__(self, state: dict) -> None:
-        # checkpoints from before the sums held the current hour's calls and exposure one by one
-        self.__dict__.update(state)
-        calls, exposure = self._pending_calls, self._pending_exposure
-        if isinstance(calls, list):
-            self._pending_calls = {}
-            for t, category, cell in calls:
-                self._hold_call(t, category, cell)
-        if isinstance(exposure, list):
-            self._pending_exposure = {}
-            for b, t_mid, seconds in exposure:
-                self._hold_exposure(b, t_mid, seconds)
 
     def _prune(self, t: float) -> None:
         """Forget cells and parents whose decayed count is below :data:`_PRUNE_BELOW` calls."""

@@ -11,10 +11,11 @@ gives the counters in the project's ``name|label`` convention
 
 from __future__ import annotations
 
-import inspect
 import math
 
 from river import drift
+
+from detectors.base import Detector
 
 #: Alert rates are per day of event time; a span shorter than this counts as this long,
 #: so the first alert after start-up does not read as thousands a day.
@@ -34,7 +35,7 @@ class _ModelHealth:
         self.alerts = 0
 
 
-class ResidualDriftMonitor:
+class ResidualDriftMonitor(Detector):
     """ADWIN on each model's residuals, plus per-model error, drift and alert counters.
 
     Call :meth:`update` with every residual a model produces (signed, so a bias
@@ -90,14 +91,6 @@ class ResidualDriftMonitor:
         self._models: dict[str, _ModelHealth] = {}
         self._first_at: float | None = None
         self._last_at: float | None = None
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in inspect.signature(type(self)).parameters)
-        return f"{type(self).__name__}({params})"
-
-    def clone(self) -> ResidualDriftMonitor:
-        """A fresh monitor with the same configuration and no state."""
-        return type(self)(delta=self.delta, clock=self.clock, grace_period=self.grace_period)
 
     @property
     def models(self) -> tuple[str, ...]:

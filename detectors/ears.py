@@ -45,11 +45,12 @@ Examples
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections import deque
 
 import numpy as np
+
+from detectors.base import Detector
 
 METHODS = ("C1", "C2", "C3")
 #: Periods of history each statistic needs before the current one.
@@ -115,7 +116,7 @@ def ears_statistic(counts: np.ndarray, method: str, min_sigma: float = 0.5) -> n
     return total
 
 
-class EarsDetector:
+class EarsDetector(Detector):
     """EARS C1, C2 or C3 on one count series, one period at a time.
 
     Call :meth:`score_one` with the current period's count (the statistic,
@@ -151,13 +152,6 @@ class EarsDetector:
         self.min_sigma = min_sigma
         self._history: deque[int] = deque(maxlen=HISTORY[method])
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in inspect.signature(type(self)).parameters)
-        return f"{type(self).__name__}({params})"
-
-    def clone(self) -> EarsDetector:
-        return type(self)(**{name: getattr(self, name) for name in inspect.signature(type(self)).parameters})
-
     def learn_one(self, y: int) -> None:
         """Append the count of the period just finished."""
         self._history.append(int(y))
@@ -173,7 +167,7 @@ class EarsDetector:
         return self.score_one(y) > self.threshold
 
 
-class FixedThreshold:
+class FixedThreshold(Detector):
     """The simplest baseline: alarm when a period's count reaches ``threshold``.
 
     Examples
@@ -186,12 +180,6 @@ class FixedThreshold:
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number, got {threshold!r}")
         self.threshold = threshold
-
-    def __repr__(self) -> str:
-        return f"FixedThreshold(threshold={self.threshold!r})"
-
-    def clone(self) -> FixedThreshold:
-        return FixedThreshold(self.threshold)
 
     def learn_one(self, y: int) -> None:
         """Nothing to learn: the threshold is fixed."""

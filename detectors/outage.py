@@ -46,9 +46,9 @@ Examples
 
 from __future__ import annotations
 
-import inspect
 import math
 
+from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
 
@@ -57,7 +57,7 @@ MODEL = "feed-silence-poisson"
 MODEL_VERSION = "1.0"
 
 
-class FeedMonitor:
+class FeedMonitor(Detector):
     """Reports a ``FEED_OUTAGE`` when no call arrives for longer than the learned rate makes plausible.
 
     Parameters
@@ -84,18 +84,6 @@ class FeedMonitor:
         self._now = -math.inf
         self._open: Alert | None = None
         self._closing: Alert | None = None
-
-    def __repr__(self) -> str:
-        return f"FeedMonitor(min_expected={self.min_expected!r}, baseline={self.baseline!r})"
-
-    def _get_params(self) -> dict:
-        params = {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-        params["baseline"] = self.baseline.clone()
-        return params
-
-    def clone(self) -> FeedMonitor:
-        """A fresh monitor with the same configuration and nothing learnt."""
-        return type(self)(**self._get_params())
 
     def state_size(self) -> int:
         return 1 + self.baseline.state_size()

@@ -35,28 +35,28 @@ Examples
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
 from detectors.outage import FeedMonitor
 from detectors.surge import SurgeDetector
 from detectors.types import Alert, CallPoint
 from detectors.zones import ZoneWatch
 
-__all__ = ["Detector", "DetectorSuite", "ExpectedCounts", "FeedMonitor", "SurgeDetector", "ZoneWatch"]
+__all__ = ["DetectorSuite", "ExpectedCounts", "FeedMonitor", "StreamDetector", "SurgeDetector", "ZoneWatch"]
 
 
-class Detector(Protocol):
-    """What the suite needs from a detector (``score_one`` is optional)."""
+class StreamDetector(Protocol):
+    """What the suite needs from a detector (``score_one`` is optional; ``clone`` for :meth:`DetectorSuite.clone`)."""
 
     def learn_one(self, x: CallPoint) -> None: ...
 
     def advance(self, now: float) -> list[Alert]: ...
 
 
-class DetectorSuite:
+class DetectorSuite(Detector):
     """Surge detector, feed monitor, zone watch and extra detectors behind ``process`` and ``advance``.
 
     Parameters
@@ -82,7 +82,7 @@ class DetectorSuite:
         self,
         surge: SurgeDetector | None = None,
         feed: FeedMonitor | None = None,
-        extra: Sequence[Detector] = (),
+        extra: Sequence[StreamDetector] = (),
         score: bool = True,
         zones: ZoneWatch | None = None,
     ) -> None:
@@ -108,26 +108,18 @@ class DetectorSuite:
         #: score_one of each detector for the last processed call, by name (surge, feed, zones, extra0, ...)
         self.last_scores: dict[str, float] = {}
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{name}={getattr(self, name)!r}" for name in inspect.signature(type(self)).parameters)
-        return f"DetectorSuite({params})"
-
-    def __setstate__(self, state: dict) -> None:
-        # Checkpoints pickled before event zones existed have no zone watch.
-        self.__dict__.update(state)
-        self.__dict__.setdefault("zones", None)
-
-    def clone(self) -> DetectorSuite:
+    def clone(self, new_params: dict[str, Any] | None = None) -> DetectorSuite:
         """A fresh suite: every detector cloned from its configuration (a shared baseline stays shared)."""
         surge = self.surge.clone()
         zones = None
         if self.zones is not None:
             zones = self.zones.clone() if self.zones.learn_baseline else self.zones.clone({"baseline": surge.baseline})
         extra = tuple(d.clone() for d in self.extra)  # type: ignore[attr-defined]
-        return DetectorSuite(surge, self.feed.clone(), extra, self.score, zones)
+        params = {**self._params(), "surge": surge, "feed": self.feed.clone(), "extra": extra, "zones": zones}
+        return type(self)(**{**params, **(new_params or {})})
 
     @property
-    def detectors(self) -> dict[str, Detector]:
+    def detectors(self) -> dict[str, StreamDetector]:
         """Every detector by name, in the order they run."""
         names = ("surge", "feed", *(("zones",) if self.zones is not None else ()), *(f"extra{i}" for i in range(len(self.extra))))
         return dict(zip(names, self._in_order(), strict=True))
@@ -152,7 +144,7 @@ class DetectorSuite:
             alerts += d.advance(now)
         return alerts
 
-    def _in_order(self) -> tuple[Detector, ...]:
+    def _in_order(self) -> tuple[StreamDetector, ...]:
         """The detectors in the order they run (:attr:`detectors` without the names, for the per-call path)."""
         if self.zones is None:
             return (self.surge, self.feed, *self.extra)

@@ -22,7 +22,8 @@ class CallPoint:
     """One call as a detector sees it.
 
     ``t`` is the event time (epoch seconds, UTC); ``cell`` the H3 cell at
-    :data:`DETECTION_RESOLUTION`; ``category`` one of EMS, FIRE, TRAFFIC, POLICE, OTHER.
+    :data:`DETECTION_RESOLUTION`; ``category`` one of
+    :data:`streams.ingest.schema.CATEGORIES` (detectors count any other as OTHER).
     ``dispatch_s`` / ``travel_s`` are response times when known (the anomaly
     model uses them); ``priority`` is 1..5 or None.
     """
@@ -75,8 +76,7 @@ class Alert:
     model_version: str = ""
     #: one sentence a supervisor can read
     reason: str = ""
-    #: id of the event zone the alert is about (zone surges), else None; last, with a
-    #: default, so alerts pickled before it existed load with None (the class default)
+    #: id of the event zone the alert is about (zone surges), else None
     zone: str | None = None
 
     def to_json(self) -> dict:

@@ -105,14 +105,14 @@ third opens the alert; each call that adds calls or cells updates it:
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any
 
 import h3
 
+from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
 from detectors.tails import MAX_SCORE, log10_poisson_sf
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
@@ -203,14 +203,6 @@ class WatchedZone:
 _Rec = tuple[float, str, str]
 
 
-class _Call(NamedTuple):
-    """The call record of checkpoints written before calls were plain tuples (read the same way, by index)."""
-
-    t: float
-    cell: str
-    category: str
-
-
 @dataclass
 class _Finding:
     """One zone and window evaluated at ``at``."""
@@ -240,7 +232,7 @@ class _Episode:
     rescored_at: float = -math.inf
 
 
-class ZoneWatch:
+class ZoneWatch(Detector):
     """Poisson test of each active event zone over short windows, one alert per zone surge.
 
     Call :meth:`set_zones` with the zones to watch (again whenever they
@@ -317,30 +309,15 @@ class ZoneWatch:
 
     # ------------------------------------------------------------------ configuration
 
-    def _get_params(self) -> dict:
-        return {name: getattr(self, name) for name in inspect.signature(type(self)).parameters}
-
-    def __setstate__(self, state: dict) -> None:
-        # checkpoints from before the cap
-        state.setdefault("max_window_calls", MAX_WINDOW_CALLS)
-        state.setdefault("shed_calls", 0)
-        self.__dict__.update(state)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._get_params().items())})"
-
-    def clone(self, new_params: dict | None = None) -> ZoneWatch:
+    def clone(self, new_params: dict[str, Any] | None = None) -> ZoneWatch:
         """A fresh watch with the same configuration, watching the same zones, having learnt nothing.
 
         An own baseline is cloned fresh; a shared one (``learn_baseline=False``)
         is kept, since another detector learns it. ``new_params`` overrides
         parameters, e.g. ``{"baseline": new_surge.baseline}`` for a cloned suite.
         """
-        params = self._get_params()
-        if self.learn_baseline:
-            params["baseline"] = self.baseline.clone()
-        params.update(new_params or {})
-        fresh = type(self)(**params)
+        shared = {} if self.learn_baseline else {"baseline": self.baseline}
+        fresh = super().clone({**shared, **(new_params or {})})
         fresh.set_zones(self._zones.values())
         return fresh
 

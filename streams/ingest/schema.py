@@ -59,6 +59,10 @@ class Category(enum.StrEnum):
     OTHER = "OTHER"
 
 
+#: The categories' values, in :class:`Category` order: the one list the detectors count by (indexes are kept in this order).
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+
+
 class Status(enum.StrEnum):
     """Incident lifecycle status, in lifecycle order."""
 

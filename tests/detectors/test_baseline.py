@@ -154,27 +154,3 @@ def test_a_storm_hour_is_held_per_cell_and_category_not_per_call():
     for i in range(20_000):
         model.learn_one(CallPoint(t=t0 + i * 0.15, cell=TOWN[i % 10], category=cats[i % 5]))
     assert model.state_size() - before <= 10 * 5 + 2
-
-
-def test_a_checkpoint_holding_the_hour_call_by_call_learns_the_same():
-    """A model pickled before the sums (the current hour's calls listed one by one) folds that hour as the sums do."""
-    import pickle
-
-    points = background(seed=6, days=3)
-    t0 = (points[-1].t // 3600 + 1) * 3600
-    hour = [CallPoint(t=t0 + 60 * i, cell=TOWN[i % 4], category="EMS") for i in range(40)]
-    new = learnt(points + hour)
-    old = learnt(points)
-    listed = [(p.t, p.category, p.cell) for p in hour]
-    for p in hour:  # the exposure of the hour, as the sums hold it
-        old.learn_one(p)
-    state = old.__dict__.copy()
-    state["_pending_calls"] = listed
-    old = ExpectedCounts.__new__(ExpectedCounts)
-    old.__setstate__(pickle.loads(pickle.dumps(state)))
-    nxt = CallPoint(t=t0 + 3600 + 5, cell=TOWN[0], category="EMS")
-    new.learn_one(nxt)
-    old.learn_one(nxt)
-    for cell in TOWN[:4]:
-        assert old.share(cell) == pytest.approx(new.share(cell), rel=1e-9)
-    assert old.total(t0, t0 + 3600) == pytest.approx(new.total(t0, t0 + 3600), rel=1e-9)

@@ -9,14 +9,18 @@ The protocol checked: ``learn_one(x)``, ``score_one(x) -> float`` (high means
 unusual, pure), ``advance(now) -> list[Alert]``, ``clone()`` and a ``repr``
 built from the constructor parameters, stored under their own names; memory is
 judged on the pickled size and, where the detector has one, ``state_size()``.
+Every class of the package with River's verbs (detectors, baselines, monitors, the suite)
+gets its parameters, ``repr`` and ``clone`` from :class:`detectors.base.Detector`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import math
 import pickle
+import pkgutil
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +28,9 @@ from dataclasses import dataclass
 import h3
 import pytest
 
+import detectors
 from detectors.anomaly import MixAnomalyDetector
+from detectors.base import Detector
 from detectors.outage import FeedMonitor
 from detectors.surge import SurgeDetector
 from detectors.types import Alert, CallPoint
@@ -191,6 +197,47 @@ def test_parameters_are_stored_under_their_own_names_and_clone_is_fresh(case):
     # a clone has learnt nothing: it behaves exactly like a new detector
     points = case.stream(5)
     assert replay(fresh, points) == replay(case.make(), points)
+
+
+def _package_detector_classes() -> list[type]:
+    """Every class defined in the detectors package with one of River's verbs or ``clone`` (found by walking the package)."""
+    found = []
+    for info in pkgutil.walk_packages(detectors.__path__, "detectors."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            protocol = getattr(cls, "_is_protocol", False)  # a typing.Protocol describes detectors, it is not one
+            verbs = any(callable(getattr(cls, verb, None)) for verb in ("learn_one", "score_one", "update", "process", "clone"))
+            if cls.__module__ == module.__name__ and verbs and not protocol:
+                found.append(cls)
+    return found
+
+
+#: Classes that override ``clone``, and why (a fresh object needs more than its parameters).
+CLONE_OVERRIDES = {
+    "ZoneWatch": "keeps its watched zones, and a baseline another detector learns",
+    "DetectorSuite": "a zone watch's baseline stays the surge detector's in the clone",
+}
+
+
+def test_every_detector_gets_params_repr_and_clone_from_the_base():
+    """Every detector, model and monitor is a ``Detector``: ``_params``, ``repr`` and (but for the listed) ``clone`` are the base's."""
+    classes = _package_detector_classes()
+    names = {cls.__name__ for cls in classes}
+    assert {"SurgeDetector", "FeedMonitor", "MixAnomalyDetector", "ZoneWatch", "ExpectedCounts", "ResidualDriftMonitor"} <= names
+    for cls in classes:
+        assert issubclass(cls, Detector), f"{cls.__name__} does not derive from detectors.base.Detector"
+        assert cls.__repr__ is Detector.__repr__ and cls._params is Detector._params, f"{cls.__name__} writes its own repr or params"
+        if cls.__name__ not in CLONE_OVERRIDES:
+            assert cls.clone is Detector.clone, f"{cls.__name__} writes its own clone"
+    assert set(CLONE_OVERRIDES) <= names
+
+
+def test_repr_lists_the_constructor_parameters_in_order(case):
+    """The repr is the class name and every constructor parameter with its value, in signature order."""
+    det = case.make()
+    params = inspect.signature(type(det)).parameters
+    assert repr(det) == f"{type(det).__name__}({', '.join(f'{n}={getattr(det, n)!r}' for n in params)})"
+    assert det._params() == {n: getattr(det, n) for n in params}
 
 
 def test_bad_configuration_raises_value_error(case):

@@ -1,4 +1,4 @@
-"""The surge detector (detectors/surge.py): what fires, what does not, one alert per surge, explanations."""
+"""The surge detector (detectors/surge/): what fires, what does not, one alert per surge, explanations."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ import h3
 import pytest
 from scipy import stats
 
-from detectors.surge import (
-    MODEL,
-    MODEL_VERSION,
-    SurgeDetector,
-    _Call,
-    _log10_negbin_sf,
-    _log10_poisson_sf,
-    _regions,
-    _Round,
-    incidents,
-)
+from detectors.surge import MODEL, MODEL_VERSION, SurgeDetector, incidents
+from detectors.surge.regions import regions
+from detectors.surge.scan import _Round
+from detectors.tails import log10_negbin_sf, log10_poisson_sf
 from detectors.types import AlertKind, AlertState, CallPoint
 from tests.detectors.conftest import CENTRE, MONDAY, TOWN, background, burst, merged, quick_baseline, run, run_tracked
 
@@ -136,17 +129,19 @@ def test_a_county_wide_storm_is_one_jurisdiction_alert_not_a_storm_of_alerts(war
     assert len(opened) <= 3  # at most a couple of places hot beyond the storm itself
 
 
-def test_a_checkpoint_from_before_the_storm_indexes_rebuilds_them(warmed):
-    """A detector pickled without its incident-time and county-alert indexes gets them rebuilt, equal to those kept live."""
+def test_a_checkpoint_keeps_the_storm_indexes_and_rebuilds_the_alert_indexes(warmed):
+    """In a storm the incident-time and county-alert indexes agree with the windows; a checkpoint keeps them, and
+    rebuilds the open alerts' indexes (left out of it) equal to those kept live."""
     det = fresh(warmed)
     start = END + 10 * 3600
     run(det, merged(*(background(seed=20 + k, days=0.125, start=start) for k in range(4))))  # the storm above
     kept = (list(det._incident_times), set(det._county_ids), dict(det._times_by_cat), dict(det._inc_by_cat))
     assert kept[0] == sorted(t for t, _, _, incident in det._calls if incident) and kept[1], "a county-wide alert is open"
     assert sum(map(len, kept[2].values())) == len(det._calls) and sum(map(len, kept[3].values())) == len(kept[0])
-    del det._incident_times, det._county_ids, det._times_by_cat, det._inc_by_cat  # as a checkpoint written before the indexes
+    assert not {"_count_cache", "_eps_by_cell", "_eps_by_region", "_opened"} & set(det.__getstate__())
     restored = pickle.loads(pickle.dumps(det))
     assert (restored._incident_times, restored._county_ids, restored._times_by_cat, restored._inc_by_cat) == kept
+    assert (restored._eps_by_cell, restored._eps_by_region) == (det._eps_by_cell, det._eps_by_region)
 
 
 def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed):
@@ -161,9 +156,9 @@ def test_counts_read_once_per_round_equal_the_calls_listed_in_each_window(warmed
     run(det, merged(*(background(seed=30 + k, days=0.08, start=start) for k in range(4))))
     now = det._now
     shared = _Round(det, now)
-    regions = {key: cells for cell in sorted(det._by_cell) for key, cells in _regions(cell)}
+    by_key = {key: cells for cell in sorted(det._by_cell) for key, cells in regions(cell)}
     checked = 0
-    for key, cells in sorted(regions.items()):
+    for key, cells in sorted(by_key.items()):
         findings = det._evaluate(key, cells, now, at=shared)
         assert findings == det._evaluate(key, cells, now)  # the same with a round of its own
         for f in findings:
@@ -192,33 +187,6 @@ def test_alerts_of_one_round_come_in_the_order_of_their_ids(warmed):
     closed = [x for x in det.advance(start + 6 * 3600) if x.id in local]
     assert [x.state for x in closed] == [AlertState.CLOSED] * 2
     assert [x.id for x in closed] == local
-
-
-def test_a_checkpoint_with_call_objects_restores_as_tuples_and_goes_on_the_same(warmed):
-    """Checkpoints from before calls were plain tuples hold ``_Call`` objects: restored as the same calls, as tuples.
-
-    Tuples of atoms are what Python's garbage collector stops tracking; the
-    restored detector must then alert exactly as one that never held objects.
-    """
-    det = fresh(warmed)
-    start = END + 14 * 3600
-    cells = tuple(h3.grid_disk(TOWN[40], 1))
-    points = merged(burst(seed=3, start=start, n=20, minutes=40, cells=cells), background(seed=4, days=0.3, start=start))
-    half = sum(p.t < start + 30 * 60 for p in points)  # mid-surge
-    run(det, points[:half])
-    assert det._calls and any(ep.best is not None for ep in det._episodes.values()), "a surge alert is open"
-    legacy = pickle.loads(pickle.dumps(det))
-    objects = {id(c): _Call(*c) for c in legacy._calls}
-    legacy._calls = [objects[id(c)] for c in legacy._calls]
-    legacy._by_cell = {cell: [objects[id(c)] for c in calls] for cell, calls in legacy._by_cell.items()}
-    for ep in legacy._episodes.values():
-        if ep.best is not None and ep.best.calls is not None:
-            ep.best.calls = [_Call(*c) for c in ep.best.calls]
-    restored = pickle.loads(pickle.dumps(legacy))
-    assert restored._calls == det._calls and all(type(c) is tuple for c in restored._calls)
-    assert all(type(c) is tuple for calls in restored._by_cell.values() for c in calls)
-    assert all(type(c) is tuple for ep in restored._episodes.values() if ep.best and ep.best.calls for c in ep.best.calls)
-    assert [a.to_json() for a in run(restored, points[half:])] == [a.to_json() for a in run(det, points[half:])]
 
 
 def test_nothing_fires_during_warm_up():
@@ -264,9 +232,9 @@ def test_the_repeat_rule_counts_incidents_not_records():
 
 def test_tail_probabilities_match_scipy():
     for k, mu in ((1, 1e-6), (3, 0.1), (12, 0.5), (5, 5.0), (40, 30.0), (200, 20.0)):
-        assert _log10_poisson_sf(k, mu) == pytest.approx(math.log10(stats.poisson.sf(k - 1, mu)), rel=1e-6)
+        assert log10_poisson_sf(k, mu) == pytest.approx(math.log10(stats.poisson.sf(k - 1, mu)), rel=1e-6)
     for k, mu, r in ((5, 1.0, 3.0), (40, 18.0, 20.0), (10, 20.0, 20.0), (300, 18.0, 2.0)):
-        assert _log10_negbin_sf(k, mu, r) == pytest.approx(math.log10(stats.nbinom.sf(k - 1, r, r / (r + mu))), rel=1e-6)
+        assert log10_negbin_sf(k, mu, r) == pytest.approx(math.log10(stats.nbinom.sf(k - 1, r, r / (r + mu))), rel=1e-6)
 
 
 def test_bad_configuration_is_refused_with_the_name():
@@ -306,15 +274,6 @@ def test_windows_over_their_cap_drop_the_oldest_calls_and_a_fresh_surge_still_op
     uncapped = fresh(warmed)
     run(uncapped, merged(storm, surge))
     assert uncapped.shed_calls == 0 and len(uncapped._calls) > 300
-
-
-def test_a_checkpoint_from_before_the_cap_gets_the_default_cap():
-    det = SurgeDetector()
-    state = det.__dict__.copy()
-    del state["max_window_calls"], state["shed_calls"]
-    restored = SurgeDetector.__new__(SurgeDetector)
-    restored.__setstate__(state)
-    assert (restored.max_window_calls, restored.shed_calls) == (SurgeDetector().max_window_calls, 0)
 
 
 def _counted(det: SurgeDetector, cell: str, now: float) -> tuple[int, ...]:
@@ -444,7 +403,7 @@ def test_a_round_re_scores_due_alerts_up_to_its_budget_and_the_next_rounds_the_r
     """After a quiet spell every open alert is due its once-a-minute re-score; one round takes them in
     opening order until it has re-scored the budget's regions (finishing the alert that crosses it),
     the next rounds take the rest, and nothing is re-scored twice."""
-    import detectors.surge as surge
+    import detectors.surge.detector as surge
 
     det = fresh(warmed)
     start = END + 14 * 3600

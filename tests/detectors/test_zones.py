@@ -156,20 +156,6 @@ def test_in_the_suite_the_zone_watch_reads_the_surge_baseline_and_learns_no_call
         DetectorSuite(surge=SurgeDetector(), zones=ZoneWatch(baseline=ExpectedCounts(), learn_baseline=False))
 
 
-def test_a_suite_pickled_before_zones_existed_loads_without_a_zone_watch():
-    suite = DetectorSuite()
-    del suite.__dict__["zones"]  # as pickled by the previous version
-    restored = pickle.loads(pickle.dumps(suite))
-    assert restored.zones is None and list(restored.detectors) == ["surge", "feed"]
-
-
-def test_alerts_pickled_before_the_zone_field_load_with_zone_none():
-    alert = Alert("surge:x:0", AlertKind.SURGE, AlertState.OPEN, 0.0, 0.0, ("x",), 15, 5, 1.0, 4.0, 1e-4)
-    object.__delattr__(alert, "zone")  # falls back to the class default, as an old pickle does
-    restored = pickle.loads(pickle.dumps(alert))
-    assert restored.zone is None and restored.to_json()["zone"] is None and restored == alert
-
-
 @pytest.mark.parametrize(
     "bad",
     [
