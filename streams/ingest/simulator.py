@@ -64,7 +64,7 @@ import h3
 import numpy as np
 from tqdm import tqdm
 
-from streams.ingest.schema import Category, format_time
+from streams.ingest.schema import Call, Category, format_time
 from streams.ingest.sources import WATCHFLOOR_COLUMNS
 
 # --- Calibrated figures -----------------------------------------------------------------------------
@@ -175,6 +175,8 @@ DEFAULT_CENTRE_LNG = -75.30
 DEFAULT_RADIUS_KM = 20.0
 DEFAULT_HOT_SPOTS = 30
 AGENCY = "sim-911"
+#: ``source`` of the simulated calls: the format they are written in, as the reader of the file names them
+SOURCE = "watchfloor"
 H3_RESOLUTION = 8
 #: The watchfloor CSV header, owned by the reader (streams.ingest.sources).
 WATCHFLOOR_HEADER = WATCHFLOOR_COLUMNS
@@ -273,20 +275,14 @@ def _check_latlng(lat: object, lng: object, lat_name: str, lng_name: str) -> Non
 
 @dataclass(frozen=True, slots=True)
 class SimCall:
-    """One simulated call and its lifecycle; times are whole epoch seconds (UTC).
+    """One simulated call: the :class:`~streams.ingest.schema.Call` a feed would send, and its lifecycle.
 
+    Times are whole epoch seconds (UTC), ``call.received_at`` included.
     ``injection`` is the index of the :class:`Injection` that produced the call,
     or ``None`` for background: ground truth for evaluations, never written to the CSV.
     """
 
-    id: str
-    received_at: int
-    category: Category
-    call_type: str
-    priority: int | None
-    lat: float
-    lng: float
-    agency: str
+    call: Call
     dispatched_at: int | None
     en_route_at: int | None
     on_scene_at: int | None
@@ -357,9 +353,9 @@ class Simulator:
     --------
     >>> sim = Simulator(seed=7, days=1, calls_per_day=100)
     >>> calls = list(sim.calls())
-    >>> len(calls), calls[0].id, calls[0].agency  # one Monday: Poisson noise times that day's gamma multiplier
+    >>> len(calls), calls[0].call.id, calls[0].call.agency  # one Monday: Poisson noise times that day's gamma multiplier
     (127, 'SIM-7-0000001', 'sim-911')
-    >>> all(a.received_at <= b.received_at for a, b in zip(calls, calls[1:]))
+    >>> all(a.call.received_at <= b.call.received_at for a, b in zip(calls, calls[1:]))
     True
     >>> Simulator(days=0)
     Traceback (most recent call last):
@@ -582,7 +578,7 @@ class Simulator:
             category = _CATEGORY_ORDER[cat]
             call_type, _, priority = CALL_TYPES[category][type_index]
             call = SimCall(
-                f"{prefix}{n:07d}", received_at, category, call_type, priority, lat, lng, AGENCY,
+                Call(f"{prefix}{n:07d}", received_at, category, call_type, priority, lat, lng, AGENCY, SOURCE),
                 dispatched, en_route, on_scene, closed, unit, None if inj < 0 else inj,
             )  # fmt: skip
             out.append(call)
@@ -699,16 +695,17 @@ class WriteSummary:
     injected_ids: dict[int, list[str]]
 
 
-def to_row(call: SimCall) -> list[str]:
+def to_row(sim: SimCall) -> list[str]:
     """A call as a watchfloor CSV row: ISO 8601 UTC times with ``Z``, empty cell = unknown.
 
-    >>> call = SimCall("SIM-1-0000001", 1704085200, Category.EMS, "FALL VICTIM", 2, 40.1, -75.3, "sim-911",
-    ...                1704085411, 1704085471, 1704085891, 1704088291, "M-317")
+    >>> call = Call("SIM-1-0000001", 1704085200, Category.EMS, "FALL VICTIM", 2, 40.1, -75.3, "sim-911", SOURCE)
+    >>> call = SimCall(call, 1704085411, 1704085471, 1704085891, 1704088291, "M-317")
     >>> to_row(call)[:9]
     ['SIM-1-0000001', '2024-01-01T05:00:00Z', 'EMS', 'FALL VICTIM', '2', '40.100000', '-75.300000', 'sim-911', '2024-01-01T05:03:31Z']
     >>> to_row(call)[9:]
     ['2024-01-01T05:04:31Z', '2024-01-01T05:11:31Z', '2024-01-01T05:51:31Z', 'M-317']
     """
+    call = sim.call
     return [
         call.id,
         format_time(call.received_at),
@@ -718,8 +715,8 @@ def to_row(call: SimCall) -> list[str]:
         f"{call.lat:.6f}",
         f"{call.lng:.6f}",
         call.agency,
-        *("" if t is None else format_time(t) for t in (call.dispatched_at, call.en_route_at, call.on_scene_at, call.closed_at)),
-        call.unit or "",
+        *("" if t is None else format_time(t) for t in (sim.dispatched_at, sim.en_route_at, sim.on_scene_at, sim.closed_at)),
+        sim.unit or "",
     ]
 
 
@@ -743,10 +740,10 @@ def write_csv(calls: Iterable[SimCall], out: TextIO) -> WriteSummary:
         writer.writerow(to_row(call))
         rows += 1
         if first is None:
-            first = call.received_at
-        last = call.received_at
+            first = call.call.received_at
+        last = call.call.received_at
         if call.injection is not None:
-            injected.setdefault(call.injection, []).append(call.id)
+            injected.setdefault(call.injection, []).append(call.call.id)
     return WriteSummary(rows, first, last, injected)
 
 

@@ -47,8 +47,9 @@ def four_weeks() -> list[SimCall]:
 
 def content(call: SimCall) -> tuple:
     """A call without its id (ids shift when injected calls are interleaved)."""
+    c = call.call
     return (
-        call.received_at, call.category, call.call_type, call.priority, call.lat, call.lng,
+        c.received_at, c.category, c.call_type, c.priority, c.lat, c.lng, c.agency, c.source,
         call.dispatched_at, call.en_route_at, call.on_scene_at, call.closed_at, call.unit,
     )  # fmt: skip
 
@@ -90,7 +91,7 @@ def test_daily_counts_are_overdispersed_unless_disabled() -> None:
 
     def var_over_mean(shape: float | None) -> float:
         calls = Simulator(seed=4, days=56, daily_rate_shape=shape).calls()
-        per_day = Counter(datetime.fromtimestamp(c.received_at, NEW_YORK).date() for c in calls)
+        per_day = Counter(datetime.fromtimestamp(c.call.received_at, NEW_YORK).date() for c in calls)
         n = np.array(list(per_day.values()), dtype=float)
         return float(n.var(ddof=1) / n.mean())
 
@@ -103,14 +104,14 @@ def test_hour_of_day_profile_follows_the_calibrated_one(four_weeks: list[SimCall
     """Local hourly counts correlate with the calibrated profile, and 16-17 h is much busier than 03-05 h."""
     hours = np.zeros(24)
     for call in four_weeks:
-        hours[datetime.fromtimestamp(call.received_at, NEW_YORK).hour] += 1
+        hours[datetime.fromtimestamp(call.call.received_at, NEW_YORK).hour] += 1
     assert np.corrcoef(hours, HOUR_OF_DAY_SHARES)[0, 1] > 0.97
     assert hours[16:18].mean() > 3 * hours[3:5].mean()
 
 
 def test_category_shares_are_near_calibrated(four_weeks: list[SimCall]) -> None:
     """Each category's share is within 2 percentage points of the calibrated mix, and no POLICE call is made up."""
-    counts = Counter(call.category for call in four_weeks)
+    counts = Counter(call.call.category for call in four_weeks)
     for category, share in CATEGORY_SHARES.items():
         assert abs(counts[category] / len(four_weeks) - share) < 0.02, category
     assert counts[Category.POLICE] == 0
@@ -119,23 +120,23 @@ def test_category_shares_are_near_calibrated(four_weeks: list[SimCall]) -> None:
 def test_call_types_and_priorities_come_from_the_category_lists(four_weeks: list[SimCall]) -> None:
     """Every call's type and priority is an entry of its category's list."""
     allowed = {cat: {(t, p) for t, _, p in types} for cat, types in CALL_TYPES.items()}
-    assert all((c.call_type, c.priority) in allowed[c.category] for c in four_weeks)
+    assert all((c.call.call_type, c.call.priority) in allowed[c.call.category] for c in four_weeks)
 
 
 def test_lifecycle_times_are_ordered_and_within_their_ranges(four_weeks: list[SimCall]) -> None:
     """received <= dispatched <= en_route <= on_scene <= closed, with turnout 30-120 s and 20-60 min on scene."""
     for c in four_weeks:
-        assert c.received_at <= c.dispatched_at <= c.en_route_at <= c.on_scene_at <= c.closed_at
+        assert c.call.received_at <= c.dispatched_at <= c.en_route_at <= c.on_scene_at <= c.closed_at
         assert EN_ROUTE_DELAY_S[0] - 1 <= c.en_route_at - c.dispatched_at <= EN_ROUTE_DELAY_S[1] + 1
         assert ON_SCENE_DURATION_S[0] - 1 <= c.closed_at - c.on_scene_at <= ON_SCENE_DURATION_S[1] + 1
-    delays = np.array([c.dispatched_at - c.received_at for c in four_weeks])
+    delays = np.array([c.dispatched_at - c.call.received_at for c in four_weeks])
     assert 190 < np.median(delays) < 235  # calibrated median 211 s
 
 
 def test_locations_stay_in_the_jurisdiction_and_concentrate_in_hot_spots(four_weeks: list[SimCall]) -> None:
     """Every call lies within the radius; the 100 busiest H3 cells hold far more than a uniform share."""
-    lat = np.array([c.lat for c in four_weeks])
-    lng = np.array([c.lng for c in four_weeks])
+    lat = np.array([c.call.lat for c in four_weeks])
+    lng = np.array([c.call.lng for c in four_weeks])
     dy = (lat - 40.15) * 111.195
     dx = (lng + 75.30) * 111.195 * np.cos(np.radians(40.15))
     assert np.hypot(dx, dy).max() <= 20.0 + 1e-3
@@ -159,12 +160,12 @@ def test_injection_adds_exactly_extra_calls_in_its_cells_and_window(spread: int)
     assert len(cells) == (7 if spread else 1)
 
     def in_incident(calls: list[SimCall]) -> int:
-        return sum(inj.start_s <= c.received_at < inj.end_s and h3.latlng_to_cell(c.lat, c.lng, 8) in cells for c in calls)
+        return sum(inj.start_s <= c.call.received_at < inj.end_s and h3.latlng_to_cell(c.call.lat, c.call.lng, 8) in cells for c in calls)
 
     assert in_incident(with_inj) - in_incident(base) == 37
-    assert all(c.category is Category.FIRE for c in injected)
+    assert all(c.call.category is Category.FIRE for c in injected)
     if spread:
-        assert len({h3.latlng_to_cell(c.lat, c.lng, 8) for c in injected}) > 1
+        assert len({h3.latlng_to_cell(c.call.lat, c.call.lng, 8) for c in injected}) > 1
 
 
 def test_injected_calls_are_unlabelled_in_the_csv_and_listed_in_the_sidecar(tmp_path, capsys) -> None:
