@@ -46,7 +46,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import redis.exceptions
 
@@ -200,7 +200,7 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
 # -- the child ----------------------------------------------------------------
 
 
-def _read(stream: BinaryIO) -> object | None:
+def _read(stream: BinaryIO) -> Any:  # an unpickled frame (a request tuple or the settings), or None at the end
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None

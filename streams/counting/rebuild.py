@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streams.counting.planner import CALL, KINDS, UPDATE, Incoming, Plan
 from streams.ingest.replay import parse_when
@@ -239,7 +239,7 @@ class KafkaLog:
         self.kinds = {v: k for k, v in self.topics.items()}
         #: see :meth:`read`
         self.unread: frozenset[TP] = frozenset()
-        self._consumer = None
+        self._consumer: Any = None  # an aiokafka AIOKafkaConsumer once entered (aiokafka ships no types)
 
     async def __aenter__(self) -> KafkaLog:
         from aiokafka import AIOKafkaConsumer
@@ -342,10 +342,10 @@ class KafkaLog:
                 got = await consumer.getmany(timeout_ms=500, max_records=batch_size)
                 batch: list[Incoming] = []
                 for ktp, msgs in got.items():
-                    tp = by_ktp.get(ktp)
-                    if tp is None:
+                    got_tp = by_ktp.get(ktp)  # not `tp`: that name is a TP (never None) in the loops around this one
+                    if got_tp is None:
                         continue
-                    batch += [Incoming(tp[0], tp[1], m.offset, m.value) for m in msgs if m.offset < todo[tp].stop]
+                    batch += [Incoming(got_tp[0], got_tp[1], m.offset, m.value) for m in msgs if m.offset < todo[got_tp].stop]
                 for ktp, tp in list(by_ktp.items()):
                     if await consumer.position(ktp) >= todo[tp].stop:
                         del by_ktp[ktp]

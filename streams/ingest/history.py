@@ -62,7 +62,7 @@ def read_history(path: str | os.PathLike, progress: bool = True) -> tuple[list[H
             skipped[row.reason] += 1
             continue
         lat, lng = row.call.get("lat"), row.call.get("lng")
-        if not _usable(lat, lng):
+        if lat is None or lng is None or not _usable(lat, lng):  # the None tests narrow the types; _usable repeats them
             skipped["no_coordinates"] += 1
             continue
         calls.append((row.event_time, lat, lng, row.call["category"], _dispatch_s(row)))

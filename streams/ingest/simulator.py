@@ -57,7 +57,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
@@ -269,7 +269,12 @@ class Injection:
 
 def _check_latlng(lat: object, lng: object, lat_name: str, lng_name: str) -> None:
     for value, name, bound in ((lat, lat_name, 90.0), (lng, lng_name, 180.0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and -bound <= value <= bound):
+        # cast: a numbers.Real compares with floats at run time; typeshed gives the ABC no comparison with float
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not (math.isfinite(value) and -bound <= cast(float, value) <= bound)
+        ):
             raise ValueError(f"{name} must be a number in [-{bound:g}, {bound:g}], got {value!r}")
 
 
@@ -596,7 +601,8 @@ class Simulator:
 
 
 def _positive(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+    # cast: as in _check_latlng
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and cast(float, value) > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
@@ -767,7 +773,7 @@ def ground_truth(sim: Simulator, summary: WriteSummary, csv_name: str) -> dict:
                 "lat": inj.lat,
                 "lng": inj.lng,
                 "spread_cells": inj.spread_cells,
-                "category": inj.category.value,
+                "category": cast(Category, inj.category).value,  # __post_init__ made it a Category
                 "cell": inj.cell(),
                 "cells": list(inj.cells()),
                 "call_ids": summary.injected_ids.get(i, []),

@@ -374,6 +374,7 @@ def _desc_time(desc: str) -> float | None:
 def _montgomery(cells: Mapping[str, str]) -> _Parts:
     stamp = _local_time(cells, "timeStamp", "YYYY-MM-DD hh:mm:ss")
     created = _desc_time(cells["desc"])
+    updates: tuple[tuple[Status, float, str | None], ...]
     if created is None:
         received, updates = stamp, ()
     else:
