@@ -25,7 +25,7 @@ from gateway.zones import ZoneError
 
 async def run(port: int | None) -> int:
     try:
-        settings = load_gateway_settings(**({"port": port} if port is not None else {}))
+        settings = load_gateway_settings(None, **({"port": port} if port is not None else {}))
     except GatewaySettingsError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

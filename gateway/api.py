@@ -162,14 +162,14 @@ async def hotspots(gw: Gateway, req: ApiRequest) -> Response:
         _shares(gw, req, "counts")
         latest = await gw.releases.latest(plan, await gw.store.watermark())
         units = [u for u in plan.units if u.id in req.scope.unit_ids]
-        shown = None if latest is None else latest.for_units(req.scope.unit_ids)
+        released = None if latest is None else latest.for_units(req.scope.unit_ids)
         return json_response(
             200,
             {
                 "at": None if latest is None else latest.start + latest.minutes * 60,
                 "window_min": plan.window_min,
                 "k": plan.k,
-                "units": hot_units(shown, units),
+                "units": hot_units(released, units),
                 "cells": [],
                 "zones": {},
             },

@@ -71,6 +71,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -95,6 +96,9 @@ DEFAULT_MAX_ATTEMPTS = 20
 CHAIN_FIELDS = ("prev", "hash")
 TEXT_FIELDS = ("actor", "role", "agency", "target", "remote")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Entries of the stream as the client returns them: it decodes replies (decode_responses=True); redis-py's types
+# also allow bytes, hence the casts to this where the stream is read.
+_Entries = list[tuple[str, dict[str, str]]]
 
 
 class AuditAction(enum.StrEnum):
@@ -683,7 +687,7 @@ class AuditLog:
         retention = "" if self.retention_s is None else str(int(self.retention_s * 1000))
         for attempt in range(self.max_attempts):
             if self._head is None:
-                self._head = await self.client.get(self.head_key) or ""
+                self._head = cast(str | None, await self.client.get(self.head_key)) or ""  # decoded replies: see _Entries
             head = self._head
             prev = head or GENESIS
             args = [head, "", retention]
@@ -725,7 +729,7 @@ class AuditLog:
         hi = "+" if until is None else str(int(until * 1000))
         out: list[tuple[str, AuditRecord]] = []
         while len(out) < limit:
-            page = await self.client.xrange(self.key, min=lo, max=hi, count=1000)
+            page = cast(_Entries, await self.client.xrange(self.key, min=lo, max=hi, count=1000))
             if not page:
                 break
             for sid, fields in page:
@@ -755,7 +759,7 @@ class AuditLog:
         verifier = ChainVerifier(anchor)
         lo = "-"
         for _ in range(100):
-            while rows := await self.client.xrange(self.key, min=lo, max="+", count=page):
+            while rows := cast(_Entries, await self.client.xrange(self.key, min=lo, max="+", count=page)):
                 for sid, fields in rows:
                     if not verifier.feed(sid, fields):
                         return verifier.report()
@@ -763,7 +767,9 @@ class AuditLog:
                     progress(len(rows))
                 lo = f"({rows[-1][0]}"
             async with self.client.pipeline(transaction=True) as pipe:
-                head, tail = await pipe.get(self.head_key).xrevrange(self.key, "+", "-", count=1).execute()
+                pipe.get(self.head_key)
+                pipe.xrevrange(self.key, "+", "-", count=1)
+                head, tail = await pipe.execute()
             last_id = tail[0][0] if tail else None
             if last_id is not None and (not verifier.last_seen or _id_key(last_id) > _id_key(verifier.last_seen)):
                 continue  # appended while the walk ran

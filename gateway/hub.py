@@ -238,6 +238,7 @@ class Hub:
     def _frame_for(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]]) -> str | None:
         """The frame ``client`` gets for ``entry``, or None; views and their JSON computed once per kind of client."""
         key = client.key
+        raw: dict | None  # the raw alert: an alert entry's, or the one an action names (None if unknown)
         if entry.alert is not None:
             raw = entry.alert
             if key not in cache:
@@ -281,11 +282,11 @@ class Hub:
                     cache[key] = (None, None)
                 else:
                     if client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
-                        shown = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
+                        shown_action = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
                     else:
                         # partners learn that it was handled, not by whom or with what note (free text)
-                        shown = {"alert_id": seen_view["id"], "action": action["action"], "at": minute(action.get("at"))}
-                    cache[key] = (seen_view, frame("action", id=cursor_for(entry.id, client.scope), action=shown))
+                        shown_action = {"alert_id": seen_view["id"], "action": action["action"], "at": minute(action.get("at"))}
+                    cache[key] = (seen_view, frame("action", id=cursor_for(entry.id, client.scope), action=shown_action))
             seen_view, text = cache[key]
             if seen_view is None or not matches(client.filter, seen_view, raw):
                 return None

@@ -34,6 +34,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import cast
 
 import h3
 import redis.asyncio as aioredis
@@ -44,6 +45,10 @@ from streams.counting.planner import KINDS
 from streams.counting.rolling import minute_of, window_minutes
 from streams.counting.state import ALERTS_STREAM_MAXLEN
 from streams.ingest.schema import Category
+
+#: Entries of a Redis stream as the client returns them. The client decodes replies (``decode_responses=True``);
+#: redis-py's types also allow bytes, hence the ``cast`` to this where the stream is read.
+StreamEntries = list[tuple[str, dict[str, str]]]
 
 #: Largest page read from the alerts stream at once.
 PAGE = 500
@@ -125,25 +130,25 @@ class Store:
 
     async def read_after(self, last_id: str, count: int = PAGE) -> list[tuple[str, dict[str, str]]]:
         """Entries with ids strictly after ``last_id``, oldest first (one page)."""
-        return await self.client.xrange(self.keys.alerts, min=f"({last_id}", max="+", count=count)
+        return cast(StreamEntries, await self.client.xrange(self.keys.alerts, min=f"({last_id}", max="+", count=count))
 
     async def read_new(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         """Entries after ``last_id``, waiting up to ``block_ms`` for the first."""
-        got = await self.client.xread({self.keys.alerts: last_id}, count=PAGE, block=block_ms)
+        got = cast(list[tuple[str, StreamEntries]], await self.client.xread({self.keys.alerts: last_id}, count=PAGE, block=block_ms))
         return got[0][1] if got else []
 
     async def newest_id(self) -> str:
         """Id of the newest entry, or ``0-0`` for an empty stream."""
-        last = await self.client.xrevrange(self.keys.alerts, count=1)
+        last = cast(StreamEntries, await self.client.xrevrange(self.keys.alerts, count=1))
         return last[0][0] if last else "0-0"
 
     async def oldest_id(self) -> str | None:
-        first = await self.client.xrange(self.keys.alerts, count=1)
+        first = cast(StreamEntries, await self.client.xrange(self.keys.alerts, count=1))
         return first[0][0] if first else None
 
     async def recent(self, count: int) -> list[tuple[str, dict[str, str]]]:
         """The newest ``count`` entries, oldest first."""
-        return list(reversed(await self.client.xrevrange(self.keys.alerts, count=count)))
+        return list(reversed(cast(StreamEntries, await self.client.xrevrange(self.keys.alerts, count=count))))
 
     async def append_action(self, action: dict, status: dict) -> str:
         """Append a supervisor's action to the alerts stream and record the alert's status, atomically."""
@@ -154,7 +159,8 @@ class Store:
         return sid
 
     async def statuses(self) -> dict[str, dict]:
-        return {k: json.loads(v) for k, v in (await self.client.hgetall(self.status_key)).items()}
+        # decoded replies: see StreamEntries
+        return {k: json.loads(v) for k, v in cast(dict[str, str], await self.client.hgetall(self.status_key)).items()}
 
     # -- counts ------------------------------------------------------------------
 
