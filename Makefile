@@ -20,6 +20,7 @@ test: setup lint
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 ## every performance figure in one run (throughput and peers, latency, backfill, memory): a table and out/bench/all.json
 bench: setup
