@@ -696,8 +696,8 @@ class WriteSummary:
     """What :func:`write_csv` wrote: row count, first and last ``received_at``, injected ids per injection."""
 
     rows: int
-    first_received: int | None
-    last_received: int | None
+    first_received: float | None
+    last_received: float | None
     injected_ids: dict[int, list[str]]
 
 
