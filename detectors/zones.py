@@ -199,7 +199,7 @@ class WatchedZone:
 
 
 #: A call in the windows: ``(t, cell, category)``, a plain tuple of atoms, which Python's garbage
-#: collector stops tracking (a storm holds one per call; see ``detectors.surge._Rec``).
+#: collector stops tracking (a storm holds one per call; see ``detectors.surge.scan._Rec``).
 _Rec = tuple[float, str, str]
 
 

@@ -22,6 +22,8 @@ import math
 import pickle
 import pkgutil
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -230,6 +232,17 @@ def test_every_detector_gets_params_repr_and_clone_from_the_base():
         if cls.__name__ not in CLONE_OVERRIDES:
             assert cls.clone is Detector.clone, f"{cls.__name__} writes its own clone"
     assert set(CLONE_OVERRIDES) <= names
+
+
+def test_the_package_imports_no_adapter_library():
+    """Every module of the package imports without Faust, Redis, Kafka or websockets (they stay pure; the schema is)."""
+    code = (
+        "import importlib, pkgutil, sys, detectors\n"
+        "for m in pkgutil.walk_packages(detectors.__path__, 'detectors.'): importlib.import_module(m.name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'faust', 'mode', 'redis', 'aiokafka', 'kafka', 'websockets'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_repr_lists_the_constructor_parameters_in_order(case):
