@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport import consumer as _consumer
@@ -99,7 +99,7 @@ def run_until_blocked(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any
     return _finish(coro, yielded)
 
 
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:  # noqa: ANN401 -- any coroutine's value
+async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:  # any coroutine's value
     """Go on with ``coro`` as its task would: wait for what it yielded, resume it, until it returns.
 
     The awaited future's result or exception reaches ``coro`` when it resumes
@@ -121,7 +121,7 @@ async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:  # noqa:
                 except StopIteration as done:
                     return done.value
                 continue
-        except Exception:  # noqa: BLE001, S110 -- coro reads the future's exception itself when resumed
+        except Exception:  # coro reads the future's exception itself when resumed
             pass
         try:
             yielded = coro.send(None)
@@ -140,9 +140,9 @@ def deliveries(consumer: _consumer.Consumer) -> tuple[int, int]:
     return (counts[0], counts[1]) if counts is not None else (0, 0)
 
 
-async def _drain_messages(self: _consumer.Consumer, fetcher: Any) -> None:  # noqa: ANN401, C901 -- Faust's own
+async def _drain_messages(self: _consumer.Consumer, fetcher: Any) -> None:  # Faust's own
     # faust-streaming 0.15.3's Consumer._drain_messages; the changes are marked (and yield_every).
-    callback = self.callback
+    callback: Any = self.callback  # its deliveries are coroutines (run_until_blocked)
     # -- a change: [delivered, blocked], read by deliveries()
     counts = self.__dict__.setdefault("_wf_deliveries", [0, 0])
     # --
@@ -218,7 +218,7 @@ async def _drain_messages(self: _consumer.Consumer, fetcher: Any) -> None:  # no
         unset_flag(flag_consumer_fetching)
 
 
-async def _getmany(self: _consumer.Consumer, timeout: float) -> Any:  # noqa: ANN401 -- Faust's AsyncIterator[tuple[TP, Message]]
+async def _getmany(self: _consumer.Consumer, timeout: float) -> Any:  # Faust's AsyncIterator[tuple[TP, Message]]
     # faust-streaming 0.15.3's Consumer.getmany; the one change is marked.
     records, active_partitions = await self._wait_next_records(timeout)
     generation_id = self.app.consumer_generation_id
@@ -250,7 +250,7 @@ async def _getmany(self: _consumer.Consumer, timeout: float) -> Any:  # noqa: AN
         self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
         try:
             await self.perform_seek()
-        except Exception as ex:  # noqa: BLE001 -- Faust's own
+        except Exception as ex:  # Faust's own
             self.log.warning(f"exception performing seek when flow not active {ex}")
 
 
@@ -267,12 +267,12 @@ def _resumed(self: _consumer.Consumer) -> asyncio.Event:
 async def _wait_next_records(self: _consumer.Consumer, timeout: float) -> tuple:
     # faust-streaming 0.15.3's Consumer._wait_next_records; the one change is marked.
     if not self.flow_active:
-        await self.wait(self.can_resume_flow)
+        await self.wait(self.can_resume_flow)  # type: ignore[arg-type]  # upstream's own: an asyncio.Event, typed as mode's
     try:
         self.not_waiting_next_records.set()
         is_client_only = self.app.client_only
         active_partitions = None if is_client_only else self._get_active_partitions()
-        records: dict = {}
+        records: Any = {}
         if is_client_only or active_partitions:
             records = await self._getmany(active_partitions=active_partitions, timeout=timeout)
         else:
@@ -294,8 +294,8 @@ async def _wait_until_ebb(self: _producer.ProducerBuffer) -> None:
     # ``app.conf.producer_threaded`` at each call, here it is read once per buffer.
     threaded = self.__dict__.get("_wf_threaded")
     if threaded is None:
-        threaded = self.__dict__["_wf_threaded"] = bool(self.app.conf.producer_threaded)
-    if threaded or len(self.pending._queue) > self.max_messages:
+        threaded = self.__dict__["_wf_threaded"] = bool(cast(AppT, self.app).conf.producer_threaded)  # set by the producer
+    if threaded or len(self.pending._queue) > self.max_messages:  # type: ignore[attr-defined]  # the deque Faust's size reads
         await _faust_wait_until_ebb(self)
 
 
@@ -313,9 +313,9 @@ class RawSchema(faust.Schema):
     def __init__(self) -> None:
         super().__init__(key_serializer="raw", value_serializer="raw")
 
-    def compile(self, app: AppT, *, default_propagate: bool = False, **_handlers: Any) -> Any:  # noqa: ANN401 -- Faust's DecodeFunction
+    def compile(self, app: AppT, *, default_propagate: bool = False, **_handlers: Any) -> Any:  # Faust's DecodeFunction
         """The topic's decode function: an event of ``app``'s event class holding the record's bytes (nothing to fail)."""
-        event_class = app.conf.Event
+        event_class: Any = app.conf.Event
 
         async def decode(message: Message, *, propagate: bool = default_propagate) -> EventT:
             return event_class(app, message.key, message.value, message.headers, message)
@@ -333,14 +333,14 @@ class LeanMonitor(faust.Monitor):
     of the monitor (commits, end offsets, rebalances, sends) is Faust's.
     """
 
-    def on_message_in(self, tp: Any, offset: int, message: Message) -> None:  # noqa: ANN401 -- Faust's TP
+    def on_message_in(self, tp: Any, offset: int, message: Message) -> None:  # Faust's TP
         pass
 
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: EventT) -> None:  # noqa: ANN401 -- Faust's TP and stream
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: EventT) -> None:  # Faust's TP and stream
         self.stream_inbound_time[tp] = monotonic()
 
-    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: EventT, state: dict | None = None) -> None:  # noqa: ANN401
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: EventT, state: dict | None = None) -> None:
         pass
 
-    def on_message_out(self, tp: Any, offset: int, message: Message) -> None:  # noqa: ANN401 -- Faust's TP
+    def on_message_out(self, tp: Any, offset: int, message: Message) -> None:  # Faust's TP
         pass

@@ -16,6 +16,7 @@ at most :data:`MAX_BACKOFF_S`. A success resets it.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 #: The longest wait between two failed metadata updates (Kafka's reconnect.backoff.max.ms is 1 s).
 MAX_BACKOFF_S = 2.0
@@ -46,8 +47,9 @@ def install() -> None:
             await asyncio.sleep(backoff_s(self._retry_backoff, failures))
         return ok
 
-    _metadata_update.watchfloor_original = original
-    AIOKafkaClient._metadata_update = _metadata_update
+    patch: Any = _metadata_update
+    patch.watchfloor_original = original  # what installed() looks for and uninstall() puts back
+    AIOKafkaClient._metadata_update = patch
 
 
 def installed() -> bool:

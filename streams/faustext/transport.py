@@ -22,7 +22,7 @@ What the subclasses change (each explained where it is written):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from faust.transport import drivers
 from faust.transport import producer as faust_producer
@@ -113,7 +113,7 @@ class Producer(faust_aiokafka.Producer):
         super().__init__(transport, loop=loop, **kwargs)
         # Faust's __init__ builds its own buffer and gives it the app (and the threaded producer,
         # if any): this one takes its place before anything has started or used it.
-        faust_own = self.buffer
+        faust_own = cast(faust_producer.ProducerBuffer, self.buffer)
         buffer = ProducerBuffer(loop=self.loop, beacon=self.beacon)
         buffer.app = faust_own.app
         if hasattr(faust_own, "threaded_producer"):

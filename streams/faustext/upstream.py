@@ -54,7 +54,7 @@ UPSTREAM: dict[str, str] = {
 }
 
 
-def resolve(name: str) -> Any:  # noqa: ANN401 -- any function, method or property
+def resolve(name: str) -> Any:  # any function, method or property
     """The object ``module:Qualified.name`` names (a property's getter for a property; upstream's own under our patch).
 
     >>> resolve("json:JSONDecoder.decode").__qualname__

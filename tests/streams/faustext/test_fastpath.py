@@ -115,7 +115,7 @@ class _PausedConsumer:
     def _get_active_partitions(self) -> set:
         return self.active
 
-    async def _getmany(self, active_partitions, timeout):  # noqa: ANN001, ANN202
+    async def _getmany(self, active_partitions, timeout):
         return {"tp": ["record"]}
 
 
@@ -277,23 +277,23 @@ class _FetchingConsumer:
         consumer = self
 
         class Monitor:
-            def track_tp_end_offset(self, tp, offset):  # noqa: ANN001, ANN202
+            def track_tp_end_offset(self, tp, offset):
                 consumer.tracked.append((tp, offset))
 
         self.app = type("App", (), {"consumer_generation_id": 1, "monitor": Monitor()})()
         self.log = type("Log", (), {"dev": staticmethod(lambda *a: None)})()
 
-    async def _wait_next_records(self, timeout):  # noqa: ANN001, ANN202
+    async def _wait_next_records(self, timeout):
         from faust.types import TP
 
         a, b, paused = TP("wf.calls", 0), TP("wf.calls", 1), TP("wf.calls", 2)
         return {a: [0, 1, 2], b: [10, 11, 12], paused: [20]}, {a, b}
 
-    def highwater(self, tp):  # noqa: ANN001, ANN202
+    def highwater(self, tp):
         self.highwaters += 1
         return 100 + tp.partition
 
-    def _to_message(self, tp, record):  # noqa: ANN001, ANN202
+    def _to_message(self, tp, record):
         return (tp.partition, record)
 
 
