@@ -400,21 +400,20 @@ def table(results: dict) -> str:
         f"{'frame cells':>11} {'frame KiB':>9} {'hotspots s':>10}"
     )
     b = results["baseline"]
-    lines = ruled(head, []).split("\n")
-    lines.append(
+    rows = [
         f"{0:>8} {'':>9} {'':>10} {b['worker']['rss_mib']:>10.0f} {b['worker']['peak_mib']:>7.0f} {b['gateway']['rss_mib']:>11.0f} "
         f"{b['gateway']['peak_mib']:>7.0f} {b['redis_prefix']['bytes'] / mib:>16.1f} {b['redis_prefix']['keys']:>6,} "
         f"{b['checkpoint_bytes'] / mib:>14.2f} {b['redis_used_memory'] / mib:>14.0f}"
-    )
+    ]
     for s in results["steps"]:
-        lines.append(
+        rows.append(
             f"{s['cells']:>8,} {s['counted_s']:>9.1f} {s['detected_s']:>10.1f} {s['worker']['rss_mib']:>10.0f} "
             f"{s['worker']['peak_mib']:>7.0f} {s['gateway']['rss_mib']:>11.0f} {s['gateway']['peak_mib']:>7.0f} "
             f"{s['redis_prefix']['bytes'] / mib:>16.1f} {s['redis_prefix']['keys']:>6,} {s['checkpoint_bytes'] / mib:>14.2f} "
             f"{s['redis_used_memory'] / mib:>14.0f} {s['counts_frame']['cells']:>11,} {s['counts_frame']['bytes'] / 1024:>9.0f} "
             f"{s['hotspots']['seconds']:>10.2f}"
         )
-    lines += ["", f"{'bytes per active cell':>22} {'worker':>8} {'gateway':>8} {'Redis prefix':>12} {'checkpoint':>10}"]
+    lines = [ruled(head, rows), "", f"{'bytes per active cell':>22} {'worker':>8} {'gateway':>8} {'Redis prefix':>12} {'checkpoint':>10}"]
     for s in results["steps"]:
         c = s["per_cell_bytes"]
         lines.append(
