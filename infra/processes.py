@@ -42,7 +42,7 @@ def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS's choice; another process may take it before you bind it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -87,7 +87,7 @@ class WorkerProcess:
         self.settings = settings
         self.env = env or {}
         self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.web_port = free_port()
 
     def start(self) -> WorkerProcess:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import h3
 import numpy as np
@@ -109,11 +110,13 @@ def baseline_points(calls: Calls, incidents_only: np.ndarray | None = None) -> t
     return Points(t.astype(float), reg, out), regions
 
 
-def baseline_alerts(points: Points, regions: list[tuple[str, ...]], stat: np.ndarray, threshold: float) -> list[tuple[float, float, tuple]]:
+def baseline_alerts(
+    points: Points, regions: list[tuple[str, ...]], stat: np.ndarray, threshold: float
+) -> list[tuple[float, float, tuple[str, ...]]]:
     """Exceedances grouped into alerts: ``(opened_at, exceedance_at, cells)`` per exceedance, first one opens."""
     idx = np.nonzero(stat >= threshold)[0]
     idx = idx[np.argsort(points.t[idx], kind="stable")]
-    open_eps: list[list] = []  # [footprint set, last t, opened at]
+    open_eps: list[list[Any]] = []  # [footprint set, last t, opened at]
     out = []
     for i in idx:
         t = float(points.t[i])

@@ -11,6 +11,7 @@ Examples
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class _Coverage:
         return int(np.searchsorted(self.times, hi, side="right") - np.searchsorted(self.times, lo, side="left"))
 
 
-def _describe(a: Alert, onset: float) -> dict:
+def _describe(a: Alert, onset: float) -> dict[str, Any]:
     return {
         "at": datetime.fromtimestamp(a.at, TIMEZONE).strftime(_FMT),
         "minutes_after_onset": round((a.at - onset) / 60, 1),
@@ -40,7 +41,7 @@ def _describe(a: Alert, onset: float) -> dict:
     }
 
 
-def _surge(ev: RealSurge, onset: float, alerts: list[Alert]) -> dict:
+def _surge(ev: RealSurge, onset: float, alerts: list[Alert]) -> dict[str, Any]:
     """Our surge alerts from an hour before to six hours after the onset of a real surge."""
     fired = [
         a
@@ -62,7 +63,7 @@ def _surge(ev: RealSurge, onset: float, alerts: list[Alert]) -> dict:
     }
 
 
-def _outage(s: Silence, hit: Alert | None, alerts: list[Alert]) -> dict:
+def _outage(s: Silence, hit: Alert | None, alerts: list[Alert]) -> dict[str, Any]:
     """How a known silence was reported: the matching ``FEED_OUTAGE`` alert ``hit``, and surge alerts during or just after it."""
     lo, hi = s.start.timestamp(), s.end.timestamp()
     surges_after = [a.reason for a in alerts if a.kind is AlertKind.SURGE and a.state is AlertState.OPEN and lo <= a.at <= hi + 3600]
@@ -77,13 +78,13 @@ def _outage(s: Silence, hit: Alert | None, alerts: list[Alert]) -> dict:
     }
 
 
-def real_events(alerts: list[Alert], calls: Calls) -> dict:
+def real_events(alerts: list[Alert], calls: Calls) -> dict[str, Any]:
     """Our alerts around the known real surges and outages the file ``calls`` covers, and the other outage alerts.
 
     A surge is covered with 50 calls within 3 hours of its onset; a silence with calls in the hour before
     and the hour after it. A ``FEED_OUTAGE`` opened within 10 minutes of a silence's start reports it.
     """
-    out: dict = {"surges": [], "outages": [], "other_outage_alerts": []}
+    out: dict[str, Any] = {"surges": [], "outages": [], "other_outage_alerts": []}
     coverage = _Coverage(calls)
     for ev in REAL_SURGES:
         onset = ev.onset.timestamp()

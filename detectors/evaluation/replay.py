@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from detectors.evaluation.calls import Calls
 from detectors.outage import FeedMonitor
@@ -26,10 +27,10 @@ from detectors.types import Alert
 TICK_S = 60.0
 
 #: Wraps an iterable to show progress: ``track(items, desc, total)`` yields the same items.
-Track = Callable[[Iterable, str, "int | None"], Iterable]
+Track = Callable[[Iterable[Any], str, "int | None"], Iterable[Any]]
 
 
-def no_track(items: Iterable, desc: str, total: int | None = None) -> Iterable:
+def no_track(items: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
     """The default :data:`Track`: no progress shown."""
     return items
 

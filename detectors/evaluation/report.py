@@ -11,10 +11,12 @@ ours                               6    0.10   0.70    1.00    1.00        1.00 
 
 from __future__ import annotations
 
+from typing import Any
+
 from detectors.evaluation.injection import SIZES
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict[str, Any]]) -> str:
     """The comparison table of :func:`detectors.evaluation.summary.summary` rows, with its legend."""
     head = (
         f"{'method':<26} {'threshold':>9} {'FA/day':>7} {'POD@5':>6} {'POD@10':>7} {'POD@20':>7} "
@@ -38,7 +40,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _ours(ours: dict) -> list[str]:
+def _ours(ours: dict[str, Any]) -> list[str]:
     return [
         "Our detector by size and spread (POD):",
         "  " + "  ".join(f"{k}: {v:.2f}" for k, v in ours["pod_by_size_spread"].items()),
@@ -48,13 +50,13 @@ def _ours(ours: dict) -> list[str]:
     ]
 
 
-def _sweep(sweep: list[dict]) -> str:
+def _sweep(sweep: list[dict[str, Any]]) -> str:
     return "Threshold sweep (ours): " + "  ".join(
         f"{r['threshold']:g}: FA/day {r['false_alerts_per_day']:.2f} POD@10 ring {r['headline_pod']:.2f}" for r in sweep
     )
 
 
-def _real_events(ev: dict) -> list[str]:
+def _real_events(ev: dict[str, Any]) -> list[str]:
     lines = ["Real events:"]
     if not ev["surges"]:
         lines.append("  no known real surge in this file")
@@ -85,7 +87,7 @@ def _real_events(ev: dict) -> list[str]:
     return lines
 
 
-def report(results: dict) -> str:
+def report(results: dict[str, Any]) -> str:
     """The text report of what :func:`detectors.evaluation.run.evaluate` returns."""
     rt = results["runtime"]
     lines = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ SWEEP = (4.5, 5.0, 5.5, 6.5, 7.5)
 OURS = "surge-poisson-scan"
 
 #: ``mapper(function, jobs)`` yields ``function(job)`` for each job, in order (``map``, or a process pool's ``map``).
-Mapper = Callable[[Callable, Iterable], Iterable]
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
 
 def _sweep(calls: Calls, plan: Plan, clean_live: float, sweep: tuple[float, ...], mapper: Mapper, track: Track) -> dict[float, Score]:
@@ -60,7 +61,9 @@ def _baseline_methods(calls: Calls) -> dict[str, tuple[Points, list[tuple[str, .
     }
 
 
-def _compare(calls: Calls, plan: Plan, clean_live: float, ours: Score, sweep_scores: dict[float, Score], track: Track):
+def _compare(
+    calls: Calls, plan: Plan, clean_live: float, ours: Score, sweep_scores: dict[float, Score], track: Track
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, float]]]]:
     """The table (ours, then each baseline tuned to our false-alert rate) and the ROC curves (each baseline
     tuned to each of our rates)."""
     table = [summary(ours, plan)]
@@ -73,7 +76,11 @@ def _compare(calls: Calls, plan: Plan, clean_live: float, ours: Score, sweep_sco
     return table, curves
 
 
-def _injection_list(plan: Plan, ours: Score) -> list[dict]:
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60, 1)
+
+
+def _injection_list(plan: Plan, ours: Score) -> list[dict[str, Any]]:
     return [
         {
             "index": i.index,
@@ -83,7 +90,7 @@ def _injection_list(plan: Plan, ours: Score) -> list[dict]:
             "duration_min": round(i.duration_s / 60),
             "spread": "ring" if i.spread else "cell",
             "cells": list(i.cells),
-            "delay_min": None if ours.delays[i.index] is None else round(ours.delays[i.index] / 60, 1),
+            "delay_min": _minutes(ours.delays[i.index]),
         }
         for i in plan.injections
     ]
@@ -101,7 +108,7 @@ def evaluate(
     sweep: tuple[float, ...] = SWEEP,
     mapper: Mapper = map,
     track: Track = no_track,
-) -> dict:
+) -> dict[str, Any]:
     """The whole evaluation of our surge detector on ``background`` (real calls) against the EARS baselines.
 
     Parameters

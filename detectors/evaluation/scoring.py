@@ -58,7 +58,7 @@ def score_alerts(method: str, threshold: float, alerts: list[Alert], plan: Plan,
     return Score(method, threshold, false_alerts, clean_live_days, injection_delays(plan, reports))
 
 
-def injection_delays(plan: Plan, reports: list[tuple[float, tuple]]) -> dict[int, float | None]:
+def injection_delays(plan: Plan, reports: list[tuple[float, tuple[str, ...]]]) -> dict[int, float | None]:
     """Per injection, seconds from its first call to the first report (``(time, cells)``, sorted by time)
     touching its cells before it ends plus :data:`DETECT_GRACE_S`; None when none does."""
     times = [r[0] for r in reports]

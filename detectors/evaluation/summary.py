@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -35,20 +36,18 @@ def pod(
     ]
     if not chosen:
         return float("nan"), 0
-    hits = sum(score.delays[i.index] is not None and score.delays[i.index] <= within_s for i in chosen)
+    delays = [score.delays[i.index] for i in chosen]
+    hits = sum(d is not None and d <= within_s for d in delays)
     return hits / len(chosen), len(chosen)
 
 
 def delays_min(score: Score, plan: Plan, size: int | None = None, spread: int | None = None) -> list[float]:
     """Delays (minutes) of the detected injections of this size and spread."""
-    return [
-        score.delays[i.index] / 60.0
-        for i in plan.injections
-        if (size is None or i.size == size) and (spread is None or i.spread == spread) and score.delays[i.index] is not None
-    ]
+    chosen = [i for i in plan.injections if (size is None or i.size == size) and (spread is None or i.spread == spread)]
+    return [d / 60.0 for d in (score.delays[i.index] for i in chosen) if d is not None]
 
 
-def curve_point(score: Score, plan: Plan) -> dict:
+def curve_point(score: Score, plan: Plan) -> dict[str, float]:
     """One point of the ROC curves: false alerts per day, and POD of all surges and of the smallest."""
     return {
         "threshold": score.threshold,
@@ -65,7 +64,7 @@ def _median_p90(d: list[float]) -> tuple[float | None, float | None]:
     return round(float(np.median(d)), 1), round(float(np.percentile(d, 90)), 1)
 
 
-def summary(score: Score, plan: Plan) -> dict:
+def summary(score: Score, plan: Plan) -> dict[str, Any]:
     """One row of the results table: false alerts, POD by size, spread and duration, the headline case, delays."""
     size, spread = HEADLINE
     median, p90 = _median_p90(delays_min(score, plan, size, spread))
