@@ -52,7 +52,7 @@ from infra.processes import free_port
 from streams.counting.keys import Keys
 from streams.ingest.schema import Call, Category
 from streams.runtime.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected
-from streams.runtime.settings import load_settings
+from streams.runtime.settings import Settings, load_settings
 from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
 BURST_EVERY_S = 5.0
@@ -115,7 +115,7 @@ class ProgressSampler(threading.Thread):
     client for the whole run (``streams.runtime.progress`` opens a client per call).
     """
 
-    def __init__(self, settings, every_s: float = 0.25) -> None:  # noqa: ANN001 -- streams Settings
+    def __init__(self, settings: Settings, every_s: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.settings, self.every_s = settings, every_s
         #: (wall time, records not counted, detector-input messages not detected)
@@ -388,6 +388,11 @@ def _alive(*procs: Proc | None):
     return check
 
 
+def _fmt(d: dict, k: str) -> str:
+    """``d[k]`` rounded to a whole number, or '-' when ``d`` has no ``k``."""
+    return f"{d[k]:.0f}" if k in d else "-"
+
+
 def table(results: dict) -> str:
     lines = [
         f"{'offered/s':>9} {'achieved/s':>10} {'calls':>8} {'alerts':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
@@ -395,11 +400,10 @@ def table(results: dict) -> str:
     ]
     for row in results["loads"]:
         a, b = row["alerts"], row["burst_alerts"]
-        fmt = lambda d, k: f"{d[k]:.0f}" if k in d else "-"  # noqa: E731
         lines.append(
             f"{row['offered_per_s']:>9g} {row['achieved_per_s']:>10g} {row['sent']:>8,} {a['n']:>7} "
-            f"{fmt(a, 'p50'):>8} {fmt(a, 'p95'):>8} {fmt(a, 'p99'):>8} {fmt(a, 'max'):>8} {fmt(b, 'p50'):>9} "
-            f"{fmt(row['to_redis'], 'p99'):>12} {fmt(row['redis_to_socket'], 'p99'):>13} "
+            f"{_fmt(a, 'p50'):>8} {_fmt(a, 'p95'):>8} {_fmt(a, 'p99'):>8} {_fmt(a, 'max'):>8} {_fmt(b, 'p50'):>9} "
+            f"{_fmt(row['to_redis'], 'p99'):>12} {_fmt(row['redis_to_socket'], 'p99'):>13} "
             f"{row['counting_behind_at_end']:>9,} {row['detector_input_behind_at_end']:>10,}"
         )
     lines.append(

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _common import ROOT
 
@@ -31,6 +32,9 @@ from streams.counting.state import RedisState
 from streams.ingest.replay import Outgoing, Pace, produce
 from streams.runtime.settings import Settings
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
+
+if TYPE_CHECKING:
+    import redis
 
 #: bench/quix_peer.py's progress counter in ``P:metrics`` and its hash of updates (not imported: that imports quixstreams).
 QUIX_RECORDS_TOTAL = "records_total"
@@ -173,7 +177,7 @@ def watch_progress(done: Callable[[], int], expect: int, check: Callable[[], Non
             time.sleep(POLL_S)
 
 
-def applied_records(settings: Settings, client) -> Callable[[], int]:  # noqa: ANN001 -- a redis.Redis
+def applied_records(settings: Settings, client: redis.Redis) -> Callable[[], int]:
     """Records applied by the worker(s) of ``settings``: its Redis offsets, plus one each (fresh topics start at 0)."""
     from streams.counting.keys import Keys
 
