@@ -30,7 +30,8 @@ key                            type    holds
                                        gateway; the stream id is the alert record's id
 ``P:detector``                 hash    the detection agent's checkpoint: ``offset`` (last
                                        detector-input offset in it) and ``state`` (the
-                                       pickled detectors, base64), written every few
+                                       pickled detectors, signed, base64: see
+                                       ``streams.detection.checkpoint``), written every few
                                        seconds; ``applied``: last offset fed, with its alerts
 ``P:detector:written``         zset    digests of the alert records appended since the
                                        checkpoint, scored by their detector-input offset

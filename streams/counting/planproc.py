@@ -73,8 +73,8 @@ class PlanProcessDied(PlanProcessError):
 
 
 def die_with_parent() -> None:
-    """In a child of the worker (the plan process, a forked checkpoint): be killed with the worker (Linux),
-    so that no orphan writes to Redis after the worker was killed and restarted."""
+    """In the plan process: be killed with the worker (Linux), so that no orphan writes to Redis
+    after the worker was killed and restarted."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -226,7 +226,7 @@ async def commit_then_plan(
     if following is None:
         return await state._commit_plan(plan, snap), None
     pool = state.client.connection_pool
-    conn = await pool.get_connection("EVALSHA")
+    conn = await pool.get_connection()
     try:
         await conn.send_command("EVALSHA", state._commit.sha, 0, *state.commit_args(plan, snap))
         parsed = parse_batch(following, state.config, now=time.time())
@@ -297,9 +297,9 @@ def main() -> None:
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format="[plan process %(process)d] %(levelname)s %(name)s: %(message)s")
     # the protocol gets fd 1; anything printed goes to stderr instead
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    serve(sys.stdin.buffer, out)
+    with os.fdopen(os.dup(1), "wb") as out:
+        os.dup2(2, 1)
+        serve(sys.stdin.buffer, out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -458,8 +457,9 @@ class RedisState:
     async def commit_detection(self, offset: int, state: bytes) -> None:
         """Checkpoint the detectors: ``state`` has seen every detector-input message up to ``offset``.
 
-        Atomically forgets the alert records appended for those messages: they
-        are never fed again. (See :func:`commit_detection_sync` for a child process.)
+        ``state`` is stored as given (the detection agent signs it, see
+        :mod:`streams.detection.checkpoint`). Atomically forgets the alert
+        records appended for those messages: they are never fed again.
         """
         pipe = self.client.pipeline(transaction=True)
         _checkpoint_ops(pipe, self.keys, offset, state)
@@ -471,6 +471,8 @@ class RedisState:
     async def load_detection(self) -> tuple[int, bytes] | None:
         """The detectors' last checkpoint as ``(offset, state)``, or None before the first.
 
+        ``state`` is the bytes :meth:`commit_detection` was given, unchecked:
+        verify them before unpickling (:func:`streams.detection.checkpoint.restore`).
         The hash also holds ``applied`` (see :meth:`append_alerts`), which a
         worker writes before its first checkpoint: that alone is no checkpoint.
         """
@@ -551,14 +553,6 @@ def unreadable_checkpoint(key: str, exc: BaseException) -> StateError:
     )
 
 
-def commit_detection_sync(settings: Settings, offset: int, state: bytes) -> None:
-    """:meth:`RedisState.commit_detection` on a connection of its own, for a forked child process."""
-    with redis.Redis.from_url(settings.redis_url) as client:
-        pipe = client.pipeline(transaction=True)
-        _checkpoint_ops(pipe, Keys(settings.redis_prefix), offset, state)
-        pipe.execute()
-
-
-def _checkpoint_ops(pipe, keys: Keys, offset: int, state: bytes) -> None:  # noqa: ANN001 -- sync or asyncio pipeline
+def _checkpoint_ops(pipe: aioredis.client.Pipeline, keys: Keys, offset: int, state: bytes) -> None:
     pipe.hset(keys.detector, mapping={"offset": str(offset), "state": base64.b64encode(state).decode()})
     pipe.zremrangebyscore(keys.detector_written, "-inf", offset)

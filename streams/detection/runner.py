@@ -28,7 +28,7 @@ from detectors.suite import DetectorSuite
 from detectors.surge import SurgeDetector
 from detectors.types import Alert, AlertState, CallPoint
 from detectors.zones import WatchedZone, ZoneWatch
-from streams.detection.reorder import ReorderBuffer, WatermarkMerge
+from streams.detection.reorder import WatermarkMerge
 
 INPUT_VERSION = 1
 
@@ -122,17 +122,6 @@ class DetectionRunner:
     def __post_init__(self) -> None:
         self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s, self.partitions)
 
-    def __setstate__(self, state: dict) -> None:
-        # checkpoints written before the watermark merge hold a ReorderBuffer: its points move over
-        old = state.pop("_buffer", None)
-        self.__dict__.update(state)
-        if "_merge" not in state:
-            self.reorder_s, self.partition_idle_s, self.partitions = 0.0, 2.0, 0
-            self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s)
-            if isinstance(old, ReorderBuffer):
-                for point in old.flush():
-                    self._merge.push(-1, point.t, point, wall=float("-inf"))
-
     def feed(self, raw: bytes, wall: float) -> list[Alert]:
         """Process one detector-input message received at wall-clock time ``wall``."""
         alerts: list[Alert] = []
@@ -167,12 +156,11 @@ class DetectionRunner:
     def set_zones(self, zones: Iterable[WatchedZone]) -> None:
         """Watch these event zones from now on, in place of the previous ones (see :meth:`ZoneWatch.set_zones`).
 
-        A runner restored from a checkpoint older than event zones has no zone
-        watch: one is created here, on the surge detector's baseline; it sees
-        calls from now on, so its first windows are short of the calls before.
+        The suite must have a zone watch (:func:`default_suite` has one); a
+        :class:`ValueError` says so otherwise.
         """
         if self.suite.zones is None:
-            self.suite.zones = ZoneWatch(baseline=self.suite.surge.baseline, learn_baseline=False)
+            raise ValueError("the detector suite has no zone watch (DetectorSuite(zones=None)): it cannot watch event zones")
         self.suite.zones.set_zones(zones)
 
     def shed(self) -> dict[str, int]:

@@ -22,7 +22,12 @@ _LABELS = {
 }
 
 #: Families that go up and down (everything else is a counter).
-_GAUGES = frozenset({"model_mae", "model_bias", "model_alert_rate_per_day"})
+_GAUGES = frozenset(
+    {
+        "model_mae", "model_bias", "model_alert_rate_per_day",
+        "detector_checkpoint_seconds", "detector_checkpoint_stall_seconds", "detector_checkpoint_bytes",
+    }
+)  # fmt: skip
 
 _HELP = {
     "events_total": "Valid events folded into the counts, by kind.",
@@ -37,6 +42,11 @@ _HELP = {
     "detector_input_duplicates_total": "Detector input dropped as a redelivered copy.",
     "detector_input_late_total": "Calls too far out of event-time order for the detectors (still counted).",
     "detector_calls_shed_total": "Calls dropped early from a detector's windows because they held their cap (memory bound).",
+    "detector_checkpoints_total": "Checkpoints of the detectors written to Redis.",
+    "detector_checkpoint_seconds": "Seconds the last checkpoint took, from its snapshot to its write in Redis.",
+    "detector_checkpoint_stall_seconds": "Seconds the detection agent was held for the last checkpoint's snapshot.",
+    "detector_checkpoint_stall_seconds_total": "Seconds the detection agent was held for checkpoint snapshots.",
+    "detector_checkpoint_bytes": "Size of the last checkpoint's snapshot (the pickled detectors), bytes.",
     "fetch_records_delivered_total": "Records Faust's fetch loop delivered to this worker's agents (since it started).",
     "fetch_deliveries_blocked_total": "Deliveries that found an agent's buffer full and waited (since start; see WF_MAX_POLL_RECORDS).",
     "model_residuals_total": "Residuals (observed - expected) fed to the model's drift detector.",

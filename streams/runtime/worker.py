@@ -2,7 +2,11 @@
 
 Before Faust starts, a pre-flight check makes sure the topics exist with the
 configured, equal partition counts (calls and their updates must be
-co-partitioned) and that Redis answers; each failure says what to do.
+co-partitioned), that Redis answers and, for the detection role, that the
+detectors' checkpoint key can be had; each failure says what to do. Then
+:func:`streams.runtime.app.create_app` builds the app from the settings, and
+Faust's command line runs it (there is no module-level ``app`` to point
+``faust -A`` at: the settings are read here, at start).
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import gc
 import sys
 
+from streams.faustext import quiet_expected_startup_errors
 from streams.runtime.app import create_app
-from streams.runtime.settings import Settings, load_settings
+from streams.runtime.settings import Settings, SettingsError, checkpoint_key, load_settings
 from streams.topics import CALLS, INCIDENT_UPDATES, topic_name
 
 #: CPython's thread switch interval in the worker (its default is 0.005 s; see main()).
@@ -51,6 +56,11 @@ def preflight(settings: Settings) -> None:
         raise PreflightError(
             f"calls and incident updates must have the same partition count as WF_PARTITIONS={settings.partitions}, found {counts}"
         )
+    if "detect" in settings.roles:
+        try:
+            checkpoint_key(settings)  # made here on a first start, read again by the detection agent
+        except SettingsError as exc:
+            raise PreflightError(f"no key to sign the detectors' checkpoints: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"watchfloor worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     app = create_app(settings)
+    quiet_expected_startup_errors()  # aiokafka's "coordinator not available" while the group forms: INFO, not ERROR
     # Faust, aiokafka, River and SciPy leave 140,000 objects that live as long as the process:
     # a full collection walked them every time (74 ms of each; 150-280 ms pauses of the detection
     # worker in a storm, bench/latency.py). Frozen out of collection; later objects are collected as before.

@@ -283,7 +283,7 @@ def test_rebuild_command_says_what_is_wrong_when_kafka_or_redis_is_down(settings
 def test_a_batch_applied_over_lost_offsets_is_refused_before_anything_is_written(settings):
     """The check runs on the snapshot the commit is made from: a loss between two batches cannot slip through."""
     from streams.counting.rebuild import RedisDataLost
-    from tests.streams.test_planner import T0, call, recs
+    from tests.streams.counting.test_planner import T0, call, recs
 
     async def go():
         st = RedisState.from_settings(settings)

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streams.counting.planner import CALL, UPDATE, CallState, Snapshot
 from streams.counting.planproc import OffloadedState, PlanProcessDied
 from streams.counting.state import RedisState, StateError
-from tests.streams.test_planner import T0, call, recs, update
+from tests.streams.counting.test_planner import T0, call, recs, update
 
 pytestmark = pytest.mark.stack
 

@@ -10,7 +10,7 @@ import pytest
 from streams.counting.planner import CALL, UPDATE, Incoming
 from streams.counting.rolling import cells_for, minute_of
 from streams.counting.state import RedisState
-from tests.streams.test_planner import T0, call, recs, update
+from tests.streams.counting.test_planner import T0, call, recs, update
 
 pytestmark = pytest.mark.stack
 

@@ -21,11 +21,14 @@ from websockets.exceptions import ConnectionClosed
 
 from detectors.zones import WatchedZone
 from streams.counting.keys import Keys
+from streams.detection import checkpoint
 from streams.detection.runner import DetectionRunner, decode_points, encode_points, parse_zones
 from streams.runtime import progress
+from streams.runtime.settings import checkpoint_key
 from streams.topics import ALERTS
 from tests.gateway.live import GatewayProcess, token
 from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
+from tests.streams.detection.test_checkpoint import hostile_pickle
 
 
 class RecordingSuite:
@@ -121,20 +124,13 @@ def test_the_default_runner_watches_zones_on_the_surge_baseline():
     assert pickle.loads(pickle.dumps(runner)).suite.zones.zones == (zone,)
 
 
-def test_a_runner_restored_from_a_checkpoint_without_zones_gets_a_zone_watch_on_set_zones():
-    """Checkpoints pickled before event zones load, run, and watch zones once the worker sets them."""
-    old = DetectionRunner()
-    del old.suite.__dict__["zones"]  # what the previous version pickled
-    runner = pickle.loads(pickle.dumps(old))
-    assert runner.suite.zones is None
-    runner.feed(encode_points([(0, 0, 1000.0, "882aac941dfffff", "EMS", None)]), wall=0)
-    zone = WatchedZone("z1", "Parade", ["882aac941dfffff"], 0.0, 3600.0)
-    runner.set_zones([zone])
-    assert runner.suite.zones.zones == (zone,) and runner.suite.zones.baseline is runner.suite.surge.baseline
-    assert not runner.suite.zones.learn_baseline
-    runner.feed(encode_points([(0, 1, 1100.0, "882aac941dfffff", "EMS", None)]), wall=1)
-    runner.flush()
-    assert runner.suite.surge.baseline.calls_learned == 2, "each call learnt once"
+def test_a_runner_whose_suite_has_no_zone_watch_refuses_zones():
+    """Zones need the suite's zone watch; a suite built without one says so instead of ignoring them."""
+    from detectors.suite import DetectorSuite
+
+    runner = DetectionRunner(suite=DetectorSuite(zones=None, score=False))
+    with pytest.raises(ValueError, match="no zone watch"):
+        runner.set_zones([WatchedZone("z1", "Parade", ["882aac941dfffff"], 0.0, 3600.0)])
 
 
 def test_parse_zones_keeps_event_zones_and_reports_malformed_ones():
@@ -318,7 +314,8 @@ def test_detection_worker_killed_between_checkpoints_replays_without_losing_or_d
             worker.stop()  # a clean stop checkpoints what it has seen
         restored = int(before["offset"])  # (a checkpoint being written when the worker died dies with it)
         assert f"restored from their checkpoint at detector-input offset {restored}" in worker.log_tail(400)
-        runner = pickle.loads(base64.b64decode(client.hget(keys.detector, "state")))
+        saved = client.hgetall(keys.detector)
+        runner = checkpoint.restore(base64.b64decode(saved["state"]), checkpoint_key(s), offset=int(saved["offset"]))
         bodies = [f["alert"] for _, f in client.xrange(keys.alerts)]
         calls = int(client.hget(keys.metrics, "events_total|call") or 0)
     # processed, dropped as late, or still held for event-time order (released by the next start)
@@ -333,12 +330,15 @@ def test_detection_worker_killed_between_checkpoints_replays_without_losing_or_d
         assert states[0] == "open" and "open" not in states[1:] and "closed" not in states[:-1], (alert_id, states)
 
 
-def test_a_worker_that_cannot_read_its_checkpoint_exits_with_a_clear_error(settings, tmp_path):
-    # A checkpoint written by other code (or damaged) must not leave a worker
-    # that looks alive and does nothing: it says what to do and exits, so its
-    # supervisor sees it (Faust's graceful stop of a crashed app can hang).
+@pytest.mark.stack
+def test_a_worker_refuses_an_unsigned_checkpoint_exits_with_what_to_do_and_runs_none_of_its_code(settings, tmp_path):
+    # Anyone who can write to Redis can put a pickle where the checkpoint goes; the worker must not
+    # unpickle it (that would run its code), and must not look alive doing nothing: it says what to do
+    # and exits, so its supervisor sees it (Faust's graceful stop of a crashed app can hang).
+    marker = tmp_path / "marker"
     key = Keys(settings.redis_prefix).detector
-    redis.Redis.from_url(settings.redis_url).hset(key, mapping={"offset": "12", "state": base64.b64encode(b"not a pickle").decode()})
+    with redis.Redis.from_url(settings.redis_url) as client:
+        client.hset(key, mapping={"offset": "12", "state": base64.b64encode(hostile_pickle(marker)).decode()})
     worker = WorkerProcess(settings, tmp_path).start()
     try:
         code = worker.proc.wait(120)
@@ -346,8 +346,9 @@ def test_a_worker_that_cannot_read_its_checkpoint_exits_with_a_clear_error(setti
         worker.stop()
     log = worker.log_tail(400)
     assert code != 0, log
-    assert f"the detectors' checkpoint in {key} cannot be read" in log
-    assert f"redis-cli DEL {key}" in log
+    assert f"the detectors' checkpoint in {key} was refused: it is not a signed checkpoint" in log
+    assert f"Set WF_CHECKPOINT_KEY to the key it was written with, or delete it (redis-cli DEL {key})" in log
+    assert not marker.exists(), "the worker ran the pickle's code"
 
 
 def test_a_crashed_worker_whose_stop_hangs_exits_anyway(tmp_path):
@@ -357,7 +358,7 @@ def test_a_crashed_worker_whose_stop_hangs_exits_anyway(tmp_path):
         "import streams.runtime.app as m\n"
         "logging.basicConfig()\n"
         "m.CRASH_EXIT_S = 0.5\n"
-        "app = m._App('probe', broker='kafka://127.0.0.1:1')\n"
+        "app = m.CrashExitApp('probe', broker='kafka://127.0.0.1:1')\n"
         "asyncio.run(app.crash(RuntimeError('boom')))\n"
         "time.sleep(30)  # as a graceful stop that hangs\n"
         "print('still alive')\n"
@@ -382,44 +383,3 @@ def test_calls_shed_by_full_windows_are_in_the_metrics_and_the_prometheus_page()
     assert m["detector_calls_shed_total|zones"] == 50 - len(runner.suite.zones._calls) > 0
     page = render_prometheus(m)
     assert 'watchfloor_detector_calls_shed_total{detector="surge"}' in page
-
-
-def test_the_forked_checkpoint_yields_the_cpu_to_the_live_pipeline_and_writes_the_pickled_runner(monkeypatch, tmp_path):
-    import os
-
-    from streams.runtime import app as app_module
-
-    report = tmp_path / "child.json"
-
-    def commit(settings, offset, blob):  # noqa: ANN001, ANN202 -- commit_detection_sync's signature
-        runner = pickle.loads(blob)
-        report.write_text(json.dumps({"nice": os.nice(0), "offset": offset, "points": runner.counters["detector_points_total"]}))
-
-    monkeypatch.setattr(app_module, "commit_detection_sync", commit)
-    runner = DetectionRunner()
-    runner.counters["detector_points_total"] = 7
-    pid = os.fork()
-    if pid == 0:
-        app_module.checkpoint_in_child(SimpleNamespace(), 41, runner)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    seen = json.loads(report.read_text())
-    assert seen == {"nice": min(19, os.nice(0) + app_module.CHECKPOINT_NICE), "offset": 41, "points": 7}
-    assert app_module.CHECKPOINT_NICE > 0
-
-
-def test_a_checkpoint_child_that_fails_exits_1_for_the_parent_to_retry(monkeypatch, capfd):
-    import os
-
-    from streams.runtime import app as app_module
-
-    def commit(settings, offset, blob):  # noqa: ANN001, ANN202
-        raise ConnectionError("redis is down")
-
-    monkeypatch.setattr(app_module, "commit_detection_sync", commit)
-    pid = os.fork()
-    if pid == 0:
-        app_module.checkpoint_in_child(SimpleNamespace(), 41, DetectionRunner())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 1
-    assert "redis is down" in capfd.readouterr().err

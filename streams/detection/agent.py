@@ -1,0 +1,330 @@
+"""The detection agent: the detectors over the detector input, their alerts, their clock and their checkpoints.
+
+:class:`DetectionAgent` is registered by :func:`streams.runtime.app.create_app`
+as ``detect_surges`` (its :meth:`~DetectionAgent.detect_surges`), with
+:meth:`~DetectionAgent.keep_detector_clock` on a timer; both drive the one
+:class:`~streams.detection.runner.DetectionRunner`, one at a time (a lock).
+
+Alerts are written to the Redis stream as soon as the detectors return them
+(de-duplicated there, see :meth:`streams.counting.state.RedisState.append_alerts`)
+and sent to the alerts topic. The detectors are checkpointed every
+``WF_DETECTOR_CHECKPOINT_S`` seconds, not per message: the pickled state grows
+with the calls in the windows (megabytes in a storm). The agent acknowledges its
+input to Kafka only up to the checkpoint, so after a crash the messages since the
+checkpoint are delivered again and fed to the restored detectors, which make the
+same alert records; the stream keeps one copy of each. The alerts topic is
+at-least-once: a record may be sent again after a crash, never lost.
+
+A checkpoint is taken under the lock (``pickle.dumps`` of the runner: the copy,
+and the only time the agent is held, ``detector_checkpoint_stall_seconds``),
+then signed (:mod:`streams.detection.checkpoint`; in a thread, as hashing
+releases the GIL) and written to Redis while the agent goes on; its messages
+are acknowledged once it is written. A checkpoint read back is unpickled only
+if its signature verifies under the worker's key.
+
+The agent also follows the event zones the gateway keeps in Redis: it reads
+``P:zones:version`` at most every :data:`ZONES_POLL_S` seconds and, when it
+changed, hands the event zones of ``P:zones`` to the detectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pickle
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from detectors.types import Alert
+from streams.counting.state import RedisState, StateError, unreadable_checkpoint
+from streams.detection import checkpoint
+from streams.detection.runner import DetectionRunner, parse_zones
+from streams.runtime.retry import until_reachable
+from streams.runtime.settings import Settings, checkpoint_key
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two reads of the event zones' version counter.
+ZONES_POLL_S = 5.0
+
+#: Seconds between two warnings that the detectors' windows shed calls (while they go on shedding).
+SHED_WARN_S = 60.0
+
+
+@dataclass
+class ZonesRead:
+    """The event zones handed to the detectors so far."""
+
+    #: whether the zones were read at least once
+    read: bool = False
+    #: the zones' version counter when they were read (None: no zone yet)
+    version: int | None = None
+    #: monotonic time of the next look at the counter
+    next_poll: float = 0.0
+
+
+@dataclass
+class DetectionState:
+    """What the detection agent holds between messages; read and changed under :attr:`DetectionAgent.lock`."""
+
+    #: the detectors (None until the first message or tick restores or makes them)
+    runner: DetectionRunner | None = None
+    #: the detector-input offset of the last checkpoint written (-1: none)
+    offset: int = -1
+    #: the detector-input offset of the last message fed to the detectors
+    applied: int = -1
+    #: messages fed since the checkpoint being taken, acknowledged once the next one is written
+    pending: list[EventT] = field(default_factory=list)
+    #: the alerts topic's sends since the last checkpoint (awaited before the next)
+    sends: list[Awaitable[Any]] = field(default_factory=list)
+    #: monotonic time the next checkpoint is due
+    next_checkpoint: float = 0.0
+    #: the checkpoint being signed and written, outside the lock
+    writing: asyncio.Task[None] | None = None
+    zones: ZonesRead = field(default_factory=ZonesRead)
+    #: calls shed when last warned, and the monotonic time before which no new warning is logged
+    shed_warned: tuple[int, float] = (0, 0.0)
+
+
+class DetectionAgent:
+    """Runs the detectors over the detector input and publishes their alerts (see the module's text).
+
+    ``state`` gives the Redis state to read and write through; ``alerts`` is
+    the alerts topic; ``key`` gives the checkpoints' signing key (by default
+    :func:`streams.runtime.settings.checkpoint_key`, read on first use).
+    Call :meth:`close` at shutdown: it writes a last checkpoint.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: Callable[[], RedisState],
+        alerts: faust.TopicT,
+        key: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = state
+        self.alerts = alerts
+        self._key_source = key or (lambda: checkpoint_key(settings))
+        self._key: bytes | None = None
+        self.state = DetectionState()
+        #: the agent and the clock timer both drive the detectors: one at a time
+        self.lock = asyncio.Lock()
+
+    # -- the agent and its timer ---------------------------------------------------
+
+    async def detect_surges(self, stream: faust.StreamT) -> None:
+        """Run the detectors over the accepted calls, in event-time order, and publish their alerts."""
+        # Acknowledged by hand, with each checkpoint: a crash redelivers what the checkpoint lacks.
+        async for event in stream.noack().events():
+            await self.handle(event)
+
+    async def handle(self, event: EventT) -> None:
+        """Feed one detector-input message to the detectors, publish its alerts, and checkpoint when due."""
+        st = self.state
+        async with self.lock:
+            runner = await self.runner()
+            await self._refresh_zones(runner)
+            offset = event.message.offset
+            if offset <= st.applied:
+                # fed before (redelivered after a restart or a rebalance): acknowledged at once if
+                # the checkpoint has it, else with the next checkpoint, never ahead of one
+                if offset <= st.offset:
+                    event.ack()
+                else:
+                    st.pending.append(event)
+                return
+            await self._publish(runner.feed(event.value, time.time()), offset)
+            st.pending.append(event)
+            self._warn_if_shedding(runner)
+            if self._checkpoint_due():
+                await self.checkpoint()
+
+    async def keep_detector_clock(self) -> None:
+        """While the feed is silent, the detectors' clock follows the wall clock (outages are news); checkpoint when due."""
+        st = self.state
+        async with self.lock:
+            runner = await self.runner()
+            await self._refresh_zones(runner)
+            alerts = runner.tick(time.time())
+            if alerts:
+                await self._publish(alerts, st.applied, clock=True)
+            # alerts of the clock alone are not made again by a replay: checkpoint them soon
+            if (alerts or st.pending) and self._checkpoint_due():
+                await self.checkpoint()
+
+    def metrics(self) -> dict[str, float]:
+        """The detectors' counters for ``/metrics`` (empty before they are restored)."""
+        return self.state.runner.metrics() if self.state.runner is not None else {}
+
+    async def close(self) -> None:
+        """At shutdown: wait for the checkpoint being written, then write one of what was fed since (a clean stop replays nothing)."""
+        st = self.state
+        if not st.pending and st.writing is None:
+            return
+        async with self.lock:
+            try:
+                if st.writing is not None:
+                    await st.writing
+                if st.pending:
+                    await self.checkpoint(final=True)
+            except Exception as exc:  # shutting down: the last checkpoint still holds, whatever failed
+                log.warning("no checkpoint at shutdown (the next start replays from the last one): %s", exc)
+
+    # -- the detectors and their checkpoints -------------------------------------------
+
+    async def runner(self) -> DetectionRunner:
+        """The detectors, restored from their checkpoint in Redis when there is one (call under the lock)."""
+        st = self.state
+        if st.runner is None:
+            key = self._signing_key()
+            redis = self.redis()
+            saved = await until_reachable("reading the detectors' checkpoint", redis.load_detection)
+            if saved is None:
+                st.runner = DetectionRunner(partitions=self.settings.partitions)
+            else:
+                st.offset, blob = saved
+                st.applied = st.offset
+                st.runner = _restore(blob, key, st.offset, redis.keys.detector)
+                log.info("detectors restored from their checkpoint at detector-input offset %d", st.offset)
+            st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
+        return st.runner
+
+    async def checkpoint(self, *, final: bool = False) -> None:
+        """Save the detectors, then acknowledge the messages they have seen (call under the lock).
+
+        The snapshot is taken here (the runner pickled: the agent's stall);
+        signing and writing it go on outside the lock, in a task, unless
+        ``final`` (at shutdown), which writes before returning and raises what
+        failed. A background write that fails leaves its messages to the next
+        checkpoint (a Redis failure is logged; anything else is raised by the
+        next message or tick).
+        """
+        runner = await self.runner()
+        st = self.state
+        for fut in st.sends:
+            await fut  # the alerts topic has every record the checkpoint covers
+        st.sends.clear()
+        offset, events = st.applied, st.pending
+        st.pending = []
+        st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
+        started = time.perf_counter()
+        payload = pickle.dumps(runner, protocol=pickle.HIGHEST_PROTOCOL)
+        stall = time.perf_counter() - started
+        counters = runner.counters
+        counters["detector_checkpoint_stall_seconds"] = round(stall, 4)
+        counters["detector_checkpoint_stall_seconds_total"] = round(counters["detector_checkpoint_stall_seconds_total"] + stall, 4)
+        counters["detector_checkpoint_bytes"] = len(payload)
+        write = self._write(offset, payload, events, started)
+        if final:
+            await write
+        else:
+            st.writing = asyncio.ensure_future(self._write_or_requeue(write, offset, events))
+
+    async def _write(self, offset: int, payload: bytes, events: list[EventT], started: float) -> None:
+        """Sign ``payload`` (in a thread: hashing releases the GIL) and write it; then acknowledge ``events``."""
+        blob = await asyncio.to_thread(checkpoint.sign, payload, self._signing_key(), offset=offset)
+        del payload
+        await self.redis().commit_detection(offset, blob)
+        st = self.state
+        st.offset = max(st.offset, offset)
+        for event in events:
+            event.ack()
+        if st.runner is not None:
+            counters = st.runner.counters
+            counters["detector_checkpoints_total"] += 1
+            counters["detector_checkpoint_seconds"] = round(time.perf_counter() - started, 4)
+
+    async def _write_or_requeue(self, write: Awaitable[None], offset: int, events: list[EventT]) -> None:
+        try:
+            await write
+        except StateError as exc:
+            # not acknowledged: the next checkpoint covers these messages too
+            self.state.pending[:0] = events
+            log.warning("the detectors' checkpoint at offset %d failed (%s); retrying at the next", offset, exc)
+
+    def _checkpoint_due(self) -> bool:
+        writing = self.state.writing
+        if writing is not None:
+            if not writing.done():
+                return False
+            self.state.writing = None
+            writing.result()  # raises what stopped the last write (not a Redis failure: those are retried)
+        return time.monotonic() >= self.state.next_checkpoint
+
+    def _signing_key(self) -> bytes:
+        if self._key is None:
+            self._key = self._key_source()
+        return self._key
+
+    # -- alerts, zones, warnings ------------------------------------------------------------
+
+    async def _publish(self, alerts: list[Alert], offset: int, *, clock: bool = False) -> None:
+        """Alerts to the Redis stream at once (the gateway's feed), and to the alerts topic before the next checkpoint."""
+        bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
+        for a, b in zip(alerts, bodies, strict=True):
+            self.state.sends.append(await self.alerts.send(key=a.id.encode(), value=b.encode()))
+            log.info("alert %s %s: %s", a.state.value, a.id, a.reason)
+        redis = self.redis()
+        await until_reachable(f"writing {len(bodies)} alert record(s)", lambda: redis.append_alerts(offset, bodies, clock=clock))
+        self.state.applied = offset
+
+    async def _refresh_zones(self, runner: DetectionRunner) -> None:
+        """At most every ZONES_POLL_S: if the gateway changed the event zones, hand them to the detectors.
+
+        Malformed zones are skipped with a warning; a Redis failure keeps the
+        zones watched so far and is retried at the next poll.
+        """
+        seen = self.state.zones
+        now = time.monotonic()
+        if now < seen.next_poll:
+            return
+        seen.next_poll = now + ZONES_POLL_S
+        redis = self.redis()
+        try:
+            if seen.read and await redis.zones_version() == seen.version:
+                return
+            version, entries = await redis.event_zones()
+        except StateError as exc:
+            log.warning("event zones not refreshed, retrying in %.0f s: %s", ZONES_POLL_S, exc)
+            return
+        zones, problems = parse_zones(entries)
+        for problem in problems:
+            log.warning("event zone skipped: %s", problem)
+        runner.set_zones(zones)
+        seen.read, seen.version = True, version
+        log.info("watching %d event zone(s) (zones version %s): %s", len(zones), version, ", ".join(z.id for z in zones) or "-")
+
+    def _warn_if_shedding(self, runner: DetectionRunner) -> None:
+        """At most once a minute while it goes on: the detectors' windows are full and drop their oldest calls early."""
+        shed = sum(runner.shed().values())
+        now = time.monotonic()
+        if shed > self.state.shed_warned[0] and now >= self.state.shed_warned[1]:
+            log.warning(
+                "the detectors' windows hold their cap of calls (max_window_calls): %d of the oldest calls dropped early so far; "
+                "long-window counts are low until the rate falls (detector_calls_shed_total)",
+                shed,
+            )
+            self.state.shed_warned = (shed, now + SHED_WARN_S)
+
+
+def _restore(blob: bytes, key: bytes, offset: int, where: str) -> DetectionRunner:
+    """The runner of a checkpoint read from Redis key ``where``, unpickled only if its signature verifies under ``key``."""
+    try:
+        runner = checkpoint.restore(blob, key, offset=offset)
+    except checkpoint.CheckpointRefused as exc:
+        raise StateError(
+            f"the detectors' checkpoint in {where} was refused: {exc}; it was not unpickled. Set WF_CHECKPOINT_KEY to the "
+            f"key it was written with, or delete it (redis-cli DEL {where}) and restart the worker to start the detectors afresh"
+        ) from None
+    except Exception as exc:  # signed with our key, yet not loadable by this code (another version's checkpoint)
+        raise unreadable_checkpoint(where, exc) from exc
+    if not isinstance(runner, DetectionRunner):
+        raise unreadable_checkpoint(where, TypeError(f"it holds a {type(runner).__name__}, not a DetectionRunner"))
+    return runner

@@ -1,0 +1,219 @@
+"""The detection agent (streams/detection/agent.py): snapshot under the lock, signed write beside it, acknowledgements after."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import pickle
+from types import SimpleNamespace
+
+import pytest
+import redis
+
+from streams.counting.keys import Keys
+from streams.counting.state import RedisState, StateError
+from streams.detection import checkpoint
+from streams.detection.agent import DetectionAgent
+from streams.detection.runner import encode_points
+from streams.runtime.settings import load_settings
+from tests.streams.detection.test_checkpoint import KEY, OTHER_KEY, hostile_pickle
+
+CELL = "882aac941dfffff"
+T0 = 1_700_000_000.0
+
+
+class MemoryState:
+    """Stands in for :class:`RedisState`: what the detection agent reads and writes, kept in memory."""
+
+    def __init__(self) -> None:
+        self.keys = Keys("mem")
+        self.saved: tuple[int, bytes] | None = None
+        self.alerts: list[str] = []
+        self.failing: StateError | None = None
+        #: set to hold commit_detection until released
+        self.hold: asyncio.Event | None = None
+
+    async def load_detection(self) -> tuple[int, bytes] | None:
+        return self.saved
+
+    async def commit_detection(self, offset: int, state: bytes) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.failing is not None:
+            raise self.failing
+        self.saved = (offset, state)
+
+    async def append_alerts(self, offset: int, bodies: list[str], *, clock: bool = False) -> int:
+        self.alerts += bodies
+        return len(bodies)
+
+    async def zones_version(self) -> int | None:
+        return None
+
+    async def event_zones(self) -> tuple[int | None, list[dict]]:
+        return None, []
+
+
+class SentAlerts:
+    """Stands in for the alerts topic."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> asyncio.Future:
+        self.sent.append(value)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class Message:
+    """A detector-input event as the agent sees it: offset, value, ack()."""
+
+    def __init__(self, offset: int) -> None:
+        self.message = SimpleNamespace(offset=offset)
+        self.value = encode_points([(0, offset, T0 + 60 * offset, CELL, "EMS", None)])
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+def make_agent(state, key: bytes = KEY, **overrides) -> DetectionAgent:
+    settings = load_settings({}, partitions=1, **overrides)
+    return DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: key)  # type: ignore[arg-type]
+
+
+def test_a_checkpoint_is_written_beside_the_agent_and_acknowledges_its_messages_only_once_written():
+    """The snapshot is taken under the lock; while it is written the agent feeds the next message; the messages it
+    covers are acknowledged after the write, the later one is not; a new agent restores the detectors from it."""
+
+    async def go():
+        state = MemoryState()
+        agent = make_agent(state)
+        first = [Message(i) for i in range(3)]
+        for m in first:
+            await agent.handle(m)
+        state.hold = asyncio.Event()
+        async with agent.lock:
+            await agent.checkpoint()
+        writing = agent.state.writing
+        assert writing is not None and not writing.done()
+        later = Message(3)
+        await asyncio.wait_for(agent.handle(later), 5)  # the lock is free while the checkpoint is written
+        assert not any(m.acked for m in first), "acknowledged before the checkpoint was written"
+        state.hold.set()
+        await writing
+        assert all(m.acked for m in first) and not later.acked
+        assert agent.state.offset == 2 and agent.state.pending == [later]
+        counters = agent.state.runner.counters
+        assert counters["detector_checkpoints_total"] == 1
+        assert counters["detector_checkpoint_bytes"] > 1000
+        assert 0 < counters["detector_checkpoint_stall_seconds"] <= counters["detector_checkpoint_seconds"]
+        offset, blob = state.saved
+        assert offset == 2 and blob.startswith(checkpoint.MAGIC)
+        restored = make_agent(state)
+        async with restored.lock:
+            runner = await restored.runner()
+        assert runner._seen == {0: 2}, "the checkpoint holds the three messages fed before it, not the fourth"
+        assert restored.state.offset == restored.state.applied == 2
+
+    asyncio.run(go())
+
+
+def test_a_checkpoint_that_fails_to_write_leaves_its_messages_to_the_next():
+    async def go():
+        state = MemoryState()
+        agent = make_agent(state)
+        msgs = [Message(i) for i in range(2)]
+        for m in msgs:
+            await agent.handle(m)
+        state.failing = StateError("Redis failed while checkpointing")
+        async with agent.lock:
+            await agent.checkpoint()
+        await agent.state.writing
+        assert not any(m.acked for m in msgs) and agent.state.pending == msgs and agent.state.offset == -1
+        state.failing = None
+        async with agent.lock:
+            await agent.checkpoint()
+        await agent.state.writing
+        assert all(m.acked for m in msgs) and agent.state.offset == 1 and state.saved[0] == 1
+
+    asyncio.run(go())
+
+
+def test_a_clean_stop_waits_for_the_write_under_way_and_checkpoints_what_came_after():
+    async def go():
+        state = MemoryState()
+        agent = make_agent(state)
+        await agent.handle(Message(0))
+        state.hold = asyncio.Event()
+        async with agent.lock:
+            await agent.checkpoint()
+        later = Message(1)
+        await agent.handle(later)
+        asyncio.get_running_loop().call_later(0.05, state.hold.set)
+        await agent.close()
+        assert later.acked and state.saved[0] == 1
+
+    asyncio.run(go())
+
+
+def test_an_unsigned_checkpoint_in_the_store_stops_the_agent_with_what_to_do_and_runs_no_code(tmp_path):
+    marker = tmp_path / "marker"
+    state = MemoryState()
+    state.saved = (12, hostile_pickle(marker))
+
+    with pytest.raises(StateError) as refused:
+        asyncio.run(make_agent(state).runner())
+    message = str(refused.value)
+    assert "the detectors' checkpoint in mem:detector was refused: it is not a signed checkpoint" in message
+    assert "Set WF_CHECKPOINT_KEY to the key it was written with, or delete it (redis-cli DEL mem:detector)" in message
+    assert not marker.exists()
+
+
+def test_a_checkpoint_signed_with_another_key_stops_the_agent_and_runs_no_code(tmp_path):
+    marker = tmp_path / "marker"
+    state = MemoryState()
+    state.saved = (12, checkpoint.sign(hostile_pickle(marker), OTHER_KEY, offset=12))
+    with pytest.raises(StateError, match="was refused: its signature did not verify"):
+        asyncio.run(make_agent(state).runner())
+    assert not marker.exists()
+
+
+def test_a_signed_checkpoint_that_is_not_a_runner_is_unreadable():
+    state = MemoryState()
+    state.saved = (3, checkpoint.sign(pickle.dumps({"not": "a runner"}), KEY, offset=3))
+    with pytest.raises(StateError, match=r"cannot be read .*not a DetectionRunner.*redis-cli DEL mem:detector"):
+        asyncio.run(make_agent(state).runner())
+
+
+@pytest.mark.stack
+def test_a_checkpoint_round_trips_through_redis_and_another_key_is_refused(settings):
+    """Written by one agent through the real Redis state, restored by the next; under another key it is refused."""
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            agent = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]
+            for i in range(4):
+                await agent.handle(Message(i))
+            async with agent.lock:
+                await agent.checkpoint()
+            await agent.state.writing
+            again = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]
+            runner = await again.runner()
+            stranger = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: OTHER_KEY)  # type: ignore[arg-type]
+            with pytest.raises(StateError, match=f"checkpoint in {st.keys.detector} was refused: its signature did not verify"):
+                await stranger.runner()
+            return runner
+        finally:
+            await st.close()
+
+    runner = asyncio.run(go())
+    assert runner._seen == {0: 3} and runner.counters["detector_points_total"] + len(runner._merge) == 4
+    # what Redis holds is the signed blob, base64 (bench/backfill.py reads its size as such)
+    key = Keys(settings.redis_prefix).detector
+    with redis.Redis.from_url(settings.redis_url) as client:
+        stored = base64.b64decode(client.hget(key, "state"))
+    assert stored.startswith(checkpoint.MAGIC) and checkpoint.restore(stored, KEY, offset=3)._seen == {0: 3}
