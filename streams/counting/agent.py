@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import faust
 from aiokafka.errors import KafkaError
@@ -136,7 +137,8 @@ class CountingAgent:
         committers = [asyncio.ensure_future(self._commit_batches(i, self.states.get(i), stream, batchers[i])) for i in range(n)]
         committer_of = self.state.committer_of
         try:
-            async for event in stream.noack().events():
+            # acknowledged by each committer once its batch is committed
+            async for event in cast(faust.Stream, stream).noack().events():  # StreamT does not declare noack (faust-streaming 0.15)
                 p = event.message.partition
                 i = committer_of.get(p)
                 if i is None:

@@ -36,7 +36,7 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT
@@ -70,6 +70,37 @@ class ZonesRead:
 
 
 @dataclass
+class CheckpointFigures:
+    """How the detectors' checkpoints went, since the worker started (for ``/metrics``)."""
+
+    #: checkpoints written
+    written: int = 0
+    #: seconds the last one took, from its snapshot to its write in Redis
+    last_seconds: float = 0.0
+    #: seconds the agent was held for the last snapshot, and for all of them
+    last_stall_seconds: float = 0.0
+    stall_seconds: float = 0.0
+    #: size of the last snapshot (the pickled detectors), bytes
+    last_bytes: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """As ``/metrics`` counters (names as in :mod:`streams.runtime.metrics`).
+
+        >>> CheckpointFigures(written=2, last_seconds=0.25, last_stall_seconds=0.05, stall_seconds=0.1, last_bytes=4096).metrics()
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'detector_checkpoints_total': 2, 'detector_checkpoint_seconds': 0.25, 'detector_checkpoint_stall_seconds': 0.05,
+         'detector_checkpoint_stall_seconds_total': 0.1, 'detector_checkpoint_bytes': 4096}
+        """
+        return {
+            "detector_checkpoints_total": self.written,
+            "detector_checkpoint_seconds": round(self.last_seconds, 4),
+            "detector_checkpoint_stall_seconds": round(self.last_stall_seconds, 4),
+            "detector_checkpoint_stall_seconds_total": round(self.stall_seconds, 4),
+            "detector_checkpoint_bytes": self.last_bytes,
+        }
+
+
+@dataclass
 class DetectionState:
     """What the detection agent holds between messages; read and changed under :attr:`DetectionAgent.lock`."""
 
@@ -87,6 +118,7 @@ class DetectionState:
     next_checkpoint: float = 0.0
     #: the checkpoint being signed and written, outside the lock
     writing: asyncio.Task[None] | None = None
+    checkpoints: CheckpointFigures = field(default_factory=CheckpointFigures)
     zones: ZonesRead = field(default_factory=ZonesRead)
     #: calls shed when last warned, and the monotonic time before which no new warning is logged
     shed_warned: tuple[int, float] = (0, 0.0)
@@ -122,7 +154,7 @@ class DetectionAgent:
     async def detect_surges(self, stream: faust.StreamT) -> None:
         """Run the detectors over the accepted calls, in event-time order, and publish their alerts."""
         # Acknowledged by hand, with each checkpoint: a crash redelivers what the checkpoint lacks.
-        async for event in stream.noack().events():
+        async for event in _noack(stream).events():
             await self.handle(event)
 
     async def handle(self, event: EventT) -> None:
@@ -160,8 +192,10 @@ class DetectionAgent:
                 await self.checkpoint()
 
     def metrics(self) -> dict[str, float]:
-        """The detectors' counters for ``/metrics`` (empty before they are restored)."""
-        return self.state.runner.metrics() if self.state.runner is not None else {}
+        """The detectors' counters and the checkpoints' figures for ``/metrics`` (empty before the detectors are restored)."""
+        if self.state.runner is None:
+            return {}
+        return {**self.state.runner.metrics(), **self.state.checkpoints.metrics()}
 
     async def close(self) -> None:
         """At shutdown: wait for the checkpoint being written, then write one of what was fed since (a clean stop replays nothing)."""
@@ -216,11 +250,10 @@ class DetectionAgent:
         st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
         started = time.perf_counter()
         payload = pickle.dumps(runner, protocol=pickle.HIGHEST_PROTOCOL)
-        stall = time.perf_counter() - started
-        counters = runner.counters
-        counters["detector_checkpoint_stall_seconds"] = round(stall, 4)
-        counters["detector_checkpoint_stall_seconds_total"] = round(counters["detector_checkpoint_stall_seconds_total"] + stall, 4)
-        counters["detector_checkpoint_bytes"] = len(payload)
+        figures = st.checkpoints
+        figures.last_stall_seconds = time.perf_counter() - started
+        figures.stall_seconds += figures.last_stall_seconds
+        figures.last_bytes = len(payload)
         write = self._write(offset, payload, events, started)
         if final:
             await write
@@ -236,10 +269,8 @@ class DetectionAgent:
         st.offset = max(st.offset, offset)
         for event in events:
             event.ack()
-        if st.runner is not None:
-            counters = st.runner.counters
-            counters["detector_checkpoints_total"] += 1
-            counters["detector_checkpoint_seconds"] = round(time.perf_counter() - started, 4)
+        st.checkpoints.written += 1
+        st.checkpoints.last_seconds = time.perf_counter() - started
 
     async def _write_or_requeue(self, write: Awaitable[None], offset: int, events: list[EventT]) -> None:
         try:
@@ -312,6 +343,11 @@ class DetectionAgent:
                 shed,
             )
             self.state.shed_warned = (shed, now + SHED_WARN_S)
+
+
+def _noack(stream: faust.StreamT) -> faust.StreamT:
+    """``stream.noack()``: Faust's Stream has it; its StreamT type (faust-streaming 0.15) does not declare it."""
+    return cast(faust.Stream, stream).noack()
 
 
 def _restore(blob: bytes, key: bytes, offset: int, where: str) -> DetectionRunner:

@@ -147,7 +147,7 @@ class Settings:
         return tuple(range(self.h3_resolution, self.h3_resolution - self.h3_parent_levels - 1, -1))
 
 
-_ENV = {
+_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
     "WF_REDIS_URL": ("redis_url", str),
     "WF_TOPIC_PREFIX": ("topic_prefix", str),

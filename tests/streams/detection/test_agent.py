@@ -106,10 +106,11 @@ def test_a_checkpoint_is_written_beside_the_agent_and_acknowledges_its_messages_
         await writing
         assert all(m.acked for m in first) and not later.acked
         assert agent.state.offset == 2 and agent.state.pending == [later]
-        counters = agent.state.runner.counters
-        assert counters["detector_checkpoints_total"] == 1
-        assert counters["detector_checkpoint_bytes"] > 1000
-        assert 0 < counters["detector_checkpoint_stall_seconds"] <= counters["detector_checkpoint_seconds"]
+        figures = agent.metrics()
+        assert figures["detector_checkpoints_total"] == 1 and figures["detector_checkpoint_bytes"] > 1000
+        assert 0 < figures["detector_checkpoint_stall_seconds"] <= figures["detector_checkpoint_seconds"]
+        assert figures["detector_checkpoint_stall_seconds_total"] == figures["detector_checkpoint_stall_seconds"]
+        assert figures["detector_points_total"] >= 0, "with the detectors' own counters"
         offset, blob = state.saved
         assert offset == 2 and blob.startswith(checkpoint.MAGIC)
         restored = make_agent(state)
