@@ -258,7 +258,7 @@ class Producer(threading.Thread):
                     pace=Pace(), progress=False, source_name=name,
                 )
             )  # fmt: skip
-        except BaseException as exc:  # handed to the watching thread, which raises it
+        except BaseException as exc:  # noqa: BLE001 -- handed to the watching thread, which raises it
             self.error = exc
         finally:
             self.finished_at = time.perf_counter()

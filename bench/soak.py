@@ -192,7 +192,7 @@ class Run:
         if self.topics_created:
             try:
                 say(delete_run(self.settings, self.client))
-            except Exception as exc:  # report and go on: the processes are stopped already
+            except Exception as exc:  # noqa: BLE001 -- report and go on: the processes are stopped already
                 say(f"could not delete the run's keys and topics ({type(exc).__name__}: {exc}); prefix {self.settings.redis_prefix}")
         self.client.close()
 

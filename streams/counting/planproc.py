@@ -87,7 +87,7 @@ def die_with_parent() -> None:
 class OffloadedState(RedisState):
     """A :class:`RedisState` that plans and commits each batch in the plan process (see the module's text)."""
 
-    def __init__(self, client, settings: Settings) -> None:  # noqa: ANN001 -- RedisState's client
+    def __init__(self, client, settings: Settings) -> None:
         super().__init__(client, settings)
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
@@ -141,7 +141,7 @@ class OffloadedState(RedisState):
                 await proc.wait()
         await super().close()
 
-    async def _call(self, request: tuple):  # noqa: ANN202 -- the reply's value depends on the request
+    async def _call(self, request: tuple):
         async with self._lock:
             proc = self._proc
             if proc is None or proc.returncode is not None:
@@ -208,7 +208,7 @@ def _read(stream: BinaryIO) -> Any:  # an unpickled frame (a request tuple or th
     body = stream.read(n)
     if len(body) < n:
         return None
-    return pickle.loads(body)  # noqa: S301 -- frames from our own parent
+    return pickle.loads(body)
 
 
 async def commit_then_plan(

@@ -259,7 +259,7 @@ class KafkaLog:
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
 
-    async def _ask(self, request: Awaitable, what: str):  # noqa: ANN202 -- the request's own result
+    async def _ask(self, request: Awaitable, what: str):
         from aiokafka.errors import KafkaError
 
         try:
@@ -267,7 +267,7 @@ class KafkaLog:
         except KafkaError as exc:
             raise RebuildError(f"Kafka at {self.settings.kafka_bootstrap} did not give {what} ({exc!r})") from exc
 
-    def _tp(self, tp: TP):  # noqa: ANN202 -- aiokafka's TopicPartition
+    def _tp(self, tp: TP):
         from aiokafka import TopicPartition
 
         return TopicPartition(self.topics[tp[0]], tp[1])

@@ -208,7 +208,7 @@ class DetectionAgent:
                     await st.writing
                 if st.pending:
                     await self.checkpoint(final=True)
-            except Exception as exc:  # shutting down: the last checkpoint still holds, whatever failed
+            except Exception as exc:  # noqa: BLE001 -- shutting down: the last checkpoint still holds, whatever failed
                 log.warning("no checkpoint at shutdown (the next start replays from the last one): %s", exc)
 
     # -- the detectors and their checkpoints -------------------------------------------

@@ -121,7 +121,7 @@ async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:  # any c
                 except StopIteration as done:
                     return done.value
                 continue
-        except Exception:  # coro reads the future's exception itself when resumed
+        except Exception:  # noqa: BLE001 -- coro reads the future's exception itself when resumed
             pass
         try:
             yielded = coro.send(None)
@@ -250,7 +250,7 @@ async def _getmany(self: _consumer.Consumer, timeout: float) -> Any:  # Faust's 
         self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
         try:
             await self.perform_seek()
-        except Exception as ex:  # Faust's own
+        except Exception as ex:  # noqa: BLE001 -- Faust's own
             self.log.warning(f"exception performing seek when flow not active {ex}")
 
 

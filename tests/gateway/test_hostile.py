@@ -810,7 +810,7 @@ class Flooder(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 self.outcomes.append(self.attack())
-            except Exception as exc:  # noqa: BLE001 - reported by the test, not swallowed
+            except Exception as exc:  # noqa: BLE001 -- reported by the test, not swallowed
                 self.errors.append(exc)
                 time.sleep(0.05)
 

@@ -119,7 +119,7 @@ class OwnRedis:
     """A redis-server of this test's own, configured as a cache like infra/stack.py's (no persistence):
     :meth:`stop` kills it (its data is lost), :meth:`start` runs it again, empty, on the same port."""
 
-    def __init__(self, folder) -> None:  # noqa: ANN001 -- a pytest tmp_path
+    def __init__(self, folder) -> None:
         from tests.stackutil import free_port
 
         self.port, self.folder = free_port(), folder
