@@ -27,6 +27,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streams.faustext import kafka_backoff
 from streams.ingest.sources import FORMATS, Rejected, Row, UnknownFormat, count_rows, detect_format, read_source
 from streams.runtime.settings import load_settings
 from streams.topics import CALLS, DEADLETTER, INCIDENT_UPDATES, topic_name
@@ -167,10 +168,6 @@ async def produce(
     source_name: str = "",
 ) -> ReplaySummary:
     """Send the records in order, each when ``pace`` says it is due."""
-    from streams.faustext import kafka_backoff
-
-    kafka_backoff.install()
-
     summary = ReplaySummary(rejected=Counter(r.reason for r in rejected))
     producer = await _start_producer(bootstrap)
     started = time.monotonic()
@@ -317,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    if settings.faust_fastpath:  # the one flag for every change to Faust and aiokafka (streams.faustext)
+        kafka_backoff.install()  # a broker outage: wait between failed metadata updates, do not spin
     if not args.path.is_file():
         print(f"replay: {args.path} is not a file", file=sys.stderr)
         return 2
