@@ -440,7 +440,8 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
 
 def _area_of(cell: str) -> str:
     try:
-        return h3.cell_to_parent(cell, AREA_RESOLUTION)
+        area: str = h3.cell_to_parent(cell, AREA_RESOLUTION)  # h3 ships no types
+        return area
     except (ValueError, h3.H3BaseException) as exc:
         raise ValueError(f"CallPoint.cell must be an H3 cell at resolution >= {AREA_RESOLUTION}, got {cell!r}") from exc
 

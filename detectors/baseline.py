@@ -92,6 +92,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
@@ -236,6 +237,7 @@ class ExpectedCounts(Detector):
         if self._t_ref is None:
             self._t_ref = self._last_t = t
             self._hour = hour
+        assert self._hour is not None and self._last_t is not None  # all three are set by the first call
         if hour > self._hour:
             self._fold()
             self._hour = hour
@@ -290,6 +292,7 @@ class ExpectedCounts(Detector):
             live_end = min(end, start + self.max_silence_s)
         else:
             live_end = min(end, self._plausible_end(start, end))
+        assert self._hour is not None  # called by learn_one, after its first call set it
         t = start
         while t < live_end:
             stop = min((math.floor(t / 3600) + 1) * 3600.0, live_end)
@@ -316,7 +319,11 @@ class ExpectedCounts(Detector):
         return end
 
     def _weight(self, t: float) -> float:
-        return 2.0 ** ((t - self._t_ref) / self._half_life_s)
+        """The decay weight of time ``t``; only called once a call was learnt (``_t_ref`` set)."""
+        t_ref = self._t_ref
+        assert t_ref is not None  # every caller runs after the first call learnt
+        w: float = 2.0 ** ((t - t_ref) / self._half_life_s)  # float ** float is typed Any (it may be complex), not here
+        return w
 
     def _renormalise(self, t: float) -> None:
         """Move the reference time to ``t``: every decayed sum is multiplied by the same factor."""
@@ -326,7 +333,8 @@ class ExpectedCounts(Detector):
                 arr[i] *= f
         self._n *= f
         self._x *= f
-        for d in (self._n_cell, self._n_parent, self._pending_calls, self._pending_exposure):
+        sums: tuple[dict[Any, float], ...] = (self._n_cell, self._n_parent, self._pending_calls, self._pending_exposure)
+        for d in sums:
             for key in d:
                 d[key] *= f
         self._t_ref = t
@@ -371,7 +379,7 @@ class ExpectedCounts(Detector):
         if self._x <= 0.0 or self._n <= 0.0:
             return [0.0] * _HOURS_PER_WEEK
         # the prior is in calls, the counts in weighted calls (calls x the current weight)
-        k = self.profile_prior * self._weight(self._last_t)
+        k = self.profile_prior * self._weight(cast(float, self._last_t))  # _x > 0: a call was learnt, _last_t is set
         r = self._n / self._x
         f = [(self._n_hod[h] + k) / (self._x_hod[h] * r + k) for h in range(24)]
         # a day's factor compares its calls with what the hours it was live for would have had
@@ -400,7 +408,7 @@ class ExpectedCounts(Detector):
         """:meth:`share` for many cells, what they have in common computed once (valid until the model learns again)."""
         if self._n <= 0.0:
             return _no_share
-        w = self._weight(self._last_t)
+        w = self._weight(cast(float, self._last_t))  # _n > 0: a call was learnt, _last_t is set
         # The priors are in calls; the counts are in weighted calls (calls x w).
         a, b = self.cell_prior * w, self.parent_prior * w
         total = self._n + len(self._n_parent) * b
@@ -416,7 +424,7 @@ class ExpectedCounts(Detector):
     def category_share(self, category: str, t: float) -> float:
         """Expected share of ``category`` among calls at the local hour of ``t``."""
         k = _CAT_INDEX.get(category, _CAT_INDEX["OTHER"])
-        w = self._weight(self._last_t) if self._t_ref is not None else 1.0
+        w = self._weight(cast(float, self._last_t)) if self._t_ref is not None else 1.0  # _last_t is set with _t_ref
         prior = (self._n_cat[k] + w) / (self._n + len(CATEGORIES) * w)
         row = self._n_cat_hod[_how_bin(self._tz, int(t // 3600)) % 24]
         m = self.profile_prior * w

@@ -114,7 +114,7 @@ class DetectorSuite(Detector):
         zones = None
         if self.zones is not None:
             zones = self.zones.clone() if self.zones.learn_baseline else self.zones.clone({"baseline": surge.baseline})
-        extra = tuple(d.clone() for d in self.extra)  # type: ignore[attr-defined]
+        extra = tuple(d.clone() for d in self.extra)  # type: ignore[attr-defined]  # clone is optional in StreamDetector (needed only here)
         params = {**self._params(), "surge": surge, "feed": self.feed.clone(), "extra": extra, "zones": zones}
         return type(self)(**{**params, **(new_params or {})})
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 #: H3 resolution of the cells detectors work on (res 8: ~0.74 km^2).
 DETECTION_RESOLUTION = 8
@@ -79,7 +80,7 @@ class Alert:
     #: id of the event zone the alert is about (zone surges), else None
     zone: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         # Spelled out in field order rather than dataclasses.asdict, which recursed into every
         # cell: a county-wide alert lists thousands, and in a storm its once-a-minute updates
         # held the detection agent up to a second (py-spy, bench/latency.py). The same keys in

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import bisect
 import operator
+from typing import Any, TypeVar
+
+#: A call in a window: a tuple whose first item is its time (each detector keeps its own fields after it).
+_Call = TypeVar("_Call", bound=tuple[Any, ...])
 
 
-def drop_expired(calls: list, by_cell: dict[str, list], cutoff: float) -> int:
+def drop_expired(calls: list[_Call], by_cell: dict[str, list[_Call]], cutoff: float) -> int:
     """Remove the calls at or before ``cutoff`` from ``calls`` (time order) and from ``by_cell``; how many went.
 
     >>> a, b, c = (1.0, "x"), (2.0, "y"), (5.0, "x")
@@ -43,7 +47,7 @@ MAX_WINDOW_CALLS = 200_000
 SHED_TO = 0.9
 
 
-def shed_cutoff(calls: list, cap: int) -> float | None:
+def shed_cutoff(calls: list[_Call], cap: int) -> float | None:
     """The time through which to drop the oldest of ``calls`` (time order) when they are more than ``cap``; None within it.
 
     >>> calls = [(float(i), "x") for i in range(12)]
@@ -52,7 +56,8 @@ def shed_cutoff(calls: list, cap: int) -> float | None:
     """
     if len(calls) <= cap:
         return None
-    return calls[len(calls) - int(cap * SHED_TO) - 1][0]
+    cutoff: float = calls[len(calls) - int(cap * SHED_TO) - 1][0]
+    return cutoff
 
 
 def check_cap(value: object) -> int:
@@ -72,7 +77,7 @@ def check_cap(value: object) -> int:
 time_of = operator.itemgetter(0)
 
 
-def insort_by_time(calls: list, call: tuple) -> None:
+def insort_by_time(calls: list[_Call], call: _Call) -> None:
     """Add ``call`` to ``calls`` (time order), after any call at the same time; calls mostly come in order.
 
     >>> calls = [(1.0, "x"), (5.0, "y")]

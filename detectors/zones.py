@@ -108,7 +108,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import h3
 
@@ -195,7 +195,8 @@ class WatchedZone:
             raise ValueError(f"zone {obj.get('id')!r} lacks {', '.join(missing)}")
         if not isinstance(obj["cells"], list):
             raise ValueError(f"zone {obj['id']!r}: cells must be a JSON list of H3 cell ids, got {obj['cells']!r}")
-        return cls(obj["id"], obj["name"], obj["cells"], obj["active_from"], obj["active_until"], obj.get("threshold"))
+        cells = cast(frozenset[str], obj["cells"])  # a list: __post_init__ makes it a frozenset and checks its cells
+        return cls(obj["id"], obj["name"], cells, obj["active_from"], obj["active_until"], obj.get("threshold"))
 
 
 #: A call in the windows: ``(t, cell, category)``, a plain tuple of atoms, which Python's garbage
@@ -411,8 +412,8 @@ class ZoneWatch(Detector):
         active = {zid for zid, z in self._zones.items() if z.active(now)}
         for zid in sorted(self._episodes):
             if zid not in active:
-                ep = self._episodes.pop(zid)
-                alerts.append(self._alert(ep, AlertState.CLOSED, now, self._gone_reason(ep, now)))
+                gone = self._episodes.pop(zid)
+                alerts.append(self._alert(gone, AlertState.CLOSED, now, self._gone_reason(gone, now)))
         if self.ready:
             # A zone with an open alert and no new call is re-scored once a minute of event
             # time (so that it closes), not on every call elsewhere (a storm made that the
@@ -525,7 +526,7 @@ class ZoneWatch(Detector):
 _RESCORE_S = 60.0
 
 
-def _rank(f: _Finding) -> tuple:
+def _rank(f: _Finding) -> tuple[float, int]:
     return (f.score, -f.window_min)
 
 

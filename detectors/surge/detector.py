@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Collection
+from typing import Any
 
 from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
@@ -184,11 +186,11 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         """Calls held in windows, cells with calls and open alerts, plus the baseline's sparse entries."""
         return len(self._calls) + len(self._by_cell) + len(self._episodes) + self.baseline.state_size()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         # the counts cache is rebuilt as rounds need it, the alert indexes on restore: not worth a checkpoint's bytes
         return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._count_cache = {}
         self._reindex()  # checkpoints hold the alerts, not their order or indexes
@@ -343,10 +345,11 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         every, incidents = {c[1] for c in expired}, {c[1] for c in expired if c[3]}
         for cell in every:
             self._count_cache.pop(cell, None)
-        for index, keys in (
+        indexes: tuple[tuple[dict[Any, list[float]], Collection[Any]], ...] = (
             (self._times_by_cell, every), (self._inc_by_cell, incidents), (self._times_by_cat, list(self._times_by_cat)),
             (self._inc_by_cat, list(self._inc_by_cat)),
-        ):  # fmt: skip
+        )  # fmt: skip
+        for index, keys in indexes:
             for key in keys:
                 times = index[key]
                 del times[: bisect.bisect_right(times, cutoff)]
@@ -364,6 +367,10 @@ def _check_windows(name: str, value: object, *, allow_empty: bool) -> tuple[int,
 
 
 def _check_number(name: str, value: object, *, low: float, strict: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (value <= low if strict else value < low)
+    ):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")

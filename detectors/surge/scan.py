@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,7 +67,17 @@ def _score(log10p: float) -> float:
     return min(max(0.0, -log10p), MAX_SCORE)
 
 
-def _finding(key, w, now, log10p, calls, incidents, expected, cells, category=None) -> _Finding:
+def _finding(
+    key: str,
+    w: int,
+    now: float,
+    log10p: float,
+    calls: list[_Rec] | None,
+    incidents: int,
+    expected: float,
+    cells: Iterable[str],
+    category: str | None = None,
+) -> _Finding:
     score = _score(log10p)
     observed = len(calls) if calls is not None else 0
     return _Finding(key, w, now, score, 10.0 ** (-score), observed, incidents, expected, calls, tuple(cells), category)
@@ -78,7 +88,7 @@ def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
     return f.present if f.present is not None else {c[1] for c in f.calls or ()}
 
 
-def _rank(f: _Finding) -> tuple:
+def _rank(f: _Finding) -> tuple[float, int, str]:
     """Findings rank by score, then the shorter window, then the key."""
     return (f.score, -f.window_min, f.key)
 
@@ -94,7 +104,6 @@ class Scan:
     min_incidents: int
     jurisdiction_shape: float
     jurisdiction_windows_min: tuple[int, ...]
-    incident_ratio: float
     _windows_desc: tuple[int, ...]
     _calls: list[_Rec]
     _by_cell: dict[str, list[_Rec]]
@@ -105,6 +114,11 @@ class Scan:
     _incident_times: list[float]
     _county_ids: set[str]
     _count_cache: dict[str, tuple[float, float, tuple[int, ...]]]
+
+    if TYPE_CHECKING:
+
+        @property
+        def incident_ratio(self) -> float: ...  # SurgeDetector.incident_ratio
 
     def _cell_counts(self, cell: str, now: float) -> tuple[int, ...]:
         """The cell's calls and incidents in each window of ``windows_min`` ending at ``now``, longest first:
@@ -281,9 +295,9 @@ class Scan:
             n_inc = [0] * (ncat + 1)
             for j in range(ncat):
                 for index, into in ((self._times_by_cat, n_calls), (self._inc_by_cat, n_inc)):
-                    times = index.get(j)
-                    if times:
-                        n = bisect_right(times, now) - bisect_right(times, start)
+                    cat_times = index.get(j)
+                    if cat_times:
+                        n = bisect_right(cat_times, now) - bisect_right(cat_times, start)
                         into[0] += n
                         into[j + 1] += n
             at_start[w] = (cell_counts, n_calls, n_inc)
@@ -309,8 +323,8 @@ class Scan:
         outside = outside_of[top]
         n_calls, n_inc = n_calls[:], n_inc[:]
         left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c[0] <= now]
-        for _, _, category, incident in left_out:
-            j = _CAT_INDEX.get(category, _OTHER) + 1
+        for _, _, left_category, incident in left_out:
+            j = _CAT_INDEX.get(left_category, _OTHER) + 1
             n_calls[0] -= 1
             n_calls[j] -= 1
             if incident:
