@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -180,6 +181,10 @@ def expiry_times(watermarks: dict[str, float], catching_up: Collection[str]) -> 
 
 #: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
 ALERTS_STREAM_MAXLEN = 100_000
+
+#: A Redis hash as the client returns it. The client decodes replies (``decode_responses=True``, see
+#: :meth:`RedisState.from_settings`); redis-py's types also allow bytes, hence the ``cast`` where a reply is read.
+_Hash = dict[str, str]
 
 # KEYS[1] alerts stream, KEYS[2] digests of the records appended since the last
 # checkpoint (zset scored by the detector-input offset that made them), KEYS[3]
@@ -398,7 +403,7 @@ class RedisState:
 
     async def bucket_counts(self) -> dict[tuple[int, str, str], int]:
         """Every stored count as ``{(minute, cell, category): n}`` (for checks and exports)."""
-        minutes = [int(m) for m in await self.client.zrange(self.keys.buckets, 0, -1)]
+        minutes = [int(m) for m in cast(list[str], await self.client.zrange(self.keys.buckets, 0, -1))]  # decoded replies
         pipe = self.client.pipeline(transaction=False)
         for m in minutes:
             pipe.hgetall(self.keys.bucket(m))
@@ -410,7 +415,7 @@ class RedisState:
         return out
 
     async def open_incidents(self) -> dict[str, int]:
-        return {cell: int(v) for cell, v in (await self.client.hgetall(self.keys.open)).items()}
+        return {cell: int(v) for cell, v in cast(_Hash, await self.client.hgetall(self.keys.open)).items()}
 
     async def response_times(self, kind: str, start: float, end: float) -> dict[str, dict[str, int]]:
         """Response-time sums per area for samples ending in ``[start, end]``: ``{area: {"n", "sum", "le60", ...}}``."""
@@ -418,7 +423,7 @@ class RedisState:
             raise ValueError(f"kind must be 'dispatch' or 'travel', got {kind!r}")
         out: dict[str, dict[str, int]] = {}
         for hour in range(hour_of(start), hour_of(end) + 1):
-            for fld, v in (await self.client.hgetall(self.keys.rt(hour))).items():
+            for fld, v in cast(_Hash, await self.client.hgetall(self.keys.rt(hour))).items():
                 k, area, stat = fld.split("|")
                 if k == kind:
                     slot = out.setdefault(area, {})
@@ -426,7 +431,7 @@ class RedisState:
         return out
 
     async def metrics(self) -> dict[str, int]:
-        return {k: int(v) for k, v in (await self.client.hgetall(self.keys.metrics)).items()}
+        return {k: int(v) for k, v in cast(_Hash, await self.client.hgetall(self.keys.metrics)).items()}
 
     async def applied_offsets(self) -> dict[tuple[str, int], int]:
         tps = [(kind, p) for kind in KINDS for p in range(self.settings.partitions)]
@@ -487,7 +492,7 @@ class RedisState:
     async def zones_version(self) -> int | None:
         """The gateway's zone counter ``P:zones:version`` (None before the first zone). Cheap: poll this."""
         try:
-            raw = await self.client.get(self.keys.zones_version)
+            raw = cast(str | None, await self.client.get(self.keys.zones_version))  # decoded replies: see _Hash
         except RedisError as exc:
             raise StateError(f"Redis failed while reading {self.keys.zones_version}: {exc}") from exc
         return _version(raw, self.keys.zones_version)
@@ -522,9 +527,9 @@ class RedisState:
                 zones.append(zone)
         return _version(raw_version, self.keys.zones_version), zones
 
-    async def recent_alerts(self, count: int = 100) -> list[tuple[str, dict]]:
+    async def recent_alerts(self, count: int = 100) -> list[tuple[str, dict[str, Any]]]:
         """The newest ``count`` alert records, oldest first, as ``(stream id, alert)``."""
-        entries = await self.client.xrevrange(self.keys.alerts, count=count)
+        entries = cast(list[tuple[str, _Hash]], await self.client.xrevrange(self.keys.alerts, count=count))
         return [(sid, json.loads(fields["alert"])) for sid, fields in reversed(entries)]
 
     async def clear(self) -> int:

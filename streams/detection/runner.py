@@ -21,6 +21,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from detectors.anomaly import MixAnomalyDetector
 from detectors.drift import ResidualDriftMonitor
@@ -56,7 +57,7 @@ def default_suite() -> DetectorSuite:
     return DetectorSuite(surge=surge, zones=zones, extra=(MixAnomalyDetector(),), score=False)
 
 
-def parse_zones(entries: Iterable[dict]) -> tuple[list[WatchedZone], list[str]]:
+def parse_zones(entries: Iterable[dict[str, Any]]) -> tuple[list[WatchedZone], list[str]]:
     """The event zones among the gateway's zone records, and one line per record skipped as malformed.
 
     Records of another ``kind`` (partner zones) are left out silently; a
@@ -111,13 +112,13 @@ class DetectionRunner:
     #: wall-clock seconds without input after which the buffer is flushed and
     #: the event clock runs on with the wall clock (a silent feed is news too)
     idle_s: float = 30.0
-    counters: Counter = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)
     _seen: dict[int, int] = field(default_factory=dict)
     _last_t: float | None = None
     _last_wall: float | None = None
     _hour: int | None = None
     _hour_calls: int = 0
-    _merge: WatermarkMerge = field(init=False)
+    _merge: WatermarkMerge[CallPoint] = field(init=False)
 
     def __post_init__(self) -> None:
         self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s, self.partitions)

@@ -47,7 +47,7 @@ def _dispatch_s(row: Row) -> float | None:
     return datetime.fromisoformat(dispatched.replace("Z", "+00:00")).timestamp() - row.event_time
 
 
-def read_history(path: str | os.PathLike, progress: bool = True) -> tuple[list[HistoryCall], Counter]:
+def read_history(path: str | os.PathLike[str], progress: bool = True) -> tuple[list[HistoryCall], Counter[str]]:
     """Every call of ``path`` with usable coordinates, in file order, and the rows skipped per reason.
 
     Rows the adapters reject are counted under their reason; calls without coordinates, with coordinates
@@ -55,7 +55,7 @@ def read_history(path: str | os.PathLike, progress: bool = True) -> tuple[list[H
     Raises what :func:`streams.ingest.sources.read_source` raises (``OSError``, ``UnknownFormat``).
     """
     calls: list[HistoryCall] = []
-    skipped: Counter = Counter()
+    skipped: Counter[str] = Counter()
     rows = tqdm(read_source(path), desc=f"reading {os.path.basename(path)}", unit=" rows", file=sys.stderr, disable=not progress)
     for row in rows:
         if not isinstance(row, Row):

@@ -130,7 +130,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from streams.ingest.schema import SCHEMA_VERSION, Category, Reason, Status, format_time, normalize_category
@@ -159,8 +159,8 @@ class Row:
     line: int
     raw: bytes
     event_time: float
-    call: dict
-    updates: tuple[dict, ...]
+    call: dict[str, Any]
+    updates: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -661,12 +661,12 @@ def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 # --------------------------------------------------------------------------- files
 
 
-def _first_line(path: str | os.PathLike) -> bytes:
+def _first_line(path: str | os.PathLike[str]) -> bytes:
     with open(path, "rb") as f:
         return f.readline()
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike[str]) -> str:
     """The name of the format of the CSV file at ``path``, from its first line.
 
     Raises :class:`UnknownFormat` naming the formats it knows and the line it
@@ -675,7 +675,7 @@ def detect_format(path: str | os.PathLike) -> str:
     return _detect(_first_line(path), os.fspath(path))
 
 
-def read_source(path: str | os.PathLike, fmt: str = "auto") -> Iterator[Row | Rejected]:
+def read_source(path: str | os.PathLike[str], fmt: str = "auto") -> Iterator[Row | Rejected]:
     """Read the CSV file at ``path`` line by line: one :class:`Row` or :class:`Rejected` per data line, in file order.
 
     The format (``fmt``, or detected when ``"auto"``) and the header are checked
@@ -688,12 +688,12 @@ def read_source(path: str | os.PathLike, fmt: str = "auto") -> Iterator[Row | Re
     return _read(path, plan.adapter.name, origin)
 
 
-def _read(path: str | os.PathLike, fmt: str, origin: str) -> Iterator[Row | Rejected]:
+def _read(path: str | os.PathLike[str], fmt: str, origin: str) -> Iterator[Row | Rejected]:
     with open(path, "rb") as f:
         yield from parse_lines(f, fmt, origin=origin)
 
 
-def count_rows(path: str | os.PathLike, fmt: str = "auto") -> int:
+def count_rows(path: str | os.PathLike[str], fmt: str = "auto") -> int:
     """The number of data lines in the file (non-blank lines after the header, if any), for a progress bar.
 
     Equals the number of items :func:`read_source` yields; raises
