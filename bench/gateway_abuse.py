@@ -397,13 +397,13 @@ class Load:
         """Stop the processes; their summed counts, request times ({request: {n, p50, p99, max}} in ms) and CPU seconds.
 
         Blocking: call it in a thread."""
-        self.stop.set()  # type: ignore[attr-defined]
+        self.stop.set()  # type: ignore[attr-defined]  # Load.stop is declared object; start() sets a multiprocessing Event
         counts: Counter = Counter()
         times: dict[str, list[float]] = {}
         cpu = 0.0
         for _ in self.procs:
             try:
-                got, got_times, used = self.results.get(timeout=4 * REQUEST_TIMEOUT_S)  # type: ignore[attr-defined]
+                got, got_times, used = self.results.get(timeout=4 * REQUEST_TIMEOUT_S)  # type: ignore[attr-defined]  # a multiprocessing Queue (see start)
             except queue.Empty:  # a child died or hung: named in the counts, and killed below
                 counts[("load", "process gave no result")] += 1
                 continue

@@ -205,4 +205,4 @@ def load_gateway_settings(environ: Mapping[str, str] | None = None, **overrides:
                 'create one with python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
         values["secret"] = text.encode()
-    return GatewaySettings(**values)  # type: ignore[arg-type]
+    return GatewaySettings(**values)  # type: ignore[arg-type]  # read_env's values are typed object; each was cast for its field

@@ -93,8 +93,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         body = render_prometheus({**await states.get().metrics(), **counters, **fetch})
         return web.text(body, content_type="text/plain; version=0.0.4")
 
-    # mode's SignalHandlerT accepts no function under mypy (its NamedArg("BaseSignalT") matches nothing)
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's SignalHandlerT (NamedArg "BaseSignalT") fits no function
     async def close(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         if fetch := faustext.deliveries(s, app.consumer):
             log.info("fetch loop: %s", ", ".join(f"{name} {n}" for name, n in fetch.items()))

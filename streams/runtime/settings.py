@@ -189,7 +189,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     if env.get("WF_CHECKPOINT_KEY") == "":
         values["checkpoint_key"] = ""  # set, but empty: refused like any short key, not taken for unset
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)  # type: ignore[arg-type]  # read_env's values are typed object; each was cast for its field by _ENV
 
 
 def checkpoint_key(settings: Settings) -> bytes:

@@ -210,7 +210,7 @@ def test_zones_from_json_and_set_zones_check_their_input():
     with pytest.raises(ValueError, match="twice"):
         det.set_zones([zone, zone])
     with pytest.raises(ValueError, match="WatchedZone"):
-        det.set_zones([record])  # type: ignore[list-item]
+        det.set_zones([record])  # type: ignore[list-item]  # the wrong type on purpose: the error is under test
     assert det.zones == ()
 
 

@@ -217,9 +217,9 @@ def test_the_actions_the_gateway_rewrite_needs_exist():
 
 def test_a_log_refuses_a_retention_or_attempts_that_cannot_work():
     with pytest.raises(ValueError, match="retention_s must be a positive number"):
-        AuditLog(object(), "p", retention_s=0)  # type: ignore[arg-type]
+        AuditLog(object(), "p", retention_s=0)  # type: ignore[arg-type]  # no client needed: refused before any use
     with pytest.raises(ValueError, match="max_attempts must be at least 1"):
-        AuditLog(object(), "p", max_attempts=0)  # type: ignore[arg-type]
+        AuditLog(object(), "p", max_attempts=0)  # type: ignore[arg-type]  # no client needed: refused before any use
 
 
 # -- CSV export, pure --------------------------------------------------------------

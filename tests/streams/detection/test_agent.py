@@ -81,7 +81,7 @@ class Message:
 
 def make_agent(state, key: bytes = KEY, **overrides) -> DetectionAgent:
     settings = load_settings({}, partitions=1, **overrides)
-    return DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: key)  # type: ignore[arg-type]
+    return DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: key)  # type: ignore[arg-type]  # SentAlerts stands in for the alerts topic
 
 
 def test_a_checkpoint_is_written_beside_the_agent_and_acknowledges_its_messages_only_once_written():
@@ -196,15 +196,15 @@ def test_a_checkpoint_round_trips_through_redis_and_another_key_is_refused(setti
     async def go():
         st = RedisState.from_settings(settings)
         try:
-            agent = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]
+            agent = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]  # SentAlerts: the alerts topic
             for i in range(4):
                 await agent.handle(Message(i))
             async with agent.lock:
                 await agent.checkpoint()
             await agent.state.writing
-            again = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]
+            again = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]  # SentAlerts: the alerts topic
             runner = await again.runner()
-            stranger = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: OTHER_KEY)  # type: ignore[arg-type]
+            stranger = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: OTHER_KEY)  # type: ignore[arg-type]  # SentAlerts: the topic
             with pytest.raises(StateError, match=f"checkpoint in {st.keys.detector} was refused: its signature did not verify"):
                 await stranger.runner()
             return runner

@@ -57,7 +57,7 @@ def test_detector_input_round_trips():
 def test_runner_drops_redelivered_points_and_restores_event_time_order():
     """Points redelivered after a crash are dropped by offset, and the suite sees event-time order."""
     suite = RecordingSuite()
-    runner = DetectionRunner(suite=suite, reorder_s=60)  # type: ignore[arg-type]
+    runner = DetectionRunner(suite=suite, reorder_s=60)  # type: ignore[arg-type]  # RecordingSuite stands in for the suite
     runner.feed(encode_points([(0, 0, 100.0, "c", "EMS", None), (1, 0, 50.0, "c", "EMS", None)]), wall=0)
     runner.feed(encode_points([(0, 0, 100.0, "c", "EMS", None)]), wall=1)  # a copy
     runner.feed(encode_points([(0, 1, 300.0, "c", "EMS", None), (1, 1, 20.0, "c", "EMS", None)]), wall=2)
@@ -70,7 +70,7 @@ def test_runner_drops_redelivered_points_and_restores_event_time_order():
 def test_runner_clock_follows_the_wall_clock_when_the_feed_goes_silent():
     """A silent partition stops holding points back after partition_idle_s; after idle_s the event clock runs on with wall time."""
     suite = RecordingSuite()
-    runner = DetectionRunner(suite=suite, reorder_s=60, idle_s=30, partition_idle_s=2)  # type: ignore[arg-type]
+    runner = DetectionRunner(suite=suite, reorder_s=60, idle_s=30, partition_idle_s=2)  # type: ignore[arg-type]  # RecordingSuite: see above
     runner.feed(encode_points([(0, 0, 4990.0, "c", "EMS", None)]), wall=5000.0)
     assert runner.tick(5001.0) == [] and suite.seen == []  # held: 60 s of disorder tolerated
     runner.tick(5010.0)
@@ -83,7 +83,7 @@ def test_replaying_history_a_lagging_partition_holds_the_others_and_the_clock_st
     """Event time far behind the wall clock is a replay: a partition unread for seconds (a loaded worker) is behind,
     not silent, so its points are not dropped as late; and a pause in the input moves no clock (no false outage)."""
     suite = RecordingSuite()
-    runner = DetectionRunner(suite=suite, idle_s=30, partition_idle_s=2, partitions=2)  # type: ignore[arg-type]
+    runner = DetectionRunner(suite=suite, idle_s=30, partition_idle_s=2, partitions=2)  # type: ignore[arg-type]  # RecordingSuite: see above
     day, now = 1_450_000_000.0, 1_790_000_000.0  # December 2015, replayed in 2026
     runner.feed(encode_points([(0, 0, day, "c", "EMS", None), (1, 0, day + 1, "c", "EMS", None)]), wall=now)
     runner.feed(encode_points([(0, 1, day + 3600, "c", "EMS", None)]), wall=now + 1)
@@ -98,7 +98,7 @@ def test_replaying_history_a_lagging_partition_holds_the_others_and_the_clock_st
 def test_runner_merges_partitions_hours_apart_without_losing_points():
     """Partitions replayed at full speed drift hours apart in event time; every point still reaches the suite, in order."""
     suite = RecordingSuite()
-    runner = DetectionRunner(suite=suite, partitions=4)  # type: ignore[arg-type]
+    runner = DetectionRunner(suite=suite, partitions=4)  # type: ignore[arg-type]  # RecordingSuite: see above
     offsets = [0, 0, 0, 0]
     wall = 0.0
     # partition p runs (3 - p) hours ahead of partition 3, in interleaved batches of 10 points a minute apart
