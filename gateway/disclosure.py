@@ -63,13 +63,12 @@ from typing import Any
 
 from detectors.types import AlertKind, AlertState
 from gateway.zones import Zone
-from streams.ingest.schema import Category
+from streams.ingest.schema import CATEGORIES
 
 #: The group every call falls in when an agreement releases totals only.
 ALL_GROUP = "all"
 #: Window sizes an agreement may choose (minutes): each divides a day, so windows align on days.
 WINDOW_CHOICES = (15, 30, 60, 120, 180, 240, 360, 720, 1440)
-CATEGORIES = tuple(c.value for c in Category)
 _KINDS = frozenset(k.value for k in AlertKind)
 _STATES = frozenset(s.value for s in AlertState)
 

@@ -44,7 +44,7 @@ from streams.counting.keys import ALL, Keys
 from streams.counting.planner import KINDS
 from streams.counting.rolling import minute_of, window_minutes
 from streams.counting.state import ALERTS_STREAM_MAXLEN
-from streams.ingest.schema import Category
+from streams.ingest.schema import CATEGORIES as _CATEGORIES
 
 #: Entries of a Redis stream as the client returns them. The client decodes replies (``decode_responses=True``);
 #: redis-py's types also allow bytes, hence the ``cast`` to this where the stream is read.
@@ -332,4 +332,3 @@ class Store:
 
 
 #: categories as the counting agent stores them; ALL is their sum
-_CATEGORIES = tuple(c.value for c in Category)

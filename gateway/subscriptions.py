@@ -43,9 +43,7 @@ from gateway.policy import Scope, severity_rank, visible_cells
 from gateway.protocol import SEVERITIES, ProtocolError, Subscribe
 from gateway.tokens import PARTNER_ROLES, Role
 from gateway.zones import Zone, ZoneError, polygon_cells
-from streams.ingest.schema import Category
-
-CATEGORIES = tuple(c.value for c in Category)
+from streams.ingest.schema import CATEGORIES
 
 
 @dataclass(frozen=True)

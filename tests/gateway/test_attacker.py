@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
-from gateway.disclosure import CATEGORIES, Plan, closed_windows, partner_alert_view, release_window, units_for
+from gateway.disclosure import Plan, closed_windows, partner_alert_view, release_window, units_for
+from streams.ingest.schema import CATEGORIES
 from tests.gateway.attacker import Attacker, invert_poisson_score
 from tests.gateway.live import ZONES, drain, make_alert, publish, recv_until, token
 
