@@ -188,6 +188,23 @@ def _demo_tokens(secret: str) -> tuple[str, str, str]:
     return supervisor, transit, school
 
 
+def _where_to_look(port: str, web: str) -> str:
+    """The demo's closing table: where to look, and what each place shows (aligned, whatever the paths' lengths)."""
+    rows = [
+        ("python -m streams.runtime.status", "the counts above, again (--json for a machine copy)"),
+        ("redis-cli XRANGE wf:alerts - +", "every alert record, with its explanation"),
+        (f"http://127.0.0.1:{web}/metrics", "the worker's counters, Prometheus format"),
+        (f"http://127.0.0.1:{port}/metrics", "the gateway's clients, deliveries and refusals (Authorization: Bearer <supervisor token>)"),
+        ("python -m gateway.agreements summary", "what each partner agency receives, in plain language"),
+        (str(WORKER.log), "the worker's log (alerts and dead letters are logged with their reason)"),
+        ("redis-cli --scan --pattern 'wf:*'", "the raw keys (layout in streams/counting/keys.py)"),
+        ("python -m streams.ingest.replay --help", "replay another file or another period"),
+        ("make down", "stop the gateway, the worker, Kafka and Redis"),
+    ]
+    width = max(len(where) for where, _ in rows)
+    return "Where to look:\n" + "\n".join(f"  {where:<{width}}  {what}" for where, what in rows)
+
+
 def _print_where_to_look(port: str, supervisor: str, transit: str, school: str) -> None:
     web = os.environ.get("WF_WEB_PORT", "6066")
     print(
@@ -198,16 +215,7 @@ Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a
   school partner        http://127.0.0.1:{port}/#token={school}
   more tokens:          WF_GATEWAY_SECRET=$(cat {GATEWAY_SECRET}) python -m gateway.tokens issue --help
 
-Where to look:
-  python -m streams.runtime.status            the counts above, again (--json for a machine copy)
-  redis-cli XRANGE wf:alerts - +      every alert record, with its explanation
-  http://127.0.0.1:{web}/metrics       the worker's counters, Prometheus format
-  http://127.0.0.1:{port}/metrics       the gateway's clients, deliveries and refusals (Authorization: Bearer <supervisor token>)
-  python -m gateway.agreements summary  what each partner agency receives, in plain language
-  {WORKER.log}   the worker's log (alerts and dead letters are logged with their reason)
-  redis-cli --scan --pattern 'wf:*'   the raw keys (layout in streams/counting/keys.py)
-  python -m streams.ingest.replay --help     replay another file or another period
-  make down                           stop the gateway, the worker, Kafka and Redis
+{_where_to_look(port, web)}
 """
     )
 
