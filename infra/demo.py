@@ -8,6 +8,12 @@ from ``../shared/data``'s Montgomery County file when it is there; on a fresh
 clone without it, a two-week file from the seeded simulator (with one injected
 incident) is generated into ``.run/`` and replayed instead. The worker keeps
 running afterwards so the counts can be explored; ``make down`` stops it all.
+
+Each run starts from an empty Kafka and Redis, so that running the demo again
+replays the same calls to the same result (a second replay of calls already
+counted would be refused as duplicates, and there would be nothing new for the
+detectors); ``--keep`` keeps what earlier runs stored, to add another file or
+period to it.
 """
 
 from __future__ import annotations
@@ -132,6 +138,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--speed", default="max", help="replay speed: times real time, or max (default)")
     p.add_argument("--since", help="replay calls from this time (ISO 8601)")
     p.add_argument("--until", help="replay calls before this time (ISO 8601)")
+    p.add_argument("--keep", action="store_true", help="keep the Kafka topics and Redis data of earlier runs (default: start empty)")
     return p.parse_args(argv)
 
 
@@ -226,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         GATEWAY.stop()
         WORKER.stop()
         return 0
+    if not args.keep:
+        _say("starting from an empty Kafka and Redis (--keep keeps what earlier runs stored)")
+        GATEWAY.stop()
+        WORKER.stop()
     try:
-        stack.up()
+        stack.up(fresh=not args.keep)
     except stack.StackError as exc:
         _say(f"error: {exc}")
         return 1
