@@ -135,7 +135,11 @@ class ExpectedCounts(Detector):
         Pseudo-calls of the hour-of-week, hour-of-day, day-of-week and
         category-by-hour shrinkage (> 0).
     timezone : str
-        IANA zone of the local clock the rhythms follow.
+        IANA zone of the local clock the rhythms follow: the jurisdiction's
+        (its profile's ``timezone``; the worker, the bootstrap and the
+        evaluation pass it). ``"UTC"`` when not given, which no city lives in:
+        its days would split at the wrong hour and daylight-saving changes
+        would shift its rhythm by an hour twice a year.
     silence_calls : float
         A silence counts as exposure until the rate expected this many calls in it (> 0).
     max_silence_s : float
@@ -160,7 +164,7 @@ class ExpectedCounts(Detector):
         cell_prior: float = 0.5,
         parent_prior: float = 1.0,
         profile_prior: float = 5.0,
-        timezone: str = "America/New_York",
+        timezone: str = "UTC",
         silence_calls: float = 5.0,
         max_silence_s: float = 7200.0,
         warmup_calls: int = 1000,

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.anomaly import MixAnomalyDetector
+from detectors.baseline import ExpectedCounts
 from detectors.drift import ResidualDriftMonitor
+from detectors.outage import FeedMonitor
 from detectors.suite import DetectorSuite
 from detectors.surge import SurgeDetector
 from detectors.types import Alert, AlertState, CallPoint
@@ -52,11 +54,19 @@ def decode_points(raw: bytes) -> list[tuple[int, int, float, str, str, int | Non
     return [(int(p), int(o), float(t), sys.intern(str(c)), sys.intern(str(k)), pr) for p, o, t, c, k, pr in msg["points"]]
 
 
-def default_suite() -> DetectorSuite:
-    """The worker's detectors: surges, feed outages, event zones (on the surge baseline) and the call-mix anomaly."""
-    surge = SurgeDetector()
+def default_suite(timezone: str = "UTC") -> DetectorSuite:
+    """The worker's detectors: surges, feed outages, event zones (on the surge baseline) and the call-mix anomaly.
+
+    ``timezone`` is the jurisdiction's IANA zone (its profile's): the expected
+    counts learn their hour-of-week rhythm on that local clock.
+
+    >>> default_suite("America/Los_Angeles").surge.baseline.timezone
+    'America/Los_Angeles'
+    """
+    surge = SurgeDetector(baseline=ExpectedCounts(timezone=timezone))
     zones = ZoneWatch(baseline=surge.baseline, learn_baseline=False)
-    return DetectorSuite(surge=surge, zones=zones, extra=(MixAnomalyDetector(),), score=False)
+    feed = FeedMonitor(baseline=ExpectedCounts(timezone=timezone))
+    return DetectorSuite(surge=surge, feed=feed, zones=zones, extra=(MixAnomalyDetector(),), score=False)
 
 
 def parse_zones(entries: Iterable[dict[str, Any]]) -> tuple[list[WatchedZone], list[str]]:
