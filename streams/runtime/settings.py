@@ -8,6 +8,7 @@ at import time, so tests can pass their own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from streams.detection.checkpoint import MIN_KEY_BYTES, check_key
 from streams.ingest.schema import Jurisdiction
+from streams.jurisdiction import Profile, ProfileError, default_profile, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class Settings:
     #: A call with no "closed" update stops counting as open after this long.
     open_timeout_s: int = 6 * 3600
     jurisdiction: Jurisdiction | None = None
+    #: Path of the jurisdiction profile TOML (``WF_PROFILE``; see docs/jurisdiction.md), read by :func:`load_jurisdiction`.
+    profile: str | None = None
     batch_size: int = 1000
     batch_within_s: float = 0.05
     web_port: int = 6066
@@ -160,6 +164,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_RETENTION_S": ("retention_s", int),
     "WF_OPEN_TIMEOUT_S": ("open_timeout_s", int),
     "WF_JURISDICTION": ("jurisdiction", Jurisdiction.parse),
+    "WF_PROFILE": ("profile", str),
     "WF_BATCH_SIZE": ("batch_size", int),
     "WF_BATCH_WITHIN_S": ("batch_within_s", float),
     "WF_WEB_PORT": ("web_port", int),
@@ -190,6 +195,38 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values["checkpoint_key"] = ""  # set, but empty: refused like any short key, not taken for unset
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]  # read_env's values are typed object; each was cast for its field by _ENV
+
+
+def load_jurisdiction(settings: Settings) -> Profile:
+    """The jurisdiction profile of ``settings``: the file ``WF_PROFILE`` names, or :func:`default_profile` when unset.
+
+    ``WF_JURISDICTION`` (a box) stays as a shorthand: without a profile it is the
+    default profile's box; with a profile that has no ``[boundary]`` it becomes that
+    profile's box. A profile that states a ``[boundary]`` and a ``WF_JURISDICTION``
+    as well is a conflict and is refused (SettingsError), rather than one silently
+    overriding the other: unset ``WF_JURISDICTION`` or drop the ``[boundary]``.
+    A profile that cannot be read raises SettingsError naming ``WF_PROFILE``.
+
+    >>> load_jurisdiction(load_settings({})).id
+    'unnamed'
+    >>> load_jurisdiction(load_settings({"WF_JURISDICTION": "39.9,-75.7,40.5,-75.0"})).contains(41.0, -75.3)
+    False
+    """
+    if settings.profile is None:
+        profile = default_profile()
+    else:
+        try:
+            profile = load_profile(settings.profile)
+        except ProfileError as exc:
+            raise SettingsError(f"WF_PROFILE: {exc}") from None
+    if settings.jurisdiction is None:
+        return profile
+    if profile.boundary is not None or profile.box is not None:
+        raise SettingsError(
+            f"WF_JURISDICTION ({settings.jurisdiction}) and the [boundary] of WF_PROFILE ({profile.path}) both set the jurisdiction's "
+            "extent; unset WF_JURISDICTION (the profile's boundary is the precise one) or remove [boundary] from the profile"
+        )
+    return dataclasses.replace(profile, box=settings.jurisdiction)
 
 
 def checkpoint_key(settings: Settings) -> bytes:
