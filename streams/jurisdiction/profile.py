@@ -105,7 +105,10 @@ class Profile:
     #: The file it was read from (None for a profile built in code).
     path: Path | None = None
     _cover: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
-    _cover_res: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
+    #: The boundary's cover: compacted cells of the base resolution ``_cover_base`` (-1: no boundary) ...
+    _cover_base: int = field(default=-1, init=False, repr=False, compare=False)
+    #: ... and the coarser resolutions present in it, finest first.
+    _cover_coarser: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _days: dict[datetime.date, SpecialDay] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,9 +126,11 @@ class Profile:
         object.__setattr__(self, "_days", days)
         if self.boundary is not None:
             check_geometry(self.boundary, "boundary")
-            cover = boundary_cover(self.boundary)
+            base, cover = boundary_cover(self.boundary)
+            coarser = sorted({h3.get_resolution(c) for c in cover} - {base}, reverse=True)
             object.__setattr__(self, "_cover", cover)
-            object.__setattr__(self, "_cover_res", tuple(sorted({h3.get_resolution(c) for c in cover}, reverse=True)))
+            object.__setattr__(self, "_cover_base", base)
+            object.__setattr__(self, "_cover_coarser", tuple(coarser))
             if self.box is None:
                 object.__setattr__(self, "box", bounding_box(self.boundary))
 
@@ -141,12 +146,11 @@ class Profile:
         centres lie inside the polygon, so a point within about half a cell
         (0.1 km at resolution 9) of the edge may fall either way.
         """
-        if self._cover_res:
-            finest = self._cover_res[0]
-            cell = h3.latlng_to_cell(lat, lng, finest)
-            if cell in self._cover:
-                return True
-            return any(h3.cell_to_parent(cell, res) in self._cover for res in self._cover_res[1:])
+        if self._cover_base >= 0:
+            # the cover is compacted cells of one base resolution: a coarser cover cell stands for all its
+            # base-resolution descendants, so the point's base cell and that cell's parents are tested
+            cell = h3.latlng_to_cell(lat, lng, self._cover_base)
+            return cell in self._cover or any(h3.cell_to_parent(cell, res) in self._cover for res in self._cover_coarser)
         if self.box is not None:
             return self.box.contains(lat, lng)
         return True
@@ -161,8 +165,8 @@ def default_profile() -> Profile:
     return Profile(id="unnamed", name="Unnamed jurisdiction", timezone="UTC")
 
 
-def boundary_cover(geometry: Mapping[str, Any]) -> frozenset[str]:
-    """The compacted H3 cells whose centres lie inside ``geometry``, at the finest resolution <= 9 that stays small.
+def boundary_cover(geometry: Mapping[str, Any]) -> tuple[int, frozenset[str]]:
+    """The base resolution and the compacted H3 cells of that resolution whose centres lie inside ``geometry``.
 
     Resolution :data:`BOUNDARY_RESOLUTION` unless the polygon would take more
     than :data:`BOUNDARY_MAX_CELLS` cells there (a state, not a county): then the
@@ -179,7 +183,7 @@ def boundary_cover(geometry: Mapping[str, Any]) -> frozenset[str]:
     cells = h3.h3shape_to_cells(shape, res)
     if not cells:  # smaller than one cell: the cells it overlaps
         cells = h3.h3shape_to_cells_experimental(shape, res, contain="overlap")
-    return frozenset(h3.compact_cells(cells))
+    return res, frozenset(h3.compact_cells(cells))
 
 
 def bounding_box(geometry: Mapping[str, Any]) -> Jurisdiction:
