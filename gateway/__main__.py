@@ -17,6 +17,7 @@ import sys
 
 from gateway.agreements import AgreementError
 from gateway.audit import AuditLog
+from gateway.places import load_places
 from gateway.server import Gateway
 from gateway.settings import GatewaySettingsError, load_gateway_settings
 from gateway.store import Store
@@ -29,13 +30,18 @@ async def run(port: int | None) -> int:
     except GatewaySettingsError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+    try:
+        places = load_places(settings.profile)
+    except (OSError, ValueError) as exc:
+        print(f"gateway: WF_PROFILE: {exc}", file=sys.stderr)
+        return 2
     store = Store.from_url(settings.redis_url, settings.redis_prefix, settings.partitions)
     if not await store.ping():
         print(f"gateway: Redis is not answering at {settings.redis_url} (start it with: python -m infra.stack up)", file=sys.stderr)
         return 1
     try:
         audit = AuditLog(store.client, settings.redis_prefix, retention_s=settings.audit_days * 86400.0)
-        gateway = Gateway(settings, store, audit)
+        gateway = Gateway(settings, store, audit, places=places)
     except ZoneError as exc:
         print(f"gateway: zone files: {exc}", file=sys.stderr)
         return 2

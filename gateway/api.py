@@ -3,17 +3,20 @@
 =====================================  ==============  ======================================================
 route                                  roles           answers
 =====================================  ==============  ======================================================
-``GET /api/me``                        all             the caller's claims, zones, and for partners its
-                                                       agreement, released units and the dashboard's settings
+``GET /api/me``                        all             the caller's claims, zones, the jurisdiction's name and
+                                                       time zone, the dashboard's settings, and for partners
+                                                       its agreement and released units
 ``GET /api/alerts``                    all             current alerts in scope (``state=open|all``, ``kind``,
                                                        ``min_severity``, ``limit``) and ``last_id`` to resume from
 ``GET /api/hotspots``                  all             supervisors and commanders: calls per cell over ``window``
-                                                       (15, 60, 180 or 1440 min); partners: their units in the
-                                                       newest released window
+                                                       (15, 60, 180 or 1440 min), each with the name of the
+                                                       area holding it; partners: their units in the newest
+                                                       released window
 ``GET /api/released``                  partners        the agreement's released windows over the last ``hours``
 ``GET /api/cells/{cell}/history``      supervisors,    a cell's calls per ``step`` (15, 60 or 1440 min) over
                                        commanders      ``hours``; commanders: their cells, from their zone's start
-``GET /api/cells?ids=a,b``             all             outlines of cells in scope (partners: their zones' cells)
+``GET /api/cells?ids=a,b``             all             outlines of cells in scope (partners: their zones' cells;
+                                                       supervisors and commanders: with their area's name)
 ``GET /api/zones``                     all             zones in scope, with their cells and outline
 ``GET /api/audit``, ``/export``        supervisors     the audit log, as JSON or CSV / JSON lines
 ``GET /metrics``                       supervisors     Prometheus text: clients by role, deliveries, refusals
@@ -110,7 +113,14 @@ def find_route(path: str) -> tuple[Route, tuple[str, ...]] | None:
 
 async def me(gw: Gateway, req: ApiRequest) -> Response:
     only(req.query, set())
-    body: dict = {"claims": req.claims.to_json(), "zones": [z.id for z in req.scope.zones], "k": req.scope.k, "tiles": gw.settings.tiles}
+    body: dict = {
+        "claims": req.claims.to_json(),
+        "zones": [z.id for z in req.scope.zones],
+        "k": req.scope.k,
+        "tiles": gw.settings.tiles,
+        # every role: the zone the dashboard shows times in (the jurisdiction's, not the browser's)
+        "jurisdiction": gw.places.to_json(),
+    }
     plan = req.scope.plan
     if plan is not None:
         agreement = gw.agreements[plan.agreement]
@@ -183,12 +193,13 @@ async def hotspots(gw: Gateway, req: ApiRequest) -> Response:
     counts = await gw.store.cell_counts(wm, window, 8)
     shown = view_counts(counts, req.scope, req.now)
     top = sorted(shown.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    names = gw.places.named(c for c, _ in top)  # only the cells this precise scope is shown
     return json_response(
         200,
         {
             "at": wm,
             "window_min": window,
-            "cells": [{"cell": c, "count": n, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c, n in top],
+            "cells": [{"cell": c, "count": n, "area": names.get(c), "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c, n in top],
             "zones": zone_counts(counts, req.scope, req.now),
         },
     )
@@ -270,7 +281,13 @@ async def cells(gw: Gateway, req: ApiRequest) -> Response:
         outside = [c for c in ids if c not in visible]
         if outside:
             raise HttpError(403, "out_of_scope", f"{len(outside)} cell(s) are outside what this token may see")
-    return json_response(200, {"cells": [{"cell": c, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c in ids]})
+    rows: list[dict[str, object]] = [{"cell": c, "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c in ids]
+    if req.scope.role in PRECISE:
+        # the names of the areas holding them, for the map's tooltips; partners read their own zones' names only
+        names = gw.places.named(ids)
+        for row, c in zip(rows, ids, strict=True):
+            row["area"] = names.get(c)
+    return json_response(200, {"cells": rows})
 
 
 async def zones(gw: Gateway, req: ApiRequest) -> Response:

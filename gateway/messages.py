@@ -19,6 +19,7 @@ from gateway import api
 from gateway.audit import AuditAction, AuditLog, AuditRecord
 from gateway.auditor import Auditor
 from gateway.hub import Client, Hub
+from gateway.places import Places
 from gateway.policy import view
 from gateway.protocol import AlertAction, CreateZone, ProtocolError, Subscribe, frame
 from gateway.scopes import Scopes
@@ -33,7 +34,8 @@ class Messages:
     """The handlers of client messages, one per message type.
 
     ``jurisdiction`` bounds event zones (:func:`gateway.zones.event_zone`); ``zones_changed`` is awaited after a
-    zone is saved, so that this gateway serves it before the client is answered.
+    zone is saved, so that this gateway serves it before the client is answered; ``places`` gives the
+    jurisdiction's clock that refusals state times in.
     """
 
     def __init__(
@@ -47,7 +49,9 @@ class Messages:
         jurisdiction: Jurisdiction | None,
         zones_changed: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
+        places: Places | None = None,
     ) -> None:
+        self.places = Places() if places is None else places
         self.store = store
         self.audit = audit
         self.auditor = auditor
@@ -133,7 +137,7 @@ class Messages:
         except ZoneError as exc:
             raise ProtocolError("bad_zone", str(exc)) from exc
         if claims.role is Role.COMMANDER:
-            check_narrows(before, zone)
+            check_narrows(before, zone, self.places)
             assert before is not None
             zone = dataclasses.replace(zone, floor=before.floor if before.floor is not None else before.threshold)
         await self.store.save_zone(zone.to_json())
@@ -151,17 +155,38 @@ def zone_summary(z: Zone) -> dict:
             "active_until": z.active_until, "threshold": z.threshold, "floor": z.floor}  # fmt: skip
 
 
-def check_narrows(before: Zone | None, after: Zone) -> None:
-    """:class:`ProtocolError` unless ``after`` narrows the supervisor-made ``before`` (a commander's change)."""
+def check_narrows(before: Zone | None, after: Zone, places: Places | None = None) -> None:
+    """:class:`ProtocolError` unless ``after`` narrows the supervisor-made ``before`` (a commander's change).
+
+    Times in the refusal are the jurisdiction's wall clock (``places``; UTC without), with the epoch seconds
+    the client sends:
+
+    >>> from gateway.zones import Zone
+    >>> before = Zone("parade", "Parade", "event", "NPD", frozenset({"882aac941dfffff"}), {}, active_from=1_700_000_000.0,
+    ...               active_until=1_700_007_200.0)
+    >>> later = Zone("parade", "Parade", "event", "NPD", frozenset({"882aac941dfffff"}), {}, active_from=1_700_000_000.0,
+    ...              active_until=1_700_010_800.0)
+    >>> check_narrows(before, later, Places("America/Los_Angeles"))
+    Traceback (most recent call last):
+    ...
+    gateway.protocol.ProtocolError: a commander may not end its zone after 2023-11-14 16:13 PST (1700007200, the supervisor's end)
+    """
+    when = (Places() if places is None else places).local
     if before is None:
         raise ProtocolError("forbidden", f"event zone {after.id!r} does not exist: a supervisor creates it, a commander may narrow it")
     outside = after.cells - before.cells
     if outside:
         raise ProtocolError("forbidden", f"a commander may only narrow its zone: the polygon covers {len(outside)} cell(s) outside it")
     if before.active_from is not None and (after.active_from or 0) < before.active_from:
-        raise ProtocolError("forbidden", f"a commander may not start its zone before {before.active_from:.0f} (the supervisor's start)")
+        raise ProtocolError(
+            "forbidden",
+            f"a commander may not start its zone before {when(before.active_from)} ({before.active_from:.0f}, the supervisor's start)",
+        )
     if before.active_until is not None and (after.active_until is None or after.active_until > before.active_until):
-        raise ProtocolError("forbidden", f"a commander may not end its zone after {before.active_until:.0f} (the supervisor's end)")
+        raise ProtocolError(
+            "forbidden",
+            f"a commander may not end its zone after {when(before.active_until)} ({before.active_until:.0f}, the supervisor's end)",
+        )
     floor = before.floor if before.floor is not None else before.threshold
     if floor is not None and (after.threshold is None or after.threshold < floor):
         raise ProtocolError("forbidden", f"a commander may not set the threshold below the supervisor's floor {floor:g}")

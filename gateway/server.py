@@ -61,6 +61,7 @@ from gateway.hub import Client, Hub
 from gateway.limits import RateLimits
 from gateway.messages import Messages
 from gateway.metrics import metrics_text
+from gateway.places import Places, load_places
 from gateway.policy import ScopeError
 from gateway.releases import ReleaseBook
 from gateway.scopes import Scopes
@@ -87,11 +88,21 @@ class Gateway:
     :class:`~gateway.agreements.AgreementError`); :meth:`start` loads the alerts and listens,
     :meth:`stop` closes every client and flushes the audit log. The API handlers
     (:mod:`gateway.api`) are called with the gateway and read ``settings``, ``store``, ``audit``,
-    ``hub``, ``zones``, ``agreements``, ``releases``, ``history_slots`` and :meth:`metrics_text`.
+    ``hub``, ``zones``, ``agreements``, ``releases``, ``history_slots``, ``places`` and :meth:`metrics_text`.
+    ``places`` (the jurisdiction's zone and named areas) is read from ``settings.profile`` when not given.
     """
 
-    def __init__(self, settings: GatewaySettings, store: Store, audit: AuditLog, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: Store,
+        audit: AuditLog,
+        *,
+        clock: Callable[[], float] = time.time,
+        places: Places | None = None,
+    ) -> None:
         self.settings = settings
+        self.places = load_places(settings.profile) if places is None else places
         self.store = store
         self.audit = audit
         self.clock = clock
@@ -126,9 +137,10 @@ class Gateway:
             auditor=self.auditor,
             hub=self.hub,
             scopes=self.scopes,
-            jurisdiction=settings.jurisdiction,
+            jurisdiction=settings.jurisdiction or self.places.box,
             zones_changed=self.refresh_zones,
             clock=clock,
+            places=self.places,
         )
         self.sessions = Sessions(
             settings, gateway_id=self.id, store=store, hub=self.hub, auditor=self.auditor, messages=messages, clock=clock

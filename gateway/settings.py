@@ -29,6 +29,8 @@ variable                        default         meaning
 ``WF_GATEWAY_MAX_TOKEN_TTL_S``  43200 (12 h)    longest token lifetime (exp - iat) accepted; also how
                                                 long a revoked bare token id is kept
 ``WF_JURISDICTION``             unset           the worker's bounding box; event zones must lie inside
+``WF_PROFILE``                  unset           the jurisdiction profile (TOML, :mod:`streams.jurisdiction`): the
+                                                dashboard's time zone and the names of places; unset: UTC, no names
 ``WF_REDIS_URL``, ``WF_REDIS_PREFIX``, ``WF_PARTITIONS``: the worker's
 ==============================  ==============  ===================================================
 """
@@ -89,6 +91,9 @@ class GatewaySettings:
     #: the worker's ``WF_JURISDICTION`` (``min_lat,min_lng,max_lat,max_lng``); when set, event
     #: zones must lie inside it (the detectors see no call outside it)
     jurisdiction: Jurisdiction | None = None
+    #: the jurisdiction profile, the worker's ``WF_PROFILE`` (TOML, :func:`streams.jurisdiction.load_profile`):
+    #: the zone the dashboard shows times in and the named areas; None: UTC and no names
+    profile: Path | None = None
     #: the data-sharing agreements file (:mod:`gateway.agreements`)
     agreements_path: Path = DEFAULT_AGREEMENTS
     #: seconds of event time after a window's end before partners are given it (late calls counted by then)
@@ -169,6 +174,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_BACKLOG": ("backlog", int),
     "WF_GATEWAY_MAX_TOKEN_TTL_S": ("max_token_ttl_s", float),
     "WF_JURISDICTION": ("jurisdiction", Jurisdiction.parse),
+    "WF_PROFILE": ("profile", Path),
     "WF_GATEWAY_AGREEMENTS": ("agreements_path", Path),
     "WF_GATEWAY_SETTLE_S": ("settle_s", float),
     "WF_GATEWAY_ORIGINS": ("origins", lambda t: tuple(o.strip().rstrip("/") for o in t.split(",") if o.strip())),

@@ -1,0 +1,123 @@
+"""The jurisdiction's clock and place names as the gateway tells them (pure).
+
+The gateway reads the jurisdiction profile (``WF_PROFILE``, the worker's;
+:func:`streams.jurisdiction.load_profile`) once at start. From it the dashboard
+is told the time zone to show every time in (``/api/me``: a supervisor's laptop
+set to another zone still sees the jurisdiction's wall clock), and supervisors
+and commanders are told the name of the area holding each cell they are shown
+(``/api/hotspots``, ``/api/cells``), for the map's tooltips. Without a profile
+times are UTC and no place is named, as :func:`streams.jurisdiction.default_profile`.
+
+Partners are never told an area name here: the names they read are their own
+zones' (the units of :mod:`gateway.disclosure`), and the worker's ``areas`` and
+``reason`` never reach them (:func:`gateway.disclosure.partner_alert_view` is an
+allow-list).
+
+Examples
+--------
+>>> class Areas:
+...     def name_of(self, cell):
+...         return {"882aac941dfffff": "Norristown"}.get(cell)
+>>> places = Places("America/Los_Angeles", "Example County", Areas())
+>>> places.area_of("882aac941dfffff"), places.area_of("882aac9409fffff")
+('Norristown', None)
+>>> places.local(1_700_000_047.5)
+'2023-11-14 14:14 PST'
+>>> places.to_json()
+{'name': 'Example County', 'timezone': 'America/Los_Angeles'}
+>>> Places().local(1_700_000_047.5), Places().area_of("882aac941dfffff")
+('2023-11-14 22:14 UTC', None)
+"""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from streams.ingest.schema import Jurisdiction
+from streams.jurisdiction import Profile, default_profile, load_profile
+
+
+class AreaNames(Protocol):
+    """What the gateway needs of the profile's named areas (:class:`streams.jurisdiction.Areas` has it)."""
+
+    def name_of(self, cell: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Places:
+    """The jurisdiction's zone (IANA name), its name, its named areas (None: no area is named) and bounding box.
+
+    >>> Places("Mars/Olympus")
+    Traceback (most recent call last):
+    ...
+    ValueError: time zone 'Mars/Olympus' is not an IANA zone name (like America/New_York); check the profile's timezone
+    """
+
+    timezone: str = "UTC"
+    name: str = ""
+    areas: AreaNames | None = field(default=None, repr=False, compare=False)
+    #: the profile's bounding box (event zones must lie inside it when ``WF_JURISDICTION`` is not set)
+    box: Jurisdiction | None = field(default=None, repr=False, compare=False)
+    _tz: zoneinfo.ZoneInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            tz = zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time zone {self.timezone!r} is not an IANA zone name (like America/New_York); check the profile's timezone"
+            ) from None
+        object.__setattr__(self, "_tz", tz)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> Places:
+        """From a :class:`streams.jurisdiction.Profile` (its ``timezone``, ``name``, ``areas`` and ``box``).
+
+        >>> from streams.jurisdiction import default_profile
+        >>> Places.from_profile(default_profile())
+        Places(timezone='UTC', name='Unnamed jurisdiction')
+        """
+        areas = profile.areas
+        return cls(profile.timezone, profile.name, areas if len(areas) else None, profile.box)
+
+    def area_of(self, cell: str) -> str | None:
+        """The name of the area holding ``cell``, or None (outside every area, or no areas)."""
+        return None if self.areas is None else self.areas.name_of(cell)
+
+    def named(self, cells: Iterable[str]) -> dict[str, str]:
+        """Cell -> area name for the ``cells`` that lie in a named area.
+
+        >>> class Areas:
+        ...     def name_of(self, cell):
+        ...         return "Norristown" if cell.startswith("882aac94") else None
+        >>> Places(areas=Areas()).named(["882aac941dfffff", "882aac9599fffff"])
+        {'882aac941dfffff': 'Norristown'}
+        """
+        if self.areas is None:
+            return {}
+        return {c: n for c in cells if (n := self.areas.name_of(c)) is not None}
+
+    def local(self, epoch: float) -> str:
+        """``epoch`` as the jurisdiction's wall clock to the minute, with the zone's abbreviation: ``2023-11-14 14:14 PST``."""
+        return datetime.datetime.fromtimestamp(epoch, self._tz).strftime("%Y-%m-%d %H:%M %Z")
+
+    def to_json(self) -> dict[str, str]:
+        """What ``/api/me`` tells every role: the jurisdiction's name and zone (neither is confidential)."""
+        return {"name": self.name, "timezone": self.timezone}
+
+
+def load_places(profile_path: Path | None) -> Places:
+    """The places of the profile at ``profile_path`` (``WF_PROFILE``), or of the default profile (UTC, no names) when None.
+
+    Raises :class:`streams.jurisdiction.ProfileError` (a ``ValueError`` naming the file, the key and the value)
+    when the profile cannot be read.
+
+    >>> load_places(None)
+    Places(timezone='UTC', name='Unnamed jurisdiction')
+    """
+    return Places.from_profile(default_profile() if profile_path is None else load_profile(profile_path))
