@@ -35,6 +35,29 @@ assert all(FAR not in z.cells for z in ZONES.values())
 SECRET = b"test-secret-" + b"x" * 40
 AGREEMENTS = load_agreements(DEFAULT_AGREEMENTS)
 
+#: the named areas of the tests' profile (write_profile): one holding the Lansdale zone, one around FAR
+INSIDE_AREA = "Lansdale Borough"
+OUTSIDE_AREA = "Pottstown Borough"
+#: what every area name here has and no zone or agreement name does
+AREA_WORD = "Borough"
+INSIDE_CELLS = frozenset(c for z in LANSDALE.cells for c in h3.grid_disk(z, 1))
+OUTSIDE_CELLS = frozenset(h3.grid_disk(FAR, 2))
+
+
+def write_profile(folder: Path, timezone: str = "America/Los_Angeles") -> Path:
+    """A profile in ``timezone`` naming the two areas (their outlines drawn from their res-8 cells)."""
+    features = [
+        {"type": "Feature", "properties": {"town": name}, "geometry": h3.cells_to_h3shape(sorted(cells)).__geo_interface__}
+        for name, cells in ((INSIDE_AREA, INSIDE_CELLS), (OUTSIDE_AREA, OUTSIDE_CELLS))
+    ]
+    (folder / "areas.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    path = folder / "jurisdiction.toml"
+    path.write_text(
+        f'id = "test-county"\nname = "Test County"\ntimezone = "{timezone}"\n\n'
+        '[areas]\ngeojson = "areas.geojson"\nname_property = "town"\nresolution = 8\n'
+    )
+    return path
+
 
 @dataclass
 class GatewayProcess:

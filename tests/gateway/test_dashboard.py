@@ -6,7 +6,9 @@ import json
 import re
 import shutil
 import time
+import zoneinfo
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,7 +23,19 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.gateway.live import FAR, IN_LANSDALE, LANSDALE, ROOT, GatewayProcess, make_alert, publish, token
+from tests.gateway.live import (
+    FAR,
+    IN_LANSDALE,
+    INSIDE_AREA,
+    LANSDALE,
+    OUTSIDE_AREA,
+    ROOT,
+    GatewayProcess,
+    make_alert,
+    publish,
+    token,
+    write_profile,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -39,6 +53,7 @@ SCREENSHOTS = ROOT / "out" / "screenshots"
 #: an H3 cell id as the gateway writes them (15 hex digits, mode 1 so the first is 8)
 H3_CELL = re.compile(r"\b8[0-9a-f]{14}\b")
 WAIT_S = 20
+LOS_ANGELES = "America/Los_Angeles"
 
 
 @pytest.fixture
@@ -293,3 +308,38 @@ def test_dashboard_draws_configured_map_tiles_under_the_cells(gw, r, prefix, bro
     wait_for(driver, "the connection state to be live", lambda d: css(d, "#conn-state[data-state='live']"))
     wait_for(driver, "hot-spot cells on the map", lambda d: css(d, "#map svg path.cell"))
     assert not css(driver, "#map svg g.tiles image"), "tiles come from the gateway's setting, never from the page's URL"
+
+
+def test_dashboard_shows_the_jurisdictions_times_and_names_places_whatever_the_browsers_zone(prefix, r, browser, tmp_path):
+    """A gateway whose profile is in America/Los_Angeles, read in a browser set to Asia/Tokyo: the header names the
+    jurisdiction's zone, an alert's time is the Los Angeles wall time (not Tokyo's), its card lists the worker's area
+    names, and the map's tooltip of a cell names the area holding it."""
+    write_counts(r, prefix)
+    named = GatewayProcess(prefix, env_extra={"WF_PROFILE": str(write_profile(tmp_path, LOS_ANGELES))})
+    driver = browser("zone")
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
+    at = time.time() - 2 * 86400 - 1234.0  # two days ago: the card shows the date as well as the time
+    alert = make_alert("surge:zone-test:1", (IN_LANSDALE, FAR), observed=14, at=at)
+    alert["areas"] = [OUTSIDE_AREA, INSIDE_AREA]
+    try:
+        named.start(tmp_path)
+        publish(r, prefix, alert)
+        log_in(driver, named, token("supervisor", subject="sup-zone"))
+        assert driver.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone") == "Asia/Tokyo"
+        shown = wait_for(driver, "the alert's card", lambda d: css(d, f"{card(alert['id'])} time.at"))[0]
+        la, tokyo = (
+            datetime.fromtimestamp(at, zoneinfo.ZoneInfo(z)).strftime("%Y-%m-%d %H:%M:%S") for z in ("America/Los_Angeles", "Asia/Tokyo")
+        )
+        assert shown.text == la != tokyo, (shown.text, la, tokyo)
+        abbreviation = datetime.fromtimestamp(at, zoneinfo.ZoneInfo(LOS_ANGELES)).strftime("%Z")
+        assert shown.get_attribute("title") == f"{la} {abbreviation} ({LOS_ANGELES})"
+        assert LOS_ANGELES in css(driver, "#clock-zone")[0].text
+        assert css(driver, f"{card(alert['id'])} .areas")[0].text == f"{OUTSIDE_AREA}, {INSIDE_AREA}"
+        tip = wait_for(driver, "the far cell on the map", lambda d: css(d, f"#map svg path.cell[data-cell='{FAR}'] title"))[0]
+        assert tip.get_attribute("textContent").startswith(f"{OUTSIDE_AREA} ({FAR}): "), tip.get_attribute("textContent")
+        code = css(driver, f"{card(alert['id'])} code.cell-id[data-cell='{FAR}']")[0]
+        wait_for(driver, "the far cell's area named in the card", lambda d: code.get_attribute("title") == OUTSIDE_AREA)
+        assert not console_errors(driver)
+        screenshot(driver, "dashboard-jurisdiction-zone", tmp_path)
+    finally:
+        named.stop()

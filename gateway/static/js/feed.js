@@ -4,7 +4,7 @@
 // Partners see what gateway.disclosure lets through: the reason written for them, the severity, the extent,
 // the units touched (by name), category names and times, and whether it was acknowledged (not by whom).
 
-import { $, el, fmtNumber, fmtTime, isoTime, kindText } from "./format.js";
+import { $, el, fmtNumber, fmtTime, fullTime, isoTime, kindText } from "./format.js";
 import { canAct, isOpen, unitName, visibleInFeed, zoneName } from "./state.js";
 
 const MAX_CARDS = 500;
@@ -107,9 +107,13 @@ export function renderFeedFilter(state) {
   $("#feed-empty").hidden = shown > 0;
 }
 
-/** Mark the cell ids in the cards that are drawn on the map. */
-export function markCellsOnMap(onMap) {
-  for (const code of document.querySelectorAll("#feed code.cell-id")) code.classList.toggle("on-map", onMap.has(code.dataset.cell));
+/** Mark the cell ids in the cards that are drawn on the map, and name the area of each whose area is known (``areas``). */
+export function markCellsOnMap(onMap, areas) {
+  for (const code of document.querySelectorAll("#feed code.cell-id")) {
+    code.classList.toggle("on-map", onMap.has(code.dataset.cell));
+    const area = areas.get(code.dataset.cell);
+    if (area) code.title = area;
+  }
 }
 
 function renderCard(state, entry) {
@@ -132,8 +136,11 @@ function renderCard(state, entry) {
   const at = $(".at", node);
   at.textContent = fmtTime(a.at);
   at.setAttribute("datetime", isoTime(a.at));
+  at.title = fullTime(a.at);
   $(".reason", node).textContent = a.reason || "";
-  $(".started", node).textContent = fmtTime(a.started_at);
+  const started = $(".started", node);
+  started.textContent = fmtTime(a.started_at);
+  started.title = fullTime(a.started_at);
 
   if (state.partner) renderPartnerFacts(state, a, node);
   else renderFacts(state, a, node);
@@ -150,13 +157,16 @@ function renderFacts(state, a, node) {
   const p = typeof a.p_value === "number" ? ` (p = ${a.p_value.toExponential(1)})` : "";
   $(".score", node).textContent = `${fmtNumber(a.score)}${p}`;
   $(".model", node).textContent = [a.model, a.model_version && `v${a.model_version}`].filter(Boolean).join(" ") || "—";
+  // the worker's names of the areas holding the cells, most cells first (absent on records older than the profile)
+  $(".areas", node).textContent = Array.isArray(a.areas) && a.areas.length ? a.areas.join(", ") : "—";
   $(".zones", node).textContent = (a.zones || []).length ? a.zones.map((z) => zoneName(state, z)).join(", ") : "—";
   const cells = $(".cells", node);
   cells.textContent = "";
   const onMap = new Set(state.hotspots.map((h) => h.cell));
   (a.cells || []).forEach((c, i) => {
     if (i) cells.append(" ");
-    cells.append(el("code", { class: onMap.has(c) ? "cell-id on-map" : "cell-id", "data-cell": c }, c));
+    const area = state.cellAreas.get(c);
+    cells.append(el("code", { class: onMap.has(c) ? "cell-id on-map" : "cell-id", "data-cell": c, title: area || null }, c));
   });
   if (!(a.cells || []).length) cells.textContent = "—";
 }
@@ -188,7 +198,7 @@ function renderStatus(entry) {
     const who = [s.role, s.agency].filter(Boolean).join(", ");
     if (who) box.append(` (${who})`);
   }
-  if (s.at) box.append(" at ", el("time", { datetime: isoTime(s.at) }, fmtTime(s.at)));
+  if (s.at) box.append(" at ", el("time", { datetime: isoTime(s.at), title: fullTime(s.at) }, fmtTime(s.at)));
   if (s.note) box.append(": ", el("q", { class: "status-note" }, s.note));
 }
 

@@ -1,4 +1,5 @@
-// DOM builders and text formats: no page state; each result depends only on the arguments (and the clock for dates).
+// DOM builders and text formats: no page state; each result depends only on the arguments (and, for dates, the clock
+// and the jurisdiction's time zone set once by setTimeZone).
 //
 // The server's Content-Security-Policy allows no inline script and no style attributes: nodes are built
 // with createElement/textContent here (never innerHTML), and presentation is by class (style.css).
@@ -28,27 +29,75 @@ export function svg(tag, attrs = {}, text = null) {
   return node;
 }
 
-const pad2 = (n) => String(n).padStart(2, "0");
 const isEpoch = (t) => typeof t === "number" && Number.isFinite(t);
-const sameDay = (d) => d.toDateString() === new Date().toDateString();
-const ymd = (d) => `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
 
-/** "13:05:09" today, "2024-05-01 13:05:09" on another day, "—" for no time (local time). */
+// Every time is shown on the jurisdiction's wall clock (the zone /api/me names, from the gateway's WF_PROFILE),
+// never the browser's: a supervisor's laptop set to another zone must read the same times as the floor.
+let zone = "UTC";
+let partsFormat = wallClock(zone);
+let zoneNameFormat = new Intl.DateTimeFormat("en-US", { timeZone: zone, timeZoneName: "short" });
+
+function wallClock(timeZone) {
+  const opts = { timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" };
+  return new Intl.DateTimeFormat("en-CA", { ...opts, hourCycle: "h23" });
+}
+
+/** Show times in the IANA zone ``name`` from now on; false (and UTC kept) when the browser does not know it. */
+export function setTimeZone(name) {
+  try {
+    partsFormat = wallClock(name);
+    zoneNameFormat = new Intl.DateTimeFormat("en-US", { timeZone: name, timeZoneName: "short" });
+    zone = name;
+    return true;
+  } catch (err) {
+    return false;
+  }
+}
+
+/** The zone times are shown in: its IANA name. */
+export function timeZone() {
+  return zone;
+}
+
+/** The zone's short name at ``epoch`` ("EST", "PDT"; "GMT+9" where the browser knows no abbreviation). */
+export function zoneAbbreviation(epoch) {
+  const d = isEpoch(epoch) ? new Date(epoch * 1000) : new Date();
+  const part = zoneNameFormat.formatToParts(d).find((p) => p.type === "timeZoneName");
+  return part ? part.value : zone;
+}
+
+/** {y, m, d, hh, mm, ss} of ``epoch`` on the jurisdiction's wall clock (strings, zero-padded). */
+function wall(epoch) {
+  const p = {};
+  for (const { type, value } of partsFormat.formatToParts(new Date(epoch * 1000))) p[type] = value;
+  return { ymd: `${p.year}-${p.month}-${p.day}`, hh: p.hour === "24" ? "00" : p.hour, mm: p.minute, ss: p.second };
+}
+
+const sameDay = (w) => w.ymd === wall(Date.now() / 1000).ymd;
+
+/** "13:05:09" today, "2024-05-01 13:05:09" on another day, "—" for no time (the jurisdiction's time). */
 export function fmtTime(epoch) {
   if (!isEpoch(epoch)) return "—";
-  const d = new Date(epoch * 1000);
-  const hms = `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
-  return sameDay(d) ? hms : `${ymd(d)} ${hms}`;
+  const w = wall(epoch);
+  const hms = `${w.hh}:${w.mm}:${w.ss}`;
+  return sameDay(w) ? hms : `${w.ymd} ${hms}`;
+}
+
+/** "2024-05-01 13:05:09 EDT (America/New_York)": a time in full, for a tooltip. */
+export function fullTime(epoch) {
+  if (!isEpoch(epoch)) return "";
+  const w = wall(epoch);
+  return `${w.ymd} ${w.hh}:${w.mm}:${w.ss} ${zoneAbbreviation(epoch)} (${zone})`;
 }
 
 /** "13:00–14:00" for a window of ``minutes`` from ``start`` (dated when it is not today); a whole day is its date. */
 export function fmtWindow(start, minutes) {
   if (!isEpoch(start) || !isEpoch(minutes)) return "";
-  const a = new Date(start * 1000);
-  if (minutes >= 1440) return ymd(a);
-  const b = new Date((start + minutes * 60) * 1000);
-  const span = `${pad2(a.getHours())}:${pad2(a.getMinutes())}–${pad2(b.getHours())}:${pad2(b.getMinutes())}`;
-  return sameDay(a) ? span : `${ymd(a)} ${span}`;
+  const a = wall(start);
+  if (minutes >= 1440) return a.ymd;
+  const b = wall(start + minutes * 60);
+  const span = `${a.hh}:${a.mm}–${b.hh}:${b.mm}`;
+  return sameDay(a) ? span : `${a.ymd} ${span}`;
 }
 
 export function isoTime(epoch) {
@@ -72,4 +121,9 @@ export function periodWord(minutes) {
 /** "zone surge" for "zone_surge". */
 export function kindText(kind) {
   return String(kind || "").replaceAll("_", " ");
+}
+
+/** "Norristown (882aac95b3fffff)" when the cell's area is known, else the bare id. */
+export function cellLabel(cell, area) {
+  return area ? `${area} (${cell})` : cell;
 }

@@ -3,7 +3,7 @@
 // This module only wires: it loads what the page shows from the REST API (gateway.api), hands the
 // WebSocket's frames (gateway.protocol) to the module that shows each, and schedules the refreshes.
 //
-//   GET /api/me            claims, zones, k, map tiles; partners also their agreement and released units
+//   GET /api/me            claims, zones, k, map tiles, the jurisdiction's time zone; partners also their agreement and units
 //   GET /api/zones         zone outlines (map, zone list)
 //   GET /api/alerts        the open alerts and the cursor to resume the socket from
 //   GET /api/hotspots      supervisors, commanders: calls per cell (throttled, after each counts frame);
@@ -17,9 +17,9 @@
 
 import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, takeToken } from "./api.js";
 import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
-import { $ } from "./format.js";
+import { $, setTimeZone } from "./format.js";
 import { renderMap } from "./map.js";
-import { setConn, setWho, showBoard, showLogin, showMessage } from "./page.js";
+import { setClockZone, setConn, setWho, showBoard, showLogin, showMessage } from "./page.js";
 import { Backoff, LiveSocket } from "./socket.js";
 import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
 import { markSelection, renderCounts, renderPlaces, renderSubscription } from "./zones.js";
@@ -96,7 +96,7 @@ function send(msg) {
 
 function drawMap() {
   const { onMap, missing } = renderMap(state, { onSelect: select });
-  markCellsOnMap(onMap);
+  markCellsOnMap(onMap, state.cellAreas);
   if (missing.length) loadOutlines(missing);
 }
 
@@ -121,6 +121,7 @@ async function start() {
   applyMe(me);
   showBoard(state.me.role, state.partner);
   setWho(state.me);
+  setClockZone(state.jurisdiction);
   try {
     const [zones, alerts] = await Promise.all([api("/api/zones"), api("/api/alerts?state=open")]);
     setZones(zones.zones);
@@ -142,6 +143,9 @@ function applyMe(me) {
   state.partner = PARTNER_ROLES.has(role);
   state.k = typeof me.k === "number" ? me.k : state.k;
   state.tiles = tileTemplate(me.tiles);
+  state.jurisdiction = me.jurisdiction || null;
+  const zone = state.jurisdiction && state.jurisdiction.timezone;
+  if (zone && !setTimeZone(zone)) showMessage(`This browser does not know the time zone ${zone}: times are shown in UTC.`, "error");
   state.agreement = me.agreement || null;
   state.units = Array.isArray(me.units) ? me.units : [];
   if (state.agreement) state.counts.windowMin = state.agreement.window_min;
@@ -290,6 +294,7 @@ async function loadHotspots() {
       return;
     }
     state.hotspots = hs.cells || [];
+    for (const c of state.hotspots) if (c.area) state.cellAreas.set(c.cell, c.area);
     if (hs.zones) {
       state.counts.zones = { ...state.counts.zones, ...hs.zones };
       renderCounts(state);
@@ -307,7 +312,10 @@ async function loadOutlines(missing) {
   const ask = missing.slice(0, MAX_OUTLINES_PER_CALL);
   try {
     const body = await api(`/api/cells?ids=${ask.map(encodeURIComponent).join(",")}`);
-    for (const c of body.cells || []) state.outlines.set(c.cell, c.boundary);
+    for (const c of body.cells || []) {
+      state.outlines.set(c.cell, c.boundary);
+      if (c.area) state.cellAreas.set(c.cell, c.area);
+    }
   } catch (err) {
     // out of scope or malformed: remember nothing, draw what we have (the cells stay listed in their card)
     for (const c of ask) state.outlines.set(c, null);

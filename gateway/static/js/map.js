@@ -4,7 +4,7 @@
 // their zones. Partners see no cell at all: only their zones, with the ones touched by an open alert
 // highlighted (class "alerting") and ringed when they are too small to find at a glance.
 
-import { $, el, svg } from "./format.js";
+import { $, cellLabel, el, svg } from "./format.js";
 import { alertingZones, isOpen, visibleInFeed } from "./state.js";
 import { KM_PER_DEGREE, breaksFor, cellRing, emptyBox, geometryShapes, placeLabels, scaleKm, shapesBox, tilesFor, viewOf } from "./geo.js";
 
@@ -65,7 +65,7 @@ export function renderMap(state, { onSelect }) {
     const q = ubs.findIndex((ub) => c.count <= ub);
     const hot = alertCells.has(c.cell);
     const p = svg("path", { d: pathOf(cellRing(c)), class: `cell q${q < 0 ? ubs.length - 1 : q}${hot ? " alert" : ""}`, "data-cell": c.cell, "data-count": c.count });
-    p.append(svg("title", {}, `${c.cell}: ${c.count} calls${hot ? " (alert)" : ""}`));
+    p.append(svg("title", {}, `${cellLabel(c.cell, state.cellAreas.get(c.cell))}: ${c.count} calls${hot ? " (alert)" : ""}`));
     gCells.append(p);
   }
   root.append(gCells);

@@ -1,6 +1,6 @@
 // The page's chrome: who is logged in, the connection state, messages, and the login box or the board.
 
-import { $, el, fmtTime } from "./format.js";
+import { $, el, fmtTime, timeZone, zoneAbbreviation } from "./format.js";
 
 const MESSAGE_MS = 15000;
 let messageTimer = null; // the one message box has one timer
@@ -34,6 +34,15 @@ export function setWho(claims) {
     el("span", { class: "agency" }, claims.agency),
   );
   if (claims.expires_at) who.append(" · ", el("span", { class: "expires" }, `token until ${fmtTime(claims.expires_at)}`));
+}
+
+/** The header's note of the clock every time is read on: the jurisdiction's zone, not the browser's. */
+export function setClockZone(jurisdiction) {
+  const box = $("#clock-zone");
+  box.textContent = "";
+  const where = jurisdiction && jurisdiction.name ? `${jurisdiction.name} ` : "";
+  box.append(`${where}times: `, el("span", { class: "zone-name" }, timeZone()), ` (${zoneAbbreviation()})`);
+  box.hidden = false;
 }
 
 export function showLogin(message) {

@@ -28,6 +28,8 @@ export function createState() {
     },
     hotspots: [], // supervisors and commanders: [{cell, count, boundary: [[lat, lng], ...]}]
     outlines: new Map(), // cell -> boundary of alert cells fetched from /api/cells (null: not available)
+    cellAreas: new Map(), // supervisors, commanders: cell -> name of the area holding it (from /api/hotspots and /api/cells)
+    jurisdiction: null, // {name, timezone} from /api/me: every time is shown in that zone
     alerts: new Map(), // alert id -> {alert, status, el, busy}
     earlyStatus: new Map(), // alert id -> action seen before its alert
     lastId: null, // cursor to resume from (opaque for partners)
