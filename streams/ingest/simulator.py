@@ -42,6 +42,11 @@ CLI::
 
     python -m streams.ingest.simulator --out sim.csv --days 365 --seed 1 \\
         --inject 2024-03-05T17:00,90,60,40.1213,-75.3399,1
+
+With ``--profile jurisdiction.toml`` (see ``docs/jurisdiction.md``) the rhythm is
+laid on the profile's local clock (its time zone) and, when the profile has a
+boundary or box, the disc of calls moves to it (:func:`profile_place`). Without
+one, it simulates Montgomery County in America/New_York, as calibrated.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO, TypedDict, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import h3
@@ -66,6 +71,7 @@ from tqdm import tqdm
 
 from streams.ingest.schema import Call, Category, format_time
 from streams.ingest.sources import WATCHFLOOR_COLUMNS
+from streams.jurisdiction import Profile, ProfileError, load_profile
 
 # --- Calibrated figures -----------------------------------------------------------------------------
 # Measured by `python bench/calibrate.py ../shared/data/montgomery-pa-911-2015-12-to-2016-08.csv`
@@ -783,6 +789,45 @@ def ground_truth(sim: Simulator, summary: WriteSummary, csv_name: str) -> dict:
     }
 
 
+class Place(TypedDict, total=False):
+    """The :class:`Simulator` arguments a profile sets (see :func:`profile_place`)."""
+
+    timezone: str
+    centre_lat: float
+    centre_lng: float
+    radius_km: float
+
+
+def profile_place(profile: Profile) -> Place:
+    """The :class:`Simulator` arguments a jurisdiction profile sets: its zone, and its place when it has one.
+
+    ``timezone`` is the profile's. With a boundary or box, ``centre_lat`` and
+    ``centre_lng`` are the box's centre and ``radius_km`` the radius of a disc of
+    the boundary's area (its H3 cover), or of the box's area times pi/4 (the disc
+    inscribed in a square), at most 500 km; without either, the Montgomery defaults
+    stay. The calls fill a disc, not the polygon: a rough place for a simulation.
+
+    >>> from streams.jurisdiction import default_profile
+    >>> profile_place(default_profile())
+    {'timezone': 'UTC'}
+    """
+    place: Place = {"timezone": profile.timezone}
+    box = profile.box
+    if box is None:
+        return place
+    lat = (box.min_lat + box.max_lat) / 2.0
+    lng = (box.min_lng + box.max_lng) / 2.0
+    if profile.boundary is not None:
+        area_km2 = sum(h3.cell_area(c, unit="km^2") for c in profile.boundary_cells())
+    else:
+        height = (box.max_lat - box.min_lat) * _KM_PER_DEG_LAT
+        width = (box.max_lng - box.min_lng) * _KM_PER_DEG_LAT * math.cos(math.radians(lat))
+        area_km2 = width * height * math.pi / 4.0
+    place["centre_lat"], place["centre_lng"] = lat, lng
+    place["radius_km"] = min(500.0, max(1.0, math.sqrt(area_km2 / math.pi)))
+    return place
+
+
 # --- CLI ---------------------------------------------------------------------------------------------
 
 
@@ -835,8 +880,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--calls-per-day", type=float, default=CALLS_PER_DAY, metavar="X", help=f"mean calls per day (default {CALLS_PER_DAY}, measured)"
     )
     parser.add_argument(
-        "--start", default=DEFAULT_START.isoformat(), metavar="ISO",
-        help=f"first instant, ISO 8601; without an offset it is local time in {DEFAULT_TIMEZONE} (default {DEFAULT_START.isoformat()})",
+        "--start", default=None, metavar="ISO",
+        help=f"first instant, ISO 8601; without an offset it is local time in {DEFAULT_TIMEZONE}, or in the --profile's zone "
+        f"(default {DEFAULT_START.replace(tzinfo=None).isoformat()} local time)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=Path, default=None, metavar="TOML",
+        help="jurisdiction profile (docs/jurisdiction.md): the local clock of the rhythm is its time zone, the calls fill a disc "
+        "of its boundary's area around its centre (default: Montgomery County PA in America/New_York)",
     )  # fmt: skip
     parser.add_argument("--hot-spots", type=int, default=DEFAULT_HOT_SPOTS, metavar="H", help=f"hot spots (default {DEFAULT_HOT_SPOTS})")
     parser.add_argument(
@@ -852,13 +903,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m streams.ingest.simulator``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    tz = ZoneInfo(DEFAULT_TIMEZONE)
+    place: Place = {}
+    if args.profile is not None:
+        try:
+            place = profile_place(load_profile(args.profile))
+        except ProfileError as exc:
+            parser.error(f"--profile: {exc}")
+    tz = ZoneInfo(place.get("timezone", DEFAULT_TIMEZONE))
     try:
-        start = _parse_time(args.start, tz, "--start")
+        start = _parse_time(args.start, tz, "--start") if args.start else DEFAULT_START.replace(tzinfo=tz)
         injections = [_parse_injection(text, tz) for text in args.inject]
         sim = Simulator(
             seed=args.seed, start=start, days=args.days, calls_per_day=args.calls_per_day,
-            hot_spots=args.hot_spots, injections=injections,
+            hot_spots=args.hot_spots, injections=injections, **place,
         )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))

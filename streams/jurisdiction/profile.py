@@ -155,6 +155,10 @@ class Profile:
             return self.box.contains(lat, lng)
         return True
 
+    def boundary_cells(self) -> frozenset[str]:
+        """The compacted H3 cells that cover the boundary (:func:`boundary_cover`); empty without a boundary."""
+        return self._cover
+
     def special_day(self, d: datetime.date) -> SpecialDay | None:
         """The special day on local date ``d`` (the first listed when two share it), or None."""
         return self._days.get(d)
