@@ -205,6 +205,20 @@ return added
 """
 
 
+# A checkpoint made outside the worker (streams.detection.bootstrap), written only where
+# the worker keeps none. KEYS: the detectors' hash, its written-alerts zset; ARGV[1] the
+# detector-input offset, ARGV[2] the state (base64), ARGV[3] "1" to replace what is there.
+# The hash at all (a checkpoint, or "applied" before a worker's first) means a worker has run.
+_SEED_DETECTION_LUA = """
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'state', ARGV[2])
+return 1
+"""
+
+
 class StateError(RuntimeError):
     """Redis could not be read or written; the batch was not committed."""
 
@@ -237,6 +251,7 @@ class RedisState:
         )
         self._commit = client.register_script(_COMMIT_LUA)
         self._append_alerts = client.register_script(_APPEND_ALERTS_LUA)
+        self._seed_detection = client.register_script(_SEED_DETECTION_LUA)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisState:
@@ -472,6 +487,20 @@ class RedisState:
             await pipe.execute()
         except RedisError as exc:
             raise StateError(f"Redis failed while checkpointing the detectors at offset {offset}: {exc}") from exc
+
+    async def seed_detection(self, offset: int, state: bytes, *, force: bool = False) -> bool:
+        """Write a checkpoint made outside the worker (a bootstrap) where the worker has none; whether it was written.
+
+        Atomic (one script): refused (False) when the detectors' hash exists at
+        all, a checkpoint or the ``applied`` offset a worker writes before its
+        first, since the worker's live state would be lost; ``force`` replaces
+        it, and forgets the alert records appended since its checkpoint.
+        """
+        keys = [self.keys.detector, self.keys.detector_written]
+        try:
+            return bool(await self._seed_detection(keys=keys, args=[offset, base64.b64encode(state).decode(), "1" if force else "0"]))
+        except RedisError as exc:
+            raise StateError(f"Redis failed while writing the detectors' checkpoint to {self.keys.detector}: {exc}") from exc
 
     async def load_detection(self) -> tuple[int, bytes] | None:
         """The detectors' last checkpoint as ``(offset, state)``, or None before the first.
