@@ -143,7 +143,7 @@ class Areas:
         return sorted(counts, key=lambda name: (-counts[name], name))
 
     def label(self, cell: str) -> str:
-        """``"Norristown (882aac95b3fffff)"``, or the bare cell id where no area holds it."""
+        """``"Norristown (882aac95d1fffff)"``, or the bare cell id where no area holds it."""
         name = self.name_of(cell)
         return cell if name is None else f"{name} ({cell})"
 

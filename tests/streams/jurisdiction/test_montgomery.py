@@ -22,6 +22,8 @@ def test_the_shipped_profile_loads_and_names_norristown() -> None:
     for res in (7, 8, 9, 10):
         assert p.areas.name_of(h3.latlng_to_cell(40.1215, -75.3399, res)) == "Norristown"
     assert p.areas.name_of(h3.latlng_to_cell(40.0085, -75.2907, 8)) == "Lower Merion"  # Ardmore
+    assert p.areas.label("882aac95d1fffff") == "Norristown (882aac95d1fffff)"
+    assert p.areas.label("882aac95b3fffff") == "Upper Merion (882aac95b3fffff)"  # King of Prussia
     assert p.contains(40.1215, -75.3399) and not p.contains(39.9526, -75.1652)  # Philadelphia City Hall is outside
     assert p.zones_dir == (ROOT / "infra" / "zones").resolve()
     assert p.false_alerts_per_day == 1.0 and p.basemap is None
