@@ -288,6 +288,7 @@ class _Reader:
         zones_dir = None
         if zones is not None:
             zones_dir = self.file_path(self.text(zones, "folder", "[zones] folder"), "[zones] folder", directory=True)
+        special_days, basemap, budget = self.special_days(doc), self.basemap(doc), self.budget(doc)
         try:
             return Profile(
                 id=ident,
@@ -295,14 +296,14 @@ class _Reader:
                 timezone=timezone,
                 boundary=boundary,
                 box=box,
-                special_days=self.special_days(doc),
+                special_days=special_days,
                 zones_dir=zones_dir,
                 areas=areas,
-                basemap=self.basemap(doc),
-                false_alerts_per_day=self.budget(doc),
+                basemap=basemap,
+                false_alerts_per_day=budget,
                 path=self.file,
             )
-        except ValueError as exc:  # the boundary's geometry, checked by Profile
+        except ValueError as exc:  # only the boundary's cover can still fail here; every value was checked above
             raise ProfileError(f"{self.file}: [boundary] {exc}") from None
 
     def boundary(self, doc: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Jurisdiction | None]:

@@ -125,7 +125,8 @@ def test_default_profile_is_utc_and_empty() -> None:
 )
 def test_each_bad_key_gives_its_precise_message(tmp_path: Path, text: str, expected: str) -> None:
     message = error_of(tmp_path, text)
-    assert str(tmp_path / "jurisdiction.toml") in message
+    assert message.startswith(f"{tmp_path / 'jurisdiction.toml'}: ")
+    assert message.count("jurisdiction.toml:") == 1  # named once, not wrapped twice
     assert expected in message
 
 
