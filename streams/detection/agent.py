@@ -22,6 +22,11 @@ releases the GIL) and written to Redis while the agent goes on; its messages
 are acknowledged once it is written. A checkpoint read back is unpickled only
 if its signature verifies under the worker's key.
 
+The detectors run on the jurisdiction's local clock (the profile's time zone,
+``WF_PROFILE``, see :func:`streams.runtime.settings.load_jurisdiction`), and
+every alert is named before it is published: the profile's areas holding its
+cells (:func:`streams.detection.naming.name_alert`).
+
 The agent also follows the event zones the gateway keeps in Redis: it reads
 ``P:zones:version`` at most every :data:`ZONES_POLL_S` seconds and, when it
 changed, hands the event zones of ``P:zones`` to the detectors.
@@ -44,9 +49,11 @@ from faust.types import EventT
 from detectors.types import Alert
 from streams.counting.state import RedisState, StateError, unreadable_checkpoint
 from streams.detection import checkpoint
-from streams.detection.runner import DetectionRunner, parse_zones
+from streams.detection.naming import name_alert
+from streams.detection.runner import DetectionRunner, default_suite, parse_zones
+from streams.jurisdiction import Profile
 from streams.runtime.retry import until_reachable
-from streams.runtime.settings import Settings, checkpoint_key
+from streams.runtime.settings import Settings, checkpoint_key, load_jurisdiction
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +136,8 @@ class DetectionAgent:
 
     ``state`` gives the Redis state to read and write through; ``alerts`` is
     the alerts topic; ``key`` gives the checkpoints' signing key (by default
-    :func:`streams.runtime.settings.checkpoint_key`, read on first use).
+    :func:`streams.runtime.settings.checkpoint_key`, read on first use);
+    ``profile`` the jurisdiction (by default the one ``settings`` names).
     Call :meth:`close` at shutdown: it writes a last checkpoint.
     """
 
@@ -139,8 +147,10 @@ class DetectionAgent:
         state: Callable[[], RedisState],
         alerts: faust.TopicT,
         key: Callable[[], bytes] | None = None,
+        profile: Profile | None = None,
     ) -> None:
         self.settings = settings
+        self.profile = profile if profile is not None else load_jurisdiction(settings)
         self.redis = state
         self.alerts = alerts
         self._key_source = key or (lambda: checkpoint_key(settings))
@@ -221,12 +231,14 @@ class DetectionAgent:
             redis = self.redis()
             saved = await until_reachable("reading the detectors' checkpoint", redis.load_detection)
             if saved is None:
-                st.runner = DetectionRunner(partitions=self.settings.partitions)
+                st.runner = DetectionRunner(suite=default_suite(self.profile.timezone), partitions=self.settings.partitions)
+                log.info("detectors start empty, on the %s clock of %s", self.profile.timezone, self.profile.name)
             else:
                 st.offset, blob = saved
                 st.applied = st.offset
                 st.runner = _restore(blob, key, st.offset, redis.keys.detector)
                 log.info("detectors restored from their checkpoint at detector-input offset %d", st.offset)
+                _warn_if_other_zone(st.runner, self.profile)
             st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
         return st.runner
 
@@ -297,7 +309,8 @@ class DetectionAgent:
     # -- alerts, zones, warnings ------------------------------------------------------------
 
     async def _publish(self, alerts: list[Alert], offset: int, *, clock: bool = False) -> None:
-        """Alerts to the Redis stream at once (the gateway's feed), and to the alerts topic before the next checkpoint."""
+        """Alerts, named, to the Redis stream at once (the gateway's feed), and to the alerts topic before the next checkpoint."""
+        alerts = [name_alert(a, self.profile.areas) for a in alerts]
         bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
         for a, b in zip(alerts, bodies, strict=True):
             self.state.sends.append(await self.alerts.send(key=a.id.encode(), value=b.encode()))
@@ -348,6 +361,20 @@ class DetectionAgent:
 def _noack(stream: faust.StreamT) -> faust.StreamT:
     """``stream.noack()``: Faust's Stream has it; its StreamT type (faust-streaming 0.15) does not declare it."""
     return cast(faust.Stream, stream).noack()
+
+
+def _warn_if_other_zone(runner: DetectionRunner, profile: Profile) -> None:
+    """Warn when a restored checkpoint's detectors learnt their rhythm on another clock than the profile's."""
+    learnt = runner.suite.surge.baseline.timezone
+    if learnt != profile.timezone:
+        log.warning(
+            "the detectors' checkpoint learnt its hour-of-week rhythm in %s, but the profile (%s) says %s: expected counts are "
+            "off by the zones' difference until they relearn; to start in the profile's zone, delete the checkpoint and "
+            "bootstrap again (python -m streams.detection.bootstrap --help)",
+            learnt,
+            profile.path or profile.id,
+            profile.timezone,
+        )
 
 
 def _restore(blob: bytes, key: bytes, offset: int, where: str) -> DetectionRunner:

@@ -218,3 +218,49 @@ def test_a_checkpoint_round_trips_through_redis_and_another_key_is_refused(setti
     with redis.Redis.from_url(settings.redis_url) as client:
         stored = base64.b64decode(client.hget(key, "state"))
     assert stored.startswith(checkpoint.MAGIC) and checkpoint.restore(stored, KEY, offset=3)._seen == {0: 3}
+
+
+def _profile_naming(cell: str, name: str, timezone: str):
+    import json
+
+    import h3
+
+    from streams.jurisdiction import Areas, Profile
+
+    geometry = json.loads(json.dumps(h3.cells_to_geo([cell])))  # GeoJSON's lists, not h3's tuples
+    feature = {"type": "Feature", "properties": {"name": name}, "geometry": geometry}
+    areas = Areas.from_geojson({"type": "FeatureCollection", "features": [feature]})
+    return Profile(id="test", name="Test County", timezone=timezone, areas=areas)
+
+
+def test_the_detectors_run_on_the_profiles_clock_and_alerts_are_published_with_their_areas_named(caplog):
+    from detectors.types import Alert, AlertKind, AlertState
+
+    async def go():
+        state = MemoryState()
+        profile = _profile_naming(CELL, "Norristown", "America/Los_Angeles")
+        settings = load_settings({}, partitions=1)
+        agent = DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: KEY, profile=profile)  # type: ignore[arg-type]  # SentAlerts: the topic
+        async with agent.lock:
+            runner = await agent.runner()
+        assert runner.suite.surge.baseline.timezone == "America/Los_Angeles"
+        assert runner.suite.feed.baseline.timezone == "America/Los_Angeles"
+        alert = Alert(
+            id="surge:x", kind=AlertKind.SURGE, state=AlertState.OPEN, started_at=T0, at=T0 + 900, cells=(CELL, "882aac9409fffff"),
+            window_min=15, observed=9, expected=1.5, score=5.0, p_value=1e-5, reason=f"9 calls (9 incidents) in 15 min in cell {CELL}",
+        )  # fmt: skip
+        await agent._publish([alert], 0)
+        sent = state.alerts[-1]
+        assert '"areas":["Norristown"]' in sent and f"in cell {CELL} (Norristown)" in sent
+        assert agent.alerts.sent[-1].decode() == sent, "the alerts topic gets the same named record"
+        await agent.checkpoint(final=True)
+        # the same checkpoint read under a profile in another zone: restored, with a warning saying what to do
+        other = DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: KEY, profile=_profile_naming(CELL, "N", "Asia/Tokyo"))  # type: ignore[arg-type]  # SentAlerts: the topic
+        async with other.lock:
+            await other.runner()
+
+    with caplog.at_level("WARNING", logger="streams.detection.agent"):
+        asyncio.run(go())
+    assert any(
+        "learnt its hour-of-week rhythm in America/Los_Angeles" in r.getMessage() and "Asia/Tokyo" in r.getMessage() for r in caplog.records
+    )
