@@ -4,6 +4,9 @@ Prints the event-time watermark, how far the worker is behind the topics,
 the busiest H3 cells over the rolling windows, open incidents, response times
 per area and the worker's counters (dead letters by reason, dropped PII
 fields, ...). Add ``--json`` for a machine-readable copy.
+
+Under a jurisdiction profile (``WF_PROFILE``) each cell is shown with the name
+of the area that holds it, and the watermark also on the jurisdiction's clock.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from datetime import datetime
 
 import h3
 from redis.exceptions import RedisError
@@ -21,7 +25,8 @@ from streams.counting.keys import ALL
 from streams.counting.rolling import RT_BINS_S, WINDOWS_MIN, minute_of, window_minutes
 from streams.counting.state import RedisState
 from streams.ingest.schema import format_time
-from streams.runtime.settings import load_settings
+from streams.jurisdiction import Profile
+from streams.runtime.settings import SettingsError, load_jurisdiction, load_settings
 
 
 def median_from_bins(stats: dict[str, int]) -> str:
@@ -43,12 +48,27 @@ def median_from_bins(stats: dict[str, int]) -> str:
     return f"> {RT_BINS_S[-1]} s"
 
 
+def local_time(profile: Profile, ts: float) -> str:
+    """``ts`` on the jurisdiction's clock, with the zone's abbreviation.
+
+    >>> from streams.jurisdiction import Profile
+    >>> local_time(Profile(id="x", name="X", timezone="America/Los_Angeles"), 1453564931.0)
+    '2016-01-23 08:02:11 PST'
+    """
+    return datetime.fromtimestamp(ts, profile.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 async def gather_status(top: int) -> dict:
     settings = load_settings()
+    profile = load_jurisdiction(settings)
     st = RedisState.from_settings(settings)
+    area = profile.areas.name_of
     try:
         wm = await st.watermark()
         out: dict = {"watermark": format_time(wm) if wm is not None else None, "metrics": await st.metrics()}
+        out["jurisdiction"] = {"id": profile.id, "name": profile.name, "timezone": profile.timezone}
+        if wm is not None:
+            out["watermark_local"] = local_time(profile, wm)
         out["applied_offsets"] = {f"{k}:{p}": o for (k, p), o in (await st.applied_offsets()).items()}
         if wm is None:
             return out
@@ -73,20 +93,27 @@ async def gather_status(top: int) -> dict:
                     else:
                         cats.setdefault(cell, Counter())[cat] += int(v)
             hot[window] = [
-                {"cell": cell, "calls": n, "categories": dict(cats.get(cell, Counter()).most_common())}
+                {"cell": cell, "area": area(cell), "calls": n, "categories": dict(cats.get(cell, Counter()).most_common())}
                 for cell, n in totals.most_common(top)
             ]
         out["hot_cells"] = hot
         opened = await st.open_incidents()
         out["open_incidents"] = [
-            {"cell": c, "open": n} for c, n in Counter({c: n for c, n in opened.items() if h3.get_resolution(c) == finest}).most_common(top)
+            {"cell": c, "area": area(c), "open": n}
+            for c, n in Counter({c: n for c, n in opened.items() if h3.get_resolution(c) == finest}).most_common(top)
         ]
         out["response_times_24h"] = {}
         for kind in ("dispatch", "travel"):
             areas = await st.response_times(kind, wm - 86400, wm)
             ranked = sorted(areas.items(), key=lambda kv: -kv[1].get("n", 0))[:top]
             out["response_times_24h"][kind] = [
-                {"area": a, "n": s["n"], "mean_s": round(s["sum"] / s["n"], 1), "median": median_from_bins(s)}
+                {
+                    "area": a,
+                    "name": area(a) if h3.is_valid_cell(a) else None,
+                    "n": s["n"],
+                    "mean_s": round(s["sum"] / s["n"], 1),
+                    "median": median_from_bins(s),
+                }
                 for a, s in ranked
                 if s.get("n")
             ]
@@ -95,8 +122,22 @@ async def gather_status(top: int) -> dict:
         await st.close()
 
 
+def _place(cell: str, name: str | None) -> str:
+    """A cell as a person reads it: the area's name first, when it has one.
+
+    >>> _place("882aac95d1fffff", "Norristown"), _place("882aac95d1fffff", None)
+    ('Norristown (882aac95d1fffff)', '882aac95d1fffff')
+    """
+    return f"{name} ({cell})" if name else cell
+
+
 def render(status: dict) -> str:
-    lines = [f"event-time watermark: {status.get('watermark') or 'nothing counted yet'}"]
+    wm = status.get("watermark")
+    where = status.get("jurisdiction", {})
+    local = (
+        f" ({status['watermark_local']}, {where.get('name', '')})" if status.get("watermark_local") and where.get("id") != "unnamed" else ""
+    )
+    lines = [f"event-time watermark: {wm + local if wm else 'nothing counted yet'}"]
     m = status.get("metrics", {})
     lines.append(
         f"counted: {m.get('events_total|call', 0):,} calls, {m.get('events_total|update', 0):,} updates; "
@@ -108,17 +149,19 @@ def render(status: dict) -> str:
         lines.append("  dead letters by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
     for window, cells in status.get("hot_cells", {}).items():
         lines.append(f"\nbusiest cells, last {window}:")
+        width = max((len(_place(c["cell"], c.get("area"))) for c in cells), default=0)
         for c in cells:
             mix = ", ".join(f"{k} {n}" for k, n in c["categories"].items())
-            lines.append(f"  {c['cell']}  {c['calls']:5d} calls  ({mix})")
+            lines.append(f"  {_place(c['cell'], c.get('area')):<{width}}  {c['calls']:5d} calls  ({mix})")
     if status.get("open_incidents"):
         lines.append("\nopen incidents by cell:")
-        lines += [f"  {c['cell']}  {c['open']:5d}" for c in status["open_incidents"]]
+        width = max(len(_place(c["cell"], c.get("area"))) for c in status["open_incidents"])
+        lines += [f"  {_place(c['cell'], c.get('area')):<{width}}  {c['open']:5d}" for c in status["open_incidents"]]
     for kind, rows in status.get("response_times_24h", {}).items():
         if rows:
             label = "received -> dispatched" if kind == "dispatch" else "dispatched -> on scene"
             lines.append(f"\nresponse times, last 24 h, {label}:")
-            lines += [f"  {r['area']}  n={r['n']:4d}  mean {r['mean_s']:7.1f} s  median {r['median']}" for r in rows]
+            lines += [f"  {_place(r['area'], r.get('name'))}  n={r['n']:4d}  mean {r['mean_s']:7.1f} s  median {r['median']}" for r in rows]
     return "\n".join(lines)
 
 
@@ -131,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         status = asyncio.run(gather_status(args.top))
     except (OSError, RedisError) as exc:
         print(f"status: cannot reach Redis ({exc}); start the stack with: python -m infra.stack up", file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        print(f"status: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
