@@ -1,6 +1,7 @@
 """The main job on one machine: stack up, worker, a replay of real data, and where to look.
 
-    python -m infra.demo [PATH] [--speed max|N] [--since ISO --until ISO]
+    python -m infra.demo [PATH] [--profile P.toml] [--mapping M.toml | --format F] [--timezone ZONE]
+                         [--speed max|N] [--since ISO --until ISO]
     python -m infra.demo stop
 
 With no PATH it replays the week before and the day of the 2016-01-23 blizzard
@@ -14,6 +15,13 @@ replays the same calls to the same result (a second replay of calls already
 counted would be refused as duplicates, and there would be nothing new for the
 detectors); ``--keep`` keeps what earlier runs stored, to add another file or
 period to it.
+
+The worker, the gateway and the status report run under the jurisdiction
+profile ``--profile`` (``WF_PROFILE``; see docs/jurisdiction.md): its time zone,
+boundary and named areas. The Montgomery file and the simulator (calibrated on
+it) default to the shipped Montgomery County profile; another city's file needs
+its own (``--profile``), and a mapping (``--mapping``) when no built-in format
+reads it (see docs/sources.md).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ ROOT = stack.ROOT
 RUN = stack.RUN
 MONTGOMERY = ROOT.parent / "shared" / "data" / "montgomery-pa-911-2015-12-to-2016-08.csv"
 GATEWAY_SECRET = RUN / "gateway.secret"
+#: The shipped example profile: Montgomery County, PA (time zone, boundary, townships).
+MONTGOMERY_PROFILE = ROOT / "infra" / "jurisdictions" / "montgomery-pa" / "jurisdiction.toml"
 
 
 def _say(msg: str) -> None:
@@ -139,7 +149,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--since", help="replay calls from this time (ISO 8601)")
     p.add_argument("--until", help="replay calls before this time (ISO 8601)")
     p.add_argument("--keep", action="store_true", help="keep the Kafka topics and Redis data of earlier runs (default: start empty)")
+    p.add_argument(
+        "--profile",
+        help="the jurisdiction profile (TOML) the worker and the gateway run under (default: WF_PROFILE, else Montgomery "
+        "County's for the Montgomery file and the simulator, else none: UTC and no place names)",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--mapping", help="a source mapping (TOML) that reads PATH (see python -m streams.ingest.inspect PATH)")
+    src.add_argument("--format", help="a built-in source format (default: detected from the header)")
+    p.add_argument("--timezone", help="IANA zone of PATH's times that carry no UTC offset (default: the mapping's)")
     return p.parse_args(argv)
+
+
+def _profile(args: argparse.Namespace) -> str | None:
+    """The profile the demo runs under: ``--profile``, else ``WF_PROFILE``, else Montgomery's for its own data."""
+    if args.profile:
+        return str(Path(args.profile).resolve())
+    if os.environ.get("WF_PROFILE"):
+        return os.environ["WF_PROFILE"]
+    return str(MONTGOMERY_PROFILE) if not args.path or Path(args.path).resolve() == MONTGOMERY.resolve() else None
 
 
 def _replay_command(args: argparse.Namespace) -> list[str]:
@@ -156,6 +184,9 @@ def _replay_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "streams.ingest.replay", str(path), "--speed", args.speed]
     cmd += ["--since", since] if since else []
     cmd += ["--until", until] if until else []
+    for option in ("mapping", "format", "timezone"):
+        value = getattr(args, option)
+        cmd += [f"--{option}", value] if value else []
     return cmd
 
 
@@ -242,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     except stack.StackError as exc:
         _say(f"error: {exc}")
         return 1
+    profile = _profile(args)
+    if profile is not None:
+        if not Path(profile).is_file():
+            _say(f"error: the jurisdiction profile {profile} does not exist; pass --profile with a profile TOML (docs/jurisdiction.md)")
+            return 2
+        os.environ["WF_PROFILE"] = profile  # the worker, the gateway and the status report read it
+        _say(f"jurisdiction profile: {profile}")
+    else:
+        _say("no jurisdiction profile (--profile): times in UTC, places as H3 cells")
     WORKER.start()
     secret = gateway_secret()
     port = os.environ.get("WF_GATEWAY_PORT", "8765")
