@@ -88,6 +88,8 @@ class Reason(enum.StrEnum):
     TOO_LATE = "too_late"
     WRONG_TOPIC = "wrong_topic"
     DUPLICATE_ID = "duplicate_id"
+    #: A status time further before the call's received time than the source's tolerance: that update alone is refused.
+    STATUS_BEFORE_RECEIVED = "status_before_received"
 
 
 class InvalidRecord(ValueError):
@@ -387,6 +389,8 @@ def normalize_category(text: str) -> Category:
     (<Category.EMS: 'EMS'>, <Category.EMS: 'EMS'>)
     >>> normalize_category("FALSE ALARM"), normalize_category("BARKING DOG")
     (<Category.FIRE: 'FIRE'>, <Category.OTHER: 'OTHER'>)
+    >>> normalize_category("Aid Response"), normalize_category("Low Acuity"), normalize_category("Illegal Burn")
+    (<Category.EMS: 'EMS'>, <Category.EMS: 'EMS'>, <Category.FIRE: 'FIRE'>)
     """
     t = text.strip().upper()
     head = t.split(":", 1)[0].strip()
@@ -408,7 +412,13 @@ def _words(*alternatives: str) -> re.Pattern[str]:
 # medical list includes the Cincinnati CAD codes (PERDWN person down, ASSLTI
 # assault with injury, DOMINJ domestic injury, OD overdose, ...).
 _CATEGORY_RULES: tuple[tuple[re.Pattern[str], Category], ...] = (
-    (_words("MOTOR VEHICLE", "VEHICLE ACCIDENT", "TRAFFIC", "MVA\\b", "CRASH", "COLLISION", "DISABLED VEHICLE"), Category.TRAFFIC),
+    (
+        _words("MOTOR VEHICLE", "VEHICLE ACCIDENT", "TRAFFIC", "MVA\\b", "MVI\\b", "CRASH", "COLLISION", "DISABLED VEHICLE"),
+        Category.TRAFFIC,
+    ),
+    # Outdoor burning before the medical list, whose BURN is a burn injury (Seattle "Illegal Burn", Cincinnati
+    # "OUTDR - 67A2 ILLEGAL BURN" are fire calls; Cincinnati "BURN - 7A3 MINOR" stays EMS).
+    (_words("ILLEGAL BURN", "OPEN BURN", "BURN COMPLAINT", "CONTROLLED BURN", "RUBBISH", "BRUSH", "DUMPSTER", "BARK FIRE"), Category.FIRE),
     (
         _words(
             "EMS",
@@ -439,9 +449,19 @@ _CATEGORY_RULES: tuple[tuple[re.Pattern[str], Category], ...] = (
             "LIFT",
             "BURN",
             "EYEPRB",
+            # Seattle's "Aid Response" (half its calls; "Aid Response Yellow", "BC Aid Response"),
+            # "Low Acuity", "Triaged Incident", "Nurseline/AMR", "Trans to AMR".
+            "AID RESPONSE",
+            "LOW ACUITY",
+            "TRIAGED",
+            "NURSELINE",
+            "TRANS TO AMR",
         ),
         Category.EMS,
     ),
-    (_words("FIRE", "SMOKE", "ALARM", "HAZMAT", "GAS ODOR", "EXPLOSION"), Category.FIRE),
+    (
+        _words("FIRE", "SMOKE", "ALARM", "HAZMAT", "HAZARDOUS", "GAS ODOR", "GAS LEAK", "NATURAL GAS", "EXPLOSION", "ELECTRICAL HAZARD"),
+        Category.FIRE,
+    ),
     (_words("POLICE", "ASSAULT", "THEFT", "BURGLARY", "ROBBERY", "SHOTS", "DISTURBANCE", "WEAPON"), Category.POLICE),
 )

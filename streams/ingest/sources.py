@@ -1,4 +1,4 @@
-"""Source adapters: read a 911 CSV export and turn each row into schema-v1 events.
+"""Read a 911 CSV export and turn each row into schema-v1 events, as a source mapping says.
 
 Pure: no Kafka, Redis or network. :func:`read_source` streams a file line by
 line and yields, in file order, one :class:`Row` (a ``call`` JSON object plus
@@ -7,71 +7,76 @@ the ``update`` objects derived from the row's status times) or one
 for every non-blank data line. :func:`parse_lines` does the same for lines
 already in memory and is what the examples below use.
 
-What an adapter rejects and what it passes on
----------------------------------------------
-An adapter rejects only what it has to interpret: a line that is not UTF-8 or
-not CSV, or has the wrong number of fields (``bad_field``); a received or
-status time that is empty (``missing_field``) or cannot be read
-(``impossible_timestamp``); a watchfloor priority that is not 1..5
-(``bad_field``). Everything else is passed on for the worker's validator to
-judge, so that the dead-letter path stays in one place: a missing, empty or
-non-numeric coordinate becomes ``None`` (a ``0`` stays ``0.0``), an empty
-call type or agency becomes ``None``.
+How to read an export is declared, not coded: a mapping
+(:mod:`streams.ingest.mapping`, a TOML file) names the columns, the time forms
+and zone, the category rules, the priority map, the coordinates, the row grain
+and the status columns. The built-in formats are mapping files shipped in
+``streams/ingest/mappings/``; ``--mapping M.toml`` (``fmt=load_mapping(path)``)
+reads any other export.
+
+What is rejected and what is passed on
+--------------------------------------
+A row is rejected only for what the mapping has to interpret: a line that is
+not UTF-8 or not CSV, or has the wrong number of fields (``bad_field``); a
+received time, or a ``required`` status time, that is empty
+(``missing_field``); a received or status time that cannot be read, has no
+offset and no zone to be read in, or is skipped by a daylight-saving change
+(``impossible_timestamp``); a priority the mapping says to reject
+(``bad_field``). A status time more than the tolerance before the call was
+received refuses that update alone (:attr:`Row.refused`,
+``status_before_received``); the call is kept. Everything else is passed on
+for the worker's validator to judge, so that the dead-letter path stays in one
+place: a missing, empty or non-numeric coordinate becomes ``None`` (a ``0``
+stays ``0.0``), an empty call type or agency becomes ``None``, a priority the
+mapping does not know becomes ``None`` (listed in :attr:`Row.unmapped`).
 
 Data minimization: the call dict holds only schema fields. Free-text
-addresses, townships, ZIP codes, ``desc`` narratives and any column not named
-below are never copied; Montgomery's ``desc`` is only searched for its time.
+addresses, townships, ZIP codes, narratives and any column a mapping does not
+name are never copied; a column read through ``extract`` (Montgomery's
+``desc``) gives only what the pattern finds.
 
-Call ids come from the source's id column (Seattle ``Incident Number``,
+Call ids come from the mapping's ``id`` column (Seattle ``Incident Number``,
 watchfloor ``id``); a row without one gets ``"{format}-{line}"`` (for example
 ``"montgomery-pa-2"``). A repeated source id is kept as it is (Seattle repeats
 ids, mostly on identical rows): the worker counts the first call with an id
 and sends the others to the dead-letter topic as ``duplicate_id``, so a
-repeated row is neither counted twice nor dropped silently. ``source`` is the format name; ``priority`` is ``None``
-except in the watchfloor format. Times are emitted as ISO 8601 UTC with ``Z``
+repeated row is neither counted twice nor dropped silently. ``source`` is the
+format's name. Times are emitted as ISO 8601 UTC with ``Z``
 (:func:`streams.ingest.schema.format_time`); :attr:`Row.event_time` is the received
 time in epoch seconds, for sorting a replay.
 
-Local times (both Montgomery files, Cincinnati) are in ``America/New_York``.
-A wall time that the daylight-saving change skips does not exist and is
-rejected; one that occurs twice (the autumn change) is read as the first,
-daylight-time, occurrence. An ISO time with hour 24 means hour 0 of the next
-day (Seattle writes ``2011-10-24T24:22:00+0000`` for 2011-10-25T00:22:00Z).
+Times without an offset are wall times in the zone given by ``timezone=``
+(``--timezone``), else the mapping's ``timezone``, else they are refused. A
+wall time that a daylight-saving change skips does not exist and is refused;
+one that occurs twice (the autumn change) is read as the first occurrence. An
+ISO time with hour 24 means hour 0 of the next day.
 
 Formats
 -------
 The keys of :data:`FORMATS`; :func:`detect_format` picks one from the first
-line (a header must hold the columns the format reads; extra ones are ignored).
-Blank lines are skipped everywhere.
+line (a header must hold the columns the format requires; extra ones are
+ignored). Blank lines are skipped everywhere. Each file's comments say what
+it reads and why.
 
 ``montgomery-pa``
-    Montgomery County PA, header ``lat,lng,desc,zip,title,timeStamp,twp,addr,e``.
-    ``title`` ``"Traffic: VEHICLE ACCIDENT -"`` gives the category (via
-    :func:`streams.ingest.schema.normalize_category`) and the call type (the text after
-    the colon, without the trailing ``" -"``). ``desc`` embeds an earlier time
-    (``2015-12-10 @ 17:10:52``, median 211 s before ``timeStamp``); the export
-    does not document it, we read it as the call's creation and ``timeStamp`` as
-    its dispatch: ``received_at`` is the ``desc`` time, and one ``dispatched``
-    update at ``timeStamp`` follows when ``timeStamp`` is not earlier. When
-    ``desc`` holds no valid time, ``received_at`` is ``timeStamp`` and there is
-    no update. Agency ``montgomery-pa``.
+    Montgomery County PA, header ``lat,lng,desc,zip,title,timeStamp,twp,addr,e``,
+    New York time. ``received_at`` is the last ``YYYY-MM-DD @ hh:mm:ss`` in
+    ``desc`` (else ``timeStamp``); ``timeStamp`` is a ``dispatched`` update
+    when it is not earlier. ``title`` ``"Traffic: VEHICLE ACCIDENT -"`` gives
+    the category and the call type ``"VEHICLE ACCIDENT"``.
 ``montgomery-pa-sample``
     The same county's sample export, no header, six columns: latitude,
     longitude, title, local time ``YYYY-MM-DD hh:mm``, township, address.
     Recognized by the shape of its first line. No updates.
 ``cincinnati-fire``
     Cincinnati Fire CAD, header
-    ``latitude,longitude,create_time_incident,incident_type_id,datetime``.
-    ``create_time_incident`` (local, ISO with milliseconds) is ``received_at``;
-    the dispatch code in ``incident_type_id`` (``SICK - 26A8 PAIN``) is the call
-    type and is normalized to a category. No updates. Agency ``cincinnati-fd``.
+    ``latitude,longitude,create_time_incident,incident_type_id,datetime``, New
+    York time; the dispatch code is the call type. No updates.
 ``seattle-fire``
     Seattle Fire 911, header
     ``Address,Type,Datetime,Latitude,Longitude,Report Location,Incident Number``.
-    ``Datetime`` is ``MM/DD/YYYY hh:mm:ss AM +0000`` or ISO with an offset (hour
-    24 allowed); the stated offset is honoured. ``Incident Number`` is the id.
-    Rows without coordinates (``Report Location`` ``(0, 0)``) come out with
-    ``lat``/``lng`` ``None``. No updates. Agency ``seattle-fd``.
+    ``Datetime`` is ``MM/DD/YYYY hh:mm:ss AM +0000``, ISO with an offset, or
+    (the 2022-on export) ``MM/DD/YYYY hh:mm:ss AM`` in Seattle's time. No updates.
 ``watchfloor``
     The project's own format, for users' exports and the simulator; see below.
 
@@ -82,26 +87,32 @@ UTF-8, comma-separated, fields containing commas or quotes quoted with ``"``
 
     id,received_at,category,call_type,priority,lat,lng,agency,dispatched_at,en_route_at,on_scene_at,closed_at,unit
 
+Required: ``received_at``, ``lat``, ``lng`` and one of ``category`` or
+``call_type``; the other columns are optional (an absent column reads as
+empty). Columns may come in any order; extra columns are ignored and never
+copied.
+
 - ``id``: the call id, unique in the file, at most 64 characters; empty gives
   ``watchfloor-{line}``. A repeated id is passed on as it is: the worker
   counts the first and refuses the others as ``duplicate_id``.
 - ``received_at``: when the call was received, ISO 8601 with a UTC offset or
   ``Z`` (``2016-01-23T16:02:11Z``, ``2016-01-23 11:02:11-05:00``; fractions
-  of a second allowed; hour 24 is hour 0 of the next day).
+  of a second allowed; hour 24 is hour 0 of the next day); without an offset
+  only with ``--timezone``.
 - ``category``: any text, normalized to EMS, FIRE, TRAFFIC, POLICE or OTHER;
   empty: normalized from ``call_type``.
 - ``call_type``: the agency's own call type (``VEHICLE ACCIDENT``).
-- ``priority``: an integer 1 (highest) to 5, or empty.
+- ``priority``: an integer 1 (highest) to 5, or empty; anything else is refused.
 - ``lat``, ``lng``: WGS 84 decimal degrees.
 - ``agency``: the agency's short name (``montgomery-pa``).
 - ``dispatched_at``, ``en_route_at``, ``on_scene_at``, ``closed_at``: optional
-  status times, in the same form as ``received_at`` and not before it; each
-  non-empty one becomes an update with status ``dispatched``, ``en_route``,
-  ``on_scene`` or ``closed``.
+  status times, in the same form as ``received_at``; each non-empty one
+  becomes an update with status ``dispatched``, ``en_route``, ``on_scene`` or
+  ``closed`` (one up to 120 s before ``received_at`` is moved to it; one
+  further before is refused on its own).
 - ``unit``: the unit named on those updates, or empty.
 
-An empty cell means unknown. Columns may come in any order; extra columns are
-ignored and never copied.
+An empty cell means unknown.
 
 Examples
 --------
@@ -117,43 +128,68 @@ Examples
 [('dispatched', '2016-01-23T16:05:40Z', 'M-41')]
 >>> bad.line, bad.reason
 (3, 'impossible_timestamp')
+
+Without the optional columns, and local times read in a zone:
+
+>>> lines = [b"received_at,call_type,lat,lng", b"2022-01-21 13:43:00,Aid Response,47.6,-122.3"]
+>>> (row,) = parse_lines(lines, timezone="America/Los_Angeles")
+>>> row.call["received_at"], row.call["category"], row.call["id"], row.updates
+('2022-01-21T21:43:00Z', 'EMS', 'watchfloor-2', ())
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from streams.ingest.mapping import FieldSpec, Mapping, MappingError, StatusSpec, builtin_mappings
 from streams.ingest.schema import SCHEMA_VERSION, Category, Reason, Status, format_time, normalize_category
+from streams.ingest.timeparse import TimeParseError, TimeReader
 
 logger = logging.getLogger(__name__)
-
-#: Time zone of the sources that write local wall times (Montgomery PA, Cincinnati).
-EASTERN = ZoneInfo("America/New_York")
 
 WATCHFLOOR_COLUMNS = (
     "id", "received_at", "category", "call_type", "priority", "lat", "lng", "agency",
     "dispatched_at", "en_route_at", "on_scene_at", "closed_at", "unit",
 )  # fmt: skip
 
+#: The built-in formats by name (the mapping files in ``streams/ingest/mappings/``), in the order detection tries them.
+FORMATS: dict[str, Mapping] = builtin_mappings()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One incident update refused on its own while its call is kept (a status time before the call was received).
+
+    ``update`` is the schema-v1 update as the file gave it (its ``at`` unchanged): replay sends it to the
+    dead-letter topic with ``reason`` (``"status_before_received"``) and ``detail``.
+    """
+
+    status: str
+    reason: str
+    detail: str
+    update: dict[str, Any]
+
 
 @dataclass(frozen=True)
 class Row:
-    """One data line turned into events.
+    """One call read from the file.
 
     ``line`` is the 1-based physical line number (the header is line 1);
-    ``raw`` the line's bytes without its line ending; ``event_time`` the
-    received time in epoch seconds (UTC); ``call`` a schema-v1 call object and
-    ``updates`` schema-v1 update objects, all ready for ``json.dumps``.
+    ``raw`` the line's bytes without its line ending (for a unit-grain file,
+    the call's first row); ``event_time`` the received time in epoch seconds
+    (UTC); ``call`` a schema-v1 call object and ``updates`` schema-v1 update
+    objects, all ready for ``json.dumps``. ``refused`` holds the updates
+    refused on their own (see :class:`Refused`); ``unmapped`` the
+    ``(field, value)`` pairs the mapping had no entry for (a priority outside
+    ``fields.priority.map``), whose field is ``None`` in ``call``.
     """
 
     line: int
@@ -161,6 +197,8 @@ class Row:
     event_time: float
     call: dict[str, Any]
     updates: tuple[dict[str, Any], ...]
+    refused: tuple[Refused, ...] = ()
+    unmapped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,7 +221,7 @@ class UnknownFormat(ValueError):
 
 
 class _Reject(Exception):
-    """Raised by a row converter; becomes a :class:`Rejected`."""
+    """Raised while reading a row; becomes a :class:`Rejected`."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
@@ -192,7 +230,7 @@ class _Reject(Exception):
 
 
 class _Parts(NamedTuple):
-    """What a converter reads from one row; :func:`parse_lines` builds the JSON."""
+    """What one row holds; :class:`_Engine` builds the JSON."""
 
     received_at: float
     category: Category
@@ -201,28 +239,10 @@ class _Parts(NamedTuple):
     lat: float | None
     lng: float | None
     agency: str | None
-    source_id: str | None = None
-    updates: tuple[tuple[Status, float, str | None], ...] = ()
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """How to read one CSV layout.
-
-    ``columns`` are the column names the layout documents (for a headerless
-    layout, the names given to its positions); ``required`` those a header must
-    contain for :func:`detect_format` to pick this layout. ``convert`` maps a
-    row's stripped cells by column name (absent optional columns read as ``""``)
-    to the call's parts; it raises ``_Reject`` for what it cannot read.
-    """
-
-    name: str
-    columns: tuple[str, ...]
-    required: frozenset[str]
-    has_header: bool
-    has_ids: bool
-    summary: str
-    convert: Callable[[Mapping[str, str]], _Parts]
+    source_id: str | None
+    unit: str | None
+    statuses: tuple[tuple[StatusSpec, float, str], ...]  # (spec, time, cell text) in the mapping's order
+    unmapped: tuple[tuple[str, str], ...]
 
 
 # --------------------------------------------------------------------------- cells
@@ -237,282 +257,267 @@ def _coord(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _text(text: str) -> str | None:
-    return text or None
+_PAIR = re.compile(r"\(?\s*([^,()\s]+)\s*,\s*([^,()\s]+)\s*\)?")
+_POINT = re.compile(r"POINT\s*\(\s*(\S+)\s+(\S+)\s*\)", re.IGNORECASE)
 
 
-_HOUR_24 = re.compile(r"(\d{4}-\d{2}-\d{2}[T ])24(?=:)")
+def parse_location(text: str, form: str) -> tuple[float | None, float | None]:
+    """``(lat, lng)`` from one combined cell: ``form`` ``"pair"`` (``"(lat, lng)"``) or ``"point"`` (WKT ``POINT (lng lat)``).
 
+    Anything else gives ``(None, None)``, for the validator to refuse.
 
-def _fromiso(text: str) -> datetime:
-    """``datetime.fromisoformat`` that also reads hour 24 as hour 0 of the next day."""
-    m = _HOUR_24.match(text)
-    if m is None:
-        return datetime.fromisoformat(text)
-    return datetime.fromisoformat(f"{m.group(1)}00{text[m.end() :]}") + timedelta(days=1)
-
-
-def _required(cells: Mapping[str, str], column: str, expected: str) -> str:
-    text = cells.get(column, "")
-    if not text:
-        raise _Reject(Reason.MISSING_FIELD, f"column {column!r} is empty; expected {expected}")
-    return text
-
-
-def _eastern(naive: datetime) -> float | None:
-    """Epoch seconds of a New York wall time, or ``None`` if that wall time does not exist."""
-    offset = _eastern_offset(naive.year, naive.month, naive.day, naive.hour)
-    if offset is None:
-        return None
-    return (naive - _EPOCH).total_seconds() - offset
-
-
-_EPOCH = datetime(1970, 1, 1)
-
-
-@functools.lru_cache(maxsize=4096)
-def _eastern_offset(year: int, month: int, day: int, hour: int) -> float | None:
-    """UTC offset in seconds of a New York wall-clock hour, or ``None`` for the hour the spring change skips.
-
-    New York changes its offset only on whole hours, so one offset holds for a
-    wall hour; an hour that occurs twice gets the first (daylight) offset.
-    Cached because a file's rows share a few thousand hours.
+    >>> parse_location("(47.654152, -122.354466)", "pair"), parse_location("POINT (-122.42 37.77)", "point")
+    ((47.654152, -122.354466), (37.77, -122.42))
+    >>> parse_location("", "point"), parse_location("POINT EMPTY", "point")
+    ((None, None), (None, None))
     """
-    naive = datetime(year, month, day, hour)
-    aware = naive.replace(tzinfo=EASTERN)
-    # A wall time in the spring-forward gap does not survive the round trip.
-    if datetime.fromtimestamp(aware.timestamp(), EASTERN).replace(tzinfo=None) != naive:
-        return None
-    return (naive - _EPOCH).total_seconds() - aware.timestamp()
+    if form == "point":
+        m = _POINT.fullmatch(text)
+        return (None, None) if m is None else (_coord(m.group(2)), _coord(m.group(1)))
+    m = _PAIR.fullmatch(text)
+    return (None, None) if m is None else (_coord(m.group(1)), _coord(m.group(2)))
 
 
-_LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?")
+def _extract(spec: FieldSpec, text: str) -> str:
+    """The value ``spec.extract`` finds in ``text`` (its groups joined by a space), or ``""``."""
+    pattern = spec.extract
+    assert pattern is not None
+    if spec.occurrence == "last":
+        found = pattern.findall(text)
+        if not found:
+            return ""
+        last = found[-1]
+        return (" ".join(last) if isinstance(last, tuple) else last).strip()
+    m = pattern.search(text)
+    if m is None:
+        return ""
+    return (" ".join(g or "" for g in m.groups()) if m.groups() else m.group(0)).strip()
 
 
-def _local_time(cells: Mapping[str, str], column: str, expected: str) -> float:
-    """Read a New York wall time such as ``2015-12-10 17:40:00``."""
-    what = f"a local time {expected} (America/New_York)"
-    text = _required(cells, column, what)
-    if not _LOCAL_TIME.fullmatch(text):
-        raise _Reject(Reason.IMPOSSIBLE_TIMESTAMP, f"column {column!r} is {text!r:.60}; expected {what}")
+def _read(spec: FieldSpec, cells: dict[str, str]) -> tuple[str, str]:
+    """A field's text and the column it came from (``""`` for a constant)."""
+    if spec.value is not None:
+        return spec.value, ""
+    assert spec.column is not None
+    text = cells[spec.column]
+    if text and spec.extract is not None:
+        text = _extract(spec, text)
+    if not text and spec.fallback:
+        return cells[spec.fallback], spec.fallback
+    return text, spec.column
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _when(ts: float) -> str:
+    """:func:`format_time`, or the epoch seconds when the time cannot be shown in UTC (for messages)."""
     try:
-        naive = _fromiso(text)
-    except (ValueError, OverflowError) as exc:
-        raise _Reject(Reason.IMPOSSIBLE_TIMESTAMP, f"column {column!r} is {text!r:.60}, not a real time ({exc}); expected {what}") from None
-    ts = _eastern(naive)
-    if ts is None:
-        raise _Reject(
-            Reason.IMPOSSIBLE_TIMESTAMP,
-            f"column {column!r} is {text!r}, a wall time skipped by the daylight-saving change in America/New_York",
-        )
-    return ts
+        return format_time(ts)
+    except (ValueError, OverflowError, OSError):
+        return f"{ts} s after the epoch"
 
 
-_OFFSET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)")
-_US_TIME = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([AaPp][Mm]) ([+-])(\d{2}):?(\d{2})")
-_OFFSET_EXPECTED = "an ISO 8601 time with a UTC offset such as 2016-01-23T16:02:11Z or 2016-01-23T11:02:11-05:00"
+class _Engine:
+    """A mapping compiled for reading: time readers in the effective zone, caches for repeated texts."""
 
+    def __init__(self, mapping: Mapping, timezone: str | None, status_tolerance: float | None) -> None:
+        self.mapping = mapping
+        self.name = mapping.name
+        zone_name = timezone or mapping.timezone
+        zone: ZoneInfo | None = None
+        if zone_name:
+            try:
+                zone = ZoneInfo(zone_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise MappingError(
+                    f"time zone {zone_name!r} is not an IANA time zone; expected a name such as America/Los_Angeles"
+                ) from None
+        if status_tolerance is not None and not 0 <= status_tolerance < math.inf:
+            raise MappingError(f"status tolerance {status_tolerance!r} s; expected a number of seconds >= 0")
+        self.tolerance = mapping.status_tolerance_s if status_tolerance is None else float(status_tolerance)
+        f = mapping.fields
+        self.received = f["received_at"]
+        self.received_reader = TimeReader(self.received.formats or mapping.time_formats, zone)
+        self.status_readers = [(s, TimeReader(s.formats or mapping.time_formats, zone)) for s in mapping.statuses]
+        self.id = f.get("id")
+        self.call_type = f.get("call_type")
+        category = f.get("category")
+        self.category = category if category is not None and (category.column or category.value) else self.call_type
+        self.priority = f.get("priority")
+        self.lat, self.lng, self.location = f.get("lat"), f.get("lng"), f.get("location")
+        self.agency, self.unit = f.get("agency"), f.get("unit")
+        self.rules = mapping.category_rules
+        self.default = mapping.category_default
+        self._categories: dict[str, Category] = {}
+        self._call_types: dict[str, str | None] = {}
 
-def _offset_time(cells: Mapping[str, str], column: str, *, us_form: bool = False) -> float:
-    """Read a time that states its UTC offset (ISO 8601; with ``us_form`` also ``MM/DD/YYYY hh:mm:ss AM +0000``)."""
-    expected = _OFFSET_EXPECTED + (" or MM/DD/YYYY hh:mm:ss AM +0000" if us_form else "")
-    text = _required(cells, column, expected)
-    try:
-        m = _US_TIME.fullmatch(text) if us_form else None
-        if m is not None:
-            month, day, year, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
-            if not 1 <= hour <= 12:
-                raise ValueError(f"hour {hour} is not on a 12-hour clock")
-            hour = hour % 12 + (12 if m.group(7).upper() == "PM" else 0)
-            offset = timedelta(hours=int(m.group(9)), minutes=int(m.group(10))) * (-1 if m.group(8) == "-" else 1)
-            dt = datetime(year, month, day, hour, minute, second, tzinfo=timezone(offset))
-        elif _OFFSET_TIME.fullmatch(text):
-            dt = _fromiso(text)
+    def category_of(self, text: str) -> Category:
+        cached = self._categories.get(text)
+        if cached is None:
+            cached = next((r.category for r in self.rules if r.pattern.search(text)), None)
+            if cached is None:
+                cached = self.default if self.default is not None else normalize_category(text)
+            if len(self._categories) > 50_000:
+                self._categories.clear()
+            self._categories[text] = cached
+        return cached
+
+    def call_type_of(self, cells: dict[str, str]) -> str | None:
+        spec = self.call_type
+        if spec is None:
+            return None
+        if spec.extract is None or spec.value is not None:
+            return _read(spec, cells)[0] or None
+        raw = cells[spec.column] if spec.column else ""
+        if raw in self._call_types:
+            return self._call_types[raw]
+        text = _read(spec, cells)[0] or None
+        if not spec.fallback:  # the result depends on this cell alone
+            if len(self._call_types) > 50_000:
+                self._call_types.clear()
+            self._call_types[raw] = text
+        return text
+
+    def convert(self, cells: dict[str, str]) -> _Parts:
+        """One row's parts; raises :class:`_Reject` for what cannot be read."""
+        received, received_from = self._received(cells)
+        priority, unmapped = self._priority(cells)
+        statuses = []
+        for spec, reader in self.status_readers:
+            text = cells[spec.column]
+            if not text:
+                if spec.required:
+                    raise _Reject(Reason.MISSING_FIELD, f"column {spec.column!r} is empty; expected {reader.expected}")
+                continue
+            try:
+                at = reader.read(text, spec.column)
+            except TimeParseError as exc:
+                raise _Reject(exc.reason, exc.detail) from None
+            if spec.column == received_from:  # the cell received_at was read from: it would only repeat it
+                continue
+            statuses.append((spec, at, text))
+        if self.location is not None:
+            lat, lng = parse_location(_read(self.location, cells)[0], self.location.form or "pair")
         else:
-            raise _Reject(Reason.IMPOSSIBLE_TIMESTAMP, f"column {column!r} is {text!r:.60}; expected {expected}")
-        return dt.timestamp()
-    except (ValueError, OverflowError) as exc:
-        raise _Reject(
-            Reason.IMPOSSIBLE_TIMESTAMP, f"column {column!r} is {text!r:.60}, not a real time ({exc}); expected {expected}"
-        ) from None
+            lat = _coord(_read(self.lat, cells)[0]) if self.lat else None
+            lng = _coord(_read(self.lng, cells)[0]) if self.lng else None
+        return _Parts(
+            received,
+            self.category_of(_read(self.category, cells)[0] if self.category else ""),
+            self.call_type_of(cells),
+            priority,
+            lat,
+            lng,
+            (_read(self.agency, cells)[0] or None) if self.agency else None,
+            (_read(self.id, cells)[0] or None) if self.id else None,
+            (_read(self.unit, cells)[0] or None) if self.unit else None,
+            tuple(statuses),
+            unmapped,
+        )
 
+    def _received(self, cells: dict[str, str]) -> tuple[float, str]:
+        spec, reader = self.received, self.received_reader
+        assert spec.column is not None
+        text, column = _read(spec, cells)
+        if column == spec.column and text and spec.fallback and (spec.extract is not None or cells[spec.fallback]):
+            # A value the fallback may stand in for: one that is not a readable time counts as empty.
+            try:
+                return reader.read(text, column), column
+            except TimeParseError:
+                text, column = cells[spec.fallback], spec.fallback
+        if not text:
+            shown = column or spec.column
+            raise _Reject(Reason.MISSING_FIELD, f"column {shown!r} is empty; expected {reader.expected}")
+        try:
+            return reader.read(text, column), column
+        except TimeParseError as exc:
+            raise _Reject(exc.reason, exc.detail) from None
 
-@functools.lru_cache(maxsize=4096)
-def _category(text: str) -> Category:
-    """:func:`streams.ingest.schema.normalize_category`, cached: a source has a few hundred call types."""
-    return normalize_category(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _title(title: str) -> tuple[Category, str | None]:
-    """Montgomery ``"Traffic: VEHICLE ACCIDENT -"`` to (TRAFFIC, ``"VEHICLE ACCIDENT"``)."""
-    _, colon, rest = title.partition(":")
-    call_type = (rest if colon else title).strip()
-    if call_type.endswith(" -") or call_type == "-":
-        call_type = call_type[:-1].rstrip()
-    return _category(title), call_type or None
-
-
-# --------------------------------------------------------------------------- converters
-
-# Montgomery's desc ends "...; Station 332; 2015-12-10 @ 17:10:52;".
-_DESC_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}) @ (\d{2}:\d{2}:\d{2})")
-
-
-def _desc_time(desc: str) -> float | None:
-    """The last ``YYYY-MM-DD @ hh:mm:ss`` in Montgomery's ``desc``, or ``None``."""
-    found = _DESC_TIME.findall(desc)
-    if not found:
-        return None
-    date, clock = found[-1]
-    try:
-        return _eastern(datetime.fromisoformat(f"{date} {clock}"))
-    except ValueError:
-        return None
-
-
-def _montgomery(cells: Mapping[str, str]) -> _Parts:
-    stamp = _local_time(cells, "timeStamp", "YYYY-MM-DD hh:mm:ss")
-    created = _desc_time(cells["desc"])
-    updates: tuple[tuple[Status, float, str | None], ...]
-    if created is None:
-        received, updates = stamp, ()
-    else:
-        received = created
-        updates = ((Status.DISPATCHED, stamp, None),) if stamp >= created else ()
-    category, call_type = _title(cells["title"])
-    return _Parts(received, category, call_type, None, _coord(cells["lat"]), _coord(cells["lng"]), "montgomery-pa", updates=updates)
-
-
-def _montgomery_sample(cells: Mapping[str, str]) -> _Parts:
-    received = _local_time(cells, "timestamp", "YYYY-MM-DD hh:mm")
-    category, call_type = _title(cells["title"])
-    return _Parts(received, category, call_type, None, _coord(cells["lat"]), _coord(cells["lng"]), "montgomery-pa")
-
-
-def _cincinnati(cells: Mapping[str, str]) -> _Parts:
-    received = _local_time(cells, "create_time_incident", "YYYY-MM-DDThh:mm:ss.sss")
-    code = cells["incident_type_id"]
-    return _Parts(received, _category(code), _text(code), None, _coord(cells["latitude"]), _coord(cells["longitude"]), "cincinnati-fd")
-
-
-def _seattle(cells: Mapping[str, str]) -> _Parts:
-    received = _offset_time(cells, "Datetime", us_form=True)
-    kind = cells["Type"]
-    return _Parts(
-        received,
-        _category(kind),
-        _text(kind),
-        None,
-        _coord(cells["Latitude"]),
-        _coord(cells["Longitude"]),
-        "seattle-fd",
-        source_id=_text(cells.get("Incident Number", "")),
-    )
-
-
-_STATUS_COLUMNS = (
-    ("dispatched_at", Status.DISPATCHED),
-    ("en_route_at", Status.EN_ROUTE),
-    ("on_scene_at", Status.ON_SCENE),
-    ("closed_at", Status.CLOSED),
-)
-
-
-def _watchfloor(cells: Mapping[str, str]) -> _Parts:
-    received = _offset_time(cells, "received_at")
-    priority_text = cells["priority"]
-    priority = None
-    if priority_text:
-        if priority_text not in ("1", "2", "3", "4", "5"):
-            raise _Reject(Reason.BAD_FIELD, f"column 'priority' is {priority_text!r:.60}; expected an integer 1 (highest) to 5, or empty")
-        priority = int(priority_text)
-    unit = _text(cells["unit"])
-    updates = []
-    for column, status in _STATUS_COLUMNS:
-        if not cells[column]:
-            continue
-        at = _offset_time(cells, column)
-        if at < received:
+    def _priority(self, cells: dict[str, str]) -> tuple[int | None, tuple[tuple[str, str], ...]]:
+        spec = self.priority
+        if spec is None:
+            return None, ()
+        text, column = _read(spec, cells)
+        if not text:
+            return None, ()
+        value = self.mapping.priority_map.get(text.casefold())
+        if value is not None:
+            return value, ()
+        if self.mapping.priority_unmapped == "reject":
+            known = ", ".join(sorted(self.mapping.priority_map))
             raise _Reject(
-                Reason.IMPOSSIBLE_TIMESTAMP,
-                f"column {column!r} is {cells[column]!r}, before received_at {cells['received_at']!r}; "
-                "expected a status time at or after the call was received",
+                Reason.BAD_FIELD,
+                f"column {column!r} is {text!r:.60}; expected one of {known} (fields.priority.map of {self.name!r}; 1 highest), or empty",
             )
-        updates.append((status, at, unit))
-    call_type = cells["call_type"]
-    return _Parts(
-        received,
-        _category(cells["category"] or call_type),
-        _text(call_type),
-        priority,
-        _coord(cells["lat"]),
-        _coord(cells["lng"]),
-        _text(cells["agency"]),
-        source_id=_text(cells["id"]),
-        updates=tuple(updates),
-    )
+        return None, (("priority", text),)
 
+    def updates(
+        self, call_id: str, received: float, statuses: Iterable[tuple[StatusSpec, float, str, str | None]]
+    ) -> tuple[list[tuple[Status, float, str | None]], list[Refused]]:
+        """The updates of a call received at ``received``, and those refused because they come before it (pure)."""
+        kept: list[tuple[Status, float, str | None]] = []
+        refused: list[Refused] = []
+        for spec, at, text, unit in statuses:
+            if at < received:
+                if spec.before_received == "drop":
+                    continue
+                if received - at > self.tolerance:
+                    refused.append(
+                        Refused(
+                            spec.status.value,
+                            Reason.STATUS_BEFORE_RECEIVED.value,
+                            f"column {spec.column!r} is {text!r:.60}, {received - at:,.0f} s before the call was received "
+                            f"({_when(received)}), more than the tolerance of {self.tolerance:g} s "
+                            "(status_tolerance_s in the mapping, --status-tolerance); the call is kept without this update",
+                            self._update(call_id, spec.status, at, unit),
+                        )
+                    )
+                    continue
+                at = received  # within the tolerance: clock skew between CAD subsystems
+            kept.append((spec.status, at, unit))
+        return kept, refused
 
-FORMATS: dict[str, Adapter] = {
-    a.name: a
-    for a in (
-        Adapter(
-            name="montgomery-pa",
-            columns=("lat", "lng", "desc", "zip", "title", "timeStamp", "twp", "addr", "e"),
-            required=frozenset({"lat", "lng", "desc", "title", "timeStamp"}),
-            has_header=True,
-            has_ids=False,
-            summary="header lat,lng,desc,zip,title,timeStamp,twp,addr,e",
-            convert=_montgomery,
-        ),
-        Adapter(
-            name="montgomery-pa-sample",
-            columns=("lat", "lng", "title", "timestamp", "township", "address"),
-            required=frozenset(),
-            has_header=False,
-            has_ids=False,
-            summary="no header; 6 columns: lat,lng,title,'YYYY-MM-DD hh:mm',township,address",
-            convert=_montgomery_sample,
-        ),
-        Adapter(
-            name="cincinnati-fire",
-            columns=("latitude", "longitude", "create_time_incident", "incident_type_id", "datetime"),
-            required=frozenset({"latitude", "longitude", "create_time_incident", "incident_type_id"}),
-            has_header=True,
-            has_ids=False,
-            summary="header latitude,longitude,create_time_incident,incident_type_id,datetime",
-            convert=_cincinnati,
-        ),
-        Adapter(
-            name="seattle-fire",
-            columns=("Address", "Type", "Datetime", "Latitude", "Longitude", "Report Location", "Incident Number"),
-            required=frozenset({"Type", "Datetime", "Latitude", "Longitude"}),
-            has_header=True,
-            has_ids=True,
-            summary="header Address,Type,Datetime,Latitude,Longitude,Report Location,Incident Number",
-            convert=_seattle,
-        ),
-        Adapter(
-            name="watchfloor",
-            columns=WATCHFLOOR_COLUMNS,
-            required=frozenset(WATCHFLOOR_COLUMNS),
-            has_header=True,
-            has_ids=True,
-            summary="header " + ",".join(WATCHFLOOR_COLUMNS),
-            convert=_watchfloor,
-        ),
-    )
-}
+    def _update(self, call_id: str, status: Status, at: float, unit: str | None) -> dict[str, Any]:
+        return {
+            "type": "update",
+            "v": SCHEMA_VERSION,
+            "call_id": call_id,
+            "status": status.value,
+            "at": _when(at),
+            "unit": unit,
+            "source": self.name,
+        }
+
+    def row(
+        self, line: int, raw: bytes, parts: _Parts, statuses: list[tuple[Status, float, str | None]], refused: list[Refused]
+    ) -> Row | Rejected:
+        try:
+            received_at = format_time(parts.received_at)
+            update_times = [format_time(at) for _, at, _ in statuses]
+        except (ValueError, OverflowError, OSError) as exc:
+            return Rejected(line, raw, Reason.IMPOSSIBLE_TIMESTAMP.value, f"a time on this line cannot be represented in UTC ({exc})")
+        call_id = parts.source_id or f"{self.name}-{line}"
+        call = {
+            "type": "call", "v": SCHEMA_VERSION, "id": call_id, "received_at": received_at,
+            "category": parts.category.value, "call_type": parts.call_type, "priority": parts.priority,
+            "lat": parts.lat, "lng": parts.lng, "agency": parts.agency, "source": self.name,
+        }  # fmt: skip
+        updates = tuple(
+            {"type": "update", "v": SCHEMA_VERSION, "call_id": call_id, "status": status.value, "at": at, "unit": unit, "source": self.name}
+            for (status, _, unit), at in zip(statuses, update_times, strict=True)
+        )
+        return Row(line, raw, parts.received_at, call, updates, tuple(refused), parts.unmapped)
 
 
 # --------------------------------------------------------------------------- layout of a file
 
 
 class _Plan(NamedTuple):
-    adapter: Adapter
+    mapping: Mapping
     width: int  # fields per data line
-    positions: tuple[tuple[str, int], ...]  # (column, index) for the columns the adapter reads
+    positions: tuple[tuple[str, int], ...]  # (column, index) for the columns the mapping reads that the file has
+    absent: tuple[str, ...]  # columns the mapping reads that the file lacks: they read as ""
 
 
 def _first_fields(first: bytes, origin: str) -> list[str]:
@@ -523,56 +528,78 @@ def _first_fields(first: bytes, origin: str) -> list[str]:
         raise UnknownFormat(f"{origin}: the first line is not UTF-8 CSV ({exc}); expected a header line or a first data row") from None
 
 
-_SAMPLE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+def _fits_header(m: Mapping, names: set[str]) -> bool:
+    return m.header and m.required <= names and all(group & names for group in m.required_any)
 
 
-def _looks_like_sample(fields: list[str]) -> bool:
-    return len(fields) == 6 and _coord(fields[0]) is not None and _coord(fields[1]) is not None and bool(_SAMPLE_TIME.fullmatch(fields[3]))
+def _fits_first_line(m: Mapping, fields: list[str]) -> bool:
+    if m.header or not m.first_line or len(fields) != len(m.columns):
+        return False
+    index = {c: i for i, c in enumerate(m.columns)}
+    return all(p.fullmatch(fields[index[c]]) for c, p in m.first_line)
 
 
 def _known_formats() -> str:
-    return "; ".join(f"{a.name} ({a.summary})" for a in FORMATS.values())
+    return "; ".join(f"{m.name} ({m.summary})" for m in FORMATS.values())
 
 
-def _detect(first: bytes, origin: str) -> str:
+def _detect(first: bytes, origin: str) -> Mapping:
     fields = _first_fields(first, origin)
     names = set(fields)
-    matches = [a.name for a in FORMATS.values() if a.has_header and a.required <= names]
+    matches = [m for m in FORMATS.values() if _fits_header(m, names)]
+    if len(matches) > 1:  # the most specific wins: the one whose header needs the most columns
+        most = max(len(m.required) for m in matches)
+        matches = [m for m in matches if len(m.required) == most]
+    if not matches:
+        matches = [m for m in FORMATS.values() if _fits_first_line(m, fields)]
     if len(matches) == 1:
         return matches[0]
-    if not matches and _looks_like_sample(fields):
-        return "montgomery-pa-sample"
     found = "an empty file" if not first.strip() else f"the first line {','.join(fields)!r:.300}"
     raise UnknownFormat(
         f"{origin}: cannot tell the source format from {found}. Known formats: {_known_formats()}. "
-        "Pass the format name explicitly, or convert the file to the watchfloor format."
+        "Pass the format name explicitly, write a mapping for the export (--mapping M.toml; "
+        "python -m streams.ingest.inspect FILE proposes one), or convert the file to the watchfloor format."
     )
 
 
-def _plan(first: bytes | None, fmt: str, origin: str) -> _Plan:
-    """Choose the adapter and, for a header, where its columns are."""
+def _resolve(first: bytes | None, fmt: str | Mapping, origin: str) -> Mapping:
+    if isinstance(fmt, Mapping):
+        return fmt
     if fmt == "auto":
-        fmt = _detect(first or b"", origin)
-    adapter = FORMATS.get(fmt)
-    if adapter is None:
-        raise UnknownFormat(f"unknown source format {fmt!r}; expected 'auto' or one of: {', '.join(FORMATS)}")
-    if not adapter.has_header:
-        return _Plan(adapter, len(adapter.columns), tuple((c, i) for i, c in enumerate(adapter.columns)))
-    fields = _first_fields(first or b"", origin)
-    missing = sorted(adapter.required - set(fields))
-    if missing:
+        return _detect(first or b"", origin)
+    mapping = FORMATS.get(fmt)
+    if mapping is None:
         raise UnknownFormat(
-            f"{origin}: the header {','.join(fields)!r:.300} lacks the columns {', '.join(missing)} "
-            f"that format {fmt!r} needs; expected {adapter.summary}"
+            f"unknown source format {fmt!r}; expected 'auto' or one of: {', '.join(FORMATS)}, or a mapping file (--mapping M.toml)"
         )
-    index = {name: i for i, name in enumerate(fields)}
-    return _Plan(adapter, len(fields), tuple((c, index[c]) for c in adapter.columns if c in index))
+    return mapping
+
+
+def _plan(first: bytes | None, fmt: str | Mapping, origin: str) -> _Plan:
+    """Choose the mapping and, for a header, where its columns are."""
+    mapping = _resolve(first, fmt, origin)
+    reads = mapping.reads()
+    if not mapping.header:
+        index = {c: i for i, c in enumerate(mapping.columns)}
+        return _Plan(mapping, len(mapping.columns), tuple((c, index[c]) for c in reads), ())
+    fields = _first_fields(first or b"", origin)
+    names = set(fields)
+    missing = sorted(mapping.required - names)
+    groups = [sorted(g) for g in mapping.required_any if not g & names]
+    if missing or groups:
+        lacks = ", ".join(missing + [" or ".join(g) for g in groups])
+        raise UnknownFormat(
+            f"{origin}: the header {','.join(fields)!r:.300} lacks the columns {lacks} that format {mapping.name!r} needs; "
+            f"expected {mapping.summary}"
+        )
+    where = {name: i for i, name in enumerate(fields)}  # a repeated header name: its last column, as before
+    return _Plan(mapping, len(fields), tuple((c, where[c]) for c in reads if c in where), tuple(c for c in reads if c not in where))
 
 
 # --------------------------------------------------------------------------- rows
 
 
-def _convert_line(plan: _Plan, line: int, raw: bytes) -> _Parts | Rejected:
+def _cells(plan: _Plan, line: int, raw: bytes) -> dict[str, str] | Rejected:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -588,25 +615,36 @@ def _convert_line(plan: _Plan, line: int, raw: bytes) -> _Parts | Rejected:
             line,
             raw,
             Reason.BAD_FIELD.value,
-            f"line has {len(fields)} fields; expected {plan.width} for format {plan.adapter.name!r} ({plan.adapter.summary})",
+            f"line has {len(fields)} fields; expected {plan.width} for format {plan.mapping.name!r} ({plan.mapping.summary})",
         )
     cells = {name: fields[i].strip() for name, i in plan.positions}
-    try:
-        return plan.adapter.convert(cells)
-    except _Reject as exc:
-        return Rejected(line, raw, exc.reason.value, exc.detail)
+    for name in plan.absent:
+        cells[name] = ""
+    return cells
 
 
-def parse_lines(lines: Iterable[bytes], fmt: str = "auto", *, origin: str = "<lines>") -> Iterator[Row | Rejected]:
+def parse_lines(
+    lines: Iterable[bytes],
+    fmt: str | Mapping = "auto",
+    *,
+    origin: str = "<lines>",
+    timezone: str | None = None,
+    status_tolerance: float | None = None,
+) -> Iterator[Row | Rejected]:
     """Turn CSV lines (bytes, with or without line endings) into rows, in order.
 
+    ``fmt`` is ``"auto"``, a built-in format's name or a :class:`streams.ingest.mapping.Mapping`.
     The first line is the header when the format has one, and line numbers
     count from 1 at the first line given. Blank lines are skipped and yield
-    nothing. The first line is read at the call, which raises
-    :class:`UnknownFormat` when ``fmt`` is ``"auto"`` and that line fits no
-    format, when ``fmt`` is not a key of :data:`FORMATS`, or when the header
-    lacks a column the format needs; ``origin`` names the input in those
-    messages. The rest is read as the returned iterator advances.
+    nothing. ``timezone`` (an IANA name) is the zone of times written without
+    an offset, over the mapping's; ``status_tolerance`` (seconds) over the
+    mapping's ``status_tolerance_s``. The first line is read at the call,
+    which raises :class:`UnknownFormat` when ``fmt`` is ``"auto"`` and that
+    line fits no format, when ``fmt`` is not a known name, or when the header
+    lacks a column the format needs, and :class:`streams.ingest.mapping.MappingError`
+    for a ``timezone`` that is not an IANA zone; ``origin`` names the input in
+    those messages. The rest is read as the returned iterator advances (a
+    unit-grain mapping reads it all before the first call comes out).
 
     >>> [r.reason for r in parse_lines([b"1.0,2.0,EMS: FALL,2016-01-15 12:61,T,A"])]
     ['impossible_timestamp']
@@ -614,43 +652,117 @@ def parse_lines(lines: Iterable[bytes], fmt: str = "auto", *, origin: str = "<li
     it = iter(lines)
     first = next(it, None)
     plan = _plan(first, fmt, origin)
-    if first is not None and not plan.adapter.has_header:
-        return _rows(plan, _chain_first(first, it), 1, origin)
-    return _rows(plan, it, 2, origin)
+    engine = _Engine(plan.mapping, timezone, status_tolerance)
+    if first is not None and not plan.mapping.header:
+        lines_it, start = _chain_first(first, it), 1
+    else:
+        lines_it, start = it, 2
+    if plan.mapping.grain == "unit":
+        return _unit_rows(plan, engine, lines_it, start, origin)
+    return _rows(plan, engine, lines_it, start, origin)
 
 
-def _rows(plan: _Plan, lines: Iterator[bytes], start: int, origin: str) -> Iterator[Row | Rejected]:
-    name = plan.adapter.name
+def _rows(plan: _Plan, engine: _Engine, lines: Iterator[bytes], start: int, origin: str) -> Iterator[Row | Rejected]:
     n_rows = n_rejected = 0
     for line, raw_line in enumerate(lines, start):
         raw = raw_line.rstrip(b"\r\n")
         if not raw.strip():
             continue
-        parts = _convert_line(plan, line, raw)
-        if isinstance(parts, Rejected):
+        cells = _cells(plan, line, raw)
+        if isinstance(cells, Rejected):
             n_rejected += 1
-            yield parts
+            yield cells
             continue
         try:
-            received_at = format_time(parts.received_at)
-            update_times = [format_time(at) for _, at, _ in parts.updates]
-        except (ValueError, OverflowError, OSError) as exc:
+            parts = engine.convert(cells)
+        except _Reject as exc:
             n_rejected += 1
-            yield Rejected(line, raw, Reason.IMPOSSIBLE_TIMESTAMP.value, f"a time on this line cannot be represented in UTC ({exc})")
+            yield Rejected(line, raw, exc.reason.value, exc.detail)
             continue
-        call_id = parts.source_id or f"{name}-{line}"
-        call = {
-            "type": "call", "v": SCHEMA_VERSION, "id": call_id, "received_at": received_at,
-            "category": parts.category.value, "call_type": parts.call_type, "priority": parts.priority,
-            "lat": parts.lat, "lng": parts.lng, "agency": parts.agency, "source": name,
-        }  # fmt: skip
-        updates = tuple(
-            {"type": "update", "v": SCHEMA_VERSION, "call_id": call_id, "status": status.value, "at": at, "unit": unit, "source": name}
-            for (status, _, unit), at in zip(parts.updates, update_times, strict=True)
-        )
-        n_rows += 1
-        yield Row(line, raw, parts.received_at, call, updates)
-    logger.info("read %s as %s: %d rows, %d rejected", origin, name, n_rows, n_rejected)
+        call_id = parts.source_id or f"{engine.name}-{line}"
+        if parts.statuses:
+            kept, refused = engine.updates(call_id, parts.received_at, ((s, at, t, parts.unit) for s, at, t in parts.statuses))
+        else:
+            kept, refused = [], []
+        item = engine.row(line, raw, parts, kept, refused)
+        if isinstance(item, Rejected):
+            n_rejected += 1
+        else:
+            n_rows += 1
+        yield item
+    logger.info("read %s as %s: %d rows, %d rejected", origin, engine.name, n_rows, n_rejected)
+
+
+class _Call:
+    """A unit-grain call while its file is read: its first row, and its statuses across units."""
+
+    __slots__ = ("line", "parts", "raw", "statuses")
+
+    def __init__(self, line: int, raw: bytes, parts: _Parts) -> None:
+        self.line, self.raw, self.parts = line, raw, parts
+        self.statuses: list[tuple[StatusSpec, float, str, str | None]] = []
+
+
+def _unit_rows(plan: _Plan, engine: _Engine, lines: Iterator[bytes], start: int, origin: str) -> Iterator[Row | Rejected]:
+    """Group one-row-per-unit lines by call id; emit each call once, in the order of its first row.
+
+    Memory: one :class:`_Call` per call id for the whole file (its first row
+    and each unit's status times), and every rejected line, until the end.
+    """
+    order: list[_Call | Rejected] = []
+    calls: dict[str, _Call] = {}
+    for line, raw_line in enumerate(lines, start):
+        raw = raw_line.rstrip(b"\r\n")
+        if not raw.strip():
+            continue
+        cells = _cells(plan, line, raw)
+        if isinstance(cells, Rejected):
+            order.append(cells)
+            continue
+        try:
+            parts = engine.convert(cells)
+        except _Reject as exc:
+            order.append(Rejected(line, raw, exc.reason.value, exc.detail))
+            continue
+        key = parts.source_id or f"{engine.name}-{line}"
+        call = calls.get(key)
+        if call is None:
+            call = _Call(line, raw, parts)
+            calls[key] = call
+            order.append(call)
+        call.statuses.extend((s, at, text, parts.unit) for s, at, text in parts.statuses)
+    n_rows = n_rejected = 0
+    for entry in order:
+        if isinstance(entry, Rejected):
+            n_rejected += 1
+            yield entry
+            continue
+        parts = entry.parts
+        call_id = parts.source_id or f"{engine.name}-{entry.line}"
+        kept, refused = engine.updates(call_id, parts.received_at, entry.statuses)
+        item = engine.row(entry.line, entry.raw, parts, _first_and_last(kept), refused)
+        if isinstance(item, Rejected):
+            n_rejected += 1
+        else:
+            n_rows += 1
+        yield item
+    logger.info("read %s as %s (one row per unit): %d calls, %d rows rejected", origin, engine.name, n_rows, n_rejected)
+
+
+def _first_and_last(updates: list[tuple[Status, float, str | None]]) -> list[tuple[Status, float, str | None]]:
+    """Across a call's units: the first dispatched, en route and on scene, the last closed, in lifecycle order.
+
+    >>> D, C = Status.DISPATCHED, Status.CLOSED
+    >>> _first_and_last([(D, 5.0, "E1"), (C, 9.0, "E1"), (D, 3.0, "M2"), (C, 12.0, "M2")])
+    [(<Status.DISPATCHED: 'dispatched'>, 3.0, 'M2'), (<Status.CLOSED: 'closed'>, 12.0, 'M2')]
+    """
+    best: dict[Status, tuple[Status, float, str | None]] = {}
+    for update in updates:
+        status, at, _ = update
+        held = best.get(status)
+        if held is None or (at > held[1] if status is Status.CLOSED else at < held[1]):
+            best[status] = update
+    return [best[s] for s in Status if s in best]
 
 
 def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -667,41 +779,53 @@ def _first_line(path: str | os.PathLike[str]) -> bytes:
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """The name of the format of the CSV file at ``path``, from its first line.
+    """The name of the built-in format of the CSV file at ``path``, from its first line.
 
     Raises :class:`UnknownFormat` naming the formats it knows and the line it
     saw when none fits (also for an empty file).
     """
-    return _detect(_first_line(path), os.fspath(path))
+    return _detect(_first_line(path), os.fspath(path)).name
 
 
-def read_source(path: str | os.PathLike[str], fmt: str = "auto") -> Iterator[Row | Rejected]:
+def read_source(
+    path: str | os.PathLike[str],
+    fmt: str | Mapping = "auto",
+    *,
+    timezone: str | None = None,
+    status_tolerance: float | None = None,
+) -> Iterator[Row | Rejected]:
     """Read the CSV file at ``path`` line by line: one :class:`Row` or :class:`Rejected` per data line, in file order.
 
-    The format (``fmt``, or detected when ``"auto"``) and the header are checked
-    before this returns, so a wrong file raises :class:`UnknownFormat` at the
-    call; the returned iterator opens the file when first advanced and holds
-    one line in memory at a time ().
+    ``fmt``, ``timezone`` and ``status_tolerance`` as in :func:`parse_lines`.
+    The format and the header are checked before this returns, so a wrong
+    file raises :class:`UnknownFormat` at the call; the returned iterator
+    opens the file when first advanced and holds one line in memory at a time
+    (a unit-grain mapping: one small record per call, see
+    :mod:`streams.ingest.mapping`).
     """
     origin = os.fspath(path)
     plan = _plan(_first_line(path), fmt, origin)
-    return _read(path, plan.adapter.name, origin)
+    _Engine(plan.mapping, timezone, status_tolerance)  # a bad zone or tolerance raises here, at the call
+    return _read_file(path, plan.mapping, origin, timezone, status_tolerance)
 
 
-def _read(path: str | os.PathLike[str], fmt: str, origin: str) -> Iterator[Row | Rejected]:
+def _read_file(
+    path: str | os.PathLike[str], mapping: Mapping, origin: str, timezone: str | None, status_tolerance: float | None
+) -> Iterator[Row | Rejected]:
     with open(path, "rb") as f:
-        yield from parse_lines(f, fmt, origin=origin)
+        yield from parse_lines(f, mapping, origin=origin, timezone=timezone, status_tolerance=status_tolerance)
 
 
-def count_rows(path: str | os.PathLike[str], fmt: str = "auto") -> int:
+def count_rows(path: str | os.PathLike[str], fmt: str | Mapping = "auto") -> int:
     """The number of data lines in the file (non-blank lines after the header, if any), for a progress bar.
 
-    Equals the number of items :func:`read_source` yields; raises
+    Equals the number of items :func:`read_source` yields for a call-grain
+    format (a unit-grain one yields one item per call: fewer); raises
     :class:`UnknownFormat` in the same cases.
     """
     origin = os.fspath(path)
     with open(path, "rb") as f:
         first = f.readline()
         plan = _plan(first, fmt, origin)
-        n = 0 if plan.adapter.has_header or not first.strip() else 1
+        n = 0 if plan.mapping.header or not first.strip() else 1
         return n + sum(1 for line in f if line.strip())
