@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from inspect import signature
 from pathlib import Path
 
 import pytest
@@ -179,17 +178,11 @@ def test_real_files_get_the_columns_their_built_in_format_reads(name):
 
 # --------------------------------------------------------------------------- through the engine
 
-pytestmark_engine = pytest.mark.skipif(
-    "timezone" not in signature(parse_lines).parameters,
-    reason="the mapping engine (streams.ingest.sources reading a Mapping) has not landed yet",
-)
-
 
 def _read(lines, mapping, timezone=None):
     return summarize(parse_lines(lines, mapping, origin="<test>", timezone=timezone))
 
 
-@pytestmark_engine
 @pytest.mark.parametrize("name", sorted(REAL_FILES))
 def test_the_proposal_reads_a_real_file_as_its_built_in_mapping_does_given_only_the_zone(name):
     """Without editing, except the zone of naive times: as many calls and as many rejected rows as the built-in mapping reads."""
@@ -212,7 +205,6 @@ def test_the_proposal_reads_a_real_file_as_its_built_in_mapping_does_given_only_
     assert {cat for _, cat in ours.types} == {cat for _, cat in theirs.types}
 
 
-@pytestmark_engine
 def test_without_a_zone_the_proposal_does_not_validate_and_says_what_to_write():
     p = propose(read_sample(SF_SAMPLE), name="sf-fire")
     text = render_toml(p)
@@ -223,7 +215,6 @@ def test_without_a_zone_the_proposal_does_not_validate_and_says_what_to_write():
     assert "no UTC offset and no time zone: pass --timezone ZONE" in read.examples["impossible_timestamp"][2]
 
 
-@pytestmark_engine
 def test_the_worked_example_reads_36_calls_grouped_from_72_unit_rows_with_one_refused_update():
     import csv
 
@@ -266,7 +257,6 @@ def test_the_worked_example_reads_36_calls_grouped_from_72_unit_rows_with_one_re
     assert len(nowhere) == 1 and first[nowhere[0].call["id"]]["case_location"] == ""
 
 
-@pytestmark_engine
 def test_the_command_prints_the_proposal_the_summary_by_reason_and_masks_addresses(capsys, tmp_path):
     out_file = tmp_path / "sf.toml"
     status = main([str(SF_SAMPLE), "--timezone", "America/Los_Angeles", "--write-mapping", str(out_file), "--name", "sf-fire"])
@@ -280,7 +270,6 @@ def test_the_command_prints_the_proposal_the_summary_by_reason_and_masks_address
     assert "exists; not overwritten" in capsys.readouterr().err
 
 
-@pytestmark_engine
 def test_the_command_without_a_zone_exits_1_and_the_last_words_say_why_nothing_was_read(capsys):
     assert main([str(SF_SAMPLE)]) == 1
     out = capsys.readouterr().out
@@ -293,3 +282,16 @@ def test_the_command_refuses_a_zone_that_is_not_iana_and_a_missing_file(capsys, 
     assert "--timezone 'Pacific' is not an IANA time zone" in capsys.readouterr().err
     assert main([str(tmp_path / "nope.csv")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_all_reads_the_whole_file_with_a_given_mapping_and_a_progress_bar_on_stderr(capsys):
+    assert main([str(SF_SAMPLE), "--mapping", str(SF_MAPPING), "--all"]) == 0
+    captured = capsys.readouterr()
+    assert "mapping: " in captured.out and "(given: no proposal made)" in captured.out
+    assert "read (the whole file): 36 calls" in captured.out and "'I'    -> none: not in the map" in captured.out
+    assert "reading sf-fire-calls-sample.csv" in captured.err  # tqdm
+
+
+def test_a_mapping_the_header_does_not_fit_is_an_error_naming_the_missing_columns(capsys):
+    assert main([str(SF_SAMPLE), "--mapping", "seattle-fire"]) == 2
+    assert "lacks the columns" in capsys.readouterr().err
