@@ -79,7 +79,7 @@ True
 >>> round(model.share(busy), 2)                             # 30% of the calls, and a little shrinkage
 0.31
 >>> round(model.total(t, t + 86400) / 24, 1)              # 12 calls an hour, give or take two weeks of noise
-12.9
+13.0
 >>> round(model.expected([busy], t, t + 86400) / 24, 1)   # of which the busy cell's
 4.0
 >>> 0 < model.expected([quiet], t, t + 3600) < 0.01      # never seen: borrows from its parent
@@ -91,7 +91,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -107,17 +107,25 @@ _HOURS_PER_WEEK = 168
 _RENORM_HALF_LIVES = 40.0
 #: Cells whose decayed count falls below this many calls are forgotten.
 _PRUNE_BELOW = 0.01
+#: ``datetime.weekday()`` of Sunday: a holiday's hours are expected like a Sunday's.
+_SUNDAY = 6
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _how_bin(tz: ZoneInfo, utc_hour: int) -> int:
-    """Local hour of the week (Monday 00h = 0) of the UTC hour starting at ``utc_hour * 3600``.
+def _how_bin(tz: ZoneInfo, utc_hour: int, holidays: frozenset[date] = frozenset()) -> int:
+    """Local hour of the week (Monday 00h = 0) of the UTC hour starting at ``utc_hour * 3600``; a holiday's hours are Sunday's.
 
     Cached: a stream touches a few thousand hours. For zones whose offset is not
     a whole number of hours the bin is that of the hour's start.
+
+    >>> ny = ZoneInfo("America/New_York")
+    >>> t = int(datetime(2016, 1, 18, 17, tzinfo=ny).timestamp()) // 3600  # Martin Luther King Jr. Day, a Monday, 17:00
+    >>> _how_bin(ny, t), _how_bin(ny, t, frozenset({date(2016, 1, 18)}))
+    (17, 161)
     """
     local = datetime.fromtimestamp(utc_hour * 3600, tz)
-    return local.weekday() * 24 + local.hour
+    weekday = _SUNDAY if local.date() in holidays else local.weekday()
+    return weekday * 24 + local.hour
 
 
 class ExpectedCounts(Detector):
@@ -140,6 +148,10 @@ class ExpectedCounts(Detector):
         evaluation pass it). ``"UTC"`` when not given, which no city lives in:
         its days would split at the wrong hour and daylight-saving changes
         would shift its rhythm by an hour twice a year.
+    holidays : iterable of datetime.date
+        Local dates (the profile's special days of kind ``holiday``) whose hours
+        are learnt and expected like a Sunday's: offices, schools and commutes
+        are closed, and a Monday holiday looks like a Sunday, not a Monday.
     silence_calls : float
         A silence counts as exposure until the rate expected this many calls in it (> 0).
     max_silence_s : float
@@ -158,6 +170,10 @@ class ExpectedCounts(Detector):
     computed by H3).
     """
 
+    #: class-level defaults: a checkpoint pickled before holidays existed restores with none
+    holidays: tuple[date, ...] = ()
+    _holidays: frozenset[date] = frozenset()
+
     def __init__(
         self,
         half_life_days: float = 90.0,
@@ -165,6 +181,7 @@ class ExpectedCounts(Detector):
         parent_prior: float = 1.0,
         profile_prior: float = 5.0,
         timezone: str = "UTC",
+        holidays: Iterable[date] = (),
         silence_calls: float = 5.0,
         max_silence_s: float = 7200.0,
         warmup_calls: int = 1000,
@@ -196,6 +213,11 @@ class ExpectedCounts(Detector):
         self.parent_prior = parent_prior
         self.profile_prior = profile_prior
         self.timezone = timezone
+        holidays = set(holidays)
+        if not all(isinstance(d, date) and not isinstance(d, datetime) for d in holidays):
+            raise ValueError(f"holidays must be datetime.date values (local dates), got {sorted(map(repr, holidays))[:3]}")
+        self.holidays = tuple(sorted(holidays))
+        self._holidays = frozenset(self.holidays)
         self.silence_calls = silence_calls
         self.max_silence_s = max_silence_s
         self.warmup_calls = warmup_calls
@@ -257,7 +279,7 @@ class ExpectedCounts(Detector):
 
     def _hold_call(self, t: float, category: str, cell: str) -> None:
         """Add a call of the hour being learnt to its sums (folded in when the hour ends)."""
-        key = (_how_bin(self._tz, int(t // 3600)), _CAT_INDEX.get(category, _CAT_INDEX["OTHER"]), cell)
+        key = (_how_bin(self._tz, int(t // 3600), self._holidays), _CAT_INDEX.get(category, _CAT_INDEX["OTHER"]), cell)
         self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
 
     def _hold_exposure(self, b: int, t_mid: float, seconds: float) -> None:
@@ -301,7 +323,7 @@ class ExpectedCounts(Detector):
         while t < live_end:
             stop = min((math.floor(t / 3600) + 1) * 3600.0, live_end)
             hour = int(t // 3600)
-            b = _how_bin(self._tz, hour)
+            b = _how_bin(self._tz, hour, self._holidays)
             if hour < self._hour:
                 self._add_bin_exposure(b, (stop - t) * self._weight(0.5 * (t + stop)))
             else:
@@ -315,7 +337,7 @@ class ExpectedCounts(Detector):
         t = start
         while t < end:
             stop = min((math.floor(t / 3600) + 1) * 3600.0, end)
-            rate = self._bin_rate(_how_bin(self._tz, int(t // 3600)))
+            rate = self._bin_rate(_how_bin(self._tz, int(t // 3600), self._holidays))
             if rate * (stop - t) >= due:
                 return t + due / rate
             due -= rate * (stop - t)
@@ -392,7 +414,7 @@ class ExpectedCounts(Detector):
 
     def rate(self, t: float) -> float:
         """Jurisdiction calls per hour expected at ``t``."""
-        return 3600.0 * self._bin_rate(_how_bin(self._tz, int(t // 3600)))
+        return 3600.0 * self._bin_rate(_how_bin(self._tz, int(t // 3600), self._holidays))
 
     def total(self, start: float, end: float) -> float:
         """Calls expected in the whole jurisdiction in ``[start, end)``."""
@@ -400,7 +422,7 @@ class ExpectedCounts(Detector):
         t = start
         while t < end:
             stop = min((math.floor(t / 3600) + 1) * 3600.0, end)
-            total += self._bin_rate(_how_bin(self._tz, int(t // 3600))) * (stop - t)
+            total += self._bin_rate(_how_bin(self._tz, int(t // 3600), self._holidays)) * (stop - t)
             t = stop
         return total
 
@@ -430,7 +452,7 @@ class ExpectedCounts(Detector):
         k = _CAT_INDEX.get(category, _CAT_INDEX["OTHER"])
         w = self._weight(cast(float, self._last_t)) if self._t_ref is not None else 1.0  # _last_t is set with _t_ref
         prior = (self._n_cat[k] + w) / (self._n + len(CATEGORIES) * w)
-        row = self._n_cat_hod[_how_bin(self._tz, int(t // 3600)) % 24]
+        row = self._n_cat_hod[_how_bin(self._tz, int(t // 3600), self._holidays) % 24]
         m = self.profile_prior * w
         return (row[k] + m * prior) / (sum(row) + m)
 

@@ -26,7 +26,7 @@ Examples
 >>> import random
 >>> from detectors.types import CallPoint
 >>> rng = random.Random(1)
->>> mon = FeedMonitor(baseline=ExpectedCounts(warmup_calls=200, warmup_hours=24))
+>>> mon = FeedMonitor(baseline=ExpectedCounts(warmup_calls=200, warmup_hours=24, timezone="America/New_York"))
 >>> t, alerts = 1_700_000_000.0, []
 >>> for _ in range(1200):                                   # three days at 16 calls an hour
 ...     t += rng.expovariate(16 / 3600)

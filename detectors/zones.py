@@ -81,7 +81,7 @@ third opens the alert; each call that adds calls or cells updates it:
 >>> rng = random.Random(3)
 >>> town = sorted(h3.grid_disk("882aac941dfffff", 6))
 >>> route = frozenset(h3.grid_disk(town[30], 1))
->>> watch = ZoneWatch(baseline=ExpectedCounts(warmup_calls=500, warmup_hours=24))
+>>> watch = ZoneWatch(baseline=ExpectedCounts(warmup_calls=500, warmup_hours=24, timezone="America/New_York"))
 >>> t, alerts = 1_700_000_000.0, []
 >>> watch.set_zones([WatchedZone("z1", "Phillies parade", route, t, t + 5 * 86400)])
 >>> for _ in range(1200):

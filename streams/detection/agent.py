@@ -50,7 +50,7 @@ from detectors.types import Alert
 from streams.counting.state import RedisState, StateError, unreadable_checkpoint
 from streams.detection import checkpoint
 from streams.detection.naming import name_alert
-from streams.detection.runner import DetectionRunner, default_suite, parse_zones
+from streams.detection.runner import DetectionRunner, parse_zones, profile_suite
 from streams.jurisdiction import Profile
 from streams.runtime.retry import until_reachable
 from streams.runtime.settings import Settings, checkpoint_key, load_jurisdiction
@@ -231,7 +231,7 @@ class DetectionAgent:
             redis = self.redis()
             saved = await until_reachable("reading the detectors' checkpoint", redis.load_detection)
             if saved is None:
-                st.runner = DetectionRunner(suite=default_suite(self.profile.timezone), partitions=self.settings.partitions)
+                st.runner = DetectionRunner(suite=profile_suite(self.profile), partitions=self.settings.partitions)
                 log.info("detectors start empty, on the %s clock of %s", self.profile.timezone, self.profile.name)
             else:
                 st.offset, blob = saved

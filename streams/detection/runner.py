@@ -22,6 +22,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from detectors.anomaly import MixAnomalyDetector
@@ -33,6 +34,7 @@ from detectors.surge import SurgeDetector
 from detectors.types import Alert, AlertState, CallPoint
 from detectors.zones import WatchedZone, ZoneWatch
 from streams.detection.reorder import WatermarkMerge
+from streams.jurisdiction import Profile
 
 INPUT_VERSION = 1
 
@@ -54,19 +56,35 @@ def decode_points(raw: bytes) -> list[tuple[int, int, float, str, str, int | Non
     return [(int(p), int(o), float(t), sys.intern(str(c)), sys.intern(str(k)), pr) for p, o, t, c, k, pr in msg["points"]]
 
 
-def default_suite(timezone: str = "UTC") -> DetectorSuite:
+def default_suite(timezone: str = "UTC", holidays: Iterable[date] = ()) -> DetectorSuite:
     """The worker's detectors: surges, feed outages, event zones (on the surge baseline) and the call-mix anomaly.
 
     ``timezone`` is the jurisdiction's IANA zone (its profile's): the expected
-    counts learn their hour-of-week rhythm on that local clock.
+    counts learn their hour-of-week rhythm on that local clock; ``holidays``
+    (local dates) are expected like Sundays.
 
     >>> default_suite("America/Los_Angeles").surge.baseline.timezone
     'America/Los_Angeles'
     """
-    surge = SurgeDetector(baseline=ExpectedCounts(timezone=timezone))
+    holidays = tuple(holidays)
+    surge = SurgeDetector(baseline=ExpectedCounts(timezone=timezone, holidays=holidays))
     zones = ZoneWatch(baseline=surge.baseline, learn_baseline=False)
-    feed = FeedMonitor(baseline=ExpectedCounts(timezone=timezone))
+    feed = FeedMonitor(baseline=ExpectedCounts(timezone=timezone, holidays=holidays))
     return DetectorSuite(surge=surge, feed=feed, zones=zones, extra=(MixAnomalyDetector(),), score=False)
+
+
+def profile_suite(profile: Profile) -> DetectorSuite:
+    """:func:`default_suite` on the jurisdiction's clock, its special days of kind ``holiday`` expected like Sundays.
+
+    >>> import datetime
+    >>> from streams.jurisdiction import Profile, SpecialDay
+    >>> p = Profile(id="x", name="X", timezone="America/Chicago",
+    ...             special_days=(SpecialDay(datetime.date(2016, 7, 4), "Independence Day", "holiday"),
+    ...                           SpecialDay(datetime.date(2016, 7, 3), "Fireworks", "event")))
+    >>> profile_suite(p).surge.baseline.holidays
+    (datetime.date(2016, 7, 4),)
+    """
+    return default_suite(profile.timezone, [d.date for d in profile.special_days if d.kind == "holiday"])
 
 
 def parse_zones(entries: Iterable[dict[str, Any]]) -> tuple[list[WatchedZone], list[str]]:

@@ -154,3 +154,31 @@ def test_a_storm_hour_is_held_per_cell_and_category_not_per_call():
     for i in range(20_000):
         model.learn_one(CallPoint(t=t0 + i * 0.15, cell=TOWN[i % 10], category=cats[i % 5]))
     assert model.state_size() - before <= 10 * 5 + 2
+
+
+def test_a_holiday_is_expected_like_a_sunday_not_like_its_weekday():
+    """Four weeks of a centre with busy weekdays (30 calls an hour) and quiet Sundays (6): the Monday that is a
+    holiday is expected at about Sunday's rate; without the holiday, at about a Monday's."""
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    from detectors.baseline import ExpectedCounts
+    from detectors.types import CallPoint
+
+    tz = ZoneInfo("America/Chicago")
+    holiday = datetime.date(2024, 2, 19)  # a Monday
+    start = datetime.datetime(2024, 1, 22, tzinfo=tz).timestamp()  # a Monday, four weeks before
+    models = {h: ExpectedCounts(timezone="America/Chicago", holidays=h, warmup_calls=100, warmup_hours=24) for h in ((), (holiday,))}
+    t = start
+    end = datetime.datetime(2024, 2, 19, tzinfo=tz).timestamp()
+    while t < end:
+        per_hour = 6 if datetime.datetime.fromtimestamp(t, tz).weekday() == 6 else 30
+        t += 3600 / per_hour
+        for m in models.values():
+            m.learn_one(CallPoint(t=t, cell="882aac941dfffff", category="EMS"))
+    day = (end, end + 86400)
+    plain, with_holiday = (models[h].total(*day) / 24 for h in ((), (holiday,)))
+    assert 25 < plain < 35, plain
+    assert 4 < with_holiday < 9, with_holiday
+    with pytest.raises(ValueError, match="holidays must be datetime.date values"):
+        ExpectedCounts(holidays=[datetime.datetime(2024, 2, 19)])
