@@ -595,6 +595,15 @@ def _statuses(p: Proposal, cols: dict[str, Column], times: dict[str, TimeFormat]
             p.statuses[status] = times[chosen]
             used.add(chosen)
             free.remove(chosen)
+    # A status column empty throughout the sample (calls not yet dispatched, a status this agency rarely records) has
+    # no values to learn a format from: it is read with the received time's forms.
+    empty = [c.name for c in cols.values() if c.non_empty == 0 and c.name not in used]
+    for status in STATUSES:
+        named = [n for n in empty if _score(n, _STATUS_NAMES[status]) and not re.search(_NOT_STATUS, words(n))]
+        if status not in p.statuses and named:
+            p.statuses[status] = TimeFormat(named[0], p.received.pattern, 0.0, 0, p.received.naive)
+            used.add(named[0])
+            p.notes.append(f"{named[0]!r} is empty in the sample: read as status {status} with the received time's forms; check")
     skipped = [n for n in free if re.search(_NOT_STATUS, words(n))]
     if skipped:
         p.notes.append(
@@ -703,6 +712,8 @@ def render_toml(p: Proposal) -> str:
     if p.call_type or p.category:
         out += ["", "[fields.category]"]
         out.append(f"column = {_toml_str(p.category or p.call_type or '')}")
+        if p.category and p.call_type:
+            out.append(f"fallback = {_toml_str(p.call_type)}  # an empty category is read from the call type")
         others = [t for t, _ in p.type_values.most_common(TOP_TYPES) if normalize_category(t) is Category.OTHER]
         out += [
             "# Rules are tried in order (case-insensitive regular expressions, searched); then the keyword rules.",

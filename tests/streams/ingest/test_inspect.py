@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,38 @@ def test_all_reads_the_whole_file_with_a_given_mapping_and_a_progress_bar_on_std
 def test_a_mapping_the_header_does_not_fit_is_an_error_naming_the_missing_columns(capsys):
     assert main([str(SF_SAMPLE), "--mapping", "seattle-fire"]) == 2
     assert "lacks the columns" in capsys.readouterr().err
+
+
+def test_a_watchfloor_file_gets_its_category_column_with_the_call_type_as_fallback_and_an_empty_status_column():
+    lines = [
+        "id,received_at,category,call_type,priority,lat,lng,agency,dispatched_at,en_route_at,on_scene_at,closed_at,unit",
+        "C1,2016-01-23T11:02:11-05:00,Traffic,VEHICLE ACCIDENT,2,40.12,-75.34,montgomery-pa,"
+        "2016-01-23T16:05:40Z,,,2016-01-23T17:00:00Z,M-41",
+        "C2,2016-01-23T11:03:11-05:00,,FALL,,40.1,-75.3,montgomery-pa,,,,,",
+    ]
+    p = propose(sample(*lines), name="wf")
+    assert (p.category, p.call_type, p.agency_column, p.unit, p.id_column) == ("category", "call_type", "agency", "unit", "id")
+    assert {s: t.column for s, t in p.statuses.items()} == {
+        "dispatched": "dispatched_at",
+        "closed": "closed_at",
+        "en_route": "en_route_at",
+        "on_scene": "on_scene_at",
+    }
+    mapping, error = _validate(render_toml(p), "wf")
+    assert error is None
+    read = _read([x.encode() for x in lines], mapping)
+    assert (read.calls, read.updates, read.types) == (2, 2, Counter({("VEHICLE ACCIDENT", "TRAFFIC"): 1, ("FALL", "EMS"): 1}))
+
+
+def test_seattle_2022_local_times_fit_the_built_in_header_and_the_proposal_reads_them_in_the_zone_given(tmp_path, capsys):
+    path = tmp_path / "seattle-2022.csv"
+    path.write_text(
+        "Address,Type,Datetime,Latitude,Longitude,Report Location,Incident Number\n"
+        '1 Pine St,Aid Response,01/21/2022 01:43:00 PM,47.61,-122.34,"(47.61, -122.34)",F220000001\n'
+        '2 Pike St,Illegal Burn,01/21/2022 11:05:00 PM,47.60,-122.33,"(47.60, -122.33)",F220000002\n'
+    )
+    assert main([str(path), "--timezone", "America/Los_Angeles"]) == 0
+    out = capsys.readouterr().out
+    assert "the header fits 'seattle-fire'" in out
+    assert "        1  EMS      Aid Response" in out and "        1  FIRE     Illegal Burn" in out
+    assert "inspect: 2 calls read; 0 rows rejected" in out and "Address=[masked]" not in out  # nothing rejected: no example row
