@@ -25,11 +25,8 @@ from pathlib import Path
 from _common import MONTGOMERY, parser
 
 from detectors.evaluation.calls import Calls
-from detectors.evaluation.events import TIMEZONE
-from detectors.evaluation.replay import replay
-from detectors.outage import FeedMonitor
-from detectors.suite import DetectorSuite
-from detectors.surge import SurgeDetector
+from detectors.evaluation.events import EVENTS_TIMEZONE as TIMEZONE
+from detectors.evaluation.replay import make_suite, replay
 from detectors.types import AlertKind, AlertState
 from streams.ingest.history import read_history
 
@@ -46,7 +43,8 @@ def head(calls: Calls, end: float) -> Calls:
 
 def run(calls: Calls, threshold: float) -> tuple[str, float]:
     close = min(3.0, threshold)
-    suite = DetectorSuite(surge=SurgeDetector(jurisdiction_threshold=threshold, close_threshold=close), feed=FeedMonitor(), score=False)
+    suite = make_suite(TIMEZONE.key, jurisdiction_threshold=threshold)
+    suite.surge.close_threshold = close
     alerts, _ = replay(suite, calls)
     lo, hi = STORM[0].timestamp(), STORM[1].timestamp()
     warm = calls.t[0] + WARMUP_DAYS * 86400
@@ -62,7 +60,7 @@ def run(calls: Calls, threshold: float) -> tuple[str, float]:
 
 
 def traffic_timeline(calls: Calls, suite_calls: Calls) -> list[str]:
-    suite = DetectorSuite(surge=SurgeDetector(), feed=FeedMonitor(), score=False)
+    suite = make_suite(TIMEZONE.key)
     start = datetime(2016, 1, 22, 19, 0, tzinfo=TIMEZONE).timestamp()
     before = head(suite_calls, start)
     replay(suite, before)

@@ -26,7 +26,6 @@ import numpy as np
 
 from detectors.ears import ears_statistic
 from detectors.evaluation.calls import Calls
-from detectors.evaluation.events import local_day
 from detectors.evaluation.injection import Plan
 from detectors.evaluation.scoring import Score, injection_delays
 from detectors.surge import incidents
@@ -140,6 +139,6 @@ def score_baseline(
     exc = baseline_alerts(points, regions, stat, threshold)
     clean = set(plan.clean_days)
     opened = {e[0] for e in exc}
-    false_alerts = sum(1 for t in opened if local_day(t) in clean)
+    false_alerts = sum(1 for t in opened if plan.day(t) in clean)
     reports = [(t, cells) for _, t, cells in exc]  # already in time order
     return Score(method, threshold, false_alerts, clean_live_days, injection_delays(plan, reports))

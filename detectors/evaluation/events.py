@@ -1,26 +1,31 @@
 """Known real events of the shared data files: the surges and feed outages an evaluation reports on.
 
 The dates and times come from ``../shared/data/README.md`` and from
-``bench/calibrate.py``'s reading of the files; they are local (Eastern) times,
-the time zone of the Montgomery County files.
+``bench/calibrate.py``'s reading of the files; they are data, in the zone of
+the files they were read from (:data:`EVENTS_TIMEZONE`, the Montgomery County
+files'), and carry it. The days of an evaluation are counted in the zone of the
+jurisdiction evaluated, which the caller passes (:func:`local_day`).
 
 Examples
 --------
+>>> from zoneinfo import ZoneInfo
 >>> from detectors.evaluation.events import REAL_SURGES, local_day
 >>> REAL_SURGES[0].onset.isoformat()
 '2016-01-22T19:30:00-05:00'
->>> local_day(REAL_SURGES[0].onset.timestamp()).isoformat()
+>>> local_day(REAL_SURGES[0].onset.timestamp(), ZoneInfo("America/New_York")).isoformat()
 '2016-01-22'
+>>> local_day(REAL_SURGES[0].onset.timestamp(), ZoneInfo("UTC")).isoformat()  # 00:30 UTC the next day
+'2016-01-23'
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-#: Local time of the shared data files (Montgomery County, PA); days are counted in it.
-TIMEZONE = ZoneInfo("America/New_York")
+#: Zone of the known events below (the Montgomery County, PA files they come from): data, not a default.
+EVENTS_TIMEZONE = ZoneInfo("America/New_York")
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,13 @@ class Silence:
     source: str
 
 
-def local_day(t: float) -> date:
-    """The local date (:data:`TIMEZONE`) of epoch seconds ``t``."""
-    return datetime.fromtimestamp(t, TIMEZONE).date()
+def local_day(t: float, tz: tzinfo) -> date:
+    """The local date in ``tz`` (the jurisdiction's zone) of epoch seconds ``t``."""
+    return datetime.fromtimestamp(t, tz).date()
 
 
 def _local(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=TIMEZONE)
+    return datetime.fromisoformat(text).replace(tzinfo=EVENTS_TIMEZONE)
 
 
 #: Known real surges (shared/data/README.md). Onsets are read from the data:

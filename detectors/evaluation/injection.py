@@ -2,14 +2,15 @@
 
 Examples
 --------
+>>> from zoneinfo import ZoneInfo
 >>> from detectors.evaluation.calls import Calls
 >>> from detectors.evaluation.injection import merge, plan_injections
 >>> background = Calls.from_history((86400.0 * d + 3600.0 * h, 40.1, -75.3, "EMS", None) for d in range(12) for h in range(24))
->>> plan = plan_injections(background, n=4, seed=1, warmup_days=2, per_day=2)
->>> len(plan.injections), len(plan.injection_days), len(plan.warmup_days)
-(4, 2, 2)
->>> calls = merge(background, plan.injections)
->>> len(calls) == len(background) + sum(i.size for i in plan.injections)
+>>> plan = plan_injections(background, n=4, seed=1, warmup_days=2, per_day=2, tz=ZoneInfo("UTC"), wide=2)
+>>> len(plan.injections), len(plan.injection_days), len(plan.warmup_days), len(plan.wide_days)
+(4, 2, 2, 2)
+>>> calls = merge(background, plan.injections, plan.wide)
+>>> len(calls) == len(background) + sum(i.size for i in plan.injections) + sum(len(w.times) for w in plan.wide)
 True
 """
 
@@ -18,13 +19,16 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 import h3
 
 from detectors.evaluation.calls import Calls
 from detectors.evaluation.events import KNOWN_OUTAGES, REAL_SURGES, local_day
+from detectors.evaluation.wide import WideInjection, plan_wide
 
 #: Extra calls of an injected surge.
 SIZES = (5, 10, 20)
@@ -64,25 +68,33 @@ class Injection:
 
 @dataclass
 class Plan:
-    """The injections and how the background's local dates are used."""
+    """The injections and how the background's local dates (in ``tz``, the jurisdiction's zone) are used."""
 
     injections: list[Injection]
     clean_days: list[date]
     injection_days: list[date]
     warmup_days: list[date]
     excluded_days: dict[date, str]
+    tz: tzinfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    #: jurisdiction-wide surges (:mod:`detectors.evaluation.wide`), one on each of ``wide_days``
+    wide: list[WideInjection] = field(default_factory=list)
+    wide_days: list[date] = field(default_factory=list)
+
+    def day(self, t: float) -> date:
+        """The local date of epoch seconds ``t`` in the plan's zone."""
+        return local_day(t, self.tz)
 
 
-def _excluded_days(by_day: dict[date, list[int]], days: list[date]) -> dict[date, str]:
+def _excluded_days(by_day: dict[date, list[int]], days: list[date], tz: tzinfo) -> dict[date, str]:
     """Dates neither clean nor injected, with the reason: real surges, feed outages, partial and near-empty dates."""
     excluded: dict[date, str] = {}
     for ev in REAL_SURGES:
         for d in ev.dates:
             if d in by_day:
                 excluded[d] = ev.name
-    for s in KNOWN_OUTAGES:
-        d = s.start.date()
-        while d <= s.end.date():
+    for s in KNOWN_OUTAGES:  # in their own zone, as data: their dates in the jurisdiction's
+        d = s.start.astimezone(tz).date()
+        while d <= s.end.astimezone(tz).date():
             if d in by_day and d not in excluded:
                 excluded[d] = f"feed outage ({s.source})"
             d += timedelta(days=1)
@@ -96,26 +108,30 @@ def _excluded_days(by_day: dict[date, list[int]], days: list[date]) -> dict[date
     return excluded
 
 
-def plan_injections(calls: Calls, n: int, seed: int, warmup_days: int, per_day: int) -> Plan:
-    """Choose injection days, clean days and ``n`` injected surges (seeded by ``seed``).
+def plan_injections(calls: Calls, n: int, seed: int, warmup_days: int, per_day: int, tz: tzinfo, wide: int = 0) -> Plan:
+    """Choose injection days, clean days, ``n`` injected local surges and ``wide`` jurisdiction-wide ones (seeded by ``seed``).
 
-    The first ``warmup_days`` local dates are warm-up only; the other ordinary dates are shuffled and split
-    into injection days (up to ``per_day`` surges each) and clean days. Sizes, durations and spreads cycle
+    Days are local dates in ``tz``, the jurisdiction's zone. The first ``warmup_days`` of them are warm-up
+    only; the other ordinary dates are shuffled and split into injection days (up to ``per_day`` local
+    surges each), wide-surge days (one jurisdiction-wide surge each, :func:`detectors.evaluation.wide.plan_wide`;
+    at most a third of the days left after the injection days) and clean days. Sizes, durations and spreads cycle
     through every combination in shuffled batches; each surge's centre and start are those of a background
     call of its day, slot ``k`` of ``per_day`` anchored in the ``k``-th part of the day's calls (surges hours apart).
     """
     rng = random.Random(seed)
     by_day: dict[date, list[int]] = defaultdict(list)
     for i, t in enumerate(calls.t):
-        by_day[local_day(t)].append(i)
+        by_day[local_day(t, tz)].append(i)
     days = sorted(by_day)
     warm = days[:warmup_days]
-    excluded = _excluded_days(by_day, days)
+    excluded = _excluded_days(by_day, days, tz)
     eligible = [d for d in days[warmup_days:] if d not in excluded]
     rng.shuffle(eligible)
     n_days = min(len(eligible) // 2, max(1, math.ceil(n / per_day))) if n else 0
+    n_wide = min(wide, (len(eligible) - n_days) // 3)
     inj_days = sorted(eligible[:n_days])
-    clean = sorted(eligible[n_days:])
+    wide_days = sorted(eligible[n_days : n_days + n_wide])
+    clean = sorted(eligible[n_days + n_wide :])
     combos = [(s, d, sp) for s in SIZES for d in DURATIONS_MIN for sp in SPREADS]
     order: list[tuple[int, int, int]] = []
     while len(order) < n:
@@ -140,14 +156,17 @@ def plan_injections(calls: Calls, n: int, seed: int, warmup_days: int, per_day: 
         call_cells = tuple(rng.choice(cells) for _ in range(size))
         category = rng.choices(cats, weights)[0]
         injections.append(Injection(idx, d, start, dur_min * 60.0, size, spread, category, cells, times, call_cells))
-    return Plan(injections, clean, inj_days, warm, excluded)
+    wides = plan_wide(calls, wide_days, n_wide, tz, random.Random(seed + 1), start_index=len(injections))
+    return Plan(injections, clean, inj_days, warm, excluded, tz, wides, wide_days)
 
 
-def merge(background: Calls, injections: list[Injection]) -> Calls:
+def merge(background: Calls, injections: list[Injection], wide: Sequence[WideInjection] = ()) -> Calls:
     """The background with the injected calls added (no dispatch time), in event-time order (real calls first on ties)."""
     rows = list(zip(background.t, background.cell, background.category, background.dispatch_s, background.inj, strict=True))
     for inj in injections:
         rows += [(t, c, inj.category, None, inj.index) for t, c in zip(inj.times, inj.call_cells, strict=True)]
+    for w in wide:
+        rows += [(t, c, k, None, w.index) for t, c, k in zip(w.times, w.call_cells, w.categories, strict=True)]
     rows.sort(key=lambda r: (r[0], r[4]))
     out = Calls()
     for t, c, k, d, j in rows:

@@ -4,19 +4,20 @@ Examples
 --------
 >>> from detectors.evaluation.calls import Calls
 >>> from detectors.evaluation.real_events import real_events
->>> real_events([], Calls.from_history([(0.0, 40.1, -75.3, "EMS", None)]))  # the file covers no known event
+>>> from zoneinfo import ZoneInfo
+>>> real_events([], Calls.from_history([(0.0, 40.1, -75.3, "EMS", None)]), ZoneInfo("UTC"))  # the file covers no known event
 {'surges': [], 'outages': [], 'other_outage_alerts': []}
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 import numpy as np
 
 from detectors.evaluation.calls import Calls
-from detectors.evaluation.events import KNOWN_OUTAGES, REAL_SURGES, TIMEZONE, RealSurge, Silence, local_day
+from detectors.evaluation.events import EVENTS_TIMEZONE, KNOWN_OUTAGES, REAL_SURGES, RealSurge, Silence, local_day
 from detectors.types import Alert, AlertKind, AlertState
 
 _FMT = "%Y-%m-%d %H:%M"
@@ -34,7 +35,7 @@ class _Coverage:
 
 def _describe(a: Alert, onset: float) -> dict[str, Any]:
     return {
-        "at": datetime.fromtimestamp(a.at, TIMEZONE).strftime(_FMT),
+        "at": datetime.fromtimestamp(a.at, EVENTS_TIMEZONE).strftime(_FMT),
         "minutes_after_onset": round((a.at - onset) / 60, 1),
         "state": a.state.value,
         "reason": a.reason,
@@ -54,7 +55,7 @@ def _surge(ev: RealSurge, onset: float, alerts: list[Alert]) -> dict[str, Any]:
     juris = next((a for a in fired if a.id.startswith("surge:jurisdiction")), None)
     return {
         "name": ev.name,
-        "onset": datetime.fromtimestamp(onset, TIMEZONE).strftime(_FMT),
+        "onset": datetime.fromtimestamp(onset, EVENTS_TIMEZONE).strftime(_FMT),
         "onset_note": ev.onset_note,
         "first_alert": None if first is None else _describe(first, onset),
         "first_jurisdiction_alert": None if juris is None else _describe(juris, onset),
@@ -78,8 +79,11 @@ def _outage(s: Silence, hit: Alert | None, alerts: list[Alert]) -> dict[str, Any
     }
 
 
-def real_events(alerts: list[Alert], calls: Calls) -> dict[str, Any]:
+def real_events(alerts: list[Alert], calls: Calls, tz: tzinfo) -> dict[str, Any]:
     """Our alerts around the known real surges and outages the file ``calls`` covers, and the other outage alerts.
+
+    The known events are shown in their own zone (:data:`~detectors.evaluation.events.EVENTS_TIMEZONE`),
+    the other outage alerts in ``tz``, the jurisdiction's.
 
     A surge is covered with 50 calls within 3 hours of its onset; a silence with calls in the hour before
     and the hour after it. A ``FEED_OUTAGE`` opened within 10 minutes of a silence's start reports it.
@@ -92,7 +96,7 @@ def real_events(alerts: list[Alert], calls: Calls) -> dict[str, Any]:
             continue  # the file does not cover this event
         if ev.onset.date() == date(2018, 11, 15):
             # the sample's slice: the first call that day
-            onset = min((t for t in calls.t if local_day(t) == ev.onset.date()), default=onset)
+            onset = min((t for t in calls.t if local_day(t, EVENTS_TIMEZONE) == ev.onset.date()), default=onset)
         out["surges"].append(_surge(ev, onset, alerts))
     outage_alerts = [a for a in alerts if a.kind is AlertKind.FEED_OUTAGE and a.state is AlertState.OPEN]
     matched = set()
@@ -109,7 +113,7 @@ def real_events(alerts: list[Alert], calls: Calls) -> dict[str, Any]:
             close = next((b for b in alerts if b.id == a.id and b.state is AlertState.CLOSED), None)
             out["other_outage_alerts"].append(
                 {
-                    "silence_from": datetime.fromtimestamp(a.started_at, TIMEZONE).strftime(_FMT),
+                    "silence_from": datetime.fromtimestamp(a.started_at, tz).strftime(_FMT),
                     "minutes": None if close is None else close.window_min,
                     "expected_calls": None if close is None else close.expected,
                 }

@@ -5,7 +5,7 @@ Examples
 >>> from detectors.evaluation.calls import Calls
 >>> from detectors.evaluation.replay import make_suite, replay
 >>> calls = Calls.from_history((600.0 * k, 40.1, -75.3, "EMS", None) for k in range(10))
->>> alerts, seconds = replay(make_suite(), calls)
+>>> alerts, seconds = replay(make_suite("America/New_York"), calls)
 >>> alerts  # still warming up
 []
 """
@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from detectors.baseline import ExpectedCounts
 from detectors.evaluation.calls import Calls
 from detectors.outage import FeedMonitor
 from detectors.suite import DetectorSuite
@@ -35,10 +36,16 @@ def no_track(items: Iterable[Any], desc: str, total: int | None = None) -> Itera
     return items
 
 
-def make_suite(threshold: float | None = None) -> DetectorSuite:
-    """The worker's suite (surge detector and feed monitor, no scoring), the surge threshold optionally changed."""
-    surge = SurgeDetector() if threshold is None else SurgeDetector(threshold=threshold)
-    return DetectorSuite(surge=surge, feed=FeedMonitor(), score=False)
+def make_suite(timezone: str, threshold: float | None = None, jurisdiction_threshold: float | None = None) -> DetectorSuite:
+    """The worker's suite (surge detector and feed monitor, no scoring) on the local clock of ``timezone``
+    (IANA name, the jurisdiction's), the surge thresholds optionally changed."""
+    default = SurgeDetector()
+    local = default.threshold if threshold is None else threshold
+    county = default.jurisdiction_threshold if jurisdiction_threshold is None else jurisdiction_threshold
+    # an alert closes below the lower of 3.0 (the default) and the thresholds, which calibration may set lower
+    close = min(default.close_threshold, local, county)
+    surge = SurgeDetector(threshold=local, jurisdiction_threshold=county, close_threshold=close, baseline=ExpectedCounts(timezone=timezone))
+    return DetectorSuite(surge=surge, feed=FeedMonitor(baseline=ExpectedCounts(timezone=timezone)), score=False)
 
 
 def replay(suite: DetectorSuite, calls: Calls, track: Track = no_track, desc: str = "replaying") -> tuple[list[Alert], float]:
@@ -58,8 +65,13 @@ def replay(suite: DetectorSuite, calls: Calls, track: Track = no_track, desc: st
     return alerts, time.perf_counter() - started
 
 
-def replay_threshold(job: tuple[float, Calls]) -> tuple[float, list[Alert], float]:
-    """``replay`` of a fresh suite at surge threshold ``job[0]`` over ``job[1]`` (picklable, for a process pool's ``map``)."""
-    threshold, calls = job
-    alerts, seconds = replay(make_suite(threshold), calls)
+#: One replay of a sweep: ``(threshold, calls, timezone, jurisdiction_threshold or None)``.
+Job = tuple[float, Calls, str, "float | None"]
+
+
+def replay_threshold(job: Job) -> tuple[float, list[Alert], float]:
+    """``replay`` of a fresh suite (:func:`make_suite`) at surge threshold ``job[0]`` (and jurisdiction threshold
+    ``job[3]``, default when None) over ``job[1]`` in zone ``job[2]``; picklable, for a process pool's ``map``."""
+    threshold, calls, timezone, jurisdiction_threshold = job
+    alerts, seconds = replay(make_suite(timezone, threshold, jurisdiction_threshold), calls)
     return threshold, alerts, seconds

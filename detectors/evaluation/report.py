@@ -87,15 +87,67 @@ def _real_events(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_wide(rows: dict[str, Any], budget: float) -> str:
+    """The jurisdiction-wide surges' table (:func:`detectors.evaluation.wide.wide_summary`), with its legend.
+
+    >>> row = {"n": 3, "usual_calls_mean": 48.0, "extra_calls_mean": 48.0, "pod": 1.0, "pod_30min": 0.67,
+    ...        "jurisdiction_alert_pod_30min": 0.33, "delay_median_min": 21.0, "ideal_pod_30min": 0.9}
+    >>> print(format_wide({"+100%/3h": row}, 1.0).splitlines()[2])
+    +100%/3h         3     48.0     48.0   1.00     0.67            0.33    21.0        0.90
+    """
+    head = (
+        f"{'surge':<12} {'n':>5} {'usual':>8} {'extra':>8} {'POD':>6} {'<=30 min':>8} {'county <=30':>15} {'median':>7} {'ideal <=30':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for key, r in rows.items():
+        med = r["delay_median_min"]
+        lines.append(
+            f"{key:<12} {r['n']:>5} {r['usual_calls_mean']:>8.1f} {r['extra_calls_mean']:>8.1f} {r['pod']:>6.2f} {r['pod_30min']:>8.2f} "
+            f"{r['jurisdiction_alert_pod_30min']:>15.2f} {('-' if med is None else f'{med:.1f}'):>7} {r['ideal_pod_30min']:>11.2f}"
+        )
+    lines.append("usual, extra: mean calls the jurisdiction usually has in the surge's hours, and the calls added;")
+    lines.append(
+        "POD: detected by an alert (the jurisdiction's, or holding an extra call) before its end + 30 min; <=30 min: within 30 min;"
+    )
+    lines.append(
+        f"county <=30: by the jurisdiction's own alert; ideal <=30: one exact Poisson test of 30 min at {budget:g} false alert(s) a day."
+    )
+    return "\n".join(lines)
+
+
+def _calibration(results: dict[str, Any]) -> list[str]:
+    th, ach = results["thresholds"], results["achieved_per_day"]
+    lines = [
+        f"thresholds ({th['how']}): local {th['threshold']:g}, jurisdiction {th['jurisdiction_threshold']:g}; budget "
+        f"{results['budget_per_day']:g} alerts a day; achieved on clean days: {ach['local']:.2f} local + {ach['jurisdiction']:.2f} "
+        f"jurisdiction = {ach['local'] + ach['jurisdiction']:.2f} a day"
+    ]
+    cal = results.get("calibration")
+    if cal:
+        lines.append(
+            f"  calibration on {cal['live_days']} days of background (alerts a day, local / jurisdiction): "
+            + "  ".join(
+                f"{g['threshold']:g}/{g['jurisdiction_threshold']:g}: {g['local_per_day']:.2f}/{g['jurisdiction_per_day']:.2f}"
+                for g in cal["grid"]
+            )
+        )
+    return lines
+
+
 def report(results: dict[str, Any]) -> str:
     """The text report of what :func:`detectors.evaluation.run.evaluate` returns."""
     rt = results["runtime"]
     lines = [
-        f"data: {results['data']} ({results['calls']} calls)",
-        f"{results['injections']} injected surges on {results['injection_days']} days; "
-        f"false alerts counted on {results['clean_days']} clean days ({results['clean_live_days']} days of live feed)",
+        f"data: {results['data']} ({results['calls']} calls); days and hours local to {results['timezone']}",
+        f"{results['injections']} injected surges on {results['injection_days']} days, {results['wide_surges']} jurisdiction-wide "
+        f"on {results['wide_days']} days; false alerts counted on {results['clean_days']} clean days "
+        f"({results['clean_live_days']} days of live feed)",
+        *_calibration(results),
         "",
         format_table(results["table"]),
+        "",
+        "Jurisdiction-wide surges (ours):",
+        format_wide(results["wide"], results["budget_per_day"]),
         "",
         *_ours(results["table"][0]),
         "",

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from detectors.calibration import Calibration, alert_rates, calibrate
 from detectors.evaluation.baselines import Points, baseline_points, incident_mask
 from detectors.evaluation.calls import Calls
-from detectors.evaluation.events import TIMEZONE
 from detectors.evaluation.injection import Plan, merge, plan_injections
 from detectors.evaluation.real_events import real_events
 from detectors.evaluation.replay import Track, make_suite, no_track, replay, replay_threshold
 from detectors.evaluation.scoring import Score, live_days, score_alerts
 from detectors.evaluation.summary import curve_point, summary
 from detectors.evaluation.tuning import Tuner
+from detectors.evaluation.wide import WIDE_HEADLINE, wide_summary
 from detectors.outage import FeedMonitor
 from detectors.surge import SurgeDetector
 from detectors.types import Alert
@@ -37,10 +39,19 @@ OURS = "surge-poisson-scan"
 Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
 
-def _sweep(calls: Calls, plan: Plan, clean_live: float, sweep: tuple[float, ...], mapper: Mapper, track: Track) -> dict[float, Score]:
-    """Our detector at each threshold of ``sweep`` other than the default (replays mapped by ``mapper``)."""
-    default_threshold = SurgeDetector().threshold
-    jobs = [(x, calls) for x in sweep if x != default_threshold]
+def _sweep(
+    calls: Calls,
+    plan: Plan,
+    clean_live: float,
+    sweep: tuple[float, ...],
+    chosen: tuple[float, float],
+    timezone: str,
+    mapper: Mapper,
+    track: Track,
+) -> dict[float, Score]:
+    """Our detector at each local threshold of ``sweep`` other than the chosen one, the jurisdiction's at the
+    chosen one (replays mapped by ``mapper``)."""
+    jobs = [(x, calls, timezone, chosen[1]) for x in sweep if x != chosen[0]]
     scores: dict[float, Score] = {}
     if jobs:
         for x, alerts, _ in track(mapper(replay_threshold, jobs), "threshold sweep", len(jobs)):
@@ -80,12 +91,33 @@ def _minutes(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / 60, 1)
 
 
+def _local(t: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _wide_list(plan: Plan, ours: Score) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": w.index,
+            "start": _local(w.start, plan.tz),
+            "rate": w.rate,
+            "hours": w.hours,
+            "usual_calls": w.expected,
+            "extra_calls": len(w.times),
+            "cells": len(set(w.call_cells)),
+            "delay_min": _minutes(ours.wide[w.index][0]),
+            "jurisdiction_alert_delay_min": _minutes(ours.wide[w.index][1]),
+        }
+        for w in plan.wide
+    ]
+
+
 def _injection_list(plan: Plan, ours: Score) -> list[dict[str, Any]]:
     return [
         {
             "index": i.index,
             "day": i.day.isoformat(),
-            "start": datetime.fromtimestamp(i.start, TIMEZONE).strftime("%Y-%m-%d %H:%M"),
+            "start": _local(i.start, plan.tz),
             "size": i.size,
             "duration_min": round(i.duration_s / 60),
             "spread": "ring" if i.spread else "cell",
@@ -105,6 +137,11 @@ def evaluate(
     seed: int,
     warmup_days: int,
     per_day: int,
+    timezone: str = "UTC",
+    wide: int = 0,
+    budget: float = 1.0,
+    calibrated: bool = False,
+    thresholds: tuple[float, float] | None = None,
     sweep: tuple[float, ...] = SWEEP,
     mapper: Mapper = map,
     track: Track = no_track,
@@ -117,10 +154,19 @@ def evaluate(
         The real calls, in event-time order (:meth:`detectors.evaluation.calls.Calls.from_history`).
     data, skipped
         What the calls were read from and the rows skipped per reason (reported as they are).
-    injections, seed, warmup_days, per_day
-        See :func:`detectors.evaluation.injection.plan_injections`.
+    injections, seed, warmup_days, per_day, wide
+        See :func:`detectors.evaluation.injection.plan_injections` (``wide``: jurisdiction-wide surges).
+    timezone
+        The jurisdiction's IANA zone: its local dates are the days, its hours of the week the baseline's.
+    budget
+        False alerts a day the thresholds are calibrated to (with ``calibrated``) and the ideal test is held to.
+    calibrated
+        Choose the surge thresholds with :func:`detectors.calibration.calibrate` on the background (no
+        injection) of the clean days: in-sample, the days the false alerts are then counted on.
+    thresholds
+        ``(threshold, jurisdiction_threshold)`` to use instead (the detector's defaults when neither is given).
     sweep
-        Our thresholds for the ROC curves (the default threshold is always scored).
+        Our local thresholds for the ROC curves (the chosen one is always scored).
     mapper
         How the sweep's replays are run (``map``; a process pool's ``map`` to run them in parallel).
     track
@@ -132,35 +178,59 @@ def evaluate(
         What ``results.json`` holds, ready for ``json.dumps``; ``runtime.total_seconds`` counts from this call.
     """
     started = time.perf_counter()
-    plan = plan_injections(background, injections, seed, warmup_days, per_day)
-    calls = merge(background, plan.injections)
-    clean_live = live_days(background, set(plan.clean_days))
+    tz = ZoneInfo(timezone)
+    plan = plan_injections(background, injections, seed, warmup_days, per_day, tz, wide)
+    calls = merge(background, plan.injections, plan.wide)
+    clean = set(plan.clean_days)
+    clean_live = live_days(background, clean, tz)
+    calibration: Calibration | None = None
+    if calibrated and thresholds is None:
+        others = set(plan.injection_days) | set(plan.wide_days) | set(plan.warmup_days) | set(plan.excluded_days)
+        calibration = calibrate(background, budget, timezone, exclude_days=others, mapper=mapper)
+        thresholds = (calibration.threshold, calibration.jurisdiction_threshold)
+    chosen = thresholds or (SurgeDetector().threshold, SurgeDetector().jurisdiction_threshold)
     alerts: list[Alert]
-    alerts, seconds = replay(make_suite(), calls, track, desc="surge detector")
-    ours = score_alerts(OURS, SurgeDetector().threshold, alerts, plan, clean_live)
-    sweep_scores = {SurgeDetector().threshold: ours, **_sweep(calls, plan, clean_live, sweep, mapper, track)}
+    alerts, seconds = replay(make_suite(timezone, *chosen), calls, track, desc="surge detector")
+    ours = score_alerts(OURS, chosen[0], alerts, plan, clean_live)
+    sweep_scores = {chosen[0]: ours, **_sweep(calls, plan, clean_live, sweep, chosen, timezone, mapper, track)}
     table, curves = _compare(calls, plan, clean_live, ours, sweep_scores, track)
+    local_rate, county_rate = alert_rates(alerts, clean, clean_live, timezone)
+    wide_rows = wide_summary(plan.wide, ours.wide, budget)
     return {
         "data": data,
+        "timezone": timezone,
         "calls": len(background),
         "skipped_rows": dict(skipped),
         "seed": seed,
+        "budget_per_day": budget,
+        "thresholds": {
+            "threshold": chosen[0],
+            "jurisdiction_threshold": chosen[1],
+            "how": "calibrated" if calibration else "given" if thresholds else "default",
+        },
+        "calibration": None if calibration is None else calibration.as_dict(),
+        "achieved_per_day": {"local": round(local_rate, 3), "jurisdiction": round(county_rate, 3)},
+        "wide_surges": len(plan.wide),
+        "wide_days": len(plan.wide_days),
+        "wide": wide_rows,
+        "wide_headline": wide_rows.get(f"+{WIDE_HEADLINE[0]:.0%}/{WIDE_HEADLINE[1]}h"),
         "injections": len(plan.injections),
         "injection_days": len(plan.injection_days),
         "clean_days": len(plan.clean_days),
         "clean_live_days": round(clean_live, 2),
         "warmup_days": [d.isoformat() for d in plan.warmup_days],
         "excluded_days": {d.isoformat(): why for d, why in sorted(plan.excluded_days.items())},
-        "detector": repr(SurgeDetector()),
+        "detector": repr(make_suite(timezone, *chosen).surge),
         "feed_monitor": repr(FeedMonitor()),
         "table": table,
         "sweep": [summary(sc, plan) for _, sc in sorted(sweep_scores.items())],
         "roc": curves,
-        "real_events": real_events(alerts, background),
+        "real_events": real_events(alerts, background, tz),
         "runtime": {
             "replay_seconds": round(seconds, 1),
             "calls_per_second": round(len(calls) / seconds),
             "total_seconds": round(time.perf_counter() - started, 1),
         },
         "injection_list": _injection_list(plan, ours),
+        "wide_list": _wide_list(plan, ours),
     }

@@ -17,11 +17,12 @@ from typing import Any
 
 from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
+from detectors.calibration import BudgetControl
 from detectors.surge.incidents import is_incident
 from detectors.surge.lifecycle import Lifecycle, _Episode
 from detectors.surge.regions import JURISDICTION, region_cells, regions
 from detectors.surge.scan import _CAT_INDEX, _OTHER, Scan, _Finding, _Rec, _Round
-from detectors.types import Alert, CallPoint
+from detectors.types import Alert, AlertState, CallPoint
 from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, insort_by_time, shed_cutoff, time_of
 
 #: default ``update_growth``: an open alert reports again once it has a fifth more calls than it ever reported
@@ -71,6 +72,11 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         Most calls the windows hold (>= 1). Beyond it the oldest go early
         (counted in ``shed_calls``), so memory is bounded at any rate; the
         default is hundreds of times a real centre's 180 minutes.
+    control : detectors.calibration.BudgetControl or None
+        Keeps ``threshold`` and ``jurisdiction_threshold`` at a false-alert
+        budget online (see :mod:`detectors.calibration`): they then move, within
+        its floor and ceiling, with the alerts this detector opens. None (the
+        default) keeps them fixed. Its floor must not be below ``close_threshold``.
     update_growth : float
         Growth, as a fraction of the most calls an open alert reported, at which
         it reports again (``UPDATE``; >= 0, 0 reports every call it gains). Calls
@@ -92,6 +98,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         baseline: ExpectedCounts | None = None,
         max_window_calls: int = MAX_WINDOW_CALLS,
         update_growth: float = UPDATE_GROWTH,
+        control: BudgetControl | None = None,
     ) -> None:
         for name, value, strict in (
             ("threshold", threshold, True), ("jurisdiction_threshold", jurisdiction_threshold, True),
@@ -107,6 +114,10 @@ class SurgeDetector(Detector, Scan, Lifecycle):
             )
         if isinstance(min_incidents, bool) or not isinstance(min_incidents, int) or min_incidents < 1:
             raise ValueError(f"min_incidents must be an integer >= 1, got {min_incidents!r}")
+        if control is not None and (not isinstance(control, BudgetControl) or min(control.floor) < close_threshold):
+            raise ValueError(
+                f"control must be a BudgetControl whose floor is at least close_threshold ({close_threshold!r}), got {control!r}"
+            )
         if baseline is not None and not isinstance(baseline, ExpectedCounts):
             raise ValueError(f"baseline must be an ExpectedCounts or None, got {type(baseline).__name__}")
         self.threshold = threshold
@@ -122,6 +133,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         self.baseline = baseline if baseline is not None else ExpectedCounts()
         self.max_window_calls = check_cap(max_window_calls)
         self.update_growth = update_growth
+        self.control = control
         #: calls dropped from the windows early because they held ``max_window_calls``
         self.shed_calls = 0
         self._init_windows()
@@ -281,6 +293,12 @@ class SurgeDetector(Detector, Scan, Lifecycle):
             alerts += self._lifecycle(now, {JURISDICTION: self._evaluate_jurisdiction(now)}, jurisdiction=True)
             self._jurisdiction_dirty = False
             self._next_jurisdiction = now + _JURISDICTION_STEP_S
+        if self.control is not None:
+            opened = [a for a in alerts if a.state is AlertState.OPEN]
+            county = sum(1 for a in opened if a.id.startswith("surge:jurisdiction:"))
+            self.threshold, self.jurisdiction_threshold = self.control.observe(
+                now, len(opened) - county, county, self.threshold, self.jurisdiction_threshold
+            )
         return alerts
 
     def _rescore(self, now: float, findings: dict[str, list[_Finding]], at: _Round) -> None:
