@@ -1,7 +1,8 @@
 """A file of past calls as a history for offline replays: every call with usable coordinates, read by the source adapters.
 
 The adapter side of :mod:`detectors.evaluation` (which does no I/O): it reads
-any file :func:`streams.ingest.sources.read_source` reads and returns plain
+any file :func:`streams.ingest.sources.read_source` reads (a built-in format or a
+mapping, in a given time zone) and returns plain
 ``(event_time, lat, lng, category, dispatch_s)`` records, the form
 :meth:`detectors.evaluation.calls.Calls.from_history` takes.
 
@@ -29,6 +30,7 @@ from datetime import datetime
 
 from tqdm import tqdm
 
+from streams.ingest.mapping import Mapping
 from streams.ingest.sources import Row, read_source
 
 #: One call: (event time in epoch seconds, lat, lng, category, seconds from received to dispatched or None).
@@ -47,16 +49,30 @@ def _dispatch_s(row: Row) -> float | None:
     return datetime.fromisoformat(dispatched.replace("Z", "+00:00")).timestamp() - row.event_time
 
 
-def read_history(path: str | os.PathLike[str], progress: bool = True) -> tuple[list[HistoryCall], Counter[str]]:
+def read_history(
+    path: str | os.PathLike[str],
+    progress: bool = True,
+    *,
+    fmt: str | Mapping = "auto",
+    timezone: str | None = None,
+) -> tuple[list[HistoryCall], Counter[str]]:
     """Every call of ``path`` with usable coordinates, in file order, and the rows skipped per reason.
 
-    Rows the adapters reject are counted under their reason; calls without coordinates, with coordinates
+    Rows the mapping rejects are counted under their reason; calls without coordinates, with coordinates
     out of range or at (0, 0) under ``"no_coordinates"``. ``progress`` shows a progress bar on stderr.
-    Raises what :func:`streams.ingest.sources.read_source` raises (``OSError``, ``UnknownFormat``).
+    ``fmt`` (a built-in format's name, ``"auto"`` or a mapping) and ``timezone`` (of times without an
+    offset) as :func:`streams.ingest.sources.read_source` takes them, and it raises what that raises
+    (``OSError``, ``UnknownFormat``, ``MappingError``).
     """
     calls: list[HistoryCall] = []
     skipped: Counter[str] = Counter()
-    rows = tqdm(read_source(path), desc=f"reading {os.path.basename(path)}", unit=" rows", file=sys.stderr, disable=not progress)
+    rows = tqdm(
+        read_source(path, fmt, timezone=timezone),
+        desc=f"reading {os.path.basename(path)}",
+        unit=" rows",
+        file=sys.stderr,
+        disable=not progress,
+    )
     for row in rows:
         if not isinstance(row, Row):
             skipped[row.reason] += 1

@@ -403,7 +403,7 @@ class _Builder:
         if timezone is not None:
             try:
                 ZoneInfo(timezone)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
                 raise self.fail(
                     "timezone", f"is {timezone!r:.60}, not an IANA time zone; expected a name such as 'America/Los_Angeles'"
                 ) from None

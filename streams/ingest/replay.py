@@ -2,14 +2,23 @@
 
     python -m streams.ingest.replay ../shared/data/montgomery-pa-911-2015-12-to-2016-08.csv --speed 60
     python -m streams.ingest.replay calls.csv --format watchfloor --speed max --limit 10000
+    python -m streams.ingest.replay seattle-2022.csv --timezone America/Los_Angeles --dry-run
+    python -m streams.ingest.replay sf-calls.csv --mapping sf-fire.toml --dry-run
 
-Rows are read through a source adapter (``streams.ingest.sources``; ``--format auto``
-detects it from the header), sorted by event time, and produced to
+Rows are read through a source mapping (``streams.ingest.sources``: a built-in
+format, ``--format auto`` detecting it from the header, or ``--mapping M.toml``
+for any other export; ``--timezone ZONE`` for times written without an offset,
+over the mapping's zone), sorted by event time, and produced to
 ``{prefix}.calls`` and ``{prefix}.incident-updates`` keyed by call id, at
 ``--speed`` times real time (``max``: as fast as the broker takes them).
 Incident updates come from the file's status times where it has them.
-Rows the adapter cannot read go to the dead-letter topic with the original line
-and the reason, so nothing disappears silently. The producer is idempotent and
+Rows the mapping cannot read go to the dead-letter topic with the original line
+and the reason, so nothing disappears silently; so does an incident update
+refused on its own (a status time before the call was received by more than
+``--status-tolerance`` seconds), as its update JSON, while its call is replayed.
+When nothing can be replayed, the last line says why: the reasons the rows
+were refused, with an example, or the ``--since``/``--until`` window that
+left no call. The producer is idempotent and
 waits for every acknowledgement before exiting.
 """
 
@@ -28,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streams.faustext import kafka_backoff
+from streams.ingest.mapping import Mapping, MappingError, load_mapping
+from streams.ingest.schema import Reason
 from streams.ingest.sources import FORMATS, Rejected, Row, UnknownFormat, count_rows, detect_format, read_source
 from streams.runtime.settings import load_settings
 from streams.topics import CALLS, DEADLETTER, INCIDENT_UPDATES, topic_name
@@ -88,10 +99,11 @@ class Pace:
 class ReplaySummary:
     calls: int = 0
     updates: int = 0
-    rejected: Counter | None = None
+    rejected: Counter | None = None  # by reason; refused updates under status_before_received
     first_event_time: float | None = None
     last_event_time: float | None = None
     seconds: float = 0.0
+    unmapped: Counter | None = None  # (field, value) the mapping had no entry for: read as null
 
     def text(self, dry_run: bool = False) -> str:
         from streams.ingest.schema import format_time
@@ -105,31 +117,104 @@ class ReplaySummary:
             head = f"replayed {what} in {self.seconds:.1f} s ({rate:,.0f} records/s)"
         if self.first_event_time is not None and self.last_event_time is not None:
             head += f"; event time {format_time(self.first_event_time)} .. {format_time(self.last_event_time)}"
-        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rejected.items()))
-        return head + f"; {sum(rejected.values())} rows refused by the adapter" + (f" ({reasons})" if reasons else "")
+        rows = Counter({r: n for r, n in rejected.items() if r != Reason.STATUS_BEFORE_RECEIVED})
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(rows.items()))
+        text = head + f"; {sum(rows.values())} rows refused by the adapter" + (f" ({reasons})" if reasons else "")
+        if rejected.get(Reason.STATUS_BEFORE_RECEIVED):
+            text += (
+                f"; {rejected[Reason.STATUS_BEFORE_RECEIVED]} incident updates refused ({Reason.STATUS_BEFORE_RECEIVED}), their calls kept"
+            )
+        if self.unmapped:
+            values = ", ".join(f"{f} {v!r}: {n}" for (f, v), n in self.unmapped.most_common(5))
+            text += f"; {sum(self.unmapped.values())} values not in the mapping, read as null ({values})"
+        return text
+
+
+@dataclass
+class ReplayPlan:
+    """What :func:`read_plan` made of a file: the records in order, the refusals, and what it read before filtering."""
+
+    records: list[Outgoing]
+    rejected: list[Rejected]  # refused rows, then refused updates (reason status_before_received, raw the update JSON)
+    rows_read: int  # calls read from the file, before --since/--until and --limit
+    first_read: float | None  # earliest and latest received time among them
+    last_read: float | None
+    unmapped: Counter
+
+
+def nothing_read(plan: ReplayPlan, since: float | None, until: float | None) -> str:
+    """Why a plan has no record, in one line naming the reasons with an example, or the window that emptied it (pure).
+
+    >>> r = Rejected(2, b"x", "impossible_timestamp", "column 'Datetime' is '01/21/2022 01:43:00 PM': no UTC offset")
+    >>> print(nothing_read(ReplayPlan([], [r] * 3, 0, None, None, Counter()), None, None))
+    none of the 3 rows was read: 3 impossible_timestamp (line 2: column 'Datetime' is '01/21/2022 01:43:00 PM': no UTC offset)
+    """
+    from streams.ingest.schema import format_time
+
+    rows = [r for r in plan.rejected if r.reason != Reason.STATUS_BEFORE_RECEIVED]
+    if plan.rows_read == 0:
+        if not rows:
+            return "the file has no data rows"
+        counts = Counter(r.reason for r in rows)
+        first: dict[str, Rejected] = {}
+        for r in rows:
+            first.setdefault(r.reason, r)
+        why = "; ".join(f"{n:,} {reason} (line {first[reason].line}: {first[reason].detail})" for reason, n in counts.most_common())
+        return f"none of the {len(rows):,} rows was read: {why}"
+    window = f"[{format_time(since) if since is not None else '...'}, {format_time(until) if until is not None else '...'})"
+    span = f"{format_time(plan.first_read)} .. {format_time(plan.last_read)}" if plan.first_read is not None and plan.last_read else "?"
+    return f"none of the {plan.rows_read:,} calls read was received in --since/--until {window}; the file's calls run {span}"
 
 
 def plan_replay(
     path: Path,
-    fmt: str,
+    fmt: str | Mapping,
     prefix: str,
     limit: int | None = None,
     since: float | None = None,
     until: float | None = None,
+    *,
+    timezone: str | None = None,
+    status_tolerance: float | None = None,
 ) -> tuple[list[Outgoing], list[Rejected]]:
     """Read a file into the ordered records to produce (pure apart from reading the file).
 
     ``since``/``until`` (epoch seconds) keep calls received in ``[since, until)``;
     ``limit`` then keeps the first ``limit`` of them by event time, with their updates.
+    ``fmt``, ``timezone`` and ``status_tolerance`` as :func:`streams.ingest.sources.read_source` takes them.
     """
+    plan = read_plan(path, fmt, prefix, limit, since, until, timezone=timezone, status_tolerance=status_tolerance)
+    return plan.records, plan.rejected
+
+
+def read_plan(
+    path: Path,
+    fmt: str | Mapping,
+    prefix: str,
+    limit: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    *,
+    timezone: str | None = None,
+    status_tolerance: float | None = None,
+) -> ReplayPlan:
+    """:func:`plan_replay`, with what was read before filtering (for the message when nothing is left)."""
     calls_topic = topic_name(prefix, CALLS)
     updates_topic = topic_name(prefix, INCIDENT_UPDATES)
     rows: list[Row] = []
     rejected: list[Rejected] = []
-    for item in read_source(path, fmt):
+    refused: list[Rejected] = []
+    unmapped: Counter = Counter()
+    n_read = 0
+    first_read = last_read = None
+    for item in read_source(path, fmt, timezone=timezone, status_tolerance=status_tolerance):
         if isinstance(item, Rejected):
             rejected.append(item)
-        elif (since is None or item.event_time >= since) and (until is None or item.event_time < until):
+            continue
+        n_read += 1
+        first_read = item.event_time if first_read is None else min(first_read, item.event_time)
+        last_read = item.event_time if last_read is None else max(last_read, item.event_time)
+        if (since is None or item.event_time >= since) and (until is None or item.event_time < until):
             rows.append(item)
     rows.sort(key=lambda r: (r.event_time, r.line))
     if limit is not None:
@@ -140,8 +225,11 @@ def plan_replay(
         out.append(Outgoing(row.event_time, 0, calls_topic, key, _encode(row.call)))
         for upd in row.updates:
             out.append(Outgoing(_update_time(upd, row.event_time), 1, updates_topic, key, _encode(upd)))
+        for r in row.refused:
+            refused.append(Rejected(row.line, _encode(r.update), r.reason, f"call {row.call['id']!r}, update {r.status!r}: {r.detail}"))
+        unmapped.update(row.unmapped)
     out.sort(key=lambda o: (o.event_time, o.order))
-    return out, rejected
+    return ReplayPlan(out, rejected + refused, n_read, first_read, last_read, unmapped)
 
 
 def _encode(obj: dict) -> bytes:
@@ -205,7 +293,7 @@ async def _start_producer(bootstrap: str) -> AIOKafkaProducer:
 
 
 async def _send_rejected(producer: AIOKafkaProducer, dlq: str, rejected: list[Rejected], source_name: str) -> None:
-    """Each refused line to the dead-letter topic ``dlq``, in the worker's envelope, keyed by its line number."""
+    """Each refused line (or update) to the dead-letter topic ``dlq``, in the worker's envelope, keyed by its line number."""
     for r in rejected:
         envelope = {
             "v": 1,
@@ -292,6 +380,27 @@ def parse_when(text: str) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
+def _zone(text: str) -> str:
+    """An IANA zone name given on the command line; for argparse."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise argparse.ArgumentTypeError(f"expected an IANA time zone such as America/Los_Angeles, got {text!r}") from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m streams.ingest.replay",
@@ -299,7 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Formats: {', '.join(FORMATS)}. Settings (broker, topic prefix) come from WF_* variables; see docs/operations.md.",
     )
     p.add_argument("path", type=Path, help="CSV file to replay (a real export or a simulator file)")
-    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="source format (default: detect from the header)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--format", default="auto", choices=["auto", *FORMATS], help="built-in source format (default: detect from the header)"
+    )
+    src.add_argument("--mapping", type=Path, default=None, help="a source mapping (TOML) that reads the file, instead of a built-in format")
+    p.add_argument(
+        "--timezone",
+        type=_zone,
+        default=None,
+        help="IANA zone of times written without a UTC offset (default: the mapping's, else refused)",
+    )
+    p.add_argument(
+        "--status-tolerance",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="a status time up to this much before its call's received time is moved to it; further, that update alone is "
+        "refused (default: the mapping's status_tolerance_s, 120)",
+    )
     p.add_argument("--speed", type=_speed, default=60.0, help="times real time, or 'max' (default: 60, an hour a minute)")
     p.add_argument("--rate", type=float, default=None, help="at most this many records per second; with --speed max, a fixed offered load")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N calls by event time")
@@ -326,11 +453,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replay: --limit must be at least 1, got {args.limit}", file=sys.stderr)
         return 2
     try:
-        fmt = detect_format(args.path) if args.format == "auto" else args.format
-        print(f"replay: {args.path} as {fmt!r}, {count_rows(args.path):,} rows", file=sys.stderr)
-        records, rejected = plan_replay(args.path, fmt, settings.topic_prefix, args.limit, args.since, args.until)
+        fmt: str | Mapping
+        if args.mapping is not None:
+            fmt = load_mapping(args.mapping)
+            shown = f"{fmt.name!r} (mapping {args.mapping})"
+        else:
+            fmt = detect_format(args.path) if args.format == "auto" else args.format
+            shown = repr(fmt)
+        print(f"replay: {args.path} as {shown}, {count_rows(args.path, fmt):,} rows", file=sys.stderr)
+        plan = read_plan(
+            args.path,
+            fmt,
+            settings.topic_prefix,
+            args.limit,
+            args.since,
+            args.until,
+            timezone=args.timezone,
+            status_tolerance=args.status_tolerance,
+        )
+        records, rejected = plan.records, plan.rejected
         if not records:
-            print("replay: no calls in the file match --since/--until", file=sys.stderr)
+            print(f"replay: {nothing_read(plan, args.since, args.until)}", file=sys.stderr)
             return 2
         if args.dry_run:
             summary = ReplaySummary(
@@ -339,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                 rejected=Counter(r.reason for r in rejected),
                 first_event_time=records[0].event_time,
                 last_event_time=records[-1].event_time,
+                unmapped=plan.unmapped,
             )
         else:
             summary = asyncio.run(
@@ -352,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                     source_name=args.path.name,
                 )
             )
-    except (UnknownFormat, ReplayError) as exc:
+            summary.unmapped = plan.unmapped
+    except (UnknownFormat, MappingError, ReplayError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
     print(summary.text(dry_run=args.dry_run))

@@ -329,7 +329,7 @@ class _Engine:
         if zone_name:
             try:
                 zone = ZoneInfo(zone_name)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
                 raise MappingError(
                     f"time zone {zone_name!r} is not an IANA time zone; expected a name such as America/Los_Angeles"
                 ) from None
