@@ -62,7 +62,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -79,9 +79,10 @@ from detectors.suite import DetectorSuite
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
 from streams.counting.rolling import cells_for
 from streams.detection import checkpoint
-from streams.detection.runner import DetectionRunner, default_suite
+from streams.detection.runner import DetectionRunner, default_suite, profile_suite
+from streams.ingest.mapping import Mapping, MappingError, load_mapping
 from streams.ingest.schema import Call, InvalidRecord, Jurisdiction, parse_event
-from streams.ingest.sources import Rejected, Row, read_source
+from streams.ingest.sources import Rejected, Row, UnknownFormat, read_source
 from streams.jurisdiction import Profile
 
 log = logging.getLogger(__name__)
@@ -456,16 +457,16 @@ def _until(text: str | None, zone: str) -> float | None:
 
 
 def _rows(path: str, fmt: str, mapping: str | None, timezone: str | None) -> Iterator[Row | Rejected]:
-    """The file's rows by the source adapters, with a mapping or the zone of naive times where they take one."""
-    kwargs: dict[str, Any] = {}
-    if mapping is not None:
-        kwargs["mapping"] = mapping
-    if timezone is not None and fmt != "auto":
-        kwargs["timezone"] = timezone
+    """The file's rows by the source adapters: its format or mapping file, naive times in ``timezone`` (None: the format's)."""
+    if mapping is not None and fmt != "auto":
+        raise SystemExit("give --format or --mapping, not both")
     try:
-        return read_source(path, fmt, **kwargs)
-    except TypeError as exc:  # a version of read_source without mappings or zones
-        raise SystemExit(f"this version cannot read {path} with {', '.join(kwargs)} ({exc}); convert it to the watchfloor format") from None
+        how: str | Mapping = load_mapping(mapping) if mapping is not None else fmt
+        return read_source(path, how, timezone=timezone)
+    except (MappingError, UnknownFormat) as exc:
+        raise SystemExit(str(exc)) from None
+    except OSError as exc:
+        raise SystemExit(f"cannot read {exc.filename}: {exc.strerror}") from None
 
 
 def _write_file(path: str, blob: bytes) -> None:
@@ -509,10 +510,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the worker's detectors on a history file and leave a signed checkpoint the worker starts from.",
     )
     p.add_argument("file", nargs="?", help="the history: a CSV file the replay reads")
-    p.add_argument("--format", default="auto", help="the file's format (default: detected)")
-    p.add_argument("--mapping", help="a source mapping (TOML) describing the file")
+    p.add_argument("--format", default="auto", help="the file's built-in format (default: detected from the header)")
+    p.add_argument("--mapping", help="a source mapping (TOML) describing the file, in place of a built-in format")
     p.add_argument("--profile", help="the jurisdiction profile (TOML; default WF_PROFILE): its time zone")
-    p.add_argument("--timezone", help="the jurisdiction's IANA time zone, without a profile (default UTC)")
+    p.add_argument("--timezone", help="the jurisdiction's IANA time zone without a profile (default UTC); also that of naive times")
     p.add_argument("--until", help="learn only calls before this ISO date or time (naive: the jurisdiction's local time)")
     p.add_argument("--out", help="write the signed checkpoint to this file (mode 0600)")
     p.add_argument(
@@ -544,13 +545,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None and not args.into_redis:
         p.error("say where the checkpoint goes: --out FILE and/or --into-redis")
     zone = _zone(profile, args.timezone)
-    rows = tqdm(_rows(args.file, args.format, args.mapping, args.timezone), desc="reading", unit=" rows", file=sys.stderr, mininterval=1.0)
+    naive_zone = zone if profile.path is not None or args.timezone is not None else None
+    source = _rows(args.file, args.format, args.mapping, naive_zone)
+    rows = tqdm(source, desc="reading", unit=" rows", file=sys.stderr, mininterval=1.0)
     points, left_out = history_points(
         rows, resolutions=settings.resolutions, jurisdiction=settings.jurisdiction, until=_until(args.until, zone)
     )
     if not points:
         raise SystemExit(f"no call of {args.file} can be learnt ({_reasons(left_out) or 'the file has no rows'})")
-    runner, summary = bootstrap(points, timezone=zone, partitions=settings.partitions, left_out=dict(left_out), progress=True)
+    suite = profile_suite(replace(profile, timezone=zone))  # the worker's: its zone and holidays
+    runner, summary = bootstrap(points, timezone=zone, partitions=settings.partitions, left_out=dict(left_out), suite=suite, progress=True)
     print("\n".join(summary.lines(now=time.time())))
     blob = signed_checkpoint(runner, key)
     status = 0

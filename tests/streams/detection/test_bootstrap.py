@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import os
@@ -200,14 +201,19 @@ def test_too_little_history_says_not_ready():
     assert any(line.startswith("NOT READY: give more history") for line in summary.lines())
 
 
-def test_the_command_writes_a_signed_file_readable_only_by_its_owner(tmp_path, monkeypatch, capsys):
-    """--out: a 0600 file the worker's key verifies at offset -1, and the summary on stdout."""
-    path = tmp_path / "calls.csv"
+def history_csv(path, days: float = 5.0):
+    """``days`` of simulated calls as a watchfloor CSV file at ``path``."""
     lines = ["id,received_at,category,call_type,priority,lat,lng,agency,dispatched_at,en_route_at,on_scene_at,closed_at,unit"]
-    for i, p in enumerate(simulated_calls(random.Random(5), T0, T0 + 5 * DAY)):
+    for i, p in enumerate(simulated_calls(random.Random(5), T0, T0 + days * DAY)):
         lat, lng = h3.cell_to_latlng(p.cell)
         lines.append(f"X{i},{_iso(p.t)},{p.category},x,{p.priority},{lat:.5f},{lng:.5f},seattle-test,,,,,")
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_command_writes_a_signed_file_readable_only_by_its_owner(tmp_path, monkeypatch, capsys):
+    """--out: a 0600 file the worker's key verifies at offset -1, and the summary on stdout."""
+    path = history_csv(tmp_path / "calls.csv")
     monkeypatch.setenv("WF_CHECKPOINT_KEY", KEY.decode())
     out = tmp_path / "b.ckpt"
     assert bs.main([str(path), "--timezone", ZONE, "--out", str(out)]) == 0
@@ -270,3 +276,32 @@ def test_a_real_history_makes_ready_detectors():
     assert summary.calls == len(points) > 10_000 and summary.ready["surge"]
     assert summary.ready_at is not None and (summary.ready_at - summary.first_t) / DAY < 7
     assert sum(summary.per_day().values()) < 1.0
+
+
+@pytest.mark.stack
+def test_the_command_into_redis_refuses_over_a_checkpoint_unless_forced(settings, tmp_path, monkeypatch, capsys):
+    """--into-redis writes where none is (exit 0), refuses over one (exit 3, what to do on stderr), --force and --load replace it."""
+    path = history_csv(tmp_path / "calls.csv", days=3.0)
+    for name, value in (
+        ("WF_REDIS_URL", settings.redis_url),
+        ("WF_REDIS_PREFIX", settings.redis_prefix),
+        ("WF_CHECKPOINT_KEY", KEY.decode()),
+    ):
+        monkeypatch.setenv(name, value)
+    saved = tmp_path / "b.ckpt"
+    try:
+        assert bs.main([str(path), "--timezone", ZONE, "--into-redis", "--out", str(saved)]) == 0
+        assert "start the worker" in capsys.readouterr().out
+        assert bs.main([str(path), "--timezone", ZONE, "--into-redis"]) == 3
+        assert "refused" in capsys.readouterr().err
+        assert bs.main(["--load", str(saved)]) == 3
+        assert bs.main(["--load", str(saved), "--force"]) == 0
+        with redis.Redis.from_url(settings.redis_url) as client:
+            stored = client.hgetall(f"{settings.redis_prefix}:detector")
+        assert stored[b"offset"] == b"-1" and stored[b"state"] == base64.b64encode(saved.read_bytes())
+        monkeypatch.setenv("WF_CHECKPOINT_KEY", OTHER_KEY.decode())
+        with pytest.raises(SystemExit, match="signed with the worker's key"):
+            bs.main(["--load", str(saved), "--force"])
+    finally:
+        with redis.Redis.from_url(settings.redis_url) as client:
+            client.delete(f"{settings.redis_prefix}:detector", f"{settings.redis_prefix}:detector:written")
