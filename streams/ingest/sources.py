@@ -142,9 +142,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import operator
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -294,6 +295,18 @@ def _extract(spec: FieldSpec, text: str) -> str:
     return (" ".join(g or "" for g in m.groups()) if m.groups() else m.group(0)).strip()
 
 
+def _text_of(spec: FieldSpec | None) -> Callable[[dict[str, str]], str]:
+    """A fast reader of a field's text: the cell itself for a plain column, the constant, or :func:`_read`."""
+    if spec is None:
+        return lambda cells: ""
+    if spec.value is not None:
+        value = spec.value
+        return lambda cells: value
+    if spec.extract is None and spec.fallback is None and spec.column is not None:
+        return operator.itemgetter(spec.column)
+    return lambda cells: _read(spec, cells)[0]
+
+
 def _read(spec: FieldSpec, cells: dict[str, str]) -> tuple[str, str]:
     """A field's text and the column it came from (``""`` for a constant)."""
     if spec.value is not None:
@@ -350,6 +363,9 @@ class _Engine:
         self.rules = mapping.category_rules
         self.default = mapping.category_default
         self._categories: dict[str, Category] = {}
+        self._category_text = _text_of(self.category)
+        self._lat_text, self._lng_text, self._location_text = _text_of(self.lat), _text_of(self.lng), _text_of(self.location)
+        self._agency_text, self._id_text, self._unit_text = _text_of(self.agency), _text_of(self.id), _text_of(self.unit)
         self._call_types: dict[str, str | None] = {}
 
     def category_of(self, text: str) -> Category:
@@ -398,20 +414,20 @@ class _Engine:
                 continue
             statuses.append((spec, at, text))
         if self.location is not None:
-            lat, lng = parse_location(_read(self.location, cells)[0], self.location.form or "pair")
+            lat, lng = parse_location(self._location_text(cells), self.location.form or "pair")
         else:
-            lat = _coord(_read(self.lat, cells)[0]) if self.lat else None
-            lng = _coord(_read(self.lng, cells)[0]) if self.lng else None
+            lat = _coord(self._lat_text(cells)) if self.lat else None
+            lng = _coord(self._lng_text(cells)) if self.lng else None
         return _Parts(
             received,
-            self.category_of(_read(self.category, cells)[0] if self.category else ""),
+            self.category_of(self._category_text(cells)),
             self.call_type_of(cells),
             priority,
             lat,
             lng,
-            (_read(self.agency, cells)[0] or None) if self.agency else None,
-            (_read(self.id, cells)[0] or None) if self.id else None,
-            (_read(self.unit, cells)[0] or None) if self.unit else None,
+            self._agency_text(cells) or None,
+            self._id_text(cells) or None,
+            self._unit_text(cells) or None,
             tuple(statuses),
             unmapped,
         )

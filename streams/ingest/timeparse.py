@@ -176,12 +176,12 @@ def local_to_epoch(naive: datetime, zone: ZoneInfo) -> float | None:
     True
     """
     offset = _hour_offset(zone, naive.year, naive.month, naive.day, naive.hour)
+    if isinstance(offset, float):
+        return (naive - _EPOCH).total_seconds() - offset
     if offset is _MIXED:
-        offset = _exact_offset(zone, naive.replace(tzinfo=None))
-    if offset is None:
-        return None
-    assert isinstance(offset, float)
-    return (naive - _EPOCH).total_seconds() - offset
+        exact = _exact_offset(zone, naive.replace(tzinfo=None))
+        return None if exact is None else (naive - _EPOCH).total_seconds() - exact
+    return None
 
 
 class TimeReader:
@@ -214,7 +214,13 @@ class TimeReader:
 
     def read(self, text: str, column: str) -> float:
         """Epoch seconds of a non-empty cell; :class:`TimeParseError` when it is not a time or has no zone to be read in."""
-        dt = self.parse(text, column)
+        if self._iso_only and _ISO.fullmatch(text) is not None and _HOUR_24.match(text) is None:
+            try:
+                dt = datetime.fromisoformat(text)
+            except ValueError:
+                dt = self.parse(text, column)  # raises, saying why
+        else:
+            dt = self.parse(text, column)
         if dt.tzinfo is not None:
             try:
                 return dt.timestamp()
