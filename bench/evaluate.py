@@ -169,6 +169,7 @@ def evaluate(
     budget: float = 1.0,
     thresholds: tuple[float, float] | None = None,
     read_options: dict | None = None,
+    options: dict | None = None,
 ) -> dict:
     """Read ``path`` (``read_options`` passed to :func:`read_history`), run :func:`detectors.evaluation.evaluate`
     (the sweep and the calibration in ``workers`` processes), write ``results.json`` and, with ``make_plot``,
@@ -180,6 +181,7 @@ def evaluate(
     kwargs: dict[str, Any] = dict(
         data=str(path), skipped=skipped, injections=injections, seed=seed, warmup_days=warmup_days, per_day=per_day,
         timezone=timezone, wide=wide, budget=budget, calibrated=thresholds is None, thresholds=thresholds,
+        options=options or {},
     )  # fmt: skip
     background = Calls.from_history(history)
     if workers > 1:
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", metavar="ZONE", help="IANA zone of the jurisdiction (overrides the profile's; UTC when neither is given)")
     p.add_argument("--budget", type=float, metavar="B", help="false alerts a day to calibrate to (default: the profile's, 1.0)")
     p.add_argument("--thresholds", metavar="L,J", help="local and jurisdiction surge thresholds to use instead of calibrating them")
+    p.add_argument(
+        "--cusum", type=float, metavar="R", help="also test the jurisdiction with a Poisson CUSUM for a rise of R (1.0: doubling)"
+    )
     p.add_argument("--wide", type=int, default=27, metavar="N", help="jurisdiction-wide surges to inject, one a day (default 27)")
     p.add_argument("--mapping", type=Path, metavar="M.toml", help="source mapping of the file (passed to read_history)")
     p.add_argument("--format", dest="source_format", metavar="NAME", help="built-in source format of the file (passed to read_history)")
@@ -268,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         path, args.out, args.injections, args.seed, args.warmup_days, args.per_day,
         sweep=() if args.no_sweep else SWEEP, workers=args.workers, timezone=timezone, wide=args.wide, budget=budget,
         thresholds=thresholds, read_options=options,
+        options={} if args.cusum is None else {"jurisdiction_cusum": args.cusum},
     )  # fmt: skip
     print(report(results))
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'roc.png'}")

@@ -175,6 +175,7 @@ def calibrate(
     jurisdiction_share: float = JURISDICTION_SHARE,
     exclude_days: Iterable[Any] = (),
     mapper: Callable[..., Iterable[Any]] = map,
+    options: dict[str, Any] | None = None,
 ) -> Calibration:
     """The surge thresholds that meet ``budget`` alerts a day on the history ``calls`` (see the module).
 
@@ -195,6 +196,8 @@ def calibrate(
         Local dates not counted (known real surges, injected days).
     mapper
         How the replays run (``map``, or a process pool's ``map``).
+    options
+        Other parameters of the surge detector, as it will run (e.g. ``{"jurisdiction_cusum": 1.0}``).
 
     Raises
     ------
@@ -217,7 +220,7 @@ def calibrate(
             f"the history holds {len(history)} calls: too few to calibrate on; the detectors need 1,000 calls and "
             "24 hours of feed to warm up, then at least a day to count alerts on (give a longer history)"
         )
-    jobs = [(a, history, timezone, b) for a, b in grid]
+    jobs = [(a, history, timezone, b, dict(options or {})) for a, b in grid]
     by_threshold = dict(zip([a for a, _ in grid], [b for _, b in grid], strict=True))
     rates = []
     for threshold, alerts, _ in mapper(replay_threshold, jobs):

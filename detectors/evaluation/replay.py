@@ -36,15 +36,18 @@ def no_track(items: Iterable[Any], desc: str, total: int | None = None) -> Itera
     return items
 
 
-def make_suite(timezone: str, threshold: float | None = None, jurisdiction_threshold: float | None = None) -> DetectorSuite:
+def make_suite(timezone: str, threshold: float | None = None, jurisdiction_threshold: float | None = None, **options: Any) -> DetectorSuite:
     """The worker's suite (surge detector and feed monitor, no scoring) on the local clock of ``timezone``
-    (IANA name, the jurisdiction's), the surge thresholds optionally changed."""
+    (IANA name, the jurisdiction's), the surge thresholds optionally changed and other surge detector
+    parameters given in ``options`` (e.g. ``jurisdiction_cusum=1.0``)."""
     default = SurgeDetector()
     local = default.threshold if threshold is None else threshold
     county = default.jurisdiction_threshold if jurisdiction_threshold is None else jurisdiction_threshold
     # an alert closes below the lower of 3.0 (the default) and the thresholds, which calibration may set lower
     close = min(default.close_threshold, local, county)
-    surge = SurgeDetector(threshold=local, jurisdiction_threshold=county, close_threshold=close, baseline=ExpectedCounts(timezone=timezone))
+    surge = SurgeDetector(
+        threshold=local, jurisdiction_threshold=county, close_threshold=close, baseline=ExpectedCounts(timezone=timezone), **options
+    )
     return DetectorSuite(surge=surge, feed=FeedMonitor(baseline=ExpectedCounts(timezone=timezone)), score=False)
 
 
@@ -65,13 +68,14 @@ def replay(suite: DetectorSuite, calls: Calls, track: Track = no_track, desc: st
     return alerts, time.perf_counter() - started
 
 
-#: One replay of a sweep: ``(threshold, calls, timezone, jurisdiction_threshold or None)``.
-Job = tuple[float, Calls, str, "float | None"]
+#: One replay of a sweep: ``(threshold, calls, timezone, jurisdiction_threshold or None, other options)``.
+Job = tuple[float, Calls, str, "float | None", "dict[str, Any]"]
 
 
 def replay_threshold(job: Job) -> tuple[float, list[Alert], float]:
     """``replay`` of a fresh suite (:func:`make_suite`) at surge threshold ``job[0]`` (and jurisdiction threshold
-    ``job[3]``, default when None) over ``job[1]`` in zone ``job[2]``; picklable, for a process pool's ``map``."""
-    threshold, calls, timezone, jurisdiction_threshold = job
-    alerts, seconds = replay(make_suite(timezone, threshold, jurisdiction_threshold), calls)
+    ``job[3]``, default when None; options ``job[4]``) over ``job[1]`` in zone ``job[2]``; picklable, for a
+    process pool's ``map``."""
+    threshold, calls, timezone, jurisdiction_threshold, options = job
+    alerts, seconds = replay(make_suite(timezone, threshold, jurisdiction_threshold, **options), calls)
     return threshold, alerts, seconds

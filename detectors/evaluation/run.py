@@ -46,12 +46,13 @@ def _sweep(
     sweep: tuple[float, ...],
     chosen: tuple[float, float],
     timezone: str,
+    options: dict[str, Any],
     mapper: Mapper,
     track: Track,
 ) -> dict[float, Score]:
     """Our detector at each local threshold of ``sweep`` other than the chosen one, the jurisdiction's at the
     chosen one (replays mapped by ``mapper``)."""
-    jobs = [(x, calls, timezone, chosen[1]) for x in sweep if x != chosen[0]]
+    jobs = [(x, calls, timezone, chosen[1], options) for x in sweep if x != chosen[0]]
     scores: dict[float, Score] = {}
     if jobs:
         for x, alerts, _ in track(mapper(replay_threshold, jobs), "threshold sweep", len(jobs)):
@@ -142,6 +143,7 @@ def evaluate(
     budget: float = 1.0,
     calibrated: bool = False,
     thresholds: tuple[float, float] | None = None,
+    options: dict[str, Any] | None = None,
     sweep: tuple[float, ...] = SWEEP,
     mapper: Mapper = map,
     track: Track = no_track,
@@ -165,6 +167,8 @@ def evaluate(
         injection) of the clean days: in-sample, the days the false alerts are then counted on.
     thresholds
         ``(threshold, jurisdiction_threshold)`` to use instead (the detector's defaults when neither is given).
+    options
+        Other parameters of our surge detector (e.g. ``{"jurisdiction_cusum": 1.0}``).
     sweep
         Our local thresholds for the ROC curves (the chosen one is always scored).
     mapper
@@ -179,6 +183,7 @@ def evaluate(
     """
     started = time.perf_counter()
     tz = ZoneInfo(timezone)
+    options = dict(options or {})
     plan = plan_injections(background, injections, seed, warmup_days, per_day, tz, wide)
     calls = merge(background, plan.injections, plan.wide)
     clean = set(plan.clean_days)
@@ -186,13 +191,13 @@ def evaluate(
     calibration: Calibration | None = None
     if calibrated and thresholds is None:
         others = set(plan.injection_days) | set(plan.wide_days) | set(plan.warmup_days) | set(plan.excluded_days)
-        calibration = calibrate(background, budget, timezone, exclude_days=others, mapper=mapper)
+        calibration = calibrate(background, budget, timezone, exclude_days=others, mapper=mapper, options=options)
         thresholds = (calibration.threshold, calibration.jurisdiction_threshold)
     chosen = thresholds or (SurgeDetector().threshold, SurgeDetector().jurisdiction_threshold)
     alerts: list[Alert]
-    alerts, seconds = replay(make_suite(timezone, *chosen), calls, track, desc="surge detector")
+    alerts, seconds = replay(make_suite(timezone, *chosen, **options), calls, track, desc="surge detector")
     ours = score_alerts(OURS, chosen[0], alerts, plan, clean_live)
-    sweep_scores = {chosen[0]: ours, **_sweep(calls, plan, clean_live, sweep, chosen, timezone, mapper, track)}
+    sweep_scores = {chosen[0]: ours, **_sweep(calls, plan, clean_live, sweep, chosen, timezone, options, mapper, track)}
     table, curves = _compare(calls, plan, clean_live, ours, sweep_scores, track)
     local_rate, county_rate = alert_rates(alerts, clean, clean_live, timezone)
     wide_rows = wide_summary(plan.wide, ours.wide, budget)
@@ -220,7 +225,7 @@ def evaluate(
         "clean_live_days": round(clean_live, 2),
         "warmup_days": [d.isoformat() for d in plan.warmup_days],
         "excluded_days": {d.isoformat(): why for d, why in sorted(plan.excluded_days.items())},
-        "detector": repr(make_suite(timezone, *chosen).surge),
+        "detector": repr(make_suite(timezone, *chosen, **options).surge),
         "feed_monitor": repr(FeedMonitor()),
         "table": table,
         "sweep": [summary(sc, plan) for _, sc in sorted(sweep_scores.items())],

@@ -21,7 +21,7 @@ from detectors.calibration import BudgetControl
 from detectors.surge.incidents import is_incident
 from detectors.surge.lifecycle import Lifecycle, _Episode
 from detectors.surge.regions import JURISDICTION, region_cells, regions
-from detectors.surge.scan import _CAT_INDEX, _OTHER, Scan, _Finding, _Rec, _Round
+from detectors.surge.scan import _CAT_INDEX, _OTHER, Scan, _Finding, _finding, _Rec, _Round
 from detectors.types import Alert, AlertState, CallPoint
 from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, insort_by_time, shed_cutoff, time_of
 
@@ -77,6 +77,13 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         budget online (see :mod:`detectors.calibration`): they then move, within
         its floor and ceiling, with the alerts this detector opens. None (the
         default) keeps them fixed. Its floor must not be below ``close_threshold``.
+    jurisdiction_cusum : float or None
+        Also test the jurisdiction with a Poisson CUSUM of its incidents
+        against the baseline, designed for a rise of this fraction (1.0: a
+        doubling), scored in log10 likelihood ratio against
+        ``jurisdiction_threshold``: a sustained county-wide rise accumulates
+        evidence minute after minute instead of waiting for one window to be
+        extreme. None (the default) leaves it out.
     update_growth : float
         Growth, as a fraction of the most calls an open alert reported, at which
         it reports again (``UPDATE``; >= 0, 0 reports every call it gains). Calls
@@ -99,6 +106,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         max_window_calls: int = MAX_WINDOW_CALLS,
         update_growth: float = UPDATE_GROWTH,
         control: BudgetControl | None = None,
+        jurisdiction_cusum: float | None = None,
     ) -> None:
         for name, value, strict in (
             ("threshold", threshold, True), ("jurisdiction_threshold", jurisdiction_threshold, True),
@@ -134,6 +142,9 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         self.max_window_calls = check_cap(max_window_calls)
         self.update_growth = update_growth
         self.control = control
+        if jurisdiction_cusum is not None:
+            _check_number("jurisdiction_cusum", jurisdiction_cusum, low=0.0, strict=True)
+        self.jurisdiction_cusum = jurisdiction_cusum
         #: calls dropped from the windows early because they held ``max_window_calls``
         self.shed_calls = 0
         self._init_windows()
@@ -148,6 +159,10 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         self._dirty: set[str] = set()
         self._jurisdiction_dirty = False
         self._next_jurisdiction = -math.inf
+        # the jurisdiction's CUSUM (``jurisdiction_cusum``): statistic, last update, when it last left zero
+        self._cusum = 0.0
+        self._cusum_at: float | None = None
+        self._cusum_start = -math.inf
         self._now = -math.inf
         # Each cell's window counts, kept from round to round while they cannot change (see
         # _cell_counts): a call's 19 cells, re-counted at every call, were half of a storm's cost.
@@ -290,7 +305,10 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         # The jurisdiction moves slowly: it is tested at most once a minute of event time.
         due = now >= self._next_jurisdiction
         if self.jurisdiction_windows_min and due and (self._jurisdiction_dirty or self._county_ids):
-            alerts += self._lifecycle(now, {JURISDICTION: self._evaluate_jurisdiction(now)}, jurisdiction=True)
+            county_findings = self._evaluate_jurisdiction(now)
+            if self.jurisdiction_cusum is not None:
+                county_findings += self._cusum_finding(now)
+            alerts += self._lifecycle(now, {JURISDICTION: county_findings}, jurisdiction=True)
             self._jurisdiction_dirty = False
             self._next_jurisdiction = now + _JURISDICTION_STEP_S
         if self.control is not None:
@@ -300,6 +318,41 @@ class SurgeDetector(Detector, Scan, Lifecycle):
                 now, len(opened) - county, county, self.threshold, self.jurisdiction_threshold
             )
         return alerts
+
+    def _cusum_finding(self, now: float) -> list[_Finding]:
+        """The jurisdiction's Poisson CUSUM brought to ``now``, as a finding when it is above zero.
+
+        Over the incidents ``x`` since the last update and the ``mu = rho E`` expected, the statistic
+        ``S = max(0, S + x log(1 + r) - r mu)`` (``r = jurisdiction_cusum``) is the log-likelihood ratio of a
+        rate ``1 + r`` times the baseline's since ``S`` last left zero; its score is ``S / ln 10`` (log10 of
+        that ratio), its window the minutes since then (at most the longest jurisdiction window).
+        """
+        r = float(self.jurisdiction_cusum or 0.0)
+        last = self._cusum_at
+        self._cusum_at = now
+        if last is None or now <= last:
+            self._cusum_start = now
+            return []
+        times = self._incident_times
+        x = bisect.bisect_right(times, now) - bisect.bisect_right(times, last)
+        mu = self.incident_ratio * self.baseline.total(last, now)
+        s = max(0.0, self._cusum + x * math.log1p(r) - r * mu)
+        if s == 0.0:
+            self._cusum_start = now
+        self._cusum = s
+        if s <= 0.0:
+            return []
+        longest = 60.0 * max(self.jurisdiction_windows_min)
+        start = max(self._cusum_start, now - longest)
+        window = max(1, min(int(longest // 60), math.ceil((now - start) / 60.0)))
+        start = now - 60.0 * window
+        incidents = bisect.bisect_right(times, now) - bisect.bisect_right(times, start)
+        expected = self.baseline.total(start, now)
+        f = _finding(JURISDICTION, window, now, -s / math.log(10.0), None, incidents, expected, ())
+        calls = self._calls
+        f.observed = len(calls) - bisect.bisect_right(calls, start, key=time_of)
+        f.left_out = (start, ())
+        return [f]
 
     def _rescore(self, now: float, findings: dict[str, list[_Finding]], at: _Round) -> None:
         """Add to ``findings`` the open alerts' regions due a re-score.
