@@ -359,10 +359,16 @@ class Summary:
             )
         if now is not None and self.last_t is not None and now > self.last_t:
             age = (now - self.last_t) / 86400.0
+            weight = 0.5 ** (age / self.half_life_days)
             out.append(
-                f"age                 the history ends {age:,.0f} days before now: at a first live call now, its last day's calls "
-                f"count {0.5 ** (age / self.half_life_days):.0%} of a live call (half-life {self.half_life_days:g} days)"
+                f"age                 the history ends {age:,.0f} days before today: if the live feed starts today, its last day's "
+                f"calls count {weight:.0%} of a live call (half-life {self.half_life_days:g} days)"
             )
+            if age > self.half_life_days:
+                out.append(
+                    "TOO OLD for a live feed of today: its first hours would outweigh it, on detectors that say they are ready; "
+                    "bootstrap from the latest weeks (a replay of old calls, as in the demo, is not affected)"
+                )
         if not self.ready.get("surge", False):
             out.append("NOT READY: give more history (the detectors need 1,000 calls and 24 hours of feed); the worker would warm up live")
         return out
@@ -532,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.load is not None:
         if args.file is not None:
             p.error("--load takes no history file")
-        blob = Path(args.load).read_bytes()
+        try:
+            blob = Path(args.load).read_bytes()
+        except OSError as exc:
+            raise SystemExit(f"cannot read {args.load}: {exc.strerror}") from None
         try:
             runner = checkpoint.restore(blob, key, offset=BOOTSTRAP_OFFSET)
         except checkpoint.CheckpointRefused as exc:
@@ -545,12 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None and not args.into_redis:
         p.error("say where the checkpoint goes: --out FILE and/or --into-redis")
     zone = _zone(profile, args.timezone)
+    until = _until(args.until, zone)
     naive_zone = zone if profile.path is not None or args.timezone is not None else None
     source = _rows(args.file, args.format, args.mapping, naive_zone)
     rows = tqdm(source, desc="reading", unit=" rows", file=sys.stderr, mininterval=1.0)
-    points, left_out = history_points(
-        rows, resolutions=settings.resolutions, jurisdiction=settings.jurisdiction, until=_until(args.until, zone)
-    )
+    points, left_out = history_points(rows, resolutions=settings.resolutions, jurisdiction=settings.jurisdiction, until=until)
     if not points:
         raise SystemExit(f"no call of {args.file} can be learnt ({_reasons(left_out) or 'the file has no rows'})")
     suite = profile_suite(replace(profile, timezone=zone))  # the worker's: its zone and holidays

@@ -305,3 +305,11 @@ def test_the_command_into_redis_refuses_over_a_checkpoint_unless_forced(settings
     finally:
         with redis.Redis.from_url(settings.redis_url) as client:
             client.delete(f"{settings.redis_prefix}:detector", f"{settings.redis_prefix}:detector:written")
+
+
+def test_the_summary_warns_when_the_history_is_too_old_for_a_live_feed_of_today():
+    """Past one half-life of the baseline, the summary says the history is too old to stand for today's calls."""
+    _, _, summary = three_weeks()
+    recent, old = summary.lines(now=summary.last_t + 3 * DAY), summary.lines(now=summary.last_t + 200 * DAY)
+    assert any("its last day's calls count 98% of a live call" in line for line in recent)
+    assert not any(line.startswith("TOO OLD") for line in recent) and any(line.startswith("TOO OLD") for line in old)
