@@ -33,7 +33,7 @@ import h3
 from detectors.types import DETECTION_RESOLUTION
 from streams.counting.keys import ALL, Keys
 from streams.counting.rolling import cells_for, hour_of, minute_of, rt_bin
-from streams.ingest.schema import Call, IncidentUpdate, InvalidRecord, Jurisdiction, Parsed, Reason, Status, parse_event
+from streams.ingest.schema import Call, Extent, IncidentUpdate, InvalidRecord, Parsed, Reason, Status, parse_event
 
 CALL = "call"
 UPDATE = "update"
@@ -151,7 +151,8 @@ class PlanConfig:
     keys: Keys
     resolutions: tuple[int, ...]
     allowed_lateness_s: float
-    jurisdiction: Jurisdiction | None = None
+    #: where calls are accepted: the profile's boundary or WF_JURISDICTION's box (see RedisState)
+    jurisdiction: Extent | None = None
 
 
 Validated = Parsed | InvalidRecord

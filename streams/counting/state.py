@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import logging
@@ -35,7 +36,8 @@ from streams.counting.planner import (
     referenced_calls,
 )
 from streams.counting.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
-from streams.runtime.settings import Settings
+from streams.ingest.schema import Extent, Jurisdiction
+from streams.runtime.settings import Settings, load_jurisdiction
 
 #: ``take_next()`` of :meth:`RedisState.apply`: the batch after this one and its ``catching_up``, or None.
 TakeNext = Callable[[], "tuple[list[Incoming], frozenset[tuple[str, int]]] | None"]
@@ -247,7 +249,7 @@ class RedisState:
             keys=self.keys,
             resolutions=settings.resolutions,
             allowed_lateness_s=settings.allowed_lateness_s,
-            jurisdiction=settings.jurisdiction,
+            jurisdiction=jurisdiction_extent(settings),
         )
         self._commit = client.register_script(_COMMIT_LUA)
         self._append_alerts = client.register_script(_APPEND_ALERTS_LUA)
@@ -578,6 +580,23 @@ def _version(raw: str | None, key: str) -> int | None:
     except ValueError:
         log.warning("%s holds %r, not an integer counter; treated as absent", key, raw)
         return None
+
+
+def jurisdiction_extent(settings: Settings) -> Extent | None:
+    """Where the worker accepts calls: the profile's boundary (``WF_PROFILE``), else ``WF_JURISDICTION``'s box, else anywhere (None).
+
+    The profile is read once per process and file (:func:`_profile_extent`).
+    """
+    if settings.profile is None:
+        return settings.jurisdiction
+    return _profile_extent(settings.profile, settings.jurisdiction)
+
+
+@functools.lru_cache(maxsize=4)
+def _profile_extent(path: str, box: Jurisdiction | None) -> Extent | None:
+    """The profile at ``path`` (with ``box`` as WF_JURISDICTION) when it bounds the jurisdiction, else None."""
+    profile = load_jurisdiction(Settings(profile=path, jurisdiction=box))
+    return profile if profile.boundary is not None or profile.box is not None else None
 
 
 def unreadable_checkpoint(key: str, exc: BaseException) -> StateError:

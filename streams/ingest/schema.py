@@ -36,7 +36,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
 #: Largest record accepted, in bytes. A 911 call is ~300 bytes of JSON.
@@ -103,6 +103,13 @@ class InvalidRecord(ValueError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class Extent(Protocol):
+    """Where calls are accepted: a :class:`Jurisdiction` box, or a jurisdiction profile's boundary
+    (:class:`streams.jurisdiction.Profile`, whose ``contains`` tests its polygon)."""
+
+    def contains(self, lat: float, lng: float) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ def parse_event(
     raw: bytes,
     *,
     now: float,
-    jurisdiction: Jurisdiction | None = None,
+    jurisdiction: Extent | None = None,
     max_bytes: int = MAX_RECORD_BYTES,
 ) -> Parsed:
     """Validate one Kafka record value and return the typed event.
@@ -268,7 +275,7 @@ def parse_event(
     return Parsed(_parse_update(obj, now), dropped)
 
 
-def _parse_call(obj: dict[str, Any], now: float, jurisdiction: Jurisdiction | None) -> Call:
+def _parse_call(obj: dict[str, Any], now: float, jurisdiction: Extent | None) -> Call:
     lat = _number(obj, "lat")
     lng = _number(obj, "lng")
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
@@ -279,9 +286,9 @@ def _parse_call(obj: dict[str, Any], now: float, jurisdiction: Jurisdiction | No
     if jurisdiction is not None and not jurisdiction.contains(lat, lng):
         # A real caller's place (a call routed from across the line): the detail, which goes
         # to logs and the dead letter's reason, names it to about a kilometre, not exactly.
-        raise InvalidRecord(
-            Reason.OUTSIDE_JURISDICTION, f"lat {lat:.2f} / lng {lng:.2f} (rounded) is outside the configured jurisdiction {jurisdiction}"
-        )
+        where = getattr(jurisdiction, "name", jurisdiction)  # a profile by its name, a box by its corners
+        detail = f"lat {lat:.2f} / lng {lng:.2f} (rounded) is outside the configured jurisdiction {where}"
+        raise InvalidRecord(Reason.OUTSIDE_JURISDICTION, detail)
     raw_category = _text(obj, "category")
     try:
         category = Category(raw_category)
