@@ -33,7 +33,10 @@ def simulated(path: Path, days: float, seed: int) -> Path:
 def results(tmp_path_factory) -> dict:
     path = simulated(tmp_path_factory.mktemp("evaluation") / "simulated.csv", days=60, seed=3)
     history, skipped = read_history(path, progress=False)
-    return evaluate(Calls.from_history(history), data=str(path), skipped=skipped, injections=60, seed=1, warmup_days=7, per_day=2, sweep=())
+    return evaluate(
+        Calls.from_history(history), data=str(path), skipped=skipped, injections=60, seed=1, warmup_days=7, per_day=2, sweep=(),
+        timezone="America/New_York",  # the simulator's
+    )  # fmt: skip
 
 
 def test_the_detector_meets_the_targets_on_the_simulator(results):
@@ -68,6 +71,7 @@ def test_the_command_writes_the_results_and_the_plot(tmp_path):
     path = simulated(tmp_path / "small.csv", days=20, seed=4)
     out = tmp_path / "out"
     args = ["--injections", "8", "--seed", "1", "--warmup-days", "5", "--per-day", "2", "--no-sweep", "--workers", "1", "--out", str(out)]
+    args += ["--timezone", "America/New_York", "--wide", "3"]
     command = [sys.executable, str(ROOT / "bench" / "evaluate.py"), str(path), *args]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -75,3 +79,8 @@ def test_the_command_writes_the_results_and_the_plot(tmp_path):
     assert saved["data"] == str(path) and saved["injections"] == len(saved["injection_list"]) == 8
     assert saved["table"][0]["method"] in run.stdout and f"wrote {out / 'results.json'}" in run.stdout
     assert (out / "roc.png").stat().st_size > 10_000
+    # in the zone given, the thresholds calibrated to the default budget, the jurisdiction-wide surges reported
+    assert saved["timezone"] == "America/New_York" and saved["thresholds"]["how"] == "calibrated"
+    assert saved["calibration"]["budget_per_day"] == 1.0 and len(saved["calibration"]["grid"]) >= 5
+    assert saved["wide_surges"] == len(saved["wide_list"]) == 3
+    assert "Jurisdiction-wide surges" in run.stdout and "warning" not in run.stderr

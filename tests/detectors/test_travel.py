@@ -176,3 +176,39 @@ def _poisson(rng: random.Random, mean: float) -> int:
         if p <= limit:
             return k
         k += 1
+
+
+# ------------------------------------------------------------------ the command's settings
+
+
+def _bench_evaluate():
+    import importlib.util
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))  # bench scripts import _common as the command does
+    spec = importlib.util.spec_from_file_location("bench_evaluate_under_test", ROOT / "bench" / "evaluate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_zone_is_the_flag_s_then_the_profile_s_then_utc_with_a_warning_and_the_budget_the_profile_s(tmp_path, capsys):
+    ev = _bench_evaluate()
+    profile = tmp_path / "jurisdiction.toml"
+    profile.write_text('id = "x"\nname = "X"\ntimezone = "America/Los_Angeles"\n\n[detection]\nfalse_alerts_per_day = 2.5\n')
+    p = ev.build_parser()
+
+    timezone, budget, thresholds, _ = ev.settings(p.parse_args([]))
+    assert (timezone, budget, thresholds) == ("UTC", 1.0, None)
+    assert "counted in UTC" in capsys.readouterr().err
+
+    assert ev.settings(p.parse_args(["--profile", str(profile)]))[:2] == ("America/Los_Angeles", 2.5)
+    assert ev.settings(p.parse_args(["--profile", str(profile), "--timezone", "America/Denver"]))[:2] == ("America/Denver", 2.5)
+    assert ev.settings(p.parse_args(["--profile", str(profile), "--budget", "0.5"]))[1] == 0.5
+    assert ev.settings(p.parse_args(["--thresholds", "5.5,3.5", "--timezone", "UTC"]))[2] == (5.5, 3.5)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit, match="two numbers"):
+        ev.settings(p.parse_args(["--thresholds", "5.5"]))
