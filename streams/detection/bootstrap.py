@@ -72,6 +72,7 @@ import h3
 from tqdm import tqdm
 
 from detectors.anomaly import MixAnomalyDetector
+from detectors.calibration import counted_days, is_jurisdiction
 from detectors.evaluation.calls import Calls
 from detectors.evaluation.replay import TICK_S, replay
 from detectors.outage import FeedMonitor
@@ -302,8 +303,11 @@ class Summary:
     exposure_hours: float
     #: event time of the first call at which the surge baseline was ready (None: never)
     ready_at: float | None
-    #: alerts opened on the history once ready, per kind
+    #: alerts opened on the days counted, per kind (surges local and jurisdiction-wide apart), and those days of live feed
+    #: (as :func:`detectors.calibration.counted_days` counts them: whole local days after the one the detectors are ready
+    #: on, gaps between calls capped at 3 hours, so a sampled export's month-long gaps are not quiet days)
     opened: dict[str, int]
+    live_days: float
     #: seconds the clock ran on past the last call to close history alerts, and the alerts it could not close
     settle_s: float
     left_open: int
@@ -317,21 +321,14 @@ class Summary:
             return 0.0
         return (self.last_t - self.first_t) / 86400.0
 
-    @property
-    def ready_days(self) -> float:
-        """Days of history after the detectors became ready (the span the alert rates are measured on)."""
-        if self.ready_at is None or self.last_t is None:
-            return 0.0
-        return (self.last_t - self.ready_at) / 86400.0
-
     def local_date(self, t: float | None) -> date | None:
         """The local date of event time ``t`` in the jurisdiction's zone."""
         return None if t is None else datetime.fromtimestamp(t, ZoneInfo(self.timezone)).date()
 
     def per_day(self) -> dict[str, float]:
-        """Alerts opened per day, per kind, over the days the detectors were ready (a false-alert estimate)."""
-        days = self.ready_days
-        return {kind: n / days for kind, n in sorted(self.opened.items())} if days > 0 else {}
+        """Alerts opened per day of live feed, per kind, once the detectors were ready (a false-alert estimate, the
+        calibration's measure: every alert counts, real surges included, so it bounds the false ones from above)."""
+        return {kind: n / self.live_days for kind, n in sorted(self.opened.items())} if self.live_days > 0 else {}
 
     def lines(self, now: float | None = None) -> list[str]:
         """The summary a person reads after a bootstrap; with ``now`` (epoch seconds), how much the history has faded by then."""
@@ -349,9 +346,9 @@ class Summary:
             rates = self.per_day()
             if rates:
                 rate_text = ", ".join(f"{kind} {r:.2f}" for kind, r in rates.items())
-                out.append(f"alerts a day        {rate_text}   (on the {self.ready_days:.1f} days after ready)")
-            else:
-                out.append(f"alerts a day        none raised on the {self.ready_days:.1f} days after ready")
+                out.append(f"alerts a day        {rate_text}   (on {self.live_days:.1f} days of feed after ready)")
+            elif self.live_days > 0:
+                out.append(f"alerts a day        none raised on {self.live_days:.1f} days of feed after ready")
         if self.left_open:
             out.append(
                 f"left open           {self.left_open} alert(s) still open after {self.settle_s / 3600:.0f} h: "
@@ -378,6 +375,13 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _kind(alert: Alert) -> str:
+    """The alert's kind as the summary counts it: surges of the jurisdiction apart from local ones."""
+    if alert.kind is AlertKind.SURGE:
+        return "surge (jurisdiction)" if is_jurisdiction(alert) else "surge (local)"
+    return alert.kind.value
+
+
 def bootstrap(
     points: list[CallPoint],
     *,
@@ -401,7 +405,9 @@ def bootstrap(
     settle_s, left = 0.0, list[Alert]()
     if last_t is not None:
         suite, settle_s, left = settle(suite, records, last_t)
-    opened = Counter(a.kind.value for a in records if a.state is AlertState.OPEN and ready_at is not None and a.at >= ready_at)
+    days, live_days = counted_days([p.t for p in points], timezone)
+    tz = ZoneInfo(timezone)
+    opened = Counter(_kind(a) for a in records if a.state is AlertState.OPEN and datetime.fromtimestamp(a.at, tz).date() in days)
     ready = {"surge": suite.surge.baseline.ready, "feed": suite.feed.baseline.ready}
     for d in suite.extra:
         if isinstance(d, MixAnomalyDetector):
@@ -416,6 +422,7 @@ def bootstrap(
         exposure_hours=suite.surge.baseline.exposure_hours,
         ready_at=ready_at,
         opened=dict(opened),
+        live_days=live_days,
         settle_s=settle_s,
         left_open=len(left),
         half_life_days=suite.surge.baseline.half_life_days,

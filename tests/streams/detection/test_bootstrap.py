@@ -90,6 +90,7 @@ def test_the_bootstrap_learns_three_weeks_and_says_so():
     assert summary.ready == {"surge": True, "feed": True, "anomaly": True}
     assert 2.0 < (summary.ready_at - T0) / DAY < 4.0  # 1,000 calls at ~14 an hour
     assert round(summary.days) == 21 and 480 < summary.exposure_hours <= 504
+    assert 16 < summary.live_days < 18.5  # the whole local days after the day it was ready on, but the last
     text = "\n".join(summary.lines())
     assert "2023-11-12 to 2023-12-03 (America/Los_Angeles)" in text  # midnight UTC is the evening before in Seattle
     assert "alerts a day" in text and "NOT READY" not in text
