@@ -222,16 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--cusum", type=float, metavar="R", help="also test the jurisdiction with a Poisson CUSUM for a rise of R (1.0: doubling)"
     )
     p.add_argument("--wide", type=int, default=27, metavar="N", help="jurisdiction-wide surges to inject, one a day (default 27)")
-    p.add_argument("--mapping", type=Path, metavar="M.toml", help="source mapping of the file (passed to read_history)")
-    p.add_argument("--format", dest="source_format", metavar="NAME", help="built-in source format of the file (passed to read_history)")
+    p.add_argument("--mapping", type=Path, metavar="M.toml", help="the file's source mapping (default: the built-in format detected)")
+    p.add_argument("--format", dest="source_format", metavar="NAME", help="the file's built-in format (default: detected)")
     return p
 
 
 def settings(args: argparse.Namespace) -> tuple[str, float, tuple[float, float] | None, dict]:
     """The zone (--timezone > profile > UTC with a warning), the budget (--budget > profile), the thresholds
-    given, and the options for read_history (--mapping, --format, and the zone of naive times when it takes one)."""
-    import inspect
-
+    given, and the options of read_history: the format (--mapping's file or --format's name) and, with
+    --timezone, the zone of times without an offset (else the format's own)."""
     profile = load_profile(args.profile) if args.profile else default_profile()
     timezone = args.timezone or (profile.timezone if args.profile else None)
     if timezone is None:
@@ -247,16 +246,20 @@ def settings(args: argparse.Namespace) -> tuple[str, float, tuple[float, float] 
                 f"--thresholds must be two numbers, local and jurisdiction, such as 6.0,4.5; got {args.thresholds!r}"
             ) from None
         thresholds = (local, county)
-    accepted = inspect.signature(read_history).parameters
     options: dict = {}
-    for name, value in (("mapping", args.mapping), ("format", args.source_format), ("timezone", args.timezone)):
-        if value is None:
-            continue
-        if name not in accepted:
-            if name == "timezone":
-                continue  # read_history reads naive times its own way: the zone still applies to the days
-            raise SystemExit(f"--{name} is not supported yet: streams.ingest.history.read_history takes no {name!r} parameter")
-        options[name] = str(value) if name == "mapping" else value
+    if args.mapping and args.source_format:
+        raise SystemExit("give --mapping or --format, not both: a mapping file is the format")
+    if args.mapping:
+        from streams.ingest.mapping import MappingError, load_mapping
+
+        try:
+            options["fmt"] = load_mapping(args.mapping)
+        except MappingError as exc:
+            raise SystemExit(str(exc)) from None
+    elif args.source_format:
+        options["fmt"] = args.source_format
+    if args.timezone:
+        options["timezone"] = args.timezone  # times without an offset are wall times in it, as the replay reads them
     return timezone, budget, thresholds, options
 
 

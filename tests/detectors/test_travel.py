@@ -212,3 +212,15 @@ def test_the_zone_is_the_flag_s_then_the_profile_s_then_utc_with_a_warning_and_t
     assert capsys.readouterr().err == ""
     with pytest.raises(SystemExit, match="two numbers"):
         ev.settings(p.parse_args(["--thresholds", "5.5"]))
+    # the file's format and the zone of its naive times go to read_history
+    options = ev.settings(p.parse_args(["--format", "seattle-fire", "--timezone", "America/Los_Angeles"]))[3]
+    assert options == {"fmt": "seattle-fire", "timezone": "America/Los_Angeles"}
+    assert ev.settings(p.parse_args(["--profile", str(profile)]))[3] == {}  # the format's own zone for its times
+    from tests.conftest import ROOT
+
+    shipped = ev.settings(p.parse_args(["--mapping", str(ROOT / "streams/ingest/mappings/cincinnati-fire.toml"), "--timezone", "UTC"]))[3]
+    assert not isinstance(shipped["fmt"], str) and shipped["timezone"] == "UTC"
+    mapping = tmp_path / "m.toml"
+    mapping.write_text("not = [valid")
+    with pytest.raises(SystemExit, match="m.toml"):
+        ev.settings(p.parse_args(["--mapping", str(mapping), "--timezone", "UTC"]))
