@@ -82,7 +82,8 @@ or a table:
     ``"first"`` (default) or ``"last"`` match of ``extract``.
 ``fallback``
     A column read, as it is, when ``column`` is empty (or ``extract`` found
-    nothing).
+    nothing; for ``received_at``, also when what it found is not a readable
+    time: Montgomery's ``desc`` holding ``2016-02-30 @ 10:00:00``).
 ``formats``
     Time fields: the forms, overriding ``time_formats``.
 

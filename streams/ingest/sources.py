@@ -322,6 +322,8 @@ def _read(spec: FieldSpec, cells: dict[str, str]) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- the engine
 
+_STATUS_VALUE = {s: s.value for s in Status}  # Enum.value is a descriptor call; this is a dict lookup, per update
+
 
 def _when(ts: float) -> str:
     """:func:`format_time`, or the epoch seconds when the time cannot be shown in UTC (for messages)."""
@@ -520,7 +522,15 @@ class _Engine:
             "lat": parts.lat, "lng": parts.lng, "agency": parts.agency, "source": self.name,
         }  # fmt: skip
         updates = tuple(
-            {"type": "update", "v": SCHEMA_VERSION, "call_id": call_id, "status": status.value, "at": at, "unit": unit, "source": self.name}
+            {
+                "type": "update",
+                "v": SCHEMA_VERSION,
+                "call_id": call_id,
+                "status": _STATUS_VALUE[status],
+                "at": at,
+                "unit": unit,
+                "source": self.name,
+            }
             for (status, _, unit), at in zip(statuses, update_times, strict=True)
         )
         return Row(line, raw, parts.received_at, call, updates, tuple(refused), parts.unmapped)
