@@ -5,8 +5,8 @@ they have learnt ``warmup_calls`` calls and ``warmup_hours`` hours of live feed
 (:mod:`detectors.baseline`): a jurisdiction switching Watchfloor on has no
 alerts on its first days, though its CAD holds years of calls. This module
 feeds a history file through the worker's own suite
-(:func:`streams.detection.runner.default_suite`, in the jurisdiction's time
-zone) and leaves a :class:`~streams.detection.runner.DetectionRunner` the worker
+(:func:`streams.detection.runner.profile_suite`: the jurisdiction's time zone
+and holidays) and leaves a :class:`~streams.detection.runner.DetectionRunner` the worker
 restores as it restores its own checkpoints.
 
 The pure part (no Kafka, no Redis):
@@ -75,7 +75,6 @@ from detectors.anomaly import MixAnomalyDetector
 from detectors.calibration import counted_days, is_jurisdiction
 from detectors.evaluation.calls import Calls
 from detectors.evaluation.replay import TICK_S, replay
-from detectors.outage import FeedMonitor
 from detectors.suite import DetectorSuite
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
 from streams.counting.rolling import cells_for
@@ -276,7 +275,7 @@ def settle(
                 still[a.id] = a
         ran = tick - last_t
         tick += TICK_S
-    feed = FeedMonitor(min_expected=suite.feed.min_expected, baseline=suite.feed.baseline)
+    feed = suite.feed.clone({"baseline": suite.feed.baseline})  # its configuration and learnt rate, no last call
     live = DetectorSuite(surge=suite.surge, feed=feed, extra=suite.extra, score=suite.score, zones=suite.zones)
     return live, ran, list(still.values())
 
