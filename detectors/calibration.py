@@ -58,6 +58,9 @@ from detectors.types import Alert, AlertKind, AlertState
 GRID: tuple[tuple[float, float], ...] = ((3.5, 2.0), (4.0, 2.5), (4.5, 3.0), (5.0, 3.5), (5.5, 4.0), (6.0, 4.5), (7.0, 5.5), (8.0, 6.5))
 #: Share of the budget the jurisdiction's alerts may use (one region against thousands: a quarter).
 JURISDICTION_SHARE = 0.25
+#: Fewest days of live feed, after the warm-up, that :func:`calibrate` counts alerts on: below, a rate of one
+#: alert a day rests on one or two alerts (the Montgomery sample file's 1.7 days chose its highest grid point).
+MIN_LIVE_DAYS = 3.0
 #: Ids of the jurisdiction's surge alerts start with this.
 JURISDICTION_ID = "surge:jurisdiction:"
 
@@ -176,6 +179,7 @@ def calibrate(
     exclude_days: Iterable[Any] = (),
     mapper: Callable[..., Iterable[Any]] = map,
     options: dict[str, Any] | None = None,
+    min_live_days: float = MIN_LIVE_DAYS,
 ) -> Calibration:
     """The surge thresholds that meet ``budget`` alerts a day on the history ``calls`` (see the module).
 
@@ -198,12 +202,14 @@ def calibrate(
         How the replays run (``map``, or a process pool's ``map``).
     options
         Other parameters of the surge detector, as it will run (e.g. ``{"jurisdiction_cusum": 1.0}``).
+    min_live_days
+        Fewest days of live feed after the warm-up to count alerts on (:data:`MIN_LIVE_DAYS`).
 
     Raises
     ------
     ValueError
         On a budget that is not a positive number, a share outside (0, 1), an empty grid, or a history too
-        short to warm the detectors up and count a day after it (the message says how many calls it holds).
+        short to warm the detectors up and count ``min_live_days`` after it (the message says what it holds).
     """
     from detectors.evaluation.calls import Calls
     from detectors.evaluation.replay import replay_threshold
@@ -215,10 +221,11 @@ def calibrate(
     ZoneInfo(timezone)
     history = calls if isinstance(calls, Calls) else Calls.from_history(calls)
     days, live = counted_days(history.t, timezone, exclude_days)
-    if live <= 0:
+    if live < min_live_days:
         raise ValueError(
-            f"the history holds {len(history)} calls: too few to calibrate on; the detectors need 1,000 calls and "
-            "24 hours of feed to warm up, then at least a day to count alerts on (give a longer history)"
+            f"the history holds {len(history)} calls and {live:.1f} days of live feed after the warm-up: too few to "
+            f"calibrate on; the detectors need 1,000 calls and 24 hours of feed to warm up, then {min_live_days:g} days "
+            "to count alerts on (give a longer history, or keep the shipped thresholds)"
         )
     jobs = [(a, history, timezone, b, dict(options or {})) for a, b in grid]
     by_threshold = dict(zip([a for a, _ in grid], [b for _, b in grid], strict=True))

@@ -122,6 +122,8 @@ def _calibration(results: dict[str, Any]) -> list[str]:
         f"{results['budget_per_day']:g} alerts a day; achieved on clean days: {ach['local']:.2f} local + {ach['jurisdiction']:.2f} "
         f"jurisdiction = {ach['local'] + ach['jurisdiction']:.2f} a day"
     ]
+    if th.get("not_calibrated"):
+        lines.append(f"  not calibrated: {th['not_calibrated']}")
     cal = results.get("calibration")
     if cal:
         lines.append(

@@ -189,10 +189,14 @@ def evaluate(
     clean = set(plan.clean_days)
     clean_live = live_days(background, clean, tz)
     calibration: Calibration | None = None
+    not_calibrated = None
     if calibrated and thresholds is None:
         others = set(plan.injection_days) | set(plan.wide_days) | set(plan.warmup_days) | set(plan.excluded_days)
-        calibration = calibrate(background, budget, timezone, exclude_days=others, mapper=mapper, options=options)
-        thresholds = (calibration.threshold, calibration.jurisdiction_threshold)
+        try:
+            calibration = calibrate(background, budget, timezone, exclude_days=others, mapper=mapper, options=options)
+            thresholds = (calibration.threshold, calibration.jurisdiction_threshold)
+        except ValueError as exc:  # too little history: the shipped thresholds, and why
+            not_calibrated = str(exc)
     chosen = thresholds or (SurgeDetector().threshold, SurgeDetector().jurisdiction_threshold)
     alerts: list[Alert]
     alerts, seconds = replay(make_suite(timezone, *chosen, **options), calls, track, desc="surge detector")
@@ -212,6 +216,7 @@ def evaluate(
             "threshold": chosen[0],
             "jurisdiction_threshold": chosen[1],
             "how": "calibrated" if calibration else "given" if thresholds else "default",
+            "not_calibrated": not_calibrated,
         },
         "calibration": None if calibration is None else calibration.as_dict(),
         "achieved_per_day": {"local": round(local_rate, 3), "jurisdiction": round(county_rate, 3)},

@@ -116,7 +116,7 @@ GRID = ((2.0, 1.5), (2.5, 2.0), (3.0, 2.5))
 def test_calibration_picks_the_lowest_threshold_within_the_budget(poisson_history):
     zone = NEW_YORK.key
     budget = 12.0  # local share 9 a day: between the grid's rates (measured: 22, 12 and 6 a day)
-    cal = calibrate(poisson_history, budget, zone, grid=GRID)
+    cal = calibrate(poisson_history, budget, zone, grid=GRID, min_live_days=2.0)  # three days of a small town
     local = {row[0]: row[2] for row in cal.rates}
     lower = [x for x, _ in GRID if x < cal.threshold]
     assert lower, "the choice is not the lowest grid value"
@@ -131,7 +131,7 @@ def test_calibration_picks_the_lowest_threshold_within_the_budget(poisson_histor
 
 def test_calibration_refuses_a_history_too_short_and_a_bad_budget(poisson_history):
     short = Calls(*(getattr(poisson_history, f)[:500] for f in ("t", "cell", "category", "dispatch_s", "inj")))
-    with pytest.raises(ValueError, match="500 calls: too few"):
+    with pytest.raises(ValueError, match="500 calls and 0.0 days of live feed after the warm-up: too few"):
         calibrate(short, 1.0, "UTC")
     with pytest.raises(ValueError, match="budget must be a positive number"):
         calibrate(poisson_history, 0.0, "UTC")
