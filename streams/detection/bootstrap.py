@@ -81,7 +81,7 @@ from streams.counting.rolling import cells_for
 from streams.detection import checkpoint
 from streams.detection.runner import DetectionRunner, default_suite, profile_suite
 from streams.ingest.mapping import Mapping, MappingError, load_mapping
-from streams.ingest.schema import Call, InvalidRecord, Jurisdiction, parse_event
+from streams.ingest.schema import Call, Extent, InvalidRecord, parse_event
 from streams.ingest.sources import Rejected, Row, UnknownFormat, read_source
 from streams.jurisdiction import Profile
 
@@ -118,7 +118,7 @@ def history_points(
     rows: Iterable[Row | Rejected],
     *,
     resolutions: tuple[int, ...],
-    jurisdiction: Jurisdiction | None = None,
+    jurisdiction: Extent | None = None,
     now: float | None = None,
     until: float | None = None,
 ) -> tuple[list[CallPoint], Counter[str]]:
@@ -515,6 +515,7 @@ def _store(settings: Any, blob: bytes, force: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m streams.detection.bootstrap``: see ``--help``."""
+    from streams.counting.state import jurisdiction_extent  # the worker's: the profile's boundary, else WF_JURISDICTION's box
     from streams.runtime.settings import SettingsError, checkpoint_key, load_jurisdiction, load_settings
 
     p = argparse.ArgumentParser(
@@ -564,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     naive_zone = zone if profile.path is not None or args.timezone is not None else None
     source = _rows(args.file, args.format, args.mapping, naive_zone)
     rows = tqdm(source, desc="reading", unit=" rows", file=sys.stderr, mininterval=1.0)
-    points, left_out = history_points(rows, resolutions=settings.resolutions, jurisdiction=settings.jurisdiction, until=until)
+    points, left_out = history_points(rows, resolutions=settings.resolutions, jurisdiction=jurisdiction_extent(settings), until=until)
     if not points:
         raise SystemExit(f"no call of {args.file} can be learnt ({_reasons(left_out) or 'the file has no rows'})")
     suite = profile_suite(replace(profile, timezone=zone))  # the worker's: its zone and holidays

@@ -25,6 +25,7 @@ from streams.detection.agent import DetectionAgent
 from streams.detection.runner import DetectionRunner, default_suite, encode_points
 from streams.ingest.schema import Jurisdiction
 from streams.ingest.sources import Rejected, Row, read_source
+from streams.jurisdiction import load_profile
 from streams.runtime.settings import load_settings
 from tests.conftest import data_file
 from tests.streams.detection.test_agent import SentAlerts
@@ -222,6 +223,26 @@ def test_the_command_writes_a_signed_file_readable_only_by_its_owner(tmp_path, m
     assert checkpoint.restore(out.read_bytes(), KEY, offset=-1).suite.surge.baseline.ready
     printed = capsys.readouterr().out
     assert "ready               surge yes" in printed and f"--load {out}" in printed
+
+
+def test_the_command_leaves_out_calls_outside_the_profile_boundary_as_the_worker_does(tmp_path, monkeypatch, capsys):
+    """--profile: its GeoJSON boundary bounds what is learnt (not only WF_JURISDICTION's box), under the worker's reason."""
+    path = history_csv(tmp_path / "calls.csv")
+    lat, lng = h3.cell_to_latlng(CENTRE)
+    west_half = [[lng - 0.2, lat - 0.2], [lng, lat - 0.2], [lng, lat + 0.2], [lng - 0.2, lat + 0.2], [lng - 0.2, lat - 0.2]]
+    (tmp_path / "boundary.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [west_half]}))
+    profile = tmp_path / "jurisdiction.toml"
+    profile.write_text(f'id = "half"\nname = "Half"\ntimezone = "{ZONE}"\n[boundary]\ngeojson = "boundary.geojson"\n')
+    monkeypatch.setenv("WF_CHECKPOINT_KEY", KEY.decode())
+    monkeypatch.delenv("WF_JURISDICTION", raising=False)
+    assert bs.main([str(path), "--profile", str(profile), "--out", str(tmp_path / "b.ckpt")]) == 0
+    printed = capsys.readouterr().out
+    learnt = [line for line in printed.splitlines() if line.startswith("calls learnt")][0]
+    half = load_profile(profile)
+    calls = simulated_calls(random.Random(5), T0, T0 + 5 * DAY)
+    west = sum(1 for p in calls if half.contains(*(round(x, 5) for x in h3.cell_to_latlng(p.cell))))
+    assert 0 < west < len(calls)
+    assert f"calls learnt        {west:,}" in learnt and "outside_jurisdiction" in learnt, learnt
 
 
 @pytest.mark.stack
