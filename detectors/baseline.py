@@ -206,7 +206,7 @@ class ExpectedCounts(Detector):
             raise ValueError(f"warmup_hours must be a finite number >= 0, got {warmup_hours!r}")
         try:
             tz = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
             raise ValueError(f"timezone must be an IANA zone name such as 'America/New_York', got {timezone!r}") from None
         self.half_life_days = half_life_days
         self.cell_prior = cell_prior

@@ -68,7 +68,7 @@ class Places:
     def __post_init__(self) -> None:
         try:
             tz = zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(
                 f"time zone {self.timezone!r} is not an IANA zone name (like America/New_York); check the profile's timezone"
             ) from None

@@ -448,7 +448,7 @@ def _zone(profile: Profile, timezone: str | None) -> str:
     if timezone is not None:
         try:
             ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise SystemExit(f"--timezone {timezone!r} is not an IANA time zone (e.g. America/Chicago, Europe/Paris)") from None
         return timezone
     log.warning("no --profile, WF_PROFILE or --timezone: the detectors learn the hour-of-week rhythm in UTC, not in local time")

@@ -403,7 +403,7 @@ class Simulator:
             _positive(daily_rate_shape, "daily_rate_shape")
         try:
             tz = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
             raise ValueError(f"timezone must be an IANA zone name such as 'America/New_York', got {timezone!r}") from None
         injections = tuple(injections)
         end_s = start_s + days * 86400.0

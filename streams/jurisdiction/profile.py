@@ -114,7 +114,7 @@ class Profile:
     def __post_init__(self) -> None:
         try:
             zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError):
             raise ValueError(f"timezone must be an IANA zone name such as 'America/Los_Angeles', found {self.timezone!r}") from None
         if not (isinstance(self.false_alerts_per_day, int | float) and math.isfinite(self.false_alerts_per_day)):
             raise ValueError(f"false_alerts_per_day must be a number > 0, found {self.false_alerts_per_day!r}")
@@ -280,7 +280,7 @@ class _Reader:
         timezone = self.text(doc, "timezone", "timezone")
         try:
             zoneinfo.ZoneInfo(timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise self.error("timezone", timezone, "an IANA time zone name such as 'America/New_York' or 'Europe/Paris'") from None
         boundary, box = self.boundary(doc)
         areas = self.areas(doc)

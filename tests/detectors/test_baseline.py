@@ -130,6 +130,7 @@ def test_bad_configuration_is_refused_with_the_name():
         ({"warmup_calls": 0}, "warmup_calls"),
         ({"warmup_hours": -1}, "warmup_hours"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "America"}, "timezone"),  # a folder of the zone database: IsADirectoryError, not a zone
     ):
         with pytest.raises(ValueError, match=name):
             ExpectedCounts(**kw)

@@ -69,6 +69,8 @@ def test_local_times_are_the_profiles_wall_clock_across_a_dst_change(tmp_path):
 def test_a_profile_with_an_unknown_zone_is_refused_naming_it(tmp_path):
     with pytest.raises(ProfileError, match="Mars/Olympus"):
         load_places(write_profile(tmp_path, "Mars/Olympus"))
+    with pytest.raises(ProfileError, match="Pacific"):
+        load_places(write_profile(tmp_path, "Pacific"))
 
 
 def test_a_commanders_refusal_states_the_supervisors_end_on_the_jurisdictions_clock(tmp_path):

@@ -79,6 +79,7 @@ def test_default_profile_is_utc_and_empty() -> None:
         ('id = "x"\n', "timezone is missing: expected a non-empty string"),
         ('id = "x"\ntimezone = "America/Philly"\n', "timezone = 'America/Philly': expected an IANA time zone name"),
         ('id = "x"\ntimezone = "EST+5"\n', "timezone = 'EST+5': expected an IANA time zone name"),
+        ('id = "x"\ntimezone = "Pacific"\n', "timezone = 'Pacific': expected an IANA time zone name"),  # a folder of the database
         ('id = "x"\ntimezone = 5\n', "timezone = 5: expected a non-empty string"),
         (MINIMAL + "boundary = 'b.geojson'\n", "boundary = 'b.geojson': expected a table [boundary]"),
         (MINIMAL + "[boundary]\n", "[boundary] needs exactly one of geojson"),
