@@ -27,6 +27,7 @@ from typing import Any
 
 from detectors.anomaly import MixAnomalyDetector
 from detectors.baseline import ExpectedCounts
+from detectors.calibration import BudgetControl
 from detectors.drift import ResidualDriftMonitor
 from detectors.outage import FeedMonitor
 from detectors.suite import DetectorSuite
@@ -56,35 +57,63 @@ def decode_points(raw: bytes) -> list[tuple[int, int, float, str, str, int | Non
     return [(int(p), int(o), float(t), sys.intern(str(c)), sys.intern(str(k)), pr) for p, o, t, c, k, pr in msg["points"]]
 
 
-def default_suite(timezone: str = "UTC", holidays: Iterable[date] = ()) -> DetectorSuite:
+def default_suite(
+    timezone: str = "UTC",
+    holidays: Iterable[date] = (),
+    *,
+    thresholds: tuple[float, float] | None = None,
+    budget: float | None = None,
+) -> DetectorSuite:
     """The worker's detectors: surges, feed outages, event zones (on the surge baseline) and the call-mix anomaly.
 
     ``timezone`` is the jurisdiction's IANA zone (its profile's): the expected
     counts learn their hour-of-week rhythm on that local clock; ``holidays``
-    (local dates) are expected like Sundays.
+    (local dates) are expected like Sundays. ``thresholds`` are the surge
+    detector's ``(threshold, jurisdiction_threshold)`` (the shipped ones when
+    None; a calibration's, :func:`detectors.calibration.calibrate`); an alert
+    closes below the lower of 3.0 and them. ``budget`` (alerts a day) keeps them
+    at that rate online (:class:`detectors.calibration.BudgetControl`, its floor
+    no higher than the thresholds given); None leaves them fixed.
 
     >>> default_suite("America/Los_Angeles").surge.baseline.timezone
     'America/Los_Angeles'
+    >>> s = default_suite(thresholds=(4.5, 2.5), budget=1.0).surge
+    >>> s.threshold, s.jurisdiction_threshold, s.close_threshold, s.control.floor, s.control.budget_per_day
+    (4.5, 2.5, 2.5, (4.0, 2.5), 1.0)
     """
     holidays = tuple(holidays)
-    surge = SurgeDetector(baseline=ExpectedCounts(timezone=timezone, holidays=holidays))
+    surge_options: dict[str, Any] = {}
+    if thresholds is not None:
+        local, county = thresholds
+        default_close = SurgeDetector().close_threshold
+        surge_options = {"threshold": local, "jurisdiction_threshold": county, "close_threshold": min(default_close, local, county)}
+    if budget is not None:
+        floor = BudgetControl().floor
+        if thresholds is not None:
+            floor = (min(floor[0], thresholds[0]), min(floor[1], thresholds[1]))
+        surge_options["control"] = BudgetControl(budget_per_day=budget, floor=floor)
+    surge = SurgeDetector(baseline=ExpectedCounts(timezone=timezone, holidays=holidays), **surge_options)
     zones = ZoneWatch(baseline=surge.baseline, learn_baseline=False)
     feed = FeedMonitor(baseline=ExpectedCounts(timezone=timezone, holidays=holidays))
     return DetectorSuite(surge=surge, feed=feed, zones=zones, extra=(MixAnomalyDetector(),), score=False)
 
 
-def profile_suite(profile: Profile) -> DetectorSuite:
-    """:func:`default_suite` on the jurisdiction's clock, its special days of kind ``holiday`` expected like Sundays.
+def profile_suite(profile: Profile, thresholds: tuple[float, float] | None = None) -> DetectorSuite:
+    """:func:`default_suite` on the jurisdiction's clock, its special days of kind ``holiday`` expected like Sundays,
+    its surge thresholds kept online at its false-alert budget (``[detection] false_alerts_per_day``), from
+    ``thresholds`` (a calibration's, at bootstrap) or the shipped ones.
 
     >>> import datetime
     >>> from streams.jurisdiction import Profile, SpecialDay
-    >>> p = Profile(id="x", name="X", timezone="America/Chicago",
+    >>> p = Profile(id="x", name="X", timezone="America/Chicago", false_alerts_per_day=2.0,
     ...             special_days=(SpecialDay(datetime.date(2016, 7, 4), "Independence Day", "holiday"),
     ...                           SpecialDay(datetime.date(2016, 7, 3), "Fireworks", "event")))
-    >>> profile_suite(p).surge.baseline.holidays
-    (datetime.date(2016, 7, 4),)
+    >>> suite = profile_suite(p)
+    >>> suite.surge.baseline.holidays, suite.surge.control.budget_per_day
+    ((datetime.date(2016, 7, 4),), 2.0)
     """
-    return default_suite(profile.timezone, [d.date for d in profile.special_days if d.kind == "holiday"])
+    holidays = [d.date for d in profile.special_days if d.kind == "holiday"]
+    return default_suite(profile.timezone, holidays, thresholds=thresholds, budget=profile.false_alerts_per_day)
 
 
 def parse_zones(entries: Iterable[dict[str, Any]]) -> tuple[list[WatchedZone], list[str]]:
@@ -202,9 +231,11 @@ class DetectionRunner:
         return out
 
     def metrics(self) -> dict[str, float]:
-        """Counters of the runner, calls shed, and per-model error, drift and alert rate."""
+        """Counters of the runner, calls shed, per-model error, drift and alert rate, and the surge thresholds in force."""
         shed = {f"detector_calls_shed_total|{name}": n for name, n in self.shed().items()}
-        return {**self.counters, **shed, **self.drift.metrics()}
+        surge = self.suite.surge
+        thresholds = {"surge_threshold|local": surge.threshold, "surge_threshold|jurisdiction": surge.jurisdiction_threshold}
+        return {**self.counters, **shed, **self.drift.metrics(), **thresholds}
 
     def _run(self, points: list[CallPoint]) -> list[Alert]:
         alerts: list[Alert] = []

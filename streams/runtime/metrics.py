@@ -19,12 +19,13 @@ _LABELS = {
     "model_drifts_total": "model",
     "model_alerts_total": "model",
     "model_alert_rate_per_day": "model",
+    "surge_threshold": "scope",
 }
 
 #: Families that go up and down (everything else is a counter).
 _GAUGES = frozenset(
     {
-        "model_mae", "model_bias", "model_alert_rate_per_day",
+        "model_mae", "model_bias", "model_alert_rate_per_day", "surge_threshold",
         "detector_checkpoint_seconds", "detector_checkpoint_stall_seconds", "detector_checkpoint_bytes",
     }
 )  # fmt: skip
@@ -55,6 +56,7 @@ _HELP = {
     "model_drifts_total": "Drifts detected in the model's residuals.",
     "model_alerts_total": "Alerts the model opened.",
     "model_alert_rate_per_day": "Alerts the model opened per day of event time.",
+    "surge_threshold": "Score (-log10 p) a surge must reach, local (cell, ring) or jurisdiction-wide; kept at the profile's budget.",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import random
 import subprocess
 import sys
 import threading
@@ -19,10 +20,11 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
 
+from detectors.surge import SurgeDetector
 from detectors.zones import WatchedZone
 from streams.counting.keys import Keys
 from streams.detection import checkpoint
-from streams.detection.runner import DetectionRunner, decode_points, encode_points, parse_zones
+from streams.detection.runner import DetectionRunner, decode_points, default_suite, encode_points, parse_zones, profile_suite
 from streams.runtime import progress
 from streams.runtime.settings import checkpoint_key
 from streams.topics import ALERTS
@@ -383,3 +385,33 @@ def test_calls_shed_by_full_windows_are_in_the_metrics_and_the_prometheus_page()
     assert m["detector_calls_shed_total|zones"] == 50 - len(runner.suite.zones._calls) > 0
     page = render_prometheus(m)
     assert 'watchfloor_detector_calls_shed_total{detector="surge"}' in page
+
+
+def test_the_profiles_budget_moves_the_worker_thresholds_online_and_the_metrics_show_them():
+    """profile_suite keeps the surge thresholds at the profile's budget: twelve quiet days (far fewer alerts than
+    one a day) bring both down once its week-long window is full; the prometheus page shows the thresholds in
+    force. The shipped suite's do not move."""
+    from streams.jurisdiction import Profile
+    from streams.runtime.metrics import render_prometheus
+
+    profile = Profile(id="x", name="X", timezone="America/Denver", false_alerts_per_day=1.0)
+    moving, fixed = DetectionRunner(suite=profile_suite(profile)), DetectionRunner(suite=default_suite("America/Denver"))
+    assert fixed.suite.surge.control is None and moving.suite.surge.control.budget_per_day == 1.0
+    shipped = SurgeDetector()
+    start = {"surge_threshold|local": shipped.threshold, "surge_threshold|jurisdiction": shipped.jurisdiction_threshold}
+    assert {k: moving.metrics()[k] for k in start} == {k: fixed.metrics()[k] for k in start} == start
+    rng, t0 = random.Random(2), 1_700_000_000.0
+    cells = sorted(h3.grid_disk("882aac941dfffff", 6))
+    points, t = [], t0
+    while t < t0 + 12 * 86400:
+        t += rng.expovariate(30 / 3600)
+        points.append((0, len(points), t, rng.choice(cells), "EMS", None))
+    for runner in (moving, fixed):
+        for i in range(0, len(points), 200):
+            runner.feed(encode_points(points[i : i + 200]), wall=points[min(i + 199, len(points) - 1)][2])
+        runner.flush()
+    assert {k: fixed.metrics()[k] for k in start} == start
+    achieved = moving.suite.surge.control.achieved(points[-1][2])
+    assert achieved["local_per_day"] < 0.75 and achieved["jurisdiction_per_day"] < 0.25
+    assert all(moving.metrics()[k] < start[k] for k in start), (moving.metrics(), achieved)
+    assert 'watchfloor_surge_threshold{scope="local"}' in render_prometheus(moving.metrics())
