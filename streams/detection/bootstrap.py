@@ -61,7 +61,7 @@ import pickle
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -72,10 +72,11 @@ import h3
 from tqdm import tqdm
 
 from detectors.anomaly import MixAnomalyDetector
-from detectors.calibration import counted_days, is_jurisdiction
+from detectors.calibration import Calibration, calibrate, counted_days, is_jurisdiction
 from detectors.evaluation.calls import Calls
 from detectors.evaluation.replay import TICK_S, replay
 from detectors.suite import DetectorSuite
+from detectors.surge import SurgeDetector
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
 from streams.counting.rolling import cells_for
 from streams.detection import checkpoint
@@ -429,6 +430,46 @@ def bootstrap(
     return DetectionRunner(suite=suite, partitions=partitions), summary
 
 
+def calibrate_on_history(points: list[CallPoint], profile: Profile, timezone: str, progress: bool = False) -> Calibration:
+    """The surge thresholds that meet ``profile``'s false-alert budget on ``points`` (:func:`detectors.calibration.calibrate`).
+
+    The profile's special days are not counted against the budget (their surges are real). Raises
+    :class:`ValueError` when the history is too short to calibrate on (the message says what it holds).
+    """
+    calls = Calls()
+    for p in points:
+        calls.append(p.t, p.cell, p.category, None)
+
+    def mapper(fn: Callable[[Any], Any], jobs: list[Any]) -> Iterable[Any]:
+        results = map(fn, jobs)
+        return tqdm(results, total=len(jobs), desc="calibrating", unit=" thresholds", file=sys.stderr) if progress else results
+
+    return calibrate(calls, profile.false_alerts_per_day, timezone, exclude_days=[d.date for d in profile.special_days], mapper=mapper)
+
+
+def calibration_lines(profile: Profile, calibration: Calibration | None, why_not: str | None = None) -> list[str]:
+    """What the summary says of the surge thresholds: calibrated, or shipped and why, and kept at the budget online.
+
+    >>> from streams.jurisdiction import Profile
+    >>> calibration_lines(Profile(id="x", name="X", timezone="UTC"), None)[0]
+    'thresholds          local 6, jurisdiction 4.5 (shipped; --calibrate fits them to the history)'
+    """
+    budget = profile.false_alerts_per_day
+    if calibration is None:
+        shipped = SurgeDetector()
+        text = f"thresholds          local {shipped.threshold:g}, jurisdiction {shipped.jurisdiction_threshold:g} (shipped; "
+        text += (f"not calibrated: {why_not}" if why_not else "--calibrate fits them to the history") + ")"
+        out = [text]
+    else:
+        out = [
+            f"thresholds          local {calibration.threshold:g}, jurisdiction {calibration.jurisdiction_threshold:g}, calibrated to "
+            f"{budget:g} alert(s) a day on {calibration.live_days:.1f} days of history: {calibration.expected_per_day:.2f} a day there "
+            "(every alert counted, real surges too: an upper bound of the false ones)"
+        ]
+    out.append(f"online              kept at {budget:g} alert(s) a day ([detection] of the profile), moved at most 0.1 a day")
+    return out
+
+
 def signed_checkpoint(runner: DetectionRunner, key: bytes) -> bytes:
     """``runner`` pickled and signed at detector-input offset :data:`BOOTSTRAP_OFFSET` under ``key`` (the worker's)."""
     return checkpoint.sign(pickle.dumps(runner, protocol=pickle.HIGHEST_PROTOCOL), key, offset=BOOTSTRAP_OFFSET)
@@ -528,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", help="the jurisdiction profile (TOML; default WF_PROFILE): its time zone")
     p.add_argument("--timezone", help="the jurisdiction's IANA time zone without a profile (default UTC); also that of naive times")
     p.add_argument("--until", help="learn only calls before this ISO date or time (naive: the jurisdiction's local time)")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit the surge thresholds to the profile's false-alert budget on this history first "
+        "(replays it once per candidate pair, eight times: minutes on a year of calls)",
+    )
     p.add_argument("--out", help="write the signed checkpoint to this file (mode 0600)")
     p.add_argument(
         "--into-redis", action="store_true", help="write it as the detectors' checkpoint in Redis (WF_REDIS_URL, WF_REDIS_PREFIX)"
@@ -568,9 +615,17 @@ def main(argv: list[str] | None = None) -> int:
     points, left_out = history_points(rows, resolutions=settings.resolutions, jurisdiction=jurisdiction_extent(settings), until=until)
     if not points:
         raise SystemExit(f"no call of {args.file} can be learnt ({_reasons(left_out) or 'the file has no rows'})")
-    suite = profile_suite(replace(profile, timezone=zone))  # the worker's: its zone and holidays
+    local_profile = replace(profile, timezone=zone)
+    calibration, why_not = None, None
+    if args.calibrate:
+        try:
+            calibration = calibrate_on_history(points, local_profile, zone, progress=True)
+        except ValueError as exc:
+            why_not = str(exc)
+    thresholds = None if calibration is None else (calibration.threshold, calibration.jurisdiction_threshold)
+    suite = profile_suite(local_profile, thresholds)  # the worker's: its zone, holidays and false-alert budget
     runner, summary = bootstrap(points, timezone=zone, partitions=settings.partitions, left_out=dict(left_out), suite=suite, progress=True)
-    print("\n".join(summary.lines(now=time.time())))
+    print("\n".join(summary.lines(now=time.time()) + calibration_lines(local_profile, calibration, why_not)))
     blob = signed_checkpoint(runner, key)
     status = 0
     if args.out is not None:

@@ -245,6 +245,31 @@ def test_the_command_leaves_out_calls_outside_the_profile_boundary_as_the_worker
     assert f"calls learnt        {west:,}" in learnt and "outside_jurisdiction" in learnt, learnt
 
 
+def test_calibrate_fits_the_thresholds_to_the_profiles_budget_and_the_checkpoint_keeps_them(tmp_path, monkeypatch, capsys):
+    """--calibrate: the thresholds calibrate() picks on the history are those the checkpoint's detector starts
+    from (before the online control moves them), with the profile's budget; too short a history keeps the
+    shipped ones and says why."""
+    monkeypatch.setenv("WF_CHECKPOINT_KEY", KEY.decode())
+    profile = tmp_path / "jurisdiction.toml"
+    profile.write_text(f'id = "c"\ntimezone = "{ZONE}"\n[detection]\nfalse_alerts_per_day = 2\n')
+    path = history_csv(tmp_path / "calls.csv", days=9.0)
+    out = tmp_path / "b.ckpt"
+    assert bs.main([str(path), "--profile", str(profile), "--calibrate", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows, _ = bs.history_points(read_source(path), resolutions=(8, 7))
+    expected = bs.calibrate_on_history(rows, load_profile(profile), ZONE)
+    # a quiet Poisson history: the shipped thresholds (6 / 4.5) raise nothing on it; the budget allows lower ones
+    assert expected.threshold < 6.0 and expected.jurisdiction_threshold < 4.5 and expected.expected_per_day <= 2.0
+    line = f"thresholds          local {expected.threshold:g}, jurisdiction {expected.jurisdiction_threshold:g}, calibrated to 2 alert(s)"
+    assert line in printed, printed
+    surge = checkpoint.restore(out.read_bytes(), KEY, offset=-1).suite.surge
+    assert surge.control.budget_per_day == 2.0 and surge.control.floor[0] <= expected.threshold
+    assert surge.close_threshold == min(3.0, expected.threshold, expected.jurisdiction_threshold)  # set from the calibration
+    assert bs.main([str(history_csv(tmp_path / "short.csv", days=3.0)), "--profile", str(profile), "--calibrate", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "thresholds          local 6, jurisdiction 4.5 (shipped; not calibrated: the history holds" in printed, printed
+
+
 @pytest.mark.stack
 def test_into_redis_is_restored_by_the_agent_and_refused_over_a_worker_checkpoint(settings):
     """Written where the worker keeps none, the agent's restore path starts from it; a second write is refused,
