@@ -170,6 +170,13 @@ def _profile(args: argparse.Namespace) -> str | None:
     return str(MONTGOMERY_PROFILE) if not args.path or Path(args.path).resolve() == MONTGOMERY.resolve() else None
 
 
+def _profile_name(path: str) -> str:
+    """The jurisdiction's name in the profile at ``path`` (checked when the worker started)."""
+    from streams.jurisdiction import load_profile
+
+    return load_profile(path).name
+
+
 def _replay_command(args: argparse.Namespace) -> list[str]:
     """``python -m streams.ingest.replay`` of PATH, else the blizzard weeks of the Montgomery file, else a simulated file."""
     since, until = args.since, args.until
@@ -210,12 +217,15 @@ def _wait_worker_done() -> bool:
     return True
 
 
-def _demo_tokens(secret: str) -> tuple[str, str, str]:
-    """Tokens (valid 12 h) of a dispatch supervisor, a transit partner and a school partner."""
+def _demo_tokens(secret: str, montgomery: bool = True, agency: str = "Montgomery County 911") -> tuple[str, str | None, str | None]:
+    """Tokens (valid 12 h) of a dispatch supervisor of ``agency`` and, for Montgomery County (the partner zones and
+    agreements the project ships are there), of a transit partner and a school partner; None for those elsewhere."""
     from gateway.tokens import issue
 
     sb = secret.encode()
-    supervisor = issue(sb, subject="demo-supervisor", role="supervisor", agency="Montgomery County 911", ttl_s=12 * 3600)
+    supervisor = issue(sb, subject="demo-supervisor", role="supervisor", agency=agency, ttl_s=12 * 3600)
+    if not montgomery:
+        return supervisor, None, None
     # partner tokens name their data-sharing agreement (infra/sharing/agreements.toml) and may narrow it to some zones
     stations = ("septa-norristown-tc", "septa-lansdale")
     transit = issue(sb, subject="demo-septa", role="transit", agency="SEPTA", zones=stations, ttl_s=12 * 3600, agreement="septa")
@@ -243,15 +253,19 @@ def _where_to_look(port: str, web: str) -> str:
     return "Where to look:\n" + "\n".join(f"  {where:<{width}}  {what}" for where, what in rows)
 
 
-def _print_where_to_look(port: str, supervisor: str, transit: str, school: str) -> None:
+def _print_where_to_look(port: str, supervisor: str, transit: str | None, school: str | None) -> None:
     web = os.environ.get("WF_WEB_PORT", "6066")
+    if transit is not None and school is not None:
+        partners = f"""  transit partner       http://127.0.0.1:{port}/#token={transit}
+  school partner        http://127.0.0.1:{port}/#token={school}
+"""
+    else:
+        partners = "  partners              the shipped partner zones are Montgomery County's: add yours (docs/gateway.md)\n"
     print(
         f"""
 Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a server log):
   dispatch supervisor   http://127.0.0.1:{port}/#token={supervisor}
-  transit partner       http://127.0.0.1:{port}/#token={transit}
-  school partner        http://127.0.0.1:{port}/#token={school}
-  more tokens:          WF_GATEWAY_SECRET=$(cat {GATEWAY_SECRET}) python -m gateway.tokens issue --help
+{partners}  more tokens:          WF_GATEWAY_SECRET=$(cat {GATEWAY_SECRET}) python -m gateway.tokens issue --help
 
 {_where_to_look(port, web)}
 """
@@ -297,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     if not wait_for_gateway(port):
         _say(f"the gateway did not start; see {GATEWAY.log}")
         return 1
-    _print_where_to_look(port, *_demo_tokens(secret))
+    montgomery = profile is not None and Path(profile).resolve() == MONTGOMERY_PROFILE.resolve()
+    agency = "Montgomery County 911" if montgomery else f"{_profile_name(profile)} 911" if profile is not None else "Dispatch"
+    _print_where_to_look(port, *_demo_tokens(secret, montgomery, agency))
     return 0
 
 
