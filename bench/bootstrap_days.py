@@ -3,19 +3,20 @@
 Usage::
 
     python bench/bootstrap_days.py PATH (--profile P.toml | --timezone ZONE) [--days 0,1,2,3,5,7,14,28]
-        [--live-days 14] [--surges 12] [--skip-days D] [--mapping M.toml | --format NAME] [--seed S]
+        [--live-days 14] [--surges 12] [--skip-days D] [--mapping M.toml | --format NAME] [--seed S] [--calibrate]
 
 For each N of ``--days``, the detectors the worker would start from are built
 as ``python -m streams.detection.bootstrap`` builds them (the worker's suite on
 the profile's clock, holidays and false-alert budget; :func:`bootstrap`) on the
 first N days of PATH's calls (after ``--skip-days``), and then fed the next
 ``--live-days`` days as the live feed (N = 0: no bootstrap, the worker's cold
-start). Printed per N: whether the detectors were ready at the first live call,
-the surge alerts opened a day on the live days (the file's real surges count
-too: an upper bound of the false ones), and how many of ``--surges`` injected
-local surges on the first live day (10 EMS calls in 10 minutes in a cell that
-has calls, one every 2 hours) a surge alert covered within 15 minutes, with
-the median delay.
+start; ``--calibrate``: the thresholds fitted to the budget on the history
+first, when it is long enough). Printed per N: whether the detectors were ready
+at the first live call, the thresholds they started from, the surge alerts
+opened a day on the live days (the file's real surges count too: an upper
+bound of the false ones), and how many of ``--surges`` injected local surges on
+the first live day (10 EMS calls in 10 minutes in a cell that has calls, one
+every 2 hours) a surge alert covered within 15 minutes, with the median delay.
 
 This is a benchmark: it prints figures and asserts nothing. Figures are in
 docs/detection.md.
@@ -82,6 +83,7 @@ def main() -> int:
     p.add_argument("--surges", type=int, default=12, help="local surges injected on the first live day (default 12)")
     p.add_argument("--skip-days", type=float, default=0.0, help="days of the file skipped before the history starts")
     p.add_argument("--seed", type=int, default=1, help="seed of the injected surges' times and cells")
+    p.add_argument("--calibrate", action="store_true", help="calibrate the thresholds on each history first, as bootstrap --calibrate")
     args = p.parse_args()
     try:
         days = sorted({float(d) for d in args.days.split(",")})
@@ -105,14 +107,21 @@ def main() -> int:
 
     budget = profile.false_alerts_per_day
     print(f"{args.path} ({profile.timezone}, budget {budget:g} a day): {args.live_days:g} live days after N days of history")
-    head = f"{'N days':>6} {'calls':>7} {'ready':>5} {'surge/day':>9} {'found <=15 min':>14} {'median min':>10}"
+    head = f"{'N days':>6} {'calls':>7} {'ready':>5} {'thresholds':>10} {'surge/day':>9} {'found <=15 min':>14} {'median min':>10}"
     rows_out = []
     for n in days:
         history, live = span(0, n), span(n, n + args.live_days)
         if not live:
             print(f"N = {n:g}: the file ends before its live days", file=sys.stderr)
             break
-        suite = profile_suite(profile)
+        thresholds, calibrated = None, "shipped"
+        if args.calibrate and history:
+            try:
+                c = bs.calibrate_on_history(history, profile, profile.timezone)
+                thresholds, calibrated = (c.threshold, c.jurisdiction_threshold), f"{c.threshold:g}/{c.jurisdiction_threshold:g}"
+            except ValueError:
+                pass  # too short a history: the shipped thresholds, as the bootstrap does
+        suite = profile_suite(profile, thresholds)
         ready = False
         if history:
             runner, summary = bs.bootstrap(history, timezone=profile.timezone, partitions=1, suite=suite)
@@ -126,7 +135,7 @@ def main() -> int:
         found = [d for d in delays_min(alerts, marks) if d is not None and d <= 15]
         median = f"{statistics.median(found):.1f}" if found else "-"
         rows_out.append(
-            f"{n:>6g} {len(history):>7,} {'yes' if ready else 'no':>5} {opened / max(live_span, 1e-9):>9.2f} "
+            f"{n:>6g} {len(history):>7,} {'yes' if ready else 'no':>5} {calibrated:>10} {opened / max(live_span, 1e-9):>9.2f} "
             f"{len(found):>8}/{args.surges:<5} {median:>10}"
         )
         print(rows_out[-1], file=sys.stderr, flush=True)
