@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ DURATIONS_MIN = (15, 30, 60)
 SPREADS = (0, 1)
 #: The headline case: 10 extra calls within 60 minutes in a cell and its ring.
 HEADLINE = (10, 1)
+#: A date with fewer calls than this share of the median date's is left out as near-empty (a stray record).
+NEAR_EMPTY_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,12 @@ def _excluded_days(by_day: dict[date, list[int]], days: list[date], tz: tzinfo) 
     # the first and last dates of the file are partial
     for d in (days[0], days[-1]):
         excluded.setdefault(d, "partial first/last date of the file")
-    # a day with a handful of calls (a stray record in a sampled export) is no background to inject into
+    # a date with a handful of calls against the city's usual day (a stray record in a sampled export) is no
+    # background to inject into; relative to the median date, so a city of 8 calls a day keeps its ordinary dates
+    floor = NEAR_EMPTY_SHARE * statistics.median(len(by_day[d]) for d in days)
     for d in days:
-        if len(by_day[d]) < 20:
-            excluded.setdefault(d, f"only {len(by_day[d])} calls")
+        if len(by_day[d]) < floor:
+            excluded.setdefault(d, f"only {len(by_day[d])} calls (the median date has {floor / NEAR_EMPTY_SHARE:g})")
     return excluded
 
 
