@@ -88,14 +88,14 @@ def test_the_command_writes_the_results_and_the_plot(tmp_path):
 
 def test_near_empty_dates_are_relative_to_the_citys_usual_day():
     """A city of 8 calls a day keeps its ordinary dates; a date with one call against hundreds is left out."""
-    from datetime import date, timedelta, timezone
+    from datetime import UTC, date, timedelta
 
     from detectors.evaluation.injection import _excluded_days
 
     days = [date(2024, 3, 1) + timedelta(days=i) for i in range(10)]
     small = {d: list(range(8)) for d in days}
-    assert set(_excluded_days(small, days, timezone.utc)) == {days[0], days[-1]}  # only the partial first and last
+    assert set(_excluded_days(small, days, UTC)) == {days[0], days[-1]}  # only the partial first and last
     big = {d: list(range(400)) for d in days}
     big[days[4]] = [0]
-    excluded = _excluded_days(big, days, timezone.utc)
+    excluded = _excluded_days(big, days, UTC)
     assert excluded[days[4]] == "only 1 calls (the median date has 400)" and days[5] not in excluded
