@@ -17,7 +17,9 @@ Forms
 any other text
     A :meth:`datetime.datetime.strptime` pattern, for example
     ``"%m/%d/%Y %I:%M:%S %p"`` (``01/21/2022 01:43:00 PM``) or
-    ``"%m/%d/%Y %I:%M:%S %p %z"`` (``11/09/2011 10:04:00 PM +0000``).
+    ``"%m/%d/%Y %I:%M:%S %p %z"`` (``11/09/2011 10:04:00 PM +0000``). ``%z``
+    also reads an offset of whole hours written without minutes, as PostgreSQL
+    and ArcGIS exports write UTC (``2021/01/01 05:00:00+00``, Detroit).
 
 The forms are tried in order; the first that reads the cell wins.
 
@@ -40,6 +42,8 @@ Examples
 1642801380.0
 >>> TimeReader(("iso",), None).read("2011-10-24T24:22:00+0000", "Datetime")
 1319502120.0
+>>> TimeReader(("%Y/%m/%d %H:%M:%S%z",), None).read("2021/01/01 05:00:00+00", "call_timestamp")
+1609477200.0
 >>> try:
 ...     TimeReader(("iso",), None).read("2016-01-23 16:10:00", "received_at")
 ... except TimeParseError as exc:
@@ -72,6 +76,7 @@ class TimeParseError(ValueError):
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?")
 _HOUR_24 = re.compile(r"(\d{4}-\d{2}-\d{2}[T ])24(?=:)")
 _EPOCH = datetime(1970, 1, 1)
+_HOUR_OFFSET = re.compile(r"[+-]\d{2}$")  # "+00": an offset without minutes, which %z does not read
 
 _PATTERN_WORDS = {
     "%Y": "YYYY",
@@ -206,6 +211,8 @@ class TimeReader:
                     if _ISO.fullmatch(text) is None:
                         continue
                     return fromiso(text)
+                if fmt.endswith("%z") and _HOUR_OFFSET.search(text):
+                    return datetime.strptime(text + "00", fmt)
                 return datetime.strptime(text, fmt)
             except (ValueError, OverflowError) as exc:
                 error = str(exc)
