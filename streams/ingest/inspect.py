@@ -9,12 +9,14 @@ It reads the header and a sample of data rows (``--sample``, default the first
 
 1. **Columns**: the role each column would play (id, received time, call type,
    priority, coordinates, agency, unit, status times), found from the column's
-   name and its values; the time format of every time column (the first
-   pattern of :data:`TIME_PATTERNS` that reads at least 99 % of the column's
-   non-empty sample values); whether those times are naive (no UTC offset: the
-   mapping then needs a zone); the row grain (an id column repeated across rows
-   with differing unit values means one row per responding unit, grouped by that
-   id); the call types seen (top 30, with the category each gets under the
+   name and its values; the time format of every time column (the pattern of
+   :data:`TIME_PATTERNS` that reads the most of the column's non-empty sample
+   values, at least 90 %: a few broken cells do not hide the column, and the
+   report names one it cannot read); whether those times are naive (no UTC
+   offset: the mapping then needs a zone, UTC when the column names say GMT or
+   UTC); the row grain (an id column repeated across rows with differing unit
+   values, or, without a unit column, differing status times, means one row per
+   responding unit, grouped by that id); the call types seen (top 30, with the category each gets under the
    default rules, OTHER flagged) and the priority values seen (letters and
    scales that need a priority map flagged).
 2. **The proposed mapping** as TOML, validated with
@@ -69,8 +71,8 @@ from streams.ingest.timeparse import TimeParseError, TimeReader
 
 #: Data rows read by default.
 DEFAULT_SAMPLE = 2000
-#: Share of a column's non-empty sample values a time pattern must read to be chosen.
-TIME_SHARE = 0.99
+#: Share of a column's non-empty sample values a time pattern must read to be chosen (the rest are rows to reject).
+TIME_SHARE = 0.9
 #: Call types listed.
 TOP_TYPES = 30
 
@@ -83,6 +85,7 @@ TIME_PATTERNS: tuple[str, ...] = (
     "%m/%d/%Y %I:%M %p",
     "%m/%d/%Y %H:%M:%S",
     "%m/%d/%Y %H:%M",
+    "%Y/%m/%d %H:%M:%S%z",
     "%Y/%m/%d %H:%M:%S",
     "%Y/%m/%d %H:%M",
     "%d/%m/%Y %H:%M:%S",
@@ -128,22 +131,25 @@ _STATUS_NAMES: dict[Status, tuple[tuple[str, int], ...]] = {
     "on_scene": ((r"\bon ?scene\b|\barriv(al|ed|e)?\b|\bat ?scene\b", 10),),
     "closed": ((r"\bavailab|\bclos(e|ed|ing)\b|\bclear(ed)?\b|\bcomplet|\bin ?service\b", 10),),
 }
+#: Column names that say their naive times are UTC (LAFD's "Incident Creation Time (GMT)").
+_UTC_NAMES = r"\b(gmt|utc|zulu)\b"
 #: Time columns that are not one of the schema's statuses (said so in the report).
 _NOT_STATUS = r"\b(transport|hospital|entry|watch|due|eta)\b"
 _ID_NAMES = (
     (r"\bcall (number|no|num|id)\b", 10),
     (r"\bincident (number|no|num|id)\b", 9),
-    (r"\b(event|cad|master incident) (number|no|num|id)\b", 9),
+    (r"\b(event|cad|master incident|item|case|call key) (number|no|num|id)\b", 9),
     (r"^(id|call id|incident|event id)$", 8),
-    (r"\b(incident|event)\b", 5),
+    (r"\b(incident|event|item)\b", 5),
     (r"\bid\b|\bnumber\b", 3),
 )
-_UNIT_NAMES = ((r"^(unit|unit id|unit name|unit number|apparatus|resource|vehicle|unit code)$", 10), (r"\bunit\b", 4))
-_NOT_UNIT = r"\b(type|sequence|seq|count|als|status|group)\b"
+_UNIT_NAMES = ((r"^(unit|unit id|unit name|unit number|apparatus|resource|vehicle|unit code)$", 10), (r"\bunit\b|unit$", 4))
+_NOT_UNIT = r"\b(type|sequence|seq|count|als|status|group|time|date|dttm|datetime)\b"
 _TYPE_NAMES = (
     (r"^(call type|incident type|type|nature|problem|call nature|title)$", 10),
     (r"\b(call type|incident type|nature|problem|title)\b", 8),
     (r"\btype\b", 5),
+    (r"^(description|desc|call ?description|incident description|event description)$", 4),
 )
 _NOT_TYPE = r"\b(group|unit|code id|final|original)\b"
 _CATEGORY_NAMES = ((r"^(category|call category|incident category)$", 10),)
@@ -262,35 +268,47 @@ def _reader(pattern: str) -> TimeReader:
 @dataclass(frozen=True)
 class TimeFormat:
     """How a column writes its times: ``pattern`` (``"iso"`` or strptime), the ``share`` of the ``n`` non-empty
-    sample values it reads, and whether they are ``naive`` (no UTC offset)."""
+    sample values it reads, whether they are ``naive`` (no UTC offset), and a value it does not read (``unread``)."""
 
     column: str
     pattern: str
     share: float
     n: int
     naive: bool
+    unread: str | None = None
 
 
 def time_format(column: str, values: Sequence[str]) -> TimeFormat | None:
-    """The first of :data:`TIME_PATTERNS` that reads at least :data:`TIME_SHARE` of the non-empty values, or ``None``.
+    """The one of :data:`TIME_PATTERNS` that reads the most non-empty values, at least :data:`TIME_SHARE` of them
+    (ties: the first), or ``None``.
 
     >>> time_format("t", ["11/09/2011 10:04:00 PM +0000", "2011-10-24T24:22:00+0000"] + ["11/09/2011 07:04:00 PM +0000"] * 198)
-    TimeFormat(column='t', pattern='%m/%d/%Y %I:%M:%S %p %z', share=0.995, n=200, naive=False)
+    TimeFormat(column='t', pattern='%m/%d/%Y %I:%M:%S %p %z', share=0.995, n=200, naive=False, unread='2011-10-24T24:22:00+0000')
     >>> time_format("t", ["12", "13"]) is None
     True
+
+    Day-first dates read by a month-first pattern on the days up to 12 only are read day-first:
+
+    >>> time_format("t", ["05/01/2021 10:00", "07/02/2021 11:00"] * 10 + ["25/02/2021 09:00"]).pattern
+    '%d/%m/%Y %H:%M'
     """
     present = [v for v in values if v]
     if not present or not any(c in present[0] for c in "-/:.") and not present[0].isdigit():
         return None
     probe = present[:50]
+    best: TimeFormat | None = None
     for pattern in TIME_PATTERNS:
-        if sum(parse_time(v, pattern) is not None for v in probe) < 0.9 * len(probe):  # a quick look before reading all
+        if sum(parse_time(v, pattern) is not None for v in probe) < TIME_SHARE * len(probe):  # a quick look before reading all
             continue
-        parsed = [t for t in (parse_time(v, pattern) for v in present) if t is not None]
-        share = len(parsed) / len(present)
-        if share >= TIME_SHARE:
-            return TimeFormat(column, pattern, round(share, 4), len(present), all(t.tzinfo is None for t in parsed))
-    return None
+        parsed = [(v, parse_time(v, pattern)) for v in present]
+        read = [t for _, t in parsed if t is not None]
+        share = len(read) / len(present)
+        if share >= TIME_SHARE and (best is None or share > best.share):
+            unread = next((v for v, t in parsed if t is None), None)
+            best = TimeFormat(column, pattern, round(share, 4), len(present), all(t.tzinfo is None for t in read), unread)
+            if unread is None:
+                break
+    return best
 
 
 _LATLNG = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
@@ -376,6 +394,9 @@ class Proposal:
     priority_values: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    priority_extract: str | None = None
+    priority_map: dict[str, int] = field(default_factory=dict)
+    utc_named: bool = False  # the zone is UTC because the time columns' names say GMT/UTC, not because --timezone said so
 
     @property
     def naive(self) -> bool:
@@ -398,13 +419,32 @@ def propose(sample: Sample, *, name: str, timezone: str | None = None) -> Propos
     _priority(p, cols, used)
     _agency(p, cols, used, name)
     _statuses(p, cols, times, used)
-    if p.naive and timezone is None:
-        naive = [received.column] + [t.column for t in p.statuses.values() if t.naive and t.column != received.column]
+    naive = [t.column for t in (received, *p.statuses.values()) if t.naive]
+    example = next((v for v in cols[received.column].values if v), "")
+    utc_named = bool(naive) and all(re.search(_UTC_NAMES, words(n)) for n in naive)
+    if utc_named and timezone is None:
+        p.timezone, p.utc_named = "UTC", True
         p.warnings.append(
-            f"TIMES WITHOUT A UTC OFFSET in {', '.join(map(repr, naive))} (e.g. {cols[received.column].values[0]!r}): "
+            f"TIMES WITHOUT A UTC OFFSET in {', '.join(map(repr, naive))} (e.g. {example!r}), but the column names say GMT/UTC: "
+            'the proposal reads them as UTC (timezone = "UTC"). Check against a call whose local time you know'
+        )
+    elif utc_named and timezone is not None and timezone not in ("UTC", "Etc/UTC", "GMT", "Etc/GMT"):
+        p.warnings.append(
+            f"the column names of {', '.join(map(repr, naive))} say GMT/UTC, but --timezone {timezone} reads them as wall times "
+            f"in {timezone}: if they are UTC, pass --timezone UTC (or none)"
+        )
+    elif naive and timezone is None:
+        p.warnings.append(
+            f"TIMES WITHOUT A UTC OFFSET in {', '.join(map(repr, naive))} (e.g. {example!r}): "
             "the mapping needs the zone they are in. Pass --timezone ZONE (an IANA name such as America/Los_Angeles), "
             "or replace the placeholder timezone in the proposal; until then it does not validate"
         )
+    for tf in (received, *p.statuses.values()):
+        if tf.unread is not None:
+            p.warnings.append(
+                f"{round(tf.n * (1 - tf.share)):,} of the {tf.n:,} values in {tf.column!r} are not times in the form {tf.pattern!r} "
+                f"(e.g. {tf.unread!r:.40}): those rows are rejected (or the status dropped); see 'rejected rows' below"
+            )
     p.masked = tuple(
         n for n, c in cols.items() if n not in used and (_IDENTIFYING.search(words(n)) or (c.free_text and c.time is None and not c.point))
     )
@@ -470,7 +510,7 @@ def _decimal(c: Column) -> bool:
 
 
 def _identity(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
-    units = [c for c in cols.values() if _score(c.name, _UNIT_NAMES) and not re.search(_NOT_UNIT, words(c.name))]
+    units = [c for c in cols.values() if _score(c.name, _UNIT_NAMES) and not re.search(_NOT_UNIT, words(c.name)) and c.time is None]
     unit = max(units, key=lambda c: (_score(c.name, _UNIT_NAMES), -c.index), default=None)
     ids = sorted(
         (c for c in cols.values() if _score(c.name, _ID_NAMES) and c.name not in used and c is not unit and c.time is None),
@@ -485,6 +525,29 @@ def _identity(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
                 p.notes.append(
                     f"grain 'unit': {c.name!r} repeats ({c.distinct} distinct in {c.non_empty} rows) with differing {unit.name!r}: "
                     "one row per responding unit, grouped into one call per id"
+                )
+                break
+    if p.id_column is None:
+        # Without a unit column (LAFD's response metrics name only the unit's type), a repeated id whose rows differ in
+        # their status times is one row per unit all the same.
+        statuses = [
+            c
+            for c in cols.values()
+            if c.time is not None
+            and c.name != p.received.column
+            and any(_score(c.name, _STATUS_NAMES[s]) for s in STATUSES)
+            and not re.search(_NOT_STATUS, words(c.name))
+        ]
+        for c in ids:
+            if not 0.2 * c.non_empty <= c.distinct < c.non_empty or re.search(r"\btype\b", words(c.name)):
+                continue  # a few units per call at most; a type is not an id
+            differing = next((s for s in statuses if _units_differ(c, s)), None)
+            if differing is not None:
+                p.id_column, p.grain = c.name, "unit"
+                p.notes.append(
+                    f"grain 'unit': {c.name!r} repeats ({c.distinct} distinct in {c.non_empty} rows) with differing "
+                    f"{differing.name!r} and no unit column: one row per responding unit, grouped into one call per id; "
+                    "its updates name no unit"
                 )
                 break
     if p.id_column is None:
@@ -527,10 +590,15 @@ def _call_type(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
         for c in cols.values()
         if c.name not in used and c.time is None and c.numeric < 0.5 and c.point is None and not re.search(_NOT_TYPE, words(c.name))
     ]
-    named = [c for c in candidates if _score(c.name, _TYPE_NAMES)]
+    # A "description" is a call type only when its values repeat (a narrative's do not: it is masked instead).
+    named = [c for c in candidates if _score(c.name, _TYPE_NAMES) and (_score(c.name, _TYPE_NAMES) > 4 or _repeats(c))]
     chosen: Column | None = None
     if named:
-        chosen = max(named, key=lambda c: (_score(c.name, _TYPE_NAMES), -c.index))
+        # Words before codes: NOPD's Type holds '103D', its TypeText 'DISTURBANCE (DOMESTIC)'.
+        chosen = max(named, key=lambda c: (_wordy(c), _score(c.name, _TYPE_NAMES), -c.index))
+        codes = [c for c in named if c is not chosen and not _wordy(c)]
+        if codes and _wordy(chosen):
+            p.notes.append(f"call type: {chosen.name!r} (words) rather than {codes[0].name!r} (codes)")
     else:  # by value: the text column whose values the keyword rules recognize most often
         by_hits = [(sum(normalize_category(v) is not Category.OTHER for v in c.values if v), c) for c in candidates]
         hits, best = max(by_hits, key=lambda x: (x[0], -x[1].index), default=(0, None))
@@ -554,6 +622,25 @@ def _call_type(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
         )
 
 
+def _wordy(c: Column) -> bool:
+    """Whether most of the column's values hold a word of three letters or more (not codes such as '103D')."""
+    present = [v for v in c.values if v]
+    return bool(present) and sum(bool(re.search(r"[A-Za-z]{3,}", v)) for v in present) >= 0.5 * len(present)
+
+
+def _repeats(c: Column) -> bool:
+    return c.non_empty > 0 and c.distinct <= 0.5 * c.non_empty
+
+
+#: Priority words and the Watchfloor priority the proposal gives them (1 is the highest); a person checks them.
+PRIORITY_WORDS = {
+    "emergency": 1, "critical": 1, "immediate": 1, "high": 2, "urgent": 2, "medium": 3, "moderate": 3, "normal": 3,
+    "low": 4, "routine": 4, "non-emergency": 5, "non emergency": 5, "nonemergency": 5,
+}  # fmt: skip
+#: A number and a letter (NOPD's '2A'): the number is the priority, the letter a sub-priority.
+_NUMBER_LETTER = re.compile(r"[0-9][A-Za-z]")
+
+
 def _priority(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
     found = [c for c in cols.values() if c.name not in used and _score(c.name, _PRIORITY_NAMES) and c.time is None]
     if not found:
@@ -563,7 +650,21 @@ def _priority(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
     used.add(c.name)
     p.priority_values = Counter(v for v in c.values if v)
     outside = sorted(v for v in p.priority_values if v not in {"1", "2", "3", "4", "5"})
-    if outside:
+    if outside and all(_NUMBER_LETTER.fullmatch(v) for v in p.priority_values):
+        p.priority_extract = "^([0-9])"
+        p.warnings.append(
+            f"PRIORITY {c.name!r} holds a number and a letter ({', '.join(outside[:12])}): the proposal reads the number only "
+            "(extract); give each number its Watchfloor priority in [fields.priority] map (1 is the highest): the direction "
+            "is the agency's. Until then numbers outside 1..5 read as no priority"
+        )
+    elif outside and any(v.casefold() in PRIORITY_WORDS for v in p.priority_values):
+        p.priority_map = {v: PRIORITY_WORDS[v.casefold()] for v in sorted(p.priority_values) if v.casefold() in PRIORITY_WORDS}
+        unknown = [v for v in sorted(p.priority_values) if v.casefold() not in PRIORITY_WORDS]
+        p.warnings.append(
+            f"PRIORITY {c.name!r} holds words: the proposal maps {', '.join(p.priority_map)} (check them; 1 is the highest)"
+            + (f"; {', '.join(map(repr, unknown))} not mapped: read as no priority until you add them" if unknown else "")
+        )
+    elif outside:
         p.warnings.append(
             f"PRIORITY {c.name!r} holds values outside 1..5 ({', '.join(outside[:12])}): the proposal maps only what it can "
             "(1..5 as they are); give each value its Watchfloor priority in [fields.priority] map (1 is the highest). Unmapped values "
@@ -678,7 +779,9 @@ def render_toml(p: Proposal) -> str:
     if p.grain == "unit":
         out.append(f'grain = "unit"  # one row per responding unit, grouped by {p.id_column!r}')
     if p.naive:
-        if p.timezone:
+        if p.utc_named:
+            out.append(f"timezone = {_toml_str(p.timezone or 'UTC')}  # CHECK: no UTC offset, but the column names say GMT/UTC")
+        elif p.timezone:
             out.append(f"timezone = {_toml_str(p.timezone)}  # the times have no UTC offset: they are wall times in this zone")
         else:
             out += [
@@ -728,7 +831,21 @@ def render_toml(p: Proposal) -> str:
         seen = ", ".join(f"{v!r} ({n})" for v, n in p.priority_values.most_common(12))
         out.append(f"# values seen: {seen}")
         outside = [v for v in p.priority_values if v not in {"1", "2", "3", "4", "5"}]
-        if outside:
+        unknown = sorted(v for v in p.priority_values if v not in p.priority_map)
+        if p.priority_extract:
+            digits = sorted({v[0] for v in p.priority_values})
+            out += [
+                f"extract = {_toml_str(p.priority_extract)}  # the number of '2A': the letter is a sub-priority",
+                "# CHECK: give every number its Watchfloor priority, 1 (highest) .. 5, replacing each ?, and uncomment:",
+                f"# map = {{ {', '.join(f'{_key(d)} = ?' for d in digits)} }}",
+            ]
+        elif p.priority_map:
+            out += [
+                "# CHECK: the words' priorities (1 is the highest); a value not in the map reads as no priority (counted)."
+                + (f" Not mapped: {', '.join(unknown)}." if unknown else ""),
+                f"map = {{ {', '.join(f'{_key(v)} = {n}' for v, n in p.priority_map.items())} }}",
+            ]
+        elif outside:
             entries = ", ".join(f"{_key(v)} = {v if v in '12345' else '?'}" for v in sorted(p.priority_values)[:16])
             out += [
                 "# CHECK: give every value its Watchfloor priority, 1 (highest) .. 5, replacing each ?; a map replaces the",
@@ -783,6 +900,8 @@ class Summary:
     refused_examples: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
     types: Counter[tuple[str, str]] = field(default_factory=Counter)
     unmapped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    no_location: int = 0  # calls read with a coordinate empty or unreadable, or at 0,0 (a placeholder)
+    no_location_line: int | None = None
 
 
 def summarize(items: Iterable[Row | Rejected]) -> Summary:
@@ -797,6 +916,10 @@ def summarize(items: Iterable[Row | Rejected]) -> Summary:
         s.updates += len(item.updates)
         s.types[(str(item.call.get("call_type")), str(item.call.get("category")))] += 1
         s.unmapped.update(item.unmapped)
+        lat, lng = item.call.get("lat"), item.call.get("lng")
+        if lat is None or lng is None or (lat == 0 and lng == 0):
+            s.no_location += 1
+            s.no_location_line = s.no_location_line or item.line
         for refused in item.refused:
             s.refused[refused.reason] += 1
             s.refused_examples.setdefault(refused.reason, (item.line, item.raw, f"{refused.status}: {refused.detail}"))
@@ -858,6 +981,7 @@ def report_columns(sample: Sample, p: Proposal, builtin: str | None) -> list[str
     out += ["", "time formats:"]
     for tf in times:
         zone = "NO UTC OFFSET" + (f": read in {p.timezone}" if p.timezone else ": needs a zone") if tf.naive else "with offset"
+        zone += f"; not read: e.g. {tf.unread!r:.40}" if tf.unread is not None else ""
         out.append(f"  {tf.column:<{width}}  {tf.pattern}  reads {tf.share:.1%} of {tf.n:,} values, {zone}")
     for title, items in (("WARNINGS", p.warnings), ("notes", p.notes)):
         if items:
@@ -888,16 +1012,20 @@ def report_types(p: Proposal, summary: Summary | None, sample: Sample, mapping: 
         for (kind, cat), n in types.most_common(TOP_TYPES):
             flag = "   <- OTHER: add a rule to [fields.category] rules if it is EMS, FIRE, TRAFFIC or POLICE" if cat == "OTHER" else ""
             out.append(f"  {n:>7,}  {cat:<7}  {kind!s:.60}{flag}")
-    column, pmap = p.priority, DEFAULT_PRIORITIES
+    column, pmap = p.priority, {k.casefold(): v for k, v in p.priority_map.items()} or DEFAULT_PRIORITIES
+    extract = re.compile(p.priority_extract) if p.priority_extract else None
     if mapping is not None:
         spec = mapping.fields.get("priority")
         column, pmap = (spec.column if spec else None), mapping.priority_map
+        extract = spec.extract if spec else None
     if column in sample.names:
         i = sample.names.index(column)
         values = Counter(row[i] for row in sample.rows if row[i])
         out += ["", f"priority values in {column!r}" + (" and the priority the mapping gives each:" if mapping else ":")]
         for value, n in values.most_common(20):
-            given = pmap.get(value.lower())
+            found = extract.search(value) if extract else None
+            read = (" ".join(g or "" for g in found.groups()) if found.groups() else found.group(0)).strip() if found else value
+            given = pmap.get(read.casefold()) if extract is None or found else None
             flag = f"-> {given}" if given is not None else "-> none: not in the map (add it to [fields.priority] map; 1 is the highest)"
             out.append(f"  {n:>7,}  {value!r:<6} {flag}")
     return out
@@ -917,6 +1045,11 @@ def report_summary(s: Summary, names: Sequence[str], masked: Sequence[str], what
             out += [f"  {reason}: {n:,}", f"    e.g. line {line}: {detail}", f"    row: {masked_row(raw, names, masked)}"]
     for (name, value), n in s.unmapped.most_common(12):
         out.append(f"{name} {value!r} is not in the mapping's map: {n:,} calls read with no {name} (counted, not rejected)")
+    if s.no_location:
+        out.append(
+            f"{s.no_location:,} calls read without usable coordinates (empty, not numbers, or 0,0), e.g. line {s.no_location_line}: "
+            "the worker refuses them; check the coordinate columns if there are many"
+        )
     out.append(f"masked in example rows: {', '.join(masked) if masked else 'none'} (columns that could identify callers)")
     if s.calls:
         out.append(f"inspect: {s.calls:,} calls read; {rejected:,} rows rejected")
