@@ -199,6 +199,11 @@ class Sample:
         fields = _fields(first)
         if fields is None:
             raise InspectError(f"line 1 is not UTF-8 CSV: {first[:120]!r}; expected a header such as 'id,received_at,lat,lng'")
+        if len(fields) == 1 and (delimiter := next((d for d in (";", "\t", "|") if d in fields[0]), None)):
+            raise InspectError(
+                f"line 1 is one column holding {delimiter!r}: the file is separated by {delimiter!r}, not by commas; "
+                "save it as comma-separated CSV (UTF-8) and inspect that"
+            )
         has_header = _looks_like_header(fields)
         names = tuple(fields) if has_header else tuple(f"column_{i}" for i in range(1, len(fields) + 1))
         if has_header and len(set(names)) != len(names):
@@ -311,6 +316,39 @@ def time_format(column: str, values: Sequence[str]) -> TimeFormat | None:
     return best
 
 
+#: Epoch instants inspect believes: 2000-01-01 to 2100-01-01 UTC, in seconds.
+EPOCH_RANGE = (946_684_800.0, 4_102_444_800.0)
+
+
+def epoch_format(column: str, present: Sequence[str]) -> TimeFormat | None:
+    """``epoch`` or ``epoch_ms`` for a column of numbers named like a time whose values are instants of this century.
+
+    A number is a time only when the name says so (``CallDateTime``, ``dispatch_time``): ids and counts are numbers too.
+
+    >>> epoch_format("CallDateTime", ["1609459200000", "1609459260000", "N/A"] * 10)
+    TimeFormat(column='CallDateTime', pattern='epoch_ms', share=0.6667, n=30, naive=False, unread='N/A')
+    >>> epoch_format("incident_id", ["1609459200"]) is None, epoch_format("time_on_scene", ["40.1"]) is None
+    (True, True)
+    """
+    named = _score(column, _RECEIVED_NAMES) or any(_score(column, _STATUS_NAMES[s]) for s in STATUSES)
+    if not named or not present:
+        return None
+    low, high = EPOCH_RANGE
+    for pattern, unit in (("epoch", 1.0), ("epoch_ms", 1000.0)):
+        inside = [low <= x / unit <= high if (x := _number(v)) is not None else False for v in present]
+        if sum(inside) >= TIME_SHARE * sum(_number(v) is not None for v in present):
+            unread = next((v for v, ok in zip(present, inside, strict=True) if not ok), None)
+            return TimeFormat(column, pattern, round(sum(inside) / len(present), 4), len(present), False, unread)
+    return None
+
+
+def _time_of(name: str, values: Sequence[str], present: Sequence[str], numbers: Sequence[float]) -> TimeFormat | None:
+    """A column's time format: epoch forms for (mostly) numbers, the patterns otherwise; numbers alone are not times."""
+    if numbers and len(numbers) >= TIME_SHARE * len(present):
+        return epoch_format(name, present) or (None if len(numbers) == len(present) else time_format(name, values))
+    return time_format(name, values)
+
+
 _LATLNG = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
 _WKT = re.compile(r"POINT\s*\(\s*(-?\d+(?:\.\d+)?)\s+(-?\d+(?:\.\d+)?)\s*\)", re.IGNORECASE)
 
@@ -355,7 +393,7 @@ def profile(sample: Sample) -> dict[str, Column]:
             numeric=len(numbers) / len(present) if present else 0.0,
             low=min(numbers) if numbers else None,
             high=max(numbers) if numbers else None,
-            time=None if numbers and len(numbers) == len(present) else time_format(name, values),
+            time=_time_of(name, values, present, numbers),
             point=point,
             free_text=len(texty) >= 0.5 * max(len(present), 1) and distinct >= 0.3 * max(len(present), 1),
         )
@@ -637,8 +675,8 @@ PRIORITY_WORDS = {
     "emergency": 1, "critical": 1, "immediate": 1, "high": 2, "urgent": 2, "medium": 3, "moderate": 3, "normal": 3,
     "low": 4, "routine": 4, "non-emergency": 5, "non emergency": 5, "nonemergency": 5,
 }  # fmt: skip
-#: A number and a letter (NOPD's '2A'): the number is the priority, the letter a sub-priority.
-_NUMBER_LETTER = re.compile(r"[0-9][A-Za-z]")
+#: A number with a letter (NOPD's '2A': the letter is a sub-priority) or a prefix ('P1'): the number is the priority.
+_NUMBER_LETTER = re.compile(r"[A-Za-z]{0,2}[0-9][A-Za-z]?")
 
 
 def _priority(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
@@ -651,9 +689,9 @@ def _priority(p: Proposal, cols: dict[str, Column], used: set[str]) -> None:
     p.priority_values = Counter(v for v in c.values if v)
     outside = sorted(v for v in p.priority_values if v not in {"1", "2", "3", "4", "5"})
     if outside and all(_NUMBER_LETTER.fullmatch(v) for v in p.priority_values):
-        p.priority_extract = "^([0-9])"
+        p.priority_extract = "([0-9])"
         p.warnings.append(
-            f"PRIORITY {c.name!r} holds a number and a letter ({', '.join(outside[:12])}): the proposal reads the number only "
+            f"PRIORITY {c.name!r} holds a number with letters ({', '.join(outside[:12])}): the proposal reads the number only "
             "(extract); give each number its Watchfloor priority in [fields.priority] map (1 is the highest): the direction "
             "is the agency's. Until then numbers outside 1..5 read as no priority"
         )
@@ -833,9 +871,9 @@ def render_toml(p: Proposal) -> str:
         outside = [v for v in p.priority_values if v not in {"1", "2", "3", "4", "5"}]
         unknown = sorted(v for v in p.priority_values if v not in p.priority_map)
         if p.priority_extract:
-            digits = sorted({v[0] for v in p.priority_values})
+            digits = sorted({d for v in p.priority_values for d in re.findall("[0-9]", v)})
             out += [
-                f"extract = {_toml_str(p.priority_extract)}  # the number of '2A': the letter is a sub-priority",
+                f"extract = {_toml_str(p.priority_extract)}  # the number of '2A' or 'P1'",
                 "# CHECK: give every number its Watchfloor priority, 1 (highest) .. 5, replacing each ?, and uncomment:",
                 f"# map = {{ {', '.join(f'{_key(d)} = ?' for d in digits)} }}",
             ]
@@ -981,6 +1019,7 @@ def report_columns(sample: Sample, p: Proposal, builtin: str | None) -> list[str
     out += ["", "time formats:"]
     for tf in times:
         zone = "NO UTC OFFSET" + (f": read in {p.timezone}" if p.timezone else ": needs a zone") if tf.naive else "with offset"
+        zone = "UTC instants" if tf.pattern in ("epoch", "epoch_ms") else zone
         zone += f"; not read: e.g. {tf.unread!r:.40}" if tf.unread is not None else ""
         out.append(f"  {tf.column:<{width}}  {tf.pattern}  reads {tf.share:.1%} of {tf.n:,} values, {zone}")
     for title, items in (("WARNINGS", p.warnings), ("notes", p.notes)):

@@ -35,7 +35,8 @@ Top level:
     offset are read at their offset.
 ``time_formats``
     The forms every time column accepts, tried in order (default ``["iso"]``):
-    ``"iso"`` or ``strptime`` patterns such as ``"%m/%d/%Y %I:%M:%S %p"``
+    ``"iso"``, ``"epoch"`` or ``"epoch_ms"`` (seconds or milliseconds since
+    1970 UTC) or ``strptime`` patterns such as ``"%m/%d/%Y %I:%M:%S %p"``
     (see :mod:`streams.ingest.timeparse`). A field or status may set its own.
 ``status_tolerance_s``
     Clock skew allowed, in seconds (default 120, ``--status-tolerance``

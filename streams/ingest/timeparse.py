@@ -14,6 +14,10 @@ Forms
     ``2016-01-23T16:02:11Z``, ``2015-12-10 17:40:00``,
     ``2026-05-24T23:50:57.000``. Hour 24 is hour 0 of the next day (Seattle
     writes ``2011-10-24T24:22:00+0000``).
+``"epoch"`` and ``"epoch_ms"``
+    Seconds or milliseconds since 1970-01-01 UTC, as ArcGIS feature services
+    and many CAD databases export them (``1609459200``, ``1609459200000``);
+    fractions allowed. They carry no zone: they are UTC instants.
 any other text
     A :meth:`datetime.datetime.strptime` pattern, for example
     ``"%m/%d/%Y %I:%M:%S %p"`` (``01/21/2022 01:43:00 PM``) or
@@ -44,6 +48,8 @@ Examples
 1319502120.0
 >>> TimeReader(("%Y/%m/%d %H:%M:%S%z",), None).read("2021/01/01 05:00:00+00", "call_timestamp")
 1609477200.0
+>>> TimeReader(("epoch_ms",), None).read("1609459200000", "CallDate")
+1609459200.0
 >>> try:
 ...     TimeReader(("iso",), None).read("2016-01-23 16:10:00", "received_at")
 ... except TimeParseError as exc:
@@ -56,7 +62,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from streams.ingest.schema import Reason
@@ -90,6 +96,9 @@ _PATTERN_WORDS = {
     "%z": "+0000",
     "%f": "ffffff",
 }
+_EPOCH_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+#: Forms that count from the epoch, and the seconds in one of their units.
+EPOCH_FORMS = {"epoch": 1.0, "epoch_ms": 1000.0}
 _PATTERN_TOKEN = re.compile("|".join(re.escape(k) for k in _PATTERN_WORDS))
 
 
@@ -101,6 +110,8 @@ def _describe(fmt: str) -> str:
     """
     if fmt == "iso":
         return "ISO 8601 YYYY-MM-DD hh:mm:ss (T or space; seconds, fractions and a UTC offset optional)"
+    if fmt in EPOCH_FORMS:
+        return f"{'seconds' if fmt == 'epoch' else 'milliseconds'} since 1970-01-01 UTC"
     return _PATTERN_TOKEN.sub(lambda m: _PATTERN_WORDS[m.group(0)], fmt)
 
 
@@ -133,7 +144,7 @@ def check_format(fmt: str) -> str | None:
     >>> check_format("%Q").split(" (")[0]
     "'%Q' is not a strptime pattern"
     """
-    if fmt == "iso":
+    if fmt == "iso" or fmt in EPOCH_FORMS:
         return None
     if not fmt.strip():
         return "a time format is empty; expected 'iso' or a strptime pattern such as '%m/%d/%Y %I:%M:%S %p'"
@@ -211,6 +222,10 @@ class TimeReader:
                     if _ISO.fullmatch(text) is None:
                         continue
                     return fromiso(text)
+                if fmt in EPOCH_FORMS:
+                    if _EPOCH_NUMBER.fullmatch(text) is None:
+                        continue
+                    return datetime.fromtimestamp(float(text) / EPOCH_FORMS[fmt], UTC)  # out of range: OverflowError, ValueError
                 if fmt.endswith("%z") and _HOUR_OFFSET.search(text):
                     return datetime.strptime(text + "00", fmt)
                 return datetime.strptime(text, fmt)

@@ -189,9 +189,33 @@ def seattle():
     return "\n".join(rows) + "\n", {"valid": 22, "bad": 1, "zone": "America/Los_Angeles"}
 
 
-LAYOUTS = {"nola": nola, "baltimore": baltimore, "detroit": detroit, "lafd": lafd, "seattle": seattle}
+def county():
+    """An ArcGIS feature-service export: epoch milliseconds, priorities 'P1'..'P4', an agency column, quoted commas, empty coordinates."""
+    r = random.Random(6)
+    rows = ["OBJECTID,CallNumber,CallDateTime,DispatchDateTime,CallType,Priority,Agency,Latitude,Longitude,BlockAddress,CallerPhone"]
+    kinds = [("ALARM, FIRE", "FD"), ("CHEST PAIN", "EMS"), ("MVA WITH INJURIES", "PD"), ("BREATHING PROBLEMS", "EMS"), ("THEFT", "PD")]
+    for i in range(20):
+        kind, agency = kinds[i % len(kinds)]
+        at = 1_609_459_200_000 + i * 1_800_000
+        lat, lng = ("", "") if i == 6 else (f"{35.2 + r.uniform(-0.1, 0.1):.6f}", f"{-80.8 + r.uniform(-0.1, 0.1):.6f}")
+        rows.append(
+            f'{i + 1},C21{i:05d},{at},{at + 95_000},"{kind}",P{1 + i % 4},{agency},{lat},{lng},"{block(r)}",'
+            f"704-555-{r.randrange(1000, 9999)}"
+        )
+    rows.append(f'99,C2199999,N/A,,"THEFT",P4,PD,35.2,-80.8,"{block(r)}",704-555-0100')
+    return "\n".join(rows) + "\n", {"valid": 20, "bad": 1, "zone": "UTC"}
+
+
+LAYOUTS = {"nola": nola, "baltimore": baltimore, "detroit": detroit, "lafd": lafd, "seattle": seattle, "county": county}
 #: The columns inspect must never print a value of.
-PRIVATE = {"nola": "BLOCK_ADDRESS", "baltimore": "incidentLocation", "detroit": "incident_address", "lafd": "Address", "seattle": "Address"}
+PRIVATE = {
+    "nola": ("BLOCK_ADDRESS",),
+    "baltimore": ("incidentLocation",),
+    "detroit": ("incident_address",),
+    "lafd": ("Address",),
+    "seattle": ("Address",),
+    "county": ("BlockAddress", "CallerPhone"),
+}
 #: A call type of each sample and the category it must get; a raw priority and the priority it must get (None: no column).
 EXPECTED = {
     "nola": ({"MEDICAL": "EMS", "AGGRAVATED ASSAULT": "POLICE", "DISTURBANCE (DOMESTIC)": "POLICE"}, ("3B", 1)),
@@ -199,6 +223,7 @@ EXPECTED = {
     "detroit": ({"MEDICAL EMERGENCY": "EMS", "TRAFFIC STOP": "TRAFFIC", "FIRE": "FIRE"}, ("5", 5)),
     "lafd": ({"Structure Fire": "FIRE", "Medical - Chest Pain": "EMS"}, None),
     "seattle": ({"Aid Response": "EMS", "Motor Vehicle Incident": "TRAFFIC", "Rubbish Fire": "FIRE"}, None),
+    "county": ({"ALARM, FIRE": "FIRE", "CHEST PAIN": "EMS", "MVA WITH INJURIES": "TRAFFIC"}, ("P1", 1)),
 }
 
 
@@ -207,6 +232,9 @@ def decide(name: str, text: str) -> str:
     if name == "nola":  # NOPD: 3 is the most urgent, 0 the least
         assert '# map = { "0" = ?, "1" = ?, "2" = ?, "3" = ? }' in text
         text = text.replace('# map = { "0" = ?, "1" = ?, "2" = ?, "3" = ? }', 'map = { "0" = 5, "1" = 4, "2" = 2, "3" = 1 }')
+    if name == "county":  # P1 is the most urgent
+        assert '# map = { "1" = ?, "2" = ?, "3" = ?, "4" = ? }' in text
+        text = text.replace('# map = { "1" = ?, "2" = ?, "3" = ?, "4" = ? }', 'map = { "1" = 1, "2" = 2, "3" = 3, "4" = 4 }')
     return text
 
 
@@ -252,11 +280,11 @@ def test_the_proposed_mapping_reads_every_valid_row_and_rejects_the_bad_ones_nam
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_inspect_prints_no_address(name, tmp_path, capsys):
     path, _, _, printed, _ = inspected(name, tmp_path, capsys)
-    column = PRIVATE[name]
-    values = {c[column] for c in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))}
-    assert f"{column}=[masked]" in printed
-    leaked = sorted(v for v in values if v and v in printed)
-    assert leaked == []
+    cells = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+    for column in PRIVATE[name]:
+        assert f"{column}=[masked]" in printed
+        leaked = sorted(c[column] for c in cells if c[column] and c[column] in printed)
+        assert leaked == []
     assert not re.search(r"\d+00 Block of", printed)
 
 
@@ -283,6 +311,21 @@ def test_a_unit_level_export_without_a_unit_column_is_grouped_by_its_repeated_id
     rows = [i for i in read_source(path, load_mapping(mapping)) if isinstance(i, Row)]
     assert len({r.call["id"] for r in rows}) == len(rows) == expected["valid"]
     assert sum(len(r.updates) for r in rows) == 47  # first dispatch, en route, on scene, last available per call; one no on-scene
+
+
+def test_epoch_milliseconds_are_read_as_utc_instants(tmp_path, capsys):
+    path, mapping, _, printed, _ = inspected("county", tmp_path, capsys)
+    assert 'time_formats = ["epoch_ms", "iso"]' in mapping.read_text(encoding="utf-8")
+    rows = [i for i in read_source(path, load_mapping(mapping)) if isinstance(i, Row)]
+    assert rows[0].call["received_at"] == "2021-01-01T00:00:00Z"
+    assert [u["at"] for u in rows[0].updates] == ["2021-01-01T00:01:35Z"]
+
+
+def test_a_file_separated_by_semicolons_is_refused_saying_what_to_do(tmp_path, capsys):
+    path = tmp_path / "calls.csv"
+    path.write_text("id;received;type\nC1;2021-01-01T00:00:00Z;FIRE\n", encoding="utf-8")
+    assert main([str(path)]) == 2
+    assert "separated by ';', not by commas; save it as comma-separated CSV" in capsys.readouterr().err
 
 
 def test_a_placeholder_location_is_counted_in_the_summary(tmp_path, capsys):
