@@ -964,11 +964,24 @@ def summarize(items: Iterable[Row | Rejected]) -> Summary:
     return s
 
 
-def masked_row(raw: bytes, names: Sequence[str], masked: Iterable[str]) -> str:
-    """A raw CSV line as ``column=value`` pairs, the ``masked`` columns' values replaced by ``[masked]``.
+_PRECISE = re.compile(r"(-?\d+\.\d{3})\d+")
 
-    >>> masked_row(b'C1,"9 ELM ST",EMS', ["id", "Address", "type"], ["Address"])
-    "id='C1', Address=[masked], type='EMS'"
+
+def coarse(text: str) -> str:
+    """``text`` with every decimal number cut to 3 decimals: coordinates to about 100 m, a block, not a home.
+
+    >>> coarse("POINT (-122.419416 37.774929), 40.1 and 3.14159")
+    'POINT (-122.419 37.774), 40.1 and 3.141'
+    """
+    return _PRECISE.sub(r"\1", text)
+
+
+def masked_row(raw: bytes, names: Sequence[str], masked: Iterable[str]) -> str:
+    """A raw CSV line as ``column=value`` pairs, the ``masked`` columns' values replaced by ``[masked]``, numbers
+    cut to 3 decimals (:func:`coarse`: an example row's coordinates point at a block, not at a caller's home).
+
+    >>> masked_row(b'C1,"9 ELM ST",EMS,40.121544', ["id", "Address", "type", "lat"], ["Address"])
+    "id='C1', Address=[masked], type='EMS', lat='40.121'"
     """
     hidden = set(masked)
     fields = _fields(raw)
@@ -977,7 +990,7 @@ def masked_row(raw: bytes, names: Sequence[str], masked: Iterable[str]) -> str:
     if len(fields) != len(names):
         shown = [("[masked]" if len(fields) != len(names) else repr(v)) for v in fields]
         return f"[{len(fields)} fields where the header has {len(names)}; values masked: {', '.join(shown[:3])}...]"
-    return ", ".join(f"{n}=[masked]" if n in hidden else f"{n}={v!r:.60}" for n, v in zip(names, fields, strict=True))
+    return ", ".join(f"{n}=[masked]" if n in hidden else f"{n}={coarse(v)!r:.60}" for n, v in zip(names, fields, strict=True))
 
 
 # --------------------------------------------------------------------------- report
@@ -1081,7 +1094,7 @@ def report_summary(s: Summary, names: Sequence[str], masked: Sequence[str], what
         out.append(f"{title}, by reason:")
         for reason, n in counts.most_common():
             line, raw, detail = examples[reason]
-            out += [f"  {reason}: {n:,}", f"    e.g. line {line}: {detail}", f"    row: {masked_row(raw, names, masked)}"]
+            out += [f"  {reason}: {n:,}", f"    e.g. line {line}: {coarse(detail)}", f"    row: {masked_row(raw, names, masked)}"]
     for (name, value), n in s.unmapped.most_common(12):
         out.append(f"{name} {value!r} is not in the mapping's map: {n:,} calls read with no {name} (counted, not rejected)")
     if s.no_location:
@@ -1089,7 +1102,10 @@ def report_summary(s: Summary, names: Sequence[str], masked: Sequence[str], what
             f"{s.no_location:,} calls read without usable coordinates (empty, not numbers, or 0,0), e.g. line {s.no_location_line}: "
             "the worker refuses them; check the coordinate columns if there are many"
         )
-    out.append(f"masked in example rows: {', '.join(masked) if masked else 'none'} (columns that could identify callers)")
+    out.append(
+        f"masked in example rows: {', '.join(masked) if masked else 'none'} (columns that could identify callers); "
+        "numbers cut to 3 decimals (coordinates to about 100 m)"
+    )
     if s.calls:
         out.append(f"inspect: {s.calls:,} calls read; {rejected:,} rows rejected")
     elif rejected:

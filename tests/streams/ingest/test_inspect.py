@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -94,6 +95,10 @@ def test_masked_row_hides_the_named_columns_and_says_so():
     assert masked_row(b"C1,9 ELM ST,2", ["id", "addr", "p"], ["addr"]) == "id='C1', addr=[masked], p='2'"
     assert "values masked" in masked_row(b"C1,9 ELM ST", ["id", "addr", "p"], ["addr"])
     assert masked_row(b"\xff,1", ["a", "b"], []) == "[not UTF-8 CSV: not shown]"
+    # coordinates in an example row point at a block, not at a caller's home
+    assert masked_row(b'C1,40.1215443,-75.3399012,"POINT (-75.3399012 40.1215443)"', ["id", "lat", "lng", "loc"], []) == (
+        "id='C1', lat='40.121', lng='-75.339', loc='POINT (-75.339 40.121)'"
+    )
 
 
 def test_agency_name_takes_the_words_before_the_first_number():
@@ -267,6 +272,7 @@ def test_the_command_prints_the_proposal_the_summary_by_reason_and_masks_address
     assert "proposed mapping (validates)" in out and 'grain = "unit"' in out
     assert "36 calls" in out and "refused updates (the call is kept), by reason:" in out and "status_before_received: 1" in out
     assert "Address=[masked]" in out and "100 Block of" not in out and "masked in example rows: Address" in out
+    assert not re.search(r"\d+\.\d{4,}", out)  # no coordinate finer than 3 decimals (about 100 m)
     assert out_file.read_text() in out
     assert main([str(SF_SAMPLE), "--write-mapping", str(out_file)]) == 2  # not overwritten
     assert "exists; not overwritten" in capsys.readouterr().err
