@@ -93,16 +93,20 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from _common import MONTGOMERY, ROOT, parser, write_json
 from tqdm import tqdm
 
 from detectors.evaluation import SWEEP, Calls, report
 from detectors.evaluation import evaluate as run_evaluation
+from detectors.evaluation.events import local_day
 from streams.ingest.history import read_history
 from streams.jurisdiction import default_profile, load_profile
 
 DEFAULT_DATA = MONTGOMERY
+#: Local dates needed after the warm-up: the partial last one and at least three to inject into and count on.
+MIN_SCORED_DATES = 4
 
 
 def simulate(out: Path, days: float, seed: int) -> Path:
@@ -184,6 +188,14 @@ def evaluate(
         options=options or {},
     )  # fmt: skip
     background = Calls.from_history(history)
+    tz = ZoneInfo(timezone)
+    dates = {local_day(t, tz) for t in background.t}
+    if len(dates) < warmup_days + MIN_SCORED_DATES:
+        raise SystemExit(
+            f"{path.name} holds calls on {len(dates)} local dates: the evaluation warms the detectors up on the first "
+            f"{warmup_days} (--warmup-days) and needs at least {MIN_SCORED_DATES} more (the first and last are partial) to "
+            "inject surges into and count false alerts on; give a month or more of calls, or lower --warmup-days"
+        )
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = run_evaluation(background, sweep=sweep, mapper=pool.map, track=track, **kwargs)

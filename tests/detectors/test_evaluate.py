@@ -86,6 +86,16 @@ def test_the_command_writes_the_results_and_the_plot(tmp_path):
     assert "Jurisdiction-wide surges" in run.stdout and "warning" not in run.stderr
 
 
+def test_the_command_refuses_a_file_too_short_to_evaluate_saying_what_it_needs(tmp_path):
+    """A day of calls (the worked example): no table of NaNs, but why, and what to give."""
+    example = ROOT / "docs" / "examples"
+    command = [sys.executable, str(ROOT / "bench" / "evaluate.py"), str(example / "sf-fire-calls-sample.csv")]
+    command += ["--mapping", str(example / "sf-fire.toml"), "--profile", str(example / "sf-jurisdiction.toml"), "--out", str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and not (tmp_path / "results.json").exists()
+    assert "holds calls on 1 local dates" in run.stderr and "give a month or more of calls" in run.stderr, run.stderr[-2000:]
+
+
 def test_near_empty_dates_are_relative_to_the_citys_usual_day():
     """A city of 8 calls a day keeps its ordinary dates; a date with one call against hundreds is left out."""
     from datetime import UTC, date, timedelta
