@@ -352,6 +352,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         calls = self._calls
         f.observed = len(calls) - bisect.bisect_right(calls, start, key=time_of)
         f.left_out = (start, ())
+        f.method = f"CUSUM of a {1.0 + r:g}-fold rate: {10.0**f.score:.0e} times likelier than the usual rate"
         return [f]
 
     def _rescore(self, now: float, findings: dict[str, list[_Finding]], at: _Round) -> None:

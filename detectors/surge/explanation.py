@@ -39,7 +39,8 @@ def surge_alert(ep: _Episode, state: AlertState, now: float, close_threshold: fl
     if state is AlertState.CLOSED:
         reason = f"closed: no region of this surge has scored {close_threshold:g} for {close_after_min:g} min"
     else:
-        reason = f"{f.observed} calls ({f.incidents} incidents) in {f.window_min} min {where(f)}, {f.expected:.2g} expected (p = {f.p:.0e})"
+        how = f.method if f.method is not None else f"p = {f.p:.0e}"
+        reason = f"{f.observed} calls ({f.incidents} incidents) in {f.window_min} min {where(f)}, {f.expected:.2g} expected ({how})"
     return Alert(
         id=ep.id,
         kind=AlertKind.SURGE,

@@ -61,6 +61,8 @@ class _Finding:
     present: frozenset[str] | None = None
     #: the jurisdiction's window start and the cells it left out, to list its calls when explained
     left_out: tuple[float, tuple[str, ...]] | None = None
+    #: how the score was reached when it is not a scan's p-value (the CUSUM's), for the alert's reason
+    method: str | None = None
 
 
 def _score(log10p: float) -> float:

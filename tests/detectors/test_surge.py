@@ -129,6 +129,23 @@ def test_a_county_wide_storm_is_one_jurisdiction_alert_not_a_storm_of_alerts(war
     assert len(opened) <= 3  # at most a couple of places hot beyond the storm itself
 
 
+def test_the_jurisdiction_cusum_sees_a_sustained_doubling_sooner_and_its_reason_says_cusum(warmed):
+    """Twice the usual calls everywhere for six hours: the Poisson CUSUM (``jurisdiction_cusum=1.0``) opens the
+    jurisdiction's alert at least an hour before the scan alone, and its reason states a likelihood ratio, not a p-value."""
+    start = END + 10 * 3600
+    doubled = merged(background(seed=5, days=0.5, start=start), background(seed=6, days=0.25, start=start))
+    opened = {}
+    for cusum in (None, 1.0):
+        det = fresh(warmed)
+        det.jurisdiction_cusum = cusum
+        alerts = [a for a in run(det, doubled) if a.state is AlertState.OPEN and a.id.startswith("surge:jurisdiction")]
+        assert alerts, f"no jurisdiction alert with jurisdiction_cusum={cusum}"
+        opened[cusum] = alerts[0]
+    assert opened[1.0].at + 3600 < opened[None].at
+    assert "CUSUM of a 2-fold rate" in opened[1.0].reason and "p = " not in opened[1.0].reason
+    assert "CUSUM" not in opened[None].reason and "p = " in opened[None].reason
+
+
 def test_a_checkpoint_keeps_the_storm_indexes_and_rebuilds_the_alert_indexes(warmed):
     """In a storm the incident-time and county-alert indexes agree with the windows; a checkpoint keeps them, and
     rebuilds the open alerts' indexes (left out of it) equal to those kept live."""
