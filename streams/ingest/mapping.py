@@ -54,6 +54,10 @@ Top level:
 ``columns``
     Headerless: the names of the positions (required). With a header: the
     columns the export documents (optional; shown in messages).
+``delimiter``
+    The one character between fields (default ``","``): ``";"``, ``"\\t"``
+    (tab) or ``"|"`` for exports saved that way. Fields holding it are quoted
+    with ``"``, as CSV quotes commas; the header is split the same way.
 ``required``
     Columns a header must hold, both to pick this mapping for ``--format
     auto`` and to read a file with it. Default: every column the mapping
@@ -73,6 +77,14 @@ or a table:
 
 ``column``
     The column holding it.
+``columns``
+    Time fields only, instead of ``column``: the columns that together hold
+    the time, in order, joined with one space before the time forms read them
+    (a date and a time in two columns: ``received_at = { columns =
+    ["Dispatch_Date", "Dispatch_Time"], formats = ["%m/%d/%Y %H:%M:%S"] }``
+    reads ``01/01/2020`` and ``13:45:00`` as ``01/01/2020 13:45:00``). An empty
+    part makes the value empty (unknown), as an empty ``column`` does. Messages
+    name the joined value's columns as ``'Dispatch_Date + Dispatch_Time'``.
 ``value``
     A constant instead of a column (``agency = { value = "seattle-fd" }``).
 ``extract``
@@ -131,6 +143,10 @@ worker's validator refuses the call); ``0`` stays ``0.0``.
     ``dispatched``, ``en_route``, ``on_scene`` or ``closed``.
 ``column``
     The column holding its time; an empty cell gives no update.
+``columns``
+    Instead of ``column``: the columns holding its time together, joined with
+    one space (``columns = ["Arrival Date", "Arrival Time"]``; see
+    ``fields.columns``); an empty part gives no update.
 ``required``
     ``true``: an empty cell refuses the row (``missing_field``). Default
     ``false``.
@@ -183,13 +199,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from streams.ingest.schema import Category, Status
 from streams.ingest.timeparse import check_format
 
-__all__ = ["CategoryRule", "FieldSpec", "Mapping", "MappingError", "StatusSpec", "builtin_mappings", "load_mapping", "parse_mapping"]
+__all__ = [
+    "CategoryRule", "FieldSpec", "Mapping", "MappingError", "StatusSpec", "builtin_mappings", "joined_name", "load_mapping",
+    "parse_mapping",
+]  # fmt: skip
 
 FIELD_NAMES = ("id", "received_at", "category", "call_type", "priority", "lat", "lng", "location", "agency", "unit")
 TIME_FIELDS = frozenset({"received_at"})
 DEFAULT_TOLERANCE_S = 120.0
 DEFAULT_PRIORITIES = {str(p): p for p in range(1, 6)}
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def joined_name(columns: tuple[str, ...] | list[str]) -> str:
+    """The name messages give a time read from several columns joined (``columns = [...]``).
+
+    >>> joined_name(["Dispatch_Date", "Dispatch_Time"])
+    'Dispatch_Date + Dispatch_Time'
+    """
+    return " + ".join(columns)
 
 
 class MappingError(ValueError):
@@ -206,7 +234,11 @@ class CategoryRule:
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """Where one schema field comes from (see the module's keys)."""
+    """Where one schema field comes from (see the module's keys).
+
+    ``parts`` are the columns a ``columns = [...]`` time field joins; ``column`` is then their :func:`joined_name`, the
+    key under which the engine holds the joined text.
+    """
 
     column: str | None = None
     value: str | None = None
@@ -215,22 +247,29 @@ class FieldSpec:
     fallback: str | None = None
     formats: tuple[str, ...] | None = None
     form: str | None = None  # location only: "pair" or "point"
+    parts: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The columns this field reads."""
-        return tuple(c for c in (self.column, self.fallback) if c)
+        """The columns of the file this field reads."""
+        return tuple(c for c in (*(self.parts or (self.column,)), self.fallback) if c)
 
 
 @dataclass(frozen=True)
 class StatusSpec:
-    """A status column: its time gives an incident update."""
+    """A status column: its time gives an incident update (``parts``, ``column``: as in :class:`FieldSpec`)."""
 
     status: Status
     column: str
     required: bool = False
     before_received: str = "refuse"
     formats: tuple[str, ...] | None = None
+    parts: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns of the file this status reads."""
+        return self.parts or (self.column,)
 
 
 @dataclass(frozen=True)
@@ -255,6 +294,7 @@ class Mapping:
     priority_map: dict[str, int] = field(hash=False, compare=False)
     priority_unmapped: str
     statuses: tuple[StatusSpec, ...]
+    delimiter: str = ","
 
     @property
     def zone(self) -> ZoneInfo | None:
@@ -266,7 +306,18 @@ class Mapping:
         if not self.header:
             return f"no header; {len(self.columns)} columns: {','.join(self.columns)}"
         shown = self.columns or tuple(sorted(self.required))
-        return "header " + ",".join(shown)
+        sep = "" if self.delimiter == "," else f" (separated by {self.delimiter!r})"
+        return "header " + ",".join(shown) + sep
+
+    @property
+    def joins(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The times read from several columns: ``(joined name, columns)``, each once."""
+        found: dict[str, tuple[str, ...]] = {}
+        specs: list[FieldSpec | StatusSpec] = [*self.fields.values(), *self.statuses]
+        for spec in specs:
+            if spec.parts and spec.column:
+                found[spec.column] = spec.parts
+        return tuple(found.items())
 
     def reads(self) -> tuple[str, ...]:
         """Every column the mapping reads, in a stable order."""
@@ -275,7 +326,8 @@ class Mapping:
             for c in spec.columns:
                 seen[c] = None
         for s in self.statuses:
-            seen[s.column] = None
+            for c in s.columns:
+                seen[c] = None
         return tuple(seen)
 
 
@@ -422,12 +474,17 @@ class _Builder:
         statuses = self._statuses(doc.get("statuses", []))
 
         layout = self._table(doc, "layout", "")
-        self._known(layout, {"header", "columns", "required", "required_any", "first_line"}, "layout.")
+        self._known(layout, {"header", "columns", "required", "required_any", "first_line", "delimiter"}, "layout.")
+        delimiter = layout.get("delimiter", ",")
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+            raise self.fail(
+                "layout.delimiter", f'is {delimiter!r:.40}; expected one character other than a quote or a line end, e.g. ";" or "\\t"'
+            )
         header = layout.get("header", True)
         if not isinstance(header, bool):
             raise self.fail("layout.header", f"is {header!r:.40}; expected true (a header line) or false")
         columns = self._str_list(layout, "columns", "layout.") or ()
-        reads = [c for spec in fields.values() for c in spec.columns] + [s.column for s in statuses]
+        reads = [c for spec in fields.values() for c in spec.columns] + [c for s in statuses for c in s.columns]
         if not header:
             if not columns:
                 raise self.fail("layout.columns", "is missing; a file without a header needs the names of its columns by position")
@@ -472,6 +529,7 @@ class _Builder:
             priority_map=pmap,
             priority_unmapped=unmapped,
             statuses=statuses,
+            delimiter=delimiter,
         )
 
     def _fields(self, table: dict[str, Any], grain: str) -> dict[str, FieldSpec]:
@@ -485,7 +543,7 @@ class _Builder:
                 raise self.fail(f"fields.{name}", f'is {raw!r:.60}; expected a column name or a table, e.g. {name} = {{ column = "..." }}')
             allowed = {"column", "value", "extract", "occurrence", "fallback"}
             if name in TIME_FIELDS:
-                allowed.add("formats")
+                allowed |= {"formats", "columns"}
             if name == "category":
                 allowed |= {"rules", "default"}
             if name == "priority":
@@ -493,7 +551,7 @@ class _Builder:
             if name == "location":
                 allowed.add("form")
             self._known(raw, allowed, where)
-            column = self._str(raw, "column", where)
+            column, parts = self._column_or_columns(raw, f"fields.{name}")
             value = self._str(raw, "value", where)
             if value is not None and name not in ("agency", "unit"):
                 raise self.fail(f"{where}value", "is only for agency and unit; name a column for this field")
@@ -515,6 +573,7 @@ class _Builder:
                 fallback=self._str(raw, "fallback", where),
                 formats=self._formats(raw, where) if name in TIME_FIELDS else None,
                 form=form,
+                parts=parts,
             )
         if "received_at" not in out:
             raise self.fail(
@@ -529,6 +588,28 @@ class _Builder:
         if "call_type" not in out and "category" not in out:
             raise self.fail("[fields] call_type", "and category are both missing; name the column holding the call's type")
         return out
+
+    def _column_or_columns(self, raw: AbstractMapping[str, Any], key: str) -> tuple[str | None, tuple[str, ...]]:
+        """``column``, or the :func:`joined_name` of ``columns`` and those columns; naming ``key`` when both are given."""
+        column = self._str(raw, "column", f"{key}.")
+        if "columns" not in raw:
+            return column, ()
+        if column is not None:
+            raise self.fail(
+                key,
+                f"has both column = {column!r:.60} and columns = {raw['columns']!r:.80}; keep one: column for a time in one column, "
+                "columns for a time split over several (a date and a time)",
+            )
+        parts = self._str_list(raw, "columns", f"{key}.") or ()
+        if len(parts) < 2:
+            raise self.fail(
+                f"{key}.columns",
+                f'is {list(parts)!r:.80}; expected two or more columns, e.g. ["Call Date", "Call Time"] '
+                '(for one column write column = "...")',
+            )
+        if len(set(parts)) != len(parts):
+            raise self.fail(f"{key}.columns", f"is {list(parts)!r:.80}; names a column twice")
+        return joined_name(parts), parts
 
     def _category(self, raw: object) -> tuple[tuple[CategoryRule, ...], Category | None]:
         if not isinstance(raw, dict):
@@ -583,18 +664,18 @@ class _Builder:
             where = f"statuses[{i}]."
             if not isinstance(item, dict):
                 raise self.fail(f"statuses[{i}]", f"is {item!r:.60}; expected a table with status and column")
-            self._known(item, {"status", "column", "required", "before_received", "formats"}, where)
+            self._known(item, {"status", "column", "columns", "required", "before_received", "formats"}, where)
             status = item.get("status")
             if status not in names:
                 raise self.fail(f"{where}status", f"is {status!r:.40}; expected one of {', '.join(names)}")
-            column = self._str(item, "column", where)
+            column, parts = self._column_or_columns(item, f"statuses[{i}]")
             if column is None:
-                raise self.fail(f"{where}column", "is missing; name the column holding this status's time")
+                raise self.fail(f"{where}column", 'is missing; name the column holding this status\'s time (or columns = ["date", "time"])')
             required = item.get("required", False)
             if not isinstance(required, bool):
                 raise self.fail(f"{where}required", f"is {required!r:.40}; expected true or false")
             before = item.get("before_received", "refuse")
             if before not in ("refuse", "drop"):
                 raise self.fail(f"{where}before_received", f'is {before!r:.40}; expected "refuse" (default) or "drop"')
-            out.append(StatusSpec(Status(status), column, required, before, self._formats(item, where)))
+            out.append(StatusSpec(Status(status), column, required, before, self._formats(item, where), parts))
         return tuple(out)

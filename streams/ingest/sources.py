@@ -320,6 +320,18 @@ def _read(spec: FieldSpec, cells: dict[str, str]) -> tuple[str, str]:
     return text, spec.column
 
 
+def _empty(column: str, parts: tuple[str, ...], cells: dict[str, str]) -> str:
+    """Words for an empty time: its column, or which of the columns it joins are empty.
+
+    >>> _empty("Call Date + Call Time", ("Call Date", "Call Time"), {"Call Date": "01/02/2020", "Call Time": ""})
+    "columns 'Call Date' + 'Call Time' have no time: 'Call Time' is empty"
+    """
+    if not parts:
+        return f"column {column!r} is empty"
+    empty = [c for c in parts if not cells.get(c)]
+    return f"columns {' + '.join(map(repr, parts))} have no time: {', '.join(map(repr, empty))} {'is' if len(empty) == 1 else 'are'} empty"
+
+
 # --------------------------------------------------------------------------- the engine
 
 _STATUS_VALUE = {s: s.value for s in Status}  # Enum.value is a descriptor call; this is a dict lookup, per update
@@ -406,7 +418,7 @@ class _Engine:
             text = cells[spec.column]
             if not text:
                 if spec.required:
-                    raise _Reject(Reason.MISSING_FIELD, f"column {spec.column!r} is empty; expected {reader.expected}")
+                    raise _Reject(Reason.MISSING_FIELD, f"{_empty(spec.column, spec.parts, cells)}; expected {reader.expected}")
                 continue
             try:
                 at = reader.read(text, spec.column)
@@ -445,8 +457,8 @@ class _Engine:
             except TimeParseError:
                 text, column = cells[spec.fallback], spec.fallback
         if not text:
-            shown = column or spec.column
-            raise _Reject(Reason.MISSING_FIELD, f"column {shown!r} is empty; expected {reader.expected}")
+            parts = spec.parts if column == spec.column else ()
+            raise _Reject(Reason.MISSING_FIELD, f"{_empty(column or spec.column, parts, cells)}; expected {reader.expected}")
         try:
             return reader.read(text, column), column
         except TimeParseError as exc:
@@ -544,12 +556,14 @@ class _Plan(NamedTuple):
     width: int  # fields per data line
     positions: tuple[tuple[str, int], ...]  # (column, index) for the columns the mapping reads that the file has
     absent: tuple[str, ...]  # columns the mapping reads that the file lacks: they read as ""
+    joins: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a time read from several columns: (joined name, columns)
+    delimiter: str = ","
 
 
-def _first_fields(first: bytes, origin: str) -> list[str]:
+def _first_fields(first: bytes, origin: str, delimiter: str = ",") -> list[str]:
     text = first.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")
     try:
-        return [f.strip() for f in next(csv.reader((text.decode("utf-8"),), strict=True), [])]
+        return [f.strip() for f in next(csv.reader((text.decode("utf-8"),), strict=True, delimiter=delimiter), [])]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UnknownFormat(f"{origin}: the first line is not UTF-8 CSV ({exc}); expected a header line or a first data row") from None
 
@@ -607,19 +621,29 @@ def _plan(first: bytes | None, fmt: str | Mapping, origin: str) -> _Plan:
     reads = mapping.reads()
     if not mapping.header:
         index = {c: i for i, c in enumerate(mapping.columns)}
-        return _Plan(mapping, len(mapping.columns), tuple((c, index[c]) for c in reads), ())
-    fields = _first_fields(first or b"", origin)
+        return _Plan(mapping, len(mapping.columns), tuple((c, index[c]) for c in reads), (), mapping.joins, mapping.delimiter)
+    fields = _first_fields(first or b"", origin, mapping.delimiter)
     names = set(fields)
     missing = sorted(mapping.required - names)
     groups = [sorted(g) for g in mapping.required_any if not g & names]
     if missing or groups:
         lacks = ", ".join(missing + [" or ".join(g) for g in groups])
+        hint = ""
+        if len(fields) == 1 and (other := next((d for d in ",;\t|" if d != mapping.delimiter and d in fields[0]), None)):
+            hint = f" (the header is one field holding {other!r}: set [layout] delimiter = {other!r} in the mapping)"
         raise UnknownFormat(
             f"{origin}: the header {','.join(fields)!r:.300} lacks the columns {lacks} that format {mapping.name!r} needs; "
-            f"expected {mapping.summary}"
+            f"expected {mapping.summary}{hint}"
         )
     where = {name: i for i, name in enumerate(fields)}  # a repeated header name: its last column, as before
-    return _Plan(mapping, len(fields), tuple((c, where[c]) for c in reads if c in where), tuple(c for c in reads if c not in where))
+    return _Plan(
+        mapping,
+        len(fields),
+        tuple((c, where[c]) for c in reads if c in where),
+        tuple(c for c in reads if c not in where),
+        mapping.joins,
+        mapping.delimiter,
+    )
 
 
 # --------------------------------------------------------------------------- rows
@@ -631,10 +655,11 @@ def _cells(plan: _Plan, line: int, raw: bytes) -> dict[str, str] | Rejected:
     except UnicodeDecodeError as exc:
         return Rejected(line, raw, Reason.BAD_FIELD.value, f"line is not valid UTF-8 (byte {exc.start}); expected UTF-8 text")
     try:
-        fields = next(csv.reader((text,), strict=True))
+        fields = next(csv.reader((text,), strict=True, delimiter=plan.delimiter))
     except csv.Error as exc:
+        held = "commas" if plan.delimiter == "," else repr(plan.delimiter)
         return Rejected(
-            line, raw, Reason.BAD_FIELD.value, f"line is not valid CSV ({exc}); expected fields quoted with '\"' when they hold commas"
+            line, raw, Reason.BAD_FIELD.value, f"line is not valid CSV ({exc}); expected fields quoted with '\"' when they hold {held}"
         )
     if len(fields) != plan.width:
         return Rejected(
@@ -646,6 +671,9 @@ def _cells(plan: _Plan, line: int, raw: bytes) -> dict[str, str] | Rejected:
     cells = {name: fields[i].strip() for name, i in plan.positions}
     for name in plan.absent:
         cells[name] = ""
+    for name, parts in plan.joins:  # a date and a time in two columns: one text, empty when a part is
+        texts = [cells[c] for c in parts]
+        cells[name] = " ".join(texts) if all(texts) else ""
     return cells
 
 
