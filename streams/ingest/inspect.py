@@ -64,7 +64,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from streams.ingest.mapping import DEFAULT_PRIORITIES, Mapping, MappingError, builtin_mappings, load_mapping, parse_mapping
+from streams.ingest.mapping import (
+    DEFAULT_PRIORITIES,
+    Mapping,
+    MappingError,
+    builtin_mappings,
+    joined_name,
+    load_mapping,
+    parse_mapping,
+)
 from streams.ingest.schema import Category, normalize_category
 from streams.ingest.sources import Rejected, Row, UnknownFormat, detect_format, parse_lines, read_source
 from streams.ingest.timeparse import TimeParseError, TimeReader
@@ -182,6 +190,7 @@ class Sample:
     rows: tuple[tuple[str, ...], ...]
     lines: tuple[bytes, ...]
     bad_rows: int = 0
+    delimiter: str = ","  # the character between fields (:func:`sniff_delimiter`)
 
     @classmethod
     def from_lines(cls, lines: Iterable[bytes], limit: int = DEFAULT_SAMPLE) -> Sample:
@@ -190,20 +199,19 @@ class Sample:
         >>> s = Sample.from_lines([b"40.1,-75.3,EMS: FALL,2016-01-15 12:01", b"", b"40.2,-75.4,Fire: ALARM,2016-01-15 12:09"])
         >>> s.has_header, s.names, len(s.rows)
         (False, ('column_1', 'column_2', 'column_3', 'column_4'), 2)
+        >>> Sample.from_lines([b"id;received;type", b'C1;2021-01-01T00:00:00Z;"FIRE; SMOKE"']).rows
+        (('C1', '2021-01-01T00:00:00Z', 'FIRE; SMOKE'),)
         """
         it = iter(lines)
         first = next(it, None)
         if first is None or not first.strip():
             raise InspectError("the file is empty; expected a CSV header or a first data row on line 1")
         first = first.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")
-        fields = _fields(first)
+        data = list(itertools.islice((r.rstrip(b"\r\n") for r in it if r.strip()), limit))
+        delimiter = sniff_delimiter(first, data[:SNIFF_LINES])
+        fields = _fields(first, delimiter)
         if fields is None:
             raise InspectError(f"line 1 is not UTF-8 CSV: {first[:120]!r}; expected a header such as 'id,received_at,lat,lng'")
-        if len(fields) == 1 and (delimiter := next((d for d in (";", "\t", "|") if d in fields[0]), None)):
-            raise InspectError(
-                f"line 1 is one column holding {delimiter!r}: the file is separated by {delimiter!r}, not by commas; "
-                "save it as comma-separated CSV (UTF-8) and inspect that"
-            )
         has_header = _looks_like_header(fields)
         names = tuple(fields) if has_header else tuple(f"column_{i}" for i in range(1, len(fields) + 1))
         if has_header and len(set(names)) != len(names):
@@ -212,25 +220,54 @@ class Sample:
         kept: list[bytes] = [first]
         rows: list[tuple[str, ...]] = [] if has_header else [tuple(fields)]
         bad = 0
-        for raw in itertools.islice((r.rstrip(b"\r\n") for r in it if r.strip()), limit - (0 if has_header else 1)):
+        for raw in data[: limit - (0 if has_header else 1)]:
             kept.append(raw)
-            row = _fields(raw)
+            row = _fields(raw, delimiter)
             if row is None or len(row) != len(names):
                 bad += 1
             else:
                 rows.append(tuple(row))
-        return cls(names, has_header, tuple(rows), tuple(kept), bad)
+        return cls(names, has_header, tuple(rows), tuple(kept), bad, delimiter)
 
 
 class InspectError(ValueError):
     """The file cannot be inspected (empty, not CSV); the message says what was found and what was expected."""
 
 
-def _fields(raw: bytes) -> list[str] | None:
+def _fields(raw: bytes, delimiter: str = ",") -> list[str] | None:
     try:
-        return [f.strip() for f in next(csv.reader((raw.decode("utf-8"),), strict=True), [])]
+        return [f.strip() for f in next(csv.reader((raw.decode("utf-8"),), strict=True, delimiter=delimiter), [])]
     except (UnicodeDecodeError, csv.Error):
         return None
+
+
+#: The characters a file's fields may be separated by, in order of preference on a tie.
+DELIMITERS = (",", ";", "\t", "|")
+#: Data lines :func:`sniff_delimiter` checks the header's delimiter against.
+SNIFF_LINES = 50
+
+
+def sniff_delimiter(first: bytes, data: Sequence[bytes] = ()) -> str:
+    r"""The one of :data:`DELIMITERS` that splits the first line into the most fields (at least two) and the data lines
+    into as many, most of them (quotes respected: a ``;`` inside ``"..."`` does not count); ``","`` when none does.
+
+    >>> sniff_delimiter(b"id;received;type"), sniff_delimiter(b"id\treceived\ttype"), sniff_delimiter(b"a|b"), sniff_delimiter(b"x")
+    (';', '\t', '|', ',')
+    >>> sniff_delimiter(b"id,type,note", [b'1,FIRE,"a; b; c"', b"2,EMS,x"])  # a ';' in quoted values is not a separator
+    ','
+    >>> sniff_delimiter(b"id;note", [b"1;Smith, J", b"2;x"])  # commas in the values, ';' in the header
+    ';'
+    """
+    best, most = ",", 1
+    for d in DELIMITERS:
+        fields = _fields(first, d)
+        if fields is None or len(fields) <= most:
+            continue
+        split = [_fields(line, d) for line in data]
+        fitting = sum(f is not None and len(f) == len(fields) for f in split)
+        if fitting >= TIME_SHARE * len(split):
+            best, most = d, len(fields)
+    return best
 
 
 def _number(text: str) -> float | None:
@@ -281,6 +318,7 @@ class TimeFormat:
     n: int
     naive: bool
     unread: str | None = None
+    parts: tuple[str, ...] = field(default=(), repr=False)  # a date and a time in two columns; ``column``: their joined name
 
 
 def time_format(column: str, values: Sequence[str]) -> TimeFormat | None:
@@ -400,6 +438,49 @@ def profile(sample: Sample) -> dict[str, Column]:
     return out
 
 
+_DATE_WORD = re.compile(r"\bdate\b")
+_TIME_WORD = re.compile(r"\btime\b")
+_WHEN_WORDS = re.compile(r"\b(date|time|datetime|dttm|dt|tm|stamp)\b")
+
+
+def _stem(name: str) -> str:
+    """A time column's name without its date/time words: ``Call Date`` and ``Call Time`` share ``call``."""
+    return " ".join(_WHEN_WORDS.sub(" ", words(name)).split())
+
+
+def split_times(cols: dict[str, Column]) -> list[Column]:
+    """Times written as a date column and a time column whose names share a stem (``Dispatch_Date`` + ``Dispatch_Time``,
+    ``Call Date`` + ``Call Time``, ``Date`` + ``Time``), as one column each: named :func:`streams.ingest.mapping.joined_name`,
+    the two values joined with a space (empty when either is), read with :data:`TIME_PATTERNS`.
+
+    A pair is proposed only when neither column holds a whole time itself and no column with the same stem does
+    (``Call DateTime`` beside ``Call Date`` and ``Call Time`` is read alone).
+
+    >>> sample = Sample.from_lines([b"Incident,Call Date,Call Time,Type", b"1,01/02/2020,13:45:00,FIRE", b"2,01/02/2020,,EMS"])
+    >>> (c,) = split_times(profile(sample))
+    >>> c.name, c.values, c.time.pattern, c.time.parts
+    ('Call Date + Call Time', ('01/02/2020 13:45:00', ''), '%m/%d/%Y %H:%M:%S', ('Call Date', 'Call Time'))
+    """
+    whole = {_stem(c.name) for c in cols.values() if c.time is not None}
+    dates = [c for c in cols.values() if c.time is None and _DATE_WORD.search(words(c.name)) and not _TIME_WORD.search(words(c.name))]
+    clocks = [c for c in cols.values() if c.time is None and _TIME_WORD.search(words(c.name)) and not _DATE_WORD.search(words(c.name))]
+    out = []
+    for date in dates:
+        stem = _stem(date.name)
+        clock = next((c for c in clocks if _stem(c.name) == stem), None)
+        if clock is None or stem in whole or not date.non_empty:
+            continue
+        name = joined_name((date.name, clock.name))
+        values = tuple(f"{d} {t}" if d and t else "" for d, t in zip(date.values, clock.values, strict=True))
+        tf = time_format(name, values)
+        if tf is None:
+            continue
+        tf = TimeFormat(tf.column, tf.pattern, tf.share, tf.n, tf.naive, tf.unread, (date.name, clock.name))
+        present = [v for v in values if v]
+        out.append(Column(name, date.index, values, len(present), len(set(present)), 0.0, None, None, tf, None, free_text=False))
+    return out
+
+
 # --------------------------------------------------------------------------- proposal
 
 
@@ -435,6 +516,7 @@ class Proposal:
     priority_extract: str | None = None
     priority_map: dict[str, int] = field(default_factory=dict)
     utc_named: bool = False  # the zone is UTC because the time columns' names say GMT/UTC, not because --timezone said so
+    delimiter: str = ","
 
     @property
     def naive(self) -> bool:
@@ -447,16 +529,28 @@ def propose(sample: Sample, *, name: str, timezone: str | None = None) -> Propos
     cols = profile(sample)
     if not sample.rows:
         raise InspectError("no data row could be read in the sample; expected CSV rows with as many fields as line 1")
+    pairs = split_times(cols)
+    cols.update((c.name, c) for c in pairs)
     times = {c.name: c.time for c in cols.values() if c.time is not None}
     received = _received(cols, times)
-    p = Proposal(name=name, names=sample.names, has_header=sample.has_header, received=received, timezone=timezone)
-    used = {received.column}
+    p = Proposal(
+        name=name, names=sample.names, has_header=sample.has_header, received=received, timezone=timezone, delimiter=sample.delimiter
+    )
+    if sample.delimiter != ",":
+        p.notes.append(f"fields separated by {sample.delimiter!r}, not commas: [layout] delimiter = {_toml_str(sample.delimiter)}")
+    used = {received.column, *received.parts}
     _coordinates(p, cols, used)
     _identity(p, cols, used)
     _call_type(p, cols, used)
     _priority(p, cols, used)
     _agency(p, cols, used, name)
     _statuses(p, cols, times, used)
+    for tf in (received, *p.statuses.values()):
+        if tf.parts:
+            p.notes.append(
+                f"{' and '.join(map(repr, tf.parts))} hold a date and a time: read together (columns = [...], joined with a space) "
+                f"in the form {tf.pattern!r}, which reads {tf.share:.1%} of {tf.n:,} joined values"
+            )
     naive = [t.column for t in (received, *p.statuses.values()) if t.naive]
     example = next((v for v in cols[received.column].values if v), "")
     utc_named = bool(naive) and all(re.search(_UTC_NAMES, words(n)) for n in naive)
@@ -500,7 +594,7 @@ def _received(cols: dict[str, Column], times: dict[str, TimeFormat]) -> TimeForm
             f"no column holds times that inspect can read (first row: {seen}); expected a column of times such as "
             f"2016-01-23T11:02:11-05:00 or 01/21/2022 01:43:00 PM. Known patterns: {', '.join(TIME_PATTERNS)}"
         )
-    ranked = sorted(times, key=lambda n: (-_score(n, _RECEIVED_NAMES), cols[n].index))
+    ranked = sorted(times, key=lambda n: (-_score(n, _RECEIVED_NAMES), bool(times[n].parts), cols[n].index))
     best = ranked[0]
     if _score(best, _RECEIVED_NAMES) == 0:
         best = min(times, key=lambda n: _median_time(cols[n], times[n]))
@@ -732,8 +826,9 @@ def _statuses(p: Proposal, cols: dict[str, Column], times: dict[str, TimeFormat]
         if ranked:
             chosen = min(ranked, key=lambda n: cols[n].index)
             p.statuses[status] = times[chosen]
-            used.add(chosen)
+            used.update((chosen, *times[chosen].parts))
             free.remove(chosen)
+            free = [n for n in free if not set(times[n].parts) & used]
     # A status column empty throughout the sample (calls not yet dispatched, a status this agency rarely records) has
     # no values to learn a format from: it is read with the received time's forms.
     empty = [c.name for c in cols.values() if c.non_empty == 0 and c.name not in used]
@@ -801,6 +896,11 @@ def _formats(tf: TimeFormat) -> list[str]:
     return [tf.pattern] if tf.pattern == "iso" else [tf.pattern, "iso"]
 
 
+def _column(tf: TimeFormat) -> str:
+    """A time field's value in TOML: its column, or its columns joined (a date and a time)."""
+    return f"{{ columns = {_list(tf.parts)} }}" if tf.parts else _toml_str(tf.column)
+
+
 def _describe(names: Sequence[str]) -> str:
     shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
     return f"proposed by inspect; {len(names)} columns: {shown}"
@@ -828,12 +928,16 @@ def render_toml(p: Proposal) -> str:
                 f"timezone = {_toml_str(ZONE_PLACEHOLDER)}",
             ]
     out.append(f"time_formats = {_list(_formats(p.received))}")
+    if not p.has_header or p.delimiter != ",":
+        out += ["", "[layout]"]
+    if p.delimiter != ",":
+        out.append(f"delimiter = {_toml_str(p.delimiter)}  # the character between fields")
     if not p.has_header:
-        out += ["", "[layout]", "header = false", f"columns = {_list(p.names)}  # CHECK: named by position"]
+        out += ["header = false", f"columns = {_list(p.names)}  # CHECK: named by position"]
     out += ["", "[fields]"]
     if p.id_column:
         out.append(f"id = {_toml_str(p.id_column)}")
-    out.append(f"received_at = {_toml_str(p.received.column)}")
+    out.append(f"received_at = {_column(p.received)}")
     if p.call_type:
         if p.call_type_extract:
             out.append(f"call_type = {{ column = {_toml_str(p.call_type)}, extract = {_toml_str(p.call_type_extract)} }}")
@@ -893,7 +997,8 @@ def render_toml(p: Proposal) -> str:
         else:
             out.append("# CHECK: 1..5 are read as they are; in Watchfloor 1 is the highest (add a map if yours runs the other way).")
     for status, tf in p.statuses.items():
-        out += ["", "[[statuses]]", f"status = {_toml_str(status)}", f"column = {_toml_str(tf.column)}"]
+        key = f"columns = {_list(tf.parts)}" if tf.parts else f"column = {_toml_str(tf.column)}"
+        out += ["", "[[statuses]]", f"status = {_toml_str(status)}", key]
         if _formats(tf) != _formats(p.received):
             out.append(f"formats = {_list(_formats(tf))}")
     return "\n".join(out) + "\n"
@@ -976,7 +1081,7 @@ def coarse(text: str) -> str:
     return _PRECISE.sub(r"\1", text)
 
 
-def masked_row(raw: bytes, names: Sequence[str], masked: Iterable[str]) -> str:
+def masked_row(raw: bytes, names: Sequence[str], masked: Iterable[str], delimiter: str = ",") -> str:
     """A raw CSV line as ``column=value`` pairs, the ``masked`` columns' values replaced by ``[masked]``, numbers
     cut to 3 decimals (:func:`coarse`: an example row's coordinates point at a block, not at a caller's home).
 
@@ -984,7 +1089,7 @@ def masked_row(raw: bytes, names: Sequence[str], masked: Iterable[str]) -> str:
     "id='C1', Address=[masked], type='EMS', lat='40.121'"
     """
     hidden = set(masked)
-    fields = _fields(raw)
+    fields = _fields(raw, delimiter)
     if fields is None:
         return "[not UTF-8 CSV: not shown]"
     if len(fields) != len(names):
@@ -1018,6 +1123,9 @@ def report_columns(sample: Sample, p: Proposal, builtin: str | None) -> list[str
             roles[column] = role
     for status, tf in p.statuses.items():
         roles[tf.column] = f"status {status}"
+    for tf in (p.received, *p.statuses.values()):
+        for part in tf.parts:
+            roles[part] = f"{roles[tf.column]} ({joined_name(tf.parts)})"
     out += [
         "",
         f"grain: {p.grain}" + (f" (one row per unit, grouped by {p.id_column!r})" if p.grain == "unit" else " (one row per call)"),
@@ -1029,6 +1137,7 @@ def report_columns(sample: Sample, p: Proposal, builtin: str | None) -> list[str
         masked = "  [masked in examples]" if name in p.masked else ""
         out.append(f"  {name:<{width}}  {role}{masked}")
     times = [p.received, *p.statuses.values()]
+    width = max(width, *(len(tf.column) for tf in times))
     out += ["", "time formats:"]
     for tf in times:
         zone = "NO UTC OFFSET" + (f": read in {p.timezone}" if p.timezone else ": needs a zone") if tf.naive else "with offset"
@@ -1083,7 +1192,7 @@ def report_types(p: Proposal, summary: Summary | None, sample: Sample, mapping: 
     return out
 
 
-def report_summary(s: Summary, names: Sequence[str], masked: Sequence[str], what: str) -> list[str]:
+def report_summary(s: Summary, names: Sequence[str], masked: Sequence[str], what: str, delimiter: str = ",") -> list[str]:
     """What the mapping read and rejected, by reason, with one (masked) example row each; the last line is the verdict."""
     rejected = sum(s.rejected.values())
     out = ["", f"read ({what}): {s.calls:,} calls, {s.updates:,} incident updates; {rejected:,} rows rejected"]
@@ -1094,7 +1203,11 @@ def report_summary(s: Summary, names: Sequence[str], masked: Sequence[str], what
         out.append(f"{title}, by reason:")
         for reason, n in counts.most_common():
             line, raw, detail = examples[reason]
-            out += [f"  {reason}: {n:,}", f"    e.g. line {line}: {coarse(detail)}", f"    row: {masked_row(raw, names, masked)}"]
+            out += [
+                f"  {reason}: {n:,}",
+                f"    e.g. line {line}: {coarse(detail)}",
+                f"    row: {masked_row(raw, names, masked, delimiter)}",
+            ]
     for (name, value), n in s.unmapped.most_common(12):
         out.append(f"{name} {value!r} is not in the mapping's map: {n:,} calls read with no {name} (counted, not rejected)")
     if s.no_location:
@@ -1223,7 +1336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownFormat as exc:
         return fail(str(exc))
     lines += report_types(proposal, summary, sample, chosen)
-    lines += report_summary(summary, sample.names, proposal.masked, what)
+    lines += report_summary(summary, sample.names, proposal.masked, what, sample.delimiter)
     print("\n".join(lines))
     return status
 

@@ -8,10 +8,17 @@ row below is invented; addresses are at block level.
 
 from __future__ import annotations
 
+import json
+import random
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
-from streams.ingest.mapping import MappingError, parse_mapping
-from streams.ingest.sources import Rejected, Row, parse_lines
+from streams.ingest import replay
+from streams.ingest.inspect import Sample, main, propose, render_toml
+from streams.ingest.mapping import MappingError, load_mapping, parse_mapping
+from streams.ingest.sources import Rejected, Row, parse_lines, read_source
 
 SPLIT = """
 name = "split"
@@ -117,3 +124,116 @@ def test_a_comma_mapping_on_a_semicolon_header_says_to_set_the_delimiter():
 def test_a_delimiter_that_is_not_one_plain_character_is_refused(toml):
     with pytest.raises(MappingError, match="layout.delimiter is .*; expected one character other than a quote or a line end"):
         parse_mapping(SEMICOLONS.replace('delimiter = ";"', f"delimiter = {toml}"))
+
+
+# --------------------------------------------------------------------------- inspect, end to end
+
+LA = ZoneInfo("America/Los_Angeles")
+
+
+def utc(local: str, fmt: str = "%m/%d/%Y %H:%M:%S") -> str:
+    """A Los Angeles wall time as the engine must emit it (computed here with zoneinfo, not with the engine's reader)."""
+    return datetime.strptime(local, fmt).replace(tzinfo=LA).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lapd() -> tuple[str, dict[str, str]]:
+    """LAPD Calls for Service's layout: the date and the time of dispatch in two columns, local times, no coordinates."""
+    head = "Incident_Number,Area_Occ,Rpt_Dist,Dispatch_Date,Dispatch_Time,Call_Type_Code,Call_Type_Text"
+    types = [("242", "BATTERY"), ("902", "TRAFFIC ACCIDENT"), ("246", "SHOTS FIRED"), ("415", "DISTURBANCE"), ("906B1", "CODE 30 RINGER")]
+    areas = ["Central", "Hollywood", "Newton", "77th Street", "Pacific"]
+    rows, expected = [head], {}
+    for i in range(24):
+        code, text = types[i % len(types)]
+        date = f"{1 + 6 * (i % 2):02d}/{1 + i // 2:02d}/2020"  # January (UTC-8) and July (UTC-7)
+        clock = f"{(i * 5) % 24:02d}:{(i * 17) % 60:02d}:{(i * 31) % 60:02d}"
+        rows.append(f"PD200{i:08d},{areas[i % 5]},{1000 + i},{date},{clock},{code},{text}")
+        expected[f"PD200{i:08d}"] = utc(f"{date} {clock}")
+    rows.append("PD20099999998,Central,0152,01/30/2020,,242,BATTERY")  # no time: missing_field
+    rows.append("PD20099999999,Central,0152,01/30/2020,24:30:00,242,BATTERY")  # no such hour: impossible_timestamp
+    return "\n".join(rows) + "\n", expected
+
+
+def test_inspect_proposes_the_date_and_time_columns_of_an_lapd_like_export_and_the_mapping_reads_the_exact_calls(tmp_path, capsys):
+    text, expected = lapd()
+    path, proposed = tmp_path / "lapd-calls-2020.csv", tmp_path / "lapd.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main([str(path), "--timezone", "America/Los_Angeles", "--write-mapping", str(proposed)]) == 0
+    printed = capsys.readouterr().out
+    assert "Dispatch_Date + Dispatch_Time  %m/%d/%Y %H:%M:%S  reads 96.0% of 25 values" in printed  # one hour 24:30
+    assert "'Dispatch_Date' and 'Dispatch_Time' hold a date and a time" in printed
+    assert 'received_at = { columns = ["Dispatch_Date", "Dispatch_Time"] }' in proposed.read_text(encoding="utf-8")
+    items = list(read_source(path, load_mapping(proposed), timezone="America/Los_Angeles"))
+    calls = {i.call["id"]: i.call["received_at"] for i in items if isinstance(i, Row)}
+    assert calls == expected
+    assert (calls["PD20000000000"], calls["PD20000000001"]) == ("2020-01-01T08:00:00Z", "2020-07-01T12:17:31Z")
+    empty, hour = (i for i in items if isinstance(i, Rejected))
+    assert (empty.line, empty.reason, hour.line, hour.reason) == (26, "missing_field", 27, "impossible_timestamp")
+    assert "'Dispatch_Time' is empty" in empty.detail and "'Dispatch_Date + Dispatch_Time' is '01/30/2020 24:30:00'" in hour.detail
+
+
+def cad(delimiter: str) -> tuple[str, dict[str, tuple[str, list[str]]]]:
+    """A CAD export saved with another delimiter: call and arrival each as a date and a time; a call type holding the delimiter."""
+    r = random.Random(20)
+    head = [
+        "Call Number",
+        "Call Date",
+        "Call Time",
+        "Nature",
+        "Priority",
+        "Arrival Date",
+        "Arrival Time",
+        "Block Address",
+        "Latitude",
+        "Longitude",
+    ]
+    natures = ["CHEST PAIN", "STRUCTURE FIRE", "MVA WITH INJURIES", f"ALARM{delimiter} FIRE", "FALL"]
+    rows, expected = [delimiter.join(head)], {}
+    for i in range(20):
+        date, clock = f"03/{1 + i // 4:02d}/2021", f"{(i * 3) % 24:02d}:{(i * 7) % 50:02d}:00"
+        arrival = "" if i % 5 == 0 else f"{(i * 3) % 24:02d}:{(i * 7) % 50 + 6:02d}:30"
+        nature = natures[i % len(natures)]
+        cells = [
+            f"C21{i:05d}", date, clock, f'"{nature}"' if delimiter in nature else nature, str(1 + i % 3), date if arrival else "",
+            arrival, f"{r.randrange(1, 50) * 100} Block of MAIN ST", f"{45.5 + r.uniform(-0.05, 0.05):.6f}",
+            f"{-122.6 + r.uniform(-0.05, 0.05):.6f}",
+        ]  # fmt: skip
+        rows.append(delimiter.join(cells))
+        expected[f"C21{i:05d}"] = (utc(f"{date} {clock}"), [utc(f"{date} {arrival}")] if arrival else [])
+    rows.append(delimiter.join(["C2199999", "03/31/2021", "", "FALL", "1", "", "", "100 Block of ELM ST", "45.5", "-122.6"]))
+    return "\n".join(rows) + "\n", expected
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_inspect_proposes_the_delimiter_and_the_split_status_times_and_the_mapping_reads_the_exact_calls(delimiter, tmp_path, capsys):
+    text, expected = cad(delimiter)
+    path, proposed = tmp_path / "county-cad-2021.csv", tmp_path / "cad.toml"
+    path.write_text(text, encoding="utf-8")
+    assert main([str(path), "--timezone", "America/Los_Angeles", "--write-mapping", str(proposed)]) == 0
+    printed = capsys.readouterr().out
+    mapping_text = proposed.read_text(encoding="utf-8")
+    assert f"delimiter = {json.dumps(delimiter)}" in mapping_text
+    assert 'received_at = { columns = ["Call Date", "Call Time"] }' in mapping_text
+    assert 'status = "on_scene"\ncolumns = ["Arrival Date", "Arrival Time"]' in mapping_text
+    assert "Block Address=[masked]" in printed and "Block of" not in printed
+    rows = [i for i in read_source(path, load_mapping(proposed), timezone="America/Los_Angeles") if isinstance(i, Row)]
+    assert {r.call["id"]: (r.call["received_at"], [u["at"] for u in r.updates]) for r in rows} == expected
+    assert next(r for r in rows if r.call["id"] == "C2100003").call["call_type"] == f"ALARM{delimiter} FIRE"
+    assert {r.call["category"] for r in rows} == {"EMS", "FIRE", "TRAFFIC"}
+    assert replay.main([str(path), "--mapping", str(proposed), "--timezone", "America/Los_Angeles", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("dry run: 20 calls and 16 incident updates")
+
+
+def test_a_column_holding_date_and_time_is_read_alone_and_a_bare_date_and_time_pair_is_joined(tmp_path, capsys):
+    both = "Call DateTime,Call Date,Call Time,Type\n" + "".join(
+        f"01/0{d}/2021 0{d}:00:00,01/0{d}/2021,0{d}:00:00,FIRE\n" for d in range(1, 10)
+    )
+    p = propose(Sample.from_lines(both.encode().splitlines()), name="x")
+    assert (p.received.column, p.received.parts) == ("Call DateTime", ())
+    bare = "Date,Time,Type\n" + "".join(f"2021-01-0{d},0{d}:30,FIRE\n" for d in range(1, 10))
+    p = propose(Sample.from_lines(bare.encode().splitlines()), name="x", timezone="UTC")
+    assert (p.received.column, p.received.pattern, p.received.parts) == ("Date + Time", "iso", ("Date", "Time"))
+    path = tmp_path / "bare.csv"
+    path.write_text(bare, encoding="utf-8")
+    mapping = parse_mapping(render_toml(p))
+    (first, *_) = read_source(path, mapping, timezone="UTC")
+    assert isinstance(first, Row) and first.call["received_at"] == "2021-01-01T01:30:00Z"
