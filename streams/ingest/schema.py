@@ -398,6 +398,11 @@ def normalize_category(text: str) -> Category:
     (<Category.FIRE: 'FIRE'>, <Category.OTHER: 'OTHER'>)
     >>> normalize_category("Aid Response"), normalize_category("Low Acuity"), normalize_category("Illegal Burn")
     (<Category.EMS: 'EMS'>, <Category.EMS: 'EMS'>, <Category.FIRE: 'FIRE'>)
+
+    Police exports' types (NOPD, Baltimore, LAPD):
+
+    >>> [normalize_category(t).value for t in ("AUTO ACCIDENT", "HIT AND RUN", "SHOTS FIRED", "DISCHRG FIREARM", "BATTERY", "FIGHT")]
+    ['TRAFFIC', 'TRAFFIC', 'POLICE', 'POLICE', 'POLICE', 'POLICE']
     """
     t = text.strip().upper()
     head = t.split(":", 1)[0].strip()
@@ -420,7 +425,18 @@ def _words(*alternatives: str) -> re.Pattern[str]:
 # assault with injury, DOMINJ domestic injury, OD overdose, ...).
 _CATEGORY_RULES: tuple[tuple[re.Pattern[str], Category], ...] = (
     (
-        _words("MOTOR VEHICLE", "VEHICLE ACCIDENT", "TRAFFIC", "MVA\\b", "MVI\\b", "CRASH", "COLLISION", "DISABLED VEHICLE"),
+        _words(
+            "MOTOR VEHICLE",
+            "VEHICLE ACCIDENT",
+            "AUTO ACCIDENT",
+            "HIT AND RUN",
+            "TRAFFIC",
+            "MVA\\b",
+            "MVI\\b",
+            "CRASH",
+            "COLLISION",
+            "DISABLED VEHICLE",
+        ),
         Category.TRAFFIC,
     ),
     # Outdoor burning before the medical list, whose BURN is a burn injury (Seattle "Illegal Burn", Cincinnati
@@ -466,9 +482,33 @@ _CATEGORY_RULES: tuple[tuple[re.Pattern[str], Category], ...] = (
         ),
         Category.EMS,
     ),
+    # Guns before the fire list, whose FIRE is in "SHOTS FIRED" and "FIREARM".
+    (_words("SHOTS", "SHOOTING", "FIREARM"), Category.POLICE),
     (
         _words("FIRE", "SMOKE", "ALARM", "HAZMAT", "HAZARDOUS", "GAS ODOR", "GAS LEAK", "NATURAL GAS", "EXPLOSION", "ELECTRICAL HAZARD"),
         Category.FIRE,
     ),
-    (_words("POLICE", "ASSAULT", "THEFT", "BURGLARY", "ROBBERY", "SHOTS", "DISTURBANCE", "WEAPON"), Category.POLICE),
+    (
+        _words(
+            "POLICE",
+            "ASSAULT",
+            "BATTERY",
+            "FIGHT",
+            "THEFT",
+            "BURGLAR",
+            "ROBBERY",
+            "STOLEN",
+            "SHOPLIFT",
+            "DISTURBANCE",
+            "WEAPON",
+            "SUSPICIOUS",
+            "TRESPASS",
+            "VANDAL",
+            "PROWLER",
+            "HARASS",
+            "NARCOTIC",
+            "DOMESTIC",
+        ),
+        Category.POLICE,
+    ),
 )
