@@ -11,6 +11,7 @@ ours                               6    0.10   0.70    1.00    1.00        1.00 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from detectors.evaluation.injection import SIZES
@@ -91,12 +92,13 @@ def format_wide(rows: dict[str, Any], budget: float) -> str:
     """The jurisdiction-wide surges' table (:func:`detectors.evaluation.wide.wide_summary`), with its legend.
 
     >>> row = {"n": 3, "usual_calls_mean": 48.0, "extra_calls_mean": 48.0, "pod": 1.0, "pod_30min": 0.67,
-    ...        "jurisdiction_alert_pod_30min": 0.33, "delay_median_min": 21.0, "ideal_pod_30min": 0.9}
+    ...        "jurisdiction_alert_pod_30min": 0.33, "delay_median_min": 21.0, "ideal_pod_30min": 0.9, "sequential_bound_min": 71.6}
     >>> print(format_wide({"+100%/3h": row}, 1.0).splitlines()[2])
-    +100%/3h         3     48.0     48.0   1.00     0.67            0.33    21.0        0.90
+    +100%/3h         3     48.0     48.0   1.00     0.67            0.33    21.0        0.90      71.6
     """
     head = (
         f"{'surge':<12} {'n':>5} {'usual':>8} {'extra':>8} {'POD':>6} {'<=30 min':>8} {'county <=30':>15} {'median':>7} {'ideal <=30':>11}"
+        f" {'bound':>9}"
     )
     lines = [head, "-" * len(head)]
     for key, r in rows.items():
@@ -104,14 +106,16 @@ def format_wide(rows: dict[str, Any], budget: float) -> str:
         lines.append(
             f"{key:<12} {r['n']:>5} {r['usual_calls_mean']:>8.1f} {r['extra_calls_mean']:>8.1f} {r['pod']:>6.2f} {r['pod_30min']:>8.2f} "
             f"{r['jurisdiction_alert_pod_30min']:>15.2f} {('-' if med is None else f'{med:.1f}'):>7} {r['ideal_pod_30min']:>11.2f}"
+            f" {r.get('sequential_bound_min', math.nan):>9.1f}"
         )
     lines.append("usual, extra: mean calls the jurisdiction usually has in the surge's hours, and the calls added;")
     lines.append(
         "POD: detected by an alert (the jurisdiction's, or holding an extra call) before its end + 30 min; <=30 min: within 30 min;"
     )
     lines.append(
-        f"county <=30: by the jurisdiction's own alert; ideal <=30: one exact Poisson test of 30 min at {budget:g} false alert(s) a day."
+        f"county <=30: by the jurisdiction's own alert; ideal <=30: one exact Poisson test of 30 min at {budget:g} false alert(s) a day;"
     )
+    lines.append("bound: about the shortest mean delay (min) of any detector that watches every minute at that budget (Lorden).")
     return "\n".join(lines)
 
 

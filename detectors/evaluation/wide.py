@@ -162,6 +162,24 @@ def ideal_pod(rate: float, budget_per_day: float, expected_30min: float) -> floa
     return float(10.0 ** log10_poisson_sf(c, (1.0 + rate) * expected_30min))
 
 
+def sequential_delay_min(rate: float, budget_per_day: float, usual_per_min: float) -> float:
+    """About the shortest mean delay (minutes) of any detector watching all the time at ``budget_per_day`` false
+    alerts a day, for a rise of ``rate`` (1.0: +100 %) over ``usual_per_min`` calls a minute (Lorden's bound,
+    first order: ``ln(minutes between false alerts) / KL``, the Kullback-Leibler divergence a minute of
+    Poisson((1 + rate) u) from Poisson(u) being ``u ((1 + rate) ln(1 + rate) - rate)``). Unlike the ideal test,
+    it does not know when the surge starts: it is what watching every minute costs.
+
+    >>> round(sequential_delay_min(1.0, 1.0, 70.4 / 180))  # Montgomery, +100 %: about 48 minutes, not 30
+    48
+    >>> round(sequential_delay_min(1.0, 1.0, 8 / 1440) / 1440, 1)  # a city of 8 calls a day: days (2.4)
+    2.4
+    """
+    if usual_per_min <= 0 or rate <= 0:
+        return math.inf
+    kl = usual_per_min * ((1.0 + rate) * math.log1p(rate) - rate)
+    return math.log(1440.0 / budget_per_day) / kl
+
+
 def wide_delays(
     injections: list[WideInjection], reports: list[tuple[float, tuple[str, ...], bool]], grace_s: float
 ) -> dict[int, tuple[float | None, float | None]]:
@@ -204,5 +222,8 @@ def wide_summary(injections: list[WideInjection], delays: dict[int, tuple[float 
                 "jurisdiction_alert_pod_30min": _share(county, WIDE_WITHIN_S),
                 "delay_median_min": round(float(np.median(found)), 1) if found else None,
                 "ideal_pod_30min": round(float(np.mean([ideal_pod(r, budget, w.expected * 1800.0 / w.duration_s) for w in chosen])), 3),
+                "sequential_bound_min": round(
+                    float(np.mean([sequential_delay_min(r, budget, w.expected * 60.0 / w.duration_s) for w in chosen])), 1
+                ),
             }
     return rows

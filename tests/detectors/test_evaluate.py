@@ -83,6 +83,9 @@ def test_the_command_writes_the_results_and_the_plot(tmp_path):
     assert saved["timezone"] == "America/New_York" and saved["thresholds"]["how"] == "calibrated"
     assert saved["calibration"]["budget_per_day"] == 1.0 and len(saved["calibration"]["grid"]) >= 5
     assert saved["wide_surges"] == len(saved["wide_list"]) == 3
+    # beside each: the ideal test and the delay bound of any detector watching every minute, longer for smaller rises
+    bounds = {key: row["sequential_bound_min"] for key, row in saved["wide"].items()}
+    assert all(b > 0 for b in bounds.values()) and "bound" in run.stdout, bounds
     assert "Jurisdiction-wide surges" in run.stdout and "warning" not in run.stderr
 
 

@@ -224,3 +224,13 @@ def test_the_zone_is_the_flag_s_then_the_profile_s_then_utc_with_a_warning_and_t
     mapping.write_text("not = [valid")
     with pytest.raises(SystemExit, match="m.toml"):
         ev.settings(p.parse_args(["--mapping", str(mapping), "--timezone", "UTC"]))
+
+
+def test_the_sequential_bound_falls_with_the_rise_and_the_citys_calls():
+    """Lorden's first-order bound: a larger rise or a busier city is seen sooner; a looser budget too."""
+    from detectors.evaluation.wide import sequential_delay_min
+
+    assert sequential_delay_min(2.0, 1.0, 0.4) < sequential_delay_min(1.0, 1.0, 0.4) < sequential_delay_min(0.5, 1.0, 0.4)
+    assert sequential_delay_min(1.0, 1.0, 4.0) < sequential_delay_min(1.0, 1.0, 0.4)
+    assert sequential_delay_min(1.0, 10.0, 0.4) < sequential_delay_min(1.0, 1.0, 0.4)
+    assert sequential_delay_min(1.0, 1.0, 0.0) == float("inf")
