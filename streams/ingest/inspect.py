@@ -454,15 +454,23 @@ def split_times(cols: dict[str, Column]) -> list[Column]:
     the two values joined with a space (empty when either is), read with :data:`TIME_PATTERNS`.
 
     A pair is proposed only when neither column holds a whole time itself and no column with the same stem does
-    (``Call DateTime`` beside ``Call Date`` and ``Call Time`` is read alone).
+    (``Call DateTime`` beside ``Call Date`` and ``Call Time`` is read alone). A date column whose times are all
+    midnight (a date exported as a timestamp, as Socrata portals write LAPD's ``Dispatch_Date``: ``01/01/2020
+    12:00:00 AM``) is a date: its constant midnight text goes into the pattern as it is
+    (``%m/%d/%Y 12:00:00 AM %H:%M:%S``).
 
     >>> sample = Sample.from_lines([b"Incident,Call Date,Call Time,Type", b"1,01/02/2020,13:45:00,FIRE", b"2,01/02/2020,,EMS"])
     >>> (c,) = split_times(profile(sample))
     >>> c.name, c.values, c.time.pattern, c.time.parts
     ('Call Date + Call Time', ('01/02/2020 13:45:00', ''), '%m/%d/%Y %H:%M:%S', ('Call Date', 'Call Time'))
     """
-    whole = {_stem(c.name) for c in cols.values() if c.time is not None}
-    dates = [c for c in cols.values() if c.time is None and _DATE_WORD.search(words(c.name)) and not _TIME_WORD.search(words(c.name))]
+    midnight = {c.name: suffix for c in cols.values() if (suffix := _midnight(c)) is not None}
+    whole = {_stem(c.name) for c in cols.values() if c.time is not None and c.name not in midnight}
+    dates = [
+        c
+        for c in cols.values()
+        if (c.time is None or c.name in midnight) and _DATE_WORD.search(words(c.name)) and not _TIME_WORD.search(words(c.name))
+    ]
     clocks = [c for c in cols.values() if c.time is None and _TIME_WORD.search(words(c.name)) and not _DATE_WORD.search(words(c.name))]
     out = []
     for date in dates:
@@ -472,13 +480,45 @@ def split_times(cols: dict[str, Column]) -> list[Column]:
             continue
         name = joined_name((date.name, clock.name))
         values = tuple(f"{d} {t}" if d and t else "" for d, t in zip(date.values, clock.values, strict=True))
-        tf = time_format(name, values)
+        tf = time_format(name, values) if date.name not in midnight else _midnight_format(name, values, midnight[date.name])
         if tf is None:
             continue
         tf = TimeFormat(tf.column, tf.pattern, tf.share, tf.n, tf.naive, tf.unread, (date.name, clock.name))
         present = [v for v in values if v]
         out.append(Column(name, date.index, values, len(present), len(set(present)), 0.0, None, None, tf, None, free_text=False))
     return out
+
+
+def _midnight(c: Column) -> str | None:
+    """The text after the date in a column of times that are all midnight, the same on every value
+    (``' 12:00:00 AM'``, ``'T00:00:00.000'``), or ``None``."""
+    if c.time is None or c.time.unread is not None or c.time.pattern in ("epoch", "epoch_ms"):
+        return None
+    present = [v for v in c.values if v]
+    head = re.match(r"[^ T]+", present[0]) if present else None
+    suffix = present[0][head.end() :] if head else ""
+    if not suffix or not all(v.endswith(suffix) and re.fullmatch(r"[^ T]+", v[: -len(suffix)]) for v in present):
+        return None
+    times = [parse_time(v, c.time.pattern) for v in present]
+    return suffix if all(t is not None and (t.hour, t.minute, t.second, t.microsecond) == (0, 0, 0, 0) for t in times) else None
+
+
+def _midnight_format(column: str, values: Sequence[str], suffix: str) -> TimeFormat | None:
+    """The pattern reading ``'<date><suffix> <time>'`` values: a date and a time pattern of :data:`TIME_PATTERNS` with the
+    constant midnight text between them, as literal text."""
+    literal = suffix.replace("%", "%%")
+    present = [v for v in values if v]
+    pairs = [tuple(p.split(" ", 1)) for p in TIME_PATTERNS if " " in p] + [("%Y-%m-%d", "%H:%M:%S"), ("%Y-%m-%d", "%H:%M")]
+    for date_pattern, time_pattern in pairs:
+        pattern = f"{date_pattern}{literal} {time_pattern}"
+        parsed = [(v, parse_time(v, pattern)) for v in present]
+        read = [t for _, t in parsed if t is not None]
+        if present and len(read) >= TIME_SHARE * len(present):
+            unread = next((v for v, t in parsed if t is None), None)
+            return TimeFormat(
+                column, pattern, round(len(read) / len(present), 4), len(present), all(t.tzinfo is None for t in read), unread
+            )
+    return None
 
 
 # --------------------------------------------------------------------------- proposal
@@ -531,7 +571,8 @@ def propose(sample: Sample, *, name: str, timezone: str | None = None) -> Propos
         raise InspectError("no data row could be read in the sample; expected CSV rows with as many fields as line 1")
     pairs = split_times(cols)
     cols.update((c.name, c) for c in pairs)
-    times = {c.name: c.time for c in cols.values() if c.time is not None}
+    parts = {part for c in pairs if c.time for part in c.time.parts}  # a date at midnight is a date, not a time
+    times = {c.name: c.time for c in cols.values() if c.time is not None and c.name not in parts}
     received = _received(cols, times)
     p = Proposal(
         name=name, names=sample.names, has_header=sample.has_header, received=received, timezone=timezone, delimiter=sample.delimiter

@@ -136,8 +136,9 @@ def utc(local: str, fmt: str = "%m/%d/%Y %H:%M:%S") -> str:
     return datetime.strptime(local, fmt).replace(tzinfo=LA).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def lapd() -> tuple[str, dict[str, str]]:
-    """LAPD Calls for Service's layout: the date and the time of dispatch in two columns, local times, no coordinates."""
+def lapd(midnight: str) -> tuple[str, dict[str, str]]:
+    """LAPD Calls for Service's layout: the date and the time of dispatch in two columns, local times, no coordinates;
+    the date written as a date, or as a timestamp at midnight (``midnight``, as a Socrata portal exports it)."""
     head = "Incident_Number,Area_Occ,Rpt_Dist,Dispatch_Date,Dispatch_Time,Call_Type_Code,Call_Type_Text"
     types = [("242", "BATTERY"), ("902", "TRAFFIC ACCIDENT"), ("246", "SHOTS FIRED"), ("415", "DISTURBANCE"), ("906B1", "CODE 30 RINGER")]
     areas = ["Central", "Hollywood", "Newton", "77th Street", "Pacific"]
@@ -146,20 +147,24 @@ def lapd() -> tuple[str, dict[str, str]]:
         code, text = types[i % len(types)]
         date = f"{1 + 6 * (i % 2):02d}/{1 + i // 2:02d}/2020"  # January (UTC-8) and July (UTC-7)
         clock = f"{(i * 5) % 24:02d}:{(i * 17) % 60:02d}:{(i * 31) % 60:02d}"
-        rows.append(f"PD200{i:08d},{areas[i % 5]},{1000 + i},{date},{clock},{code},{text}")
+        rows.append(f"PD200{i:08d},{areas[i % 5]},{1000 + i},{date}{midnight},{clock},{code},{text}")
         expected[f"PD200{i:08d}"] = utc(f"{date} {clock}")
-    rows.append("PD20099999998,Central,0152,01/30/2020,,242,BATTERY")  # no time: missing_field
-    rows.append("PD20099999999,Central,0152,01/30/2020,24:30:00,242,BATTERY")  # no such hour: impossible_timestamp
+    rows.append(f"PD20099999998,Central,0152,01/30/2020{midnight},,242,BATTERY")  # no time: missing_field
+    rows.append(f"PD20099999999,Central,0152,01/30/2020{midnight},24:30:00,242,BATTERY")  # no such hour: impossible_timestamp
     return "\n".join(rows) + "\n", expected
 
 
-def test_inspect_proposes_the_date_and_time_columns_of_an_lapd_like_export_and_the_mapping_reads_the_exact_calls(tmp_path, capsys):
-    text, expected = lapd()
+@pytest.mark.parametrize("midnight", ["", " 12:00:00 AM"])
+def test_inspect_proposes_the_date_and_time_columns_of_an_lapd_like_export_and_the_mapping_reads_the_exact_calls(
+    midnight, tmp_path, capsys
+):
+    text, expected = lapd(midnight)
     path, proposed = tmp_path / "lapd-calls-2020.csv", tmp_path / "lapd.toml"
     path.write_text(text, encoding="utf-8")
     assert main([str(path), "--timezone", "America/Los_Angeles", "--write-mapping", str(proposed)]) == 0
     printed = capsys.readouterr().out
-    assert "Dispatch_Date + Dispatch_Time  %m/%d/%Y %H:%M:%S  reads 96.0% of 25 values" in printed  # one hour 24:30
+    pattern = f"%m/%d/%Y{midnight} %H:%M:%S"  # a date at midnight: its midnight is literal text in the pattern
+    assert f"Dispatch_Date + Dispatch_Time  {pattern}  reads 96.0% of 25 values" in printed  # one hour 24:30
     assert "'Dispatch_Date' and 'Dispatch_Time' hold a date and a time" in printed
     assert 'received_at = { columns = ["Dispatch_Date", "Dispatch_Time"] }' in proposed.read_text(encoding="utf-8")
     items = list(read_source(path, load_mapping(proposed), timezone="America/Los_Angeles"))
@@ -168,7 +173,8 @@ def test_inspect_proposes_the_date_and_time_columns_of_an_lapd_like_export_and_t
     assert (calls["PD20000000000"], calls["PD20000000001"]) == ("2020-01-01T08:00:00Z", "2020-07-01T12:17:31Z")
     empty, hour = (i for i in items if isinstance(i, Rejected))
     assert (empty.line, empty.reason, hour.line, hour.reason) == (26, "missing_field", 27, "impossible_timestamp")
-    assert "'Dispatch_Time' is empty" in empty.detail and "'Dispatch_Date + Dispatch_Time' is '01/30/2020 24:30:00'" in hour.detail
+    assert "'Dispatch_Time' is empty" in empty.detail
+    assert f"'Dispatch_Date + Dispatch_Time' is '01/30/2020{midnight} 24:30:00'" in hour.detail
 
 
 def cad(delimiter: str) -> tuple[str, dict[str, tuple[str, list[str]]]]:
