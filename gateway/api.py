@@ -18,6 +18,9 @@ route                                  roles           answers
 ``GET /api/cells?ids=a,b``             all             outlines of cells in scope (partners: their zones' cells;
                                                        supervisors and commanders: with their area's name)
 ``GET /api/zones``                     all             zones in scope, with their cells and outline
+``GET /api/places``                    all             the map's base layer: the jurisdiction's outline (boundary, else
+                                                       box, else null); supervisors and commanders also its named
+                                                       areas (a FeatureCollection: name, geometry); cacheable (ETag)
 ``GET /api/audit``, ``/export``        supervisors     the audit log, as JSON or CSV / JSON lines
 ``GET /metrics``                       supervisors     Prometheus text: clients by role, deliveries, refusals
 =====================================  ==============  ======================================================
@@ -51,6 +54,10 @@ if TYPE_CHECKING:
 HOTSPOT_WINDOWS = (15, 60, 180, 1440)
 #: history steps (minutes) for supervisors and commanders
 HISTORY_STEPS = (15, 60, 1440)
+#: longest ``/api/places`` answer (Montgomery's boundary and 62 areas: about 90 kB); longer areas are left out
+MAX_PLACES_BYTES = 2_000_000
+#: how long a browser may keep ``/api/places`` (the profile is read once, at the gateway's start)
+PLACES_MAX_AGE_S = 3600
 #: most res-8 cells times minutes one history call reads (a week of 10 cells, a day of 69)
 MAX_HISTORY_CELL_MINUTES = 100_000
 ALL_ROLES = frozenset(Role)
@@ -295,6 +302,21 @@ async def zones(gw: Gateway, req: ApiRequest) -> Response:
     return json_response(200, {"zones": [zone_json(z, req.now) for z in req.scope.zones]})
 
 
+async def places(gw: Gateway, req: ApiRequest) -> Response:
+    """The map's base layer: the outline for every role; the named areas for supervisors and commanders only.
+
+    Partners get the outline only: a profile's area outlines may be data rather than public geography (the
+    shipped Montgomery areas were drawn from the cells where at least 3 calls of a municipality happened), so
+    they are told only as much as :mod:`gateway.disclosure` releases, never these shapes.
+    """
+    only(req.query, set())
+    body, etag = gw.places.answer(req.scope.role in PRECISE, MAX_PLACES_BYTES)
+    resp = response(200, body, "application/json", [("ETag", etag), ("Vary", "Authorization")])
+    del resp.headers["Cache-Control"]  # the default no-store; the answer only changes when the gateway restarts
+    resp.headers["Cache-Control"] = f"private, max-age={PLACES_MAX_AGE_S}"
+    return resp
+
+
 async def audit(gw: Gateway, req: ApiRequest) -> Response:
     rows = await _audit_rows(gw, req, set())
     return json_response(200, {"records": [{"id": sid, **r.to_fields(), "detail": r.detail} for sid, r in rows]})
@@ -326,6 +348,7 @@ ROUTES: tuple[Route, ...] = (
     Route(("api", "cells", "*", "history"), cell_history, PRECISE),
     Route(("api", "cells"), cells, ALL_ROLES),
     Route(("api", "zones"), zones, ALL_ROLES),
+    Route(("api", "places"), places, ALL_ROLES),
     Route(("api", "audit"), audit, frozenset({Role.SUPERVISOR})),
     Route(("api", "audit", "export"), audit_export, frozenset({Role.SUPERVISOR})),
     Route(("metrics",), metrics, frozenset({Role.SUPERVISOR})),

@@ -13,6 +13,11 @@ zones' (the units of :mod:`gateway.disclosure`), and the worker's ``areas`` and
 ``reason`` never reach them (:func:`gateway.disclosure.partner_alert_view` is an
 allow-list).
 
+The map's base layer (``/api/places``) is the jurisdiction's :meth:`Places.outline`
+(its boundary, else its box as a polygon) for every role, and the areas'
+outlines (:meth:`Places.area_outlines`) for supervisors and commanders only,
+coordinates rounded to 5 decimals (about 1 m).
+
 Examples
 --------
 >>> class Areas:
@@ -32,11 +37,13 @@ Examples
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from streams.ingest.schema import Jurisdiction
 from streams.jurisdiction import Profile, default_profile, load_profile
@@ -63,7 +70,12 @@ class Places:
     areas: AreaNames | None = field(default=None, repr=False, compare=False)
     #: the profile's bounding box (event zones must lie inside it when ``WF_JURISDICTION`` is not set)
     box: Jurisdiction | None = field(default=None, repr=False, compare=False)
+    #: the profile's boundary (a GeoJSON Polygon or MultiPolygon), or None
+    boundary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: the named areas' outlines: a GeoJSON FeatureCollection with a ``name`` property per feature, or None
+    area_shapes: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _tz: zoneinfo.ZoneInfo = field(init=False, repr=False, compare=False)
+    _answers: dict[tuple[bool, int], tuple[bytes, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -83,7 +95,10 @@ class Places:
         Places(timezone='UTC', name='Unnamed jurisdiction')
         """
         areas = profile.areas
-        return cls(profile.timezone, profile.name, areas if len(areas) else None, profile.box)
+        named = len(areas) > 0
+        return cls(
+            profile.timezone, profile.name, areas if named else None, profile.box, profile.boundary, areas.geojson() if named else None
+        )
 
     def area_of(self, cell: str) -> str | None:
         """The name of the area holding ``cell``, or None (outside every area, or no areas)."""
@@ -106,9 +121,85 @@ class Places:
         """``epoch`` as the jurisdiction's wall clock to the minute, with the zone's abbreviation: ``2023-11-14 14:14 PST``."""
         return datetime.datetime.fromtimestamp(epoch, self._tz).strftime("%Y-%m-%d %H:%M %Z")
 
+    def outline(self) -> dict[str, Any] | None:
+        """The jurisdiction's outline for the map: its boundary, else its box as a polygon, else None; rounded to 1e-5°.
+
+        >>> from streams.ingest.schema import Jurisdiction
+        >>> Places(box=Jurisdiction(39.9, -75.7, 40.5, -75.0)).outline()
+        {'type': 'Polygon', 'coordinates': [[[-75.7, 39.9], [-75.0, 39.9], [-75.0, 40.5], [-75.7, 40.5], [-75.7, 39.9]]]}
+        >>> Places().outline() is None
+        True
+        """
+        if self.boundary is not None:
+            return rounded(self.boundary)
+        b = self.box
+        if b is None:
+            return None
+        ring = [[b.min_lng, b.min_lat], [b.max_lng, b.min_lat], [b.max_lng, b.max_lat], [b.min_lng, b.max_lat], [b.min_lng, b.min_lat]]
+        return rounded({"type": "Polygon", "coordinates": [ring]})
+
+    def area_outlines(self) -> dict[str, Any] | None:
+        """The named areas as a FeatureCollection (``name`` and geometry only, rounded to 1e-5°), or None without areas."""
+        if self.area_shapes is None:
+            return None
+        features = [
+            {"type": "Feature", "properties": {"name": f["properties"]["name"]}, "geometry": rounded(f["geometry"])}
+            for f in self.area_shapes["features"]
+        ]
+        return {"type": "FeatureCollection", "features": features}
+
+    def answer(self, with_areas: bool, limit: int) -> tuple[bytes, str]:
+        """The JSON body of ``/api/places`` and its ETag, made once: the outline, and the areas when ``with_areas``.
+
+        Areas whose outlines would make the body longer than ``limit`` bytes are left out, and the body says
+        why (``areas_omitted``): the map still draws the boundary.
+
+        >>> from streams.ingest.schema import Jurisdiction
+        >>> box = Places(name="Box County", box=Jurisdiction(1.0, 2.0, 3.0, 4.0))
+        >>> body, etag = box.answer(True, 10_000)
+        >>> json.loads(body)["areas"] is None, json.loads(body)["outline"]["type"], etag.startswith('"')
+        (True, 'Polygon', True)
+        """
+        key = (with_areas, limit)
+        if key not in self._answers:
+            body: dict[str, Any] = {"name": self.name, "outline": self.outline(), "areas": None}
+            if with_areas:
+                body["areas"] = self.area_outlines()
+            data = json.dumps(body, separators=(",", ":")).encode()
+            if len(data) > limit and body["areas"] is not None:
+                body["areas"] = None
+                body["areas_omitted"] = (
+                    f"the areas' outlines take {len(data)} bytes, more than the {limit} the dashboard is sent; "
+                    "simplify the profile's areas GeoJSON (fewer points per outline)"
+                )
+                data = json.dumps(body, separators=(",", ":")).encode()
+            self._answers[key] = (data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
+        return self._answers[key]
+
     def to_json(self) -> dict[str, str]:
         """What ``/api/me`` tells every role: the jurisdiction's name and zone (neither is confidential)."""
         return {"name": self.name, "timezone": self.timezone}
+
+
+def rounded(geometry: dict[str, Any], digits: int = 5) -> dict[str, Any]:
+    """A (Multi)Polygon's coordinates rounded to ``digits`` decimals, points made equal by rounding kept once.
+
+    >>> rounded({"type": "Polygon", "coordinates": [[[1.000001, 2.0], [1.000002, 2.0], [3.123456789, 4.0], [1.000001, 2.0]]]})
+    {'type': 'Polygon', 'coordinates': [[[1.0, 2.0], [3.12346, 4.0], [1.0, 2.0]]]}
+    """
+
+    def ring(points: list[Any]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for p in points:
+            q = [round(float(p[0]), digits), round(float(p[1]), digits)]
+            if not out or out[-1] != q:
+                out.append(q)
+        return out
+
+    coords = geometry["coordinates"]
+    if geometry["type"] == "Polygon":
+        return {"type": "Polygon", "coordinates": [ring(r) for r in coords]}
+    return {"type": geometry["type"], "coordinates": [[ring(r) for r in poly] for poly in coords]}
 
 
 def load_places(profile_path: Path | None) -> Places:
