@@ -82,6 +82,9 @@ class Alert:
     #: names of the jurisdiction's areas holding ``cells``, most cells first: set by the
     #: worker from its jurisdiction profile (the detectors know cells, not names)
     areas: tuple[str, ...] = ()
+    #: the alert in one plain sentence, no statistics: set by the worker at publication with ``areas``
+    #: (:mod:`streams.detection.plain`); empty on records older than it
+    summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
         # Spelled out in field order rather than dataclasses.asdict, which recursed into every
@@ -93,5 +96,5 @@ class Alert:
             "at": self.at, "cells": list(self.cells), "window_min": self.window_min, "observed": self.observed,
             "expected": self.expected, "score": self.score, "p_value": self.p_value, "categories": dict(self.categories),
             "model": self.model, "model_version": self.model_version, "reason": self.reason, "zone": self.zone,
-            "areas": list(self.areas),
+            "areas": list(self.areas), "summary": self.summary,
         }  # fmt: skip

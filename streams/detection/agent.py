@@ -50,6 +50,7 @@ from detectors.types import Alert
 from streams.counting.state import RedisState, StateError, unreadable_checkpoint
 from streams.detection import checkpoint
 from streams.detection.naming import name_alert
+from streams.detection.plain import with_summary
 from streams.detection.runner import DetectionRunner, parse_zones, profile_suite
 from streams.jurisdiction import Profile
 from streams.runtime.retry import until_reachable
@@ -309,8 +310,9 @@ class DetectionAgent:
     # -- alerts, zones, warnings ------------------------------------------------------------
 
     async def _publish(self, alerts: list[Alert], offset: int, *, clock: bool = False) -> None:
-        """Alerts, named, to the Redis stream at once (the gateway's feed), and to the alerts topic before the next checkpoint."""
-        alerts = [name_alert(a, self.profile.areas) for a in alerts]
+        """Alerts, named and summed up, to the Redis stream at once (the gateway's feed), and to the alerts topic before checkpointing."""
+        tz, where = self.profile.tz, self.profile.name
+        alerts = [with_summary(name_alert(a, self.profile.areas), tz=tz, jurisdiction=where) for a in alerts]
         bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
         for a, b in zip(alerts, bodies, strict=True):
             self.state.sends.append(await self.alerts.send(key=a.id.encode(), value=b.encode()))

@@ -467,3 +467,16 @@ def test_zone_counts():
     assert zone_counts(counts, _commander(), PARADE.active_until) == {}
     supervisor = zone_counts(counts, _scope(_claims("supervisor", agency="CCC")), NOW)
     assert supervisor["septa-ambler"] == 0 and supervisor["septa-lansdale"] == 5
+
+
+def test_the_plain_summary_reaches_supervisors_and_never_partners():
+    """The worker's ``summary`` names places and counts: supervisors get it, a partner's allow-listed view does not."""
+    summary = "Traffic calls in Lansdale: 12 in 15 minutes, four times the usual 3 for a Tuesday evening"
+    raw = _surge([IN_LANSDALE[0], IN_LANSDALE[1]], summary=summary, areas=["Lansdale"])
+    assert view(raw, _scope(_claims("supervisor")), NOW)["summary"] == summary
+    for scope in (_transit(), _scope(_claims("school", ("school-north-penn-hs",)))):
+        v = view(raw, scope, NOW)
+        if v is not None:
+            assert "summary" not in v and summary not in json.dumps(v) and "Lansdale:" not in json.dumps(v)
+    v = view(raw, _transit(), NOW)
+    assert v is not None and "summary" not in v, "the transit partner's own zone holds the alert: it gets a view, without summary"
