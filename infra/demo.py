@@ -34,8 +34,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from infra import stack
 
@@ -236,6 +240,69 @@ def _demo_tokens(secret: str, montgomery: bool = True, agency: str = "Montgomery
     return supervisor, transit, school
 
 
+def alert_lines(records: Iterable[Mapping[str, Any]], tz: ZoneInfo, *, limit: int = 10) -> list[str]:
+    """The demo's list of the alerts a run raised: one line per alert that opened (its local time and its summary), at
+    most ``limit`` of them and "and N more", then how many updates and closes followed.
+
+    ``records`` are alert records as the worker wrote them (``Alert.to_json()``), in stream order; one older than the
+    summary shows its reason.
+
+    >>> opened = {"id": "a", "state": "open", "at": 1453510560.0, "summary": "Traffic calls across X: 9 in 15 minutes"}
+    >>> for line in alert_lines([opened, {**opened, "state": "update"}, {**opened, "state": "closed"}], ZoneInfo("America/New_York")):
+    ...     print(line)
+    Alerts raised: 1 (1 update and 1 close followed)
+      Fri 2016-01-22 19:56 EST  Traffic calls across X: 9 in 15 minutes
+    >>> alert_lines([], ZoneInfo("UTC"))
+    ['Alerts raised: none (the detectors saw nothing unusual in this replay)']
+    """
+    records = list(records)
+    opened = [r for r in records if r.get("state") == "open"]
+    updates = sum(1 for r in records if r.get("state") == "update")
+    closes = sum(1 for r in records if r.get("state") == "closed")
+    if not opened and not updates and not closes:
+        return ["Alerts raised: none (the detectors saw nothing unusual in this replay)"]
+    followed = f"{_count(updates, 'update')} and {_count(closes, 'close')} followed"
+    lines = [f"Alerts raised: {len(opened)} ({followed})"]
+    for r in opened[:limit]:
+        at = r.get("at")
+        when = datetime.fromtimestamp(at, tz).strftime("%a %Y-%m-%d %H:%M %Z") if isinstance(at, int | float) else "?"
+        lines.append(f"  {when}  {r.get('summary') or r.get('reason') or r.get('id', '?')}")
+    if len(opened) > limit:
+        lines.append(f"  and {len(opened) - limit} more (all of them: on the supervisor's dashboard, or redis-cli XRANGE)")
+    return lines
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _print_alerts() -> None:
+    """After the status report: the alerts the run raised, read from the Redis stream the gateway reads (``{prefix}:alerts``)."""
+    import json
+
+    import redis
+
+    from streams.counting.keys import Keys
+    from streams.runtime.settings import load_jurisdiction, load_settings
+
+    settings = load_settings()
+    key = Keys(settings.redis_prefix).alerts
+    records: list[dict[str, Any]] = []
+    try:
+        with redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
+            last = "-"
+            while True:
+                page = client.xrange(key, min=last, max="+", count=1000)
+                records += [json.loads(fields["alert"]) for _, fields in page if "alert" in fields]
+                if len(page) < 1000:
+                    break
+                last = f"({page[-1][0]}"
+    except (redis.RedisError, ValueError) as exc:
+        _say(f"the alerts could not be read from Redis {key} ({exc}); see the worker's log {WORKER.log}")
+        return
+    print("\n" + "\n".join(alert_lines(records, load_jurisdiction(settings).tz)))
+
+
 def _where_to_look(port: str, web: str) -> str:
     """The demo's closing table: where to look, and what each place shows (aligned, whatever the paths' lengths)."""
     rows = [
@@ -308,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _wait_worker_done():
         return 1
     subprocess.run([sys.executable, "-m", "streams.runtime.status"], cwd=ROOT)
+    _print_alerts()
     if not wait_for_gateway(port):
         _say(f"the gateway did not start; see {GATEWAY.log}")
         return 1

@@ -30,3 +30,26 @@ def test_the_profile_is_the_given_one_else_montgomerys_only_for_its_own_data(tmp
     assert demo._profile(argparse.Namespace(profile=str(given), path=str(other))) == str(given.resolve())
     monkeypatch.setenv("WF_PROFILE", "/etc/wf/j.toml")
     assert demo._profile(argparse.Namespace(profile=None, path=str(other))) == "/etc/wf/j.toml"
+
+
+def test_the_demo_ends_with_the_alerts_it_raised_one_line_each_in_the_jurisdictions_time():
+    from zoneinfo import ZoneInfo
+
+    t0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC: Wednesday 23:13 in Berlin, 14:13 in Los Angeles
+    records = [
+        {"id": f"surge:c{i}:1", "state": "open", "at": t0 + 60 * i, "summary": f"Medical calls in Area {i}: 9 in 15 minutes"}
+        for i in range(14)
+    ]
+    records.insert(1, {"id": "surge:c0:1", "state": "update", "at": t0 + 30, "summary": "grew"})
+    records.append({"id": "surge:c0:1", "state": "closed", "at": t0 + 3600, "summary": "Ended"})
+    records.append({"id": "old:1", "state": "open", "at": t0 + 7200, "reason": "9 calls in 15 min (a record older than summary)"})
+    lines = demo.alert_lines(records, ZoneInfo("Europe/Berlin"), limit=12)
+    assert lines[0] == "Alerts raised: 15 (1 update and 1 close followed)"
+    assert lines[1] == "  Tue 2023-11-14 23:13 CET  Medical calls in Area 0: 9 in 15 minutes"
+    assert len(lines) == 1 + 12 + 1 and lines[-1].startswith("  and 3 more ")
+    assert all("grew" not in line and "Ended" not in line for line in lines), "updates and closes are counted, not listed"
+    few = demo.alert_lines(records[-3:], ZoneInfo("America/Los_Angeles"))
+    assert few[1:] == [
+        "  Tue 2023-11-14 14:26 PST  Medical calls in Area 13: 9 in 15 minutes",
+        "  Tue 2023-11-14 16:13 PST  9 calls in 15 min (a record older than summary)",
+    ]
