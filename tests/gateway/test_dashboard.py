@@ -24,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.gateway.live import (
+    AREA_WORD,
     FAR,
     IN_LANSDALE,
     INSIDE_AREA,
@@ -341,5 +342,56 @@ def test_dashboard_shows_the_jurisdictions_times_and_names_places_whatever_the_b
         wait_for(driver, "the far cell's area named in the card", lambda d: code.get_attribute("title") == OUTSIDE_AREA)
         assert not console_errors(driver)
         screenshot(driver, "dashboard-jurisdiction-zone", tmp_path)
+    finally:
+        named.stop()
+
+
+def test_dashboard_draws_the_jurisdiction_and_its_areas_under_the_cells_and_each_alert_as_one_outline(prefix, r, browser, tmp_path):
+    """With a profile (a boundary box and two named areas): the supervisor's map draws the outline, both areas and
+    their names under the cells, an alert over 7 touching cells as one outline (no ring per cell), and a
+    jurisdiction-wide alert not outlined but named in the legend; a transit partner's map draws the outline and no
+    area (its /api/places has none), and no area's name anywhere on the page."""
+    from tests.gateway.test_places_api import write_bounded_profile
+
+    write_counts(r, prefix)
+    named = GatewayProcess(prefix, env_extra={"WF_PROFILE": str(write_bounded_profile(tmp_path))})
+    sup = browser("places-sup")
+    partner = browser("places-partner")
+    region = (FAR, *sorted(h3.grid_ring(FAR, 1)))
+    local = make_alert("surge:places-map:1", region, observed=20)
+    wide = make_alert("surge:jurisdiction:places-map:2", (IN_LANSDALE, FAR), observed=40)
+    try:
+        named.start(tmp_path)
+        publish(r, prefix, local)
+        publish(r, prefix, wide)
+        log_in(sup, named, token("supervisor", subject="sup-places-map"))
+        wait_for(sup, "the outline of the jurisdiction", lambda d: css(d, "#map svg g.places path.boundary"))
+        wait_for(sup, "the named areas", lambda d: len(css(d, "#map svg g.places path.area")) == 2)
+        areas = css(sup, "#map svg g.places path.area")
+        assert {a.get_attribute("data-area") for a in areas} == {INSIDE_AREA, OUTSIDE_AREA}
+        wait_for(sup, "the alert's cells", lambda d: len(css(d, "#map svg path.cell.alert")) >= len(region))
+        outline = wait_for(sup, "the alert's outline", lambda d: css(d, "#map svg path.alert-outline"))
+        assert [o.get_attribute("data-alert-id") for o in outline] == [local["id"]], "one outline, none for the wide alert"
+        assert outline[0].get_attribute("d").count("M") == 1, "the 7 touching cells make one ring"
+        assert len(css(sup, "#map svg circle.cell-marker")) <= 1, "at most one ring per alert, never one per cell"
+        layers = [g.get_attribute("class") for g in css(sup, "#map svg > g")]
+        assert layers.index("places") < layers.index("cells") < layers.index("alert-regions"), layers
+        drawn = json.loads(css(sup, "#map")[0].get_attribute("data-places"))
+        assert drawn["outline"] == 1 and drawn["areas"] == 2 and drawn["labels"], drawn
+        texts = [t.get_attribute("textContent") for t in css(sup, "#map svg text.area-label")]
+        assert texts == drawn["labels"] and set(texts) <= {INSIDE_AREA, OUTSIDE_AREA}, texts
+        legend = wait_for(sup, "the wide alert in the legend", lambda d: css(d, f"#legend li.legend-wide[data-alert-id='{wide['id']}']"))
+        assert "jurisdiction-wide" in legend[0].text
+        assert not console_errors(sup)
+        screenshot(sup, "dashboard-places-supervisor", tmp_path)
+
+        log_in(partner, named, token("transit", zones=("septa-lansdale",), agency="SEPTA", subject="septa-places-map"))
+        wait_for(partner, "the outline on the partner's map", lambda d: css(d, "#map svg g.places path.boundary"))
+        wait_for(partner, "the partner's zone", lambda d: css(d, "#map svg g.zone[data-zone-id='septa-lansdale'] path"))
+        assert not css(partner, "#map svg g.places path.area") and not css(partner, "#map svg text.area-label")
+        assert json.loads(css(partner, "#map")[0].get_attribute("data-places"))["areas"] == 0
+        assert AREA_WORD not in partner.find_element(By.TAG_NAME, "body").get_attribute("textContent")
+        assert not console_errors(partner)
+        screenshot(partner, "dashboard-places-partner", tmp_path)
     finally:
         named.stop()

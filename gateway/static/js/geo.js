@@ -100,14 +100,14 @@ export function scaleKm(w, pxPerKm) {
 }
 
 /**
- * Labels {x, y, text, hot, selected} that fit: alerting and selected ones first, none overlapping one already
- * placed, names near an edge pulled inside. Returns the placed labels with their adjusted x, y.
+ * Labels {x, y, text, hot, selected, area} that fit: alerting and selected ones first (then the biggest areas), none overlapping one already
+ * placed (nor a box of ``boxes``, which the placed ones are added to), names near an edge pulled inside.
+ * Returns the placed labels with their adjusted x, y.
  */
-export function placeLabels(labels, w, h) {
+export function placeLabels(labels, w, h, boxes = []) {
   const CHAR_PX = 6.3; // average advance of an 11px sans-serif glyph
-  const boxes = [];
   const placed = [];
-  const order = [...labels].sort((a, b) => Number(b.hot) - Number(a.hot) || Number(b.selected) - Number(a.selected) || a.y - b.y);
+  const order = [...labels].sort((a, b) => Number(b.hot) - Number(a.hot) || Number(b.selected) - Number(a.selected) || (b.area || 0) - (a.area || 0) || a.y - b.y);
   for (const l of order) {
     if (l.x < 0 || l.x > w || l.y < 0 || l.y > h + 12) continue; // the zone is off the map
     const half = (l.text.length * CHAR_PX) / 2;
@@ -119,4 +119,89 @@ export function placeLabels(labels, w, h) {
     placed.push({ ...l, x, y });
   }
   return placed;
+}
+
+/** A vertex's key: rounded to 1e-7° (about 1 cm), so the corner two cells share is one key. */
+const vertexKey = ([x, y]) => `${x.toFixed(7)},${y.toFixed(7)}`;
+
+/**
+ * The outline of the union of ``rings`` (cells' rings of [lng, lat], open or closed) as rings of [lng, lat]:
+ * the edges that belong to exactly one ring, chained. Cells that touch give one ring; holes come out as rings too.
+ */
+export function mergedRings(rings) {
+  const edges = new Map(); // undirected key -> {a, b, n}
+  for (const raw of rings) {
+    const ring = raw.length > 1 && vertexKey(raw[0]) === vertexKey(raw[raw.length - 1]) ? raw.slice(0, -1) : raw;
+    for (let i = 0; i < ring.length; i += 1) {
+      const a = ring[i];
+      const b = ring[(i + 1) % ring.length];
+      const ka = vertexKey(a);
+      const kb = vertexKey(b);
+      if (ka === kb) continue;
+      const key = ka < kb ? `${ka}|${kb}` : `${kb}|${ka}`;
+      const e = edges.get(key);
+      if (e) e.n += 1;
+      else edges.set(key, { a, b, ka, kb, n: 1 });
+    }
+  }
+  const from = new Map(); // start vertex key -> edges of the outline starting there
+  for (const e of edges.values()) {
+    if (e.n !== 1) continue;
+    if (!from.has(e.ka)) from.set(e.ka, []);
+    from.get(e.ka).push(e);
+  }
+  const out = [];
+  for (const starts of from.values()) {
+    while (starts.length) {
+      const first = starts.pop();
+      const ring = [first.a];
+      let e = first;
+      for (let guard = 0; guard < edges.size && e.kb !== first.ka; guard += 1) {
+        ring.push(e.b);
+        const next = from.get(e.kb);
+        if (!next || !next.length) break;
+        e = next.pop();
+      }
+      ring.push(first.a);
+      out.push(ring);
+    }
+  }
+  return out;
+}
+
+/** The area (px², positive) of a ring of [x, y] pixels. */
+export function ringArea(pts) {
+  let s = 0;
+  for (let i = 0; i < pts.length; i += 1) {
+    const [x1, y1] = pts[i];
+    const [x2, y2] = pts[(i + 1) % pts.length];
+    s += x1 * y2 - x2 * y1;
+  }
+  return Math.abs(s) / 2;
+}
+
+/**
+ * A point well inside a ring of [x, y] pixels, where its name is written: the middle of the widest span of the
+ * horizontal line through the middle of its height (inside even when the ring is concave, unlike its centroid).
+ */
+export function labelPoint(pts) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const [, y] of pts) {
+    lo = Math.min(lo, y);
+    hi = Math.max(hi, y);
+  }
+  const y = (lo + hi) / 2 + 1e-6; // off any vertex
+  const xs = [];
+  for (let i = 0; i < pts.length; i += 1) {
+    const [x1, y1] = pts[i];
+    const [x2, y2] = pts[(i + 1) % pts.length];
+    if ((y1 <= y) !== (y2 <= y)) xs.push(x1 + ((y - y1) * (x2 - x1)) / (y2 - y1));
+  }
+  xs.sort((a, b) => a - b);
+  let best = null;
+  for (let i = 0; i + 1 < xs.length; i += 2) {
+    if (!best || xs[i + 1] - xs[i] > best[1] - best[0]) best = [xs[i], xs[i + 1]];
+  }
+  return best ? [(best[0] + best[1]) / 2, y] : null;
 }

@@ -1,21 +1,33 @@
-// The map: an SVG redrawn from the state (zones, hot-spot cells, alert cells, optional raster tiles under them).
+// The map: an SVG redrawn from the state (zones, hot-spot cells, alert regions, the jurisdiction's outline and
+// named areas (places.js) over optional raster tiles).
 //
-// Supervisors and commanders see calls per res-8 cell coloured by count, alert cells outlined in red, and
-// their zones. Partners see no cell at all: only their zones, with the ones touched by an open alert
-// highlighted (class "alerting") and ringed when they are too small to find at a glance.
+// Layers, bottom up: tiles, the jurisdiction's outline and its named areas, cells, each open alert's region as
+// one red outline, zones, rings around what is too small to find, labels (zones', then areas'), scale bar.
+// Supervisors and commanders see calls per res-8 cell coloured by count, the named areas and their zones.
+// Partners see no cell and no area (/api/places gives them the outline only): only their zones, with the ones
+// touched by an open alert highlighted (class "alerting") and ringed when they are too small to find at a glance.
+// An alert over the whole jurisdiction (or over more than MAX_OUTLINED_CELLS cells) is not outlined: the legend
+// and caption name it instead.
 
 import { $, cellLabel, el, svg } from "./format.js";
 import { alertingZones, isOpen, visibleInFeed } from "./state.js";
-import { KM_PER_DEGREE, breaksFor, cellRing, emptyBox, geometryShapes, placeLabels, scaleKm, shapesBox, tilesFor, viewOf } from "./geo.js";
+import { KM_PER_DEGREE, breaksFor, cellRing, emptyBox, geometryShapes, mergedRings, placeLabels, scaleKm, shapesBox, tilesFor, viewOf } from "./geo.js";
+import { outlineShapes, placesFor, placesLayer } from "./places.js";
 
 /** Smallest radius (px) of a shape drawn without a ring around it when it is part of an open alert. */
 const FINDABLE_PX = 14;
+/** Most cells of an alert outlined on the map; a larger alert is named in the legend instead. */
+const MAX_OUTLINED_CELLS = 200;
+/** Alerts over the whole jurisdiction (streams.detection's jurisdiction-wide surge) are never outlined. */
+const JURISDICTION_WIDE = "surge:jurisdiction:";
 
 /**
  * Draw the map into #map. ``onSelect(key)`` is called with a zone id (a unit id for partners) on a click.
  * Returns {onMap: cells drawn, missing: alert cells with no outline known yet (fetch them from /api/cells)}.
  */
-export function renderMap(state, { onSelect }) {
+export function renderMap(state, opts) {
+  const { onSelect } = opts;
+  const places = placesFor(state.token, () => renderMap(state, opts));
   const host = $("#map");
   const result = { onMap: new Set(), missing: [] };
   if (!host || $("#board").hidden) return result;
@@ -43,6 +55,7 @@ export function renderMap(state, { onSelect }) {
     box = emptyBox();
     for (const z of zoneShapes) shapesBox(z.shapes, box);
     shapesBox(cellShapes.map((c) => ({ ring: cellRing(c) })), box);
+    if (!cellShapes.length) shapesBox(outlineShapes(places), box); // no cells yet: the whole jurisdiction
   }
   host.textContent = "";
   if (!Number.isFinite(box[0])) {
@@ -56,8 +69,10 @@ export function renderMap(state, { onSelect }) {
   const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "presentation" });
   root.append(svg("rect", { class: "map-bg", x: 0, y: 0, width: w, height: h }));
   if (state.tiles) root.append(tileLayer(state.tiles, w, h, cx, cy, 360 * k * scale));
+  const base = places ? placesLayer(places, project, w, h) : null;
+  if (base) root.append(base.group);
 
-  // hot-spot cells, coloured by count; cells of open alerts drawn last, outlined in red
+  // hot-spot cells, coloured by count; cells of open alerts drawn last
   const ubs = breaksFor(cellShapes.reduce((m, c) => Math.max(m, c.count), 1));
   const gCells = svg("g", { class: "cells" });
   const ordered = [...cellShapes].sort((a, b) => Number(alertCells.has(a.cell)) - Number(alertCells.has(b.cell)) || a.count - b.count);
@@ -70,10 +85,24 @@ export function renderMap(state, { onSelect }) {
   }
   root.append(gCells);
 
+  // each open alert's cells as one outline (the union's edges), ringed when too small to find
+  const regions = alertRegions(state);
+  const boundaries = new Map(cellShapes.map((c) => [c.cell, c.boundary]));
+  const gRegions = svg("g", { class: "alert-regions" });
+  const gMarkers = svg("g", { class: "alert-markers" });
+  for (const r of regions.outlined) {
+    const rings = mergedRings(r.cells.filter((c) => boundaries.has(c)).map((c) => cellRing({ boundary: boundaries.get(c) })));
+    if (!rings.length) continue;
+    const p = svg("path", { class: "alert-outline", d: rings.map(pathOf).join(""), "data-alert-id": r.id, "data-cells": r.cells.length });
+    p.append(svg("title", {}, `${r.label}: ${r.cells.length} cell${r.cells.length === 1 ? "" : "s"}`));
+    gRegions.append(p);
+    gMarkers.append(...ringIfSmall(rings.flat().map(([lng, lat]) => project(lng, lat)), "cell-marker"));
+  }
+  root.append(gRegions);
+
   // zones: outlines (stations and schools), points as circles of their radius
   const touched = alertingZones(state);
   const gZones = svg("g", { class: "zones" });
-  const gMarkers = svg("g", { class: "alert-markers" });
   const labels = [];
   const unitOf = new Map(state.units.flatMap((u) => u.zones.map((z) => [z, u.id])));
   for (const { zone, shapes } of zoneShapes) {
@@ -103,14 +132,15 @@ export function renderMap(state, { onSelect }) {
     // partners have no cells to outline: ring the zones of open alerts that are too small to see
     if (state.partner && hot) gMarkers.append(...ringIfSmall(pts, "zone-marker"));
   }
-  // at county scale a res-8 cell is a few pixels: ring the alert cells so they are found at a glance
-  for (const c of cellShapes) {
-    if (alertCells.has(c.cell)) gMarkers.append(...ringIfSmall(cellRing(c).map(([lng, lat]) => project(lng, lat)), "cell-marker"));
-  }
   const gLabels = svg("g", { class: "labels" });
-  for (const l of placeLabels(labels, w, h)) {
+  const taken = []; // label boxes: the zones' names first, the areas' where they do not overlap one
+  for (const l of placeLabels(labels, w, h, taken)) {
     gLabels.append(svg("text", { x: l.x.toFixed(1), y: l.y.toFixed(1), class: `zone-label${l.hot ? " alerting" : ""}` }, l.text));
   }
+  const areaLabels = base ? placeLabels(base.labels, w, h, taken) : [];
+  for (const l of areaLabels) gLabels.append(svg("text", { x: l.x.toFixed(1), y: l.y.toFixed(1), class: "area-label" }, l.text));
+  host.dataset.places = base ? JSON.stringify({ outline: base.drawn.outline, areas: base.drawn.areas.length, labels: areaLabels.map((l) => l.text) }) : "";
+  host.dataset.alertOutlines = String(gRegions.childElementCount);
   root.append(gZones, gMarkers, gLabels, scaleBar(w, h, scale));
   host.append(root);
 
@@ -123,9 +153,9 @@ export function renderMap(state, { onSelect }) {
     const shownAlertCells = cellShapes.filter((c) => alertCells.has(c.cell)).length;
     $("#map-caption").textContent = `${focusName || "all zones in scope"} · ${cellShapes.length} active cells${
       alertCells.size ? ` · ${shownAlertCells} of ${alertCells.size} alert cells drawn` : ""
-    }`;
+    }${regions.wide.length ? ` · ${regions.wide.length} jurisdiction-wide alert${regions.wide.length === 1 ? "" : "s"}` : ""}`;
   }
-  renderLegend(state, ubs);
+  renderLegend(state, ubs, regions.wide, places);
   return result;
 }
 
@@ -140,6 +170,23 @@ function openAlertCells(state) {
     }
   }
   return cells;
+}
+
+/**
+ * Open alerts shown in the feed with cells: {outlined: [{id, label, cells}], wide: [{id, label, cells}]}; wide ones
+ * (jurisdiction-wide, or more than MAX_OUTLINED_CELLS cells) are named in the legend rather than outlined.
+ */
+function alertRegions(state) {
+  const outlined = [];
+  const wide = [];
+  for (const [id, entry] of state.alerts) {
+    if (!isOpen(entry) || !visibleInFeed(state, entry)) continue;
+    const cells = entry.alert.cells || [];
+    if (!cells.length) continue;
+    const r = { id, label: `${entry.alert.severity || ""} ${entry.alert.kind || "alert"}`.trim(), cells };
+    (id.startsWith(JURISDICTION_WIDE) || cells.length > MAX_OUTLINED_CELLS ? wide : outlined).push(r);
+  }
+  return { outlined, wide };
 }
 
 /** A dashed ring around the points ``pts`` when they fit in a circle smaller than FINDABLE_PX; else nothing. */
@@ -184,12 +231,13 @@ function swatch(cls, text) {
   return item;
 }
 
-function renderLegend(state, ubs) {
+function renderLegend(state, ubs, wide = [], places = null) {
   const box = $("#legend");
   box.textContent = "";
   const list = el("ul", { class: "legend-list" });
   if (state.partner) {
     list.append(swatch("swatch-zone", "your place"), swatch("swatch-zone-alert", "near an open alert"));
+    if (places && places.outline) list.append(swatch("swatch-boundary", places.name || "jurisdiction"));
     box.append(list);
     return;
   }
@@ -199,6 +247,11 @@ function renderLegend(state, ubs) {
     list.append(swatch(`q${i}`, lo === ub ? `${ub}` : `${lo}–${ub}`));
     lo = ub + 1;
   });
-  list.append(swatch("swatch-alert", "alert cell"), swatch("swatch-zone", "zone"));
+  list.append(swatch("swatch-alert", "alert region"), swatch("swatch-zone", "zone"));
+  if (places && places.outline) list.append(swatch("swatch-boundary", places.name || "jurisdiction"));
+  if (places && places.areas && places.areas.features.length) list.append(swatch("swatch-area", "named area"));
+  for (const r of wide) {
+    list.append(el("li", { class: "legend-wide", "data-alert-id": r.id }, `${r.label}: jurisdiction-wide (${r.cells.length} cells), not outlined`));
+  }
   box.append(list);
 }
