@@ -172,14 +172,25 @@ def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, 
     in_zone = sum(counts.get(c, 0) for c in LANSDALE.cells)
     outside = make_alert("surge:pottstown:1", (FAR,), observed=14)
     inside = make_alert("surge:lansdale:1", (IN_LANSDALE,), observed=9, expected=2.0, categories={"TRAFFIC": 7, "EMS": 2})
+    inside["summary"] = "Traffic calls in Lansdale: 9 in 15 minutes, where about two is usual on a Friday evening"
     # the partner's stream is in order: once it shows the second alert, it would already show the first
     publish(r, prefix, outside)
     publish(r, prefix, inside)
 
-    # (a) the supervisor: both alerts, the reason as the detector wrote it, the cell outlined on the map
+    # (a) the supervisor: both alerts, each card led by its plain sentence (the detector's reason on a record older
+    # than summaries), the statistics behind a closed "Details" toggle, the cell outlined on the map
     here = card(inside["id"])
-    wait_for(sup, "the Lansdale alert card", lambda d: css(d, f"{here} .reason"))
+    wait_for(sup, "the Lansdale alert card", lambda d: css(d, f"{here} .summary"))
     wait_for(sup, "the Pottstown alert card", lambda d: css(d, card(outside["id"])))
+    first = css(sup, f"{here} article > :first-child")[0]
+    assert "summary" in first.get_attribute("class").split() and first.text == inside["summary"]
+    assert css(sup, f"{card(outside['id'])} .summary")[0].text == outside["reason"], "no summary: the reason leads"
+    details = css(sup, f"{here} details.stats")[0]
+    assert details.get_attribute("open") is None and "p = " not in css(sup, here)[0].text, "statistics hidden at first"
+    assert css(sup, f"{here} details.stats .score") and not css(sup, f"{here} .score")[0].is_displayed()
+    css(sup, f"{here} details.stats > summary")[0].click()
+    wait_for(sup, "the details to open", lambda d: css(d, f"{here} .score")[0].is_displayed())
+    assert "(p = " in css(sup, f"{here} details.stats .score")[0].text and "surge-poisson-scan" in details.text
     assert css(sup, f"{here} .reason")[0].text == inside["reason"]
     assert IN_LANSDALE in css(sup, f"{here} .cells")[0].text
     assert "MEDIUM" in css(sup, f"{here} .severity")[0].text  # severity in words, not only colour
@@ -331,8 +342,8 @@ def test_dashboard_shows_the_jurisdictions_times_and_names_places_whatever_the_b
         la, tokyo = (
             datetime.fromtimestamp(at, zoneinfo.ZoneInfo(z)).strftime("%Y-%m-%d %H:%M:%S") for z in ("America/Los_Angeles", "Asia/Tokyo")
         )
-        assert shown.text == la != tokyo, (shown.text, la, tokyo)
         abbreviation = datetime.fromtimestamp(at, zoneinfo.ZoneInfo(LOS_ANGELES)).strftime("%Z")
+        assert shown.text == f"{la} {abbreviation}" and la != tokyo, (shown.text, la, tokyo)
         assert shown.get_attribute("title") == f"{la} {abbreviation} ({LOS_ANGELES})"
         assert LOS_ANGELES in css(driver, "#clock-zone")[0].text
         assert css(driver, f"{card(alert['id'])} .areas")[0].text == f"{OUTSIDE_AREA}, {INSIDE_AREA}"

@@ -1,15 +1,21 @@
 // The alert feed: one card per alert id, updated in place by alert and action frames.
 //
-// Supervisors and commanders see everything the detector wrote (counts, score, model, cells) and act on it.
+// Supervisors and commanders see everything the detector wrote and act on it: the card leads with the worker's plain
+// sentence (``summary``; the detector's ``reason`` on records older than it), then severity, state, age and the named
+// areas; the statistics (reason, counts, score and p-value, model, cells) wait behind a "Details" toggle.
 // Partners see what gateway.disclosure lets through: the reason written for them, the severity, the extent,
 // the units touched (by name), category names and times, and whether it was acknowledged (not by whom).
 
-import { $, el, fmtNumber, fmtTime, fullTime, isoTime, kindText } from "./format.js";
+import { $, ageText, el, fmtNumber, fmtTime, fmtZoned, fullTime, isoTime, kindText } from "./format.js";
 import { canAct, isOpen, unitName, visibleInFeed, zoneName } from "./state.js";
 
 const MAX_CARDS = 500;
 const STATE_TEXT = { open: "new", update: "updated", closed: "ended" };
 const EXTENT_TEXT = { jurisdiction: "Whole jurisdiction", area: "Your area" };
+// area names shown on a card before "and N more" (all of them in its tooltip)
+const MAX_AREAS = 5;
+const AGE_REFRESH_MS = 30_000;
+let ageTimer = null;
 
 function newerStatus(a, b) {
   if (!a) return b || null;
@@ -38,6 +44,7 @@ export function upsertAlert(state, alert, where, send) {
     else feed.append(node);
     trimFeed(state);
   }
+  if (ageTimer === null) ageTimer = setInterval(() => renderAges(state), AGE_REFRESH_MS);
   entry.alert = alert;
   entry.status = newerStatus(newerStatus(entry.status, alert.status || null), state.earlyStatus.get(alert.id) || null);
   state.earlyStatus.delete(alert.id);
@@ -131,15 +138,18 @@ function renderCard(state, entry) {
   badge.textContent = sev.toUpperCase();
   badge.className = `severity sev-${sev}`;
   badge.title = `${sev} severity`;
+  const summary = $(".summary", node);
+  if (summary) summary.textContent = a.summary || a.reason || "";
   $(".kind", node).textContent = kindText(a.kind);
   $(".state", node).textContent = STATE_TEXT[a.state] || a.state || "";
+  renderAge(entry);
   const at = $(".at", node);
-  at.textContent = fmtTime(a.at);
+  at.textContent = fmtZoned(a.at);
   at.setAttribute("datetime", isoTime(a.at));
   at.title = fullTime(a.at);
   $(".reason", node).textContent = a.reason || "";
   const started = $(".started", node);
-  started.textContent = fmtTime(a.started_at);
+  started.textContent = fmtZoned(a.started_at);
   started.title = fullTime(a.started_at);
 
   if (state.partner) renderPartnerFacts(state, a, node);
@@ -158,7 +168,11 @@ function renderFacts(state, a, node) {
   $(".score", node).textContent = `${fmtNumber(a.score)}${p}`;
   $(".model", node).textContent = [a.model, a.model_version && `v${a.model_version}`].filter(Boolean).join(" ") || "—";
   // the worker's names of the areas holding the cells, most cells first (absent on records older than the profile)
-  $(".areas", node).textContent = Array.isArray(a.areas) && a.areas.length ? a.areas.join(", ") : "—";
+  const areas = Array.isArray(a.areas) ? a.areas : [];
+  const areasNode = $(".areas", node);
+  const more = areas.length - MAX_AREAS;
+  areasNode.textContent = !areas.length ? "—" : more > 0 ? `${areas.slice(0, MAX_AREAS).join(", ")} and ${more} more` : areas.join(", ");
+  areasNode.title = more > 0 ? areas.join(", ") : "";
   $(".zones", node).textContent = (a.zones || []).length ? a.zones.map((z) => zoneName(state, z)).join(", ") : "—";
   const cells = $(".cells", node);
   cells.textContent = "";
@@ -180,6 +194,16 @@ function renderPartnerFacts(state, a, node) {
   $(".categories", node).textContent = cats.length ? cats.join(", ") : none;
 }
 
+/** "12 min ago" beside the card's time (of its latest record); empty for a replay's old event times. */
+function renderAge(entry) {
+  const age = $(".age", entry.el);
+  if (age) age.textContent = ageText(entry.alert.at, Date.now() / 1000);
+}
+
+function renderAges(state) {
+  for (const entry of state.alerts.values()) renderAge(entry);
+}
+
 function describeStatus(status) {
   return status.action === "resolve" ? "Resolved" : "Acknowledged";
 }
@@ -198,7 +222,7 @@ function renderStatus(entry) {
     const who = [s.role, s.agency].filter(Boolean).join(", ");
     if (who) box.append(` (${who})`);
   }
-  if (s.at) box.append(" at ", el("time", { datetime: isoTime(s.at), title: fullTime(s.at) }, fmtTime(s.at)));
+  if (s.at) box.append(" at ", el("time", { datetime: isoTime(s.at), title: fullTime(s.at) }, fmtZoned(s.at)));
   if (s.note) box.append(": ", el("q", { class: "status-note" }, s.note));
 }
 

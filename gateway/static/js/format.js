@@ -83,6 +83,28 @@ export function fmtTime(epoch) {
   return sameDay(w) ? hms : `${w.ymd} ${hms}`;
 }
 
+/** fmtTime with the zone's abbreviation: "13:05:09 EDT", "2016-01-22 19:56:00 EST"; "—" for no time. */
+export function fmtZoned(epoch) {
+  return isEpoch(epoch) ? `${fmtTime(epoch)} ${zoneAbbreviation(epoch)}` : "—";
+}
+
+/**
+ * How long ago ``epoch`` was at ``now`` (epoch seconds), in words: "just now", "12 min ago", "3 h 5 min ago",
+ * "2 days ago"; "" beyond a week (a replay's event times: the date shown beside it says when) or in the future.
+ */
+export function ageText(epoch, now) {
+  if (!isEpoch(epoch) || !isEpoch(now)) return "";
+  const s = now - epoch;
+  if (s < -60 || s > 7 * 86400) return "";
+  if (s < 60) return "just now";
+  const min = Math.floor(s / 60);
+  if (min < 60) return `${min} min ago`;
+  const h = Math.floor(min / 60);
+  if (h < 10) return min % 60 ? `${h} h ${min % 60} min ago` : `${h} h ago`;
+  if (h < 48) return `${h} h ago`;
+  return `${Math.floor(h / 24)} days ago`;
+}
+
 /** "2024-05-01 13:05:09 EDT (America/New_York)": a time in full, for a tooltip. */
 export function fullTime(epoch) {
   if (!isEpoch(epoch)) return "";
