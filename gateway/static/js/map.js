@@ -55,7 +55,8 @@ export function renderMap(state, opts) {
     box = emptyBox();
     for (const z of zoneShapes) shapesBox(z.shapes, box);
     shapesBox(cellShapes.map((c) => ({ ring: cellRing(c) })), box);
-    if (!cellShapes.length) shapesBox(outlineShapes(places), box); // no cells yet: the whole jurisdiction
+    // the whole jurisdiction: always for supervisors (their scope), for the others while no cell is drawn
+    if (!cellShapes.length || (state.me && state.me.role === "supervisor")) shapesBox(outlineShapes(places), box);
   }
   host.textContent = "";
   if (!Number.isFinite(box[0])) {
