@@ -33,7 +33,7 @@ export function renderMap(state, opts) {
   if (!host || $("#board").hidden) return result;
   const w = Math.max(240, Math.round(host.clientWidth));
   const h = Math.max(240, Math.round(host.clientHeight));
-  host.setAttribute("aria-label", state.partner ? "Map of your places; those near an open alert are outlined in red" : "Map of recent calls by hexagonal cell, zones and alert cells");
+  host.setAttribute("aria-label", state.partner ? "Map of your places within the jurisdiction's outline; those near an open alert are outlined in red" : "Map of recent calls by hexagonal cell over the jurisdiction's named areas, with zones and each open alert's region outlined in red");
 
   const zoneShapes = [...state.zones.values()].map((z) => ({ zone: z, shapes: geometryShapes(z.polygon, z.radius_m) }));
   const alertCells = openAlertCells(state);
