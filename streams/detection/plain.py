@@ -81,9 +81,10 @@ def summarize(alert: Alert, *, tz: ZoneInfo, jurisdiction: str = "") -> str:
         sentence += f" ({alert.observed} calls in {duration_words(alert.window_min)})"
     else:
         sentence = f"{_join(what, where)}: {alert.observed} in {duration_words(alert.window_min)}, "
-        sentence += f"{compared(alert.observed, alert.expected)} {_day_part(alert.started_at, tz)}"
+        # the usual is the window's: its middle on the local clock says which part of which day
+        sentence += f"{compared(alert.observed, alert.expected)} {_day_part(alert.at - alert.window_min * 30.0, tz)}"
     if alert.state is AlertState.UPDATE:
-        sentence += f" (since {clock(alert.started_at, tz)})"
+        sentence += f" (since {_opened(alert, tz)})"
     return sentence
 
 
@@ -130,6 +131,8 @@ def duration_words(minutes: float) -> str:
 
     >>> duration_words(15), duration_words(60), duration_words(180), duration_words(90), duration_words(1)
     ('15 minutes', 'an hour', '3 hours', '90 minutes', 'a minute')
+    >>> duration_words(135), duration_words(400)
+    ('2 h 15 min', '6 h 40 min')
     """
     m = round(minutes)
     if m == 1:
@@ -138,6 +141,8 @@ def duration_words(minutes: float) -> str:
         return "an hour"
     if m > 60 and m % 60 == 0:
         return f"{m // 60} hours"
+    if m >= 120:
+        return f"{m // 60} h {m % 60} min"
     return f"{m} minutes"
 
 
@@ -149,10 +154,15 @@ def clock(epoch: float, tz: ZoneInfo) -> str:
 def _span(alert: Alert, tz: ZoneInfo) -> str:
     minutes = max(0, round((alert.at - alert.started_at) / 60))
     lasted = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    return f"opened {_opened(alert, tz)}, lasted {lasted}"
+
+
+def _opened(alert: Alert, tz: ZoneInfo) -> str:
+    """When ``alert`` started on the local clock: '19:37 EST', dated ('Fri 22 Jan 19:37 EST') when this record is of another day."""
     opened = clock(alert.started_at, tz)
     if datetime.fromtimestamp(alert.started_at, tz).date() != datetime.fromtimestamp(alert.at, tz).date():
         opened = datetime.fromtimestamp(alert.started_at, tz).strftime("%a %d %b ") + opened
-    return f"opened {opened}, lasted {lasted}"
+    return opened
 
 
 def _day_part(epoch: float, tz: ZoneInfo) -> str:

@@ -100,15 +100,20 @@ def test_the_ratio_in_words(observed, expected, words):
 
 
 def test_the_small_hours_belong_to_the_night_before_and_the_morning_to_its_day():
-    small_hours = _alert(started_at=_t(LA, 2024, 7, 7, 2, 30), areas=("Hollywood",))  # Sunday 02:30
+    t = _t(LA, 2024, 7, 7, 2, 30)  # Sunday 02:30
+    small_hours = _alert(started_at=t, at=t + 900, areas=("Hollywood",))
     assert summarize(small_hours, tz=LA).endswith("on a Saturday night")
-    morning = _alert(started_at=_t(LA, 2024, 7, 8, 8, 0), observed=30, expected=9.6, areas=("Hollywood",))  # Monday
+    t = _t(LA, 2024, 7, 8, 8, 0)  # Monday
+    morning = _alert(started_at=t, at=t + 900, observed=30, expected=9.6, areas=("Hollywood",))
     assert summarize(morning, tz=LA).endswith("three times the usual 10 for a Monday morning")
 
 
-def test_an_update_says_since_when_on_the_local_clock():
+def test_an_update_says_since_when_on_the_local_clock_and_compares_its_own_window():
     s = summarize(_alert(state=AlertState.UPDATE, areas=("Hollywood",)), tz=LA)
-    assert s.endswith("(since 22:40 PDT)")
+    assert s.endswith("on a Saturday night (since 22:40 PDT)")
+    # the next afternoon, a 3-hour window: the usual is that of a Sunday afternoon, and the start is dated
+    later = _alert(state=AlertState.UPDATE, at=_t(LA, 2024, 7, 7, 16, 0), window_min=180, observed=50, expected=12.0, areas=("Hollywood",))
+    assert summarize(later, tz=LA).endswith("four times the usual 12 for a Sunday afternoon (since Sat 06 Jul 22:40 PDT)")
 
 
 def test_closed_says_when_it_opened_in_the_zone_and_how_long_it_lasted():
@@ -131,8 +136,8 @@ def test_feed_outage_open_and_closed():
         observed=0, expected=15.3, categories={}, reason="no call for 45 min while 15.3 were expected",
     )  # fmt: skip
     assert summarize(alert, tz=LA) == "No calls received for 45 minutes where about 15 were expected: check the CAD feed"
-    closed = dataclasses.replace(alert, state=AlertState.CLOSED, window_min=50)
-    assert summarize(closed, tz=LA) == "Feed back: calls are arriving again after 50 minutes without any (from 03:00 PST)"
+    closed = dataclasses.replace(alert, state=AlertState.CLOSED, window_min=400)
+    assert summarize(closed, tz=LA) == "Feed back: calls are arriving again after 6 h 40 min without any (from 03:00 PST)"
 
 
 def test_zone_surge_names_the_event_zone():
