@@ -103,7 +103,8 @@ def compared(observed: int, expected: float) -> str:
     if expected < 0.5:
         return "where fewer than one is usual on"
     if expected < 2.5:
-        return f"where about {number_words(round(expected))} is usual on"
+        n = round(expected)
+        return f"where about {number_words(n)} {'is' if n == 1 else 'are'} usual on"
     usual = round(expected)
     ratio = observed / expected
     if ratio >= 10:

@@ -172,7 +172,7 @@ def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, 
     in_zone = sum(counts.get(c, 0) for c in LANSDALE.cells)
     outside = make_alert("surge:pottstown:1", (FAR,), observed=14)
     inside = make_alert("surge:lansdale:1", (IN_LANSDALE,), observed=9, expected=2.0, categories={"TRAFFIC": 7, "EMS": 2})
-    inside["summary"] = "Traffic calls in Lansdale: 9 in 15 minutes, where about two is usual on a Friday evening"
+    inside["summary"] = "Traffic calls in Lansdale: 9 in 15 minutes, where about two are usual on a Friday evening"
     # the partner's stream is in order: once it shows the second alert, it would already show the first
     publish(r, prefix, outside)
     publish(r, prefix, inside)

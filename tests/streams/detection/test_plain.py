@@ -91,7 +91,7 @@ def test_two_categories_share_the_lead_and_none_gives_plain_calls():
         (300, 12.0, "far more than the usual 12"),
         (41, 40.0, "about the usual 40"),
         (9, 1.2, "where about one is usual"),
-        (9, 2.4, "where about two is usual"),
+        (9, 2.4, "where about two are usual"),
         (4, 0.2, "where fewer than one is usual"),
     ],
 )
