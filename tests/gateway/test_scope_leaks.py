@@ -83,9 +83,11 @@ CANARIES = [
 #: keys that may appear nowhere in what a partner receives: the detector's statistics and model, the planted
 #: ones, who handled an alert and how, an event zone, a cell's history or count. (``cells`` and ``window_min`` are
 #: checked where they may appear: the empty ``cells`` of counts, a partner's own cells in /api/zones and /api/cells;
-#: ``calls`` is a hot-spot row's released values, checked by ``_check_counts``, and every planted call is a canary.)
+#: ``calls`` is a hot-spot row's released values, checked by ``_check_counts``, and every planted call is a canary;
+#: ``summary`` is the partner's own agreement in words in /api/me, and an alert's plain summary is caught by
+#: ``_check_view``, which holds every alert a partner receives to exactly ``PARTNER_ALERT_KEYS``.)
 FORBIDDEN_KEYS = (
-    frozenset(make_alert("x", (FAR,))) - PARTNER_ALERT_KEYS - {"cells", "window_min"}
+    frozenset(make_alert("x", (FAR,))) - PARTNER_ALERT_KEYS - {"cells", "window_min", "summary"}
     | frozenset(PLANTED) - {"calls"} | {"note", "by", "zone", "bins", "count"}
 )  # fmt: skip
 CELL = re.compile(r"(?<![0-9a-f])8[0-9a-f]{14}(?![0-9a-f])")
@@ -839,6 +841,7 @@ def test_the_scan_finds_planted_leaks():
         ({**alert, "alert": {**generalized, "reason": f"calls near {p.near}"}}, f"cell {p.near}"),
         ({**alert, "alert": {**generalized, "id": alert_id_for(elsewhere["id"], scope)}}, "outside its zone"),
         ({**alert, "alert": {**generalized, "observed": 12}}, "field 'observed'"),
+        ({**alert, "alert": {**generalized, "summary": "Calls in Norristown: 9 in 15 minutes"}}, "alert fields ['summary']"),
         ({**alert, "alert": {**generalized, "categories": {"TRAFFIC": 10}}}, "categories"),
         ({**alert, "alert": {**generalized, "categories": ["EMS", "TRAFFIC"]}}, "at least k"),
         ({**alert, "alert": {**generalized, "severity": 2}}, "number severity"),

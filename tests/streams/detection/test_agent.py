@@ -255,7 +255,7 @@ def test_the_detectors_run_on_the_profiles_clock_and_alerts_are_published_with_t
         assert '"areas":["Norristown"]' in sent and f"in cell {CELL} (Norristown)" in sent
         # and said in plain words from the named areas, no statistics (streams.detection.plain)
         summary = json.loads(sent)["summary"]
-        assert summary.startswith("Calls in Norristown: 9 in 15 minutes, where about two is usual on a ") and "p =" not in summary
+        assert summary.startswith("Calls in Norristown: 9 in 15 minutes, where about two are usual on a ") and "p =" not in summary
         assert agent.alerts.sent[-1].decode() == sent, "the alerts topic gets the same named record"
         await agent.checkpoint(final=True)
         # the same checkpoint read under a profile in another zone: restored, with a warning saying what to do
