@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.gateway.live import GatewayProcess
+from tests.gateway.live import REDIS_URL, GatewayProcess
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def prefix(stack) -> str:
 
 @pytest.fixture
 def r(stack) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     yield client
     client.close()
 

@@ -21,10 +21,12 @@ from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
 from gateway.settings import DEFAULT_ZONES
 from gateway.tokens import issue
 from gateway.zones import load_zone_files
-from infra.stack import terminate
+from infra.stack import redis_port, terminate
 from tests.stackutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the test stack's Redis (infra.stack: WF_REDIS_PORT, so a second stack can run beside another checkout's)
+REDIS_URL = f"redis://127.0.0.1:{redis_port()}/0"
 
 ZONES = load_zone_files(sorted(DEFAULT_ZONES.glob("*.geojson")))
 LANSDALE = ZONES["septa-lansdale"]

@@ -34,10 +34,11 @@ from gateway.audit import (
     to_csv,
     verify_chain,
 )
+from tests.gateway.live import REDIS_URL
 from tests.stackutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-URL = "redis://127.0.0.1:6379/0"
+URL = REDIS_URL
 # the longest the "… (N chars)" marker makes a clipped value
 MARKER_ROOM = 25
 

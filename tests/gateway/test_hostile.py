@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from gateway.tokens import issue
-from tests.gateway.live import FAR, IN_LANSDALE, ROOT, SECRET, GatewayProcess, make_alert, publish, recv_until, token
+from tests.gateway.live import FAR, IN_LANSDALE, REDIS_URL, ROOT, SECRET, GatewayProcess, make_alert, publish, recv_until, token
 
 pytestmark = pytest.mark.stack
 
@@ -62,7 +62,7 @@ def report_tried() -> Iterator[None]:
 def hprefix(stack) -> Iterator[str]:
     prefix = f"gh{uuid.uuid4().hex[:10]}"
     yield prefix
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(REDIS_URL)
     for key in client.scan_iter(f"{prefix}:*"):  # only this module's own keys
         client.delete(key)
     client.close()
@@ -70,7 +70,7 @@ def hprefix(stack) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def hr(stack) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     yield client
     client.close()
 

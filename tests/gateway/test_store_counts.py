@@ -12,10 +12,11 @@ from gateway import store as store_mod
 from gateway.store import Store
 from streams.counting.keys import Keys
 from streams.counting.rolling import minute_of
+from tests.gateway.live import REDIS_URL
 
 pytestmark = pytest.mark.stack
 
-URL = "redis://127.0.0.1:6379/0"
+URL = REDIS_URL
 
 
 def _write(r, prefix: str, minute: int, cell: str, n: int) -> None:
