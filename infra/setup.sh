@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what Watchfloor needs on a fresh Debian/Ubuntu machine, then resolve Kafka's jars:
 #   - system packages: redis-server, a Java 17+ runtime and Maven (for the Kafka jars),
-#     Chromium and its WebDriver (for the dashboard's browser tests)
+#     Chromium and its WebDriver (for the dashboard's browser tests), Node.js (its script's unit tests)
 #   - a virtualenv in .venv with the project and its test tools
 #   - the Kafka broker's jars from Maven Central into ~/.cache/watchfloor (once)
 # Safe to run again: it only installs what is missing.
@@ -15,6 +15,8 @@ command -v mvn >/dev/null || missing+=(maven)
 # tests/gateway/test_dashboard.py drives /usr/bin/chromium through /usr/bin/chromedriver
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# tests/gateway/test_js.py runs the dashboard's pure modules under node --test (no npm package needed)
+command -v node >/dev/null || missing+=(nodejs)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[setup] installing Debian packages: ${missing[*]}" >&2

@@ -406,3 +406,34 @@ def test_dashboard_draws_the_jurisdiction_and_its_areas_under_the_cells_and_each
         screenshot(partner, "dashboard-places-partner", tmp_path)
     finally:
         named.stop()
+
+
+def test_dashboard_says_replay_and_its_event_time_instead_of_live_and_when_data_stopped(gw, prefix, r, browser, tmp_path):
+    """Live data: "Live" and when data was last received. Data of January 2016 (a replay): first "No new data since"
+    its time, then, once it moves, "Replay" in place of "Live" and the replay's event time in the jurisdiction's zone."""
+    r.set(f"{prefix}:wm:call:0", time.time() - 30)
+    live = browser("live")
+    log_in(live, gw, token("supervisor", subject="sup-live"))
+    clock = wait_for(live, "the data clock", lambda d: css(d, "#data-clock[data-kind='live']"))[0]
+    assert re.fullmatch(r"Last data received \d\d:\d\d:\d\d \S+ \((just now|1 min ago)\)", clock.text), clock.text
+    assert css(live, "#conn-state")[0].text == "Live"
+
+    blizzard = datetime(2016, 1, 22, 19, 37, tzinfo=zoneinfo.ZoneInfo("America/New_York")).timestamp()
+    r.set(f"{prefix}:wm:call:0", blizzard)
+    replay = browser("replay")
+    log_in(replay, gw, token("supervisor", subject="sup-replay"))
+    zone = zoneinfo.ZoneInfo(css(replay, "#clock-zone .zone-name")[0].text)
+
+    def shown(t: float) -> str:
+        return datetime.fromtimestamp(t, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    stale = wait_for(replay, "the data clock of old data", lambda d: css(d, "#data-clock[data-kind='stale']"))[0]
+    assert stale.text == f"No new data since {shown(blizzard)}", stale.text
+    assert css(replay, "#conn-state")[0].text == "Live", "connected, and the clock says the data is old"
+    r.set(f"{prefix}:wm:call:0", blizzard + 900)  # the replay moves on: the next counts frame carries it
+    moved = wait_for(replay, "the replay's clock", lambda d: css(d, "#data-clock[data-kind='replay']"))[0]
+    assert moved.text == f"Replaying past calls · event time {shown(blizzard + 900)}", moved.text
+    conn = css(replay, "#conn-state")[0]
+    assert (conn.text, conn.get_attribute("data-state"), conn.get_attribute("data-clock")) == ("Replay", "live", "replay")
+    assert not console_errors(replay) and not console_errors(live)
+    screenshot(replay, "dashboard-replay-clock", tmp_path)

@@ -19,7 +19,8 @@ import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, takeToke
 import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
 import { $, setTimeZone } from "./format.js";
 import { renderMap } from "./map.js";
-import { setClockZone, setConn, setWho, showBoard, showLogin, showMessage } from "./page.js";
+import { describeClock, liveLagFor, observe } from "./clock.js";
+import { setClockZone, setConn, setDataClock, setWho, showBoard, showLogin, showMessage } from "./page.js";
 import { Backoff, LiveSocket } from "./socket.js";
 import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
 import { markSelection, renderCounts, renderPlaces, renderSubscription } from "./zones.js";
@@ -27,6 +28,7 @@ import { markSelection, renderCounts, renderPlaces, renderSubscription } from ".
 const HOTSPOTS_MIN_INTERVAL_MS = 1000;
 const ZONES_REFRESH_MS = 60000;
 const STATUS_REFRESH_MS = 15000;
+const CLOCK_REFRESH_MS = 15000;
 const MAX_OUTLINES_PER_CALL = 500;
 
 const state = createState();
@@ -45,7 +47,10 @@ const socket = new LiveSocket({
     return `${proto}//${location.host}/ws?${q}`;
   },
   onFrame,
-  onState: setConn,
+  onState(kind, text) {
+    if (kind !== "live") state.caughtUp = false;
+    setConn(kind, text);
+  },
   onFinal({ code, reason, error }) {
     if (error) {
       refused(error);
@@ -126,6 +131,7 @@ async function start() {
     const [zones, alerts] = await Promise.all([api("/api/zones"), api("/api/alerts?state=open")]);
     setZones(zones.zones);
     for (const item of alerts.alerts) upsertAlert(state, item.alert, "bottom", send); // newest first already
+    if (alerts.alerts.length) noteData(Math.max(...alerts.alerts.map((item) => item.alert.at))); // partners without counts: their only data
     state.lastId = alerts.last_id;
   } catch (err) {
     showMessage(`Could not load the current alerts: ${err.message}`, "error");
@@ -134,7 +140,21 @@ async function start() {
   refreshHotspots();
   drawMap();
   socket.connect();
-  timers.push(setInterval(loadZones, ZONES_REFRESH_MS), setInterval(reconcileStatuses, STATUS_REFRESH_MS));
+  timers.push(
+    setInterval(loadZones, ZONES_REFRESH_MS),
+    setInterval(reconcileStatuses, STATUS_REFRESH_MS),
+    setInterval(showClock, CLOCK_REFRESH_MS),
+  );
+}
+
+/** Data of event time ``at`` arrived: the header's clock follows it. */
+function noteData(at) {
+  state.clock = observe(state.clock, at, Date.now() / 1000);
+  showClock();
+}
+
+function showClock() {
+  setDataClock(describeClock(state.clock, Date.now() / 1000, liveLagFor(state.partner, state.counts.windowMin)));
 }
 
 function applyMe(me) {
@@ -198,6 +218,7 @@ function onFrame(f) {
     case "alert":
       state.lastId = f.id;
       upsertAlert(state, f.alert, "top", send);
+      if (state.caughtUp) noteData(f.alert.at); // a new alert, not one replayed on (re)connection
       drawMap();
       break;
     case "action":
@@ -207,7 +228,9 @@ function onFrame(f) {
       break;
     case "caught_up":
       socket.live();
+      state.caughtUp = true;
       setConn("live", "Live");
+      showClock(); // "Replay" in place of "Live" when the data is a replay
       if (socket.connections > 1) reconcileStatuses();
       break;
     case "counts":
@@ -233,6 +256,7 @@ function onFrame(f) {
 function onCounts(f) {
   state.counts.at = typeof f.at === "number" ? f.at : null;
   if (typeof f.window_min === "number") state.counts.windowMin = f.window_min;
+  noteData(state.counts.at);
   if (state.partner) {
     // the newest closed window of the released table: it changes once per window, never in between
     state.counts.units = f.units || {};
@@ -289,10 +313,12 @@ async function loadHotspots() {
       if (state.counts.units === null) {
         state.counts.units = Object.fromEntries((hs.units || []).map((u) => [u.unit, u.calls]));
         state.counts.at = hs.at;
+        noteData(hs.at);
       }
       renderCounts(state);
       return;
     }
+    noteData(hs.at);
     state.hotspots = hs.cells || [];
     for (const c of state.hotspots) if (c.area) state.cellAreas.set(c.cell, c.area);
     if (hs.zones) {

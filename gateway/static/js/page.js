@@ -23,6 +23,20 @@ export function setConn(kind, text) {
   box.textContent = text;
 }
 
+/**
+ * The header's word on the data (js/clock.js ``describeClock``): its text beside the connection state, and while
+ * connected, "Replay" in place of "Live" when the data is a replay of past calls.
+ */
+export function setDataClock(clock) {
+  const box = $("#data-clock");
+  box.hidden = false;
+  box.dataset.kind = clock.kind;
+  box.textContent = clock.text;
+  const conn = $("#conn-state");
+  conn.dataset.clock = clock.kind;
+  if (conn.dataset.state === "live") conn.textContent = clock.kind === "replay" ? "Replay" : "Live";
+}
+
 export function setWho(claims) {
   const who = $("#who");
   who.textContent = "";

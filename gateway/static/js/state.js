@@ -1,6 +1,8 @@
 // The page's state, one object made by createState() in main.js and passed to every module that reads it,
 // and the questions about it that several modules ask (pure functions: no DOM, no I/O).
 
+import { emptyClock } from "./clock.js";
+
 /** Roles that may acknowledge and resolve alerts; every other role gets no buttons at all. */
 export const ACTING_ROLES = new Set(["supervisor", "commander"]);
 /** Roles that see their released table (units, closed windows) instead of cells and live counts (gateway.disclosure). */
@@ -33,6 +35,8 @@ export function createState() {
     alerts: new Map(), // alert id -> {alert, status, el, busy}
     earlyStatus: new Map(), // alert id -> action seen before its alert
     lastId: null, // cursor to resume from (opaque for partners)
+    clock: emptyClock(), // the newest data's event time and when it last moved (js/clock.js)
+    caughtUp: false, // the socket has replayed what was missed: alert frames from now on are new
   };
 }
 
