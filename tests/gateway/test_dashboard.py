@@ -219,6 +219,12 @@ def test_dashboard_supervisor_acknowledges_and_partner_sees_its_scoped_view(gw, 
     count_text = wait_for(partner, "Lansdale's released count", lambda d: css(d, released) and css(d, released)[0].text)
     assert re.fullmatch(r"12 calls, \d\d:00–\d\d:00", count_text), count_text
     assert css(partner, "#agreement-summary")[0].text.startswith("SEPTA (transit) receives"), "the agreement is shown"
+    # and what it withholds and why, in the agreement's own terms (k and window of the default SEPTA agreement)
+    rules = [li.text for li in css(partner, "#agreement-rules li")]
+    assert any('reads "fewer than 3"' in rule for rule in rules) and any(
+        "per hour, shown once the hour has ended" in rule for rule in rules
+    ), rules
+    assert "not exact locations" in css(partner, ".alert-card .generalized")[0].text
 
     # (b) the supervisor acknowledges with a note; the action frame comes back and updates the card
     note = "Engine 12 en route; caller at 123 Main St"

@@ -5,7 +5,7 @@
 // the newest closed window of their released table (the counts frame's ``units``), never a live count.
 
 import { $, $$, el, fmtWindow, periodWord } from "./format.js";
-import { describeTotal, unitTotal } from "./released.js";
+import { describeTotal, unitTotal, withheldRules } from "./released.js";
 
 /** Title, hint, buttons and agreement for the current zones (or units); ``onSelect(key)`` on a click. */
 export function renderPlaces(state, { onSelect }) {
@@ -82,6 +82,7 @@ function renderAgreement(state) {
   if (!a) return;
   $("#agreement-summary").textContent = a.summary || "";
   $("#agreement-contact").textContent = a.contact ? `Questions: ${a.contact}.` : "";
+  $("#agreement-rules").replaceChildren(...withheldRules(a).map((rule) => el("li", {}, rule)));
 }
 
 export function markSelection(state) {
@@ -106,15 +107,17 @@ export function renderCounts(state) {
       const when = fmtWindow(start, c.windowMin);
       out.textContent = "";
       if (text) out.append(el("span", { class: "value" }, text), ", ", el("span", { class: "window" }, when));
-      else out.textContent = !state.countsShared ? "" : c.at === null ? "nothing released yet" : "—";
+      else out.textContent = !state.countsShared ? "" : c.at === null ? "nothing released yet" : "not released";
       out.dataset.count = total && total.exact !== null ? String(total.exact) : "";
       out.dataset.withheld = String(Boolean(total && total.exact === null));
       const name = $(".zone-name", btn).textContent;
       out.title = text
         ? `Calls near ${name}, ${when}: shown once the ${periodWord(c.windowMin)} ended; fewer than ${state.k} are not shown`
-        : state.countsShared
-          ? "No closed window has been released yet"
-          : "Your agreement does not share counts";
+        : !state.countsShared
+          ? "Your agreement does not share counts"
+          : c.at === null
+            ? "No closed window has been released yet"
+            : "No number was released for this place in the newest window";
     } else {
       const n = c.zones[btn.dataset.zoneId];
       out.textContent = n === undefined ? "—" : String(n);
