@@ -6,8 +6,11 @@ route                                  roles           answers
 ``GET /api/me``                        all             the caller's claims, zones, the jurisdiction's name and
                                                        time zone, the dashboard's settings, and for partners
                                                        its agreement and released units
-``GET /api/alerts``                    all             current alerts in scope (``state=open|all``, ``kind``,
-                                                       ``min_severity``, ``limit``) and ``last_id`` to resume from
+``GET /api/alerts``                    all             alerts in scope, newest first, and ``last_id`` to resume
+                                                       from; filters (:mod:`gateway.search`, on each view):
+                                                       ``state=open|closed|all``, ``kind``, ``min_severity``,
+                                                       ``since``, ``until``, ``category``, ``q``, ``limit``;
+                                                       supervisors and commanders also ``area``
 ``GET /api/hotspots``                  all             supervisors and commanders: calls per cell over ``window``
                                                        (15, 60, 180 or 1440 min), each with the name of the
                                                        area holding it; partners: their units in the newest
@@ -42,8 +45,8 @@ from websockets.http11 import Response
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units, minute
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
-from gateway.policy import Scope, cursor_for, severity, view, view_counts, visible_cells, zone_counts
-from gateway.protocol import SEVERITIES
+from gateway.policy import Scope, cursor_for, view, view_counts, visible_cells, zone_counts
+from gateway.search import parse, searchable
 from gateway.tokens import PARTNER_ROLES, Claims, Role
 from gateway.zones import ZONE_RESOLUTION, Zone
 
@@ -137,33 +140,22 @@ async def me(gw: Gateway, req: ApiRequest) -> Response:
 
 
 async def alerts(gw: Gateway, req: ApiRequest) -> Response:
-    q = req.query
-    only(q, {"state", "kind", "min_severity", "limit"})
-    state = one(q, "state") or "open"
-    if state not in ("open", "all"):
-        raise HttpError(400, "bad_state", f"state must be 'open' or 'all', got {state[:40]!r}")
-    kind = one(q, "kind")
-    min_sev = one(q, "min_severity") or "low"
-    if min_sev not in SEVERITIES:
-        raise HttpError(400, "bad_severity", f"min_severity must be one of {', '.join(SEVERITIES)}, got {min_sev[:40]!r}")
-    limit = integer(q, "limit", 100, 1, 1000)
-    out = []
+    """Alerts in scope, newest first, filtered by :mod:`gateway.search` on each one's view (never on the raw record)."""
     partner = req.scope.role in PARTNER_ROLES
+    search = parse(req.query, precise=not partner)
+    limit = integer(req.query, "limit", 100, 1, 1000)
+    out = []
     for alert_id, (sid, raw) in reversed(gw.hub.alerts.items()):
-        status = gw.hub.status.get(alert_id)
-        if state == "open" and (raw.get("state") == "closed" or (status or {}).get("action") == "resolve"):
-            continue
-        if kind and raw.get("kind") != kind:
-            continue
-        if SEVERITIES.index(severity(raw)) < SEVERITIES.index(min_sev):
-            continue
         v = view(raw, req.scope, req.now)
         if v is None:
             continue
+        status = gw.hub.status.get(alert_id)
         if not partner:
             v["status"] = status
         elif status is not None:
             v["status"] = {"action": status["action"], "at": minute(status["at"])}  # not who, not the note
+        if not search.matches(v, searchable(v, req.scope)):
+            continue
         out.append({"id": cursor_for(sid, req.scope), "alert": v})
         if len(out) >= limit:
             break

@@ -360,6 +360,13 @@ def hostile_paths(p: Partner, other_cells: list[str], sids: list[str]) -> list[t
         ("/api/alerts?state=all&limit=-1", (400, "bad_limit")),
         ("/api/alerts?kind[]=surge&state=all", BAD_PARAM),
         (f"/api/alerts?state=all&last_id={sids[0]}", BAD_PARAM),
+        # the night's search (gateway.search): matched on its own views; area names are never a partner's to name
+        ("/api/alerts?state=closed", 200),
+        ("/api/alerts?state=all&category=EMS&since=0&until=99999999999", 200),
+        ("/api/alerts?state=all&q=reason-canary", 200),
+        ("/api/alerts?state=all&area=Lansdale%20Borough", BAD_PARAM),
+        ("/api/alerts?state=all&q=" + "x" * 101, (400, "bad_query")),
+        ("/api/alerts?state=all&since=2&until=1", (400, "bad_range")),
         ("/api/alerts/../audit", None),
         ("/api/alerts;role=supervisor", None),
         ("/api//alerts?state=all", None),
