@@ -23,6 +23,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from detectors.types import AlertState
 from tests.gateway.live import (
     AREA_WORD,
     FAR,
@@ -443,3 +444,51 @@ def test_dashboard_says_replay_and_its_event_time_instead_of_live_and_when_data_
     assert (conn.text, conn.get_attribute("data-state"), conn.get_attribute("data-clock")) == ("Replay", "live", "replay")
     assert not console_errors(replay) and not console_errors(live)
     screenshot(replay, "dashboard-replay-clock", tmp_path)
+
+
+def test_dashboard_history_finds_ended_alerts_of_the_period_on_a_timeline_and_filters_them(gw, prefix, r, browser, tmp_path):
+    """The history panel lists the period's alerts, ended ones too (the feed shows only open ones), draws them on a
+    timeline, and narrows them by state, text and period; each item opens to its facts and who acknowledged it."""
+    now = time.time()
+    r.set(f"{prefix}:wm:call:0", now - 30)
+    ended = make_alert("surge:hist:ended", (IN_LANSDALE,), observed=40, at=now - 3 * 3600, state=AlertState.CLOSED, categories={"EMS": 40})
+    ended["summary"] = "Calls in Norristown: 40 in 3 hours, where about twenty are usual on a Friday evening"
+    ended["areas"] = ["Norristown"]
+    still_open = make_alert("surge:hist:open", (FAR,), observed=9, at=now - 3600)
+    still_open["summary"] = "Calls in Pottstown: 9 in 15 minutes, where about two are usual"
+    older = make_alert("surge:hist:older", (FAR,), observed=12, at=now - 2 * 86400, state=AlertState.CLOSED)
+    older["summary"] = "Calls in Pottstown: 12 in 15 minutes, two days ago"
+    for a in (older, ended, still_open):
+        publish(r, prefix, a)
+    driver = browser("history")
+    log_in(driver, gw, token("supervisor", subject="sup-history"))
+    wait_for(driver, "the open alert's card", lambda d: css(d, card(still_open["id"])))
+    assert not css(driver, card(ended["id"])), "the feed shows open alerts only"
+
+    def listed() -> list[str]:  # read in one script: a search that ends meanwhile replaces the list's nodes
+        return driver.execute_script(
+            "return [...document.querySelectorAll('#history-list li.history-item')].map((li) => li.dataset.alertId)"
+        )
+
+    def shows(ids: list[str], what: str) -> None:
+        wait_for(driver, what, lambda d: listed() == ids and css(d, f"#history-timeline[data-bars='{len(ids)}']"))
+
+    css(driver, "#history-toggle > summary")[0].click()
+    shows([still_open["id"], ended["id"]], "the last 12 hours: the open alert and the ended one, newest first")
+    assert "2 alerts between" in css(driver, "#history-result")[0].text
+    item = css(driver, f"#history-list li[data-alert-id='{ended['id']}']")[0]
+    assert ended["summary"] in item.text
+    item.find_element(By.CSS_SELECTOR, "summary").click()
+    facts = item.find_element(By.CSS_SELECTOR, "dl.facts").text
+    assert "ended" in facts and "Norristown" in facts and "not acknowledged" in facts, facts
+
+    form = css(driver, "#history-form")[0]
+    form.find_element(By.CSS_SELECTOR, "select[name='state'] option[value='closed']").click()
+    shows([ended["id"]], "only the ended alert")
+    form.find_element(By.CSS_SELECTOR, "select[name='hours'] option[value='72']").click()
+    shows([ended["id"], older["id"]], "three days: the older ended alert too")
+    form.find_element(By.CSS_SELECTOR, "input[name='q']").send_keys("pottstown")
+    form.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    shows([older["id"]], "the text search")
+    assert not console_errors(driver)
+    screenshot(driver, "dashboard-history", tmp_path)

@@ -151,10 +151,14 @@ def open_views(gw: GatewayProcess, prefix: str, r: redis.Redis, browser: Callabl
 
 
 def open_details(driver: WebDriver) -> None:
-    """Opens every card's "Details" (the statistics hidden behind it), as a person would: by clicking its summary."""
+    """Opens every card's "Details" (the statistics hidden behind it), as a person would: by clicking its summary;
+    then the history panel, its search answered (form, timeline and list), and the first item of its list."""
     for summary in css(driver, ".alert-card details.stats > summary"):
         summary.click()
     wait_for(driver, "the alerts' statistics", lambda d: all(e.is_displayed() for e in css(d, ".alert-card details.stats .score")))
+    css(driver, "#history-toggle > summary")[0].click()
+    wait_for(driver, "the history's list", lambda d: css(d, "#history-list li.history-item summary"))
+    css(driver, "#history-list li.history-item summary")[0].click()
 
 
 def test_dashboard_has_no_wcag_a_or_aa_violations_for_any_role(gw, prefix, r, browser):

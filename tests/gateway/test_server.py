@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from detectors.types import AlertState
 from gateway.tokens import issue
-from tests.gateway.live import FAR, IN_LANSDALE, SECRET, GatewayProcess, drain, make_alert, publish, recv_until, token
+from tests.gateway.live import FAR, IN_LANSDALE, REDIS_URL, SECRET, GatewayProcess, drain, make_alert, publish, recv_until, token
 
 pytestmark = pytest.mark.stack
 
@@ -452,7 +452,7 @@ def test_an_alert_published_right_after_the_handshake_reaches_the_new_client(pre
             return await super().record(record)
 
     async def scenario() -> list[str]:
-        settings = load_gateway_settings({"WF_GATEWAY_SECRET": SECRET.decode()}, port=free_port(), redis_prefix=prefix)
+        settings = load_gateway_settings({"WF_GATEWAY_SECRET": SECRET.decode()}, port=free_port(), redis_prefix=prefix, redis_url=REDIS_URL)
         store = Store.from_url(settings.redis_url, prefix, settings.partitions)
         gateway = Gateway(settings, store, SlowAudit(store.client, prefix))
         await gateway.start()

@@ -9,6 +9,7 @@
 //   GET /api/hotspots      supervisors, commanders: calls per cell (throttled, after each counts frame);
 //                          partners: their units in the newest released window (once; counts frames follow)
 //   GET /api/cells         outlines of alert cells with no recent calls (cached: an outline never changes)
+//   GET /api/alerts?state=all&since=&until=&...   the history panel's searches (when it is open)
 //   /ws                    alert, action, counts, ... frames; reconnects with backoff, resumes from the cursor
 //
 // The server's Content-Security-Policy allows only same-origin scripts and styles: no inline script, no
@@ -18,9 +19,11 @@
 import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, takeToken } from "./api.js";
 import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
 import { $, setTimeZone } from "./format.js";
+import { historyFilters, historySearch, renderHistory, setAreaNames, showHistoryError, wireHistory } from "./history.js";
 import { renderMap } from "./map.js";
 import { describeClock, liveLagFor, observe } from "./clock.js";
 import { setClockZone, setConn, setDataClock, setWho, showBoard, showLogin, showMessage } from "./page.js";
+import { placesFor } from "./places.js";
 import { Backoff, LiveSocket } from "./socket.js";
 import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
 import { markSelection, renderCounts, renderPlaces, renderSubscription } from "./zones.js";
@@ -36,6 +39,8 @@ const timers = [];
 const startBackoff = new Backoff();
 let startTimer = null;
 let outlinesBusy = false;
+let historyWired = false;
+let historySeq = 0;
 
 const api = (path) => getJson(state.token, path);
 
@@ -127,6 +132,11 @@ async function start() {
   showBoard(state.me.role, state.partner);
   setWho(state.me);
   setClockZone(state.jurisdiction);
+  if (!historyWired) {
+    historyWired = true;
+    wireHistory({ onSearch: searchHistory, partner: state.partner });
+    $("#history-toggle").addEventListener("toggle", () => $("#history-toggle").open && searchHistory());
+  }
   try {
     const [zones, alerts] = await Promise.all([api("/api/zones"), api("/api/alerts?state=open")]);
     setZones(zones.zones);
@@ -145,6 +155,26 @@ async function start() {
     setInterval(reconcileStatuses, STATUS_REFRESH_MS),
     setInterval(showClock, CLOCK_REFRESH_MS),
   );
+}
+
+/** Search the history panel's period (ending at the newest data's time: a replay's, not the wall clock's). */
+async function searchHistory() {
+  const places = placesFor(state.token, () => {});
+  if (places && places.areas && !state.partner) {
+    setAreaNames([...new Set(places.areas.features.map((f) => f.properties && f.properties.name).filter(Boolean))].sort());
+  }
+  const end = state.clock.at !== null ? state.clock.at : Date.now() / 1000;
+  const { path, since, until } = historySearch(historyFilters(), end, !state.partner);
+  const seq = ++historySeq;
+  showHistoryError("Searching…");
+  try {
+    const body = await api(path);
+    if (seq === historySeq) renderHistory(state, body.alerts, since, until); // only the latest search is drawn
+  } catch (err) {
+    if (seq !== historySeq) return;
+    if (err instanceof ApiError && err.status === 401) refused(err);
+    else showHistoryError(`The search failed: ${err.message}`);
+  }
 }
 
 /** Data of event time ``at`` arrived: the header's clock follows it. */
