@@ -18,6 +18,11 @@ route                                  roles           answers
 ``GET /api/released``                  partners        the agreement's released windows over the last ``hours``
 ``GET /api/cells/{cell}/history``      supervisors,    a cell's calls per ``step`` (15, 60 or 1440 min) over
                                        commanders      ``hours``; commanders: their cells, from their zone's start
+``GET /api/overview``                  supervisors,    at a glance, at the worker's watermark: calls over 15 min, 1 h
+                                       commanders      and 24 h and per 15 min over 24 h, each against the usual
+                                       (:mod:`gateway.overview`), open incidents, median response
+                                       times; filters ``category``, ``area``; commanders: their
+                                       cells, from their zone's start
 ``GET /api/cells?ids=a,b``             all             outlines of cells in scope (partners: their zones' cells;
                                                        supervisors and commanders: with their area's name)
 ``GET /api/zones``                     all             zones in scope, with their cells and outline
@@ -35,7 +40,8 @@ every partner and commander read is audited (``read``).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,10 +51,15 @@ from websockets.http11 import Response
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units, minute
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
+from gateway.overview import STEP_MIN, TILE_WINDOWS_MIN, day_shifts, figures
 from gateway.policy import Scope, cursor_for, view, view_counts, visible_cells, zone_counts
 from gateway.search import parse, searchable
 from gateway.tokens import PARTNER_ROLES, Claims, Role
 from gateway.zones import ZONE_RESOLUTION, Zone
+from streams.counting.keys import ALL
+from streams.counting.rolling import minute_of
+from streams.ingest.schema import CATEGORIES
+from streams.runtime.status import median_from_bins
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -128,6 +139,7 @@ async def me(gw: Gateway, req: ApiRequest) -> Response:
         "zones": [z.id for z in req.scope.zones],
         "k": req.scope.k,
         "tiles": gw.settings.tiles,
+        "basemap": gw.settings.basemap.to_json() if gw.settings.basemap else None,
         # every role: the zone the dashboard shows times in (the jurisdiction's, not the browser's)
         "jurisdiction": gw.places.to_json(),
     }
@@ -266,6 +278,65 @@ async def cell_history(gw: Gateway, req: ApiRequest) -> Response:
     return json_response(200, {"cell": cell, "at": wm, "bins": bins})
 
 
+async def overview(gw: Gateway, req: ApiRequest) -> Response:
+    """At a glance, at the worker's watermark ``wm``: calls now against the usual (:mod:`gateway.overview`).
+
+    "Usual" is, for the same clock time on each of the previous ``usual_days`` days (up to 7, only days whose
+    buckets are still retained), the mean of the calls in that window; ``low`` / ``high`` are the min and max
+    over those days. ``category`` (one of :data:`streams.ingest.schema.CATEGORIES`) and ``area`` (a named area
+    of the profile, case ignored) narrow the calls; a commander reads only its cells, and nothing before its
+    zones' start (``since``: earlier bins and tiles have ``calls`` null). ``open_incidents`` is null with a
+    ``category`` (the worker keeps them per cell only); ``response`` is null unless the answer is the whole
+    jurisdiction in every category (the worker keeps response times per coarse cell, which neither a named
+    area nor a commander's cells follow, and not per category).
+    """
+    q = req.query
+    only(q, {"category", "area"})
+    category = one(q, "category")
+    if category is not None and category not in CATEGORIES:
+        raise HttpError(400, "bad_category", f"category must be one of {', '.join(CATEGORIES)}, got {category[:40]!r}")
+    area_text = one(q, "area")
+    area = cells = None
+    if area_text is not None:
+        found = gw.places.area_cells(area_text, ZONE_RESOLUTION) if area_text.strip() else None
+        if found is None:
+            known = "this jurisdiction names no areas" if gw.places.areas is None else "name one as /api/places names it"
+            raise HttpError(400, "bad_area", f"no area is called {area_text[:60]!r}: {known}")
+        area, cells = found
+    visible = visible_cells(req.scope)
+    start: float | None = None
+    if visible is not None:
+        cells = visible if cells is None else cells & visible
+        # a commander reads from its zones' start on, as /api/cells/{cell}/history (a zone without one: from now)
+        start = _commander_start(req.scope, sorted(visible))
+    wm = await gw.store.watermark()
+    since = start if start is not None or visible is None else wm
+    body: dict = {"at": wm, "category": category, "area": area, "since": since}
+    if wm is None:
+        empty = [{"window_min": w, "calls": None, "usual": None, "low": None, "high": None} for w in TILE_WINDOWS_MIN]
+        body.update(usual_days=0, tiles=empty, series={"step_min": STEP_MIN, "bins": []}, open_incidents=None, response=None)
+        return json_response(200, body)
+    end = minute_of(wm)
+    since_minute = None if since is None else math.ceil(since / 60)
+    reads = await gw.store.overview_reads(
+        end,
+        day_shifts(wm, gw.places.zone),
+        None if cells is None else frozenset(cells),
+        category or ALL,
+        since_minute,
+        open_incidents=category is None,
+        response=visible is None and area is None and category is None,
+    )
+    body.update(figures(reads.counts, end, reads.shifts, since_minute), open_incidents=reads.open_incidents)
+    body["response"] = None if reads.response is None else {k: _median(s) for k, s in reads.response.items()}
+    return json_response(200, body)
+
+
+def _median(stats: Mapping[str, int]) -> dict[str, int | str | None]:
+    n = stats.get("n", 0)
+    return {"n": n, "median": median_from_bins(dict(stats)) if n else None}
+
+
 async def cells(gw: Gateway, req: ApiRequest) -> Response:
     """Outlines of the asked cells this scope may see: any for supervisors; partners and commanders their own res-8 cells."""
     only(req.query, {"ids"})
@@ -338,6 +409,7 @@ ROUTES: tuple[Route, ...] = (
     Route(("api", "hotspots"), hotspots, ALL_ROLES),
     Route(("api", "released"), released, PARTNER_ROLES),
     Route(("api", "cells", "*", "history"), cell_history, PRECISE),
+    Route(("api", "overview"), overview, PRECISE),
     Route(("api", "cells"), cells, ALL_ROLES),
     Route(("api", "zones"), zones, ALL_ROLES),
     Route(("api", "places"), places, ALL_ROLES),

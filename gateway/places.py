@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import h3
+
 from streams.ingest.schema import Jurisdiction
 from streams.jurisdiction import Profile, default_profile, load_profile
 
@@ -53,6 +55,11 @@ class AreaNames(Protocol):
     """What the gateway needs of the profile's named areas (:class:`streams.jurisdiction.Areas` has it)."""
 
     def name_of(self, cell: str) -> str | None: ...
+
+    def cells(self) -> dict[str, str]: ...
+
+    @property
+    def resolution(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Places:
     area_shapes: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _tz: zoneinfo.ZoneInfo = field(init=False, repr=False, compare=False)
     _answers: dict[tuple[bool, int], tuple[bytes, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _area_cells: dict[tuple[str, int], tuple[str, frozenset[str]]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -116,6 +124,51 @@ class Places:
         if self.areas is None:
             return {}
         return {c: n for c in cells if (n := self.areas.name_of(c)) is not None}
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The jurisdiction's time zone."""
+        return self._tz
+
+    def area_cells(self, name: str, resolution: int = 8) -> tuple[str, frozenset[str]] | None:
+        """The area called ``name`` (case ignored, as the profile spells it) and its cells at ``resolution``; None: no such area.
+
+        The profile's index cells are converted: a coarser index gives all its children, a finer one its parents.
+
+        >>> import h3
+        >>> from streams.jurisdiction import Areas
+        >>> norristown = h3.latlng_to_cell(40.1215, -75.3399, 7)
+        >>> name, cells = Places(areas=Areas({norristown: "Norristown"}, 7)).area_cells("NORRISTOWN")
+        >>> name, len(cells), Places(areas=Areas({norristown: "Norristown"}, 7)).area_cells("Lansdale")
+        ('Norristown', 7, None)
+        """
+        if self.areas is None:
+            return None
+        want = name.strip().casefold()
+        key = (want, resolution)
+        hit = self._area_cells.get(key)
+        if hit is None:
+            hit = self._find_area_cells(want, resolution)
+            if hit is not None:  # only names of areas are kept (unknown ones come from requests, unbounded)
+                self._area_cells[key] = hit
+        return hit
+
+    def _find_area_cells(self, want: str, resolution: int) -> tuple[str, frozenset[str]] | None:
+        assert self.areas is not None
+        found: str | None = None
+        cells: set[str] = set()
+        index = self.areas.resolution
+        for cell, area in self.areas.cells().items():
+            if area.casefold() != want:
+                continue
+            found = area
+            if index == resolution:
+                cells.add(cell)
+            elif index < resolution:
+                cells.update(h3.cell_to_children(cell, resolution))
+            else:
+                cells.add(h3.cell_to_parent(cell, resolution))
+        return None if found is None else (found, frozenset(cells))
 
     def local(self, epoch: float) -> str:
         """``epoch`` as the jurisdiction's wall clock to the minute, with the zone's abbreviation: ``2023-11-14 14:14 PST``."""

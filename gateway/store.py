@@ -32,17 +32,19 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import h3
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.overview import minutes_to_read, usable_shifts
 from streams.counting.keys import ALL, Keys
 from streams.counting.planner import KINDS
-from streams.counting.rolling import minute_of, window_minutes
+from streams.counting.rolling import hour_of, minute_of, window_minutes
 from streams.counting.state import ALERTS_STREAM_MAXLEN
 from streams.ingest.schema import CATEGORIES as _CATEGORIES
 
@@ -62,6 +64,20 @@ REDIS_POOL_WAIT_S = 10.0
 
 #: Seconds the counts of one window are shared by every reader (see :meth:`Store.cell_counts`).
 COUNTS_TTL_S = 1.0
+#: Seconds one overview's reads are shared by every reader asking the same (see :meth:`Store.overview_reads`).
+OVERVIEW_TTL_S = 45.0
+#: Minutes of buckets read per round trip by :meth:`Store.overview_reads` (11,520 minutes: 48 round trips).
+OVERVIEW_CHUNK_MIN = 240
+#: Most cells an overview asks each bucket for by name (HMGET); for more it reads the whole bucket (HGETALL) and
+#: picks them: asking a Montgomery-sized bucket (a few fields a minute) for 1,524 named fields took 10 s a day-week.
+OVERVIEW_HMGET_CELLS = 32
+#: The resolution calls are summed at (the zones' and areas' cells; every counted call has one cell of it).
+COUNT_RESOLUTION = 8
+#: Hours of response-time hashes an overview sums: the 24 ending with the watermark's.
+RESPONSE_HOURS = 24
+RESPONSE_KINDS = ("dispatch", "travel")
+
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -75,8 +91,71 @@ def cell_resolution(cell: str) -> int | None:
     return h3.get_resolution(cell) if h3.is_valid_cell(cell) else None
 
 
+def _sum_fields(bucket: Mapping[str, str], category: str, cells: frozenset[str] | None = None) -> int:
+    """Calls of ``category`` in one minute bucket: the sum of its res-8 ``{cell}|{category}`` fields (of ``cells``, if given).
+
+    >>> bucket = {"882a13d237fffff|ALL": "2", "882a13d235fffff|ALL": "1", "872a13d23ffffff|ALL": "3", "882a13d237fffff|EMS": "2"}
+    >>> _sum_fields(bucket, "ALL"), _sum_fields(bucket, "ALL", frozenset({"882a13d235fffff"})), _sum_fields(bucket, "EMS")
+    (3, 1, 2)
+    """
+    n = 0
+    for fld, v in bucket.items():
+        cell, _, cat = fld.rpartition("|")
+        if cat == category and (cell_resolution(cell) == COUNT_RESOLUTION if cells is None else cell in cells):
+            n += int(v)
+    return n
+
+
 class StoreError(RuntimeError):
     """Redis could not be read or written."""
+
+
+class Shared(Generic[T]):
+    """Answers shared for ``ttl_s`` seconds by key, each computed once when several ask at the same time."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._done: dict[Hashable, tuple[float, T]] = {}
+        self._pending: dict[Hashable, asyncio.Future[T]] = {}
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        hit = self._done.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._pending[key] = asyncio.get_running_loop().create_future()
+        try:
+            value = await compute()
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except Exception as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved: the waiters, if any, get it too
+            raise
+        finally:
+            del self._pending[key]
+        self._done = {k: v for k, v in self._done.items() if now - v[0] < self.ttl_s}
+        self._done[key] = (now, value)
+        pending.set_result(value)
+        return value
+
+
+@dataclass(frozen=True)
+class OverviewReads:
+    """What :meth:`Store.overview_reads` read: calls per minute, the days usable, open incidents, response times."""
+
+    #: the shifts (minutes) of the previous days whose buckets are retained (see :func:`gateway.overview.usable_shifts`)
+    shifts: tuple[int, ...]
+    #: calls per epoch minute (minutes without calls left out)
+    counts: Mapping[int, int]
+    #: open incidents in the cells (None: not asked)
+    open_incidents: int | None
+    #: ``{"dispatch": {"n", "sum", "le60", ...}, "travel": {...}}`` over every area (None: not asked)
+    response: Mapping[str, Mapping[str, int]] | None
 
 
 def stream_id(text: str) -> tuple[int, int]:
@@ -106,6 +185,7 @@ class Store:
         self.revoked_key = f"{prefix}:revoked"
         self._counts: dict[tuple, tuple[float, Mapping[str, int]]] = {}
         self._counts_pending: dict[tuple, asyncio.Future] = {}
+        self._overviews: Shared[OverviewReads] = Shared(OVERVIEW_TTL_S)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, partitions: int) -> Store:
@@ -214,6 +294,89 @@ class Store:
                 if cat == category and cell_resolution(cell) == resolution:
                     out[cell] = out.get(cell, 0) + int(v)
         return out
+
+    async def overview_reads(
+        self,
+        end: int,
+        shifts: Sequence[int],
+        cells: frozenset[str] | None,
+        category: str = ALL,
+        since: int | None = None,
+        *,
+        open_incidents: bool = True,
+        response: bool = True,
+    ) -> OverviewReads:
+        """What ``/api/overview`` reads at watermark minute ``end``, shared for :data:`OVERVIEW_TTL_S` (read-only).
+
+        ``shifts``: the previous days' shifts (:func:`gateway.overview.day_shifts`), of which only those whose
+        24 h lie after the retention horizon (``P:horizon``) and the first counted minute (the oldest of
+        ``P:buckets``) and ``since`` are read. ``cells``: the res-8 cells to sum (None: every res-8 field of each bucket,
+        the whole jurisdiction); ``category``: a category or ``ALL``; ``since``: today's first minute to read.
+        ``open_incidents`` / ``response``: whether to read those too (the open incidents of ``cells``,
+        response times over every area for the 24 hours ending with ``end``'s).
+
+        Answers are keyed by every argument, so all the dashboards of one scope and filter share one read
+        per watermark minute: 8 x 1,440 bucket minutes, in round trips of :data:`OVERVIEW_CHUNK_MIN`.
+        """
+        key = (end, tuple(shifts), cells, category, since, open_incidents, response)
+        return await self._overviews.get(
+            key, lambda: self._read_overview(end, shifts, cells, category, since, open_incidents=open_incidents, response=response)
+        )
+
+    async def _read_overview(
+        self,
+        end: int,
+        shifts: Sequence[int],
+        cells: frozenset[str] | None,
+        category: str,
+        since: int | None,
+        *,
+        open_incidents: bool,
+        response: bool,
+    ) -> OverviewReads:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.horizon)
+        pipe.zrange(self.keys.buckets, 0, 0, withscores=True)
+        horizon, oldest = await pipe.execute()
+        # a previous day is read only when its 24 h are retained (horizon), were counted (the oldest bucket) and,
+        # for a commander, lie after its zones' start (since)
+        floor = None if not oldest else max([int(oldest[0][1]), *(int(x) for x in (horizon, since) if x is not None)])
+        usable = tuple(usable_shifts(end, shifts, floor))
+        minutes = minutes_to_read(end, usable, since)
+        counts: dict[int, int] = {}
+        fields = [f"{c}|{category}" for c in sorted(cells)] if cells is not None and len(cells) <= OVERVIEW_HMGET_CELLS else None
+        if cells is None or cells:
+            # chunked: between round trips the event loop serves everyone else
+            for i in range(0, len(minutes), OVERVIEW_CHUNK_MIN):
+                chunk = minutes[i : i + OVERVIEW_CHUNK_MIN]
+                pipe = self.client.pipeline(transaction=False)
+                for m in chunk:
+                    if fields is None:
+                        pipe.hgetall(self.keys.bucket(m))
+                    else:
+                        pipe.hmget(self.keys.bucket(m), fields)
+                for m, got in zip(chunk, await pipe.execute(), strict=True):
+                    n = _sum_fields(got, category, cells) if fields is None else sum(int(v) for v in got if v is not None)
+                    if n:
+                        counts[m] = n
+        open_n = None
+        if open_incidents:
+            held = cast(dict[str, str], await self.client.hgetall(self.keys.open))
+            open_n = sum(int(v) for c, v in held.items() if (c in cells if cells is not None else cell_resolution(c) == COUNT_RESOLUTION))
+        times: dict[str, dict[str, int]] | None = None
+        if response:
+            pipe = self.client.pipeline(transaction=False)
+            last = hour_of(end * 60)
+            for hour in range(last - RESPONSE_HOURS + 1, last + 1):
+                pipe.hgetall(self.keys.rt(hour))
+            sums: dict[str, dict[str, int]] = {kind: {} for kind in RESPONSE_KINDS}
+            for h in await pipe.execute():
+                for fld, v in h.items():
+                    kind, _, stat = fld.split("|")  # {kind}|{area}|{stat}: every area summed
+                    if kind in sums:
+                        sums[kind][stat] = sums[kind].get(stat, 0) + int(v)
+            times = sums
+        return OverviewReads(usable, MappingProxyType(counts), open_n, times)
 
     async def history(self, cells: Iterable[str], end: float, minutes: int, step_min: int) -> list[dict]:
         """Calls in ``cells`` (summed) per ``step_min`` bin over the ``minutes`` before ``end``, by category."""
