@@ -2,8 +2,9 @@
 
 Every response carries the same security headers: no caching, no MIME
 sniffing, a Content-Security-Policy that lets the dashboard load only its own
-scripts and styles, connect only to its own origin, load images only from
-itself (and the configured tile host), and never be framed
+scripts and styles, connect only to its own origin (and an https basemap's), load images only from
+itself (and the configured tile or basemap host), start workers only from its own
+scripts, and never be framed
 (``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``), and no Referer
 (token fragments and paths stay here).
 """
@@ -34,16 +35,23 @@ class HttpError(Exception):
         self.claims = claims
 
 
-def content_security_policy(tiles: str | None = None) -> str:
-    """The dashboard's CSP; images also from the tile host of ``tiles`` (a URL template) when set.
+def content_security_policy(tiles: str | None = None, basemap: str | None = None) -> str:
+    """The dashboard's CSP; images also from the tile host of ``tiles`` (a URL template) when set, and
+    fetches and images from ``basemap`` (the origin of an https basemap, :attr:`gateway.settings.Basemap.origin`).
+
+    MapLibre's worker is a same-origin script (``/static/vendor/maplibre-gl-csp-worker.js``), so ``worker-src``
+    is ``'self'``: no ``blob:``.
 
     >>> content_security_policy("https://tile.example.org/{z}/{x}/{y}.png")  # doctest: +ELLIPSIS
     "default-src 'self'; connect-src 'self'; img-src 'self' data: https://tile.example.org; ...frame-ancestors 'none'"
+    >>> content_security_policy(basemap="https://maps.example.gov")  # doctest: +ELLIPSIS
+    "default-src 'self'; connect-src 'self' https://maps.example.gov; img-src 'self' data: https://maps.example.gov; ..."
     """
-    img = "'self' data:" + (f" {origin_of(tiles)}" if tiles and not tiles.startswith("/") else "")
+    extra = f" {basemap}" if basemap else ""
+    img = "'self' data:" + (f" {origin_of(tiles)}" if tiles and not tiles.startswith("/") else "") + extra
     return (
-        f"default-src 'self'; connect-src 'self'; img-src {img}; style-src 'self'; script-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        f"default-src 'self'; connect-src 'self'{extra}; img-src {img}; style-src 'self'; script-src 'self'; "
+        "worker-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 
 

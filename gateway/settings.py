@@ -17,6 +17,8 @@ variable                        default         meaning
 ``WF_GATEWAY_SETTLE_S``         120             seconds of event time after a window ends before partners get it
 ``WF_GATEWAY_ORIGINS``          same origin     other browser origins allowed to open the WebSocket (comma-separated)
 ``WF_GATEWAY_TILES``            unset           map tile URL template (``https://host/{z}/{x}/{y}.png``) for the dashboard
+``WF_GATEWAY_BASEMAP``          unset           the agency's basemap, drawn with MapLibre: a local ``.pmtiles`` file (served
+                                                at ``/basemap.pmtiles``) or an https style, tile template or PMTiles URL
 ``WF_GATEWAY_API_RATE``         5               API requests per second per token (a burst of four times that)
 ``WF_GATEWAY_ANON_RATE``        5               refused or unauthenticated requests per second per address (burst x4)
 ``WF_GATEWAY_AUDIT_DAYS``       365             days the audit log keeps its records
@@ -38,9 +40,11 @@ variable                        default         meaning
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.tokens import DEFAULT_MAX_TOKEN_TTL_S, MAX_TTL_S
@@ -54,6 +58,116 @@ DEFAULT_AGREEMENTS = ROOT / "infra" / "sharing" / "agreements.toml"
 
 class GatewaySettingsError(ValueError):
     """An environment variable holds a value the gateway cannot use."""
+
+
+#: where the gateway serves a local basemap file (:mod:`gateway.static`, with HTTP Range)
+BASEMAP_PATH = "/basemap.pmtiles"
+#: PMTiles v3 header (https://github.com/protomaps/PMTiles/blob/main/spec/v3/spec.md, section 3): 127 bytes,
+#: ``PMTiles`` then the version byte; the tile type is byte 99, the zooms bytes 100-101, the bounds (E7 degrees) 102-117
+PMTILES_HEADER_BYTES = 127
+PMTILES_MAGIC = b"PMTiles"
+PMTILES_TILE_TYPES = {1: "mvt", 2: "png", 3: "jpg", 4: "webp", 5: "avif"}
+#: tile types of an https tile template, by its extension
+TEMPLATE_TILE_TYPES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".pbf": "mvt", ".mvt": "mvt"}
+
+
+@dataclass(frozen=True)
+class Basemap:
+    """The agency's basemap (``WF_GATEWAY_BASEMAP``), read by :func:`read_basemap`.
+
+    ``kind`` is ``pmtiles`` (``path`` a local archive served at :data:`BASEMAP_PATH`, or ``url`` an https one),
+    ``style`` (``url`` a MapLibre style JSON) or ``tiles`` (``url`` an https ``{z}/{x}/{y}`` template).
+    """
+
+    kind: str
+    url: str
+    path: Path | None = None
+    #: ``png``, ``jpg``, ``webp``, ``avif`` (raster) or ``mvt`` (vector); None for a style
+    tile_type: str | None = None
+    min_zoom: int | None = None
+    max_zoom: int | None = None
+    #: [west, south, east, north] from a local archive's header
+    bounds: tuple[float, float, float, float] | None = None
+
+    @property
+    def origin(self) -> str | None:
+        """The other origin the page must reach (CSP ``connect-src`` and ``img-src``), None for a local file."""
+        if self.path is not None:
+            return None
+        u = urlsplit(self.url)
+        return f"{u.scheme}://{u.netloc}"
+
+    def to_json(self) -> dict[str, object]:
+        """What ``/api/me`` tells the page (never the local path)."""
+        out: dict[str, object] = {"kind": self.kind, "url": self.url, "tile_type": self.tile_type}
+        if self.min_zoom is not None:
+            out.update(min_zoom=self.min_zoom, max_zoom=self.max_zoom)
+        if self.bounds is not None:
+            out["bounds"] = list(self.bounds)
+        return out
+
+
+def pmtiles_header(head: bytes, where: str) -> dict[str, Any]:
+    """Tile type, zooms and bounds from the first bytes of a PMTiles v3 archive; ValueError naming ``where`` otherwise.
+
+    >>> head = b"PMTiles" + bytes([3]) + bytes(91) + bytes([2, 0, 14]) + struct.pack("<4i", -10 * 10**7, -5 * 10**7, 10 * 10**7, 5 * 10**7)
+    >>> pmtiles_header(head + bytes(9), "x")
+    {'tile_type': 'png', 'min_zoom': 0, 'max_zoom': 14, 'bounds': (-10.0, -5.0, 10.0, 5.0)}
+    >>> pmtiles_header(b"PMTiles" + bytes([2]) + bytes(119), "x.pmtiles")
+    Traceback (most recent call last):
+    ...
+    ValueError: x.pmtiles is PMTiles version 2; the dashboard reads version 3 (convert it: pmtiles convert OLD NEW)
+    """
+    if not head.startswith(PMTILES_MAGIC):
+        found = repr(head[:7].decode("ascii", "replace")) if head else "an empty file"
+        raise ValueError(f"{where} is not a PMTiles archive: it should start with 'PMTiles', found {found}")
+    if len(head) < PMTILES_HEADER_BYTES:
+        raise ValueError(f"{where} is cut short: a PMTiles header is {PMTILES_HEADER_BYTES} bytes, the file has {len(head)}")
+    if head[7] != 3:
+        raise ValueError(f"{where} is PMTiles version {head[7]}; the dashboard reads version 3 (convert it: pmtiles convert OLD NEW)")
+    tile_type = PMTILES_TILE_TYPES.get(head[99])
+    if tile_type is None:
+        raise ValueError(f"{where} holds tiles of unknown type {head[99]}; expected vector (mvt) or raster (png, jpg, webp, avif)")
+    west, south, east, north = (v / 1e7 for v in struct.unpack_from("<4i", head, 102))
+    return {"tile_type": tile_type, "min_zoom": head[100], "max_zoom": head[101], "bounds": (west, south, east, north)}
+
+
+def read_basemap(text: str) -> Basemap:
+    """``WF_GATEWAY_BASEMAP``: a local ``.pmtiles`` file, or an https style (``.json``), PMTiles or ``{z}/{x}/{y}`` URL.
+
+    >>> read_basemap("https://maps.example.gov/style.json").to_json()
+    {'kind': 'style', 'url': 'https://maps.example.gov/style.json', 'tile_type': None}
+    >>> read_basemap("https://maps.example.gov/{z}/{x}/{y}.pbf").tile_type
+    'mvt'
+    >>> read_basemap("http://maps.example.gov/style.json")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'http://maps.example.gov/style.json' is not https: the page may reach other origins only over https
+    """
+    text = text.strip()
+    if "://" not in text:
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise ValueError(f"{path} {what} (expected a .pmtiles file or an https URL)")
+        with path.open("rb") as f:
+            head = f.read(PMTILES_HEADER_BYTES)
+        return Basemap("pmtiles", BASEMAP_PATH, path=path, **pmtiles_header(head, str(path)))
+    u = urlsplit(text)
+    if u.scheme != "https":
+        raise ValueError(f"{text!r} is not https: the page may reach other origins only over https")
+    if not u.hostname or u.username or u.password:
+        raise ValueError(f"{text!r} is not a URL like https://maps.example.gov/style.json (no host, or credentials in it)")
+    if all(p in u.path for p in ("{z}", "{x}", "{y}")):
+        tile_type = TEMPLATE_TILE_TYPES.get(Path(u.path).suffix.lower())
+        if tile_type is None:
+            raise ValueError(f"{text!r}: a tile template must end in one of {', '.join(TEMPLATE_TILE_TYPES)}")
+        return Basemap("tiles", text, tile_type=tile_type)
+    if u.path.endswith(".pmtiles"):
+        return Basemap("pmtiles", text)
+    if u.path.endswith(".json"):
+        return Basemap("style", text)
+    raise ValueError(f"{text!r} is neither a style (.json), a PMTiles archive (.pmtiles) nor a tile template with {{z}}, {{x}} and {{y}}")
 
 
 @dataclass(frozen=True)
@@ -102,6 +216,8 @@ class GatewaySettings:
     origins: tuple[str, ...] = ()
     #: map tile URL template for the dashboard, or None for no tiles
     tiles: str | None = None
+    #: the agency's basemap drawn under the map with MapLibre (``WF_GATEWAY_BASEMAP``), or None
+    basemap: Basemap | None = None
     #: API requests per second per token (bursts of four times that)
     api_rate_per_s: float = 5.0
     #: refused or unauthenticated requests per second per client address (bursts of four times that)
@@ -131,6 +247,10 @@ class GatewaySettings:
                 raise GatewaySettingsError(
                     f"WF_GATEWAY_TILES: {self.tiles!r} must be an https URL or a /path template with {{z}}, {{x}} and {{y}}"
                 )
+        if self.tiles is not None and self.basemap is not None:
+            raise GatewaySettingsError(
+                "WF_GATEWAY_TILES and WF_GATEWAY_BASEMAP are both set: the map has one background; unset one of them"
+            )
         for name in ("counts_every_s", "ping_s", "rate_per_s", "api_rate_per_s", "anon_rate_per_s", "audit_days"):
             if not getattr(self, name) > 0:
                 raise GatewaySettingsError(f"{name} must be > 0, found {getattr(self, name)}")
@@ -152,6 +272,11 @@ class GatewaySettings:
             else:
                 raise GatewaySettingsError(f"WF_GATEWAY_ZONES: {p} does not exist")
         return files
+
+
+def basemap(text: str) -> Basemap:
+    """:func:`read_basemap` under the name a malformed ``WF_GATEWAY_BASEMAP`` is reported with ("cannot read .. as basemap")."""
+    return read_basemap(text)
 
 
 def _paths(text: str) -> tuple[Path, ...]:
@@ -179,6 +304,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_SETTLE_S": ("settle_s", float),
     "WF_GATEWAY_ORIGINS": ("origins", lambda t: tuple(o.strip().rstrip("/") for o in t.split(",") if o.strip())),
     "WF_GATEWAY_TILES": ("tiles", str),
+    "WF_GATEWAY_BASEMAP": ("basemap", basemap),
     "WF_GATEWAY_API_RATE": ("api_rate_per_s", float),
     "WF_GATEWAY_ANON_RATE": ("anon_rate_per_s", float),
     "WF_GATEWAY_AUDIT_DAYS": ("audit_days", float),

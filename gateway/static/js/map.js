@@ -1,7 +1,8 @@
 // The map: an SVG redrawn from the state (zones, hot-spot cells, alert regions, the jurisdiction's outline and
-// named areas (places.js) over optional raster tiles).
+// named areas (places.js) over optional raster tiles or the agency's basemap).
 //
-// Layers, bottom up: tiles, the jurisdiction's outline and its named areas, cells, each open alert's region as
+// Layers, bottom up: the basemap (basemap.js: MapLibre in its own element under the SVG, its camera on the SVG's
+// view) or tiles (SVG images), the background (a veil over the basemap), the jurisdiction's outline and its named areas, cells, each open alert's region as
 // one red outline, zones, rings around what is too small to find, labels (zones', then areas'), scale bar.
 // Supervisors and commanders see calls per res-8 cell coloured by count, the named areas and their zones.
 // Partners see no cell and no area (/api/places gives them the outline only): only their zones, with the ones
@@ -13,6 +14,7 @@ import { $, cellLabel, el, svg } from "./format.js";
 import { alertingZones, isOpen, visibleInFeed } from "./state.js";
 import { KM_PER_DEGREE, breaksFor, cellRing, emptyBox, geometryShapes, mergedRings, placeLabels, scaleKm, shapesBox, tilesFor, viewOf } from "./geo.js";
 import { outlineShapes, placesFor, placesLayer } from "./places.js";
+import { drawBasemap } from "./basemap.js";
 
 /** Smallest radius (px) of a shape drawn without a ring around it when it is part of an open alert. */
 const FINDABLE_PX = 14;
@@ -58,7 +60,7 @@ export function renderMap(state, opts) {
     // the whole jurisdiction: always for supervisors (their scope), for the others while no cell is drawn
     if (!cellShapes.length || (state.me && state.me.role === "supervisor")) shapesBox(outlineShapes(places), box);
   }
-  host.textContent = "";
+  for (const child of [...host.children]) if (!child.classList.contains("basemap")) child.remove(); // the basemap stays
   if (!Number.isFinite(box[0])) {
     host.append(el("p", { class: "map-empty hint" }, state.partner ? "Nothing to draw yet: your places have not loaded." : "Nothing to draw yet: no zones and no recent calls in scope."));
     renderLegend(state, []);
@@ -68,7 +70,8 @@ export function renderMap(state, opts) {
   const pathOf = (ring) => `M${ring.map(([lng, lat]) => project(lng, lat).map((v) => v.toFixed(1)).join(",")).join("L")}Z`;
 
   const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "presentation" });
-  root.append(svg("rect", { class: "map-bg", x: 0, y: 0, width: w, height: h }));
+  const basemap = state.basemap ? drawBasemap(host, state.basemap, { cx, cy, k, scale, w, h }) : false;
+  root.append(svg("rect", { class: `map-bg${basemap ? " veil" : ""}`, x: 0, y: 0, width: w, height: h }));
   if (state.tiles) root.append(tileLayer(state.tiles, w, h, cx, cy, 360 * k * scale));
   const base = places ? placesLayer(places, project, w, h) : null;
   if (base) root.append(base.group);
