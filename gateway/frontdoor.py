@@ -33,7 +33,7 @@ from gateway.hub import Hub
 from gateway.limits import RateLimits
 from gateway.policy import Scope, ScopeError, stream_id_for
 from gateway.scopes import Scopes
-from gateway.settings import GatewaySettings
+from gateway.settings import BASEMAP_PATH, GatewaySettings
 from gateway.static import StaticFiles
 from gateway.store import Store, stream_id
 from gateway.tokens import Claims, Role
@@ -116,8 +116,8 @@ class FrontDoor:
             if url.path == "/ws":
                 connection.wf_handshake = await self._handshake(request, query)  # type: ignore[attr-defined]  # see handshake_of
                 return None
-            if url.path in ("/", "/index.html") or url.path.startswith("/static/"):
-                return self.static.response(url.path)
+            if url.path in ("/", "/index.html", BASEMAP_PATH) or url.path.startswith("/static/"):
+                return self.static.response(url.path, request.headers, request.method)
             if url.path == "/healthz":
                 ok = await self.store.ping()
                 return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded", "redis": ok, "gateway": self.gateway_id})

@@ -115,7 +115,8 @@ class Gateway:
         self.api_limits = RateLimits(settings.api_rate_per_s, 4 * settings.api_rate_per_s)
         self.anon_limits = RateLimits(settings.anon_rate_per_s, 4 * settings.anon_rate_per_s)
         self.auditor = Auditor(audit, {"address": self.anon_limits, "token": self.api_limits}, clock=clock)
-        self.csp = content_security_policy(settings.tiles)
+        basemap = settings.basemap
+        self.csp = content_security_policy(settings.tiles, basemap.origin if basemap else None)
         self.front = FrontDoor(
             settings,
             gateway_id=self.id,
@@ -124,7 +125,7 @@ class Gateway:
             scopes=self.scopes,
             auth=Authenticator(settings.secret, settings.max_token_ttl_s, store, clock=clock),
             auditor=self.auditor,
-            static=StaticFiles(STATIC, self.csp),
+            static=StaticFiles(STATIC, self.csp, basemap.path if basemap else None),
             api_limits=self.api_limits,
             anon_limits=self.anon_limits,
             csp=self.csp,
