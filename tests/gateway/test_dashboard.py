@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -24,6 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from detectors.types import AlertState
+from tests.gateway import test_overview
 from tests.gateway.live import (
     AREA_WORD,
     FAR,
@@ -40,6 +42,8 @@ from tests.gateway.live import (
 )
 
 pytestmark = pytest.mark.stack
+#: a gateway in UTC naming the tests' two areas, with an event zone (tests/gateway/test_overview.py)
+ogw = test_overview.ogw
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -374,6 +378,7 @@ def test_dashboard_draws_the_jurisdiction_and_its_areas_under_the_cells_and_each
     write_counts(r, prefix)
     named = GatewayProcess(prefix, env_extra={"WF_PROFILE": str(write_bounded_profile(tmp_path))})
     sup = browser("places-sup")
+    sup.set_window_size(1440, 1000)  # the test's areas are small: named once each covers 2,000 px² (js/places.js)
     partner = browser("places-partner")
     region = (FAR, *sorted(h3.grid_ring(FAR, 1)))
     local = make_alert("surge:places-map:1", region, observed=20)
@@ -492,3 +497,77 @@ def test_dashboard_history_finds_ended_alerts_of_the_period_on_a_timeline_and_fi
     shows([older["id"]], "the text search")
     assert not console_errors(driver)
     screenshot(driver, "dashboard-history", tmp_path)
+
+
+def test_dashboard_prints_the_view_for_a_briefing_on_paper_colours_without_controls(gw, prefix, r, browser, tmp_path):
+    """Print / PDF: the browser's PDF of the supervisor's view carries who printed it, when and on which data; on
+    paper the buttons, notes and filters are gone and the page is light."""
+    write_counts(r, prefix)
+    alert = make_alert("surge:print:1", (IN_LANSDALE,), observed=11)
+    alert["summary"] = "Calls in Lansdale: 11 in 15 minutes, where about three are usual"
+    publish(r, prefix, alert)
+    driver = browser("print")
+    log_in(driver, gw, token("supervisor", subject="sup-print"))
+    wait_for(driver, "the alert's card", lambda d: css(d, card(alert["id"])))
+    assert css(driver, "#print-view")[0].is_displayed()
+    pdf = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
+    assert pdf.startswith(b"%PDF") and len(pdf) > 20_000, len(pdf)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / "dashboard-print.pdf").write_bytes(pdf)
+    note = css(driver, "#print-note")[0].get_attribute("textContent")
+    assert re.fullmatch(r"Printed .+ by sup-print \(supervisor, [^)]+\) · Last data received .+", note), note
+
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        for hidden in ("#print-view", "#logout", f"{card(alert['id'])} form.actions", "#overview-filters"):
+            assert not css(driver, hidden)[0].is_displayed(), f"{hidden} is on paper"
+        assert css(driver, "#print-note")[0].is_displayed()
+        assert driver.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+        assert alert["summary"] in css(driver, card(alert["id"]))[0].text
+        screenshot(driver, "dashboard-print-media", tmp_path)
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert not console_errors(driver)
+
+
+def test_dashboard_at_a_glance_tiles_and_chart_against_the_usual_and_filters_acting_on_feed_and_figures(ogw, prefix, r, browser, tmp_path):
+    """The supervisor's tiles read the worker's counts against the same time on the previous days, in words; the
+    chart draws the day's 96 bins; choosing a category asks the figures again and filters the alert feed."""
+    from tests.gateway.test_overview import WM, plant_scenario
+
+    plant_scenario(r, prefix)  # today 4 EMS in the last minute, 2 FIRE 20 min before; 3 previous days counted
+    ems = make_alert("surge:glance:ems", (IN_LANSDALE,), observed=4, at=WM, categories={"EMS": 4})
+    fire = make_alert("surge:glance:fire", (FAR,), observed=2, at=WM - 1200, categories={"FIRE": 2})
+    for a in (fire, ems):
+        publish(r, prefix, a)
+    driver = browser("glance")
+    log_in(driver, ogw, token("supervisor", subject="sup-glance"))
+
+    def tiles() -> list[tuple[str, ...]]:  # in one script: a refresh replaces the tiles' nodes
+        script = (
+            "return [...document.querySelectorAll('#overview-tiles .tile')]"
+            ".map((t) => ['label', 'value', 'detail'].map((p) => t.querySelector('.tile-' + p).textContent))"
+        )
+        return [tuple(t) for t in driver.execute_script(script)]
+
+    wait_for(driver, "the tiles", lambda d: len(css(d, "#overview-tiles .tile")) == 6)
+    shown = tiles()
+    assert shown[0] == ("Calls, last 15 min", "4", "about the usual (2.7)") and shown[1] == (
+        "Calls, last 1 h",
+        "6",
+        "half again the usual (3.7)",
+    ), shown
+    assert shown[3] == ("Open incidents", "3", "calls not yet closed"), shown
+    assert shown[4][0] == "Median to dispatch" and shown[4][1] == "≤ 300 s", shown
+    assert css(driver, "#overview-tiles .tile[data-high='true']"), "a figure well above the usual is marked, in words too"
+    wait_for(driver, "the chart's 96 bins", lambda d: css(d, "#overview-chart[data-bins='96'] svg polyline.calls"))
+    assert css(driver, "#overview-chart svg polygon.band"), "the usual band"
+    assert "previous 3 days" in css(driver, "#overview-note")[0].text
+    wait_for(driver, "both cards", lambda d: css(d, card(ems["id"])) and css(d, card(fire["id"])))
+
+    css(driver, "#overview-filters select[name='category'] option[value='FIRE']")[0].click()
+    wait_for(driver, "the FIRE figures", lambda d: tiles()[:2] and tiles()[0][1] == "0" and tiles()[1][1] == "2")
+    assert not css(driver, card(ems["id"]))[0].is_displayed() and css(driver, card(fire["id"]))[0].is_displayed()
+    assert tiles()[3][1] == "—" and tiles()[4][2] == "whole jurisdiction only", "no per-category open incidents or response times"
+    assert not console_errors(driver)
+    screenshot(driver, "dashboard-at-a-glance", tmp_path)

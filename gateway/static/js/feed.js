@@ -110,7 +110,9 @@ export function renderFeedFilter(state) {
     if (visible) shown += 1;
     if (visible && isOpen(entry)) open += 1;
   }
-  $("#feed-count").textContent = shown ? `${open} open of ${shown}` : "";
+  const f = state.filter || {};
+  const only = [f.category, f.area].filter(Boolean).join(", ");
+  $("#feed-count").textContent = (shown ? `${open} open of ${shown}` : "") + (only ? ` · ${only} only` : "");
   $("#feed-empty").hidden = shown > 0;
 }
 

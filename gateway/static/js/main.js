@@ -18,9 +18,10 @@
 
 import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, takeToken } from "./api.js";
 import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
-import { $, setTimeZone } from "./format.js";
+import { $, fmtZoned, setTimeZone } from "./format.js";
 import { historyFilters, historySearch, renderHistory, setAreaNames, showHistoryError, wireHistory } from "./history.js";
 import { renderMap } from "./map.js";
+import { renderOverview } from "./overview.js";
 import { describeClock, liveLagFor, observe } from "./clock.js";
 import { setClockZone, setConn, setDataClock, setWho, showBoard, showLogin, showMessage } from "./page.js";
 import { placesFor } from "./places.js";
@@ -29,9 +30,12 @@ import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
 import { markSelection, renderCounts, renderPlaces, renderSubscription } from "./zones.js";
 
 const HOTSPOTS_MIN_INTERVAL_MS = 1000;
+/** Busiest cells asked for (bench/dashboard_page.py: 5,000 cells cost about 90 ms a redraw, 1,000 about a fifth). */
+const HOTSPOTS_LIMIT = 1000;
 const ZONES_REFRESH_MS = 60000;
 const STATUS_REFRESH_MS = 15000;
 const CLOCK_REFRESH_MS = 15000;
+const OVERVIEW_MIN_INTERVAL_MS = 15000;
 const MAX_OUTLINES_PER_CALL = 500;
 
 const state = createState();
@@ -132,8 +136,10 @@ async function start() {
   showBoard(state.me.role, state.partner);
   setWho(state.me);
   setClockZone(state.jurisdiction);
+  $("#overview").hidden = state.partner;
   if (!historyWired) {
     historyWired = true;
+    wireOverview();
     wireHistory({ onSearch: searchHistory, partner: state.partner });
     $("#history-toggle").addEventListener("toggle", () => $("#history-toggle").open && searchHistory());
   }
@@ -148,6 +154,7 @@ async function start() {
     setZones([]);
   }
   refreshHotspots();
+  refreshOverview();
   drawMap();
   socket.connect();
   timers.push(
@@ -157,12 +164,51 @@ async function start() {
   );
 }
 
+/** The at-a-glance filters act on the tiles and the chart (asked again) and on the feed (here). */
+function wireOverview() {
+  const form = $("#overview-filters");
+  form.addEventListener("submit", (ev) => ev.preventDefault());
+  const apply = () => {
+    state.filter = { category: form.elements.category.value, area: form.elements.area.value.trim() };
+    renderFeedFilter(state);
+    loadOverview();
+  };
+  form.elements.category.addEventListener("change", apply);
+  form.elements.area.addEventListener("change", apply);
+}
+
+const refreshOverview = throttled(loadOverview, OVERVIEW_MIN_INTERVAL_MS);
+let overviewSeq = 0;
+
+async function loadOverview() {
+  if (state.partner || !state.token) return;
+  fillAreaNames();
+  const q = new URLSearchParams();
+  if (state.filter.category) q.set("category", state.filter.category);
+  if (state.filter.area) q.set("area", state.filter.area);
+  const seq = ++overviewSeq;
+  try {
+    const o = await api(`/api/overview${q.size ? `?${q}` : ""}`);
+    if (seq !== overviewSeq) return; // a newer filter was asked meanwhile
+    $("#overview-error").textContent = "";
+    renderOverview(o);
+  } catch (err) {
+    if (seq !== overviewSeq) return;
+    if (err instanceof ApiError && err.status === 401) refused(err);
+    else $("#overview-error").textContent = `The figures could not be read: ${err.message}`;
+  }
+}
+
+/** The named areas as suggestions of the area fields (supervisors and commanders), once /api/places is read. */
+function fillAreaNames() {
+  const places = placesFor(state.token, () => {});
+  if (!places || !places.areas || state.partner || $("#history-areas").options.length) return;
+  setAreaNames([...new Set(places.areas.features.map((f) => f.properties && f.properties.name).filter(Boolean))].sort());
+}
+
 /** Search the history panel's period (ending at the newest data's time: a replay's, not the wall clock's). */
 async function searchHistory() {
-  const places = placesFor(state.token, () => {});
-  if (places && places.areas && !state.partner) {
-    setAreaNames([...new Set(places.areas.features.map((f) => f.properties && f.properties.name).filter(Boolean))].sort());
-  }
+  fillAreaNames();
   const end = state.clock.at !== null ? state.clock.at : Date.now() / 1000;
   const { path, since, until } = historySearch(historyFilters(), end, !state.partner);
   const seq = ++historySeq;
@@ -193,6 +239,8 @@ function applyMe(me) {
   state.partner = PARTNER_ROLES.has(role);
   state.k = typeof me.k === "number" ? me.k : state.k;
   state.tiles = tileTemplate(me.tiles);
+  state.basemap = me.basemap && typeof me.basemap.url === "string" ? me.basemap : null; // basemap.js draws it
+  state.basemap = me.basemap && typeof me.basemap.url === "string" ? me.basemap : null; // basemap.js draws it
   state.jurisdiction = me.jurisdiction || null;
   const zone = state.jurisdiction && state.jurisdiction.timezone;
   if (zone && !setTimeZone(zone)) showMessage(`This browser does not know the time zone ${zone}: times are shown in UTC.`, "error");
@@ -296,6 +344,7 @@ function onCounts(f) {
   state.counts.zones = f.zones || {};
   renderCounts(state);
   refreshHotspots();
+  refreshOverview();
 }
 
 // ------------------------------------------------------------------ zones and selection
@@ -337,7 +386,7 @@ const refreshHotspots = throttled(loadHotspots, HOTSPOTS_MIN_INTERVAL_MS);
 async function loadHotspots() {
   if (!state.countsShared) return;
   try {
-    const hs = await api("/api/hotspots");
+    const hs = await api(state.partner ? "/api/hotspots" : `/api/hotspots?limit=${HOTSPOTS_LIMIT}`);
     if (state.partner) {
       // only until the first counts frame: both read the same released window
       if (state.counts.units === null) {
@@ -350,6 +399,7 @@ async function loadHotspots() {
     }
     noteData(hs.at);
     state.hotspots = hs.cells || [];
+    state.hotspotsComplete = state.hotspots.length < HOTSPOTS_LIMIT; // else an alert cell not listed may still have calls
     for (const c of state.hotspots) if (c.area) state.cellAreas.set(c.cell, c.area);
     if (hs.zones) {
       state.counts.zones = { ...state.counts.zones, ...hs.zones };
@@ -410,6 +460,14 @@ function init() {
     location.reload();
   });
   $("#logout").addEventListener("click", logout);
+  $("#print-view").addEventListener("click", () => window.print());
+  // on paper (the button or the browser's own print): who printed which view, when, and how fresh its data is
+  window.addEventListener("beforeprint", () => {
+    const who = state.me ? `${state.me.subject} (${state.me.role}, ${state.me.agency})` : "";
+    const data = describeClock(state.clock, Date.now() / 1000, liveLagFor(state.partner, state.counts.windowMin)).text;
+    const sel = state.selection ? ` · following ${state.selection.name}` : "";
+    $("#print-note").textContent = `Printed ${fmtZoned(Date.now() / 1000)} by ${who}${sel} · ${data}`;
+  });
   $("#zone-all").addEventListener("click", () => select(null));
   window.addEventListener("hashchange", () => {
     if (hasTokenInFragment()) {

@@ -42,7 +42,8 @@ export function renderMap(state, opts) {
   const hotCells = new Set(state.hotspots.map((c) => c.cell));
   const quietAlertCells = [...alertCells.keys()]
     .filter((c) => !hotCells.has(c) && Array.isArray(state.outlines.get(c)))
-    .map((c) => ({ cell: c, count: 0, boundary: state.outlines.get(c) }));
+    // not among the busiest cells: no calls in the window when the list was complete, unknown (not 0) otherwise
+    .map((c) => ({ cell: c, count: state.hotspotsComplete ? 0 : null, boundary: state.outlines.get(c) }));
   const cellShapes = state.hotspots.concat(quietAlertCells).filter((c) => Array.isArray(c.boundary) && c.boundary.length > 2);
   result.missing = [...alertCells.keys()].filter((c) => !hotCells.has(c) && !state.outlines.has(c));
   result.onMap = new Set(cellShapes.map((c) => c.cell));
@@ -77,14 +78,17 @@ export function renderMap(state, opts) {
   if (base) root.append(base.group);
 
   // hot-spot cells, coloured by count; cells of open alerts drawn last
-  const ubs = breaksFor(cellShapes.reduce((m, c) => Math.max(m, c.count), 1));
+  const ubs = breaksFor(cellShapes.reduce((m, c) => Math.max(m, c.count || 0), 1));
   const gCells = svg("g", { class: "cells" });
   const ordered = [...cellShapes].sort((a, b) => Number(alertCells.has(a.cell)) - Number(alertCells.has(b.cell)) || a.count - b.count);
   for (const c of ordered) {
-    const q = ubs.findIndex((ub) => c.count <= ub);
+    const q = ubs.findIndex((ub) => (c.count || 0) <= ub);
     const hot = alertCells.has(c.cell);
-    const p = svg("path", { d: pathOf(cellRing(c)), class: `cell q${q < 0 ? ubs.length - 1 : q}${hot ? " alert" : ""}`, "data-cell": c.cell, "data-count": c.count });
-    p.append(svg("title", {}, `${cellLabel(c.cell, state.cellAreas.get(c.cell))}: ${c.count} calls${hot ? " (alert)" : ""}`));
+    const known = c.count !== null;
+    const cls = known ? `cell q${q < 0 ? ubs.length - 1 : q}` : "cell unknown";
+    const p = svg("path", { d: pathOf(cellRing(c)), class: `${cls}${hot ? " alert" : ""}`, "data-cell": c.cell, "data-count": known ? c.count : "" });
+    const calls = known ? `${c.count} calls` : "calls not shown (not among the busiest cells drawn)";
+    p.append(svg("title", {}, `${cellLabel(c.cell, state.cellAreas.get(c.cell))}: ${calls}${hot ? " (alert)" : ""}`));
     gCells.append(p);
   }
   root.append(gCells);

@@ -63,6 +63,7 @@ export function showLogin(message) {
   $("#board").hidden = true;
   $("#login").hidden = false;
   $("#logout").hidden = true;
+  $("#print-view").hidden = true;
   $("#who").textContent = "Not logged in";
   $("#login-error").textContent = message || "";
 }
@@ -72,6 +73,7 @@ export function showBoard(role, partner) {
   $("#login").hidden = true;
   $("#board").hidden = false;
   $("#logout").hidden = false;
+  $("#print-view").hidden = false;
   document.body.dataset.role = role;
   document.body.dataset.view = partner ? "partner" : "precise";
 }

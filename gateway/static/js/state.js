@@ -29,6 +29,7 @@ export function createState() {
       units: null, // partners: unit id -> {group: n or null}; null before the first released window
     },
     hotspots: [], // supervisors and commanders: [{cell, count, boundary: [[lat, lng], ...]}]
+    hotspotsComplete: true, // every cell with calls is among the hotspots (fewer than the limit came back)
     outlines: new Map(), // cell -> boundary of alert cells fetched from /api/cells (null: not available)
     cellAreas: new Map(), // supervisors, commanders: cell -> name of the area holding it (from /api/hotspots and /api/cells)
     jurisdiction: null, // {name, timezone} from /api/me: every time is shown in that zone
@@ -37,6 +38,7 @@ export function createState() {
     lastId: null, // cursor to resume from (opaque for partners)
     clock: emptyClock(), // the newest data's event time and when it last moved (js/clock.js)
     caughtUp: false, // the socket has replayed what was missed: alert frames from now on are new
+    filter: { category: "", area: "" }, // supervisors, commanders: the at-a-glance filters (tiles, chart, feed)
   };
 }
 
@@ -56,11 +58,29 @@ export function isOpen(entry) {
   return entry.alert.state !== "closed" && !(entry.status && entry.status.action === "resolve");
 }
 
-/** Whether a card is shown under the current selection (feed outages concern every place). */
+/** Whether a card is shown under the current selection and filters (feed outages concern every place). */
 export function visibleInFeed(state, entry) {
-  if (!state.selection) return true;
   if (entry.alert.kind === "feed_outage") return true;
+  if (!matchesFilter(state.filter, entry.alert)) return false;
+  if (!state.selection) return true;
   return (entry.alert.zones || []).some((z) => state.selection.zones.includes(z));
+}
+
+/**
+ * Whether ``alert`` passes the at-a-glance filters ``{category, area}`` (empty: any): a category among its
+ * categories (an object of counts for supervisors, a list for partners), an area among its named areas.
+ */
+export function matchesFilter(filter, alert) {
+  if (!filter) return true;
+  if (filter.category) {
+    const cats = Array.isArray(alert.categories) ? alert.categories : Object.keys(alert.categories || {});
+    if (!cats.includes(filter.category)) return false;
+  }
+  if (filter.area) {
+    const want = filter.area.toLowerCase();
+    if (!(alert.areas || []).some((a) => String(a).toLowerCase() === want)) return false;
+  }
+  return true;
 }
 
 /** Zone ids touched by open alerts (any selection). */
