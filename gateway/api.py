@@ -51,7 +51,7 @@ from websockets.http11 import Response
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units, minute
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
-from gateway.overview import STEP_MIN, TILE_WINDOWS_MIN, day_shifts, figures
+from gateway.overview import CELL_USUAL_WINDOWS_MIN, STEP_MIN, TILE_WINDOWS_MIN, cell_usual, day_shifts, figures, window_shifts
 from gateway.policy import Scope, cursor_for, view, view_counts, visible_cells, zone_counts
 from gateway.search import parse, searchable
 from gateway.tokens import PARTNER_ROLES, Claims, Role
@@ -205,12 +205,17 @@ async def hotspots(gw: Gateway, req: ApiRequest) -> Response:
     shown = view_counts(counts, req.scope, req.now)
     top = sorted(shown.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     names = gw.places.named(c for c, _ in top)  # only the cells this precise scope is shown
+    usual, days = await _cells_usual(gw, req, wm, window, [c for c, _ in top])
     return json_response(
         200,
         {
             "at": wm,
             "window_min": window,
-            "cells": [{"cell": c, "count": n, "area": names.get(c), "boundary": [list(p) for p in h3.cell_to_boundary(c)]} for c, n in top],
+            "usual_days": days,
+            "cells": [
+                {"cell": c, "count": n, "usual": usual.get(c), "area": names.get(c), "boundary": [list(p) for p in h3.cell_to_boundary(c)]}
+                for c, n in top
+            ],
             "zones": zone_counts(counts, req.scope, req.now),
         },
     )
@@ -330,6 +335,24 @@ async def overview(gw: Gateway, req: ApiRequest) -> Response:
     body.update(figures(reads.counts, end, reads.shifts, since_minute), open_incidents=reads.open_incidents)
     body["response"] = None if reads.response is None else {k: _median(s) for k, s in reads.response.items()}
     return json_response(200, body)
+
+
+async def _cells_usual(gw: Gateway, req: ApiRequest, wm: float, window: int, cells: list[str]) -> tuple[dict[str, float], int]:
+    """Each of ``cells``' usual calls in the window: the mean over the previous days (same wall-clock time in the
+    jurisdiction's zone, up to 7) whose window is retained and counted and, for a commander, after its zones' start;
+    and how many days that is. Only for the short windows (CELL_USUAL_WINDOWS_MIN); each day's read is the cached
+    ``cell_counts`` every dashboard shares."""
+    if window not in CELL_USUAL_WINDOWS_MIN or not cells:
+        return {}, 0
+    floor = await gw.store.counted_floor()
+    visible = visible_cells(req.scope)
+    if floor is not None and visible is not None:
+        start = _commander_start(req.scope, sorted(visible))
+        floor = max(floor, math.ceil(start / 60)) if start is not None else None  # a zone without a start: from now
+    end = minute_of(wm)
+    shifts = window_shifts(end, window, day_shifts(wm, gw.places.zone), floor)
+    days = [view_counts(await gw.store.cell_counts(wm - s * 60, window, ZONE_RESOLUTION), req.scope, req.now) for s in shifts]
+    return cell_usual(days, cells), len(days)
 
 
 def _median(stats: Mapping[str, int]) -> dict[str, int | str | None]:

@@ -128,3 +128,36 @@ def figures(counts: Mapping[int, int], end: int, shifts: Sequence[int], since: i
     tiles = [{"window_min": w, **summary(end - w + 1, w)} for w in TILE_WINDOWS_MIN]
     bins = [{"start": m * 60, **summary(m, STEP_MIN)} for m in range(first, end + 1, STEP_MIN)]
     return {"usual_days": len(shifts), "tiles": tiles, "series": {"step_min": STEP_MIN, "bins": bins}}
+
+
+#: hot-spot windows (minutes) whose cells also get their usual: a day's window is read for each previous day, so
+#: the 3 h and 24 h windows (up to 7 x 1,440 buckets per refresh) are left without one
+CELL_USUAL_WINDOWS_MIN = (15, 60)
+
+
+def window_shifts(end: int, window_min: int, shifts: Sequence[int], floor: int | None) -> list[int]:
+    """The ``shifts`` of the previous days whose window of ``window_min`` minutes ending at ``end - shift`` lies at or
+    after minute ``floor`` (retained and counted; None: nothing is).
+
+    >>> window_shifts(10_000, 15, [1440, 2880], floor=10_000 - 14 - 1440)
+    [1440]
+    >>> window_shifts(10_000, 15, [1440], floor=None)
+    []
+    """
+    if floor is None:
+        return []
+    return [s for s in shifts if end - window_min + 1 - s >= floor]
+
+
+def cell_usual(days: Sequence[Mapping[str, int]], cells: Sequence[str]) -> dict[str, float]:
+    """Each cell's mean calls over ``days`` (one mapping of cell -> calls per previous day; a cell absent from a day
+    had none), rounded as ``usual`` is; empty without a day.
+
+    >>> cell_usual([{"a": 3}, {"a": 1, "b": 2}, {}], ["a", "b", "c"])
+    {'a': 1.33, 'b': 0.67, 'c': 0.0}
+    >>> cell_usual([], ["a"])
+    {}
+    """
+    if not days:
+        return {}
+    return {c: round(sum(d.get(c, 0) for d in days) / len(days), USUAL_DECIMALS) for c in cells}

@@ -323,6 +323,17 @@ class Store:
             key, lambda: self._read_overview(end, shifts, cells, category, since, open_incidents=open_incidents, response=response)
         )
 
+    async def counted_floor(self) -> int | None:
+        """The first epoch minute whose bucket is still retained (``P:horizon``) and was counted (the oldest of
+        ``P:buckets``): minutes before it read as 0 calls though nobody counted them. None before any bucket."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.horizon)
+        pipe.zrange(self.keys.buckets, 0, 0, withscores=True)
+        horizon, oldest = await pipe.execute()
+        if not oldest:
+            return None
+        return max(int(oldest[0][1]), int(horizon)) if horizon is not None else int(oldest[0][1])
+
     async def _read_overview(
         self,
         end: int,
@@ -334,13 +345,10 @@ class Store:
         open_incidents: bool,
         response: bool,
     ) -> OverviewReads:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.horizon)
-        pipe.zrange(self.keys.buckets, 0, 0, withscores=True)
-        horizon, oldest = await pipe.execute()
         # a previous day is read only when its 24 h are retained (horizon), were counted (the oldest bucket) and,
         # for a commander, lie after its zones' start (since)
-        floor = None if not oldest else max([int(oldest[0][1]), *(int(x) for x in (horizon, since) if x is not None)])
+        counted = await self.counted_floor()
+        floor = None if counted is None else max(counted, since if since is not None else counted)
         usable = tuple(usable_shifts(end, shifts, floor))
         minutes = minutes_to_read(end, usable, since)
         counts: dict[int, int] = {}

@@ -564,6 +564,15 @@ def test_dashboard_at_a_glance_tiles_and_chart_against_the_usual_and_filters_act
     assert css(driver, "#overview-chart svg polygon.band"), "the usual band"
     assert "previous 3 days" in css(driver, "#overview-note")[0].text
     wait_for(driver, "both cards", lambda d: css(d, card(ems["id"])) and css(d, card(fire["id"])))
+    # the map colours cells against their usual (Lansdale: 4 calls where 2.67 are usual, as its tile), by count on request
+    lansdale = f"#map svg path.cell[data-cell='{IN_LANSDALE}']"
+    wait_for(driver, "Lansdale against its usual", lambda d: css(d, f"{lansdale}.vs-about[data-vs-usual='about']"))
+    title = css(driver, f"{lansdale} title")[0].get_attribute("textContent")
+    assert title.endswith(": 4 calls, usual 2.67 (about the usual) (alert)"), title
+    assert "previous 3 days" in css(driver, "#legend .legend-title")[0].text
+    css(driver, "#legend button.legend-mode")[0].click()
+    wait_for(driver, "the cells by count", lambda d: css(d, f"{lansdale}.q4") or css(d, f"{lansdale}[class*=' q']"))
+    assert css(driver, "#legend button.legend-mode")[0].get_attribute("aria-pressed") == "false"
 
     css(driver, "#overview-filters select[name='category'] option[value='FIRE']")[0].click()
     wait_for(driver, "the FIRE figures", lambda d: tiles()[:2] and tiles()[0][1] == "0" and tiles()[1][1] == "2")

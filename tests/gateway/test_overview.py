@@ -233,3 +233,20 @@ def test_figures_of_sparse_minutes():
     assert f["tiles"][0] == {"window_min": 15, "calls": None, "usual": 1.5, "low": 0, "high": 3}
     assert f["series"]["bins"][-1]["calls"] is None and f["series"]["bins"][-1]["usual"] == 1.5
     assert ov.figures(counts, 100, [1440, 2880], since=86)["tiles"][0]["calls"] == 1
+
+
+def test_hot_spots_carry_each_cells_usual_for_the_short_windows_only_and_not_before_a_commanders_zone(ogw, prefix, r):
+    """/api/hotspots: each cell's usual is its mean in the same window on the previous days retained (the map colours
+    cells against it); none for the 3 h and 24 h windows, and none for a commander whose zone began an hour ago."""
+    plant_scenario(r, prefix)  # Lansdale: 4 now, 2 a day before, 6 two days before, none three days before
+    status, body = ogw.get_json("/api/hotspots?window=15", token("supervisor"))
+    assert status == 200, body
+    lansdale = next(c for c in body["cells"] if c["cell"] == IN_LANSDALE)
+    assert (body["usual_days"], lansdale["count"], lansdale["usual"]) == (3, 4, 2.67), body
+    _, hour = ogw.get_json("/api/hotspots?window=60", token("supervisor"))
+    far = next(c for c in hour["cells"] if c["cell"] == FAR)
+    assert (hour["usual_days"], far["count"], far["usual"]) == (3, 2, 1.0), hour  # 3 FIRE 30 min before, a day before
+    _, long = ogw.get_json("/api/hotspots?window=180", token("supervisor"))
+    assert long["usual_days"] == 0 and all(c["usual"] is None for c in long["cells"]), long
+    _, cmd = ogw.get_json("/api/hotspots?window=15", token("commander", zones=("overview-event",), agency="Event command"))
+    assert cmd["usual_days"] == 0 and [c["usual"] for c in cmd["cells"]] == [None], cmd

@@ -205,3 +205,22 @@ export function labelPoint(pts) {
   }
   return best ? [(best[0] + best[1]) / 2, y] : null;
 }
+
+/** Classes of a cell's calls against its usual, in the legend's order (most below to most above). */
+export const USUAL_CLASSES = ["below", "about", "above", "well-above"];
+export const USUAL_WORDS = { below: "below the usual", about: "about the usual", above: "half again or more", "well-above": "twice or more" };
+
+/**
+ * A cell's calls ``count`` against its ``usual`` (the mean of the same window on the previous days): one of
+ * USUAL_CLASSES, or null when there is no usual to compare with. Where almost none are usual (below 0.5), three
+ * calls or more are well above it and fewer are about it.
+ */
+export function usualClass(count, usual) {
+  if (typeof count !== "number" || typeof usual !== "number") return null;
+  if (usual < 0.5) return count >= 3 ? "well-above" : "about";
+  const r = count / usual;
+  if (r >= 2) return "well-above";
+  if (r >= 1.5) return "above";
+  if (r >= 2 / 3) return "about";
+  return "below";
+}

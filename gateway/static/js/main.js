@@ -399,6 +399,7 @@ async function loadHotspots() {
     }
     noteData(hs.at);
     state.hotspots = hs.cells || [];
+    state.hotspotsUsualDays = typeof hs.usual_days === "number" ? hs.usual_days : 0;
     state.hotspotsComplete = state.hotspots.length < HOTSPOTS_LIMIT; // else an alert cell not listed may still have calls
     for (const c of state.hotspots) if (c.area) state.cellAreas.set(c.cell, c.area);
     if (hs.zones) {

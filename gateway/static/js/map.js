@@ -12,7 +12,22 @@
 
 import { $, cellLabel, el, svg } from "./format.js";
 import { alertingZones, isOpen, visibleInFeed } from "./state.js";
-import { KM_PER_DEGREE, breaksFor, cellRing, emptyBox, geometryShapes, mergedRings, placeLabels, scaleKm, shapesBox, tilesFor, viewOf } from "./geo.js";
+import {
+  KM_PER_DEGREE,
+  USUAL_CLASSES,
+  USUAL_WORDS,
+  breaksFor,
+  cellRing,
+  emptyBox,
+  geometryShapes,
+  mergedRings,
+  placeLabels,
+  scaleKm,
+  shapesBox,
+  tilesFor,
+  usualClass,
+  viewOf,
+} from "./geo.js";
 import { outlineShapes, placesFor, placesLayer } from "./places.js";
 import { drawBasemap } from "./basemap.js";
 
@@ -77,7 +92,9 @@ export function renderMap(state, opts) {
   const base = places ? placesLayer(places, project, w, h) : null;
   if (base) root.append(base.group);
 
-  // hot-spot cells, coloured by count; cells of open alerts drawn last
+  // hot-spot cells, coloured against their usual (the same window on the previous days) when the gateway has one,
+  // else (or when the legend says so) by count; cells of open alerts drawn last
+  const byUsual = state.colourBy === "usual" && state.hotspotsUsualDays > 0;
   const ubs = breaksFor(cellShapes.reduce((m, c) => Math.max(m, c.count || 0), 1));
   const gCells = svg("g", { class: "cells" });
   const ordered = [...cellShapes].sort((a, b) => Number(alertCells.has(a.cell)) - Number(alertCells.has(b.cell)) || a.count - b.count);
@@ -85,10 +102,13 @@ export function renderMap(state, opts) {
     const q = ubs.findIndex((ub) => (c.count || 0) <= ub);
     const hot = alertCells.has(c.cell);
     const known = c.count !== null;
-    const cls = known ? `cell q${q < 0 ? ubs.length - 1 : q}` : "cell unknown";
+    const vs = byUsual ? usualClass(c.count, c.usual) : null;
+    const cls = !known ? "cell unknown" : byUsual ? `cell ${vs ? `vs-${vs}` : "no-usual"}` : `cell q${q < 0 ? ubs.length - 1 : q}`;
     const p = svg("path", { d: pathOf(cellRing(c)), class: `${cls}${hot ? " alert" : ""}`, "data-cell": c.cell, "data-count": known ? c.count : "" });
+    if (vs) p.setAttribute("data-vs-usual", vs);
     const calls = known ? `${c.count} calls` : "calls not shown (not among the busiest cells drawn)";
-    p.append(svg("title", {}, `${cellLabel(c.cell, state.cellAreas.get(c.cell))}: ${calls}${hot ? " (alert)" : ""}`));
+    const usual = typeof c.usual === "number" ? `, usual ${c.usual}${vs ? ` (${USUAL_WORDS[vs]})` : ""}` : "";
+    p.append(svg("title", {}, `${cellLabel(c.cell, state.cellAreas.get(c.cell))}: ${calls}${usual}${hot ? " (alert)" : ""}`));
     gCells.append(p);
   }
   root.append(gCells);
@@ -163,7 +183,7 @@ export function renderMap(state, opts) {
       alertCells.size ? ` · ${shownAlertCells} of ${alertCells.size} alert cells drawn` : ""
     }${regions.wide.length ? ` · ${regions.wide.length} jurisdiction-wide alert${regions.wide.length === 1 ? "" : "s"}` : ""}`;
   }
-  renderLegend(state, ubs, regions.wide, places);
+  renderLegend(state, ubs, regions.wide, places, byUsual, () => renderMap(state, opts));
   return result;
 }
 
@@ -239,7 +259,7 @@ function swatch(cls, text) {
   return item;
 }
 
-function renderLegend(state, ubs, wide = [], places = null) {
+function renderLegend(state, ubs, wide = [], places = null, byUsual = false, redraw = null) {
   const box = $("#legend");
   box.textContent = "";
   const list = el("ul", { class: "legend-list" });
@@ -249,12 +269,30 @@ function renderLegend(state, ubs, wide = [], places = null) {
     box.append(list);
     return;
   }
-  list.append(el("li", { class: "legend-title" }, `calls per cell, last ${state.counts.windowMin} min:`));
-  let lo = 1;
-  ubs.forEach((ub, i) => {
-    list.append(swatch(`q${i}`, lo === ub ? `${ub}` : `${lo}–${ub}`));
-    lo = ub + 1;
-  });
+  if (byUsual) {
+    const days = state.hotspotsUsualDays;
+    list.append(el("li", { class: "legend-title" }, `calls per cell, last ${state.counts.windowMin} min, against the same time on the previous ${days} day${days === 1 ? "" : "s"}:`));
+    for (const k of USUAL_CLASSES) list.append(swatch(`vs-${k}`, USUAL_WORDS[k]));
+  } else {
+    list.append(el("li", { class: "legend-title" }, `calls per cell, last ${state.counts.windowMin} min:`));
+    let lo = 1;
+    ubs.forEach((ub, i) => {
+      list.append(swatch(`q${i}`, lo === ub ? `${ub}` : `${lo}–${ub}`));
+      lo = ub + 1;
+    });
+  }
+  if (redraw && state.hotspotsUsualDays > 0) {
+    const next = byUsual ? "count" : "usual";
+    const button = el("button", { type: "button", class: "legend-mode", "aria-pressed": String(byUsual) }, "against the usual");
+    button.title = byUsual ? "Colour the cells by their calls instead" : "Colour the cells by their calls against the usual";
+    button.addEventListener("click", () => {
+      state.colourBy = next;
+      redraw();
+    });
+    const item = el("li");
+    item.append(button);
+    list.append(item);
+  }
   list.append(swatch("swatch-alert", "alert region"), swatch("swatch-zone", "zone"));
   if (places && places.outline) list.append(swatch("swatch-boundary", places.name || "jurisdiction"));
   if (places && places.areas && places.areas.features.length) list.append(swatch("swatch-area", "named area"));

@@ -17,7 +17,7 @@ export function comparedToUsual(calls, usual) {
     const n = Math.round(r);
     return r < 1.75 ? "half again the usual" : `about ${words[n] || `${n} times`} the usual`;
   }
-  if (r > 0.67) return "about the usual";
+  if (r >= 2 / 3) return "about the usual";
   return "below the usual";
 }
 

@@ -29,6 +29,8 @@ export function createState() {
       units: null, // partners: unit id -> {group: n or null}; null before the first released window
     },
     hotspots: [], // supervisors and commanders: [{cell, count, boundary: [[lat, lng], ...]}]
+    hotspotsUsualDays: 0, // previous days the hot spots' usual is the mean of (0: none, the map colours by count)
+    colourBy: "usual", // the map's cells: "usual" (against it, when there is one) or "count"
     hotspotsComplete: true, // every cell with calls is among the hotspots (fewer than the limit came back)
     outlines: new Map(), // cell -> boundary of alert cells fetched from /api/cells (null: not available)
     cellAreas: new Map(), // supervisors, commanders: cell -> name of the area holding it (from /api/hotspots and /api/cells)
