@@ -195,22 +195,26 @@ async def hotspots(gw: Gateway, req: ApiRequest) -> Response:
                 "zones": {},
             },
         )
-    only(q, {"window", "limit"})
+    only(q, {"window", "limit", "category"})
     window = choice(q, "window", 15, HOTSPOT_WINDOWS)
     limit = integer(q, "limit", 200, 1, 5000)
+    category = one(q, "category")
+    if category is not None and category not in CATEGORIES:
+        raise HttpError(400, "bad_category", f"category must be one of {', '.join(CATEGORIES)}, got {category[:40]!r}")
     wm = await gw.store.watermark()
     if wm is None:
-        return json_response(200, {"at": None, "window_min": window, "cells": [], "zones": {}})
-    counts = await gw.store.cell_counts(wm, window, 8)
+        return json_response(200, {"at": None, "window_min": window, "category": category, "cells": [], "zones": {}})
+    counts = await gw.store.cell_counts(wm, window, 8, category or ALL)
     shown = view_counts(counts, req.scope, req.now)
     top = sorted(shown.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     names = gw.places.named(c for c, _ in top)  # only the cells this precise scope is shown
-    usual, days = await _cells_usual(gw, req, wm, window, [c for c, _ in top])
+    usual, days = await _cells_usual(gw, req, wm, window, [c for c, _ in top], category or ALL)
     return json_response(
         200,
         {
             "at": wm,
             "window_min": window,
+            "category": category,
             "usual_days": days,
             "cells": [
                 {"cell": c, "count": n, "usual": usual.get(c), "area": names.get(c), "boundary": [list(p) for p in h3.cell_to_boundary(c)]}
@@ -337,7 +341,9 @@ async def overview(gw: Gateway, req: ApiRequest) -> Response:
     return json_response(200, body)
 
 
-async def _cells_usual(gw: Gateway, req: ApiRequest, wm: float, window: int, cells: list[str]) -> tuple[dict[str, float], int]:
+async def _cells_usual(
+    gw: Gateway, req: ApiRequest, wm: float, window: int, cells: list[str], category: str = ALL
+) -> tuple[dict[str, float], int]:
     """Each of ``cells``' usual calls in the window: the mean over the previous days (same wall-clock time in the
     jurisdiction's zone, up to 7) whose window is retained and counted and, for a commander, after its zones' start;
     and how many days that is. Only for the short windows (CELL_USUAL_WINDOWS_MIN); each day's read is the cached
@@ -351,7 +357,7 @@ async def _cells_usual(gw: Gateway, req: ApiRequest, wm: float, window: int, cel
         floor = max(floor, math.ceil(start / 60)) if start is not None else None  # a zone without a start: from now
     end = minute_of(wm)
     shifts = window_shifts(end, window, day_shifts(wm, gw.places.zone), floor)
-    days = [view_counts(await gw.store.cell_counts(wm - s * 60, window, ZONE_RESOLUTION), req.scope, req.now) for s in shifts]
+    days = [view_counts(await gw.store.cell_counts(wm - s * 60, window, ZONE_RESOLUTION, category), req.scope, req.now) for s in shifts]
     return cell_usual(days, cells), len(days)
 
 

@@ -22,6 +22,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from detectors.types import AlertState
@@ -578,5 +579,12 @@ def test_dashboard_at_a_glance_tiles_and_chart_against_the_usual_and_filters_act
     wait_for(driver, "the FIRE figures", lambda d: tiles()[:2] and tiles()[0][1] == "0" and tiles()[1][1] == "2")
     assert not css(driver, card(ems["id"]))[0].is_displayed() and css(driver, card(fire["id"]))[0].is_displayed()
     assert tiles()[3][1] == "—" and tiles()[4][2] == "whole jurisdiction only", "no per-category open incidents or response times"
+    # the map too: no EMS alert's cell and no EMS calls under FIRE
+    wait_for(driver, "the map without Lansdale's EMS", lambda d: not css(d, lansdale) and css(d, f"#map svg path.cell[data-cell='{FAR}']"))
+    # an area: the figures of its cells, the feed of its alerts, the map fitted to it and its outline marked
+    area = css(driver, "#overview-filters input[name='area']")[0]
+    area.send_keys(INSIDE_AREA, Keys.TAB)  # the change event
+    wait_for(driver, "the area outlined", lambda d: css(d, f"#map svg g.places path.area.chosen[data-area='{INSIDE_AREA}']"))
+    assert "FIRE, " + INSIDE_AREA + " only" in css(driver, "#feed-count")[0].text
     assert not console_errors(driver)
     screenshot(driver, "dashboard-at-a-glance", tmp_path)

@@ -250,3 +250,14 @@ def test_hot_spots_carry_each_cells_usual_for_the_short_windows_only_and_not_bef
     assert long["usual_days"] == 0 and all(c["usual"] is None for c in long["cells"]), long
     _, cmd = ogw.get_json("/api/hotspots?window=15", token("commander", zones=("overview-event",), agency="Event command"))
     assert cmd["usual_days"] == 0 and [c["usual"] for c in cmd["cells"]] == [None], cmd
+
+
+def test_hot_spots_of_one_category_and_its_usual(ogw, prefix, r):
+    """/api/hotspots?category=: the cells' calls and usual of that category only; a bad one is named."""
+    plant_scenario(r, prefix)
+    _, fire = ogw.get_json("/api/hotspots?window=60&category=FIRE", token("supervisor"))
+    assert fire["category"] == "FIRE" and [(c["cell"], c["count"], c["usual"]) for c in fire["cells"]] == [(FAR, 2, 1.0)], fire
+    _, ems = ogw.get_json("/api/hotspots?window=15&category=EMS", token("supervisor"))
+    assert [(c["cell"], c["count"], c["usual"]) for c in ems["cells"]] == [(IN_LANSDALE, 4, 2.67)], ems
+    status, bad = ogw.get_json("/api/hotspots?category=ems", token("supervisor"))
+    assert (status, bad["error"]) == (400, "bad_category") and "EMS" in bad["message"], bad

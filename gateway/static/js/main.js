@@ -172,6 +172,8 @@ function wireOverview() {
     state.filter = { category: form.elements.category.value, area: form.elements.area.value.trim() };
     renderFeedFilter(state);
     loadOverview();
+    loadHotspots(); // the map's cells of that category; drawMap fits the area
+    drawMap();
   };
   form.elements.category.addEventListener("change", apply);
   form.elements.area.addEventListener("change", apply);
@@ -386,7 +388,9 @@ const refreshHotspots = throttled(loadHotspots, HOTSPOTS_MIN_INTERVAL_MS);
 async function loadHotspots() {
   if (!state.countsShared) return;
   try {
-    const hs = await api(state.partner ? "/api/hotspots" : `/api/hotspots?limit=${HOTSPOTS_LIMIT}`);
+    const category = state.filter.category;
+    const hs = await api(state.partner ? "/api/hotspots" : `/api/hotspots?limit=${HOTSPOTS_LIMIT}${category ? `&category=${category}` : ""}`);
+    if (!state.partner && (hs.category || "") !== state.filter.category) return; // the filter changed meanwhile: asked again
     if (state.partner) {
       // only until the first counts frame: both read the same released window
       if (state.counts.units === null) {
@@ -402,7 +406,7 @@ async function loadHotspots() {
     state.hotspotsUsualDays = typeof hs.usual_days === "number" ? hs.usual_days : 0;
     state.hotspotsComplete = state.hotspots.length < HOTSPOTS_LIMIT; // else an alert cell not listed may still have calls
     for (const c of state.hotspots) if (c.area) state.cellAreas.set(c.cell, c.area);
-    if (hs.zones) {
+    if (hs.zones && !hs.category) {
       state.counts.zones = { ...state.counts.zones, ...hs.zones };
       renderCounts(state);
     }

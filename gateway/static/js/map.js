@@ -65,8 +65,11 @@ export function renderMap(state, opts) {
 
   const selected = new Set(state.selection ? state.selection.zones : []);
   const focus = zoneShapes.filter((z) => selected.has(z.zone.id));
+  const area = areaShapes(places, state.filter && state.filter.area);
   let box;
-  if (focus.length) {
+  if (area.length) {
+    box = shapesBox(area, emptyBox()); // the filter's named area (js/overview.js), outlined by placesLayer
+  } else if (focus.length) {
     box = emptyBox();
     for (const z of focus) shapesBox(z.shapes, box);
   } else {
@@ -89,7 +92,7 @@ export function renderMap(state, opts) {
   const basemap = state.basemap ? drawBasemap(host, state.basemap, { cx, cy, k, scale, w, h }) : false;
   root.append(svg("rect", { class: `map-bg${basemap ? " veil" : ""}`, x: 0, y: 0, width: w, height: h }));
   if (state.tiles) root.append(tileLayer(state.tiles, w, h, cx, cy, 360 * k * scale));
-  const base = places ? placesLayer(places, project, w, h) : null;
+  const base = places ? placesLayer(places, project, w, h, state.filter && state.filter.area) : null;
   if (base) root.append(base.group);
 
   // hot-spot cells, coloured against their usual (the same window on the previous days) when the gateway has one,
@@ -257,6 +260,14 @@ function swatch(cls, text) {
   const item = el("li", {});
   item.append(el("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text);
   return item;
+}
+
+/** The shapes of the named area called ``name`` (case ignored), or none. */
+function areaShapes(places, name) {
+  if (!name || !places || !places.areas) return [];
+  const want = name.toLowerCase();
+  const f = places.areas.features.find((x) => x.properties && String(x.properties.name).toLowerCase() === want);
+  return f ? geometryShapes(f.geometry) : [];
 }
 
 function renderLegend(state, ubs, wide = [], places = null, byUsual = false, redraw = null) {

@@ -47,7 +47,7 @@ function outerRings(geom) {
  * The layer: the outline as a thin line, each area as a faint outline (with its name as a tooltip). Returns
  * {group, labels: [{x, y, text}] of the areas large enough on screen to be named, biggest first, drawn: {...}}.
  */
-export function placesLayer(places, project, w, h) {
+export function placesLayer(places, project, w, h, chosen = "") {
   const pathOf = (ring) => `M${ring.map(([lng, lat]) => project(lng, lat).map((v) => v.toFixed(1)).join(",")).join("L")}Z`;
   const group = svg("g", { class: "places" });
   const drawn = { outline: 0, areas: [], labelled: [] };
@@ -57,7 +57,8 @@ export function placesLayer(places, project, w, h) {
     const name = f.properties && f.properties.name;
     const rings = geometryShapes(f.geometry).map((s) => s.ring);
     if (!name || !rings.length) continue;
-    const p = svg("path", { class: "area", d: rings.map(pathOf).join(""), "data-area": name });
+    const isChosen = Boolean(chosen) && name.toLowerCase() === chosen.toLowerCase();
+    const p = svg("path", { class: isChosen ? "area chosen" : "area", d: rings.map(pathOf).join(""), "data-area": name });
     p.append(svg("title", {}, name));
     group.append(p);
     drawn.areas.push(name);
