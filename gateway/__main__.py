@@ -48,6 +48,9 @@ async def run(port: int | None) -> int:
     except AgreementError as exc:
         print(f"gateway: data-sharing agreements: {exc}", file=sys.stderr)
         return 2
+    except GatewaySettingsError as exc:  # the profile's [basemap]
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     await gateway.start()
     # Thousands of connections make a large, long-lived heap: full collections over it
     # took 43 % of the CPU when 5,000 clients were fed (bench/gateway_fanout.py, py-spy).

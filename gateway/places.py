@@ -81,6 +81,8 @@ class Places:
     boundary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     #: the named areas' outlines: a GeoJSON FeatureCollection with a ``name`` property per feature, or None
     area_shapes: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: the profile's ``[basemap]``: ``{"tiles": url}`` or ``{"pmtiles": absolute path}``, or None
+    basemap: dict[str, str] | None = field(default=None, repr=False, compare=False)
     _tz: zoneinfo.ZoneInfo = field(init=False, repr=False, compare=False)
     _answers: dict[tuple[bool, int], tuple[bytes, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _area_cells: dict[tuple[str, int], tuple[str, frozenset[str]]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -105,8 +107,24 @@ class Places:
         areas = profile.areas
         named = len(areas) > 0
         return cls(
-            profile.timezone, profile.name, areas if named else None, profile.box, profile.boundary, areas.geojson() if named else None
+            profile.timezone,
+            profile.name,
+            areas if named else None,
+            profile.box,
+            profile.boundary,
+            areas.geojson() if named else None,
+            profile.basemap,
         )
+
+    def basemap_setting(self) -> str | None:
+        """The profile's basemap as ``WF_GATEWAY_BASEMAP`` would say it (a PMTiles path or a tile URL), or None.
+
+        >>> Places(basemap={"pmtiles": "/srv/city.pmtiles"}).basemap_setting(), Places().basemap_setting()
+        ('/srv/city.pmtiles', None)
+        """
+        if not self.basemap:
+            return None
+        return self.basemap.get("pmtiles") or self.basemap.get("tiles")
 
     def area_of(self, cell: str) -> str | None:
         """The name of the area holding ``cell``, or None (outside every area, or no areas)."""

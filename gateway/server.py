@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -66,7 +67,7 @@ from gateway.policy import ScopeError
 from gateway.releases import ReleaseBook
 from gateway.scopes import Scopes
 from gateway.sessions import BackgroundTasks, Sessions
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, GatewaySettingsError, read_basemap
 from gateway.static import STATIC, StaticFiles
 from gateway.store import Store
 from gateway.zones import Zone, ZoneError
@@ -101,8 +102,15 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         places: Places | None = None,
     ) -> None:
-        self.settings = settings
         self.places = load_places(settings.profile) if places is None else places
+        profile_basemap = self.places.basemap_setting()
+        if settings.basemap is None and settings.tiles is None and profile_basemap is not None:
+            # the profile's [basemap] when neither WF_GATEWAY_BASEMAP nor WF_GATEWAY_TILES says otherwise
+            try:
+                settings = dataclasses.replace(settings, basemap=read_basemap(profile_basemap))
+            except ValueError as exc:  # read_basemap's, naming the file or URL and what is wrong
+                raise GatewaySettingsError(f"WF_PROFILE {settings.profile}: [basemap]: {exc}") from None
+        self.settings = settings
         self.store = store
         self.audit = audit
         self.clock = clock

@@ -405,3 +405,35 @@ def test_a_dashboard_without_a_basemap_requests_no_vendored_file(gw, r, prefix, 
     assert not vendor, vendor
     assert not css(driver, "#map .basemap") and not css(driver, "script[src*='vendor'], link[href*='vendor']")
     assert gw.get(BASEMAP_PATH)[0] == 404
+
+
+def test_the_profiles_basemap_is_the_default_and_the_settings_win(archive, tmp_path):
+    """A profile's [basemap] is drawn when neither WF_GATEWAY_BASEMAP nor WF_GATEWAY_TILES is set; either setting
+    wins over it; a profile basemap the page cannot use stops the gateway naming the profile and the table."""
+    import asyncio
+
+    from gateway.audit import AuditLog
+    from gateway.places import Places
+    from gateway.server import Gateway
+    from gateway.store import Store
+
+    def basemap_of(env: dict[str, str], places: Places):
+        async def build():
+            store = Store.from_url("redis://127.0.0.1:1/0", "unused", 1)  # never connected: only built
+            return Gateway(
+                load_gateway_settings({"WF_GATEWAY_SECRET": SECRET, **env}), store, AuditLog(store.client, "unused"), places=places
+            )
+
+        return asyncio.run(build()).settings.basemap
+
+    other = write_archive(tmp_path / "other.pmtiles")
+    profiled = Places(basemap={"pmtiles": str(archive)})
+    got = basemap_of({}, profiled)
+    assert got is not None and got.path == archive.resolve()
+    assert basemap_of({"WF_GATEWAY_BASEMAP": str(other)}, profiled).path == other.resolve()
+    assert basemap_of({"WF_GATEWAY_TILES": "/t/{z}/{x}/{y}.png"}, profiled) is None
+    assert basemap_of({}, Places()) is None
+    with pytest.raises(
+        GatewaySettingsError, match=r"WF_PROFILE .*\[basemap\]: 'http://tiles\.example\.gov/\{z\}/\{x\}/\{y\}\.png' is not https"
+    ):
+        basemap_of({"WF_PROFILE": str(tmp_path / "p.toml")}, Places(basemap={"tiles": "http://tiles.example.gov/{z}/{x}/{y}.png"}))
