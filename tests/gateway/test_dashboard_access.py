@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import h3
 import pytest
 import redis
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -20,8 +21,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
 from detectors.types import AlertState
-from tests.gateway.live import IN_LANSDALE, GatewayProcess, make_alert, publish, token
-from tests.gateway.test_dashboard import browser, card, console_errors, css, log_in, screenshot, wait_for
+from tests.gateway.live import IN_LANSDALE, LANSDALE, GatewayProcess, make_alert, publish, token
+from tests.gateway.test_dashboard import WAIT_S, browser, card, console_errors, css, log_in, screenshot, wait_for
 
 __all__ = ["browser"]  # the fixture, imported so this module's tests can ask for it
 
@@ -139,6 +140,12 @@ def open_views(gw: GatewayProcess, prefix: str, r: redis.Redis, browser: Callabl
     log_in(sup, gw, token("supervisor", subject="sup-access"))
     partner = browser("access-transit")
     log_in(partner, gw, token("transit", zones=("septa-lansdale",), agency="SEPTA", subject="septa-access"))
+    school = browser("access-school")
+    log_in(school, gw, token("school", zones=("school-north-penn-hs",), subject="mciu-access"))
+    commander = browser("access-commander")
+    commander_token = token("commander", zones=(EVENT_ZONE,), agency="Event command", subject="cmd-access")
+    open_event_zone(gw, r, prefix, commander_token)
+    log_in(commander, gw, commander_token)
     alert, resolved, ended = publish_alerts(r, prefix)
     wait_for(sup, "the alert card", lambda d: css(d, f"{card(alert['id'])} .summary"))
     wait_for(sup, "the resolved alert's card", lambda d: css(d, f"{card(resolved['id'])}.resolved"))
@@ -147,7 +154,34 @@ def open_views(gw: GatewayProcess, prefix: str, r: redis.Redis, browser: Callabl
     wait_for(partner, "the partner's three alert cards", lambda d: len(css(d, ".alert-card .reason")) == 3)
     wait_for(partner, "the partner's resolved and ended cards", lambda d: len(css(d, ".alert-card.resolved, .alert-card.closed")) == 2)
     wait_for(partner, "the partner's places", lambda d: css(d, "#zone-list button.zone"))
-    return {"login": login, "supervisor": sup, "transit": partner}
+    wait_for(school, "the school's places", lambda d: css(d, "#zone-list button.zone"))
+    wait_for(commander, "the commander's alert card", lambda d: css(d, f"{card(alert['id'])} .summary"))
+    wait_for(commander, "the commander's tiles", lambda d: len(css(d, "#overview-tiles .tile")) == 6)
+    return {"login": login, "supervisor": sup, "transit": partner, "school": school, "commander": commander}
+
+
+#: an event commander's zone over Lansdale, opened an hour ago
+EVENT_ZONE = "access-event"
+
+
+def open_event_zone(gw: GatewayProcess, r: redis.Redis, prefix: str, commander_token: str) -> None:
+    """Writes an event zone as a supervisor's create_zone does and waits until the gateway has read it."""
+    zone = {
+        "id": EVENT_ZONE,
+        "name": "Access event",
+        "kind": "event",
+        "agency": "Event command",
+        "cells": sorted(LANSDALE.cells),
+        "polygon": h3.cells_to_h3shape(sorted(LANSDALE.cells)).__geo_interface__,
+        "active_from": time.time() - 3600,
+        "active_until": None,
+    }
+    r.hset(f"{prefix}:zones", EVENT_ZONE, json.dumps(zone))
+    r.incr(f"{prefix}:zones:version")
+    deadline = time.monotonic() + WAIT_S
+    while gw.get_json("/api/zones", commander_token)[0] != 200:
+        assert time.monotonic() < deadline, f"the gateway never read the event zone {EVENT_ZONE}"
+        time.sleep(0.2)
 
 
 def open_details(driver: WebDriver) -> None:
@@ -163,12 +197,14 @@ def open_details(driver: WebDriver) -> None:
 
 def test_dashboard_has_no_wcag_a_or_aa_violations_for_any_role(gw, prefix, r, browser):
     """axe-core finds no WCAG 2.0/2.1 A or AA violation on the login page, the supervisor's board with its alert cards
-    (their statistics closed, then open) and the transit partner's board."""
+    (their statistics closed, then open), the transit and school partners' boards and an event commander's."""
     views = open_views(gw, prefix, r, browser)
     found = {"the login view": axe_violations(views["login"]), "the supervisor view": axe_violations(views["supervisor"])}
     open_details(views["supervisor"])
     found["the supervisor view, the alerts' details open"] = axe_violations(views["supervisor"])
     found["the transit partner's view"] = axe_violations(views["transit"])
+    found["the school partner's view"] = axe_violations(views["school"])
+    found["the event commander's view"] = axe_violations(views["commander"])
     assert_none_found(found)
     for name, driver in views.items():
         assert not console_errors(driver), f"the {name} page logged errors"
