@@ -11,6 +11,11 @@ route                                  roles           answers
                                                        ``state=open|closed|all``, ``kind``, ``min_severity``,
                                                        ``since``, ``until``, ``category``, ``q``, ``limit``;
                                                        supervisors and commanders also ``area``
+``GET /api/alerts/{id}/records``       all             one alert's records (open, updates, close) and the actions
+                                                       on it, oldest first, as the role may see them
+                                                       (:mod:`gateway.records`); ``{id}`` as the caller knows it
+                                                       (URL-encoded); 404 ``not_found`` alike for an unknown id and
+                                                       an alert out of scope
 ``GET /api/hotspots``                  all             supervisors and commanders: calls per cell over ``window``
                                                        (15, 60, 180 or 1440 min), each with the name of the
                                                        area holding it; partners: their units in the newest
@@ -44,13 +49,16 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import h3
 from websockets.http11 import Response
 
+from gateway import records
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units, minute
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
+from gateway.hub import parse_entry
 from gateway.overview import CELL_USUAL_WINDOWS_MIN, STEP_MIN, TILE_WINDOWS_MIN, cell_usual, day_shifts, figures, window_shifts
 from gateway.policy import Scope, cursor_for, view, view_counts, visible_cells, zone_counts
 from gateway.search import parse, searchable
@@ -76,6 +84,10 @@ PLACES_MAX_AGE_S = 3600
 MAX_HISTORY_CELL_MINUTES = 100_000
 ALL_ROLES = frozenset(Role)
 PRECISE = frozenset({Role.SUPERVISOR, Role.COMMANDER})
+#: longest alert id looked up (detector ids are about 40 characters, partners' 26)
+MAX_ALERT_ID = 200
+#: the one answer to an alert a caller may not see, whether it exists or not (nothing tells the two apart)
+NO_SUCH_ALERT = "no alert with this id that this token may see (or older than the gateway keeps)"
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,23 @@ async def alerts(gw: Gateway, req: ApiRequest) -> Response:
         if len(out) >= limit:
             break
     return json_response(200, {"last_id": cursor_for(gw.hub.position, req.scope), "alerts": out})
+
+
+async def alert_records(gw: Gateway, req: ApiRequest) -> Response:
+    """One alert's records and the actions on it, oldest first, as the caller may see them (:mod:`gateway.records`).
+
+    The alert must be one the hub keeps (:meth:`gateway.hub.Hub.known_as`) whose latest record the caller may
+    see (as in ``/api/alerts``); every other id, a partner's detector id included, gets the same 404.
+    """
+    only(req.query, set())
+    seen_id = unquote(req.params[0])
+    alert_id = gw.hub.known_as(seen_id, req.scope) if len(seen_id) <= MAX_ALERT_ID else None
+    known = None if alert_id is None else gw.hub.alerts.get(alert_id)
+    if alert_id is None or known is None or view(known[1], req.scope, req.now) is None:
+        raise HttpError(404, "not_found", NO_SUCH_ALERT)
+    entries = [parse_entry(sid, fields) for sid, fields in await gw.store.entries(list(gw.hub.record_ids.get(alert_id, ())))]
+    mine = [(e.alert, e.action) for e in entries if e.alert_id == alert_id]
+    return json_response(200, {"id": seen_id, "records": records.alert_records(mine, req.scope, req.now, latest=known[1])})
 
 
 async def hotspots(gw: Gateway, req: ApiRequest) -> Response:
@@ -435,6 +464,7 @@ async def metrics(gw: Gateway, req: ApiRequest) -> Response:
 ROUTES: tuple[Route, ...] = (
     Route(("api", "me"), me, ALL_ROLES),
     Route(("api", "alerts"), alerts, ALL_ROLES),
+    Route(("api", "alerts", "*", "records"), alert_records, ALL_ROLES),
     Route(("api", "hotspots"), hotspots, ALL_ROLES),
     Route(("api", "released"), released, PARTNER_ROLES),
     Route(("api", "cells", "*", "history"), cell_history, PRECISE),

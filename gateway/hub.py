@@ -15,6 +15,15 @@ skipping every id at or below the last one sent. Stream ids only grow, so the
 client sees each entry after ``last_id`` once, in order, whatever the timing
 and whichever gateway it reconnects to (all read the same stream).
 
+What it keeps
+-------------
+Per alert (the newest :data:`KNOWN_ALERTS`): its latest record, its latest action
+(``status``), and the stream ids of its records and of the actions on it
+(:data:`RECORDS_PER_ALERT`: the first and the newest), for its page
+(``GET /api/alerts/{id}/records``, which reads those entries back from the
+stream). All of it is built from the entries the hub reads: after a restart,
+from the newest ``warm`` entries :meth:`Hub.start` reads, then live.
+
 Slow clients
 ------------
 Each client has a bounded queue of frames. When it is full the client is
@@ -37,7 +46,7 @@ from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
 from gateway.disclosure import minute
-from gateway.policy import Scope, cursor_for, view
+from gateway.policy import Scope, cursor_for, opaque_alert_id, view
 from gateway.protocol import CloseCode, frame
 from gateway.store import Store, stream_id
 from gateway.subscriptions import Filter, matches
@@ -47,6 +56,11 @@ log = logging.getLogger(__name__)
 
 #: alerts whose latest record the hub keeps (for actions and the REST API)
 KNOWN_ALERTS = 50_000
+#: stream ids kept per alert for its page: the first (its open) and the newest (an alert grows by a fifth per
+#: update, so even a day-long one has tens of records)
+RECORDS_PER_ALERT = 200
+#: keys of partners' opaque ids indexed at once (a gateway has one: :func:`gateway.policy.derive_id_key` of its secret)
+ID_KEYS = 2
 
 
 @dataclass(eq=False)
@@ -98,6 +112,10 @@ class Hub:
         self.alerts: OrderedDict[str, tuple[str, dict]] = OrderedDict()
         #: alert id -> last action (ack / resolve)
         self.status: dict[str, dict] = {}
+        #: alert id -> stream ids of its records and the actions on it, oldest first (alerts in ``alerts`` only)
+        self.record_ids: dict[str, list[str]] = {}
+        #: id key -> partner's opaque alert id -> alert id (built on the first lookup with that key: :meth:`known_as`)
+        self._opaque: OrderedDict[bytes, dict[str, str]] = OrderedDict()
         self.stats = {"delivered": 0, "entries": 0, "closed_slow": 0, "redis_errors": 0}
         #: stream id -> (alert id, recipients) delivered since the last audit flush
         self._deliveries: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
@@ -207,19 +225,52 @@ class Hub:
                 continue
             self._deliver(client, entry, cache)
 
+    # -- alerts' pages -----------------------------------------------------------
+
+    def known_as(self, seen_id: str, scope: Scope) -> str | None:
+        """The alert id of the alert ``scope`` knows as ``seen_id`` (the detector's id; a partner's opaque id), or
+        None when the hub keeps no such alert. Whether ``scope`` may see it is the caller's question (:func:`view`).
+
+        A partner's id is looked up in an index of every kept alert's opaque id, so that an unknown id and a
+        known one cost the same (one dictionary lookup) and a detector's id is never a partner's."""
+        if scope.role not in PARTNER_ROLES:
+            return seen_id if seen_id in self.alerts else None
+        index = self._opaque.get(scope.id_key)
+        if index is None:
+            index = self._opaque[scope.id_key] = {opaque_alert_id(scope.id_key, a): a for a in self.alerts}
+            while len(self._opaque) > ID_KEYS:
+                self._opaque.popitem(last=False)
+        return index.get(seen_id)
+
     # -- internals -------------------------------------------------------------
 
     def _remember(self, sid: str, fields: dict[str, str]) -> Entry:
         entry = parse_entry(sid, fields)
         if entry.alert is not None:
-            self.alerts[entry.alert["id"]] = (sid, entry.alert)
-            self.alerts.move_to_end(entry.alert["id"])
+            alert_id = entry.alert["id"]
+            if alert_id not in self.alerts:
+                for key, index in self._opaque.items():
+                    index[opaque_alert_id(key, alert_id)] = alert_id
+            self.alerts[alert_id] = (sid, entry.alert)
+            self.alerts.move_to_end(alert_id)
+            self._keep_record(alert_id, sid)
             while len(self.alerts) > KNOWN_ALERTS:
-                self.alerts.popitem(last=False)
+                old, _ = self.alerts.popitem(last=False)
+                self.record_ids.pop(old, None)
+                for key, index in self._opaque.items():
+                    index.pop(opaque_alert_id(key, old), None)
         elif entry.action is not None:
             a = entry.action
             self.status[a["alert_id"]] = {k: a.get(k) for k in ("action", "by", "role", "agency", "note", "at")}
+            if a["alert_id"] in self.alerts:
+                self._keep_record(a["alert_id"], sid)
         return entry
+
+    def _keep_record(self, alert_id: str, sid: str) -> None:
+        ids = self.record_ids.setdefault(alert_id, [])
+        ids.append(sid)
+        if len(ids) > RECORDS_PER_ALERT:
+            del ids[1]  # keep the first (the alert's open) and the newest
 
     def _deliver(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]] | None = None) -> None:
         if client.closed or entry.id_t <= client.last_sent:

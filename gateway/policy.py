@@ -297,7 +297,12 @@ def alert_id_for(alert_id: str, scope: Scope) -> str:
     """
     if scope.role not in PARTNER_ROLES:
         return alert_id
-    return "a-" + hmac.new(scope.id_key, alert_id.encode(), hashlib.sha256).hexdigest()[:24]
+    return opaque_alert_id(scope.id_key, alert_id)
+
+
+def opaque_alert_id(id_key: bytes, alert_id: str) -> str:
+    """The opaque id partners know ``alert_id`` by under ``id_key`` (:attr:`Scope.id_key`); see :func:`alert_id_for`."""
+    return "a-" + hmac.new(id_key, alert_id.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def visible_cells(scope: Scope) -> frozenset[str] | None:

@@ -230,6 +230,17 @@ class Store:
         """The newest ``count`` entries, oldest first."""
         return list(reversed(cast(StreamEntries, await self.client.xrevrange(self.keys.alerts, count=count))))
 
+    async def entries(self, ids: Sequence[str]) -> StreamEntries:
+        """The alerts-stream entries with these ids, in the order given (one round trip; ``XRANGE id id`` each).
+
+        An id the stream no longer holds (trimmed at ``ALERTS_STREAM_MAXLEN``) is left out."""
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for sid in ids:
+            pipe.xrange(self.keys.alerts, sid, sid)
+        return [entry for got in cast(list[StreamEntries], await pipe.execute()) for entry in got]
+
     async def append_action(self, action: dict, status: dict) -> str:
         """Append a supervisor's action to the alerts stream and record the alert's status, atomically."""
         pipe = self.client.pipeline(transaction=True)

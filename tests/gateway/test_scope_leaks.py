@@ -48,6 +48,9 @@ PARTNER_ALERT_KEYS = frozenset(
 )  # fmt: skip
 PARTNER_STATUS_KEYS = frozenset({"action", "at"})
 PARTNER_ACTION_KEYS = frozenset({"alert_id", "action", "at"})
+#: an action as an alert's page (/api/alerts/{id}/records) lists it for a partner: that it was handled, and when
+PARTNER_RECORD_ACTION_KEYS = frozenset({"action", "at"})
+NOT_FOUND = (404, "not_found")
 #: the only numbers in a partner's alert view: times, floored to the minute
 ALERT_TIMES = frozenset({"at", "started_at", "status.at"})
 #: the shapes of a partner's counts: the counts frame, /api/hotspots (and a row of it), /api/released (and a window of it)
@@ -332,8 +335,13 @@ FORBIDDEN = (403, "forbidden")
 OUT_OF_SCOPE = (403, "out_of_scope")
 
 
-def hostile_paths(p: Partner, other_cells: list[str], sids: list[str]) -> list[tuple[str, tuple[int, str] | int | None]]:
-    """Every path a partner may try, and the answer it must get: (status, error), a status, or None (any refusal or answer)."""
+def hostile_paths(
+    p: Partner, other_cells: list[str], sids: list[str], mine: list[str], others: list[str], detector_ids: list[str]
+) -> list[tuple[str, tuple[int, str] | int | None]]:
+    """Every path a partner may try, and the answer it must get: (status, error), a status, or None (any refusal or answer).
+
+    ``mine``: the partner's ids of the alerts it may see; ``others``: its ids of the alerts it may not (outside its
+    zone, below k); ``detector_ids``: the detectors' ids of them all (never a partner's)."""
     inside, near = p.inside, p.near
     coarse = [h3.cell_to_parent(inside, res) for res in range(0, 8)] + [h3.cell_to_parent(FAR, res) for res in (5, 6, 7)]
     fine = [h3.cell_to_center_child(inside, res) for res in (9, 12, 15)] + [h3.cell_to_center_child(FAR, 9)]
@@ -407,6 +415,23 @@ def hostile_paths(p: Partner, other_cells: list[str], sids: list[str]) -> list[t
         paths += [(f"/api/cells/{c}/history", FORBIDDEN), (f"/api/cells/{c}/history?hours=6&step=1", FORBIDDEN)]
     paths += [(f"/api/cells/{h3.cell_to_parent(inside, 5)}/history?hours=168&step=1", FORBIDDEN)]
     paths += [(f"/api/cells/{inside}/history?hours=1&step=60&cell={FAR}", FORBIDDEN), ("/api/cells/../audit/history", None)]
+    # an alert's page: its own alerts only; every other id, existing or not, opaque or the detector's, the same 404
+    paths += [(f"/api/alerts/{a}/records", 200) for a in mine]
+    paths += [(f"/api/alerts/{a}/records", NOT_FOUND) for a in others]
+    paths += [(f"/api/alerts/{quote(a, safe='')}/records", NOT_FOUND) for a in detector_ids]
+    paths += [(f"/api/alerts/{a}/records", NOT_FOUND) for a in detector_ids[:3]]  # not URL-encoded
+    paths += [
+        ("/api/alerts/a-" + "0" * 24 + "/records", NOT_FOUND),
+        ("/api/alerts/" + mine[0].upper() + "/records", NOT_FOUND),
+        ("/api/alerts/" + "a" * 5000 + "/records", NOT_FOUND),
+        ("/api/alerts/" + quote(f"{mine[0]}/../{others[0]}", safe="") + "/records", NOT_FOUND),
+        ("/api/alerts/" + quote(sids[0], safe="") + "/records", NOT_FOUND),
+        (f"/api/alerts/{others[0]}/records?as=supervisor", BAD_PARAM),
+        (f"/api/alerts/{mine[0]}/records?role=supervisor&k=1", BAD_PARAM),
+        (f"/api/alerts/{others[0]}/../{mine[0]}/records", None),
+        ("/api/alerts/%2A/records", NOT_FOUND),
+        ("/api/alerts//records", NOT_FOUND),
+    ]
     return paths
 
 
@@ -443,6 +468,7 @@ def scan(probe: Probe, truth: Truth) -> list[str]:
             continue
         for view in _alert_views(body):
             leaks.extend(f"{r.where}: {w}" for w in _check_view(view, p, truth))
+        leaks.extend(f"{r.where}: {w}" for w in _check_records(body, truth))
         for what, cursor in _ids(body):
             if not isinstance(cursor, str) or not CURSOR.fullmatch(cursor):
                 leak(r, f"{what} {cursor!r} is not a sealed cursor")
@@ -495,7 +521,35 @@ def _alert_views(body: dict) -> list[dict]:
         return [body["alert"]]
     if isinstance(body.get("alerts"), list):
         return [a["alert"] for a in body["alerts"]]
+    if isinstance(body.get("records"), list) and "id" in body:  # an alert's page (/api/alerts/{id}/records)
+        return [rec["alert"] for rec in body["records"] if rec.get("type") == "alert"]
     return []
+
+
+def _check_records(body: dict, truth: Truth) -> list[str]:
+    """An alert's page: one of its own alerts; each entry at a minute; actions as {action, at}; no view twice in a row."""
+    if not (isinstance(body.get("records"), list) and "id" in body):
+        return []
+    out = []
+    if body["id"] not in truth.visible:
+        out.append(f"the page of an alert it may not see: {body['id']!r}")
+    previous = None
+    for rec in body["records"]:
+        if set(rec) not in ({"type", "at", "alert"}, {"type", "at", "action"}) or rec["type"] not in rec:
+            out.append(f"record fields {sorted(rec)}")
+            continue
+        if not _minute(rec["at"]):
+            out.append(f"record time {rec['at']!r} finer than the minute")
+        if rec["type"] == "action":
+            if set(rec["action"]) != PARTNER_RECORD_ACTION_KEYS or not _minute(rec["action"].get("at")):
+                out.append(f"action {rec['action']!r}")
+        else:
+            if rec["alert"].get("id") != body["id"]:
+                out.append(f"a record of another alert {rec['alert'].get('id')!r} on the page of {body['id']!r}")
+            if rec["alert"] == previous:
+                out.append("the same view twice in a row: it counts updates the view withholds")
+            previous = rec["alert"]
+    return out
 
 
 def _ids(body: dict) -> list[tuple[str, object]]:
@@ -679,7 +733,11 @@ def test_partner_trying_everything_sees_nothing_outside_its_zone(gw, prefix, r, 
         ws.close()
 
     # the HTTP API, every path, with the answer each must get
-    paths = hostile_paths(p, other_cells, [sid for sid, _ in before.values()])
+    batches = (before, after)
+    mine = [alert_id_for(batch[name][1]["id"], scope) for batch in batches for name in VISIBLE]
+    not_mine = sorted({alert_id_for(a["id"], scope) for batch in batches for _, a in batch.values()} - set(mine))
+    detector_ids = sorted({a["id"] for batch in batches for _, a in batch.values()})
+    paths = hostile_paths(p, other_cells, [sid for sid, _ in before.values()], mine, not_mine, detector_ids)
     wrong = []
     for path, expected in paths:
         status, body = probe.http(gw, path)
@@ -706,6 +764,9 @@ def test_partner_trying_everything_sees_nothing_outside_its_zone(gw, prefix, r, 
     assert (inside["units"], inside["zones"], inside["categories"], inside["extent"]) == ([p.zone], [p.zone], ["TRAFFIC"], "area")
     acted = [f["action"] for f in probe.frames("action")]
     assert acted and {a["alert_id"] for a in acted} == {alert_id_for(after["inside"][1]["id"], scope)}
+    _, page = probe.http(gw, f"/api/alerts/{alert_id_for(after['inside'][1]['id'], scope)}/records")
+    assert page is not None and page["records"][-1]["type"] == "action"
+    assert set(page["records"][-1]["action"]) == PARTNER_RECORD_ACTION_KEYS
     shown = truth.released(p.cells, last_hour)
     assert shown == 4  # 3 + 1 calls in the zone, in the first and the last minute of the hour; none of the thousands around it
     assert any(f["units"] == {p.zone: {"all": shown}} and f["at"] == last_hour + 3600 for f in probe.frames("counts"))

@@ -4,8 +4,11 @@
 // The period ends at the newest data's event time (js/clock.js), not the wall clock: "the last 12 hours" of a
 // replay of January 2016 are hours of January 2016. Every filter is applied by the gateway to what the role may
 // see (a partner's search runs on its generalized view); the page only builds the query and draws the answer.
+//
+// Opening an alert of the list fetches its page once (GET /api/alerts/{id}/records: its records and the actions on
+// it, as the role may see them) and lists "What happened" inside it.
 
-import { $, el, fmtZoned, fullTime, isoTime, kindText, svg } from "./format.js";
+import { $, calls, el, fmtZoned, fullTime, isoTime, kindText, svg } from "./format.js";
 import { unitName } from "./state.js";
 
 /** Periods offered, hours. */
@@ -59,6 +62,46 @@ export function timelineBars(alerts, since, until) {
   return { bars, lanes: laneEnds.length };
 }
 
+/** The path of an alert's page: ``id`` as the caller knows it (a detector's, or a partner's opaque one), URL-encoded. */
+export function recordsPath(id) {
+  return `/api/alerts/${encodeURIComponent(id)}/records`;
+}
+
+const ACTION_WORD = { ack: "Acknowledged", resolve: "Resolved" };
+
+/**
+ * What happened to an alert, in plain words: one line per entry of its page (GET /api/alerts/{id}/records), in its
+ * order (oldest first). The first record is "Opened" (for supervisors and commanders, "Updated" when it is an update:
+ * the older records are no longer kept), a closed one "Ended", any other "Updated"; each with the calls for
+ * supervisors and commanders (partners' views carry no count) and the severity. Actions say "Acknowledged" or
+ * "Resolved", with who and the note for supervisors and commanders (partners' actions carry neither).
+ *
+ * @returns {{at: number|null, text: string}[]}
+ */
+export function recordLines(records, partner) {
+  const out = [];
+  let first = true;
+  for (const rec of Array.isArray(records) ? records : []) {
+    if (rec.type === "alert" && rec.alert) {
+      const a = rec.alert;
+      // a partner's view says "open" for an update too (an update would tell it that calls came in)
+      const word = a.state === "closed" ? "Ended" : first && a.state !== "update" ? "Opened" : "Updated";
+      first = false;
+      const parts = [];
+      if (!partner && typeof a.observed === "number") parts.push(calls(a.observed) + (a.window_min ? ` in ${a.window_min} min` : ""));
+      if (a.severity) parts.push(`severity ${a.severity}`);
+      out.push({ at: typeof rec.at === "number" ? rec.at : null, text: parts.length ? `${word}: ${parts.join(", ")}` : word });
+    } else if (rec.type === "action" && rec.action) {
+      const x = rec.action;
+      const word = ACTION_WORD[x.action] || "Handled";
+      const who = !partner && x.by ? ` by ${x.by}${x.agency ? ` (${x.agency})` : ""}` : "";
+      const note = !partner && x.note ? `: “${x.note}”` : "";
+      out.push({ at: typeof rec.at === "number" ? rec.at : null, text: `${word}${who}${note}` });
+    }
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ DOM
 
 /** Wire the history form once: ``onSearch()`` on submit and on every change of a select; partners get no area field. */
@@ -87,8 +130,11 @@ export function showHistoryError(text) {
   $("#history-result").textContent = text;
 }
 
-/** Draw a search's answer: the timeline of the period and the list, newest first. */
-export function renderHistory(state, items, since, until) {
+/**
+ * Draw a search's answer: the timeline of the period and the list, newest first. ``fetchJson(path)``: the JSON body
+ * of GET ``path`` with the page's token (main.js's ``api``); without it, opening an alert lists nothing more.
+ */
+export function renderHistory(state, items, since, until, fetchJson = null) {
   const alerts = items.map((i) => i.alert);
   const n = alerts.length;
   const more = n >= HISTORY_LIMIT ? ` (the newest ${HISTORY_LIMIT}; narrow the search for the rest)` : "";
@@ -96,7 +142,7 @@ export function renderHistory(state, items, since, until) {
     `${n ? `${n} alert${n === 1 ? "" : "s"}` : "No alerts"} between ${fmtZoned(since)} and ${fmtZoned(until)}${more}.`;
   renderTimeline(alerts, since, until);
   const list = $("#history-list");
-  list.replaceChildren(...alerts.map((a) => historyItem(state, a)));
+  list.replaceChildren(...alerts.map((a) => historyItem(state, a, fetchJson)));
 }
 
 function renderTimeline(alerts, since, until) {
@@ -130,7 +176,7 @@ function renderTimeline(alerts, since, until) {
 
 const STATUS_WORD = { ack: "Acknowledged", resolve: "Resolved" };
 
-function historyItem(state, a) {
+function historyItem(state, a, fetchJson) {
   const sev = a.severity || "low";
   const li = el("li", { class: "history-item", "data-alert-id": a.id, "data-severity": sev, "data-state": a.state || "" });
   const details = el("details");
@@ -163,6 +209,37 @@ function historyItem(state, a) {
   }
   if (!state.partner && a.reason && a.summary) fact("Detector", a.reason);
   details.append(facts);
+  if (fetchJson) details.append(recordsBox(state, a.id, details, fetchJson));
   li.append(details);
   return li;
+}
+
+/** "What happened": fetched the first time ``details`` opens (again after a failure), listed in order. */
+function recordsBox(state, id, details, fetchJson) {
+  const box = el("section", { class: "history-records" });
+  const note = el("p", { class: "records-note" });
+  const list = el("ol", { class: "records" });
+  box.append(el("h3", {}, "What happened"), note, list);
+  let asked = false;
+  details.addEventListener("toggle", async () => {
+    if (!details.open || asked) return;
+    asked = true;
+    note.textContent = "Loading…";
+    try {
+      const body = await fetchJson(recordsPath(id));
+      const lines = recordLines(body && body.records, state.partner);
+      list.replaceChildren(
+        ...lines.map(({ at, text }) => {
+          const li = el("li");
+          li.append(el("time", { datetime: isoTime(at), title: fullTime(at) }, fmtZoned(at)), " ", el("span", {}, text));
+          return li;
+        }),
+      );
+      note.textContent = lines.length ? "" : "No records of it are kept any more.";
+    } catch (err) {
+      asked = false; // try again when it is opened again
+      note.textContent = `Could not load what happened: ${err.message}`;
+    }
+  });
+  return box;
 }
