@@ -36,7 +36,7 @@ frames every 5 s as in production) and measures, ``--runs`` times each, with
    lists every alert ``#history-result`` counts (``n/a`` if the page has no
    history panel), the panel closed again between runs;
 4. the map alone: ``renderMap`` (``/static/js/map.js``) called directly with the
-   cells of ``/api/hotspots`` (at most 200, the page's default) and with all of
+   cells the page asks ``/api/hotspots`` for (``PAGE_CELLS``, as ``HOTSPOTS_LIMIT`` in js/main.js) and with all of
    them (``limit=5000``): its JavaScript, then until the next frame.
 
 Prints the machine, the date, the command line and a table (median and max of
@@ -74,6 +74,8 @@ COUNT_MINUTES = 5
 HOURS = 12
 WAIT_S = 120
 ZONE = LANSDALE.id
+#: cells the page asks /api/hotspots for (HOTSPOTS_LIMIT in gateway/static/js/main.js)
+PAGE_CELLS = 1000
 #: Chromium's flags: the browser tests' own, and exact heap figures (else performance.memory is rounded)
 BENCH_ARGS = (*CHROME_ARGS, "--enable-precise-memory-info")
 
@@ -412,7 +414,7 @@ def measure(args: argparse.Namespace, r: redis.Redis, prefix: str, cells: list[s
             say(f"history {run}/{args.runs}: {got['items']} items at {got['ready_ms']:.0f} ms, next frame {got['frame_ms']:.0f} ms "
                 f"(the search's fetch {got['fetch_ms']:.0f} ms, {got['bytes'] / 1024:.0f} KiB)")  # fmt: skip
         for run in range(1, args.runs + 1):
-            for key, limit in (("page", 200), ("all", len(cells))):
+            for key, limit in (("page", PAGE_CELLS), ("all", len(cells))):
                 got = checked("renderMap", driver.execute_async_script(DIRECT_MAP_JS, limit))
                 direct[key].append(got)
                 timing = f"JS {got['js_ms']:.0f} ms, next frame {got['frame_ms']:.0f} ms"

@@ -487,6 +487,11 @@ def test_dashboard_history_finds_ended_alerts_of_the_period_on_a_timeline_and_fi
     item.find_element(By.CSS_SELECTOR, "summary").click()
     facts = item.find_element(By.CSS_SELECTOR, "dl.facts").text
     assert "ended" in facts and "Norristown" in facts and "not acknowledged" in facts, facts
+    # its page: what happened to it (GET /api/alerts/{id}/records), in words and on the jurisdiction's clock
+    happened = wait_for(driver, "what happened to it", lambda d: item.find_elements(By.CSS_SELECTOR, "ol.records li"))
+    lines = [li.find_element(By.CSS_SELECTOR, "span").text for li in happened]
+    assert lines == ["Ended: 40 calls in 15 min, severity high"], [li.text for li in happened]
+    assert happened[0].find_element(By.CSS_SELECTOR, "time").get_attribute("title").endswith("(UTC)")
 
     form = css(driver, "#history-form")[0]
     form.find_element(By.CSS_SELECTOR, "select[name='state'] option[value='closed']").click()

@@ -217,7 +217,7 @@ async function searchHistory() {
   showHistoryError("Searching…");
   try {
     const body = await api(path);
-    if (seq === historySeq) renderHistory(state, body.alerts, since, until); // only the latest search is drawn
+    if (seq === historySeq) renderHistory(state, body.alerts, since, until, api); // only the latest search is drawn
   } catch (err) {
     if (seq !== historySeq) return;
     if (err instanceof ApiError && err.status === 401) refused(err);
