@@ -352,7 +352,9 @@ async def overview(gw: Gateway, req: ApiRequest) -> Response:
     body: dict = {"at": wm, "category": category, "area": area, "since": since}
     if wm is None:
         empty = [{"window_min": w, "calls": None, "usual": None, "low": None, "high": None} for w in TILE_WINDOWS_MIN]
-        body.update(usual_days=0, tiles=empty, series={"step_min": STEP_MIN, "bins": []}, open_incidents=None, response=None)
+        body.update(
+            usual_days=0, tiles=empty, series={"step_min": STEP_MIN, "bins": []}, open_incidents=None, response=None, response_areas=None
+        )
         return json_response(200, body)
     end = minute_of(wm)
     since_minute = None if since is None else math.ceil(since / 60)
@@ -367,7 +369,22 @@ async def overview(gw: Gateway, req: ApiRequest) -> Response:
     )
     body.update(figures(reads.counts, end, reads.shifts, since_minute), open_incidents=reads.open_incidents)
     body["response"] = None if reads.response is None else {k: _median(s) for k, s in reads.response.items()}
+    body["response_areas"] = None if reads.response_areas is None else _response_areas(gw, reads.response_areas)
     return json_response(200, body)
+
+
+#: areas listed with their response times, busiest first
+RESPONSE_AREAS = 8
+
+
+def _response_areas(gw: Gateway, areas: Mapping[str, Mapping[str, Mapping[str, int]]]) -> list[dict]:
+    """The busiest areas' medians (the worker's coarsest counted cells), each named by the area holding its centre."""
+    ranked = sorted(areas.items(), key=lambda kv: (-kv[1].get("dispatch", {}).get("n", 0), kv[0]))[:RESPONSE_AREAS]
+    return [
+        {"cell": cell, "name": gw.places.area_of(cell) if h3.is_valid_cell(cell) else None, **{k: _median(s) for k, s in kinds.items()}}
+        for cell, kinds in ranked
+        if any(s.get("n") for s in kinds.values())
+    ]
 
 
 async def _cells_usual(

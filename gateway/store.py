@@ -156,6 +156,8 @@ class OverviewReads:
     open_incidents: int | None
     #: ``{"dispatch": {"n", "sum", "le60", ...}, "travel": {...}}`` over every area (None: not asked)
     response: Mapping[str, Mapping[str, int]] | None
+    #: the same per area (the worker's coarsest counted cell): ``{area: {"dispatch": {...}, "travel": {...}}}``
+    response_areas: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None
 
 
 def stream_id(text: str) -> tuple[int, int]:
@@ -383,19 +385,24 @@ class Store:
             held = cast(dict[str, str], await self.client.hgetall(self.keys.open))
             open_n = sum(int(v) for c, v in held.items() if (c in cells if cells is not None else cell_resolution(c) == COUNT_RESOLUTION))
         times: dict[str, dict[str, int]] | None = None
+        by_area: dict[str, dict[str, dict[str, int]]] = {}
         if response:
             pipe = self.client.pipeline(transaction=False)
             last = hour_of(end * 60)
             for hour in range(last - RESPONSE_HOURS + 1, last + 1):
                 pipe.hgetall(self.keys.rt(hour))
             sums: dict[str, dict[str, int]] = {kind: {} for kind in RESPONSE_KINDS}
+            areas: dict[str, dict[str, dict[str, int]]] = {}
             for h in await pipe.execute():
                 for fld, v in h.items():
-                    kind, _, stat = fld.split("|")  # {kind}|{area}|{stat}: every area summed
+                    kind, area, stat = fld.split("|")  # {kind}|{area}|{stat}: every area summed, and each
                     if kind in sums:
                         sums[kind][stat] = sums[kind].get(stat, 0) + int(v)
+                        slot = areas.setdefault(area, {k: {} for k in RESPONSE_KINDS})[kind]
+                        slot[stat] = slot.get(stat, 0) + int(v)
             times = sums
-        return OverviewReads(usable, MappingProxyType(counts), open_n, times)
+            by_area = areas
+        return OverviewReads(usable, MappingProxyType(counts), open_n, times, by_area if response else None)
 
     async def history(self, cells: Iterable[str], end: float, minutes: int, step_min: int) -> list[dict]:
         """Calls in ``cells`` (summed) per ``step_min`` bin over the ``minutes`` before ``end``, by category."""

@@ -569,6 +569,9 @@ def test_dashboard_at_a_glance_tiles_and_chart_against_the_usual_and_filters_act
     wait_for(driver, "the chart's 96 bins", lambda d: css(d, "#overview-chart[data-bins='96'] svg polyline.calls"))
     assert css(driver, "#overview-chart svg polygon.band"), "the usual band"
     assert "previous 3 days" in css(driver, "#overview-note")[0].text
+    css(driver, "#overview-areas > summary")[0].click()  # per area: the worker's res-6 cell, named by its centre
+    rows = [r.text for r in css(driver, "#overview-areas tbody tr")]
+    assert rows == ["around Lansdale Borough 4 ≤ 300 s —"], rows
     wait_for(driver, "both cards", lambda d: css(d, card(ems["id"])) and css(d, card(fire["id"])))
     # the map colours cells against their usual (Lansdale: 4 calls where 2.67 are usual, as its tile), by count on request
     lansdale = f"#map svg path.cell[data-cell='{IN_LANSDALE}']"

@@ -106,6 +106,8 @@ def test_supervisor_sees_tiles_series_and_usual_over_the_retained_days_at_the_wa
     assert sum(b["calls"] for b in bins) == 7 and bins[(1439 - 600) // 15]["calls"] == 1
     assert body["open_incidents"] == 3
     assert body["response"] == {"dispatch": {"n": 4, "median": "<= 300 s"}, "travel": {"n": 0, "median": None}}
+    # and per area (the worker's res-6 cell), named by the area holding its centre
+    assert body["response_areas"] == [{"cell": COARSE, "name": INSIDE_AREA, **body["response"]}], body["response_areas"]
 
 
 def test_category_and_area_narrow_the_calls_and_say_what_they_cannot(ogw, prefix, r):
@@ -115,11 +117,11 @@ def test_category_and_area_narrow_the_calls_and_say_what_they_cannot(ogw, prefix
     _, ems = get(ogw, "?category=EMS")
     assert (ems["category"], ems["usual_days"]) == ("EMS", 3)
     assert [(t["calls"], t["usual"], t["low"], t["high"]) for t in ems["tiles"]] == [(4, 2.67, 0, 6)] * 3
-    assert (ems["open_incidents"], ems["response"]) == (None, None)
+    assert (ems["open_incidents"], ems["response"], ems["response_areas"]) == (None, None, None)
     _, fire = get(ogw, "?category=FIRE")
     assert [(t["calls"], t["usual"], t["high"]) for t in fire["tiles"]] == [(0, 0.0, 0), (2, 1.0, 3), (2, 1.0, 3)]
     _, area = get(ogw, "?area=lansdale%20BOROUGH")
-    assert (area["area"], area["open_incidents"], area["response"]) == (INSIDE_AREA, 2, None)
+    assert (area["area"], area["open_incidents"], area["response"], area["response_areas"]) == (INSIDE_AREA, 2, None, None)
     assert [(t["calls"], t["usual"]) for t in area["tiles"]] == [(4, 2.67)] * 3
     _, both = get(ogw, "?area=Pottstown%20Borough&category=FIRE")
     assert [(t["calls"], t["usual"]) for t in both["tiles"]] == [(0, 0.0), (2, 1.0), (2, 1.0)]

@@ -75,6 +75,23 @@ export function renderOverview(o) {
     ? `the mean of the same time on each of the previous ${days} day${days === 1 ? "" : "s"}, the band from their lowest to their highest.`
     : "none yet, as the worker keeps no previous day.";
   renderChart((o.series && o.series.bins) || [], o.series ? o.series.step_min : 15);
+  renderAreas(o.response_areas);
+}
+
+/** The busiest areas' response times (the whole jurisdiction only: hidden under a filter or for a commander). */
+function renderAreas(areas) {
+  const box = $("#overview-areas");
+  box.hidden = !Array.isArray(areas) || !areas.length;
+  if (box.hidden) return;
+  $("tbody", box).replaceChildren(
+    ...areas.map((a) => {
+      const row = el("tr");
+      const where = a.name ? `around ${a.name}` : a.cell;
+      const calls = a.dispatch && a.dispatch.n ? String(a.dispatch.n) : "—";
+      row.append(el("th", { scope: "row", title: a.cell }, where), el("td", {}, calls), el("td", {}, medianText(a.dispatch)), el("td", {}, medianText(a.travel)));
+      return row;
+    }),
+  );
 }
 
 function tile(label, value, detail, high) {
