@@ -147,7 +147,9 @@ async function start() {
     const [zones, alerts] = await Promise.all([api("/api/zones"), api("/api/alerts?state=open")]);
     setZones(zones.zones);
     for (const item of alerts.alerts) upsertAlert(state, item.alert, "bottom", send); // newest first already
-    if (alerts.alerts.length) noteData(Math.max(...alerts.alerts.map((item) => item.alert.at))); // partners without counts: their only data
+    // partners whose agreement shares no counts: the newest alert is their only data (for the others it would make
+    // the first counts frame look like data moving, a replay's sign)
+    if (!state.countsShared && alerts.alerts.length) noteData(Math.max(...alerts.alerts.map((item) => item.alert.at)));
     state.lastId = alerts.last_id;
   } catch (err) {
     showMessage(`Could not load the current alerts: ${err.message}`, "error");
