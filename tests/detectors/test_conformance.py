@@ -226,6 +226,8 @@ def test_every_detector_gets_params_repr_and_clone_from_the_base():
     classes = _package_detector_classes()
     names = {cls.__name__ for cls in classes}
     assert {"SurgeDetector", "FeedMonitor", "MixAnomalyDetector", "ZoneWatch", "ExpectedCounts", "ResidualDriftMonitor"} <= names
+    # the shift forecaster learns with learn_one but forecasts instead of scoring: not a CASE, but a Detector all the same
+    assert "ShiftForecaster" in names
     for cls in classes:
         assert issubclass(cls, Detector), f"{cls.__name__} does not derive from detectors.base.Detector"
         assert cls.__repr__ is Detector.__repr__ and cls._params is Detector._params, f"{cls.__name__} writes its own repr or params"
