@@ -185,8 +185,7 @@ class Store:
         self.zones_key = f"{prefix}:zones"
         self.zones_version_key = f"{prefix}:zones:version"
         self.revoked_key = f"{prefix}:revoked"
-        self._counts: dict[tuple, tuple[float, Mapping[str, int]]] = {}
-        self._counts_pending: dict[tuple, asyncio.Future] = {}
+        self._counts: Shared[Mapping[str, int]] = Shared(COUNTS_TTL_S)
         self._overviews: Shared[OverviewReads] = Shared(OVERVIEW_TTL_S)
 
     @classmethod
@@ -271,30 +270,12 @@ class Store:
         time: at 100,000 active cells one computation reads 600,000 bucket
         fields (about 0.8 s), which each dashboard's request used to repeat.
         """
-        key = (minute_of(end), window_min, resolution, category)
-        now = time.monotonic()
-        hit = self._counts.get(key)
-        if hit is not None and now - hit[0] < COUNTS_TTL_S:
-            return hit[1]
-        pending = self._counts_pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        pending = self._counts_pending[key] = asyncio.get_running_loop().create_future()
-        try:
-            counts = MappingProxyType(await self._read_cell_counts(key[0], window_min, resolution, category))
-        except asyncio.CancelledError:
-            pending.cancel()
-            raise
-        except Exception as exc:
-            pending.set_exception(exc)
-            pending.exception()  # retrieved: the waiters, if any, get it too
-            raise
-        finally:
-            del self._counts_pending[key]
-        self._counts = {k: v for k, v in self._counts.items() if now - v[0] < COUNTS_TTL_S}
-        self._counts[key] = (now, counts)
-        pending.set_result(counts)
-        return counts
+        minute = minute_of(end)
+
+        async def read() -> Mapping[str, int]:
+            return MappingProxyType(await self._read_cell_counts(minute, window_min, resolution, category))
+
+        return await self._counts.get((minute, window_min, resolution, category), read)
 
     async def _read_cell_counts(self, minute: int, window_min: int, resolution: int, category: str) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
