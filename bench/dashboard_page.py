@@ -66,7 +66,7 @@ from _common import add_json, add_runs, aligned, parser, write_json
 
 from detectors.types import AlertState
 from tests.gateway.live import IN_LANSDALE, LANSDALE, REDIS_URL, GatewayProcess, make_alert, publish, token
-from tests.gateway.test_dashboard import CHROME_ARGS, CHROMEDRIVER, CHROMIUM
+from tests.gateway.test_dashboard import CHROMEDRIVER, CHROMIUM, new_chromium
 
 REDIS_DOWN = f"Redis is not running at {REDIS_URL}: start it with python -m infra.stack up"
 #: the minutes before the watermark the planted calls fall in (all inside the page's 15-minute window)
@@ -76,8 +76,8 @@ WAIT_S = 120
 ZONE = LANSDALE.id
 #: cells the page asks /api/hotspots for (HOTSPOTS_LIMIT in gateway/static/js/main.js)
 PAGE_CELLS = 1000
-#: Chromium's flags: the browser tests' own, and exact heap figures (else performance.memory is rounded)
-BENCH_ARGS = (*CHROME_ARGS, "--enable-precise-memory-info")
+#: Chromium flags beside the browser tests' own: exact heap figures (else performance.memory is rounded)
+BENCH_ARGS = ("--enable-precise-memory-info",)
 
 # ---------------------------------------------------------------------- in-page measurement
 
@@ -311,18 +311,8 @@ def plant_alerts(r: redis.Redis, prefix: str, cells: list[str], n: int, n_open: 
 # ---------------------------------------------------------------------- the browser
 
 
-def new_driver(profiles: Path, name: str):  # -> WebDriver (selenium is imported late: --help works without it)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in BENCH_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={profiles / name}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_window_size(1440, 900)
+def new_driver(profiles: Path, name: str):  # -> WebDriver
+    driver = new_chromium(profiles / name, BENCH_ARGS)
     driver.set_script_timeout(WAIT_S + 10)
     return driver
 

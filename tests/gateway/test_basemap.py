@@ -16,9 +16,6 @@ import pytest
 from PIL import Image
 from pmtiles.tile import Compression, TileType, zxy_to_tileid
 from pmtiles.writer import Writer
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from websockets.datastructures import Headers
 
@@ -27,7 +24,7 @@ from gateway.settings import BASEMAP_PATH, GatewaySettingsError, load_gateway_se
 from gateway.static import MAX_RANGE_BYTES, STATIC, StaticFiles
 from tests.gateway import test_dashboard
 from tests.gateway.live import IN_LANSDALE, GatewayProcess, token
-from tests.gateway.test_dashboard import CHROME_ARGS, CHROMEDRIVER, CHROMIUM, console_errors, css, wait_for, write_counts
+from tests.gateway.test_dashboard import console_errors, css, new_chromium, wait_for, write_counts
 
 #: test_dashboard's headless Chromium fixture, asked for by name below
 browser = test_dashboard.browser
@@ -280,15 +277,8 @@ def gl_browser(tmp_path, monkeypatch) -> Iterator[Callable[..., WebDriver]]:
     drivers: list[WebDriver] = []
 
     def make(name: str, extra: tuple[str, ...] = GL_ARGS) -> WebDriver:
-        options = Options()
-        options.binary_location = CHROMIUM
-        for arg in CHROME_ARGS + extra:
-            options.add_argument(arg)
-        options.add_argument(f"--user-data-dir={tmp_path / f'chrome-{name}'}")
-        options.set_capability("goog:loggingPrefs", {"browser": "SEVERE", "performance": "ALL"})
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = new_chromium(tmp_path / f"chrome-{name}", extra, {"browser": "SEVERE", "performance": "ALL"})
         drivers.append(driver)
-        driver.set_window_size(1440, 900)
         return driver
 
     try:

@@ -63,6 +63,20 @@ WAIT_S = 20
 LOS_ANGELES = "America/Los_Angeles"
 
 
+def new_chromium(profile: Path, extra_args: tuple[str, ...] = (), logging: dict[str, str] | None = None) -> WebDriver:
+    """Headless Chromium with :data:`CHROME_ARGS` (and ``extra_args``), its own profile folder, at 1440x900;
+    ``logging``: the ``goog:loggingPrefs`` capability (default: the browser's SEVERE messages)."""
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in CHROME_ARGS + extra_args:
+        options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", logging or {"browser": "SEVERE"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_window_size(1440, 900)
+    return driver
+
+
 @pytest.fixture
 def browser(tmp_path, monkeypatch) -> Iterator[Callable[[str], WebDriver]]:
     """A factory of headless Chromium drivers, each with its own profile; every one is quit at the end."""
@@ -73,15 +87,8 @@ def browser(tmp_path, monkeypatch) -> Iterator[Callable[[str], WebDriver]]:
     drivers: list[WebDriver] = []
 
     def make(name: str) -> WebDriver:
-        options = Options()
-        options.binary_location = CHROMIUM
-        for arg in CHROME_ARGS:
-            options.add_argument(arg)
-        options.add_argument(f"--user-data-dir={tmp_path / f'chrome-{name}'}")
-        options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = new_chromium(tmp_path / f"chrome-{name}")
         drivers.append(driver)
-        driver.set_window_size(1440, 900)
         return driver
 
     try:
