@@ -79,7 +79,7 @@ from datetime import date
 import h3
 
 from detectors.base import Detector
-from detectors.baseline import ExpectedCounts
+from detectors.baseline import ExpectedCounts, _check_positive
 from detectors.types import DETECTION_RESOLUTION, CallPoint
 from streams.ingest.schema import CATEGORIES
 
@@ -165,8 +165,7 @@ class ShiftForecaster(Detector):
         outage_calls: float = 10.0,
     ) -> None:
         for name, value in (("dispersion_half_life_days", dispersion_half_life_days), ("outage_calls", outage_calls)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+            _check_positive(name, value)
         # the baseline validates its own parameters (and the time zone, and the holidays)
         self._baseline = ExpectedCounts(
             half_life_days=half_life_days,

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +34,7 @@ from detectors.evaluation.forecasting import (
     seasonal_naive,
     top_cells,
 )
+from detectors.forecast import Forecast
 from tests.conftest import ROOT
 
 CELL = "882aac941dfffff"
@@ -195,17 +195,6 @@ def test_the_bench_writes_results_with_the_documented_keys(tmp_path: Path, monke
     assert (out / "week.png").stat().st_size > 0 and (out / "pai.png").stat().st_size > 0
 
 
-@dataclass(frozen=True)
-class _Forecast:
-    start: float
-    end: float
-    mean: float
-    lo80: float
-    hi80: float
-    lo95: float
-    hi95: float
-
-
 class _MeanRate:
     """A stand-in for detectors.forecast.ShiftForecaster: the mean hourly rate of all calls learnt, for any area."""
 
@@ -219,10 +208,10 @@ class _MeanRate:
         self.first = t if self.first is None else self.first
         self.last, self.n = t, self.n + 1
 
-    def forecast(self, start: float, hours: float, cells: object = None, category: object = None) -> _Forecast:
+    def forecast(self, start: float, hours: float, cells: object = None, category: object = None) -> Forecast:
         assert self.first is not None and self.last < start, "the forecaster saw a call at or after the origin"
         mean = self.n / max(1.0, (start - self.first) / 3600) * hours
-        return _Forecast(start, start + hours * 3600, mean, 0.5 * mean, 1.5 * mean, 0.0, 2.0 * mean)
+        return Forecast(start, start + hours * 3600, mean, 0.5 * mean, 1.5 * mean, 0.0, 2.0 * mean)
 
 
 def test_the_bench_scores_watchfloor_forecaster_fed_only_the_past(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
