@@ -6,19 +6,22 @@
 // The pure parts (comparison words, the chart's geometry) are exported for tests/gateway/js/overview.test.mjs.
 
 import { $, el, fmtTime, svg } from "./format.js";
+import { usualClass } from "./geo.js";
 
-/** "about twice the usual", "about the usual", "below the usual": a plain word for ``calls`` against ``usual``. */
+/**
+ * "about twice the usual", "about the usual", "below the usual": a plain word for ``calls`` against ``usual``, on
+ * the map's classes (geo.js ``usualClass``), the ones above the usual said with their ratio.
+ */
 export function comparedToUsual(calls, usual) {
-  if (typeof calls !== "number" || typeof usual !== "number") return "no usual yet";
-  if (usual < 0.5) return calls >= 3 ? `${calls} where almost none are usual` : "about the usual";
+  const cls = usualClass(calls, usual);
+  if (cls === null) return "no usual yet";
+  if (cls === "below") return "below the usual";
+  if (cls === "about") return "about the usual";
+  if (usual < 0.5) return `${calls} where almost none are usual`;
   const r = calls / usual;
-  if (r >= 1.5) {
-    const words = { 2: "twice", 3: "three times", 4: "four times", 5: "five times" };
-    const n = Math.round(r);
-    return r < 1.75 ? "half again the usual" : `about ${words[n] || `${n} times`} the usual`;
-  }
-  if (r >= 2 / 3) return "about the usual";
-  return "below the usual";
+  const words = { 2: "twice", 3: "three times", 4: "four times", 5: "five times" };
+  const n = Math.round(r);
+  return r < 1.75 ? "half again the usual" : `about ${words[n] || `${n} times`} the usual`;
 }
 
 /** "1 h", "15 min", "24 h". */
@@ -58,7 +61,7 @@ export function renderOverview(o) {
   const tiles = (o.tiles || []).map((t) => {
     const word = comparedToUsual(t.calls, t.usual);
     const detail = typeof t.usual === "number" ? `${word} (${t.usual.toFixed(t.usual < 10 ? 1 : 0)})` : word;
-    const high = /twice|times|half again|almost none/.test(word);
+    const high = ["above", "well-above"].includes(usualClass(t.calls, t.usual));
     return tile(`Calls, last ${windowText(t.window_min)}`, typeof t.calls === "number" ? String(t.calls) : "—", detail, high);
   });
   const open = o.open_incidents;
