@@ -14,7 +14,7 @@ from gateway.disclosure import Plan, release_window, units_for
 from gateway.partnerforecast import partner_forecast
 from tests.gateway.live import ZONES
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 DAY = 1_700_006_400.0  # Wed 2023-11-15 00:00 UTC
 UNITS = [{"id": "a", "name": "Station A"}, {"id": "b", "name": "Station B"}]
 
