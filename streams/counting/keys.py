@@ -42,6 +42,9 @@ key                            type    holds
                                        the ``kind: "event"`` ones
 ``P:zones:version``            string  counter the gateway INCRs whenever it changes
                                        ``P:zones`` (the worker polls it)
+``P:allocation``               string  the next shift's allocation a supervisor adopted last
+                                       (JSON, written by the gateway: who, when, units, floor,
+                                       cap, the forecast version, units and share per area)
 =============================  ======  ====================================================
 
 State of a call lives under its partition so that only the worker owning that
@@ -114,6 +117,10 @@ class Keys:
     @property
     def alerts(self) -> str:
         return f"{self.prefix}:alerts"
+
+    @property
+    def allocation(self) -> str:
+        return f"{self.prefix}:allocation"
 
     @property
     def detector(self) -> str:
