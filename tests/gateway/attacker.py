@@ -7,7 +7,9 @@ says whether the equations learnt so far determine it (exact linear
 elimination: its indicator vector lies in the span of the answers'), and
 :meth:`Attacker.bounds` the least and most it can be given also that every
 atom is a non-negative integer and that every withheld value is below k
-(integer programming, scipy's ``milp``).
+(integer programming, scipy's ``milp``). :meth:`Attacker.learn_range` takes an answer
+that bounds a sum without giving it (a forecast's "usually 3-5 calls" over the days it
+averaged); one whose bounds meet is an equation like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Attacker:
         self.index: dict[Hashable, int] = {}
         self.equations: list[tuple[frozenset[int], float]] = []
         self.below_k: list[frozenset[int]] = []
+        self.ranges: list[tuple[frozenset[int], float, float]] = []
         self._solver: tuple | None = None
 
     def _ids(self, atoms: Iterable[Hashable]) -> frozenset[int]:
@@ -34,6 +37,13 @@ class Attacker:
     def learn(self, atoms: Iterable[Hashable], value: float) -> None:
         """A released answer: the calls of ``atoms`` sum to ``value``."""
         self.equations.append((self._ids(atoms), float(value)))
+
+    def learn_range(self, atoms: Iterable[Hashable], low: float, high: float) -> None:
+        """A bounding answer: the calls of ``atoms`` sum to at least ``low`` and at most ``high`` (an equation when equal)."""
+        if low == high:
+            self.learn(atoms, low)
+        else:
+            self.ranges.append((self._ids(atoms), float(low), float(high)))
 
     def learn_withheld(self, atoms: Iterable[Hashable]) -> None:
         """A withheld answer: the calls of ``atoms`` sum to less than k (and at least 0)."""
@@ -61,7 +71,7 @@ class Attacker:
 
     def bounds(self, atoms: Iterable[Hashable]) -> tuple[int, int]:
         """The least and the most the sum over ``atoms`` can be: non-negative integer atoms, every equation, every
-        withheld sum in 0..k-1."""
+        withheld sum in 0..k-1, every range."""
         target = self._ids(atoms)
         n = len(self.index)
         a_eq = np.zeros((len(self.equations), n))
@@ -76,6 +86,11 @@ class Attacker:
             constraints.append(LinearConstraint(a_eq, vals, vals))
         if self.below_k:
             constraints.append(LinearConstraint(a_lt, 0, self.k - 1))
+        if self.ranges:
+            a_rng = np.zeros((len(self.ranges), n))
+            for i, (ids, _, _) in enumerate(self.ranges):
+                a_rng[i, list(ids)] = 1.0
+            constraints.append(LinearConstraint(a_rng, [lo for _, lo, _ in self.ranges], [hi for _, _, hi in self.ranges]))
         c = np.zeros(n)
         c[list(target)] = 1.0
         out = []

@@ -13,6 +13,7 @@ process for random days and agreements, and from a real gateway.
 
 from __future__ import annotations
 
+import datetime
 import random
 import time
 
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
 from gateway.disclosure import Plan, closed_windows, partner_alert_view, release_window, units_for
+from gateway.partnerforecast import partner_forecast
 from streams.ingest.schema import CATEGORIES
 from tests.gateway.attacker import Attacker, invert_poisson_score
 from tests.gateway.live import ZONES, drain, make_alert, publish, recv_until, token
@@ -145,6 +147,134 @@ def test_a_day_of_released_tables_pins_no_withheld_value(day):
         else:
             assert not {"observed", "expected", "score", "p_value", "cells", "window_min"} & set(v)
             assert not [x for x in v.values() if isinstance(x, int) and not isinstance(x, bool)]
+
+
+# -- forecasts: every forecast a partner is given over a day, added to the released values ------------
+
+
+def _forecast_ranges(forecast: dict, atoms_of) -> list[tuple[list, int, int]]:
+    """What a partner's forecast claims about the calls, as ranges over atoms: for each unit and window, the mean of
+    the days it averaged lies in ``low..high`` (so their sum in ``n*low..n*high``) and each day in ``least..most``.
+    ``atoms_of(unit, start)``: the atoms of the unit's released values in the window starting at ``start``."""
+    out = []
+    for row in forecast["units"]:
+        for w in row["windows"]:
+            if not w["days"]:
+                continue
+            clock = datetime.datetime.fromtimestamp(w["start"], datetime.UTC).time()
+            starts = [datetime.datetime.combine(datetime.date.fromisoformat(d), clock, datetime.UTC).timestamp() for d in w["days"]]
+            every = [a for s in starts for a in atoms_of(row["id"], s)]
+            out.append((every, len(starts) * w["low"], len(starts) * w["high"]))
+            out += [(atoms_of(row["id"], s), w["least"], w["most"]) for s in starts]
+    return out
+
+
+def test_the_attacker_pins_what_a_forecast_made_from_raw_calls_gives_away():
+    """The leak a partner forecast must not have: a forecast made from the raw calls (the worker's), as a mean over
+    the previous days or as two successive forecasts, pins a withheld count (so a pass below means something)."""
+    k = 3
+    # the same hour on two days: 1 call (withheld), then 5 (shown); a raw forecast says "usually 3.0"
+    a = Attacker(k)
+    a.learn_withheld([("c", "day0")])
+    a.learn([("c", "day1")], 5)
+    a.learn([("c", "day0"), ("c", "day1")], 2 * 3.0)
+    assert a.pinned([("c", "day0")]) == pytest.approx(1)
+    # two successive raw forecasts, each the mean per day of the last 7 days of calls: 20.0, then (140 - 6 + 2) / 7 once
+    # the hour that had 6 calls (released) has left the week and a quiet hour with 2 (withheld) has come in
+    a = Attacker(k)
+    a.learn([("c", h) for h in range(168)], 7 * 20.0)
+    a.learn([("c", h) for h in range(1, 169)], 7 * ((140 - 6 + 2) / 7))
+    a.learn([("c", 0)], 6)
+    a.learn_withheld([("c", 168)])
+    assert a.pinned([("c", 168)]) == pytest.approx(2)
+    # the partner's forecast of the first case from its released table: usually 2-4 calls, which pins nothing
+    shown = ((DAY, None), (DAY + 86400, 5), (DAY + 2 * 86400 - 3600, None))  # the last: the newest window released
+    windows = [{"start": s, "minutes": 60, "values": {"u": {"all": v}}} for s, v in shown]
+    f = partner_forecast(windows, [{"id": "u", "name": "U"}], window_min=60, k=k, tz=datetime.UTC, horizon_h=1)
+    a = Attacker(k)
+    for s, v in shown:
+        a.learn_withheld([("c", s)]) if v is None else a.learn([("c", s)], v)
+    for atoms, low, high in _forecast_ranges(f, lambda u, s: [("c", s)]):
+        a.learn_range(atoms, low, high)
+    assert (f["units"][0]["windows"][0]["low"], f["units"][0]["windows"][0]["high"]) == (2, 4)
+    assert a.pinned([("c", DAY)]) is None and a.bounds([("c", DAY)]) == (0, 2)
+
+
+@st.composite
+def weeks(draw):
+    """An agreement and three days of calls in its units and beside them: calls per (res-8 cell, window, category)."""
+    zones = draw(st.lists(st.sampled_from(SEPTA), min_size=1, max_size=3, unique_by=lambda z: z.id))
+    k = draw(st.integers(min_value=2, max_value=5))
+    window = draw(st.sampled_from([60, 120, 180]))
+    grouped = draw(st.booleans())
+    groups = {"Traffic": ("TRAFFIC",), "Medical and fire": ("EMS", "FIRE"), "Other": ("POLICE", "OTHER")} if grouped else {}
+    plan = Plan("p", units_for(zones), window_min=window, k=k, groups=groups, history_h=72)
+    cells = sorted(plan.cells) + _neighbours(plan.cells)
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    rate = draw(st.sampled_from([0.05, 0.3, 1.0]))  # calls per cell per window: quiet to busy
+    calls: dict[tuple[str, float, str], int] = {}
+    for i in range(3 * 1440 // window):
+        for c in cells:
+            for _ in range(4):
+                if rng.random() < rate / 4:
+                    key = (c, DAY + i * window * 60, rng.choice(CATEGORIES))
+                    calls[key] = calls.get(key, 0) + 1
+    return plan, calls
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(weeks())
+def test_every_forecast_of_a_day_added_to_the_released_tables_pins_nothing_more(week):
+    """A partner reads, after each window of the third day is released, its forecast for the next 1, 8 and 24 hours;
+    with every claim those forecasts make added to the released values, each withheld value is still unpinned and its
+    integer bounds are exactly those the released values alone leave."""
+    plan, calls = week
+    size = plan.window_min * 60
+    group_of = plan.group_of
+    atoms_by = {
+        (u.id, g): [(c, cat) for c in sorted(u.cells) for cat in CATEGORIES if group_of[cat] == g]
+        for u in plan.units
+        for g in plan.group_names
+    }
+
+    def atoms_of(unit: str, start: float, group: str | None = None) -> list:
+        groups = plan.group_names if group is None else (group,)
+        return [(c, start, cat) for g in groups for c, cat in atoms_by[(unit, g)]]
+
+    released = []
+    for i in range(3 * 86400 // size):
+        start = DAY + i * size
+        window = release_window(plan, start, {(c, cat): n for (c, s, cat), n in calls.items() if s == start})
+        released.append(window.to_json())
+    plain, informed = Attacker(plan.k), Attacker(plan.k)
+    withheld = []
+    for w in released:
+        for uid, groups in w["values"].items():
+            for g, value in groups.items():
+                atoms = atoms_of(uid, w["start"], g)
+                truth = sum(calls.get(a, 0) for a in atoms)
+                for a in (plain, informed):
+                    a.learn_withheld(atoms) if value is None else a.learn(atoms, value)
+                if value is None:
+                    assert truth < plan.k
+                    withheld.append(atoms)
+                else:
+                    assert value == truth
+    units = [{"id": u.id, "name": u.name} for u in plan.units]
+    claims = 0
+    for n in range(2 * 86400 // size, len(released) + 1):  # each moment of the third day a new window is out
+        for horizon in (1, 8, 24):
+            f = partner_forecast(released[:n], units, window_min=plan.window_min, k=plan.k, tz=datetime.UTC, horizon_h=horizon)
+            for atoms, low, high in _forecast_ranges(f, atoms_of):
+                truth = sum(calls.get(a, 0) for a in atoms)
+                assert low <= truth <= high, "a forecast's claim the calls do not meet"
+                informed.learn_range(atoms, low, high)
+                claims += 1
+    assert claims and withheld
+    for atoms in withheld:
+        assert informed.pinned(atoms) is None
+    for atoms in random.Random(len(withheld)).sample(withheld, min(4, len(withheld))):
+        assert informed.bounds(atoms) == plain.bounds(atoms)
 
 
 # -- live: a real gateway, a day of calls, every answer a partner may get ------------------------
