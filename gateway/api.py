@@ -34,6 +34,16 @@ route                                  roles           answers
 ``GET /api/places``                    all             the map's base layer: the jurisdiction's outline (boundary, else
                                                        box, else null); supervisors and commanders also its named
                                                        areas (a FeatureCollection: name, geometry); cacheable (ETag)
+``GET /api/forecast``                  all             supervisors and commanders: the worker's forecast set
+                                                       (:mod:`gateway.forecasts`; commanders only what lies in
+                                                       their cells), narrowed by ``area`` and ``horizon``; 503
+                                                       ``no_forecast`` before the first; partners: their view
+                                                       (:mod:`gateway.partnerforecast`), 404 without it
+``GET /api/allocation``                supervisors     the next shift's recommended units per area
+                                                       (:mod:`detectors.allocation`) for ``units``, ``floor``,
+                                                       ``cap``, with its skew report and the plan adopted last
+``POST /api/allocation``               supervisors     adopt that recommendation (same parameters, no body):
+                                                       stored in ``P:allocation`` and audited
 ``GET /api/audit``, ``/export``        supervisors     the audit log, as JSON or CSV / JSON lines
 ``GET /metrics``                       supervisors     Prometheus text: clients by role, deliveries, refusals
 =====================================  ==============  ======================================================
@@ -52,9 +62,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import h3
+from redis.exceptions import RedisError
 from websockets.http11 import Response
 
-from gateway import records
+from detectors.allocation import DEFAULT_CAP, Allocation, allocate, default_floor, skew
+from gateway import forecasts, records
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units, minute
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
@@ -86,6 +98,8 @@ ALL_ROLES = frozenset(Role)
 PRECISE = frozenset({Role.SUPERVISOR, Role.COMMANDER})
 #: longest alert id looked up (detector ids are about 40 characters, partners' 26)
 MAX_ALERT_ID = 200
+#: most units an allocation is asked for
+MAX_UNITS = 10_000
 #: the one answer to an alert a caller may not see, whether it exists or not (nothing tells the two apart)
 NO_SUCH_ALERT = "no alert with this id that this token may see (or older than the gateway keeps)"
 
@@ -113,6 +127,7 @@ class Route:
     pattern: tuple[str, ...]
     handler: Handler
     roles: frozenset[Role]
+    method: str = "GET"
 
     def match(self, parts: list[str]) -> tuple[str, ...] | None:
         if len(parts) != len(self.pattern):
@@ -126,18 +141,29 @@ class Route:
         return tuple(params)
 
 
-def find_route(path: str) -> tuple[Route, tuple[str, ...]] | None:
-    """The route of ``path`` and its parameters, or None.
+def find_route(path: str, method: str = "GET") -> tuple[Route, tuple[str, ...]] | None:
+    """The route of ``method`` ``path`` and its parameters, or None; 405 when the path is served with other methods.
 
     >>> route, params = find_route("/api/cells/872aac959ffffff/history")
     >>> route.handler.__name__, params
     ('cell_history', ('872aac959ffffff',))
+    >>> find_route("/api/allocation", "POST")[0].handler.__name__
+    'adopt_allocation'
+    >>> find_route("/api/me", "POST")
+    Traceback (most recent call last):
+    ...
+    gateway.http.HttpError: /api/me is read with GET only
     """
     parts = path.strip("/").split("/")
+    methods = []
     for route in ROUTES:
         params = route.match(parts)
         if params is not None:
-            return route, params
+            if route.method == method:
+                return route, params
+            methods.append(route.method)
+    if methods:
+        raise HttpError(405, "method_not_allowed", f"/{'/'.join(parts)} is read with {' or '.join(methods)} only")
     return None
 
 
@@ -455,6 +481,124 @@ async def places(gw: Gateway, req: ApiRequest) -> Response:
     return resp
 
 
+async def forecast(gw: Gateway, req: ApiRequest) -> Response:
+    """The worker's forecast set as the caller may see it (:mod:`gateway.forecasts`), narrowed by ``area`` and
+    ``horizon``; partners get only their agreement's view (:mod:`gateway.partnerforecast`)."""
+    plan = req.scope.plan
+    if plan is not None:
+        return await _partner_forecast(gw, req)
+    only(req.query, {"area", "horizon"})
+    text_h = one(req.query, "horizon")
+    horizon = None if text_h is None else integer(req.query, "horizon", 0, 0, 10_000)
+    version, fs = await _forecast_set(gw)
+    if fs is None or not forecasts.is_ready(fs):
+        raise HttpError(503, "no_forecast", forecasts.not_ready_message(fs))
+    try:
+        body = forecasts.answer(forecasts.scoped(fs, visible_cells(req.scope)), one(req.query, "area"), horizon)
+    except forecasts.ForecastQueryError as exc:
+        raise HttpError(400, exc.code, exc.message) from None
+    return json_response(200, {"version": version, **body})
+
+
+async def _partner_forecast(gw: Gateway, req: ApiRequest) -> Response:
+    """A partner's forecast (:func:`gateway.partnerforecast.partner_forecast_view`, from its released table only);
+    403 ``not_shared`` when its agreement shares no history; without that module the path does not exist for them."""
+    try:
+        from gateway import partnerforecast
+    except ModuleNotFoundError:
+        raise HttpError(404, "not_found", f"no such path {req.path!r}") from None
+    only(req.query, {"area", "horizon"})
+    horizon = choice(req.query, "horizon", forecasts.SHIFT_HOURS, forecasts.HORIZONS)
+    body = await partnerforecast.partner_forecast_view(gw, req.scope, area=one(req.query, "area"), horizon_h=horizon)
+    if body is None:
+        raise HttpError(403, "not_shared", "this agreement does not share history, which its forecast is made from")
+    return json_response(200, body)
+
+
+async def _forecast_set(gw: Gateway) -> tuple[int, dict | None]:
+    version, text = await gw.store.forecast()
+    return version, forecasts.parse_set(text)
+
+
+async def _recommend(gw: Gateway, req: ApiRequest) -> tuple[int, dict, Allocation, dict | None, dict]:
+    """The recommendation for the query's ``units``, ``floor`` and ``cap`` from the latest forecast set and the plan
+    adopted last: (forecast version, set, allocation, adopted plan, the parameters as read)."""
+    q = req.query
+    only(q, {"units", "floor", "cap"})
+    units = integer(q, "units", 0, 0, MAX_UNITS) if one(q, "units") is not None else None
+    if units is None:
+        raise HttpError(400, "bad_units", f"units is required: the units on the next shift, 0 to {MAX_UNITS}")
+    cap_pts = integer(q, "cap", round(100 * DEFAULT_CAP), 1, 100)
+    version, fs = await _forecast_set(gw)
+    if fs is None or not forecasts.is_ready(fs):
+        raise HttpError(503, "no_forecast", forecasts.not_ready_message(fs))
+    demands = forecasts.demands(fs)
+    floor = integer(q, "floor", default_floor(units, len(demands)), 0, MAX_UNITS)
+    if floor * len(demands) > units:
+        raise HttpError(400, "bad_floor", f"floor {floor} for {len(demands)} areas needs {floor * len(demands)} units, only {units} given")
+    adopted = await gw.store.allocation()
+    previous = adopted.get("shares") if adopted else None
+    plan = allocate(units, demands, floor=floor, cap=cap_pts / 100, previous=previous if isinstance(previous, dict) else None)
+    return version, fs, plan, adopted, {"units": units, "floor": floor, "cap": cap_pts / 100}
+
+
+async def allocation(gw: Gateway, req: ApiRequest) -> Response:
+    """The next shift's recommended units per area, why each, and how the shares compare with the calls of the last
+    24 h (and population, which no profile carries yet: "population not configured")."""
+    version, fs, plan, adopted, _ = await _recommend(gw, req)
+    wm = await gw.store.watermark()
+    counts = await gw.store.cell_counts(wm, 1440, ZONE_RESOLUTION) if wm is not None else None
+    calls = None if counts is None else forecasts.calls_by_unit(fs, counts)
+    return json_response(
+        200,
+        {
+            "version": version,
+            "issued": fs.get("issued"),
+            "shift": _shift(fs),
+            **plan.to_json(),
+            "skew": [row.to_json() for row in skew(plan, calls, None, calls_label="the last 24 h's calls")],
+            "population": "population not configured",
+            "adopted": adopted,
+        },
+    )
+
+
+async def adopt_allocation(gw: Gateway, req: ApiRequest) -> Response:
+    """Adopt the recommendation for these parameters: it becomes the plan the next one's cap is measured against."""
+    version, fs, plan, _, params = await _recommend(gw, req)
+    c = req.claims
+    adopted = {
+        "adopted_at": req.now,
+        "by": c.subject,
+        "role": c.role.value,
+        "agency": c.agency,
+        **params,
+        "forecast_version": version,
+        "issued": fs.get("issued"),
+        "shift": _shift(fs),
+        "shares": {k: round(v, 6) for k, v in plan.shares().items()},
+        "units_by_area": {r.key: r.units for r in plan.rows},
+    }
+    detail = {k: adopted[k] for k in ("units", "floor", "cap", "forecast_version", "issued", "units_by_area")}
+    record = AuditRecord(AuditAction.ALLOCATION_ADOPT, c.subject, c.role.value, c.agency, remote=req.remote, detail=detail, at=req.now)
+    try:
+        # audited first: a plan is never adopted without its record
+        await gw.audit.record(record)
+        await gw.store.save_allocation(adopted)
+    except (RedisError, OSError) as exc:
+        raise HttpError(503, "unavailable", f"the plan could not be recorded ({exc}); it was not adopted: try again") from None
+    return json_response(200, {"adopted": adopted})
+
+
+def _shift(fs: Mapping) -> dict | None:
+    """The 8 hours the allocation is for: the jurisdiction's (or any area's) shift window."""
+    for e in (fs.get("areas") or {}).values():
+        f = (e.get("by_horizon") or {}).get(str(forecasts.SHIFT_HOURS)) if isinstance(e, dict) else None
+        if isinstance(f, dict):
+            return {"start": f.get("start"), "end": f.get("end")}
+    return None
+
+
 async def audit(gw: Gateway, req: ApiRequest) -> Response:
     rows = await _audit_rows(gw, req, set())
     return json_response(200, {"records": [{"id": sid, **r.to_fields(), "detail": r.detail} for sid, r in rows]})
@@ -489,6 +633,9 @@ ROUTES: tuple[Route, ...] = (
     Route(("api", "cells"), cells, ALL_ROLES),
     Route(("api", "zones"), zones, ALL_ROLES),
     Route(("api", "places"), places, ALL_ROLES),
+    Route(("api", "forecast"), forecast, ALL_ROLES),
+    Route(("api", "allocation"), allocation, frozenset({Role.SUPERVISOR})),
+    Route(("api", "allocation"), adopt_allocation, frozenset({Role.SUPERVISOR}), "POST"),
     Route(("api", "audit"), audit, frozenset({Role.SUPERVISOR})),
     Route(("api", "audit", "export"), audit_export, frozenset({Role.SUPERVISOR})),
     Route(("metrics",), metrics, frozenset({Role.SUPERVISOR})),

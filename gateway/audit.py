@@ -115,6 +115,7 @@ class AuditAction(enum.StrEnum):
     QUERY = "audit_query"
     EXPORT = "audit_export"
     READ = "read"
+    ALLOCATION_ADOPT = "allocation_adopt"
 
 
 # -- bounded fields (pure) -----------------------------------------------------

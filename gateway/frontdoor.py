@@ -121,7 +121,7 @@ class FrontDoor:
             if url.path == "/healthz":
                 ok = await self.store.ping()
                 return json_response(200 if ok else 503, {"status": "ok" if ok else "degraded", "redis": ok, "gateway": self.gateway_id})
-            found = api.find_route(url.path)
+            found = api.find_route(url.path, request.method)
             if found is None:
                 raise HttpError(404, "not_found", f"no such path {clip(url.path, 100)!r}")
             route, params = found

@@ -25,6 +25,10 @@ Server -> client (JSON text frames; every one has ``type``)
 ``counts``    ``{at, window_min, cells: {cell: n}, zones: {zone_id: n}}``: periodic
               activity in the client's scope (cells generalized for partners,
               counts below k left out).
+``forecast``  ``{version, forecast}``: the worker made a new forecast set (``P:forecast:version``
+              changed): supervisors the set, commanders what lies in their cells, both without
+              the res-7 cells (:mod:`gateway.forecasts`, as ``GET /api/forecast``); partners
+              their agreement's own forecast (:mod:`gateway.partnerforecast`), or no frame.
 ``subscribed`` ``{filters}``: the filters now in force.
 ``error``     ``{code, message}``: a client message was refused (the connection stays open
               unless a close follows).
@@ -40,8 +44,9 @@ Client -> server
               threshold a commander may set; a commander may only narrow a zone its token
               names (a polygon inside it, a shorter time, a threshold at or above the
               floor). Every change is audited with before and after. The
-              HTTP side of the gateway is read-only (``websockets`` serves GET only):
-              every change goes through the WebSocket, authenticated and audited.
+              HTTP side of the gateway is read-only but for adopting an allocation
+              (``POST /api/allocation``, audited): every other change goes through the
+              WebSocket, authenticated and audited.
 
 Close codes
 -----------

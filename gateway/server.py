@@ -31,6 +31,7 @@ Each token may make ``WF_GATEWAY_API_RATE`` API calls or handshakes a second (42
 :mod:`gateway.sessions`        the WebSocket sessions: welcome, catch-up, reading, closing
 :mod:`gateway.messages`        what a client may ask: subscribe, ack/resolve, event zones
 :mod:`gateway.counts`          the counts frames pushed every few seconds
+:mod:`gateway.forecastfeed`    the forecast frames pushed when the worker makes a new forecast set
 :mod:`gateway.hub`             fan-out of the alerts stream to the clients
 :mod:`gateway.auditor`         the gateway's own audit records and refusal counts
 :mod:`gateway.static`          the dashboard's files; :mod:`gateway.metrics`: the /metrics page
@@ -56,6 +57,7 @@ from gateway.auditor import Auditor
 from gateway.auth import Authenticator
 from gateway.counts import COUNTS_WINDOW_MIN, CountsFeed
 from gateway.disclosure import Plan
+from gateway.forecastfeed import ForecastFeed
 from gateway.frontdoor import FrontDoor
 from gateway.http import content_security_policy
 from gateway.hub import Client, Hub
@@ -63,7 +65,7 @@ from gateway.limits import RateLimits
 from gateway.messages import Messages
 from gateway.metrics import metrics_text
 from gateway.places import Places, load_places
-from gateway.policy import ScopeError
+from gateway.policy import Scope, ScopeError
 from gateway.releases import ReleaseBook
 from gateway.scopes import Scopes
 from gateway.sessions import BackgroundTasks, Sessions
@@ -78,6 +80,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between checks of the open sockets' tokens against the revoked ones
 REVOCATION_SWEEP_S = 2.0
+#: seconds between reads of ``P:forecast:version`` (a new set every 15 minutes of event time; faster in a replay)
+FORECAST_POLL_S = 2.0
 #: history calls read at once (the others wait their turn rather than share the event loop)
 HISTORY_CONCURRENCY = 1
 
@@ -155,6 +159,7 @@ class Gateway:
             settings, gateway_id=self.id, store=store, hub=self.hub, auditor=self.auditor, messages=messages, clock=clock
         )
         self.counts = CountsFeed(store, self.hub, self.scopes, self.releases, clock=clock)
+        self.forecasts = ForecastFeed(store, self.hub, self._partner_forecast)
         self._tasks: list[asyncio.Task] = []
         self.server: Server | None = None
 
@@ -187,6 +192,14 @@ class Gateway:
         """Closes started and not awaited, held until they are done."""
         return self.sessions.background
 
+    async def _partner_forecast(self, scope: Scope) -> dict | None:
+        """A partner's forecast frame's content (:mod:`gateway.partnerforecast`); None without that module."""
+        try:
+            from gateway import partnerforecast
+        except ModuleNotFoundError:
+            return None
+        return await partnerforecast.partner_forecast_view(self, scope)
+
     def metrics_text(self) -> str:
         return metrics_text(self.hub.clients, self.hub.stats, self.auditor.refused)
 
@@ -200,6 +213,7 @@ class Gateway:
             self._every(1.0, self.hub.flush_audit),
             self._every(1.0, self.auditor.flush_rate_limited),
             self._every(self.settings.counts_every_s, self.counts.push_counts),
+            self._every(FORECAST_POLL_S, self.forecasts.push_forecast),
             self._every(2.0, self.refresh_zones),
             self._every(REVOCATION_SWEEP_S, self.sessions.close_revoked),
         ):

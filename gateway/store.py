@@ -23,7 +23,12 @@ key                            type    holds
 ``P:revoked``                  zset    revoked token ids (``jti``), scored by when the token
                                        expires anyway; expired ones are pruned on each
                                        revocation and the key expires with the last one
+``P:allocation``               string  the allocation a supervisor adopted last (JSON: who, when,
+                                       units, floor, cap, the forecast it used, the units and
+                                       share per area): the next recommendation's "previous shift"
 =============================  ======  ====================================================
+
+It also reads the worker's forecast set (``P:forecast``, ``P:forecast:version``: :mod:`gateway.forecasts`).
 """
 
 from __future__ import annotations
@@ -185,6 +190,9 @@ class Store:
         self.zones_key = f"{prefix}:zones"
         self.zones_version_key = f"{prefix}:zones:version"
         self.revoked_key = f"{prefix}:revoked"
+        self.forecast_key = f"{prefix}:forecast"
+        self.forecast_version_key = f"{prefix}:forecast:version"
+        self.allocation_key = self.keys.allocation
         self._counts: Shared[Mapping[str, int]] = Shared(COUNTS_TTL_S)
         self._overviews: Shared[OverviewReads] = Shared(OVERVIEW_TTL_S)
 
@@ -473,6 +481,28 @@ class Store:
 
     async def zones_version(self) -> int:
         return int(await self.client.get(self.zones_version_key) or 0)
+
+    # -- forecasts and the adopted allocation ------------------------------------
+
+    async def forecast_version(self) -> int:
+        """The worker's count of forecast sets (``P:forecast:version``; 0 before the first)."""
+        return int(await self.client.get(self.forecast_version_key) or 0)
+
+    async def forecast(self) -> tuple[int, str | None]:
+        """The version and the text of the latest forecast set (None before the first), read together."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.forecast_version_key)
+        pipe.get(self.forecast_key)
+        version, text = await pipe.execute()
+        return int(version or 0), text
+
+    async def allocation(self) -> dict | None:
+        """The allocation adopted last (``P:allocation``), or None."""
+        text = await self.client.get(self.allocation_key)
+        return None if text is None else json.loads(text)
+
+    async def save_allocation(self, plan: dict) -> None:
+        await self.client.set(self.allocation_key, json.dumps(plan, separators=(",", ":")))
 
     # -- revoked tokens ----------------------------------------------------------
 
