@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import random
 import time
+from zoneinfo import ZoneInfo
 
 import h3
 import pytest
@@ -152,17 +153,18 @@ def test_a_day_of_released_tables_pins_no_withheld_value(day):
 # -- forecasts: every forecast a partner is given over a day, added to the released values ------------
 
 
-def _forecast_ranges(forecast: dict, atoms_of) -> list[tuple[list, int, int]]:
+def _forecast_ranges(forecast: dict, atoms_of, tz: datetime.tzinfo = datetime.UTC) -> list[tuple[list, int, int]]:
     """What a partner's forecast claims about the calls, as ranges over atoms: for each unit and window, the mean of
     the days it averaged lies in ``low..high`` (so their sum in ``n*low..n*high``) and each day in ``least..most``.
-    ``atoms_of(unit, start)``: the atoms of the unit's released values in the window starting at ``start``."""
+    ``atoms_of(unit, start)``: the atoms of the unit's released values in the window starting at ``start``; a day is
+    read at the window's local time in ``tz`` (the windows here are an hour or more, aligned on the hour)."""
     out = []
     for row in forecast["units"]:
         for w in row["windows"]:
             if not w["days"]:
                 continue
-            clock = datetime.datetime.fromtimestamp(w["start"], datetime.UTC).time()
-            starts = [datetime.datetime.combine(datetime.date.fromisoformat(d), clock, datetime.UTC).timestamp() for d in w["days"]]
+            clock = datetime.datetime.fromtimestamp(w["start"], tz).time()
+            starts = [datetime.datetime.combine(datetime.date.fromisoformat(d), clock, tz).timestamp() for d in w["days"]]
             every = [a for s in starts for a in atoms_of(row["id"], s)]
             out.append((every, len(starts) * w["low"], len(starts) * w["high"]))
             out += [(atoms_of(row["id"], s), w["least"], w["most"]) for s in starts]
@@ -283,8 +285,8 @@ def test_every_forecast_of_a_day_added_to_the_released_tables_pins_nothing_more(
 @pytest.mark.stack
 def test_a_partner_attacking_a_real_gateway_for_a_day_pins_nothing_below_k(gw, prefix, r):
     """A SEPTA partner reads everything it may (released tables over 1 h to a week, hot spots, counts frames, alerts and
-    their updates) after a day of random calls near its stations; the attacker pins no withheld value, and every released
-    value is the exact count."""
+    their updates, its forecasts) after a day of random calls near its stations; the attacker pins no withheld value,
+    every released value is the exact count, and every forecast is what the partner computes from its released windows."""
     rng = random.Random(7)
     now = time.time()
     plan = AGREEMENTS["septa"].plan(ZONES)
@@ -352,6 +354,30 @@ def test_a_partner_attacking_a_real_gateway_for_a_day_pins_nothing_below_k(gw, p
                 attacker.learn(atoms, value)
             seen.append((atoms, value))
     assert any(v is not None for _, v in seen) and any(v is None for _, v in seen), "the day should have both kinds"
+
+    # its forecasts: each one exactly what it can compute itself from the released windows it fetched (so they add
+    # nothing), for every horizon and for one place; their claims taught to the attacker as well
+    _, me = gw.get_json("/api/me", tok)
+    tz = ZoneInfo(me["jurisdiction"]["timezone"])
+    status, week = gw.get_json(f"/api/released?hours={plan.history_h}", tok)
+    assert status == 200 and len(week["windows"]) == plan.history_h
+    agreement = me["agreement"]
+    lansdale_unit = next(u for u in me["units"] if "septa-lansdale" in u["zones"])
+    asked = [(f"/api/forecast?horizon={h}", h, me["units"]) for h in (1, 8, 24)]
+    asked += [("/api/forecast", 8, me["units"]), (f"/api/forecast?area={lansdale_unit['id']}", 8, [lansdale_unit])]
+    for path, horizon, its_units in asked:
+        status, forecast = gw.get_json(path, tok)
+        assert status == 200, forecast
+        mine = partner_forecast(week["windows"], its_units, window_min=agreement["window_min"], k=agreement["k"], tz=tz, horizon_h=horizon)
+        assert forecast == mine, path
+        assert forecast["after"] == latest + 3600 and any(w["days"] for u in forecast["units"] for w in u["windows"])
+
+        def atoms_of(uid: str, start: float) -> list:
+            return [(c, m) for c in units[uid].cells for m in range(int(start // 60), int(start // 60) + plan.window_min)]
+
+        for atoms, low, high in _forecast_ranges(forecast, atoms_of, tz):
+            assert low <= sum(truth.get(a, 0) for a in atoms) <= high
+            attacker.learn_range(atoms, low, high)
     for atoms, value in seen:
         if value is None:
             assert attacker.pinned(atoms) is None
