@@ -27,8 +27,10 @@ Server -> client (JSON text frames; every one has ``type``)
               counts below k left out).
 ``forecast``  ``{version, forecast}``: the worker made a new forecast set (``P:forecast:version``
               changed): supervisors the set, commanders what lies in their cells, both without
-              the res-7 cells (:mod:`gateway.forecasts`, as ``GET /api/forecast``); partners
-              their agreement's own forecast (:mod:`gateway.partnerforecast`), or no frame.
+              the res-7 cells (:mod:`gateway.forecasts`, as ``GET /api/forecast``). Partners
+              get ``{forecast}`` only, their agreement's own forecast
+              (:mod:`gateway.partnerforecast`), when a new window of their released table is
+              out, never on the worker's schedule; or no frame.
 ``subscribed`` ``{filters}``: the filters now in force.
 ``error``     ``{code, message}``: a client message was refused (the connection stays open
               unless a close follows).
