@@ -3,8 +3,8 @@
 Alerts inside and outside their zones are published with caller-level data planted in
 them (a phone number, an address, an incident id, a name, a detector reason, a
 supervisor's note, an event zone), calls are planted in their zones and next to them
-(in the hour their agreement has released, the hour still settling and the minute now),
-and then each partner subscribes with other zones, polygons, categories, resumes from
+(in the hour their agreement has released, the hour still settling and the minute now), the worker's forecast set is planted with
+an area holding its zone, and then each partner subscribes with other zones, polygons, categories, resumes from
 cursors it was given and from raw stream ids and forged cursors, calls every API with
 cells outside its zone, coarse and fine, and injected query parameters. Every WebSocket
 frame and every HTTP body it received is scanned: no alert outside its zones or below k,
@@ -15,6 +15,7 @@ table (at least k and the exact calls of its unit in a closed, settled window, o
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -28,6 +29,8 @@ from websockets.exceptions import InvalidStatus
 
 from detectors.types import AlertKind, AlertState
 from gateway import cursors
+from gateway.disclosure import closed_windows
+from gateway.partnerforecast import partner_forecast
 from gateway.policy import Scope, alert_id_for, derive_id_key, scope_for, stream_id_for
 from gateway.tokens import Claims, Role
 from streams.ingest.schema import Category
@@ -59,6 +62,10 @@ HOTSPOTS_KEYS = frozenset({"at", "window_min", "k", "units", "cells", "zones"})
 HOTSPOT_ROW_KEYS = frozenset({"unit", "name", "zones", "calls", "at_least", "exact"})
 RELEASED_KEYS = frozenset({"window_min", "k", "groups", "units", "windows"})
 RELEASED_WINDOW_KEYS = frozenset({"start", "minutes", "values"})
+#: a partner's forecast (gateway.partnerforecast): /api/forecast's answer, and the forecast frame that carries it
+FORECAST_KEYS = frozenset({"basis", "window_min", "k", "horizon_h", "after", "same_weekday", "days", "units", "text"})
+FORECAST_UNIT_KEYS = frozenset({"id", "name", "zones", "windows"})
+FORECAST_FRAME_KEYS = frozenset({"type", "forecast"})
 #: planted in every alert as a detector or an attacker with write access to the stream might
 PLANTED = {
     "caller": {"phone": "215-555-0142", "name": "Jane Q. Canary", "address": "1428 Elm Street"},
@@ -69,6 +76,8 @@ CANARY_CATEGORY = "CALLER 484-555-0123"
 REASON_CANARY = "reason-canary: caller at 1428 Elm Street, callback 215-555-0142"
 NOTE_CANARY = "note-canary: Engine 12 at 1428 Elm Street, caller Jane Q. Canary"
 ZONE_CANARY = "secret-event-zone-canary"
+#: in the worker's forecast set (the name of an area holding the partner's zone); a partner never gets that set
+FORECAST_CANARY = "forecast-canary Borough"
 #: every value planted; none may appear in any byte a partner receives
 CANARIES = [
     "215-555-0142",
@@ -82,6 +91,7 @@ CANARIES = [
     "reason-canary",
     "note-canary",
     ZONE_CANARY,
+    FORECAST_CANARY,
 ]
 #: keys that may appear nowhere in what a partner receives: the detector's statistics and model, the planted
 #: ones, who handled an alert and how, an event zone, a cell's history or count. (``cells`` and ``window_min`` are
@@ -292,6 +302,27 @@ def plant_counts(r, prefix: str, p: Partner, other_cells: list[str], now: float)
     return buckets, float(last_hour)
 
 
+def plant_worker_forecast(r, prefix: str, p: Partner, now: float) -> None:
+    """The worker's forecast set (the issue 22 contract) with an area made of the partner's zone and the cells around
+    it, its res-7 cell and a hot spot in its zone, each with a raw-call forecast; a partner must get none of it."""
+    f = {"start": now, "end": now + 8 * 3600, "mean": 2.37, "lo80": 1, "hi80": 4, "lo95": 0, "hi95": 6}
+    area = {
+        "kind": "area", "name": FORECAST_CANARY, "cells": [h3.cell_to_parent(p.inside, 7)],
+        "by_horizon": {"1": f, "8": f, "24": f}, "hourly": [f] * 8, "categories": {"EMS": {"8": f}},
+    }  # fmt: skip
+    cell7 = h3.cell_to_parent(p.inside, 7)
+    near = {"kind": "cell7", "name": "near", "cells": [cell7], "by_horizon": {"8": f}}
+    spot = {"cell": p.inside, "mean": 2.37, "rank": 1}
+    hot = {"horizon": 8, "resolution": 8, "area_cells": 100, "cells": [spot], "flagged": {"0.005": 1}}
+    fs = {
+        "v": 1, "issued": now, "made": now + 3.2, "timezone": "UTC", "horizons": [1, 8, 24],
+        "areas": {f"area:{FORECAST_CANARY}": area, f"h3:{cell7}": near}, "hotspots": hot,
+        "monitor": {"jurisdiction|8": {"n": 3, "mae": 1.5, "coverage80": 0.8, "coverage95": 0.95, "bias": 0.1, "drift": 0}},
+    }  # fmt: skip
+    r.set(f"{prefix}:forecast", json.dumps(fs))
+    r.incr(f"{prefix}:forecast:version")
+
+
 def ring(cell: str, d: float) -> list[list[float]]:
     lat, lng = h3.cell_to_latlng(cell)
     return [[lng - d, lat - d], [lng + d, lat - d], [lng + d, lat + d], [lng - d, lat + d], [lng - d, lat - d]]
@@ -394,6 +425,24 @@ def hostile_paths(
         ("/api/released?hours=24&hours=1", (400, "bad_hours")),
         ("/api/released?hours=24&window=15", BAD_PARAM),
         (f"/api/released?hours=24&unit={p.others[0]}&agreement=mciu-3&k=1", BAD_PARAM),
+        # its forecast: from its released table; horizons 1, 8, 24; its own places only, however named
+        ("/api/forecast", 200),
+        ("/api/forecast?horizon=1", 200),
+        ("/api/forecast?horizon=8", 200),
+        ("/api/forecast?horizon=24", 200),
+        (f"/api/forecast?area={p.zone}", 200),
+        (f"/api/forecast?area={p.zone}&horizon=24", 200),
+        ("/api/forecast?horizon=6", (400, "bad_horizon")),
+        ("/api/forecast?horizon=8&horizon=1", (400, "bad_horizon")),
+        (f"/api/forecast?area={p.others[0]}", OUT_OF_SCOPE),
+        (f"/api/forecast?area={p.others[1]}", OUT_OF_SCOPE),
+        ("/api/forecast?area=jurisdiction", OUT_OF_SCOPE),
+        (f"/api/forecast?area=area:{quote(FORECAST_CANARY)}", OUT_OF_SCOPE),
+        (f"/api/forecast?area=h3:{h3.cell_to_parent(inside, 7)}", OUT_OF_SCOPE),
+        (f"/api/forecast?area={inside}", OUT_OF_SCOPE),
+        (f"/api/forecast?area={p.zone}&area={p.others[0]}", (400, "bad_area")),
+        ("/api/forecast?window=15", BAD_PARAM),
+        (f"/api/forecast?horizon=8&cells={FAR}&k=1&basis=worker", BAD_PARAM),
         ("/api/audit", FORBIDDEN),
         ("/api/audit?actor=sup-1", FORBIDDEN),
         ("/api/audit/export?format=csv", FORBIDDEN),
@@ -481,6 +530,7 @@ def scan(probe: Probe, truth: Truth) -> list[str]:
             if not _minute(action.get("at")):
                 leak(r, f"action time {action.get('at')!r} finer than the minute")
         leaks.extend(f"{r.where}: {w}" for w in _check_counts(body, units, truth))
+        leaks.extend(f"{r.where}: {w}" for w in _check_forecast(body, p, truth))
         if isinstance(body.get("zones"), list):
             ids = [z["id"] if isinstance(z, dict) else z for z in body["zones"]]
             if set(ids) - {p.zone}:
@@ -641,7 +691,7 @@ def _check_counts(body: dict, units: dict[str, frozenset[str]], truth: Truth) ->
             start = window(w["start"] + WINDOW_MIN * 60, "released")
             for unit, groups in w["values"].items():
                 values(unit, groups, start, f"released {w['start']:.0f} {unit}")
-    elif "window_min" in body and "type" not in body:  # /api/hotspots
+    elif "window_min" in body and "type" not in body and "basis" not in body:  # /api/hotspots
         header(HOTSPOTS_KEYS, "hotspots")
         start = window(body.get("at"), "hotspots")
         for row in body.get("units") or []:
@@ -655,6 +705,43 @@ def _check_counts(body: dict, units: dict[str, frozenset[str]], truth: Truth) ->
     return out
 
 
+def released_table(p: Partner, truth: Truth) -> list[dict]:
+    """The windows of the partner's released table at the truth's watermark, as ``/api/released`` must give them."""
+    plan = p.scope().plan
+    assert plan is not None
+    units = p.units()
+    return [
+        {"start": s, "minutes": WINDOW_MIN, "values": {u: {"all": truth.released(cells, s)} for u, cells in units.items()}}
+        for s in closed_windows(plan, truth.watermark, settle_s=SETTLE_S)
+    ]
+
+
+def _check_forecast(body: dict, p: Partner, truth: Truth) -> list[str]:
+    """A partner's forecast (/api/forecast, the forecast frame): its own units, nothing of the worker's set, and exactly
+    what gateway.partnerforecast makes of its released table (so it tells nothing that table does not)."""
+    if body.get("type") == "forecast":
+        out = [f"forecast frame fields {sorted(set(body) ^ FORECAST_FRAME_KEYS)}"] if set(body) != FORECAST_FRAME_KEYS else []
+        view = body.get("forecast")
+    elif "basis" in body:
+        out, view = [], body
+    else:
+        return []
+    if not isinstance(view, dict) or set(view) != FORECAST_KEYS or view.get("basis") != "released":
+        return [*out, f"forecast fields {sorted(set(view or {}) ^ FORECAST_KEYS)} basis {(view or {}).get('basis')!r}"]
+    units = p.units()
+    rows = view["units"]
+    if not isinstance(rows, list) or any(set(u) != FORECAST_UNIT_KEYS or u["id"] not in units for u in rows):
+        return [*out, f"forecast units {rows!r}"]
+    plan = p.scope().plan
+    assert plan is not None
+    names = [{"id": u.id, "name": u.name, "zones": list(u.zones)} for u in plan.units if u.id in {r["id"] for r in rows}]
+    horizon = view["horizon_h"]
+    expected = partner_forecast(released_table(p, truth), names, window_min=WINDOW_MIN, k=K, tz=datetime.UTC, horizon_h=horizon)
+    if view != expected:
+        out.append("a forecast that is not its released table's (gateway.partnerforecast)")
+    return out
+
+
 @pytest.mark.parametrize("who", sorted(PARTNERS))
 def test_partner_trying_everything_sees_nothing_outside_its_zone(gw, prefix, r, who):
     """Whatever a partner sends or asks, every byte it receives stays inside its zone and inside what the policy lets through."""
@@ -665,6 +752,7 @@ def test_partner_trying_everything_sees_nothing_outside_its_zone(gw, prefix, r, 
     # the calls first: a released window is frozen the first time it is computed
     now = time.time()
     buckets, last_hour = plant_counts(r, prefix, p, other_cells, now)
+    plant_worker_forecast(r, prefix, p, now)
     sup = gw.ws(token("supervisor", subject="sup-1"))
     recv_until(sup, lambda f: f["type"] == "caught_up")
     probe = Probe(p)
@@ -779,6 +867,11 @@ def test_partner_trying_everything_sees_nothing_outside_its_zone(gw, prefix, r, 
         (last_hour - 3600, {p.zone: {"all": None}}),  # K - 1 calls: withheld
         (last_hour, {p.zone: {"all": shown}}),
     ]
+    _, forecast = probe.http(gw, "/api/forecast")
+    assert forecast is not None and forecast["after"] == last_hour + 3600
+    assert [(u["id"], len(u["windows"])) for u in forecast["units"]] == [(p.zone, 8)]
+    assert all(w["days"] and w["text"].startswith("usually fewer than 3 calls") for w in forecast["units"][0]["windows"])
+    assert [f["forecast"] for f in probe.frames("forecast")][:1] == [forecast]  # pushed once a released window is out
     assert scan(probe, truth) == []  # these last answers too
 
 
@@ -903,6 +996,10 @@ def test_the_scan_finds_planted_leaks():
     window = {"start": hour, "minutes": 60, "values": {p.zone: {"all": 5}}}
     released = {"window_min": 60, "k": K, "groups": ["all"], "units": [{"id": p.zone, "name": "x", "zones": [p.zone]}], "windows": [window]}
     alert = {"type": "alert", "id": cursor, "alert": generalized}
+    units = [{"id": p.zone, "name": ZONES[p.zone].name, "zones": [p.zone]}]
+    forecast = partner_forecast(released_table(p, truth), units, window_min=60, k=K, tz=datetime.UTC)
+    assert forecast["units"][0]["windows"][0]["days"]  # the scan's truth gives it previous days to average
+    worse = {**forecast, "units": [{**forecast["units"][0], "windows": [{**w, "low": 2} for w in forecast["units"][0]["windows"]]}]}
     bad = [
         ({**alert, "alert": raw}, "field 'caller'"),
         ({**alert, "alert": {**generalized, "cells": [p.inside]}}, "beyond or missing"),
@@ -940,6 +1037,11 @@ def test_the_scan_finds_planted_leaks():
         ({"cell": p.inside, "bins": [{"start": 0, "minutes": 60, "categories": {"EMS": 2}}]}, "field 'bins'"),
         ({"zones": [{"id": "septa-ambler"}]}, "zones"),
         ({"units": [{"id": "septa-ambler"}]}, "units"),
+        (worse, "not its released table's"),
+        ({**forecast, "units": [{**units[0], "id": "septa-ambler", "windows": []}]}, "forecast units"),
+        ({**forecast, "hotspots": {"cells": []}}, "forecast fields ['hotspots']"),
+        ({"type": "forecast", "version": 7, "forecast": forecast}, "forecast frame fields ['version']"),
+        ({"type": "forecast", "forecast": {**forecast, "basis": "worker"}}, "basis 'worker'"),
     ]
     for body, expected in bad:
         probe = Probe(p, [Received("fabricated", json.dumps(body).encode(), "", False)])
@@ -950,6 +1052,8 @@ def test_the_scan_finds_planted_leaks():
         counts,
         hotspots,
         released,
+        forecast,
+        {"type": "forecast", "forecast": forecast},
         {"type": "caught_up", "id": cursor},
         {"last_id": cursor, "alerts": [{"id": cursor, "alert": generalized}]},
     ]
