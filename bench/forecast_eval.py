@@ -72,10 +72,17 @@ from detectors.evaluation.forecasting import (
     medic_lags,
     poisson_interval,
 )
+from detectors.forecast import nb_quantiles
 from streams.ingest.history import read_history
+from streams.ingest.mapping import builtin_mappings
+from streams.ingest.sources import UnknownFormat, detect_format
 from streams.jurisdiction import default_profile, load_profile
 
 LEVELS = (JURISDICTION, "res6", "res7")
+#: The watchfloor forecaster scored on its predictive median instead of its mean.
+MEDIAN = "watchfloor_median"
+#: River's time-series forecasters, at the jurisdiction level only.
+RIVER = ("river_holt_winters", "river_snarimax")
 HOTSPOT_LEVEL = "hotspots_res8"
 #: Shares of area on the PAI curve (the issue's two, and around them).
 CURVE_SHARES = (0.0025, 0.005, 0.01, 0.02, 0.05)
@@ -91,6 +98,14 @@ def load_watchfloor() -> Any | None:
     from detectors.forecast import ShiftForecaster  # type: ignore[import-not-found,unused-ignore]  # written in parallel
 
     return ShiftForecaster
+
+
+def file_timezone(path: Path) -> str | None:
+    """The time zone the file's format (its built-in mapping) names for times without an offset, if any."""
+    try:
+        return builtin_mappings()[detect_format(path)].timezone
+    except (UnknownFormat, KeyError):
+        return None
 
 
 def origin_hours(counts: HourlyCounts, tz: ZoneInfo, args: argparse.Namespace, max_h: int) -> list[int]:
@@ -142,10 +157,12 @@ def backtest(path: Path, args: argparse.Namespace, progress: bool = True) -> dic
     """Read ``path``, run the rolling-origin backtest, and return what results.json holds (plus plot series)."""
     started = time.perf_counter()
     profile = load_profile(args.profile) if args.profile else default_profile()
-    timezone = args.timezone or (profile.timezone if args.profile else "UTC")
-    if not args.profile and not args.timezone:
-        print("warning: no --profile or --timezone: origins are placed in UTC", file=sys.stderr)
+    timezone = args.timezone or (profile.timezone if args.profile else file_timezone(path))
+    if timezone is None:
+        timezone = "UTC"
+        print("warning: no --profile or --timezone and the file's format names no zone: origins are placed in UTC", file=sys.stderr)
     tz = ZoneInfo(timezone)
+    holidays = [d.date for d in profile.special_days if d.kind == "holiday"]
     history, skipped = read_history(path, progress, **({"timezone": args.timezone} if args.timezone else {}))
     calls = Calls.from_history(history)
     if len(calls) == 0:
@@ -162,50 +179,70 @@ def backtest(path: Path, args: argparse.Namespace, progress: bool = True) -> dic
     origins = origin_hours(counts[JURISDICTION], tz, args, horizons[-1])
     kernel = kde_kernel(cell_xy_km(grid), args.bandwidth)
     forecaster_cls = None if args.no_watchfloor else load_watchfloor()
-    methods = [*BASELINES, *(["watchfloor"] if forecaster_cls else [])]
+    methods = [*BASELINES, *(["watchfloor", MEDIAN] if forecaster_cls else [])]
     note = (
         "evaluated"
         if forecaster_cls
         else ("skipped (--no-watchfloor)" if args.no_watchfloor else "absent: detectors/forecast.py does not exist yet")
     )
-    print(f"watchfloor forecaster: {note}; baselines: {', '.join(BASELINES)} and kde (hot spots)", file=sys.stderr)
-    forecaster = forecaster_cls(timezone=timezone) if forecaster_cls else None
+    print(f"watchfloor forecaster: {note}; baselines: {', '.join(BASELINES)}, {', '.join(RIVER)} and kde (hot spots)", file=sys.stderr)
+    forecaster = forecaster_cls(timezone=timezone, holidays=holidays, **args.set) if forecaster_cls else None
+    rivers = {} if args.no_river else {name: RiverHourly(name) for name in RIVER}
     # MASE scale per area, once, from the history before the first origin
     scales = {(lv, h): mase_scale(counts[lv], origins[0], h) for lv in LEVELS for h in horizons}
     scores = {(m, h, lv): Scores() for m in methods for h in horizons for lv in LEVELS}
-    hot = {(m, h): HotspotScores() for m in [*methods, "kde"] for h in horizons}
+    scores.update({(m, h, JURISDICTION): Scores() for m in rivers for h in horizons})
+    hot = {(m, h): HotspotScores() for m in [*methods, "kde"] if m != MEDIAN for h in horizons}
     busiest = counts["res6"].keys[int(np.argmax(counts["res6"].counts[:, : origins[0]].sum(axis=1)))]
     busy_row = counts["res6"].keys.index(busiest)
     series: dict[str, list[dict[str, Any]]] = {JURISDICTION: [], busiest: []}
     plot_h = 8 if 8 in horizons else horizons[0]
     fed = 0
     batch = max(1, len(origins) // 10)
+    timing = {"learn_one_s": 0.0, "learn_one_n": 0, "forecast_s": 0.0, "forecast_n": 0}
     for n, o in enumerate(origins, 1):
         t_origin = start + o * 3600.0
         if forecaster is not None:
+            tick = time.perf_counter()
+            first = fed
             while fed < len(calls) and calls.t[fed] < t_origin:
                 forecaster.learn_one(calls.point(fed))
                 fed += 1
+            timing["learn_one_s"] += time.perf_counter() - tick
+            timing["learn_one_n"] += fed - first
+        for model in rivers.values():
+            model.learn_until(counts[JURISDICTION].counts[0], o)
         for h in horizons:
             kde = kde_scores(cells8, o, kernel, KDE_WEEKS)
             hot["kde", h].add(cells8.window(o, h), kde, len(grid), CURVE_SHARES)
+            actual = {lv: counts[lv].window(o, h) for lv in LEVELS}
+            for name, model in rivers.items():
+                mean = np.array([model.forecast(h)])
+                scores[name, h, JURISDICTION].add(actual[JURISDICTION], mean, _bounds(mean), scales[JURISDICTION, h])
             for m in methods:
-                per_level: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+                if m == MEDIAN:
+                    continue
+                per_level: dict[str, tuple[np.ndarray, list[np.ndarray], np.ndarray | None]] = {}
                 for lv in LEVELS:
                     if m == "watchfloor":
-                        mean, bounds = _watchfloor(forecaster, counts[lv].keys, t_origin, h)
+                        tick = time.perf_counter()
+                        mean, bounds, alpha = _watchfloor(forecaster, counts[lv].keys, t_origin, h)
+                        timing["forecast_s"] += time.perf_counter() - tick
+                        timing["forecast_n"] += len(counts[lv].keys)
+                        median = np.array([nb_quantiles(mu, a, (0.5,))[0] for mu, a in zip(mean, alpha, strict=True)], dtype=float)
+                        scores[MEDIAN, h, lv].add(actual[lv], median, bounds, scales[lv, h], alpha)
                     else:
                         mean = BASELINES[m](counts[lv], o, h)
-                        bounds = _bounds(mean)
-                    per_level[lv] = (mean, bounds)
-                    scores[m, h, lv].add(counts[lv].window(o, h), mean, bounds, scales[lv, h])
+                        bounds, alpha = _bounds(mean), None
+                    per_level[lv] = (mean, bounds, alpha)
+                    scores[m, h, lv].add(actual[lv], mean, bounds, scales[lv, h], alpha)
                 cell_mean = _watchfloor(forecaster, grid, t_origin, h)[0] if m == "watchfloor" else BASELINES[m](cells8, o, h)
                 hot[m, h].add(cells8.window(o, h), cell_mean, len(grid), CURVE_SHARES)
                 if h == plot_h:
                     for key, lv, row in ((JURISDICTION, JURISDICTION, 0), (busiest, "res6", busy_row)):
-                        mean, bounds = per_level[lv]
+                        mean, bounds, _ = per_level[lv]
                         series[key].append(
-                            {"method": m, "t": t_origin, "actual": int(counts[lv].window(o, h)[row]), "mean": float(mean[row]),
+                            {"method": m, "t": t_origin, "actual": int(actual[lv][row]), "mean": float(mean[row]),
                              "lo80": float(bounds[0][row]), "hi80": float(bounds[1][row]),
                              "lo95": float(bounds[2][row]), "hi95": float(bounds[3][row])}
                         )  # fmt: skip
@@ -230,7 +267,10 @@ def backtest(path: Path, args: argparse.Namespace, progress: bool = True) -> dic
         "hotspot_grid": grid_note,
         "hotspot_cells": len(grid),
         "kde_bandwidth_km": args.bandwidth,
-        "intervals": "baselines: Poisson quantiles around the mean; watchfloor: its own lo80/hi80/lo95/hi95",
+        "intervals": "baselines and river: Poisson quantiles around the mean; watchfloor: its own lo80/hi80/lo95/hi95",
+        "pit": "pit80/pit95: expected share of the randomized PIT in the central 80 %/95 % band (Czado et al. 2009)",
+        "watchfloor_median": "the watchfloor forecaster's predictive median as the point forecast (what MAE elicits), same intervals",
+        "holidays": [d.isoformat() for d in holidays],
         "mase_scale": "in-sample MAE of the weekly seasonal naive at each horizon, per area, over the history before the first origin",
         "watchfloor": note,
         "targets_note": (
@@ -240,18 +280,28 @@ def backtest(path: Path, args: argparse.Namespace, progress: bool = True) -> dic
         "busiest_res6": busiest,
         "methods": {},
     }
-    for m in [*methods, "kde"]:
+    for m in [*methods, *rivers, "kde"]:
         per_h: dict[str, Any] = {}
         for h in horizons:
-            entry: dict[str, Any] = {} if m == "kde" else {lv: scores[m, h, lv].summary() for lv in LEVELS}
-            hs = hot[m, h].summary()
-            entry[HOTSPOT_LEVEL] = {
-                "pai": {k: v for k, v in hs["pai"].items() if float(k) in HOTSPOT_SHARES},
-                "pei": {k: v for k, v in hs["pei"].items() if float(k) in HOTSPOT_SHARES},
-                "pai_curve": hs["pai"],
-            }
+            entry: dict[str, Any] = {lv: scores[m, h, lv].summary() for lv in LEVELS if (m, h, lv) in scores}
+            if (m, h) in hot:
+                hs = hot[m, h].summary()
+                entry[HOTSPOT_LEVEL] = {
+                    "pai": {k: v for k, v in hs["pai"].items() if float(k) in HOTSPOT_SHARES},
+                    "pei": {k: v for k, v in hs["pei"].items() if float(k) in HOTSPOT_SHARES},
+                    # the same, flat: pai_0.5 is the PAI with 0.5 % of the area flagged
+                    **{f"{k}_{100 * float(x):g}": v for k in ("pai", "pei") for x, v in hs[k].items() if float(x) in HOTSPOT_SHARES},
+                    "pai_curve": hs["pai"],
+                }
             per_h[str(h)] = entry
         results["methods"][m] = per_h
+    if forecaster is not None:
+        results["speed"] = {
+            "learn_one_us": round(1e6 * timing["learn_one_s"] / max(1, timing["learn_one_n"]), 1),
+            "forecast_us": round(1e6 * timing["forecast_s"] / max(1, timing["forecast_n"]), 1),
+            "note": "mean wall time per learn_one call and per single-area forecast call (the bench's own areas)",
+        }
+        results["watchfloor_config"] = repr(forecaster)
     area_mase = {(m, h): scores[m, h, "res6"].area_mase() for m in methods for h in horizons}
     results["targets"] = targets(results, methods, horizons, area_mase)
     results["runtime_seconds"] = round(time.perf_counter() - started, 1)
@@ -259,13 +309,44 @@ def backtest(path: Path, args: argparse.Namespace, progress: bool = True) -> dic
     return results
 
 
-def _watchfloor(forecaster: Any, keys: tuple[str, ...] | list[str], t: float, h: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The watchfloor forecaster's mean and bounds for each area in ``keys`` (the jurisdiction or cells)."""
-    out = np.zeros((5, len(keys)))
+def _watchfloor(forecaster: Any, keys: tuple[str, ...] | list[str], t: float, h: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The watchfloor forecaster's mean, bounds and dispersion for each area in ``keys`` (the jurisdiction or cells)."""
+    out = np.zeros((6, len(keys)))
     for i, key in enumerate(keys):
         f = forecaster.forecast(t, float(h), cells=None if key == JURISDICTION else [key])
-        out[:, i] = (f.mean, f.lo80, f.hi80, f.lo95, f.hi95)
-    return out[0], [out[1], out[2], out[3], out[4]]
+        out[:, i] = (f.mean, f.lo80, f.hi80, f.lo95, f.hi95, f.dispersion)
+    return out[0], [out[1], out[2], out[3], out[4]], out[5]
+
+
+class RiverHourly:
+    """One of River's ``time_series`` forecasters on the jurisdiction's hourly counts, fed hour by hour.
+
+    ``holt_winters``: additive Holt-Winters with a weekly season (168 hours), level 0.05,
+    trend 0.001 (River needs one with a season), season 0.2. ``snarimax``: SNARIMAX(p=2, d=0, q=0) with a weekly seasonal AR
+    term (m=168, sp=1), a standardized linear regression learnt by SGD. Fixed parameters,
+    not tuned on these files. A forecast is the sum of the next ``h`` hourly forecasts,
+    each floored at 0.
+    """
+
+    def __init__(self, name: str) -> None:
+        from river import linear_model, optim, preprocessing, time_series
+
+        self.model: Any
+        if name == "river_holt_winters":
+            self.model = time_series.HoltWinters(alpha=0.05, beta=0.001, gamma=0.2, seasonality=WEEK_H)
+        else:
+            regressor = preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(0.005), intercept_lr=0.05)
+            self.model = time_series.SNARIMAX(p=2, d=0, q=0, m=WEEK_H, sp=1, regressor=regressor)
+        self.fed = 0
+
+    def learn_until(self, hourly: np.ndarray, origin: int) -> None:
+        """Learn the counts of the hours before ``origin`` not learnt yet."""
+        for j in range(self.fed, origin):
+            self.model.learn_one(float(hourly[j]))
+        self.fed = max(self.fed, origin)
+
+    def forecast(self, hours: int) -> float:
+        return float(sum(max(0.0, float(v)) for v in self.model.forecast(horizon=hours)))
 
 
 def targets(
@@ -296,6 +377,17 @@ def targets(
             if abs(100 * by[m][str(h)][lv][f"coverage{nominal}"] - nominal) > TARGET_COVERAGE_POINTS
         ]
         t["coverage_within_3_points"] = {"met": not misses, "misses": misses}
+        pit_misses = [
+            f"{lv} {h}h pit{nominal}={by[m][str(h)][lv][f'pit{nominal}']}"
+            for h in horizons
+            for lv in LEVELS
+            for nominal in (80, 95)
+            if abs(100 * by[m][str(h)][lv][f"pit{nominal}"] - nominal) > TARGET_COVERAGE_POINTS
+        ]
+        t["pit_coverage_within_3_points"] = {"met": not pit_misses, "misses": pit_misses}
+        if HOTSPOT_LEVEL not in by[m][str(horizons[0])]:
+            out[m] = t
+            continue
         below = [
             f"{h}h share {s}"
             for h in horizons
@@ -309,10 +401,29 @@ def targets(
 
 def table(results: dict[str, Any]) -> list[str]:
     """The figures as table lines: one row per method, horizon and level."""
-    rows = [["method", "h", "level", "MAE", "RMSE", "MASE", "MASEmed", "cov80", "cov95", "w80", "PAI .5%", "PAI 1%", "PEI .5%", "PEI 1%"]]
+    rows = [
+        [
+            "method",
+            "h",
+            "level",
+            "MAE",
+            "RMSE",
+            "MASE",
+            "MASEmed",
+            "cov80",
+            "cov95",
+            "pit80",
+            "pit95",
+            "w80",
+            "PAI .5%",
+            "PAI 1%",
+            "PEI .5%",
+            "PEI 1%",
+        ]
+    ]
     for m, per_h in results["methods"].items():
         for h, entry in per_h.items():
-            hs = entry[HOTSPOT_LEVEL]
+            hs = entry.get(HOTSPOT_LEVEL, {})
             for lv in [*LEVELS, HOTSPOT_LEVEL]:
                 s = entry.get(lv)
                 if s is None:
@@ -323,7 +434,7 @@ def table(results: dict[str, Any]) -> list[str]:
                             m,
                             h,
                             "hot spots res8",
-                            *[""] * 7,
+                            *[""] * 9,
                             *(f"{hs[k].get(x, math.nan):.2f}" for k in ("pai", "pei") for x in ("0.005", "0.01")),
                         ]
                     )
@@ -333,7 +444,20 @@ def table(results: dict[str, Any]) -> list[str]:
                             m,
                             h,
                             lv,
-                            *(f"{s[k]:.2f}" for k in ("mae", "rmse", "mase", "mase_median_area", "coverage80", "coverage95", "width80")),
+                            *(
+                                f"{s[k]:.2f}"
+                                for k in (
+                                    "mae",
+                                    "rmse",
+                                    "mase",
+                                    "mase_median_area",
+                                    "coverage80",
+                                    "coverage95",
+                                    "pit80",
+                                    "pit95",
+                                    "width80",
+                                )
+                            ),
                             *[""] * 4,
                         ]
                     )
@@ -381,6 +505,8 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(horizons), figsize=(4.5 * len(horizons), 4), sharey=True, squeeze=False)
     for ax, h in zip(axes[0], horizons, strict=True):
         for m, per_h in results["methods"].items():
+            if HOTSPOT_LEVEL not in per_h[h]:
+                continue
             curve = per_h[h][HOTSPOT_LEVEL]["pai_curve"]
             shares = sorted(curve, key=float)
             ax.plot([100 * float(s) for s in shares], [curve[s] for s in shares], marker="o", label=m)
@@ -426,12 +552,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bandwidth", type=float, default=KDE_BANDWIDTH_KM, metavar="KM", help=f"KDE bandwidth (default {KDE_BANDWIDTH_KM} km)")
     p.add_argument("--no-watchfloor", action="store_true", help="baselines only, even when detectors/forecast.py exists")
     p.add_argument("--no-plots", action="store_true", help="write results.json only")
+    p.add_argument("--no-river", action="store_true", help="leave out River's HoltWinters and SNARIMAX (jurisdiction level)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a ShiftForecaster parameter (a number), e.g. --set level_half_life_days=7; repeatable",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args.set = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
+    except ValueError:
+        build_parser().error(f"--set takes NAME=NUMBER, got {args.set}")
     if not args.path.exists():
         build_parser().error(f"{args.path} does not exist")
     if args.every < 1 or (args.origins is not None and args.origins < 1):

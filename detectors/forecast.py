@@ -6,13 +6,29 @@ between ``start`` and ``start + hours``, and within what range, at 80 % and
 95 %? It learns from every call (River's ``learn_one``) and answers with
 :meth:`ShiftForecaster.forecast`.
 
-**Mean.** The seasonal hour-of-week model of :class:`detectors.baseline.ExpectedCounts`,
-which the forecaster owns and feeds: the jurisdiction's rate integrated hour by
-hour over the window (holidays are expected like Sundays, as the baseline
-learns them) times the area's share. The share of a res-8 cell is the
-baseline's hierarchically shrunk share; a res-7 cell's is the sum of its seven
-children's (which equals the baseline's parent share, its children's counts
-summing to the parent's), a res-6 cell's the sum of its seven res-7 children's.
+**Mean.** The jurisdiction's calls in ``[start, end)`` are its seasonal
+hour-of-week rate (:class:`detectors.baseline.ExpectedCounts`, which the
+forecaster owns and feeds; holidays are expected like Sundays) integrated hour
+by hour over the window, times a **local level** ``L``: the calls of the hours
+that ended over what that rate expected for them, both decayed with
+``level_half_life_days`` and shrunk toward 1 with ``level_prior`` pseudo-calls
+(a busy week lifts the next shift, a quiet one lowers it). An area's forecast
+is that times its **share** times its **weekly profile**:
+
+* share of a res-6 area ``(n6 + parent_prior) / (n + K parent_prior)``, of a
+  res-7 cell ``share6 (n7 + cell_prior) / (n6 + 7 cell_prior)``, of a res-8 cell
+  its res-7 cell's split as the seasonal baseline splits it; ``n``, ``n6``,
+  ``n7`` are calls decayed with ``share_half_life_days``, ``K`` the res-6 areas
+  seen. Only areas seen pay the prior once: a quiet res-6 area is not lifted by
+  seven unseen res-7 children each borrowing a call (which made near-empty areas
+  forecast several times their rate);
+* profile of a res-6 area: its share in each local hour of the week over its
+  overall share, shrunk hour-of-week toward hour-of-day toward flat with
+  ``area_profile_prior`` pseudo-calls, averaged over the window's hours weighted
+  by the jurisdiction's rate (a commuter area is busier by day, a residential
+  one by night). Its cells take it too, so a res-6 area's forecast equals the
+  sum of its res-7 cells', and theirs of their res-8 cells'.
+
 A category's forecast multiplies each hour by the category's share at that
 local hour. Planned event zones (:meth:`ShiftForecaster.add_event`) add their
 expected extra calls per hour over the part of the window they overlap, spread
@@ -46,9 +62,12 @@ A silence the model would have expected ``outage_calls`` calls in (a feed
 outage, the month between two slices of a sampled export) or longer than a day
 drops the windows it touches: an outage is not a quiet day.
 
-**Memory.** The baseline's (bounded by recently active cells), the last 24
-hours of counts and pending windows per recently active unit, and events until
-a week after they end.
+**Memory.** The baseline's (bounded by recently active cells), 193 sums per
+res-6 area and one per res-7 cell with calls in the last few share half-lives,
+the last 24 hours of counts and pending windows per recently active unit, and
+events until a week after they end. The forecasts read a view of the state
+built once per state (:class:`_View`: shares and profiles cached until the
+next ``learn_one``), which is not pickled.
 
 Examples
 --------
@@ -65,7 +84,7 @@ Examples
 True
 >>> fc = f.forecast(1_699_833_600.0 + 14 * 86400, hours=8)
 >>> round(fc.mean), fc.lo80 <= fc.mean <= fc.hi80, fc.lo95 <= fc.lo80
-(80, True, True)
+(79, True, True)
 """
 
 from __future__ import annotations
@@ -75,11 +94,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from zoneinfo import ZoneInfo
 
 import h3
 
 from detectors.base import Detector
-from detectors.baseline import ExpectedCounts, _check_positive
+from detectors.baseline import ExpectedCounts, _check_positive, _how_bin
 from detectors.types import DETECTION_RESOLUTION, CallPoint
 from streams.ingest.schema import CATEGORIES
 
@@ -93,6 +113,13 @@ _AREA_RESOLUTIONS = (6, 7, 8)
 _UNIT_MEMORY_S = 28 * 86400.0
 #: Events are forgotten this long after they end.
 _EVENT_MEMORY_S = 7 * 86400.0
+#: Hours in a week, and the index of an area's total after its 168 hour-of-week and 24 hour-of-day sums.
+_WEEK_H = 168
+_TOTAL = _WEEK_H + 24
+#: Renormalise the share weights when they reach 2 ** this.
+_RENORM_HALF_LIVES = 30.0
+#: Areas whose decayed count of calls falls under this are forgotten.
+_FORGET_BELOW = 0.01
 #: The pmf is summed outward from its mode until a term is this small relative to the mode's.
 _PMF_EPS = 1e-17
 
@@ -113,6 +140,8 @@ class Forecast:
     hi80: float
     lo95: float
     hi95: float
+    #: the ``alpha`` of the negative binomial the bounds are quantiles of (variance ``mean + alpha mean^2``)
+    dispersion: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,20 +162,35 @@ class ShiftForecaster(Detector):
         IANA zone of the jurisdiction's local clock (its profile's ``timezone``).
     holidays : iterable of datetime.date
         Local dates (holidays and the profile's known special days) expected like a Sunday.
-    half_life_days, cell_prior, parent_prior, profile_prior, warmup_calls, warmup_hours
-        Those of the seasonal mean, :class:`detectors.baseline.ExpectedCounts`.
+    half_life_days, profile_prior, warmup_calls, warmup_hours
+        Those of the jurisdiction's seasonal rate, :class:`detectors.baseline.ExpectedCounts`.
+    cell_prior : float
+        Pseudo-calls each cell borrows from its parent: a res-7 cell from its
+        res-6 area, a res-8 cell from its res-7 cell (> 0).
+    parent_prior : float
+        Pseudo-calls each res-6 area borrows from the jurisdiction (> 0).
     dispersion_half_life_days : float
         Half-life, in event time, of the errors the overdispersion is learned from (> 0).
     outage_calls : float
         A silence in which the model expected more calls than this is an outage:
         the windows it touches are not used to learn the dispersion (> 0).
+    share_half_life_days : float
+        Half-life of the calls the areas' shares and weekly profiles are counted from (> 0).
+    area_profile_prior : float
+        Pseudo-calls of the shrinkage of a res-6 area's hour-of-day share toward
+        its overall share, and of its hour-of-week share toward its hour-of-day share (> 0).
+    level_half_life_days : float
+        Half-life of the local-level correction: the jurisdiction's recent calls
+        against what the seasonal rate expected for them (> 0).
+    level_prior : float
+        Pseudo-calls (on both sides of that ratio) that hold the correction near 1 (> 0).
 
     Notes
     -----
     Call :meth:`learn_one` with every call, roughly in event-time order; a late
     call is learnt by the mean and counted in its hour if that hour is still
     held, but windows already compared do not see it. :meth:`ready` is the
-    baseline's warm-up; before it the forecasts are the priors' and the
+    seasonal rate's warm-up; before it the forecasts are the priors' and the
     intervals Poisson.
     """
 
@@ -157,14 +201,25 @@ class ShiftForecaster(Detector):
         *,
         half_life_days: float = 90.0,
         cell_prior: float = 0.5,
-        parent_prior: float = 1.0,
+        parent_prior: float = 0.5,
         profile_prior: float = 5.0,
         warmup_calls: int = 1000,
         warmup_hours: float = 24.0,
         dispersion_half_life_days: float = 14.0,
         outage_calls: float = 10.0,
+        share_half_life_days: float = 42.0,
+        area_profile_prior: float = 50.0,
+        level_half_life_days: float = 3.0,
+        level_prior: float = 50.0,
     ) -> None:
-        for name, value in (("dispersion_half_life_days", dispersion_half_life_days), ("outage_calls", outage_calls)):
+        for name, value in (
+            ("dispersion_half_life_days", dispersion_half_life_days),
+            ("outage_calls", outage_calls),
+            ("share_half_life_days", share_half_life_days),
+            ("area_profile_prior", area_profile_prior),
+            ("level_half_life_days", level_half_life_days),
+            ("level_prior", level_prior),
+        ):
             _check_positive(name, value)
         # the baseline validates its own parameters (and the time zone, and the holidays)
         self._baseline = ExpectedCounts(
@@ -187,7 +242,14 @@ class ShiftForecaster(Detector):
         self.warmup_hours = warmup_hours
         self.dispersion_half_life_days = dispersion_half_life_days
         self.outage_calls = outage_calls
+        self.share_half_life_days = share_half_life_days
+        self.area_profile_prior = area_profile_prior
+        self.level_half_life_days = level_half_life_days
+        self.level_prior = level_prior
+        self._tz = ZoneInfo(timezone)
+        self._holiday_set = frozenset(self.holidays)
         self._decay = 2.0 ** (-1.0 / (dispersion_half_life_days * 24.0))  # per hour boundary
+        self._level_decay = 2.0 ** (-1.0 / (level_half_life_days * 24.0))
         self._hour: int | None = None  # the hour of the newest call
         self._last_t: float | None = None
         self._live_from = 0  # first hour counted (after the first call or an outage)
@@ -200,11 +262,32 @@ class ShiftForecaster(Detector):
         #: decayed sums of the dispersion estimate: (level, horizon) -> [sum w z, sum w mu^2]
         self._disp: dict[tuple[int, int], list[float]] = {}
         self._events: list[_Event] = []
+        # Areas' shares: calls counted per hour (as they end), weighted 2 ** ((hour - _ref) / half-life hours)
+        self._ref: int | None = None
+        self._n_how = [0.0] * _WEEK_H  # the jurisdiction per local hour of week
+        self._n_hod = [0.0] * 24
+        self._n = 0.0
+        #: per res-6 area: 168 hour-of-week sums, 24 hour-of-day sums and the total (index _TOTAL)
+        self._n6: dict[str, list[float]] = {}
+        #: per res-7 cell: its total
+        self._n7: dict[str, float] = {}
+        # Local level: decayed calls and decayed expected calls over the hours that ended
+        self._level = [0.0, 0.0]
+        #: the seasonal rate's expectation for hours not yet ended (hour -> calls)
+        self._pending_level: dict[int, float] = {}
+        self._version = 0
+        self._memo: _View | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_memo"] = None  # a cache of closures over the current state, rebuilt on demand
+        return state
 
     # --------------------------------------------------------------- learning
 
     def learn_one(self, x: CallPoint) -> None:
-        """Learn one call: the mean learns it, and it is counted in its hour for the dispersion."""
+        """Learn one call: the mean learns it, and it is counted in its hour for the shares, the level and the dispersion."""
+        self._version += 1
         t = float(x.t)
         hour = int(t // 3600)
         if self._hour is None or self._last_t is None:
@@ -216,6 +299,7 @@ class ShiftForecaster(Detector):
             if outage:
                 self._counts.clear()
                 self._pending.clear()
+                self._pending_level.clear()
                 self._live_from = hour + 1
             else:
                 for boundary in range(self._hour + 1, hour + 1):
@@ -242,8 +326,63 @@ class ShiftForecaster(Detector):
             c6 = _ancestor(cell, 6)
             held[c6] = held.get(c6, 0) + 1
 
+    def _fold(self, h: int) -> None:
+        """Hour ``h`` has ended: add its calls to the areas' counts and its total to the local level."""
+        held = self._counts.get(h, {})
+        expected = self._pending_level.pop(h, None)
+        for stale in [k for k in self._pending_level if k < h]:
+            del self._pending_level[stale]
+        self._level[0] *= self._level_decay
+        self._level[1] *= self._level_decay
+        if expected is not None:
+            self._level[0] += held.get("", 0)
+            self._level[1] += expected
+        if not held:
+            return
+        if self._ref is None:
+            self._ref = h
+        span = self.share_half_life_days * 24.0
+        if h - self._ref > _RENORM_HALF_LIVES * span:
+            self._rescale(2.0 ** (-(h - self._ref) / span))
+            self._ref = h
+        w = 2.0 ** ((h - self._ref) / span)
+        b = _how_bin(self._tz, h, self._holiday_set)
+        hod = b % 24
+        for unit, n in held.items():
+            v = n * w
+            if unit == "":
+                self._n_how[b] += v
+                self._n_hod[hod] += v
+                self._n += v
+            elif int(h3.get_resolution(unit)) == 6:
+                sums = self._n6.get(unit)
+                if sums is None:
+                    sums = self._n6[unit] = [0.0] * (_TOTAL + 1)
+                sums[b] += v
+                sums[_WEEK_H + hod] += v
+                sums[_TOTAL] += v
+            else:
+                self._n7[unit] = self._n7.get(unit, 0.0) + v
+        if h % 24 == 0:  # forget areas whose decayed count fell under _FORGET_BELOW calls
+            floor = _FORGET_BELOW * w
+            for c6 in [c for c, sums in self._n6.items() if sums[_TOTAL] < floor]:
+                del self._n6[c6]
+            for c7 in [c for c, n in self._n7.items() if n < floor]:
+                del self._n7[c7]
+
+    def _rescale(self, f: float) -> None:
+        self._n *= f
+        for arr in (self._n_how, self._n_hod, *self._n6.values()):
+            for i in range(len(arr)):
+                arr[i] *= f
+        for c7 in self._n7:
+            self._n7[c7] *= f
+
     def _boundary(self, b: int) -> None:
-        """Hour ``b`` starts: compare the windows that ended with their means, note the means of those that start."""
+        """Hour ``b`` starts: fold the hour that ended, compare the windows that ended with their means, note new means."""
+        if b - 1 >= self._live_from:
+            self._fold(b - 1)
+        self._version += 1
         for sums in self._disp.values():
             sums[0] *= self._decay
             sums[1] *= self._decay
@@ -259,18 +398,17 @@ class ShiftForecaster(Detector):
                 del self._units[c7]
             self._events = [e for e in self._events if e.end >= self._last_t - _EVENT_MEMORY_S]
         if b >= self._live_from and self._baseline.ready:
+            start = b * 3600.0
+            self._pending_level[b] = self._baseline.total(start, start + 3600.0) + self._extra(start, start + 3600.0, None, None)
+            view = self._view()
             units = sorted(self._units)
-            shares7 = self._shares7()
-            share6: dict[str, float] = {}
-            for c7 in units:
-                c6 = _ancestor(c7, 6)
-                if c6 not in share6:
-                    share6[c6] = sum(shares7(c) for c in _children(c6, 7))
+            units6 = sorted({_ancestor(c7, 6) for c7 in units})
             for horizon in HORIZONS:
-                start, end = b * 3600.0, (b + horizon) * 3600.0
-                total = self._baseline.total(start, end)
+                end = (b + horizon) * 3600.0
+                total = view.total(start, end)
                 mus = {"": total + self._extra(start, end, None, None)}
-                for unit, share in [*((c7, shares7(c7)) for c7 in units), *share6.items()]:
+                for unit in (*units, *units6):
+                    share = view.share(unit) * view.profile(_ancestor(unit, 6), start, end)
                     mus[unit] = total * share + self._extra(start, end, frozenset((unit,)), None)
                 self._pending[(b, horizon)] = mus
 
@@ -306,6 +444,7 @@ class ShiftForecaster(Detector):
         zone, _ = _area(cells)
         fine = frozenset(c8 for c in zone for c8 in _children(c, DETECTION_RESOLUTION))
         self._events.append(_Event(float(start), float(end), fine, float(extra_per_hour)))
+        self._version += 1
 
     def _extra(self, start: float, end: float, area: frozenset[str] | None, category: str | None) -> float:
         """Extra calls the events expect in ``area`` (None: the jurisdiction) during ``[start, end)``."""
@@ -332,14 +471,22 @@ class ShiftForecaster(Detector):
         return self._baseline.ready
 
     def state_size(self) -> int:
-        """Entries held: the baseline's, the units, the hourly counts, the noted means and the events."""
+        """Entries held: the baseline's, the units, the hourly counts, the noted means, the areas' counts and the events."""
         return (
             self._baseline.state_size()
             + len(self._units)
             + sum(len(c) for c in self._counts.values())
             + sum(len(m) for m in self._pending.values())
+            + len(self._pending_level)
+            + len(self._n6)
+            + len(self._n7)
             + len(self._events)
         )
+
+    def level(self) -> float:
+        """The local-level correction: the recent calls over what the seasonal rate expected for them, shrunk toward 1."""
+        done, expected = self._level
+        return (done + self.level_prior) / (expected + self.level_prior)
 
     def dispersion(self, level: int, hours: float) -> float:
         """The learned ``alpha`` (variance ``mu + alpha mu^2``) of ``level`` (0: the jurisdiction, 6, 7 or 8) for a window of ``hours``.
@@ -375,40 +522,109 @@ class ShiftForecaster(Detector):
             raise ValueError(f"category must be one of {', '.join(CATEGORIES)} or None (all), got {category!r}")
         end = start + hours * 3600.0
         area, level = (None, _JURISDICTION) if cells is None else _area(cells)
+        view = self._view()
         if category is None:
-            mean = self._baseline.total(start, end)
+            mean = view.total(start, end)
         else:
             mean = 0.0
             t = start
             while t < end:
                 stop = min((math.floor(t / 3600) + 1) * 3600.0, end)
-                mean += self._baseline.total(t, stop) * self._baseline.category_share(category, 0.5 * (t + stop))
+                mean += view.total(t, stop) * self._baseline.category_share(category, 0.5 * (t + stop))
                 t = stop
         if area is not None:
-            share = self._baseline.shares()
-            shares7 = self._shares7()
-            if level == 8:
-                mean *= sum(share(c) for c in area)
-            elif level == 7:
-                mean *= sum(shares7(c) for c in area)
-            else:
-                mean *= sum(shares7(c7) for c in area for c7 in _children(c, 7))
+            mean *= sum(view.share(c) * view.profile(_ancestor(c, 6), start, end) for c in area)
         mean += self._extra(start, end, area, category)
-        lo95, lo80, hi80, hi95 = nb_quantiles(mean, self.dispersion(level, hours), (0.025, 0.1, 0.9, 0.975))
-        return Forecast(start, end, mean, float(lo80), float(hi80), float(lo95), float(hi95))
+        alpha = self.dispersion(level, hours)
+        lo95, lo80, hi80, hi95 = nb_quantiles(mean, alpha, (0.025, 0.1, 0.9, 0.975))
+        return Forecast(start, end, mean, float(lo80), float(hi80), float(lo95), float(hi95), alpha)
 
-    def _shares7(self) -> _Shares7:
-        return _Shares7(self._baseline)
+    def _view(self) -> _View:
+        if self._memo is None or self._memo.version != self._version:
+            self._memo = _View(self)
+        return self._memo
 
 
-class _Shares7:
-    """A res-7 cell's share: the sum of its seven res-8 children's (valid until the baseline learns again)."""
+class _View:
+    """What the forecasts read, computed once per state of the forecaster (valid until it learns again)."""
 
-    def __init__(self, baseline: ExpectedCounts) -> None:
-        self._share = baseline.shares()
+    def __init__(self, f: ShiftForecaster) -> None:
+        self.version = f._version
+        self._f = f
+        self._base = f._baseline
+        self._base_share = f._baseline.shares()
+        self._level = f.level()
+        w = 2.0 ** ((f._hour - f._ref) / (f.share_half_life_days * 24.0)) if f._ref is not None and f._hour is not None else 1.0
+        # the priors are in calls, the counts in weighted calls (calls x w)
+        self._a = f.cell_prior * w
+        self._b = f.parent_prior * w
+        self._k = f.area_profile_prior * w
+        self._denominator = f._n + len(f._n6) * self._b
+        self._shares: dict[str, float] = {}
+        self._within: dict[str, float] = {}
+        self._profiles: dict[tuple[str, float, float], float] = {}
 
-    def __call__(self, c7: str) -> float:
-        return sum(self._share(c) for c in _children(c7, DETECTION_RESOLUTION))
+    def total(self, start: float, end: float) -> float:
+        """The jurisdiction's calls expected in ``[start, end)``: the seasonal rate times the local level."""
+        return self._base.total(start, end) * self._level
+
+    def share(self, cell: str) -> float:
+        """The cell's (res 6, 7 or 8) share of the jurisdiction's calls, hierarchically shrunk."""
+        got = self._shares.get(cell)
+        if got is None:
+            got = self._shares[cell] = self._share(cell)
+        return got
+
+    def _share(self, cell: str) -> float:
+        f = self._f
+        res = int(h3.get_resolution(cell))
+        if res == 6:
+            if self._denominator <= 0.0:
+                return 0.0
+            sums = f._n6.get(cell)
+            return ((sums[_TOTAL] if sums else 0.0) + self._b) / self._denominator
+        if res == 7:
+            c6 = _ancestor(cell, 6)
+            sums = f._n6.get(c6)
+            n6 = sums[_TOTAL] if sums else 0.0
+            return self.share(c6) * (f._n7.get(cell, 0.0) + self._a) / (n6 + len(_children(c6, 7)) * self._a)
+        # res 8: its res-7 cell's share, split as the seasonal baseline splits it (its own counts, same priors)
+        c7 = _ancestor(cell, 7)
+        within = self._within.get(c7)
+        if within is None:
+            within = self._within[c7] = sum(self._base_share(c) for c in _children(c7, DETECTION_RESOLUTION))
+        if within <= 0.0:
+            return self.share(c7) / len(_children(c7, DETECTION_RESOLUTION))
+        return self.share(c7) * self._base_share(cell) / within
+
+    def profile(self, c6: str, start: float, end: float) -> float:
+        """How much busier than its average share the res-6 area ``c6`` is in ``[start, end)``: its
+        hour-of-week share over its overall share, averaged over the window's hours weighted by their rate."""
+        key = (c6, start, end)
+        got = self._profiles.get(key)
+        if got is not None:
+            return got
+        f = self._f
+        sums = f._n6.get(c6)
+        share = self.share(c6)
+        if sums is None or share <= 0.0:
+            self._profiles[key] = 1.0
+            return 1.0
+        k = self._k
+        num = den = 0.0
+        t = start
+        while t < end:
+            stop = min((math.floor(t / 3600) + 1) * 3600.0, end)
+            b = _how_bin(f._tz, int(t // 3600), f._holiday_set)
+            hod = b % 24
+            by_hour = (sums[_WEEK_H + hod] + k * share) / (f._n_hod[hod] + k)
+            by_week = (sums[b] + k * by_hour) / (f._n_how[b] + k)
+            weight = self._base.rate(t) * (stop - t)
+            num += weight * by_week
+            den += weight
+            t = stop
+        got = self._profiles[key] = num / den / share if den > 0.0 else 1.0
+        return got
 
 
 def nb_quantiles(mean: float, alpha: float, probs: Sequence[float]) -> list[int]:

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import h3
 import numpy as np
 import numpy.typing as npt
+from scipy import stats  # type: ignore[import-untyped]  # river's dependency (no stubs)
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -204,14 +205,9 @@ def poisson_interval(mean: Floats, level: float) -> tuple[Floats, Floats]:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     mu = np.maximum(np.asarray(mean, dtype=np.float64), 1e-12)
-    top = int(np.max(mu, initial=0.0) + 12 * math.sqrt(float(np.max(mu, initial=0.0))) + 30)
-    k = np.arange(top + 1, dtype=np.float64)
-    log_fact = np.concatenate([[0.0], np.cumsum(np.log(k[1:]))])
-    logpmf = k[None, :] * np.log(mu)[:, None] - mu[:, None] - log_fact[None, :]
-    cdf = np.cumsum(np.exp(logpmf), axis=1)
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
-    lo: Floats = np.argmax(cdf >= lo_q, axis=1).astype(np.float64)
-    hi: Floats = np.argmax(cdf >= hi_q - 1e-12, axis=1).astype(np.float64)
+    lo: Floats = np.asarray(stats.poisson.ppf(lo_q, mu), dtype=np.float64)
+    hi: Floats = np.asarray(stats.poisson.ppf(hi_q - 1e-12, mu), dtype=np.float64)
     return lo, hi
 
 
@@ -272,6 +268,37 @@ def coverage(actual: npt.ArrayLike, lo: npt.ArrayLike, hi: npt.ArrayLike) -> flo
     """
     a = np.asarray(actual, dtype=np.float64)
     return float(np.mean((a >= np.asarray(lo)) & (a <= np.asarray(hi))))
+
+
+def pit_coverage(actual: npt.ArrayLike, mean: npt.ArrayLike, dispersion: npt.ArrayLike, level: float) -> float:
+    """The share of forecasts whose randomized PIT falls in the central ``level`` band, in expectation.
+
+    A count's predictive CDF ``F`` jumps at each integer, so the plain PIT ``F(y)``
+    is not uniform and an interval of integers holds at least its nominal share
+    (a mean of 0.05 has the 80 % interval [0, 0], which holds 95 %). The randomized
+    PIT ``u ~ U(F(y - 1), F(y))`` is uniform when the forecast is right (Czado,
+    Gneiting and Held 2009); this returns the mean over forecasts of
+    ``P((1 - level) / 2 <= u <= (1 + level) / 2)``, which is ``level`` for a
+    calibrated forecaster whatever its means. The predictive distribution is
+    negative binomial with variance ``mean + dispersion mean^2`` (Poisson where
+    ``dispersion`` is 0).
+
+    >>> round(pit_coverage([0, 0, 0, 0], [0.05] * 4, [0.0] * 4, 0.8), 3)   # F(0) = 0.951: 0.8 of it in [0.1, 0.9]
+    0.841
+    """
+    y = np.asarray(actual, dtype=np.float64)
+    mu = np.maximum(np.asarray(mean, dtype=np.float64), 1e-12)
+    alpha = np.broadcast_to(np.asarray(dispersion, dtype=np.float64), y.shape)
+    nb = alpha > 0
+    r = np.where(nb, 1.0 / np.where(nb, alpha, 1.0), 1.0)
+    p = np.where(nb, 1.0 / (1.0 + alpha * mu), 0.5)
+    upper = np.where(nb, stats.nbinom.cdf(y, r, p), stats.poisson.cdf(y, mu))
+    lower = np.where(y > 0, np.where(nb, stats.nbinom.cdf(y - 1, r, p), stats.poisson.cdf(y - 1, mu)), 0.0)
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    inside = np.clip(np.minimum(upper, hi_q) - np.maximum(lower, lo_q), 0.0, None)
+    jump = upper - lower
+    share = np.where(jump > 0, inside / np.where(jump > 0, jump, 1.0), ((lower >= lo_q) & (lower <= hi_q)).astype(np.float64))
+    return float(np.mean(share))
 
 
 def mean_width(lo: npt.ArrayLike, hi: npt.ArrayLike) -> float:
@@ -375,10 +402,22 @@ class Scores:
     mean: list[Floats] = field(default_factory=list)
     bounds: list[Floats] = field(default_factory=list)  # rows lo80, hi80, lo95, hi95
     scale: list[Floats] = field(default_factory=list)
+    dispersion: list[Floats] = field(default_factory=list)
 
-    def add(self, actual: npt.ArrayLike, mean: npt.ArrayLike, bounds: Sequence[npt.ArrayLike], scale: npt.ArrayLike) -> None:
-        """One origin: per area the actual count, the mean forecast, ``(lo80, hi80, lo95, hi95)`` and the MASE scale."""
+    def add(
+        self,
+        actual: npt.ArrayLike,
+        mean: npt.ArrayLike,
+        bounds: Sequence[npt.ArrayLike],
+        scale: npt.ArrayLike,
+        dispersion: npt.ArrayLike | None = None,
+    ) -> None:
+        """One origin: per area the actual count, the mean forecast, ``(lo80, hi80, lo95, hi95)``, the MASE scale
+        and the ``alpha`` of the predictive negative binomial (None: Poisson) the bounds come from."""
         a = np.asarray(actual, dtype=np.float64).ravel()
+        self.dispersion.append(
+            np.zeros(len(a)) if dispersion is None else np.broadcast_to(np.asarray(dispersion, dtype=np.float64), a.shape).ravel()
+        )
         self.actual.append(a)
         self.mean.append(np.asarray(mean, dtype=np.float64).ravel())
         self.bounds.append(np.array([np.asarray(b, dtype=np.float64).ravel() for b in bounds]).reshape(4, len(a)))
@@ -395,15 +434,19 @@ class Scores:
     def summary(self) -> dict[str, float]:
         """mae, rmse, mase (the mean of every scaled error), mase_median_area (the median over areas of each
         area's MASE: near-empty areas, whose scale is tiny, weigh no more than busy ones), coverage80,
-        coverage95, width80, width95 and n (forecasts scored), rounded."""
+        coverage95, pit80 and pit95 (:func:`pit_coverage`: the randomized-PIT coverage, which a calibrated
+        forecaster brings to the nominal share even where the count is small), width80, width95 and n
+        (forecasts scored), rounded."""
         if not self.actual:
             return {"n": 0}
         a, m = np.concatenate(self.actual), np.concatenate(self.mean)
         b, s = np.concatenate(self.bounds, axis=1), np.concatenate(self.scale)
+        d = np.concatenate(self.dispersion)
         out = {
             "mae": mae(a, m), "rmse": rmse(a, m), "mase": mase(a, m, s),
             "mase_median_area": float(np.nanmedian(self.area_mase())) if np.isfinite(self.area_mase()).any() else math.nan,
             "coverage80": coverage(a, b[0], b[1]), "coverage95": coverage(a, b[2], b[3]),
+            "pit80": pit_coverage(a, m, d, 0.8), "pit95": pit_coverage(a, m, d, 0.95),
             "width80": mean_width(b[0], b[1]), "width95": mean_width(b[2], b[3]),
         }  # fmt: skip
         return {**{k: round(v, 4) for k, v in out.items()}, "n": int(len(a))}

@@ -196,14 +196,16 @@ def test_bad_events_raise_a_precise_value_error():
 
 @pytest.mark.parametrize("run_name", ["poisson_run", "overdispersed_run"])
 def test_the_mean_follows_the_known_rates(run_name, request):
-    """Over ten weeks forecast totals are within 5 % of the true ones (10 % in the sparse area), a window's mostly 15 % (1 h), 6 % (8 h).
+    """Over ten weeks forecast totals are within 5 % of the true ones (10 % in the sparse area), a window's mostly 15 % (1 h),
+    6 % (8 h), 14 % in the sparse area (8 h).
 
-    The sparse area's share is learnt from a few hundred calls, hence its wider tolerance.
-
-    Measured on seeds 1, 2, 4 and 5: totals within 3.0 % (jurisdiction) and 5.9 % (sparse area); medians up to 12 % at 1 h, 5.3 % at 8 h.
+    The sparse area's share and weekly profile are learnt from a few hundred calls (its share follows the last
+    ``share_half_life_days``, its profile is shrunk with ``area_profile_prior``), hence its wider tolerance: its
+    median error was 11.5 % (seed 1) and 8.1 % (seed 2) at 8 h on 2026-12-05, against 5.3 % before the forecaster
+    had its own shares and profiles, which the real files reward (docs/detection.md, Forecasting).
     """
     run = request.getfixturevalue(run_name)
-    for hours, level, total_tolerance, median_tolerance in ((1, 0, 0.05, 0.15), (8, 0, 0.05, 0.06), (8, 6, 0.10, 0.08)):
+    for hours, level, total_tolerance, median_tolerance in ((1, 0, 0.05, 0.15), (8, 0, 0.05, 0.06), (8, 6, 0.10, 0.14)):
         ws = [w for w in run.windows if w[0] == hours and w[1] == level]
         assert abs(sum(w[2].mean for w in ws) / sum(w[3] for w in ws) - 1) < total_tolerance
         assert float(np.median([abs(w[2].mean - w[3]) / w[3] for w in ws])) < median_tolerance
@@ -339,8 +341,9 @@ def test_clone_is_fresh_and_repr_lists_the_parameters():
         f.learn_one(p)
     assert repr(f) == (
         "ShiftForecaster(timezone='America/New_York', holidays=(datetime.date(2023, 11, 23),), half_life_days=90.0, "
-        "cell_prior=0.5, parent_prior=1.0, profile_prior=5.0, warmup_calls=300, warmup_hours=24.0, "
-        "dispersion_half_life_days=7.0, outage_calls=10.0)"
+        "cell_prior=0.5, parent_prior=0.5, profile_prior=5.0, warmup_calls=300, warmup_hours=24.0, "
+        "dispersion_half_life_days=7.0, outage_calls=10.0, share_half_life_days=42.0, area_profile_prior=50.0, "
+        "level_half_life_days=3.0, level_prior=50.0)"
     )
     fresh, new = f.clone(), ShiftForecaster("America/New_York", [date(2023, 11, 23)], warmup_calls=300, dispersion_half_life_days=7.0)
     assert repr(fresh) == repr(f) and not fresh.ready() and f.ready()
@@ -371,3 +374,64 @@ def test_learning_does_not_mutate_the_calls():
     for p in points:
         f.learn_one(p)
     assert points == copies
+
+
+# ------------------------------------------------------------------ a backtest on the project's simulator
+
+
+def test_a_backtest_on_the_simulator_covers_at_the_nominal_rate():
+    """Three weeks of the seeded 911 simulator learnt, then four weeks forecast hour by hour: the means follow the
+    simulator's known rates and the intervals hold the count as often as nominal, within what 672 windows allow.
+
+    The simulator (``streams.ingest.simulator``, plain Poisson: ``daily_rate_shape=None``) draws calls at the known
+    rate ``calls_per_day x DAY_OF_WEEK_MULTIPLIERS[weekday] x HOUR_OF_DAY_SHARES[hour]`` per local hour, so the
+    one-hour windows are independent and each interval's hit is a Bernoulli draw. Tolerance: 3 binomial standard
+    errors, ``3 sqrt(p (1 - p) / n)`` with n = 672 windows: 0.046 at 80 %, 0.025 at 95 %.
+
+    A count is discrete, so an interval of integers holds at least its nominal share (more for a small mean): the
+    plain coverage is checked not to fall below nominal, the randomized-PIT coverage
+    (:func:`detectors.evaluation.forecasting.pit_coverage`, nominal for a calibrated forecaster whatever the mean;
+    its per-window value lies in [0, 1] with mean p, so its variance is at most p (1 - p)) to be within the tolerance
+    of nominal, for the jurisdiction (about 16 calls an hour) and its busiest res-6 area (a few calls an hour).
+    """
+    from detectors.evaluation.forecasting import pit_coverage
+    from streams.ingest.simulator import DAY_OF_WEEK_MULTIPLIERS, HOUR_OF_DAY_SHARES, Simulator
+
+    train_days, eval_days = 21, 28
+    sim = Simulator(seed=4, days=train_days + eval_days, daily_rate_shape=None)
+    tz = ZoneInfo(sim.timezone)
+    calls = [
+        CallPoint(t=float(c.call.received_at), cell=str(h3.latlng_to_cell(c.call.lat, c.call.lng, 8)), category=str(c.call.category))
+        for c in sim.calls()
+    ]
+    first_hour = int(sim.start_s // 3600) + train_days * 24
+    c6 = max(
+        {str(h3.cell_to_parent(c.cell, 6)) for c in calls[:2000]},
+        key=lambda a: sum(1 for c in calls[:5000] if c.cell.startswith(a[:5]) and h3.cell_to_parent(c.cell, 6) == a),
+    )
+    f = ShiftForecaster(sim.timezone, warmup_calls=500)
+    rows: dict[str, list[tuple[float, ...]]] = {"jurisdiction": [], "res6": []}
+    fed = 0
+    for hour in range(first_hour, first_hour + eval_days * 24):
+        while fed < len(calls) and calls[fed].t < hour * 3600.0:
+            f.learn_one(calls[fed])
+            fed += 1
+        local = datetime.fromtimestamp(hour * 3600.0, tz)
+        true = sim.calls_per_day * DAY_OF_WEEK_MULTIPLIERS[local.weekday()] * HOUR_OF_DAY_SHARES[local.hour]
+        in_hour = [c for c in calls[fed : fed + 200] if c.t < (hour + 1) * 3600.0]
+        for key, cells in (("jurisdiction", None), ("res6", [c6])):
+            fc = f.forecast(hour * 3600.0, 1, cells)
+            y = len(in_hour) if cells is None else sum(1 for c in in_hour if h3.cell_to_parent(c.cell, 6) == c6)
+            rows[key].append((y, fc.mean, fc.lo80, fc.hi80, fc.lo95, fc.hi95, fc.dispersion, true))
+    n = eval_days * 24
+    jur = np.array(rows["jurisdiction"])
+    assert abs(jur[:, 1].sum() / jur[:, 7].sum() - 1) < 0.03  # the forecast total follows the known rates
+    for key in ("jurisdiction", "res6"):
+        a = np.array(rows[key])
+        alpha = a[:, 6]
+        for nominal, lo, hi in ((0.8, 2, 3), (0.95, 4, 5)):
+            tolerance = 3 * math.sqrt(nominal * (1 - nominal) / n)
+            covered = float(np.mean((a[:, 0] >= a[:, lo]) & (a[:, 0] <= a[:, hi])))
+            pit = pit_coverage(a[:, 0], a[:, 1], alpha, nominal)
+            assert covered >= nominal - tolerance, f"{key} {nominal:.0%}: covered {covered:.3f}"
+            assert abs(pit - nominal) <= tolerance, f"{key} {nominal:.0%}: randomized-PIT coverage {pit:.3f}"

@@ -182,16 +182,21 @@ def test_the_bench_writes_results_with_the_documented_keys(tmp_path: Path, monke
     argv = [str(path), "--out", str(out), "--timezone", "UTC", "--every", "24", "--horizons", "1,8", "--no-watchfloor", "--quiet"]
     assert bench.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["methods"]) == {"seasonal_naive", "medic", "hour_of_week_mean", "kde"}
+    rivers = {"river_holt_winters", "river_snarimax"}
+    assert set(results["methods"]) == {"seasonal_naive", "medic", "hour_of_week_mean", "kde", *rivers}
     assert results["origins"]["n"] >= 5
     for method, per_h in results["methods"].items():
         assert set(per_h) == {"1", "8"}
         for entry in per_h.values():
-            assert set(entry["hotspots_res8"]["pai"]) == {"0.005", "0.01"}
-            assert set(entry["hotspots_res8"]["pei"]) == {"0.005", "0.01"}
+            if method in rivers:  # the jurisdiction only, no hot spots
+                assert set(entry) == {"jurisdiction"}
+            else:
+                hot = entry["hotspots_res8"]
+                assert set(hot["pai"]) == {"0.005", "0.01"} and set(hot["pei"]) == {"0.005", "0.01"}
+                assert hot["pai_0.5"] == hot["pai"]["0.005"] and hot["pei_1"] == hot["pei"]["0.01"]
             if method != "kde":
-                for level in ("jurisdiction", "res6", "res7"):
-                    assert {"mae", "mase", "coverage80", "coverage95"} <= set(entry[level])
+                for level in ("jurisdiction",) if method in rivers else ("jurisdiction", "res6", "res7"):
+                    assert {"mae", "mase", "coverage80", "coverage95", "pit80", "pit95"} <= set(entry[level])
     assert (out / "week.png").stat().st_size > 0 and (out / "pai.png").stat().st_size > 0
 
 
