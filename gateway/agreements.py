@@ -21,7 +21,8 @@ key                default   meaning
 ``offset_min``     0         windows start this many minutes after midnight UTC (e.g. 300 for
                              days that start at midnight US Eastern standard time)
 ``history_h``      168       how far back released windows can be read and are kept (hours)
-``shares``         all       which of ``alerts``, ``counts`` and ``history`` it receives
+``shares``         all       which of ``alerts``, ``counts`` and ``history`` it receives (with
+                             ``history``, also a forecast made from it: :mod:`gateway.partnerforecast`)
 ``groups``         none      category groups released apart, e.g.
                              ``groups = {Traffic = ["TRAFFIC"], Other = ["EMS", ...]}``;
                              must cover every category once (none: totals only)
@@ -146,7 +147,7 @@ class Agreement:
                 f"withheld when fewer than {self.k}"
             )
         if "history" in self.shares:
-            parts.append(f"those numbers for the last {self.history_h} hours")
+            parts.append(f"those numbers for the last {self.history_h} hours, and from them alone what to expect in the next hours")
         return f"{self.agency} ({self.role.value}) receives, for {places}: {'; '.join(parts)}. Purpose: {self.purpose}"
 
 

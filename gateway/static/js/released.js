@@ -41,7 +41,11 @@ export function withheldRules(agreement) {
     if (groups.length) {
       out.push(`Calls are counted as ${groups.join(", ")}; when one group is below ${k}, the total reads "at least" what the other groups add up to.`);
     }
-    if (shares.includes("history")) out.push(`You can look back ${agreement.history_h} hours, in the same released numbers.`);
+    if (shares.includes("history")) {
+      out.push(
+        `You can look back ${agreement.history_h} hours, in the same released numbers; "What to expect at your places" is made from them alone.`,
+      );
+    }
   } else {
     out.push("Your agreement shares no counts, so your places show no numbers.");
   }

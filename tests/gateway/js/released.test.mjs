@@ -21,6 +21,7 @@ test("every rule of a counts agreement is said, with its own k, window, groups a
   assert.match(rules[1], /below 5 reads "fewer than 5"/);
   assert.match(rules[2], /counted as EMS, OTHER; when one group is below 5/);
   assert.match(rules[3], /look back 24 hours/);
+  assert.match(rules[3], /"What to expect at your places" is made from them alone/);
   assert.match(rules[4], /only the categories with 5 or more calls/);
   assert.match(rules[4], /Caller details/);
 });
