@@ -3,8 +3,8 @@
 // per place and window, the mean of the same time on previous days as a range of whole calls, a withheld number
 // counting as anything from 0 to k-1. This module only lays it out; it adds no number of its own.
 //
-// The section (index.html): <section id="partner-forecast" hidden> holding #partner-forecast-note and
-// #partner-forecast-places. main.js calls renderPartnerForecast(view) with each answer or frame.
+// The section (index.html): <section id="partner-forecast" hidden> holding #partner-forecast-places (one <details>
+// per place) and #partner-forecast-note. main.js calls renderPartnerForecast(view) with each answer or frame.
 
 import { $, calls, el, fmtWindow } from "./format.js";
 
@@ -53,14 +53,18 @@ export function basisNote(view) {
   );
 }
 
-/** Draw ``view`` (a partner's /api/forecast answer or a frame's ``forecast``) into the section and show it. */
-export function renderPartnerForecast(view, root = $("#partner-forecast")) {
+/**
+ * Draw ``view`` (a partner's /api/forecast answer or a frame's ``forecast``) into the section and show it: one
+ * collapsible entry per place, its summary the next window's range, open when there are at most ``openUpTo`` places.
+ */
+export function renderPartnerForecast(view, root = $("#partner-forecast"), openUpTo = 2) {
   if (!root) return;
   const places = $("#partner-forecast-places", root);
   const note = $("#partner-forecast-note", root);
+  const rows = expectRows(view);
   places.replaceChildren();
   note.textContent = basisNote(view);
-  for (const place of expectRows(view)) {
+  for (const place of rows) {
     const list = el("ul", { class: "partner-forecast-windows", "aria-label": `What to expect at ${place.name}` });
     for (const w of place.windows) {
       const item = el("li", { title: w.detail });
@@ -69,7 +73,11 @@ export function renderPartnerForecast(view, root = $("#partner-forecast")) {
       list.append(item);
     }
     if (!place.windows.length) list.append(el("li", { class: "hint" }, "no numbers yet"));
-    places.append(el("h4", {}, place.name), list);
+    const next = place.windows.length ? `: ${place.windows[0].range} next` : "";
+    const summary = el("summary", {}, "");
+    summary.append(el("span", { class: "place" }, place.name), el("span", { class: "hint" }, next));
+    places.append(el("details", { class: "partner-forecast-place", "data-unit-id": place.id, open: rows.length <= openUpTo }, null));
+    places.lastChild.append(summary, list);
   }
   root.hidden = false;
 }
