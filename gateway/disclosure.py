@@ -4,8 +4,9 @@ A partner (transit, school) may learn how busy its own places are and that
 something unusual is happening near them, never a count small enough to point
 at a caller. Every number a partner can obtain (the ``counts`` frame, hot
 spots, history, zone totals, the figures in an alert) is a value of its
-*released table* (:class:`ReleasedWindow`), built here by one rule; alert
-views (:func:`partner_alert_view`) carry no detector statistic at all.
+*released table* (:class:`ReleasedWindow`), built here by one rule, or a
+function of those values alone (its forecast: :mod:`gateway.partnerforecast`);
+alert views (:func:`partner_alert_view`) carry no detector statistic at all.
 
 The released table
 ------------------
