@@ -43,10 +43,11 @@ errors, per level (the jurisdiction, res-6 cells, res-7 cells; a res-8 area
 uses the res-7 value) and per horizon (1, 8 and 24 hours; another horizon
 interpolates in log-hours, clamped at the ends):
 
-* at every hour boundary, once the baseline is :meth:`ready`, the forecaster
+* at hour boundaries, once the baseline is :meth:`ready`, the forecaster
   notes the mean it would forecast for each unit (the jurisdiction, every
   res-7 cell with a call in the last 28 days, and their res-6 parents) for the
-  windows of 1, 8 and 24 hours starting there;
+  window of 1 hour starting there (every hour), of 8 hours (every 4th hour,
+  UTC) and of 24 hours (every 12th);
 * it counts the calls of every hour per unit, keeping the last 24 hours only;
 * when a window has ended it compares the count ``y`` with the noted ``mu``:
   ``z = (y - mu)^2 - mu`` has expectation ``alpha mu^2`` under the model, and
@@ -113,6 +114,9 @@ _AREA_RESOLUTIONS = (6, 7, 8)
 _UNIT_MEMORY_S = 28 * 86400.0
 #: Events are forgotten this long after they end.
 _EVENT_MEMORY_S = 7 * 86400.0
+#: A window of each horizon is noted for the dispersion estimate at every so many hour boundaries: overlapping
+#: windows add little information and each costs a pass over the units (2 to 6 a day for 8 and 24 hours).
+_NOTE_EVERY = {1: 1, 8: 4, 24: 12}
 #: Hours in a week, and the index of an area's total after its 168 hour-of-week and 24 hour-of-day sums.
 _WEEK_H = 168
 _TOTAL = _WEEK_H + 24
@@ -404,6 +408,8 @@ class ShiftForecaster(Detector):
             units = sorted(self._units)
             units6 = sorted({_ancestor(c7, 6) for c7 in units})
             for horizon in HORIZONS:
+                if b % _NOTE_EVERY[horizon]:
+                    continue
                 end = (b + horizon) * 3600.0
                 total = view.total(start, end)
                 mus = {"": total + self._extra(start, end, None, None)}
@@ -619,7 +625,7 @@ class _View:
             hod = b % 24
             by_hour = (sums[_WEEK_H + hod] + k * share) / (f._n_hod[hod] + k)
             by_week = (sums[b] + k * by_hour) / (f._n_how[b] + k)
-            weight = self._base.rate(t) * (stop - t)
+            weight = self._base._bin_rate(b) * (stop - t)
             num += weight * by_week
             den += weight
             t = stop
