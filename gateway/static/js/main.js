@@ -22,6 +22,7 @@ import { $, fmtZoned, setTimeZone } from "./format.js";
 import { historyFilters, historySearch, renderHistory, setAreaNames, showHistoryError, wireHistory } from "./history.js";
 import { renderMap } from "./map.js";
 import { renderOverview } from "./overview.js";
+import { renderPartnerForecast } from "./partnerforecast.js";
 import { describeClock, liveLagFor, observe } from "./clock.js";
 import { setClockZone, setConn, setDataClock, setWho, showBoard, showLogin, showMessage } from "./page.js";
 import { placesFor } from "./places.js";
@@ -157,6 +158,7 @@ async function start() {
   }
   refreshHotspots();
   refreshOverview();
+  if (state.partner) loadPartnerForecast();
   drawMap();
   socket.connect();
   timers.push(
@@ -200,6 +202,15 @@ async function loadOverview() {
     if (seq !== overviewSeq) return;
     if (err instanceof ApiError && err.status === 401) refused(err);
     else $("#overview-error").textContent = `The figures could not be read: ${err.message}`;
+  }
+}
+
+/** Partners: what to expect at their places (js/partnerforecast.js); none when the agreement shares no history (403). */
+async function loadPartnerForecast() {
+  try {
+    renderPartnerForecast(await api("/api/forecast"));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
   }
 }
 
@@ -320,6 +331,9 @@ function onFrame(f) {
       break;
     case "subscribed":
       renderSubscription(state, f.filters);
+      break;
+    case "forecast":
+      if (state.partner && f.forecast) renderPartnerForecast(f.forecast);
       break;
     case "zone_created":
       state.zones.set(f.zone.id, f.zone);
