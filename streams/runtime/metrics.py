@@ -2,13 +2,15 @@
 
 Counters live in the Redis hash ``P:metrics`` as ``name`` or ``name|label``
 (the label is the dead-letter reason, the event kind, ...), updated in the same
-transaction as the counts they describe.
+transaction as the counts they describe. A family with several labels is
+written ``name|value1|value2...``, the values in the order of its label names
+in :data:`_LABELS` (the forecast monitor's ``forecast_coverage|cell7|8|0.8``).
 """
 
 from __future__ import annotations
 
-#: Label name used for each labelled counter.
-_LABELS = {
+#: Label name (or names, in order) used for each labelled counter.
+_LABELS: dict[str, str | tuple[str, ...]] = {
     "deadletter_total": "reason",
     "events_total": "kind",
     "response_time_negative_total": "kind",
@@ -20,6 +22,11 @@ _LABELS = {
     "model_alerts_total": "model",
     "model_alert_rate_per_day": "model",
     "surge_threshold": "scope",
+    "forecast_mae": ("level", "horizon"),
+    "forecast_bias": ("level", "horizon"),
+    "forecast_coverage": ("level", "horizon", "nominal"),
+    "forecast_drift_total": ("level", "horizon"),
+    "forecast_windows_total": ("level", "horizon"),
 }
 
 #: Families that go up and down (everything else is a counter).
@@ -27,6 +34,7 @@ _GAUGES = frozenset(
     {
         "model_mae", "model_bias", "model_alert_rate_per_day", "surge_threshold",
         "detector_checkpoint_seconds", "detector_checkpoint_stall_seconds", "detector_checkpoint_bytes",
+        "forecast_mae", "forecast_bias", "forecast_coverage", "forecast_build_seconds", "forecast_issued_seconds",
     }
 )  # fmt: skip
 
@@ -57,6 +65,16 @@ _HELP = {
     "model_alerts_total": "Alerts the model opened.",
     "model_alert_rate_per_day": "Alerts the model opened per day of event time.",
     "surge_threshold": "Score (-log10 p) a surge must reach, local (cell, ring) or jurisdiction-wide; kept at the profile's budget.",
+    "forecast_sets_total": "Forecast sets published (Redis P:forecast and the forecasts topic).",
+    "forecast_sets_skipped_total": "Forecast sets due but replaced by a newer one before they were built (a fast replay).",
+    "forecast_build_seconds": "Seconds the last forecast set took to build (in a thread beside the detectors).",
+    "forecast_issued_seconds": "Event time (epoch s) the last forecast set was issued at.",
+    "forecast_windows_dropped_total": "Forecast windows the monitor could not watch (its cap, or issued too long ago).",
+    "forecast_windows_total": "Forecast windows scored against the calls that came, by level and horizon (hours).",
+    "forecast_mae": "Mean absolute error of the forecasts (calls), by level and horizon; decayed, half-life a week.",
+    "forecast_bias": "Mean of actual minus forecast calls (positive: more came), by level and horizon; decayed, half-life a week.",
+    "forecast_coverage": "Share of windows whose count fell inside the nominal prediction interval, by level and horizon; decayed.",
+    "forecast_drift_total": "Drifts (ADWIN) in the forecasts' standardized residuals, by level and horizon.",
 }
 
 
@@ -84,6 +102,22 @@ def render_prometheus(counters: dict[str, float], prefix: str = "watchfloor_") -
         lines.append(f"# HELP {full} {_HELP.get(name, name)}")
         lines.append(f"# TYPE {full} {'gauge' if name in _GAUGES else 'counter'}")
         for label, value in sorted(families[name], key=lambda lv: lv[0] or ""):
-            tag = f'{{{_LABELS.get(name, "label")}="{label}"}}' if label else ""
-            lines.append(f"{full}{tag} {value}")
+            lines.append(f"{full}{_tag(name, label)} {value}")
     return "\n".join(lines) + "\n"
+
+
+def _tag(name: str, label: str | None) -> str:
+    """The ``{...}`` of one sample: its label name(s) and value(s).
+
+    >>> _tag("forecast_coverage", "cell7|8|0.8"), _tag("events_total", "call"), _tag("x", None)
+    ('{level="cell7",horizon="8",nominal="0.8"}', '{kind="call"}', '')
+    """
+    if not label:
+        return ""
+    names = _LABELS.get(name, "label")
+    if isinstance(names, str):
+        return f'{{{names}="{label}"}}'
+    values = label.split("|", len(names) - 1)
+    if len(values) != len(names):
+        raise ValueError(f"metric {name!r} takes the labels {', '.join(names)} ({name}|{'|'.join(names)}), got {label!r}")
+    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True)) + "}"
