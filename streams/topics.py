@@ -18,11 +18,16 @@ DEADLETTER = "deadletter"
 DETECTOR_INPUT = "detector-input"
 #: Alert lifecycle records (open / update / closed), keyed by alert id.
 ALERTS = "alerts"
+#: Forecast sets (``streams.forecasting.build``), one every 15 minutes of event time, keyed "forecast".
+FORECASTS = "forecasts"
 
 DEADLETTER_PARTITIONS = 1
 #: One partition: the detectors need the whole jurisdiction in one place, in order.
 DETECTOR_INPUT_PARTITIONS = 1
 ALERTS_PARTITIONS = 1
+FORECASTS_PARTITIONS = 1
+#: Forecast sets keep two days: the latest is in Redis too (``P:forecast``), and a set is a few hundred kilobytes.
+FORECASTS_RETENTION_MS = 2 * 24 * 3600 * 1000
 #: Ingest topics keep 8 days, like the Redis counts they feed (a rebuild replays them).
 INGEST_RETENTION_MS = 8 * 24 * 3600 * 1000
 DEADLETTER_RETENTION_MS = 30 * 24 * 3600 * 1000
@@ -52,4 +57,5 @@ def topic_specs(prefix: str, partitions: int) -> list[TopicSpec]:
         TopicSpec(topic_name(prefix, DEADLETTER), DEADLETTER_PARTITIONS, DEADLETTER_RETENTION_MS),
         TopicSpec(topic_name(prefix, DETECTOR_INPUT), DETECTOR_INPUT_PARTITIONS, INGEST_RETENTION_MS),
         TopicSpec(topic_name(prefix, ALERTS), ALERTS_PARTITIONS, DEADLETTER_RETENTION_MS),
+        TopicSpec(topic_name(prefix, FORECASTS), FORECASTS_PARTITIONS, FORECASTS_RETENTION_MS),
     ]

@@ -67,6 +67,8 @@ class Keys:
     ('wf:b:28000000', 'wf:calls:3', 'wf:off:call:3')
     >>> k.zones, k.zones_version
     ('wf:zones', 'wf:zones:version')
+    >>> k.forecast, k.forecast_version
+    ('wf:forecast', 'wf:forecast:version')
     """
 
     prefix: str
@@ -141,6 +143,14 @@ class Keys:
     @property
     def zones_version(self) -> str:
         return f"{self.prefix}:zones:version"
+
+    @property
+    def forecast(self) -> str:
+        return f"{self.prefix}:forecast"
+
+    @property
+    def forecast_version(self) -> str:
+        return f"{self.prefix}:forecast:version"
 
     @property
     def pattern(self) -> str:

@@ -558,6 +558,28 @@ class RedisState:
                 zones.append(zone)
         return _version(raw_version, self.keys.zones_version), zones
 
+    async def write_forecast(self, body: str) -> int:
+        """Store a forecast set (JSON text) as ``P:forecast`` and INCR ``P:forecast:version``, in one transaction; the new version."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.forecast, body)
+        pipe.incr(self.keys.forecast_version)
+        try:
+            _, version = await pipe.execute()
+        except RedisError as exc:
+            raise StateError(f"Redis failed while writing the forecast set to {self.keys.forecast}: {exc}") from exc
+        return int(version)
+
+    async def forecast(self) -> tuple[int | None, dict[str, Any] | None]:
+        """The latest forecast set (decoded) and its version, read together; ``(None, None)`` before the first."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.keys.forecast_version)
+        pipe.get(self.keys.forecast)
+        try:
+            raw_version, body = await pipe.execute()
+        except RedisError as exc:
+            raise StateError(f"Redis failed while reading {self.keys.forecast}: {exc}") from exc
+        return _version(raw_version, self.keys.forecast_version), (json.loads(body) if body is not None else None)
+
     async def recent_alerts(self, count: int = 100) -> list[tuple[str, dict[str, Any]]]:
         """The newest ``count`` alert records, oldest first, as ``(stream id, alert)``."""
         entries = cast(list[tuple[str, _Hash]], await self.client.xrevrange(self.keys.alerts, count=count))

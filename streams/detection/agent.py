@@ -29,7 +29,16 @@ cells (:func:`streams.detection.naming.name_alert`).
 
 The agent also follows the event zones the gateway keeps in Redis: it reads
 ``P:zones:version`` at most every :data:`ZONES_POLL_S` seconds and, when it
-changed, hands the event zones of ``P:zones`` to the detectors.
+changed, hands the event zones of ``P:zones`` to the detectors (and their
+expected extra loads, when a zone states one, to the forecaster).
+
+Forecasts: the runner's forecaster learns the same calls; every 15 minutes of
+event time a set is due (:meth:`streams.detection.runner.DetectionRunner.forecasts_due`).
+The agent builds it in a thread (:func:`streams.forecasting.issuer.make_set`, a
+few hundred milliseconds of a county's areas, beside the detectors rather than
+in their way), then writes it to Redis (``P:forecast``, INCR
+``P:forecast:version``) and sends it on the forecasts topic (key ``forecast``).
+One set is built at a time; a newer one due meanwhile replaces the one waiting.
 """
 
 from __future__ import annotations
@@ -51,7 +60,9 @@ from streams.counting.state import RedisState, StateError, unreadable_checkpoint
 from streams.detection import checkpoint
 from streams.detection.naming import name_alert
 from streams.detection.plain import with_summary
-from streams.detection.runner import DetectionRunner, parse_zones, profile_suite
+from streams.detection.runner import DetectionRunner, parse_event_loads, parse_zones, profile_forecaster, profile_suite
+from streams.forecasting.build import Places
+from streams.forecasting.issuer import ForecastIssuer, Issue, make_set
 from streams.jurisdiction import Profile
 from streams.runtime.retry import until_reachable
 from streams.runtime.settings import Settings, checkpoint_key, load_jurisdiction
@@ -130,6 +141,10 @@ class DetectionState:
     zones: ZonesRead = field(default_factory=ZonesRead)
     #: calls shed when last warned, and the monotonic time before which no new warning is logged
     shed_warned: tuple[int, float] = (0, 0.0)
+    #: the forecast set being built (in a thread) and published
+    forecasting: asyncio.Task[None] | None = None
+    #: forecast sets that failed to build or publish, since the worker started
+    forecast_failures: int = 0
 
 
 class DetectionAgent:
@@ -138,7 +153,8 @@ class DetectionAgent:
     ``state`` gives the Redis state to read and write through; ``alerts`` is
     the alerts topic; ``key`` gives the checkpoints' signing key (by default
     :func:`streams.runtime.settings.checkpoint_key`, read on first use);
-    ``profile`` the jurisdiction (by default the one ``settings`` names).
+    ``profile`` the jurisdiction (by default the one ``settings`` names);
+    ``forecasts`` the forecasts topic (None: the sets go to Redis only).
     Call :meth:`close` at shutdown: it writes a last checkpoint.
     """
 
@@ -149,9 +165,13 @@ class DetectionAgent:
         alerts: faust.TopicT,
         key: Callable[[], bytes] | None = None,
         profile: Profile | None = None,
+        forecasts: faust.TopicT | None = None,
     ) -> None:
         self.settings = settings
         self.profile = profile if profile is not None else load_jurisdiction(settings)
+        self.forecasts = forecasts
+        #: the areas, names and hot-spot grid of the forecast sets (the profile's)
+        self.places = Places.from_profile(self.profile)
         self.redis = state
         self.alerts = alerts
         self._key_source = key or (lambda: checkpoint_key(settings))
@@ -186,6 +206,7 @@ class DetectionAgent:
             await self._publish(runner.feed(event.value, time.time()), offset)
             st.pending.append(event)
             self._warn_if_shedding(runner)
+            self._forecast(runner)
             if self._checkpoint_due():
                 await self.checkpoint()
 
@@ -198,6 +219,7 @@ class DetectionAgent:
             alerts = runner.tick(time.time())
             if alerts:
                 await self._publish(alerts, st.applied, clock=True)
+            self._forecast(runner)
             # alerts of the clock alone are not made again by a replay: checkpoint them soon
             if (alerts or st.pending) and self._checkpoint_due():
                 await self.checkpoint()
@@ -206,11 +228,14 @@ class DetectionAgent:
         """The detectors' counters and the checkpoints' figures for ``/metrics`` (empty before the detectors are restored)."""
         if self.state.runner is None:
             return {}
-        return {**self.state.runner.metrics(), **self.state.checkpoints.metrics()}
+        failures = {"forecast_failures_total": self.state.forecast_failures}
+        return {**self.state.runner.metrics(), **self.state.checkpoints.metrics(), **failures}
 
     async def close(self) -> None:
         """At shutdown: wait for the checkpoint being written, then write one of what was fed since (a clean stop replays nothing)."""
         st = self.state
+        if st.forecasting is not None and not st.forecasting.done():
+            await st.forecasting  # a set being built: published before the last checkpoint (it takes the lock)
         if not st.pending and st.writing is None:
             return
         async with self.lock:
@@ -232,7 +257,8 @@ class DetectionAgent:
             redis = self.redis()
             saved = await until_reachable("reading the detectors' checkpoint", redis.load_detection)
             if saved is None:
-                st.runner = DetectionRunner(suite=profile_suite(self.profile), partitions=self.settings.partitions)
+                forecasting = ForecastIssuer(profile_forecaster(self.profile))
+                st.runner = DetectionRunner(suite=profile_suite(self.profile), forecasting=forecasting, partitions=self.settings.partitions)
                 log.info("detectors start empty, on the %s clock of %s", self.profile.timezone, self.profile.name)
             else:
                 st.offset, blob = saved
@@ -344,8 +370,52 @@ class DetectionAgent:
         for problem in problems:
             log.warning("event zone skipped: %s", problem)
         runner.set_zones(zones)
+        runner.set_event_loads(parse_event_loads(entries))
         seen.read, seen.version = True, version
         log.info("watching %d event zone(s) (zones version %s): %s", len(zones), version, ", ".join(z.id for z in zones) or "-")
+
+    # -- forecasts --------------------------------------------------------------------------
+
+    def _forecast(self, runner: DetectionRunner) -> None:
+        """Start building the forecast set due, unless one is being built (then it waits, or a newer one replaces it)."""
+        st = self.state
+        if st.forecasting is not None:
+            if not st.forecasting.done():
+                return
+            st.forecasting.result()  # raises only what is not a build's or a write's failure (those are logged)
+            st.forecasting = None
+        issue = runner.forecasts_due()
+        if issue is not None:
+            st.forecasting = asyncio.ensure_future(self._build_and_publish(issue))
+
+    async def _build_and_publish(self, issue: Issue) -> None:
+        """Build the set in a thread, then (under the lock) write it to Redis, send it, and hand its windows to the monitor."""
+        started = time.perf_counter()
+        try:
+            forecast_set = await asyncio.to_thread(make_set, issue, self.places, time.time())
+        except Exception:
+            self.state.forecast_failures += 1
+            log.exception("the forecast set issued at %.0f failed to build; the next is due in 15 minutes of event time", issue.issued)
+            return
+        seconds = time.perf_counter() - started
+        body = json.dumps(forecast_set, separators=(",", ":"))
+        async with self.lock:
+            try:
+                version = await self.redis().write_forecast(body)
+            except StateError as exc:
+                self.state.forecast_failures += 1
+                log.warning("the forecast set issued at %.0f was not written (%s); the next is due in 15 minutes", issue.issued, exc)
+                return
+            if self.forecasts is not None:
+                try:
+                    await self.forecasts.send(key=b"forecast", value=body.encode())
+                except Exception:
+                    self.state.forecast_failures += 1
+                    log.exception("the forecast set issued at %.0f is in Redis but was not sent on the forecasts topic", issue.issued)
+            runner = self.state.runner
+            if runner is not None:
+                runner.forecasting.published(forecast_set, seconds)
+        log.info("forecast set %d issued at %.0f: %d areas, built in %.2f s", version, issue.issued, len(forecast_set["areas"]), seconds)
 
     def _warn_if_shedding(self, runner: DetectionRunner) -> None:
         """At most once a minute while it goes on: the detectors' windows are full and drop their oldest calls early."""

@@ -24,8 +24,10 @@ The pure part (no Kafka, no Redis):
   live feed: the alerts still open at the end of history are closed (silently:
   the records are discarded), and the feed monitor forgets the last call of the
   history, so the days or months before the first live call are not a feed outage;
-* :func:`bootstrap` does the three and builds a fresh runner around the suite:
-  its de-duplication state (offsets of the live calls topic) starts empty;
+* :func:`bootstrap` does the three and builds a fresh runner around the suite
+  and the forecaster, which learns the same calls
+  (:meth:`streams.forecasting.issuer.ForecastIssuer.learn_history`): its
+  de-duplication state (offsets of the live calls topic) starts empty;
 * :func:`signed_checkpoint` signs it at detector-input offset -1 (nothing of the
   live input seen), under the worker's key.
 
@@ -75,12 +77,14 @@ from detectors.anomaly import MixAnomalyDetector
 from detectors.calibration import Calibration, calibrate, counted_days, is_jurisdiction
 from detectors.evaluation.calls import Calls
 from detectors.evaluation.replay import TICK_S, replay
+from detectors.forecast import ShiftForecaster
 from detectors.suite import DetectorSuite
 from detectors.surge import SurgeDetector
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
 from streams.counting.rolling import cells_for
 from streams.detection import checkpoint
-from streams.detection.runner import DetectionRunner, default_suite, profile_suite
+from streams.detection.runner import DetectionRunner, default_suite, profile_forecaster, profile_suite
+from streams.forecasting.issuer import ForecastIssuer
 from streams.ingest.mapping import Mapping, MappingError, load_mapping
 from streams.ingest.schema import Call, Extent, InvalidRecord, parse_event
 from streams.ingest.sources import Rejected, Row, UnknownFormat, read_source
@@ -389,6 +393,7 @@ def bootstrap(
     partitions: int,
     left_out: dict[str, int] | None = None,
     suite: DetectorSuite | None = None,
+    forecaster: ShiftForecaster | None = None,
     progress: bool = False,
 ) -> tuple[DetectionRunner, Summary]:
     """A runner whose detectors learnt ``points`` (event-time order), ready for the live feed, and what it learnt.
@@ -397,10 +402,14 @@ def bootstrap(
     in ``timezone``). The runner is new (:class:`DetectionRunner` with
     ``partitions``, the worker's ``WF_PARTITIONS``): its de-duplication offsets,
     reorder buffer and drift monitor start empty; only the suite is trained and
-    settled (:func:`settle`). ``left_out`` is reported in the summary as given.
+    settled (:func:`settle`), and the forecaster (by default
+    ``ShiftForecaster(timezone)``) learns the same calls. ``left_out`` is
+    reported in the summary as given.
     """
     suite = default_suite(timezone) if suite is None else suite
+    forecasting = ForecastIssuer(ShiftForecaster(timezone) if forecaster is None else forecaster)
     records, ready_at = train(suite, points, progress=progress)
+    forecasting.learn_history(_progress(points, "forecaster", len(points)) if progress else points)
     last_t = points[-1].t if points else None
     settle_s, left = 0.0, list[Alert]()
     if last_t is not None:
@@ -412,6 +421,7 @@ def bootstrap(
     for d in suite.extra:
         if isinstance(d, MixAnomalyDetector):
             ready["anomaly"] = d.windows_learnt >= d.warmup
+    ready["forecast"] = forecasting.forecaster.ready()
     summary = Summary(
         calls=len(points),
         left_out=dict(left_out or {}),
@@ -427,7 +437,7 @@ def bootstrap(
         left_open=len(left),
         half_life_days=suite.surge.baseline.half_life_days,
     )
-    return DetectionRunner(suite=suite, partitions=partitions), summary
+    return DetectionRunner(suite=suite, forecasting=forecasting, partitions=partitions), summary
 
 
 def calibrate_on_history(points: list[CallPoint], profile: Profile, timezone: str, progress: bool = False) -> Calibration:
@@ -624,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
             why_not = str(exc)
     thresholds = None if calibration is None else (calibration.threshold, calibration.jurisdiction_threshold)
     suite = profile_suite(local_profile, thresholds)  # the worker's: its zone, holidays and false-alert budget
-    runner, summary = bootstrap(points, timezone=zone, partitions=settings.partitions, left_out=dict(left_out), suite=suite, progress=True)
+    runner, summary = bootstrap(
+        points, timezone=zone, partitions=settings.partitions, left_out=dict(left_out), suite=suite,
+        forecaster=profile_forecaster(local_profile), progress=True,
+    )  # fmt: skip
     print("\n".join(summary.lines(now=time.time()) + calibration_lines(local_profile, calibration, why_not)))
     blob = signed_checkpoint(runner, key)
     status = 0

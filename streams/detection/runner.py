@@ -13,11 +13,20 @@ Event zones come from the gateway's records in Redis (``P:zones``, see
 :mod:`streams.counting.keys`): :func:`parse_zones` turns the event-kind records into
 :class:`detectors.zones.WatchedZone` s and :meth:`DetectionRunner.set_zones`
 hands them to the suite's zone watch.
+
+The runner also owns the forecaster (:class:`streams.forecasting.issuer.ForecastIssuer`:
+a :class:`detectors.forecast.ShiftForecaster` and its monitor), fed every call
+the detectors are fed, in the same order, and pickled with them in the
+checkpoint; a forecast set is due every 15 minutes of event time
+(:meth:`DetectionRunner.forecasts_due`). The event zones' expected extra loads
+(an optional ``expected_calls_per_hour`` in the zone's record) reach it through
+:func:`parse_event_loads`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -29,12 +38,14 @@ from detectors.anomaly import MixAnomalyDetector
 from detectors.baseline import ExpectedCounts
 from detectors.calibration import BudgetControl
 from detectors.drift import ResidualDriftMonitor
+from detectors.forecast import ShiftForecaster
 from detectors.outage import FeedMonitor
 from detectors.suite import DetectorSuite
 from detectors.surge import SurgeDetector
 from detectors.types import Alert, AlertState, CallPoint
 from detectors.zones import WatchedZone, ZoneWatch
 from streams.detection.reorder import WatermarkMerge
+from streams.forecasting.issuer import EventLoad, ForecastIssuer, Issue
 from streams.jurisdiction import Profile
 
 INPUT_VERSION = 1
@@ -116,6 +127,46 @@ def profile_suite(profile: Profile, thresholds: tuple[float, float] | None = Non
     return default_suite(profile.timezone, holidays, thresholds=thresholds, budget=profile.false_alerts_per_day)
 
 
+def profile_forecaster(profile: Profile) -> ShiftForecaster:
+    """The worker's forecaster: on the jurisdiction's clock, its special days of kind ``holiday`` expected like Sundays
+    (as the detectors' baseline expects them; an ``event`` day is not a Sunday).
+
+    >>> from streams.jurisdiction import Profile
+    >>> profile_forecaster(Profile(id="x", name="X", timezone="America/Chicago")).timezone
+    'America/Chicago'
+    """
+    return ShiftForecaster(profile.timezone, [d.date for d in profile.special_days if d.kind == "holiday"])
+
+
+def parse_event_loads(entries: Iterable[dict[str, Any]]) -> list[EventLoad]:
+    """The expected extra loads of the event zones among the gateway's zone records.
+
+    A zone record may carry ``expected_calls_per_hour`` (a number >= 0): the
+    extra calls its event is expected to bring each hour it is active. Zones
+    without it (or with 0), not of kind ``event``, or malformed (see
+    :func:`parse_zones`, which reports them) add nothing.
+
+    >>> cell = "882aac941dfffff"
+    >>> parse_event_loads([
+    ...     {"id": "a", "name": "Parade", "kind": "event", "cells": [cell], "active_from": 0, "active_until": 3600,
+    ...      "expected_calls_per_hour": 4},
+    ...     {"id": "b", "name": "Fair", "kind": "event", "cells": [cell], "active_from": 0, "active_until": 60},
+    ... ])
+    [EventLoad(id='a', start=0.0, end=3600.0, cells=frozenset({'882aac941dfffff'}), per_hour=4.0)]
+    """
+    loads: list[EventLoad] = []
+    for entry in entries:
+        rate = entry.get("expected_calls_per_hour") if isinstance(entry, dict) and entry.get("kind") == "event" else None
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+            continue
+        try:
+            zone = WatchedZone.from_json(entry)
+        except ValueError:
+            continue  # parse_zones reports it
+        loads.append(EventLoad(zone.id, zone.active_from, zone.active_until, zone.cells, float(rate)))
+    return loads
+
+
 def parse_zones(entries: Iterable[dict[str, Any]]) -> tuple[list[WatchedZone], list[str]]:
     """The event zones among the gateway's zone records, and one line per record skipped as malformed.
 
@@ -172,6 +223,8 @@ class DetectionRunner:
     #: the event clock runs on with the wall clock (a silent feed is news too)
     idle_s: float = 30.0
     counters: Counter[str] = field(default_factory=Counter)
+    #: the forecaster and its monitor, fed every call the detectors are fed
+    forecasting: ForecastIssuer = field(default_factory=ForecastIssuer)
     _seen: dict[int, int] = field(default_factory=dict)
     _last_t: float | None = None
     _last_wall: float | None = None
@@ -181,6 +234,13 @@ class DetectionRunner:
 
     def __post_init__(self) -> None:
         self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s, self.partitions)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "forecasting" not in state:
+            # a checkpoint from before the forecaster: one that starts now, on the detectors' clock and holidays
+            baseline = state["suite"].surge.baseline
+            state["forecasting"] = ForecastIssuer(ShiftForecaster(baseline.timezone, baseline.holidays))
+        self.__dict__.update(state)
 
     def feed(self, raw: bytes, wall: float) -> list[Alert]:
         """Process one detector-input message received at wall-clock time ``wall``."""
@@ -207,7 +267,9 @@ class DetectionRunner:
         alerts += self._run(self._merge.flush())
         if self._last_t < wall - self._merge.live_s:
             return alerts  # replaying history: a pause in the input is the worker's, not the feed's
-        return alerts + self.suite.advance(self._last_t + (wall - self._last_wall))
+        now = self._last_t + (wall - self._last_wall)
+        self.forecasting.advance(now)
+        return alerts + self.suite.advance(now)
 
     def flush(self) -> list[Alert]:
         """Run what the reorder buffer still holds (at shutdown)."""
@@ -223,6 +285,14 @@ class DetectionRunner:
             raise ValueError("the detector suite has no zone watch (DetectorSuite(zones=None)): it cannot watch event zones")
         self.suite.zones.set_zones(zones)
 
+    def set_event_loads(self, loads: Iterable[EventLoad]) -> None:
+        """Forecast these planned events' extra loads from the next set on, in place of the previous ones."""
+        self.forecasting.set_events(loads)
+
+    def forecasts_due(self) -> Issue | None:
+        """The forecast set due (the forecaster's snapshot at the last quarter hour crossed), or None; taking it clears it."""
+        return self.forecasting.take()
+
     def shed(self) -> dict[str, int]:
         """Calls each windowed detector dropped early because its windows held their cap (``max_window_calls``)."""
         out = {"surge": self.suite.surge.shed_calls}
@@ -235,13 +305,14 @@ class DetectionRunner:
         shed = {f"detector_calls_shed_total|{name}": n for name, n in self.shed().items()}
         surge = self.suite.surge
         thresholds = {"surge_threshold|local": surge.threshold, "surge_threshold|jurisdiction": surge.jurisdiction_threshold}
-        return {**self.counters, **shed, **self.drift.metrics(), **thresholds}
+        return {**self.counters, **shed, **self.drift.metrics(), **thresholds, **self.forecasting.metrics()}
 
     def _run(self, points: list[CallPoint]) -> list[Alert]:
         alerts: list[Alert] = []
         for point in points:
             self._track_hour(point.t)
             alerts += self.suite.process(point)
+            self.forecasting.learn_one(point)
             self.drift.record_time(point.t)
         for a in alerts:
             if a.state is AlertState.OPEN:

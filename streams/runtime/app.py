@@ -28,7 +28,7 @@ from streams.counting.agent import LOSS_CHECK_S, CommitterStates, CountingAgent
 from streams.detection.agent import DetectionAgent
 from streams.runtime.metrics import render_prometheus
 from streams.runtime.settings import Settings, load_settings
-from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
+from streams.topics import ALERTS, CALLS, DEADLETTER, DETECTOR_INPUT, FORECASTS, INCIDENT_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
     if "detect" in s.roles:
         detector_input = app.topic(topic_name(s.topic_prefix, DETECTOR_INPUT), **topic_options)
         alerts = app.topic(topic_name(s.topic_prefix, ALERTS), **topic_options)
-        detection = DetectionAgent(s, states.get, alerts)
+        forecasts = app.topic(topic_name(s.topic_prefix, FORECASTS), **topic_options)
+        detection = DetectionAgent(s, states.get, alerts, forecasts=forecasts)
         app.agent(detector_input, name="detect_surges")(detection.detect_surges)
         app.timer(interval=min(5.0, s.detector_checkpoint_s))(detection.keep_detector_clock)
 

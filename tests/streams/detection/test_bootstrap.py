@@ -88,7 +88,7 @@ def test_the_bootstrap_learns_three_weeks_and_says_so():
     """Every call is learnt, the detectors are ready and the summary names the days in the jurisdiction's zone."""
     history, _, summary = three_weeks()
     assert summary.calls == len(history) > 6000
-    assert summary.ready == {"surge": True, "feed": True, "anomaly": True}
+    assert summary.ready == {"surge": True, "feed": True, "anomaly": True, "forecast": True}
     assert 2.0 < (summary.ready_at - T0) / DAY < 4.0  # 1,000 calls at ~14 an hour
     assert round(summary.days) == 21 and 480 < summary.exposure_hours <= 504
     assert 16 < summary.live_days < 18.5  # the whole local days after the day it was ready on, but the last

@@ -60,9 +60,9 @@ def test_runner_drops_redelivered_points_and_restores_event_time_order():
     """Points redelivered after a crash are dropped by offset, and the suite sees event-time order."""
     suite = RecordingSuite()
     runner = DetectionRunner(suite=suite, reorder_s=60)  # type: ignore[arg-type]  # RecordingSuite stands in for the suite
-    runner.feed(encode_points([(0, 0, 100.0, "c", "EMS", None), (1, 0, 50.0, "c", "EMS", None)]), wall=0)
-    runner.feed(encode_points([(0, 0, 100.0, "c", "EMS", None)]), wall=1)  # a copy
-    runner.feed(encode_points([(0, 1, 300.0, "c", "EMS", None), (1, 1, 20.0, "c", "EMS", None)]), wall=2)
+    runner.feed(encode_points([(0, 0, 100.0, "882aac941dfffff", "EMS", None), (1, 0, 50.0, "882aac941dfffff", "EMS", None)]), wall=0)
+    runner.feed(encode_points([(0, 0, 100.0, "882aac941dfffff", "EMS", None)]), wall=1)  # a copy
+    runner.feed(encode_points([(0, 1, 300.0, "882aac941dfffff", "EMS", None), (1, 1, 20.0, "882aac941dfffff", "EMS", None)]), wall=2)
     runner.flush()
     assert suite.seen == [50.0, 100.0, 300.0]
     assert runner.counters["detector_input_duplicates_total"] == 1
@@ -73,7 +73,7 @@ def test_runner_clock_follows_the_wall_clock_when_the_feed_goes_silent():
     """A silent partition stops holding points back after partition_idle_s; after idle_s the event clock runs on with wall time."""
     suite = RecordingSuite()
     runner = DetectionRunner(suite=suite, reorder_s=60, idle_s=30, partition_idle_s=2)  # type: ignore[arg-type]  # RecordingSuite: see above
-    runner.feed(encode_points([(0, 0, 4990.0, "c", "EMS", None)]), wall=5000.0)
+    runner.feed(encode_points([(0, 0, 4990.0, "882aac941dfffff", "EMS", None)]), wall=5000.0)
     assert runner.tick(5001.0) == [] and suite.seen == []  # held: 60 s of disorder tolerated
     runner.tick(5010.0)
     assert suite.seen == [4990.0] and suite.advanced == []
@@ -87,10 +87,10 @@ def test_replaying_history_a_lagging_partition_holds_the_others_and_the_clock_st
     suite = RecordingSuite()
     runner = DetectionRunner(suite=suite, idle_s=30, partition_idle_s=2, partitions=2)  # type: ignore[arg-type]  # RecordingSuite: see above
     day, now = 1_450_000_000.0, 1_790_000_000.0  # December 2015, replayed in 2026
-    runner.feed(encode_points([(0, 0, day, "c", "EMS", None), (1, 0, day + 1, "c", "EMS", None)]), wall=now)
-    runner.feed(encode_points([(0, 1, day + 3600, "c", "EMS", None)]), wall=now + 1)
+    runner.feed(encode_points([(0, 0, day, "882aac941dfffff", "EMS", None), (1, 0, day + 1, "882aac941dfffff", "EMS", None)]), wall=now)
+    runner.feed(encode_points([(0, 1, day + 3600, "882aac941dfffff", "EMS", None)]), wall=now + 1)
     runner.tick(now + 20)  # partition 1 unread for 19 s: still holding partition 0's hour-ahead point
-    runner.feed(encode_points([(1, 1, day + 60, "c", "EMS", None)]), wall=now + 21)
+    runner.feed(encode_points([(1, 1, day + 60, "882aac941dfffff", "EMS", None)]), wall=now + 21)
     assert runner.counters["detector_input_late_total"] == 0
     runner.tick(now + 60)  # 30 s without input: everything released, but no clock advance
     assert suite.seen == [day, day + 1, day + 60, day + 3600]
@@ -109,7 +109,7 @@ def test_runner_merges_partitions_hours_apart_without_losing_points():
             batch = []
             for i in range(10):
                 t = 10_000.0 + (3 - p) * 3600 + (step * 10 + i) * 60
-                batch.append((p, offsets[p], t, "c", "EMS", None))
+                batch.append((p, offsets[p], t, "882aac941dfffff", "EMS", None))
                 offsets[p] += 1
             wall += 0.05
             runner.feed(encode_points(batch), wall=wall)
