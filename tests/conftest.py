@@ -41,6 +41,9 @@ def settings(stack, request) -> Settings:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     s = load_settings(
         {},
+        # the broker and Redis the session's stack runs on (WF_KAFKA_PORT, WF_REDIS_PORT; 9092 and 6379 by default)
+        kafka_bootstrap=f"{infra_stack.KAFKA_HOST}:{infra_stack.kafka_port()}",
+        redis_url=f"redis://{infra_stack.KAFKA_HOST}:{infra_stack.redis_port()}/0",
         topic_prefix=prefix,
         redis_prefix=prefix,
         app_id=f"wf-test-{prefix}",
