@@ -69,6 +69,7 @@ _HELP = {
     "forecast_sets_skipped_total": "Forecast sets due but replaced by a newer one before they were built (a fast replay).",
     "forecast_build_seconds": "Seconds the last forecast set took to build (in a thread beside the detectors).",
     "forecast_issued_seconds": "Event time (epoch s) the last forecast set was issued at.",
+    "forecast_failures_total": "Forecast sets that failed to build, to be written to Redis or to be sent (logged with the reason).",
     "forecast_windows_dropped_total": "Forecast windows the monitor could not watch (its cap, or issued too long ago).",
     "forecast_windows_total": "Forecast windows scored against the calls that came, by level and horizon (hours).",
     "forecast_mae": "Mean absolute error of the forecasts (calls), by level and horizon; decayed, half-life a week.",
