@@ -21,18 +21,32 @@ Methods
 * ``hour_of_week_mean``: the mean over every earlier week;
 * ``kde`` (hot spots only): a Gaussian kernel (``--bandwidth`` km) over the past 4
   weeks' calls at the res-8 cell centres;
-* ``watchfloor``: :class:`detectors.forecast.ShiftForecaster`, when that module
-  exists; it learns every call before each origin (``learn_one``, incrementally).
+* ``watchfloor``: :class:`detectors.forecast.ShiftForecaster` (the profile's time
+  zone and holidays, ``--set`` for other parameters); it learns every call before
+  each origin (``learn_one``, incrementally);
+* ``watchfloor_median``: the same forecasts scored on their predictive median (the
+  point forecast absolute errors reward; the mean is what the dashboard shows);
+* ``river_holt_winters``, ``river_snarimax`` (jurisdiction only): River's
+  ``time_series`` forecasters fed the hourly counts (:class:`RiverHourly`).
 
-The baselines' 80 % and 95 % intervals are Poisson quantiles around their mean.
+The baselines' and River's 80 % and 95 % intervals are Poisson quantiles around
+their mean. Beside the plain coverage, ``pit80``/``pit95`` give the
+randomized-PIT coverage (:func:`detectors.evaluation.forecasting.pit_coverage`),
+nominal for a calibrated forecaster even where counts are small.
+
+The time zone: ``--timezone``, else the profile's, else the one the file's
+format names (a built-in mapping's ``timezone``), else UTC with a warning.
 
 Hot spots: the grid is the res-8 cells whose centres lie in the profile's
 boundary (``--profile`` with a boundary), else every res-8 cell with a call in
 the file; the flagged share of area is k / (cells of that grid).
 
 Writes ``DIR/results.json`` (``methods[method][horizon][level]`` with mae, rmse,
-mase, coverage80, coverage95, width80, width95; ``hotspots`` with pai and pei
-per share), ``DIR/week.png`` (a week of forecasts against actuals with bands,
+mase, mase_median_area, coverage80, coverage95, pit80, pit95, width80, width95, n;
+``methods[method][horizon]["hotspots_res8"]`` with ``pai`` and ``pei`` keyed by
+share ("0.005", "0.01"), the same flat as ``pai_0.5``, ``pai_1``, ``pei_0.5``,
+``pei_1`` (share in percent), and ``pai_curve``; ``targets``; ``speed``: µs per
+``learn_one`` and per forecast), ``DIR/week.png`` (a week of forecasts against actuals with bands,
 the jurisdiction and its busiest res-6 area) and ``DIR/pai.png`` (PAI against
 flagged share of area, one curve per method).
 """
