@@ -36,8 +36,8 @@ route                                  roles           answers
                                                        areas (a FeatureCollection: name, geometry); cacheable (ETag)
 ``GET /api/forecast``                  all             supervisors and commanders: the worker's forecast set
                                                        (:mod:`gateway.forecasts`; commanders only what lies in
-                                                       their cells), narrowed by ``area`` and ``horizon``; 503
-                                                       ``no_forecast`` before the first; partners: their view
+                                                       their cells), narrowed by ``area`` and ``horizon``;
+                                                       ``ready`` false and why before the first; partners: their view
                                                        (:mod:`gateway.partnerforecast`), 404 without it
 ``GET /api/allocation``                supervisors     the next shift's recommended units per area
                                                        (:mod:`detectors.allocation`) for ``units``, ``floor``,
@@ -492,12 +492,13 @@ async def forecast(gw: Gateway, req: ApiRequest) -> Response:
     horizon = None if text_h is None else integer(req.query, "horizon", 0, 0, 10_000)
     version, fs = await _forecast_set(gw)
     if fs is None or not forecasts.is_ready(fs):
-        raise HttpError(503, "no_forecast", forecasts.not_ready_message(fs))
+        # an answer, not an error: a dashboard opened before the worker's first set is working as it should
+        return json_response(200, {"version": version, "ready": False, "message": forecasts.not_ready_message(fs), "areas": {}})
     try:
         body = forecasts.answer(forecasts.scoped(fs, visible_cells(req.scope)), one(req.query, "area"), horizon)
     except forecasts.ForecastQueryError as exc:
         raise HttpError(400, exc.code, exc.message) from None
-    return json_response(200, {"version": version, **body})
+    return json_response(200, {"version": version, "ready": True, **body})
 
 
 async def _partner_forecast(gw: Gateway, req: ApiRequest) -> Response:

@@ -23,6 +23,7 @@ from selenium.webdriver.common.keys import Keys
 from detectors.types import AlertState
 from tests.gateway.live import IN_LANSDALE, LANSDALE, GatewayProcess, make_alert, publish, token
 from tests.gateway.test_dashboard import WAIT_S, browser, card, console_errors, css, log_in, screenshot, wait_for
+from tests.gateway.test_forecast_api import plant_forecast
 
 __all__ = ["browser"]  # the fixture, imported so this module's tests can ask for it
 
@@ -132,7 +133,8 @@ def publish_alerts(r: redis.Redis, prefix: str) -> list[dict]:
 def open_views(gw: GatewayProcess, prefix: str, r: redis.Redis, browser: Callable[[str], WebDriver]) -> dict[str, WebDriver]:
     """The three views, each in its own browser: the login page, a supervisor with the alerts' cards, a transit
     partner with the same alerts (its station is in their cell). The alerts come once both are live: a page that
-    connects later is sent the open alerts only."""
+    connects later is sent the open alerts only. A forecast set is in Redis, so the next-shift panel has its figures."""
+    plant_forecast(r, prefix)
     login = browser("access-login")
     login.get(f"{gw.base}/")
     wait_for(login, "the login box", lambda d: css(d, "#login")[0].is_displayed())
@@ -157,6 +159,8 @@ def open_views(gw: GatewayProcess, prefix: str, r: redis.Redis, browser: Callabl
     wait_for(school, "the school's places", lambda d: css(d, "#zone-list button.zone"))
     wait_for(commander, "the commander's alert card", lambda d: css(d, f"{card(alert['id'])} .summary"))
     wait_for(commander, "the commander's tiles", lambda d: len(css(d, "#overview-tiles .tile")) == 6)
+    for driver in (sup, commander):
+        wait_for(driver, "the next shift's forecast", lambda d: css(d, "#forecast-chart[data-hours='8']"))
     return {"login": login, "supervisor": sup, "transit": partner, "school": school, "commander": commander}
 
 
@@ -186,10 +190,16 @@ def open_event_zone(gw: GatewayProcess, r: redis.Redis, prefix: str, commander_t
 
 def open_details(driver: WebDriver) -> None:
     """Opens every card's "Details" (the statistics hidden behind it), as a person would: by clicking its summary;
-    then the history panel, its search answered (form, timeline and list), and the first item of its list."""
+    then the next shift's panel and an allocation recommended (its tables and the Adopt button), then the
+    history panel, its search answered (form, timeline and list), and the first item of its list."""
     for summary in css(driver, ".alert-card details.stats > summary"):
         summary.click()
     wait_for(driver, "the alerts' statistics", lambda d: all(e.is_displayed() for e in css(d, ".alert-card details.stats .score")))
+    summary = css(driver, "#forecast-toggle > summary")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+    summary.click()
+    css(driver, "#allocation-form input[name='units']")[0].send_keys("8", Keys.ENTER)
+    wait_for(driver, "the recommended allocation", lambda d: css(d, "#allocation-table:not([hidden]) tbody tr"))
     css(driver, "#history-toggle > summary")[0].click()
     wait_for(driver, "the history's list", lambda d: css(d, "#history-list li.history-item summary"))
     css(driver, "#history-list li.history-item summary")[0].click()

@@ -104,12 +104,12 @@ def post(g, path: str, who: str = "supervisor") -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def test_before_any_forecast_the_answer_is_503_saying_why(ogw, prefix, r):
+def test_before_any_forecast_the_answer_says_why_and_an_allocation_is_refused_with_503(ogw, prefix, r):
     status, body = get(ogw, "/api/forecast")
-    assert (status, body["error"]) == (503, "no_forecast") and "no forecast yet" in body["message"], body
+    assert (status, body["ready"], body["areas"]) == (200, False, {}) and body["message"].startswith("no forecast yet"), body
     plant_forecast(r, prefix, {"v": 1, "areas": {}, "needs_days": 4})
     status, body = get(ogw, "/api/forecast")
-    assert (status, body["message"]) == (503, "no forecast yet: the forecaster needs 4 more days of calls"), body
+    assert (status, body["version"], body["message"]) == (200, 1, "no forecast yet: the forecaster needs 4 more days of calls"), body
     status, body = get(ogw, "/api/allocation?units=4")
     assert (status, body["error"]) == (503, "no_forecast"), body
 
@@ -118,7 +118,7 @@ def test_supervisor_reads_the_whole_set_and_narrows_it_by_area_and_horizon_with_
     version = plant_forecast(r, prefix)
     status, body = get(ogw, "/api/forecast")
     assert status == 200, body
-    assert body["version"] == version and body["issued"] == ISSUED and body["horizon"] is None
+    assert body["version"] == version and body["ready"] and body["issued"] == ISSUED and body["horizon"] is None
     assert set(body["areas"]) == set(forecast_set()["areas"])
     assert [(c["cell"], c["flagged"]) for c in body["hotspots"]["cells"]] == [(IN_LANSDALE, ["0.005", "0.01"]), (FAR, ["0.01"])]
     assert body["hotspots"]["area_cells"] == 400 and set(body["monitor"]) == {"jurisdiction|8", "cell6|8"}

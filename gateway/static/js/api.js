@@ -1,4 +1,5 @@
-// The token (URL fragment or this tab's storage) and GET requests to the gateway's REST API (gateway.api).
+// The token (URL fragment or this tab's storage) and requests to the gateway's REST API (gateway.api): GET, and
+// POST for the one change it takes over HTTP (adopting an allocation).
 
 const TOKEN_KEY = "watchfloor.token";
 
@@ -40,7 +41,16 @@ export function forgetToken() {
 
 /** The JSON body of GET ``path`` with the bearer token; ApiError with the gateway's code and message otherwise. */
 export async function getJson(token, path) {
-  const res = await fetch(path, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  return requestJson(token, path, "GET");
+}
+
+/** The JSON body of POST ``path`` (no body: its parameters are in the query, as GET's) with the bearer token. */
+export async function postJson(token, path) {
+  return requestJson(token, path, "POST");
+}
+
+async function requestJson(token, path, method) {
+  const res = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
   let body = null;
   try {
     body = await res.json();

@@ -10,15 +10,18 @@
 //                          partners: their units in the newest released window (once; counts frames follow)
 //   GET /api/cells         outlines of alert cells with no recent calls (cached: an outline never changes)
 //   GET /api/alerts?state=all&since=&until=&...   the history panel's searches (when it is open)
-//   /ws                    alert, action, counts, ... frames; reconnects with backoff, resumes from the cursor
+//   GET /api/forecast      supervisors, commanders: the next shift's forecast (once; forecast frames follow)
+//   GET, POST /api/allocation   supervisors: the recommended units per area; adopting one
+//   /ws                    alert, action, counts, forecast, ... frames; reconnects with backoff, resumes from the cursor
 //
 // The server's Content-Security-Policy allows only same-origin scripts and styles: no inline script, no
 // style attributes. Every module builds nodes with createElement/textContent (never innerHTML), and
 // presentation is by class (style.css).
 
-import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, takeToken } from "./api.js";
+import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, postJson, takeToken } from "./api.js";
 import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
 import { $, fmtZoned, setTimeZone } from "./format.js";
+import { allocationQuery, renderAdopted, renderAllocation, renderForecast, renderNoForecast } from "./forecast.js";
 import { historyFilters, historySearch, renderHistory, setAreaNames, showHistoryError, wireHistory } from "./history.js";
 import { renderMap } from "./map.js";
 import { renderOverview } from "./overview.js";
@@ -138,9 +141,12 @@ async function start() {
   setWho(state.me);
   setClockZone(state.jurisdiction);
   $("#overview").hidden = state.partner;
+  $("#forecast-panel").hidden = state.partner;
+  $("#allocation").hidden = state.me.role !== "supervisor";
   if (!historyWired) {
     historyWired = true;
     wireOverview();
+    wireForecast();
     wireHistory({ onSearch: searchHistory, partner: state.partner });
     $("#history-toggle").addEventListener("toggle", () => $("#history-toggle").open && searchHistory());
   }
@@ -158,6 +164,7 @@ async function start() {
   }
   refreshHotspots();
   refreshOverview();
+  loadForecast();
   if (state.partner) loadPartnerForecast();
   drawMap();
   socket.connect();
@@ -202,6 +209,82 @@ async function loadOverview() {
     if (seq !== overviewSeq) return;
     if (err instanceof ApiError && err.status === 401) refused(err);
     else $("#overview-error").textContent = `The figures could not be read: ${err.message}`;
+  }
+}
+
+// ------------------------------------------------------------------ next shift (js/forecast.js)
+
+/** The forecast panel's controls: the hot-spot layer's toggle and, for supervisors, the allocation's form. */
+function wireForecast() {
+  const layer = $("#forecast-layer");
+  layer.addEventListener("click", () => {
+    state.forecastLayer = !state.forecastLayer;
+    layer.setAttribute("aria-pressed", String(state.forecastLayer));
+    showForecast(); // draws the map when the layer is on
+    if (!state.forecastLayer) drawMap();
+  });
+  const form = $("#allocation-form");
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    recommend();
+  });
+  $("#allocation-adopt").addEventListener("click", adopt);
+}
+
+async function loadForecast() {
+  if (state.partner || !state.token) return;
+  try {
+    const body = await api("/api/forecast");
+    if (body.ready === false) {
+      if (!state.forecast) renderNoForecast(`${body.message.charAt(0).toUpperCase()}${body.message.slice(1)}.`);
+      return;
+    }
+    state.forecast = body;
+    showForecast();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+    else renderNoForecast(`The forecast could not be read: ${err.message}`);
+  }
+}
+
+function showForecast() {
+  if (!state.forecast) return;
+  state.forecastArea = renderForecast(state.forecast, state.forecastArea, (key) => {
+    state.forecastArea = key;
+    showForecast();
+  });
+  const hot = state.forecast.hotspots || {};
+  const n = (hot.cells || []).length;
+  $("#forecast-layer-note").textContent = state.forecastLayer
+    ? `${n} hot spot${n === 1 ? "" : "s"} of the next ${hot.horizon || 8} hours outlined on the map (res-${hot.resolution || 8} cells).`
+    : "";
+  if (state.forecastLayer) drawMap();
+}
+
+async function recommend() {
+  const form = $("#allocation-form");
+  const q = allocationQuery(form.elements.units.value, form.elements.floor.value, form.elements.cap.value);
+  $("#allocation-error").textContent = q.error || "";
+  if (q.error) return;
+  try {
+    const body = await api(`/api/allocation${q.query}`);
+    state.allocationQuery = q.query;
+    renderAllocation(body);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+    else $("#allocation-error").textContent = `No recommendation: ${err.message}`;
+  }
+}
+
+async function adopt() {
+  if (!state.allocationQuery) return;
+  try {
+    const body = await postJson(state.token, `/api/allocation${state.allocationQuery}`);
+    renderAdopted(body.adopted);
+    showMessage("The plan was adopted; the next recommendation's cap is measured from it.");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+    else $("#allocation-error").textContent = `The plan was not adopted: ${err.message}`;
   }
 }
 
@@ -333,7 +416,10 @@ function onFrame(f) {
       renderSubscription(state, f.filters);
       break;
     case "forecast":
-      if (state.partner && f.forecast) renderPartnerForecast(f.forecast);
+      if (!state.partner && f.forecast) {
+        state.forecast = { ...f.forecast, version: f.version };
+        showForecast();
+      } else if (state.partner && f.forecast) renderPartnerForecast(f.forecast);
       break;
     case "zone_created":
       state.zones.set(f.zone.id, f.zone);
@@ -488,6 +574,12 @@ function init() {
     const data = describeClock(state.clock, Date.now() / 1000, liveLagFor(state.partner, state.counts.windowMin)).text;
     const sel = state.selection ? ` · following ${state.selection.name}` : "";
     $("#print-note").textContent = `Printed ${fmtZoned(Date.now() / 1000)} by ${who}${sel} · ${data}`;
+    // the next shift on paper too (a closed details prints its summary only); closed again afterwards
+    const next = $("#forecast-toggle");
+    if (state.forecast && !next.open) {
+      next.open = true;
+      window.addEventListener("afterprint", () => (next.open = false), { once: true });
+    }
   });
   $("#zone-all").addEventListener("click", () => select(null));
   window.addEventListener("hashchange", () => {

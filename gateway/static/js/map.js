@@ -30,6 +30,7 @@ import {
 } from "./geo.js";
 import { outlineShapes, placesFor, placesLayer } from "./places.js";
 import { drawBasemap } from "./basemap.js";
+import { FLAG_SHARES, flaggedCells } from "./forecast.js";
 
 /** Smallest radius (px) of a shape drawn without a ring around it when it is part of an open alert. */
 const FINDABLE_PX = 14;
@@ -115,6 +116,27 @@ export function renderMap(state, opts) {
     gCells.append(p);
   }
   root.append(gCells);
+
+  // the next shift's hot spots (js/forecast.js), when the layer is on: solid in the top 0.5 %, dashed to the top 1 %
+  const gForecast = svg("g", { class: "forecast-hot-spots" });
+  if (state.forecastLayer && state.forecast) {
+    const known = new Map(cellShapes.map((c) => [c.cell, c.boundary]));
+    const top = new Set(flaggedCells(state.forecast.hotspots, FLAG_SHARES[0]).map((c) => c.cell));
+    for (const c of flaggedCells(state.forecast.hotspots, FLAG_SHARES[1])) {
+      const boundary = known.get(c.cell) || state.outlines.get(c.cell);
+      if (!Array.isArray(boundary)) {
+        if (!state.outlines.has(c.cell)) result.missing.push(c.cell);
+        continue;
+      }
+      const half = top.has(c.cell);
+      const p = svg("path", { d: pathOf(cellRing({ boundary })), class: `forecast-hot ${half ? "flag-halfpc" : "flag-1pc"}`, "data-cell": c.cell, "data-rank": c.rank });
+      const mean = typeof c.mean === "number" ? `about ${Math.round(c.mean * 10) / 10} calls expected next shift` : "";
+      p.append(svg("title", {}, `${c.name || cellLabel(c.cell, state.cellAreas.get(c.cell))}: hot spot #${c.rank} (top ${half ? "0.5" : "1"} % of the area), ${mean}`));
+      gForecast.append(p);
+    }
+  }
+  root.append(gForecast);
+  host.dataset.forecastCells = String(gForecast.childElementCount);
 
   // each open alert's cells as one outline (the union's edges), ringed when too small to find
   const regions = alertRegions(state);
@@ -305,6 +327,9 @@ function renderLegend(state, ubs, wide = [], places = null, byUsual = false, red
     list.append(item);
   }
   list.append(swatch("swatch-alert", "alert region"), swatch("swatch-zone", "zone"));
+  if (state.forecastLayer && state.forecast) {
+    list.append(swatch("swatch-forecast", "next shift's hot spot, top 0.5 % of the area"), swatch("swatch-forecast-1pc", "top 1 %"));
+  }
   if (places && places.outline) list.append(swatch("swatch-boundary", places.name || "jurisdiction"));
   if (places && places.areas && places.areas.features.length) list.append(swatch("swatch-area", "named area"));
   for (const r of wide) {

@@ -41,6 +41,10 @@ export function createState() {
     clock: emptyClock(), // the newest data's event time and when it last moved (js/clock.js)
     caughtUp: false, // the socket has replayed what was missed: alert frames from now on are new
     filter: { category: "", area: "" }, // supervisors, commanders: the at-a-glance filters (tiles, chart, feed)
+    forecast: null, // supervisors, commanders: the forecast set from /api/forecast or the latest forecast frame
+    forecastArea: null, // the key of the area the next-shift panel shows (null: the jurisdiction, or the first)
+    forecastLayer: false, // the map outlines the next shift's hot spots
+    allocationQuery: null, // supervisors: the query of the recommendation shown ("?units=12"), adopted as it is
   };
 }
 
