@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import h3
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
@@ -272,7 +272,8 @@ def test_every_forecast_of_a_day_added_to_the_released_tables_pins_nothing_more(
                 assert low <= truth <= high, "a forecast's claim the calls do not meet"
                 informed.learn_range(atoms, low, high)
                 claims += 1
-    assert claims and withheld
+    assert claims
+    assume(withheld)  # a week busy enough that nothing was withheld has nothing to pin
     for atoms in withheld:
         assert informed.pinned(atoms) is None
     for atoms in random.Random(len(withheld)).sample(withheld, min(4, len(withheld))):
