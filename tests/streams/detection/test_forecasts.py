@@ -15,6 +15,7 @@ import redis
 
 from streams.counting.keys import Keys
 from streams.topics import FORECASTS
+from tests.gateway.live import GatewayProcess, token
 from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
 
 PROFILE = ROOT / "infra" / "jurisdictions" / "montgomery-pa" / "jurisdiction.toml"
@@ -63,7 +64,8 @@ def test_forecast_sets_reach_redis_and_the_topic_and_survive_a_restart(settings,
     """Two simulated days (the forecaster's warm-up) replayed through the worker: a set of the contract's schema lands in
     P:forecast with its version and on the forecasts topic, and /metrics counts it. The worker stops (a checkpoint) and a
     new one, fed six more hours, makes later sets at once (its forecaster came back ready, far short of the warm-up's
-    1,000 calls), with the monitor's figures."""
+    1,000 calls), with the monitor's figures. In between, a real gateway serves the worker's set to a supervisor, builds an
+    allocation on it, and gives a partner none of it."""
     s = replace(settings, retention_s=60 * 86400, detector_checkpoint_s=2.0)
     keys = Keys(s.redis_prefix)
     client = redis.Redis.from_url(s.redis_url, decode_responses=True)
@@ -97,6 +99,7 @@ def test_forecast_sets_reach_redis_and_the_topic_and_survive_a_restart(settings,
     sent = read_topic(s, FORECASTS, expect=1, timeout_s=20)
     assert sent and sent[-1]["issued"] == fs["issued"] and sent[-1]["areas"].keys() == fs["areas"].keys()
     assert "watchfloor_forecast_sets_total" in page and f"watchfloor_forecast_issued_seconds {fs['issued']}" in page
+    _through_the_gateway(s.redis_prefix, tmp_path, version, fs)
 
     again = WorkerProcess(s, tmp_path / "two", env=env).start()
     try:
@@ -109,3 +112,28 @@ def test_forecast_sets_reach_redis_and_the_topic_and_survive_a_restart(settings,
     assert later_version > version and later["issued"] > fs["issued"]
     assert later["monitor"]["jurisdiction|1"]["n"] >= 1, "no forecast window was scored"
     assert 'watchfloor_forecast_coverage{level="jurisdiction",horizon="1",nominal="0.8"}' in page
+
+
+def _through_the_gateway(prefix: str, tmp_path: Path, version: int, fs: dict) -> None:
+    """The worker's set, read through a real gateway: a supervisor gets it as the worker wrote it, an allocation is
+    built on its areas, and a transit partner gets none of it."""
+    g = GatewayProcess(prefix, env_extra={"WF_PROFILE": str(PROFILE)}).start(tmp_path)
+    try:
+        status, body = g.get_json("/api/forecast", token("supervisor"))
+        assert status == 200 and body["ready"] and body["version"] == version and body["issued"] == fs["issued"], body
+        assert set(body["areas"]) == set(fs["areas"])
+        ranked = [(c["cell"], c["rank"], c["mean"]) for c in fs["hotspots"]["cells"]]
+        assert [(c["cell"], c["rank"], c["mean"]) for c in body["hotspots"]["cells"]] == ranked[: len(body["hotspots"]["cells"])]
+        top = fs["hotspots"]["flagged"]["0.005"]
+        assert [c["cell"] for c in body["hotspots"]["cells"] if "0.005" in c["flagged"]] == [c for c, _, _ in ranked[:top]]
+        status, body = g.get_json("/api/forecast?area=jurisdiction&horizon=8", token("supervisor"))
+        assert status == 200 and body["areas"]["jurisdiction"]["by_horizon"]["8"] == fs["areas"]["jurisdiction"]["by_horizon"]["8"], body
+        status, plan = g.get_json("/api/allocation?units=70", token("supervisor"))
+        assert status == 200, plan
+        assert sum(row["units"] for row in plan["rows"]) == 70 and {row["key"] for row in plan["rows"]} <= set(fs["areas"])
+        status, body = g.get_json("/api/forecast", token("transit", zones=("septa-lansdale",)))
+        text = json.dumps(body)
+        assert status in (200, 403) and "hotspots" not in body and "monitor" not in body, body
+        assert not any(key in text for key in fs["areas"] if key != "jurisdiction"), "a worker's area key reached a partner"
+    finally:
+        g.stop()
