@@ -130,6 +130,7 @@ class Messages:
                 agency=claims.agency if before is None or claims.role is Role.SUPERVISOR else before.agency,
                 threshold=msg.threshold,
                 floor=msg.floor if claims.role is Role.SUPERVISOR else None,
+                expected_calls_per_hour=msg.expected_calls_per_hour,
                 within=self.jurisdiction,
             )
         except GeometryError as exc:
@@ -152,7 +153,8 @@ def zone_summary(z: Zone) -> dict:
     """What the audit log keeps of a zone: enough to see what changed (its cells by count and digest)."""
     digest = hashlib.sha256(",".join(sorted(z.cells)).encode()).hexdigest()[:16]
     return {"name": z.name, "cells": len(z.cells), "cells_sha256": digest, "active_from": z.active_from,
-            "active_until": z.active_until, "threshold": z.threshold, "floor": z.floor}  # fmt: skip
+            "active_until": z.active_until, "threshold": z.threshold, "floor": z.floor,
+            "expected_calls_per_hour": z.expected_calls_per_hour}  # fmt: skip
 
 
 def check_narrows(before: Zone | None, after: Zone, places: Places | None = None) -> None:

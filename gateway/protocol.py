@@ -41,8 +41,10 @@ Client -> server
               min_severity?: "low"|"medium"|"high"}``: replaces the filters.
 ``ack`` / ``resolve`` ``{alert_id, note?}``: supervisors (and event commanders for
               their zone's alerts).
-``create_zone`` ``{id, name, polygon, starts_at, ends_at, threshold?, floor?}``: an event
-              zone. Supervisors create and replace zones and set ``floor``, the lowest
+``create_zone`` ``{id, name, polygon, starts_at, ends_at, threshold?, floor?,
+              expected_calls_per_hour?}``: an event zone (the expected extra calls an
+              hour, 0-1000, are added to the forecasts of the hours it is active).
+              Supervisors create and replace zones and set ``floor``, the lowest
               threshold a commander may set; a commander may only narrow a zone its token
               names (a polygon inside it, a shorter time, a threshold at or above the
               floor). Every change is audited with before and after. The
@@ -126,6 +128,8 @@ class CreateZone:
     threshold: float | None = None
     #: the lowest threshold a commander may later set (supervisors only)
     floor: float | None = None
+    #: extra calls an hour the organisers expect while it is active (the forecaster adds them)
+    expected_calls_per_hour: float | None = None
 
 
 ClientMessage = Subscribe | AlertAction | CreateZone
@@ -134,6 +138,8 @@ _ZONE_ID = re.compile(r"[a-z0-9_-]{1,64}")
 
 #: Longest note a supervisor can attach to an acknowledgement or resolution.
 MAX_NOTE = 1000
+#: Most extra calls an hour an event zone may announce (a stadium's worst night is far below it).
+MAX_EVENT_LOAD = 1000.0
 #: Deepest nesting of a polygon: a MultiPolygon is an object of polygons of rings of positions.
 POLYGON_DEPTH = 5
 
@@ -184,7 +190,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             raise ProtocolError("bad_note", f"note must be a string of at most {MAX_NOTE} characters")
         return AlertAction(kind, alert_id, note)
     if kind == "create_zone":
-        _only(data, {"type", "id", "name", "polygon", "starts_at", "ends_at", "threshold", "floor"})
+        _only(data, {"type", "id", "name", "polygon", "starts_at", "ends_at", "threshold", "floor", "expected_calls_per_hour"})
         zid, name = data.get("id"), data.get("name")
         if not isinstance(zid, str) or not _ZONE_ID.fullmatch(zid):
             raise ProtocolError("bad_zone_id", "id must be 1-64 characters of a-z, 0-9, '-' and '_'")
@@ -203,7 +209,13 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 1.0 <= v <= 20.0):
                 raise ProtocolError(f"bad_{f}", f"{f} must be a score between 1 and 20 (-log10 p), got {v!r:.40}")
             scores.append(None if v is None else float(v))
-        return CreateZone(zid, name.strip(), polygon, times[0], times[1], scores[0], scores[1])
+        load = data.get("expected_calls_per_hour")
+        if load is not None and (isinstance(load, bool) or not isinstance(load, int | float) or not 0.0 <= load <= MAX_EVENT_LOAD):
+            raise ProtocolError(
+                "bad_expected_calls_per_hour",
+                f"expected_calls_per_hour must be a number of calls from 0 to {MAX_EVENT_LOAD:g}, got {load!r:.40}",
+            )
+        return CreateZone(zid, name.strip(), polygon, times[0], times[1], scores[0], scores[1], None if load is None else float(load))
     raise ProtocolError("unknown_type", f"unknown message type {kind!r:.40}; expected one of ack, create_zone, resolve, subscribe")
 
 

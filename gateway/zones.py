@@ -94,6 +94,8 @@ class Zone:
     active_until: float | None = None
     threshold: float | None = None
     floor: float | None = None
+    #: extra calls an hour expected while an event zone is active (``None``: none announced); the forecaster adds them
+    expected_calls_per_hour: float | None = None
 
     def active(self, now: float) -> bool:
         """Whether the zone is in force at ``now``: ``active_from <= now < active_until``."""
@@ -111,6 +113,7 @@ class Zone:
             "active_until": self.active_until,
             "threshold": self.threshold,
             "floor": self.floor,
+            "expected_calls_per_hour": self.expected_calls_per_hour,
         }
 
     @classmethod
@@ -140,6 +143,7 @@ class Zone:
             active_until=_optional_number(data.get("active_until"), f"zone {zid!r} active_until"),
             threshold=_optional_number(data.get("threshold"), f"zone {zid!r} threshold"),
             floor=_optional_number(data.get("floor"), f"zone {zid!r} floor"),
+            expected_calls_per_hour=_optional_number(data.get("expected_calls_per_hour"), f"zone {zid!r} expected_calls_per_hour"),
         )
 
 
@@ -245,6 +249,7 @@ def event_zone(
     threshold: float | None = None,
     within: Bounds | None = None,
     floor: float | None = None,
+    expected_calls_per_hour: float | None = None,
 ) -> Zone:
     """An event zone active from ``starts_at`` until ``ends_at`` (at most 14 days); ``ZoneError`` otherwise.
 
@@ -276,6 +281,9 @@ def event_zone(
     low = _optional_number(floor, "floor")
     if low is not None and (low <= 0 or (score is not None and score < low)):
         raise ZoneError(f"event zone {zid!r}: floor must be a positive score no higher than the threshold, got {floor!r}")
+    load = _optional_number(expected_calls_per_hour, "expected_calls_per_hour")
+    if load is not None and load < 0:
+        raise ZoneError(f"event zone {zid!r}: expected_calls_per_hour must be 0 or more, got {expected_calls_per_hour!r}")
     try:
         cells = polygon_cells(polygon)
     except ZoneError as exc:
@@ -298,6 +306,7 @@ def event_zone(
         active_until=end,
         threshold=score,
         floor=low,
+        expected_calls_per_hour=load,
     )
 
 

@@ -308,3 +308,25 @@ def test_bad_files_are_refused(tmp_path, content, message):
     with pytest.raises(ZoneError, match=message) as info:
         load_zone_files([path])
     assert "bad.geojson" in str(info.value)
+
+
+def test_an_event_zones_expected_load_reaches_the_record_the_worker_reads():
+    """The organisers' expected extra calls an hour travel from the create_zone frame to the zone's JSON, and the
+    worker's zone parser hands them to the forecaster with the zone's window; a bad value is refused by name."""
+    from gateway.protocol import ProtocolError, parse_client_message
+    from streams.detection.runner import parse_event_loads
+
+    frame = {"type": "create_zone", "id": "parade", "name": "Parade", "polygon": SMALL, "starts_at": 1.0, "ends_at": 7201.0}
+    msg = parse_client_message(json.dumps({**frame, "expected_calls_per_hour": 4}))
+    z = event_zone(id=msg.id, name=msg.name, polygon=msg.polygon, starts_at=msg.starts_at, ends_at=msg.ends_at, agency="NPD",
+                   expected_calls_per_hour=msg.expected_calls_per_hour)  # fmt: skip
+    data = json.loads(json.dumps(z.to_json()))
+    assert data["expected_calls_per_hour"] == 4.0 and Zone.from_json(data) == z
+    [load] = parse_event_loads([data])
+    assert (load.id, load.start, load.end, load.cells, load.per_hour) == ("parade", 1.0, 7201.0, z.cells, 4.0)
+    assert parse_client_message(json.dumps(frame)).expected_calls_per_hour is None
+    for bad in (-1, 1e6, "many", True):
+        with pytest.raises(ProtocolError, match="expected_calls_per_hour must be a number of calls from 0 to 1000"):
+            parse_client_message(json.dumps({**frame, "expected_calls_per_hour": bad}))
+    with pytest.raises(ZoneError, match="expected_calls_per_hour must be 0 or more"):
+        event_zone(id="p", name="P", polygon=SMALL, starts_at=1.0, ends_at=2.0, agency="NPD", expected_calls_per_hour=-2)
