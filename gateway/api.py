@@ -545,11 +545,12 @@ async def _recommend(gw: Gateway, req: ApiRequest) -> tuple[int, dict, Allocatio
 
 async def allocation(gw: Gateway, req: ApiRequest) -> Response:
     """The next shift's recommended units per area, why each, and how the shares compare with the calls of the last
-    24 h (and population, which no profile carries yet: "population not configured")."""
+    24 h and with the residents of each named area, when the profile gives them ("population not configured" otherwise)."""
     version, fs, plan, adopted, _ = await _recommend(gw, req)
     wm = await gw.store.watermark()
     counts = await gw.store.cell_counts(wm, 1440, ZONE_RESOLUTION) if wm is not None else None
     calls = None if counts is None else forecasts.calls_by_unit(fs, counts)
+    population = _population(gw, plan)
     return json_response(
         200,
         {
@@ -557,11 +558,22 @@ async def allocation(gw: Gateway, req: ApiRequest) -> Response:
             "issued": fs.get("issued"),
             "shift": _shift(fs),
             **plan.to_json(),
-            "skew": [row.to_json() for row in skew(plan, calls, None, calls_label="the last 24 h's calls")],
-            "population": "population not configured",
+            "skew": [row.to_json() for row in skew(plan, calls, population, calls_label="the last 24 h's calls")],
+            "population": "configured" if population is not None else "population not configured",
             "adopted": adopted,
         },
     )
+
+
+def _population(gw: Gateway, plan: Allocation) -> dict[str, float] | None:
+    """Residents per allocation unit when the profile gives every unit's (its named areas); None otherwise.
+
+    Never partial: a share of population over some areas only would read as a share of the jurisdiction's."""
+    given = getattr(gw.places.areas, "population", None)
+    residents = given() if callable(given) else {}
+    if not residents or any(row.name not in residents for row in plan.rows):
+        return None
+    return {row.key: residents[row.name] for row in plan.rows}
 
 
 async def adopt_allocation(gw: Gateway, req: ApiRequest) -> Response:

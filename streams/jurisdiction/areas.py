@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -56,15 +57,19 @@ class Areas:
     geometries : sequence of (name, geometry) pairs, optional
         The areas' GeoJSON geometries for :meth:`geojson`, in file order. When
         omitted, each name's outline is drawn from its cells.
+    population : mapping of str to float, optional
+        Area name -> residents, when the profile gives them (the allocation's
+        skew report sets units against them); never estimated.
     """
 
-    __slots__ = ("_cells", "_geometries", "_names", "resolution")
+    __slots__ = ("_cells", "_geometries", "_names", "_population", "resolution")
 
     def __init__(
         self,
         cells: Mapping[str, str] | None = None,
         resolution: int = DEFAULT_RESOLUTION,
         geometries: Sequence[tuple[str, dict[str, Any]]] | None = None,
+        population: Mapping[str, float] | None = None,
     ) -> None:
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not 0 <= resolution <= 15:
             raise ValueError(f"resolution must be an integer 0..15, found {resolution!r}")
@@ -77,10 +82,23 @@ class Areas:
         names = dict.fromkeys(name for name, _ in self._geometries) if self._geometries is not None else {}
         names.update(dict.fromkeys(self._cells.values()))
         self._names = tuple(names)
+        self._population = dict(population or {})
+        for name, residents in self._population.items():
+            if name not in names or isinstance(residents, bool) or not isinstance(residents, int | float) or not 0 <= residents < math.inf:
+                raise ValueError(f"population of {name!r} must be a number of residents >= 0 of a named area, found {residents!r}")
 
     @classmethod
-    def from_geojson(cls, collection: Mapping[str, Any], name_property: str = "name", resolution: int = DEFAULT_RESOLUTION) -> Areas:
+    def from_geojson(
+        cls,
+        collection: Mapping[str, Any],
+        name_property: str = "name",
+        resolution: int = DEFAULT_RESOLUTION,
+        population_property: str | None = None,
+    ) -> Areas:
         """Index a GeoJSON FeatureCollection's (Multi)Polygon features by the property ``name_property``.
+
+        With ``population_property``, every feature must carry its residents in that
+        property (a number >= 0); an area in several pieces sums them.
 
         Raises ValueError naming the feature (its index) and what is wrong with
         it: not a Feature, no such property, an empty name, another geometry type.
@@ -91,6 +109,7 @@ class Areas:
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not 0 <= resolution <= 15:
             raise ValueError(f"resolution must be an integer 0..15, found {resolution!r}")
         named: list[tuple[str, dict[str, Any]]] = []
+        population: dict[str, float] = {}
         for i, feature in enumerate(collection["features"]):
             if not isinstance(feature, dict) or feature.get("type") != "Feature":
                 raise ValueError(f"feature {i} is not a GeoJSON Feature")
@@ -103,6 +122,13 @@ class Areas:
             check_geometry(geometry, f"feature {i} ({name})")
             assert isinstance(geometry, dict)  # checked above
             named.append((name.strip(), geometry))
+            if population_property is not None:
+                residents = properties.get(population_property)
+                if isinstance(residents, bool) or not isinstance(residents, int | float) or not 0 <= residents < math.inf:
+                    raise ValueError(
+                        f"feature {i} ({name}) has no number of residents >= 0 in {population_property!r}, found {residents!r}"
+                    )
+                population[name.strip()] = population.get(name.strip(), 0.0) + float(residents)
         cells: dict[str, str] = {}
         shapes = [(name, h3.geo_to_h3shape(geometry)) for name, geometry in named]
         for name, shape in shapes:
@@ -113,7 +139,7 @@ class Areas:
             if name not in held:  # too small for a cell centre: the cells it overlaps that are still free
                 for cell in h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap"):
                     cells.setdefault(cell, name)
-        return cls(cells, resolution, named)
+        return cls(cells, resolution, named, population if population_property is not None else None)
 
     def name_of(self, cell: str) -> str | None:
         """The name of the area holding ``cell`` (any resolution), or None outside every area.
@@ -150,6 +176,14 @@ class Areas:
     def names(self) -> tuple[str, ...]:
         """The areas' names, in file order."""
         return self._names
+
+    def population(self) -> dict[str, float]:
+        """Area name -> residents, as the profile gives them; empty when it gives none.
+
+        >>> Areas().population()
+        {}
+        """
+        return dict(self._population)
 
     def cells(self) -> dict[str, str]:
         """A copy of the index: cell (at :attr:`resolution`) -> name."""

@@ -56,7 +56,7 @@ _ID = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 _TOP_KEYS = ("id", "name", "timezone", "boundary", "areas", "zones", "detection", "basemap", "special_days")
 _TABLE_KEYS = {
     "boundary": ("geojson", "box"),
-    "areas": ("geojson", "name_property", "resolution"),
+    "areas": ("geojson", "name_property", "resolution", "population_property"),
     "zones": ("folder",),
     "detection": ("false_alerts_per_day", "recurrence_days"),
     "basemap": ("tiles", "pmtiles"),
@@ -336,11 +336,14 @@ class _Reader:
         resolution = table.get("resolution", DEFAULT_RESOLUTION)
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not 0 <= resolution <= 15:
             raise self.error("[areas] resolution", resolution, "an integer H3 resolution 0..15 (8: cells of about 0.74 km^2)")
+        population_property = (
+            self.text(table, "population_property", "[areas] population_property") if "population_property" in table else None
+        )
         data = self.geojson(value, "[areas] geojson")
         if not isinstance(data, dict):
             raise self.error("[areas] geojson", value, "a GeoJSON FeatureCollection")
         try:
-            return Areas.from_geojson(data, name_property, resolution)
+            return Areas.from_geojson(data, name_property, resolution, population_property)
         except ValueError as exc:
             raise self.error("[areas] geojson", value, f"a FeatureCollection of named (Multi)Polygons: {exc}") from None
 

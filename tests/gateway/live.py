@@ -46,10 +46,15 @@ INSIDE_CELLS = frozenset(c for z in LANSDALE.cells for c in h3.grid_disk(z, 1))
 OUTSIDE_CELLS = frozenset(h3.grid_disk(FAR, 2))
 
 
-def write_profile(folder: Path, timezone: str = "America/Los_Angeles") -> Path:
-    """A profile in ``timezone`` naming the two areas (their outlines drawn from their res-8 cells)."""
+def write_profile(folder: Path, timezone: str = "America/Los_Angeles", residents: dict[str, int] | None = None) -> Path:
+    """A profile in ``timezone`` naming the two areas (their outlines drawn from their res-8 cells), with their
+    ``residents`` (area name -> number) as the areas' population when given."""
     features = [
-        {"type": "Feature", "properties": {"town": name}, "geometry": h3.cells_to_h3shape(sorted(cells)).__geo_interface__}
+        {
+            "type": "Feature",
+            "properties": {"town": name, **({"residents": residents[name]} if residents else {})},
+            "geometry": h3.cells_to_h3shape(sorted(cells)).__geo_interface__,
+        }
         for name, cells in ((INSIDE_AREA, INSIDE_CELLS), (OUTSIDE_AREA, OUTSIDE_CELLS))
     ]
     (folder / "areas.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -57,6 +62,7 @@ def write_profile(folder: Path, timezone: str = "America/Los_Angeles") -> Path:
     path.write_text(
         f'id = "test-county"\nname = "Test County"\ntimezone = "{timezone}"\n\n'
         '[areas]\ngeojson = "areas.geojson"\nname_property = "town"\nresolution = 8\n'
+        + ('population_property = "residents"\n' if residents else "")
     )
     return path
 

@@ -15,7 +15,18 @@ import h3
 import pytest
 
 from tests.gateway import test_overview
-from tests.gateway.live import FAR, IN_LANSDALE, INSIDE_AREA, LANSDALE, OUTSIDE_AREA, OUTSIDE_CELLS, recv_until, token
+from tests.gateway.live import (
+    FAR,
+    IN_LANSDALE,
+    INSIDE_AREA,
+    LANSDALE,
+    OUTSIDE_AREA,
+    OUTSIDE_CELLS,
+    GatewayProcess,
+    recv_until,
+    token,
+    write_profile,
+)
 
 pytestmark = pytest.mark.stack
 ogw = test_overview.ogw
@@ -212,3 +223,19 @@ def test_a_new_set_is_pushed_as_a_forecast_frame_scoped_like_the_rest_api(ogw, p
         assert not any(e["kind"] == "cell7" for e in got["forecast"]["areas"].values()), "res-7 cells: ask the API"
         got, _ = recv_until(com, lambda f: f["type"] == "forecast")
         assert list(got["forecast"]["areas"]) == [f"area:{INSIDE_AREA}"] and set(got["forecast"]["monitor"]) == {"cell6|8"}
+
+
+def test_the_skew_report_sets_units_against_the_residents_the_profile_gives(prefix, r, tmp_path):
+    """With the areas' population in the profile, each row says its share of units against its share of residents."""
+    profile = write_profile(tmp_path, "UTC", residents={INSIDE_AREA: 15_000, OUTSIDE_AREA: 45_000})
+    g = GatewayProcess(prefix, env_extra={"WF_PROFILE": str(profile)}).start(tmp_path)
+    try:
+        plant_forecast(r, prefix)
+        status, body = get(g, "/api/allocation?units=8")
+    finally:
+        g.stop()
+    assert status == 200 and body["population"] == "configured", body
+    skew = {row["key"]: row for row in body["skew"]}
+    inside, outside = skew[f"area:{INSIDE_AREA}"], skew[f"area:{OUTSIDE_AREA}"]
+    assert (inside["population_share"], outside["population_share"]) == (0.25, 0.75), skew
+    assert "75 % of the units" in inside["explanation"] and "25 % of the population (50 points more)" in inside["explanation"]

@@ -96,3 +96,19 @@ def test_bad_inputs_say_what_is_wrong(areas: Areas) -> None:
         Areas.from_geojson(collection(("A", {"type": "LineString", "coordinates": [[0, 0], [1, 1]]})))
     with pytest.raises(ValueError, match="is not a valid H3 cell of resolution 8"):
         Areas({"892aac95b3fffff": "x"}, 8)
+
+
+def test_population_is_read_per_area_summing_its_pieces_and_refused_when_missing_or_negative() -> None:
+    def feature(name: str, geometry: dict, **props: object) -> dict:
+        return {"type": "Feature", "properties": {"name": name, **props}, "geometry": geometry}
+
+    pieces = {"type": "FeatureCollection", "features": [
+        feature("West", BIG_WEST, pop=1000), feature("East", BIG_EAST, pop=2500), feature("West", WEST, pop=250.5)]}  # fmt: skip
+    assert Areas.from_geojson(pieces, population_property="pop").population() == {"West": 1250.5, "East": 2500.0}
+    assert Areas.from_geojson(pieces).population() == {}
+    for bad in (None, -3, "many", True):
+        broken = {"type": "FeatureCollection", "features": [feature("West", BIG_WEST, pop=1000), feature("East", BIG_EAST, pop=bad)]}
+        with pytest.raises(ValueError, match=r"feature 1 \(East\) has no number of residents >= 0 in 'pop'"):
+            Areas.from_geojson(broken, population_property="pop")
+    with pytest.raises(ValueError, match="population of 'North' must be a number of residents >= 0 of a named area"):
+        Areas({h3.latlng_to_cell(40.12, -75.37, 8): "West"}, population={"North": 10})

@@ -202,3 +202,17 @@ def test_profile_in_code_validates_its_zone_and_budget() -> None:
         Profile(id="x", name="x", timezone="UTC", false_alerts_per_day=-1)
     with pytest.raises(ValueError, match="kind must be one of holiday, event"):
         SpecialDay(datetime.date(2020, 1, 1), "x", "feast")
+
+
+def test_areas_population_property_gives_each_areas_residents(tmp_path: Path) -> None:
+    areas = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {"name": "Norristown", "POP": 35_000}, "geometry": SQUARE}],
+    }
+    text = MINIMAL + '\n[areas]\ngeojson = "areas.geojson"\npopulation_property = "POP"\n'
+    assert load_profile(write(tmp_path, text, areas=areas)).areas.population() == {"Norristown": 35_000.0}
+    message = error_of(tmp_path, MINIMAL + '\n[areas]\ngeojson = "areas.geojson"\npopulation_property = "RESIDENTS"\n', areas=areas)
+    assert "[areas] geojson" in message and "has no number of residents >= 0 in 'RESIDENTS'" in message
+    assert "a non-empty string" in error_of(
+        tmp_path, MINIMAL + '\n[areas]\ngeojson = "areas.geojson"\npopulation_property = ""\n', areas=areas
+    )
