@@ -3,7 +3,7 @@
 A mapping is validated when it is loaded (:func:`load_mapping`,
 :func:`parse_mapping`); :class:`MappingError` names the file, the key, the
 value and what to write instead. :mod:`streams.ingest.sources` reads a file
-with it. The five built-in formats are mapping files in
+with it. The six built-in formats are mapping files in
 ``streams/ingest/mappings/`` (:func:`builtin_mappings`); they are the worked
 examples of every key below.
 
@@ -365,7 +365,7 @@ def parse_mapping(text: str, origin: str = "<mapping>") -> Mapping:
     return _Builder(origin).build(doc)
 
 
-_BUILTIN_NAMES = ("montgomery-pa", "montgomery-pa-sample", "cincinnati-fire", "seattle-fire", "watchfloor")
+_BUILTIN_NAMES = ("montgomery-pa", "montgomery-pa-sample", "cincinnati-fire", "seattle-fire", "seattle-fire-soda", "watchfloor")
 _builtins: dict[str, Mapping] | None = None
 
 
@@ -373,7 +373,7 @@ def builtin_mappings() -> dict[str, Mapping]:
     """The mappings shipped in ``streams/ingest/mappings/``, by name, in the order detection tries them.
 
     >>> list(builtin_mappings())
-    ['montgomery-pa', 'montgomery-pa-sample', 'cincinnati-fire', 'seattle-fire', 'watchfloor']
+    ['montgomery-pa', 'montgomery-pa-sample', 'cincinnati-fire', 'seattle-fire', 'seattle-fire-soda', 'watchfloor']
     """
     global _builtins
     if _builtins is None:

@@ -5,7 +5,10 @@ line and yields, in file order, one :class:`Row` (a ``call`` JSON object plus
 the ``update`` objects derived from the row's status times) or one
 :class:`Rejected` (the line's bytes and a :class:`streams.ingest.schema.Reason` value)
 for every non-blank data line. :func:`parse_lines` does the same for lines
-already in memory and is what the examples below use.
+already in memory and is what the examples below use. :func:`parse_records`
+reads records that arrive as dicts (column name to value: the rows of a JSON
+API such as Socrata's SODA) through the same mapping and the same engine;
+:func:`cell_text` says how a JSON value becomes cell text.
 
 How to read an export is declared, not coded: a mapping
 (:mod:`streams.ingest.mapping`, a TOML file) names the columns, the time forms
@@ -72,6 +75,11 @@ it reads and why.
     Cincinnati Fire CAD, header
     ``latitude,longitude,create_time_incident,incident_type_id,datetime``, New
     York time; the dispatch code is the call type. No updates.
+``seattle-fire-soda``
+    Seattle Fire's Real Time 911 Calls from its Socrata API (dataset
+    ``kzjm-xkqj``), as records (:func:`parse_records`) or the API's CSV
+    export: lower-case fields ``type,datetime,latitude,longitude,incident_number``,
+    floating timestamps in Seattle's time. No updates.
 ``seattle-fire``
     Seattle Fire 911, header
     ``Address,Type,Datetime,Latitude,Longitude,Report Location,Incident Number``.
@@ -140,12 +148,14 @@ Without the optional columns, and local times read in a zone:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Mapping as AbstractMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -671,10 +681,23 @@ def _cells(plan: _Plan, line: int, raw: bytes) -> dict[str, str] | Rejected:
     cells = {name: fields[i].strip() for name, i in plan.positions}
     for name in plan.absent:
         cells[name] = ""
-    for name, parts in plan.joins:  # a date and a time in two columns: one text, empty when a part is
+    return _join(cells, plan.joins)
+
+
+def _join(cells: dict[str, str], joins: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
+    """``cells`` with each time read from several columns added under its joined name (empty when a part is)."""
+    for name, parts in joins:  # a date and a time in two columns: one text, empty when a part is
         texts = [cells[c] for c in parts]
         cells[name] = " ".join(texts) if all(texts) else ""
     return cells
+
+
+def _line_cells(plan: _Plan, lines: Iterator[bytes], start: int) -> Iterator[tuple[int, bytes, dict[str, str] | Rejected]]:
+    """Each non-blank line's number, bytes (no line ending) and cells (or why they cannot be read)."""
+    for line, raw_line in enumerate(lines, start):
+        raw = raw_line.rstrip(b"\r\n")
+        if raw.strip():
+            yield line, raw, _cells(plan, line, raw)
 
 
 def parse_lines(
@@ -711,18 +734,16 @@ def parse_lines(
         lines_it, start = _chain_first(first, it), 1
     else:
         lines_it, start = it, 2
+    items = _line_cells(plan, lines_it, start)
     if plan.mapping.grain == "unit":
-        return _unit_rows(plan, engine, lines_it, start, origin)
-    return _rows(plan, engine, lines_it, start, origin)
+        return _unit_rows(engine, items, origin)
+    return _rows(engine, items, origin)
 
 
-def _rows(plan: _Plan, engine: _Engine, lines: Iterator[bytes], start: int, origin: str) -> Iterator[Row | Rejected]:
+def _rows(engine: _Engine, items: Iterable[tuple[int, bytes, dict[str, str] | Rejected]], origin: str) -> Iterator[Row | Rejected]:
+    """One row per item ``(line, raw, cells)``: the shared path of lines (:func:`parse_lines`) and records (:func:`parse_records`)."""
     n_rows = n_rejected = 0
-    for line, raw_line in enumerate(lines, start):
-        raw = raw_line.rstrip(b"\r\n")
-        if not raw.strip():
-            continue
-        cells = _cells(plan, line, raw)
+    for line, raw, cells in items:
         if isinstance(cells, Rejected):
             n_rejected += 1
             yield cells
@@ -757,19 +778,15 @@ class _Call:
         self.statuses: list[tuple[StatusSpec, float, str, str | None]] = []
 
 
-def _unit_rows(plan: _Plan, engine: _Engine, lines: Iterator[bytes], start: int, origin: str) -> Iterator[Row | Rejected]:
-    """Group one-row-per-unit lines by call id; emit each call once, in the order of its first row.
+def _unit_rows(engine: _Engine, items: Iterable[tuple[int, bytes, dict[str, str] | Rejected]], origin: str) -> Iterator[Row | Rejected]:
+    """Group one-row-per-unit items ``(line, raw, cells)`` by call id; emit each call once, in the order of its first row.
 
-    Memory: one :class:`_Call` per call id for the whole file (its first row
+    Memory: one :class:`_Call` per call id for the whole input (its first row
     and each unit's status times), and every rejected line, until the end.
     """
     order: list[_Call | Rejected] = []
     calls: dict[str, _Call] = {}
-    for line, raw_line in enumerate(lines, start):
-        raw = raw_line.rstrip(b"\r\n")
-        if not raw.strip():
-            continue
-        cells = _cells(plan, line, raw)
+    for line, raw, cells in items:
         if isinstance(cells, Rejected):
             order.append(cells)
             continue
@@ -822,6 +839,143 @@ def _first_and_last(updates: list[tuple[Status, float, str | None]]) -> list[tup
 def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield first.removeprefix(b"\xef\xbb\xbf")
     yield from rest
+
+
+# --------------------------------------------------------------------------- records (an API's rows, as dicts)
+
+
+def cell_text(value: object) -> str:
+    """The cell text of one value of a record read from a JSON API (a Socrata SODA row), as a CSV cell would hold it.
+
+    The rules, so that a mapping reads an API's records as it reads the same
+    data exported as CSV:
+
+    - ``None`` (SODA leaves a null column out of the row; the same) is ``""``, unknown;
+    - a string is itself, stripped of surrounding space;
+    - ``True``/``False`` are ``"true"``/``"false"`` (SODA's checkbox type, as its CSV export writes it);
+    - an integer is its decimal text, a float its shortest ``repr`` (``47.6``); NaN and infinities are ``""``;
+    - a point, GeoJSON ``{"type": "Point", "coordinates": [lng, lat]}`` or SODA's legacy location
+      ``{"latitude": "47.6", "longitude": "-122.3", ...}``, is WKT ``POINT (lng lat)``: the form
+      ``[fields.location] form = "point"`` reads (a point without coordinates is ``""``);
+    - a URL ``{"url": ...}`` is the URL;
+    - any other object or list is its compact JSON with sorted keys, for ``extract`` to search.
+
+    >>> cell_text({"type": "Point", "coordinates": [-122.3321, 47.6062]})
+    'POINT (-122.3321 47.6062)'
+    >>> cell_text({"latitude": "47.6062", "longitude": "-122.3321", "human_address": "{}"})
+    'POINT (-122.3321 47.6062)'
+    >>> cell_text(None), cell_text(" Aid Response "), cell_text(3), cell_text(47.25), cell_text(True), cell_text(float("nan"))
+    ('', 'Aid Response', '3', '47.25', 'true', '')
+    >>> cell_text({"b": 1, "a": [2]})
+    '{"a":[2],"b":1}'
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, dict):
+        point = _point_text(value)
+        if point is not None:
+            return point
+        url = value.get("url")
+        if isinstance(url, str) and set(value) <= {"url", "description"}:
+            return url.strip()
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def _point_text(value: dict[Any, Any]) -> str | None:
+    """WKT for a GeoJSON point or a legacy SODA location; ``""`` for one without coordinates; ``None`` for anything else."""
+    if value.get("type") == "Point" and "coordinates" in value:
+        coords = value["coordinates"]
+        if isinstance(coords, list) and len(coords) >= 2:
+            return f"POINT ({cell_text(coords[0])} {cell_text(coords[1])})"
+        return ""
+    if "latitude" in value and "longitude" in value:
+        lat, lng = cell_text(value["latitude"]), cell_text(value["longitude"])
+        return f"POINT ({lng} {lat})" if lat and lng else ""
+    return None
+
+
+def record_cells(mapping: Mapping, record: AbstractMapping[str, object]) -> dict[str, str]:
+    """The cells ``mapping`` reads from one record: each column it names as :func:`cell_text`, ``""`` where the record lacks it.
+
+    >>> m = FORMATS["watchfloor"]
+    >>> record_cells(m, {"id": 7, "lat": 47.6, "received_at": "2024-01-01T00:05:00Z", "extra": "never copied"})["lat"]
+    '47.6'
+    """
+    cells = {name: cell_text(record.get(name)) for name in mapping.reads()}
+    return _join(cells, mapping.joins)
+
+
+def parse_records(
+    records: Iterable[AbstractMapping[str, object]],
+    fmt: str | Mapping,
+    *,
+    origin: str = "<records>",
+    timezone: str | None = None,
+    status_tolerance: float | None = None,
+    start: int = 1,
+) -> Iterator[Row | Rejected]:
+    """Turn records (dicts of column name to value, as a JSON API such as Socrata's SODA returns rows) into rows, in order.
+
+    The records go through the same engine as :func:`parse_lines`: the mapping's columns are
+    looked up by name (``[layout]`` is not used: a record has no header, line width or
+    delimiter), each value becomes text by :func:`cell_text`, and a column the record lacks
+    reads as empty. :attr:`Row.line` (and :attr:`Rejected.line`) numbers the records from
+    ``start``; :attr:`Row.raw` is the record as compact JSON.
+
+    A record must carry its id: re-reading a record (a poller re-reads from its checkpoint) is
+    recognised by it. The mapping must name ``fields.id`` (:class:`streams.ingest.mapping.MappingError`
+    otherwise, at the call), and a record whose id is empty is rejected (``missing_field``) rather
+    than given a made-up ``"{name}-{line}"``. ``fmt``, ``timezone``, ``status_tolerance``: as in
+    :func:`parse_lines` (``"auto"`` is refused: a record has no header to detect a format from).
+    A unit-grain mapping groups the records of one call given in one call of this function.
+
+    >>> rows = parse_records([
+    ...     {"incident_number": "F240001", "type": "Aid Response", "datetime": "2024-01-01T00:05:00.000",
+    ...      "latitude": "47.6062", "longitude": "-122.3321", "address": "never copied"},
+    ...     {"type": "Aid Response", "datetime": "2024-01-01T00:06:00.000"},
+    ... ], "seattle-fire-soda")
+    >>> row, bad = rows
+    >>> row.call["id"], row.call["received_at"], row.call["category"], row.call["lat"], "address" in row.call
+    ('F240001', '2024-01-01T08:05:00Z', 'EMS', 47.6062, False)
+    >>> bad.line, bad.reason, bad.detail
+    (2, 'missing_field', "column 'incident_number' is empty; a record needs its id, which tells a re-read record from a new one")
+    """
+    if fmt == "auto":
+        raise UnknownFormat("records have no header to detect a format from; name the format or pass a mapping")
+    mapping = _resolve(None, fmt, origin)
+    id_spec = mapping.fields.get("id")
+    if id_spec is None or id_spec.column is None:
+        raise MappingError(
+            f"{mapping.origin}: fields.id is missing; records are recognised by their id when read again, "
+            'so a mapping for records must name the id column (e.g. id = "incident_number")'
+        )
+    engine = _Engine(mapping, timezone, status_tolerance)
+    items = _record_items(mapping, id_spec.column, records, start)
+    if mapping.grain == "unit":
+        return _unit_rows(engine, items, origin)
+    return _rows(engine, items, origin)
+
+
+def _record_items(
+    mapping: Mapping, id_column: str, records: Iterable[AbstractMapping[str, object]], start: int
+) -> Iterator[tuple[int, bytes, dict[str, str] | Rejected]]:
+    """Each record's number, JSON and cells (or its rejection for an empty id)."""
+    for line, record in enumerate(records, start):
+        raw = json.dumps(record, separators=(",", ":"), default=str).encode()
+        cells = record_cells(mapping, record)
+        if not cells[id_column]:
+            why = f"column {id_column!r} is empty; a record needs its id, which tells a re-read record from a new one"
+            yield line, raw, Rejected(line, raw, Reason.MISSING_FIELD.value, why)
+        else:
+            yield line, raw, cells
 
 
 # --------------------------------------------------------------------------- files

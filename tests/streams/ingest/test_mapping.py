@@ -71,14 +71,14 @@ def rows_of(items) -> list[Row]:
 # --------------------------------------------------------------------------- loading
 
 
-def test_builtin_mappings_are_the_five_formats_shipped_as_toml_files():
-    """builtin_mappings() loads the five mapping files shipped in the package, each named as its file, and FORMATS holds them."""
+def test_builtin_mappings_are_the_six_formats_shipped_as_toml_files():
+    """builtin_mappings() loads the six mapping files shipped in the package, each named as its file, and FORMATS holds them."""
     mappings = builtin_mappings()
-    assert list(mappings) == ["montgomery-pa", "montgomery-pa-sample", "cincinnati-fire", "seattle-fire", "watchfloor"]
+    assert list(mappings) == ["montgomery-pa", "montgomery-pa-sample", "cincinnati-fire", "seattle-fire", "seattle-fire-soda", "watchfloor"]
     assert FORMATS == mappings
     folder = Path(__file__).parents[3] / "streams" / "ingest" / "mappings"
     assert sorted(p.stem for p in folder.glob("*.toml")) == sorted(mappings)
-    assert mappings["seattle-fire"].timezone == "America/Los_Angeles"
+    assert mappings["seattle-fire"].timezone == mappings["seattle-fire-soda"].timezone == "America/Los_Angeles"
     assert mappings["montgomery-pa"].timezone == mappings["cincinnati-fire"].timezone == "America/New_York"
     assert mappings["watchfloor"].timezone is None
 

@@ -467,8 +467,8 @@ def test_unknown_format_name_raises_listing_the_known_names(tmp_path):
 
 
 def test_formats_has_the_agreed_names():
-    """FORMATS holds exactly the five agreed format names, each keyed by its own name."""
-    assert set(FORMATS) == {"montgomery-pa", "montgomery-pa-sample", "cincinnati-fire", "seattle-fire", "watchfloor"}
+    """FORMATS holds exactly the six agreed format names, each keyed by its own name."""
+    assert set(FORMATS) == {"montgomery-pa", "montgomery-pa-sample", "cincinnati-fire", "seattle-fire", "seattle-fire-soda", "watchfloor"}
     assert all(adapter.name == name for name, adapter in FORMATS.items())
 
 
