@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
-from gateway.disclosure import minute
-from gateway.policy import Scope, cursor_for, opaque_alert_id, view
+from gateway.frames import Framed, first_showing, frame_for
+from gateway.policy import Scope, cursor_for, opaque_alert_id
 from gateway.protocol import CloseCode, frame
 from gateway.store import Store, stream_id
 from gateway.subscriptions import Filter, matches
-from gateway.tokens import PARTNER_ROLES, Claims, Role
+from gateway.tokens import PARTNER_ROLES, Claims
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class Hub:
         self.position = sid
         self.stats["entries"] += 1
         entry = self._remember(sid, fields)
-        cache: dict[tuple, tuple[dict | None, str | None]] = {}
+        cache: dict[tuple, Framed | None] = {}
         for client in list(self.clients):
             if client.catching_up:
                 client.pending.append(entry)
@@ -272,7 +272,7 @@ class Hub:
         if len(ids) > RECORDS_PER_ALERT:
             del ids[1]  # keep the first (the alert's open) and the newest
 
-    def _deliver(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]] | None = None) -> None:
+    def _deliver(self, client: Client, entry: Entry, cache: dict[tuple, Framed | None] | None = None) -> None:
         if client.closed or entry.id_t <= client.last_sent:
             return  # closed, or already sent (backlog and live overlap)
         text = self._frame_for(client, entry, {} if cache is None else cache)
@@ -286,63 +286,22 @@ class Hub:
                 delivered = self._deliveries[entry.id] = (entry.alert_id, [])
             delivered[1].append(client.who)
 
-    def _frame_for(self, client: Client, entry: Entry, cache: dict[tuple, tuple[dict | None, str | None]]) -> str | None:
-        """The frame ``client`` gets for ``entry``, or None; views and their JSON computed once per kind of client."""
+    def _frame_for(self, client: Client, entry: Entry, cache: dict[tuple, Framed | None]) -> str | None:
+        """The frame ``client`` gets for ``entry`` (:func:`gateway.frames.frame_for`), or None; computed once per kind of client."""
         key = client.key
-        raw: dict | None  # the raw alert: an alert entry's, or the one an action names (None if unknown)
-        if entry.alert is not None:
-            raw = entry.alert
-            if key not in cache:
-                seen_view = view(raw, client.scope, self.clock())
-                status = self.status.get(raw["id"])
-                if seen_view is not None and client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
-                    seen_view["status"] = status
-                elif seen_view is not None and status is not None:
-                    # partners: not who, not the note, the time to the minute (as in action frames and /api/alerts)
-                    seen_view["status"] = {"action": status["action"], "at": minute(status["at"])}
-                cache[key] = (
-                    seen_view,
-                    None if seen_view is None else frame("alert", id=cursor_for(entry.id, client.scope), alert=seen_view),
-                )
-            seen_view, text = cache[key]
-            if seen_view is None or not matches(client.filter, seen_view, raw):
-                return None
-            if client.partner:
-                # an update that changes nothing a partner sees is not sent: each frame would date a call
-                shown = frame("view", alert=seen_view)
-                if client.shown.get(seen_view["id"]) == shown:
-                    return None
-                client.shown[seen_view["id"]] = shown
-                if seen_view.get("state") == "closed":
-                    client.shown.pop(seen_view["id"], None)
-            return text
-        if entry.action is not None:
-            # an action goes to every client that may see its alert now, whether or not
-            # this connection was sent the alert (it may have read it from /api/alerts,
-            # or before a reconnect)
-            action = entry.action
-            raw = action.get("alert")
-            if not isinstance(raw, dict):
-                known = self.alerts.get(action["alert_id"])
-                raw = known[1] if known else None
-            if raw is None:
-                return None
-            if key not in cache:
-                seen_view = view(raw, client.scope, self.clock())
-                if seen_view is None:
-                    cache[key] = (None, None)
-                else:
-                    if client.claims.role in (Role.SUPERVISOR, Role.COMMANDER):
-                        shown_action = {k: action.get(k) for k in ("alert_id", "action", "by", "role", "agency", "note", "at")}
-                    else:
-                        # partners learn that it was handled, not by whom or with what note (free text)
-                        shown_action = {"alert_id": seen_view["id"], "action": action["action"], "at": minute(action.get("at"))}
-                    cache[key] = (seen_view, frame("action", id=cursor_for(entry.id, client.scope), action=shown_action))
-            seen_view, text = cache[key]
-            if seen_view is None or not matches(client.filter, seen_view, raw):
-                return None
-            return text
-        return None
+        if key not in cache:
+            known = None
+            if entry.action is not None:
+                kept = self.alerts.get(entry.action["alert_id"])
+                known = kept[1] if kept else None
+            status = self.status.get(entry.alert["id"]) if entry.alert is not None else None
+            cache[key] = frame_for(entry.id, entry.alert, entry.action, client.scope, status=status, known=known, now=self.clock())
+        framed = cache[key]
+        if framed is None or not matches(client.filter, framed.view, framed.raw):
+            return None
+        if framed.kind == "alert" and client.partner and not first_showing(client.shown, framed.view):
+            return None
+        return framed.text
 
     def _put(self, client: Client, text: str) -> bool:
         # fast path, as websockets.broadcast does: nothing queued and room in the socket's
