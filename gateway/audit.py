@@ -116,6 +116,8 @@ class AuditAction(enum.StrEnum):
     EXPORT = "audit_export"
     READ = "read"
     ALLOCATION_ADOPT = "allocation_adopt"
+    #: a request to the HTTP intake (streams.intake), in its own stream ``P:intake:audit``
+    INTAKE = "intake"
 
 
 # -- bounded fields (pure) -----------------------------------------------------

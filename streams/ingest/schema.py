@@ -90,6 +90,10 @@ class Reason(enum.StrEnum):
     DUPLICATE_ID = "duplicate_id"
     #: A status time further before the call's received time than the source's tolerance: that update alone is refused.
     STATUS_BEFORE_RECEIVED = "status_before_received"
+    #: The HTTP intake: a call for an agency other than the one its source may write for (docs/intake.md).
+    WRONG_AGENCY = "wrong_agency"
+    #: The HTTP intake: an incident update for a call its source has not sent (or sent longer ago than ids are remembered).
+    UNKNOWN_CALL = "unknown_call"
 
 
 class InvalidRecord(ValueError):

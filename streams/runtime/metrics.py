@@ -27,6 +27,12 @@ _LABELS: dict[str, str | tuple[str, ...]] = {
     "forecast_coverage": ("level", "horizon", "nominal"),
     "forecast_drift_total": ("level", "horizon"),
     "forecast_windows_total": ("level", "horizon"),
+    # the HTTP intake (streams.intake), in its own process's /metrics
+    "intake_records_total": ("source", "outcome", "reason"),
+    "intake_requests_total": "status",
+    "intake_fields_dropped_total": "source",
+    "intake_newest_event_seconds": "source",
+    "intake_lag_seconds": "source",
 }
 
 #: Families that go up and down (everything else is a counter).
@@ -35,6 +41,7 @@ _GAUGES = frozenset(
         "model_mae", "model_bias", "model_alert_rate_per_day", "surge_threshold",
         "detector_checkpoint_seconds", "detector_checkpoint_stall_seconds", "detector_checkpoint_bytes",
         "forecast_mae", "forecast_bias", "forecast_coverage", "forecast_build_seconds", "forecast_issued_seconds",
+        "intake_newest_event_seconds", "intake_lag_seconds",
     }
 )  # fmt: skip
 
@@ -76,6 +83,11 @@ _HELP = {
     "forecast_bias": "Mean of actual minus forecast calls (positive: more came), by level and horizon; decayed, half-life a week.",
     "forecast_coverage": "Share of windows whose count fell inside the nominal prediction interval, by level and horizon; decayed.",
     "forecast_drift_total": "Drifts (ADWIN) in the forecasts' standardized residuals, by level and horizon.",
+    "intake_records_total": "Records pushed to the HTTP intake, by source, outcome (accepted, duplicate, refused) and refusal reason.",
+    "intake_requests_total": "Requests the HTTP intake answered, by HTTP status.",
+    "intake_fields_dropped_total": "Fields outside the schema dropped from accepted records at the intake (never sent on), by source.",
+    "intake_newest_event_seconds": "Event time (epoch s) of the newest record the intake accepted from the source.",
+    "intake_lag_seconds": "Seconds between now and the newest event time the intake accepted from the source.",
 }
 
 

@@ -1,0 +1,330 @@
+"""The HTTP intake's server (aiohttp): ``POST /v1/events``, ``GET /healthz``, ``GET /metrics``.
+
+The adapter around :mod:`streams.intake.core`: it authenticates the request
+(:mod:`streams.intake.auth`), asks Redis for call owners and claims idempotency
+keys, publishes through :class:`~streams.intake.publish.Publisher`, and answers
+only after every accepted record is acknowledged by Kafka. See docs/intake.md
+for the answers and the keys.
+
+Idempotency keys (``P:intake:seen:<source>:<kind>:<id>``) go through two states:
+``pending`` (``SET NX`` with a short TTL, :attr:`IntakeSettings.claim_ttl_s`)
+before the records are produced, ``done`` (TTL :attr:`IntakeSettings.id_ttl_s`)
+after Kafka acknowledged them. A send that fails deletes the claims, so the
+client's retry goes through; a request that finds another's ``pending`` key is
+answered 503 with the seconds left on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway.audit import AuditAction, AuditLog, AuditRecord
+from streams.ingest.schema import Call, Extent
+from streams.intake.auth import Unauthenticated, check_signature
+from streams.intake.core import (
+    DONE,
+    PENDING,
+    BodyError,
+    Candidate,
+    EventBucket,
+    IntakeKeys,
+    Outcome,
+    check_owners,
+    event_time,
+    examine,
+    mark_repeats,
+    owner_lookups,
+    rekey_refused,
+    settle,
+    split_body,
+    summary,
+)
+from streams.intake.metrics import IntakeMetrics
+from streams.intake.publish import DeadLetter, KafkaUnavailable, Publisher
+from streams.intake.settings import IntakeSettings
+from streams.intake.sources import MAX_EVENTS, Source
+
+log = logging.getLogger(__name__)
+
+#: Seconds a client is asked to wait when Kafka or Redis is not answering.
+UNAVAILABLE_RETRY_S = 5
+#: Compared against when the source is unknown, so that unknown sources and bad signatures take the same work.
+_DUMMY_SECRET = b"\0" * 32
+UNAUTHENTICATED = (
+    "unauthenticated: unknown X-Watchfloor-Source, a bad X-Watchfloor-Signature, or an X-Watchfloor-Timestamp "
+    "more than 300 s from the intake's clock"
+)
+
+
+class Unavailable(Exception):
+    """Kafka or Redis did not answer, or another request holds some of the records: 503 with ``Retry-After``."""
+
+    def __init__(self, message: str, retry_after: int = UNAVAILABLE_RETRY_S) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+@dataclass
+class Intake:
+    """What the handlers share: settings, sources, the publisher, Redis, the audit log and the counters."""
+
+    settings: IntakeSettings
+    sources: dict[str, Source]
+    publisher: Publisher
+    redis: aioredis.Redis
+    extent: Extent | None = None
+    metrics: IntakeMetrics = field(default_factory=IntakeMetrics)
+    buckets: dict[str, EventBucket] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keys = IntakeKeys(self.settings.base.redis_prefix)
+        self.audit = AuditLog(self.redis, self.keys.audit_prefix, retention_s=self.settings.audit_days * 86400)
+        self.max_body = max(s.max_body_bytes for s in self.sources.values())
+        for s in self.sources.values():
+            self.buckets[s.id] = EventBucket(s.rate, s.burst)
+
+
+INTAKE = web.AppKey("intake", Intake)
+
+
+def create_app(intake: Intake) -> web.Application:
+    """The aiohttp application serving ``intake``; it starts the publisher with the app and closes it and Redis after."""
+    app = web.Application(client_max_size=intake.max_body)
+    app[INTAKE] = intake
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    intake = app[INTAKE]
+    try:
+        await intake.publisher.start()
+    except KafkaUnavailable as exc:
+        # the intake still starts: pushes are answered 503 until Kafka answers, /healthz says so
+        log.warning("starting without Kafka: %s; requests are answered 503 until it answers", exc)
+
+
+async def _stop(app: web.Application) -> None:
+    intake = app[INTAKE]
+    await intake.publisher.stop()
+    await intake.redis.aclose()
+
+
+# -- handlers --------------------------------------------------------------------------
+
+
+async def post_events(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    source: Source | None = None
+    candidates: list[Candidate] = []
+    reason = ""
+    try:
+        body = await _read_body(request, intake.max_body)
+        source = _authenticate(intake, request, body)
+        candidates = await _take(intake, source, body)
+        counts = summary(candidates)
+        response = web.json_response({"source": source.id, **counts, "records": [c.answer() for c in candidates]})
+    except Unauthenticated as exc:
+        reason = str(exc)
+        log.info("refused a push from %s claiming source %r: %s", request.remote, request.headers.get("X-Watchfloor-Source"), exc)
+        response = _error(401, UNAUTHENTICATED)
+    except BodyError as exc:
+        reason = str(exc)
+        response = _error(exc.status, str(exc))
+    except _RateLimited as exc:
+        reason = str(exc)
+        response = _error(429, str(exc), retry_after=exc.retry_after)
+    except Unavailable as exc:
+        reason = str(exc)
+        log.warning("answered 503 to source %s: %s", source.id if source else "?", exc)
+        response = _error(503, str(exc), retry_after=exc.retry_after)
+    intake.metrics.request(response.status)
+    await _audit(intake, request, source, candidates, response.status, reason)
+    return response
+
+
+class _RateLimited(Exception):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+def _authenticate(intake: Intake, request: web.Request, body: bytes) -> Source:
+    """The source that signed the request; :class:`Unauthenticated` otherwise (the same work for an unknown source)."""
+    claimed = request.headers.get("X-Watchfloor-Source", "")
+    source = intake.sources.get(claimed)
+    ts, sig = request.headers.get("X-Watchfloor-Timestamp"), request.headers.get("X-Watchfloor-Signature")
+    check_signature(source.secret if source else _DUMMY_SECRET, ts, sig, body, now=time.time())
+    if source is None:
+        raise Unauthenticated(f"unknown source {claimed!r:.80}")  # (the dummy secret matched: never in practice)
+    return source
+
+
+async def _take(intake: Intake, source: Source, body: bytes) -> list[Candidate]:
+    """The records of an authenticated request, each with its outcome once published (or an exception for the whole request)."""
+    if len(body) > source.max_body_bytes:
+        raise BodyError(413, f"the body is {len(body)} bytes; source {source.id!r} may send at most {source.max_body_bytes}")
+    records = split_body(body, MAX_EVENTS)
+    wait = intake.buckets[source.id].take(max(1, len(records)), time.monotonic())
+    if wait > 0:
+        raise _RateLimited(
+            f"source {source.id!r} may send {source.rate:g} events a second (bursts of {source.burst:g}); "
+            f"these {len(records)} fit in {wait:.1f} s",
+            math.ceil(wait),
+        )
+    candidates = [examine(i, obj, source, intake.keys, now=time.time(), extent=intake.extent) for i, obj in enumerate(records)]
+    try:
+        await _publish(intake, source, candidates)
+    except RedisError as exc:
+        raise Unavailable(f"Redis is not answering ({exc}); nothing of this request was stored: send it again") from exc
+    for c in candidates:
+        intake.metrics.record(source.id, (c.outcome or Outcome.REFUSED).value, c.reason)
+        if c.outcome is Outcome.ACCEPTED and c.event is not None:
+            intake.metrics.newest(source.id, event_time(c.event))
+            intake.metrics.dropped(source.id, c.dropped_fields)
+    return candidates
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyError(413, f"the body is {request.content_length} bytes; at most {limit} are taken")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyError(413, f"the body is larger than {limit} bytes, the most taken") from None
+
+
+async def _publish(intake: Intake, source: Source, candidates: list[Candidate]) -> None:
+    """Claim, publish and remember the records of one request, setting each candidate's outcome (see the module's docstring)."""
+    keys, redis = intake.keys, intake.redis
+    ids = owner_lookups(candidates)
+    # decode_responses=True: the replies are str (redis-py types them bytes | str)
+    owners = cast(dict[str, str | None], dict(zip(ids, await redis.mget([keys.owner(i) for i in ids]), strict=True)) if ids else {})
+    check_owners(candidates, owners, source)
+    rekey_refused(candidates, source, keys)
+    to_claim = mark_repeats(candidates)
+    if not to_claim:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for c in to_claim:
+            pipe.set(c.key, PENDING, nx=True, ex=intake.settings.claim_ttl_s)
+        won = [bool(r) for r in await pipe.execute()]
+    lost = [c.key for c, ok in zip(to_claim, won, strict=True) if not ok]
+    found: dict[str, str | None] = {}
+    if lost:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in lost:
+                pipe.get(key)
+                pipe.pttl(key)
+            replies = await pipe.execute()
+        found = dict(zip(lost, replies[0::2], strict=True))
+        pttl = dict(zip(lost, replies[1::2], strict=True))
+    blocked = settle(to_claim, won, [found.get(c.key) if not ok else None for c, ok in zip(to_claim, won, strict=True)])
+    mine = [c for c in to_claim if c.send]
+    if blocked:
+        await _release(redis, mine)
+        wait = max(pttl[c.key] for c in blocked) / 1000
+        raise Unavailable(
+            f"{len(blocked)} record(s) of this request (first: index {blocked[0].index}) are being published by another request, "
+            f"or were left mid-publication by an intake that stopped; send the request again in {math.ceil(wait)} s",
+            math.ceil(wait),
+        )
+    events = [c for c in mine if c.event is not None]
+    letters = [c for c in mine if c.event is None]
+    try:
+        await intake.publisher.send_events([c.event for c in events if c.event is not None])
+    except KafkaUnavailable as exc:
+        await _release(redis, mine)
+        raise Unavailable(str(exc)) from exc
+    try:
+        await intake.publisher.send_dead_letters([_dead_letter(source, c) for c in letters])
+    except KafkaUnavailable as exc:
+        await _done(intake, source, events)  # those are acknowledged: remembered, so the retry answers them duplicate
+        await _release(redis, letters)
+        raise Unavailable(str(exc)) from exc
+    await _done(intake, source, mine)
+
+
+def _dead_letter(source: Source, c: Candidate) -> DeadLetter:
+    return DeadLetter(c.reason or "", c.detail, f"intake:{source.id}", c.raw, hashlib.sha256(c.raw).hexdigest(), c.index)
+
+
+async def _release(redis: aioredis.Redis, claimed: Sequence[Candidate]) -> None:
+    """Delete this request's claims (nothing was stored under them), so that the retry goes through."""
+    if not claimed:
+        return
+    try:
+        await redis.delete(*[c.key for c in claimed])
+    except RedisError as exc:
+        # the claims expire by themselves after claim_ttl_s; the retry is answered 503 until then
+        log.warning("could not release %d claim(s) after a failed send (%s); they expire by themselves", len(claimed), exc)
+
+
+async def _done(intake: Intake, source: Source, sent: Sequence[Candidate]) -> None:
+    """Mark acknowledged records ``done`` for ``id_ttl_s``, and this source the owner of the calls among them."""
+    ttl = intake.settings.id_ttl_s
+    async with intake.redis.pipeline(transaction=False) as pipe:
+        for c in sent:
+            pipe.set(c.key, DONE, ex=ttl)
+            if isinstance(c.event, Call):
+                pipe.set(intake.keys.owner(c.event.id), source.id, ex=ttl)
+        await pipe.execute()
+
+
+async def _audit(intake: Intake, request: web.Request, source: Source | None, candidates: list[Candidate], status: int, why: str) -> None:
+    detail: dict[str, object] = {"status": status, **summary(candidates)}
+    if why and status != 401:
+        detail["why"] = why
+    if source is None and status == 401:
+        detail["claimed_source"] = request.headers.get("X-Watchfloor-Source", "")
+    record = AuditRecord(
+        AuditAction.INTAKE,
+        actor=source.id if source else "",
+        role="cad" if source else "",
+        agency=source.agency if source else "",
+        target=request.path,
+        remote=request.remote or "",
+        detail=detail,
+    )
+    try:
+        await intake.audit.record(record)
+    except RedisError as exc:
+        log.error("intake audit record not written to %s:audit (%s): %s", intake.keys.audit_prefix, exc, record.content_fields())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    kafka = await intake.publisher.ping()
+    try:
+        redis_ok = bool(await intake.redis.ping())
+    except RedisError:
+        redis_ok = False
+    ok = kafka and redis_ok
+    return web.json_response({"ok": ok, "kafka": kafka, "redis": redis_ok}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[INTAKE].metrics.render(now=time.time())
+    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _error(status: int, message: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body: dict[str, object] = {"error": message}
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+    return web.json_response(body, status=status, headers=headers)
