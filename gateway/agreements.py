@@ -27,7 +27,18 @@ key                default   meaning
                              ``groups = {Traffic = ["TRAFFIC"], Other = ["EMS", ...]}``;
                              must cover every category once (none: totals only)
 ``contact``        ""        who at the 911 centre answers for the agreement
+``webhook_url``    none      where its alerts are pushed as signed webhooks (:mod:`gateway.feeds`):
+                             ``https://...``; ``http://`` only to 127.0.0.1, ::1 or localhost,
+                             and only when the gateway allows it (``WF_FEEDS_ALLOW_HTTP``)
+``webhook_secret`` none      the environment variable holding the key its webhooks are signed
+``_env``                     with (e.g. ``WF_WEBHOOK_SECRET_SEPTA``; 32+ characters), never the
+                             key itself; required with ``webhook_url``; the gateway refuses to
+                             start when the variable is not set
+``cap``            false     its alerts as a CAP 1.2 Atom feed at ``/feeds/cap.atom``
 =================  ========  ===================================================================
+
+``webhook_url`` and ``cap`` need ``alerts`` among the ``shares``: a feed carries the alerts
+its dashboard shows (:func:`gateway.frames.frame_for`), nothing else.
 
 Examples
 --------
@@ -57,6 +68,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.disclosure import WINDOW_CHOICES, DisclosureError, Plan, units_for
 from gateway.tokens import PARTNER_ROLES, Role
@@ -66,7 +78,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AGREEMENTS = ROOT / "infra" / "sharing" / "agreements.toml"
 SHARES = ("alerts", "counts", "history")
 _ID = re.compile(r"[a-z0-9_-]{1,64}")
-_KEYS = {"agency", "role", "zones", "purpose", "k", "window_min", "offset_min", "history_h", "shares", "groups", "contact"}
+_KEYS = {
+    "agency", "role", "zones", "purpose", "k", "window_min", "offset_min", "history_h", "shares", "groups", "contact",
+    "webhook_url", "webhook_secret_env", "cap",
+}  # fmt: skip
+#: an environment variable's name, as a webhook secret is named
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,99}")
+#: hosts a webhook may be sent to over plain http (tests and development, when the gateway allows it)
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 class AgreementError(ValueError):
@@ -89,6 +108,17 @@ class Agreement:
     shares: tuple[str, ...] = SHARES
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     contact: str = ""
+    #: where alerts are pushed as signed webhooks (:mod:`gateway.feeds`), or None
+    webhook_url: str | None = None
+    #: the environment variable holding the webhooks' signing key (never the key itself)
+    webhook_secret_env: str | None = None
+    #: whether its alerts are served as a CAP 1.2 Atom feed (``/feeds/cap.atom``)
+    cap: bool = False
+
+    @property
+    def feeds(self) -> bool:
+        """Whether alerts are pushed to it or served to it as CAP (:mod:`gateway.feeds`)."""
+        return self.webhook_url is not None or self.cap
 
     def plan(self, zones_by_id: Mapping[str, Zone]) -> Plan:
         """The released table of this agreement over the zones that exist; :class:`AgreementError` if one is missing."""
@@ -123,6 +153,9 @@ class Agreement:
             "shares": list(self.shares),
             "groups": {g: list(c) for g, c in self.groups.items()},
             "contact": self.contact,
+            # where its webhooks go and whether it has a CAP feed; never the secret, nor the variable holding it
+            "webhook_url": self.webhook_url,
+            "cap": self.cap,
             "summary": self.summary(names),
         }
 
@@ -148,7 +181,13 @@ class Agreement:
             )
         if "history" in self.shares:
             parts.append(f"those numbers for the last {self.history_h} hours, and from them alone what to expect in the next hours")
-        return f"{self.agency} ({self.role.value}) receives, for {places}: {'; '.join(parts)}. Purpose: {self.purpose}"
+        pushed = []
+        if self.webhook_url is not None:
+            pushed.append(f"as signed webhooks to {_host(self.webhook_url)}")
+        if self.cap:
+            pushed.append("as a CAP 1.2 Atom feed")
+        how = f" The alerts are also sent {' and '.join(pushed)}, exactly as its dashboard shows them." if pushed else ""
+        return f"{self.agency} ({self.role.value}) receives, for {places}: {'; '.join(parts)}. Purpose: {self.purpose}{how}"
 
 
 def parse_agreements(text: str, *, min_k: int = 2, where: str = "agreements") -> dict[str, Agreement]:
@@ -214,6 +253,7 @@ def _agreement(aid: str, body: object, min_k: int) -> Agreement:
         value = body.get(key, "")
         if not isinstance(value, str) or len(value) > 500 or (key != "contact" and not value.strip()):
             raise AgreementError(f"{where}: {key} must be text of at most 500 characters")
+    webhook_url, secret_env, cap = _feeds(aid, body, shares)
     agreement = Agreement(
         id=aid,
         agency=body["agency"].strip(),
@@ -227,6 +267,9 @@ def _agreement(aid: str, body: object, min_k: int) -> Agreement:
         shares=tuple(s for s in SHARES if s in shares),
         groups={g: tuple(c) for g, c in groups.items()},
         contact=body.get("contact", "").strip(),
+        webhook_url=webhook_url,
+        webhook_secret_env=secret_env,
+        cap=cap,
     )
     try:
         Plan(aid, (), window_min=agreement.window_min, k=agreement.k, groups=agreement.groups,
@@ -234,6 +277,65 @@ def _agreement(aid: str, body: object, min_k: int) -> Agreement:
     except DisclosureError as exc:
         raise AgreementError(str(exc)) from None
     return agreement
+
+
+def _feeds(aid: str, body: dict[str, Any], shares: list[str]) -> tuple[str | None, str | None, bool]:
+    """``webhook_url``, ``webhook_secret_env`` and ``cap`` of agreement ``aid``'s table, checked."""
+    where = f"agreement {aid!r}"
+    url = body.get("webhook_url")
+    env = body.get("webhook_secret_env")
+    cap = body.get("cap", False)
+    if not isinstance(cap, bool):
+        raise AgreementError(f"{where}: cap must be true or false, got {cap!r}")
+    if url is not None:
+        if not isinstance(url, str):
+            raise AgreementError(f"{where}: webhook_url must be a URL, got {url!r}")
+        check_webhook_url(url, f"{where}: webhook_url")
+        if env is None:
+            example = "WF_WEBHOOK_SECRET_" + re.sub(r"[^A-Z0-9]", "_", aid.upper())
+            raise AgreementError(
+                f"{where}: webhook_url needs webhook_secret_env, the environment variable holding the key "
+                f'its webhooks are signed with (e.g. webhook_secret_env = "{example}")'
+            )
+    if env is not None:
+        if url is None:
+            raise AgreementError(f"{where}: webhook_secret_env is set but webhook_url is not; set both or neither")
+        if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
+            raise AgreementError(
+                f"{where}: webhook_secret_env must name an environment variable (A-Z, 0-9, _), got {env!r}; "
+                "the secret itself never goes in this file"
+            )
+    if (url is not None or cap) and "alerts" not in shares:
+        raise AgreementError(f"{where}: webhook_url and cap push its alerts, but shares does not list alerts")
+    return url, env, cap
+
+
+def check_webhook_url(url: str, where: str = "webhook_url") -> None:
+    """Refuse a webhook URL that is not ``https://host/...`` (or ``http://`` to a loopback host); :class:`AgreementError`.
+
+    >>> check_webhook_url("https://alerts.septa.example/watchfloor")
+    >>> check_webhook_url("http://127.0.0.1:8080/hook")
+    >>> check_webhook_url("http://alerts.septa.example/hook")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gateway.agreements.AgreementError: webhook_url: 'http://alerts.septa.example/hook' is not https (plain http only to 127.0.0.1, ...)
+    """
+    try:
+        u = urlsplit(url)
+        host = u.hostname
+    except ValueError:
+        raise AgreementError(f"{where}: {url!r} is not a URL like https://alerts.example.org/watchfloor") from None
+    if not host or u.scheme not in ("https", "http"):
+        raise AgreementError(f"{where}: {url!r} is not a URL like https://alerts.example.org/watchfloor")
+    if u.username or u.password or u.fragment:
+        raise AgreementError(f"{where}: {url!r} carries credentials or a fragment; the webhook is authenticated by its signature")
+    if u.scheme == "http" and host not in LOOPBACK_HOSTS:
+        loopback = ", ".join(LOOPBACK_HOSTS)
+        raise AgreementError(f"{where}: {url!r} is not https (plain http only to {loopback}, for tests, with WF_FEEDS_ALLOW_HTTP=1)")
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or url
 
 
 def _int(body: dict[str, Any], key: str, default: int, where: str) -> int:

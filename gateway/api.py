@@ -46,6 +46,9 @@ route                                  roles           answers
                                                        stored in ``P:allocation`` and audited
 ``GET /api/audit``, ``/export``        supervisors     the audit log, as JSON or CSV / JSON lines
 ``GET /metrics``                       supervisors     Prometheus text: clients by role, deliveries, refusals
+``GET /feeds/cap.atom``,               partners,       the agreement's alerts as CAP 1.2 messages in an Atom
+``/feeds/cap/{identifier}.xml``        supervisors     feed, and each message (:mod:`gateway.feeds.routes`)
+``GET /api/feeds/deadletters``         supervisors     partners' webhook deliveries given up
 =====================================  ==============  ======================================================
 
 Partners' numbers come only from their released table (:mod:`gateway.disclosure`);
@@ -69,6 +72,7 @@ from detectors.allocation import DEFAULT_CAP, Allocation, allocate, default_floo
 from gateway import forecasts, records
 from gateway.audit import AuditAction, AuditRecord, to_csv
 from gateway.disclosure import hot_units, minute
+from gateway.feeds import routes as feed_routes
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
 from gateway.hub import parse_entry
 from gateway.overview import CELL_USUAL_WINDOWS_MIN, STEP_MIN, TILE_WINDOWS_MIN, cell_usual, day_shifts, figures, window_shifts
@@ -115,6 +119,8 @@ class ApiRequest:
     scope: Scope
     remote: str
     now: float
+    #: the request's ``If-None-Match`` (a cacheable answer compares its ETag with it)
+    if_none_match: str | None = None
 
 
 Handler = Callable[["Gateway", ApiRequest], Awaitable[Response]]
@@ -652,6 +658,10 @@ ROUTES: tuple[Route, ...] = (
     Route(("api", "audit"), audit, frozenset({Role.SUPERVISOR})),
     Route(("api", "audit", "export"), audit_export, frozenset({Role.SUPERVISOR})),
     Route(("metrics",), metrics, frozenset({Role.SUPERVISOR})),
+    # partners' feeds (gateway.feeds.routes): the CAP feed, and the webhooks' dead letters
+    Route(("feeds", "cap.atom"), feed_routes.cap_atom, PARTNER_ROLES | {Role.SUPERVISOR}),
+    Route(("feeds", "cap", "*"), feed_routes.cap_message, PARTNER_ROLES | {Role.SUPERVISOR}),
+    Route(("api", "feeds", "deadletters"), feed_routes.dead_letters, frozenset({Role.SUPERVISOR})),
 )
 
 

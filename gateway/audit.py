@@ -6,7 +6,8 @@ one. The stream id orders the records and gives their time.
 One record per connection, refusal, subscription, action and zone change; one
 ``deliver`` record per alert entry per gateway each second, listing every
 recipient (subject, role, agency), so that delivering one alert to 5,000
-clients writes one record, not 5,000.
+clients writes one record, not 5,000; one ``feed_delivery`` record per delivery
+of a partner's webhook (:mod:`gateway.feeds`), however many attempts it took.
 
 Bounded fields
     A record's text fields are clipped to :data:`TEXT_LIMIT` characters and every
@@ -118,6 +119,9 @@ class AuditAction(enum.StrEnum):
     ALLOCATION_ADOPT = "allocation_adopt"
     #: a request to the HTTP intake (streams.intake), in its own stream ``P:intake:audit``
     INTAKE = "intake"
+    #: one delivery of a partner's feed (gateway.feeds): delivered or dead-lettered, with its attempts; one record
+    #: per delivery, not per attempt (a receiver down for an hour would otherwise write hundreds per alert)
+    FEED_DELIVERY = "feed_delivery"
 
 
 # -- bounded fields (pure) -----------------------------------------------------

@@ -128,7 +128,7 @@ class FrontDoor:
             claims = await self.auth.bearer(request)
             if not self.api_limits.allow(claims.token_id, time.monotonic()):
                 raise HttpError(429, "rate_limited", f"more than {self.settings.api_rate_per_s:g} API calls a second; slow down", claims)
-            return await self._api(route, params, url.path, query, claims, remote)
+            return await self._api(route, params, url.path, query, claims, remote, request.headers.get("If-None-Match"))
         except HttpError as exc:
             return await self._refusal(exc, request, url.path, remote, claims)
 
@@ -141,7 +141,7 @@ class FrontDoor:
             # refusals past the address's rate: answered, counted, audited once a second in one record
             self.auditor.count("rate_limited")
             return json_response(429, {"error": "rate_limited", "message": "too many refused requests; slow down"}, csp=self.csp)
-        if exc.status in (401, 403) or path.startswith("/api/") or path in ("/ws", "/metrics"):
+        if exc.status in (401, 403) or path.startswith(("/api/", "/feeds/")) or path in ("/ws", "/metrics"):
             await self.auditor.refused_request(request, remote, exc.code, exc.claims or claims, message=exc.message)
         return json_response(exc.status, {"error": exc.code, "message": exc.message}, csp=self.csp)
 
@@ -151,12 +151,14 @@ class FrontDoor:
         except ScopeError as exc:
             raise HttpError(403, "no_scope", str(exc), claims) from exc
 
-    async def _api(self, route: api.Route, params: tuple[str, ...], path: str, query: dict, claims: Claims, remote: str) -> Response:
+    async def _api(
+        self, route: api.Route, params: tuple[str, ...], path: str, query: dict, claims: Claims, remote: str, if_none_match: str | None
+    ) -> Response:
         now = self.clock()
         scope = self._scope(claims)
         if claims.role not in route.roles:
             raise HttpError(403, "forbidden", f"a {claims.role.value} token cannot read {path}", claims)
-        req = api.ApiRequest(path, params, query, claims, scope, remote, now)
+        req = api.ApiRequest(path, params, query, claims, scope, remote, now, if_none_match=if_none_match)
         try:
             resp = await route.handler(self.context, req)
         except HttpError as exc:

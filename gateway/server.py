@@ -33,6 +33,7 @@ Each token may make ``WF_GATEWAY_API_RATE`` API calls or handshakes a second (42
 :mod:`gateway.counts`          the counts frames pushed every few seconds
 :mod:`gateway.forecastfeed`    the forecast frames pushed when the worker makes a new forecast set
 :mod:`gateway.hub`             fan-out of the alerts stream to the clients
+:mod:`gateway.feeds`           partners' alerts pushed as signed webhooks, and their CAP 1.2 Atom feeds
 :mod:`gateway.auditor`         the gateway's own audit records and refusal counts
 :mod:`gateway.static`          the dashboard's files; :mod:`gateway.metrics`: the /metrics page
 =============================  ==================================================================
@@ -44,9 +45,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -57,6 +59,8 @@ from gateway.auditor import Auditor
 from gateway.auth import Authenticator
 from gateway.counts import COUNTS_WINDOW_MIN, CountsFeed
 from gateway.disclosure import Plan
+from gateway.feeds.config import feed_targets, load_feed_settings
+from gateway.feeds.deliverer import Feeds
 from gateway.forecastfeed import ForecastFeed
 from gateway.frontdoor import FrontDoor
 from gateway.http import content_security_policy
@@ -105,6 +109,7 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.time,
         places: Places | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.places = load_places(settings.profile) if places is None else places
         profile_basemap = self.places.basemap_setting()
@@ -160,6 +165,20 @@ class Gateway:
         )
         self.counts = CountsFeed(store, self.hub, self.scopes, self.releases, clock=clock)
         self.forecasts = ForecastFeed(store, self.hub, self._partner_forecast)
+        # partners' webhooks and CAP feeds: a named secret that is not set stops the gateway here (FeedConfigError)
+        env = os.environ if environ is None else environ
+        feed_settings = load_feed_settings(env)
+        self.feeds = Feeds(
+            feed_targets(self.agreements, env, feed_settings),
+            feed_settings,
+            gateway_id=self.id,
+            secret=settings.secret,
+            store=store,
+            hub=self.hub,
+            scopes=self.scopes,
+            audit=audit,
+            clock=clock,
+        )
         self._tasks: list[asyncio.Task] = []
         self.server: Server | None = None
 
@@ -208,6 +227,7 @@ class Gateway:
     async def start(self) -> None:
         await self.refresh_zones()
         await self.hub.start()
+        await self.feeds.start()
         for coro in (
             self.hub.run(),
             self._every(1.0, self.hub.flush_audit),
@@ -243,6 +263,7 @@ class Gateway:
     async def stop(self) -> None:
         """Close every client with GOING_AWAY (they resume elsewhere by id), flush the audit log, stop."""
         await self.sessions.close_all()
+        await self.feeds.stop()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
