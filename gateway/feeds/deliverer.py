@@ -104,8 +104,13 @@ class Feeds:
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
+        """Start each deliverer; call after the hub has started (its position is where a new feed begins)."""
         if not self.deliverers:
             return
+        for d in self.deliverers:
+            # a new feed begins at the hub's position now, before the gateway answers anyone: an alert published
+            # once this gateway is up is delivered (SET NX: a cursor another gateway set first is kept)
+            await self.store.client.set(self.store.key(d.agreement, "cursor"), self.hub.position, nx=True)
         # no redirects are followed (each post says so too); no cookies kept between partners' receivers
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout)
