@@ -9,13 +9,14 @@ Redis prefix it starts a counting worker (``WF_ROLES=count``) and the intake
 (``python -m streams.intake``, its sources file made here: ``--sources``
 sources, each with its own agency and a rate limit well above its share) as
 child processes. For each offered load, every source pushes signed requests
-every ``--interval`` seconds for ``--seconds``: its share of the new calls
+every ``--interval`` seconds for ``--seconds`` (the sources' requests spread
+evenly over the interval, as independent CADs' are): its share of the new calls
 (``rate / sources`` a second), the ``dispatched`` update of the calls of its
 previous request and the ``closed`` update of the one before (the calls are
 live: event time is when they are sent). A request that is not answered 200 is
 sent again, as a CAD would (the idempotency keys make that safe), until it is.
 Prints per load the accepted records a second, p50/p99/max answer time, the
-answers by status, and whether Redis, once the worker caught up, holds exactly
+answers by status, the intake's CPU (share of one core), and whether Redis, once the worker caught up, holds exactly
 what the intake acknowledged: calls (``events_total|call`` and the sum of the
 finest-resolution minute buckets), updates (``events_total|update``) and calls
 still open. Saves JSON to ``out/bench/intake_load.json``.
@@ -41,7 +42,7 @@ import aiohttp
 import h3
 import numpy as np
 import redis
-from _common import ROOT, add_json, parser, require_stack, write_json
+from _common import ROOT, add_json, cpu_s, parser, require_stack, write_json
 
 from infra import stack
 from infra.processes import free_port
@@ -98,21 +99,32 @@ class Tally:
 
 
 async def _source(
-    session: aiohttp.ClientSession, url: str, sid: str, secret: bytes, rate: float, interval: float, seconds: float, tally: Tally, seed: int
+    session: aiohttp.ClientSession,
+    url: str,
+    sid: str,
+    secret: bytes,
+    rate: float,
+    interval: float,
+    seconds: float,
+    tally: Tally,
+    seed: int,
+    tag: str,
+    phase: float,
 ) -> None:
     rng = random.Random(seed)
-    start = time.monotonic()
+    start = time.monotonic() + phase * interval  # sources spread over the interval, as independent CADs are
+    await asyncio.sleep(phase * interval)
     owed = 0.0
     prev: list[str] = []
     prev2: list[str] = []
     n = 0
     tick = 0
-    while (elapsed := time.monotonic() - start) < seconds:
+    while time.monotonic() - start < seconds:
         owed += rate * interval
         k = int(owed)
         owed -= k
         now = time.time()
-        new = [f"{sid}-{n + i}" for i in range(k)]
+        new = [f"{sid}-{tag}-{n + i}" for i in range(k)]  # unique across loads: each load's calls are new
         n += k
         events = [_call(c, f"agency-{sid}", now, rng) for c in new]
         events += [_update(c, "dispatched", now) for c in prev] + [_update(c, "closed", now) for c in prev2]
@@ -121,7 +133,6 @@ async def _source(
             await _push(session, url, sid, secret, json.dumps({"events": events}).encode(), tally)
         tick += 1
         await asyncio.sleep(max(0.0, start + tick * interval - time.monotonic()))
-    del elapsed
 
 
 async def _push(session: aiohttp.ClientSession, url: str, sid: str, secret: bytes, body: bytes, tally: Tally) -> None:
@@ -170,13 +181,18 @@ def redis_figures(settings, client: redis.Redis) -> dict:
     }
 
 
-async def one_load(url: str, sources: list[str], secret: bytes, rate: float, interval: float, seconds: float) -> tuple[Tally, float]:
+async def one_load(
+    url: str, sources: list[str], secret: bytes, rate: float, interval: float, seconds: float, tag: str
+) -> tuple[Tally, float]:
     tally = Tally()
     per_source = rate / len(sources)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=len(sources))) as session:
         t0 = time.monotonic()
         await asyncio.gather(
-            *(_source(session, url, sid, secret, per_source, interval, seconds, tally, seed=i) for i, sid in enumerate(sources))
+            *(
+                _source(session, url, sid, secret, per_source, interval, seconds, tally, i, tag, i / len(sources))
+                for i, sid in enumerate(sources)
+            )
         )
         took = time.monotonic() - t0
     return tally, took
@@ -213,10 +229,12 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
     try:
         _wait_healthy(port)
         url = f"http://127.0.0.1:{port}/v1/events"
-        for rate in rates:
+        for n_load, rate in enumerate(rates):
             _say(f"{rate:g} calls/s from {n_sources} sources for {seconds:g} s")
             before = redis_figures(settings, client)
-            tally, took = asyncio.run(one_load(url, sources, secret.encode(), rate, interval, seconds))
+            cpu0 = cpu_s(intake.proc.pid)
+            tally, took = asyncio.run(one_load(url, sources, secret.encode(), rate, interval, seconds, f"L{n_load}"))
+            intake_cpu = cpu_s(intake.proc.pid) - cpu0
             drain0 = time.monotonic()
             wait_caught_up(settings, 600, lambda: _check_alive(worker, intake))
             drain = time.monotonic() - drain0
@@ -239,6 +257,7 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
                     "p50_ms": float(np.percentile(lat, 50)),
                     "p99_ms": float(np.percentile(lat, 99)),
                     "max_ms": float(lat.max()),
+                    "intake_cores": intake_cpu / took,
                     "worker_drain_s": drain,
                     "acknowledged": want,
                     "in_redis": got,
@@ -274,7 +293,7 @@ def _wait_healthy(port: int) -> None:
 def table(results: dict) -> str:
     head = (
         f"{'offered calls/s':>15} {'accepted rec/s':>14} {'calls/s':>8} {'requests':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>7} {'exact':>5}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>7} {'intake CPU':>10} {'exact':>5}"
     )
     rows = [head, "-" * len(head)]
     for r in results["loads"]:
@@ -282,7 +301,7 @@ def table(results: dict) -> str:
         rows.append(
             f"{r['offered_calls_per_s']:>15,.0f} {r['accepted_records_per_s']:>14,.0f} {r['accepted_calls_per_s']:>8,.0f} "
             f"{r['requests']:>8,} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} "
-            f"{non200:>7} {'yes' if r['exact'] else 'NO':>5}"
+            f"{non200:>7} {r['intake_cores']:>9.0%} {'yes' if r['exact'] else 'NO':>5}"
         )
     return "\n".join(rows)
 
