@@ -168,7 +168,12 @@ def _authenticate(intake: Intake, request: web.Request, body: bytes) -> Source:
     claimed = request.headers.get("X-Watchfloor-Source", "")
     source = intake.sources.get(claimed)
     ts, sig = request.headers.get("X-Watchfloor-Timestamp"), request.headers.get("X-Watchfloor-Signature")
-    check_signature(source.secret if source else _DUMMY_SECRET, ts, sig, body, now=time.time())
+    try:
+        check_signature(source.secret if source else _DUMMY_SECRET, ts, sig, body, now=time.time())
+    except Unauthenticated:
+        if source is None:  # for the log: the client is told the same either way
+            raise Unauthenticated(f"unknown source {claimed!r:.80}") from None
+        raise
     if source is None:
         raise Unauthenticated(f"unknown source {claimed!r:.80}")  # (the dummy secret matched: never in practice)
     return source
