@@ -115,6 +115,15 @@ def frame_for(
     return None
 
 
+def status_of(action: Mapping[str, Any]) -> dict[str, Any]:
+    """The alert status an action entry sets (``P:alert_status``, the hub's ``status``): what was done, by whom, when.
+
+    >>> status_of({"alert_id": "x", "action": "ack", "by": "sup-1", "at": 5.0, "alert": {}})["action"]
+    'ack'
+    """
+    return {k: action.get(k) for k in ("action", "by", "role", "agency", "note", "at")}
+
+
 def view_digest(seen: Mapping[str, Any]) -> str:
     """A short digest of a view as it is shown (the same views give the same digest).
 

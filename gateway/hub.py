@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
-from gateway.frames import Framed, first_showing, frame_for
+from gateway.frames import Framed, first_showing, frame_for, status_of
 from gateway.policy import Scope, cursor_for, opaque_alert_id
 from gateway.protocol import CloseCode, frame
 from gateway.store import Store, stream_id
@@ -261,7 +261,7 @@ class Hub:
                     index.pop(opaque_alert_id(key, old), None)
         elif entry.action is not None:
             a = entry.action
-            self.status[a["alert_id"]] = {k: a.get(k) for k in ("action", "by", "role", "agency", "note", "at")}
+            self.status[a["alert_id"]] = status_of(a)
             if a["alert_id"] in self.alerts:
                 self._keep_record(a["alert_id"], sid)
         return entry

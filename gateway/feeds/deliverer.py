@@ -5,7 +5,7 @@ deliverer holds the agreement's lock (:class:`gateway.feeds.store.FeedStore`), r
 the alerts stream after the agreement's cursor, never past the hub's position, and
 for each entry makes the frame a WebSocket session of the agreement would receive
 (:func:`gateway.frames.frame_for` and :func:`gateway.frames.first_showing`, with the
-hub's statuses and alerts, as a session's catch-up does). For a frame it
+alerts' statuses as of each entry and the hub's latest records, as a live session gets them). For a frame it
 
 1. POSTs it to the agreement's ``webhook_url``, signed (:mod:`gateway.feeds.signing`),
    retrying network errors, 408, 425, 429 and 5xx with capped exponential backoff and
@@ -42,7 +42,7 @@ from gateway.feeds.cap import Area, Sender, cap_polygons, next_message
 from gateway.feeds.config import FeedSettings, FeedTarget
 from gateway.feeds.signing import Verdict, classify, delivery_id, delivery_key, next_delay, retry_after_s, signature
 from gateway.feeds.store import FeedStore
-from gateway.frames import Framed, first_showing, frame_for
+from gateway.frames import Framed, first_showing, frame_for, status_of
 from gateway.hub import Hub, parse_entry
 from gateway.policy import Scope
 from gateway.scopes import Scopes
@@ -149,6 +149,8 @@ class Deliverer:
         self.sender: Sender | None = None
         self.areas = {z.id: Area(z.name, cap_polygons(z.polygon)) for z in scope.zones}
         self.stats = {"delivered": 0, "dead_letters": 0, "cap_messages": 0}
+        #: alert id -> its last action, as of the entry being delivered
+        self.status: dict[str, dict] = {}
 
     async def run(self) -> None:
         """Deliver the feed whenever this gateway holds the lock; forever (until cancelled)."""
@@ -202,6 +204,9 @@ class Deliverer:
             if not await fs.commit(self.agreement, self.owner, cursor):
                 raise LockLost(self.agreement)
         shown, states = await fs.remembered(self.agreement)
+        # the alerts' statuses as this feed has read them: a live session's are those at each entry (the hub's
+        # as it dispatches); from the hub's now on, moved by each action the feed reads, they are the same
+        self.status = dict(hub.status)
         oldest = await self.feeds.alerts.oldest_id()
         if oldest is not None and cursor != "0-0" and stream_id(oldest) > stream_id(cursor):
             await self._audit("gap", {"cursor": cursor, "oldest": oldest})
@@ -234,7 +239,9 @@ class Deliverer:
         if entry.action is not None:
             kept = hub.alerts.get(entry.action["alert_id"])
             known = kept[1] if kept else None
-        status = hub.status.get(entry.alert["id"]) if entry.alert is not None else None
+        if entry.action is not None:
+            self.status[entry.action["alert_id"]] = status_of(entry.action)
+        status = self.status.get(entry.alert["id"]) if entry.alert is not None else None
         return frame_for(sid, entry.alert, entry.action, self.scope, status=status, known=known, now=self.feeds.clock())
 
     async def _deliver(self, sid: str, framed: Framed, shown: dict[str, str], states: dict[str, dict]) -> None:
