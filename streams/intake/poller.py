@@ -56,6 +56,9 @@ from streams.intake.socrata import (
 
 log = logging.getLogger(__name__)
 
+#: Reads started again within one poll when rows move under the paging; past it the poll reads on (a row skipped by the
+#: shift is read by a later poll when its cursor value is within the lookback, or it was moved to the end and read there).
+MAX_RESTARTS = 3
 #: Longest ``Retry-After`` honoured as given (a longer one is waited this long, then the page is asked again).
 MAX_RETRY_AFTER_S = 3600.0
 
@@ -338,7 +341,7 @@ class Poller:
                 records = await self._read(params, offset)
                 pages += 1
                 keys = [row_key(r, cfg.cursor) for r in records]
-                if not continues(previous, keys):
+                if not continues(previous, keys) and totals["restarts"] < MAX_RESTARTS:
                     log.warning(
                         "poll %s: rows moved while paging (row %s left the page at offset %d); reading again from the checkpoint",
                         cfg.name,
@@ -348,7 +351,7 @@ class Poller:
                     totals["restarts"] += 1
                     shifted = True
                     break
-                skip = keys.index(previous) + 1 if previous is not None else 0
+                skip = keys.index(previous) + 1 if previous is not None and previous in keys else 0
                 plan = plan_page(
                     parse_records(records[skip:], cfg.mapping, origin=self.origin, timezone=cfg.timezone),
                     [k[0] for k in keys[skip:]],
