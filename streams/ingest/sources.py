@@ -740,8 +740,13 @@ def parse_lines(
     return _rows(engine, items, origin)
 
 
-def _rows(engine: _Engine, items: Iterable[tuple[int, bytes, dict[str, str] | Rejected]], origin: str) -> Iterator[Row | Rejected]:
-    """One row per item ``(line, raw, cells)``: the shared path of lines (:func:`parse_lines`) and records (:func:`parse_records`)."""
+def _rows(
+    engine: _Engine, items: Iterable[tuple[int, bytes, dict[str, str] | Rejected]], origin: str, level: int = logging.INFO
+) -> Iterator[Row | Rejected]:
+    """One row per item ``(line, raw, cells)``: the shared path of lines (:func:`parse_lines`) and records (:func:`parse_records`).
+
+    The summary is logged at ``level`` (a poller reads a page a minute: DEBUG).
+    """
     n_rows = n_rejected = 0
     for line, raw, cells in items:
         if isinstance(cells, Rejected):
@@ -765,7 +770,7 @@ def _rows(engine: _Engine, items: Iterable[tuple[int, bytes, dict[str, str] | Re
         else:
             n_rows += 1
         yield item
-    logger.info("read %s as %s: %d rows, %d rejected", origin, engine.name, n_rows, n_rejected)
+    logger.log(level, "read %s as %s: %d rows, %d rejected", origin, engine.name, n_rows, n_rejected)
 
 
 class _Call:
@@ -961,7 +966,7 @@ def parse_records(
     items = _record_items(mapping, id_spec.column, records, start)
     if mapping.grain == "unit":
         return _unit_rows(engine, items, origin)
-    return _rows(engine, items, origin)
+    return _rows(engine, items, origin, logging.DEBUG)
 
 
 def _record_items(

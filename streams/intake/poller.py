@@ -135,7 +135,11 @@ class RedisStore:
             await pipe.execute()
 
     async def write_status(self, fields: Mapping[str, str]) -> None:
-        await self.redis.hset(self.status_key, mapping=dict(fields))
+        """Replace the status hash (one transaction): a field this process does not have is not left from an earlier one."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.status_key)
+            pipe.hset(self.status_key, mapping=dict(fields))
+            await pipe.execute()
 
     async def reset(self) -> None:
         await self.redis.delete(self.checkpoint_key, self.sent_key)
