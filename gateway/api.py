@@ -49,6 +49,9 @@ route                                  roles           answers
 ``GET /feeds/cap.atom``,               partners,       the agreement's alerts as CAP 1.2 messages in an Atom
 ``/feeds/cap/{identifier}.xml``        supervisors     feed, and each message (:mod:`gateway.feeds.routes`)
 ``GET /api/feeds/deadletters``         supervisors     partners' webhook deliveries given up
+``GET /api/doors``                     supervisors     the doors calls come in by (pollers, CAD sources), each
+                                                       ``ok``, ``quiet``, ``stalled``/``silent`` or ``failing``
+                                                       with a sentence (:mod:`streams.intake.doors`)
 =====================================  ==============  ======================================================
 
 Partners' numbers come only from their released table (:mod:`gateway.disclosure`);
@@ -83,6 +86,7 @@ from gateway.zones import ZONE_RESOLUTION, Zone
 from streams.counting.keys import ALL
 from streams.counting.rolling import minute_of
 from streams.ingest.schema import CATEGORIES
+from streams.intake import doors as intake_doors
 from streams.runtime.status import median_from_bins
 
 if TYPE_CHECKING:
@@ -636,6 +640,18 @@ async def audit_export(gw: Gateway, req: ApiRequest) -> Response:
     return response(200, body, ctype, [("Content-Disposition", f'attachment; filename="watchfloor-audit.{fmt}"')])
 
 
+async def doors(gw: Gateway, req: ApiRequest) -> Response:
+    """The live doors' health as of now: a stalled poller or a silent CAD told apart from a quiet city."""
+    only(req.query, set())
+    try:
+        found = await gw.store.doors()
+    except RedisError as exc:
+        raise HttpError(503, "unavailable", f"the doors' status cannot be read ({exc}); try again") from None
+    now = req.now
+    listed = [intake_doors.read_door(m, f, now) for m, f in found if not intake_doors.is_forgotten(f, now)]
+    return json_response(200, {"at": now, "doors": [d.as_json() for d in listed]})
+
+
 async def metrics(gw: Gateway, req: ApiRequest) -> Response:
     only(req.query, set())
     return response(200, gw.metrics_text().encode(), "text/plain; version=0.0.4")
@@ -662,6 +678,7 @@ ROUTES: tuple[Route, ...] = (
     Route(("feeds", "cap.atom"), feed_routes.cap_atom, PARTNER_ROLES | {Role.SUPERVISOR}),
     Route(("feeds", "cap", "*"), feed_routes.cap_message, PARTNER_ROLES | {Role.SUPERVISOR}),
     Route(("api", "feeds", "deadletters"), feed_routes.dead_letters, frozenset({Role.SUPERVISOR})),
+    Route(("api", "doors"), doors, frozenset({Role.SUPERVISOR})),
 )
 
 

@@ -52,6 +52,7 @@ from streams.counting.planner import KINDS
 from streams.counting.rolling import hour_of, minute_of, window_minutes
 from streams.counting.state import ALERTS_STREAM_MAXLEN
 from streams.ingest.schema import CATEGORIES as _CATEGORIES
+from streams.intake.doors import door_key, doors_key
 
 #: Entries of a Redis stream as the client returns them. The client decodes replies (``decode_responses=True``);
 #: redis-py's types also allow bytes, hence the ``cast`` to this where the stream is read.
@@ -184,6 +185,7 @@ def stream_id(text: str) -> tuple[int, int]:
 class Store:
     def __init__(self, client: aioredis.Redis, prefix: str, partitions: int) -> None:
         self.client = client
+        self.prefix = prefix
         self.keys = Keys(prefix)
         self.partitions = partitions
         self.status_key = f"{prefix}:alert_status"
@@ -504,6 +506,19 @@ class Store:
     async def save_allocation(self, plan: dict) -> None:
         await self.client.set(self.allocation_key, json.dumps(plan, separators=(",", ":")))
 
+    # -- doors in (streams.intake.doors) ------------------------------------------
+
+    async def doors(self) -> list[tuple[str, dict[str, str]]]:
+        """Each live door's status hash as ``(member, fields)``, members sorted (``poll:<name>``, ``http:<source>``)."""
+        members = sorted(_text(m) for m in await self.client.smembers(doors_key(self.prefix)))
+        if not members:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for m in members:
+            pipe.hgetall(door_key(self.prefix, m))
+        hashes = await pipe.execute()
+        return [(m, {_text(k): _text(v) for k, v in h.items()}) for m, h in zip(members, hashes, strict=True) if h]
+
     # -- revoked tokens ----------------------------------------------------------
 
     async def revoke(self, token_id: str, until: float, now: float) -> None:
@@ -532,3 +547,7 @@ class Store:
 
 
 #: categories as the counting agent stores them; ALL is their sum
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -381,6 +381,7 @@ class PollStatus:
 
         out = {
             "name": self.name, "url": self.url, "health": self.health(now), "interval_s": f"{self.interval_s:g}",
+            "unhealthy_after": str(self.unhealthy_after),
             "stalled_after_s": f"{3 * self.interval_s:g}", "started_at": t(self.started_at), "written_at": t(now),
             "last_attempt_at": t(self.last_attempt_at), "last_success_at": t(self.last_success_at),
             "last_new_rows_at": t(self.last_new_rows_at), "consecutive_failures": str(self.consecutive_failures),

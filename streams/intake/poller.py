@@ -40,6 +40,7 @@ import aiohttp
 from streams.ingest.mapping import Mapping as SourceMapping
 from streams.ingest.schema import Event
 from streams.ingest.sources import parse_records
+from streams.intake.doors import doors_key
 from streams.intake.feedstate import Checkpoint, Memory, PagePlan, PollStatus, Refusal, Sent, plan_page
 from streams.intake.publish import DeadLetter, KafkaUnavailable
 from streams.intake.socrata import (
@@ -113,6 +114,7 @@ class RedisStore:
 
     def __init__(self, redis: Any, prefix: str, name: str) -> None:
         self.redis = redis
+        self.prefix, self.name = prefix, name
         self.status_key, self.checkpoint_key, self.sent_key = redis_keys(prefix, name)
 
     async def load(self) -> tuple[Checkpoint | None, dict[str, Sent]]:
@@ -139,6 +141,8 @@ class RedisStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.status_key)
             pipe.hset(self.status_key, mapping=dict(fields))
+            # listed among the doors the gateway shows supervisors (streams.intake.doors)
+            pipe.sadd(doors_key(self.prefix), f"poll:{self.name}")
             await pipe.execute()
 
     async def reset(self) -> None:

@@ -49,6 +49,7 @@ from streams.intake.core import (
     split_body,
     summary,
 )
+from streams.intake.doors import door_key, doors_key, http_fields
 from streams.intake.metrics import IntakeMetrics
 from streams.intake.publish import DeadLetter, KafkaUnavailable, Publisher
 from streams.intake.settings import IntakeSettings
@@ -201,7 +202,32 @@ async def _take(intake: Intake, source: Source, body: bytes) -> list[Candidate]:
         if c.outcome is Outcome.ACCEPTED and c.event is not None:
             intake.metrics.newest(source.id, event_time(c.event))
             intake.metrics.dropped(source.id, c.dropped_fields)
+    await _door_seen(intake, source, candidates)
     return candidates
+
+
+async def _door_seen(intake: Intake, source: Source, candidates: list[Candidate]) -> None:
+    """This source's status hash for the supervisors' "Doors in" (:mod:`streams.intake.doors`): a request came, with or without calls.
+
+    An empty batch is a heartbeat: it moves ``last_request_at`` only. Best effort: a Redis error is logged, the
+    request's answer does not depend on it.
+    """
+    calls = sum(1 for c in candidates if c.outcome is Outcome.ACCEPTED and isinstance(c.event, Call))
+    fields = http_fields(
+        source.id,
+        heartbeat_s=source.heartbeat_s,
+        now=time.time(),
+        accepted_calls=calls,
+        newest_event_at=intake.metrics.newest_event.get(source.id),
+    )
+    prefix = intake.settings.base.redis_prefix
+    try:
+        async with intake.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(door_key(prefix, f"http:{source.id}"), mapping={k: v for k, v in fields.items()})
+            pipe.sadd(doors_key(prefix), f"http:{source.id}")
+            await pipe.execute()
+    except RedisError as exc:
+        log.warning("source %s: its door status was not written (%s)", source.id, exc)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

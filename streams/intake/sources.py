@@ -8,6 +8,8 @@ One table per source::
     rate = 50                           # events a second, sustained (optional; default 100)
     burst = 500                         # events at once (optional; default max(10 x rate, 500))
     max_body_kb = 512                   # largest request body (optional; default 1024)
+    heartbeat_s = 60                    # the CAD pushes at least this often, {"events": []} when it has
+                                        # nothing to send; silent after 3 of them (optional; default 60)
 
 The secret itself is never in the file: it is read from the environment
 variable or the file named, at start-up, and must be at least
@@ -28,10 +30,12 @@ from pathlib import Path
 MIN_SECRET_BYTES = 32
 DEFAULT_RATE = 100.0
 DEFAULT_MAX_BODY_KB = 1024
+#: How often a CAD source pushes at least (an empty batch when it has nothing): silent after three (streams.intake.doors).
+DEFAULT_HEARTBEAT_S = 60.0
 #: The most events one request may carry (a batch), and so the least burst a source has.
 MAX_EVENTS = 500
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_KEYS = frozenset({"agency", "secret_env", "secret_file", "rate", "burst", "max_body_kb"})
+_KEYS = frozenset({"agency", "secret_env", "secret_file", "rate", "burst", "max_body_kb", "heartbeat_s"})
 
 
 class SourcesError(ValueError):
@@ -48,6 +52,7 @@ class Source:
     rate: float = DEFAULT_RATE
     burst: float = MAX_EVENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_KB * 1024
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
 
 
 def load_sources(path: str | Path, environ: Mapping[str, str] | None = None) -> dict[str, Source]:
@@ -96,7 +101,8 @@ def _source(path: Path, sid: str, spec: object, env: Mapping[str, str]) -> Sourc
     if burst < MAX_EVENTS:
         raise SourcesError(f"{where}: 'burst' must be at least {MAX_EVENTS} (one full batch), found {burst:g}")
     max_kb = _positive(where, spec, "max_body_kb", DEFAULT_MAX_BODY_KB)
-    return Source(sid, agency, _secret(where, spec, env), rate, burst, int(max_kb * 1024))
+    heartbeat = _positive(where, spec, "heartbeat_s", DEFAULT_HEARTBEAT_S)
+    return Source(sid, agency, _secret(where, spec, env), rate, burst, int(max_kb * 1024), heartbeat)
 
 
 def _positive(where: str, spec: dict[str, object], key: str, default: float) -> float:

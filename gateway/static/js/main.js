@@ -12,6 +12,7 @@
 //   GET /api/alerts?state=all&since=&until=&...   the history panel's searches (when it is open)
 //   GET /api/forecast      supervisors, commanders: the next shift's forecast (once; forecast frames follow)
 //   GET, POST /api/allocation   supervisors: the recommended units per area; adopting one
+//   GET /api/doors         supervisors: the live doors' health (every DOORS_REFRESH_MS)
 //   /ws                    alert, action, counts, forecast, ... frames; reconnects with backoff, resumes from the cursor
 //
 // The server's Content-Security-Policy allows only same-origin scripts and styles: no inline script, no
@@ -27,7 +28,8 @@ import { renderMap } from "./map.js";
 import { renderOverview } from "./overview.js";
 import { renderPartnerForecast } from "./partnerforecast.js";
 import { describeClock, liveLagFor, observe } from "./clock.js";
-import { setClockZone, setConn, setDataClock, setWho, showBoard, showLogin, showMessage } from "./page.js";
+import { describeDoors } from "./doors.js";
+import { setClockZone, setConn, setDataClock, setDoors, setWho, showBoard, showLogin, showMessage } from "./page.js";
 import { placesFor } from "./places.js";
 import { Backoff, LiveSocket } from "./socket.js";
 import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
@@ -39,6 +41,7 @@ const HOTSPOTS_LIMIT = 1000;
 const ZONES_REFRESH_MS = 60000;
 const STATUS_REFRESH_MS = 15000;
 const CLOCK_REFRESH_MS = 15000;
+const DOORS_REFRESH_MS = 30000;
 const OVERVIEW_MIN_INTERVAL_MS = 15000;
 const MAX_OUTLINES_PER_CALL = 500;
 
@@ -168,6 +171,10 @@ async function start() {
   if (state.partner) loadPartnerForecast();
   drawMap();
   socket.connect();
+  if (state.me.role === "supervisor") {
+    loadDoors();
+    timers.push(setInterval(loadDoors, DOORS_REFRESH_MS));
+  }
   timers.push(
     setInterval(loadZones, ZONES_REFRESH_MS),
     setInterval(reconcileStatuses, STATUS_REFRESH_MS),
@@ -188,6 +195,17 @@ function wireOverview() {
   };
   form.elements.category.addEventListener("change", apply);
   form.elements.area.addEventListener("change", apply);
+}
+
+/** The live doors' health under the data clock (supervisors): hidden while there is none (a file replay). */
+async function loadDoors() {
+  try {
+    const body = await api("/api/doors");
+    setDoors(describeDoors(body.doors));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) refused(err);
+    else setDoors({ kind: "broken", text: `The doors' health could not be read: ${err.message}`, details: [] });
+  }
 }
 
 const refreshOverview = throttled(loadOverview, OVERVIEW_MIN_INTERVAL_MS);

@@ -37,6 +37,22 @@ export function setDataClock(clock) {
   if (conn.dataset.state === "live") conn.textContent = clock.kind === "replay" ? "Replay" : "Live";
 }
 
+/** The "Doors in" line under the data clock (js/doors.js's description, or null: hidden). */
+export function setDoors(doors) {
+  const box = $("#doors");
+  box.hidden = doors === null;
+  if (doors === null) return;
+  box.dataset.kind = doors.kind;
+  $("#doors-text").textContent = doors.text;
+  const list = $("#doors-list");
+  list.textContent = "";
+  for (const sentence of doors.details) {
+    const li = document.createElement("li");
+    li.textContent = sentence;
+    list.append(li);
+  }
+}
+
 export function setWho(claims) {
   const who = $("#who");
   who.textContent = "";

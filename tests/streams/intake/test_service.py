@@ -226,3 +226,31 @@ def test_every_request_is_audited_and_counted_in_metrics(settings):
         ("intake", "dev-cad", 200), ("intake", "", 401),
     ]  # fmt: skip
     assert json.loads(entries[0][1]["detail"])["accepted"] == 1 and json.loads(entries[1][1]["detail"])["claimed_source"] == "nobody"
+
+
+def test_each_request_leaves_the_sources_door_status_and_an_empty_batch_is_a_heartbeat(settings):
+    """The gateway's "Doors in" reads it back: a push with calls moves last_call_at, an empty batch only last_request_at."""
+    from streams.intake.doors import door_key, doors_key, read_door
+
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    key = door_key(settings.redis_prefix, "http:dev-cad")
+
+    async def go():
+        async with serving(make_intake(settings)) as client:
+            s1 = (await push(client, body_of(call("D1"))))[0]
+            first = r.hgetall(key)
+            s2 = (await push(client, body_of()))[0]
+            return s1, first, s2, r.hgetall(key)
+
+    try:
+        s1, first, s2, second = asyncio.run(go())
+        members = r.smembers(doors_key(settings.redis_prefix))
+    finally:
+        r.close()
+    assert (s1, s2) == (200, 200)
+    assert members == {"http:dev-cad"}
+    assert first["last_call_at"] == first["last_request_at"] and first["newest_event_at"] == "1767261600.000"
+    assert second["last_call_at"] == first["last_call_at"] and float(second["last_request_at"]) >= float(first["last_request_at"])
+    t = float(second["last_request_at"])
+    assert read_door("http:dev-cad", second, t + 1).health == "ok"
+    assert read_door("http:dev-cad", second, t + 3 * 60 + 5).health == "silent"  # three missed heartbeats of the default 60 s
