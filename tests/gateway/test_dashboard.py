@@ -459,6 +459,40 @@ def test_dashboard_says_replay_and_its_event_time_instead_of_live_and_when_data_
     screenshot(replay, "dashboard-replay-clock", tmp_path)
 
 
+def test_dashboard_tells_a_stalled_poller_from_a_quiet_one_to_supervisors_only(gw, prefix, r, browser, tmp_path):
+    """With no live door nothing is shown; a quiet poller reads as a quiet time, a stalled one (its process dead:
+    its hash says nothing of it) as calls not arriving, with its sentence; a partner's page has no such line."""
+    from tests.gateway.test_doors_api import plant_poller
+
+    sup = browser("doors")
+    log_in(sup, gw, token("supervisor", subject="sup-doors"))
+    wait_for(sup, "the board", lambda d: css(d, "#data-clock:not([hidden])"))
+    assert css(sup, "#doors")[0].get_attribute("hidden") is not None, "a file replay has no door to report"
+
+    plant_poller(r, prefix, "city-portal", last_success_ago=30, new_rows_ago=3600, written_ago=30)
+    quiet = browser("doors-quiet")
+    log_in(quiet, gw, token("supervisor", subject="sup-quiet"))
+    line = wait_for(quiet, "the doors line", lambda d: css(d, "#doors[data-kind='quiet'] #doors-text"))[0]
+    assert line.text == "Doors in: the door works, no new calls (a quiet time, not a broken feed)", line.text
+
+    plant_poller(r, prefix, "city-portal", last_success_ago=1200, new_rows_ago=1200, written_ago=1200)
+    stalled = browser("doors-stalled")
+    log_in(stalled, gw, token("supervisor", subject="sup-stalled"))
+    line = wait_for(stalled, "the doors line", lambda d: css(d, "#doors[data-kind='broken'] #doors-text"))[0]
+    assert line.text == "Doors in: poller city-portal stalled: calls through it are not arriving", line.text
+    css(stalled, "#doors summary")[0].click()
+    detail = wait_for(stalled, "the door's sentence", lambda d: [li for li in css(d, "#doors-list li") if li.text])[0]
+    assert detail.text.startswith("Poller city-portal is stalled: no poll has completed for 20 min"), detail.text
+
+    partner = browser("doors-partner")
+    log_in(partner, gw, token("transit", zones=("septa-lansdale",)))
+    wait_for(partner, "the partner's board", lambda d: css(d, "#data-clock:not([hidden])"))
+    time.sleep(1.0)
+    assert css(partner, "#doors")[0].get_attribute("hidden") is not None
+    assert not console_errors(sup) and not console_errors(quiet) and not console_errors(stalled) and not console_errors(partner)
+    screenshot(stalled, "dashboard-doors-stalled", tmp_path)
+
+
 def test_dashboard_history_finds_ended_alerts_of_the_period_on_a_timeline_and_filters_them(gw, prefix, r, browser, tmp_path):
     """The history panel lists the period's alerts, ended ones too (the feed shows only open ones), draws them on a
     timeline, and narrows them by state, text and period; each item opens to its facts and who acknowledged it."""
