@@ -120,6 +120,8 @@ class Hub:
         #: stream id -> (alert id, recipients) delivered since the last audit flush
         self._deliveries: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
         self._ready = asyncio.Event()
+        #: set (and replaced by a new one) each time the hub has read on: the partners' feeds wait on it
+        self.advanced = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -150,6 +152,9 @@ class Hub:
                 # let the clients' writers drain between entries: a burst read at once
                 # must not fill the queue of a client that keeps up
                 await asyncio.sleep(0)
+            if entries:
+                self.advanced.set()
+                self.advanced = asyncio.Event()
 
     async def flush_audit(self) -> None:
         """Write one ``deliver`` record per entry delivered since the last flush (call every second)."""

@@ -51,7 +51,7 @@ from gateway.tokens import Claims
 
 log = logging.getLogger(__name__)
 
-#: seconds between looks at the hub's position when the feed has caught up
+#: longest wait for the hub to read on when the feed has caught up (it is woken as soon as the hub does)
 POLL_S = 0.2
 #: seconds before a deliverer that failed (Redis down) or does not hold the lock tries again
 IDLE_S = 1.0
@@ -213,8 +213,10 @@ class Deliverer:
             log.warning("feed %s: entries after %s were trimmed before delivery; resuming at %s", self.agreement, cursor, oldest)
         while True:
             self._check()
+            advanced = hub.advanced  # taken before the position is compared: a move after it sets this one
             if stream_id(cursor) >= stream_id(hub.position):
-                await asyncio.sleep(POLL_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(advanced.wait(), POLL_S)
                 continue
             page = await self.feeds.alerts.read_after(cursor)
             moved = False
