@@ -134,6 +134,7 @@ class Agreement:
                 groups=self.groups,
                 offset_min=self.offset_min,
                 history_h=self.history_h,
+                alerts="alerts" in self.shares,
             )
         except DisclosureError as exc:
             raise AgreementError(str(exc)) from None

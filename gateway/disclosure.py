@@ -138,6 +138,8 @@ class Plan:
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     offset_min: int = 0
     history_h: int = 168
+    #: whether the agreement shares its alerts (``shares`` lists ``alerts``): without, no alert view at all
+    alerts: bool = True
 
     def __post_init__(self) -> None:
         where = f"agreement {self.agreement!r}"

@@ -280,6 +280,8 @@ def view(alert: Mapping[str, Any], scope: Scope, now: float) -> dict[str, Any] |
         out["zones"] = touched
         return out
     assert scope.plan is not None
+    if not scope.plan.alerts:  # the agreement does not share alerts: none reaches it, by any path
+        return None
     return disclosure.partner_alert_view(
         alert, scope.plan, scope.unit_ids, alert_id=alert_id_for(str(alert.get("id", "")), scope), severity=sev
     )
