@@ -11,7 +11,8 @@ The service (:mod:`streams.intake.service`) calls, in order:
    idempotency key derived (:class:`IntakeKeys`);
 3. :func:`check_owners` with the owners Redis holds for the call ids in
    :func:`owner_lookups`: an update is accepted only for a call this source sent
-   (``unknown_call``), a call only if no other source sent its id (``duplicate_id``);
+   (``unknown_call``) and not timed before it beyond the source's tolerance
+   (``status_before_received``), a call only if no other source sent its id (``duplicate_id``);
 4. :func:`mark_repeats`: a record repeated within the request is a duplicate of its first copy;
 5. claims in Redis, then :func:`settle` with what the claims found.
 
@@ -25,7 +26,7 @@ import enum
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.ingest.schema import Call, Event, Extent, IncidentUpdate, InvalidRecord, Reason, format_time, parse_event
@@ -197,10 +198,35 @@ def owner_lookups(candidates: Iterable[Candidate]) -> list[str]:
     return list(ids)
 
 
-def check_owners(candidates: Sequence[Candidate], owners: Mapping[str, str | None], source: Source) -> None:
-    """Refuse a call whose id another source sent (``duplicate_id``) and an update for a call this source has not sent (``unknown_call``).
+def owner_value(source: str, received_at: float) -> str:
+    """What the owner key of a call holds: the source that sent it and the call's received time.
 
-    ``owners`` maps call ids to the source that sent them (None: not known). A call
+    >>> owner_value("dev", 1767261600.0)
+    'dev 1767261600.000'
+    >>> parse_owner(owner_value("dev", 1767261600.0)), parse_owner("dev"), parse_owner(None)
+    (('dev', 1767261600.0), ('dev', None), (None, None))
+    """
+    return f"{source} {received_at:.3f}"
+
+
+def parse_owner(value: str | None) -> tuple[str | None, float | None]:
+    """The source and received time of an owner key's value (source alone from intakes that wrote no time)."""
+    if value is None:
+        return None, None
+    source, _, received = value.partition(" ")
+    try:
+        return source, float(received) if received else None
+    except ValueError:
+        return source, None
+
+
+def check_owners(candidates: Sequence[Candidate], owners: Mapping[str, str | None], source: Source) -> None:
+    """Refuse a call whose id another source sent (``duplicate_id``), an update for a call this source has not sent
+    (``unknown_call``), and an update timed before its call was received by more than the source's status tolerance
+    (``status_before_received``), as every door does; within the tolerance its time becomes the received time
+    (clock skew between CAD subsystems: :meth:`streams.ingest.sources._Engine.updates` does the same for files).
+
+    ``owners`` maps call ids to their owner key's value (:func:`owner_value`; None: not known). A call
     earlier in the same request makes its updates acceptable.
 
     >>> from streams.ingest.schema import Status
@@ -209,21 +235,48 @@ def check_owners(candidates: Sequence[Candidate], owners: Mapping[str, str | Non
     >>> check_owners([up], {"C9": None}, src)
     >>> up.reason, up.detail
     ('unknown_call', "no call 'C9' from source 'dev' is known (sent earlier, or earlier in this request); send the call first")
+    >>> early = Candidate(0, b"", "C9|dispatched|...", "k", IncidentUpdate("C9", Status.DISPATCHED, 1.7e9 - 60, None, "dev"))
+    >>> check_owners([early], {"C9": owner_value("dev", 1.7e9)}, src)
+    >>> early.event.at == 1.7e9  # a minute early: within the default 120 s, moved to the received time
+    True
+    >>> late = Candidate(0, b"", "C9|dispatched|...", "k", IncidentUpdate("C9", Status.DISPATCHED, 1.7e9 - 600, None, "dev"))
+    >>> check_owners([late], {"C9": owner_value("dev", 1.7e9)}, src)
+    >>> late.reason
+    'status_before_received'
     """
-    own = {cid for cid, who in owners.items() if who == source.id}
+    own: dict[str, float | None] = {}
+    for cid, value in owners.items():
+        who, received = parse_owner(value)
+        if who == source.id:
+            own[cid] = received
     for c in candidates:
         if isinstance(c.event, Call):
-            who = owners.get(c.event.id)
+            who, _ = parse_owner(owners.get(c.event.id))
             if who is not None and who != source.id:
                 c.refuse(Reason.DUPLICATE_ID.value, f"call id {c.event.id!r} was already sent by another source")
             else:
-                own.add(c.event.id)
-        elif isinstance(c.event, IncidentUpdate) and c.event.call_id not in own:
-            detail = (
-                f"no call {c.event.call_id!r} from source {source.id!r} is known (sent earlier, or earlier in this request); "
-                "send the call first"
-            )
-            c.refuse(Reason.UNKNOWN_CALL.value, detail)
+                own[c.event.id] = c.event.received_at
+        elif isinstance(c.event, IncidentUpdate):
+            if c.event.call_id not in own:
+                detail = (
+                    f"no call {c.event.call_id!r} from source {source.id!r} is known (sent earlier, or earlier in this request); "
+                    "send the call first"
+                )
+                c.refuse(Reason.UNKNOWN_CALL.value, detail)
+                continue
+            received = own[c.event.call_id]
+            if received is None or c.event.at >= received:
+                continue
+            early = received - c.event.at
+            if early > source.status_tolerance_s:
+                c.refuse(
+                    Reason.STATUS_BEFORE_RECEIVED.value,
+                    f"status {c.event.status.value!r} at {format_time(c.event.at)} is {early:,.0f} s before call "
+                    f"{c.event.call_id!r} was received ({format_time(received)}), more than source {source.id!r}'s "
+                    f"tolerance of {source.status_tolerance_s:g} s (status_tolerance_s in the sources file)",
+                )
+            else:
+                c.event = replace(c.event, at=received)
 
 
 def rekey_refused(candidates: Iterable[Candidate], source: Source, keys: IntakeKeys) -> None:

@@ -10,6 +10,8 @@ One table per source::
     max_body_kb = 512                   # largest request body (optional; default 1024)
     heartbeat_s = 60                    # the CAD pushes at least this often, {"events": []} when it has
                                         # nothing to send; silent after 3 of them (optional; default 60)
+    status_tolerance_s = 120            # a status up to this long before its call's received time is moved to
+                                        # it (clock skew), a longer one refused (optional; as files: 120)
 
 The secret itself is never in the file: it is read from the environment
 variable or the file named, at start-up, and must be at least
@@ -26,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.ingest.mapping import DEFAULT_TOLERANCE_S
+
 #: The shortest secret accepted (HMAC-SHA256 keys: RFC 2104 section 3 advises at least the hash's length).
 MIN_SECRET_BYTES = 32
 DEFAULT_RATE = 100.0
@@ -35,7 +39,7 @@ DEFAULT_HEARTBEAT_S = 60.0
 #: The most events one request may carry (a batch), and so the least burst a source has.
 MAX_EVENTS = 500
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_KEYS = frozenset({"agency", "secret_env", "secret_file", "rate", "burst", "max_body_kb", "heartbeat_s"})
+_KEYS = frozenset({"agency", "secret_env", "secret_file", "rate", "burst", "max_body_kb", "heartbeat_s", "status_tolerance_s"})
 
 
 class SourcesError(ValueError):
@@ -53,6 +57,7 @@ class Source:
     burst: float = MAX_EVENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_KB * 1024
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    status_tolerance_s: float = DEFAULT_TOLERANCE_S
 
 
 def load_sources(path: str | Path, environ: Mapping[str, str] | None = None) -> dict[str, Source]:
@@ -102,7 +107,10 @@ def _source(path: Path, sid: str, spec: object, env: Mapping[str, str]) -> Sourc
         raise SourcesError(f"{where}: 'burst' must be at least {MAX_EVENTS} (one full batch), found {burst:g}")
     max_kb = _positive(where, spec, "max_body_kb", DEFAULT_MAX_BODY_KB)
     heartbeat = _positive(where, spec, "heartbeat_s", DEFAULT_HEARTBEAT_S)
-    return Source(sid, agency, _secret(where, spec, env), rate, burst, int(max_kb * 1024), heartbeat)
+    tolerance = spec.get("status_tolerance_s", DEFAULT_TOLERANCE_S)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not 0 <= tolerance < float("inf"):
+        raise SourcesError(f"{where}: 'status_tolerance_s' must be a number of seconds >= 0, found {tolerance!r}")
+    return Source(sid, agency, _secret(where, spec, env), rate, burst, int(max_kb * 1024), heartbeat, float(tolerance))
 
 
 def _positive(where: str, spec: dict[str, object], key: str, default: float) -> float:
