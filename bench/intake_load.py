@@ -32,6 +32,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -49,6 +50,7 @@ from infra.processes import free_port
 from streams.counting.keys import Keys
 from streams.ingest.schema import format_time
 from streams.intake.auth import sign
+from streams.intake.timing import STAGES, parse_server_timing
 from streams.runtime.progress import wait_caught_up
 from streams.runtime.settings import load_settings
 
@@ -91,6 +93,9 @@ class Tally:
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.sent_at: list[float] = []  # time.time() each request was sent
+        #: per answered request: seconds by stage from its Server-Timing header (the intake runs with WF_INTAKE_STAGE_TIMING=1)
+        self.stages: list[dict[str, float]] = []
         self.statuses: Counter[int] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.calls: set[str] = set()
@@ -140,9 +145,11 @@ async def _push(session: aiohttp.ClientSession, url: str, sid: str, secret: byte
         stamp = str(int(time.time()))
         headers = {"X-Watchfloor-Source": sid, "X-Watchfloor-Timestamp": stamp, "X-Watchfloor-Signature": sign(secret, stamp, body)}
         t0 = time.perf_counter()
+        tally.sent_at.append(time.time())
         async with session.post(url, data=body, headers=headers) as resp:
             answer = await resp.json()
             tally.latencies.append(time.perf_counter() - t0)
+            tally.stages.append(parse_server_timing(resp.headers.get("Server-Timing", "")))
             tally.statuses[resp.status] += 1
             if resp.status == 200:
                 for r in answer["records"]:
@@ -181,11 +188,21 @@ def redis_figures(settings, client: redis.Redis) -> dict:
     }
 
 
+async def _loop_lag(lags: list[float], tick: float = 0.01) -> None:
+    """How late this (the load generator's) event loop wakes from ``tick``-second sleeps: time its sources' answers wait too."""
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(tick)
+        lags.append(time.perf_counter() - t0 - tick)
+
+
 async def one_load(
     url: str, sources: list[str], secret: bytes, rate: float, interval: float, seconds: float, tag: str
-) -> tuple[Tally, float]:
+) -> tuple[Tally, float, list[float]]:
     tally = Tally()
+    lags: list[float] = []
     per_source = rate / len(sources)
+    lag = asyncio.create_task(_loop_lag(lags))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=len(sources))) as session:
         t0 = time.monotonic()
         await asyncio.gather(
@@ -195,10 +212,44 @@ async def one_load(
             )
         )
         took = time.monotonic() - t0
-    return tally, took
+    lag.cancel()
+    return tally, took, lags
 
 
-def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> dict:
+def stage_breakdown(tally: Tally) -> dict:
+    """Per stage (the intake's Server-Timing, plus ``outside``: the client's answer time minus the intake's total,
+    i.e. the network, the intake's loop before the handler ran and the load generator's own loop), in ms: the mean,
+    p50 and p99 over all requests, and the mean over the slowest 1 % of requests by client answer time."""
+    rows = [(lat, st) for lat, st in zip(tally.latencies, tally.stages, strict=True) if "total" in st]
+    if not rows:
+        return {}
+    names = [s for s in STAGES if any(s in st for _, st in rows)] + ["total", "outside"]
+
+    def value(lat: float, st: dict[str, float], name: str) -> float:
+        return 1000 * (lat - st["total"] if name == "outside" else st.get(name, 0.0))
+
+    slow = sorted(rows, key=lambda r: r[0])[-max(1, len(rows) // 100) :]
+    out = {}
+    for name in names:
+        v = np.array([value(lat, st, name) for lat, st in rows])
+        out[name] = {
+            "mean_ms": float(v.mean()),
+            "p50_ms": float(np.percentile(v, 50)),
+            "p99_ms": float(np.percentile(v, 99)),
+            "slowest_1pct_mean_ms": float(np.mean([value(lat, st, name) for lat, st in slow])),
+        }
+    return out
+
+
+def stage_table(breakdown: dict) -> str:
+    head = f"{'stage':>12} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'slowest 1% mean':>16}"
+    rows = [head, "-" * len(head)]
+    for name, r in breakdown.items():
+        rows.append(f"{name:>12} {r['mean_ms']:>8.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['slowest_1pct_mean_ms']:>16.2f}")
+    return "\n".join(rows)
+
+
+def run(rates: list[float], seconds: float, n_sources: int, interval: float, raw: Path | None = None) -> dict:
     prefix = f"bintake{uuid.uuid4().hex[:8]}"
     settings = load_settings(
         {},
@@ -221,7 +272,13 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
     worker = Proc([sys.executable, "-m", "streams.runtime.worker", "-l", "warn"], {**env, "WF_ROLES": "count"}, tmp / "worker.log")
     intake = Proc(
         [sys.executable, "-m", "streams.intake"],
-        {**env, "WF_INTAKE_PORT": str(port), "WF_INTAKE_SOURCES": str(tmp / "sources.toml"), "WF_BENCH_INTAKE_SECRET": secret},
+        {
+            **env,
+            "WF_INTAKE_PORT": str(port),
+            "WF_INTAKE_SOURCES": str(tmp / "sources.toml"),
+            "WF_BENCH_INTAKE_SECRET": secret,
+            "WF_INTAKE_STAGE_TIMING": "1",
+        },  # fmt: skip
         tmp / "intake.log",
     )
     client = redis.Redis.from_url(settings.redis_url)
@@ -233,8 +290,13 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
             _say(f"{rate:g} calls/s from {n_sources} sources for {seconds:g} s")
             before = redis_figures(settings, client)
             cpu0 = cpu_s(intake.proc.pid)
-            tally, took = asyncio.run(one_load(url, sources, secret.encode(), rate, interval, seconds, f"L{n_load}"))
+            wait0 = run_queue_wait_s(intake.proc.pid)
+            sampler = WaitSampler({"intake": intake.proc.pid, **_stack_pids()})
+            sampler.start()
+            tally, took, lags = asyncio.run(one_load(url, sources, secret.encode(), rate, interval, seconds, f"L{n_load}"))
+            sampler.stop()
             intake_cpu = cpu_s(intake.proc.pid) - cpu0
+            intake_wait = run_queue_wait_s(intake.proc.pid) - wait0
             drain0 = time.monotonic()
             wait_caught_up(settings, 600, lambda: _check_alive(worker, intake))
             drain = time.monotonic() - drain0
@@ -246,6 +308,8 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
                 "open": len(tally.calls - tally.closed), "dead_letters": 0,
             }  # fmt: skip
             lat = np.array(tally.latencies) * 1000
+            if raw is not None:
+                _write_raw(raw, rate, tally)
             results["loads"].append(
                 {
                     "offered_calls_per_s": rate,
@@ -258,13 +322,21 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
                     "p99_ms": float(np.percentile(lat, 99)),
                     "max_ms": float(lat.max()),
                     "intake_cores": intake_cpu / took,
+                    "intake_waiting_for_a_core": intake_wait / took,
                     "worker_drain_s": drain,
                     "acknowledged": want,
                     "in_redis": got,
                     "exact": got == want,
+                    "stages": stage_breakdown(tally),
+                    "slowest_1pct_waiting_for_a_core_ms": _slow_waits(tally, sampler),
+                    "client_loop_lag_ms": {
+                        "p99": float(np.percentile(lags, 99)) * 1000 if lags else 0.0,
+                        "max": max(lags, default=0.0) * 1000,
+                    },
                 }
             )
             _say(json.dumps(results["loads"][-1]))
+            _say(f"{rate:g} calls/s, where the answer time went:\n{stage_table(results['loads'][-1]['stages'])}")
     finally:
         intake.stop()
         worker.stop()
@@ -272,6 +344,87 @@ def run(rates: list[float], seconds: float, n_sources: int, interval: float) -> 
             client.delete(key)
         client.close()
     return results
+
+
+def _write_raw(path: Path, rate: float, tally: Tally) -> None:
+    """Append one JSON line per request: the load, when it was sent, its answer time and the intake's stages (seconds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        for sent, lat, st in zip(tally.sent_at, tally.latencies, tally.stages, strict=True):
+            out.write(json.dumps({"rate": rate, "sent_at": sent, "answer_s": lat, "stages": st}) + "\n")
+
+
+def _stack_pids() -> dict[str, int]:
+    """Redis's and Kafka's pids from the stack's pid files (those that are there)."""
+    out = {}
+    for name in ("redis", "kafka"):
+        try:
+            out[name] = int((stack.RUN / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _slow_waits(tally: Tally, sampler: WaitSampler) -> dict[str, float]:
+    """For the slowest 1 % of requests: the mean answer time and how long, meanwhile, each process waited for a core (ms)."""
+    rows = sorted(zip(tally.latencies, tally.sent_at, strict=True))[-max(1, len(tally.latencies) // 100) :]
+    out = {"answer": 1000 * float(np.mean([lat for lat, _ in rows]))}
+    for name in sampler.pids:
+        out[name] = 1000 * float(np.mean([sampler.during(name, t, t + lat) for lat, t in rows]))
+    return out
+
+
+def run_queue_wait_s(pid: int, *, all_threads: bool = False) -> float:
+    """Seconds the main thread of process ``pid`` (or all its threads, added) has spent runnable but waiting for a core.
+
+    From ``/proc/PID/task/TID/schedstat``. What an event loop loses to the other processes on the machine: every
+    request it serves waits that long too.
+    """
+    tids = [p.name for p in Path(f"/proc/{pid}/task").iterdir()] if all_threads else [str(pid)]
+    total = 0
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return total / 1e9
+
+
+class WaitSampler(threading.Thread):
+    """Samples, every ``period`` seconds, how long each process's main thread has waited for a core so far.
+
+    :meth:`during` then tells how much of a request's answer time a process spent runnable but not running.
+    """
+
+    def __init__(self, pids: dict[str, int], period: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.period = pids, period
+        self.times: list[float] = []
+        self.waits: dict[str, list[float]] = {name: [] for name in pids}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                # Kafka's work is in its request-handler and network threads, not its main thread
+                values = {name: run_queue_wait_s(pid, all_threads=name == "kafka") for name, pid in self.pids.items()}
+            except OSError:
+                return  # a process exited: the load reports it
+            self.times.append(time.time())
+            for name, v in values.items():
+                self.waits[name].append(v)
+            self._stop_event.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def during(self, name: str, start: float, end: float) -> float:
+        """Seconds ``name`` waited for a core between ``start`` and ``end`` (epoch s), interpolated between samples."""
+        if len(self.times) < 2:
+            return 0.0
+        lo, hi = np.interp([start, end], self.times, self.waits[name])
+        return float(hi - lo)
 
 
 def _check_alive(*procs: Proc) -> None:
@@ -293,7 +446,7 @@ def _wait_healthy(port: int) -> None:
 def table(results: dict) -> str:
     head = (
         f"{'offered calls/s':>15} {'accepted rec/s':>14} {'calls/s':>8} {'requests':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>7} {'intake CPU':>10} {'exact':>5}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-200':>7} {'intake CPU':>10} {'waits for CPU':>13} {'exact':>5}"
     )
     rows = [head, "-" * len(head)]
     for r in results["loads"]:
@@ -301,7 +454,7 @@ def table(results: dict) -> str:
         rows.append(
             f"{r['offered_calls_per_s']:>15,.0f} {r['accepted_records_per_s']:>14,.0f} {r['accepted_calls_per_s']:>8,.0f} "
             f"{r['requests']:>8,} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} "
-            f"{non200:>7} {r['intake_cores']:>9.0%} {'yes' if r['exact'] else 'NO':>5}"
+            f"{non200:>7} {r['intake_cores']:>9.0%} {r['intake_waiting_for_a_core']:>12.0%} {'yes' if r['exact'] else 'NO':>5}"
         )
     return "\n".join(rows)
 
@@ -312,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds each load is sustained (default 30)")
     p.add_argument("--sources", type=int, default=50, help="concurrent CAD sources (default 50)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between two requests of one source (default 0.5)")
+    p.add_argument("--raw", type=Path, metavar="PATH", help="append every request (sent at, answer time, stages) to this JSON-lines file")
     add_json(p, ROOT / "out" / "bench" / "intake_load.json")
     args = p.parse_args(argv)
     try:
@@ -321,8 +475,16 @@ def main(argv: list[str] | None = None) -> int:
     if any(x <= 0 for x in rates) or args.seconds <= 0 or args.sources < 1 or args.interval <= 0:
         p.error("rates, --seconds, --sources and --interval must be positive")
     require_stack(p)
-    results = run(rates, args.seconds, args.sources, args.interval)
+    results = run(rates, args.seconds, args.sources, args.interval, args.raw)
     print(table(results))
+    for r in results["loads"]:
+        lag = r["client_loop_lag_ms"]
+        print(f"\n{r['offered_calls_per_s']:,.0f} calls/s, where the answer time went (load generator's loop late by p99 "
+              f"{lag['p99']:.1f} ms, max {lag['max']:.1f} ms):")  # fmt: skip
+        print(stage_table(r["stages"]))
+        slow = r["slowest_1pct_waiting_for_a_core_ms"]
+        print(f"the slowest 1 % (mean answer {slow['answer']:.1f} ms) waited for a core meanwhile: "
+              + ", ".join(f"{k} {v:.1f} ms" for k, v in slow.items() if k != "answer"))  # fmt: skip
     write_json(args.json, results)
     print(f"\nfigures written to {args.json}; worker and intake logs in {results['logs']}")
     return 0 if all(r["exact"] for r in results["loads"]) else 1

@@ -54,6 +54,7 @@ from streams.intake.metrics import IntakeMetrics
 from streams.intake.publish import DeadLetter, KafkaUnavailable, Publisher
 from streams.intake.settings import IntakeSettings
 from streams.intake.sources import MAX_EVENTS, Source
+from streams.intake.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,19 @@ async def _stop(app: web.Application) -> None:
 
 async def post_events(request: web.Request) -> web.Response:
     intake = request.app[INTAKE]
+    sw = Stopwatch()
     source: Source | None = None
     candidates: list[Candidate] = []
     reason = ""
     try:
         body = await _read_body(request, intake.max_body)
+        sw.lap("read")
         source = _authenticate(intake, request, body)
-        candidates = await _take(intake, source, body)
+        sw.lap("auth")
+        candidates = await _take(intake, source, body, sw)
         counts = summary(candidates)
         response = web.json_response({"source": source.id, **counts, "records": [c.answer() for c in candidates]})
+        sw.lap("answer")
     except Unauthenticated as exc:
         reason = str(exc)
         log.info("refused a push from %s claiming source %r: %s", request.remote, request.headers.get("X-Watchfloor-Source"), exc)
@@ -155,6 +160,10 @@ async def post_events(request: web.Request) -> web.Response:
         response = _error(503, str(exc), retry_after=exc.retry_after)
     intake.metrics.request(response.status)
     await _audit(intake, request, source, candidates, response.status, reason)
+    sw.lap("audit")
+    intake.metrics.timed(sw, stages=intake.settings.stage_timing)
+    if intake.settings.stage_timing:
+        response.headers["Server-Timing"] = sw.server_timing()
     return response
 
 
@@ -180,7 +189,7 @@ def _authenticate(intake: Intake, request: web.Request, body: bytes) -> Source:
     return source
 
 
-async def _take(intake: Intake, source: Source, body: bytes) -> list[Candidate]:
+async def _take(intake: Intake, source: Source, body: bytes, sw: Stopwatch) -> list[Candidate]:
     """The records of an authenticated request, each with its outcome once published (or an exception for the whole request)."""
     if len(body) > source.max_body_bytes:
         raise BodyError(413, f"the body is {len(body)} bytes; source {source.id!r} may send at most {source.max_body_bytes}")
@@ -193,8 +202,9 @@ async def _take(intake: Intake, source: Source, body: bytes) -> list[Candidate]:
             math.ceil(wait),
         )
     candidates = [examine(i, obj, source, intake.keys, now=time.time(), extent=intake.extent) for i, obj in enumerate(records)]
+    sw.lap("examine")
     try:
-        await _publish(intake, source, candidates)
+        await _publish(intake, source, candidates, sw)
     except RedisError as exc:
         raise Unavailable(f"Redis is not answering ({exc}); nothing of this request was stored: send it again") from exc
     for c in candidates:
@@ -203,6 +213,7 @@ async def _take(intake: Intake, source: Source, body: bytes) -> list[Candidate]:
             intake.metrics.newest(source.id, event_time(c.event))
             intake.metrics.dropped(source.id, c.dropped_fields)
     await _door_seen(intake, source, candidates)
+    sw.lap("door")
     return candidates
 
 
@@ -239,12 +250,13 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise BodyError(413, f"the body is larger than {limit} bytes, the most taken") from None
 
 
-async def _publish(intake: Intake, source: Source, candidates: list[Candidate]) -> None:
+async def _publish(intake: Intake, source: Source, candidates: list[Candidate], sw: Stopwatch) -> None:
     """Claim, publish and remember the records of one request, setting each candidate's outcome (see the module's docstring)."""
     keys, redis = intake.keys, intake.redis
     ids = owner_lookups(candidates)
     # decode_responses=True: the replies are str (redis-py types them bytes | str)
     owners = cast(dict[str, str | None], dict(zip(ids, await redis.mget([keys.owner(i) for i in ids]), strict=True)) if ids else {})
+    sw.lap("owners")
     check_owners(candidates, owners, source)
     rekey_refused(candidates, source, keys)
     to_claim = mark_repeats(candidates)
@@ -264,6 +276,7 @@ async def _publish(intake: Intake, source: Source, candidates: list[Candidate]) 
             replies = await pipe.execute()
         found = dict(zip(lost, replies[0::2], strict=True))
         pttl = dict(zip(lost, replies[1::2], strict=True))
+    sw.lap("claim")
     blocked = settle(to_claim, won, [found.get(c.key) if not ok else None for c, ok in zip(to_claim, won, strict=True)])
     mine = [c for c in to_claim if c.send]
     if blocked:
@@ -277,17 +290,22 @@ async def _publish(intake: Intake, source: Source, candidates: list[Candidate]) 
     events = [c for c in mine if c.event is not None]
     letters = [c for c in mine if c.event is None]
     try:
-        await intake.publisher.send_events([c.event for c in events if c.event is not None])
+        if events:
+            await intake.publisher.send_events([c.event for c in events if c.event is not None])
+            sw.lap("kafka")
     except KafkaUnavailable as exc:
         await _release(redis, mine)
         raise Unavailable(str(exc)) from exc
     try:
-        await intake.publisher.send_dead_letters([_dead_letter(source, c) for c in letters])
+        if letters:
+            await intake.publisher.send_dead_letters([_dead_letter(source, c) for c in letters])
+            sw.lap("dead_letters")
     except KafkaUnavailable as exc:
         await _done(intake, source, events)  # those are acknowledged: remembered, so the retry answers them duplicate
         await _release(redis, letters)
         raise Unavailable(str(exc)) from exc
     await _done(intake, source, mine)
+    sw.lap("done")
 
 
 def _dead_letter(source: Source, c: Candidate) -> DeadLetter:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from streams.runtime.settings import Settings, SettingsError, load_settings, read_env
+from streams.runtime.settings import Settings, SettingsError, _flag, load_settings, read_env
 from streams.topics import INGEST_RETENTION_MS
 
 #: How long idempotency keys and call owners are remembered: the ingest topics' retention (8 days).
@@ -33,6 +33,9 @@ class IntakeSettings:
     kafka_timeout_s: float = 10.0
     #: Days the intake's audit stream keeps its records.
     audit_days: float = 30.0
+    #: Answer every request with a ``Server-Timing`` header of its stages, and histogram them on /metrics
+    #: (``WF_INTAKE_STAGE_TIMING``; for load tests: it tells clients how long the intake's stages took).
+    stage_timing: bool = False
     base: Settings = field(default_factory=Settings)
 
     def __post_init__(self) -> None:
@@ -62,6 +65,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_INTAKE_ID_TTL_S": ("id_ttl_s", int),
     "WF_INTAKE_KAFKA_TIMEOUT_S": ("kafka_timeout_s", float),
     "WF_INTAKE_AUDIT_DAYS": ("audit_days", float),
+    "WF_INTAKE_STAGE_TIMING": ("stage_timing", _flag),
 }
 
 

@@ -254,3 +254,42 @@ def test_each_request_leaves_the_sources_door_status_and_an_empty_batch_is_a_hea
     t = float(second["last_request_at"])
     assert read_door("http:dev-cad", second, t + 1).health == "ok"
     assert read_door("http:dev-cad", second, t + 3 * 60 + 5).health == "silent"  # three missed heartbeats of the default 60 s
+
+
+def test_metrics_histogram_every_answer_and_each_kafka_wait_without_a_server_timing_header_by_default(settings):
+    async def go():
+        async with serving(make_intake(settings)) as client:
+            _, _, with_events = await push(client, body_of(call("H1"), update("H1", "dispatched")))
+            _, _, refused_only = await push(client, body_of(call("H2", agency="not-mine")))
+            await client.post("/v1/events", data=b"{}", headers=signed(b"{}", source="nobody"))
+            return with_events, refused_only, await (await client.get("/metrics")).text()
+
+    with_events, refused_only, text = asyncio.run(go())
+    assert "Server-Timing" not in with_events and "Server-Timing" not in refused_only
+    assert "watchfloor_intake_answer_seconds_count 3" in text  # the 401 too
+    assert "watchfloor_intake_kafka_ack_seconds_count 1" in text  # the refused record's dead letter is not an event
+    assert 'watchfloor_intake_answer_seconds_bucket{le="+Inf"} 3' in text
+    assert "watchfloor_intake_stage_seconds" not in text
+
+
+def test_with_stage_timing_each_answer_says_how_long_each_stage_took(settings):
+    from dataclasses import replace
+
+    from streams.intake.timing import STAGES, parse_server_timing
+
+    intake = make_intake(settings)
+    intake.settings = replace(intake.settings, stage_timing=True)
+
+    async def go():
+        async with serving(intake) as client:
+            status, _, headers = await push(client, body_of(call("T1"), update("T1", "dispatched"), call("T2", agency="not-mine")))
+            return status, headers, await (await client.get("/metrics")).text()
+
+    status, headers, text = asyncio.run(go())
+    assert status == 200
+    stages = parse_server_timing(headers["Server-Timing"])
+    assert list(stages) == [*STAGES, "total"]  # every stage ran: events, a dead letter, the audit
+    assert all(v >= 0 for v in stages.values())
+    assert sum(v for k, v in stages.items() if k != "total") == pytest.approx(stages["total"], abs=1e-5)
+    assert 'watchfloor_intake_stage_seconds_count{stage="kafka"} 1' in text
+    assert 'watchfloor_intake_stage_seconds_count{stage="audit"} 1' in text
