@@ -8,8 +8,9 @@ wait when the portal says no. It does no I/O.
 The query
     ``GET /resource/<dataset>.json`` with ``$select=:*, *`` (the system fields
     ``:id`` and ``:updated_at`` with the data), ``$where=<cursor> >= '<low>'``
-    (``AND <time column> >= '<since>'`` to never read calls older than the
-    floor), ``$order=<cursor>, :id`` (a total order: rows sharing a cursor
+    (``AND (<time column> >= '<since>' OR <time column> IS NULL)`` to never read
+    calls older than the floor, while a row without a call time is still read
+    once and refused as the file door refuses it), ``$order=<cursor>, :id`` (a total order: rows sharing a cursor
     value come in ``:id`` order, the same on every request), ``$limit`` and
     ``$offset`` (`SODA paging <https://dev.socrata.com/docs/paging.html>`_:
     "use ``$order`` ... to ensure a stable order"). The read is inclusive
@@ -103,8 +104,10 @@ def page_params(
 
     >>> p = page_params(cursor=":updated_at", low="2024-01-01T08:00:00.000Z", limit=1000, offset=999,
     ...                 time_column="datetime", since="2024-01-01T00:00:00")
-    >>> p["$where"], p["$order"], p["$limit"], p["$offset"]
-    (":updated_at >= '2024-01-01T08:00:00.000Z' AND datetime >= '2024-01-01T00:00:00'", ':updated_at, :id', '1000', '999')
+    >>> p["$where"]
+    ":updated_at >= '2024-01-01T08:00:00.000Z' AND (datetime >= '2024-01-01T00:00:00' OR datetime IS NULL)"
+    >>> p["$order"], p["$limit"], p["$offset"]
+    (':updated_at, :id', '1000', '999')
     """
     if limit < 2:
         raise QueryError(f"page size {limit}; expected at least 2 (pages overlap by one row)")
@@ -112,7 +115,10 @@ def page_params(
     if low is not None:
         clauses.append(f"{_column(cursor)} >= {soql_text(low)}")
     if since is not None and time_column is not None:
-        clauses.append(f"{_column(time_column)} >= {soql_text(since)}")
+        floor = f"{_column(time_column)} >= {soql_text(since)}"
+        # a row without a call time is read too (once, by its cursor), so that the mapping refuses it as
+        # missing_field and it is dead-lettered as the file door does: a null is never >= anything in SoQL
+        clauses.append(floor if time_column == cursor else f"({floor} OR {_column(time_column)} IS NULL)")
     params = {"$select": ":*, *", "$order": f"{_column(cursor)}, :id", "$limit": str(limit), "$offset": str(offset)}
     if clauses:
         params["$where"] = " AND ".join(clauses)

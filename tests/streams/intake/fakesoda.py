@@ -1,8 +1,9 @@
 """A local server that speaks enough of Socrata's SODA API for the poller's tests (not a mock of the client).
 
 ``GET /resource/<id>.json`` answers rows of an in-memory table, honouring ``$where`` (clauses
-``col >= 'v'``, ``col > 'v'``, ``col = 'v'`` joined by ``AND``; text comparison, which orders
-SODA's ISO timestamps), ``$order`` (columns, ascending), ``$limit`` and ``$offset``. Every row has
+``col >= 'v'``, ``col > 'v'``, ``col = 'v'`` joined by ``AND``, each possibly a parenthesised ``OR`` of
+those and ``col IS NULL``; text comparison, which orders SODA's ISO timestamps; a comparison with a null
+is not true, as in SoQL), ``$order`` (columns, ascending), ``$limit`` and ``$offset``. Every row has
 the system fields ``:id`` and ``:updated_at`` (a publication clock that moves forward a millisecond
 at each write), as SODA returns them with ``$select=:*, *``. Faults are planned per request:
 ``fail_next(status, headers)`` answers the next request with that status; ``on_request(n, fn)``
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 _CLAUSE = re.compile(r"\s*(:?[A-Za-z_][A-Za-z0-9_]*)\s*(>=|>|=)\s*'((?:[^']|'')*)'\s*")
+_IS_NULL = re.compile(r"\s*(:?[A-Za-z_][A-Za-z0-9_]*)\s+IS NULL\s*")
 
 
 class FakeSoda:
@@ -83,15 +85,22 @@ class FakeSoda:
 def _matches(row: dict, where: str) -> bool:
     if not where:
         return True
-    for clause in where.split(" AND "):
-        m = _CLAUSE.fullmatch(clause)
-        if m is None:
-            raise web.HTTPBadRequest(text=f"query.soql.no-such-clause: {clause!r}")
-        column, op, value = m.group(1), m.group(2), m.group(3).replace("''", "'")
-        have = row.get(column)
-        if have is None:
-            return False
-        have = str(have)
-        if not {">=": have >= value, ">": have > value, "=": have == value}[op]:
-            return False
-    return True
+    return all(_alternatives(row, clause) for clause in where.split(" AND "))
+
+
+def _alternatives(row: dict, clause: str) -> bool:
+    """One ``AND`` operand: a comparison, or ``(a OR b ...)`` of comparisons and ``col IS NULL``."""
+    if clause.startswith("(") and clause.endswith(")"):
+        return any(_alternatives(row, part) for part in clause[1:-1].split(" OR "))
+    null = _IS_NULL.fullmatch(clause)
+    if null is not None:
+        return row.get(null.group(1)) is None
+    m = _CLAUSE.fullmatch(clause)
+    if m is None:
+        raise web.HTTPBadRequest(text=f"query.soql.no-such-clause: {clause!r}")
+    column, op, value = m.group(1), m.group(2), m.group(3).replace("''", "'")
+    have = row.get(column)
+    if have is None:  # SoQL: a comparison with null is not true
+        return False
+    have = str(have)
+    return {">=": have >= value, ">": have > value, "=": have == value}[op]

@@ -47,9 +47,12 @@ def plan(records, memory, **kw):
 
 
 def test_the_first_page_reads_from_the_since_floor_and_later_pages_from_the_checkpoint_inclusive():
-    """No position: only the floor on the time column; a position: cursor >= it AND the floor, ordered by cursor then :id."""
+    """No position: only the floor on the time column (rows without a call time let through, to be refused); a
+    position: cursor >= it AND the floor, ordered by cursor then :id."""
     first = page_params(cursor=":updated_at", low=None, limit=500, offset=0, time_column="datetime", since="2024-01-01T00:00:00.000")
-    assert first["$where"] == "datetime >= '2024-01-01T00:00:00.000'"
+    assert first["$where"] == "(datetime >= '2024-01-01T00:00:00.000' OR datetime IS NULL)"
+    by_time = page_params(cursor="datetime", low=None, limit=500, offset=0, time_column="datetime", since="2024-01-01T00:00:00.000")
+    assert by_time["$where"] == "datetime >= '2024-01-01T00:00:00.000'", "a null cursor value cannot be paged through"
     assert first["$select"] == ":*, *" and first["$order"] == ":updated_at, :id" and first["$limit"] == "500"
     assert "$where" not in page_params(cursor="datetime", low=None, limit=2, offset=0)
     quoted = page_params(cursor="datetime", low="it's", limit=2, offset=0)["$where"]

@@ -254,6 +254,23 @@ def test_an_unreadable_row_goes_to_the_dead_letter_topic_once_with_the_replay_en
     assert second["skipped|already_refused"] == 1
 
 
+def test_a_row_without_a_call_time_is_read_and_dead_lettered_once_as_the_file_door_refuses_it():
+    """The --since floor is on the time column, and a null is never >= anything in SoQL: the query lets nulls
+    through, so the row is refused as missing_field (as the replay refuses it) instead of silently never read."""
+    fake = FakeSoda()
+    fake.publish(call(1, 1), {**call(2, 2), "datetime": None})
+    sink = Collect()
+
+    async def steps(p):
+        await p.poll_once()
+        return await p.poll_once()
+
+    second = run(fake, steps, sink=sink)
+    assert sink.calls() == ["F000001"]
+    assert [(d.reason, d.origin) for d in sink.letters] == [("missing_field", "poll:sea")]
+    assert second["skipped|already_refused"] == 1
+
+
 def test_after_n_failures_in_a_row_the_status_says_failing_and_the_poller_keeps_trying():
     """Six 500s in a row: the status hash says failing after the fifth, the poller keeps trying and then succeeds."""
     fake = FakeSoda()
