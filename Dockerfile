@@ -1,4 +1,5 @@
-# The Watchfloor worker (counting and detection agents), the gateway and the replay tool, for docker-compose.yml.
+# Watchfloor's processes for docker-compose.yml: the worker (counting and detection agents), the gateway, the HTTP
+# intake (python -m streams.intake), the Socrata poller (python -m streams.intake.poll) and the replay tool.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app

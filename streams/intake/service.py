@@ -44,6 +44,7 @@ from streams.intake.core import (
     examine,
     mark_repeats,
     owner_lookups,
+    owner_value,
     rekey_refused,
     settle,
     split_body,
@@ -330,7 +331,7 @@ async def _done(intake: Intake, source: Source, sent: Sequence[Candidate]) -> No
         for c in sent:
             pipe.set(c.key, DONE, ex=ttl)
             if isinstance(c.event, Call):
-                pipe.set(intake.keys.owner(c.event.id), source.id, ex=ttl)
+                pipe.set(intake.keys.owner(c.event.id), owner_value(source.id, c.event.received_at), ex=ttl)
         await pipe.execute()
 
 

@@ -109,6 +109,26 @@ def test_an_update_is_accepted_only_for_a_call_its_source_sent(settings):
     assert _count(settings, INCIDENT_UPDATES) == 1 and _count(settings, CALLS) == 1
 
 
+def test_a_status_timed_before_its_call_is_moved_within_the_tolerance_and_refused_beyond_it_in_a_later_request(settings):
+    """As files are read: a dispatch 60 s before the received time (clock skew) is put at the received time, one
+    10 min before is refused alone as status_before_received (the call, sent in an earlier request, stays)."""
+
+    async def go():
+        async with serving(make_intake(settings)) as client:
+            await push(client, body_of(call("T1", at="2026-01-01T10:00:00Z")))
+            return await push(
+                client, body_of(update("T1", "dispatched", "2026-01-01T09:59:00Z"), update("T1", "en_route", "2026-01-01T09:50:00Z"))
+            )
+
+    status, answer, _ = asyncio.run(go())
+    assert status == 200
+    assert [(r["outcome"], r.get("reason")) for r in answer["records"]] == [("accepted", None), ("refused", "status_before_received")]
+    updates = read_topic(settings, INCIDENT_UPDATES, expect=1)
+    assert [(u["status"], u["at"]) for u in updates] == [("dispatched", "2026-01-01T10:00:00Z")]
+    letters = read_topic(settings, DEADLETTER, expect=1)
+    assert [d["reason"] for d in letters] == ["status_before_received"]
+
+
 def test_bad_signature_and_unknown_source_get_the_same_401(settings):
     body = body_of(call("S1"))
 
