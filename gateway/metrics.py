@@ -19,8 +19,23 @@ HUB_COUNTERS = (
 )
 
 
-def metrics_text(clients: Iterable[Client], hub_stats: Mapping[str, int], refused: Mapping[str, int]) -> str:
-    """The page for ``clients`` (connected now), the hub's ``hub_stats`` and ``refused`` (refusals by code).
+#: a partner feed deliverer's counters (:attr:`gateway.feeds.deliverer.Deliverer.stats` keys) as ``watchfloor_gateway_feed_<name>_total``
+FEED_COUNTERS = (
+    ("delivered", "Webhook deliveries a partner's receiver acknowledged (2xx), by agreement, since this gateway started."),
+    ("dead_letters", "Webhook deliveries given up and dead-lettered (GET /api/feeds/deadletters), by agreement."),
+    ("cap_messages", "CAP messages added to an agreement's Atom feed."),
+)
+
+
+def metrics_text(
+    clients: Iterable[Client],
+    hub_stats: Mapping[str, int],
+    refused: Mapping[str, int],
+    feeds: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
+    """The page for ``clients`` (connected now), the hub's ``hub_stats``, ``refused`` (refusals by code) and the
+    partners' ``feeds`` (each agreement's deliverer counters, :data:`FEED_COUNTERS`; counted by the gateway that
+    delivers the feed: the others show 0).
 
     >>> print(metrics_text([], {"entries": 3, "delivered": 2, "closed_slow": 0, "redis_errors": 0}, {"forged": 1}))  # doctest: +ELLIPSIS
     # HELP watchfloor_gateway_clients Connected WebSocket clients by role.
@@ -30,6 +45,15 @@ def metrics_text(clients: Iterable[Client], hub_stats: Mapping[str, int], refuse
     watchfloor_gateway_entries_total 3
     ...
     watchfloor_gateway_refused_total{code="forged"} 1
+    <BLANKLINE>
+    >>> print(metrics_text([], {"entries": 0, "delivered": 0, "closed_slow": 0, "redis_errors": 0}, {},
+    ...                    {"septa": {"delivered": 4, "dead_letters": 1}}))  # doctest: +ELLIPSIS
+    # HELP ...
+    watchfloor_gateway_feed_delivered_total{agreement="septa"} 4
+    ...
+    watchfloor_gateway_feed_dead_letters_total{agreement="septa"} 1
+    ...
+    watchfloor_gateway_feed_cap_messages_total{agreement="septa"} 0
     <BLANKLINE>
     """
     by_role: dict[str, int] = {}
@@ -48,4 +72,8 @@ def metrics_text(clients: Iterable[Client], hub_stats: Mapping[str, int], refuse
         "# TYPE watchfloor_gateway_refused_total counter",
     ]
     lines += [f'watchfloor_gateway_refused_total{{code="{c}"}} {n}' for c, n in sorted(refused.items())]
+    for key, help_ in FEED_COUNTERS if feeds else ():
+        name = f"watchfloor_gateway_feed_{key}_total"
+        lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
+        lines += [f'{name}{{agreement="{a}"}} {stats.get(key, 0)}' for a, stats in sorted((feeds or {}).items())]
     return "\n".join(lines) + "\n"

@@ -220,7 +220,7 @@ class Gateway:
         return await partnerforecast.partner_forecast_view(self, scope)
 
     def metrics_text(self) -> str:
-        return metrics_text(self.hub.clients, self.hub.stats, self.auditor.refused)
+        return metrics_text(self.hub.clients, self.hub.stats, self.auditor.refused, {d.agreement: d.stats for d in self.feeds.deliverers})
 
     # -- lifecycle -------------------------------------------------------------
 

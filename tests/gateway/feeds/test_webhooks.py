@@ -254,6 +254,9 @@ def test_a_delivery_that_keeps_failing_is_dead_lettered_the_feed_goes_on_and_onl
         assert g.get("/api/feeds/deadletters", who)[0] == code
     outcomes = sorted((rec["detail"]["outcome"], rec["detail"]["attempts"]) for rec in audit(g))
     assert outcomes == [("dead_letter", 1), ("dead_letter", 4), ("delivered", 1)]
+    text = g.metrics()
+    assert 'watchfloor_gateway_feed_delivered_total{agreement="septa"} 1' in text
+    assert 'watchfloor_gateway_feed_dead_letters_total{agreement="septa"} 2' in text
 
 
 def test_the_cap_feed_is_read_with_the_partners_token_holds_valid_cap_and_matches_the_webhooks(feed_gw, r, receiver):
