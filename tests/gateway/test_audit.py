@@ -369,6 +369,40 @@ def test_when_a_batch_fails_every_caller_in_it_gets_a_redis_error_and_the_next_a
 
 
 @pytest.mark.stack
+def test_the_callers_of_one_batch_all_return_within_two_loop_turns_of_its_write(aprefix):
+    """50 records queued behind a write go in one batch, and their callers wake together, not one loop turn after another."""
+
+    async def go():
+        client = aioredis.from_url(URL, decode_responses=True)
+        log = AuditLog(client, aprefix)
+        turns, returned_at = 0, []
+
+        async def ticker():
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        async def one(i):
+            await log.record(AuditRecord(AuditAction.ACK, actor=f"waiting-{i}"))
+            returned_at.append(turns)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            first = asyncio.create_task(log.record(AuditRecord(AuditAction.ACK, actor="first")))
+            await asyncio.sleep(0)  # first is writing: the next 50 queue behind it
+            await asyncio.gather(first, *(one(i) for i in range(50)))
+            return returned_at, await log.verify()
+        finally:
+            tick.cancel()
+            await client.aclose()
+
+    returned_at, report = asyncio.run(go())
+    assert report.ok and len(stored(aprefix)) == 51
+    assert max(returned_at) - min(returned_at) <= 2, returned_at
+
+
+@pytest.mark.stack
 def test_a_record_cancelled_while_waiting_for_the_batch_before_it_is_not_written_later(aprefix):
     async def go():
         client = aioredis.from_url(URL, decode_responses=True)
