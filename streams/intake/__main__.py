@@ -30,7 +30,9 @@ def main() -> int:
     intake = Intake(
         settings=settings,
         sources=sources,
-        publisher=Publisher(base.kafka_bootstrap, base.topic_prefix, timeout_s=settings.kafka_timeout_s),
+        publisher=Publisher(
+            base.kafka_bootstrap, base.topic_prefix, timeout_s=settings.kafka_timeout_s, linger_ms=settings.kafka_linger_ms
+        ),
         redis=aioredis.from_url(base.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5),
         extent=extent,
     )

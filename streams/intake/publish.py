@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds a send (or a start) may take before :class:`KafkaUnavailable`.
 DEFAULT_TIMEOUT_S = 10.0
+#: Bytes of one partition's batch. aiokafka keeps one open batch per partition and a send that finds it full waits
+#: until it has been sent, one produce request at a time per broker: with its default (16 KiB) a 500-record
+#: request, or the records that piled up while the intake was held, took several round trips in turn.
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024
 
 
 class KafkaUnavailable(RuntimeError):
@@ -104,13 +108,24 @@ def dead_letter_envelope(letter: DeadLetter, refused_at: float) -> dict[str, Any
 class Publisher:
     """An idempotent ``acks=all`` producer for the ingest and dead-letter topics of ``prefix`` (see the module's contract)."""
 
-    def __init__(self, bootstrap: str, prefix: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, linger_ms: int = 5) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        linger_ms: int = 0,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        if linger_ms < 0 or max_batch_bytes < 1024:
+            raise ValueError(f"linger_ms must be >= 0 and max_batch_bytes >= 1024, got {linger_ms!r} and {max_batch_bytes!r}")
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.linger_ms = linger_ms
+        self.max_batch_bytes = max_batch_bytes
         self.calls_topic = topic_name(prefix, CALLS)
         self.updates_topic = topic_name(prefix, INCIDENT_UPDATES)
         self.deadletter_topic = topic_name(prefix, DEADLETTER)
@@ -182,6 +197,7 @@ class Publisher:
             enable_idempotence=True,
             acks="all",
             linger_ms=self.linger_ms,
+            max_batch_size=self.max_batch_bytes,
             request_timeout_ms=int(self.timeout_s * 1000),
         )
         try:

@@ -26,6 +26,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
@@ -205,7 +206,7 @@ async def _take(intake: Intake, source: Source, body: bytes, sw: Stopwatch) -> l
     candidates = [examine(i, obj, source, intake.keys, now=time.time(), extent=intake.extent) for i, obj in enumerate(records)]
     sw.lap("examine")
     try:
-        await _publish(intake, source, candidates, sw)
+        door_written = await _publish(intake, source, candidates, sw)
     except RedisError as exc:
         raise Unavailable(f"Redis is not answering ({exc}); nothing of this request was stored: send it again") from exc
     for c in candidates:
@@ -213,9 +214,25 @@ async def _take(intake: Intake, source: Source, body: bytes, sw: Stopwatch) -> l
         if c.outcome is Outcome.ACCEPTED and c.event is not None:
             intake.metrics.newest(source.id, event_time(c.event))
             intake.metrics.dropped(source.id, c.dropped_fields)
-    await _door_seen(intake, source, candidates)
-    sw.lap("door")
+    if not door_written:
+        await _door_seen(intake, source, candidates)
+        sw.lap("door")
     return candidates
+
+
+def _door_fields(intake: Intake, source: Source, candidates: list[Candidate]) -> dict[str, str]:
+    """This source's status hash after this request (:func:`streams.intake.doors.http_fields`), its outcomes settled."""
+    accepted = [c.event for c in candidates if c.outcome is Outcome.ACCEPTED and c.event is not None]
+    newest = intake.metrics.newest_event.get(source.id)
+    if accepted:
+        newest = max(newest if newest is not None else float("-inf"), max(event_time(e) for e in accepted))
+    return http_fields(
+        source.id,
+        heartbeat_s=source.heartbeat_s,
+        now=time.time(),
+        accepted_calls=sum(1 for e in accepted if isinstance(e, Call)),
+        newest_event_at=newest,
+    )
 
 
 async def _door_seen(intake: Intake, source: Source, candidates: list[Candidate]) -> None:
@@ -224,22 +241,20 @@ async def _door_seen(intake: Intake, source: Source, candidates: list[Candidate]
     An empty batch is a heartbeat: it moves ``last_request_at`` only. Best effort: a Redis error is logged, the
     request's answer does not depend on it.
     """
-    calls = sum(1 for c in candidates if c.outcome is Outcome.ACCEPTED and isinstance(c.event, Call))
-    fields = http_fields(
-        source.id,
-        heartbeat_s=source.heartbeat_s,
-        now=time.time(),
-        accepted_calls=calls,
-        newest_event_at=intake.metrics.newest_event.get(source.id),
-    )
-    prefix = intake.settings.base.redis_prefix
     try:
         async with intake.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(door_key(prefix, f"http:{source.id}"), mapping={k: v for k, v in fields.items()})
-            pipe.sadd(doors_key(prefix), f"http:{source.id}")
+            _queue_door(pipe, intake, source, _door_fields(intake, source, candidates))
             await pipe.execute()
     except RedisError as exc:
         log.warning("source %s: its door status was not written (%s)", source.id, exc)
+
+
+def _queue_door(pipe: Pipeline, intake: Intake, source: Source, fields: dict[str, str]) -> int:
+    """Queue the writes of the source's status hash on ``pipe``; how many commands that is."""
+    prefix = intake.settings.base.redis_prefix
+    pipe.hset(door_key(prefix, f"http:{source.id}"), mapping={k: v for k, v in fields.items()})
+    pipe.sadd(doors_key(prefix), f"http:{source.id}")
+    return 2
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -251,8 +266,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise BodyError(413, f"the body is larger than {limit} bytes, the most taken") from None
 
 
-async def _publish(intake: Intake, source: Source, candidates: list[Candidate], sw: Stopwatch) -> None:
-    """Claim, publish and remember the records of one request, setting each candidate's outcome (see the module's docstring)."""
+async def _publish(intake: Intake, source: Source, candidates: list[Candidate], sw: Stopwatch) -> bool:
+    """Claim, publish and remember the records of one request, setting each candidate's outcome (see the module's docstring).
+
+    Returns whether the source's door status went with the ``done`` marks (one round trip for both); when it did
+    not (nothing to claim), the caller writes it.
+    """
     keys, redis = intake.keys, intake.redis
     ids = owner_lookups(candidates)
     # decode_responses=True: the replies are str (redis-py types them bytes | str)
@@ -262,7 +281,7 @@ async def _publish(intake: Intake, source: Source, candidates: list[Candidate], 
     rekey_refused(candidates, source, keys)
     to_claim = mark_repeats(candidates)
     if not to_claim:
-        return
+        return False
     async with redis.pipeline(transaction=False) as pipe:
         for c in to_claim:
             pipe.set(c.key, PENDING, nx=True, ex=intake.settings.claim_ttl_s)
@@ -305,8 +324,9 @@ async def _publish(intake: Intake, source: Source, candidates: list[Candidate], 
         await _done(intake, source, events)  # those are acknowledged: remembered, so the retry answers them duplicate
         await _release(redis, letters)
         raise Unavailable(str(exc)) from exc
-    await _done(intake, source, mine)
+    await _done(intake, source, mine, door=_door_fields(intake, source, candidates))
     sw.lap("done")
+    return True
 
 
 def _dead_letter(source: Source, c: Candidate) -> DeadLetter:
@@ -324,15 +344,28 @@ async def _release(redis: aioredis.Redis, claimed: Sequence[Candidate]) -> None:
         log.warning("could not release %d claim(s) after a failed send (%s); they expire by themselves", len(claimed), exc)
 
 
-async def _done(intake: Intake, source: Source, sent: Sequence[Candidate]) -> None:
-    """Mark acknowledged records ``done`` for ``id_ttl_s``, and this source the owner of the calls among them."""
+async def _done(intake: Intake, source: Source, sent: Sequence[Candidate], *, door: dict[str, str] | None = None) -> None:
+    """Mark acknowledged records ``done`` for ``id_ttl_s``, and this source the owner of the calls among them.
+
+    With ``door``, the source's status hash is written in the same round trip; a failure of that write alone is
+    logged (the answer does not depend on it), a failure of the marks raises.
+    """
     ttl = intake.settings.id_ttl_s
     async with intake.redis.pipeline(transaction=False) as pipe:
         for c in sent:
             pipe.set(c.key, DONE, ex=ttl)
             if isinstance(c.event, Call):
                 pipe.set(intake.keys.owner(c.event.id), owner_value(source.id, c.event.received_at), ex=ttl)
-        await pipe.execute()
+        n_door = _queue_door(pipe, intake, source, door) if door is not None else 0
+        replies = await pipe.execute(raise_on_error=False)
+    marks, door_replies = replies[: len(replies) - n_door], replies[len(replies) - n_door :]
+    for r in marks:
+        if isinstance(r, Exception):
+            raise r
+    for r in door_replies:
+        if isinstance(r, Exception):
+            log.warning("source %s: its door status was not written (%s)", source.id, r)
+            break
 
 
 async def _audit(intake: Intake, request: web.Request, source: Source | None, candidates: list[Candidate], status: int, why: str) -> None:

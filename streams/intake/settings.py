@@ -31,6 +31,10 @@ class IntakeSettings:
     id_ttl_s: int = DEFAULT_ID_TTL_S
     #: Seconds Kafka has to acknowledge a request's records before the answer is 503.
     kafka_timeout_s: float = 10.0
+    #: Milliseconds the producer holds a new batch for more records (``WF_INTAKE_KAFKA_LINGER_MS``). Every request
+    #: waits it out before its records leave; records of concurrent requests batch anyway while one produce
+    #: request is in flight (aiokafka sends one at a time to a broker).
+    kafka_linger_ms: int = 0
     #: Days the intake's audit stream keeps its records.
     audit_days: float = 30.0
     #: Answer every request with a ``Server-Timing`` header of its stages, and histogram them on /metrics
@@ -45,6 +49,8 @@ class IntakeSettings:
             raise SettingsError(f"WF_INTAKE_ID_TTL_S must be at least {MIN_ID_TTL_S} (a day of retries), found {self.id_ttl_s}")
         if not 0 < self.kafka_timeout_s <= 60:
             raise SettingsError(f"WF_INTAKE_KAFKA_TIMEOUT_S must be in (0, 60] seconds, found {self.kafka_timeout_s}")
+        if not 0 <= self.kafka_linger_ms <= 1000:
+            raise SettingsError(f"WF_INTAKE_KAFKA_LINGER_MS must be 0..1000 ms, found {self.kafka_linger_ms}")
         if not self.audit_days > 0:
             raise SettingsError(f"WF_INTAKE_AUDIT_DAYS must be positive, found {self.audit_days}")
 
@@ -64,6 +70,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_INTAKE_SOURCES": ("sources", str),
     "WF_INTAKE_ID_TTL_S": ("id_ttl_s", int),
     "WF_INTAKE_KAFKA_TIMEOUT_S": ("kafka_timeout_s", float),
+    "WF_INTAKE_KAFKA_LINGER_MS": ("kafka_linger_ms", int),
     "WF_INTAKE_AUDIT_DAYS": ("audit_days", float),
     "WF_INTAKE_STAGE_TIMING": ("stage_timing", _flag),
 }

@@ -44,8 +44,8 @@ STAGES = (
     "claim",  # Redis: the idempotency keys claimed (and what lost claims found)
     "kafka",  # the events produced and every acks=all acknowledgement awaited
     "dead_letters",  # refused records produced and acknowledged
-    "done",  # Redis: keys marked done, call owners written
-    "door",  # Redis: the source's status hash for "Doors in"
+    "done",  # Redis: keys marked done, call owners written, and the door status with them
+    "door",  # Redis: the source's status hash for "Doors in", alone when there was nothing to mark done
     "answer",  # the JSON answer built
     "audit",  # the audit record appended
 )

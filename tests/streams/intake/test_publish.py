@@ -53,3 +53,15 @@ def test_a_publisher_pointed_at_a_closed_port_raises_kafka_unavailable_on_start_
             await pub.stop()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize(("kw", "bad"), [({"linger_ms": -1}, "-1"), ({"max_batch_bytes": 100}, "100"), ({"timeout_s": 0}, "0")])
+def test_a_publisher_refuses_a_negative_linger_a_tiny_batch_or_no_timeout(kw, bad):
+    with pytest.raises(ValueError, match=bad):
+        Publisher("127.0.0.1:9", "x", **kw)
+
+
+def test_a_publisher_sends_at_once_in_batches_a_whole_request_fits_in_by_default():
+    pub = Publisher("127.0.0.1:9", "x")
+    # 500 records (the most a request takes) of about 300 bytes on one partition: one batch, one produce request
+    assert (pub.linger_ms, pub.max_batch_bytes >= 500 * 300) == (0, True)

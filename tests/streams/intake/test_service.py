@@ -303,13 +303,48 @@ def test_with_stage_timing_each_answer_says_how_long_each_stage_took(settings):
     async def go():
         async with serving(intake) as client:
             status, _, headers = await push(client, body_of(call("T1"), update("T1", "dispatched"), call("T2", agency="not-mine")))
-            return status, headers, await (await client.get("/metrics")).text()
+            _, _, heartbeat = await push(client, body_of())
+            return status, headers, heartbeat, await (await client.get("/metrics")).text()
 
-    status, headers, text = asyncio.run(go())
+    status, headers, heartbeat, text = asyncio.run(go())
     assert status == 200
     stages = parse_server_timing(headers["Server-Timing"])
-    assert list(stages) == [*STAGES, "total"]  # every stage ran: events, a dead letter, the audit
+    # every stage ran (events, a dead letter, the audit) but "door": the status hash went with the done marks
+    assert list(stages) == [*(s for s in STAGES if s != "door"), "total"]
     assert all(v >= 0 for v in stages.values())
     assert sum(v for k, v in stages.items() if k != "total") == pytest.approx(stages["total"], abs=1e-5)
+    # a heartbeat has nothing to mark done: its door status is written alone
+    assert list(parse_server_timing(heartbeat["Server-Timing"])) == [
+        "read",
+        "auth",
+        "examine",
+        "owners",
+        "door",
+        "answer",
+        "audit",
+        "total",
+    ]
     assert 'watchfloor_intake_stage_seconds_count{stage="kafka"} 1' in text
-    assert 'watchfloor_intake_stage_seconds_count{stage="audit"} 1' in text
+    assert 'watchfloor_intake_stage_seconds_count{stage="audit"} 2' in text
+
+
+def test_a_door_status_that_cannot_be_written_is_logged_and_the_records_are_still_marked_done(settings, caplog):
+    """The status hash goes in the done marks' round trip; its failure alone does not turn the answer into a 503."""
+    from streams.intake.doors import door_key
+
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r.set(door_key(settings.redis_prefix, "http:dev-cad"), "not a hash")  # HSET on it: WRONGTYPE
+
+    async def go():
+        async with serving(make_intake(settings)) as client:
+            first = await push(client, body_of(call("DW1")))
+            again = await push(client, body_of(call("DW1")))
+            return first, again
+
+    try:
+        (s1, a1, _), (s2, a2, _) = asyncio.run(go())
+    finally:
+        r.close()
+    assert (s1, a1["accepted"]) == (200, 1)
+    assert (s2, a2["duplicate"]) == (200, 1)  # marked done: the retry is a duplicate
+    assert "its door status was not written" in caplog.text and "WRONGTYPE" in caplog.text
