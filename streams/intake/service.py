@@ -16,6 +16,8 @@ answered 503 with the seconds left on it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -30,6 +32,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
+from gateway.limits import RateLimits
 from streams.ingest.schema import Call, Extent
 from streams.intake.auth import Unauthenticated, check_signature
 from streams.intake.core import (
@@ -91,6 +94,8 @@ class Intake:
     buckets: dict[str, EventBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        #: refused requests per client address (:attr:`IntakeSettings.anon_rate_per_s`)
+        self.refusals = RateLimits(self.settings.anon_rate_per_s, 4 * self.settings.anon_rate_per_s)
         self.keys = IntakeKeys(self.settings.base.redis_prefix)
         self.audit = AuditLog(self.redis, self.keys.audit_prefix, retention_s=self.settings.audit_days * 86400)
         self.max_body = max(s.max_body_bytes for s in self.sources.values())
@@ -99,6 +104,7 @@ class Intake:
 
 
 INTAKE = web.AppKey("intake", Intake)
+FLUSHER = web.AppKey("refusals_flusher", asyncio.Task[None])
 
 
 def create_app(intake: Intake) -> web.Application:
@@ -115,6 +121,7 @@ def create_app(intake: Intake) -> web.Application:
 
 async def _start(app: web.Application) -> None:
     intake = app[INTAKE]
+    app[FLUSHER] = asyncio.create_task(_flush_refusals_every(intake, 1.0), name="intake-refusals-audit")
     try:
         await intake.publisher.start()
     except KafkaUnavailable as exc:
@@ -124,6 +131,13 @@ async def _start(app: web.Application) -> None:
 
 async def _stop(app: web.Application) -> None:
     intake = app[INTAKE]
+    app[FLUSHER].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await app[FLUSHER]
+    try:
+        await flush_refusals(intake)
+    except RedisError as exc:
+        log.error("the last refusals past the address rate were not audited (%s)", exc)
     await intake.publisher.stop()
     await intake.redis.aclose()
 
@@ -160,6 +174,11 @@ async def post_events(request: web.Request) -> web.Response:
         reason = str(exc)
         log.warning("answered 503 to source %s: %s", source.id if source else "?", exc)
         response = _error(503, str(exc), retry_after=exc.retry_after)
+    if source is None and not intake.refusals.allow(request.remote or "", time.monotonic()):
+        # an address past its rate of refusals: answered 429, and audited in one record a second (flush_refusals)
+        response = _error(429, "too many refused requests from this address; slow down", retry_after=1)
+        intake.metrics.request(response.status)
+        return response
     intake.metrics.request(response.status)
     await _audit(intake, request, source, candidates, response.status, reason)
     sw.lap("audit")
@@ -387,6 +406,25 @@ async def _audit(intake: Intake, request: web.Request, source: Source | None, ca
         await intake.audit.record(record)
     except RedisError as exc:
         log.error("intake audit record not written to %s:audit (%s): %s", intake.keys.audit_prefix, exc, record.content_fields())
+
+
+async def flush_refusals(intake: Intake) -> None:
+    """One ``rate_limited`` audit record per address whose refusals went past its rate since the last flush."""
+    records = [
+        AuditRecord(AuditAction.RATE_LIMITED, target="/v1/events", remote=who, detail={"by": "address", "refused": n})
+        for who, n in intake.refusals.take_refused().items()
+    ]
+    if records:
+        await intake.audit.record_many(records)
+
+
+async def _flush_refusals_every(intake: Intake, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await flush_refusals(intake)
+        except RedisError as exc:
+            log.error("the refusals past the address rate were not audited (%s); they stay counted on /metrics", exc)
 
 
 async def healthz(request: web.Request) -> web.Response:

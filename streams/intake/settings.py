@@ -40,6 +40,10 @@ class IntakeSettings:
     #: Answer every request with a ``Server-Timing`` header of its stages, and histogram them on /metrics
     #: (``WF_INTAKE_STAGE_TIMING``; for load tests: it tells clients how long the intake's stages took).
     stage_timing: bool = False
+    #: Refused requests (401, or a body refused before its source is known) a second per client address, in bursts of
+    #: four times as many (``WF_INTAKE_ANON_RATE``). Past it an address is answered 429 and its refusals are audited in
+    #: one record a second, so a flood of bad signatures cannot fill the audit stream. Signed requests never count.
+    anon_rate_per_s: float = 5.0
     base: Settings = field(default_factory=Settings)
 
     def __post_init__(self) -> None:
@@ -53,6 +57,8 @@ class IntakeSettings:
             raise SettingsError(f"WF_INTAKE_KAFKA_LINGER_MS must be 0..1000 ms, found {self.kafka_linger_ms}")
         if not self.audit_days > 0:
             raise SettingsError(f"WF_INTAKE_AUDIT_DAYS must be positive, found {self.audit_days}")
+        if not 0 < self.anon_rate_per_s <= 10_000:
+            raise SettingsError(f"WF_INTAKE_ANON_RATE must be in (0, 10000] refused requests a second, found {self.anon_rate_per_s}")
 
     @property
     def claim_ttl_s(self) -> int:
@@ -73,6 +79,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_INTAKE_KAFKA_LINGER_MS": ("kafka_linger_ms", int),
     "WF_INTAKE_AUDIT_DAYS": ("audit_days", float),
     "WF_INTAKE_STAGE_TIMING": ("stage_timing", _flag),
+    "WF_INTAKE_ANON_RATE": ("anon_rate_per_s", float),
 }
 
 

@@ -348,3 +348,32 @@ def test_a_door_status_that_cannot_be_written_is_logged_and_the_records_are_stil
     assert (s1, a1["accepted"]) == (200, 1)
     assert (s2, a2["duplicate"]) == (200, 1)  # marked done: the retry is a duplicate
     assert "its door status was not written" in caplog.text and "WRONGTYPE" in caplog.text
+
+
+def test_an_address_flooding_bad_signatures_is_answered_429_and_audited_once_a_second_not_per_request(settings):
+    body = body_of(call("F1"))
+    bad = {**signed(body), "X-Watchfloor-Signature": "sha256=" + "0" * 64}
+
+    async def go():
+        intake = make_intake(settings)
+        async with serving(intake) as client:
+            statuses = [(await client.post("/v1/events", data=body, headers=bad)).status for _ in range(60)]
+            # a signed push from the same address still goes through: only refusals count against it
+            ok, _, _ = await push(client, body)
+            text = await (await client.get("/metrics")).text()
+        return statuses, ok, text
+
+    statuses, ok, text = asyncio.run(go())
+    # the default rate is 5 a second in bursts of 20: the first 20 (and a few refilled) are 401, the rest 429
+    assert 20 <= statuses.count(401) < 30 and statuses.count(429) == 60 - statuses.count(401)
+    assert statuses[:20] == [401] * 20 and statuses[-1] == 429
+    assert ok == 200
+    assert f'watchfloor_intake_requests_total{{status="429"}} {statuses.count(429)}' in text
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    entries = [e for _, e in r.xrange(f"{settings.redis_prefix}:intake:audit")]
+    r.close()
+    refused = [e for e in entries if e["action"] == "intake" and json.loads(e["detail"])["status"] == 401]
+    flood = [json.loads(e["detail"]) for e in entries if e["action"] == "rate_limited"]
+    assert len(refused) == statuses.count(401)
+    # every refusal past the rate is in the audit stream, summed in a few records (one per address a second), not one each
+    assert sum(d["refused"] for d in flood) == statuses.count(429) and 1 <= len(flood) <= 3
