@@ -190,6 +190,8 @@ async def me(gw: Gateway, req: ApiRequest) -> Response:
         "basemap": gw.settings.basemap.to_json() if gw.settings.basemap else None,
         # every role: the zone the dashboard shows times in (the jurisdiction's, not the browser's)
         "jurisdiction": gw.places.to_json(),
+        # WF_GATEWAY_PEERS: the gateways the dashboard moves to, in order, when the one it is on is lost
+        "gateways": list(gw.settings.peers),
     }
     plan = req.scope.plan
     if plan is not None:

@@ -78,3 +78,14 @@ def check_origin(request: Request, allowed: Collection[str]) -> None:
     own = {f"{scheme}://{h}" for h in request.headers.get_all("Host") for scheme in ("http", "https")}
     if origin not in own and origin not in allowed:
         raise HttpError(403, "bad_origin", f"origin {clip(origin, 100)!r} may not open this gateway's feed (WF_GATEWAY_ORIGINS)")
+
+
+def peer_origin(request: Request, peers: Collection[str]) -> str | None:
+    """The request's ``Origin`` when it is one of ``peers`` (``WF_GATEWAY_PEERS``): a dashboard served by another
+    gateway, calling this one's API after its own was lost. None otherwise (no Origin, several, or another one):
+    such a request gets no CORS headers, so a browser does not let the page read the answer."""
+    origins = request.headers.get_all("Origin")
+    if len(origins) != 1:
+        return None
+    origin = origins[0].rstrip("/")
+    return origin if origin in peers else None

@@ -26,9 +26,9 @@ from websockets.http11 import Request, Response
 from gateway import api
 from gateway.audit import AuditAction
 from gateway.auditor import Auditor
-from gateway.auth import Authenticator, check_origin
+from gateway.auth import Authenticator, check_origin, peer_origin
 from gateway.cursors import CursorError
-from gateway.http import HttpError, clip, json_response, one
+from gateway.http import HttpError, clip, json_response, one, response
 from gateway.hub import Hub
 from gateway.limits import RateLimits
 from gateway.policy import Scope, ScopeError, stream_id_for
@@ -102,8 +102,33 @@ class FrontDoor:
         self.clock = clock
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """websockets' hook: an HTTP answer, or None to let a ``/ws`` handshake through (with its :class:`Handshake`)."""
+        """websockets' hook: an HTTP answer, or None to let a ``/ws`` handshake through (with its :class:`Handshake`).
+
+        A dashboard served by one of ``WF_GATEWAY_PEERS`` may call this gateway's API once its own gateway is lost:
+        answers to such a page (its ``Origin`` is a peer's) carry CORS headers, and its preflight ``OPTIONS`` is
+        answered (:meth:`_cors`). Every other origin gets no CORS header, so its pages cannot read an answer.
+        """
+        resp = await self._answer(connection, request)
+        if resp is not None and self.settings.peers:
+            return self._cors(request, resp)
+        return resp
+
+    def _cors(self, request: Request, resp: Response) -> Response:
+        """``resp`` with ``Access-Control-Allow-Origin`` for a peer's page (the Fetch standard's CORS protocol)."""
+        origin = peer_origin(request, self.settings.peers)
+        if origin is None or not urlsplit(request.path).path.startswith(("/api/", "/healthz")):
+            return resp
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Vary"] = "Origin"
+        return resp
+
+    async def _answer(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        if request.method == "OPTIONS" and peer_origin(request, self.settings.peers) is not None:
+            # a peer's page asking whether it may send Authorization: one answer for every API path, cached 10 min
+            cors = [("Access-Control-Allow-Methods", "GET, POST"), ("Access-Control-Allow-Headers", "Authorization"),
+                    ("Access-Control-Max-Age", "600")]  # fmt: skip
+            return response(204, b"", "text/plain", cors, csp=self.csp)
         remote = remote_of(connection)
         claims: Claims | None = None  # verified once; named in the audit record of a refusal
         try:
@@ -173,7 +198,8 @@ class FrontDoor:
         return resp
 
     async def _handshake(self, request: Request, query: dict) -> Handshake:
-        check_origin(request, self.settings.origins)
+        # a dashboard served by a peer gateway moves its feed here when its own gateway is lost
+        check_origin(request, (*self.settings.origins, *self.settings.peers))
         claims = await self.auth.verify(one(query, "token"))
         if not self.api_limits.allow(claims.token_id, time.monotonic()):
             # a handshake counts as an API call: reconnecting must not buy a fresh allowance of messages

@@ -35,9 +35,11 @@ class HttpError(Exception):
         self.claims = claims
 
 
-def content_security_policy(tiles: str | None = None, basemap: str | None = None) -> str:
-    """The dashboard's CSP; images also from the tile host of ``tiles`` (a URL template) when set, and
-    fetches and images from ``basemap`` (the origin of an https basemap, :attr:`gateway.settings.Basemap.origin`).
+def content_security_policy(tiles: str | None = None, basemap: str | None = None, peers: tuple[str, ...] = ()) -> str:
+    """The dashboard's CSP; images also from the tile host of ``tiles`` (a URL template) when set,
+    fetches and images from ``basemap`` (the origin of an https basemap, :attr:`gateway.settings.Basemap.origin`),
+    and fetches and WebSockets to each of ``peers`` (``WF_GATEWAY_PEERS``' base URLs, where the page moves when
+    its gateway is lost: its ``http(s)://`` origin for the API and its ``ws(s)://`` origin for the feed).
 
     MapLibre's worker is a same-origin script (``/static/vendor/maplibre-gl-csp-worker.js``), so ``worker-src``
     is ``'self'``: no ``blob:``.
@@ -46,11 +48,14 @@ def content_security_policy(tiles: str | None = None, basemap: str | None = None
     "default-src 'self'; connect-src 'self'; img-src 'self' data: https://tile.example.org; ...frame-ancestors 'none'"
     >>> content_security_policy(basemap="https://maps.example.gov")  # doctest: +ELLIPSIS
     "default-src 'self'; connect-src 'self' https://maps.example.gov; img-src 'self' data: https://maps.example.gov; ..."
+    >>> content_security_policy(peers=("https://gw1.example.org", "http://10.0.0.6:8080")).split("; ")[1]
+    "connect-src 'self' https://gw1.example.org wss://gw1.example.org http://10.0.0.6:8080 ws://10.0.0.6:8080"
     """
     extra = f" {basemap}" if basemap else ""
     img = "'self' data:" + (f" {origin_of(tiles)}" if tiles and not tiles.startswith("/") else "") + extra
+    connect = "".join(f" {p} ws{p.removeprefix('http')}" for p in peers) + extra
     return (
-        f"default-src 'self'; connect-src 'self'{extra}; img-src {img}; style-src 'self'; script-src 'self'; "
+        f"default-src 'self'; connect-src 'self'{connect}; img-src {img}; style-src 'self'; script-src 'self'; "
         "worker-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 

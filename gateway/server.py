@@ -133,7 +133,7 @@ class Gateway:
         self.anon_limits = RateLimits(settings.anon_rate_per_s, 4 * settings.anon_rate_per_s)
         self.auditor = Auditor(audit, {"address": self.anon_limits, "token": self.api_limits}, clock=clock)
         basemap = settings.basemap
-        self.csp = content_security_policy(settings.tiles, basemap.origin if basemap else None)
+        self.csp = content_security_policy(settings.tiles, basemap.origin if basemap else None, settings.peers)
         self.front = FrontDoor(
             settings,
             gateway_id=self.id,

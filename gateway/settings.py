@@ -224,6 +224,17 @@ class GatewaySettings:
     anon_rate_per_s: float = 5.0
     #: days the audit log keeps records
     audit_days: float = 365.0
+    #: public base URLs of every gateway a dashboard may move to (``WF_GATEWAY_PEERS``, :func:`read_peers`); empty: only this one
+    peers: tuple[str, ...] = ()
+
+    @property
+    def peer_sockets(self) -> tuple[str, ...]:
+        """The peers' WebSocket origins (``ws://`` or ``wss://``), for the CSP's ``connect-src``.
+
+        >>> GatewaySettings(b"s" * 32, peers=("http://10.0.0.5:8080", "https://gw2.example.org")).peer_sockets
+        ('ws://10.0.0.5:8080', 'wss://gw2.example.org')
+        """
+        return tuple("ws" + p.removeprefix("http") for p in self.peers)
 
     def __post_init__(self) -> None:
         if len(self.secret) < 32:
@@ -247,6 +258,11 @@ class GatewaySettings:
                 raise GatewaySettingsError(
                     f"WF_GATEWAY_TILES: {self.tiles!r} must be an https URL or a /path template with {{z}}, {{x}} and {{y}}"
                 )
+        try:
+            if self.peers != read_peers(",".join(self.peers)):
+                raise ValueError(f"{self.peers!r} are not base URLs as read_peers writes them (no trailing /, each once)")
+        except ValueError as exc:
+            raise GatewaySettingsError(f"WF_GATEWAY_PEERS: {exc}") from None
         if self.tiles is not None and self.basemap is not None:
             raise GatewaySettingsError(
                 "WF_GATEWAY_TILES and WF_GATEWAY_BASEMAP are both set: the map has one background; unset one of them"
@@ -272,6 +288,49 @@ class GatewaySettings:
             else:
                 raise GatewaySettingsError(f"WF_GATEWAY_ZONES: {p} does not exist")
         return files
+
+
+def read_peers(text: str) -> tuple[str, ...]:
+    """``WF_GATEWAY_PEERS``: comma-separated public base URLs of every gateway, each ``http(s)://host[:port]``.
+
+    The order is the dashboards' round robin ("gateway 1", "gateway 2", ...). Each is written as a browser writes
+    its origin (lower case, no trailing ``/``, no default port), and a URL given twice is kept once.
+
+    >>> read_peers("http://10.0.0.5:8080, http://10.0.0.6:8080/, HTTPS://GW3.example.org:443")
+    ('http://10.0.0.5:8080', 'http://10.0.0.6:8080', 'https://gw3.example.org')
+    >>> read_peers("http://10.0.0.5:8080/gw")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: 'http://10.0.0.5:8080/gw' is not a base URL like https://gw1.example.org[:port]: no path, ... (found path '/gw')
+    """
+    peers: list[str] = []
+    for item in text.split(","):
+        url = item.strip()
+        if not url:
+            continue
+        u = urlsplit(url.rstrip("/"))
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"{url!r} is not a base URL like https://gw1.example.org[:port] (http or https and a host)")
+        if u.username or u.password:
+            raise ValueError(f"{url!r} holds credentials; a peer is a public address (the token travels on its own)")
+        extra = next((f"{name} {value!r}" for name, value in (("path", u.path), ("query", u.query), ("fragment", u.fragment)) if value), "")
+        if extra:
+            raise ValueError(f"{url!r} is not a base URL like https://gw1.example.org[:port]: no path, query or fragment (found {extra})")
+        try:
+            port = u.port
+        except ValueError as exc:  # not a number, or out of range
+            raise ValueError(f"{url!r}: {exc}") from None
+        host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+        # as browsers write an Origin: lower case, no default port
+        base = f"{u.scheme}://{host}" + (f":{port}" if port is not None and port != {"http": 80, "https": 443}[u.scheme] else "")
+        if base not in peers:
+            peers.append(base)
+    return tuple(peers)
+
+
+def peers(text: str) -> tuple[str, ...]:
+    """:func:`read_peers` under the name a malformed ``WF_GATEWAY_PEERS`` is reported with ("cannot read .. as peers")."""
+    return read_peers(text)
 
 
 def basemap(text: str) -> Basemap:
@@ -308,6 +367,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_API_RATE": ("api_rate_per_s", float),
     "WF_GATEWAY_ANON_RATE": ("anon_rate_per_s", float),
     "WF_GATEWAY_AUDIT_DAYS": ("audit_days", float),
+    "WF_GATEWAY_PEERS": ("peers", peers),
 }
 
 

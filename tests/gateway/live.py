@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from detectors.types import Alert, AlertKind, AlertState
 from gateway.agreements import DEFAULT_AGREEMENTS, load_agreements
+from gateway.client import FailoverClient
 from gateway.settings import DEFAULT_ZONES
 from gateway.tokens import issue
 from gateway.zones import load_zone_files
@@ -107,6 +111,12 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc, 20)
+
+    def kill(self) -> None:
+        """SIGKILL: no close frames, no audit flush; the kernel resets its connections."""
+        assert self.proc is not None, "the gateway was never started"
+        self.proc.kill()
+        self.proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""
@@ -224,3 +234,54 @@ def drain(ws: ClientConnection, quiet_s: float = 0.7, max_s: float = 5.0) -> lis
         except TimeoutError:
             break
     return got
+
+
+class ClientThread:
+    """A :class:`gateway.client.FailoverClient` run in a thread of its own (its own event loop), keeping every
+    frame it yields in ``frames``; for the synchronous tests. ``stop`` ends it; ``error`` is what ended it otherwise."""
+
+    def __init__(self, addresses: list[str], tok: str, *, last_id: str | None = None, ping_s: float = 2.0) -> None:
+        self.client = FailoverClient(addresses, tok, last_id=last_id, ping_s=ping_s)
+        self.frames: list[dict] = []
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ClientThread:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            async for frame in self.client.frames():
+                self.frames.append(frame)
+
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001  # kept for the test to raise: a thread's exception is otherwise only printed
+            self.error = exc
+
+    def of(self, kind: str) -> list[dict]:
+        return [f for f in list(self.frames) if f.get("type") == kind]
+
+    def wait_for(self, what: str, pred, timeout_s: float = 20.0) -> None:
+        """Wait until ``pred(self)`` is true; fail naming ``what`` (and the client's events) after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.error is not None:
+                raise AssertionError(f"the client ended while waiting for {what}: {self.error!r}")
+            if pred(self):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"waited {timeout_s} s for {what}; events: {self.client.events}; frames: {len(self.frames)}")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the client had ended
+                self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)
