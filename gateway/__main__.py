@@ -22,6 +22,7 @@ from gateway.server import Gateway
 from gateway.settings import GatewaySettingsError, load_gateway_settings
 from gateway.store import Store
 from gateway.zones import ZoneError
+from streams.runtime.redisconn import describe
 
 
 async def run(port: int | None) -> int:
@@ -35,9 +36,9 @@ async def run(port: int | None) -> int:
     except (OSError, ValueError) as exc:
         print(f"gateway: WF_PROFILE: {exc}", file=sys.stderr)
         return 2
-    store = Store.from_url(settings.redis_url, settings.redis_prefix, settings.partitions)
+    store = Store.from_settings(settings)
     if not await store.ping():
-        print(f"gateway: Redis is not answering at {settings.redis_url} (start it with: python -m infra.stack up)", file=sys.stderr)
+        print(f"gateway: {describe(settings)} is not answering (start it with: python -m infra.stack up)", file=sys.stderr)
         return 1
     try:
         audit = AuditLog(store.client, settings.redis_prefix, retention_s=settings.audit_days * 86400.0)

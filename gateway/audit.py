@@ -81,6 +81,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tqdm import tqdm
 
+from streams.runtime.redisconn import async_client
+from streams.runtime.settings import DEFAULT_SENTINEL_SERVICE, sentinel_addresses
+
 log = logging.getLogger(__name__)
 
 #: longest text field (actor, role, agency, target, remote) kept, characters (then a ``… (N chars)`` marker)
@@ -820,8 +823,11 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-async def _verify_command(url: str, prefix: str, anchor: str | None) -> int:
-    client = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=60)
+async def _verify_command(
+    url: str, prefix: str, anchor: str | None, sentinels: tuple[tuple[str, int], ...] = (), service: str = DEFAULT_SENTINEL_SERVICE
+) -> int:
+    # through the Sentinels when WF_REDIS_SENTINELS is set (the URL then gives only the db and password)
+    client = async_client(url, sentinels, service, decode_responses=True, socket_connect_timeout=5, socket_timeout=60)
     audit = AuditLog(client, prefix, retention_s=None)
     try:
         total = await client.xlen(audit.key)
@@ -863,7 +869,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default: taken from that entry)",
     )
     args = p.parse_args(argv)
-    return asyncio.run(_verify_command(args.redis_url, args.prefix, args.anchor))
+    try:
+        sentinels = sentinel_addresses(os.environ.get("WF_REDIS_SENTINELS", ""))
+    except ValueError as exc:
+        print(f"audit verify: WF_REDIS_SENTINELS: {exc}", file=sys.stderr)
+        return 2
+    service = os.environ.get("WF_REDIS_SENTINEL_SERVICE") or DEFAULT_SENTINEL_SERVICE
+    return asyncio.run(_verify_command(args.redis_url, args.prefix, args.anchor, sentinels, service))
 
 
 if __name__ == "__main__":

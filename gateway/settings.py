@@ -34,6 +34,9 @@ variable                        default         meaning
 ``WF_PROFILE``                  unset           the jurisdiction profile (TOML, :mod:`streams.jurisdiction`): the
                                                 dashboard's time zone and the names of places; unset: UTC, no names
 ``WF_REDIS_URL``, ``WF_REDIS_PREFIX``, ``WF_PARTITIONS``: the worker's
+``WF_REDIS_SENTINELS``          unset           Redis Sentinels ``host:port,...``: connect to the primary they name
+                                                and follow a failover (``WF_REDIS_URL`` then gives only db and password)
+``WF_REDIS_SENTINEL_SERVICE``   watchfloor      the primary's service name at the Sentinels
 ==============================  ==============  ===================================================
 """
 
@@ -49,7 +52,7 @@ from urllib.parse import urlsplit
 
 from gateway.tokens import DEFAULT_MAX_TOKEN_TTL_S, MAX_TTL_S
 from streams.ingest.schema import Jurisdiction
-from streams.runtime.settings import read_env
+from streams.runtime.settings import DEFAULT_SENTINEL_SERVICE, read_env, sentinel_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ZONES = ROOT / "infra" / "zones"
@@ -176,6 +179,9 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8765
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: the worker's ``WF_REDIS_SENTINELS`` and ``WF_REDIS_SENTINEL_SERVICE`` (see :mod:`streams.runtime.redisconn`)
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_service: str = DEFAULT_SENTINEL_SERVICE
     #: must match the worker's ``WF_REDIS_PREFIX``
     redis_prefix: str = "wf"
     #: partitions of the calls topic (the worker's ``WF_PARTITIONS``): where the watermarks are
@@ -346,6 +352,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_HOST": ("host", str),
     "WF_GATEWAY_PORT": ("port", int),
     "WF_REDIS_URL": ("redis_url", str),
+    "WF_REDIS_SENTINELS": ("redis_sentinels", sentinel_addresses),
+    "WF_REDIS_SENTINEL_SERVICE": ("redis_sentinel_service", str),
     "WF_REDIS_PREFIX": ("redis_prefix", str),
     "WF_PARTITIONS": ("partitions", int),
     "WF_GATEWAY_ZONES": ("zone_paths", _paths),

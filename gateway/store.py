@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import h3
 import redis.asyncio as aioredis
@@ -53,6 +53,10 @@ from streams.counting.rolling import hour_of, minute_of, window_minutes
 from streams.counting.state import ALERTS_STREAM_MAXLEN
 from streams.ingest.schema import CATEGORIES as _CATEGORIES
 from streams.intake.doors import door_key, doors_key
+from streams.runtime.redisconn import async_client
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
 
 #: Entries of a Redis stream as the client returns them. The client decodes replies (``decode_responses=True``);
 #: redis-py's types also allow bytes, hence the ``cast`` to this where the stream is read.
@@ -199,14 +203,26 @@ class Store:
         self._overviews: Shared[OverviewReads] = Shared(OVERVIEW_TTL_S)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, partitions: int) -> Store:
+    def from_url(
+        cls, url: str, prefix: str, partitions: int, *, sentinels: Sequence[tuple[str, int]] = (), service: str = "watchfloor"
+    ) -> Store:
+        """A store on ``url``, or on the primary the ``sentinels`` name for ``service`` (following a failover)."""
         # A blocking pool: when every connection is busy (a rush of handshakes after a
         # restart, each checking its token), a caller waits for one instead of failing
         # with MaxConnectionsError, which refused 4 of 1,000 clients with 503 in the soak.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, decode_responses=True
+        client = async_client(url, sentinels, service, blocking_pool=(REDIS_CONNECTIONS, REDIS_POOL_WAIT_S), decode_responses=True)
+        return cls(client, prefix, partitions)
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Store:
+        """:meth:`from_url` with the settings' ``WF_REDIS_URL``, ``WF_REDIS_SENTINELS``, ``WF_REDIS_SENTINEL_SERVICE``."""
+        return cls.from_url(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.partitions,
+            sentinels=settings.redis_sentinels,
+            service=settings.redis_sentinel_service,
         )
-        return cls(aioredis.Redis(connection_pool=pool), prefix, partitions)
 
     async def close(self) -> None:
         await self.client.aclose(close_connection_pool=True)

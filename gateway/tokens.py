@@ -451,7 +451,7 @@ def _revoke(settings: GatewaySettings, entry: Revocation) -> int:
     from gateway.store import Store, StoreError
 
     async def run() -> None:
-        store = Store.from_url(settings.redis_url, settings.redis_prefix, settings.partitions)
+        store = Store.from_settings(settings)
         try:
             await store.revoke(entry.token_id, entry.until, now=time.time())
         finally:

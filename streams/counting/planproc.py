@@ -72,6 +72,22 @@ class PlanProcessDied(PlanProcessError):
     """
 
 
+def redis_error_name(exc: redis.exceptions.RedisError) -> str:
+    """The name of ``exc``'s nearest class in ``redis.exceptions``: the class the worker raises again.
+
+    Errors defined elsewhere (redis-py's Sentinel ones) are sent as their base there, so that the worker
+    still knows a primary it could not find (``MasterNotFoundError``) as a ``ConnectionError``: worth trying again.
+
+    >>> from redis.sentinel import MasterNotFoundError
+    >>> redis_error_name(MasterNotFoundError("no master")), redis_error_name(redis.exceptions.ReadOnlyError("x"))
+    ('ConnectionError', 'ReadOnlyError')
+    """
+    for cls in type(exc).__mro__:
+        if getattr(redis.exceptions, cls.__name__, None) is cls:
+            return cls.__name__
+    return "RedisError"
+
+
 def die_with_parent() -> None:
     """In the plan process: be killed with the worker (Linux), so that no orphan writes to Redis
     after the worker was killed and restarted."""
@@ -282,7 +298,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
                     raise RuntimeError(f"unknown request {request[0]!r}")
             except redis.exceptions.RedisError as exc:
                 made = None
-                reply = ("redis", type(exc).__name__, str(exc))
+                reply = ("redis", redis_error_name(exc), str(exc))
             except Exception:  # noqa: BLE001 -- reported to the worker, which crashes with it
                 made = None
                 reply = ("error", traceback.format_exc())

@@ -37,6 +37,7 @@ from streams.counting.planner import (
 )
 from streams.counting.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
 from streams.ingest.schema import Extent, Jurisdiction
+from streams.runtime.redisconn import async_client_for
 from streams.runtime.settings import Settings, load_jurisdiction
 
 #: ``take_next()`` of :meth:`RedisState.apply`: the batch after this one and its ``catching_up``, or None.
@@ -257,7 +258,8 @@ class RedisState:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisState:
-        return cls(aioredis.Redis.from_url(settings.redis_url, decode_responses=True), settings)
+        # through the Sentinels when WF_REDIS_SENTINELS is set (the plan process too: it is given these settings)
+        return cls(async_client_for(settings, decode_responses=True), settings)
 
     async def close(self) -> None:
         await self.client.aclose()

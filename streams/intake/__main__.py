@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from streams.intake.publish import Publisher
 from streams.intake.service import Intake, create_app
 from streams.intake.settings import load_intake_settings
 from streams.intake.sources import SourcesError, load_sources
+from streams.runtime.redisconn import async_client_for
 from streams.runtime.settings import SettingsError, load_jurisdiction
 
 log = logging.getLogger("streams.intake")
@@ -33,7 +33,7 @@ def main() -> int:
         publisher=Publisher(
             base.kafka_bootstrap, base.topic_prefix, timeout_s=settings.kafka_timeout_s, linger_ms=settings.kafka_linger_ms
         ),
-        redis=aioredis.from_url(base.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5),
+        redis=async_client_for(base, decode_responses=True, socket_timeout=5, socket_connect_timeout=5),
         extent=extent,
     )
     log.info(

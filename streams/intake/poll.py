@@ -174,9 +174,9 @@ async def _main(args: argparse.Namespace) -> int:
         finally:
             await client.close()
         return 0
-    import redis.asyncio as aioredis
+    from streams.runtime.redisconn import async_client_for
 
-    redis = aioredis.from_url(settings.redis_url)
+    redis = async_client_for(settings)
     publisher = Publisher(settings.kafka_bootstrap, settings.topic_prefix)
     store = RedisStore(redis, settings.redis_prefix, config.name)
     poller = Poller(config, client, publisher, store)

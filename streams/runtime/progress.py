@@ -10,6 +10,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streams.counting.keys import Keys
 from streams.counting.planner import CALL, UPDATE
+from streams.runtime.redisconn import sync_client_for
 from streams.runtime.settings import Settings
 from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
@@ -85,7 +86,7 @@ def _poll(
     settings: Settings, behind: Callable[[redis.Redis], str | None], timeout_s: float, check: Callable[[], None] | None, what: str
 ) -> None:
     """Poll ``behind`` (None once caught up; else where things stand) every 0.2 s until ``timeout_s``."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client_for(settings)
     deadline = time.monotonic() + timeout_s
     state: str | None = "not polled yet"
     try:

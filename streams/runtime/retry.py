@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.counting.planproc import PlanProcessDied
@@ -45,11 +45,17 @@ async def until_reachable(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
 def unreachable(exc: BaseException | None) -> bool:
     """Redis could not be reached (or Kafka, during a rebuild; or the plan process died): worth trying again, unlike a refused script.
 
+    A failover counts as unreachable: the dead primary's connections fail, and a
+    command that reaches a primary demoted to a replica is refused with ``READONLY``
+    (``ReadOnlyError``; Sentinel-managed connections turn it into a ``ConnectionError``).
+
     >>> unreachable(StateError("commit failed")), unreachable(RedisConnectionError("refused"))
     (False, True)
+    >>> unreachable(ReadOnlyError("READONLY You can't write against a read only replica."))
+    True
     """
     while exc is not None:
-        if isinstance(exc, RedisConnectionError | RedisTimeoutError | RebuildError | PlanProcessDied):
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError | RebuildError | PlanProcessDied):
             return True
         exc = exc.__cause__
     return False

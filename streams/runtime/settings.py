@@ -58,10 +58,42 @@ class SettingsError(ValueError):
     """An environment variable holds a value the worker cannot use."""
 
 
+#: The Sentinel service name (``WF_REDIS_SENTINEL_SERVICE``) when unset: the primary the Sentinels monitor.
+DEFAULT_SENTINEL_SERVICE = "watchfloor"
+
+
+def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """``WF_REDIS_SENTINELS``: comma-separated ``host:port`` of the Redis Sentinels (empty: none, ``WF_REDIS_URL`` is used as is).
+
+    >>> sentinel_addresses("10.0.0.5:26379, 10.0.0.6:26379,[::1]:26380")
+    (('10.0.0.5', 26379), ('10.0.0.6', 26379), ('::1', 26380))
+    >>> sentinel_addresses("")
+    ()
+    >>> sentinel_addresses("10.0.0.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: '10.0.0.5' is not host:port (a Sentinel's address, like 10.0.0.5:26379)
+    """
+    out: list[tuple[str, int]] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port (a Sentinel's address, like 10.0.0.5:26379)")
+        out.append((host, int(port)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Redis Sentinels (``WF_REDIS_SENTINELS``, ``host:port,...``): when set, the primary is the one they name for
+    #: ``redis_sentinel_service`` and clients follow a failover; ``redis_url`` then gives only the db and password.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_service: str = DEFAULT_SENTINEL_SERVICE
     #: Topic names are ``{topic_prefix}.calls`` etc.; tests use unique prefixes.
     topic_prefix: str = "wf"
     #: Every Redis key starts with ``{redis_prefix}:``.
@@ -110,6 +142,9 @@ class Settings:
     checkpoint_key: str | None = field(default=None, repr=False)
     #: File holding the checkpoint key when ``checkpoint_key`` is None; made with a random key on first use.
     checkpoint_key_file: str = DEFAULT_CHECKPOINT_KEY_FILE
+    #: Stamp every call as it passes the stages from the counting agent to the alerts' stream, into the Redis list
+    #: ``P:stage-timing`` (``WF_STAGE_TIMING``; see :mod:`streams.detection.stages`, read by ``bench/latency.py``).
+    stage_timing: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
@@ -154,6 +189,8 @@ class Settings:
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
     "WF_REDIS_URL": ("redis_url", str),
+    "WF_REDIS_SENTINELS": ("redis_sentinels", sentinel_addresses),
+    "WF_REDIS_SENTINEL_SERVICE": ("redis_sentinel_service", str),
     "WF_TOPIC_PREFIX": ("topic_prefix", str),
     "WF_REDIS_PREFIX": ("redis_prefix", str),
     "WF_APP_ID": ("app_id", str),
@@ -176,6 +213,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_COMMITTERS": ("committers", int),
     "WF_CHECKPOINT_KEY": ("checkpoint_key", str),
     "WF_CHECKPOINT_KEY_FILE": ("checkpoint_key_file", str),
+    "WF_STAGE_TIMING": ("stage_timing", _flag),
 }
 
 

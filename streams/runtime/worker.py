@@ -32,10 +32,15 @@ def preflight(settings: Settings) -> None:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    from streams.runtime.redisconn import describe, sync_client_for
+
+    client = sync_client_for(settings, socket_timeout=5, socket_connect_timeout=5)
     try:
-        redis.Redis.from_url(settings.redis_url, socket_timeout=5).ping()
+        client.ping()
     except redis.RedisError as exc:
-        raise PreflightError(f"Redis at {settings.redis_url} does not answer ({exc}); start it with: python -m infra.stack up") from exc
+        raise PreflightError(f"{describe(settings)} does not answer ({exc}); start it with: python -m infra.stack up") from exc
+    finally:
+        client.close()
     try:
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     except KafkaError as exc:
