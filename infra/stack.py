@@ -5,6 +5,17 @@
     python -m infra.stack down      # stop exactly the processes this script started
     python -m infra.stack down --only kafka   # stop one of them (a broker outage); `up` starts it again
 
+    python -m infra.stack up --cluster          # three KRaft brokers (RF 3, min.insync 2) and Redis
+    python -m infra.stack down --only kafka-2   # stop one broker of the cluster; `up --cluster` starts it again
+
+Cluster mode runs three brokers on this machine, each ``process.roles=broker,controller``
+(node ids 1..3, a static three-voter controller quorum), on ``WF_KAFKA_PORT``,
+``+2`` and ``+4`` (each controller listener on the broker's port + 1: 9092..9097 by
+default), with their own data folders and pid files (``kafka-1`` .. ``kafka-3``).
+Topics get replication factor 3 and ``min.insync.replicas`` 2 unless
+``WF_KAFKA_REPLICATION_FACTOR`` / ``WF_KAFKA_MIN_INSYNC_REPLICAS`` say otherwise;
+clients take ``WF_KAFKA_BOOTSTRAP=127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096``.
+
 Kafka's jars (``org.apache.kafka:kafka_2.13`` and its runtime dependencies)
 come from Maven Central through ``mvn`` into a cache folder reused across runs
 and clones (``$WF_CACHE``, default ``~/.cache/watchfloor``). Alternatively point
@@ -29,7 +40,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = Path(os.environ.get("WF_RUN_DIR", ROOT / ".run"))
@@ -53,6 +66,52 @@ def cache_dir() -> Path:
 
 def kafka_port() -> int:
     return int(os.environ.get("WF_KAFKA_PORT", "9092"))
+
+
+#: Brokers of the cluster mode (node ids 1..N).
+CLUSTER_SIZE = 3
+#: Every name a broker of this script may run under (single node, then the cluster's).
+KAFKA_NAMES = ("kafka", *(f"kafka-{n}" for n in range(1, CLUSTER_SIZE + 1)))
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One Kafka process of the local stack: its name (pid file, log, folder), node id and ports."""
+
+    name: str
+    node_id: int
+    port: int
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def address(self) -> str:
+        return f"{KAFKA_HOST}:{self.port}"
+
+
+def brokers(cluster: bool, base: int | None = None) -> list[Broker]:
+    """The brokers of the single-node stack or of the cluster, on ports from ``base`` (``WF_KAFKA_PORT``).
+
+    >>> [(b.name, b.node_id, b.port, b.controller_port) for b in brokers(True, 9092)]
+    [('kafka-1', 1, 9092, 9093), ('kafka-2', 2, 9094, 9095), ('kafka-3', 3, 9096, 9097)]
+    >>> brokers(False, 9092)
+    [Broker(name='kafka', node_id=1, port=9092)]
+    """
+    base = kafka_port() if base is None else base
+    if not cluster:
+        return [Broker("kafka", 1, base)]
+    return [Broker(f"kafka-{n}", n, base + 2 * (n - 1)) for n in range(1, CLUSTER_SIZE + 1)]
+
+
+def bootstrap(cluster: bool, base: int | None = None) -> str:
+    """The ``WF_KAFKA_BOOTSTRAP`` value that reaches the stack's brokers.
+
+    >>> bootstrap(True, 9092)
+    '127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096'
+    """
+    return ",".join(b.address for b in brokers(cluster, base))
 
 
 def redis_port() -> int:
@@ -107,35 +166,64 @@ def _java() -> str:
     return java
 
 
-def _kafka_config(data: Path) -> Path:
-    port = kafka_port()
-    cfg = RUN / "kafka" / "server.properties"
-    cfg.write_text(
-        "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={KAFKA_HOST}:{port + 1}",
-                f"listeners=PLAINTEXT://{KAFKA_HOST}:{port},CONTROLLER://{KAFKA_HOST}:{port + 1}",
-                f"advertised.listeners=PLAINTEXT://{KAFKA_HOST}:{port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=4",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=8",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                # Faust creates its own internal topics; ours are created explicitly.
-                "auto.create.topics.enable=true",
-                "",
-            ]
-        )
-    )
+def kafka_properties(broker: Broker, data: Path, cluster: list[Broker] | None = None) -> list[str]:
+    """The ``server.properties`` lines of ``broker`` (``cluster``: every broker of the cluster, None: a single node).
+
+    A single node bootstraps its one-voter quorum (formatted ``--standalone``); a
+    cluster names its three voters statically (``controller.quorum.voters``), so
+    every broker is formatted alike and any two of them make a quorum. Internal
+    and default topics are replicated on three brokers with two in sync, and no
+    out-of-sync replica may become leader (that would drop acknowledged records).
+
+    >>> lines = kafka_properties(brokers(True, 9092)[1], Path("/d"), brokers(True, 9092))
+    >>> for line in lines:
+    ...     if line.startswith(("node.id", "controller.quorum", "min.insync", "unclean")):
+    ...         print(line)
+    node.id=2
+    controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097
+    min.insync.replicas=2
+    unclean.leader.election.enable=false
+    """
+    if cluster:
+        voters = ",".join(f"{b.node_id}@{KAFKA_HOST}:{b.controller_port}" for b in cluster)
+        quorum = f"controller.quorum.voters={voters}"
+        rf, isr = min(3, len(cluster)), min(2, len(cluster))
+    else:
+        quorum = f"controller.quorum.bootstrap.servers={KAFKA_HOST}:{broker.controller_port}"
+        rf, isr = 1, 1
+    lines = [
+        "process.roles=broker,controller",
+        f"node.id={broker.node_id}",
+        quorum,
+        f"listeners=PLAINTEXT://{KAFKA_HOST}:{broker.port},CONTROLLER://{KAFKA_HOST}:{broker.controller_port}",
+        f"advertised.listeners=PLAINTEXT://{KAFKA_HOST}:{broker.port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={data}",
+        "num.partitions=4",
+        f"offsets.topic.replication.factor={rf}",
+        "offsets.topic.num.partitions=8",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={isr}",
+        f"share.coordinator.state.topic.replication.factor={rf}",
+        f"share.coordinator.state.topic.min.isr={isr}",
+        "group.initial.rebalance.delay.ms=0",
+        # Faust creates its own internal topics; ours are created explicitly.
+        "auto.create.topics.enable=true",
+    ]
+    if cluster:
+        lines += [
+            f"default.replication.factor={rf}",
+            f"min.insync.replicas={isr}",
+            "unclean.leader.election.enable=false",
+        ]
+    return [*lines, ""]
+
+
+def _kafka_config(broker: Broker, data: Path, cluster: list[Broker] | None) -> Path:
+    cfg = RUN / broker.name / "server.properties"
+    cfg.write_text("\n".join(kafka_properties(broker, data, cluster)))
     return cfg
 
 
@@ -199,27 +287,54 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
             return cluster_id
 
 
-def start_kafka() -> None:
-    if _already_running("kafka", kafka_port(), "WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"):
-        return
+def start_kafka(cluster: bool = False) -> None:
+    """Start the single broker, or every broker of the cluster that is not running (one stopped is started again)."""
+    members = brokers(cluster)
+    for broker in members:
+        if _already_running(broker.name, broker.port, "WF_KAFKA_PORT (and WF_KAFKA_BOOTSTRAP)"):
+            continue
+        if _port_taken(broker.controller_port):
+            raise StackError(
+                f"port {broker.controller_port} (the controller of {broker.name}) is taken; choose other ports with WF_KAFKA_PORT"
+            )
+        _start_broker(broker, members if cluster else None, _cluster_id(cluster))
+
+
+def _cluster_id(cluster: bool) -> str:
+    """The cluster's id, made once and kept in the run folder (a single node formats its storage with a new one)."""
+    if not cluster:
+        return new_cluster_id()
+    path = RUN / "kafka-cluster.id"
+    if not path.exists():
+        path.write_text(new_cluster_id())
+    return path.read_text().strip()
+
+
+def _start_broker(broker: Broker, cluster: list[Broker] | None, cluster_id: str) -> None:
     cp = kafka_classpath()
-    data = RUN / "kafka" / "data"
+    data = RUN / broker.name / "data"
     data.mkdir(parents=True, exist_ok=True)
-    cfg = _kafka_config(data)
+    cfg = _kafka_config(broker, data, cluster)
     java = _java()
     if not (data / "meta.properties").exists():
+        # A single node bootstraps its own one-voter quorum; a cluster's voters are in its config.
+        standalone = [] if cluster else ["--standalone"]
         proc = subprocess.run(
-            [java, "-cp", cp, "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(), "-c", str(cfg), "--standalone"],
+            [java, "-cp", cp, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "-c", str(cfg), *standalone],
             capture_output=True,
             text=True,
         )
         if proc.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
-    heap = os.environ.get("WF_KAFKA_HEAP", "1g")
-    cmd = [java, f"-Xms{heap}", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J2}", f"-Dkafka.logs.dir={RUN / 'kafka'}",
+            raise StackError(f"formatting the storage of {broker.name} failed:\n{proc.stdout}{proc.stderr}")
+    if cluster:  # three on one machine: a small heap each
+        heap = [f"-Xms{os.environ.get('WF_KAFKA_HEAP_MIN', '256m')}", f"-Xmx{os.environ.get('WF_KAFKA_HEAP', '512m')}"]
+    else:
+        heap = [f"-Xms{os.environ.get('WF_KAFKA_HEAP', '1g')}", f"-Xmx{os.environ.get('WF_KAFKA_HEAP', '1g')}"]
+    cmd = [java, *heap, f"-Dlog4j2.configurationFile={LOG4J2}", f"-Dkafka.logs.dir={RUN / broker.name}",
            "-cp", cp, "kafka.Kafka", str(cfg)]  # fmt: skip
-    pid = _spawn("kafka", cmd)
-    _say(f"kafka {KAFKA_VERSION} starting on {KAFKA_HOST}:{kafka_port()} (pid {pid}, log {RUN / 'kafka.log'})")
+    pid = _spawn(broker.name, cmd)
+    log = RUN / f"{broker.name}.log"
+    _say(f"{broker.name} ({KAFKA_VERSION}, node {broker.node_id}) starting on {broker.address} (pid {pid}, log {log})")
 
 
 # -- Redis --------------------------------------------------------------------
@@ -257,27 +372,56 @@ def start_redis() -> None:
 # -- waiting, topics, stopping --------------------------------------------------
 
 
-def wait_ready(timeout_s: float = 90.0) -> None:
-    """Wait until Redis answers PING and Kafka answers a metadata request."""
+def wait_ready(timeout_s: float = 90.0, cluster: bool = False) -> None:
+    """Wait until Redis answers PING and Kafka answers a metadata request (in a cluster: naming all its brokers)."""
     deadline = time.monotonic() + timeout_s
-    waiting = {"redis": _redis_ping, "kafka": _kafka_metadata}
+    members = brokers(cluster)
+    waiting: dict[str, Callable[[], str | None]] = {
+        "redis": _redis_ping,
+        "kafka": lambda: _kafka_metadata(bootstrap(cluster), len(members)),
+    }
+    # In a cluster, infra.redisha has waited for its Redis nodes and Sentinels already.
+    pidfiles = {"redis": [] if cluster else [RUN / "redis.pid"], "kafka": [RUN / f"{b.name}.pid" for b in members]}
     last_err: dict[str, str] = {}
+    restarts = 0
     while waiting and time.monotonic() < deadline:
         for name, probe in list(waiting.items()):
             err = probe()
             if err is None:
-                _say(f"{name} is ready")
+                _say(f"{name} is ready" + (f" ({len(members)} brokers)" if name == "kafka" and cluster else ""))
                 del waiting[name]
             else:
                 last_err[name] = err
-        for name, pidfile in (("kafka", RUN / "kafka.pid"), ("redis", RUN / "redis.pid")):
-            if name in waiting and not _alive(pidfile):
-                raise StackError(f"{name} exited during start-up; see {RUN / (name + '.log')}")
+        for name, files in pidfiles.items():
+            dead = [f for f in files if not _alive(f)]
+            if name == "kafka" and dead and restarts < 3 and all(_lost_port(f.with_suffix(".log")) for f in dead):
+                # A port in the ephemeral range can be some client's source port for a moment: start again.
+                restarts += 1
+                for member in members:
+                    if RUN / f"{member.name}.pid" in dead:
+                        _say(f"{member.name}: its port was taken by another connection; starting it again")
+                        time.sleep(1.0)
+                        _start_broker(member, members if cluster else None, _cluster_id(cluster))
+                continue
+            if name in waiting and dead:
+                logs = ", ".join(str(f.with_suffix(".log")) for f in dead)
+                raise StackError(f"{name} exited during start-up; see {logs}")
         if waiting:
             time.sleep(0.5)
     if waiting:
         detail = "; ".join(f"{n}: {last_err.get(n)}" for n in waiting)
         raise StackError(f"not ready after {timeout_s:.0f} s: {detail}")
+
+
+def _lost_port(log: Path) -> bool:
+    """Whether the last start-up logged in ``log`` failed because its listening port was in use."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 20_000))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return "fatal exception during startup" in tail and "Address already in use" in tail
 
 
 def running() -> bool:
@@ -295,31 +439,105 @@ def _redis_ping() -> str | None:
         return str(exc)
 
 
-def _kafka_metadata() -> str | None:
+def _kafka_metadata(servers: str | None = None, expect_nodes: int = 1) -> str | None:
+    """None when Kafka answers a metadata request at each of ``servers`` (default: the single broker).
+
+    With ``expect_nodes`` above 1 (a cluster), each address must answer itself
+    and the cluster must list that many brokers (a broker restarted a moment
+    ago is listed only once the controller has let it in).
+    """
+    servers = servers or f"{KAFKA_HOST}:{kafka_port()}"
     try:
         from kafka import KafkaAdminClient
-    except ImportError:  # before the Python packages are installed: the port is enough
+    except ImportError:  # before the Python packages are installed: the ports are enough
         try:
-            socket.create_connection((KAFKA_HOST, kafka_port()), timeout=1).close()
+            for server in servers.split(","):
+                host, port = server.rsplit(":", 1)
+                socket.create_connection((host, int(port)), timeout=1).close()
             return None
         except OSError as exc:
             return str(exc)
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=f"{KAFKA_HOST}:{kafka_port()}", request_timeout_ms=3000)
+    for server in servers.split(",") if expect_nodes > 1 else [servers]:
+        host, port = server.rsplit(":", 1)
+        try:  # a closed port first: the client would take 30 s to give up on it
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError as exc:
+            return f"{server}: {exc}"
         try:
-            admin.list_topics()
-        finally:
-            admin.close()
-        return None
-    except Exception as exc:  # noqa: BLE001 -- any client error means "not ready yet"; it is reported on time-out
-        return f"{type(exc).__name__}: {exc}"
+            admin = KafkaAdminClient(bootstrap_servers=server, request_timeout_ms=3000)
+            try:
+                admin.list_topics()
+                seen = len(admin.describe_cluster()["brokers"]) if expect_nodes > 1 else 1
+            finally:
+                admin.close()
+        except Exception as exc:  # noqa: BLE001 -- any client error means "not ready yet"; it is reported on time-out
+            return f"{server}: {type(exc).__name__}: {exc}"
+        if seen < expect_nodes:
+            return f"{server} lists {seen} of {expect_nodes} brokers"
+    return None
 
 
-def create_topics(prefix: str = "wf", partitions: int = 4, bootstrap: str | None = None) -> list[str]:
-    """Create the project's topics with explicit partition counts (idempotent).
+def replication_from_env(cluster: bool = False, environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for new topics: ``WF_KAFKA_REPLICATION_FACTOR`` and
+    ``WF_KAFKA_MIN_INSYNC_REPLICAS`` when set, else 3 and 2 for the cluster and 1 and 1 for a single node.
 
-    ``bootstrap`` defaults to the local broker; ``python -m infra.stack topics``
-    passes ``WF_KAFKA_BOOTSTRAP`` (docker-compose uses it against its broker).
+    >>> replication_from_env(True, {}), replication_from_env(False, {"WF_KAFKA_REPLICATION_FACTOR": "2"})
+    ((3, 2), (2, 1))
+    >>> replication_from_env(False, {"WF_KAFKA_REPLICATION_FACTOR": "three"})
+    Traceback (most recent call last):
+    ...
+    infra.stack.StackError: WF_KAFKA_REPLICATION_FACTOR: expected a whole number >= 1, found 'three'
+    """
+    env = os.environ if environ is None else environ
+    out = []
+    for var, default in (("WF_KAFKA_REPLICATION_FACTOR", 3 if cluster else 1), ("WF_KAFKA_MIN_INSYNC_REPLICAS", 2 if cluster else 1)):
+        text = env.get(var, "").strip()
+        if not text:
+            out.append(default)
+            continue
+        if not text.isdigit() or int(text) < 1:
+            raise StackError(f"{var}: expected a whole number >= 1, found {text!r}")
+        out.append(int(text))
+    return out[0], out[1]
+
+
+def check_replication(replication_factor: int, min_insync: int, live_brokers: int, servers: str) -> None:
+    """Refuse a replication the cluster at ``servers`` cannot hold (``StackError`` saying what to change).
+
+    >>> check_replication(3, 2, 3, "h:1")
+    >>> try:
+    ...     check_replication(3, 2, 1, "h:1")
+    ... except StackError as exc:
+    ...     print(exc)  # doctest: +ELLIPSIS
+    WF_KAFKA_REPLICATION_FACTOR=3 needs 3 brokers, but Kafka at h:1 has 1; start the cluster ... or set WF_KAFKA_REPLICATION_FACTOR=1
+    """
+    if min_insync > replication_factor:
+        raise StackError(
+            f"WF_KAFKA_MIN_INSYNC_REPLICAS={min_insync} is above WF_KAFKA_REPLICATION_FACTOR={replication_factor}: "
+            "no write could ever be acknowledged; set it to at most the replication factor (2 of 3 is usual)"
+        )
+    if replication_factor > live_brokers:
+        raise StackError(
+            f"WF_KAFKA_REPLICATION_FACTOR={replication_factor} needs {replication_factor} brokers, but Kafka at {servers} has "
+            f"{live_brokers}; start the cluster (python -m infra.stack up --cluster) or set WF_KAFKA_REPLICATION_FACTOR={live_brokers}"
+        )
+
+
+def create_topics(
+    prefix: str = "wf",
+    partitions: int = 4,
+    bootstrap: str | None = None,
+    replication_factor: int = 1,
+    min_insync: int = 1,
+) -> list[str]:
+    """Create the project's topics with explicit partition counts and replication (idempotent).
+
+    ``bootstrap`` (one ``host:port`` or a comma-separated list) defaults to the
+    local single broker; ``python -m infra.stack topics`` passes
+    ``WF_KAFKA_BOOTSTRAP`` (docker-compose uses it against its broker). Each
+    topic gets ``replication_factor`` replicas and ``min.insync.replicas``
+    ``min_insync``; :class:`StackError` when the cluster has fewer brokers than
+    that. Existing topics are left as they are.
     """
     sys.path.insert(0, str(ROOT))
     from kafka import KafkaAdminClient
@@ -328,15 +546,19 @@ def create_topics(prefix: str = "wf", partitions: int = 4, bootstrap: str | None
 
     from streams.topics import topic_specs
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap or f"{KAFKA_HOST}:{kafka_port()}")
+    servers = bootstrap or f"{KAFKA_HOST}:{kafka_port()}"
+    admin = KafkaAdminClient(bootstrap_servers=servers)
     created = []
     try:
+        if replication_factor > 1 or min_insync > 1:
+            check_replication(replication_factor, min_insync, len(admin.describe_cluster()["brokers"]), servers)
         existing = set(admin.list_topics())
         for spec in topic_specs(prefix, partitions):
             if spec.name in existing:
                 continue
+            configs = {"retention.ms": str(spec.retention_ms), "min.insync.replicas": str(min_insync)}
             try:
-                admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs={"retention.ms": str(spec.retention_ms)})])
+                admin.create_topics([NewTopic(spec.name, spec.partitions, replication_factor, topic_configs=configs)])
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass
@@ -360,41 +582,104 @@ def _alive(pidfile: Path) -> bool:
 
 
 def stop(name: str, timeout_s: float = 30.0) -> None:
-    pidfile = RUN / f"{name}.pid"
-    if not _alive(pidfile):
-        pidfile.unlink(missing_ok=True)
-        return
-    pid = int(pidfile.read_text())
-    os.kill(pid, signal.SIGTERM)
+    """Stop the process this script started as ``name`` (SIGTERM, SIGKILL after ``timeout_s``)."""
+    stop_all([name], timeout_s)
+
+
+def stop_all(names: list[str], timeout_s: float = 30.0) -> None:
+    """Stop these processes together: SIGTERM to each, then SIGKILL to those still running after ``timeout_s``.
+
+    Together, because a cluster's brokers stopped one after the other lose
+    their controller quorum on the way: the last one's controlled shutdown
+    would wait for a quorum that is gone.
+    """
+    pids: dict[str, int] = {}
+    for name in names:
+        pidfile = RUN / f"{name}.pid"
+        if not _alive(pidfile):
+            pidfile.unlink(missing_ok=True)
+            continue
+        pids[name] = int(pidfile.read_text())
+        os.kill(pids[name], signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _alive(pidfile):
+    while time.monotonic() < deadline and any(_alive(RUN / f"{n}.pid") for n in pids):
         time.sleep(0.2)
-    if _alive(pidfile):
-        _say(f"{name} (pid {pid}) did not stop in {timeout_s:.0f} s: killing it")
-        os.kill(pid, signal.SIGKILL)
-    pidfile.unlink(missing_ok=True)
-    _say(f"{name} stopped (pid {pid})")
+    for name, pid in pids.items():
+        pidfile = RUN / f"{name}.pid"
+        if _alive(pidfile):
+            _say(f"{name} (pid {pid}) did not stop in {timeout_s:.0f} s: killing it")
+            os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+        _say(f"{name} stopped (pid {pid})")
 
 
-def up(fresh: bool = False) -> None:
+def _started_brokers() -> list[str]:
+    """The broker names with a pid file in the run folder (whichever mode started them)."""
+    return [name for name in KAFKA_NAMES if (RUN / f"{name}.pid").exists()]
+
+
+def up(fresh: bool = False, cluster: bool = False) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     if fresh:
         down()
-        shutil.rmtree(RUN / "kafka", ignore_errors=True)
-        shutil.rmtree(RUN / "redis", ignore_errors=True)
-    start_redis()
-    start_kafka()
-    wait_ready()
+        for name in (*KAFKA_NAMES, "redis", "redis-ha"):
+            shutil.rmtree(RUN / name, ignore_errors=True)
+        (RUN / "kafka-cluster.id").unlink(missing_ok=True)
+    other = [n for n in _started_brokers() if _alive(RUN / f"{n}.pid") and (n == "kafka") == cluster]
+    if other:
+        raise StackError(
+            f"{', '.join(other)} of the {'single-node stack' if cluster else 'cluster'} is running in {RUN}; "
+            "stop it first (python -m infra.stack down) or use another WF_RUN_DIR"
+        )
+    if cluster:
+        redisha = _redisha()
+        try:
+            redisha.start(RUN, redis_port())
+        except redisha.HaError as exc:
+            raise StackError(f"Redis (primary, replica, Sentinels): {exc}") from exc
+    else:
+        start_redis()
+    start_kafka(cluster)
+    wait_ready(180.0 if cluster else 90.0, cluster=cluster)
     prefix = os.environ.get("WF_TOPIC_PREFIX", "wf")
-    created = create_topics(prefix, int(os.environ.get("WF_PARTITIONS", "4")))
+    rf, isr = replication_from_env(cluster)
+    created = create_topics(prefix, int(os.environ.get("WF_PARTITIONS", "4")), bootstrap(cluster), rf, isr)
     if created:
-        _say(f"created topics: {', '.join(created)}")
+        _say(f"created topics: {', '.join(created)} (replication factor {rf}, min.insync.replicas {isr})")
+    if cluster:
+        sentinels = _redisha().sentinels_setting(redis_port())
+        _say(f"cluster up: WF_KAFKA_BOOTSTRAP={bootstrap(True)} WF_REDIS_SENTINELS={sentinels}")
+
+
+def _redisha() -> Any:
+    """:mod:`infra.redisha` (imported here: the single-node stack does without it)."""
+    from infra import redisha
+
+    return redisha
+
+
+def _redisha_started() -> bool:
+    return (RUN / "redis-ha").exists()
 
 
 def down(only: str | None = None) -> None:
-    for name in ("kafka", "redis"):
-        if only in (None, name):
-            stop(name)
+    """Stop every process this script started (single node or cluster), or only ``only``."""
+    stop_all([name for name in (*KAFKA_NAMES, "redis") if only in (None, name)])
+    if only is None and _redisha_started():
+        _redisha().stop(RUN)
+
+
+def status_lines() -> list[str]:
+    """One line per process of either mode that has run here: the single node's two, and the cluster's brokers if any."""
+    names = ["kafka", "redis"] + [n for n in KAFKA_NAMES[1:] if (RUN / f"{n}.pid").exists() or (RUN / n).exists()]
+    lines = []
+    for name in names:
+        pidfile = RUN / f"{name}.pid"
+        state = f"running (pid {pidfile.read_text().strip()})" if _alive(pidfile) else "stopped"
+        lines.append(f"{name}: {state}")
+    if _redisha_started():
+        lines += [f"redis-ha {line}" for line in _redisha().status(RUN)]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,31 +687,39 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start Kafka and Redis, wait until both answer, create topics")
     p_up.add_argument("--fresh", action="store_true", help="wipe Kafka's and Redis's data first")
+    p_up.add_argument(
+        "--cluster", action="store_true", help="three KRaft brokers on WF_KAFKA_PORT, +2, +4 (topics with RF 3, min.insync 2)"
+    )
     p_down = sub.add_parser("down", help="stop the Kafka and Redis processes this script started")
-    p_down.add_argument("--only", choices=("kafka", "redis"), help="stop only this one (its data is kept; `up` starts it again)")
+    p_down.add_argument("--only", choices=(*KAFKA_NAMES, "redis"), help="stop only this one (its data is kept; `up` starts it again)")
     sub.add_parser("status", help="say what is running")
     sub.add_parser("jars", help="only resolve Kafka's jars into the cache")
-    sub.add_parser("topics", help="create the topics on WF_KAFKA_BOOTSTRAP (default the local broker) and exit")
+    sub.add_parser(
+        "topics",
+        help="create the topics on WF_KAFKA_BOOTSTRAP (default the local broker) with WF_KAFKA_REPLICATION_FACTOR "
+        "and WF_KAFKA_MIN_INSYNC_REPLICAS (default 1) and exit",
+    )
     args = parser.parse_args(argv)
     try:
         if args.cmd == "up":
-            up(fresh=args.fresh)
+            up(fresh=args.fresh, cluster=args.cluster)
         elif args.cmd == "down":
             down(args.only)
         elif args.cmd == "jars":
             print(kafka_classpath())
         elif args.cmd == "topics":
+            rf, isr = replication_from_env()
             created = create_topics(
                 os.environ.get("WF_TOPIC_PREFIX", "wf"),
                 int(os.environ.get("WF_PARTITIONS", "4")),
                 os.environ.get("WF_KAFKA_BOOTSTRAP"),
+                rf,
+                isr,
             )
-            _say(f"created topics: {', '.join(created) or 'none (all exist)'}")
+            _say(f"created topics: {', '.join(created) or 'none (all exist)'} (replication factor {rf}, min.insync.replicas {isr})")
         else:
-            for name in ("kafka", "redis"):
-                pidfile = RUN / f"{name}.pid"
-                state = f"running (pid {pidfile.read_text().strip()})" if _alive(pidfile) else "stopped"
-                print(f"{name}: {state}")
+            for line in status_lines():
+                print(line)
     except StackError as exc:
         _say(f"error: {exc}")
         return 1

@@ -22,6 +22,7 @@ What the subclasses change (each explained where it is written):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from faust.transport import drivers
@@ -107,7 +108,16 @@ class ProducerBuffer(faust_producer.ProducerBuffer):
 
 
 class Producer(faust_aiokafka.Producer):
-    """Faust's aiokafka producer with a :class:`ProducerBuffer`."""
+    """Faust's aiokafka producer with a :class:`ProducerBuffer`, idempotent.
+
+    Faust asks aiokafka for idempotence only inside transactions; the worker
+    wants it always, so that a send retried across a broker's loss (the leader
+    of the detector-input or alerts partition moving) is written once.
+    Idempotence needs ``acks=all``: the app sets ``producer_acks=-1``.
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
     def __init__(self, transport: Any, loop: Any = None, **kwargs: Any) -> None:
         super().__init__(transport, loop=loop, **kwargs)

@@ -119,7 +119,11 @@ def _faust_app(s: Settings) -> CrashExitApp:
         store="memory://",
         topic_partitions=s.partitions,
         consumer_auto_offset_reset="earliest",
+        # Every record on every in-sync replica (acks=all; min.insync.replicas makes that at least two in a cluster),
+        # and the producer idempotent (streams.faustext.transport.Producer): a retry after a leader change adds no copy.
         producer_acks=-1,
+        # Faust's own topics (its assignor's leader topic) replicated like ours.
+        topic_replication_factor=s.kafka_replication_factor,
         # Do not wait at shutdown or rebalance for every message to be acknowledged: the
         # detection agent acknowledges with its checkpoints (a clean stop writes one
         # after the consumer stops), and the counting agent's commit is exact by offset.
