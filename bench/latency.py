@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/latency.py [--rates 100,1000,5000] [--seconds 60]
+    python bench/latency.py [--rates 0.5,2,5,100] [--seconds 60] [--min-alerts 100]
 
 Needs the local stack (``python -m infra.stack up``). On its own topics and
 Redis prefix it starts a worker and a gateway, warms the detectors up with three
@@ -19,9 +19,19 @@ so ``receipt - at`` is the call-to-alert latency through Kafka, the counting
 agent, the detector input topic, the detectors, the Redis stream and the
 gateway; each figure is also split at the alert's append to the Redis stream
 (the stream id's milliseconds), to tell the pipeline from the gateway.
-Prints p50, p95, p99 and max per load, how far behind the counting
-and detection agents were when the load stopped, and saves JSON to
-``out/bench/latency.json``.
+Prints p50, p95, p99 and max per load with the number of alert frames each
+rests on (a load goes on past ``--seconds``, up to three times as long, until
+``--min-alerts`` frames came for its calls: at 0.5 calls/s most alerts are the
+bursts'), how far behind the counting and detection agents were when the load
+stopped, and saves JSON to ``out/bench/latency.json``.
+
+Where the time goes: the workers run with ``WF_STAGE_TIMING=1`` (unless
+``--no-stage-timing``), which stamps every call at each stage of the path
+(:mod:`streams.detection.stages`: Kafka to the counting agent, the batch, the
+plan, the detector-input topic, the detection agent's lock, the event-time
+merge, the detectors and the alert's append) into a Redis list; per load the
+bench prints each stage's p50, p99 and share of the mean, over the calls that
+made an alert fire and over every call the detectors ran.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ from gateway.tokens import issue
 from infra import stack
 from infra.processes import free_port
 from streams.counting.keys import Keys
+from streams.detection import stages
 from streams.ingest.schema import Call, Category
 from streams.runtime.progress import NotCaughtUp, detector_input_end, end_offsets, lag, wait_caught_up, wait_detected
 from streams.runtime.settings import Settings, load_settings
@@ -155,9 +166,12 @@ class ProgressSampler(threading.Thread):
         return {"counting": [count[1], round(count[0] - start, 1)], "detection": [detect[2], round(detect[0] - start, 1)]}
 
 
-async def offered_load(settings, rows: list[dict], rate: float, seconds: float, quiet: tuple[float, float] | None, seq: list[int]) -> int:
+async def offered_load(
+    settings, rows: list[dict], rate: float, seconds: float, quiet: tuple[float, float] | None, seq: list[int], enough=None
+) -> int:
     """Produce live calls at ``rate`` per second for ``seconds``, and a burst in the ``quiet`` cell every 5 s (none
-    when ``quiet`` is None); calls sent. ``seq[0]`` numbers the call ids and is advanced (pass one list per run)."""
+    when ``quiet`` is None); calls sent. ``seq[0]`` numbers the call ids and is advanced (pass one list per run).
+    With ``enough`` (a callable), go on past ``seconds``, up to three times as long, until it returns True."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=2, max_batch_size=256 * 1024)
@@ -168,7 +182,7 @@ async def offered_load(settings, rows: list[dict], rate: float, seconds: float, 
     started = time.monotonic()
     next_burst = started + 1.0
     try:
-        while (now := time.monotonic()) < started + seconds:
+        while (now := time.monotonic()) < started + seconds or (enough is not None and now < started + 3 * seconds and not enough()):
             due = int((now - started) * rate) - sent
             batch = []
             for _ in range(max(0, due)):
@@ -266,11 +280,22 @@ def _quiet_zone(rows: list[dict]) -> tuple[tuple[float, float], dict]:
 
 
 def _load_row(
-    rate: float, sent: int, took: float, started: float, mine: list[tuple[float, dict]], most_behind: dict, behind: tuple[int, int]
+    rate: float,
+    sent: int,
+    took: float,
+    started: float,
+    mine: list[tuple[float, dict]],
+    most_behind: dict,
+    behind: tuple[int, int],
+    timing: list[dict],
 ) -> dict:
     """The figures of one load from the alert frames received for its calls (``mine``: receipt time, alert),
-    the most records each stage was behind during it and how far counting and detection were behind at its end."""
+    the most records each stage was behind during it, how far counting and detection were behind at its end,
+    and the stage timing of its calls (``timing``: :mod:`streams.detection.stages` records)."""
     lat_ms = [1000 * (t - a["at"]) for t, a in mine]
+    # the stage timing of the calls that made an alert fire (an alert's 'at' is its call's event time)
+    by_t = {r["t"]: r for r in timing}
+    fired = [by_t[a["at"]] for _, a in mine if a["at"] in by_t]
     bursts = [1000 * (t - a["at"]) for t, a in mine if a["kind"] == "zone_surge"]
     # the split: production to the alert's append in Redis (Kafka, counting, detector input,
     # detectors), and from there to the WebSocket (the gateway's read and fan-out)
@@ -286,6 +311,10 @@ def _load_row(
         "most_behind": most_behind,
         "to_redis": percentiles(upstream),
         "redis_to_socket": percentiles(delivery),
+        # where the time went (ms, and each stage's share of the mean): for the calls that made an alert
+        # fire, and for every call of the load the detectors ran
+        "stages_alerts": stages.summarize(fired),
+        "stages_calls": stages.summarize(timing),
         "counting_behind_at_end": behind[0],
         "detector_input_behind_at_end": behind[1],
         # every alert frame: its call's production time (s after the load began), latency ms, kind, state
@@ -309,15 +338,34 @@ async def _behind(settings, r: redis.Redis, prefix: str) -> tuple[int, int]:
     return counting_behind, max(0, consumer_end - 1 - detection_offset(r, prefix))
 
 
-async def _one_load(settings, r: redis.Redis, rows: list[dict], rate: float, seconds: float, zone_at, seq, received, check) -> dict:
-    """Offer ``rate`` calls/s for ``seconds``, let the pipeline drain, and measure the alert frames for this load's calls."""
+def _mine(received: list[tuple[float, dict]], mark: int, started: float) -> list[tuple[float, dict]]:
+    """The alert frames (opened or updated) received since ``mark`` for calls produced since ``started``."""
+    return [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
+
+
+def stage_records(r: redis.Redis, prefix: str, since: float) -> list[dict]:
+    """The stage timing records (:mod:`streams.detection.stages`) of calls produced since ``since``; the list is emptied."""
+    key = f"{prefix}:stage-timing"
+    pipe = r.pipeline()
+    pipe.lrange(key, 0, -1)
+    pipe.delete(key)
+    raw, _ = pipe.execute()
+    return [rec for rec in (json.loads(x) for x in raw) if rec["t"] >= since - 1]
+
+
+async def _one_load(
+    settings, r: redis.Redis, rows: list[dict], rate: float, seconds: float, zone_at, seq, received, check, min_alerts: int
+) -> dict:
+    """Offer ``rate`` calls/s for ``seconds`` (longer while fewer than ``min_alerts`` alert frames came), let the pipeline
+    drain, and measure the alert frames for this load's calls."""
     mark = len(received)
     started = time.time()
-    _say(f"offered load {rate:g} calls/s for {seconds:g} s")
+    await asyncio.to_thread(stage_records, r, settings.redis_prefix, started)  # what came before is not this load's
+    _say(f"offered load {rate:g} calls/s for {seconds:g} s (or until {min_alerts} alert frames, {3 * seconds:g} s at most)")
     sampler = ProgressSampler(settings)
     sampler.start()
     try:
-        sent = await offered_load(settings, rows, rate, seconds, zone_at, seq)
+        sent = await offered_load(settings, rows, rate, seconds, zone_at, seq, lambda: len(_mine(received, mark, started)) >= min_alerts)
     finally:
         sampler.stop()
     took = time.time() - started
@@ -329,24 +377,30 @@ async def _one_load(settings, r: redis.Redis, rows: list[dict], rate: float, sec
     except NotCaughtUp as exc:
         _say(f"not drained: {exc}")
     await asyncio.sleep(2.0)
-    mine = [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
-    row = _load_row(rate, sent, took, started, mine, sampler.worst(started, started + took), behind)
-    _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s); {len(mine)} alert frames; latency {row['alerts']}")
+    mine = _mine(received, mark, started)
+    timing = await asyncio.to_thread(stage_records, r, settings.redis_prefix, started)
+    row = _load_row(rate, sent, took, started, mine, sampler.worst(started, started + took), behind, timing)
+    _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s) in {took:.0f} s; {len(mine)} alert frames; latency {row['alerts']}")
     _say(f"  most behind during the load [records, at s]: {row['most_behind']}")
     return row
 
 
-async def run(rates: list[float], seconds: float, out: Path, split: bool = True) -> dict:
+async def run(rates: list[float], seconds: float, out: Path, split: bool = True, min_alerts: int = 100, stage_timing: bool = True) -> dict:
     prefix = f"lat{secrets.token_hex(4)}"
-    settings = load_settings({}, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
+    # the environment's Kafka and Redis (WF_KAFKA_BOOTSTRAP, WF_REDIS_URL), the bench's own topics and keys
+    settings = load_settings(None, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
     stack.create_topics(prefix, settings.partitions)
     tmp = Path(tempfile.mkdtemp(prefix="wf-latency-"))
     secret = secrets.token_urlsafe(48)
     web, port = free_port(), free_port()
     env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
+    env["WF_STAGE_TIMING"] = "1" if stage_timing else "0"
     worker, detector, gateway = _start(settings, env, tmp, split, port, secret)
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    results: dict = {"prefix": prefix, "seconds": seconds, "workers": "count + detect" if split else "one (both roles)", "loads": []}
+    results: dict = {
+        "prefix": prefix, "seconds": seconds, "min_alerts": min_alerts, "workers": "count + detect" if split else "one (both roles)",
+        "stage_timing": stage_timing, "load_average_before": os.getloadavg(), "loads": [],
+    }  # fmt: skip
     watcher = None
     try:
         _say(f"warming up: three days of simulated history on topics {prefix}.*, replayed at full speed")
@@ -363,7 +417,7 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
         await asyncio.sleep(6)  # the detection agent reads event zones every 5 s
         seq = [0]
         for rate in rates:
-            results["loads"].append(await _one_load(settings, r, rows, rate, seconds, zone_at, seq, received, check))
+            results["loads"].append(await _one_load(settings, r, rows, rate, seconds, zone_at, seq, received, check, min_alerts))
             await asyncio.sleep(5)
     finally:
         if watcher is not None:
@@ -376,6 +430,7 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True)
             r.delete(key)
         r.close()
     results["logs"] = str(tmp)
+    results["load_average_after"] = os.getloadavg()
     return results
 
 
@@ -395,8 +450,9 @@ def _fmt(d: dict, k: str) -> str:
 
 def table(results: dict) -> str:
     lines = [
+        f"load average (1, 5, 15 min) before {_avg(results.get('load_average_before'))}, after {_avg(results.get('load_average_after'))}",
         f"{'offered/s':>9} {'achieved/s':>10} {'calls':>8} {'alerts':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'zone p50':>9} {'to Redis p99':>12} {'to socket p99':>13} {'count lag':>9} {'detect lag':>10}"
+        f"{'zone p50':>9} {'to Redis p99':>12} {'to socket p99':>13} {'count lag':>9} {'detect lag':>10}",
     ]
     for row in results["loads"]:
         a, b = row["alerts"], row["burst_alerts"]
@@ -410,15 +466,41 @@ def table(results: dict) -> str:
         "latency: an alert frame's receipt at a supervisor's WebSocket minus its 'at'\n"
         "  (the production time of the call that made it fire); split at the alert's append to the Redis stream\n"
         "  (its stream id): to Redis = Kafka, counting, detector input, detectors; to socket = the gateway;\n"
-        "count lag / detect lag: records (calls) / detector-input messages not yet applied when the load stopped."
+        "count lag / detect lag: records (calls) / detector-input messages not yet applied when the load stopped.\n"
+        "alerts: the alert frames each percentile rests on (a p99 of fewer than 100 is the largest or next to it)."
     )
+    for row in results["loads"]:
+        for title, key in (("calls that made an alert fire", "stages_alerts"), ("every call the detectors ran", "stages_calls")):
+            lines.append(stage_table(f"{row['offered_per_s']:g} calls/s, {title}", row.get(key) or {}))
     return "\n".join(lines)
+
+
+def _avg(values) -> str:
+    return ", ".join(f"{x:.2f}" for x in values) if values else "-"
+
+
+def stage_table(title: str, summary: dict) -> str:
+    """One load's stage timing (:func:`streams.detection.stages.summarize`): per stage p50, p99, max (ms) and share."""
+    if not summary:
+        return f"\n{title}: no stage timing (run the workers with WF_STAGE_TIMING=1)"
+    n = int(summary["total"]["n"])
+    cols = f"{'stage':<15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8} {'share':>6}"
+    head = f"\n{title} ({n} calls; call to alert in Redis):\n{cols}"
+    rows = [
+        f"{stage:<15} {d['p50']:>8.1f} {d['p99']:>8.1f} {d['max']:>8.1f} {d['mean']:>8.1f} {100 * d['share']:>5.0f}%"
+        for stage, d in summary.items()
+    ]
+    return "\n".join([head, *rows])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__file__, __doc__)
-    p.add_argument("--rates", default="100,1000,5000", help="offered loads, calls per second, comma-separated (default 100,1000,5000)")
-    p.add_argument("--seconds", type=float, default=60.0, help="seconds each load is sustained (default 60)")
+    p.add_argument("--rates", default="0.5,2,5,100", help="offered loads, calls per second, comma-separated (default 0.5,2,5,100)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds each load is sustained at least (default 60)")
+    p.add_argument(
+        "--min-alerts", type=int, default=100, help="a load goes on (up to 3 x --seconds) until this many alert frames came (default 100)"
+    )
+    p.add_argument("--no-stage-timing", action="store_true", help="run the workers without WF_STAGE_TIMING (no stage figures)")
     add_json(p, ROOT / "out" / "bench" / "latency.json")
     p.add_argument(
         "--one-worker", action="store_true", help="run counting and detection in one worker (default: two, WF_ROLES=count and detect)"
@@ -431,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(x <= 0 for x in rates) or args.seconds <= 0:
         p.error("rates and --seconds must be positive")
     require_stack(p)
-    results = asyncio.run(run(rates, args.seconds, args.json, split=not args.one_worker))
+    results = asyncio.run(
+        run(rates, args.seconds, args.json, split=not args.one_worker, min_alerts=args.min_alerts, stage_timing=not args.no_stage_timing)
+    )
     print(table(results))
     write_json(args.json, results)
     print(f"\nfigures written to {args.json}; worker and gateway logs in {results['logs']}")

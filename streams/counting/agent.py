@@ -95,6 +95,8 @@ class CountingState:
     committer_of: dict[int, int] = field(default_factory=dict)
     #: each committer's lock, held while it commits; a rebuild and the loss check hold all of them
     locks: list[asyncio.Lock] = field(default_factory=list)
+    #: with ``WF_STAGE_TIMING``: (calls partition, offset) -> [taken from the stream, batch closed], wall clock
+    stamps: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
 
 class CountingAgent:
@@ -136,10 +138,16 @@ class CountingAgent:
         batchers: list[Batcher[EventT]] = [Batcher(s.batch_size, s.batch_within_s, max_pending=room) for _ in range(n)]
         committers = [asyncio.ensure_future(self._commit_batches(i, self.states.get(i), stream, batchers[i])) for i in range(n)]
         committer_of = self.state.committer_of
+        stamps = self.state.stamps if s.stage_timing else None
+        events = cast(faust.Stream, stream).noack()  # StreamT does not declare noack (faust-streaming 0.15)
+        calls_topic = self.calls_topic
         try:
             # acknowledged by each committer once its batch is committed
-            async for event in cast(faust.Stream, stream).noack().events():  # StreamT does not declare noack (faust-streaming 0.15)
-                p = event.message.partition
+            async for event in events.events():
+                msg = event.message
+                p = msg.partition
+                if stamps is not None and msg.topic == calls_topic:
+                    stamps[(p, msg.offset)] = [time.time(), 0.0]
                 i = committer_of.get(p)
                 if i is None:
                     i = committer_of[p] = len(committer_of) % n
@@ -182,6 +190,7 @@ class CountingAgent:
             events = None if following else batcher.take_full()
             if events is None:
                 return None
+            self._stamp_closed(events)
             batch = [self._incoming(e) for e in events]
             following.append((events, batch))
             return batch, self._catching_up(batch)
@@ -198,8 +207,10 @@ class CountingAgent:
                     events, batch = following.pop()
                 else:
                     events = await batcher.next_batch()
+                    self._stamp_closed(events)
                     batch = [self._incoming(e) for e in events]
                 result = await self._count_batch(i, st, batch, take_next)
+                await self._after_batch(batch)
                 if result.plan.skipped:
                     log.info("skipped %d records already counted before a restart", result.plan.skipped)
                 if acking is not None:
@@ -258,7 +269,38 @@ class CountingAgent:
         if plan.points:
             # Straight to the Kafka client, awaiting the broker's acknowledgement:
             # Faust's buffered send costs a buffer flush cycle per batch here.
-            await self.app.producer.send_and_wait(self.detector_input_topic, None, encode_points(plan.points), None, None, None)
+            timing = self._timing(plan.points) if self.settings.stage_timing else None
+            raw = encode_points(plan.points, timing=timing)
+            await self.app.producer.send_and_wait(self.detector_input_topic, None, raw, None, None, None)
+
+    async def _after_batch(self, batch: list[Incoming]) -> None:
+        """After a batch: its calls' stamps are forgotten (with ``WF_STAGE_TIMING``)."""
+        stamps = self.state.stamps
+        if stamps:
+            for rec in batch:
+                if rec.kind == CALL:
+                    stamps.pop((rec.partition, rec.offset), None)
+
+    def _stamp_closed(self, events: list[EventT]) -> None:
+        """With ``WF_STAGE_TIMING``: the batch of ``events`` was taken by its committer now."""
+        stamps = self.state.stamps
+        if not stamps:
+            return
+        now = time.time()
+        for event in events:
+            msg = event.message
+            if msg.topic == self.calls_topic and (stamp := stamps.get((msg.partition, msg.offset))) is not None:
+                stamp[1] = now
+
+    def _timing(self, points: list) -> dict:
+        """The counting agent's stamps of ``points`` for the detector-input message (see :mod:`streams.detection.stages`)."""
+        stamps = self.state.stamps
+        got = [stamps.get((p[0], p[1])) for p in points]
+        return {
+            "in": [x[0] if x else None for x in got],
+            "closed": [x[1] if x and x[1] else None for x in got],
+            "sending": time.time(),
+        }
 
     @contextlib.asynccontextmanager
     async def _all_committers(self) -> AsyncIterator[None]:

@@ -54,13 +54,21 @@ from typing import Any, cast
 
 import faust
 from faust.types import EventT
+from redis.exceptions import RedisError
 
 from detectors.types import Alert
 from streams.counting.state import RedisState, StateError, unreadable_checkpoint
-from streams.detection import checkpoint
+from streams.detection import checkpoint, stages
 from streams.detection.naming import name_alert
 from streams.detection.plain import with_summary
-from streams.detection.runner import DetectionRunner, parse_event_loads, parse_zones, profile_forecaster, profile_suite
+from streams.detection.runner import (
+    DetectionRunner,
+    decode_message,
+    parse_event_loads,
+    parse_zones,
+    profile_forecaster,
+    profile_suite,
+)
 from streams.forecasting.build import Places
 from streams.forecasting.issuer import ForecastIssuer, Issue, make_set
 from streams.jurisdiction import Profile
@@ -74,6 +82,61 @@ ZONES_POLL_S = 5.0
 
 #: Seconds between two warnings that the detectors' windows shed calls (while they go on shedding).
 SHED_WARN_S = 60.0
+
+#: Calls the stage timing keeps stamps for while the merge holds them (beyond, the oldest are forgotten: late calls).
+TIMING_HELD_MAX = 50_000
+
+
+@dataclass
+class StageTiming:
+    """With ``WF_STAGE_TIMING``: each call's stamps (see :mod:`streams.detection.stages`), appended to ``P:stage-timing``."""
+
+    #: (event time, cell, category) -> the stamps of a call fed and not released yet
+    held: dict[tuple[float, str, str], dict[str, float | None]] = field(default_factory=dict)
+    #: complete records not written to Redis yet (JSON)
+    ready: list[str] = field(default_factory=list)
+    writing: asyncio.Task[None] | None = None
+
+    def arrived(self, raw: bytes, got: float, fed: float) -> None:
+        """A detector-input message received at ``got`` and fed at ``fed``: its calls' stamps so far."""
+        msg = decode_message(raw)
+        timing = msg.timing or {}
+        ins, closed = timing.get("in") or [], timing.get("closed") or []
+        for i, (p, o, t, cell, category, _) in enumerate(msg.points):
+            self.held[(t, cell, category)] = {
+                "t": t, "p": p, "o": o, "in": ins[i] if i < len(ins) else None, "closed": closed[i] if i < len(closed) else None,
+                "sending": timing.get("sending"), "got": got, "fed": fed,
+            }  # fmt: skip
+        while len(self.held) > TIMING_HELD_MAX:
+            del self.held[next(iter(self.held))]
+
+    def released(self, runner: DetectionRunner, out: float, done: float) -> None:
+        """The calls the runner ran since the last call were released at ``out``; their alerts were in Redis at ``done``."""
+        points = runner.trace or []
+        runner.trace = []
+        for point in points:
+            record = self.held.pop((point.t, point.cell, point.category), None)
+            if record is not None:
+                record["out"], record["done"] = out, done
+                self.ready.append(json.dumps(record, separators=(",", ":")))
+
+    def flush(self, redis: RedisState) -> None:
+        """Append the records ready to the Redis list, in a task (one at a time; a failure is logged and they are dropped)."""
+        if not self.ready or (self.writing is not None and not self.writing.done()):
+            return
+        records, self.ready = self.ready, []
+        self.writing = asyncio.ensure_future(self._append(redis, records))
+
+    @staticmethod
+    async def _append(redis: RedisState, records: list[str]) -> None:
+        key = f"{redis.keys.prefix}:stage-timing"
+        try:
+            pipe = redis.client.pipeline(transaction=False)
+            pipe.rpush(key, *records)
+            pipe.ltrim(key, -stages.KEEP, -1)
+            await pipe.execute()
+        except RedisError as exc:
+            log.warning("%d stage timing records not written: %s", len(records), exc)
 
 
 @dataclass
@@ -179,6 +242,7 @@ class DetectionAgent:
         self.state = DetectionState()
         #: the agent and the clock timer both drive the detectors: one at a time
         self.lock = asyncio.Lock()
+        self.timing = StageTiming() if settings.stage_timing else None
 
     # -- the agent and its timer ---------------------------------------------------
 
@@ -191,7 +255,9 @@ class DetectionAgent:
     async def handle(self, event: EventT) -> None:
         """Feed one detector-input message to the detectors, publish its alerts, and checkpoint when due."""
         st = self.state
+        got = time.time()
         async with self.lock:
+            fed = time.time()
             runner = await self.runner()
             await self._refresh_zones(runner)
             offset = event.message.offset
@@ -203,7 +269,16 @@ class DetectionAgent:
                 else:
                     st.pending.append(event)
                 return
-            await self._publish(runner.feed(event.value, time.time()), offset)
+            timing = self.timing
+            if timing is not None:
+                timing.arrived(event.value, got, fed)
+                if runner.trace is None:
+                    runner.trace = []
+            out = time.time()
+            await self._publish(runner.feed(event.value, out), offset)
+            if timing is not None:
+                timing.released(runner, out, time.time())
+                timing.flush(self.redis())
             st.pending.append(event)
             self._warn_if_shedding(runner)
             self._forecast(runner)
@@ -216,9 +291,13 @@ class DetectionAgent:
         async with self.lock:
             runner = await self.runner()
             await self._refresh_zones(runner)
-            alerts = runner.tick(time.time())
+            out = time.time()
+            alerts = runner.tick(out)
             if alerts:
                 await self._publish(alerts, st.applied, clock=True)
+            if self.timing is not None and runner.trace is not None:
+                self.timing.released(runner, out, time.time())
+                self.timing.flush(self.redis())
             self._forecast(runner)
             # alerts of the clock alone are not made again by a replay: checkpoint them soon
             if (alerts or st.pending) and self._checkpoint_due():

@@ -51,21 +51,58 @@ from streams.jurisdiction import Profile
 INPUT_VERSION = 1
 
 
-def encode_points(points: list[tuple[int, int, float, str, str, int | None]]) -> bytes:
+Point = tuple[int, int, float, str, str, int | None]
+
+
+def encode_points(points: list[Point], *, status: dict[int, bool] | None = None, timing: dict[str, Any] | None = None) -> bytes:
     """One detector-input message: ``[[partition, offset, t, cell, category, priority], ...]``.
+
+    ``status`` (optional): the source partitions the counting worker reads, each
+    caught up (True: every record up to the broker's end of its log is published
+    on the detector input, by this message or an earlier one) or behind (False)
+    when the message was sent (see :class:`streams.detection.reorder.WatermarkMerge`).
+    ``timing`` (optional, ``WF_STAGE_TIMING``): the counting agent's stamps
+    (:mod:`streams.detection.stages`): ``in`` and ``closed`` per point, ``sending``.
+    A reader that knows neither key ignores them.
 
     >>> decode_points(encode_points([(2, 17, 1453564931.0, "882aac95d1fffff", "EMS", None)]))
     [(2, 17, 1453564931.0, '882aac95d1fffff', 'EMS', None)]
+    >>> m = decode_message(encode_points([], status={0: True, 3: False}))
+    >>> m.points, m.status, m.timing
+    ([], {0: True, 3: False}, None)
     """
-    return json.dumps({"v": INPUT_VERSION, "points": points}, separators=(",", ":")).encode()
+    msg: dict[str, Any] = {"v": INPUT_VERSION, "points": points}
+    if status is not None:
+        msg["status"] = [[p, int(caught_up)] for p, caught_up in sorted(status.items())]
+    if timing is not None:
+        msg["timing"] = timing
+    return json.dumps(msg, separators=(",", ":")).encode()
 
 
-def decode_points(raw: bytes) -> list[tuple[int, int, float, str, str, int | None]]:
+@dataclass
+class DetectorInput:
+    """One decoded detector-input message (see :func:`encode_points`)."""
+
+    points: list[Point]
+    #: source partition -> caught up (empty: the message says nothing of them)
+    status: dict[int, bool]
+    timing: dict[str, Any] | None = None
+
+
+def decode_message(raw: bytes) -> DetectorInput:
+    """The points, partitions' status and timing of one detector-input message; ValueError for another version."""
     msg = json.loads(raw)
     if msg.get("v") != INPUT_VERSION:
         raise ValueError(f"detector input version {msg.get('v')!r} is not {INPUT_VERSION}")
     # interned: a storm holds thousands of calls per cell, and a checkpoint pickles one shared string per cell, not one per call
-    return [(int(p), int(o), float(t), sys.intern(str(c)), sys.intern(str(k)), pr) for p, o, t, c, k, pr in msg["points"]]
+    points = [(int(p), int(o), float(t), sys.intern(str(c)), sys.intern(str(k)), pr) for p, o, t, c, k, pr in msg["points"]]
+    status = {int(p): bool(c) for p, c in msg.get("status", ())}
+    timing = msg.get("timing")
+    return DetectorInput(points, status, timing if isinstance(timing, dict) else None)
+
+
+def decode_points(raw: bytes) -> list[Point]:
+    return decode_message(raw).points
 
 
 def default_suite(
@@ -223,6 +260,8 @@ class DetectionRunner:
     #: the event clock runs on with the wall clock (a silent feed is news too)
     idle_s: float = 30.0
     counters: Counter[str] = field(default_factory=Counter)
+    #: with ``WF_STAGE_TIMING``: the points run since the caller last took them (not checkpointed; None: not kept)
+    trace: list[CallPoint] | None = None
     #: the forecaster and its monitor, fed every call the detectors are fed
     forecasting: ForecastIssuer = field(default_factory=ForecastIssuer)
     _seen: dict[int, int] = field(default_factory=dict)
@@ -234,6 +273,11 @@ class DetectionRunner:
 
     def __post_init__(self) -> None:
         self._merge = WatermarkMerge(self.reorder_s, self.partition_idle_s, self.partitions)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("trace", None)  # the stage timing's, not the detectors'
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "forecasting" not in state:
@@ -309,6 +353,8 @@ class DetectionRunner:
 
     def _run(self, points: list[CallPoint]) -> list[Alert]:
         alerts: list[Alert] = []
+        if self.trace is not None:
+            self.trace += points
         for point in points:
             self._track_hour(point.t)
             alerts += self.suite.process(point)
