@@ -58,6 +58,27 @@ class SettingsError(ValueError):
     """An environment variable holds a value the worker cannot use."""
 
 
+def kafka_servers(text: str) -> str:
+    """``WF_KAFKA_BOOTSTRAP``: one ``host:port`` or a comma-separated list of them (a cluster's brokers), spaces dropped.
+
+    Every Kafka client of the project (Faust, aiokafka, kafka-python) takes the result as it is.
+
+    >>> kafka_servers("10.0.0.5:9092, 10.0.0.6:9092,10.0.0.7:9092")
+    '10.0.0.5:9092,10.0.0.6:9092,10.0.0.7:9092'
+    >>> kafka_servers("10.0.0.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: '10.0.0.5' is not host:port (a broker's address, like 10.0.0.5:9092)
+    """
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port (a broker's address, like 10.0.0.5:9092)")
+        out.append(item)
+    return ",".join(out)
+
+
 #: The Sentinel service name (``WF_REDIS_SENTINEL_SERVICE``) when unset: the primary the Sentinels monitor.
 DEFAULT_SENTINEL_SERVICE = "watchfloor"
 
@@ -88,7 +109,12 @@ def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
 
 @dataclass(frozen=True)
 class Settings:
+    #: One ``host:port`` or a comma-separated list (a cluster's brokers): :func:`kafka_servers`.
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: Replicas of each topic the project creates, Faust's own included (``WF_KAFKA_REPLICATION_FACTOR``; 3 in a cluster).
+    kafka_replication_factor: int = 1
+    #: ``min.insync.replicas`` of those topics (``WF_KAFKA_MIN_INSYNC_REPLICAS``; 2 of 3 in a cluster).
+    kafka_min_insync_replicas: int = 1
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Redis Sentinels (``WF_REDIS_SENTINELS``, ``host:port,...``): when set, the primary is the one they name for
     #: ``redis_sentinel_service`` and clients follow a failover; ``redis_url`` then gives only the db and password.
@@ -145,15 +171,17 @@ class Settings:
     #: Stamp every call as it passes the stages from the counting agent to the alerts' stream, into the Redis list
     #: ``P:stage-timing`` (``WF_STAGE_TIMING``; see :mod:`streams.detection.stages`, read by ``bench/latency.py``).
     stage_timing: bool = False
-    #: Stamp every call as it passes the stages from the counting agent to the alerts' stream, into the Redis list
-    #: ``P:stage-timing`` (``WF_STAGE_TIMING``; see :mod:`streams.detection.stages`, read by ``bench/latency.py``).
-    stage_timing: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.h3_resolution <= 15:
             raise SettingsError(f"h3_resolution must be 0..15, found {self.h3_resolution}")
         if not 0 <= self.h3_parent_levels <= self.h3_resolution:
             raise SettingsError(f"h3_parent_levels must be 0..h3_resolution ({self.h3_resolution}), found {self.h3_parent_levels}")
+        if not 1 <= self.kafka_min_insync_replicas <= self.kafka_replication_factor:
+            raise SettingsError(
+                f"kafka_min_insync_replicas must be 1..kafka_replication_factor ({self.kafka_replication_factor}), found "
+                f"{self.kafka_min_insync_replicas}: above it no write could be acknowledged (2 of 3 is usual)"
+            )
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, found {self.partitions}")
         if not 0 <= self.allowed_lateness_s < self.retention_s:
@@ -190,7 +218,9 @@ class Settings:
 
 
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
-    "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
+    "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", kafka_servers),
+    "WF_KAFKA_REPLICATION_FACTOR": ("kafka_replication_factor", int),
+    "WF_KAFKA_MIN_INSYNC_REPLICAS": ("kafka_min_insync_replicas", int),
     "WF_REDIS_URL": ("redis_url", str),
     "WF_REDIS_SENTINELS": ("redis_sentinels", sentinel_addresses),
     "WF_REDIS_SENTINEL_SERVICE": ("redis_sentinel_service", str),
@@ -216,7 +246,6 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_COMMITTERS": ("committers", int),
     "WF_CHECKPOINT_KEY": ("checkpoint_key", str),
     "WF_CHECKPOINT_KEY_FILE": ("checkpoint_key_file", str),
-    "WF_STAGE_TIMING": ("stage_timing", _flag),
     "WF_STAGE_TIMING": ("stage_timing", _flag),
 }
 
