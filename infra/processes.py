@@ -71,6 +71,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         WF_COMMITTERS=str(settings.committers),
         PYTHONPATH=str(ROOT),
     )
+    if settings.redis_sentinels:
+        env["WF_REDIS_SENTINELS"] = ",".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        env["WF_REDIS_SENTINEL_SERVICE"] = settings.redis_sentinel_service
     if settings.jurisdiction is not None:
         j = settings.jurisdiction
         env["WF_JURISDICTION"] = f"{j.min_lat},{j.min_lng},{j.max_lat},{j.max_lng}"
