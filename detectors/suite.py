@@ -8,6 +8,11 @@ detectors with the same protocol (``learn_one(x)``, ``advance(now) ->
 list[Alert]``, and optionally ``score_one(x)``): the place for the anomaly
 detector.
 
+A suite may hold detectors it does not run (``skip``): when the detection
+stage is split over several workers (:mod:`streams.detection.shards`), each
+worker's suite holds every detector but runs only its share, so that the
+alert records of all workers together are those of one suite running them all.
+
 Calling contract: feed calls in event-time order to :meth:`DetectorSuite.process`
 and, while no call arrives, call :meth:`DetectorSuite.advance` with the event
 clock (the worker lets it follow the wall clock after a quiet spell, an offline
@@ -35,7 +40,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from detectors.base import Detector
@@ -76,6 +81,21 @@ class DetectorSuite(Detector):
         The event-zone watch, run after the feed monitor; ``None`` for none. One
         that does not learn its baseline (``learn_baseline=False``) must read the
         surge detector's: ``ZoneWatch(baseline=surge.baseline, learn_baseline=False)``.
+    skip : collection of str
+        Names of detectors (as in :attr:`detectors`: ``surge``, ``feed``,
+        ``zones``, ``extra0``, ...) held but not run: they neither learn nor
+        alert (another worker runs them). A zone watch reading the surge
+        detector's baseline cannot run without it.
+
+    Examples
+    --------
+    >>> suite = DetectorSuite(zones=ZoneWatch(learn_baseline=True), skip=("surge", "feed"))
+    >>> list(suite.detectors), suite.skip
+    (['zones'], ('feed', 'surge'))
+    >>> DetectorSuite(skip=("zone",))
+    Traceback (most recent call last):
+    ...
+    ValueError: skip names ['zone'], which this suite does not hold; it holds surge, feed
     """
 
     def __init__(
@@ -85,6 +105,7 @@ class DetectorSuite(Detector):
         extra: Sequence[StreamDetector] = (),
         score: bool = True,
         zones: ZoneWatch | None = None,
+        skip: Collection[str] = (),
     ) -> None:
         for i, det in enumerate(extra):
             if not (callable(getattr(det, "learn_one", None)) and callable(getattr(det, "advance", None))):
@@ -105,6 +126,19 @@ class DetectorSuite(Detector):
         self.zones = zones
         self.extra = tuple(extra)
         self.score = bool(score)
+        held = ("surge", "feed", *(("zones",) if zones is not None else ()), *(f"extra{i}" for i in range(len(self.extra))))
+        unknown = sorted(set(skip) - set(held))
+        if unknown:
+            raise ValueError(f"skip names {unknown}, which this suite does not hold; it holds {', '.join(held)}")
+        if zones is not None and not zones.learn_baseline and "surge" in skip and "zones" not in skip:
+            raise ValueError(
+                "zones reads the surge detector's baseline, which nothing learns when the surge detector is skipped: "
+                "run them together (skip both or neither)"
+            )
+        self.skip = tuple(sorted(set(skip)))
+        #: the detectors run, by name, in order (the held ones without ``skip``)
+        self._run = tuple((name, d) for name, d in zip(held, self._held(), strict=True) if name not in self.skip)
+        self._order = tuple(d for _, d in self._run)
         #: score_one of each detector for the last processed call, by name (surge, feed, zones, extra0, ...)
         self.last_scores: dict[str, float] = {}
 
@@ -120,9 +154,8 @@ class DetectorSuite(Detector):
 
     @property
     def detectors(self) -> dict[str, StreamDetector]:
-        """Every detector by name, in the order they run."""
-        names = ("surge", "feed", *(("zones",) if self.zones is not None else ()), *(f"extra{i}" for i in range(len(self.extra))))
-        return dict(zip(names, self._in_order(), strict=True))
+        """Every detector run (not skipped) by name, in the order they run."""
+        return dict(self._run)
 
     def process(self, x: CallPoint) -> list[Alert]:
         """Advance every detector's clock to ``x.t``, score ``x``, learn it, and evaluate it.
@@ -145,7 +178,19 @@ class DetectorSuite(Detector):
         return alerts
 
     def _in_order(self) -> tuple[StreamDetector, ...]:
-        """The detectors in the order they run (:attr:`detectors` without the names, for the per-call path)."""
+        """The detectors run, in order (:attr:`detectors` without the names, for the per-call path)."""
+        return self._order
+
+    def _held(self) -> tuple[StreamDetector, ...]:
+        """Every detector held, run or skipped, in order."""
         if self.zones is None:
             return (self.surge, self.feed, *self.extra)
         return (self.surge, self.feed, self.zones, *self.extra)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "skip" not in state:  # a checkpoint from before skip: every detector runs
+            self.skip = ()
+            names = ("surge", "feed", *(("zones",) if self.zones is not None else ()), *(f"extra{i}" for i in range(len(self.extra))))
+            self._run = tuple(zip(names, self._held(), strict=True))
+            self._order = tuple(d for _, d in self._run)

@@ -1,0 +1,154 @@
+"""The detection stage split over several workers, each running a share of the detectors (pure).
+
+Where the time goes (``bench/detect_shards.py`` on the Montgomery file, see
+docs/performance.md): most of a call's cost is in detectors that judge the
+whole jurisdiction (the call-mix anomaly's Half-Space Trees, closing every
+area's window each quarter hour; the forecaster and its quarter-hour
+snapshots; the surge detector's county-wide test), not in the surge
+detector's scan of a call's few regions. Those detectors cannot be split by
+place without changing their alerts (one forest learns every area's windows;
+the surge thresholds follow the whole jurisdiction's false-alert budget, its
+local tests read the county's rate and open county-wide alert). So the stage
+is split by detector: every worker reads every call, in the same order, and
+runs its *part* of them:
+
+``surge``       the surge detector (cells, disks and the jurisdiction), the
+                event-zone watch that reads its baseline, and the drift
+                monitor's hourly residuals of that baseline;
+``feed``        the feed-outage monitor;
+``anomaly``     the call-mix anomaly detector;
+``forecaster``  the shift forecaster and its monitor (the forecast sets).
+
+:func:`layout` places the parts on ``n`` workers, balanced by their measured
+cost; :func:`worker_runner` makes worker ``i``'s
+:class:`~streams.detection.runner.DetectionRunner`: the full suite, its other
+parts held but not run (:class:`detectors.suite.DetectorSuite`'s ``skip``),
+and no forecaster unless it has that part (:class:`NoForecasts`). Each
+detector sees exactly the calls, in exactly the order, it sees in a single
+runner, and no detector reads another's state (but the zone watch, which runs
+with the surge detector): the alert records of all workers together are those
+of one runner, each alert's records in the same order
+(``tests/streams/detection/test_shards.py`` compares them).
+
+Examples
+--------
+>>> layout(2)
+(('surge', 'forecaster'), ('feed', 'anomaly'))
+>>> runner = worker_runner(layout(2)[1])
+>>> list(runner.suite.detectors), type(runner.forecasting).__name__
+(['feed', 'extra0'], 'NoForecasts')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from detectors.suite import DetectorSuite
+from detectors.types import CallPoint
+from streams.detection.runner import DetectionRunner, profile_forecaster, profile_suite
+from streams.forecasting.issuer import ForecastIssuer, Issue
+from streams.jurisdiction import Profile
+from streams.jurisdiction.profile import default_profile
+
+#: The parts of the detection stage, in the order a single runner runs them.
+PARTS = ("surge", "feed", "anomaly", "forecaster")
+
+#: The suite's detectors (:attr:`detectors.suite.DetectorSuite.detectors` names) of each part; the forecaster is the runner's.
+_SUITE_NAMES = {"surge": ("surge", "zones"), "feed": ("feed",), "anomaly": ("extra0",), "forecaster": ()}
+
+#: Parts per worker, by number of workers: balanced by their cost per call on the Montgomery file (docs/performance.md,
+#: "Detection stage and its shards"): the anomaly detector alone is about as costly as the surge detector and the
+#: forecaster together, so beyond four workers nothing is left to split.
+_LAYOUTS: dict[int, tuple[tuple[str, ...], ...]] = {
+    1: (PARTS,),
+    2: (("surge", "forecaster"), ("feed", "anomaly")),
+    3: (("surge", "feed"), ("anomaly",), ("forecaster",)),
+    4: (("surge",), ("feed",), ("anomaly",), ("forecaster",)),
+}
+
+
+def layout(workers: int) -> tuple[tuple[str, ...], ...]:
+    """The parts each of ``workers`` detection workers runs (1 to 4).
+
+    >>> layout(1)
+    (('surge', 'feed', 'anomaly', 'forecaster'),)
+    >>> layout(5)
+    Traceback (most recent call last):
+    ...
+    ValueError: detection workers must be 1 to 4 (the detection stage has 4 parts: surge, feed, anomaly, forecaster), found 5
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers not in _LAYOUTS:
+        raise ValueError(
+            f"detection workers must be 1 to {len(PARTS)} (the detection stage has {len(PARTS)} parts: "
+            f"{', '.join(PARTS)}), found {workers!r}"
+        )
+    return _LAYOUTS[workers]
+
+
+def check_parts(parts: Iterable[str]) -> tuple[str, ...]:
+    """``parts`` as a tuple in :data:`PARTS` order; a ValueError names any unknown part or an empty set.
+
+    >>> check_parts(["forecaster", "surge"])
+    ('surge', 'forecaster')
+    >>> check_parts(["surges"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown detection part(s) ['surges']; the parts are surge, feed, anomaly, forecaster
+    """
+    wanted = set(parts)
+    unknown = sorted(wanted - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown detection part(s) {unknown}; the parts are {', '.join(PARTS)}")
+    if not wanted:
+        raise ValueError(f"a detection worker needs at least one part of {', '.join(PARTS)}")
+    return tuple(p for p in PARTS if p in wanted)
+
+
+class NoForecasts(ForecastIssuer):
+    """The forecaster of a worker that does not run it (another worker does): learns nothing, issues nothing.
+
+    >>> issuer = NoForecasts()
+    >>> issuer.learn_one(CallPoint(t=0.0, cell="882aac941dfffff", category="EMS")); issuer.advance(3600.0)
+    >>> issuer.take() is None, issuer.metrics()
+    (True, {})
+    """
+
+    def learn_one(self, x: CallPoint) -> None:
+        return None
+
+    def learn_history(self, points: Iterable[CallPoint]) -> None:
+        return None
+
+    def advance(self, t: float) -> None:
+        return None
+
+    def take(self) -> Issue | None:
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+def worker_runner(
+    parts: Sequence[str],
+    profile: Profile | None = None,
+    *,
+    thresholds: tuple[float, float] | None = None,
+    **runner_options: Any,
+) -> DetectionRunner:
+    """The runner of a detection worker that runs ``parts`` (see :data:`PARTS`) of the stage.
+
+    Built as the single worker's is (:func:`~streams.detection.runner.profile_suite`
+    with ``thresholds`` and :func:`~streams.detection.runner.profile_forecaster` of
+    ``profile``, :func:`~streams.jurisdiction.profile.default_profile` when None),
+    the other parts held but not run. ``runner_options`` go to
+    :class:`~streams.detection.runner.DetectionRunner` (``partitions``, ``reorder_s``, ``idle_s``, ...).
+    """
+    run = check_parts(parts)
+    profile = profile if profile is not None else default_profile()
+    full = profile_suite(profile, thresholds)
+    skip = [name for part in PARTS if part not in run for name in _SUITE_NAMES[part]]
+    suite = DetectorSuite(surge=full.surge, feed=full.feed, extra=full.extra, score=full.score, zones=full.zones, skip=skip)
+    forecasting = ForecastIssuer(profile_forecaster(profile)) if "forecaster" in run else NoForecasts()
+    return DetectionRunner(suite=suite, forecasting=forecasting, **runner_options)
