@@ -266,20 +266,36 @@ def _daemon_options(run_dir: Path, name: str) -> list[str]:
 
 
 def _spawn(run_dir: Path, name: str, cmd: list[str], timeout_s: float = 10.0) -> int:
-    """Run ``cmd`` (a Redis that daemonizes, see :func:`_daemon_options`); its pid once its pid file names it."""
+    """Run ``cmd`` (a Redis that daemonizes, see :func:`_daemon_options`); its pid once its pid file names it.
+
+    A port in the kernel's ephemeral range (32768-60999 on Linux; the test ports are) may be held for a
+    moment as the local end of some client's connection: a start that fails with "Failed listening" is
+    tried again until ``timeout_s``.
+    """
     pidfile = _pidfile(run_dir, name)
-    pidfile.unlink(missing_ok=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout_s)
-    if done.returncode != 0:
-        raise HaError(
-            f"{name} did not start (exit {done.returncode}): {(done.stdout + done.stderr)[-1000:]}; see {pidfile.with_suffix('.log')}"
-        )
+    log = pidfile.with_suffix(".log")
     deadline = time.monotonic() + timeout_s
-    while (number := pid(run_dir, name)) is None:
-        if time.monotonic() > deadline:
-            raise HaError(f"{name} wrote no pid file within {timeout_s:.0f} s; see {pidfile.with_suffix('.log')}")
-        time.sleep(0.05)
-    return number
+    while True:
+        pidfile.unlink(missing_ok=True)
+        written = log.stat().st_size if log.exists() else 0
+        done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout_s)
+        if done.returncode != 0:
+            raise HaError(f"{name} did not start (exit {done.returncode}): {(done.stdout + done.stderr)[-1000:]}; see {log}")
+        while (number := pid(run_dir, name)) is None:
+            said = ""
+            if log.exists():
+                with open(log, "rb") as f:
+                    f.seek(written)
+                    said = f.read().decode(errors="replace")
+            if "Failed listening" in said and time.monotonic() < deadline:
+                break  # the port is held for now: try again
+            if time.monotonic() > deadline:
+                last = said.strip().splitlines()[-1:]
+                raise HaError(f"{name} did not start within {timeout_s:.0f} s: {' '.join(last) or 'nothing logged'} (see {log})")
+            time.sleep(0.05)
+        else:
+            return number
+        time.sleep(0.5)
 
 
 def _start_redis(run_dir: Path, port: int, replica_of: tuple[str, int] | None) -> None:
@@ -369,6 +385,17 @@ def start(run_dir: Path, base_port: int, service: str | None = None, timeout_s: 
                 f"port {port} ({name}) is taken by a process this script did not start; stop it, or choose another base with WF_REDIS_PORT"
             )
     _layout_file(run_dir).write_text(json.dumps({"base_port": base_port, "service": service}))
+    try:
+        _start_missing(run_dir, base_port, service, live, timeout_s)
+    except BaseException:
+        # leave nothing half-started behind: stop what this call started (what ran before keeps running)
+        for name, _ in _processes(base_port):
+            if name not in live:
+                _stop_one(run_dir, name)
+        raise
+
+
+def _start_missing(run_dir: Path, base_port: int, service: str, live: set[str], timeout_s: float) -> None:
     first, second = redis_ports(base_port)
     if not live:
         _start_redis(run_dir, first, None)
@@ -457,18 +484,23 @@ def stop(run_dir: Path, timeout_s: float = 30.0) -> None:
     folder = _folder(run_dir)
     names = sorted((p.stem for p in folder.glob("*.pid")), key=lambda n: (not n.startswith("sentinel"), n))
     for name in names:
-        number = pid(run_dir, name)
-        if number is not None:
-            os.kill(number, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            # Redis removes its pid file before it exits: wait for the process itself
-            while time.monotonic() < deadline and not _gone(number):
-                time.sleep(0.1)
-            if not _gone(number):
-                _say(f"{name} (pid {number}) did not stop in {timeout_s:.0f} s: killing it")
-                os.kill(number, signal.SIGKILL)
-            _say(f"{name} stopped (pid {number})")
-        _pidfile(run_dir, name).unlink(missing_ok=True)
+        _stop_one(run_dir, name, timeout_s)
+
+
+def _stop_one(run_dir: Path, name: str, timeout_s: float = 30.0) -> None:
+    """SIGTERM this script's process ``name``, SIGKILL after ``timeout_s``; remove its pid file."""
+    number = pid(run_dir, name)
+    if number is not None:
+        os.kill(number, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        # Redis removes its pid file before it exits: wait for the process itself
+        while time.monotonic() < deadline and not _gone(number):
+            time.sleep(0.1)
+        if not _gone(number):
+            _say(f"{name} (pid {number}) did not stop in {timeout_s:.0f} s: killing it")
+            os.kill(number, signal.SIGKILL)
+        _say(f"{name} stopped (pid {number})")
+    _pidfile(run_dir, name).unlink(missing_ok=True)
 
 
 def _gone(number: int) -> bool:

@@ -184,6 +184,11 @@ def expiry_times(watermarks: dict[str, float], catching_up: Collection[str]) -> 
 
 #: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
 ALERTS_STREAM_MAXLEN = 100_000
+#: With Sentinels (``WF_REDIS_SENTINELS``): milliseconds an alert write waits for a replica to acknowledge it
+#: (Redis ``WAIT``), so that a failover right after it does not lose it. Past that it goes on, with a warning.
+REPLICA_WAIT_MS = 200
+#: Seconds between two warnings that alert writes were not acknowledged by a replica.
+REPLICA_WARN_EVERY_S = 60.0
 
 #: A Redis hash as the client returns it. The client decodes replies (``decode_responses=True``, see
 #: :meth:`RedisState.from_settings`); redis-py's types also allow bytes, hence the ``cast`` where a reply is read.
@@ -255,6 +260,8 @@ class RedisState:
         self._commit = client.register_script(_COMMIT_LUA)
         self._append_alerts = client.register_script(_APPEND_ALERTS_LUA)
         self._seed_detection = client.register_script(_SEED_DETECTION_LUA)
+        #: when the last "not acknowledged by a replica" warning was logged (time.monotonic)
+        self._unreplicated_warned = float("-inf")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisState:
@@ -474,9 +481,24 @@ class RedisState:
             args += [hashlib.blake2b(body.encode(), digest_size=12).hexdigest(), body]
         keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector]
         try:
-            return int(await self._append_alerts(keys=keys, args=args))
+            if not (alerts and self.settings.redis_sentinels):
+                return int(await self._append_alerts(keys=keys, args=args))
+            # Replication is asynchronous: WAIT, on the connection that wrote, until the replica has the
+            # records (a failover promotes the replica; records it lacks would be gone from the stream).
+            pipe = self.client.pipeline(transaction=False)
+            await self._append_alerts(keys=keys, args=args, client=pipe)
+            pipe.wait(1, REPLICA_WAIT_MS)
+            added, replicas = await pipe.execute()
         except RedisError as exc:
             raise StateError(f"Redis failed while appending {len(alerts)} alert record(s): {exc}") from exc
+        if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
+            self._unreplicated_warned = time.monotonic()
+            log.warning(
+                "alert records were not acknowledged by a Redis replica within %d ms: a failover now would lose them "
+                "from the stream (is the replica down? python -m infra.redisha status)",
+                REPLICA_WAIT_MS,
+            )
+        return int(added)
 
     async def commit_detection(self, offset: int, state: bytes) -> None:
         """Checkpoint the detectors: ``state`` has seen every detector-input message up to ``offset``.

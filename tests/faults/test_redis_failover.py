@@ -267,3 +267,38 @@ def test_the_redis_primary_sigkilled_mid_replay_is_replaced_and_nothing_is_lost_
 def test_writes_the_promoted_replica_never_got_are_counted_again_from_kafka(ha, source, tmp_path):
     """The replica cut off for 1.5 s before the kill: the new primary's applied offsets went back, and the worker notices."""
     report("SIGKILL of the Redis primary with 1.5 s of writes not replicated", run_failover(ha, source, tmp_path, lose_writes=True))
+
+
+def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none_acknowledges(ha, caplog):
+    """Redis WAIT after the alert records: returned, they are on the replica; with the replica paused the write warns after 200 ms."""
+    import asyncio
+
+    from streams.counting.state import REPLICA_WAIT_MS, RedisState
+
+    run_dir, base, settings = ha
+    primary = redisha.primary(base, SERVICE)
+    assert primary is not None
+    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
+    replica = redisha.redis_pid(run_dir, replica_port)
+    assert replica is not None
+    key = Keys(settings.redis_prefix).alerts
+
+    async def go() -> float:
+        st = RedisState.from_settings(settings)
+        try:
+            assert await st.append_alerts(1, ['{"id":"a1"}']) == 1
+            assert redisha.command(replica_port, "XLEN", key) == 1  # on the replica when the write returned
+            os.kill(replica, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                assert await st.append_alerts(2, ['{"id":"a2"}']) == 1
+                return time.monotonic() - started
+            finally:
+                os.kill(replica, signal.SIGCONT)
+        finally:
+            await st.close()
+
+    with caplog.at_level("WARNING", logger="streams.counting.state"):
+        took = asyncio.run(go())
+    assert took >= REPLICA_WAIT_MS / 1000 * 0.9
+    assert "not acknowledged by a Redis replica" in caplog.text
