@@ -1,7 +1,17 @@
 // The token (URL fragment or this tab's storage) and requests to the gateway's REST API (gateway.api): GET, and
-// POST for the one change it takes over HTTP (adopting an allocation).
+// POST for the one change it takes over HTTP (adopting an allocation); to the gateway the socket is on.
 
 const TOKEN_KEY = "watchfloor.token";
+/** Where API calls go: "" (the page's own gateway) or the base URL of the gateway the live socket is on. */
+let apiBase = "";
+
+/**
+ * Send API calls to the gateway at ``base`` (the one the socket moved to: the page's own may be lost). A peer answers
+ * a page of another gateway's origin with CORS headers (WF_GATEWAY_PEERS); the page's own origin needs none.
+ */
+export function setApiBase(base) {
+  apiBase = base === location.origin ? "" : base;
+}
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -50,7 +60,7 @@ export async function postJson(token, path) {
 }
 
 async function requestJson(token, path, method) {
-  const res = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  const res = await fetch(apiBase + path, { method, headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
   let body = null;
   try {
     body = await res.json();

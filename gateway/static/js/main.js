@@ -13,15 +13,17 @@
 //   GET /api/forecast      supervisors, commanders: the next shift's forecast (once; forecast frames follow)
 //   GET, POST /api/allocation   supervisors: the recommended units per area; adopting one
 //   GET /api/doors         supervisors: the live doors' health (every DOORS_REFRESH_MS)
-//   /ws                    alert, action, counts, forecast, ... frames; reconnects with backoff, resumes from the cursor
+//   /ws                    alert, action, counts, forecast, ... frames; on loss moves to the next gateway of /api/me's
+//                          "gateways" (WF_GATEWAY_PEERS), resumes from the cursor; API calls follow it (js/failover.js)
 //
 // The server's Content-Security-Policy allows only same-origin scripts and styles: no inline script, no
 // style attributes. Every module builds nodes with createElement/textContent (never innerHTML), and
 // presentation is by class (style.css).
 
-import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, postJson, takeToken } from "./api.js";
+import { ApiError, forgetToken, getJson, hasTokenInFragment, keepToken, postJson, setApiBase, takeToken } from "./api.js";
+import { Applied, describeGateway, gatewayList, socketUrl } from "./failover.js";
 import { applyAction, clearBusy, markCellsOnMap, mergeStatuses, renderCards, renderFeedFilter, upsertAlert } from "./feed.js";
-import { $, fmtZoned, setTimeZone } from "./format.js";
+import { $, fmtTime, fmtZoned, setTimeZone } from "./format.js";
 import { allocationQuery, renderAdopted, renderAllocation, renderForecast, renderNoForecast } from "./forecast.js";
 import { historyFilters, historySearch, renderHistory, setAreaNames, showHistoryError, wireHistory } from "./history.js";
 import { renderMap } from "./map.js";
@@ -29,7 +31,7 @@ import { renderOverview } from "./overview.js";
 import { renderPartnerForecast } from "./partnerforecast.js";
 import { describeClock, liveLagFor, observe } from "./clock.js";
 import { describeDoors } from "./doors.js";
-import { setClockZone, setConn, setDataClock, setDoors, setWho, showBoard, showLogin, showMessage } from "./page.js";
+import { setClockZone, setConn, setDataClock, setDoors, setGateway, setWho, showBoard, showLogin, showMessage } from "./page.js";
 import { placesFor } from "./places.js";
 import { Backoff, LiveSocket } from "./socket.js";
 import { PARTNER_ROLES, canAct, createState, selectionFor } from "./state.js";
@@ -56,11 +58,11 @@ let historySeq = 0;
 const api = (path) => getJson(state.token, path);
 
 const socket = new LiveSocket({
-  url() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const q = new URLSearchParams({ token: state.token });
-    if (state.lastId) q.set("last_id", state.lastId);
-    return `${proto}//${location.host}/ws?${q}`;
+  url(base) {
+    return socketUrl(base, state.token, state.lastId);
+  },
+  onOpen({ base }) {
+    setApiBase(base); // the page's own gateway may be the one lost: ask the one the socket is on
   },
   onFrame,
   onState(kind, text) {
@@ -140,6 +142,8 @@ async function start() {
   }
   startBackoff.reset();
   applyMe(me);
+  state.gateways = gatewayList(me.gateways, location.origin);
+  socket.setGateways(state.gateways, state.gateways.indexOf(location.origin));
   showBoard(state.me.role, state.partner);
   setWho(state.me);
   setClockZone(state.jurisdiction);
@@ -161,6 +165,7 @@ async function start() {
     // the first counts frame look like data moving, a replay's sign)
     if (!state.countsShared && alerts.alerts.length) noteData(Math.max(...alerts.alerts.map((item) => item.alert.at)));
     state.lastId = alerts.last_id;
+    state.applied = new Applied(alerts.last_id);
   } catch (err) {
     showMessage(`Could not load the current alerts: ${err.message}`, "error");
     setZones([]);
@@ -403,6 +408,7 @@ function logout() {
 // ------------------------------------------------------------------ frames
 
 function onFrame(f) {
+  if (!state.applied.accept(f)) return; // applied before the socket moved: not twice
   switch (f.type) {
     case "welcome":
       state.me = { ...state.me, role: f.role, agency: f.agency, subject: f.subject, expires_at: f.expires_at };
@@ -422,6 +428,7 @@ function onFrame(f) {
       break;
     case "caught_up":
       socket.live();
+      showGateway();
       state.caughtUp = true;
       setConn("live", "Live");
       showClock(); // "Replay" in place of "Live" when the data is a replay
@@ -451,6 +458,15 @@ function onFrame(f) {
     default:
       break;
   }
+}
+
+/** The header's word on the gateway the page is live on, and that it moved there when it did (js/failover.js). */
+function showGateway() {
+  const { index } = socket.gateway;
+  const from = state.liveGateway;
+  state.liveGateway = index;
+  if (from === index) return;
+  setGateway(describeGateway(state.gateways, index, from, fmtTime(Date.now() / 1000)), index);
 }
 
 function onCounts(f) {

@@ -24,6 +24,20 @@ export function setConn(kind, text) {
 }
 
 /**
+ * The header's line on the gateway (js/failover.js ``describeGateway``: which one, and that the page moved to it),
+ * or hidden (null: one gateway, never moved). ``data-gateway`` holds its index, ``data-moved-at`` the time of a move.
+ */
+export function setGateway(desc, index) {
+  const box = $("#gateway");
+  box.hidden = desc === null;
+  if (desc === null) return;
+  box.textContent = desc.text;
+  box.dataset.gateway = String(index);
+  box.dataset.moved = String(desc.moved);
+  if (desc.moved) box.dataset.movedAt = String(Date.now());
+}
+
+/**
  * The header's word on the data (js/clock.js ``describeClock``): its text beside the connection state, and while
  * connected, "Replay" in place of "Live" when the data is a replay of past calls.
  */

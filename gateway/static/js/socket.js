@@ -1,7 +1,10 @@
-// The live connection (/ws, gateway.protocol): opens, reconnects with backoff, resumes from the last cursor.
+// The live connection (/ws, gateway.protocol): opens, moves to the next gateway when it is lost (js/failover.js:
+// round robin, backoff with jitter once every gateway failed), resumes from the last cursor.
 //
-// The socket knows nothing of what the frames mean: main.js gives it the URL to open (with the cursor of the
-// last alert or action frame, so nothing is lost across reconnects) and receives every frame.
+// The socket knows nothing of what the frames mean: main.js gives it the URL to open on a gateway (with the cursor
+// of the last alert or action frame, so nothing is lost across reconnects) and receives every frame.
+
+import { Rotation } from "./failover.js";
 
 /** Close codes after which retrying with the same token cannot help (gateway.protocol.CloseCode). */
 export const FINAL_CLOSE = new Map([
@@ -33,29 +36,40 @@ export class Backoff {
 export class LiveSocket {
   /**
    * @param {object} hooks
-   * @param {() => string} hooks.url the /ws URL to open now (token and last_id)
+   * @param {(base: string) => string} hooks.url the /ws URL to open now on the gateway at ``base`` (token and last_id)
    * @param {(frame: object) => void} hooks.onFrame every frame, parsed
    * @param {(kind: string, text: string) => void} hooks.onState connection state to show
    * @param {(why: {code?: number, reason?: string, error?: Error}) => void} hooks.onFinal closed for good
    * @param {() => Promise<Error|null>} hooks.whyRefused after a handshake that never opened (browsers only
    *   report 1006): the error when the token is refused, else null
    */
-  constructor({ url, onFrame, onState, onFinal, whyRefused }) {
-    Object.assign(this, { url, onFrame, onState, onFinal, whyRefused });
+  constructor({ url, onFrame, onState, onFinal, whyRefused, onOpen }) {
+    Object.assign(this, { url, onFrame, onState, onFinal, whyRefused, onOpen: onOpen || (() => {}) });
     this.ws = null;
-    this.backoff = new Backoff();
+    this.rotation = new Rotation([location.origin]);
     this.retryTimer = null;
     this.connections = 0;
   }
 
+  /** The gateways to go round (js/failover.js ``gatewayList``), starting at ``start``; before ``connect``. */
+  setGateways(addresses, start = 0) {
+    this.rotation = new Rotation(addresses, start);
+  }
+
+  /** The index of the gateway the socket is on (or trying) in the list, and its base URL. */
+  get gateway() {
+    return { index: this.rotation.index, base: this.rotation.current };
+  }
+
   connect() {
     clearTimeout(this.retryTimer);
-    const ws = new WebSocket(this.url());
+    const ws = new WebSocket(this.url(this.rotation.current));
     this.ws = ws;
     this.connections += 1;
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      this.onOpen(this.gateway);
       this.onState("connecting", "Connected; catching up…");
     };
     ws.onmessage = (ev) => {
@@ -74,9 +88,9 @@ export class LiveSocket {
     };
   }
 
-  /** The gateway has sent everything missed: the next reconnection starts from the shortest delay again. */
+  /** The gateway has sent everything missed: the next loss moves on at once again. */
   live() {
-    this.backoff.reset();
+    this.rotation.connected();
   }
 
   /** Send a message; false (and nothing sent) when the socket is not open. */
@@ -113,8 +127,10 @@ export class LiveSocket {
   }
 
   retry(why) {
-    const delay = this.backoff.next();
-    this.onState("reconnecting", `Reconnecting in ${(delay / 1000).toFixed(1)} s (${why})`);
+    const from = this.rotation.index;
+    const delay = this.rotation.lost();
+    const to = this.rotation.index === from ? "" : ` through gateway ${this.rotation.index + 1}`;
+    this.onState("reconnecting", `Reconnecting${to} in ${(delay / 1000).toFixed(1)} s (gateway ${from + 1} ${why})`);
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }

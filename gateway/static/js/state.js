@@ -2,6 +2,7 @@
 // and the questions about it that several modules ask (pure functions: no DOM, no I/O).
 
 import { emptyClock } from "./clock.js";
+import { Applied } from "./failover.js";
 
 /** Roles that may acknowledge and resolve alerts; every other role gets no buttons at all. */
 export const ACTING_ROLES = new Set(["supervisor", "commander"]);
@@ -38,6 +39,9 @@ export function createState() {
     alerts: new Map(), // alert id -> {alert, status, el, busy}
     earlyStatus: new Map(), // alert id -> action seen before its alert
     lastId: null, // cursor to resume from (opaque for partners)
+    applied: new Applied(), // alert and action frames applied: a repeat after a move is dropped (js/failover.js)
+    gateways: [], // base URLs of the gateways the socket goes round (js/failover.js gatewayList)
+    liveGateway: null, // index in gateways of the one the socket was last live on
     clock: emptyClock(), // the newest data's event time and when it last moved (js/clock.js)
     caughtUp: false, // the socket has replayed what was missed: alert frames from now on are new
     filter: { category: "", area: "" }, // supervisors, commanders: the at-a-glance filters (tiles, chart, feed)
