@@ -467,7 +467,7 @@ def _kafka_metadata(servers: str | None = None, expect_nodes: int = 1) -> str | 
             admin = KafkaAdminClient(bootstrap_servers=server, request_timeout_ms=3000)
             try:
                 admin.list_topics()
-                seen = len(admin.describe_cluster()["brokers"]) if expect_nodes > 1 else 1
+                seen = _unfenced(admin.describe_cluster()) if expect_nodes > 1 else 1
             finally:
                 admin.close()
         except Exception as exc:  # noqa: BLE001 -- any client error means "not ready yet"; it is reported on time-out
@@ -475,6 +475,11 @@ def _kafka_metadata(servers: str | None = None, expect_nodes: int = 1) -> str | 
         if seen < expect_nodes:
             return f"{server} lists {seen} of {expect_nodes} brokers"
     return None
+
+
+def _unfenced(cluster: dict[str, Any]) -> int:
+    """Brokers of a describe-cluster answer that take requests (a broker fenced by the controller does not)."""
+    return sum(1 for b in cluster["brokers"] if not b.get("is_fenced"))
 
 
 def replication_from_env(cluster: bool = False, environ: dict[str, str] | None = None) -> tuple[int, int]:
@@ -551,7 +556,7 @@ def create_topics(
     created = []
     try:
         if replication_factor > 1 or min_insync > 1:
-            check_replication(replication_factor, min_insync, len(admin.describe_cluster()["brokers"]), servers)
+            check_replication(replication_factor, min_insync, _unfenced(admin.describe_cluster()), servers)
         existing = set(admin.list_topics())
         for spec in topic_specs(prefix, partitions):
             if spec.name in existing:

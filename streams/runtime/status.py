@@ -1,6 +1,8 @@
 """Show what the worker has counted: ``python -m streams.runtime.status``.
 
-Prints the event-time watermark, how far the worker is behind the topics,
+Prints whether the Kafka cluster is whole (brokers seen against the
+``WF_KAFKA_BOOTSTRAP`` list, partitions under-replicated or without a leader:
+:mod:`streams.runtime.kafkahealth`), the event-time watermark, how far the worker is behind the topics,
 the busiest H3 cells over the rolling windows, open incidents, response times
 per area and the worker's counters (dead letters by reason, dropped PII
 fields, ...). Add ``--json`` for a machine-readable copy.
@@ -19,6 +21,7 @@ from collections import Counter
 from datetime import datetime
 
 import h3
+from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from streams.counting.keys import ALL
@@ -26,7 +29,9 @@ from streams.counting.rolling import RT_BINS_S, WINDOWS_MIN, minute_of, window_m
 from streams.counting.state import RedisState
 from streams.ingest.schema import format_time
 from streams.jurisdiction import Profile
-from streams.runtime.settings import SettingsError, load_jurisdiction, load_settings
+from streams.runtime.kafkahealth import BrokerSeen, KafkaHealth, PartitionState, assess, health_lines
+from streams.runtime.settings import Settings, SettingsError, load_jurisdiction, load_settings
+from streams.topics import topic_specs
 
 
 def median_from_bins(stats: dict[str, int]) -> str:
@@ -122,6 +127,26 @@ async def gather_status(top: int) -> dict:
         await st.close()
 
 
+def kafka_health(settings: Settings, timeout_ms: int = 5000) -> KafkaHealth:
+    """Ask the cluster at ``settings.kafka_bootstrap`` for its brokers and the project's partitions (:mod:`.kafkahealth`)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=timeout_ms)
+    try:
+        cluster = admin.describe_cluster()
+        seen = [BrokerSeen(b["broker_id"], f"{b['host']}:{b['port']}") for b in cluster["brokers"] if not b.get("is_fenced")]
+        names = [spec.name for spec in topic_specs(settings.topic_prefix, settings.partitions)]
+        existing = set(admin.list_topics())
+        parts = [
+            PartitionState(t["name"], p["partition_index"], p["leader_id"], tuple(p["replica_nodes"]), tuple(p["isr_nodes"]))
+            for t in admin.describe_topics([n for n in names if n in existing])
+            for p in t["partitions"]
+        ]
+    finally:
+        admin.close()
+    return assess(settings.kafka_bootstrap, settings.kafka_replication_factor, seen, parts)
+
+
 def _place(cell: str, name: str | None) -> str:
     """A cell as a person reads it: the area's name first, when it has one.
 
@@ -138,6 +163,11 @@ def render(status: dict) -> str:
         f" ({status['watermark_local']}, {where.get('name', '')})" if status.get("watermark_local") and where.get("id") != "unnamed" else ""
     )
     lines = [f"event-time watermark: {wm + local if wm else 'nothing counted yet'}"]
+    kafka = status.get("kafka")
+    if isinstance(kafka, KafkaHealth):
+        lines += health_lines(kafka)
+    elif kafka is not None:
+        lines.append(f"kafka: {kafka}")
     m = status.get("metrics", {})
     lines.append(
         f"counted: {m.get('events_total|call', 0):,} calls, {m.get('events_total|update', 0):,} updates; "
@@ -165,6 +195,14 @@ def render(status: dict) -> str:
     return "\n".join(lines)
 
 
+def _kafka_or_why(settings: Settings) -> KafkaHealth | str:
+    """:func:`kafka_health`, or why Kafka could not tell (the rest of the status is still shown)."""
+    try:
+        return kafka_health(settings)
+    except KafkaError as exc:
+        return f"cannot read the cluster's metadata at {settings.kafka_bootstrap} ({type(exc).__name__}: {exc})"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m streams.runtime.status", description="Show what the worker has counted in Redis.")
     p.add_argument("--top", type=int, default=5, help="rows per table (default 5)")
@@ -172,13 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         status = asyncio.run(gather_status(args.top))
+        status["kafka"] = _kafka_or_why(load_settings())
     except (OSError, RedisError) as exc:
         print(f"status: cannot reach Redis ({exc}); start the stack with: python -m infra.stack up", file=sys.stderr)
         return 2
     except SettingsError as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(status, indent=2) if args.json else render(status))
+    if args.json:
+        kafka = status["kafka"]
+        print(json.dumps({**status, "kafka": kafka.to_dict() if isinstance(kafka, KafkaHealth) else {"error": kafka}}, indent=2))
+    else:
+        print(render(status))
     return 0
 
 
