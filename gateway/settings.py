@@ -16,6 +16,8 @@ variable                        default         meaning
                                 agreements.toml
 ``WF_GATEWAY_SETTLE_S``         120             seconds of event time after a window ends before partners get it
 ``WF_GATEWAY_ORIGINS``          same origin     other browser origins allowed to open the WebSocket (comma-separated)
+``WF_GATEWAY_PEERS``            unset           public base URLs of every gateway (``http://10.0.0.5:8080,...``): the
+                                                dashboard moves along them when its gateway is lost (:func:`read_peers`)
 ``WF_GATEWAY_TILES``            unset           map tile URL template (``https://host/{z}/{x}/{y}.png``) for the dashboard
 ``WF_GATEWAY_BASEMAP``          unset           the agency's basemap, drawn with MapLibre: a local ``.pmtiles`` file (served
                                                 at ``/basemap.pmtiles``) or an https style, tile template or PMTiles URL
