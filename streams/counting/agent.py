@@ -9,6 +9,15 @@ its batches in order through a :class:`~streams.counting.state.RedisState` of
 its own (with a plan process, see :mod:`streams.counting.planproc`) and
 acknowledges a batch's records to Kafka once the batch is committed.
 
+A batch goes to its committer as soon as Faust's stream has nothing more
+buffered (:meth:`~streams.counting.batching.Batcher.ready`), not after a time
+limit. Every detector-input message says which calls partitions are caught
+up (every record up to the broker's end published on the detector input) and
+which are behind (:mod:`streams.counting.caughtup`); a message with that
+status alone goes out when a partition catches up without one, and when the
+worker's partitions change. The detectors' event-time merge waits for the
+partitions behind, not for a silence.
+
 Each batch must follow what Redis says was applied; when it does not, Redis
 lost its data, and the records in between are counted again from Kafka's
 retained log before the batch (see :mod:`streams.counting.rebuild`). While Redis
@@ -34,6 +43,7 @@ from faust.types import TP, EventT
 from redis.exceptions import RedisError
 
 from streams.counting.batching import Batcher
+from streams.counting.caughtup import Published
 from streams.counting.planner import CALL, UPDATE, Incoming, Plan, Snapshot, encode_deadletter
 from streams.counting.planproc import OffloadedState
 from streams.counting.rebuild import (
@@ -57,6 +67,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two checks that Redis still holds the offsets of partitions with no new records.
 LOSS_CHECK_S = 10.0
+
+#: Seconds between two looks for calls partitions caught up without a batch (at start, after a rebalance): see
+#: :mod:`streams.counting.caughtup`. A batch reports its own partitions at once.
+STATUS_CHECK_S = 0.2
 
 #: (kind, partition) of a counted stream: ``("call", 3)``.
 StreamKey = tuple[str, int]
@@ -95,6 +109,12 @@ class CountingState:
     committer_of: dict[int, int] = field(default_factory=dict)
     #: each committer's lock, held while it commits; a rebuild and the loss check hold all of them
     locks: list[asyncio.Lock] = field(default_factory=list)
+    #: the calls partitions' detector input published, and their status last reported to the detectors
+    published: Published = field(default_factory=Published)
+    #: held while a detector-input message's status is taken and the message sent: the detectors read them in order
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: set after a batch: the reporter looks at once for a partition caught up without a message
+    look: asyncio.Event = field(default_factory=asyncio.Event)
     #: with ``WF_STAGE_TIMING``: (calls partition, offset) -> [taken from the stream, batch closed], wall clock
     stamps: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
@@ -137,9 +157,12 @@ class CountingAgent:
         room = (4 if n > 1 else 2) * s.batch_size
         batchers: list[Batcher[EventT]] = [Batcher(s.batch_size, s.batch_within_s, max_pending=room) for _ in range(n)]
         committers = [asyncio.ensure_future(self._commit_batches(i, self.states.get(i), stream, batchers[i])) for i in range(n)]
+        reporter = asyncio.ensure_future(self._report_caught_up())
         committer_of = self.state.committer_of
         stamps = self.state.stamps if s.stage_timing else None
         events = cast(faust.Stream, stream).noack()  # StreamT does not declare noack (faust-streaming 0.15)
+        # the stream's queue of records delivered and not taken yet: when it is empty, the batches waiting may go
+        empty = getattr(events.channel, "empty", None)
         calls_topic = self.calls_topic
         try:
             # acknowledged by each committer once its batch is committed
@@ -155,7 +178,11 @@ class CountingAgent:
                     committers[i].result()  # raises what stopped it
                 if batchers[i].add(event):
                     await batchers[i].room()
+                if empty is not None and empty():
+                    for batcher in batchers:
+                        batcher.ready()
         finally:
+            reporter.cancel()
             for committer in committers:
                 committer.cancel()
 
@@ -210,7 +237,7 @@ class CountingAgent:
                     self._stamp_closed(events)
                     batch = [self._incoming(e) for e in events]
                 result = await self._count_batch(i, st, batch, take_next)
-                await self._after_batch(batch)
+                self._after_batch(batch)
                 if result.plan.skipped:
                     log.info("skipped %d records already counted before a restart", result.plan.skipped)
                 if acking is not None:
@@ -267,19 +294,94 @@ class CountingAgent:
         for fut in futures:
             await fut
         if plan.points:
-            # Straight to the Kafka client, awaiting the broker's acknowledgement:
-            # Faust's buffered send costs a buffer flush cycle per batch here.
-            timing = self._timing(plan.points) if self.settings.stage_timing else None
-            raw = encode_points(plan.points, timing=timing)
-            await self.app.producer.send_and_wait(self.detector_input_topic, None, raw, None, None, None)
+            calls = {p: last + 1 for (kind, p), last in plan.offsets.items() if kind == CALL}
+            await self._send_detector_input(plan.points, calls)
 
-    async def _after_batch(self, batch: list[Incoming]) -> None:
-        """After a batch: its calls' stamps are forgotten (with ``WF_STAGE_TIMING``)."""
+    async def _send_detector_input(self, points: list, offsets: dict[int, int]) -> None:
+        """One detector-input message: ``points``, and the calls partitions' status counting ``offsets`` (one past the
+        last record of each partition in the message's batch) as published.
+
+        Straight to the Kafka client, awaiting the broker's acknowledgement
+        (Faust's buffered send costs a buffer flush cycle per batch here), under
+        the send lock: the status is taken just before the send, and the
+        detectors read the messages in the order of their status.
+        """
+        published = self.state.published
+        async with self.state.send_lock:
+            ends = self._calls_ends()
+            status = published.status(ends, offsets)
+            timing = self._timing(points) if self.settings.stage_timing else None
+            raw = encode_points(points, status=status, timing=timing)
+            await self.app.producer.send_and_wait(self.detector_input_topic, None, raw, None, None, None)
+            published.advance(offsets)
+            published.sent(status)
+
+    def _after_batch(self, batch: list[Incoming]) -> None:
+        """After a batch: its calls records need nothing more published; report a partition that is now caught up."""
+        calls = {p: after for (kind, p), after in offsets_after(batch).items() if kind == CALL}
+        if not calls:
+            return
+        self.state.published.advance(calls)
         stamps = self.state.stamps
         if stamps:
             for rec in batch:
                 if rec.kind == CALL:
                     stamps.pop((rec.partition, rec.offset), None)
+        self.state.look.set()  # the reporter sends what is news, beside the committer rather than in its way
+
+    async def _report_if_news(self, *, every: bool = False) -> None:
+        """Send a detector-input message with the status alone when a calls partition is caught up that was not reported
+        so (``every``: whatever changed, when there is a partition to report)."""
+        published = self.state.published
+        if not every and not published.news(self._calls_ends()):
+            return
+        async with self.state.send_lock:
+            ends = self._calls_ends()
+            if not ends or (not every and not published.news(ends)):
+                return  # a message sent meanwhile said it
+            status = published.status(ends)
+            await self.app.producer.send_and_wait(self.detector_input_topic, None, encode_points([], status=status), None, None, None)
+            published.sent(status)
+
+    async def _report_caught_up(self) -> None:
+        """After each batch, and every :data:`STATUS_CHECK_S`: report calls partitions caught up without a message of their own.
+
+        When the partitions assigned to this worker change (at start, after a
+        rebalance) it first reads what Redis has counted (published before it was
+        committed: a partition with nothing new is caught up at once, whoever
+        counted it) and reports every partition, those behind too (the worker
+        that read one before may have said it caught up).
+        """
+        assigned: frozenset[int] | None = None
+        look = self.state.look
+        while True:
+            look.clear()  # a batch ending from here on wakes the next look
+            try:
+                ends = self._calls_ends()
+                if frozenset(ends) != assigned:
+                    applied = await self.states.get().applied_offsets()
+                    self.state.published.seed({p: after for (kind, p), after in applied.items() if kind == CALL})
+                    await self._report_if_news(every=True)
+                    assigned = frozenset(ends)
+                else:
+                    await self._report_if_news()
+            except (RedisError, StateError, KafkaError) as exc:
+                log.warning("could not report the calls partitions caught up (retrying in %.1f s): %s", STATUS_CHECK_S, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(look.wait(), STATUS_CHECK_S)
+
+    def _calls_ends(self) -> dict[int, int | None]:
+        """The broker's end of each calls partition assigned to this worker, as of its last fetch (None: not fetched yet)."""
+        consumer = self.app.consumer
+        ends: dict[int, int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic != self.calls_topic:
+                continue
+            try:
+                ends[tp.partition] = consumer.highwater(tp)
+            except AssertionError:  # aiokafka: "Partition is not assigned" (a rebalance)
+                ends[tp.partition] = None
+        return ends
 
     def _stamp_closed(self, events: list[EventT]) -> None:
         """With ``WF_STAGE_TIMING``: the batch of ``events`` was taken by its committer now."""

@@ -8,8 +8,14 @@ at a time, while the agent goes on adding. The agent waits only when
 ``max_pending`` events are already waiting (backpressure), so a slow Redis
 still slows the reading, as it must.
 
-A batch is given when it is full (``max_size``) or when its oldest event has
-waited ``within`` seconds, as with ``take_events``. Pure asyncio, no Faust.
+A batch is given when it is full (``max_size``), when the reader says it has
+nothing more buffered (:meth:`Batcher.ready`: the records that came in one
+fetch are all here, and waiting longer would only wait for the next fetch),
+or when its oldest event has waited ``within`` seconds, as with
+``take_events`` (a reader that cannot tell relies on that). At a few calls a
+second a call then goes to its committer as soon as it is read, not
+``within`` later; under load the committer is busy with the previous batch
+while the next one fills, so batches stay large. Pure asyncio, no Faust.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ class Batcher(Generic[T]):
         self._changed = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        #: the reader had nothing more buffered after the last item it added: what waits may go now
+        self._ready = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -63,10 +71,27 @@ class Batcher(Generic[T]):
             # the first item of a future batch: batches are taken whole, or all that waits
             self._starts.append(self._now())
         items.append(item)
+        self._ready = False
         n = len(items)
         if n == 1 or n == self.max_size:
             self._changed.set()
         return n >= self.max_pending
+
+    def ready(self) -> None:
+        """The reader has nothing more buffered: the items waiting may go now, short of ``max_size`` and ``within``.
+
+        (Until the next :meth:`add`.)
+
+        >>> async def demo():
+        ...     b = Batcher(max_size=10, within=60.0)
+        ...     b.add("a"); b.add("b"); b.ready()
+        ...     return await b.next_batch()
+        >>> asyncio.run(demo())
+        ['a', 'b']
+        """
+        if self._items:
+            self._ready = True
+            self._changed.set()
 
     async def room(self) -> None:
         """Return once fewer than ``max_pending`` items wait."""
@@ -75,9 +100,10 @@ class Batcher(Generic[T]):
             await self._room.wait()
 
     async def next_batch(self) -> list[T]:
-        """The oldest items, up to ``max_size``: once that many wait, or once the oldest has waited ``within`` seconds."""
+        """The oldest items, up to ``max_size``: once that many wait, once the reader is :meth:`ready`, or once the oldest
+        has waited ``within`` seconds."""
         while True:
-            if len(self._items) >= self.max_size:
+            if len(self._items) >= self.max_size or (self._ready and self._items):
                 break
             if self._items:
                 left = self._starts[0] + self.within - self._now()
@@ -108,5 +134,7 @@ class Batcher(Generic[T]):
         batch = self._items[: self.max_size]
         del self._items[: self.max_size]
         del self._starts[0]
+        if not self._items:
+            self._ready = False
         self._room.set()
         return batch

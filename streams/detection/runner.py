@@ -5,7 +5,8 @@ The counting agent publishes, for every batch it commits, one message on
 category, priority, and where each came from). :class:`DetectionRunner` turns
 those messages into :class:`detectors.types.CallPoint` s, drops the copies a
 redelivery can cause (by source partition and offset), restores event-time
-order by the source partitions' low watermark (:class:`streams.detection.reorder.WatermarkMerge`),
+order by the source partitions' low watermark (:class:`streams.detection.reorder.WatermarkMerge`,
+told by each message which source partitions are caught up),
 and runs the detector suite.
 The Faust agent around it only moves bytes.
 
@@ -252,7 +253,7 @@ class DetectionRunner:
     drift: ResidualDriftMonitor = field(default_factory=ResidualDriftMonitor)
     #: event-time disorder tolerated within one source partition, seconds
     reorder_s: float = 0.0
-    #: wall-clock seconds after which a silent source partition no longer holds the others back
+    #: wall-clock seconds after which a silent source partition no longer holds the others back (one the counting agent does not report)
     partition_idle_s: float = 2.0
     #: source partitions of the calls topic (the worker's WF_PARTITIONS); 0 if unknown
     partitions: int = 0
@@ -287,19 +288,27 @@ class DetectionRunner:
         self.__dict__.update(state)
 
     def feed(self, raw: bytes, wall: float) -> list[Alert]:
-        """Process one detector-input message received at wall-clock time ``wall``."""
-        alerts: list[Alert] = []
+        """Process one detector-input message received at wall-clock time ``wall``.
+
+        Its points are merged with what is held, the partitions' status it
+        carries is applied, then what every active partition has reached is
+        released (a message is one batch: its points need no order among themselves).
+        """
+        msg = decode_message(raw)
         self._last_wall = wall
-        for partition, offset, t, cell, category, priority in decode_points(raw):
+        merge = self._merge
+        late = 0
+        for partition, offset, t, cell, category, priority in msg.points:
             if offset <= self._seen.get(partition, -1):
                 self.counters["detector_input_duplicates_total"] += 1
                 continue
             self._seen[partition] = offset
             self._last_t = t if self._last_t is None else max(self._last_t, t)
-            released, late = self._merge.push(partition, t, CallPoint(t=t, cell=cell, category=category, priority=priority), wall)
-            self.counters["detector_input_late_total"] += len(late)
-            alerts += self._run(released)
-        return alerts
+            late += merge.add(partition, t, CallPoint(t=t, cell=cell, category=category, priority=priority), wall)
+        for partition, caught_up in msg.status.items():
+            merge.report(partition, caught_up, wall)
+        self.counters["detector_input_late_total"] += late
+        return self._run(merge.release(wall))
 
     def tick(self, wall: float) -> list[Alert]:
         """Call periodically. After ``idle_s`` without input, flush the buffer and let the

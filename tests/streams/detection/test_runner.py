@@ -62,7 +62,8 @@ def test_runner_drops_redelivered_points_and_restores_event_time_order():
     runner = DetectionRunner(suite=suite, reorder_s=60)  # type: ignore[arg-type]  # RecordingSuite stands in for the suite
     runner.feed(encode_points([(0, 0, 100.0, "882aac941dfffff", "EMS", None), (1, 0, 50.0, "882aac941dfffff", "EMS", None)]), wall=0)
     runner.feed(encode_points([(0, 0, 100.0, "882aac941dfffff", "EMS", None)]), wall=1)  # a copy
-    runner.feed(encode_points([(0, 1, 300.0, "882aac941dfffff", "EMS", None), (1, 1, 20.0, "882aac941dfffff", "EMS", None)]), wall=2)
+    runner.feed(encode_points([(0, 1, 300.0, "882aac941dfffff", "EMS", None)]), wall=2)  # partition 1 silent for 2 s
+    runner.feed(encode_points([(1, 1, 20.0, "882aac941dfffff", "EMS", None)]), wall=2)
     runner.flush()
     assert suite.seen == [50.0, 100.0, 300.0]
     assert runner.counters["detector_input_duplicates_total"] == 1
