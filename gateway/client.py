@@ -2,7 +2,8 @@
 
 :class:`FailoverClient` connects to the first gateway of its list that answers, yields every frame it reads,
 and when the connection drops (the gateway was killed or restarted, the network failed, no pong within
-``ping_s``) moves to the next address (:class:`gateway.failover.Rotation`) and reconnects with the ``last_id``
+``ping_s``, no frame for three of the heartbeats its ``welcome`` announced) moves to the next address
+(:class:`gateway.failover.Rotation`) and reconnects with the ``last_id``
 of the last ``alert`` or ``action`` frame it yielded; a frame already yielded is dropped
 (:class:`gateway.failover.Resume`). What happened is kept in :attr:`FailoverClient.events`, with monotonic
 times, so a caller can tell how long each move took.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from gateway.failover import Resume, Rotation, socket_url
+from gateway.failover import MISSED_HEARTBEATS, Resume, Rotation, socket_url
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class ClientRefused(RuntimeError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"refused ({code}): {message}")
         self.code = code
+
+
+class _Silent(Exception):
+    """The gateway sent no frame for :data:`gateway.failover.MISSED_HEARTBEATS` of its heartbeats."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,17 @@ class FailoverClient:
                     close_timeout=2, compression=None, proxy=None, max_size=2**22,
                 ) as ws:  # fmt: skip
                     self._note("connected", index)
-                    async for message in ws:
+                    silence: float | None = None  # 3 heartbeats, once the welcome says how often they come
+                    while True:
+                        try:
+                            message = await asyncio.wait_for(ws.recv(), silence)
+                        except TimeoutError:
+                            # a gateway gone from the network sends no close; do not wait for one either
+                            ws.transport.abort()
+                            raise _Silent(f"sent nothing for {silence:g} s") from None
                         frame = json.loads(message)
+                        if frame.get("type") == "welcome" and isinstance(frame.get("heartbeat_s"), (int, float)):
+                            silence = MISSED_HEARTBEATS * float(frame["heartbeat_s"]) or None
                         if frame.get("type") == "caught_up":
                             self.rotation.connected()
                             self._note("caught_up", index)
@@ -111,8 +125,8 @@ class FailoverClient:
                             yield frame
                         if self._stopped:
                             return
-                why = f"closed {ws.close_code}: {ws.close_reason}"
-                self._final(ws.close_code, ws.close_reason or "")
+            except _Silent as exc:
+                why = str(exc)
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 self._final(code, exc.rcvd.reason if exc.rcvd is not None else "")

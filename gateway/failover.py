@@ -33,6 +33,9 @@ from urllib.parse import urlencode, urlsplit
 
 #: longest wait before trying the next address after a loss, seconds (scaled by a random 0-1)
 MOVE_JITTER_S = 0.25
+#: heartbeat frames (``WF_GATEWAY_HEARTBEAT_S`` apart, announced in ``welcome``) a client may miss before it takes
+#: its gateway for lost: a machine gone from the network sends no close (``js/failover.js`` says the same)
+MISSED_HEARTBEATS = 3
 #: frames whose ids are kept to recognise a repeat when ids cannot be compared (partners' sealed cursors)
 SEEN_IDS = 10_000
 _STREAM_ID = re.compile(r"(\d+)-(\d+)")

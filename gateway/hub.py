@@ -335,6 +335,13 @@ class Hub:
         if not client.closed:
             self._put(client, text)
 
+    async def heartbeat(self) -> None:
+        """Send every connected client a ``heartbeat`` frame (its only content is the gateway's clock), so a page,
+        which cannot see WebSocket pings, can tell a silent gateway from a quiet city."""
+        text = frame("heartbeat", at=round(self.clock(), 3))
+        for client in list(self.clients):
+            self.send(client, text)
+
 
 @dataclass(frozen=True)
 class Entry:

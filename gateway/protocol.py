@@ -13,7 +13,7 @@ token expires or is revoked while open is closed with 4401.
 
 Server -> client (JSON text frames; every one has ``type``)
 ------------------------------------------------------------
-``welcome``   ``{role, agency, subject, zones, expires_at, resumed_from}``: first frame.
+``welcome``   ``{role, agency, subject, zones, expires_at, resumed_from, gateway, heartbeat_s}``: first frame.
 ``alert``     ``{id, alert}``: ``id`` is the Redis stream id (resume from it);
               ``alert`` is the alert as this client's role may see it
               (:mod:`gateway.policy`), with ``severity`` and, for
@@ -31,6 +31,11 @@ Server -> client (JSON text frames; every one has ``type``)
               get ``{forecast}`` only, their agreement's own forecast
               (:mod:`gateway.partnerforecast`), when a new window of their released table is
               out, never on the worker's schedule; or no frame.
+``heartbeat`` ``{at}``: the gateway's clock, every ``heartbeat_s`` seconds (``WF_GATEWAY_HEARTBEAT_S``) to
+              every client, whatever else it is sent. A client that receives no frame at all for
+              three of them takes the gateway for lost (a machine gone from the network leaves
+              the socket open until TCP gives up) and reconnects, to another gateway, with
+              ``last_id``.
 ``subscribed`` ``{filters}``: the filters now in force.
 ``error``     ``{code, message}``: a client message was refused (the connection stays open
               unless a close follows).

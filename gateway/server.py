@@ -233,6 +233,7 @@ class Gateway:
             self._every(1.0, self.hub.flush_audit),
             self._every(1.0, self.auditor.flush_rate_limited),
             self._every(self.settings.counts_every_s, self.counts.push_counts),
+            self._every(self.settings.heartbeat_s, self.hub.heartbeat),
             self._every(FORECAST_POLL_S, self.forecasts.push_forecast),
             self._every(2.0, self.refresh_zones),
             self._every(REVOCATION_SWEEP_S, self.sessions.close_revoked),

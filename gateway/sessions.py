@@ -161,6 +161,7 @@ class Sessions:
                 expires_at=claims.expires_at,
                 resumed_from=hs.cursor,
                 gateway=self.gateway_id,
+                heartbeat_s=self.settings.heartbeat_s,
             ),
         )
         try:

@@ -27,6 +27,8 @@ variable                        default         meaning
 ``WF_GATEWAY_QUEUE``            256             frames queued per client before it is closed as too slow
 ``WF_GATEWAY_COUNTS_S``         5               seconds between ``counts`` frames
 ``WF_GATEWAY_PING_S``           20              keepalive ping interval and timeout
+``WF_GATEWAY_HEARTBEAT_S``      10              seconds between ``heartbeat`` frames: a dashboard that hears nothing for
+                                                three of them takes its gateway for lost and moves on
 ``WF_GATEWAY_MAX_MESSAGE``      131072          largest client frame, bytes (larger: closed with 1009)
 ``WF_GATEWAY_RATE``             10              client messages per second (a burst of twice that)
 ``WF_GATEWAY_BACKLOG``          2048            pending TCP connections
@@ -198,6 +200,8 @@ class GatewaySettings:
     counts_every_s: float = 5.0
     #: WebSocket keepalive: ping every N s, close when no pong within N s
     ping_s: float = 20.0
+    #: seconds between ``heartbeat`` frames (browsers answer pings unseen by the page: a frame is what it can watch)
+    heartbeat_s: float = 10.0
     #: largest client frame accepted, bytes (a polygon of 2,000 vertices fits)
     max_message: int = 128 * 1024
     #: client messages per second allowed (a burst of twice that is tolerated)
@@ -275,7 +279,7 @@ class GatewaySettings:
             raise GatewaySettingsError(
                 "WF_GATEWAY_TILES and WF_GATEWAY_BASEMAP are both set: the map has one background; unset one of them"
             )
-        for name in ("counts_every_s", "ping_s", "rate_per_s", "api_rate_per_s", "anon_rate_per_s", "audit_days"):
+        for name in ("counts_every_s", "ping_s", "heartbeat_s", "rate_per_s", "api_rate_per_s", "anon_rate_per_s", "audit_days"):
             if not getattr(self, name) > 0:
                 raise GatewaySettingsError(f"{name} must be > 0, found {getattr(self, name)}")
         if self.settle_s < 0:
@@ -362,6 +366,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_GATEWAY_K": ("k", int),
     "WF_GATEWAY_QUEUE": ("queue_size", int),
     "WF_GATEWAY_COUNTS_S": ("counts_every_s", float),
+    "WF_GATEWAY_HEARTBEAT_S": ("heartbeat_s", float),
     "WF_GATEWAY_PING_S": ("ping_s", float),
     "WF_GATEWAY_MAX_MESSAGE": ("max_message", int),
     "WF_GATEWAY_RATE": ("rate_per_s", float),

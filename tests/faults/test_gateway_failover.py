@@ -1,4 +1,5 @@
-"""Gateway faults with clients connected (issue 24): SIGKILL of one of two gateways, and a rolling restart of both.
+"""Gateway faults with clients connected (issue 24): SIGKILL of one of two gateways, one gone silent (SIGSTOP: its
+sockets stay open), and a rolling restart of both.
 
 Two real gateway processes share Redis, the token secret and ``WF_GATEWAY_PEERS``. Alert records are appended to
 the Redis alerts stream at a steady rate, as the worker's detection agent appends them (written here directly: a
@@ -12,6 +13,8 @@ zone), the dashboard must show the stream's alert ids and say it moved. Each cli
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -32,6 +35,8 @@ LANSDALE = ("septa-lansdale",)
 RATE = 5.0
 #: the longest a client may take to be live again on the other gateway, s
 RESUME_BOUND_S = 5.0
+#: the gateways' heartbeat frames, s: a client hearing nothing for three of them leaves its gateway
+HEARTBEAT_S = 1.0
 
 
 class Publisher:
@@ -74,6 +79,7 @@ class Floor:
         peers = ",".join(g.base for g in self.gateways)
         for g in self.gateways:
             g.env_extra["WF_GATEWAY_PEERS"] = peers
+            g.env_extra["WF_GATEWAY_HEARTBEAT_S"] = str(HEARTBEAT_S)
             g.start(tmp_path)
         bases = [g.base for g in self.gateways]
         self.sup = ClientThread(bases, token("supervisor", subject="sup-script")).start()
@@ -207,3 +213,21 @@ def test_rolling_restart_of_both_gateways_under_alerts_loses_repeats_and_reorder
     time.sleep(1.5)
     floor.check_everything_once()
     assert all(t < RESUME_BOUND_S for times in all_times.values() for t in times.values()), all_times
+
+
+def test_a_gateway_gone_silent_without_closing_is_left_by_every_client_after_three_missed_heartbeats(floor):
+    """Gateway 1 is frozen (SIGSTOP): its sockets stay open and nothing closes them, as when its machine drops off the
+    network. The page cannot see WebSocket pings; it and the scripts leave after three heartbeats unheard, move to
+    gateway 2 and end with every alert of their scope once, in order."""
+    time.sleep(2.0)
+    pid = floor.gateways[0].proc.pid
+    since_mono, since_wall = time.monotonic(), time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        times = floor.wait_moved(1, since_mono, since_wall, "SIGSTOP of gateway 1")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _say("SIGSTOP of gateway 1", times)
+    floor.check_everything_once()
+    # three heartbeats unheard, then the move itself
+    assert all(3 * HEARTBEAT_S * 0.9 < t < 3 * HEARTBEAT_S + RESUME_BOUND_S for t in times.values()), times

@@ -210,6 +210,28 @@ def test_dead_connection_is_detected_by_heartbeat(prefix, tmp_path):
         g.stop()
 
 
+def test_every_client_hears_a_heartbeat_frame_at_the_announced_interval_when_nothing_else_happens(prefix, tmp_path):
+    """Pages cannot see pings: a ``heartbeat`` frame is what tells them a quiet gateway from one gone from the network."""
+    g = GatewayProcess(prefix, env_extra={"WF_GATEWAY_HEARTBEAT_S": "0.3", "WF_GATEWAY_COUNTS_S": "3600"}).start(tmp_path)
+    try:
+        partner = g.ws(token("transit", zones=("septa-lansdale",), agency="SEPTA", subject="septa-desk"))
+        welcome = json.loads(partner.recv(timeout=10))
+        assert welcome["type"] == "welcome" and welcome["heartbeat_s"] == 0.3
+        t0, beats = time.monotonic(), []
+        while len(beats) < 5:
+            f = json.loads(partner.recv(timeout=5))
+            if f["type"] == "heartbeat":
+                beats.append((time.monotonic(), f))
+        elapsed = beats[-1][0] - beats[0][0]
+        assert 4 * 0.3 * 0.5 < elapsed < 4 * 0.3 * 3, f"5 heartbeats spread over {elapsed:.2f} s at 0.3 s"
+        # the gateway's clock and nothing else
+        assert all(set(f) == {"type", "at"} and abs(f["at"] - time.time()) < 60 for _, f in beats)
+        assert time.monotonic() - t0 < 10
+        partner.close()
+    finally:
+        g.stop()
+
+
 def test_ack_and_resolve_are_broadcast_to_those_who_saw_the_alert_and_audited(gw, prefix, r):
     """An acknowledgement reaches all who saw the alert (partners without the note); partners cannot acknowledge; the audit records it."""
     sup = gw.ws(token("supervisor", subject="sup-anna"))

@@ -101,3 +101,38 @@ export function describeGateway(list, index, from, at) {
     moved: true,
   };
 }
+
+/** Heartbeats a socket may miss before its gateway is taken for lost (gateway.protocol: three). */
+export const MISSED_HEARTBEATS = 3;
+
+/**
+ * The silence after which a gateway is taken for lost: a gateway sends a ``heartbeat`` frame every ``heartbeat_s``
+ * (its ``welcome`` says how often), so a socket that receives nothing for three of them is on a gateway gone from
+ * the network (browsers answer WebSocket pings unseen: a frame is the only thing a page can watch). Before the
+ * welcome, or from a gateway that announces none, nothing is watched (null).
+ */
+export function silenceLimitMs(heartbeatS) {
+  return typeof heartbeatS === "number" && heartbeatS > 0 ? Math.round(MISSED_HEARTBEATS * heartbeatS * 1000) : null;
+}
+
+/**
+ * Calls ``onSilent`` once when ``limitMs`` pass without :meth:`heard`; each frame re-arms it. ``timers`` is
+ * ``{setTimeout, clearTimeout}`` (the page's own, or a test's).
+ */
+export class Watchdog {
+  constructor(onSilent, timers = globalThis) {
+    Object.assign(this, { onSilent, timers, limitMs: null, timer: null });
+  }
+
+  /** A frame came; ``limitMs`` (from :func:`silenceLimitMs`) replaces the limit when given. */
+  heard(limitMs = undefined) {
+    if (limitMs !== undefined) this.limitMs = limitMs;
+    this.stop();
+    if (this.limitMs) this.timer = this.timers.setTimeout(() => this.onSilent(this.limitMs), this.limitMs);
+  }
+
+  stop() {
+    if (this.timer !== null) this.timers.clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

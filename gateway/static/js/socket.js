@@ -4,7 +4,7 @@
 // The socket knows nothing of what the frames mean: main.js gives it the URL to open on a gateway (with the cursor
 // of the last alert or action frame, so nothing is lost across reconnects) and receives every frame.
 
-import { Rotation } from "./failover.js";
+import { Rotation, Watchdog, silenceLimitMs } from "./failover.js";
 
 /** Close codes after which retrying with the same token cannot help (gateway.protocol.CloseCode). */
 export const FINAL_CLOSE = new Map([
@@ -67,6 +67,18 @@ export class LiveSocket {
     this.ws = ws;
     this.connections += 1;
     let opened = false;
+    // a gateway gone from the network sends no close: three heartbeats unheard and the socket is left for the next
+    const watchdog = new Watchdog((ms) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      try {
+        ws.close(4000, "no heartbeat");
+      } catch (_) {
+        // closing a dead socket may throw in some browsers; it is abandoned either way
+      }
+      this.retry(`sent nothing for ${Math.round(ms / 1000)} s`);
+    });
+    this.watchdog = watchdog;
     ws.onopen = () => {
       opened = true;
       this.onOpen(this.gateway);
@@ -79,9 +91,11 @@ export class LiveSocket {
       } catch (_) {
         return;
       }
+      watchdog.heard(f && f.type === "welcome" ? silenceLimitMs(f.heartbeat_s) : undefined);
       this.onFrame(f);
     };
     ws.onclose = (ev) => {
+      watchdog.stop();
       if (this.ws !== ws) return; // replaced or stopped
       this.ws = null;
       this.closed(ev, opened);
@@ -104,6 +118,7 @@ export class LiveSocket {
   stop(reason = "stopped") {
     const ws = this.ws;
     this.ws = null; // its close handler then does nothing
+    if (this.watchdog) this.watchdog.stop();
     if (ws) ws.close(1000, reason);
     clearTimeout(this.retryTimer);
   }

@@ -2,7 +2,16 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Applied, MOVE_JITTER_MS, Rotation, describeGateway, gatewayList, socketUrl } from "../../../gateway/static/js/failover.js";
+import {
+  Applied,
+  MOVE_JITTER_MS,
+  Rotation,
+  Watchdog,
+  describeGateway,
+  gatewayList,
+  silenceLimitMs,
+  socketUrl,
+} from "../../../gateway/static/js/failover.js";
 
 test("the page's own gateway joins the list first only when the peers do not name it", () => {
   assert.deepEqual(gatewayList(["http://a:1", "http://b:2"], "http://b:2"), ["http://a:1", "http://b:2"]);
@@ -45,4 +54,47 @@ test("the header names the gateway by its place in the list and says when the pa
     text: "Reconnected through gateway 2 of 2 (b:2) at 12:00:05: gateway 1 was lost",
     moved: true,
   });
+});
+
+test("a socket that hears nothing for three of the gateway's heartbeats is taken for lost, once; each frame re-arms it", () => {
+  assert.equal(silenceLimitMs(10), 30000);
+  assert.equal(silenceLimitMs(undefined), null, "a gateway announcing no heartbeat is not watched");
+  assert.equal(silenceLimitMs(0), null);
+  let now = 0;
+  const due = new Map();
+  let next = 1;
+  const timers = {
+    setTimeout: (fn, ms) => {
+      due.set(next, [now + ms, fn]);
+      return next++;
+    },
+    clearTimeout: (id) => due.delete(id),
+  };
+  const advance = (ms) => {
+    now += ms;
+    for (const [id, [at, fn]] of [...due]) {
+      if (at <= now) {
+        due.delete(id);
+        fn();
+      }
+    }
+  };
+  const silent = [];
+  const w = new Watchdog((ms) => silent.push([now, ms]), timers);
+  w.heard(); // a frame before the welcome: no limit known yet
+  advance(60000);
+  assert.deepEqual(silent, []);
+  w.heard(silenceLimitMs(1)); // the welcome: heartbeats every second
+  advance(2900);
+  w.heard(); // a heartbeat: the limit holds, the clock starts again
+  advance(2900);
+  assert.deepEqual(silent, []);
+  advance(200);
+  assert.deepEqual(silent, [[66000, 3000]]); // 3 s after the last frame heard
+  advance(10000);
+  assert.equal(silent.length, 1, "once");
+  w.heard();
+  w.stop();
+  advance(10000);
+  assert.equal(silent.length, 1, "stopped with its socket");
 });
