@@ -128,10 +128,26 @@ async def gather_status(top: int) -> dict:
 
 
 def kafka_health(settings: Settings, timeout_ms: int = 5000) -> KafkaHealth:
-    """Ask the cluster at ``settings.kafka_bootstrap`` for its brokers and the project's partitions (:mod:`.kafkahealth`)."""
+    """Ask the cluster at ``settings.kafka_bootstrap`` for its brokers and the project's partitions (:mod:`.kafkahealth`).
+
+    Each broker of the list is asked first in turn until one answers: the client may
+    send its request to a broker it still knows from the metadata but that has just
+    died. Raises the last ``KafkaError`` when none does.
+    """
+    addresses = settings.kafka_bootstrap.split(",")
+    for turn in range(len(addresses)):
+        try:
+            return _ask_health(settings, ",".join(addresses[turn:] + addresses[:turn]), timeout_ms)
+        except KafkaError:
+            if turn == len(addresses) - 1:
+                raise
+    raise AssertionError("unreachable: the last turn returns or raises")
+
+
+def _ask_health(settings: Settings, servers: str, timeout_ms: int) -> KafkaHealth:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=timeout_ms)
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=timeout_ms)
     try:
         cluster = admin.describe_cluster()
         seen = [BrokerSeen(b["broker_id"], f"{b['host']}:{b['port']}") for b in cluster["brokers"] if not b.get("is_fenced")]

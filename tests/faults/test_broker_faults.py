@@ -36,12 +36,7 @@ from tests.faults.conftest import Cluster, make_unwritable, restore_writable
 from tests.stackutil import ROOT, WorkerProcess, read_topic, wait_caught_up, worker_env
 from tests.streams.test_pipeline import expected_from_source, finish, redis_view, replay
 
-pytestmark = [
-    pytest.mark.stack,
-    # kafka-python's clients (the status adapter's, read_topic's) sometimes drop, unclosed, a socket whose
-    # connection to the dead broker was refused; garbage-collected later, it is reported as unraisable.
-    pytest.mark.filterwarnings("ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.stack
 
 #: Records per second of the replay: about 45 s of calls and updates, the fault in the middle.
 RATE = 500
