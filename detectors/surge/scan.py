@@ -85,6 +85,43 @@ def _finding(
     return _Finding(key, w, now, score, 10.0 ** (-score), observed, incidents, expected, calls, tuple(cells), category)
 
 
+def _busiest_disk(cell_counts: dict[str, int]) -> str:
+    """The centre of the disk (a cell and its ring) with the most calls, the smallest centre among equals; "" for none.
+
+    Exact, without summing every disk when a few are busy: a disk holding ``S`` calls
+    has a cell with at least ``S / 7`` of them, so once some disk is known to hold
+    ``L``, only the disks around cells with ``7 n >= L`` can reach the most (ties
+    included). In a busy county's three-hour window that is a few dozen of thousands.
+
+    >>> import h3
+    >>> c = "882aac941dfffff"
+    >>> n = next(x for x in sorted(h3.grid_disk(c, 1)) if x != c)
+    >>> _busiest_disk({c: 2, n: 1}) == min(set(h3.grid_disk(c, 1)) & set(h3.grid_disk(n, 1)))  # the disks holding both
+    True
+    >>> _busiest_disk({})
+    ''
+    """
+    if not cell_counts:
+        return ""
+    get = cell_counts.get
+    first = max(cell_counts, key=cell_counts.__getitem__)
+    bound = max(sum(get(c, 0) for c in disk(centre)) for centre in disk(first))
+    busy = [cell for cell, n in cell_counts.items() if 7 * n >= bound]
+    per_disk: dict[str, int] = {}
+    if 7 * len(busy) < len(cell_counts):
+        for cell in busy:
+            for centre in disk(cell):
+                if centre not in per_disk:
+                    per_disk[centre] = sum(get(c, 0) for c in disk(centre))
+    else:
+        add = per_disk.get
+        for cell, n in cell_counts.items():
+            for centre in disk(cell):
+                per_disk[centre] = add(centre, 0) + n
+    most = max(per_disk.values())
+    return min(centre for centre, n in per_disk.items() if n == most)
+
+
 def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
     """The cells with calls in ``f``'s window (an explained finding's, for the jurisdiction)."""
     return f.present if f.present is not None else {c[1] for c in f.calls or ()}
@@ -314,11 +351,7 @@ class Scan:
         """
         start = now - 60.0 * w
         # its busiest disk (most calls; the smallest centre among equals)
-        per_disk: dict[str, int] = {}
-        for cell, n in cell_counts.items():
-            for centre in disk(cell):
-                per_disk[centre] = per_disk.get(centre, 0) + n
-        top = min(per_disk.items(), key=lambda kv: (-kv[1], kv[0]))[0] if per_disk else ""
+        top = _busiest_disk(cell_counts)
         excluded = disk(top) if top else ()
         if top not in outside_of:
             outside_of[top] = max(0.0, 1.0 - sum(self.baseline.share(c) for c in excluded))

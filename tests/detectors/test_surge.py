@@ -440,3 +440,24 @@ def test_a_round_re_scores_due_alerts_up_to_its_budget_and_the_next_rounds_the_r
     assert rounds[1][2] == quiet + 1, "the next round takes the next alert due"
     assert all(r >= quiet for r in rounds[-1]), "every alert re-scored within as many rounds as alerts"
     assert [r.count(quiet) for r in rounds][-1] == 2, "none re-scored twice"
+
+
+def test_the_busiest_disk_is_the_one_summing_every_disk_finds_ties_included() -> None:
+    """The jurisdiction test's busiest disk (pruned to the disks around busy cells) against the sum of every disk."""
+    import random
+
+    import h3
+
+    from detectors.surge.regions import disk
+    from detectors.surge.scan import _busiest_disk
+
+    rng = random.Random(8)
+    for _ in range(300):
+        town = sorted(h3.grid_disk("882aac941dfffff", rng.randint(0, 6)))
+        counts = {c: rng.choice((1, 1, 1, 2, 3, rng.randint(1, 60))) for c in rng.sample(town, rng.randint(1, len(town)))}
+        per_disk: dict[str, int] = {}
+        for cell, n in counts.items():
+            for centre in disk(cell):
+                per_disk[centre] = per_disk.get(centre, 0) + n
+        expected = min(per_disk.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        assert _busiest_disk(counts) == expected, counts
