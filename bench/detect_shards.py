@@ -1,6 +1,7 @@
 """The detection stage's cost per call, part by part, and split over worker processes (no Kafka, no Redis).
 
-    python bench/detect_shards.py [PATH] [--calls N] [--workers 1,2] [--runs 3] [--profile TOML] [--no-parts] [--json out.json]
+    python bench/detect_shards.py [PATH] [--calls N] [--workers 1,2] [--layout 'surge;feed,anomaly,forecaster']
+                                  [--compress F] [--runs 3] [--profile TOML] [--no-parts] [--json out.json]
 
 Reads PATH (default: the real Montgomery file when ``../shared/data`` is
 present, else a simulator file) through its source mapping, turns the calls
@@ -51,7 +52,7 @@ from _common import ROOT, add_json, add_runs, default_source, parser, write_json
 from detectors.forecast import ShiftForecaster
 from detectors.forecast_monitor import ForecastMonitor
 from streams.detection.runner import DetectionRunner, encode_points
-from streams.detection.shards import layout, worker_runner
+from streams.detection.shards import check_parts, layout, worker_runner
 from streams.forecasting.build import Places
 from streams.forecasting.issuer import make_set
 from streams.ingest.replay import plan_replay
@@ -71,8 +72,9 @@ def _say(msg: str) -> None:
     print(f"[detect_shards] {msg}", file=sys.stderr, flush=True)
 
 
-def load_points(path: Path, calls: int | None) -> list[Point]:
-    """The calls of ``path`` as detector-input points ``(partition, offset, t, cell, category, priority)``, in event-time order."""
+def load_points(path: Path, calls: int | None, compress: float = 1.0) -> list[Point]:
+    """The calls of ``path`` as detector-input points ``(partition, offset, t, cell, category, priority)``, in event-time order;
+    ``compress`` > 1 brings them that many times closer in time (a denser centre: more calls per event minute)."""
     import h3
 
     records, _ = plan_replay(path, detect_format(path), "bench", calls)
@@ -88,7 +90,8 @@ def load_points(path: Path, calls: int | None) -> list[Point]:
         cell = sys.intern(h3.latlng_to_cell(c["lat"], c["lng"], 8))
         points.append((0, len(points), t, cell, sys.intern(c["category"]), c.get("priority")))
     points.sort(key=lambda p: p[2])
-    return [(0, i, t, cell, cat, pr) for i, (_, _, t, cell, cat, pr) in enumerate(points)]
+    t0 = points[0][2] if points else 0.0
+    return [(0, i, t0 + (t - t0) / compress, cell, cat, pr) for i, (_, _, t, cell, cat, pr) in enumerate(points)]
 
 
 def messages(points: list[Point], size: int = MESSAGE_POINTS) -> list[bytes]:
@@ -101,17 +104,18 @@ def make_runner(profile: Profile) -> DetectionRunner:
     return worker_runner(layout(1)[0], profile)
 
 
-def run_total(msgs: list[bytes], runner: DetectionRunner) -> tuple[float, float, int]:
-    """CPU seconds and wall seconds to feed every message (and flush) to ``runner``, and the alert records made.
+def run_total(msgs: list[bytes], runner: DetectionRunner) -> tuple[float, float, list[str]]:
+    """CPU seconds and wall seconds to feed every message (and flush) to ``runner``, and the alert records made (as JSON).
 
     CPU time is the figure: on a shared machine the wall clock also counts the time other processes held the core.
     """
-    alerts = 0
+    alerts = []
     c0, w0 = time.process_time(), time.perf_counter()
     for m in msgs:
-        alerts += len(runner.feed(m, wall=0.0))
-    alerts += len(runner.flush())
-    return time.process_time() - c0, time.perf_counter() - w0, alerts
+        alerts += runner.feed(m, wall=0.0)
+    alerts += runner.flush()
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return cpu, wall, [json.dumps(a.to_json(), sort_keys=True) for a in alerts]
 
 
 # -- the parts ---------------------------------------------------------------------
@@ -264,20 +268,21 @@ def _worker(parts: tuple[str, ...], profile: Profile, msgs: list[bytes], start: 
     """One detection worker process: its runner, every message, its CPU and wall seconds sent on ``out``."""
     runner = worker_runner(parts, profile)
     start.wait()
-    cpu, wall, alerts = run_total(msgs, runner)
-    out.send((cpu, wall, alerts))
+    cpu, wall, records = run_total(msgs, runner)
+    out.send((cpu, wall, records))
     out.close()
 
 
-def run_workers(msgs: list[bytes], profile: Profile, workers: int) -> dict[str, Any]:
+def run_workers(msgs: list[bytes], profile: Profile, workers: int, placed: tuple[tuple[str, ...], ...] | None = None) -> dict[str, Any]:
     """The stage on ``workers`` processes (:func:`streams.detection.shards.layout`), each fed every message from memory
     (forked with the list, as the Kafka consumer would hand them over), started together; each one's CPU and wall seconds."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
-    start = ctx.Barrier(workers + 1)
+    start = ctx.Barrier(len(placed if placed is not None else layout(workers)) + 1)
     procs, pipes = [], []
-    for parts in layout(workers):
+    placed = placed if placed is not None else layout(workers)
+    for parts in placed:
         here, there = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_worker, args=(parts, profile, msgs, start, there), name=f"detect-{'+'.join(parts)}")
         proc.start()
@@ -293,10 +298,11 @@ def run_workers(msgs: list[bytes], profile: Profile, workers: int) -> dict[str, 
             raise RuntimeError(f"detection worker {proc.name} exited with {proc.exitcode}")
     return {
         "workers": workers,
-        "parts": [list(p) for p in layout(workers)],
+        "parts": [list(p) for p in placed],
         "cpu_s": [g[0] for g in got],
         "wall_s": [g[1] for g in got],
-        "alerts": [g[2] for g in got],
+        "alerts": [len(g[2]) for g in got],
+        "records": sorted(r for g in got for r in g[2]),
         "stage_wall_s": wall,
         "load_average": os.getloadavg()[0],
     }
@@ -305,30 +311,51 @@ def run_workers(msgs: list[bytes], profile: Profile, workers: int) -> dict[str, 
 # -- running -------------------------------------------------------------------------
 
 
-def run(path: Path, calls: int | None, profile: Profile, runs: int, workers: tuple[int, ...], parts: bool) -> dict[str, Any]:
-    """Read the calls; time the stage on each number of ``workers`` ``runs`` times, then (``parts``) one run with timers."""
+def run(
+    path: Path,
+    calls: int | None,
+    profile: Profile,
+    runs: int,
+    workers: tuple[int, ...],
+    parts: bool,
+    compress: float = 1.0,
+    layouts: tuple[tuple[tuple[str, ...], ...], ...] = (),
+) -> dict[str, Any]:
+    """Read the calls; time the stage on each number of ``workers`` (:func:`~streams.detection.shards.layout`) and each
+    of ``layouts`` ``runs`` times, then (``parts``) one run with timers."""
+    placements: dict[str, tuple[tuple[str, ...], ...]] = {str(w): layout(w) for w in workers}
+    placements.update({" | ".join("+".join(p) for p in placed): placed for placed in layouts})
     _say(f"reading {path.name} ...")
-    points = load_points(path, calls)
+    points = load_points(path, calls, compress)
     msgs = messages(points)
     n = len(points)
     _say(f"{n:,} calls in {len(msgs):,} messages")
-    by_workers: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
+    by_workers: dict[str, list[dict[str, Any]]] = {key: [] for key in placements}
+    reference: list[str] | None = None
+    identical = True
     for i in range(runs):
-        for w in workers:
-            got = run_workers(msgs, profile, w)
+        for w, placed in placements.items():
+            got = run_workers(msgs, profile, len(placed), placed)
+            records = got.pop("records")
+            reference = records if reference is None else reference
+            got["identical"] = records == reference
+            identical = identical and got["identical"]
             by_workers[w].append(got)
             _say(
-                f"run {i + 1}/{runs}, {w} worker(s): {n / got['stage_wall_s']:,.0f} calls/s (wall clock), "
+                f"run {i + 1}/{runs}, {len(placed)} worker(s) ({w}): {n / got['stage_wall_s']:,.0f} calls/s (wall clock), "
                 f"{n / max(got['cpu_s']):,.0f} calls/s (slowest worker's CPU time; each: "
                 f"{', '.join(f'{c:.1f}' for c in got['cpu_s'])} s), {sum(got['alerts'])} alert records, "
-                f"load average {got['load_average']:.2f}"
+                f"{'the same as' if got['identical'] else 'NOT the same as'} the first run's, load average {got['load_average']:.2f}"
             )
     result: dict[str, Any] = {
         "source": path.name,
         "profile": profile.id,
         "calls": n,
         "messages": len(msgs),
-        "workers": {str(w): summarize_workers(n, got) for w, got in by_workers.items()},
+        "compress": compress,
+        "calls_per_event_hour": n / max((points[-1][2] - points[0][2]) / 3600.0, 1e-9) if points else 0.0,
+        "workers": {w: summarize_workers(n, got) for w, got in by_workers.items()},
+        "identical": identical,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if parts:
@@ -360,26 +387,24 @@ def summarize_workers(n: int, got: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_s_per_worker": [statistics.median(g["cpu_s"][k] for g in got) for k in range(len(got[0]["cpu_s"]))],
         "runs_wall": [n / g["stage_wall_s"] for g in got],
         "runs_cpu": [n / max(g["cpu_s"]) for g in got],
-        "alerts": got[0]["alerts"] if isinstance(got[0]["alerts"], int) else sum(got[0]["alerts"]),
+        "alerts": sum(got[0]["alerts"]),
         "load_average": [g["load_average"] for g in got],
     }
 
 
 def report(r: dict[str, Any]) -> str:
     n = r["calls"]
-    lines = [
-        f"{n:,} calls of {r['source']} (profile {r['profile']}), {r['messages']:,} messages of {MESSAGE_POINTS:,} points, {r['date']}",
-        "",
-    ]
-    lines.append(
-        f"{'workers':>7}  {'calls/s (CPU)':>13} {'calls/s (wall)':>14}  {'alerts':>6}  parts (CPU s each)   runs (CPU; wall) and load"
-    )
-    for w, row in r["workers"].items():
+    head = f"{n:,} calls of {r['source']} (profile {r['profile']}), {r['messages']:,} messages of {MESSAGE_POINTS:,} points"
+    if r.get("compress", 1.0) != 1.0:
+        head += f", times compressed {r['compress']:g} times"
+    lines = [f"{head}, {r.get('calls_per_event_hour', 0.0):,.0f} calls per event hour, {r['date']}", ""]
+    lines.append(f"{'workers':>7}  {'calls/s (CPU)':>13} {'calls/s (wall)':>14} {'alerts':>6}  parts (CPU s each)   runs: CPU, wall @ load")
+    for row in r["workers"].values():
         each = ", ".join(f"{'+'.join(p)} {c:.1f}" for p, c in zip(row["parts"], row["cpu_s_per_worker"], strict=True))
-        runs = "; ".join(
-            f"{c:,.0f}, {x:,.0f} @ {ld:.1f}" for c, x, ld in zip(row["runs_cpu"], row["runs_wall"], row["load_average"], strict=True)
-        )
-        lines.append(f"{w:>7}  {row['calls_per_s_cpu']:13,.0f} {row['calls_per_s_wall']:14,.0f}  {row['alerts']:6}  {each}   {runs}")
+        marks = zip(row["runs_cpu"], row["runs_wall"], row["load_average"], strict=True)
+        runs = "; ".join(f"{c:,.0f}, {x:,.0f} @ {ld:.1f}" for c, x, ld in marks)
+        rates = f"{row['calls_per_s_cpu']:13,.0f} {row['calls_per_s_wall']:14,.0f}"
+        lines.append(f"{len(row['parts']):>7}  {rates}  {row['alerts']:6}  {each}   {runs}")
     if "parts_s" in r:
         lines += ["", f"{'part (one run with timers, thread CPU time)':44} {'µs/call':>8} {'share':>7}"]
         timed = r["timed_total_s"]
@@ -404,7 +429,8 @@ def report(r: dict[str, Any]) -> str:
                 f"built in {x['forecast_set_build_s']:.2f} s "
                 f"(make_set, in a thread); one due per 15 min of event time, {x['calls_per_event_hour'] / 4:.1f} calls apart on this file"
             )
-    lines.append(f"load average at the end: {', '.join(f'{v:.2f}' for v in r['load_average'])} (2 cores, shared)")
+    same = "the same alert records in every run and worker count" if r["identical"] else "alert records DIFFER between runs"
+    lines.append(f"{same}; load average at the end: {', '.join(f'{v:.2f}' for v in r['load_average'])} (2 cores, shared)")
     return "\n".join(lines)
 
 
@@ -414,7 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=None, help="first N calls only (default: all)")
     p.add_argument("--profile", type=Path, default=MONTGOMERY_PROFILE, help="jurisdiction profile (TOML) (default %(default)s)")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts to time (1 to 4; default %(default)s)")
+    p.add_argument(
+        "--layout",
+        action="append",
+        default=[],
+        metavar="PARTS;PARTS",
+        help="also time this placement: workers separated by ';', each one's parts by ',' (e.g. 'surge;feed,anomaly,forecaster')",
+    )
     p.add_argument("--no-parts", action="store_true", help="skip the run with a timer on each part")
+    p.add_argument("--compress", type=float, default=1.0, help="bring the calls this many times closer in time (default 1: as recorded)")
     add_runs(p, 3, "runs of each worker count; the median is reported")
     add_json(p)
     args = p.parse_args(argv)
@@ -424,13 +458,22 @@ def main(argv: list[str] | None = None) -> int:
             layout(w)
     except ValueError as exc:
         p.error(f"--workers: {exc}")
+    try:
+        layouts = tuple(tuple(check_parts(w.split(",")) for w in spec.split(";")) for spec in args.layout)
+        for placed in layouts:
+            if sorted(q for w in placed for q in w) != sorted(layout(1)[0]):
+                raise ValueError(f"{' ; '.join(','.join(w) for w in placed)} does not place every part exactly once")
+    except ValueError as exc:
+        p.error(f"--layout: {exc}")
+    if not args.compress >= 1.0:
+        p.error(f"--compress must be a number >= 1, found {args.compress}")
     with tempfile.TemporaryDirectory(prefix="detect-shards-") as tmp:
         path = args.path or default_source(Path(tmp), args.calls or 100_000)
-        result = run(path, args.calls, load_profile(args.profile), args.runs, workers, not args.no_parts)
+        result = run(path, args.calls, load_profile(args.profile), args.runs, workers, not args.no_parts, args.compress, layouts)
     print(report(result))
     if args.json:
         write_json(args.json, result)
-    return 0
+    return 0 if result["identical"] else 1
 
 
 if __name__ == "__main__":
