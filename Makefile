@@ -1,7 +1,7 @@
 # Watchfloor: one command per job. `make demo` and `make test` work on a fresh machine.
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint bench down
+.PHONY: setup demo demo-cluster test lint bench down
 
 setup: .venv/.installed
 
@@ -12,6 +12,10 @@ setup: .venv/.installed
 ## stack up, worker, a replay of real data (or the simulator), and where to look
 demo: setup
 	$(PY) -m infra.demo
+
+## the same on a cluster on this machine: three Kafka brokers, Redis with a replica and Sentinels, two workers, two gateways
+demo-cluster: setup
+	$(PY) -m infra.demo --cluster
 
 ## lint, then the whole test suite against the real Kafka and Redis (started and stopped by the suite)
 test: setup lint

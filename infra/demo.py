@@ -1,7 +1,7 @@
 """The main job on one machine: stack up, worker, a replay of real data, and where to look.
 
     python -m infra.demo [PATH] [--profile P.toml] [--mapping M.toml | --format F] [--timezone ZONE]
-                         [--speed max|N] [--since ISO --until ISO]
+                         [--speed max|N] [--since ISO --until ISO] [--cluster]
     python -m infra.demo stop
 
 With no PATH it replays the week before and the day of the 2016-01-23 blizzard
@@ -9,6 +9,12 @@ from ``../shared/data``'s Montgomery County file when it is there; on a fresh
 clone without it, a two-week file from the seeded simulator (with one injected
 incident) is generated into ``.run/`` and replayed instead. The worker keeps
 running afterwards so the counts can be explored; ``make down`` stops it all.
+
+``--cluster`` (``make demo-cluster``) runs the same job on the cluster of
+docs/cluster.md, all on this machine: three Kafka brokers (replication factor 3,
+``min.insync.replicas`` 2), Redis with a replica and three Sentinels, two counting
+workers and the detection worker, and two gateways that know each other
+(``WF_GATEWAY_PEERS``: a dashboard moves to the other when its own is lost).
 
 Each run starts from an empty Kafka and Redis, so that running the demo again
 replays the same calls to the same result (a second replay of calls already
@@ -109,6 +115,14 @@ class Daemon:
 
 WORKER = Daemon("worker", "streams.runtime.worker", ("-l", "info"))
 GATEWAY = Daemon("gateway", "gateway")
+#: --cluster: two counting workers and the detection worker (one: docs/cluster.md), and a second gateway
+COUNTERS = (
+    Daemon("worker-count-1", "streams.runtime.worker", ("-l", "info")),
+    Daemon("worker-count-2", "streams.runtime.worker", ("-l", "info")),
+)
+DETECTOR = Daemon("worker-detect", "streams.runtime.worker", ("-l", "info"))
+GATEWAY_2 = Daemon("gateway-2", "gateway")
+EVERY_DAEMON = (GATEWAY, GATEWAY_2, WORKER, *COUNTERS, DETECTOR)
 
 
 def gateway_secret() -> str:
@@ -153,6 +167,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--since", help="replay calls from this time (ISO 8601)")
     p.add_argument("--until", help="replay calls before this time (ISO 8601)")
     p.add_argument("--keep", action="store_true", help="keep the Kafka topics and Redis data of earlier runs (default: start empty)")
+    p.add_argument(
+        "--cluster", action="store_true",
+        help="three Kafka brokers, Redis with a replica and Sentinels, two counting workers, two gateways (docs/cluster.md)",
+    )  # fmt: skip
     p.add_argument(
         "--profile",
         help="the jurisdiction profile (TOML) the worker and the gateway run under (default: WF_PROFILE, else Montgomery "
@@ -201,14 +219,15 @@ def _replay_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def _wait_worker_done() -> bool:
-    """Wait until the worker has counted everything replayed and the detectors have seen it; False (said why) if not."""
+def _wait_worker_done(workers: tuple[Daemon, ...] = (WORKER,)) -> bool:
+    """Wait until the workers have counted everything replayed and the detectors have seen it; False (said why) if not."""
     from streams.runtime.progress import NotCaughtUp, wait_caught_up, wait_detected
     from streams.runtime.settings import load_settings
 
     def check() -> None:
-        if not WORKER.alive():
-            raise NotCaughtUp(f"the worker exited; see {WORKER.log}")
+        for worker in workers:
+            if not worker.alive():
+                raise NotCaughtUp(f"{worker.name} exited; see {worker.log}")
 
     settings = load_settings()
     try:
@@ -283,13 +302,14 @@ def _print_alerts() -> None:
     import redis
 
     from streams.counting.keys import Keys
+    from streams.runtime.redisconn import sync_client_for
     from streams.runtime.settings import load_jurisdiction, load_settings
 
     settings = load_settings()
     key = Keys(settings.redis_prefix).alerts
     records: list[dict[str, Any]] = []
     try:
-        with redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
+        with sync_client_for(settings, decode_responses=True) as client:
             last = "-"
             while True:
                 page = client.xrange(key, min=last, max="+", count=1000)
@@ -320,8 +340,16 @@ def _where_to_look(port: str, web: str) -> str:
     return "Where to look:\n" + "\n".join(f"  {where:<{width}}  {what}" for where, what in rows)
 
 
-def _print_where_to_look(port: str, supervisor: str, transit: str | None, school: str | None) -> None:
+def _print_where_to_look(port: str, supervisor: str, transit: str | None, school: str | None, cluster: bool = False) -> None:
     web = os.environ.get("WF_WEB_PORT", "6066")
+    if cluster:
+        print(
+            f"""
+The cluster (docs/cluster.md): brokers {os.environ["WF_KAFKA_BOOTSTRAP"]}, Redis Sentinels {os.environ["WF_REDIS_SENTINELS"]};
+counting workers (logs {COUNTERS[0].log}, {COUNTERS[1].log}), the detection worker ({DETECTOR.log}),
+gateways on :{port} and :{int(port) + 1}. Stop any one of them (python -m infra.stack down --only kafka-2, or kill a
+worker's or a gateway's pid from {RUN}/*.pid) and the dashboards and counts go on."""
+        )
     if transit is not None and school is not None:
         partners = f"""  transit partner       http://127.0.0.1:{port}/#token={transit}
   school partner        http://127.0.0.1:{port}/#token={school}
@@ -339,21 +367,49 @@ Dashboards (tokens valid 12 h; the token is in the URL fragment, never sent to a
     )
 
 
+def cluster_env() -> dict[str, str]:
+    """What every process of the cluster is given: the three brokers, the Sentinels, the topics' replication."""
+    from infra import redisha
+
+    return {
+        "WF_KAFKA_BOOTSTRAP": stack.bootstrap(True),
+        "WF_REDIS_SENTINELS": redisha.sentinels_setting(stack.redis_port()),
+        "WF_KAFKA_REPLICATION_FACTOR": "3",
+        "WF_KAFKA_MIN_INSYNC_REPLICAS": "2",
+    }
+
+
+def _start_cluster_daemons(secret: str, port: int) -> tuple[Daemon, ...]:
+    """Two counting workers, the detection worker and two gateways that list each other; the workers started."""
+    web = int(os.environ.get("WF_WEB_PORT", "6066"))
+    for i, worker in enumerate(COUNTERS):
+        worker.start({"WF_ROLES": "count", "WF_WEB_PORT": str(web + i)})
+    DETECTOR.start({"WF_ROLES": "detect", "WF_WEB_PORT": str(web + 2)})
+    peers = f"http://127.0.0.1:{port},http://127.0.0.1:{port + 1}"
+    for gateway, p in ((GATEWAY, port), (GATEWAY_2, port + 1)):
+        gateway.start({"WF_GATEWAY_SECRET": secret, "WF_GATEWAY_PORT": str(p), "WF_GATEWAY_PEERS": peers})
+    return (*COUNTERS, DETECTOR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.path == "stop":
-        GATEWAY.stop()
-        WORKER.stop()
+        for daemon in EVERY_DAEMON:
+            daemon.stop()
         return 0
     if not args.keep:
         _say("starting from an empty Kafka and Redis (--keep keeps what earlier runs stored)")
-        GATEWAY.stop()
-        WORKER.stop()
+        for daemon in EVERY_DAEMON:
+            daemon.stop()
     try:
-        stack.up(fresh=not args.keep)
+        if args.cluster and not args.keep:
+            stack.down()  # a single-node stack left running would hold the ports
+        stack.up(fresh=not args.keep, cluster=args.cluster)
     except stack.StackError as exc:
         _say(f"error: {exc}")
         return 1
+    if args.cluster:
+        os.environ.update(cluster_env())
     profile = _profile(args)
     if profile is not None:
         if not Path(profile).is_file():
@@ -363,16 +419,20 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"jurisdiction profile: {profile}")
     else:
         _say("no jurisdiction profile (--profile): times in UTC, places as H3 cells")
-    WORKER.start()
     secret = gateway_secret()
     port = os.environ.get("WF_GATEWAY_PORT", "8765")
-    GATEWAY.start({"WF_GATEWAY_SECRET": secret, "WF_GATEWAY_PORT": port})
+    if args.cluster:
+        workers = _start_cluster_daemons(secret, int(port))
+    else:
+        workers = (WORKER,)
+        WORKER.start()
+        GATEWAY.start({"WF_GATEWAY_SECRET": secret, "WF_GATEWAY_PORT": port})
     cmd = _replay_command(args)
     _say("replaying: " + " ".join(cmd[2:]))
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         return 1
     _say("waiting for the worker to count everything ...")
-    if not _wait_worker_done():
+    if not _wait_worker_done(workers):
         return 1
     subprocess.run([sys.executable, "-m", "streams.runtime.status"], cwd=ROOT)
     _print_alerts()
@@ -381,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     montgomery = profile is not None and Path(profile).resolve() == MONTGOMERY_PROFILE.resolve()
     agency = "Montgomery County 911" if montgomery else f"{_profile_name(profile)} 911" if profile is not None else "Dispatch"
-    _print_where_to_look(port, *_demo_tokens(secret, montgomery, agency))
+    _print_where_to_look(port, *_demo_tokens(secret, montgomery, agency), cluster=args.cluster)
     return 0
 
 

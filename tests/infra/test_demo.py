@@ -53,3 +53,17 @@ def test_the_demo_ends_with_the_alerts_it_raised_one_line_each_in_the_jurisdicti
         "  Tue 2023-11-14 14:26 PST  Medical calls in Area 13: 9 in 15 minutes",
         "  Tue 2023-11-14 16:13 PST  9 calls in 15 min (a record older than summary)",
     ]
+
+
+def test_the_cluster_demo_gives_every_process_the_three_brokers_the_sentinels_and_replication_3_of_2(monkeypatch):
+    monkeypatch.setenv("WF_KAFKA_PORT", "19092")
+    monkeypatch.setenv("WF_REDIS_PORT", "16379")
+    env = demo.cluster_env()
+    assert env["WF_KAFKA_BOOTSTRAP"] == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    assert env["WF_REDIS_SENTINELS"] == "127.0.0.1:36379,127.0.0.1:36380,127.0.0.1:36381"
+    assert (env["WF_KAFKA_REPLICATION_FACTOR"], env["WF_KAFKA_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+    # every process reads them as its settings: a typo in a name would be ignored silently otherwise
+    from streams.runtime.settings import load_settings
+
+    s = load_settings(env)
+    assert s.kafka_replication_factor == 3 and s.kafka_min_insync_replicas == 2 and len(s.redis_sentinels) == 3
