@@ -107,3 +107,25 @@ def test_an_alert_s_json_has_every_field_in_field_order_as_asdict_gave():
     old = dataclasses.asdict(alert)
     old.update(kind="surge", state="update", cells=list(alert.cells))
     assert json.dumps(alert.to_json()) == json.dumps(old)
+
+
+def test_a_suite_checkpointed_before_skip_existed_restores_running_every_detector():
+    import pickle
+
+    suite = DetectorSuite(surge=SurgeDetector(baseline=quick_baseline()), feed=FeedMonitor(baseline=quick_baseline()))
+    state = {k: v for k, v in suite.__dict__.items() if k not in ("skip", "_run", "_order")}
+    old = DetectorSuite.__new__(DetectorSuite)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.skip == () and list(restored.detectors) == ["surge", "feed"]
+    assert restored.detectors["surge"] is restored.surge
+
+
+def test_skipped_detectors_neither_learn_nor_alert_and_the_others_are_unchanged():
+    points = merged(background(seed=3, days=3), burst(4, MONDAY + 2 * 86400 + 3600, 12, 20, tuple(h3.grid_disk(TOWN[0], 1))))
+    whole = DetectorSuite(surge=SurgeDetector(baseline=quick_baseline()), feed=FeedMonitor(baseline=quick_baseline()))
+    part = DetectorSuite(surge=SurgeDetector(baseline=quick_baseline()), feed=FeedMonitor(baseline=quick_baseline()), skip=("feed",))
+    got_whole = [a for p in points for a in whole.process(p)]
+    got_part = [a for p in points for a in part.process(p)]
+    assert [a for a in got_whole if a.kind is AlertKind.SURGE] == got_part and got_part
+    assert part.feed.baseline.calls_learned == 0 and "feed" not in part.detectors
