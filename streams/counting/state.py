@@ -227,8 +227,26 @@ return 1
 """
 
 
+#: A detectors' checkpoint at ``ARGV[1]``, written only when the one stored is not further along: a detection worker
+#: that lost its partition in a rebalance (or was paused) cannot put its older detectors over its successor's.
+#: Forgets the alert records appended for the messages it covers. 1 written, 0 refused.
+_COMMIT_DETECTION_LUA = """
+local stored = redis.call('HGET', KEYS[1], 'offset')
+if stored and tonumber(stored) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'state', ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+return 1
+"""
+
+
 class StateError(RuntimeError):
     """Redis could not be read or written; the batch was not committed."""
+
+
+class CheckpointFenced(StateError):
+    """A detectors' checkpoint was refused: the one in Redis covers more of the detector input (another worker's)."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +278,7 @@ class RedisState:
         self._commit = client.register_script(_COMMIT_LUA)
         self._append_alerts = client.register_script(_APPEND_ALERTS_LUA)
         self._seed_detection = client.register_script(_SEED_DETECTION_LUA)
+        self._commit_detection = client.register_script(_COMMIT_DETECTION_LUA)
         #: when the last "not acknowledged by a replica" warning was logged (time.monotonic)
         self._unreplicated_warned = float("-inf")
 
@@ -506,13 +525,30 @@ class RedisState:
         ``state`` is stored as given (the detection agent signs it, see
         :mod:`streams.detection.checkpoint`). Atomically forgets the alert
         records appended for those messages: they are never fed again.
+        Raises :class:`CheckpointFenced`, writing nothing, when the checkpoint
+        in Redis is at a higher offset: another detection worker holds the
+        input now, and this one's detectors are behind it. With Sentinels it
+        waits (up to ``REPLICA_WAIT_MS``) for the replica to have it, as
+        :meth:`append_alerts` does: Kafka's committed offsets move on this
+        checkpoint, and a failover must not take it back.
         """
-        pipe = self.client.pipeline(transaction=True)
-        _checkpoint_ops(pipe, self.keys, offset, state)
+        keys = [self.keys.detector, self.keys.detector_written]
+        args: list[str | int] = [offset, base64.b64encode(state).decode()]
         try:
-            await pipe.execute()
+            if self.settings.redis_sentinels:
+                pipe = self.client.pipeline(transaction=False)
+                await self._commit_detection(keys=keys, args=args, client=pipe)
+                pipe.wait(1, REPLICA_WAIT_MS)
+                written, _ = await pipe.execute()
+            else:
+                written = await self._commit_detection(keys=keys, args=args)
         except RedisError as exc:
             raise StateError(f"Redis failed while checkpointing the detectors at offset {offset}: {exc}") from exc
+        if not int(written):
+            raise CheckpointFenced(
+                f"the detectors' checkpoint in {self.keys.detector} is past detector-input offset {offset}: another "
+                "detection worker holds that input now; this one's detectors are behind it and were not saved"
+            )
 
     async def seed_detection(self, offset: int, state: bytes, *, force: bool = False) -> bool:
         """Write a checkpoint made outside the worker (a bootstrap) where the worker has none; whether it was written.
@@ -650,8 +686,3 @@ def unreadable_checkpoint(key: str, exc: BaseException) -> StateError:
         f"the detectors' checkpoint in {key} cannot be read ({exc!r}); delete that key "
         f"(redis-cli DEL {key}) and restart the worker: the detectors then start empty and warm up again"
     )
-
-
-def _checkpoint_ops(pipe: aioredis.client.Pipeline, keys: Keys, offset: int, state: bytes) -> None:
-    pipe.hset(keys.detector, mapping={"offset": str(offset), "state": base64.b64encode(state).decode()})
-    pipe.zremrangebyscore(keys.detector_written, "-inf", offset)

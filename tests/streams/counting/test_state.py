@@ -244,3 +244,27 @@ def test_a_batch_too_large_for_one_command_per_key_is_written_whole(settings):
     assert result.plan.applied == n
     assert sizes == (n, n, n)
     assert sum(v for (_, _, cat), v in counts.items() if cat == "ALL") == n * len(settings.resolutions)
+
+
+def test_a_checkpoint_behind_the_stored_one_is_refused_and_changes_nothing(settings):
+    # A detection worker that lost its partition (a rebalance, a pause) still holds older detectors: its checkpoint
+    # must not replace its successor's, which has seen more of the detector input.
+    from streams.counting.state import CheckpointFenced
+
+    async def go():
+        st = await _state(settings)
+        await st.append_alerts(9, ['{"id":"a9"}'])
+        await st.commit_detection(10, b"successor")
+        with pytest.raises(CheckpointFenced, match="another detection worker"):
+            await st.commit_detection(7, b"stale")
+        stored = await st.load_detection()
+        await st.commit_detection(10, b"same offset, again")  # the same worker saving again at the same offset
+        again = await st.load_detection()
+        await st.commit_detection(12, b"further")
+        further = await st.load_detection()
+        await st.close()
+        return stored, again, further
+
+    stored, again, further = run(go())
+    assert stored == (10, b"successor")
+    assert again == (10, b"same offset, again") and further == (12, b"further")
