@@ -20,9 +20,10 @@ agent, the detector input topic, the detectors, the Redis stream and the
 gateway; each figure is also split at the alert's append to the Redis stream
 (the stream id's milliseconds), to tell the pipeline from the gateway.
 Prints p50, p95, p99 and max per load with the number of alert frames each
-rests on (a load goes on past ``--seconds``, up to three times as long, until
-``--min-alerts`` frames came for its calls: at 0.5 calls/s most alerts are the
-bursts'), how far behind the counting and detection agents were when the load
+rests on (a load under :data:`EXTEND_BELOW` calls/s goes on past ``--seconds``,
+up to three times as long, until ``--min-alerts`` frames came for its calls: at
+0.5 calls/s most alerts are the bursts'; above, the alerts are plenty, and a
+pipeline behind would only be loaded longer), how far behind the counting and detection agents were when the load
 stopped, and saves JSON to ``out/bench/latency.json``.
 
 Where the time goes: the workers run with ``WF_STAGE_TIMING=1`` (unless
@@ -66,6 +67,8 @@ from streams.runtime.progress import NotCaughtUp, detector_input_end, end_offset
 from streams.runtime.settings import Settings, load_settings
 from streams.topics import CALLS, DETECTOR_INPUT, INCIDENT_UPDATES, topic_name
 
+#: Loads below this many calls/s go on past --seconds until --min-alerts alert frames came.
+EXTEND_BELOW = 50.0
 BURST_EVERY_S = 5.0
 BURST_SIZE = 8
 #: seconds each stage may take to drain after a load (what arrives later is not counted)
@@ -230,15 +233,17 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(values), "p50": p50, "p95": p95, "p99": p99, "max": float(a.max())}
 
 
-def _start(settings, env: dict[str, str], tmp: Path, split: bool, port: int, secret: str) -> tuple[Proc, Proc | None, Proc]:
-    """The worker (or, with ``split``, a counting and a detecting worker) and the gateway on ``port``, started."""
+def _start(
+    settings, env: dict[str, str], tmp: Path, split: bool, port: int, secret: str, detect_web: int
+) -> tuple[Proc, Proc | None, Proc]:
+    """The worker (or, with ``split``, a counting and a detecting worker, its web port ``detect_web``) and the gateway on ``port``."""
     if split:  # counting and detection in two processes (WF_ROLES), each on its own core when it can
         worker = Proc(
             [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"], {**env, "WF_ROLES": "count"}, tmp / "worker-count.log"
         )
         detector = Proc(
             [sys.executable, "-m", "streams.runtime.worker", "-l", "warn"],
-            {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(free_port())},
+            {**env, "WF_ROLES": "detect", "WF_WEB_PORT": str(detect_web)},
             tmp / "worker-detect.log",
         )
     else:
@@ -338,6 +343,25 @@ async def _behind(settings, r: redis.Redis, prefix: str) -> tuple[int, int]:
     return counting_behind, max(0, consumer_end - 1 - detection_offset(r, prefix))
 
 
+#: The detection worker's counters read before and after each load (``/metrics``).
+DETECTOR_COUNTERS = ("watchfloor_detector_points_total", "watchfloor_detector_input_late_total")
+
+
+def detector_counters(port: int) -> dict[str, float]:
+    """The detection worker's :data:`DETECTOR_COUNTERS` from its ``/metrics`` (empty when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in DETECTOR_COUNTERS:
+            out[name] = float(value)
+    return out
+
+
 def _mine(received: list[tuple[float, dict]], mark: int, started: float) -> list[tuple[float, dict]]:
     """The alert frames (opened or updated) received since ``mark`` for calls produced since ``started``."""
     return [(t, a) for t, a in received[mark:] if a["state"] in ("open", "update") and a["at"] >= started - 1]
@@ -354,18 +378,22 @@ def stage_records(r: redis.Redis, prefix: str, since: float) -> list[dict]:
 
 
 async def _one_load(
-    settings, r: redis.Redis, rows: list[dict], rate: float, seconds: float, zone_at, seq, received, check, min_alerts: int
+    settings, r: redis.Redis, rows: list[dict], rate: float, seconds: float, zone_at, seq, received, check, min_alerts: int, detect_web: int
 ) -> dict:
     """Offer ``rate`` calls/s for ``seconds`` (longer while fewer than ``min_alerts`` alert frames came), let the pipeline
     drain, and measure the alert frames for this load's calls."""
     mark = len(received)
     started = time.time()
     await asyncio.to_thread(stage_records, r, settings.redis_prefix, started)  # what came before is not this load's
-    _say(f"offered load {rate:g} calls/s for {seconds:g} s (or until {min_alerts} alert frames, {3 * seconds:g} s at most)")
+    counters_before = await asyncio.to_thread(detector_counters, detect_web)
+    extend = rate < EXTEND_BELOW and min_alerts > 0
+    more = f" (or until {min_alerts} alert frames, {3 * seconds:g} s at most)" if extend else ""
+    _say(f"offered load {rate:g} calls/s for {seconds:g} s{more}")
     sampler = ProgressSampler(settings)
     sampler.start()
     try:
-        sent = await offered_load(settings, rows, rate, seconds, zone_at, seq, lambda: len(_mine(received, mark, started)) >= min_alerts)
+        enough = (lambda: len(_mine(received, mark, started)) >= min_alerts) if extend else None
+        sent = await offered_load(settings, rows, rate, seconds, zone_at, seq, enough)
     finally:
         sampler.stop()
     took = time.time() - started
@@ -380,8 +408,11 @@ async def _one_load(
     mine = _mine(received, mark, started)
     timing = await asyncio.to_thread(stage_records, r, settings.redis_prefix, started)
     row = _load_row(rate, sent, took, started, mine, sampler.worst(started, started + took), behind, timing)
+    counters_after = await asyncio.to_thread(detector_counters, detect_web)
+    # calls the detectors ran and calls they never saw (late for the event-time merge; counted in Redis all the same)
+    row["detector"] = {k.removeprefix("watchfloor_"): counters_after[k] - counters_before.get(k, 0) for k in counters_after}
     _say(f"  {sent:,} calls ({row['achieved_per_s']:g}/s) in {took:.0f} s; {len(mine)} alert frames; latency {row['alerts']}")
-    _say(f"  most behind during the load [records, at s]: {row['most_behind']}")
+    _say(f"  most behind during the load [records, at s]: {row['most_behind']}; detectors: {row['detector']}")
     return row
 
 
@@ -393,9 +424,10 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True,
     tmp = Path(tempfile.mkdtemp(prefix="wf-latency-"))
     secret = secrets.token_urlsafe(48)
     web, port = free_port(), free_port()
+    detect_web = free_port() if split else web
     env = {"WF_TOPIC_PREFIX": prefix, "WF_REDIS_PREFIX": prefix, "WF_APP_ID": settings.app_id, "WF_WEB_PORT": str(web)}
     env["WF_STAGE_TIMING"] = "1" if stage_timing else "0"
-    worker, detector, gateway = _start(settings, env, tmp, split, port, secret)
+    worker, detector, gateway = _start(settings, env, tmp, split, port, secret, detect_web)
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     results: dict = {
         "prefix": prefix, "seconds": seconds, "min_alerts": min_alerts, "workers": "count + detect" if split else "one (both roles)",
@@ -417,7 +449,9 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True,
         await asyncio.sleep(6)  # the detection agent reads event zones every 5 s
         seq = [0]
         for rate in rates:
-            results["loads"].append(await _one_load(settings, r, rows, rate, seconds, zone_at, seq, received, check, min_alerts))
+            results["loads"].append(
+                await _one_load(settings, r, rows, rate, seconds, zone_at, seq, received, check, min_alerts, detect_web)
+            )
             await asyncio.sleep(5)
     finally:
         if watcher is not None:
@@ -452,7 +486,7 @@ def table(results: dict) -> str:
     lines = [
         f"load average (1, 5, 15 min) before {_avg(results.get('load_average_before'))}, after {_avg(results.get('load_average_after'))}",
         f"{'offered/s':>9} {'achieved/s':>10} {'calls':>8} {'alerts':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'zone p50':>9} {'to Redis p99':>12} {'to socket p99':>13} {'count lag':>9} {'detect lag':>10}",
+        f"{'zone p50':>9} {'to Redis p99':>12} {'to socket p99':>13} {'count lag':>9} {'detect lag':>10} {'late':>5}",
     ]
     for row in results["loads"]:
         a, b = row["alerts"], row["burst_alerts"]
@@ -460,13 +494,15 @@ def table(results: dict) -> str:
             f"{row['offered_per_s']:>9g} {row['achieved_per_s']:>10g} {row['sent']:>8,} {a['n']:>7} "
             f"{_fmt(a, 'p50'):>8} {_fmt(a, 'p95'):>8} {_fmt(a, 'p99'):>8} {_fmt(a, 'max'):>8} {_fmt(b, 'p50'):>9} "
             f"{_fmt(row['to_redis'], 'p99'):>12} {_fmt(row['redis_to_socket'], 'p99'):>13} "
-            f"{row['counting_behind_at_end']:>9,} {row['detector_input_behind_at_end']:>10,}"
+            f"{row['counting_behind_at_end']:>9,} {row['detector_input_behind_at_end']:>10,} "
+            f"{_fmt(row.get('detector', {}), 'detector_input_late_total'):>5}"
         )
     lines.append(
         "latency: an alert frame's receipt at a supervisor's WebSocket minus its 'at'\n"
         "  (the production time of the call that made it fire); split at the alert's append to the Redis stream\n"
         "  (its stream id): to Redis = Kafka, counting, detector input, detectors; to socket = the gateway;\n"
-        "count lag / detect lag: records (calls) / detector-input messages not yet applied when the load stopped.\n"
+        "count lag / detect lag: records (calls) / detector-input messages not yet applied when the load stopped;\n"
+        "late: calls the detectors never saw, too far out of event-time order (counted in Redis all the same).\n"
         "alerts: the alert frames each percentile rests on (a p99 of fewer than 100 is the largest or next to it)."
     )
     for row in results["loads"]:
@@ -498,7 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="0.5,2,5,100", help="offered loads, calls per second, comma-separated (default 0.5,2,5,100)")
     p.add_argument("--seconds", type=float, default=60.0, help="seconds each load is sustained at least (default 60)")
     p.add_argument(
-        "--min-alerts", type=int, default=100, help="a load goes on (up to 3 x --seconds) until this many alert frames came (default 100)"
+        "--min-alerts",
+        type=int,
+        default=100,
+        help=f"a load under {EXTEND_BELOW:g} calls/s goes on (up to 3 x --seconds) until this many alert frames came "
+        "(default 100; 0: never)",
     )
     p.add_argument("--no-stage-timing", action="store_true", help="run the workers without WF_STAGE_TIMING (no stage figures)")
     add_json(p, ROOT / "out" / "bench" / "latency.json")

@@ -176,6 +176,8 @@ class CountingAgent:
                     i = committer_of[p] = len(committer_of) % n
                 if committers[i].done():
                     committers[i].result()  # raises what stopped it
+                if reporter.done():
+                    reporter.result()  # raises what stopped it (it runs as long as the agent)
                 if batchers[i].add(event):
                     await batchers[i].room()
                 if empty is not None and empty():

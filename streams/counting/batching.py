@@ -8,14 +8,16 @@ at a time, while the agent goes on adding. The agent waits only when
 ``max_pending`` events are already waiting (backpressure), so a slow Redis
 still slows the reading, as it must.
 
-A batch is given when it is full (``max_size``), when the reader says it has
-nothing more buffered (:meth:`Batcher.ready`: the records that came in one
-fetch are all here, and waiting longer would only wait for the next fetch),
-or when its oldest event has waited ``within`` seconds, as with
-``take_events`` (a reader that cannot tell relies on that). At a few calls a
-second a call then goes to its committer as soon as it is read, not
-``within`` later; under load the committer is busy with the previous batch
-while the next one fills, so batches stay large. Pure asyncio, no Faust.
+A batch is given when it is full (``max_size``), when its oldest event has
+waited ``within`` seconds, as with ``take_events``, or when the reader says it
+has nothing more buffered (:meth:`Batcher.ready`: the records that came in
+one fetch are all here, and waiting longer would only wait for the next
+fetch) and the last batch was given ``within`` seconds ago or more. At a few
+calls a second a call then goes to its committer as soon as it is read, not
+``within`` later; at a thousand a second, when every fetch brings a few
+records, batches still come at most one per ``within`` (each costs a plan, a
+Redis commit and a detector-input message: one per fetch took the worker
+several times the CPU). Pure asyncio, no Faust.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Batcher(Generic[T]):
         self._room.set()
         #: the reader had nothing more buffered after the last item it added: what waits may go now
         self._ready = False
+        #: when the last batch was given (event loop time)
+        self._last_take = float("-inf")
 
     def __len__(self) -> int:
         return len(self._items)
@@ -78,14 +82,14 @@ class Batcher(Generic[T]):
         return n >= self.max_pending
 
     def ready(self) -> None:
-        """The reader has nothing more buffered: the items waiting may go now, short of ``max_size`` and ``within``.
+        """The reader has nothing more buffered: the items waiting may go as soon as the last batch is ``within`` old.
 
         (Until the next :meth:`add`.)
 
         >>> async def demo():
         ...     b = Batcher(max_size=10, within=60.0)
         ...     b.add("a"); b.add("b"); b.ready()
-        ...     return await b.next_batch()
+        ...     return await b.next_batch()   # no batch was given yet: at once
         >>> asyncio.run(demo())
         ['a', 'b']
         """
@@ -100,13 +104,16 @@ class Batcher(Generic[T]):
             await self._room.wait()
 
     async def next_batch(self) -> list[T]:
-        """The oldest items, up to ``max_size``: once that many wait, once the reader is :meth:`ready`, or once the oldest
-        has waited ``within`` seconds."""
+        """The oldest items, up to ``max_size``: once that many wait, once the oldest has waited ``within`` seconds, or
+        once the reader is :meth:`ready` and the last batch was given ``within`` seconds ago."""
         while True:
-            if len(self._items) >= self.max_size or (self._ready and self._items):
+            if len(self._items) >= self.max_size:
                 break
             if self._items:
-                left = self._starts[0] + self.within - self._now()
+                deadline = self._starts[0] + self.within
+                if self._ready:
+                    deadline = min(deadline, self._last_take + self.within)
+                left = deadline - self._now()
                 if left <= 0:
                     break
                 self._changed.clear()
@@ -136,5 +143,6 @@ class Batcher(Generic[T]):
         del self._starts[0]
         if not self._items:
             self._ready = False
+        self._last_take = self._now()
         self._room.set()
         return batch

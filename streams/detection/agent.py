@@ -86,6 +86,9 @@ SHED_WARN_S = 60.0
 #: Calls the stage timing keeps stamps for while the merge holds them (beyond, the oldest are forgotten: late calls).
 TIMING_HELD_MAX = 50_000
 
+#: Detector-input messages fed under one hold of the lock, with one write of their alerts, when they wait in the stream.
+FEED_MAX = 100
+
 
 @dataclass
 class StageTiming:
@@ -93,6 +96,8 @@ class StageTiming:
 
     #: (event time, cell, category) -> the stamps of a call fed and not released yet
     held: dict[tuple[float, str, str], dict[str, float | None]] = field(default_factory=dict)
+    #: records of calls released, their alerts not yet in Redis
+    releasing: list[dict[str, float | None]] = field(default_factory=list)
     #: complete records not written to Redis yet (JSON)
     ready: list[str] = field(default_factory=list)
     writing: asyncio.Task[None] | None = None
@@ -110,15 +115,22 @@ class StageTiming:
         while len(self.held) > TIMING_HELD_MAX:
             del self.held[next(iter(self.held))]
 
-    def released(self, runner: DetectionRunner, out: float, done: float) -> None:
-        """The calls the runner ran since the last call were released at ``out``; their alerts were in Redis at ``done``."""
+    def released(self, runner: DetectionRunner, out: float) -> None:
+        """The calls the runner ran since the last call were released at ``out`` (then call :meth:`done`)."""
         points = runner.trace or []
         runner.trace = []
         for point in points:
             record = self.held.pop((point.t, point.cell, point.category), None)
             if record is not None:
-                record["out"], record["done"] = out, done
-                self.ready.append(json.dumps(record, separators=(",", ":")))
+                record["out"] = out
+                self.releasing.append(record)
+
+    def done(self, done: float) -> None:
+        """The alerts of the calls released since the last call were in Redis at ``done``."""
+        for record in self.releasing:
+            record["done"] = done
+            self.ready.append(json.dumps(record, separators=(",", ":")))
+        self.releasing.clear()
 
     def flush(self, redis: RedisState) -> None:
         """Append the records ready to the Redis list, in a task (one at a time; a failure is logged and they are dropped)."""
@@ -247,39 +259,66 @@ class DetectionAgent:
     # -- the agent and its timer ---------------------------------------------------
 
     async def detect_surges(self, stream: faust.StreamT) -> None:
-        """Run the detectors over the accepted calls, in event-time order, and publish their alerts."""
+        """Run the detectors over the accepted calls, in event-time order, and publish their alerts.
+
+        The messages waiting in the stream when one is taken are fed together
+        (up to :data:`FEED_MAX`), their alerts written in one go: a message
+        costs a Redis round trip, and one per message would leave the agent
+        behind when the counting agent's batches are small (a batch goes as
+        soon as nothing more is buffered there).
+        """
+        events = _noack(stream)
+        # the stream's queue of messages delivered and not taken yet
+        empty = getattr(events.channel, "empty", None)
+        waiting: list[tuple[EventT, float]] = []
         # Acknowledged by hand, with each checkpoint: a crash redelivers what the checkpoint lacks.
-        async for event in _noack(stream).events():
-            await self.handle(event)
+        async for event in events.events():
+            waiting.append((event, time.time()))
+            if empty is None or empty() or len(waiting) >= FEED_MAX:
+                batch, waiting = waiting, []
+                await self.handle_many(batch)
 
     async def handle(self, event: EventT) -> None:
         """Feed one detector-input message to the detectors, publish its alerts, and checkpoint when due."""
+        await self.handle_many([(event, time.time())])
+
+    async def handle_many(self, events: list[tuple[EventT, float]]) -> None:
+        """Feed detector-input messages (each with when it was taken from the stream) to the detectors, in order; publish
+        their alerts in one write, at the last one's offset; checkpoint when due."""
         st = self.state
-        got = time.time()
         async with self.lock:
             fed = time.time()
             runner = await self.runner()
             await self._refresh_zones(runner)
-            offset = event.message.offset
-            if offset <= st.applied:
-                # fed before (redelivered after a restart or a rebalance): acknowledged at once if
-                # the checkpoint has it, else with the next checkpoint, never ahead of one
-                if offset <= st.offset:
-                    event.ack()
-                else:
-                    st.pending.append(event)
-                return
             timing = self.timing
+            if timing is not None and runner.trace is None:
+                runner.trace = []
+            alerts: list[Alert] = []
+            last = None
+            for event, got in events:
+                offset = event.message.offset
+                if offset <= st.applied:
+                    # fed before (redelivered after a restart or a rebalance): acknowledged at once if
+                    # the checkpoint has it, else with the next checkpoint, never ahead of one
+                    if offset <= st.offset:
+                        event.ack()
+                    else:
+                        st.pending.append(event)
+                    continue
+                out = time.time()
+                if timing is not None:
+                    timing.arrived(event.value, got, fed)
+                alerts += runner.feed(event.value, out)
+                if timing is not None:
+                    timing.released(runner, out)
+                st.pending.append(event)
+                last = offset
+            if last is None:
+                return
+            await self._publish(alerts, last)
             if timing is not None:
-                timing.arrived(event.value, got, fed)
-                if runner.trace is None:
-                    runner.trace = []
-            out = time.time()
-            await self._publish(runner.feed(event.value, out), offset)
-            if timing is not None:
-                timing.released(runner, out, time.time())
+                timing.done(time.time())
                 timing.flush(self.redis())
-            st.pending.append(event)
             self._warn_if_shedding(runner)
             self._forecast(runner)
             if self._checkpoint_due():
@@ -296,7 +335,8 @@ class DetectionAgent:
             if alerts:
                 await self._publish(alerts, st.applied, clock=True)
             if self.timing is not None and runner.trace is not None:
-                self.timing.released(runner, out, time.time())
+                self.timing.released(runner, out)
+                self.timing.done(time.time())
                 self.timing.flush(self.redis())
             self._forecast(runner)
             # alerts of the clock alone are not made again by a replay: checkpoint them soon

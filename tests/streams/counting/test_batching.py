@@ -64,6 +64,60 @@ def test_a_full_batch_is_given_at_once_and_a_partial_one_after_within():
     assert 0.15 <= waited_rest < 1.0
 
 
+def test_when_the_reader_has_nothing_more_buffered_a_partial_batch_goes_at_once():
+    """A lone call at a quiet time goes to its committer as soon as it is read, not ``within`` later."""
+
+    async def go():
+        b: Batcher[int] = Batcher(max_size=100, within=5.0)
+        taker = asyncio.ensure_future(b.next_batch())
+        await asyncio.sleep(0)
+        b.add(1)
+        await asyncio.sleep(0.01)
+        waiting = not taker.done()
+        b.ready()
+        return waiting, await asyncio.wait_for(taker, 1.0)
+
+    waiting, batch = run(go())
+    assert waiting, "without ready() the batch waits for its time limit"
+    assert batch == [1]
+
+
+def test_ready_batches_come_at_most_one_per_within():
+    """Under load every fetch brings a few records and the reader is often idle: batches still come at most one per ``within``."""
+
+    async def go():
+        b: Batcher[int] = Batcher(max_size=100, within=0.2)
+        b.add(1)
+        b.ready()
+        first = await b.next_batch()  # no batch given yet: at once
+        t0 = time.monotonic()
+        b.add(2)
+        b.ready()
+        second = await b.next_batch()
+        return first, second, time.monotonic() - t0
+
+    first, second, waited = run(go())
+    assert first == [1] and second == [2]
+    assert 0.15 <= waited < 1.0
+
+
+def test_adding_after_ready_waits_for_the_reader_to_say_so_again():
+    """ready() holds until the next add: records arriving meanwhile are not cut off mid-fetch."""
+
+    async def go():
+        b: Batcher[int] = Batcher(max_size=100, within=0.2)
+        b.add(1)
+        b.ready()
+        b.add(2)
+        t0 = time.monotonic()
+        batch = await b.next_batch()
+        return batch, time.monotonic() - t0
+
+    batch, waited = run(go())
+    assert batch == [1, 2]
+    assert 0.15 <= waited < 1.0  # the time limit, as before ready()
+
+
 def test_a_waiting_taker_gets_the_batch_as_soon_as_it_fills():
     async def go():
         b: Batcher[int] = Batcher(max_size=2, within=5.0)
