@@ -308,6 +308,38 @@ def run_workers(msgs: list[bytes], profile: Profile, workers: int, placed: tuple
     }
 
 
+# -- what a split by place would cost -------------------------------------------------------
+
+
+def border_copies(points: list[Point], resolution: int, shards: int) -> dict[str, Any]:
+    """A split by region, costed: parents of ``resolution`` placed on ``shards`` by their calls (greedy, busiest first),
+    and each call sent to every shard owning a cell within two rings of it (the surge scan's disks around its cell and
+    its neighbours); how many times each call is sent, on average, and each shard's own calls.
+
+    >>> pts = [(0, i, float(i), "882aac941dfffff", "EMS", None) for i in range(3)]
+    >>> border_copies(pts, 5, 2)["copies_per_call"]
+    1.0
+    """
+    import collections
+
+    import h3
+
+    cells = collections.Counter(p[3] for p in points)
+    per_parent: collections.Counter[str] = collections.Counter()
+    for cell, n in cells.items():
+        per_parent[str(h3.cell_to_parent(cell, resolution))] += n
+    owned = [0] * shards
+    owner: dict[str, int] = {}
+    for parent, n in per_parent.most_common():
+        k = owned.index(min(owned))
+        owner[parent], owned[k] = k, owned[k] + n
+    sent = 0
+    for cell, n in cells.items():
+        need = {owner.get(str(h3.cell_to_parent(c, resolution)), -1) for c in h3.grid_disk(cell, 2)} - {-1}
+        sent += n * len(need)
+    return {"resolution": resolution, "shards": shards, "parents": len(per_parent), "owned": owned, "copies_per_call": sent / len(points)}
+
+
 # -- running -------------------------------------------------------------------------
 
 
@@ -358,6 +390,7 @@ def run(
         "identical": identical,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    result["borders"] = [border_copies(points, res, k) for res in (4, 5) for k in (2, 4)]
     if parts:
         _say("one run with a timer on each part ...")
         timed = run_parts(msgs, profile)
@@ -429,6 +462,11 @@ def report(r: dict[str, Any]) -> str:
                 f"built in {x['forecast_set_build_s']:.2f} s "
                 f"(make_set, in a thread); one due per 15 min of event time, {x['calls_per_event_hour'] / 4:.1f} calls apart on this file"
             )
+    for b in r.get("borders", []):
+        lines.append(
+            f"split by res-{b['resolution']} region over {b['shards']} shards ({b['parents']} regions): each call sent "
+            f"{b['copies_per_call']:.2f} times (within 2 rings of a border), the shards' own calls {b['owned']}"
+        )
     same = "the same alert records in every run and worker count" if r["identical"] else "alert records DIFFER between runs"
     lines.append(f"{same}; load average at the end: {', '.join(f'{v:.2f}' for v in r['load_average'])} (2 cores, shared)")
     return "\n".join(lines)
