@@ -57,7 +57,7 @@ from faust.types import EventT
 from redis.exceptions import RedisError
 
 from detectors.types import Alert
-from streams.counting.state import RedisState, StateError, unreadable_checkpoint
+from streams.counting.state import CheckpointFenced, RedisState, StateError, unreadable_checkpoint
 from streams.detection import checkpoint, stages
 from streams.detection.naming import name_alert
 from streams.detection.plain import with_summary
@@ -220,6 +220,9 @@ class DetectionState:
     forecasting: asyncio.Task[None] | None = None
     #: forecast sets that failed to build or publish, since the worker started
     forecast_failures: int = 0
+    #: the detector input was taken from this worker (a rebalance) or its checkpoint was fenced: the detectors are
+    #: behind whoever holds it now, and are restored from the checkpoint in Redis when they are next needed
+    input_lost: bool = False
 
 
 class DetectionAgent:
@@ -229,8 +232,12 @@ class DetectionAgent:
     the alerts topic; ``key`` gives the checkpoints' signing key (by default
     :func:`streams.runtime.settings.checkpoint_key`, read on first use);
     ``profile`` the jurisdiction (by default the one ``settings`` names);
-    ``forecasts`` the forecasts topic (None: the sets go to Redis only).
-    Call :meth:`close` at shutdown: it writes a last checkpoint.
+    ``forecasts`` the forecasts topic (None: the sets go to Redis only);
+    ``holds_input`` says whether the worker is assigned the detector input
+    now: a second detection worker (a standby in the same consumer group)
+    neither ticks its clock nor checkpoints until it is. Call
+    :meth:`input_revoked` when the input is taken away, and :meth:`close` at
+    shutdown: it writes a last checkpoint.
     """
 
     def __init__(
@@ -241,8 +248,11 @@ class DetectionAgent:
         key: Callable[[], bytes] | None = None,
         profile: Profile | None = None,
         forecasts: faust.TopicT | None = None,
+        holds_input: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
+        #: whether this worker is assigned the detector input now (None: always, as in tests without Faust's consumer)
+        self.holds_input = holds_input
         self.profile = profile if profile is not None else load_jurisdiction(settings)
         self.forecasts = forecasts
         #: the areas, names and hot-spot grid of the forecast sets (the profile's)
@@ -324,8 +334,26 @@ class DetectionAgent:
             if self._checkpoint_due():
                 await self.checkpoint()
 
+    def input_revoked(self) -> None:
+        """The detector input was taken from this worker (Faust's ``on_partitions_revoked``): set the detectors aside.
+
+        Another worker goes on from the last checkpoint; if the input comes
+        back here, the detectors are restored from the checkpoint in Redis
+        then, not resumed from this worker's older ones (which would miss what
+        the other worker fed them). The messages fed since the last checkpoint
+        are not acknowledged: the other worker is given them again.
+        """
+        self.state.input_lost = True
+
     async def keep_detector_clock(self) -> None:
-        """While the feed is silent, the detectors' clock follows the wall clock (outages are news); checkpoint when due."""
+        """While the feed is silent, the detectors' clock follows the wall clock (outages are news); checkpoint when due.
+
+        Only on the worker that holds the detector input: a standby's clock
+        would make the same outage alerts a second time, at other instants.
+        """
+        if self.holds_input is not None and not self.holds_input():
+            self.state.input_lost = self.state.input_lost or self.state.runner is not None
+            return
         st = self.state
         async with self.lock:
             runner = await self.runner()
@@ -371,6 +399,12 @@ class DetectionAgent:
     async def runner(self) -> DetectionRunner:
         """The detectors, restored from their checkpoint in Redis when there is one (call under the lock)."""
         st = self.state
+        if st.input_lost:
+            if st.writing is not None and not st.writing.done():
+                await asyncio.wait([st.writing])  # its outcome does not matter: the stored checkpoint decides
+            st.writing = None
+            log.info("the detectors are set aside: another worker held the detector input; restoring from the checkpoint")
+            st.runner, st.pending, st.sends, st.offset, st.applied, st.input_lost = None, [], [], -1, -1, False
         if st.runner is None:
             key = self._signing_key()
             redis = self.redis()
@@ -433,6 +467,10 @@ class DetectionAgent:
     async def _write_or_requeue(self, write: Awaitable[None], offset: int, events: list[EventT]) -> None:
         try:
             await write
+        except CheckpointFenced as exc:
+            # another worker holds the input and is further along: never acknowledge, restore from its checkpoint
+            self.state.input_lost = True
+            log.warning("%s", exc)
         except StateError as exc:
             # not acknowledged: the next checkpoint covers these messages too
             self.state.pending[:0] = events

@@ -83,9 +83,21 @@ def create_app(settings: Settings | None = None) -> faust.App:
         detector_input = app.topic(topic_name(s.topic_prefix, DETECTOR_INPUT), **topic_options)
         alerts = app.topic(topic_name(s.topic_prefix, ALERTS), **topic_options)
         forecasts = app.topic(topic_name(s.topic_prefix, FORECASTS), **topic_options)
-        detection = DetectionAgent(s, states.get, alerts, forecasts=forecasts)
-        app.agent(detector_input, name="detect_surges")(detection.detect_surges)
-        app.timer(interval=min(5.0, s.detector_checkpoint_s))(detection.keep_detector_clock)
+        input_name = detector_input.get_topic_name()
+
+        def holds_input() -> bool:
+            return any(tp.topic == input_name for tp in app.consumer.assignment())
+
+        detection = agent = DetectionAgent(s, states.get, alerts, forecasts=forecasts, holds_input=holds_input)
+        app.agent(detector_input, name="detect_surges")(agent.detect_surges)
+        app.timer(interval=min(5.0, s.detector_checkpoint_s))(agent.keep_detector_clock)
+
+        def _input_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            # mode's Signal calls receiver(sender, revoked, signal=...) and awaits it if it returns an awaitable
+            if any(tp.topic == input_name for tp in revoked):
+                agent.input_revoked()
+
+        app.on_partitions_revoked.connect(_input_revoked)  # type: ignore[arg-type]  # mode's stub wants signal= by name
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:  # Faust's view signature

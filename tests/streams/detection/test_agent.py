@@ -268,3 +268,60 @@ def test_the_detectors_run_on_the_profiles_clock_and_alerts_are_published_with_t
     assert any(
         "learnt its hour-of-week rhythm in America/Los_Angeles" in r.getMessage() and "Asia/Tokyo" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_standby_that_does_not_hold_the_input_neither_ticks_nor_restores_the_detectors():
+    """Two detection workers in one group: the one not assigned the input must not make the clock's alerts a second
+    time (at other instants) nor touch the checkpoint."""
+
+    async def go():
+        state = MemoryState()
+        holds = [False]
+        agent = DetectionAgent(load_settings({}, partitions=1), lambda: state, SentAlerts(), key=lambda: KEY, holds_input=lambda: holds[0])  # type: ignore[arg-type]
+        await agent.keep_detector_clock()
+        standby = agent.state.runner
+        holds[0] = True
+        await agent.keep_detector_clock()
+        return standby, agent.state.runner
+
+    standby, active = asyncio.run(go())
+    assert standby is None, "the standby restored (and would tick) the detectors"
+    assert active is not None, "the worker that holds the input keeps the detectors' clock"
+
+
+def test_after_the_input_was_taken_away_the_detectors_are_restored_from_the_stored_checkpoint_not_resumed():
+    """A worker whose input moved to another worker and came back must go on from the other's checkpoint: its own
+    detectors miss what the other fed. A checkpoint the store refuses (fenced) does the same, acknowledging nothing."""
+    from streams.counting.state import CheckpointFenced
+
+    async def go():
+        state = MemoryState()
+        agent = make_agent(state)
+        for i in range(3):
+            await agent.handle(Message(i))
+        mine = agent.state.runner
+        # meanwhile another worker held the input, fed messages 3..5 and checkpointed at 5
+        other = make_agent(state)
+        for i in range(3, 6):
+            await other.handle(Message(i))
+        async with other.lock:
+            await other.checkpoint()
+        await other.state.writing
+        agent.input_revoked()
+        redelivered = [Message(i) for i in range(3, 8)]
+        for m in redelivered:
+            await agent.handle(m)
+        restored = agent.state.runner
+        seen = dict(restored._seen)
+        # now the other worker checkpoints further along; this one's next checkpoint is refused
+        state.failing = CheckpointFenced("another detection worker holds that input now")
+        async with agent.lock:
+            await agent.checkpoint()
+        await agent.state.writing
+        return mine, restored, seen, agent.state.input_lost, redelivered
+
+    mine, restored, seen, lost, redelivered = asyncio.run(go())
+    assert restored is not mine and seen == {0: 7}, "restored from the checkpoint at 5, then fed 6 and 7 (3..5 skipped)"
+    assert lost, "a fenced checkpoint sets the detectors aside"
+    # 3..5 are covered by the stored checkpoint (acknowledged as skipped); 6 and 7 only by the refused one
+    assert [m.acked for m in redelivered] == [True, True, True, False, False], "acknowledged by a fenced checkpoint"
