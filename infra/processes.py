@@ -52,6 +52,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         WF_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         WF_KAFKA_REPLICATION_FACTOR=str(settings.kafka_replication_factor),
         WF_KAFKA_MIN_INSYNC_REPLICAS=str(settings.kafka_min_insync_replicas),
+        WF_KAFKA_SESSION_TIMEOUT_S=str(settings.kafka_session_timeout_s),
         WF_REDIS_URL=settings.redis_url,
         WF_TOPIC_PREFIX=settings.topic_prefix,
         WF_REDIS_PREFIX=settings.redis_prefix,

@@ -136,6 +136,9 @@ def _faust_app(s: Settings) -> CrashExitApp:
         producer_acks=-1,
         # Faust's own topics (its assignor's leader topic) replicated like ours.
         topic_replication_factor=s.kafka_replication_factor,
+        # a killed worker's partitions go to the survivor after this long without its heartbeats (Faust's default: 60 s)
+        broker_session_timeout=s.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.kafka_session_timeout_s / 5),
         # Do not wait at shutdown or rebalance for every message to be acknowledged: the
         # detection agent acknowledges with its checkpoints (a clean stop writes one
         # after the consumer stops), and the counting agent's commit is exact by offset.

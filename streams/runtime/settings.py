@@ -115,6 +115,10 @@ class Settings:
     kafka_replication_factor: int = 1
     #: ``min.insync.replicas`` of those topics (``WF_KAFKA_MIN_INSYNC_REPLICAS``; 2 of 3 in a cluster).
     kafka_min_insync_replicas: int = 1
+    #: Seconds a worker may go without a heartbeat before its consumer group gives its partitions to another
+    #: (``WF_KAFKA_SESSION_TIMEOUT_S``): how long a killed worker's calls or detector input wait for the survivor.
+    #: Faust's default, 60 s, is a minute without detection on a 911 floor; brokers accept 6 s to 30 min.
+    kafka_session_timeout_s: float = 15.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Redis Sentinels (``WF_REDIS_SENTINELS``, ``host:port,...``): when set, the primary is the one they name for
     #: ``redis_sentinel_service`` and clients follow a failover; ``redis_url`` then gives only the db and password.
@@ -182,6 +186,11 @@ class Settings:
                 f"kafka_min_insync_replicas must be 1..kafka_replication_factor ({self.kafka_replication_factor}), found "
                 f"{self.kafka_min_insync_replicas}: above it no write could be acknowledged (2 of 3 is usual)"
             )
+        if not 6 <= self.kafka_session_timeout_s <= 1800:
+            raise SettingsError(
+                f"WF_KAFKA_SESSION_TIMEOUT_S must be 6..1800 seconds (the brokers' group.min/max.session.timeout.ms), "
+                f"found {self.kafka_session_timeout_s}"
+            )
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, found {self.partitions}")
         if not 0 <= self.allowed_lateness_s < self.retention_s:
@@ -221,6 +230,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_KAFKA_BOOTSTRAP": ("kafka_bootstrap", kafka_servers),
     "WF_KAFKA_REPLICATION_FACTOR": ("kafka_replication_factor", int),
     "WF_KAFKA_MIN_INSYNC_REPLICAS": ("kafka_min_insync_replicas", int),
+    "WF_KAFKA_SESSION_TIMEOUT_S": ("kafka_session_timeout_s", float),
     "WF_REDIS_URL": ("redis_url", str),
     "WF_REDIS_SENTINELS": ("redis_sentinels", sentinel_addresses),
     "WF_REDIS_SENTINEL_SERVICE": ("redis_sentinel_service", str),
