@@ -70,9 +70,7 @@ def test_the_detection_worker_killed_mid_replay_is_replaced_by_its_standby_and_e
         assert "detectors restored from their checkpoint" in standby.log_tail(400)
         out = finish(rp)
         assert "replayed" in out
-        print(
-            f"\n[fault] SIGKILL of the active detection worker at detector-input offset {at_kill}: the standby fed again after {resumed_s:.1f} s"
-        )
+        print(f"\n[fault] SIGKILL of the active detection worker at detector-input offset {at_kill}: fed again after {resumed_s:.1f} s")
         _assert_nothing_lost_counted_twice_or_shown_twice(s, source, [counter, standby])
         # the killed worker's session timeout bounds the takeover; the replay of what its last checkpoint lacked follows
         assert resumed_s < SESSION_TIMEOUT_S + 30
