@@ -9,7 +9,8 @@ clock for every process of a machine) as it passes each point of the path:
 - ``closed``: a committer took the batch holding it;
 - ``sending``: its batch was planned and its detector input handed to the producer;
 - ``got``: the detection agent received that detector-input message;
-- ``fed``: the detection agent held its lock and fed the message to the detectors;
+- ``fed``: the detection agent took its lock to feed the message (with the others waiting in its
+  stream: a message fed after others in the same hold counts their detectors' time in ``reorder``);
 - ``out``: the event-time merge released the call to the detectors;
 - ``done``: the detectors ran on it and the alerts they made were in the Redis stream.
 
@@ -45,7 +46,7 @@ STAGES = (
     "plan",  # closed -> sending: validation, the Redis snapshot, the plan, dead letters
     "detector_input",  # sending -> got: the detector-input topic (acks=all) and the detection worker's fetch
     "detection_wait",  # got -> fed: the detection agent's lock (a checkpoint's snapshot, the clock's tick, zones)
-    "reorder",  # fed -> out: held by the event-time merge of the source partitions
+    "reorder",  # fed -> out: held by the event-time merge of the source partitions (and the messages fed before it in one hold)
     "detect",  # out -> done: the detectors, and the alerts' append to the Redis stream
 )
 
