@@ -36,6 +36,10 @@ key                            type    holds
 ``P:detector:written``         zset    digests of the alert records appended since the
                                        checkpoint, scored by their detector-input offset
                                        (a replay after a crash skips them)
+``P:detector:{set}``           hash    the same, of detection workers that run a share
+``P:detector:{set}:written``   zset    of the stage (``WF_DETECTION_PARTS``, the parts
+                                       joined by ``+``, e.g. ``surge+forecaster``); the
+                                       whole stage keeps the two keys above
 ``P:zones``                    hash    zone id -> zone JSON, written by the gateway (``id``,
                                        ``name``, ``kind``, ``cells``, ``active_from``,
                                        ``active_until``, ``threshold``); the detectors watch
@@ -69,9 +73,14 @@ class Keys:
     ('wf:zones', 'wf:zones:version')
     >>> k.forecast, k.forecast_version
     ('wf:forecast', 'wf:forecast:version')
+    >>> k.detector, Keys("wf", detection="feed+anomaly").detector_written
+    ('wf:detector', 'wf:detector:feed+anomaly:written')
     """
 
     prefix: str
+    #: the detection worker's set of parts (:attr:`streams.runtime.settings.Settings.detection_set`): '' for the whole
+    #: stage; names its checkpoint keys (:attr:`detector`, :attr:`detector_written`)
+    detection: str = ""
 
     def bucket(self, minute: int) -> str:
         return f"{self.prefix}:b:{minute}"
@@ -126,11 +135,11 @@ class Keys:
 
     @property
     def detector(self) -> str:
-        return f"{self.prefix}:detector"
+        return f"{self.prefix}:detector:{self.detection}" if self.detection else f"{self.prefix}:detector"
 
     @property
     def detector_written(self) -> str:
-        return f"{self.prefix}:detector:written"
+        return f"{self.detector}:written"
 
     @property
     def metrics(self) -> str:

@@ -268,7 +268,7 @@ class RedisState:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.redis_prefix)
+        self.keys = Keys(settings.redis_prefix, detection=settings.detection_set)
         self.config = PlanConfig(
             keys=self.keys,
             resolutions=settings.resolutions,

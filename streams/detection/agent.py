@@ -60,6 +60,7 @@ from detectors.types import Alert
 from streams.counting.state import CheckpointFenced, RedisState, StateError, unreadable_checkpoint
 from streams.detection import checkpoint, stages
 from streams.detection.naming import name_alert
+from streams.detection.parts import PARTS
 from streams.detection.plain import with_summary
 from streams.detection.runner import (
     DetectionRunner,
@@ -69,6 +70,7 @@ from streams.detection.runner import (
     profile_forecaster,
     profile_suite,
 )
+from streams.detection.shards import worker_runner
 from streams.forecasting.build import Places
 from streams.forecasting.issuer import ForecastIssuer, Issue, make_set
 from streams.jurisdiction import Profile
@@ -410,8 +412,7 @@ class DetectionAgent:
             redis = self.redis()
             saved = await until_reachable("reading the detectors' checkpoint", redis.load_detection)
             if saved is None:
-                forecasting = ForecastIssuer(profile_forecaster(self.profile))
-                st.runner = DetectionRunner(suite=profile_suite(self.profile), forecasting=forecasting, partitions=self.settings.partitions)
+                st.runner = self._fresh_runner()
                 log.info("detectors start empty, on the %s clock of %s", self.profile.timezone, self.profile.name)
             else:
                 st.offset, blob = saved
@@ -421,6 +422,15 @@ class DetectionAgent:
                 _warn_if_other_zone(st.runner, self.profile)
             st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
         return st.runner
+
+    def _fresh_runner(self) -> DetectionRunner:
+        """Detectors that learnt nothing yet: the whole stage, or the parts ``WF_DETECTION_PARTS`` names (the others held, not run)."""
+        parts = self.settings.detection_parts
+        if parts != PARTS:
+            log.info("this worker runs the detection parts %s of %s", "+".join(parts), ", ".join(PARTS))
+            return worker_runner(parts, self.profile, partitions=self.settings.partitions)
+        forecasting = ForecastIssuer(profile_forecaster(self.profile))
+        return DetectionRunner(suite=profile_suite(self.profile), forecasting=forecasting, partitions=self.settings.partitions)
 
     async def checkpoint(self, *, final: bool = False) -> None:
         """Save the detectors, then acknowledge the messages they have seen (call under the lock).

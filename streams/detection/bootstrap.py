@@ -281,7 +281,7 @@ def settle(
         ran = tick - last_t
         tick += TICK_S
     feed = suite.feed.clone({"baseline": suite.feed.baseline})  # its configuration and learnt rate, no last call
-    live = DetectorSuite(surge=suite.surge, feed=feed, extra=suite.extra, score=suite.score, zones=suite.zones)
+    live = DetectorSuite(surge=suite.surge, feed=feed, extra=suite.extra, score=suite.score, zones=suite.zones, skip=suite.skip)
     return live, ran, list(still.values())
 
 
@@ -571,7 +571,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m streams.detection.bootstrap",
-        description="Train the worker's detectors on a history file and leave a signed checkpoint the worker starts from.",
+        description="Train the worker's detectors on a history file and leave a signed checkpoint the worker starts from. "
+        "Only the whole detection stage is bootstrapped (P:detector, a worker without WF_DETECTION_PARTS): a detection "
+        "worker running a share of it (WF_DETECTION_PARTS) keeps its own checkpoint, which this command does not seed; "
+        "such a worker starts empty and warms up on the live feed.",
     )
     p.add_argument("file", nargs="?", help="the history: a CSV file the replay reads")
     p.add_argument("--format", default="auto", help="the file's built-in format (default: detected from the header)")
@@ -599,6 +602,12 @@ def main(argv: list[str] | None = None) -> int:
         key = checkpoint_key(settings)
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
+    if settings.detection_set and (args.into_redis or args.load is not None):
+        raise SystemExit(
+            f"WF_DETECTION_PARTS is set ({','.join(settings.detection_parts)}): only the whole detection stage is bootstrapped "
+            "(its checkpoint, P:detector); unset WF_DETECTION_PARTS to seed it. A worker running a share of the stage starts "
+            "empty and warms up on the live feed"
+        )
     if args.load is not None:
         if args.file is not None:
             p.error("--load takes no history file")

@@ -46,13 +46,11 @@ from typing import Any
 
 from detectors.suite import DetectorSuite
 from detectors.types import CallPoint
+from streams.detection.parts import PARTS, check_parts
 from streams.detection.runner import DetectionRunner, profile_forecaster, profile_suite
 from streams.forecasting.issuer import ForecastIssuer, Issue
 from streams.jurisdiction import Profile
 from streams.jurisdiction.profile import default_profile
-
-#: The parts of the detection stage, in the order a single runner runs them.
-PARTS = ("surge", "feed", "anomaly", "forecaster")
 
 #: The suite's detectors (:attr:`detectors.suite.DetectorSuite.detectors` names) of each part; the forecaster is the runner's.
 _SUITE_NAMES = {"surge": ("surge", "zones"), "feed": ("feed",), "anomaly": ("extra0",), "forecaster": ()}
@@ -84,25 +82,6 @@ def layout(workers: int) -> tuple[tuple[str, ...], ...]:
             f"{', '.join(PARTS)}), found {workers!r}"
         )
     return _LAYOUTS[workers]
-
-
-def check_parts(parts: Iterable[str]) -> tuple[str, ...]:
-    """``parts`` as a tuple in :data:`PARTS` order; a ValueError names any unknown part or an empty set.
-
-    >>> check_parts(["forecaster", "surge"])
-    ('surge', 'forecaster')
-    >>> check_parts(["surges"])
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown detection part(s) ['surges']; the parts are surge, feed, anomaly, forecaster
-    """
-    wanted = set(parts)
-    unknown = sorted(wanted - set(PARTS))
-    if unknown:
-        raise ValueError(f"unknown detection part(s) {unknown}; the parts are {', '.join(PARTS)}")
-    if not wanted:
-        raise ValueError(f"a detection worker needs at least one part of {', '.join(PARTS)}")
-    return tuple(p for p in PARTS if p in wanted)
 
 
 class NoForecasts(ForecastIssuer):

@@ -117,14 +117,31 @@ def create_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
+def group_id(s: Settings) -> str:
+    """The worker's Faust app id, which is its consumer group: one group per set of roles and of detection parts.
+
+    Faust assumes every member of a group runs the same agents, so a count-only
+    and a detect-only worker must not share one. A detection worker running a
+    share of the stage (``WF_DETECTION_PARTS``) must read every detector-input
+    message, so each set of parts has a group of its own; two workers with the
+    same parts share it (the second is a standby).
+
+    >>> from streams.runtime.settings import load_settings
+    >>> group_id(load_settings()), group_id(load_settings({"WF_ROLES": "detect"}))
+    ('watchfloor-worker', 'watchfloor-worker-detect')
+    >>> group_id(load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": "forecaster,surge"}))
+    'watchfloor-worker-detect-surge+forecaster'
+    """
+    app_id = s.app_id if set(s.roles) == {"count", "detect"} else f"{s.app_id}-{'-'.join(s.roles)}"
+    return f"{app_id}-{s.detection_set}" if s.detection_set else app_id
+
+
 def _faust_app(s: Settings) -> CrashExitApp:
     """The Faust app of ``s``, with the integration installed (its options given to Faust)."""
     faustext.install(s)
     faust_dirs = Path(tempfile.gettempdir()) / "watchfloor-faust"
     faust_dirs.mkdir(parents=True, exist_ok=True)
-    # One consumer group per set of roles: Faust assumes every member of a group
-    # runs the same agents, so a count-only and a detect-only worker must not share one.
-    app_id = s.app_id if set(s.roles) == {"count", "detect"} else f"{s.app_id}-{'-'.join(s.roles)}"
+    app_id = group_id(s)
     return CrashExitApp(
         app_id,
         broker=f"kafka://{s.kafka_bootstrap}",

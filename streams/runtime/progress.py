@@ -59,17 +59,33 @@ def wait_caught_up(settings: Settings, timeout_s: float = 240.0, check: Callable
 def wait_detected(settings: Settings, timeout_s: float = 240.0, check: Callable[[], None] | None = None) -> None:
     """Wait until the detectors have been fed every detector-input record written so far (their alerts are in Redis).
 
-    Call after :func:`wait_caught_up` (the counting agent publishes detector input before it commits).
+    With the stage split over detection workers (``WF_DETECTION_PARTS``), every
+    set of parts that has written its ``applied`` offset (``P:detector`` and each
+    ``P:detector:{set}`` hash) must have applied everything; before any has, none
+    has applied anything. Call after :func:`wait_caught_up` (the counting agent
+    publishes detector input before it commits).
     """
     end = detector_input_end(settings)
-    key = Keys(settings.redis_prefix).detector
+    keys = Keys(settings.redis_prefix)
 
     def behind(client: redis.Redis) -> str | None:
-        raw = client.hget(key, "applied")
-        done = int(raw) if raw is not None else -1
-        return f"detector input applied to offset {done}, written to {end - 1}" if done + 1 < end else None
+        applied = detection_applied(client, keys)
+        late = {key: done for key, done in applied.items() if done + 1 < end} if applied else {keys.detector: -1}
+        if not late:
+            return None
+        where = ", ".join(f"{done} in {key}" for key, done in sorted(late.items()))
+        return f"detector input written to offset {end - 1}, applied to {where}"
 
     _poll(settings, behind, timeout_s, check, "detectors not caught up")
+
+
+def detection_applied(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    """The ``applied`` detector-input offset of each detection part-set that has one, by its hash (``P:detector``, ``P:detector:{set}``)."""
+    found = client.scan_iter(match=f"{keys.detector}:*", count=1000)
+    names = [keys.detector, *(k.decode() if isinstance(k, bytes) else str(k) for k in found)]
+    hashes = sorted({k for k in names if not k.endswith(":written")})
+    values = [client.hget(k, "applied") for k in hashes]
+    return {k: int(v) for k, v in zip(hashes, values, strict=True) if v is not None}
 
 
 def detector_input_end(settings: Settings) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.detection.checkpoint import MIN_KEY_BYTES, check_key
+from streams.detection.parts import PARTS, check_parts, detection_parts, part_set
 from streams.ingest.schema import Jurisdiction
 from streams.jurisdiction import Profile, ProfileError, default_profile, load_profile
 
@@ -148,6 +149,10 @@ class Settings:
     #: Which agents this worker runs: "count" (calls and updates into Redis; scale
     #: out by partitions) and/or "detect" (the detectors; one instance per deployment).
     roles: tuple[str, ...] = ("count", "detect")
+    #: The parts of the detection stage this worker runs (``WF_DETECTION_PARTS``, comma-separated; see
+    #: :mod:`streams.detection.shards`): all four by default. A worker running a subset is a detect-only worker of its
+    #: own consumer group (it reads every detector-input message) with its own checkpoint keys (:attr:`detection_set`).
+    detection_parts: tuple[str, ...] = PARTS
     #: Seconds between two checkpoints of the detectors (alerts are written at once;
     #: a crash replays at most this much detector input).
     detector_checkpoint_s: float = 5.0
@@ -203,6 +208,17 @@ class Settings:
         unknown = set(self.roles) - set(ROLES)
         if unknown or not self.roles:
             raise SettingsError(f"roles must be a non-empty subset of {', '.join(ROLES)}, found {', '.join(self.roles) or 'none'}")
+        try:
+            parts = check_parts(self.detection_parts)
+        except ValueError as exc:
+            raise SettingsError(f"WF_DETECTION_PARTS: {exc}") from None
+        object.__setattr__(self, "detection_parts", parts)  # in the stage's order: one name per set of parts
+        if parts != PARTS and tuple(self.roles) != ("detect",):
+            raise SettingsError(
+                f"WF_DETECTION_PARTS ({','.join(parts)}) is a share of the detection stage, which only a detect-only worker "
+                f"runs; found roles {','.join(self.roles)}: set WF_ROLES=detect (and run the counting on another worker), "
+                "or leave WF_DETECTION_PARTS unset"
+            )
         if self.batch_size < 1 or self.batch_within_s <= 0:
             raise SettingsError(f"batch_size must be >= 1 and batch_within_s > 0, found {self.batch_size}, {self.batch_within_s}")
         if not 1 <= self.max_poll_records <= MAX_POLL_RECORDS_LIMIT:
@@ -219,6 +235,17 @@ class Settings:
                 check_key(self.checkpoint_key.encode(), "WF_CHECKPOINT_KEY")
             except ValueError as exc:
                 raise SettingsError(f"{exc}; make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'") from None
+
+    @property
+    def detection_set(self) -> str:
+        """The name of :attr:`detection_parts` in key and consumer-group names: '' for the whole stage, else the parts joined by '+'.
+
+        >>> load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": "forecaster,surge"}).detection_set
+        'surge+forecaster'
+        >>> load_settings().detection_set
+        ''
+        """
+        return part_set(self.detection_parts)
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -249,6 +276,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_BATCH_WITHIN_S": ("batch_within_s", float),
     "WF_WEB_PORT": ("web_port", int),
     "WF_ROLES": ("roles", _roles),
+    "WF_DETECTION_PARTS": ("detection_parts", detection_parts),
     "WF_DETECTOR_CHECKPOINT_S": ("detector_checkpoint_s", float),
     "WF_PLAN_PROCESS": ("plan_process", _flag),
     "WF_FAUST_FASTPATH": ("faust_fastpath", _flag),
@@ -269,11 +297,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     Traceback (most recent call last):
     ...
     streams.runtime.settings.SettingsError: WF_PARTITIONS: cannot read 'four' as int (invalid literal for int() with base 10: 'four')
+    >>> load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": ""})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streams.runtime.settings.SettingsError: WF_DETECTION_PARTS: a detection worker needs at least one part of surge, ...
     """
     env = os.environ if environ is None else environ
     values = read_env(_ENV, env, SettingsError)
     if env.get("WF_CHECKPOINT_KEY") == "":
         values["checkpoint_key"] = ""  # set, but empty: refused like any short key, not taken for unset
+    if env.get("WF_DETECTION_PARTS", "x").strip() == "":
+        values["detection_parts"] = ()  # set, but empty: a worker with no part of the stage is refused, not run whole
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]  # read_env's values are typed object; each was cast for its field by _ENV
 
