@@ -62,6 +62,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         WF_BATCH_SIZE=str(settings.batch_size),
         WF_RETENTION_S=str(settings.retention_s),
         WF_ROLES=",".join(settings.roles),
+        WF_DETECTION_PARTS=",".join(settings.detection_parts),
         WF_H3_RESOLUTION=str(settings.h3_resolution),
         WF_H3_PARENT_LEVELS=str(settings.h3_parent_levels),
         WF_ALLOWED_LATENESS_S=str(settings.allowed_lateness_s),

@@ -38,7 +38,7 @@ key                            type    holds
                                        (a replay after a crash skips them)
 ``P:detector:{set}``           hash    the same, of detection workers that run a share
 ``P:detector:{set}:written``   zset    of the stage (``WF_DETECTION_PARTS``, the parts
-                                       joined by ``+``, e.g. ``surge+forecaster``); the
+                                       joined by ``_``, e.g. ``surge_forecaster``); the
                                        whole stage keeps the two keys above
 ``P:zones``                    hash    zone id -> zone JSON, written by the gateway (``id``,
                                        ``name``, ``kind``, ``cells``, ``active_from``,
@@ -73,8 +73,8 @@ class Keys:
     ('wf:zones', 'wf:zones:version')
     >>> k.forecast, k.forecast_version
     ('wf:forecast', 'wf:forecast:version')
-    >>> k.detector, Keys("wf", detection="feed+anomaly").detector_written
-    ('wf:detector', 'wf:detector:feed+anomaly:written')
+    >>> k.detector, Keys("wf", detection="feed_anomaly").detector_written
+    ('wf:detector', 'wf:detector:feed_anomaly:written')
     """
 
     prefix: str

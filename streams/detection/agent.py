@@ -427,7 +427,7 @@ class DetectionAgent:
         """Detectors that learnt nothing yet: the whole stage, or the parts ``WF_DETECTION_PARTS`` names (the others held, not run)."""
         parts = self.settings.detection_parts
         if parts != PARTS:
-            log.info("this worker runs the detection parts %s of %s", "+".join(parts), ", ".join(PARTS))
+            log.info("this worker runs the detection parts %s of %s", "_".join(parts), ", ".join(PARTS))
             return worker_runner(parts, self.profile, partitions=self.settings.partitions)
         forecasting = ForecastIssuer(profile_forecaster(self.profile))
         return DetectionRunner(suite=profile_suite(self.profile), forecasting=forecasting, partitions=self.settings.partitions)

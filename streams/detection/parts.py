@@ -11,7 +11,7 @@ Examples
 >>> check_parts(["forecaster", "surge"])
 ('surge', 'forecaster')
 >>> part_set(("surge", "forecaster")), part_set(PARTS)
-('surge+forecaster', '')
+('surge_forecaster', '')
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ def detection_parts(text: str) -> tuple[str, ...]:
 
 
 def part_set(parts: Iterable[str]) -> str:
-    """The name of a set of parts in key and consumer-group names: '' for the whole stage, else the parts joined by '+'.
+    """The name of a set of parts in key and consumer-group names: '' for the whole stage, else the parts joined by '_'.
+
+    (Not '+': Faust names topics after the consumer group, and Kafka allows no '+' in a topic's name.)
 
     >>> part_set(["anomaly", "feed"]), part_set(["forecaster", "anomaly", "feed", "surge"])
-    ('feed+anomaly', '')
+    ('feed_anomaly', '')
     """
     run = check_parts(parts)
-    return "" if run == PARTS else "+".join(run)
+    return "" if run == PARTS else "_".join(run)

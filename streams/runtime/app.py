@@ -130,7 +130,7 @@ def group_id(s: Settings) -> str:
     >>> group_id(load_settings()), group_id(load_settings({"WF_ROLES": "detect"}))
     ('watchfloor-worker', 'watchfloor-worker-detect')
     >>> group_id(load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": "forecaster,surge"}))
-    'watchfloor-worker-detect-surge+forecaster'
+    'watchfloor-worker-detect-surge_forecaster'
     """
     app_id = s.app_id if set(s.roles) == {"count", "detect"} else f"{s.app_id}-{'-'.join(s.roles)}"
     return f"{app_id}-{s.detection_set}" if s.detection_set else app_id

@@ -238,10 +238,10 @@ class Settings:
 
     @property
     def detection_set(self) -> str:
-        """The name of :attr:`detection_parts` in key and consumer-group names: '' for the whole stage, else the parts joined by '+'.
+        """The name of :attr:`detection_parts` in key and consumer-group names: '' for the whole stage, else the parts joined by '_'.
 
         >>> load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": "forecaster,surge"}).detection_set
-        'surge+forecaster'
+        'surge_forecaster'
         >>> load_settings().detection_set
         ''
         """
