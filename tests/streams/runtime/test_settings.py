@@ -63,3 +63,24 @@ def test_a_key_file_holding_a_short_key_is_refused_naming_it(tmp_path):
 
 def test_the_default_key_file_is_in_the_users_config_folder():
     assert load_settings({}).checkpoint_key_file == "~/.config/watchfloor/checkpoint.key"
+
+
+def test_a_detection_worker_runs_the_whole_stage_unless_told_otherwise():
+    s = load_settings({})
+    assert s.detection_parts == ("surge", "feed", "anomaly", "forecaster") and s.detection_set == ""
+
+
+def test_detection_parts_are_read_in_the_stages_order_whatever_their_order_in_the_variable():
+    s = load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": "anomaly, feed"})
+    assert s.detection_parts == ("feed", "anomaly") and s.detection_set == "feed_anomaly"
+
+
+@pytest.mark.parametrize("text", ["surges", "", " , ", "surge,forecast"])
+def test_an_unknown_detection_part_or_an_empty_list_is_refused_naming_the_variable(text):
+    with pytest.raises(SettingsError, match="^WF_DETECTION_PARTS: .*(unknown detection part|at least one part)"):
+        load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": text})
+
+
+def test_a_share_of_the_detection_stage_on_a_worker_that_also_counts_is_refused():
+    with pytest.raises(SettingsError, match="WF_DETECTION_PARTS .*only a detect-only worker runs.*WF_ROLES=detect"):
+        load_settings({"WF_DETECTION_PARTS": "surge"})
