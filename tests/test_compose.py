@@ -351,16 +351,23 @@ def test_each_gateway_knows_every_gateways_public_address():
     assert len({svc["environment"]["WF_GATEWAY_SECRET"] for svc in gateways.values()}) == 1, "one secret: a token works at every gateway"
 
 
-def test_cluster_runs_two_counting_workers_and_one_detection_worker():
-    """Counting scales by partitions (two workers share them); detection runs once per deployment (docs/operations.md)."""
+def test_cluster_runs_two_counting_workers_and_two_detection_workers_one_standing_by():
+    """Counting scales by partitions (two workers share them); two detection workers with the same parts share the
+    detector input's group: one runs, the other stands by (docs/operations.md, "Scaling")."""
     roles = {
         name: svc["environment"].get("WF_ROLES", "count,detect").split(",")
         for name, svc in _watchfloor(CLUSTER_SERVICES).items()
         if "streams.runtime.worker" in svc["command"]
     }
     assert sum("count" in r for r in roles.values()) >= 2, roles
-    assert [name for name, r in roles.items() if "detect" in r] == ["detector"], roles
-    assert CLUSTER_SERVICES["detector"]["environment"]["WF_CHECKPOINT_KEY"].startswith("${WF_CHECKPOINT_KEY?")
+    detectors = [name for name, r in roles.items() if "detect" in r]
+    assert detectors == ["detector", "detector-2"], roles
+    assert all(roles[name] == ["detect"] for name in detectors), "a detection worker that also counted would count twice"
+    for name in detectors:
+        env = CLUSTER_SERVICES[name]["environment"]
+        assert env["WF_CHECKPOINT_KEY"].startswith("${WF_CHECKPOINT_KEY?")
+        # the same parts, so one group: a standby, not a second copy of the alerts
+        assert env.get("WF_DETECTION_PARTS") == CLUSTER_SERVICES["detector"]["environment"].get("WF_DETECTION_PARTS")
 
 
 def test_cluster_dependencies_exist_and_wait_for_health_and_long_running_services_restart():
