@@ -90,6 +90,8 @@ TIMING_HELD_MAX = 50_000
 
 #: Detector-input messages fed under one hold of the lock, with one write of their alerts, when they wait in the stream.
 FEED_MAX = 100
+#: Seconds of detector work after which the agent lets the event loop run before the next message of a feed.
+YIELD_EVERY_S = 0.05
 
 
 @dataclass
@@ -307,7 +309,13 @@ class DetectionAgent:
                 runner.trace = []
             alerts: list[Alert] = []
             last = None
+            yielded = time.monotonic()
             for event, got in events:
+                if time.monotonic() - yielded > YIELD_EVERY_S:
+                    # a backlog fed at once is seconds of detector work: let the loop run between messages (Kafka's
+                    # heartbeats, /metrics), or the group takes the input away (WF_KAFKA_SESSION_TIMEOUT_S)
+                    await asyncio.sleep(0)
+                    yielded = time.monotonic()
                 offset = event.message.offset
                 if offset <= st.applied:
                     # fed before (redelivered after a restart or a rebalance): acknowledged at once if

@@ -325,3 +325,41 @@ def test_after_the_input_was_taken_away_the_detectors_are_restored_from_the_stor
     assert lost, "a fenced checkpoint sets the detectors aside"
     # 3..5 are covered by the stored checkpoint (acknowledged as skipped); 6 and 7 only by the refused one
     assert [m.acked for m in redelivered] == [True, True, True, False, False], "acknowledged by a fenced checkpoint"
+
+
+def test_a_backlog_fed_at_once_lets_the_event_loop_run_between_messages():
+    """Messages waiting in the stream are fed under one hold of the lock; the loop must still run between them, or a
+    backlog of seconds of detector work starves Kafka's heartbeats (the group then takes the input away) and /metrics."""
+    import time as _time
+
+    async def go():
+        state = MemoryState()
+        agent = make_agent(state)
+        await agent.handle(Message(0))
+        runner = agent.state.runner
+        feed = runner.feed
+
+        def slow_feed(value, out):
+            _time.sleep(0.03)  # a message of a few dozen calls' detector work
+            return feed(value, out)
+
+        runner.feed = slow_feed
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = ticks
+        await agent.handle_many([(Message(i), _time.time()) for i in range(1, 21)])
+        during = ticks - start
+        task.cancel()
+        return during
+
+    during = asyncio.run(go())
+    # 20 messages of 30 ms: 0.6 s of work; the loop ran at least every 50 ms of it
+    assert during >= 8, f"the loop ran {during} times while 0.6 s of messages were fed"
