@@ -28,6 +28,7 @@ from tests.faults.conftest import Cluster
 from tests.faults.test_broker_faults import (  # noqa: F401  # source: a fixture
     FlowWatch,
     _assert_nothing_lost_counted_twice_or_shown_twice,
+    _stop,
     _wait_whole,
     source,
 )
@@ -116,9 +117,4 @@ def test_a_rolling_restart_of_every_broker_redis_node_and_worker_under_load_lose
         print("\n[rolling restart] " + "; ".join(f"{what}: {s:.1f} s" for what, s in steps))
         _assert_nothing_lost_counted_twice_or_shown_twice(replace(settings, redis_url=cluster.redis_url()), source, workers)
     finally:
-        watch.done.set()
-        if rp.poll() is None:
-            rp.kill()
-            rp.communicate()
-        for w in workers:
-            w.stop()
+        _stop(rp, workers, watch)
