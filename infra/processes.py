@@ -169,6 +169,25 @@ def wait_caught_up(settings: Settings, workers: list[WorkerProcess], timeout_s: 
         raise progress.NotCaughtUp(f"{exc}\n{logs}") from None
 
 
+#: What a detection worker logs when it runs the detectors (made or restored); a standby logs neither.
+DETECTORS_RUNNING = ("detectors start empty", "detectors restored")
+
+
+def active_detector(workers: list[WorkerProcess], timeout_s: float = 60) -> WorkerProcess:
+    """The one detection worker of ``workers`` that runs the detectors (the others stand by).
+
+    Waits up to ``timeout_s`` for one to log :data:`DETECTORS_RUNNING`; ``AssertionError`` when two do, or none.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = [w for w in workers if any(text in w.log_tail(400) for text in DETECTORS_RUNNING)]
+        if running:
+            assert len(running) == 1, "two detection workers ran the detectors at once"
+            return running[0]
+        time.sleep(0.2)
+    raise AssertionError("no detection worker started its detectors:\n" + "\n".join(w.log_tail() for w in workers))
+
+
 def plan_processes(pid: int) -> list[int]:
     """The plan processes (``streams.counting.planproc``) among the children of process ``pid`` (Linux ``/proc``); [] if none."""
     try:

@@ -17,6 +17,7 @@ from dataclasses import replace
 import pytest
 import redis
 
+from infra.processes import active_detector
 from streams.counting.keys import Keys
 from tests.faults.test_broker_faults import _assert_nothing_lost_counted_twice_or_shown_twice, source  # noqa: F401  # source: a fixture
 from tests.stackutil import WorkerProcess
@@ -35,18 +36,6 @@ def _applied(settings) -> int:
     return int(raw) if raw is not None else -1
 
 
-def _active(workers: list[WorkerProcess], timeout_s: float = 60) -> WorkerProcess:
-    """The detection worker that runs the detectors: the only one that has restored or made them."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        running = [w for w in workers if "detectors start empty" in w.log_tail(400) or "detectors restored" in w.log_tail(400)]
-        if running:
-            assert len(running) == 1, "two detection workers ran the detectors at once"
-            return running[0]
-        time.sleep(0.2)
-    raise AssertionError("no detection worker started its detectors:\n" + "\n".join(w.log_tail() for w in workers))
-
-
 def test_the_detection_worker_killed_mid_replay_is_replaced_by_its_standby_and_every_alert_is_shown_once(settings, source, tmp_path):  # noqa: F811
     s = replace(settings, retention_s=400 * 86400, batch_size=500, kafka_session_timeout_s=SESSION_TIMEOUT_S)
     counter = WorkerProcess(replace(s, roles=("count",)), tmp_path, "count").start()
@@ -57,7 +46,7 @@ def test_the_detection_worker_killed_mid_replay_is_replaced_by_its_standby_and_e
         while _applied(s) < 300:
             assert time.monotonic() < deadline, "the detectors were not fed"
             time.sleep(0.1)
-        active = _active(detectors)
+        active = active_detector(detectors)
         standby = next(w for w in detectors if w is not active)
         assert "detectors start empty" not in standby.log_tail(400) and "detectors restored" not in standby.log_tail(400)
         at_kill, t_kill = _applied(s), time.monotonic()
