@@ -30,6 +30,15 @@ crashes: the worker exits and its supervisor restarts it. Either way the
 batch was not committed, or was committed whole (the Lua commit), and its
 records are not acknowledged before.
 ``WF_PLAN_PROCESS=0`` keeps the planning in the worker's process.
+
+At shutdown (:meth:`OffloadedState.close`, from the worker's
+``on_before_shutdown``, while the committers still run) a plan the child
+holds is committed first, within :data:`CLOSE_TIMEOUT_S`, and the child then
+closed; what the committers ask after that is planned and committed in the
+worker's process, as with ``WF_PLAN_PROCESS=0``, until the worker's stop
+cancels them. A commit used to start a new child when the closed one held the
+plan, and that child, which had planned nothing, failed the batch
+(``commit asked for before any plan``) and crashed the stopping worker.
 """
 
 from __future__ import annotations
@@ -111,6 +120,13 @@ class OffloadedState(RedisState):
         self._ahead: tuple[list[Incoming], frozenset[tuple[str, int]], tuple[Plan, dict]] | None = None
         #: batches planned ahead, and how many of those plans were used (the rest were planned again)
         self.planned_ahead = self.used_ahead = 0
+        #: the plan the child holds for the next commit (the worker has it without its ops); set while it waits
+        self._child_plan: Plan | None = None
+        self._child_free = asyncio.Event()
+        self._child_free.set()
+        #: set by :meth:`close`: no new plan goes to the child; the last plan made here (not in the child)
+        self._closing = False
+        self._here_plan: Plan | None = None
 
     async def _plan_once(
         self,
@@ -123,35 +139,84 @@ class OffloadedState(RedisState):
             # planned while the batch before committed, on what Redis held after that commit
             plan, offsets = ahead[2]
             self.used_ahead += 1
+        elif self._closing:
+            # the worker is stopping: nothing more for the child, which is closing or gone
+            self._hold(None)
+            plan, snap = await super()._plan_once(batch, check_snapshot, catching_up)
+            self._here_plan = plan
+            return plan, snap
         else:
+            self._hold(None)
             plan, offsets = await self._call(("plan", _records(batch), catching_up))
+        # held from the child's reply on, with no wait in between: close() must see it (apply commits
+        # nothing without offsets, so such a plan is not waited for)
+        self._hold(plan if plan.offsets else None)
         snap = Snapshot(offsets=offsets)
         if check_snapshot is not None:
-            await check_snapshot(snap)
+            try:
+                await check_snapshot(snap)
+            except BaseException:
+                self._hold(None)  # abandoned: not committed
+                raise
         return plan, snap
 
     async def _commit_plan(self, plan: Plan, snap: Snapshot, take_next: TakeNext | None = None) -> bool:
         # The child commits the plan it made last, on the snapshot it read for it; given
         # the next batch, it validates it while Redis runs the commit, then plans it.
         self._ahead = None
-        following = take_next() if take_next is not None else None
-        if following is None:
-            ok, _ = await self._call(("commit", None, frozenset()))
-            return ok
-        batch, catching_up = following
-        ok, planned = await self._call(("commit", _records(batch), catching_up))
+        if self._closing and plan is not self._child_plan:
+            if plan is self._here_plan:
+                return await super()._commit_plan(plan, snap)
+            # close() stopped waiting for this commit (CLOSE_TIMEOUT_S) and closed the child, which held the plan
+            log.warning("the plan process was closed before the batch it planned was committed: planning it again here")
+            return False
+        following = take_next() if take_next is not None and not self._closing else None
+        try:
+            if following is None:
+                ok, _ = await self._call(("commit", None, frozenset()))
+                self._hold(None)
+                return ok
+            batch, catching_up = following
+            ok, planned = await self._call(("commit", _records(batch), catching_up))
+        except BaseException:
+            self._hold(None)  # the child keeps no plan after a failed request
+            raise
         if planned is not None:
             self._ahead = (batch, catching_up, planned)
             self.planned_ahead += 1
+        self._hold(planned[0] if planned is not None and planned[0].offsets else None)
         return ok
 
+    def _hold(self, plan: Plan | None) -> None:
+        """Note the plan the child holds for the next commit (None: none), which :meth:`close` waits for."""
+        self._child_plan = plan
+        if plan is None:
+            self._child_free.set()
+        else:
+            self._child_free.clear()
+
     async def close(self) -> None:
+        """Close the plan process, once the plan it holds (if any) is committed or :data:`CLOSE_TIMEOUT_S` passed.
+
+        Requests after this are served in the worker's process (see the module's text).
+        """
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT_S
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._lock:  # a request under way is answered first (its plan then held)
+                    pass
+                await self._child_free.wait()
+        except TimeoutError:
+            log.warning("closing the plan process with a batch planned and not committed after %.0f s", CLOSE_TIMEOUT_S)
         proc, self._proc = self._proc, None
+        self._hold(None)
         if proc is not None and proc.returncode is None:
             assert proc.stdin is not None
             proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(proc.wait(), max(0.5, deadline - loop.time()))
             except TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -201,3 +201,50 @@ def test_nothing_is_planned_ahead_of_a_commit_that_another_worker_beat(settings)
     assert result.attempts == 2
     assert (planned, used) == (1, 1)
     assert sum(n for (_, _, cat), n in counts.items() if cat == "ALL") == 2 * len(settings.resolutions)
+
+
+def test_a_stop_between_planning_and_committing_commits_the_batch_and_later_batches_are_counted_without_a_plan_process(settings):
+    # The worker closes its states at shutdown (on_before_shutdown) while its committers still run: here
+    # the stop comes as the batch's dead letters and detector input are published, its plan in the child.
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        closing: list[asyncio.Task] = []
+
+        async def stop_now(plan) -> None:
+            closing.append(asyncio.ensure_future(st.close()))
+            await asyncio.sleep(0.2)  # the close is under way when the commit is asked for
+
+        first = await st.apply(recs(CALL, [call("a", T0), b"{oops"]), stop_now)
+        child = st._proc
+        await closing[0]
+        after = await st.apply(recs(CALL, [call("b", T0 + 1)], start=2))  # a batch the committer took before its cancel
+        started = st._proc
+        counts = await st.bucket_counts()
+        applied = await st.applied_offsets()
+        await st.close()
+        return first, child, after, started, counts, applied
+
+    first, child, after, started, counts, applied = run(go())
+    assert first.attempts == 1 and len(first.plan.dead_letters) == 1  # committed by the child, not planned again
+    assert after.plan.applied == 1
+    assert child is not None and child.returncode == 0  # closed once its plan was committed
+    assert started is None  # no plan process started after the stop
+    assert applied == {(CALL, 0): 2}
+    assert sum(n for (_, _, cat), n in counts.items() if cat == "ALL") == 2 * len(settings.resolutions)
+
+
+def test_a_stop_while_the_first_plan_is_being_made_closes_the_plan_process_after_its_commit(settings):
+    async def go():
+        st = OffloadedState.from_settings(settings)
+        applying = asyncio.ensure_future(st.apply(recs(CALL, [call("a", T0)])))
+        await asyncio.sleep(0)  # the plan process is starting for the first plan
+        await st.close()
+        result = await applying
+        applied = await st.applied_offsets()
+        proc = st._proc
+        await st.close()
+        return result, applied, proc
+
+    result, applied, proc = run(go())
+    assert result.plan.applied == 1 and applied == {(CALL, 0): 0}
+    assert proc is None
