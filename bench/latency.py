@@ -420,7 +420,10 @@ async def run(rates: list[float], seconds: float, out: Path, split: bool = True,
     prefix = f"lat{secrets.token_hex(4)}"
     # the environment's Kafka and Redis (WF_KAFKA_BOOTSTRAP, WF_REDIS_URL), the bench's own topics and keys
     settings = load_settings(None, topic_prefix=prefix, redis_prefix=prefix, app_id=f"wf-bench-{prefix}", partitions=4)
-    stack.create_topics(prefix, settings.partitions)
+    # replicated as the environment says (WF_KAFKA_REPLICATION_FACTOR: bench/cluster.py runs this on the cluster)
+    stack.create_topics(
+        prefix, settings.partitions, settings.kafka_bootstrap, settings.kafka_replication_factor, settings.kafka_min_insync_replicas
+    )
     tmp = Path(tempfile.mkdtemp(prefix="wf-latency-"))
     secret = secrets.token_urlsafe(48)
     web, port = free_port(), free_port()
