@@ -197,19 +197,52 @@ _Hash = dict[str, str]
 # KEYS[1] alerts stream, KEYS[2] digests of the records appended since the last
 # checkpoint (zset scored by the detector-input offset that made them), KEYS[3]
 # the detectors' hash; ARGV[1] stream length kept, ARGV[2] detector-input offset
-# applied ("" to leave it), ARGV[3] the records' score, then (digest, record) pairs.
+# applied ("" to leave it), ARGV[3] the records' score, ARGV[4] the fence: the
+# applied offset this worker last wrote ("" for none), ARGV[5] the highest stream
+# id this worker's appends got ("" for none), then (digest, record) pairs.
+# Fenced: when the hash holds less than the fence (its larger of ``applied`` and
+# the checkpoint's ``offset``; -1 when it is gone) Redis went back under the worker
+# (a failover to a replica that lacked the last writes, a restart from an older
+# snapshot): nothing is written and {"went-back", stored} is returned.
+# Ids: "*", except that a record never gets an id at or below ARGV[5] (a new primary
+# whose clock is behind the old one's would give ids below those clients hold).
+# Returns {added, last id added or ""}.
 _APPEND_ALERTS_LUA = """
-local added = 0
-for i = 4, #ARGV, 2 do
+if ARGV[4] ~= '' then
+  local h = redis.call('HMGET', KEYS[3], 'applied', 'offset')
+  local stored = math.max(tonumber(h[1] or '-1'), tonumber(h[2] or '-1'))
+  if stored < tonumber(ARGV[4]) then return {'went-back', tostring(stored)} end
+end
+local floor_ms, floor_seq = nil, nil
+if ARGV[5] ~= '' then
+  floor_ms, floor_seq = string.match(ARGV[5], '^(%d+)-(%d+)$')
+  floor_ms, floor_seq = tonumber(floor_ms), tonumber(floor_seq)
+end
+local added, last = 0, ''
+for i = 6, #ARGV, 2 do
   if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[i]) == 1 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'alert', ARGV[i + 1])
+    local id = '*'
+    if floor_ms then
+      local now = redis.call('TIME')
+      local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+      local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+      local top_ms, top_seq = -1, -1
+      if top then
+        top_ms, top_seq = string.match(top[1], '^(%d+)-(%d+)$')
+        top_ms, top_seq = tonumber(top_ms), tonumber(top_seq)
+      end
+      if now_ms <= floor_ms and (top_ms < floor_ms or (top_ms == floor_ms and top_seq < floor_seq)) then
+        id = string.format('%d-%d', floor_ms, floor_seq + 1)
+      end
+    end
+    last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'alert', ARGV[i + 1])
     added = added + 1
   end
 end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[3], 'applied', ARGV[2])
 end
-return added
+return {added, last}
 """
 
 
@@ -229,9 +262,14 @@ return 1
 
 #: A detectors' checkpoint at ``ARGV[1]``, written only when the one stored is not further along: a detection worker
 #: that lost its partition in a rebalance (or was paused) cannot put its older detectors over its successor's.
-#: Forgets the alert records appended for the messages it covers. 1 written, 0 refused.
+#: Forgets the alert records appended for the messages it covers. 1 written, 0 refused. ``ARGV[3]``, the offset of
+#: this worker's last checkpoint ("" for none), fences the other way: a stored one below it (or none) means Redis
+#: went back under the worker; nothing is written and -2 - the stored offset (-1 when there is none) is returned.
 _COMMIT_DETECTION_LUA = """
 local stored = redis.call('HGET', KEYS[1], 'offset')
+if ARGV[3] ~= '' and tonumber(stored or '-1') < tonumber(ARGV[3]) then
+  return -2 - tonumber(stored or '-1')
+end
 if stored and tonumber(stored) > tonumber(ARGV[1]) then
   return 0
 end
@@ -247,6 +285,23 @@ class StateError(RuntimeError):
 
 class CheckpointFenced(StateError):
     """A detectors' checkpoint was refused: the one in Redis covers more of the detector input (another worker's)."""
+
+
+class RedisWentBack(StateError):
+    """Redis holds less of the detection than this worker wrote (a failover lost the last writes); nothing was written.
+
+    ``stored`` is the detector-input offset Redis holds (-1: nothing), ``wrote`` the one this worker wrote last.
+    The caller restores the stored checkpoint and feeds the detectors again from Kafka
+    (:meth:`streams.detection.agent.DetectionAgent.refeed`).
+    """
+
+    def __init__(self, what: str, stored: int, wrote: int) -> None:
+        super().__init__(
+            f"Redis went back under the detection: {what} holds detector-input offset {stored}, this worker wrote {wrote} "
+            "(a failover to a replica that lacked the last writes, or a restart from an older snapshot)"
+        )
+        self.stored = stored
+        self.wrote = wrote
 
 
 @dataclass(frozen=True)
@@ -281,6 +336,8 @@ class RedisState:
         self._commit_detection = client.register_script(_COMMIT_DETECTION_LUA)
         #: when the last "not acknowledged by a replica" warning was logged (time.monotonic)
         self._unreplicated_warned = float("-inf")
+        #: the highest alerts-stream id this process's appends got ("": none yet); no later record gets one at or below it
+        self.alerts_floor = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisState:
@@ -483,7 +540,7 @@ class RedisState:
         values = await self.client.mget([self.keys.offset(kind, p) for kind, p in tps])
         return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
 
-    async def append_alerts(self, offset: int, alerts: list[str], *, clock: bool = False) -> int:
+    async def append_alerts(self, offset: int, alerts: list[str], *, clock: bool = False, fence: int | None = None) -> int:
         """Append alert records (JSON) to the alerts stream, each at most once per checkpoint; how many were new.
 
         Called for every detector-input message, at ``offset``, which becomes
@@ -494,22 +551,47 @@ class RedisState:
         checkpoint before them: after a crash the agent reloads the last
         checkpoint and feeds the messages after it again, and the detectors,
         which are deterministic, make the same records again.
+
+        ``fence``: the ``applied`` offset this worker wrote last. When Redis
+        holds less (its ``applied`` and checkpoint offset both below it, or the
+        detectors' hash gone), Redis went back under the worker: nothing is
+        written and :class:`RedisWentBack` is raised, in the same script, so no
+        record lands after the lost ones before they are written again.
+
+        A record's stream id is Redis's ``*`` (its clock, after the stream's
+        newest), except that it is never at or below the highest id this
+        process got before (:attr:`alerts_floor`): a new primary whose clock is
+        behind the old one's would otherwise give ids below those clients hold
+        as their ``last_id``, and they would skip the records.
         """
-        args: list[str | int | float] = [ALERTS_STREAM_MAXLEN, "" if clock else offset, offset + 0.5 if clock else offset]
+        args: list[str | int | float] = [
+            ALERTS_STREAM_MAXLEN,
+            "" if clock else offset,
+            offset + 0.5 if clock else offset,
+            "" if fence is None else fence,
+            self.alerts_floor,
+        ]
         for body in alerts:
             args += [hashlib.blake2b(body.encode(), digest_size=12).hexdigest(), body]
         keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector]
+        replicas = 1
         try:
             if not (alerts and self.settings.redis_sentinels):
-                return int(await self._append_alerts(keys=keys, args=args))
-            # Replication is asynchronous: WAIT, on the connection that wrote, until the replica has the
-            # records (a failover promotes the replica; records it lacks would be gone from the stream).
-            pipe = self.client.pipeline(transaction=False)
-            await self._append_alerts(keys=keys, args=args, client=pipe)
-            pipe.wait(1, REPLICA_WAIT_MS)
-            added, replicas = await pipe.execute()
+                reply = await self._append_alerts(keys=keys, args=args)
+            else:
+                # Replication is asynchronous: WAIT, on the connection that wrote, until the replica has the
+                # records (a failover promotes the replica; records it lacks would be gone from the stream).
+                pipe = self.client.pipeline(transaction=False)
+                await self._append_alerts(keys=keys, args=args, client=pipe)
+                pipe.wait(1, REPLICA_WAIT_MS)
+                reply, replicas = await pipe.execute()
         except RedisError as exc:
             raise StateError(f"Redis failed while appending {len(alerts)} alert record(s): {exc}") from exc
+        first, last = reply
+        if first == "went-back":
+            raise RedisWentBack(self.keys.detector, int(last), -1 if fence is None else fence)
+        if last and _stream_id(last) > _stream_id(self.alerts_floor):
+            self.alerts_floor = last
         if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
             self._unreplicated_warned = time.monotonic()
             log.warning(
@@ -517,9 +599,9 @@ class RedisState:
                 "from the stream (is the replica down? python -m infra.redisha status)",
                 REPLICA_WAIT_MS,
             )
-        return int(added)
+        return int(first)
 
-    async def commit_detection(self, offset: int, state: bytes) -> None:
+    async def commit_detection(self, offset: int, state: bytes, *, fence: int | None = None) -> None:
         """Checkpoint the detectors: ``state`` has seen every detector-input message up to ``offset``.
 
         ``state`` is stored as given (the detection agent signs it, see
@@ -527,13 +609,16 @@ class RedisState:
         records appended for those messages: they are never fed again.
         Raises :class:`CheckpointFenced`, writing nothing, when the checkpoint
         in Redis is at a higher offset: another detection worker holds the
-        input now, and this one's detectors are behind it. With Sentinels it
+        input now, and this one's detectors are behind it. ``fence``, the
+        offset of this worker's last checkpoint, fences the other way: a
+        stored checkpoint below it (or none) raises :class:`RedisWentBack`,
+        writing nothing. With Sentinels it
         waits (up to ``REPLICA_WAIT_MS``) for the replica to have it, as
         :meth:`append_alerts` does: Kafka's committed offsets move on this
         checkpoint, and a failover must not take it back.
         """
         keys = [self.keys.detector, self.keys.detector_written]
-        args: list[str | int] = [offset, base64.b64encode(state).decode()]
+        args: list[str | int] = [offset, base64.b64encode(state).decode(), "" if fence is None else fence]
         try:
             if self.settings.redis_sentinels:
                 pipe = self.client.pipeline(transaction=False)
@@ -544,6 +629,8 @@ class RedisState:
                 written = await self._commit_detection(keys=keys, args=args)
         except RedisError as exc:
             raise StateError(f"Redis failed while checkpointing the detectors at offset {offset}: {exc}") from exc
+        if int(written) < 0:
+            raise RedisWentBack(f"the checkpoint in {self.keys.detector}", -2 - int(written), -1 if fence is None else fence)
         if not int(written):
             raise CheckpointFenced(
                 f"the detectors' checkpoint in {self.keys.detector} is past detector-input offset {offset}: another "
@@ -651,6 +738,18 @@ class RedisState:
         async for key in self.client.scan_iter(match=self.keys.pattern, count=1000):
             n += await self.client.delete(key)
         return n
+
+
+def _stream_id(sid: str) -> tuple[int, int]:
+    """A stream id as a comparable pair ("" sorts first).
+
+    >>> _stream_id("1700000000000-3") > _stream_id("1699999999999-9") > _stream_id("")
+    True
+    """
+    if not sid:
+        return (-1, -1)
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _version(raw: str | None, key: str) -> int | None:

@@ -48,7 +48,7 @@ import json
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -57,7 +57,7 @@ from faust.types import EventT
 from redis.exceptions import RedisError
 
 from detectors.types import Alert
-from streams.counting.state import CheckpointFenced, RedisState, StateError, unreadable_checkpoint
+from streams.counting.state import CheckpointFenced, RedisState, RedisWentBack, StateError, unreadable_checkpoint
 from streams.detection import checkpoint, stages
 from streams.detection.naming import name_alert
 from streams.detection.parts import PARTS
@@ -92,6 +92,12 @@ TIMING_HELD_MAX = 50_000
 FEED_MAX = 100
 #: Seconds of detector work after which the agent lets the event loop run before the next message of a feed.
 YIELD_EVERY_S = 0.05
+#: Seconds a re-feed waits for Kafka to hand over the next detector-input message before it gives up (and retries).
+REFEED_STALL_S = 60.0
+
+#: ``read_input(topic, partition, first, last)``: the detector-input messages ``first..last`` (offsets, both included)
+#: as Kafka holds them, in batches of ``(offset, value)``; the default reads Kafka (:func:`kafka_input_reader`).
+InputReader = Callable[[str, int, int, int], AsyncIterator[list[tuple[int, bytes]]]]
 
 
 @dataclass
@@ -199,6 +205,32 @@ class CheckpointFigures:
 
 
 @dataclass
+class RefeedFigures:
+    """The re-feeds after Redis went back under the detection, since the worker started (for ``/metrics``)."""
+
+    #: re-feeds done, detector-input messages fed again, alert records they wrote again to the stream
+    done: int = 0
+    messages: int = 0
+    records: int = 0
+    #: seconds the last one took, from noticing to the last record written again
+    last_seconds: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """As ``/metrics`` counters.
+
+        >>> RefeedFigures(done=1, messages=40, records=6, last_seconds=0.5).metrics()  # doctest: +NORMALIZE_WHITESPACE
+        {'detector_refeeds_total': 1, 'detector_refed_messages_total': 40, 'detector_refed_alert_records_total': 6,
+         'detector_refeed_seconds': 0.5}
+        """
+        return {
+            "detector_refeeds_total": self.done,
+            "detector_refed_messages_total": self.messages,
+            "detector_refed_alert_records_total": self.records,
+            "detector_refeed_seconds": round(self.last_seconds, 4),
+        }
+
+
+@dataclass
 class DetectionState:
     """What the detection agent holds between messages; read and changed under :attr:`DetectionAgent.lock`."""
 
@@ -227,6 +259,17 @@ class DetectionState:
     #: the detector input was taken from this worker (a rebalance) or its checkpoint was fenced: the detectors are
     #: behind whoever holds it now, and are restored from the checkpoint in Redis when they are next needed
     input_lost: bool = False
+    #: the detector-input offset of the last message taken from the stream and fed (to these detectors or set-aside ones)
+    fed: int = -1
+    #: the alerts topic has the records of every message up to this offset (sent by this worker or by the one before)
+    sent: int = -1
+    #: the detector input's (topic, partition), from the messages taken
+    input_tp: tuple[str, int] | None = None
+    #: the detectors were just restored from a checkpoint: the first message taken after it is checked for a gap
+    restored: bool = False
+    #: a checkpoint write found Redis behind this worker: restore and re-feed before the next message or tick
+    went_back: RedisWentBack | None = None
+    refeeds: RefeedFigures = field(default_factory=lambda: RefeedFigures())
 
 
 class DetectionAgent:
@@ -239,7 +282,9 @@ class DetectionAgent:
     ``forecasts`` the forecasts topic (None: the sets go to Redis only);
     ``holds_input`` says whether the worker is assigned the detector input
     now: a second detection worker (a standby in the same consumer group)
-    neither ticks its clock nor checkpoints until it is. Call
+    neither ticks its clock nor checkpoints until it is; ``read_input``
+    reads detector-input messages back for a re-feed (by default from Kafka,
+    :func:`kafka_input_reader`). Call
     :meth:`input_revoked` when the input is taken away, and :meth:`close` at
     shutdown: it writes a last checkpoint.
     """
@@ -253,8 +298,11 @@ class DetectionAgent:
         profile: Profile | None = None,
         forecasts: faust.TopicT | None = None,
         holds_input: Callable[[], bool] | None = None,
+        read_input: InputReader | None = None,
     ) -> None:
         self.settings = settings
+        #: reads detector-input messages back from Kafka for a re-feed (see :meth:`refeed`)
+        self.read_input = read_input if read_input is not None else kafka_input_reader(settings)
         #: whether this worker is assigned the detector input now (None: always, as in tests without Faust's consumer)
         self.holds_input = holds_input
         self.profile = profile if profile is not None else load_jurisdiction(settings)
@@ -302,6 +350,8 @@ class DetectionAgent:
         st = self.state
         async with self.lock:
             fed = time.time()
+            if st.went_back is not None:
+                await self.refeed(st.went_back)
             runner = await self.runner()
             await self._refresh_zones(runner)
             timing = self.timing
@@ -317,6 +367,7 @@ class DetectionAgent:
                     await asyncio.sleep(0)
                     yielded = time.monotonic()
                 offset = event.message.offset
+                st.input_tp = (event.message.topic, event.message.partition)
                 if offset <= st.applied:
                     # fed before (redelivered after a restart or a rebalance): acknowledged at once if
                     # the checkpoint has it, else with the next checkpoint, never ahead of one
@@ -325,6 +376,11 @@ class DetectionAgent:
                     else:
                         st.pending.append(event)
                     continue
+                if st.restored:
+                    st.restored = False
+                    if st.offset >= 0 and offset > st.applied + 1:
+                        # Kafka's committed offsets are past the checkpoint restored: Redis lost a later one
+                        await self._refeed_gap(runner, offset)
                 out = time.time()
                 if timing is not None:
                     timing.arrived(event.value, got, fed)
@@ -332,10 +388,14 @@ class DetectionAgent:
                 if timing is not None:
                     timing.released(runner, out)
                 st.pending.append(event)
-                last = offset
+                st.fed = last = offset
             if last is None:
                 return
-            await self._publish(alerts, last)
+            try:
+                await self._publish(alerts, last)
+            except RedisWentBack as exc:
+                await self.refeed(exc)  # these messages' records with the others lost
+                return
             if timing is not None:
                 timing.done(time.time())
                 timing.flush(self.redis())
@@ -366,12 +426,19 @@ class DetectionAgent:
             return
         st = self.state
         async with self.lock:
+            if st.went_back is not None:
+                await self.refeed(st.went_back)
             runner = await self.runner()
             await self._refresh_zones(runner)
             out = time.time()
             alerts = runner.tick(out)
             if alerts:
-                await self._publish(alerts, st.applied, clock=True)
+                try:
+                    await self._publish(alerts, st.applied, clock=True)
+                except RedisWentBack as exc:
+                    # the restored detectors have not ticked: their clock makes its alerts again at the next tick
+                    await self.refeed(exc)
+                    return
             if self.timing is not None and runner.trace is not None:
                 self.timing.released(runner, out)
                 self.timing.done(time.time())
@@ -386,7 +453,7 @@ class DetectionAgent:
         if self.state.runner is None:
             return {}
         failures = {"forecast_failures_total": self.state.forecast_failures}
-        return {**self.state.runner.metrics(), **self.state.checkpoints.metrics(), **failures}
+        return {**self.state.runner.metrics(), **self.state.checkpoints.metrics(), **self.state.refeeds.metrics(), **failures}
 
     async def close(self) -> None:
         """At shutdown: wait for the checkpoint being written, then write one of what was fed since (a clean stop replays nothing)."""
@@ -426,6 +493,7 @@ class DetectionAgent:
                 st.offset, blob = saved
                 st.applied = st.offset
                 st.runner = _restore(blob, key, st.offset, redis.keys.detector)
+                st.restored = True
                 log.info("detectors restored from their checkpoint at detector-input offset %d", st.offset)
                 _warn_if_other_zone(st.runner, self.profile)
             st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
@@ -464,17 +532,20 @@ class DetectionAgent:
         figures.last_stall_seconds = time.perf_counter() - started
         figures.stall_seconds += figures.last_stall_seconds
         figures.last_bytes = len(payload)
-        write = self._write(offset, payload, events, started)
+        write = self._write(offset, payload, events, started, fence=st.offset)
         if final:
             await write
         else:
             st.writing = asyncio.ensure_future(self._write_or_requeue(write, offset, events))
 
-    async def _write(self, offset: int, payload: bytes, events: list[EventT], started: float) -> None:
-        """Sign ``payload`` (in a thread: hashing releases the GIL) and write it; then acknowledge ``events``."""
+    async def _write(self, offset: int, payload: bytes, events: list[EventT], started: float, *, fence: int) -> None:
+        """Sign ``payload`` (in a thread: hashing releases the GIL) and write it; then acknowledge ``events``.
+
+        ``fence``: the offset of the checkpoint this worker wrote or restored last (see :meth:`RedisState.commit_detection`).
+        """
         blob = await asyncio.to_thread(checkpoint.sign, payload, self._signing_key(), offset=offset)
         del payload
-        await self.redis().commit_detection(offset, blob)
+        await self.redis().commit_detection(offset, blob, fence=fence)
         st = self.state
         st.offset = max(st.offset, offset)
         for event in events:
@@ -489,6 +560,10 @@ class DetectionAgent:
             # another worker holds the input and is further along: never acknowledge, restore from its checkpoint
             self.state.input_lost = True
             log.warning("%s", exc)
+        except RedisWentBack as exc:
+            # acknowledged by the checkpoint after the re-feed, which the next message or tick starts
+            self.state.pending[:0] = events
+            self.state.went_back = exc
         except StateError as exc:
             # not acknowledged: the next checkpoint covers these messages too
             self.state.pending[:0] = events
@@ -510,17 +585,128 @@ class DetectionAgent:
 
     # -- alerts, zones, warnings ------------------------------------------------------------
 
-    async def _publish(self, alerts: list[Alert], offset: int, *, clock: bool = False) -> None:
-        """Alerts, named and summed up, to the Redis stream at once (the gateway's feed), and to the alerts topic before checkpointing."""
+    async def _publish(self, alerts: list[Alert], offset: int, *, clock: bool = False, send: list[bool] | None = None) -> int:
+        """Alerts, named and summed up, to the Redis stream at once (the gateway's feed), then to the alerts topic (awaited
+        before the next checkpoint); how many records were new to the stream.
+
+        The stream first: when Redis went back under the worker (:class:`RedisWentBack`, raised from here) nothing is
+        written or sent, and the re-feed makes these records again. ``send`` (one flag per alert; None: all) leaves out
+        of the topic the records a re-feed makes again that the topic has.
+        """
         tz, where = self.profile.tz, self.profile.name
         alerts = [with_summary(name_alert(a, self.profile.areas), tz=tz, jurisdiction=where) for a in alerts]
         bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
-        for a, b in zip(alerts, bodies, strict=True):
-            self.state.sends.append(await self.alerts.send(key=a.id.encode(), value=b.encode()))
-            log.info("alert %s %s: %s", a.state.value, a.id, a.reason)
         redis = self.redis()
-        await until_reachable(f"writing {len(bodies)} alert record(s)", lambda: redis.append_alerts(offset, bodies, clock=clock))
-        self.state.applied = offset
+        fence = self.state.applied
+        added = await until_reachable(
+            f"writing {len(bodies)} alert record(s)", lambda: redis.append_alerts(offset, bodies, clock=clock, fence=fence)
+        )
+        for i, (a, b) in enumerate(zip(alerts, bodies, strict=True)):
+            if send is None or send[i]:
+                self.state.sends.append(await self.alerts.send(key=a.id.encode(), value=b.encode()))
+                log.info("alert %s %s: %s", a.state.value, a.id, a.reason)
+        if not clock:
+            self.state.applied = offset
+            self.state.sent = max(self.state.sent, offset)
+        return added
+
+    # -- Redis went back: restore and feed again --------------------------------------------
+
+    async def refeed(self, went_back: RedisWentBack) -> None:
+        """Redis holds less than this worker wrote: restore the stored checkpoint and feed the detectors again (under the lock).
+
+        The detectors are set aside and restored from the checkpoint Redis
+        holds (empty ones when none survived), and the detector-input messages
+        after it, up to the last one taken from the stream, are read back from
+        Kafka (``read_input``) and fed again. The detectors are deterministic,
+        so they make the same records: those that survived are skipped (their
+        digests survived with them), the lost ones are appended again, before
+        any record of a later message. Records the alerts topic has are not
+        sent again. Messages fed since the last checkpoint stay pending, and
+        the next checkpoint acknowledges them. The clock's alerts (:meth:`keep_detector_clock`)
+        are not made by a re-feed: the restored detectors' clock makes them
+        again, at its next tick, if the feed is still silent.
+        """
+        st = self.state
+        started = time.perf_counter()
+        st.went_back = None
+        if self.holds_input is not None and not self.holds_input():
+            log.warning("%s; the detector input is another worker's now: the detectors are set aside", went_back)
+            st.input_lost = True
+            return
+        if st.writing is not None and not st.writing.done():
+            await asyncio.wait([st.writing])  # its outcome does not matter: the stored checkpoint decides
+        st.writing = None
+        pending, sends, target = st.pending, st.sends, st.fed
+        st.runner, st.offset, st.applied = None, -1, -1
+        st.zones = ZonesRead()  # the restored detectors are handed the zones again
+        runner = await self.runner()
+        await self._refresh_zones(runner)
+        st.pending, st.sends, st.restored = pending, sends, False
+        first = st.applied + 1
+        log.warning(
+            "%s; %s, re-feeding detector-input offsets %d..%d from Kafka (detector_refeeds_total)",
+            went_back,
+            f"detectors restored from the checkpoint at offset {st.offset}" if st.offset >= 0 else "detectors start empty (no checkpoint)",
+            first,
+            target,
+        )
+        await self._refeed_range(runner, first, target, started)
+
+    async def _refeed_gap(self, runner: DetectionRunner, offset: int) -> None:
+        """The first message taken after a restore is ``offset``, past the checkpoint's next: feed what lies between first."""
+        st = self.state
+        first, last = st.applied + 1, offset - 1
+        log.warning(
+            "the detectors' checkpoint in Redis is at detector-input offset %d, and Kafka's committed offsets are at %d: a later "
+            "checkpoint was lost (Redis went back); re-feeding offsets %d..%d from Kafka (detector_refeeds_total)",
+            st.offset,
+            offset,
+            first,
+            last,
+        )
+        st.sent = max(st.sent, last)  # the worker that acknowledged them sent their records first
+        await self._refeed_range(runner, first, last, time.perf_counter())
+
+    async def _refeed_range(self, runner: DetectionRunner, first: int, last: int, started: float) -> None:
+        """Feed ``runner`` the detector-input messages ``first..last`` read back from Kafka, and publish their records."""
+        st = self.state
+        figures = st.refeeds
+        messages = records = 0
+        if st.input_tp is not None and first <= last:
+            topic, partition = st.input_tp
+            yielded = time.monotonic()
+            async for batch in self.read_input(topic, partition, first, last):
+                alerts: list[Alert] = []
+                send: list[bool] = []
+                upto = None
+                for offset, value in batch:
+                    if offset <= st.applied:
+                        continue
+                    if time.monotonic() - yielded > YIELD_EVERY_S:
+                        await asyncio.sleep(0)  # heartbeats and /metrics go on (see handle_many)
+                        yielded = time.monotonic()
+                    made = runner.feed(value, time.time())
+                    alerts += made
+                    send += [offset > st.sent] * len(made)
+                    upto = offset
+                    messages += 1
+                if upto is not None:
+                    records += await self._publish(alerts, upto, send=send)
+        if st.applied < last:
+            await self._publish([], last)  # Kafka holds nothing more up to it: the applied offset says so
+        figures.done += 1
+        figures.messages += messages
+        figures.records += records
+        figures.last_seconds = time.perf_counter() - started
+        log.warning(
+            "re-fed %d detector-input message(s) up to offset %d in %.2f s: %d alert record(s) written again to the stream",
+            messages,
+            last,
+            figures.last_seconds,
+            records,
+        )
+        self._forecast(runner)
 
     async def _refresh_zones(self, runner: DetectionRunner) -> None:
         """At most every ZONES_POLL_S: if the gateway changed the event zones, hand them to the detectors.
@@ -638,3 +824,46 @@ def _restore(blob: bytes, key: bytes, offset: int, where: str) -> DetectionRunne
     if not isinstance(runner, DetectionRunner):
         raise unreadable_checkpoint(where, TypeError(f"it holds a {type(runner).__name__}, not a DetectionRunner"))
     return runner
+
+
+def kafka_input_reader(settings: Settings) -> InputReader:
+    """An :data:`InputReader` on Kafka (``WF_KAFKA_BOOTSTRAP``): one consumer outside the group, assigned the partition."""
+
+    async def read(topic: str, partition: int, first: int, last: int) -> AsyncIterator[list[tuple[int, bytes]]]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, request_timeout_ms=15000)
+        tp = TopicPartition(topic, partition)
+        try:
+            await consumer.start()
+            consumer.assign([tp])
+            begin = (await consumer.beginning_offsets([tp]))[tp]
+            end = (await consumer.end_offsets([tp]))[tp]
+            if begin > first:
+                log.warning("detector-input offsets %d..%d are gone from Kafka (retention): re-feeding from %d", first, begin - 1, begin)
+                first = begin
+            last = min(last, end - 1)
+            if first > last:
+                return
+            consumer.seek(tp, first)
+            deadline = time.monotonic() + REFEED_STALL_S
+            while await consumer.position(tp) <= last:
+                got = await consumer.getmany(tp, timeout_ms=500, max_records=FEED_MAX)
+                batch = [(r.offset, r.value) for r in got.get(tp, ()) if r.offset <= last]
+                if batch:
+                    deadline = time.monotonic() + REFEED_STALL_S
+                    yield batch
+                elif time.monotonic() > deadline:
+                    raise StateError(
+                        f"Kafka at {settings.kafka_bootstrap} handed over nothing of {topic}[{partition}] past offset "
+                        f"{await consumer.position(tp)} for {REFEED_STALL_S:.0f} s while re-feeding the detectors up to {last}"
+                    )
+        except KafkaError as exc:
+            raise StateError(
+                f"Kafka at {settings.kafka_bootstrap} failed while re-feeding the detectors from {topic}[{partition}]: {exc!r}"
+            ) from exc
+        finally:
+            await consumer.stop()
+
+    return read

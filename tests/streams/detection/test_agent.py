@@ -37,14 +37,14 @@ class MemoryState:
     async def load_detection(self) -> tuple[int, bytes] | None:
         return self.saved
 
-    async def commit_detection(self, offset: int, state: bytes) -> None:
+    async def commit_detection(self, offset: int, state: bytes, *, fence: int | None = None) -> None:
         if self.hold is not None:
             await self.hold.wait()
         if self.failing is not None:
             raise self.failing
         self.saved = (offset, state)
 
-    async def append_alerts(self, offset: int, bodies: list[str], *, clock: bool = False) -> int:
+    async def append_alerts(self, offset: int, bodies: list[str], *, clock: bool = False, fence: int | None = None) -> int:
         self.alerts += bodies
         return len(bodies)
 
@@ -72,7 +72,7 @@ class Message:
     """A detector-input event as the agent sees it: offset, value, ack()."""
 
     def __init__(self, offset: int) -> None:
-        self.message = SimpleNamespace(offset=offset)
+        self.message = SimpleNamespace(topic="mem.detector-input", partition=0, offset=offset)
         self.value = encode_points([(0, offset, T0 + 60 * offset, CELL, "EMS", None)])
         self.acked = False
 

@@ -1,0 +1,297 @@
+"""Redis going back under the detection agent (streams/detection/agent.py, ``refeed``): the lost alert records come back.
+
+A failover to a replica that lacked the primary's last writes leaves Redis as it
+was a moment earlier: an older ``applied`` offset and checkpoint in the
+detectors' hash, fewer digests, fewer alert records in the stream. These tests
+make that state on the session's single-node Redis by saving the three keys
+(``DUMP``) at one point and putting them back (``RESTORE ... REPLACE``) after the
+agent wrote more, and read the detector input back from the session's Kafka.
+
+The detectors are :class:`EchoRunner`: one alert record per call fed, named by
+the call's offset, so every record lost and made again is known by name and the
+test needs no warm-up of the real detectors (the fault test in
+``tests/faults/test_redis_failover.py`` runs the real ones through a real failover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import pytest
+import redis
+from kafka import KafkaProducer
+
+from detectors.types import Alert, AlertKind, AlertState
+from streams.counting.keys import Keys
+from streams.counting.state import RedisState, RedisWentBack
+from streams.detection.agent import DetectionAgent
+from streams.detection.runner import DetectionRunner, decode_message, encode_points
+from streams.topics import DETECTOR_INPUT, topic_name
+from tests.streams.detection.test_agent import CELL, KEY, T0, SentAlerts
+
+pytestmark = pytest.mark.stack
+
+
+class EchoRunner(DetectionRunner):
+    """Detectors that make one alert record per call fed (``echo:<offset>``): deterministic, as the real ones are."""
+
+    def feed(self, raw: bytes, wall: float) -> list[Alert]:
+        out = []
+        for partition, offset, t, cell, _, _ in decode_message(raw).points:
+            if offset <= self._seen.get(partition, -1):
+                continue
+            self._seen[partition] = offset
+            out.append(
+                Alert(
+                    id=f"echo:{offset}",
+                    kind=AlertKind.SURGE,
+                    state=AlertState.OPEN,
+                    started_at=t,
+                    at=t,
+                    cells=(cell,),
+                    window_min=15,
+                    observed=1,
+                    expected=0.0,
+                    score=1.0,
+                    p_value=None,
+                    reason=f"call {offset}",
+                )  # fmt: skip
+            )
+        return out
+
+    def tick(self, wall: float) -> list[Alert]:
+        return []
+
+
+def value(offset: int) -> bytes:
+    return encode_points([(0, offset, T0 + 60 * offset, CELL, "EMS", None)])
+
+
+def produce(settings, n: int) -> str:
+    """Detector-input messages 0..n-1 on the test's topic (one partition); its name."""
+    topic = topic_name(settings.topic_prefix, DETECTOR_INPUT)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        for i in range(n):
+            producer.send(topic, value(i), partition=0).get(timeout=30)
+    finally:
+        producer.close()
+    return topic
+
+
+class Message:
+    """A detector-input event as Faust hands it to the agent."""
+
+    def __init__(self, topic: str, offset: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=0, offset=offset)
+        self.value = value(offset)
+        self.acked = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+
+def make_agent(settings, st: RedisState) -> DetectionAgent:
+    agent = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]  # SentAlerts: the alerts topic
+    agent._fresh_runner = lambda: EchoRunner(partitions=1)  # type: ignore[method-assign]  # detectors known by name
+    return agent
+
+
+async def feed(agent: DetectionAgent, topic: str, offsets) -> list[Message]:
+    msgs = [Message(topic, i) for i in offsets]
+    for m in msgs:
+        await agent.handle(m)  # type: ignore[arg-type]  # Message stands in for Faust's event
+    return msgs
+
+
+async def checkpoint(agent: DetectionAgent) -> None:
+    async with agent.lock:
+        await agent.checkpoint(final=True)
+
+
+class Snapshot:
+    """The detectors' hash, their digests and the alerts stream as Redis holds them now: what a lagging replica has."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.names = [keys.detector, keys.detector_written, keys.alerts]
+        self.dumps = {k: client.dump(k) for k in self.names}
+
+    def put_back(self) -> None:
+        """The failover: Redis holds these keys as they were when the snapshot was taken."""
+        for k, blob in self.dumps.items():
+            self.client.delete(k)
+            if blob is not None:
+                self.client.restore(k, 0, blob)
+
+
+def stream(client: redis.Redis, keys: Keys) -> list[tuple[str, str]]:
+    return [(sid.decode(), json.loads(f[b"alert"])["id"]) for sid, f in client.xrange(keys.alerts)]
+
+
+def sent_ids(agent: DetectionAgent) -> list[str]:
+    return [json.loads(v)["id"] for v in agent.alerts.sent]  # type: ignore[attr-defined]  # SentAlerts
+
+
+def names(first: int, last: int) -> list[str]:
+    return [f"echo:{i}" for i in range(first, last + 1)]
+
+
+def test_records_lost_when_redis_went_back_are_made_again_from_kafka_once_and_in_order(settings, caplog):
+    """Redis goes back to a moment when it held the checkpoint at 9 and the records up to 19, after the agent wrote records
+    up to 29 and a checkpoint at 24: the next message's write is refused by the fence, the agent restores the checkpoint at
+    9, reads 10..30 back from Kafka and feeds them again. The stream ends with every record once, in the order they were
+    made, the records 20..29 under ids above those they had (a client holding one does not skip them), the alerts topic
+    with each record once (the lost ones were sent already), and the next checkpoint acknowledging every message."""
+    topic = produce(settings, 31)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            agent = make_agent(settings, st)
+            await feed(agent, topic, range(10))
+            await checkpoint(agent)
+            await feed(agent, topic, range(10, 20))
+            replica = Snapshot(client, keys)
+            msgs = await feed(agent, topic, range(20, 25))
+            await checkpoint(agent)
+            assert all(m.acked for m in msgs)
+            msgs = await feed(agent, topic, range(25, 30))
+            lost_ids = [sid for sid, _ in stream(client, keys)[20:]]
+            replica.put_back()
+            assert [n for _, n in stream(client, keys)] == names(0, 19)
+            msgs += await feed(agent, topic, [30])
+            await checkpoint(agent)
+            return agent, lost_ids, msgs
+        finally:
+            await st.close()
+
+    try:
+        with caplog.at_level("WARNING", logger="streams.detection.agent"):
+            agent, lost_ids, msgs = asyncio.run(go())
+        entries = stream(client, keys)
+    finally:
+        client.close()
+    assert [n for _, n in entries] == names(0, 30), "every record once, in the order made"
+    ids = [sid for sid, _ in entries]
+    assert ids == sorted(ids, key=lambda s: tuple(map(int, s.split("-")))), "stream ids grow"
+    made_again = [sid for sid, n in entries if n in names(20, 29)]
+    assert min(tuple(map(int, s.split("-"))) for s in made_again) > max(tuple(map(int, s.split("-"))) for s in lost_ids)
+    assert sent_ids(agent) == names(0, 30), "the alerts topic got each record once"
+    assert all(m.acked for m in msgs), "the checkpoint after the re-feed acknowledges the messages fed before it"
+    figures = agent.metrics()
+    assert figures["detector_refeeds_total"] == 1
+    assert figures["detector_refed_messages_total"] == 21 and figures["detector_refed_alert_records_total"] == 11
+    assert any("Redis went back under the detection" in r.getMessage() and "10..30" in r.getMessage() for r in caplog.records)
+
+
+def test_a_worker_started_after_redis_went_back_feeds_what_lies_between_the_stored_checkpoint_and_kafkas_offsets(settings):
+    """Kafka's committed offsets moved on a checkpoint (at 24) that Redis lost: a worker started then restores the one at 9
+    and is given message 25 first. It reads 10..24 back from Kafka before feeding 25, so the records 20..24 are in the
+    stream again, once, before 25's; the alerts topic is not sent 10..24 again (the worker before sent them)."""
+    topic = produce(settings, 26)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            first = make_agent(settings, st)
+            await feed(first, topic, range(10))
+            await checkpoint(first)
+            await feed(first, topic, range(10, 20))
+            replica = Snapshot(client, keys)
+            await feed(first, topic, range(20, 25))
+            await checkpoint(first)
+            replica.put_back()
+            second = make_agent(settings, st)
+            await feed(second, topic, [25])
+            return second
+        finally:
+            await st.close()
+
+    try:
+        second = asyncio.run(go())
+        entries = stream(client, keys)
+    finally:
+        client.close()
+    assert [n for _, n in entries] == names(0, 25)
+    assert sent_ids(second) == ["echo:25"]
+    assert second.metrics()["detector_refed_messages_total"] == 15
+
+
+def test_when_the_detectors_hash_is_gone_the_detectors_start_afresh_and_are_fed_from_the_start_of_the_input(settings):
+    """Redis went back to before the first write of the detection (no hash, no digests, no stream): the fence sees nothing
+    where the worker wrote offset 5, the detectors start empty, as on a first start, and are fed the input from its first
+    message (the write of 6 is the one refused: 0..6 are fed again, 7 as usual); every record is in the stream again, once."""
+    topic = produce(settings, 8)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            agent = make_agent(settings, st)
+            await feed(agent, topic, range(6))
+            client.delete(keys.detector, keys.detector_written, keys.alerts)
+            await feed(agent, topic, [6, 7])
+            return agent
+        finally:
+            await st.close()
+
+    try:
+        agent = asyncio.run(go())
+        entries = stream(client, keys)
+    finally:
+        client.close()
+    assert [n for _, n in entries] == names(0, 7)
+    assert agent.metrics()["detector_refed_messages_total"] == 7
+
+
+def test_the_fences_refuse_a_write_when_redis_holds_less_than_the_worker_wrote_and_write_nothing(settings):
+    """An alert append fenced at applied 5 where Redis holds 3, or a checkpoint fenced at 4 where Redis holds none, raises
+    RedisWentBack and writes nothing; at or above the fence they are written."""
+    keys = Keys(settings.redis_prefix)
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            assert await st.append_alerts(3, ['{"id":"a3"}'], fence=-1) == 1
+            with pytest.raises(RedisWentBack, match="holds detector-input offset 3, this worker wrote 5"):
+                await st.append_alerts(6, ['{"id":"a6"}'], fence=5)
+            with pytest.raises(RedisWentBack, match="holds detector-input offset -1, this worker wrote 4"):
+                await st.commit_detection(6, b"state", fence=4)
+            assert await st.append_alerts(4, ['{"id":"a4"}'], fence=3) == 1
+            await st.commit_detection(4, b"state", fence=-1)
+            await st.commit_detection(5, b"state", fence=4)
+            return await st.client.hgetall(keys.detector), await st.client.xlen(keys.alerts)
+        finally:
+            await st.close()
+
+    stored, length = asyncio.run(go())
+    assert stored["applied"] == "4" and stored["offset"] == "5" and length == 2
+
+
+def test_a_record_never_gets_a_stream_id_at_or_below_one_this_process_got_even_when_redis_clock_is_behind(settings):
+    """After a failover to a primary whose clock is a minute behind the old one's, Redis's ``*`` would give ids below those
+    clients hold as ``last_id``: the append takes the id after the highest one this process got instead, then Redis's own."""
+    keys = Keys(settings.redis_prefix)
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            await st.append_alerts(0, ['{"id":"a0"}'])
+            now_ms = int(st.alerts_floor.split("-")[0])
+            st.alerts_floor = f"{now_ms + 60_000}-4"  # ids the old primary gave, a minute ahead of this one's clock
+            await st.append_alerts(1, ['{"id":"a1"}', '{"id":"a2"}'])
+            ids = [sid for sid, _ in await st.client.xrange(keys.alerts)]
+            return now_ms, ids, st.alerts_floor
+        finally:
+            await st.close()
+
+    now_ms, ids, floor = asyncio.run(go())
+    assert ids[1:] == [f"{now_ms + 60_000}-5", f"{now_ms + 60_000}-6"] and floor == ids[-1]
