@@ -173,17 +173,26 @@ def wait_caught_up(settings: Settings, workers: list[WorkerProcess], timeout_s: 
 DETECTORS_RUNNING = ("detectors start empty", "detectors restored")
 
 
-def active_detector(workers: list[WorkerProcess], timeout_s: float = 60) -> WorkerProcess:
-    """The one detection worker of ``workers`` that runs the detectors (the others stand by).
+def _last_running(w: WorkerProcess) -> str | None:
+    """The time stamp (the log line's ``[YYYY-MM-DD HH:MM:SS,mmm]`` prefix) of ``w``'s last :data:`DETECTORS_RUNNING` line."""
+    try:
+        lines = w.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line[:25] for line in reversed(lines) if any(text in line for text in DETECTORS_RUNNING)), None)
 
-    Waits up to ``timeout_s`` for one to log :data:`DETECTORS_RUNNING`; ``AssertionError`` when two do, or none.
+
+def active_detector(workers: list[WorkerProcess], timeout_s: float = 60) -> WorkerProcess:
+    """The detection worker of ``workers`` that runs the detectors now: of those that logged :data:`DETECTORS_RUNNING`
+    (in their whole log: a long run scrolls it far back), the one that did last (after a takeover both have).
+
+    Waits up to ``timeout_s`` for one to; ``AssertionError`` with the logs' ends when none does.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        running = [w for w in workers if any(text in w.log_tail(400) for text in DETECTORS_RUNNING)]
+        running = [(stamp, i) for i, w in enumerate(workers) if (stamp := _last_running(w)) is not None]
         if running:
-            assert len(running) == 1, "two detection workers ran the detectors at once"
-            return running[0]
+            return workers[max(running)[1]]
         time.sleep(0.2)
     raise AssertionError("no detection worker started its detectors:\n" + "\n".join(w.log_tail() for w in workers))
 
