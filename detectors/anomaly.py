@@ -5,18 +5,20 @@ traffic calls where the area usually has 35% is worth a look even when the
 surge detector sees nothing. :class:`MixAnomalyDetector` summarises each area
 (the res-6 parent of a call's cell) over rolling event-time windows, turns the
 summary into departures from that area's own usual mix, and scores them with one
-River :class:`~river.anomaly.HalfSpaceTrees` shared by all areas.
+River :class:`~river.anomaly.HalfSpaceTrees` shared by all areas (as
+:class:`detectors.hst.FlatHalfSpaceTrees`: River's trees and scores, its masses in arrays).
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import h3
 from river import anomaly
 
 from detectors.base import Detector
+from detectors.hst import FlatHalfSpaceTrees
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
 from streams.ingest.schema import CATEGORIES
 
@@ -182,7 +184,8 @@ class MixAnomalyDetector(Detector):
     halflife_h
         Half-life of the area baselines, in hours of event time.
     n_trees, height, window_size, seed
-        Passed to :class:`river.anomaly.HalfSpaceTrees`.
+        Passed to :class:`river.anomaly.HalfSpaceTrees` (run as :class:`detectors.hst.FlatHalfSpaceTrees`:
+        the same trees and scores).
 
     Examples
     --------
@@ -265,7 +268,7 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
         self._step_s = step_min * 60.0
         self._k = window_min // step_min  # buckets per window
         self._decay = 0.5 ** (step_min / 60.0 / halflife_h)  # per step
-        self._model = anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+        self._model = FlatHalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
         self._areas: dict[str, _Area] = {}
         self._b: int | None = None  # last boundary processed (in steps)
         self._learnt = 0  # windows the forest has learnt
@@ -273,6 +276,12 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
         self.late_dropped = 0
         #: windows scored by the last :meth:`advance` call (feed ``score`` to a drift monitor)
         self.last_scored: list[WindowScore] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("_model"), anomaly.HalfSpaceTrees):
+            # a checkpoint from before FlatHalfSpaceTrees: the same forest, masses and window, in arrays
+            state["_model"] = FlatHalfSpaceTrees.from_river(state["_model"])
+        self.__dict__.update(state)
 
     @property
     def n_areas(self) -> int:
