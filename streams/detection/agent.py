@@ -570,6 +570,8 @@ class DetectionAgent:
             log.warning("the detectors' checkpoint at offset %d failed (%s); retrying at the next", offset, exc)
 
     def _checkpoint_due(self) -> bool:
+        if self.state.went_back is not None:
+            return False  # the re-feed first: a checkpoint now would be refused the same way
         writing = self.state.writing
         if writing is not None:
             if not writing.done():
@@ -637,6 +639,7 @@ class DetectionAgent:
         if st.writing is not None and not st.writing.done():
             await asyncio.wait([st.writing])  # its outcome does not matter: the stored checkpoint decides
         st.writing = None
+        st.went_back = None  # the write just awaited may have found the same
         pending, sends, target = st.pending, st.sends, st.fed
         st.runner, st.offset, st.applied = None, -1, -1
         st.zones = ZonesRead()  # the restored detectors are handed the zones again

@@ -18,13 +18,19 @@ the second test makes sure it does: the replica is paused (SIGSTOP) and cut off
 from the primary (``CLIENT KILL TYPE replica``) for a second and a half before the
 kill, and everything the worker wrote in that time is lost with the primary. The
 worker must notice that the applied offsets went back and count those records
-again from Kafka ("Redis lost its data").
+again from Kafka ("Redis lost its data"), and its detection agent that its
+``applied`` offset went back: it restores the checkpoint the new primary holds
+and feeds the detectors again from Kafka, so that the alert records of those
+1.5 s are in the stream again, once, in the order made. A client connected
+throughout saw those records live before the kill, under ids the stream no
+longer holds; it then gets their copies, under later ids (see docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -52,6 +58,9 @@ source = pipeline.source
 long_retention = pipeline.long_retention
 SERVICE = "watchfloor"
 LOST = "Redis lost its data"
+#: the detection agent's warning when its writes went back (streams.detection.agent.DetectionAgent.refeed)
+WENT_BACK = "Redis went back under the detection"
+REFED = re.compile(r"re-fed (\d+) detector-input message\(s\) up to offset \d+ in ([\d.]+) s: (\d+) alert record\(s\) written again")
 #: records a second the replay sends (some 20,000 records: about 13 s, so that the kill lands mid-stream)
 RATE = 1500
 
@@ -192,8 +201,14 @@ def run_failover(ha, source, tmp_path, *, lose_writes: bool) -> dict:
         assert primary is not None
         paused = None
         if lose_writes:
+            alerts_key = Keys(settings.redis_prefix).alerts
+            replicated = int(str(redisha.command(primary[1], "XLEN", alerts_key)))
             paused = cut_replication(base, primary[1], run_dir)
-            time.sleep(1.5)  # the worker goes on writing to the primary alone
+            # the worker goes on writing to the primary alone, for 1.5 s and until an alert record is among what is lost
+            cut_at = time.monotonic()
+            while time.monotonic() - cut_at < 1.5 or int(str(redisha.command(primary[1], "XLEN", alerts_key))) <= replicated:
+                assert time.monotonic() - cut_at < 15, "no alert record written in 15 s with the replica cut off"
+                time.sleep(0.05)
         before = flow_marks(settings)
         assert before[0] < N_CALLS - 2_000, "the kill must land mid-stream"
         os.kill(redisha.redis_pid(run_dir, primary[1]), signal.SIGKILL)
@@ -215,6 +230,12 @@ def run_failover(ha, source, tmp_path, *, lose_writes: bool) -> dict:
         if lose_writes:
             assert figures["after"][0] < before[0] or LOST in log, "the promoted replica had every write: the test lost nothing"
             worker.wait_for_log(LOST)
+            # the detection's writes of those 1.5 s went too (it appends for every batch): the agent noticed and fed the
+            # detectors again from Kafka
+            worker.wait_for_log(WENT_BACK)
+        figures.update(refed(worker.log_path.read_text(errors="replace")))
+        if lose_writes:
+            assert figures["refed_records"] > 0, "alert records were lost with the primary, and none was written again"
 
         # every alert record sent to the alerts topic is in the stream exactly once
         redis_client = sync_client_for(settings, decode_responses=True)
@@ -226,27 +247,32 @@ def run_failover(ha, source, tmp_path, *, lose_writes: bool) -> dict:
         as_text = [json.dumps(b, sort_keys=True) for b in bodies]
         assert len(set(as_text)) == len(as_text), "an alert record is twice in the stream"
         sent = read_topic(settings, ALERTS, expect=len(bodies), timeout_s=30)
-        in_topic = {json.dumps(a, sort_keys=True) for a in sent}
+        in_topic = [json.dumps(a, sort_keys=True) for a in sent]
         figures["alerts"] = len(bodies)
-        if lose_writes:
-            # Known gap (docs/cluster.md): alert records written in the lost window are gone from the stream and not
-            # written again, and stream ids after the failover may be below ids a client already had. Only the counts
-            # are rebuilt from Kafka; here the stream must still hold nothing twice and nothing the topic lacks.
-            assert set(as_text) <= in_topic, "the stream holds an alert record the alerts topic does not"
-            figures["alerts_lost"] = len(in_topic - set(as_text))
-            figures["calls"] = metrics["events_total|call"]
-            return figures
-        assert in_topic == set(as_text), "the stream and the alerts topic differ"
+        figures["alerts_lost"] = len(set(in_topic) - set(as_text))
+        assert set(in_topic) == set(as_text), (
+            f"the stream and the alerts topic differ: {figures['alerts_lost']} record(s) of the topic not in the stream, "
+            f"{len(set(as_text) - set(in_topic))} of the stream not in the topic"
+        )
+        # each alert's records in the stream in the order the detectors made them (the topic's, first copies)
+        assert_made_in_order(bodies, sent)
 
-        # the client saw exactly the stream, in order, none twice
+        # the client saw every entry of the stream once, in order; after a loss, also the lost records' first copies
         ids = [sid for sid, _ in stream]
+        kept = set(ids)
         deadline = time.monotonic() + 30
-        while [sid for sid, _ in client.alerts] != ids and time.monotonic() < deadline and client.error is None:
+        while [sid for sid, _ in client.alerts if sid in kept] != ids and time.monotonic() < deadline and client.error is None:
             time.sleep(0.2)
         assert client.error is None, repr(client.error)
         seen = [sid for sid, _ in client.alerts]
         assert len(set(seen)) == len(seen), "the client got an alert frame twice"
-        assert seen == ids, f"the client saw {len(seen)} alert frames, the stream holds {len(ids)}"
+        assert [sid for sid in seen if sid in kept] == ids, f"the client saw {len(seen)} alert frames, the stream holds {len(ids)}"
+        gone = [(sid, body) for sid, body in client.alerts if sid not in kept]
+        again = {body for sid, body in client.alerts if sid in kept}
+        assert all(body in again for _, body in gone), "the client got a record the stream lost and that was not made again"
+        if not lose_writes:
+            assert not gone, "the client got records the stream does not hold"
+        figures["client_copies"] = len(gone)
         figures["reconnects"] = client.reconnects
         assert gw.proc is not None and gw.proc.poll() is None, gw.log()
         figures["calls"] = metrics["events_total|call"]
@@ -260,12 +286,42 @@ def run_failover(ha, source, tmp_path, *, lose_writes: bool) -> dict:
         worker.stop()
 
 
+def refed(log: str) -> dict:
+    """The re-feeds the worker's log tells of: how many, messages fed again, seconds, records written again (summed)."""
+    found = [(int(m), float(sec), int(r)) for m, sec, r in REFED.findall(log)]
+    return {
+        "refeeds": len(found),
+        "refed_messages": sum(m for m, _, _ in found),
+        "refeed_s": max((sec for _, sec, _ in found), default=0.0),
+        "refed_records": sum(r for _, _, r in found),
+    }
+
+
+def assert_made_in_order(bodies: list[dict], sent: list[dict]) -> None:
+    """Each alert's records in the stream are its records on the alerts topic (first copies: the topic is at-least-once), in
+    the topic's order, which is the order the detectors made them: opened first, closed last, nothing after its close."""
+    made: dict[str, list[str]] = {}
+    for a in sent:
+        text = json.dumps(a, sort_keys=True)
+        if text not in made.setdefault(a["id"], []):
+            made[a["id"]].append(text)
+    stored: dict[str, list[str]] = {}
+    for b in bodies:
+        stored.setdefault(b["id"], []).append(json.dumps(b, sort_keys=True))
+    for alert_id, records in stored.items():
+        assert records == made[alert_id], f"alert {alert_id}: its records in the stream are not in the order made"
+        states = [json.loads(r)["state"] for r in records]
+        assert states[0] == "open" and "open" not in states[1:] and "closed" not in states[:-1], (alert_id, states)
+
+
 def report(what: str, f: dict) -> None:
     print(
         f"\n{what}: counts flow again {f['counts_s']:.1f} s after the SIGKILL, detection (alerts) {f['detection_s']:.1f} s; "
         f"calls counted / detector input applied before the kill {f['before']}, on the new primary just after {f['after']}; "
-        f"loss noticed: {f['lost_noticed']}; {f['calls']} calls counted exactly, {f['alerts']} alert records once"
-        + (f", {f['alerts_lost']} lost with the writes" if "alerts_lost" in f else f", the client reconnected {f['reconnects']} time(s)")
+        f"loss noticed: {f['lost_noticed']}; {f['calls']} calls counted exactly, {f['alerts']} alert records once, "
+        f"{f['alerts_lost']} lost; re-feeds {f['refeeds']}: {f['refed_messages']} detector-input messages in {f['refeed_s']:.2f} s, "
+        f"{f['refed_records']} records written again; the client reconnected {f['reconnects']} time(s) and got "
+        f"{f['client_copies']} record(s) the stream lost before their copies"
     )
 
 
@@ -275,8 +331,11 @@ def test_the_redis_primary_sigkilled_mid_replay_is_replaced_and_nothing_is_lost_
 
 def test_writes_the_promoted_replica_never_got_are_counted_again_from_kafka(ha, source, tmp_path):
     """The replica cut off for 1.5 s before the kill: the new primary's applied offsets went back, and the worker notices
-    and counts them again. Alert records of that window are not written again (a known gap): checked only for
-    nothing twice and nothing the alerts topic lacks."""
+    and counts them again; the detection agent notices its applied offset went back, restores the checkpoint the new
+    primary holds and feeds the detectors again from Kafka, so the alert records of that window are in the stream again:
+    every record of the alerts topic once, each alert's records in the order made. The resumed client sees every
+    entry of the stream once, in order, and before them the first copies of the records the failover lost (it saw
+    them live before the kill, under ids the stream no longer holds)."""
     report("SIGKILL of the Redis primary with 1.5 s of writes not replicated", run_failover(ha, source, tmp_path, lose_writes=True))
 
 
