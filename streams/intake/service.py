@@ -7,11 +7,14 @@ only after every accepted record is acknowledged by Kafka. See docs/intake.md
 for the answers and the keys.
 
 Idempotency keys (``P:intake:seen:<source>:<kind>:<id>``) go through two states:
-``pending`` (``SET NX`` with a short TTL, :attr:`IntakeSettings.claim_ttl_s`)
-before the records are produced, ``done`` (TTL :attr:`IntakeSettings.id_ttl_s`)
-after Kafka acknowledged them. A send that fails deletes the claims, so the
-client's retry goes through; a request that finds another's ``pending`` key is
-answered 503 with the seconds left on it.
+``pending`` (``SET NX``, a lease of :attr:`IntakeSettings.claim_lease_s`, renewed
+by the intake every :attr:`IntakeSettings.claim_renew_s` while the request is
+under way) before the records are produced, ``done`` (TTL
+:attr:`IntakeSettings.id_ttl_s`) after Kafka acknowledged them. A send that fails
+deletes the claims, so the client's retry goes through; a request that finds
+another's ``pending`` key is answered 503 with the seconds left on it. The claims
+of an intake that died are renewed no more and end within the lease: the client's
+retry waits that long, not a fixed minute.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ class Intake:
     extent: Extent | None = None
     metrics: IntakeMetrics = field(default_factory=IntakeMetrics)
     buckets: dict[str, EventBucket] = field(default_factory=dict)
+    #: the claim keys of the requests under way here, renewed by :func:`_renew_claims_every`
+    claims: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         #: refused requests per client address (:attr:`IntakeSettings.anon_rate_per_s`)
@@ -101,10 +106,20 @@ class Intake:
         self.max_body = max(s.max_body_bytes for s in self.sources.values())
         for s in self.sources.values():
             self.buckets[s.id] = EventBucket(s.rate, s.burst)
+        self.renew = self.redis.register_script(_RENEW_LUA)
 
+
+#: Renew each claim (KEYS) still ``pending`` (ARGV[1]) for ARGV[2] ms; a key marked ``done`` or deleted meanwhile is left alone.
+_RENEW_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+return 0
+"""
 
 INTAKE = web.AppKey("intake", Intake)
 FLUSHER = web.AppKey("refusals_flusher", asyncio.Task[None])
+RENEWER = web.AppKey("claims_renewer", asyncio.Task[None])
 
 
 def create_app(intake: Intake) -> web.Application:
@@ -122,6 +137,7 @@ def create_app(intake: Intake) -> web.Application:
 async def _start(app: web.Application) -> None:
     intake = app[INTAKE]
     app[FLUSHER] = asyncio.create_task(_flush_refusals_every(intake, 1.0), name="intake-refusals-audit")
+    app[RENEWER] = asyncio.create_task(_renew_claims_every(intake), name="intake-claims-renewer")
     try:
         await intake.publisher.start()
     except KafkaUnavailable as exc:
@@ -131,9 +147,10 @@ async def _start(app: web.Application) -> None:
 
 async def _stop(app: web.Application) -> None:
     intake = app[INTAKE]
-    app[FLUSHER].cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await app[FLUSHER]
+    for task in (app[FLUSHER], app[RENEWER]):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     try:
         await flush_refusals(intake)
     except RedisError as exc:
@@ -301,10 +318,24 @@ async def _publish(intake: Intake, source: Source, candidates: list[Candidate], 
     to_claim = mark_repeats(candidates)
     if not to_claim:
         return False
+    lease_ms = int(intake.settings.claim_lease_s * 1000)
     async with redis.pipeline(transaction=False) as pipe:
         for c in to_claim:
-            pipe.set(c.key, PENDING, nx=True, ex=intake.settings.claim_ttl_s)
+            pipe.set(c.key, PENDING, nx=True, px=lease_ms)
         won = [bool(r) for r in await pipe.execute()]
+    held = {c.key for c, ok in zip(to_claim, won, strict=True) if ok}
+    intake.claims |= held  # renewed from now until this request is answered (or fails)
+    try:
+        return await _publish_claimed(intake, source, candidates, to_claim, won, sw)
+    finally:
+        intake.claims -= held
+
+
+async def _publish_claimed(
+    intake: Intake, source: Source, candidates: list[Candidate], to_claim: list[Candidate], won: list[bool], sw: Stopwatch
+) -> bool:
+    """:func:`_publish` once the claims were asked for (``won[i]``: whether ``to_claim[i]``'s was won)."""
+    redis = intake.redis
     lost = [c.key for c, ok in zip(to_claim, won, strict=True) if not ok]
     found: dict[str, str | None] = {}
     if lost:
@@ -359,7 +390,7 @@ async def _release(redis: aioredis.Redis, claimed: Sequence[Candidate]) -> None:
     try:
         await redis.delete(*[c.key for c in claimed])
     except RedisError as exc:
-        # the claims expire by themselves after claim_ttl_s; the retry is answered 503 until then
+        # the claims end by themselves (no longer renewed) within claim_lease_s; the retry is answered 503 until then
         log.warning("could not release %d claim(s) after a failed send (%s); they expire by themselves", len(claimed), exc)
 
 
@@ -425,6 +456,24 @@ async def _flush_refusals_every(intake: Intake, interval_s: float) -> None:
             await flush_refusals(intake)
         except RedisError as exc:
             log.error("the refusals past the address rate were not audited (%s); they stay counted on /metrics", exc)
+
+
+async def renew_claims(intake: Intake) -> None:
+    """Renew the claims of the requests under way here for another :attr:`IntakeSettings.claim_lease_s` (one script)."""
+    held = sorted(intake.claims)
+    if held:
+        await intake.renew(keys=held, args=[PENDING, int(intake.settings.claim_lease_s * 1000)])
+
+
+async def _renew_claims_every(intake: Intake) -> None:
+    while True:
+        await asyncio.sleep(intake.settings.claim_renew_s)
+        try:
+            await renew_claims(intake)
+        except RedisError as exc:
+            # a claim that ends while its request is still under way lets a retry publish the records again (a copy the
+            # worker drops for a call, a no-op for an update; docs/intake.md)
+            log.warning("the claims of %d record(s) under way were not renewed (%s)", len(intake.claims), exc)
 
 
 async def healthz(request: web.Request) -> web.Response:

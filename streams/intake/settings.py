@@ -44,6 +44,10 @@ class IntakeSettings:
     #: four times as many (``WF_INTAKE_ANON_RATE``). Past it an address is answered 429 and its refusals are audited in
     #: one record a second, so a flood of bad signatures cannot fill the audit stream. Signed requests never count.
     anon_rate_per_s: float = 5.0
+    #: Seconds a record's claim (``pending``) lasts unless the intake holding it renews it, which it does every
+    #: fifth of this while the request is under way (``WF_INTAKE_CLAIM_LEASE_S``): how long a retry of a request
+    #: in flight when its intake died waits before it goes through.
+    claim_lease_s: float = 5.0
     base: Settings = field(default_factory=Settings)
 
     def __post_init__(self) -> None:
@@ -59,15 +63,17 @@ class IntakeSettings:
             raise SettingsError(f"WF_INTAKE_AUDIT_DAYS must be positive, found {self.audit_days}")
         if not 0 < self.anon_rate_per_s <= 10_000:
             raise SettingsError(f"WF_INTAKE_ANON_RATE must be in (0, 10000] refused requests a second, found {self.anon_rate_per_s}")
+        if not 0.5 <= self.claim_lease_s <= 60:
+            raise SettingsError(f"WF_INTAKE_CLAIM_LEASE_S must be in [0.5, 60] seconds, found {self.claim_lease_s}")
 
     @property
-    def claim_ttl_s(self) -> int:
-        """Seconds a claimed key stays ``pending``: longer than a request's two sends can take, so it outlives a live request.
+    def claim_renew_s(self) -> float:
+        """Seconds between two renewals of the claims this intake holds: five per lease, so a renewal or two may fail.
 
-        >>> IntakeSettings().claim_ttl_s
-        60
+        >>> IntakeSettings().claim_renew_s
+        1.0
         """
-        return int(3 * self.kafka_timeout_s + 30)
+        return self.claim_lease_s / 5
 
 
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
@@ -80,6 +86,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "WF_INTAKE_AUDIT_DAYS": ("audit_days", float),
     "WF_INTAKE_STAGE_TIMING": ("stage_timing", _flag),
     "WF_INTAKE_ANON_RATE": ("anon_rate_per_s", float),
+    "WF_INTAKE_CLAIM_LEASE_S": ("claim_lease_s", float),
 }
 
 
