@@ -222,7 +222,7 @@ local added, last = 0, ''
 for i = 6, #ARGV, 2 do
   if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[i]) == 1 then
     local id = '*'
-    if floor_ms then
+    if floor_ms and last == '' then  -- after one record of this script the stream's newest is past the floor
       local now = redis.call('TIME')
       local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
       local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
