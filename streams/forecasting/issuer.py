@@ -23,6 +23,14 @@ edited or removed takes effect in the next set (the forecaster can add an
 event, not take one back); the price is that the calls of an event count as
 ordinary errors when the forecaster learns its dispersion.
 
+The snapshot is owed rather than taken at once: the calls after the quarter
+hour are held (not yet learnt by the forecaster) until something reads the
+issuer (:meth:`~ForecastIssuer.take`, a checkpoint, the metrics, the
+forecaster itself), and a call crossing the next quarter hour first replaces
+it. A replay's batch crossing a hundred quarter hours pickles the forecaster
+once (the last quarter hour's, the one a caller taking after each batch
+would get), not a hundred times: about 180 µs a call on a county's history.
+
 A snapshot waiting is not pickled with the runner's checkpoint: after a
 restart the next quarter hour makes the next set.
 """
@@ -102,8 +110,8 @@ class ForecastIssuer:
     def __init__(self, forecaster: ShiftForecaster | None = None, monitor: ForecastMonitor | None = None, every_s: float = ISSUE_EVERY_S):
         if not (isinstance(every_s, int | float) and math.isfinite(every_s) and every_s > 0):
             raise ValueError(f"every_s must be a finite number of seconds > 0, got {every_s!r}")
-        self.forecaster = forecaster if forecaster is not None else ShiftForecaster()
-        self.monitor = monitor if monitor is not None else ForecastMonitor()
+        self._forecaster = forecaster if forecaster is not None else ShiftForecaster()
+        self._monitor = monitor if monitor is not None else ForecastMonitor()
         self.every_s = every_s
         self.events: tuple[EventLoad, ...] = ()
         self._next: float | None = None  # the next quarter hour to issue at
@@ -111,63 +119,138 @@ class ForecastIssuer:
         self._seen7: dict[str, float] = {}
         self._seen8: dict[str, float] = {}
         self._due: Issue | None = None
+        #: the quarter hour whose snapshot is owed (taken from the state as it stands, before the calls held)
+        self._owed: float | None = None
+        #: calls learnt after the quarter hour owed, not yet by the forecaster, the monitor and the cells seen
+        self._held: list[CallPoint] = []
         self.sets = 0
         self.skipped = 0
         self.last_issued: float | None = None
         self.last_build_s = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
+        self._settle()
         state = self.__dict__.copy()
         state["_due"] = None  # a snapshot waiting is not part of the checkpoint
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in ("forecaster", "monitor"):  # a checkpoint from before the snapshot was owed
+            if name in state:
+                state["_" + name] = state.pop(name)
+        state.setdefault("_owed", None)
+        state.setdefault("_held", [])
+        self.__dict__.update(state)
+
+    @property
+    def forecaster(self) -> ShiftForecaster:
+        """The forecaster, having learnt every call given to :meth:`learn_one`."""
+        self._settle()
+        return self._forecaster
+
+    @property
+    def monitor(self) -> ForecastMonitor:
+        """The forecast monitor, having learnt every call given to :meth:`learn_one`."""
+        self._settle()
+        return self._monitor
+
     # ------------------------------------------------------------ input
 
     def learn_one(self, x: CallPoint) -> None:
-        """Take the snapshot due if ``x`` crosses a quarter hour, then learn ``x`` (forecaster, monitor, cells seen)."""
+        """Take the snapshot due if ``x`` crosses a quarter hour, then learn ``x`` (forecaster, monitor, cells seen).
+
+        The snapshot is owed, not taken, until something reads it or the state
+        (:meth:`take`, a checkpoint, ...): the calls after it are held, and a
+        call crossing the next quarter hour replaces it, as a newer snapshot
+        replaces one not taken (counted in ``forecast_sets_skipped_total``). A
+        batch of a replay crossing a hundred quarter hours pickles the
+        forecaster once, not a hundred times; what is taken is the same.
+        """
         t = float(x.t)
+        if self._owed is not None:
+            if self._next is not None and t < self._next:
+                self._held.append(x)
+                return
+            # x crosses the next quarter hour: its snapshot replaces the one owed (a forecaster once ready stays
+            # ready: ExpectedCounts.ready counts calls and hours learnt, which only grow)
+            self._owed = None
+            self.skipped += 1
+            self._learn_held()
         self._clock(t)
-        self.forecaster.learn_one(x)
-        self.monitor.learn_one(x)
+        if self._owed is not None:
+            self._held.append(x)
+            return
+        self._learn(x, t)
+
+    def _learn(self, x: CallPoint, t: float) -> None:
+        self._forecaster.learn_one(x)
+        self._monitor.learn_one(x)
         self._see(x.cell, t)
+
+    def _learn_held(self) -> None:
+        held, self._held = self._held, []
+        for x in held:
+            self._learn(x, float(x.t))
+
+    def _settle(self) -> None:
+        """Take the snapshot owed, then learn the calls held after it."""
+        if self._owed is None:
+            return
+        quarter, self._owed = self._owed, None
+        self._due = Issue(
+            issued=quarter,
+            forecaster=pickle.dumps(self._forecaster, protocol=pickle.HIGHEST_PROTOCOL),
+            cells7=tuple(sorted(self._seen7)),
+            seen8=tuple(sorted(self._seen8)),
+            monitor=self._monitor.summary(),
+            events=tuple(e for e in self.events if e.end > quarter),
+        )
+        self._learn_held()
 
     def learn_history(self, points: Iterable[CallPoint]) -> None:
         """Learn past calls (a bootstrap, event-time order): the forecaster and the cells seen learn them, no set is made;
         the first call after them makes one."""
+        self._settle()
         t: float | None = None
         for x in points:
             t = float(x.t)
-            self.forecaster.learn_one(x)
+            self._forecaster.learn_one(x)
             self._see(x.cell, t)
         if t is not None:
             self._next = math.floor(t / self.every_s) * self.every_s + self.every_s
 
     def advance(self, t: float) -> None:
         """The clock moves on without a call (a silent feed, live): sets stay due every quarter hour, windows are scored."""
+        self._settle()
         self._clock(t)
-        self.monitor.advance(t)
+        self._settle()
+        self._monitor.advance(t)
 
     def set_events(self, events: Iterable[EventLoad]) -> None:
         """Expect these planned events' extra loads from the next set on, in place of the previous ones."""
+        self._settle()
         self.events = tuple(events)
 
     # ------------------------------------------------------------ output
 
     def take(self) -> Issue | None:
         """The snapshot due (at most one, the newest), or None; taking it clears it."""
+        self._settle()
         due, self._due = self._due, None
         return due
 
     def published(self, forecast_set: dict[str, Any], seconds: float) -> None:
         """Call once a set is published (``seconds``: how long it took to build): its windows are watched by the monitor."""
+        self._settle()
         for level, key, horizon, f in monitored(forecast_set):
-            self.monitor.watch(level, key, horizon, f)
+            self._monitor.watch(level, key, horizon, f)
         self.sets += 1
         self.last_issued = float(forecast_set["issued"])
         self.last_build_s = seconds
 
     def metrics(self) -> dict[str, float]:
         """The sets' counters and the monitor's figures, for ``/metrics``."""
+        self._settle()
         out: dict[str, float] = {
             "forecast_sets_total": self.sets,
             "forecast_sets_skipped_total": self.skipped,
@@ -201,15 +284,9 @@ class ForecastIssuer:
             for seen in (self._seen7, self._seen8):
                 for cell in [c for c, at in seen.items() if at < t - RECENT_S]:
                     del seen[cell]
-        if not self.forecaster.ready():
+        if not self._forecaster.ready():
             return
         if self._due is not None:
             self.skipped += 1
-        self._due = Issue(
-            issued=quarter,
-            forecaster=pickle.dumps(self.forecaster, protocol=pickle.HIGHEST_PROTOCOL),
-            cells7=tuple(sorted(self._seen7)),
-            seen8=tuple(sorted(self._seen8)),
-            monitor=self.monitor.summary(),
-            events=tuple(e for e in self.events if e.end > quarter),
-        )
+            self._due = None
+        self._owed = quarter  # taken by _settle from the state as it stands now

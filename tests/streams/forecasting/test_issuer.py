@@ -143,3 +143,43 @@ def test_the_runner_feeds_the_forecaster_every_point_and_an_old_checkpoint_gets_
     old.__setstate__(state)
     assert isinstance(old.forecasting, ForecastIssuer)
     assert old.forecasting.forecaster.timezone == runner.suite.surge.baseline.timezone
+
+
+def test_a_batch_crossing_many_quarter_hours_pickles_the_forecaster_once_and_issues_what_each_call_would(monkeypatch):
+    """The snapshot is owed until taken: a run of calls crossing quarter hours makes one pickle, the last quarter hour's,
+    equal to the snapshot an issuer taken after every call makes there; the others count as skipped; the forecasters agree."""
+    calls = background(4, days=3)
+    each, batch = quick(), quick()
+    issued = []
+    for x in calls:
+        each.learn_one(x)
+        issue = each.take()
+        if issue is not None:
+            issued.append(issue)
+    assert len(issued) > 20
+    dumps = []
+    real_dumps = pickle.dumps
+    monkeypatch.setattr("streams.forecasting.issuer.pickle.dumps", lambda *a, **k: dumps.append(1) or real_dumps(*a, **k))
+    for x in calls:
+        batch.learn_one(x)
+    assert dumps == []  # nothing read the snapshot yet
+    assert batch.take() == issued[-1] and dumps == [1]
+    assert batch.skipped == len(issued) - 1 and each.skipped == 0
+    monkeypatch.undo()
+    assert pickle.dumps(batch.forecaster) == pickle.dumps(each.forecaster)
+    assert batch.monitor.summary() == each.monitor.summary()
+
+
+def test_a_checkpoint_with_a_snapshot_owed_holds_every_call_learnt():
+    """Pickling the issuer while a snapshot is owed learns the calls held: the restored forecaster has learnt them all."""
+    calls = background(5, days=3)
+    issuer, plain = quick(), quick()
+    for x in calls:
+        issuer.learn_one(x)
+        plain.learn_one(x)
+        plain.take()
+    assert issuer._held  # the last quarter hour's snapshot is owed, the calls after it held
+    restored = pickle.loads(pickle.dumps(issuer))
+    assert restored._held == [] and restored.take() is None
+    assert restored.forecaster.state_size() == plain.forecaster.state_size()
+    assert pickle.dumps(restored.forecaster) == pickle.dumps(plain.forecaster)
