@@ -82,7 +82,14 @@ class Stack:
 
     def up(self) -> None:
         _say(f"starting the {'cluster' if self.cluster else 'single node'}: Kafka on {self.kafka_port}, Redis on {self.redis_port}")
-        self._cli("up", "--cluster") if self.cluster else self._cli("up")
+        args = ("up", "--cluster") if self.cluster else ("up",)
+        try:
+            self._cli(*args)
+        except RuntimeError as exc:
+            # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it a moment
+            _say(f"{exc}\nstopping what started and trying once more")
+            self.down()
+            self._cli(*args)
 
     def down(self) -> None:
         self._cli("down")
@@ -228,7 +235,11 @@ def run(modes: list[str], ports: dict[str, tuple[int, int]], rates: list[float],
                 kafka, redis_ = ports["cluster" if cluster else "single"]
                 stacks[cluster] = Stack(cluster, kafka, redis_, workdir / ("cluster" if cluster else "single"))
                 stacks[cluster].up()
-            results["modes"].append(run_mode(mode, stacks[cluster], rates, seconds, min_alerts, calls, workdir))
+            try:
+                results["modes"].append(run_mode(mode, stacks[cluster], rates, seconds, min_alerts, calls, workdir))
+            except (RuntimeError, OSError) as exc:  # the other modes' figures are still worth having
+                _say(f"{mode} failed: {exc}")
+                results["modes"].append({"mode": mode, "error": str(exc)})
     finally:
         for s in stacks.values():
             s.down()

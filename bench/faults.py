@@ -12,8 +12,8 @@ one standby), two gateways listing each other as peers, and a supervisor
 connected through :class:`gateway.client.FailoverClient` with both addresses.
 The detectors learn three days of simulated history first (``bench/latency.py``'s
 warm-up). Then, for each fault in turn, live calls at ``--rate`` calls/s spread
-over the county, with a burst of 8 calls every 5 s in an event zone the
-supervisor made (each burst grows the zone's alert, so alerts flow; as
+over the county, with a burst of 8 calls every 5 s in an event zone made for
+that fault (each burst grows the zone's alert, so alerts flow; as
 ``bench/latency.py`` produces them), for ``--before`` seconds, then:
 
 ``broker``    SIGKILL of the broker leading most ``calls`` partitions; restarted after;
@@ -22,12 +22,17 @@ supervisor made (each burst grows the zone's alert, so alerts flow; as
 ``gateway``   SIGKILL of the gateway the supervisor is on; it moves to the other; restarted after.
 
 For each it prints the seconds from the fault until counts flow again (every call
-produced before the fault, and one after, counted in Redis), until alerts flow
+produced until 1 s after the fault counted in Redis: 1 s is this measure's
+floor), until the supervisor is live again on a gateway, until alerts flow
 again (the supervisor receives an alert made by a call produced after the
 fault), the worst call-to-alert delay the supervisor saw during the fault (alert
 frames for calls produced from 10 s before the fault until alerts flow again:
 receipt time minus the call's production time), and p50/p99 of that delay before
-the fault. Writes JSON to ``out/bench/faults.json``; progress on stderr.
+the fault. Also the longest time without any alert frame at the supervisor
+from the fault until alerts flow again, next to the longest before it: an
+outage can swallow frames rather than delay them (detectors fed a backlog at
+once make one update of the zone's alert for all the bursts it holds). Writes
+JSON to ``out/bench/faults.json``; progress on stderr.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ from streams.runtime.status import kafka_health
 FAULTS = ("broker", "redis", "detector", "gateway")
 #: Alert frames for calls produced this long before a fault count as "during the fault".
 BEFORE_FAULT_S = 10.0
+#: Counts flow again when every call produced up to this long after the fault is counted: with calls spread
+#: over the partitions by id, some of them went to those a fault stopped (so this is also the measure's floor).
+PROBE_S = 1.0
 #: Seconds the load goes on after counts and alerts flow again.
 AFTER_S = 15.0
 #: The longest a fault may take to be over (counts and alerts flowing again).
@@ -96,15 +104,15 @@ class CountWatch(threading.Thread):
             client.close()
 
     def flowing_after(self, t_fault: float, base: int) -> float | None:
-        """Seconds from ``t_fault`` until every call produced before it, and one more, was counted (None: not yet).
+        """Seconds from ``t_fault`` until every call produced up to :data:`PROBE_S` after it was counted (None: not yet).
 
         ``base``: calls counted before the first live call was produced.
         """
-        before = [p for t, p, _ in self.samples if t <= t_fault]
-        if not before:
+        probe = [p for t, p, _ in self.samples if t <= t_fault + PROBE_S]
+        if not probe or self.samples[-1][0] <= t_fault + PROBE_S:
             return None
-        need = before[-1] + 1
-        return next((t - t_fault for t, _, c in self.samples if t > t_fault and c - base >= need), None)
+        need = probe[-1]
+        return next((t - t_fault for t, _, c in self.samples if t > t_fault + PROBE_S and c - base >= need), None)
 
 
 class Supervisor:
@@ -133,6 +141,15 @@ class Supervisor:
         return [
             1000 * (t - a["at"]) for t, a in self.alerts if a.get("state") in ("open", "update") and produced_from <= a["at"] < produced_to
         ]
+
+    def longest_silence(self, start: float, end: float) -> float | None:
+        """The longest time (s) between two alert frames received in [start, end], or from ``start`` to the first."""
+        times = [start, *(t for t, _ in self.alerts if start < t <= end)]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=None)
+
+    def live_after(self, t_fault_mono: float) -> float | None:
+        """Seconds from ``t_fault_mono`` (``time.monotonic()``) until the client was live again on a gateway (None: not yet)."""
+        return next((e.at - t_fault_mono for e in self.client.events if e.kind == "caught_up" and e.at > t_fault_mono), None)
 
     def alerts_after(self, t_fault: float) -> float | None:
         """Seconds from ``t_fault`` until an alert made by a call produced after it arrived (None: none yet)."""
@@ -194,14 +211,32 @@ def wait_whole(settings: Settings, timeout_s: float = 180) -> float:
     return time.monotonic() - t0
 
 
+def active_controller(cluster: Cluster) -> str | None:
+    """The broker whose controller leads the KRaft quorum now: the last to log its election ("Completed transition
+    to Leader", Kafka's RaftManager). Killing it adds a quorum election (``controller.quorum.fetch.timeout.ms``,
+    2 s) before the dead broker's session starts to run out."""
+    last: tuple[str, str] | None = None
+    for b in cluster.brokers:
+        try:
+            lines = (cluster.run_dir / f"{b.name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        stamps = [line[:25] for line in lines if "RaftManager" in line and "Completed transition to Leader" in line]
+        if stamps and (last is None or stamps[-1] > last[0]):
+            last = (stamps[-1], b.name)
+    return None if last is None else last[1]
+
+
 def inject(fault: str, floor: Floor, sup: Supervisor) -> str:
     """Do ``fault`` now; what was done."""
     c, s = floor.cluster, floor.settings
     if fault == "broker":
         victim = c.leader_of_most(s, "calls")
         led = sorted(p for p, n in c.leaders(s, "calls").items() if n == victim.node_id)
+        controller = active_controller(c)
         c.kill(victim.name)
-        return f"SIGKILL of {victim.name}, leader of calls partitions {led}"
+        also = ", also the active controller" if controller == victim.name else f" (the active controller: {controller})"
+        return f"SIGKILL of {victim.name}, leader of calls partitions {led}{also}"
     if fault == "redis":
         port = redisha.primary_port(c.redis_port)
         pid = redisha.redis_pid(c.run_dir, port) if port is not None else None
@@ -238,6 +273,24 @@ def repair(fault: str, floor: Floor) -> float:
     return time.monotonic() - t0
 
 
+async def fresh_zone(floor: Floor, token: str, rows: list[dict], nth: int) -> tuple[float, float]:
+    """Make event zone ``nth`` (a quiet cell of its own, ``latency._quiet_zone``) through a live gateway; its point.
+
+    A zone's alert is updated as it grows, until its window is full of the bursts: a fresh zone for each fault
+    keeps alert frames coming every burst.
+    """
+    quiet, zone = latency._quiet_zone(rows, nth)
+    port = next(p for p, g in zip(floor.ports, floor.gateways, strict=True) if g is not None)
+    ready = asyncio.Event()
+    maker = asyncio.create_task(latency.watch_alerts(f"ws://127.0.0.1:{port}/ws?token={token}", [], ready, zone))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+    finally:
+        maker.cancel()
+    await asyncio.sleep(6)  # the detection agent reads event zones every 5 s
+    return quiet
+
+
 async def one_fault(fault: str, floor: Floor, sup: Supervisor, rows: list[dict], quiet, seq: list[int], rate: float, before: float) -> dict:
     s = floor.settings
     await asyncio.to_thread(progress.wait_caught_up, s, 300, floor.check)
@@ -252,7 +305,7 @@ async def one_fault(fault: str, floor: Floor, sup: Supervisor, rows: list[dict],
     load = asyncio.create_task(latency.offered_load(s, rows, rate, before, quiet, seq, over.is_set))
     try:
         await asyncio.sleep(before)
-        t_fault = time.time()
+        t_fault, t_fault_mono = time.time(), time.monotonic()
         what = await asyncio.to_thread(inject, fault, floor, sup)
         _say(f"{fault}: {what}")
         flowing = alerting = None
@@ -273,6 +326,9 @@ async def one_fault(fault: str, floor: Floor, sup: Supervisor, rows: list[dict],
     end = t_fault + (alerting if alerting is not None else RECOVERY_BOUND_S)
     during = sup.delays(t_fault - BEFORE_FAULT_S, end)
     steady = latency.percentiles(sup.delays(started, t_fault - BEFORE_FAULT_S))
+    # an outage may also swallow alert frames (detectors fed a backlog at once merge its bursts into one update)
+    silence = sup.longest_silence(t_fault, end + 1.0)
+    usual = sup.longest_silence(started + 10, t_fault)
     repair_s = await asyncio.to_thread(repair, fault, floor)
     await asyncio.to_thread(progress.wait_caught_up, s, 300, floor.check)
     with sync_client_for(s) as client:
@@ -280,6 +336,7 @@ async def one_fault(fault: str, floor: Floor, sup: Supervisor, rows: list[dict],
     row = {
         "fault": fault, "what": what, "counts_flowing_s": flowing, "alerts_flowing_s": alerting,
         "worst_delay_ms": max(during) if during else None, "alerts_during": len(during), "before": steady,
+        "longest_silence_s": silence, "longest_silence_before_s": usual, "supervisor_live_s": sup.live_after(t_fault_mono),
         "repaired_s": repair_s, "every_call_counted_once": exact, "load_average": os.getloadavg(),
     }  # fmt: skip
     _say(f"{fault}: {row}")
@@ -291,7 +348,13 @@ async def run(faults: list[str], kafka_port: int, redis_port: int, rate: float, 
     cluster = Cluster(run_dir=tmp / "cluster", kafka_port=kafka_port, redis_port=redis_port)
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rate": rate, "before_s": before, "faults": []}
     _say(f"starting the cluster in {cluster.run_dir} (Kafka {kafka_port}, +2, +4; Redis {redis_port}, Sentinels)")
-    cluster.cli("up", "--cluster")
+    try:
+        cluster.cli("up", "--cluster")
+    except AssertionError as exc:
+        # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it a moment
+        _say(f"{exc}\nstopping what started and trying once more")
+        cluster.cli("down")
+        cluster.cli("up", "--cluster")
     floor = sup = None
     try:
         s = cluster.settings(retention_s=400 * 86400, redis_sentinels=tuple(redisha.sentinels(redis_port)))
@@ -299,18 +362,13 @@ async def run(faults: list[str], kafka_port: int, redis_port: int, rate: float, 
         floor = Floor(cluster, s, tmp)
         _say("warming up: three days of simulated history, replayed at full speed")
         rows = latency.warm_up(s, floor.env, tmp, floor.check)
-        quiet, zone = latency._quiet_zone(rows)
         token = issue(floor.secret.encode(), subject="bench-supervisor", role="supervisor", agency="bench", ttl_s=6 * 3600)
-        # the event zone, made once through gateway 1 (the supervisor's own client cannot send)
-        ready = asyncio.Event()
-        maker = asyncio.create_task(latency.watch_alerts(f"ws://127.0.0.1:{floor.ports[0]}/ws?token={token}", [], ready, zone))
-        await asyncio.wait_for(ready.wait(), 30)
-        maker.cancel()
         sup = Supervisor(floor.bases, token)
         sup.start()
-        await asyncio.sleep(6)  # the detection agent reads event zones every 5 s
         seq = [0]
-        for fault in faults:
+        for nth, fault in enumerate(faults):
+            # each fault's event zone made through a gateway (the supervisor's own client cannot send)
+            quiet = await fresh_zone(floor, token, rows, nth)
             results["faults"].append(await one_fault(fault, floor, sup, rows, quiet, seq, rate, before))
     finally:
         if sup is not None:
@@ -335,13 +393,18 @@ def _s(x: float | None) -> str:
 
 
 def report(results: dict) -> str:
-    rows = [["fault", "counts again s", "alerts again s", "worst delay ms", "alerts", "before p50 ms", "p99", "n", "all counted once"]]
+    rows = [
+        ["fault", "counts again s", "alerts again s", "worst delay ms", "alerts", "silence s", "(before)", "before p50 ms", "p99", "n",
+         "supervisor live again s", "all counted once"]
+    ]  # fmt: skip
     for r in results["faults"]:
         b = r["before"]
         rows.append(
             [r["fault"], _s(r["counts_flowing_s"]), _s(r["alerts_flowing_s"]),
              "-" if r["worst_delay_ms"] is None else f"{r['worst_delay_ms']:.0f}", str(r["alerts_during"]),
+             _s(r["longest_silence_s"]), _s(r["longest_silence_before_s"]),
              f"{b['p50']:.0f}" if b.get("n") else "-", f"{b['p99']:.0f}" if b.get("n") else "-", str(b.get("n", 0)),
+             _s(r["supervisor_live_s"]),
              "yes" if r["every_call_counted_once"] else "NO"]
         )  # fmt: skip
     la = [", ".join(f"{x:.1f}" for x in r["load_average"]) for r in results["faults"]]

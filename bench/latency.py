@@ -267,18 +267,24 @@ def _wait_healthy(port: int) -> None:
             time.sleep(0.2)
 
 
-def _quiet_zone(rows: list[dict]) -> tuple[tuple[float, float], dict]:
+def _quiet_zone(rows: list[dict], nth: int = 0) -> tuple[tuple[float, float], dict]:
     """The quietest place in the history (a res-8 cell without calls), as a point and as an event zone.
 
-    At any load, each burst there grows the zone's alert (a county-wide storm alert updates at most once a minute).
+    At any load, each burst there grows the zone's alert (a county-wide storm alert updates at most once a minute),
+    until the zone's window is full of bursts. ``nth`` > 0: another such cell, further away, and a zone of its own
+    (``bench/faults.py`` takes a fresh one for each fault, so its alert grows again).
     """
     cells = {h3.latlng_to_cell(float(x["lat"]), float(x["lng"]), 8) for x in rows}
     quiet = h3.latlng_to_cell(40.36, -75.63, 8)
-    while quiet in cells:
-        quiet = h3.grid_ring(quiet, 1)[0]
+    for i in range(nth + 1):
+        if i:
+            quiet = h3.grid_ring(quiet, 3)[0]
+        while quiet in cells:
+            quiet = h3.grid_ring(quiet, 1)[0]
     ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(quiet)]
     zone = {
-        "id": "bench-zone", "name": "Bench gathering", "polygon": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+        "id": f"bench-zone-{nth}" if nth else "bench-zone", "name": "Bench gathering",
+        "polygon": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
         "starts_at": time.time() - 60, "ends_at": time.time() + 6 * 3600,
     }  # fmt: skip
     return h3.cell_to_latlng(quiet), zone
