@@ -88,6 +88,8 @@ class IntakeKeys:
     >>> k = IntakeKeys("wf")
     >>> k.audit_prefix, k.owner("MC-1"), k.claim("dev", "call", "MC-1")
     ('wf:intake', 'wf:intake:owner:MC-1', 'wf:intake:seen:dev:call:MC-1')
+    >>> k.tried(k.claim("dev", "call", "MC-1"))
+    'wf:intake:tried:dev:call:MC-1'
     """
 
     prefix: str
@@ -102,6 +104,10 @@ class IntakeKeys:
 
     def claim(self, source: str, kind: str, ident: str) -> str:
         return f"{self.prefix}:intake:seen:{source}:{kind}:{ident}"
+
+    def tried(self, claim_key: str) -> str:
+        """The key holding when a record was first claimed to be published and not yet marked done (see :func:`resumed`)."""
+        return claim_key.replace(":intake:seen:", ":intake:tried:", 1)
 
 
 @dataclass
@@ -317,6 +323,22 @@ def settle(claimed: Sequence[Candidate], won: Sequence[bool], found: Sequence[st
         else:  # DONE, or expired between the SET and the GET: either way it was published once
             c.outcome = Outcome.REFUSED if c.event is None else Outcome.DUPLICATE
     return blocked
+
+
+def resumed(claimed: Sequence[Candidate], won: Sequence[bool], tried: Sequence[str | None]) -> list[tuple[Candidate, float]]:
+    """The events this request claimed that an earlier attempt claimed and never marked done, with that attempt's time.
+
+    ``tried[i]`` is what ``claimed[i]``'s tried key held before this request (epoch
+    milliseconds as text), None when it had none. An earlier attempt that did not
+    finish (its intake died, or Kafka did not acknowledge in time) may have put the
+    records on Kafka: the caller looks for them there, from that time on, before it
+    publishes them again.
+
+    >>> c = [Candidate(0, b"", "A", "k0", event=object()), Candidate(1, b"", "B", "k1", event=object())]  # type: ignore[arg-type]
+    >>> [(x.record_id, t) for x, t in resumed(c, [True, True], [None, "1700000000000"])]
+    [('B', 1700000000.0)]
+    """
+    return [(c, int(t) / 1000) for c, ok, t in zip(claimed, won, tried, strict=True) if ok and t is not None and c.event is not None]
 
 
 class EventBucket:

@@ -158,6 +158,64 @@ class Publisher:
                 records.append((self.updates_topic, event.call_id.encode(), encode(event)))
         await self._send_all(records)
 
+    async def find_sent(self, events: Sequence[Event], since_s: float) -> set[int]:
+        """The indexes of ``events`` already on their topic in a record written at ``since_s`` (epoch seconds) or later.
+
+        For a request resumed after an attempt that did not finish (its intake died, or
+        Kafka did not acknowledge in time): what that attempt put on Kafka is not sent
+        again. A record matches when its topic and bytes are the event's
+        (:func:`~streams.ingest.schema.encode` is deterministic). Reads the partitions
+        the events' keys go to, from ``since_s`` (the records' times) to their end now;
+        :class:`KafkaUnavailable` when that takes over ``timeout_s``.
+        """
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+        from aiokafka.partitioner import DefaultPartitioner
+
+        wanted: dict[tuple[str, bytes], list[int]] = {}
+        keys: dict[str, set[bytes]] = {}
+        for i, event in enumerate(events):
+            topic, key = (self.calls_topic, event.id) if isinstance(event, Call) else (self.updates_topic, event.call_id)
+            wanted.setdefault((topic, encode(event)), []).append(i)
+            keys.setdefault(topic, set()).add(key.encode())
+        found: set[int] = set()
+        if not wanted:
+            return found
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000)
+        )
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await consumer.start()
+                producer = await self._ready()  # its metadata: the topics' partitions
+                tps = []
+                for topic, topic_keys in sorted(keys.items()):
+                    every = sorted(await producer.partitions_for(topic))
+                    # only the partitions the producer put these keys in (its default partitioner: murmur2 of the key)
+                    tps += [TopicPartition(topic, p) for p in sorted({DefaultPartitioner()(k, every, every) for k in topic_keys})]
+                consumer.assign(tps)
+                starts = await consumer.offsets_for_times(dict.fromkeys(tps, int(since_s * 1000)))
+                ends = await consumer.end_offsets(tps)
+                todo = {tp: ends[tp] for tp in tps if starts.get(tp) is not None and starts[tp].offset < ends[tp]}
+                for tp in todo:
+                    consumer.seek(tp, starts[tp].offset)
+                while todo:
+                    batches = await consumer.getmany(*todo, timeout_ms=200)
+                    for tp, records in batches.items():
+                        for record in records:
+                            found.update(wanted.get((tp.topic, record.value or b""), ()))
+                    for tp in list(todo):
+                        if await consumer.position(tp) >= todo[tp]:
+                            del todo[tp]
+        except (KafkaError, TimeoutError) as exc:
+            raise KafkaUnavailable(
+                f"could not read {sorted({t for t, _ in wanted})} at {self.bootstrap} from {since_s:.0f} within {self.timeout_s:g} s "
+                f"({f'{exc}' or type(exc).__name__}) to find what an unfinished attempt stored"
+            ) from exc
+        finally:
+            await consumer.stop()
+        return found
+
     async def send_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Produce refused records in the dead-letter envelope and wait for every acknowledgement (or :class:`KafkaUnavailable`)."""
         now = time.time()

@@ -53,6 +53,7 @@ from streams.intake.core import (
     owner_lookups,
     owner_value,
     rekey_refused,
+    resumed,
     settle,
     split_body,
     summary,
@@ -68,6 +69,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client is asked to wait when Kafka or Redis is not answering.
 UNAVAILABLE_RETRY_S = 5
+#: Seconds a record's unfinished attempt is remembered (its tried key): a retry within them looks for it on Kafka first.
+#: Short, as the lookup reads what the partitions took since and must finish within WF_INTAKE_KAFKA_TIMEOUT_S.
+TRIED_TTL_S = 120
+#: Seconds before an unfinished attempt's claim that its records are looked for from (clocks of two intakes may differ).
+TRIED_MARGIN_S = 10.0
 #: Compared against when the source is unknown, so that unknown sources and bad signatures take the same work.
 _DUMMY_SECRET = b"\0" * 32
 UNAUTHENTICATED = (
@@ -107,7 +113,28 @@ class Intake:
         for s in self.sources.values():
             self.buckets[s.id] = EventBucket(s.rate, s.burst)
         self.renew = self.redis.register_script(_RENEW_LUA)
+        self.claim = self.redis.register_script(_CLAIM_LUA)
 
+
+#: Claim each record (KEYS[i], i <= n; KEYS[n + i] its tried key) as ``pending`` (ARGV[1]) for ARGV[2] ms. For a
+#: claim won whose ARGV[4 + i] is '1' (an event), the tried key is read, and set to ARGV[3] (now, ms) for ARGV[4]
+#: seconds when it was not there. Replies per record: 0 lost, 1 won, or the earlier attempt's time (ms, text).
+_CLAIM_LUA = """
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = 1
+    if ARGV[4 + i] == '1' then
+      local before = redis.call('GET', KEYS[n + i])
+      if before then out[i] = before else redis.call('SET', KEYS[n + i], ARGV[3], 'EX', ARGV[4]) end
+    end
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
 
 #: Renew each claim (KEYS) still ``pending`` (ARGV[1]) for ARGV[2] ms; a key marked ``done`` or deleted meanwhile is left alone.
 _RENEW_LUA = """
@@ -319,22 +346,31 @@ async def _publish(intake: Intake, source: Source, candidates: list[Candidate], 
     if not to_claim:
         return False
     lease_ms = int(intake.settings.claim_lease_s * 1000)
-    async with redis.pipeline(transaction=False) as pipe:
-        for c in to_claim:
-            pipe.set(c.key, PENDING, nx=True, px=lease_ms)
-        won = [bool(r) for r in await pipe.execute()]
+    replies = await intake.claim(
+        keys=[c.key for c in to_claim] + [keys.tried(c.key) for c in to_claim],
+        args=[PENDING, lease_ms, int(time.time() * 1000), TRIED_TTL_S, *("1" if c.event is not None else "0" for c in to_claim)],
+    )
+    won = [r != 0 for r in replies]
+    tried = [r if isinstance(r, str) else None for r in replies]
     held = {c.key for c, ok in zip(to_claim, won, strict=True) if ok}
     intake.claims |= held  # renewed from now until this request is answered (or fails)
     try:
-        return await _publish_claimed(intake, source, candidates, to_claim, won, sw)
+        return await _publish_claimed(intake, source, candidates, to_claim, won, tried, sw)
     finally:
         intake.claims -= held
 
 
 async def _publish_claimed(
-    intake: Intake, source: Source, candidates: list[Candidate], to_claim: list[Candidate], won: list[bool], sw: Stopwatch
+    intake: Intake,
+    source: Source,
+    candidates: list[Candidate],
+    to_claim: list[Candidate],
+    won: list[bool],
+    tried: list[str | None],
+    sw: Stopwatch,
 ) -> bool:
-    """:func:`_publish` once the claims were asked for (``won[i]``: whether ``to_claim[i]``'s was won)."""
+    """:func:`_publish` once the claims were asked for (``won[i]``: whether ``to_claim[i]``'s was won; ``tried[i]`` the
+    time of an earlier attempt that claimed it and did not finish)."""
     redis = intake.redis
     lost = [c.key for c, ok in zip(to_claim, won, strict=True) if not ok]
     found: dict[str, str | None] = {}
@@ -350,7 +386,9 @@ async def _publish_claimed(
     blocked = settle(to_claim, won, [found.get(c.key) if not ok else None for c, ok in zip(to_claim, won, strict=True)])
     mine = [c for c in to_claim if c.send]
     if blocked:
-        await _release(redis, mine)
+        # nothing of this request was sent: its claims go, and the tried marks it made (not an earlier attempt's)
+        fresh = [intake.keys.tried(c.key) for c, t in zip(to_claim, tried, strict=True) if c.send and c.event is not None and t is None]
+        await _release(redis, mine, also=fresh)
         wait = max(pttl[c.key] for c in blocked) / 1000
         raise Unavailable(
             f"{len(blocked)} record(s) of this request (first: index {blocked[0].index}) are being published by another request, "
@@ -360,11 +398,26 @@ async def _publish_claimed(
     events = [c for c in mine if c.event is not None]
     letters = [c for c in mine if c.event is None]
     try:
-        if events:
-            await intake.publisher.send_events([c.event for c in events if c.event is not None])
+        # events an unfinished attempt may have put on Kafka (its intake died before marking them done): looked for
+        # there first, and the ones found are not sent again (answered duplicate, marked done)
+        earlier = resumed(to_claim, won, tried)
+        if earlier:
+            since = min(t for _, t in earlier) - TRIED_MARGIN_S
+            looked = [c for c, _ in earlier]
+            on_kafka = await intake.publisher.find_sent([c.event for c in looked if c.event is not None], since)
+            for i in on_kafka:
+                looked[i].outcome = Outcome.DUPLICATE
+            log.info(
+                "source %s: %d record(s) of an unfinished attempt looked for on Kafka from %.0f: %d there already, not sent again",
+                source.id, len(looked), since, len(on_kafka),
+            )  # fmt: skip
+            sw.lap("resume")
+        to_send = [c for c in events if c.outcome is not Outcome.DUPLICATE]
+        if to_send:
+            await intake.publisher.send_events([c.event for c in to_send if c.event is not None])
             sw.lap("kafka")
     except KafkaUnavailable as exc:
-        await _release(redis, mine)
+        await _release(redis, mine)  # the tried marks stay: the retry looks on Kafka again
         raise Unavailable(str(exc)) from exc
     try:
         if letters:
@@ -383,12 +436,12 @@ def _dead_letter(source: Source, c: Candidate) -> DeadLetter:
     return DeadLetter(c.reason or "", c.detail, f"intake:{source.id}", c.raw, hashlib.sha256(c.raw).hexdigest(), c.index)
 
 
-async def _release(redis: aioredis.Redis, claimed: Sequence[Candidate]) -> None:
-    """Delete this request's claims (nothing was stored under them), so that the retry goes through."""
-    if not claimed:
+async def _release(redis: aioredis.Redis, claimed: Sequence[Candidate], also: Sequence[str] = ()) -> None:
+    """Delete this request's claims (nothing was stored under them), and the keys ``also``, so that the retry goes through."""
+    if not claimed and not also:
         return
     try:
-        await redis.delete(*[c.key for c in claimed])
+        await redis.delete(*[c.key for c in claimed], *also)
     except RedisError as exc:
         # the claims end by themselves (no longer renewed) within claim_lease_s; the retry is answered 503 until then
         log.warning("could not release %d claim(s) after a failed send (%s); they expire by themselves", len(claimed), exc)
@@ -404,6 +457,8 @@ async def _done(intake: Intake, source: Source, sent: Sequence[Candidate], *, do
     async with intake.redis.pipeline(transaction=False) as pipe:
         for c in sent:
             pipe.set(c.key, DONE, ex=ttl)
+            if c.event is not None:
+                pipe.delete(intake.keys.tried(c.key))  # finished: nothing to look for on Kafka
             if isinstance(c.event, Call):
                 pipe.set(intake.keys.owner(c.event.id), owner_value(source.id, c.event.received_at), ex=ttl)
         n_door = _queue_door(pipe, intake, source, door) if door is not None else 0
