@@ -2,7 +2,9 @@
 
 Prints whether the Kafka cluster is whole (brokers seen against the
 ``WF_KAFKA_BOOTSTRAP`` list, partitions under-replicated or without a leader:
-:mod:`streams.runtime.kafkahealth`), the event-time watermark, how far the worker is behind the topics,
+:mod:`streams.runtime.kafkahealth`), with ``WF_REDIS_SENTINELS`` the primary each
+Sentinel names and the Sentinels that do not answer (:mod:`streams.runtime.sentinelhealth`),
+the event-time watermark, how far the worker is behind the topics,
 the busiest H3 cells over the rolling windows, open incidents, response times
 per area and the worker's counters (dead letters by reason, dropped PII
 fields, ...). Add ``--json`` for a machine-readable copy.
@@ -29,6 +31,7 @@ from streams.counting.rolling import RT_BINS_S, WINDOWS_MIN, minute_of, window_m
 from streams.counting.state import RedisState
 from streams.ingest.schema import format_time
 from streams.jurisdiction import Profile
+from streams.runtime import sentinelhealth
 from streams.runtime.kafkahealth import BrokerSeen, KafkaHealth, PartitionState, assess, health_lines
 from streams.runtime.settings import Settings, SettingsError, load_jurisdiction, load_settings
 from streams.topics import topic_specs
@@ -144,6 +147,26 @@ def kafka_health(settings: Settings, timeout_ms: int = 5000) -> KafkaHealth:
     raise AssertionError("unreachable: the last turn returns or raises")
 
 
+def sentinel_health(settings: Settings, timeout_s: float = 1.0) -> sentinelhealth.SentinelHealth:
+    """Ask each Sentinel of ``settings.redis_sentinels`` which node is the primary (:mod:`.sentinelhealth`)."""
+    import redis
+
+    answers: dict[str, tuple[str, int] | str] = {}
+    for host, port in settings.redis_sentinels:
+        client = redis.Redis(host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        try:
+            got = client.execute_command("SENTINEL", "get-master-addr-by-name", settings.redis_sentinel_service)
+            if isinstance(got, list | tuple) and len(got) == 2:
+                answers[f"{host}:{port}"] = (got[0].decode() if isinstance(got[0], bytes) else str(got[0]), int(got[1]))
+            else:
+                answers[f"{host}:{port}"] = f"knows no primary for {settings.redis_sentinel_service!r}"
+        except (RedisError, OSError) as exc:
+            answers[f"{host}:{port}"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            client.close()
+    return sentinelhealth.assess(settings.redis_sentinel_service, answers)
+
+
 def _ask_health(settings: Settings, servers: str, timeout_ms: int) -> KafkaHealth:
     from kafka import KafkaAdminClient
 
@@ -184,6 +207,9 @@ def render(status: dict) -> str:
         lines += health_lines(kafka)
     elif kafka is not None:
         lines.append(f"kafka: {kafka}")
+    sentinels = status.get("sentinels")
+    if isinstance(sentinels, sentinelhealth.SentinelHealth):
+        lines += sentinelhealth.health_lines(sentinels)
     m = status.get("metrics", {})
     lines.append(
         f"counted: {m.get('events_total|call', 0):,} calls, {m.get('events_total|update', 0):,} updates; "
@@ -226,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         status = asyncio.run(gather_status(args.top))
-        status["kafka"] = _kafka_or_why(load_settings())
+        settings = load_settings()
+        status["kafka"] = _kafka_or_why(settings)
+        if settings.redis_sentinels:
+            status["sentinels"] = sentinel_health(settings)
     except (OSError, RedisError) as exc:
         print(f"status: cannot reach Redis ({exc}); start the stack with: python -m infra.stack up", file=sys.stderr)
         return 2
@@ -235,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         kafka = status["kafka"]
-        print(json.dumps({**status, "kafka": kafka.to_dict() if isinstance(kafka, KafkaHealth) else {"error": kafka}}, indent=2))
+        out = {**status, "kafka": kafka.to_dict() if isinstance(kafka, KafkaHealth) else {"error": kafka}}
+        if "sentinels" in status:
+            out["sentinels"] = status["sentinels"].to_dict()
+        print(json.dumps(out, indent=2))
     else:
         print(render(status))
     return 0

@@ -4,8 +4,8 @@ The session's cluster (three brokers; Redis as a primary, a replica and three Se
 roles) and a gateway following the Sentinels (``WF_REDIS_SENTINELS``), a WebSocket client of the gateway
 resuming by ``last_id``, and a paced replay of simulated calls with updates and an injected surge. The first
 Sentinel of ``WF_REDIS_SENTINELS`` (the one every client asks first) is SIGKILLed: the operator's status
-(``python -m infra.stack status``) names it stopped, and a new client still finds the primary through the other
-two. It is started again, then each Sentinel is stopped and started
+(``python -m infra.stack status`` on this machine, ``python -m streams.runtime.status`` from any) names it, and a
+new client still finds the primary through the other two. It is started again, then each Sentinel is stopped and started
 in turn. Two Sentinels of three keep the quorum, so nothing fails over: the primary stays. The end is the other
 faults' end: every count equal to the independent computation, every alert record once in the stream, each
 alert's states in order, and the client saw exactly the stream, in order, none twice.
@@ -22,7 +22,9 @@ import pytest
 
 from infra import redisha
 from streams.counting.keys import Keys
+from streams.runtime import sentinelhealth
 from streams.runtime.redisconn import sync_client_for
+from streams.runtime.status import sentinel_health
 from tests.faults.conftest import Cluster
 from tests.faults.test_broker_faults import (  # noqa: F401  # source: a fixture
     FLOWING,
@@ -96,6 +98,10 @@ def test_a_sentinel_sigkilled_and_each_sentinel_restarted_mid_replay_leave_the_p
         assert f"sentinel-{first}: stopped" in status, status
         for port in sentinels[1:]:
             assert f"sentinel-{port[1]}: running" in status, status
+        # what python -m streams.runtime.status prints, from any machine: the missing Sentinel named
+        told = sentinelhealth.health_lines(sentinel_health(settings))
+        assert told[0].startswith(f"redis: primary {primary[0]}:{primary[1]} per 2 of 3 Sentinels"), told
+        assert f"MISSING: 127.0.0.1:{first} (ConnectionError" in told[0], told
         # a client made now asks the killed Sentinel first, then the next
         t0 = time.monotonic()
         with sync_client_for(settings, socket_timeout=2) as fresh:
@@ -114,6 +120,7 @@ def test_a_sentinel_sigkilled_and_each_sentinel_restarted_mid_replay_leave_the_p
             watch.wait_counted(before + FLOWING)
         assert rp.poll() is None, "the faults must all land during the replay"
         assert redisha.primary(cluster.redis_port) == primary, "no failover: two Sentinels of three kept the primary"
+        assert sentinel_health(settings).ok
         out = finish(rp)
         assert "replayed" in out
         steps.append(f"replay done at {time.monotonic() - t_start:.1f} s")
