@@ -38,6 +38,12 @@ worker already keeps a checkpoint there, unless ``--force``)::
     python -m streams.detection.bootstrap calls.csv --timezone America/Los_Angeles --out bootstrap.ckpt
     python -m streams.detection.bootstrap --load bootstrap.ckpt
 
+A detection stage split over workers (``WF_DETECTION_PARTS``, :mod:`streams.detection.shards`)
+is seeded once per part set, with each worker's ``WF_DETECTION_PARTS``: only
+that share's detectors learn the history, and the checkpoint goes to its keys
+(``P:detector:<parts>``); ``--load`` refuses a checkpoint of other parts,
+naming both.
+
 Examples
 --------
 >>> import random
@@ -63,7 +69,7 @@ import pickle
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -81,9 +87,12 @@ from detectors.forecast import ShiftForecaster
 from detectors.suite import DetectorSuite
 from detectors.surge import SurgeDetector
 from detectors.types import DETECTION_RESOLUTION, Alert, AlertKind, AlertState, CallPoint
+from streams.counting.keys import Keys
 from streams.counting.rolling import cells_for
 from streams.detection import checkpoint
+from streams.detection.parts import PARTS, check_parts
 from streams.detection.runner import DetectionRunner, default_suite, profile_forecaster, profile_suite
+from streams.detection.shards import NoForecasts, runner_parts, share_suite
 from streams.forecasting.issuer import ForecastIssuer
 from streams.ingest.mapping import Mapping, MappingError, load_mapping
 from streams.ingest.schema import Call, Extent, InvalidRecord, parse_event
@@ -370,7 +379,7 @@ class Summary:
                     "TOO OLD for a live feed of today: its first hours would outweigh it, on detectors that say they are ready; "
                     "bootstrap from the latest weeks (a replay of old calls, as in the demo, is not affected)"
                 )
-        if not self.ready.get("surge", False):
+        if not self.ready.get("surge", all(self.ready.values())):
             out.append("NOT READY: give more history (the detectors need 1,000 calls and 24 hours of feed); the worker would warm up live")
         return out
 
@@ -395,6 +404,7 @@ def bootstrap(
     suite: DetectorSuite | None = None,
     forecaster: ShiftForecaster | None = None,
     progress: bool = False,
+    parts: Sequence[str] = PARTS,
 ) -> tuple[DetectionRunner, Summary]:
     """A runner whose detectors learnt ``points`` (event-time order), ready for the live feed, and what it learnt.
 
@@ -405,9 +415,19 @@ def bootstrap(
     settled (:func:`settle`), and the forecaster (by default
     ``ShiftForecaster(timezone)``) learns the same calls. ``left_out`` is
     reported in the summary as given.
+
+    ``parts`` (:data:`~streams.detection.parts.PARTS` by default: the whole
+    stage) makes the runner of a detection worker running that share of it
+    (``WF_DETECTION_PARTS``, :func:`streams.detection.shards.worker_runner`):
+    only those parts' detectors learn the history, the others are held but not
+    run, and without ``forecaster`` among them no forecaster learns it.
     """
-    suite = default_suite(timezone) if suite is None else suite
-    forecasting = ForecastIssuer(ShiftForecaster(timezone) if forecaster is None else forecaster)
+    run = check_parts(parts)
+    suite = share_suite(default_suite(timezone) if suite is None else suite, run)
+    if "forecaster" in run:
+        forecasting = ForecastIssuer(ShiftForecaster(timezone) if forecaster is None else forecaster)
+    else:
+        forecasting = NoForecasts()
     records, ready_at = train(suite, points, progress=progress)
     forecasting.learn_history(_progress(points, "forecaster", len(points)) if progress else points)
     last_t = points[-1].t if points else None
@@ -417,11 +437,17 @@ def bootstrap(
     days, live_days = counted_days([p.t for p in points], timezone)
     tz = ZoneInfo(timezone)
     opened = Counter(_kind(a) for a in records if a.state is AlertState.OPEN and datetime.fromtimestamp(a.at, tz).date() in days)
-    ready = {"surge": suite.surge.baseline.ready, "feed": suite.feed.baseline.ready}
+    ready: dict[str, bool] = {}
+    if "surge" in run:
+        ready["surge"] = suite.surge.baseline.ready
+    if "feed" in run:
+        ready["feed"] = suite.feed.baseline.ready
     for d in suite.extra:
-        if isinstance(d, MixAnomalyDetector):
+        if isinstance(d, MixAnomalyDetector) and "anomaly" in run:
             ready["anomaly"] = d.windows_learnt >= d.warmup
-    ready["forecast"] = forecasting.forecaster.ready()
+    if "forecaster" in run:
+        ready["forecast"] = forecasting.forecaster.ready()
+    learnt = suite.surge.baseline if "surge" in run or "feed" not in run else suite.feed.baseline
     summary = Summary(
         calls=len(points),
         left_out=dict(left_out or {}),
@@ -429,13 +455,13 @@ def bootstrap(
         first_t=points[0].t if points else None,
         last_t=last_t,
         ready=ready,
-        exposure_hours=suite.surge.baseline.exposure_hours,
+        exposure_hours=learnt.exposure_hours,
         ready_at=ready_at,
         opened=dict(opened),
         live_days=live_days,
         settle_s=settle_s,
         left_open=len(left),
-        half_life_days=suite.surge.baseline.half_life_days,
+        half_life_days=learnt.half_life_days,
     )
     return DetectionRunner(suite=suite, forecasting=forecasting, partitions=partitions), summary
 
@@ -551,8 +577,9 @@ async def _into_redis(settings: Any, blob: bytes, force: bool) -> bool:
 
 
 def _store(settings: Any, blob: bytes, force: bool) -> int:
-    """Put ``blob`` into Redis as the detectors' checkpoint; the exit status, with what happened on stdout/stderr."""
-    where = f"{settings.redis_prefix}:detector"
+    """Put ``blob`` into Redis as the detectors' checkpoint (of the worker's part set); the exit status, with what
+    happened on stdout/stderr."""
+    where = Keys(settings.redis_prefix, detection=settings.detection_set).detector
     if asyncio.run(_into_redis(settings, blob, force)):
         print(f"written to Redis {settings.redis_url} as {where}: start the worker (python -m streams.runtime.worker); it restores from it")
         return 0
@@ -572,9 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m streams.detection.bootstrap",
         description="Train the worker's detectors on a history file and leave a signed checkpoint the worker starts from. "
-        "Only the whole detection stage is bootstrapped (P:detector, a worker without WF_DETECTION_PARTS): a detection "
-        "worker running a share of it (WF_DETECTION_PARTS) keeps its own checkpoint, which this command does not seed; "
-        "such a worker starts empty and warms up on the live feed.",
+        "With WF_DETECTION_PARTS set, the checkpoint is that share's (P:detector:<parts>): only its detectors learn, "
+        "and a detection worker with the same WF_DETECTION_PARTS restores it; run the command once per part set.",
     )
     p.add_argument("file", nargs="?", help="the history: a CSV file the replay reads")
     p.add_argument("--format", default="auto", help="the file's built-in format (default: detected from the header)")
@@ -602,12 +628,10 @@ def main(argv: list[str] | None = None) -> int:
         key = checkpoint_key(settings)
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
-    if settings.detection_set and (args.into_redis or args.load is not None):
-        raise SystemExit(
-            f"WF_DETECTION_PARTS is set ({','.join(settings.detection_parts)}): only the whole detection stage is bootstrapped "
-            "(its checkpoint, P:detector); unset WF_DETECTION_PARTS to seed it. A worker running a share of the stage starts "
-            "empty and warms up on the live feed"
-        )
+    parts = settings.detection_parts
+    where = Keys(settings.redis_prefix, detection=settings.detection_set).detector
+    if args.calibrate and "surge" not in parts:
+        p.error(f"--calibrate fits the surge thresholds, and this worker's parts ({','.join(parts)}, WF_DETECTION_PARTS) have no surge")
     if args.load is not None:
         if args.file is not None:
             p.error("--load takes no history file")
@@ -621,6 +645,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.load} was refused: {exc}; it must be signed with the worker's key (WF_CHECKPOINT_KEY)") from None
         if not isinstance(runner, DetectionRunner):
             raise SystemExit(f"{args.load} holds a {type(runner).__name__}, not the detectors")
+        held = runner_parts(runner)
+        if held != parts:
+            raise SystemExit(
+                f"{args.load} holds the detection parts {','.join(held)}, but this worker's are {','.join(parts)} "
+                f"(WF_DETECTION_PARTS{'' if settings.detection_set else ' unset: the whole stage'}): load it with "
+                f"WF_DETECTION_PARTS={','.join(held)}, or bootstrap this worker's parts from the history"
+            )
         return _store(settings, blob, args.force)
     if args.file is None:
         p.error("give a history file (or --load CKPT)")
@@ -645,9 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     suite = profile_suite(local_profile, thresholds)  # the worker's: its zone, holidays and false-alert budget
     runner, summary = bootstrap(
         points, timezone=zone, partitions=settings.partitions, left_out=dict(left_out), suite=suite,
-        forecaster=profile_forecaster(local_profile), progress=True,
+        forecaster=profile_forecaster(local_profile), progress=True, parts=parts,
     )  # fmt: skip
-    print("\n".join(summary.lines(now=time.time()) + calibration_lines(local_profile, calibration, why_not)))
+    share = [] if not settings.detection_set else [f"parts               {', '.join(parts)} (WF_DETECTION_PARTS): checkpoint {where}"]
+    print("\n".join(share + summary.lines(now=time.time()) + calibration_lines(local_profile, calibration, why_not)))
     blob = signed_checkpoint(runner, key)
     status = 0
     if args.out is not None:

@@ -126,8 +126,30 @@ def worker_runner(
     """
     run = check_parts(parts)
     profile = profile if profile is not None else default_profile()
-    full = profile_suite(profile, thresholds)
-    skip = [name for part in PARTS if part not in run for name in _SUITE_NAMES[part]]
-    suite = DetectorSuite(surge=full.surge, feed=full.feed, extra=full.extra, score=full.score, zones=full.zones, skip=skip)
+    suite = share_suite(profile_suite(profile, thresholds), run)
     forecasting = ForecastIssuer(profile_forecaster(profile)) if "forecaster" in run else NoForecasts()
     return DetectionRunner(suite=suite, forecasting=forecasting, **runner_options)
+
+
+def share_suite(full: DetectorSuite, parts: Sequence[str]) -> DetectorSuite:
+    """``full``'s detectors (the same objects), the suite's detectors of the parts not in ``parts`` held but not run.
+
+    >>> from streams.detection.runner import default_suite
+    >>> list(share_suite(default_suite(), ["feed", "anomaly"]).detectors)
+    ['feed', 'extra0']
+    """
+    run = check_parts(parts)
+    skip = [name for part in PARTS if part not in run for name in _SUITE_NAMES[part]]
+    return DetectorSuite(surge=full.surge, feed=full.feed, extra=full.extra, score=full.score, zones=full.zones, skip=skip)
+
+
+def runner_parts(runner: DetectionRunner) -> tuple[str, ...]:
+    """The parts ``runner`` runs: those whose detectors its suite runs, and the forecaster unless it is :class:`NoForecasts`.
+
+    >>> runner_parts(worker_runner(("surge", "forecaster"))), runner_parts(worker_runner(PARTS)) == PARTS
+    (('surge', 'forecaster'), True)
+    """
+    running = runner.suite.detectors
+    suite_parts = [part for part in PARTS if _SUITE_NAMES[part] and _SUITE_NAMES[part][0] in running]
+    forecaster = [] if isinstance(runner.forecasting, NoForecasts) else ["forecaster"]
+    return check_parts([*suite_parts, *forecaster])

@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import os
+import pickle
 import random
 import stat
 from functools import cache
@@ -23,6 +24,7 @@ from streams.detection import bootstrap as bs
 from streams.detection import checkpoint
 from streams.detection.agent import DetectionAgent
 from streams.detection.runner import DetectionRunner, default_suite, encode_points
+from streams.detection.shards import runner_parts
 from streams.ingest.schema import Jurisdiction
 from streams.ingest.sources import Rejected, Row, read_source
 from streams.jurisdiction import load_profile
@@ -360,3 +362,103 @@ def test_the_summary_warns_when_the_history_is_too_old_for_a_live_feed_of_today(
     recent, old = summary.lines(now=summary.last_t + 3 * DAY), summary.lines(now=summary.last_t + 200 * DAY)
     assert any("its last day's calls count 98% of a live call" in line for line in recent)
     assert not any(line.startswith("TOO OLD") for line in recent) and any(line.startswith("TOO OLD") for line in old)
+
+
+@cache
+def three_weeks_split() -> tuple[DetectionRunner, DetectionRunner]:
+    """The same history bootstrapped for two workers sharing the stage (surge,forecaster and feed,anomaly)."""
+    history, _, _ = three_weeks()
+    first, second = (bs.bootstrap(history, timezone=ZONE, partitions=1, parts=parts)[0] for parts in LAYOUT_2)
+    return first, second
+
+
+#: The two detection workers' shares (streams.detection.shards.layout(2)).
+LAYOUT_2 = (("surge", "forecaster"), ("feed", "anomaly"))
+
+
+def test_a_split_bootstrap_makes_each_shares_runner_and_together_they_alert_as_the_whole_one():
+    """Bootstrapped per part set, each runner runs its parts only, and on the same live calls (a surge among them) the two
+    make the whole bootstrap's alert records, each alert's records in the same order."""
+    _, blob, _ = three_weeks()
+    whole = checkpoint.restore(blob, KEY, offset=-1)
+    shares = [pickle.loads(pickle.dumps(r)) for r in three_weeks_split()]
+    assert [runner_parts(r) for r in shares] == list(LAYOUT_2)
+    assert shares[1].suite.surge.baseline.calls_learned == 0 and shares[0].suite.feed.baseline.calls_learned == 0
+    live = sorted(live_hours(2) + surge_at(LIVE0 + 1200, sorted(h3.grid_disk(CENTRE, 4))[3]), key=lambda p: p.t)
+    records = feed(whole, live)
+    assert any(a.kind is AlertKind.SURGE for a in records)
+    expected = [json.dumps(a.to_json(), sort_keys=True) for a in records]
+    got = [json.dumps(a.to_json(), sort_keys=True) for r in shares for a in feed(r, live)]
+    assert sorted(got) == sorted(expected)
+    for alert_id in {json.loads(r)["id"] for r in expected}:
+        assert [r for r in got if json.loads(r)["id"] == alert_id] == [r for r in expected if json.loads(r)["id"] == alert_id]
+
+
+def test_the_summary_of_a_share_reports_only_its_parts():
+    history, _, _ = three_weeks()
+    _, summary = bs.bootstrap(history[:3000], timezone=ZONE, partitions=1, parts=("feed",))
+    assert summary.ready == {"feed": True} and "NOT READY" not in "\n".join(summary.lines())
+
+
+def test_the_command_seeds_a_share_and_refuses_to_load_one_under_other_parts(tmp_path, monkeypatch, capsys):
+    """With WF_DETECTION_PARTS the file holds that share's runner; --load under other parts (or none) is refused naming both."""
+    path = history_csv(tmp_path / "calls.csv", days=3.0)
+    monkeypatch.setenv("WF_CHECKPOINT_KEY", KEY.decode())
+    monkeypatch.setenv("WF_ROLES", "detect")
+    monkeypatch.setenv("WF_DETECTION_PARTS", "anomaly,feed")
+    out = tmp_path / "share.ckpt"
+    assert bs.main([str(path), "--timezone", ZONE, "--out", str(out)]) == 0
+    assert "parts               feed, anomaly (WF_DETECTION_PARTS): checkpoint wf:detector:feed_anomaly" in capsys.readouterr().out
+    assert runner_parts(checkpoint.restore(out.read_bytes(), KEY, offset=-1)) == ("feed", "anomaly")
+    monkeypatch.setenv("WF_DETECTION_PARTS", "surge,forecaster")
+    wrong = r"holds the detection parts feed,anomaly, but this worker's are surge,forecaster .*WF_DETECTION_PARTS=feed,anomaly"
+    with pytest.raises(SystemExit, match=wrong):
+        bs.main(["--load", str(out)])
+    monkeypatch.delenv("WF_DETECTION_PARTS")
+    monkeypatch.delenv("WF_ROLES")
+    with pytest.raises(SystemExit, match=r"this worker's are surge,feed,anomaly,forecaster \(WF_DETECTION_PARTS unset: the whole stage\)"):
+        bs.main(["--load", str(out)])
+    monkeypatch.setenv("WF_ROLES", "detect")
+    monkeypatch.setenv("WF_DETECTION_PARTS", "feed")
+    with pytest.raises(SystemExit):
+        bs.main([str(path), "--timezone", ZONE, "--out", str(out), "--calibrate"])
+    no_surge = "--calibrate fits the surge thresholds, and this worker's parts (feed, WF_DETECTION_PARTS) have no surge"
+    assert no_surge in capsys.readouterr().err
+
+
+@pytest.mark.stack
+def test_the_command_into_redis_seeds_the_shares_checkpoint_the_split_agent_restores(settings, tmp_path, monkeypatch, capsys):
+    """--into-redis with WF_DETECTION_PARTS writes P:detector:<parts> (not P:detector), and a detection agent running
+    those parts restores it, its parts only."""
+    path = history_csv(tmp_path / "calls.csv", days=3.0)
+    for name, value in (
+        ("WF_REDIS_URL", settings.redis_url),
+        ("WF_REDIS_PREFIX", settings.redis_prefix),
+        ("WF_CHECKPOINT_KEY", KEY.decode()),
+        ("WF_ROLES", "detect"),
+        ("WF_DETECTION_PARTS", "feed,anomaly"),
+    ):
+        monkeypatch.setenv(name, value)
+    split = load_settings({"WF_ROLES": "detect", "WF_DETECTION_PARTS": "feed,anomaly"}, **{
+        k: getattr(settings, k) for k in ("kafka_bootstrap", "redis_url", "topic_prefix", "redis_prefix", "app_id", "partitions")
+    })  # fmt: skip
+    try:
+        assert bs.main([str(path), "--timezone", ZONE, "--into-redis"]) == 0
+        assert f"{settings.redis_prefix}:detector:feed_anomaly" in capsys.readouterr().out
+        with redis.Redis.from_url(settings.redis_url) as client:
+            assert not client.exists(f"{settings.redis_prefix}:detector")
+
+        async def go():
+            st = RedisState.from_settings(split)
+            try:
+                agent = DetectionAgent(split, lambda: st, SentAlerts(), key=lambda: KEY)  # type: ignore[arg-type]  # SentAlerts: the alerts topic
+                return await agent.runner(), agent.state.offset
+            finally:
+                await st.close()
+
+        runner, offset = asyncio.run(go())
+        assert offset == -1 and runner_parts(runner) == ("feed", "anomaly")
+        assert runner.suite.feed.baseline.calls_learned > 900 and runner.suite.surge.baseline.calls_learned == 0
+    finally:
+        with redis.Redis.from_url(settings.redis_url) as client:
+            client.delete(*(f"{settings.redis_prefix}:detector{s}" for s in (":feed_anomaly", ":feed_anomaly:written")))
