@@ -197,7 +197,12 @@ class ForecastIssuer:
         if self._owed is None:
             return
         quarter, self._owed = self._owed, None
-        self._due = Issue(
+        self._due = self._snapshot(quarter)
+        self._learn_held()
+
+    def _snapshot(self, quarter: float) -> Issue:
+        """The set due at ``quarter``, from the state as it stands."""
+        return Issue(
             issued=quarter,
             forecaster=pickle.dumps(self._forecaster, protocol=pickle.HIGHEST_PROTOCOL),
             cells7=tuple(sorted(self._seen7)),
@@ -205,7 +210,6 @@ class ForecastIssuer:
             monitor=self._monitor.summary(),
             events=tuple(e for e in self.events if e.end > quarter),
         )
-        self._learn_held()
 
     def learn_history(self, points: Iterable[CallPoint]) -> None:
         """Learn past calls (a bootstrap, event-time order): the forecaster and the cells seen learn them, no set is made;
