@@ -150,10 +150,13 @@ def kafka_health(settings: Settings, timeout_ms: int = 5000) -> KafkaHealth:
 def sentinel_health(settings: Settings, timeout_s: float = 1.0) -> sentinelhealth.SentinelHealth:
     """Ask each Sentinel of ``settings.redis_sentinels`` which node is the primary (:mod:`.sentinelhealth`)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     answers: dict[str, tuple[str, int] | str] = {}
     for host, port in settings.redis_sentinels:
-        client = redis.Redis(host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # asked once: redis-py's default retries made a stopped Sentinel cost 3 s of the status
+        client = redis.Redis(host=host, port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
         try:
             got = client.execute_command("SENTINEL", "get-master-addr-by-name", settings.redis_sentinel_service)
             if isinstance(got, list | tuple) and len(got) == 2:
