@@ -295,3 +295,77 @@ def test_a_record_never_gets_a_stream_id_at_or_below_one_this_process_got_even_w
 
     now_ms, ids, floor = asyncio.run(go())
     assert ids[1:] == [f"{now_ms + 60_000}-5", f"{now_ms + 60_000}-6"] and floor == ids[-1]
+
+
+def test_a_checkpoint_that_finds_redis_behind_starts_the_re_feed_at_the_next_message_and_acknowledges_after_it(settings):
+    """The loss found by a checkpoint write (taken beside the agent): nothing acknowledged then; the next message restores
+    the stored checkpoint, re-feeds what followed it and writes the lost records again; the checkpoint after that
+    acknowledges every message fed since."""
+    topic = produce(settings, 14)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            agent = make_agent(settings, st)
+            await feed(agent, topic, range(5))
+            await checkpoint(agent)
+            replica = Snapshot(client, keys)
+            await feed(agent, topic, range(5, 10))
+            await checkpoint(agent)
+            msgs = await feed(agent, topic, range(10, 13))
+            replica.put_back()
+            async with agent.lock:
+                await agent.checkpoint()
+            await agent.state.writing
+            found = agent.state.went_back is not None
+            acked_then = [m.acked for m in msgs]
+            msgs += await feed(agent, topic, [13])
+            await checkpoint(agent)
+            return agent, found, acked_then, msgs
+        finally:
+            await st.close()
+
+    try:
+        agent, found, acked_then, msgs = asyncio.run(go())
+        entries = stream(client, keys)
+    finally:
+        client.close()
+    assert found and not any(acked_then), "the refused checkpoint acknowledged nothing"
+    assert [n for _, n in entries] == names(0, 13)
+    assert agent.metrics()["detector_refed_messages_total"] == 8, "5..12 fed again, before 13"
+    assert all(m.acked for m in msgs)
+
+
+def test_a_worker_that_no_longer_holds_the_input_sets_its_detectors_aside_instead_of_re_feeding(settings):
+    """Redis behind this worker while the input is another worker's (a standby took over): that worker goes on from the
+    stored checkpoint; this one writes nothing and reads nothing back."""
+    topic = produce(settings, 6)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+    holds = [True]
+
+    async def go():
+        st = RedisState.from_settings(settings)
+        try:
+            agent = DetectionAgent(settings, lambda: st, SentAlerts(), key=lambda: KEY, holds_input=lambda: holds[0])  # type: ignore[arg-type]  # SentAlerts: the topic
+            agent._fresh_runner = lambda: EchoRunner(partitions=1)  # type: ignore[method-assign]
+            await feed(agent, topic, range(3))
+            await checkpoint(agent)
+            replica = Snapshot(client, keys)
+            await feed(agent, topic, range(3, 5))
+            replica.put_back()
+            holds[0] = False
+            await feed(agent, topic, [5])
+            return agent
+        finally:
+            await st.close()
+
+    try:
+        agent = asyncio.run(go())
+        entries = stream(client, keys)
+    finally:
+        client.close()
+    assert [n for _, n in entries] == names(0, 2)
+    assert agent.state.input_lost and agent.metrics()["detector_refeeds_total"] == 0
