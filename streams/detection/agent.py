@@ -618,9 +618,11 @@ class DetectionAgent:
         """Redis holds less than this worker wrote: restore the stored checkpoint and feed the detectors again (under the lock).
 
         The detectors are set aside and restored from the checkpoint Redis
-        holds (empty ones when none survived), and the detector-input messages
-        after it, up to the last one taken from the stream, are read back from
-        Kafka (``read_input``) and fed again. The detectors are deterministic,
+        holds, and the detector-input messages after it, up to the last one
+        taken from the stream, are read back from Kafka (``read_input``) and
+        fed again. When no checkpoint survived (Redis came back empty) the
+        detectors start empty and are fed the whole retained input, as on a
+        deployment's first start: as long as the detectors' work on it takes. The detectors are deterministic,
         so they make the same records: those that survived are skipped (their
         digests survived with them), the lost ones are appended again, before
         any record of a later message. Records the alerts topic has are not
