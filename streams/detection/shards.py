@@ -33,10 +33,10 @@ of one runner, each alert's records in the same order
 Examples
 --------
 >>> layout(2)
-(('surge', 'forecaster'), ('feed', 'anomaly'))
->>> runner = worker_runner(layout(2)[1])
+(('surge',), ('feed', 'anomaly', 'forecaster'))
+>>> runner = worker_runner(layout(2)[0])
 >>> list(runner.suite.detectors), type(runner.forecasting).__name__
-(['feed', 'extra0'], 'NoForecasts')
+(['surge', 'zones'], 'NoForecasts')
 """
 
 from __future__ import annotations
@@ -56,12 +56,12 @@ from streams.jurisdiction.profile import default_profile
 _SUITE_NAMES = {"surge": ("surge", "zones"), "feed": ("feed",), "anomaly": ("extra0",), "forecaster": ()}
 
 #: Parts per worker, by number of workers: balanced by their cost per call on the Montgomery file (docs/performance.md,
-#: "Detection stage and its shards"): the anomaly detector alone is about as costly as the surge detector and the
-#: forecaster together, so beyond four workers nothing is left to split.
+#: "Detection stage and its shards"): the surge detector alone (its jurisdiction test) costs about as much as the three
+#: others together, so it bounds every split of two workers or more.
 _LAYOUTS: dict[int, tuple[tuple[str, ...], ...]] = {
     1: (PARTS,),
-    2: (("surge", "forecaster"), ("feed", "anomaly")),
-    3: (("surge", "feed"), ("anomaly",), ("forecaster",)),
+    2: (("surge",), ("feed", "anomaly", "forecaster")),
+    3: (("surge",), ("feed", "anomaly"), ("forecaster",)),
     4: (("surge",), ("feed",), ("anomaly",), ("forecaster",)),
 }
 

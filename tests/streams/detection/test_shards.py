@@ -110,10 +110,10 @@ def test_workers_together_make_exactly_the_alert_records_of_one_runner(messages,
 
 
 def test_a_worker_runs_only_its_parts(messages) -> None:
-    """The feed-and-anomaly worker makes no surge alert and issues no forecast; the other, no outage or anomaly alert."""
+    """The surge worker makes no outage or anomaly alert and issues no forecast; the other, no surge or zone alert."""
     surge_side, rest_side = (_run(worker_runner(parts, PROFILE), messages[:60]) for parts in layout(2))
     assert {a.kind.value for a in rest_side[0]} <= {"feed_outage", "anomaly"}
-    assert rest_side[1] == []
+    assert surge_side[1] == []
     assert {a.kind.value for a in surge_side[0]} <= {"surge", "zone"}
 
 
