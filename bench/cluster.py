@@ -59,6 +59,8 @@ from streams.runtime.settings import Settings, load_settings
 from streams.topics import CALLS, topic_name
 
 MODES = ("single", "cluster", "cluster-nowait")
+#: Tries of ``infra.stack up``, and the wait between two.
+UP_ATTEMPTS, UP_RETRY_S = 4, 15.0
 #: Appends and checkpoints timed per variant in :func:`wait_cost`.
 WAIT_SAMPLES = 300
 
@@ -83,13 +85,17 @@ class Stack:
     def up(self) -> None:
         _say(f"starting the {'cluster' if self.cluster else 'single node'}: Kafka on {self.kafka_port}, Redis on {self.redis_port}")
         args = ("up", "--cluster") if self.cluster else ("up",)
-        try:
-            self._cli(*args)
-        except RuntimeError as exc:
-            # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it a moment
-            _say(f"{exc}\nstopping what started and trying once more")
-            self.down()
-            self._cli(*args)
+        for attempt in range(UP_ATTEMPTS):
+            try:
+                self._cli(*args)
+                return
+            except RuntimeError as exc:
+                # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it
+                if attempt == UP_ATTEMPTS - 1:
+                    raise
+                _say(f"{exc}\nstopping what started and trying again in {UP_RETRY_S:g} s")
+                self.down()
+                time.sleep(UP_RETRY_S)
 
     def down(self) -> None:
         self._cli("down")
@@ -220,7 +226,16 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(modes: list[str], ports: dict[str, tuple[int, int]], rates: list[float], seconds: float, min_alerts: int, calls: int) -> dict:
+def run(
+    modes: list[str],
+    ports: dict[str, tuple[int, int]],
+    rates: list[float],
+    seconds: float,
+    min_alerts: int,
+    calls: int,
+    partial: Path | None = None,
+) -> dict:
+    """Each mode in turn on its stack; the JSON-able figures (also written to ``partial`` after each mode)."""
     workdir = Path(tempfile.mkdtemp(prefix="wf-bench-cluster-"))
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "replica_wait_ms": REPLICA_WAIT_MS, "modes": []}
     saved = {k: v for k, v in os.environ.items() if k.startswith("WF_")}
@@ -228,18 +243,20 @@ def run(modes: list[str], ports: dict[str, tuple[int, int]], rates: list[float],
     try:
         for mode in modes:
             cluster = mode != "single"
-            if cluster not in stacks:
-                for other in list(stacks.values()):  # one stack at a time on the machine
-                    other.down()
-                stacks.clear()
-                kafka, redis_ = ports["cluster" if cluster else "single"]
-                stacks[cluster] = Stack(cluster, kafka, redis_, workdir / ("cluster" if cluster else "single"))
-                stacks[cluster].up()
             try:
+                if cluster not in stacks:
+                    for other in list(stacks.values()):  # one stack at a time on the machine
+                        other.down()
+                    stacks.clear()
+                    kafka, redis_ = ports["cluster" if cluster else "single"]
+                    stacks[cluster] = Stack(cluster, kafka, redis_, workdir / ("cluster" if cluster else "single"))
+                    stacks[cluster].up()
                 results["modes"].append(run_mode(mode, stacks[cluster], rates, seconds, min_alerts, calls, workdir))
             except (RuntimeError, OSError) as exc:  # the other modes' figures are still worth having
                 _say(f"{mode} failed: {exc}")
                 results["modes"].append({"mode": mode, "error": str(exc)})
+            if partial is not None:
+                write_json(partial, results)
     finally:
         for s in stacks.values():
             s.down()
@@ -273,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(x <= 0 for x in rates) or args.seconds <= 0 or args.calls < 0:
         p.error("rates and --seconds must be positive, --calls at least 0")
     ports = {"single": (args.single_kafka_port, args.single_redis_port), "cluster": (args.cluster_kafka_port, args.cluster_redis_port)}
-    results = run(modes, ports, rates, args.seconds, args.min_alerts, args.calls)
+    results = run(modes, ports, rates, args.seconds, args.min_alerts, args.calls, partial=args.json)
     print(report(results))
     write_json(args.json, results)
     print(f"\nfigures written to {args.json}; logs in {results['logs']}")
