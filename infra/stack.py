@@ -70,6 +70,13 @@ def kafka_port() -> int:
 
 #: Brokers of the cluster mode (node ids 1..N).
 CLUSTER_SIZE = 3
+#: A cluster's controller fences a broker it has not heard from for this long (``broker.session.timeout.ms``;
+#: Kafka's default 9 s), and only then moves the leadership of its partitions: a killed broker's partitions
+#: take no writes meanwhile. Heartbeats every second (``broker.heartbeat.interval.ms``, default 2 s) keep
+#: six of them in a session, so a live broker is fenced only when it (or its controller) is silent for 6 s.
+#: Measured with ``bench/faults.py``: see docs/cluster.md, "Measured".
+BROKER_SESSION_TIMEOUT_MS = 6000
+BROKER_HEARTBEAT_INTERVAL_MS = 1000
 #: Every name a broker of this script may run under (single node, then the cluster's).
 KAFKA_NAMES = ("kafka", *(f"kafka-{n}" for n in range(1, CLUSTER_SIZE + 1)))
 
@@ -177,12 +184,14 @@ def kafka_properties(broker: Broker, data: Path, cluster: list[Broker] | None = 
 
     >>> lines = kafka_properties(brokers(True, 9092)[1], Path("/d"), brokers(True, 9092))
     >>> for line in lines:
-    ...     if line.startswith(("node.id", "controller.quorum", "min.insync", "unclean")):
+    ...     if line.startswith(("node.id", "controller.quorum", "min.insync", "unclean", "broker.")):
     ...         print(line)
     node.id=2
     controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097
     min.insync.replicas=2
     unclean.leader.election.enable=false
+    broker.session.timeout.ms=6000
+    broker.heartbeat.interval.ms=1000
     """
     if cluster:
         voters = ",".join(f"{b.node_id}@{KAFKA_HOST}:{b.controller_port}" for b in cluster)
@@ -217,6 +226,8 @@ def kafka_properties(broker: Broker, data: Path, cluster: list[Broker] | None = 
             f"default.replication.factor={rf}",
             f"min.insync.replicas={isr}",
             "unclean.leader.election.enable=false",
+            f"broker.session.timeout.ms={BROKER_SESSION_TIMEOUT_MS}",
+            f"broker.heartbeat.interval.ms={BROKER_HEARTBEAT_INTERVAL_MS}",
         ]
     return [*lines, ""]
 
