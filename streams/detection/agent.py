@@ -482,6 +482,7 @@ class DetectionAgent:
             st.writing = None
             log.info("the detectors are set aside: another worker held the detector input; restoring from the checkpoint")
             st.runner, st.pending, st.sends, st.offset, st.applied, st.input_lost = None, [], [], -1, -1, False
+            st.zones = ZonesRead()  # the restored detectors hold their checkpoint's zones: hand them the current ones
         if st.runner is None:
             key = self._signing_key()
             redis = self.redis()

@@ -363,3 +363,35 @@ def test_a_backlog_fed_at_once_lets_the_event_loop_run_between_messages():
     during = asyncio.run(go())
     # 20 messages of 30 ms: 0.6 s of work; the loop ran at least every 50 ms of it
     assert during >= 8, f"the loop ran {during} times while 0.6 s of messages were fed"
+
+
+def test_detectors_restored_after_the_input_came_back_are_handed_the_event_zones_of_now():
+    """The checkpoint holds the zones of when it was taken; zones the gateway changed since (with the counter unchanged
+    since this worker last read it) must reach the restored detectors too."""
+    zone = {"id": "z", "name": "Fair", "kind": "event", "cells": [CELL], "active_from": 0, "active_until": 4e9}
+
+    class ZonedState(MemoryState):
+        zones: list[dict] = []
+
+        async def zones_version(self) -> int | None:
+            return 1 if self.zones else None
+
+        async def event_zones(self) -> tuple[int | None, list[dict]]:
+            return (1 if self.zones else None), list(self.zones)
+
+    async def go():
+        state = ZonedState()
+        agent = make_agent(state)
+        await agent.handle(Message(0))
+        async with agent.lock:
+            await agent.checkpoint(final=True)  # no zone in it
+        state.zones = [zone]
+        agent.state.zones.next_poll = 0.0
+        await agent.handle(Message(1))  # the zone read and handed over (version 1)
+        agent.input_revoked()
+        for i in (1, 2):
+            await agent.handle(Message(i))  # redelivered after the checkpoint at 0, restored without the zone
+        return agent.state.runner
+
+    runner = asyncio.run(go())
+    assert [z.id for z in runner.suite.zones.zones] == ["z"]
