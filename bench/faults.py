@@ -348,13 +348,17 @@ async def run(faults: list[str], kafka_port: int, redis_port: int, rate: float, 
     cluster = Cluster(run_dir=tmp / "cluster", kafka_port=kafka_port, redis_port=redis_port)
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rate": rate, "before_s": before, "faults": []}
     _say(f"starting the cluster in {cluster.run_dir} (Kafka {kafka_port}, +2, +4; Redis {redis_port}, Sentinels)")
-    try:
-        cluster.cli("up", "--cluster")
-    except AssertionError as exc:
-        # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it a moment
-        _say(f"{exc}\nstopping what started and trying once more")
-        cluster.cli("down")
-        cluster.cli("up", "--cluster")
+    for attempt in range(4):
+        try:
+            cluster.cli("up", "--cluster")
+            break
+        except AssertionError as exc:
+            # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it
+            if attempt == 3:
+                raise
+            _say(f"{exc}\nstopping what started and trying again in 15 s")
+            cluster.cli("down")
+            time.sleep(15)
     floor = sup = None
     try:
         s = cluster.settings(retention_s=400 * 86400, redis_sentinels=tuple(redisha.sentinels(redis_port)))
