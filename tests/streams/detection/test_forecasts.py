@@ -104,7 +104,7 @@ def test_forecast_sets_reach_redis_and_the_topic_and_survive_a_restart(settings,
     again = WorkerProcess(s, tmp_path / "two", env=env).start()
     try:
         _replay(second, s, again)
-        later_version, later = _wait_for_last_set(client, keys, int(client.get(keys.forecast_version)), again)
+        later_version, later = _wait_for_last_set(client, keys, version, again)
         page = _metrics(again)
     finally:
         again.stop()
