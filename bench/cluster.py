@@ -90,7 +90,7 @@ class Stack:
                 self._cli(*args)
                 return
             except RuntimeError as exc:
-                # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it
+                # a port held a moment by another socket (seen twice when the Sentinels listened in the ephemeral range)
                 if attempt == UP_ATTEMPTS - 1:
                     raise
                 _say(f"{exc}\nstopping what started and trying again in {UP_RETRY_S:g} s")

@@ -353,7 +353,7 @@ async def run(faults: list[str], kafka_port: int, redis_port: int, rate: float, 
             cluster.cli("up", "--cluster")
             break
         except AssertionError as exc:
-            # a Sentinel's port (Redis port + 20000) lies in Linux's ephemeral range: a client's socket may hold it
+            # a port held a moment by another socket (seen twice when the Sentinels listened in the ephemeral range)
             if attempt == 3:
                 raise
             _say(f"{exc}\nstopping what started and trying again in 15 s")

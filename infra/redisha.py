@@ -7,8 +7,10 @@
 Ports, from the base ``WF_REDIS_PORT`` (6379 by default): the two Redis nodes
 on ``base`` (the first primary) and ``base + 1`` (its replica); the three
 Sentinels on ``base + 20000``, ``base + 20001``, ``base + 20002`` (26379,
-26380, 26381 by default) or, when those do not all fit below 65536, on
-``base + 3``, ``base + 4``, ``base + 5`` (:func:`sentinel_ports`). After a
+26380, 26381 by default) or, when those would reach Linux's ephemeral port
+range (32768 and up, where the kernel picks the local ports of outgoing
+connections, so a client's socket can hold one), on ``base + 3``,
+``base + 4``, ``base + 5`` (:func:`sentinel_ports`). After a
 failover the replica is the primary: ask :func:`primary` (the Sentinels'
 answer), never assume the base port.
 
@@ -58,9 +60,13 @@ DOWN_AFTER_MS = 2000
 #: Milliseconds a failover may take before another Sentinel tries again.
 FAILOVER_TIMEOUT_MS = 10000
 DEFAULT_SERVICE = "watchfloor"
-#: Offset of the first Sentinel port from the base port, when it fits below 65536 (else :data:`NEAR_OFFSET`).
+#: Offset of the first Sentinel port from the base port, when the three stay below :data:`EPHEMERAL_FROM`
+#: (else :data:`NEAR_OFFSET`).
 SENTINEL_OFFSET = 20000
 NEAR_OFFSET = 3
+#: The first port of Linux's default ephemeral range (``net.ipv4.ip_local_port_range``): the kernel gives these to
+#: outgoing connections, so a Sentinel listening there may find its port taken by any client on the machine.
+EPHEMERAL_FROM = 32768
 SUBDIR = "redis-ha"
 
 
@@ -89,15 +95,19 @@ def redis_ports(base_port: int) -> tuple[int, int]:
 
 
 def sentinel_ports(base_port: int) -> tuple[int, int, int]:
-    """The three Sentinels: ``base + 20000..20002``, or ``base + 3..5`` when those would pass 65535.
+    """The three Sentinels: ``base + 20000..20002``, or ``base + 3..5`` when those would reach the ephemeral range.
 
     >>> sentinel_ports(6379)
     (26379, 26380, 26381)
+    >>> sentinel_ports(12765)
+    (32765, 32766, 32767)
+    >>> sentinel_ports(16379)
+    (16382, 16383, 16384)
     >>> sentinel_ports(46479)
     (46482, 46483, 46484)
     """
     first = base_port + SENTINEL_OFFSET
-    if first + 2 > 65535:
+    if first + 2 >= EPHEMERAL_FROM:
         first = base_port + NEAR_OFFSET
     return first, first + 1, first + 2
 

@@ -8,7 +8,7 @@ it stops the cluster at the end. Ports, from their bases:
 - ``WF_TEST_CLUSTER_KAFKA_PORT`` (default 19092): brokers on 19092, 19094,
   19096, their controllers on 19093, 19095, 19097;
 - ``WF_TEST_CLUSTER_REDIS_PORT`` (default 16379): Redis primary 16379, replica
-  16380, Sentinels from 36379 (``infra.redisha.sentinel_ports``).
+  16380, Sentinels from 16382 (``infra.redisha.sentinel_ports``).
 
 Both bases lie below Linux's ephemeral port range (32768..), so a client's
 source port never takes a stopped broker's port. ``WF_TEST_CLUSTER_RUN_DIR``

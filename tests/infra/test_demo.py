@@ -60,7 +60,7 @@ def test_the_cluster_demo_gives_every_process_the_three_brokers_the_sentinels_an
     monkeypatch.setenv("WF_REDIS_PORT", "16379")
     env = demo.cluster_env()
     assert env["WF_KAFKA_BOOTSTRAP"] == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
-    assert env["WF_REDIS_SENTINELS"] == "127.0.0.1:36379,127.0.0.1:36380,127.0.0.1:36381"
+    assert env["WF_REDIS_SENTINELS"] == "127.0.0.1:16382,127.0.0.1:16383,127.0.0.1:16384"
     assert (env["WF_KAFKA_REPLICATION_FACTOR"], env["WF_KAFKA_MIN_INSYNC_REPLICAS"]) == ("3", "2")
     # every process reads them as its settings: a typo in a name would be ignored silently otherwise
     from streams.runtime.settings import load_settings
