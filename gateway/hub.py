@@ -15,6 +15,15 @@ skipping every id at or below the last one sent. Stream ids only grow, so the
 client sees each entry after ``last_id`` once, in order, whatever the timing
 and whichever gateway it reconnects to (all read the same stream).
 
+An alert record the worker appended again (Redis lost its last writes in a
+failover and the detection worker made them again from Kafka, under new ids)
+is a copy: its body is byte for byte one the hub read before under an older
+id. The hub remembers the bodies of the last :data:`RECENT_BODIES` records
+and sends no copy, live or on resume, to a client or a partner's feed
+(``watchfloor_gateway_copies_total``). A gateway started after the failover
+never read the originals, so a client that resumes there from an original's
+id gets the copies once.
+
 What it keeps
 -------------
 Per alert (the newest :data:`KNOWN_ALERTS`): its latest record, its latest action
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -59,6 +69,9 @@ KNOWN_ALERTS = 50_000
 #: stream ids kept per alert for its page: the first (its open) and the newest (an alert grows by a fifth per
 #: update, so even a day-long one has tens of records)
 RECORDS_PER_ALERT = 200
+#: alert records whose body the hub remembers to recognise a copy appended again after a failover (a re-feed
+#: makes again the records since the worker's last checkpoint: seconds to a minute of alerts)
+RECENT_BODIES = 20_000
 #: keys of partners' opaque ids indexed at once (a gateway has one: :func:`gateway.policy.derive_id_key` of its secret)
 ID_KEYS = 2
 
@@ -116,7 +129,9 @@ class Hub:
         self.record_ids: dict[str, list[str]] = {}
         #: id key -> partner's opaque alert id -> alert id (built on the first lookup with that key: :meth:`known_as`)
         self._opaque: OrderedDict[bytes, dict[str, str]] = OrderedDict()
-        self.stats = {"delivered": 0, "entries": 0, "closed_slow": 0, "redis_errors": 0}
+        #: digest of an alert record's body -> the stream id it was first read under (the newest RECENT_BODIES)
+        self._bodies: OrderedDict[str, str] = OrderedDict()
+        self.stats = {"delivered": 0, "entries": 0, "closed_slow": 0, "redis_errors": 0, "copies": 0}
         #: stream id -> (alert id, recipients) delivered since the last audit flush
         self._deliveries: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
         self._ready = asyncio.Event()
@@ -247,10 +262,26 @@ class Hub:
                 self._opaque.popitem(last=False)
         return index.get(seen_id)
 
+    def copy_of(self, entry: Entry) -> str | None:
+        """The older stream id under which the hub read ``entry``'s alert record, byte for byte, or None."""
+        if not entry.digest:
+            return None
+        first = self._bodies.get(entry.digest)
+        return first if first is not None and stream_id(first) < entry.id_t else None
+
     # -- internals -------------------------------------------------------------
 
     def _remember(self, sid: str, fields: dict[str, str]) -> Entry:
         entry = parse_entry(sid, fields)
+        if entry.digest:
+            original = self.copy_of(entry)
+            if original is not None:
+                self.stats["copies"] += 1
+                log.info("alerts stream entry %s is a copy of %s (made again after Redis lost writes): not sent", sid, original)
+                return entry
+            self._bodies.setdefault(entry.digest, sid)
+            while len(self._bodies) > RECENT_BODIES:
+                self._bodies.popitem(last=False)
         if entry.alert is not None:
             alert_id = entry.alert["id"]
             if alert_id not in self.alerts:
@@ -280,6 +311,9 @@ class Hub:
     def _deliver(self, client: Client, entry: Entry, cache: dict[tuple, Framed | None] | None = None) -> None:
         if client.closed or entry.id_t <= client.last_sent:
             return  # closed, or already sent (backlog and live overlap)
+        if self.copy_of(entry) is not None:
+            client.last_sent, client.last_sent_id = entry.id_t, entry.id  # sent under the original's id
+            return
         text = self._frame_for(client, entry, {} if cache is None else cache)
         client.last_sent, client.last_sent_id = entry.id_t, entry.id
         if text is None:
@@ -351,6 +385,8 @@ class Entry:
     id_t: tuple[int, int]
     alert: dict | None = None
     action: dict | None = None
+    #: digest of an alert record's body as the stream holds it ("" for anything else): a copy has the original's
+    digest: str = ""
 
     @property
     def alert_id(self) -> str:
@@ -368,17 +404,22 @@ def parse_entry(sid: str, fields: dict[str, str]) -> Entry:
     'surge:a:1'
     >>> parse_entry("5-2", {"alert": "not json"}).alert is None
     True
+    >>> parse_entry("5-3", {"alert": '{"id": "a"}'}).digest == parse_entry("9-0", {"alert": '{"id": "a"}'}).digest
+    True
     """
     alert = action = None
+    digest = ""
     try:
         if "alert" in fields:
             alert = json.loads(fields["alert"])
             if not isinstance(alert, dict) or not isinstance(alert.get("id"), str):
                 alert = None
+            else:
+                digest = hashlib.blake2b(fields["alert"].encode(), digest_size=12).hexdigest()
         elif "action" in fields:
             action = json.loads(fields["action"])
             if not isinstance(action, dict) or not isinstance(action.get("alert_id"), str):
                 action = None
     except ValueError:
         log.warning("alerts stream entry %s is not JSON; nobody receives it", sid)
-    return Entry(sid, stream_id(sid), alert, action)
+    return Entry(sid, stream_id(sid), alert, action, digest)

@@ -16,6 +16,7 @@ HUB_COUNTERS = (
     ("delivered", "delivered", "Frames of alerts and actions queued to clients."),
     ("closed_slow", "closed_slow", "Clients closed because they could not keep up."),
     ("redis_errors", "redis_errors", "Failed reads of the alerts stream."),
+    ("copies", "copies", "Alert records not sent: copies of one read before, made again after Redis lost writes in a failover."),
 )
 
 
@@ -66,7 +67,7 @@ def metrics_text(
     lines += [f'watchfloor_gateway_clients{{role="{r.value}"}} {by_role.get(r.value, 0)}' for r in Role]
     for name, key, help_ in HUB_COUNTERS:
         lines += [f"# HELP watchfloor_gateway_{name}_total {help_}", f"# TYPE watchfloor_gateway_{name}_total counter"]
-        lines.append(f"watchfloor_gateway_{name}_total {hub_stats[key]}")
+        lines.append(f"watchfloor_gateway_{name}_total {hub_stats.get(key, 0)}")
     lines += [
         "# HELP watchfloor_gateway_refused_total Refused requests and messages by reason.",
         "# TYPE watchfloor_gateway_refused_total counter",

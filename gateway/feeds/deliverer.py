@@ -43,7 +43,7 @@ from gateway.feeds.config import FeedSettings, FeedTarget
 from gateway.feeds.signing import Verdict, classify, delivery_id, delivery_key, next_delay, retry_after_s, signature
 from gateway.feeds.store import FeedStore
 from gateway.frames import Framed, first_showing, frame_for, status_of
-from gateway.hub import Hub, parse_entry
+from gateway.hub import Entry, Hub, parse_entry
 from gateway.policy import Scope
 from gateway.scopes import Scopes
 from gateway.store import Store, stream_id
@@ -224,8 +224,11 @@ class Deliverer:
                 if stream_id(sid) > stream_id(hub.position):
                     break  # the hub has not read it yet: its statuses would be older than a session's
                 self._check()
-                framed = self._frame(sid, fields)
+                entry = parse_entry(sid, fields)
                 cursor, moved = sid, True
+                if hub.copy_of(entry) is not None:
+                    continue  # made again after a failover: the partner had the original
+                framed = self._frame(entry)
                 if framed is None or (framed.kind == "alert" and not first_showing(shown, framed.view)):
                     continue
                 await self._deliver(sid, framed, shown, states)
@@ -233,10 +236,10 @@ class Deliverer:
             if moved and not await fs.commit(self.agreement, self.owner, cursor):
                 raise LockLost(self.agreement)
 
-    def _frame(self, sid: str, fields: dict[str, str]) -> Framed | None:
+    def _frame(self, entry: Entry) -> Framed | None:
         """The frame a session of the agreement receives for this entry (as the hub makes it)."""
         hub = self.feeds.hub
-        entry = parse_entry(sid, fields)
+        sid = entry.id
         known = None
         if entry.action is not None:
             kept = hub.alerts.get(entry.action["alert_id"])

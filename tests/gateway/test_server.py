@@ -492,3 +492,35 @@ def test_an_alert_published_right_after_the_handshake_reaches_the_new_client(pre
         return got
 
     assert "surge:quick:1" in asyncio.run(scenario())
+
+
+def test_alert_records_appended_again_after_a_failover_reach_nobody_twice(gw, prefix, r):
+    """After a lossy Redis failover the detection worker appends again, under new ids, the records Redis lost: the
+    same bodies byte for byte. A supervisor and a partner connected through it, and a supervisor resuming from an
+    original's id, get each record once, in the order made, and the next new record; /metrics counts the copies."""
+    sup = gw.ws(token("supervisor"))
+    partner = gw.ws(token("transit", zones=("septa-lansdale",)))
+    for ws in (sup, partner):
+        recv_until(ws, lambda f: f["type"] == "caught_up")
+    at = time.time()
+    high = {"observed": 25, "score": 11.0, "categories": {"TRAFFIC": 25}}
+    made = [
+        make_alert("surge:copy:1", (IN_LANSDALE,), observed=12, score=7.0, categories={"TRAFFIC": 12}, at=at),
+        make_alert("surge:copy:1", (IN_LANSDALE,), **high, state=AlertState.UPDATE, at=at + 60),
+        make_alert("surge:copy:1", (IN_LANSDALE,), **high, state=AlertState.CLOSED, at=at + 120),
+    ]
+    first = [publish(r, prefix, a) for a in made]
+    copies = [publish(r, prefix, a) for a in made[1:]]  # the two Redis lost, made again
+    after = make_alert("surge:copy:2", (IN_LANSDALE,), at=at + 180)
+    newest = publish(r, prefix, after)
+    got = frames_of(drain(sup), "alert")
+    assert [f["id"] for f in got] == [*first, newest]
+    assert [f["alert"]["state"] for f in frames_of(drain(partner), "alert")] == ["open", "open", "closed", "open"]
+    sup.close()
+    partner.close()
+    again = gw.ws(token("supervisor"), last_id=first[0])
+    _, frames = recv_until(again, lambda f: f["type"] == "caught_up")
+    assert [f["id"] for f in frames_of(frames, "alert")] == [first[1], first[2], newest]
+    assert not set(copies) & {f.get("id") for f in frames}
+    again.close()
+    assert "watchfloor_gateway_copies_total 2" in gw.metrics()

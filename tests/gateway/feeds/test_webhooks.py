@@ -179,6 +179,30 @@ def test_a_failing_receiver_gets_each_delivery_again_under_the_same_id_and_misse
     assert sorted((rec["detail"]["outcome"], rec["detail"]["attempts"]) for rec in audit(g)) == [("delivered", 3)] * 3
 
 
+def test_records_appended_again_after_a_lossy_failover_are_not_delivered_again(feed_gw, r, receiver):
+    """The detection worker appends again, under new ids, the records a lossy Redis failover lost (the same bodies): the
+    partner's receiver gets each view once, in the order made, never an older state after a newer one."""
+    g = feed_gw
+    at = time.time()
+    made = [
+        inside("copy", categories={"TRAFFIC": 9}, at=at),
+        inside("copy", observed=25, score=11.0, categories={"TRAFFIC": 25}, state=AlertState.UPDATE, at=at + 60),
+        inside("copy", observed=25, score=11.0, categories={"TRAFFIC": 25}, state=AlertState.CLOSED, at=at + 120),
+    ]
+    for a in made:
+        publish(r, g.prefix, a)
+    wait_for(lambda: len(receiver.delivered()) == 3, what="3 deliveries")
+    for a in made[1:]:
+        publish(r, g.prefix, a)  # the two Redis lost, made again
+    last = inside("after")
+    publish(r, g.prefix, last)
+    wait_for(lambda: len(receiver.delivered()) >= 4, what="the next alert's delivery")
+    time.sleep(0.5)
+    sent = [payload(body_of(q)) for q in receiver.delivered()]
+    assert [(s["id"], s["state"]) for s in sent] == [(opaque(made[0]), "open")] * 2 + [(opaque(made[0]), "closed"), (opaque(last), "open")]
+    assert "watchfloor_gateway_copies_total 2" in g.metrics()
+
+
 def test_a_gateway_killed_mid_delivery_is_replaced_and_the_feed_resumes_after_its_cursor_with_no_gap(prefix, tmp_path, r, receiver):
     env = feed_env(agreements_file(tmp_path, receiver.url), WF_FEEDS_ATTEMPTS="100", WF_FEEDS_BACKOFF_MAX_S="0.1")
     down = [True]
