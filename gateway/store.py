@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from gateway.overview import minutes_to_read, usable_shifts
 from streams.counting.keys import ALL, Keys
 from streams.counting.planner import KINDS
 from streams.counting.rolling import hour_of, minute_of, window_minutes
-from streams.counting.state import ALERTS_STREAM_MAXLEN
+from streams.counting.state import ALERTS_STREAM_MAXLEN, REPLICA_WAIT_MS, REPLICA_WARN_EVERY_S
 from streams.ingest.schema import CATEGORIES as _CATEGORIES
 from streams.intake.doors import door_key, doors_key
 from streams.runtime.redisconn import async_client
@@ -88,6 +89,16 @@ RESPONSE_HOURS = 24
 RESPONSE_KINDS = ("dispatch", "travel")
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] alerts stream, KEYS[2] alert statuses; ARGV: the stream's MAXLEN, the action (JSON), its alert id, the
+# status (JSON). One script, so that the pipeline can WAIT after it on the connection that wrote (a MULTI cannot).
+_APPEND_ACTION_LUA = """
+local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'action', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+return sid
+"""
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -187,8 +198,13 @@ def stream_id(text: str) -> tuple[int, int]:
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, prefix: str, partitions: int) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, partitions: int, *, replicated: bool = False) -> None:
         self.client = client
+        #: a supervisor's action waits for a replica to acknowledge it (Redis WAIT, :data:`REPLICA_WAIT_MS`), so that
+        #: a failover right after it does not lose it: with Sentinels (``WF_REDIS_SENTINELS``)
+        self.replicated = replicated
+        self._unreplicated_warned = float("-inf")
+        self._append_action = client.register_script(_APPEND_ACTION_LUA)
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.partitions = partitions
@@ -211,7 +227,7 @@ class Store:
         # restart, each checking its token), a caller waits for one instead of failing
         # with MaxConnectionsError, which refused 4 of 1,000 clients with 503 in the soak.
         client = async_client(url, sentinels, service, blocking_pool=(REDIS_CONNECTIONS, REDIS_POOL_WAIT_S), decode_responses=True)
-        return cls(client, prefix, partitions)
+        return cls(client, prefix, partitions, replicated=bool(sentinels))
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Store:
@@ -269,12 +285,31 @@ class Store:
         return [entry for got in cast(list[StreamEntries], await pipe.execute()) for entry in got]
 
     async def append_action(self, action: dict, status: dict) -> str:
-        """Append a supervisor's action to the alerts stream and record the alert's status, atomically."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.keys.alerts, {"action": json.dumps(action, separators=(",", ":"))}, maxlen=ALERTS_STREAM_MAXLEN, approximate=True)
-        pipe.hset(self.status_key, action["alert_id"], json.dumps(status, separators=(",", ":")))
-        sid, _ = await pipe.execute()
-        return sid
+        """Append a supervisor's action to the alerts stream and record the alert's status, atomically; with a replica
+        (:attr:`replicated`), return once it has them or after :data:`REPLICA_WAIT_MS` (warning, at most once a minute)."""
+        keys = [self.keys.alerts, self.status_key]
+        args = [
+            ALERTS_STREAM_MAXLEN,
+            json.dumps(action, separators=(",", ":")),
+            action["alert_id"],
+            json.dumps(status, separators=(",", ":")),
+        ]
+        if not self.replicated:
+            return str(await self._append_action(keys=keys, args=args))
+        # replication is asynchronous: WAIT, on the connection that wrote, until the replica has the action (a failover
+        # promotes the replica; an action it lacks would be gone from the stream and the alert's status)
+        pipe = self.client.pipeline(transaction=False)
+        await self._append_action(keys=keys, args=args, client=pipe)
+        pipe.wait(1, REPLICA_WAIT_MS)
+        sid, replicas = await pipe.execute()
+        if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
+            self._unreplicated_warned = time.monotonic()
+            log.warning(
+                "a supervisor's action was not acknowledged by a Redis replica within %d ms: a failover now would lose it "
+                "(is the replica down? python -m infra.redisha status)",
+                REPLICA_WAIT_MS,
+            )
+        return str(sid)
 
     async def statuses(self) -> dict[str, dict]:
         # decoded replies: see StreamEntries

@@ -402,3 +402,46 @@ def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none
         took = asyncio.run(go())
     assert took >= REPLICA_WAIT_MS / 1000 * 0.9
     assert "not acknowledged by a Redis replica" in caplog.text
+
+
+def test_with_sentinels_a_supervisors_action_waits_for_the_replica_and_warns_when_none_acknowledges(ha, caplog):
+    """The gateway's ack or resolve, written through the Sentinels: returned, it is on the replica (the stream entry and
+    the alert's status), so a failover right after it keeps it; with the replica paused it returns after 200 ms, warning."""
+    import asyncio
+
+    from gateway.store import Store
+    from streams.counting.state import REPLICA_WAIT_MS
+
+    run_dir, base, settings = ha
+    primary = redisha.primary(base, SERVICE)
+    assert primary is not None
+    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
+    replica = redisha.redis_pid(run_dir, replica_port)
+    assert replica is not None
+    keys = Keys(settings.redis_prefix)
+
+    def action(n: int) -> tuple[dict, dict]:
+        return {"alert_id": f"surge:x:{n}", "action": "ack", "by": "sup-1", "at": 1.0}, {"action": "ack", "by": "sup-1", "at": 1.0}
+
+    async def go() -> float:
+        store = Store.from_url(settings.redis_url, settings.redis_prefix, 4, sentinels=settings.redis_sentinels, service=SERVICE)
+        try:
+            assert store.replicated
+            sid = await store.append_action(*action(1))
+            # on the replica when the write returned
+            assert redisha.command(replica_port, "XRANGE", keys.alerts, sid, sid)
+            assert redisha.command(replica_port, "HEXISTS", f"{settings.redis_prefix}:alert_status", "surge:x:1") == 1
+            os.kill(replica, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                await store.append_action(*action(2))
+                return time.monotonic() - started
+            finally:
+                os.kill(replica, signal.SIGCONT)
+        finally:
+            await store.close()
+
+    with caplog.at_level("WARNING", logger="gateway.store"):
+        took = asyncio.run(go())
+    assert took >= REPLICA_WAIT_MS / 1000 * 0.9
+    assert "not acknowledged by a Redis replica" in caplog.text
