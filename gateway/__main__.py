@@ -41,7 +41,7 @@ async def run(port: int | None) -> int:
         print(f"gateway: {describe(settings)} is not answering (start it with: python -m infra.stack up)", file=sys.stderr)
         return 1
     try:
-        audit = AuditLog(store.client, settings.redis_prefix, retention_s=settings.audit_days * 86400.0)
+        audit = AuditLog(store.client, settings.redis_prefix, retention_s=settings.audit_days * 86400.0, replicated=store.replicated)
         gateway = Gateway(settings, store, audit, places=places)
     except ZoneError as exc:
         print(f"gateway: zone files: {exc}", file=sys.stderr)

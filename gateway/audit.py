@@ -81,6 +81,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tqdm import tqdm
 
+from streams.counting.state import REPLICA_WAIT_MS, REPLICA_WARN_EVERY_S
 from streams.runtime.redisconn import async_client
 from streams.runtime.settings import DEFAULT_SENTINEL_SERVICE, sentinel_addresses
 
@@ -632,6 +633,7 @@ class AuditLog:
         *,
         retention_s: float | None = DEFAULT_RETENTION_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        replicated: bool = False,
     ) -> None:
         if retention_s is not None and not retention_s > 0:
             raise ValueError(f"retention_s must be a positive number of seconds, or None to keep every record; got {retention_s!r}")
@@ -642,6 +644,10 @@ class AuditLog:
         self.head_key = f"{prefix}:audit:head"
         self.retention_s = retention_s
         self.max_attempts = max_attempts
+        #: each append waits for a replica to acknowledge it (Redis WAIT, up to REPLICA_WAIT_MS), so that a failover
+        #: right after it does not lose the record: with Sentinels (``WF_REDIS_SENTINELS``)
+        self.replicated = replicated
+        self._unreplicated_warned = float("-inf")
         self._append_script = client.register_script(_APPEND_LUA)
         #: the head after this instance's last append (None: read it before the next)
         self._head: str | None = None
@@ -726,7 +732,7 @@ class AuditLog:
                 args += ("prev", prev, "hash", digest)
                 prev = digest
             args[1] = prev
-            reply = await self._append_script(keys=[self.key, self.head_key], args=args)
+            reply = await self._run_append(args)
             if reply[0] == 1:
                 self._head = prev
                 return list(reply[1:])
@@ -740,6 +746,24 @@ class AuditLog:
             f"{len(entries)} record(s) not appended to {self.key}: the head {self.head_key} moved under each of "
             f"{self.max_attempts} attempts (other writers appending all the time); nothing was written"
         )
+
+    async def _run_append(self, args: list[str]) -> list:
+        """The compare-and-set script; with a replica, then ``WAIT`` on the connection that ran it."""
+        keys = [self.key, self.head_key]
+        if not self.replicated:
+            return cast(list, await self._append_script(keys=keys, args=args))
+        pipe = self.client.pipeline(transaction=False)
+        await self._append_script(keys=keys, args=args, client=pipe)
+        pipe.wait(1, REPLICA_WAIT_MS)
+        reply, replicas = await pipe.execute()
+        if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
+            self._unreplicated_warned = time.monotonic()
+            log.warning(
+                "audit records were not acknowledged by a Redis replica within %d ms: a failover now would lose them "
+                "(is the replica down? python -m infra.redisha status)",
+                REPLICA_WAIT_MS,
+            )
+        return cast(list, reply)
 
     async def query(
         self,

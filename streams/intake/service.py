@@ -108,7 +108,8 @@ class Intake:
         #: refused requests per client address (:attr:`IntakeSettings.anon_rate_per_s`)
         self.refusals = RateLimits(self.settings.anon_rate_per_s, 4 * self.settings.anon_rate_per_s)
         self.keys = IntakeKeys(self.settings.base.redis_prefix)
-        self.audit = AuditLog(self.redis, self.keys.audit_prefix, retention_s=self.settings.audit_days * 86400)
+        replicated = bool(self.settings.base.redis_sentinels)
+        self.audit = AuditLog(self.redis, self.keys.audit_prefix, retention_s=self.settings.audit_days * 86400, replicated=replicated)
         self.max_body = max(s.max_body_bytes for s in self.sources.values())
         for s in self.sources.values():
             self.buckets[s.id] = EventBucket(s.rate, s.burst)

@@ -404,11 +404,13 @@ def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none
     assert "not acknowledged by a Redis replica" in caplog.text
 
 
-def test_with_sentinels_a_supervisors_action_waits_for_the_replica_and_warns_when_none_acknowledges(ha, caplog):
-    """The gateway's ack or resolve, written through the Sentinels: returned, it is on the replica (the stream entry and
-    the alert's status), so a failover right after it keeps it; with the replica paused it returns after 200 ms, warning."""
+def test_with_sentinels_a_supervisors_action_and_an_audit_record_wait_for_the_replica_and_warn_when_none_acknowledges(ha, caplog):
+    """The gateway's ack or resolve and an audit record, written through the Sentinels: returned, they are on the replica
+    (the stream entry and the alert's status; the audit entry and the chain's head), so a failover right after keeps
+    them; with the replica paused each returns after 200 ms, warning."""
     import asyncio
 
+    from gateway.audit import AuditAction, AuditLog, AuditRecord
     from gateway.store import Store
     from streams.counting.state import REPLICA_WAIT_MS
 
@@ -423,25 +425,36 @@ def test_with_sentinels_a_supervisors_action_waits_for_the_replica_and_warns_whe
     def action(n: int) -> tuple[dict, dict]:
         return {"alert_id": f"surge:x:{n}", "action": "ack", "by": "sup-1", "at": 1.0}, {"action": "ack", "by": "sup-1", "at": 1.0}
 
-    async def go() -> float:
+    def audited(n: int) -> AuditRecord:
+        return AuditRecord(AuditAction.ACK, "sup-1", "supervisor", "county", f"surge:x:{n}", "127.0.0.1", {"note": ""}, 1.0)
+
+    async def go() -> tuple[float, float]:
         store = Store.from_url(settings.redis_url, settings.redis_prefix, 4, sentinels=settings.redis_sentinels, service=SERVICE)
+        audit = AuditLog(store.client, settings.redis_prefix, replicated=store.replicated)
         try:
             assert store.replicated
             sid = await store.append_action(*action(1))
+            entry = await audit.record(audited(1))
             # on the replica when the write returned
             assert redisha.command(replica_port, "XRANGE", keys.alerts, sid, sid)
             assert redisha.command(replica_port, "HEXISTS", f"{settings.redis_prefix}:alert_status", "surge:x:1") == 1
+            assert redisha.command(replica_port, "XRANGE", audit.key, entry, entry)
+            assert redisha.command(replica_port, "GET", audit.head_key)
             os.kill(replica, signal.SIGSTOP)
             try:
                 started = time.monotonic()
                 await store.append_action(*action(2))
-                return time.monotonic() - started
+                acted = time.monotonic() - started
+                started = time.monotonic()
+                await audit.record(audited(2))
+                return acted, time.monotonic() - started
             finally:
                 os.kill(replica, signal.SIGCONT)
         finally:
             await store.close()
 
-    with caplog.at_level("WARNING", logger="gateway.store"):
+    with caplog.at_level("WARNING"):
         took = asyncio.run(go())
-    assert took >= REPLICA_WAIT_MS / 1000 * 0.9
-    assert "not acknowledged by a Redis replica" in caplog.text
+    assert min(took) >= REPLICA_WAIT_MS / 1000 * 0.9, took
+    assert "a supervisor's action was not acknowledged by a Redis replica" in caplog.text
+    assert "audit records were not acknowledged by a Redis replica" in caplog.text
