@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
 from gateway.limits import RateLimits
+from streams.counting.state import REPLICA_WAIT_MS, REPLICA_WARN_EVERY_S
 from streams.ingest.schema import Call, Extent
 from streams.intake.auth import Unauthenticated, check_signature
 from streams.intake.core import (
@@ -103,6 +104,8 @@ class Intake:
     buckets: dict[str, EventBucket] = field(default_factory=dict)
     #: the claim keys of the requests under way here, renewed by :func:`_renew_claims_every`
     claims: set[str] = field(default_factory=set)
+    #: when the last "done marks not acknowledged by a replica" warning was logged (time.monotonic)
+    unreplicated_warned: float = float("-inf")
 
     def __post_init__(self) -> None:
         #: refused requests per client address (:attr:`IntakeSettings.anon_rate_per_s`)
@@ -452,9 +455,12 @@ async def _done(intake: Intake, source: Source, sent: Sequence[Candidate], *, do
     """Mark acknowledged records ``done`` for ``id_ttl_s``, and this source the owner of the calls among them.
 
     With ``door``, the source's status hash is written in the same round trip; a failure of that write alone is
-    logged (the answer does not depend on it), a failure of the marks raises.
+    logged (the answer does not depend on it), a failure of the marks raises. With Sentinels (``WF_REDIS_SENTINELS``)
+    the round trip ends with ``WAIT`` for a replica (up to ``REPLICA_WAIT_MS``, then a warning at most once a minute),
+    so that a failover right after the answer does not lose the marks (a CAD's retry would be sent to Kafka again).
     """
     ttl = intake.settings.id_ttl_s
+    replicated = bool(intake.settings.base.redis_sentinels)
     async with intake.redis.pipeline(transaction=False) as pipe:
         for c in sent:
             pipe.set(c.key, DONE, ex=ttl)
@@ -463,7 +469,18 @@ async def _done(intake: Intake, source: Source, sent: Sequence[Candidate], *, do
             if isinstance(c.event, Call):
                 pipe.set(intake.keys.owner(c.event.id), owner_value(source.id, c.event.received_at), ex=ttl)
         n_door = _queue_door(pipe, intake, source, door) if door is not None else 0
+        if replicated:
+            pipe.wait(1, REPLICA_WAIT_MS)
         replies = await pipe.execute(raise_on_error=False)
+    if replicated:
+        replicas, replies = replies[-1], replies[:-1]
+        if (isinstance(replicas, Exception) or int(replicas) < 1) and time.monotonic() - intake.unreplicated_warned >= REPLICA_WARN_EVERY_S:
+            intake.unreplicated_warned = time.monotonic()
+            log.warning(
+                "done marks were not acknowledged by a Redis replica within %d ms: a failover now would lose them and a "
+                "CAD's retry would be sent to Kafka again (is the replica down? python -m infra.redisha status)",
+                REPLICA_WAIT_MS,
+            )
     marks, door_replies = replies[: len(replies) - n_door], replies[len(replies) - n_door :]
     for r in marks:
         if isinstance(r, Exception):

@@ -458,3 +458,38 @@ def test_with_sentinels_a_supervisors_action_and_an_audit_record_wait_for_the_re
     assert min(took) >= REPLICA_WAIT_MS / 1000 * 0.9, took
     assert "a supervisor's action was not acknowledged by a Redis replica" in caplog.text
     assert "audit records were not acknowledged by a Redis replica" in caplog.text
+
+
+def test_with_sentinels_the_intakes_done_marks_wait_for_the_replica_and_warn_when_none_acknowledges(ha, caplog):
+    """A CAD's push answered 200 through an intake configured with Sentinels: the records' done marks are on the replica
+    when the answer comes (a failover right after it keeps them, so a retry is answered duplicate, not sent again);
+    with the replica paused the push is still answered, with a warning that the marks were not acknowledged."""
+    import asyncio
+
+    from tests.streams.intake.conftest import body_of, call, make_intake, push, serving
+
+    run_dir, base, settings = ha
+    primary = redisha.primary(base, SERVICE)
+    assert primary is not None
+    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
+    replica = redisha.redis_pid(run_dir, replica_port)
+    assert replica is not None
+
+    async def go() -> None:
+        intake = make_intake(settings)
+        async with serving(intake) as client:
+            status, answer, _ = await push(client, body_of(call("HA-1")))
+            assert (status, answer["accepted"]) == (200, 1), answer
+            marks = redisha.command(replica_port, "KEYS", f"{settings.redis_prefix}:intake:seen:*")
+            assert isinstance(marks, list) and len(marks) == 1, marks  # on the replica when the answer came
+            assert redisha.command(replica_port, "GET", marks[0]) == "done"
+            os.kill(replica, signal.SIGSTOP)
+            try:
+                status, answer, _ = await push(client, body_of(call("HA-2")))
+                assert (status, answer["accepted"]) == (200, 1), answer
+            finally:
+                os.kill(replica, signal.SIGCONT)
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(go())
+    assert "done marks were not acknowledged by a Redis replica" in caplog.text
