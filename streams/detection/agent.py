@@ -59,6 +59,7 @@ from redis.exceptions import RedisError
 from detectors.types import Alert
 from streams.counting.state import CheckpointFenced, RedisState, RedisWentBack, StateError, unreadable_checkpoint
 from streams.detection import checkpoint, stages
+from streams.detection.journal import Entry, Journal
 from streams.detection.naming import name_alert
 from streams.detection.parts import PARTS
 from streams.detection.plain import with_summary
@@ -270,6 +271,8 @@ class DetectionState:
     #: a checkpoint write found Redis behind this worker: restore and re-feed before the next message or tick
     went_back: RedisWentBack | None = None
     refeeds: RefeedFigures = field(default_factory=lambda: RefeedFigures())
+    #: the messages and ticks given to the detectors since the checkpoint before the last, with their wall times
+    journal: Journal = field(default_factory=Journal)
 
 
 class DetectionAgent:
@@ -385,6 +388,7 @@ class DetectionAgent:
                 if timing is not None:
                     timing.arrived(event.value, got, fed)
                 alerts += runner.feed(event.value, out)
+                st.journal.fed(offset, out)
                 if timing is not None:
                     timing.released(runner, out)
                 st.pending.append(event)
@@ -432,13 +436,15 @@ class DetectionAgent:
             await self._refresh_zones(runner)
             out = time.time()
             alerts = runner.tick(out)
+            tick = st.journal.ticked(st.fed, out)
             if alerts:
                 try:
                     await self._publish(alerts, st.applied, clock=True)
                 except RedisWentBack as exc:
-                    # the restored detectors have not ticked: their clock makes its alerts again at the next tick
+                    # the re-feed gives the restored detectors this tick too, at the same time: they make these again
                     await self.refeed(exc)
                     return
+            tick.sent = True
             if self.timing is not None and runner.trace is not None:
                 self.timing.released(runner, out)
                 self.timing.done(time.time())
@@ -473,8 +479,12 @@ class DetectionAgent:
 
     # -- the detectors and their checkpoints -------------------------------------------
 
-    async def runner(self) -> DetectionRunner:
-        """The detectors, restored from their checkpoint in Redis when there is one (call under the lock)."""
+    async def runner(self, *, keep_journal: bool = False) -> DetectionRunner:
+        """The detectors, restored from their checkpoint in Redis when there is one (call under the lock).
+
+        Detectors restored or made afresh go on from here: the journal starts again from them, unless
+        ``keep_journal`` (a re-feed, which gives them what the journal holds since their checkpoint).
+        """
         st = self.state
         if st.input_lost:
             if st.writing is not None and not st.writing.done():
@@ -497,6 +507,8 @@ class DetectionAgent:
                 st.restored = True
                 log.info("detectors restored from their checkpoint at detector-input offset %d", st.offset)
                 _warn_if_other_zone(st.runner, self.profile)
+            if not keep_journal:
+                st.journal.restart(st.runner)
             st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
         return st.runner
 
@@ -528,26 +540,29 @@ class DetectionAgent:
         st.pending = []
         st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
         started = time.perf_counter()
+        seq = st.journal.stamp(runner)
         payload = pickle.dumps(runner, protocol=pickle.HIGHEST_PROTOCOL)
         figures = st.checkpoints
         figures.last_stall_seconds = time.perf_counter() - started
         figures.stall_seconds += figures.last_stall_seconds
         figures.last_bytes = len(payload)
-        write = self._write(offset, payload, events, started, fence=st.offset)
+        write = self._write(offset, payload, events, started, fence=st.offset, seq=seq)
         if final:
             await write
         else:
             st.writing = asyncio.ensure_future(self._write_or_requeue(write, offset, events))
 
-    async def _write(self, offset: int, payload: bytes, events: list[EventT], started: float, *, fence: int) -> None:
+    async def _write(self, offset: int, payload: bytes, events: list[EventT], started: float, *, fence: int, seq: int) -> None:
         """Sign ``payload`` (in a thread: hashing releases the GIL) and write it; then acknowledge ``events``.
 
-        ``fence``: the offset of the checkpoint this worker wrote or restored last (see :meth:`RedisState.commit_detection`).
+        ``fence``: the offset of the checkpoint this worker wrote or restored last (see :meth:`RedisState.commit_detection`);
+        ``seq``: the journal entry the snapshot was stamped with.
         """
         blob = await asyncio.to_thread(checkpoint.sign, payload, self._signing_key(), offset=offset)
         del payload
         await self.redis().commit_detection(offset, blob, fence=fence)
         st = self.state
+        st.journal.checkpointed(seq)
         st.offset = max(st.offset, offset)
         for event in events:
             event.ack()
@@ -628,9 +643,13 @@ class DetectionAgent:
         digests survived with them), the lost ones are appended again, before
         any record of a later message. Records the alerts topic has are not
         sent again. Messages fed since the last checkpoint stay pending, and
-        the next checkpoint acknowledges them. The clock's alerts (:meth:`keep_detector_clock`)
-        are not made by a re-feed: the restored detectors' clock makes them
-        again, at its next tick, if the feed is still silent.
+        the next checkpoint acknowledges them. When this worker wrote the
+        restored checkpoint and its journal (:mod:`streams.detection.journal`)
+        holds what came after, the messages are fed at the wall times they were
+        first fed at and the clock's ticks come between them as they did, so the
+        clock's records (outages, quiet areas closing) are made again too;
+        otherwise the messages are fed at today's time and the clock goes on
+        from now.
         """
         st = self.state
         started = time.perf_counter()
@@ -646,9 +665,10 @@ class DetectionAgent:
         pending, sends, target = st.pending, st.sends, st.fed
         st.runner, st.offset, st.applied = None, -1, -1
         st.zones = ZonesRead()  # the restored detectors are handed the zones again
-        runner = await self.runner()
+        runner = await self.runner(keep_journal=True)
         await self._refresh_zones(runner)
         st.pending, st.sends, st.restored = pending, sends, False
+        plan = st.journal.after(runner)
         first = st.applied + 1
         log.warning(
             "%s; %s, re-feeding detector-input offsets %d..%d from Kafka (detector_refeeds_total)",
@@ -657,7 +677,7 @@ class DetectionAgent:
             first,
             target,
         )
-        await self._refeed_range(runner, first, target, started)
+        await self._refeed_range(runner, first, target, started, plan)
 
     async def _refeed_gap(self, runner: DetectionRunner, offset: int) -> None:
         """The first message taken after a restore is ``offset``, past the checkpoint's next: feed what lies between first."""
@@ -672,19 +692,35 @@ class DetectionAgent:
             last,
         )
         st.sent = max(st.sent, last)  # the worker that acknowledged them sent their records first
-        await self._refeed_range(runner, first, last, time.perf_counter())
+        await self._refeed_range(runner, first, last, time.perf_counter(), None)  # a start: fed now, as the rest will be
 
-    async def _refeed_range(self, runner: DetectionRunner, first: int, last: int, started: float) -> None:
-        """Feed ``runner`` the detector-input messages ``first..last`` read back from Kafka, and publish their records."""
+    async def _refeed_range(self, runner: DetectionRunner, first: int, last: int, started: float, plan: list[Entry] | None) -> None:
+        """Feed ``runner`` the detector-input messages ``first..last`` read back from Kafka, and publish their records.
+
+        ``plan`` (the journal's entries since ``runner``'s checkpoint, or None) gives each message its first wall time
+        and the ticks that came after it; without one the messages are fed now and journaled afresh.
+        """
         st = self.state
         figures = st.refeeds
         messages = records = 0
+        if plan is None:
+            st.journal.restart(runner)
+        walls = {e.offset: e.wall for e in plan or () if not e.tick}
+        ticks_after: dict[int, list[Entry]] = {}
+        before = st.applied
+        for e in plan or ():
+            if e.tick:
+                ticks_after.setdefault(before, []).append(e)
+            else:
+                before = e.offset
+        records += await self._replay_ticks(runner, ticks_after.pop(st.applied, []))
         if st.input_tp is not None and first <= last:
             topic, partition = st.input_tp
             yielded = time.monotonic()
             async for batch in self.read_input(topic, partition, first, last):
                 alerts: list[Alert] = []
                 send: list[bool] = []
+                ticked: list[Entry] = []
                 upto = None
                 for offset, value in batch:
                     if offset <= st.applied:
@@ -692,13 +728,25 @@ class DetectionAgent:
                     if time.monotonic() - yielded > YIELD_EVERY_S:
                         await asyncio.sleep(0)  # heartbeats and /metrics go on (see handle_many)
                         yielded = time.monotonic()
-                    made = runner.feed(value, time.time())
+                    wall = walls.get(offset)
+                    if wall is None:
+                        wall = time.time()
+                        st.journal.fed(offset, wall)
+                    made = runner.feed(value, wall)
                     alerts += made
                     send += [offset > st.sent] * len(made)
+                    for tick in ticks_after.pop(offset, []):
+                        made = runner.tick(tick.wall)
+                        alerts += made
+                        send += [not tick.sent] * len(made)
+                        ticked.append(tick)
                     upto = offset
                     messages += 1
                 if upto is not None:
                     records += await self._publish(alerts, upto, send=send)
+                    for tick in ticked:
+                        tick.sent = True
+        records += await self._replay_ticks(runner, [e for _, ticks in sorted(ticks_after.items()) for e in ticks])
         if st.applied < last:
             await self._publish([], last)  # Kafka holds nothing more up to it: the applied offset says so
         figures.done += 1
@@ -713,6 +761,19 @@ class DetectionAgent:
             records,
         )
         self._forecast(runner)
+
+    async def _replay_ticks(self, runner: DetectionRunner, ticks: list[Entry]) -> int:
+        """Give ``runner`` the clock's ``ticks`` again at their times, outside any message; publish what they make."""
+        alerts: list[Alert] = []
+        send: list[bool] = []
+        for tick in ticks:
+            made = runner.tick(tick.wall)
+            alerts += made
+            send += [not tick.sent] * len(made)
+        added = await self._publish(alerts, self.state.applied, clock=True, send=send) if alerts else 0
+        for tick in ticks:
+            tick.sent = True
+        return added
 
     async def _refresh_zones(self, runner: DetectionRunner) -> None:
         """At most every ZONES_POLL_S: if the gateway changed the event zones, hand them to the detectors.

@@ -265,6 +265,10 @@ class DetectionRunner:
     trace: list[CallPoint] | None = None
     #: the forecaster and its monitor, fed every call the detectors are fed
     forecasting: ForecastIssuer = field(default_factory=ForecastIssuer)
+    #: the journal (:class:`streams.detection.journal.Journal`) that stamped this runner's checkpoint, and the sequence
+    #: number of the last entry it had seen (None, -1: not stamped, or a checkpoint from before journals)
+    journal_id: str | None = None
+    journal_seq: int = -1
     _seen: dict[int, int] = field(default_factory=dict)
     _last_t: float | None = None
     _last_wall: float | None = None

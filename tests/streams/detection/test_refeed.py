@@ -16,6 +16,7 @@ test needs no warm-up of the real detectors (the fault test in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -369,3 +370,76 @@ def test_a_worker_that_no_longer_holds_the_input_sets_its_detectors_aside_instea
         client.close()
     assert [n for _, n in entries] == names(0, 2)
     assert agent.state.input_lost and agent.metrics()["detector_refeeds_total"] == 0
+
+
+class ClockEchoRunner(EchoRunner):
+    """:class:`EchoRunner` whose records carry the wall time their call was fed at, and whose clock makes one record a
+    tick (``clock:<n>``): what the real detectors' outage and quiet-area records depend on."""
+
+    ticks = 0
+
+    def feed(self, raw: bytes, wall: float) -> list[Alert]:
+        return [dataclasses.replace(a, score=wall) for a in super().feed(raw, wall)]
+
+    def tick(self, wall: float) -> list[Alert]:
+        self.ticks += 1
+        return [
+            Alert(
+                id=f"clock:{self.ticks}",
+                kind=AlertKind.FEED_OUTAGE,
+                state=AlertState.OPEN,
+                started_at=wall,
+                at=wall,
+                cells=(),
+                window_min=15,
+                observed=0,
+                expected=1.0,
+                score=wall,
+                p_value=None,
+                reason=f"tick {self.ticks}",
+            )  # fmt: skip
+        ]
+
+
+def test_the_clocks_records_lost_with_redis_are_made_again_byte_for_byte_between_the_messages_they_came_between(settings):
+    """Redis goes back to the checkpoint at 4 after the agent fed 5..9 with three ticks of its clock among them, each tick
+    making a record: the re-feed gives the restored detectors the messages at the wall times they were first fed at
+    and the ticks where they came, so the stream ends with every record once, the clock's too, in the order made and
+    with the bodies the alerts topic has (sent once each). Without the journal the clock's records were lost and the
+    messages' were made again with other times."""
+    topic = produce(settings, 11)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go() -> DetectionAgent:
+        st = RedisState.from_settings(settings)
+        try:
+            agent = make_agent(settings, st)
+            agent._fresh_runner = lambda: ClockEchoRunner(partitions=1)  # type: ignore[method-assign]
+            await feed(agent, topic, range(5))
+            await checkpoint(agent)
+            replica = Snapshot(client, keys)
+            await feed(agent, topic, range(5, 8))
+            await agent.keep_detector_clock()
+            await feed(agent, topic, [8])
+            await agent.keep_detector_clock()
+            await agent.keep_detector_clock()
+            await feed(agent, topic, [9])
+            replica.put_back()
+            await feed(agent, topic, [10])
+            await checkpoint(agent)
+            return agent
+        finally:
+            await st.close()
+
+    try:
+        agent = asyncio.run(go())
+        entries = [json.loads(f[b"alert"]) for _, f in client.xrange(keys.alerts)]
+    finally:
+        client.close()
+    made = [*names(0, 7), "clock:1", "echo:8", "clock:2", "clock:3", "echo:9", "echo:10"]
+    assert [e["id"] for e in entries] == made, "every record once, the clock's too, in the order made"
+    sent = [json.loads(v) for v in agent.alerts.sent]  # type: ignore[attr-defined]  # SentAlerts
+    assert [e["id"] for e in sent] == made, "the alerts topic got each record once"
+    assert entries == sent, "the records made again are those made first, byte for byte (the same wall times)"
+    assert agent.metrics()["detector_refeeds_total"] == 1
