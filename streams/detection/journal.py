@@ -45,11 +45,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-#: entries held at most (a tick a second and a day of messages between checkpoints are far fewer)
-LIMIT = 200_000
+#: entries held at most (13 MiB, measured with tracemalloc): a silent feed takes no checkpoint and ticks once a second, so over a day of
+#: silence (86,400 ticks) the oldest go and a re-feed of a checkpoint older than what is held is fed at today's time
+LIMIT = 100_000
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One thing the detectors were given: the message at ``offset`` (``tick`` False) or a tick after it."""
 
