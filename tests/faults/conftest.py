@@ -71,7 +71,7 @@ def _close_refused_sockets() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory) -> Iterator[Cluster]:
+def cluster_session(tmp_path_factory) -> Iterator[Cluster]:
     """Three brokers and HA Redis for the session (``python -m infra.stack up --cluster``), stopped at the end."""
     given = os.environ.get("WF_TEST_CLUSTER_RUN_DIR")
     run_dir = Path(given) if given else tmp_path_factory.mktemp("cluster")
@@ -88,6 +88,19 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
             restore_writable(c.data_dir(b.name))
         if not (given and os.environ.get("WF_KEEP_STACK")):
             c.cli("down")
+
+
+@pytest.fixture
+def cluster(cluster_session: Cluster) -> Cluster:
+    """The session's cluster, whole: a broker a test that failed half-way left stopped (or unwritable) is started
+    again first, so one failure does not fail every test after it."""
+    down = [b.name for b in cluster_session.brokers if cluster_session.pid(b.name) is None]
+    if down:
+        for b in cluster_session.brokers:
+            restore_writable(cluster_session.data_dir(b.name))
+        print(f"\n[cluster] {', '.join(down)} not running (an earlier test failed half-way): starting the cluster again")
+        cluster_session.cli("up", "--cluster")
+    return cluster_session
 
 
 def make_unwritable(path: Path) -> None:
