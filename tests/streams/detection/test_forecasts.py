@@ -29,9 +29,9 @@ def _simulate(path: Path, *, start: str, days: float, seed: int, per_day: int) -
     )  # fmt: skip
 
 
-def _replay(path: Path, s, worker: WorkerProcess) -> None:
+def _replay(path: Path, s, worker: WorkerProcess, speed: str = "max") -> None:
     rp = subprocess.run(
-        [sys.executable, "-m", "streams.ingest.replay", str(path), "--speed", "max", "--no-progress"],
+        [sys.executable, "-m", "streams.ingest.replay", str(path), "--speed", speed, "--no-progress"],
         cwd=ROOT, env=worker_env(s), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert rp.returncode == 0, rp.stderr
@@ -103,7 +103,10 @@ def test_forecast_sets_reach_redis_and_the_topic_and_survive_a_restart(settings,
 
     again = WorkerProcess(s, tmp_path / "two", env=env).start()
     try:
-        _replay(second, s, again)
+        # paced (an hour of calls a second), so that the new worker publishes a set every quarter hour or so and the
+        # monitor scores their windows: at full speed it published one set at the end, and whether that set carried a
+        # scored window depended on timing (a clean-clone run on 2026-12-06 found none; the cause was not pinned down)
+        _replay(second, s, again, speed="3600")
         later_version, later = _wait_for_last_set(client, keys, version, again)
         page = _metrics(again)
     finally:
