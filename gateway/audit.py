@@ -81,8 +81,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tqdm import tqdm
 
-from streams.counting.state import REPLICA_WAIT_MS, REPLICA_WARN_EVERY_S
-from streams.runtime.redisconn import async_client
+from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning, async_client
 from streams.runtime.settings import DEFAULT_SENTINEL_SERVICE, sentinel_addresses
 
 log = logging.getLogger(__name__)
@@ -647,7 +646,7 @@ class AuditLog:
         #: each append waits for a replica to acknowledge it (Redis WAIT, up to REPLICA_WAIT_MS), so that a failover
         #: right after it does not lose the record: with Sentinels (``WF_REDIS_SENTINELS``)
         self.replicated = replicated
-        self._unreplicated_warned = float("-inf")
+        self._unreplicated = ReplicaWarning(log, "audit records were", "a failover now would lose them")
         self._append_script = client.register_script(_APPEND_LUA)
         #: the head after this instance's last append (None: read it before the next)
         self._head: str | None = None
@@ -756,13 +755,7 @@ class AuditLog:
         await self._append_script(keys=keys, args=args, client=pipe)
         pipe.wait(1, REPLICA_WAIT_MS)
         reply, replicas = await pipe.execute()
-        if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
-            self._unreplicated_warned = time.monotonic()
-            log.warning(
-                "audit records were not acknowledged by a Redis replica within %d ms: a failover now would lose them "
-                "(is the replica down? python -m infra.redisha status)",
-                REPLICA_WAIT_MS,
-            )
+        self._unreplicated.check(replicas)
         return cast(list, reply)
 
     async def query(

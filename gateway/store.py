@@ -51,10 +51,10 @@ from gateway.overview import minutes_to_read, usable_shifts
 from streams.counting.keys import ALL, Keys
 from streams.counting.planner import KINDS
 from streams.counting.rolling import hour_of, minute_of, window_minutes
-from streams.counting.state import ALERTS_STREAM_MAXLEN, REPLICA_WAIT_MS, REPLICA_WARN_EVERY_S
+from streams.counting.state import ALERTS_STREAM_MAXLEN
 from streams.ingest.schema import CATEGORIES as _CATEGORIES
 from streams.intake.doors import door_key, doors_key
-from streams.runtime.redisconn import async_client
+from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning, async_client
 
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
@@ -203,7 +203,7 @@ class Store:
         #: a supervisor's action waits for a replica to acknowledge it (Redis WAIT, :data:`REPLICA_WAIT_MS`), so that
         #: a failover right after it does not lose it: with Sentinels (``WF_REDIS_SENTINELS``)
         self.replicated = replicated
-        self._unreplicated_warned = float("-inf")
+        self._unreplicated = ReplicaWarning(log, "a supervisor's action was", "a failover now would lose it")
         self._append_action = client.register_script(_APPEND_ACTION_LUA)
         self.prefix = prefix
         self.keys = Keys(prefix)
@@ -302,13 +302,7 @@ class Store:
         await self._append_action(keys=keys, args=args, client=pipe)
         pipe.wait(1, REPLICA_WAIT_MS)
         sid, replicas = await pipe.execute()
-        if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
-            self._unreplicated_warned = time.monotonic()
-            log.warning(
-                "a supervisor's action was not acknowledged by a Redis replica within %d ms: a failover now would lose it "
-                "(is the replica down? python -m infra.redisha status)",
-                REPLICA_WAIT_MS,
-            )
+        self._unreplicated.check(replicas)
         return str(sid)
 
     async def statuses(self) -> dict[str, dict]:

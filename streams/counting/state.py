@@ -37,7 +37,7 @@ from streams.counting.planner import (
 )
 from streams.counting.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
 from streams.ingest.schema import Extent, Jurisdiction
-from streams.runtime.redisconn import async_client_for
+from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning, async_client_for
 from streams.runtime.settings import Settings, load_jurisdiction
 
 #: ``take_next()`` of :meth:`RedisState.apply`: the batch after this one and its ``catching_up``, or None.
@@ -184,11 +184,6 @@ def expiry_times(watermarks: dict[str, float], catching_up: Collection[str]) -> 
 
 #: Alert records kept in the Redis stream (about a year of a busy centre's alert changes).
 ALERTS_STREAM_MAXLEN = 100_000
-#: With Sentinels (``WF_REDIS_SENTINELS``): milliseconds an alert write waits for a replica to acknowledge it
-#: (Redis ``WAIT``), so that a failover right after it does not lose it. Past that it goes on, with a warning.
-REPLICA_WAIT_MS = 200
-#: Seconds between two warnings that alert writes were not acknowledged by a replica.
-REPLICA_WARN_EVERY_S = 60.0
 
 #: A Redis hash as the client returns it. The client decodes replies (``decode_responses=True``, see
 #: :meth:`RedisState.from_settings`); redis-py's types also allow bytes, hence the ``cast`` where a reply is read.
@@ -335,7 +330,7 @@ class RedisState:
         self._seed_detection = client.register_script(_SEED_DETECTION_LUA)
         self._commit_detection = client.register_script(_COMMIT_DETECTION_LUA)
         #: when the last "not acknowledged by a replica" warning was logged (time.monotonic)
-        self._unreplicated_warned = float("-inf")
+        self._unreplicated = ReplicaWarning(log, "alert records were", "a failover now would lose them from the stream")
         #: the highest alerts-stream id this process's appends got ("": none yet); no later record gets one at or below it
         self.alerts_floor = ""
 
@@ -592,13 +587,7 @@ class RedisState:
             raise RedisWentBack(self.keys.detector, int(last), -1 if fence is None else fence)
         if last and _stream_id(last) > _stream_id(self.alerts_floor):
             self.alerts_floor = last
-        if int(replicas) < 1 and time.monotonic() - self._unreplicated_warned >= REPLICA_WARN_EVERY_S:
-            self._unreplicated_warned = time.monotonic()
-            log.warning(
-                "alert records were not acknowledged by a Redis replica within %d ms: a failover now would lose them "
-                "from the stream (is the replica down? python -m infra.redisha status)",
-                REPLICA_WAIT_MS,
-            )
+        self._unreplicated.check(replicas)
         return int(first)
 
     async def commit_detection(self, offset: int, state: bytes, *, fence: int | None = None) -> None:

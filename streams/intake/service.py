@@ -36,7 +36,6 @@ from redis.exceptions import RedisError
 
 from gateway.audit import AuditAction, AuditLog, AuditRecord
 from gateway.limits import RateLimits
-from streams.counting.state import REPLICA_WAIT_MS, REPLICA_WARN_EVERY_S
 from streams.ingest.schema import Call, Extent
 from streams.intake.auth import Unauthenticated, check_signature
 from streams.intake.core import (
@@ -65,6 +64,7 @@ from streams.intake.publish import DeadLetter, KafkaUnavailable, Publisher
 from streams.intake.settings import IntakeSettings
 from streams.intake.sources import MAX_EVENTS, Source
 from streams.intake.timing import Stopwatch
+from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,12 @@ class Intake:
     buckets: dict[str, EventBucket] = field(default_factory=dict)
     #: the claim keys of the requests under way here, renewed by :func:`_renew_claims_every`
     claims: set[str] = field(default_factory=set)
-    #: when the last "done marks not acknowledged by a replica" warning was logged (time.monotonic)
-    unreplicated_warned: float = float("-inf")
+    #: warns when the done marks were not acknowledged by a Redis replica (with Sentinels)
+    unreplicated: ReplicaWarning = field(
+        default_factory=lambda: ReplicaWarning(
+            log, "done marks were", "a failover now would lose them and a CAD's retry would be sent to Kafka again"
+        )
+    )
 
     def __post_init__(self) -> None:
         #: refused requests per client address (:attr:`IntakeSettings.anon_rate_per_s`)
@@ -474,13 +478,7 @@ async def _done(intake: Intake, source: Source, sent: Sequence[Candidate], *, do
         replies = await pipe.execute(raise_on_error=False)
     if replicated:
         replicas, replies = replies[-1], replies[:-1]
-        if (isinstance(replicas, Exception) or int(replicas) < 1) and time.monotonic() - intake.unreplicated_warned >= REPLICA_WARN_EVERY_S:
-            intake.unreplicated_warned = time.monotonic()
-            log.warning(
-                "done marks were not acknowledged by a Redis replica within %d ms: a failover now would lose them and a "
-                "CAD's retry would be sent to Kafka again (is the replica down? python -m infra.redisha status)",
-                REPLICA_WAIT_MS,
-            )
+        intake.unreplicated.check(replicas)
     marks, door_replies = replies[: len(replies) - n_door], replies[len(replies) - n_door :]
     for r in marks:
         if isinstance(r, Exception):

@@ -26,6 +26,8 @@ is decided by :func:`plan_client`, plain data in and out.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,6 +40,43 @@ import redis.sentinel as syncsentinel
 
 #: Seconds a Sentinel has to answer "which node is the primary" (per Sentinel, then the next is asked).
 SENTINEL_TIMEOUT_S = 2.0
+#: With Sentinels (``WF_REDIS_SENTINELS``): milliseconds a write that must survive a failover waits for a replica to
+#: acknowledge it (Redis ``WAIT``), so that a failover right after it does not lose it. Past that it goes on, with a warning.
+REPLICA_WAIT_MS = 200
+#: Seconds between two warnings (of one writer) that its writes were not acknowledged by a replica.
+REPLICA_WARN_EVERY_S = 60.0
+
+
+class ReplicaWarning:
+    """Tells the operator, at most once every :data:`REPLICA_WARN_EVERY_S`, that ``what`` (``"audit records were"``)
+    not acknowledged by a Redis replica within :data:`REPLICA_WAIT_MS`: ``lost`` says what a failover now would lose.
+
+    >>> import logging
+    >>> w = ReplicaWarning(logging.getLogger("doctest"), "audit records were", "a failover now would lose them")
+    >>> w.check(1), w.check(0), w.check(0)  # acknowledged; warned; not again within the minute
+    (True, False, False)
+    >>> w.message()  # doctest: +ELLIPSIS
+    'audit records were not acknowledged by a Redis replica within 200 ms: a failover now would lose them (is the...)'
+    """
+
+    def __init__(self, log: logging.Logger, what: str, lost: str) -> None:
+        self.log, self.what, self.lost = log, what, lost
+        self._warned = float("-inf")
+
+    def message(self) -> str:
+        return (
+            f"{self.what} not acknowledged by a Redis replica within {REPLICA_WAIT_MS} ms: {self.lost} "
+            "(is the replica down? python -m infra.redisha status)"
+        )
+
+    def check(self, replicas: object) -> bool:
+        """Whether ``replicas`` (``WAIT``'s reply, or the error a pipeline returned in its place) says a replica has
+        the writes; warns when not, unless it did less than :data:`REPLICA_WARN_EVERY_S` ago."""
+        acknowledged = isinstance(replicas, int) and replicas >= 1
+        if not acknowledged and time.monotonic() - self._warned >= REPLICA_WARN_EVERY_S:
+            self._warned = time.monotonic()
+            self.log.warning("%s", self.message())
+        return acknowledged
 
 
 class RedisSettings(Protocol):
