@@ -369,6 +369,16 @@ def test_writes_the_promoted_replica_never_got_are_counted_again_from_kafka(ha, 
     report("SIGKILL of the Redis primary with 1.5 s of writes not replicated", run_failover(ha, source, tmp_path, lose_writes=True))
 
 
+def replica_of(run_dir, base: int) -> tuple[int, int]:
+    """The HA Redis's replica now: its port and its pid."""
+    primary = redisha.primary(base, SERVICE)
+    assert primary is not None
+    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
+    replica = redisha.redis_pid(run_dir, replica_port)
+    assert replica is not None
+    return replica_port, replica
+
+
 def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none_acknowledges(ha, caplog):
     """Redis WAIT after the alert records: returned, they are on the replica; with the replica paused the write warns after 200 ms."""
     import asyncio
@@ -376,11 +386,7 @@ def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none
     from streams.counting.state import REPLICA_WAIT_MS, RedisState
 
     run_dir, base, settings = ha
-    primary = redisha.primary(base, SERVICE)
-    assert primary is not None
-    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
-    replica = redisha.redis_pid(run_dir, replica_port)
-    assert replica is not None
+    replica_port, replica = replica_of(run_dir, base)
     key = Keys(settings.redis_prefix).alerts
 
     async def go() -> float:
@@ -415,11 +421,7 @@ def test_with_sentinels_a_supervisors_action_and_an_audit_record_wait_for_the_re
     from streams.counting.state import REPLICA_WAIT_MS
 
     run_dir, base, settings = ha
-    primary = redisha.primary(base, SERVICE)
-    assert primary is not None
-    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
-    replica = redisha.redis_pid(run_dir, replica_port)
-    assert replica is not None
+    replica_port, replica = replica_of(run_dir, base)
     keys = Keys(settings.redis_prefix)
 
     def action(n: int) -> tuple[dict, dict]:
@@ -469,11 +471,7 @@ def test_with_sentinels_the_intakes_done_marks_wait_for_the_replica_and_warn_whe
     from tests.streams.intake.conftest import body_of, call, make_intake, push, serving
 
     run_dir, base, settings = ha
-    primary = redisha.primary(base, SERVICE)
-    assert primary is not None
-    (replica_port,) = [p for p in redisha.redis_ports(base) if p != primary[1]]
-    replica = redisha.redis_pid(run_dir, replica_port)
-    assert replica is not None
+    replica_port, replica = replica_of(run_dir, base)
 
     async def go() -> None:
         intake = make_intake(settings)
