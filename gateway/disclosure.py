@@ -209,13 +209,25 @@ def closed_windows(plan: Plan, watermark: float, *, settle_s: float, horizon: fl
     """
     size = plan.window_min * 60.0
     last_end = plan.window_start(watermark - settle_s)  # the end of the newest window settled by now
-    first = max(last_end - plan.history_h * 3600.0, -math.inf if horizon is None else plan.window_start(horizon) + size)
+    first = max(oldest_listed(plan, watermark, settle_s=settle_s), -math.inf if horizon is None else plan.window_start(horizon) + size)
     starts = []
     s = last_end - size
     while s >= first:
         starts.append(s)
         s -= size
     return starts[::-1]
+
+
+def oldest_listed(plan: Plan, watermark: float, *, settle_s: float) -> float:
+    """The start of the oldest window :func:`closed_windows` can list at ``watermark``: ``history_h`` hours before
+    the end of the newest settled window (not before the watermark: within ``settle_s`` of a window's end the
+    history reaches one window further back).
+
+    >>> p = Plan("x", (), window_min=60, history_h=3)
+    >>> oldest_listed(p, 4 * 3600 + 60.0, settle_s=120), oldest_listed(p, 4 * 3600 + 180.0, settle_s=120)
+    (0.0, 3600.0)
+    """
+    return plan.window_start(watermark - settle_s) - plan.history_h * 3600.0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ import hashlib
 import json
 import logging
 
-from gateway.disclosure import DisclosureError, Plan, ReleasedWindow, check_released, closed_windows, release_window
+from gateway.disclosure import (
+    DisclosureError,
+    Plan,
+    ReleasedWindow,
+    check_released,
+    closed_windows,
+    oldest_listed,
+    release_window,
+)
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -66,7 +74,9 @@ class ReleaseBook:
             starts = [s for s in starts if s >= first and (since is None or s >= since)]
             missing = [s for s in starts if (table, s) not in self._cache]
             stored = await self.store.released(table, plan.window_min, missing)
-            keep_after = watermark - plan.history_h * 3600.0 - plan.window_min * 60.0
+            # kept: every window still listed, and one more for a gateway whose watermark is a little behind (a
+            # window deleted while listed would be computed again from the counts, unfrozen)
+            keep_after = oldest_listed(plan, watermark, settle_s=self.settle_s) - plan.window_min * 60.0
             for s in missing:
                 data = stored.get(s)
                 if data is None:
