@@ -342,7 +342,9 @@ def test_the_dashboard_draws_the_pmtiles_basemap_under_the_map_on_the_svgs_view(
         wait_for(driver, "the Lansdale cell on the map", lambda d: css(d, cell))
         wait_for(driver, "MapLibre to load the basemap", lambda d: css(d, "#map .basemap[data-state='ready']"), timeout=40)
         # the SVG path starts at the cell's first vertex (h3's boundary, [lat, lng])
-        x, y = (float(v) for v in re.match(r"M([-\d.]+),([-\d.]+)", css(driver, cell)[0].get_attribute("d")).groups())
+        # read in one script: the map draws its cells again as counts arrive (an element found first may be gone)
+        d = driver.execute_script("return document.querySelector(arguments[0]).getAttribute('d')", cell)
+        x, y = (float(v) for v in re.match(r"M([-\d.]+),([-\d.]+)", d).groups())
         lat, lng = h3.cell_to_boundary(IN_LANSDALE)[0]
         driver.set_script_timeout(20)
         got = driver.execute_async_script(READ_BASEMAP, json.dumps([lng, lat]))

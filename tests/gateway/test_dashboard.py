@@ -17,7 +17,7 @@ import h3
 import pytest
 import redis
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -99,9 +99,14 @@ def browser(tmp_path, monkeypatch) -> Iterator[Callable[[str], WebDriver]]:
 
 
 def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], object], timeout: float = WAIT_S) -> object:
-    """``condition``'s first truthy value; on timeout, fail naming ``what`` and showing the page's state."""
+    """``condition``'s first truthy value; on timeout, fail naming ``what`` and showing the page's state.
+
+    An element the page replaced while ``condition`` read it (stale) is asked for again at the next poll.
+    """
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(
+            condition
+        )
     except TimeoutException:
         conn = driver.find_elements(By.CSS_SELECTOR, "#conn-state")
         messages = driver.find_elements(By.CSS_SELECTOR, "#messages")

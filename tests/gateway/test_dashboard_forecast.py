@@ -67,8 +67,8 @@ def test_supervisor_reads_the_next_shift_from_the_set_toggles_its_hot_spots_and_
         "res-6 areas, next 8 h122.279 % (aim 80 %)94 % (aim 95 %)",
     ]
 
-    options = [o.text for o in Select(css(driver, "#forecast-area")[0]).options]
-    assert options == ["Test County", INSIDE_AREA, OUTSIDE_AREA], options
+    options = css(driver, "#forecast-area option")
+    assert [o.text for o in options] == ["Test County", INSIDE_AREA, OUTSIDE_AREA], [o.text for o in options]
     Select(css(driver, "#forecast-area")[0]).select_by_visible_text(INSIDE_AREA)
     lansdale = fs["areas"][f"area:{INSIDE_AREA}"]["by_horizon"]["8"]
     wait_for(driver, "Lansdale's shift", lambda d: text(d, "#forecast-summary") == shift_words(lansdale))
@@ -105,6 +105,7 @@ def test_supervisor_reads_the_next_shift_from_the_set_toggles_its_hot_spots_and_
     newer["areas"][f"area:{INSIDE_AREA}"] = entry("area", INSIDE_AREA, cells, 5.0, fs["issued"] + 900)
     version = plant_forecast(r, prefix, newer)
     wait_for(driver, "the new set", lambda d: css(d, f"#forecast-panel[data-version='{version}']"))
+    assert all(o.is_enabled() for o in options), "the same areas: the options are kept, not drawn again"
     assert text(driver, "#forecast-summary") == shift_words(newer["areas"][f"area:{INSIDE_AREA}"]["by_horizon"]["8"])
     assert not console_errors(driver)
 

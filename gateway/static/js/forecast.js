@@ -130,7 +130,15 @@ export function renderForecast(fs, key, onChoose) {
   const select = $("#forecast-area");
   const areas = forecastAreas(fs);
   const shown = chosenArea(fs, key);
-  select.replaceChildren(...areas.map((a) => el("option", { value: a.key, selected: a.key === shown }, a.label)));
+  // the options are drawn again only when the areas change: a new set every quarter hour must not close the list
+  // under a supervisor's pointer (or replace the option being chosen)
+  const kept = [...select.options];
+  const same = kept.length === areas.length && areas.every((a, i) => kept[i].value === a.key && kept[i].text === a.label);
+  if (same) {
+    for (const o of kept) o.selected = o.value === shown;
+  } else {
+    select.replaceChildren(...areas.map((a) => el("option", { value: a.key, selected: a.key === shown }, a.label)));
+  }
   select.disabled = !areas.length;
   select.onchange = () => onChoose(select.value);
   box.dataset.version = fs && typeof fs.version === "number" ? String(fs.version) : "";
