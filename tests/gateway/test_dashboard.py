@@ -104,9 +104,7 @@ def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], obje
     An element the page replaced while ``condition`` read it (stale) is asked for again at the next poll.
     """
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(
-            condition
-        )
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
     except TimeoutException:
         conn = driver.find_elements(By.CSS_SELECTOR, "#conn-state")
         messages = driver.find_elements(By.CSS_SELECTOR, "#messages")
