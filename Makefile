@@ -19,7 +19,7 @@ demo-cluster: setup
 
 ## lint, then the whole test suite against the real Kafka and Redis (started and stopped by the suite)
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=30
 
 lint: setup
 	$(PY) -m ruff check .
