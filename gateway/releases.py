@@ -105,12 +105,9 @@ class ReleaseBook:
         """The first window this layout may release: any, for an agreement's first layout; else the first open one."""
         if table in self._first:
             return self._first[table]
-        meta = f"{self.store.keys.prefix}:released:{plan.agreement}:layouts"
-        open_now = plan.window_start(watermark)
-        await self.store.client.hsetnx(meta, table, str(open_now))
-        layouts = await self.store.client.hgetall(meta)
-        ours = float(layouts[table])
-        oldest = min(float(v) for v in layouts.values())
+        layouts = await self.store.first_layout_window(plan.agreement, table, plan.window_start(watermark))
+        ours = layouts[table]
+        oldest = min(layouts.values())
         first = -float("inf") if ours == oldest else ours
         self._first[table] = first
         return first

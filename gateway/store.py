@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import h3
 import redis.asyncio as aioredis
@@ -98,6 +98,12 @@ _APPEND_ACTION_LUA = """
 local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'action', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 return sid
+"""
+# KEYS[1] event zones, KEYS[2] their version; ARGV: the zone's id, the zone (JSON). The worker reads the zones again
+# when the version moves: both in one script (WAIT may follow it on the connection that wrote).
+_SAVE_ZONE_LUA = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('INCR', KEYS[2])
 """
 
 
@@ -200,11 +206,18 @@ def stream_id(text: str) -> tuple[int, int]:
 class Store:
     def __init__(self, client: aioredis.Redis, prefix: str, partitions: int, *, replicated: bool = False) -> None:
         self.client = client
-        #: a supervisor's action waits for a replica to acknowledge it (Redis WAIT, :data:`REPLICA_WAIT_MS`), so that
-        #: a failover right after it does not lose it: with Sentinels (``WF_REDIS_SENTINELS``)
+        #: the writes a failover must not lose wait for a replica to acknowledge them (Redis WAIT,
+        #: :data:`REPLICA_WAIT_MS`): with Sentinels (``WF_REDIS_SENTINELS``). A supervisor's action; a revocation (lost,
+        #: the token would be let in again); an event zone (lost, a commander's zone would vanish); a partner's released
+        #: window and an agreement's layout record (lost, a window would be computed again, perhaps from other counts,
+        #: or released in two layouts: either difference tells a partner calls it may not see)
         self.replicated = replicated
-        self._unreplicated = ReplicaWarning(log, "a supervisor's action was", "a failover now would lose it")
+        self._unreplicated = {
+            what: ReplicaWarning(log, f"{what} was", "a failover now would lose it")
+            for what in ("a supervisor's action", "a revocation", "an event zone", "a partner's released window")
+        }
         self._append_action = client.register_script(_APPEND_ACTION_LUA)
+        self._save_zone = client.register_script(_SAVE_ZONE_LUA)
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.partitions = partitions
@@ -296,14 +309,24 @@ class Store:
         ]
         if not self.replicated:
             return str(await self._append_action(keys=keys, args=args))
-        # replication is asynchronous: WAIT, on the connection that wrote, until the replica has the action (a failover
-        # promotes the replica; an action it lacks would be gone from the stream and the alert's status)
         pipe = self.client.pipeline(transaction=False)
         await self._append_action(keys=keys, args=args, client=pipe)
-        pipe.wait(1, REPLICA_WAIT_MS)
-        sid, replicas = await pipe.execute()
-        self._unreplicated.check(replicas)
+        (sid,), _ = await self._execute(pipe, "a supervisor's action")
         return str(sid)
+
+    async def _execute(self, pipe: Any, what: str) -> tuple[list[Any], bool | None]:
+        """Run ``pipe``; with a replica (:attr:`replicated`), return once the replica has its writes or after
+        :data:`REPLICA_WAIT_MS` (warning that ``what`` was not acknowledged, at most once a minute).
+
+        The results, and whether a replica acknowledged them (None: no replica is expected).
+        """
+        if not self.replicated:
+            return list(await pipe.execute()), None
+        # replication is asynchronous: WAIT, on the connection that wrote, until the replica has the writes (a failover
+        # promotes the replica; writes it lacks are gone)
+        pipe.wait(1, REPLICA_WAIT_MS)
+        *results, replicas = await pipe.execute()
+        return results, self._unreplicated[what].check(replicas)
 
     async def statuses(self) -> dict[str, dict]:
         # decoded replies: see StreamEntries
@@ -509,7 +532,7 @@ class Store:
         pipe.hsetnx(key, str(int(start)), json.dumps(window, separators=(",", ":")))
         pipe.hget(key, str(int(start)))
         pipe.hkeys(key)
-        _, stored, fields = await pipe.execute()
+        (_, stored, fields), _ = await self._execute(pipe, "a partner's released window")
         old = [f for f in fields if int(f) < keep_after]
         if old:
             await self.client.hdel(key, *old)
@@ -521,10 +544,12 @@ class Store:
         return [json.loads(v) for v in (await self.client.hgetall(self.zones_key)).values()]
 
     async def save_zone(self, zone: dict) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.zones_key, zone["id"], json.dumps(zone, separators=(",", ":")))
-        pipe.incr(self.zones_version_key)
-        await pipe.execute()
+        """Store ``zone`` and move the zones' version on, atomically (a script: ``WAIT`` may follow it, not a MULTI)."""
+        pipe = self.client.pipeline(transaction=False)
+        await self._save_zone(
+            keys=[self.zones_key, self.zones_version_key], args=[zone["id"], json.dumps(zone, separators=(",", ":"))], client=pipe
+        )
+        await self._execute(pipe, "an event zone")
 
     async def zones_version(self) -> int:
         return int(await self.client.get(self.zones_version_key) or 0)
@@ -566,18 +591,33 @@ class Store:
 
     # -- revoked tokens ----------------------------------------------------------
 
-    async def revoke(self, token_id: str, until: float, now: float) -> None:
-        """Refuse the token ``token_id`` until ``until`` (epoch s); :class:`StoreError` when Redis cannot be written."""
-        pipe = self.client.pipeline(transaction=True)
+    async def revoke(self, token_id: str, until: float, now: float) -> bool | None:
+        """Refuse the token ``token_id`` until ``until`` (epoch s); :class:`StoreError` when Redis cannot be written.
+
+        Whether a replica has the revocation (None: no replica is expected); False: a failover now would lose it.
+        """
+        # not a MULTI (WAIT may follow): each command stands alone, the first is the revocation
+        pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.revoked_key, {token_id: until})
         pipe.zremrangebyscore(self.revoked_key, "-inf", f"({now}")  # tokens that have expired anyway
         # the set goes when its last token would have expired (GT: never sooner than another's)
         pipe.expireat(self.revoked_key, int(until) + 1, gt=True)
         pipe.expireat(self.revoked_key, int(until) + 1, nx=True)
         try:
-            await pipe.execute()
+            _, acknowledged = await self._execute(pipe, "a revocation")
         except (RedisError, OSError) as exc:
             raise StoreError(f"cannot record the revocation in Redis: {exc}") from exc
+        return acknowledged
+
+    async def first_layout_window(self, agreement: str, table: str, open_now: float) -> dict[str, float]:
+        """Record ``open_now`` as the first window of ``table`` (a layout of ``agreement``) unless one is recorded;
+        every layout's first window (:class:`gateway.releases.ReleaseBook`)."""
+        meta = f"{self.keys.prefix}:released:{agreement}:layouts"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hsetnx(meta, table, str(open_now))
+        pipe.hgetall(meta)
+        (_, layouts), _ = await self._execute(pipe, "a partner's released window")
+        return {k: float(v) for k, v in layouts.items()}
 
     async def is_revoked(self, token_id: str) -> bool:
         return await self.client.zscore(self.revoked_key, token_id) is not None

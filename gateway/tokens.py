@@ -450,19 +450,25 @@ def _revoke(settings: GatewaySettings, entry: Revocation) -> int:
 
     from gateway.store import Store, StoreError
 
-    async def run() -> None:
+    async def run() -> bool | None:
         store = Store.from_settings(settings)
         try:
-            await store.revoke(entry.token_id, entry.until, now=time.time())
+            return await store.revoke(entry.token_id, entry.until, now=time.time())
         finally:
             await store.close()
 
     try:
-        asyncio.run(run())
+        replicated = asyncio.run(run())
     except StoreError as exc:
         print(f"not revoked: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"revoked": entry.token_id, "until": entry.until, "subject": entry.subject}))
+    if replicated is False:
+        print(
+            "warning: revoked on the Redis primary, but no replica acknowledged it: a failover now would let the token "
+            "in again. Run this command again once the replica is back (python -m infra.redisha status).",
+            file=sys.stderr,
+        )
+    print(json.dumps({"revoked": entry.token_id, "until": entry.until, "subject": entry.subject, "replicated": replicated}))
     return 0
 
 

@@ -462,6 +462,61 @@ def test_with_sentinels_a_supervisors_action_and_an_audit_record_wait_for_the_re
     assert "audit records were not acknowledged by a Redis replica" in caplog.text
 
 
+def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_for_the_replica(ha, caplog):
+    """A revocation (lost in a failover, the token would be let in again), an event zone (a commander's zone would
+    vanish), a partner's released window and its layout record (computed again or released twice, a difference would
+    tell withheld calls): returned, each is on the replica; with the replica paused each returns after 200 ms, warning,
+    and the revocation says it was not acknowledged."""
+    import asyncio
+
+    from gateway.store import Store
+    from streams.counting.state import REPLICA_WAIT_MS
+
+    run_dir, base, settings = ha
+    replica_port, replica = replica_of(run_dir, base)
+    prefix = settings.redis_prefix
+
+    async def go() -> list[tuple[str, float, object]]:
+        store = Store.from_url(settings.redis_url, prefix, 4, sentinels=settings.redis_sentinels, service=SERVICE)
+        try:
+            assert await store.revoke("tok-1", time.time() + 3600, time.time()) is True
+            await store.save_zone({"id": "zone-1", "name": "Parade"})
+            await store.first_layout_window("septa", "septa:abc", 3600.0)
+            await store.release("septa:abc", 60, 3600.0, {"start": 3600.0}, keep_after=0.0)
+            assert redisha.command(replica_port, "ZSCORE", f"{prefix}:revoked", "tok-1") is not None
+            assert redisha.command(replica_port, "HEXISTS", f"{prefix}:zones", "zone-1") == 1
+            primary = redisha.primary(base, SERVICE)
+            assert primary is not None
+            version = redisha.command(primary[1], "GET", f"{prefix}:zones:version")
+            assert version and redisha.command(replica_port, "GET", f"{prefix}:zones:version") == version
+            assert redisha.command(replica_port, "HEXISTS", f"{prefix}:released:septa:layouts", "septa:abc") == 1
+            assert redisha.command(replica_port, "HEXISTS", f"{prefix}:released:septa:abc:60", "3600") == 1
+            os.kill(replica, signal.SIGSTOP)
+            took = []
+            try:
+                for what, write in (
+                    ("revocation", lambda: store.revoke("tok-2", time.time() + 3600, time.time())),
+                    ("zone", lambda: store.save_zone({"id": "zone-2", "name": "Fair"})),
+                    ("layout", lambda: store.first_layout_window("septa", "septa:def", 7200.0)),
+                    ("window", lambda: store.release("septa:abc", 60, 7200.0, {"start": 7200.0}, keep_after=0.0)),
+                ):
+                    started = time.monotonic()
+                    got = await write()
+                    took.append((what, time.monotonic() - started, got))
+            finally:
+                os.kill(replica, signal.SIGCONT)
+            return took
+        finally:
+            await store.close()
+
+    with caplog.at_level("WARNING"):
+        took = asyncio.run(go())
+    assert all(seconds >= REPLICA_WAIT_MS / 1000 * 0.9 for _, seconds, _ in took), took
+    assert took[0][2] is False, "the revocation says no replica has it"
+    for what in ("a revocation", "an event zone", "a partner's released window"):
+        assert f"{what} was not acknowledged by a Redis replica" in caplog.text, what
+
+
 def test_with_sentinels_the_intakes_done_marks_wait_for_the_replica_and_warn_when_none_acknowledges(ha, caplog):
     """A CAD's push answered 200 through an intake configured with Sentinels: the records' done marks are on the replica
     when the answer comes (a failover right after it keeps them, so a retry is answered duplicate, not sent again);
