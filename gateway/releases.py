@@ -77,12 +77,14 @@ class ReleaseBook:
             # kept: every window still listed, and one more for a gateway whose watermark is a little behind (a
             # window deleted while listed would be computed again from the counts, unfrozen)
             keep_after = oldest_listed(plan, watermark, settle_s=self.settle_s) - plan.window_min * 60.0
+            fresh: dict[float, dict] = {}
             for s in missing:
-                data = stored.get(s)
-                if data is None:
+                if s not in stored:
                     counts = await self.store.window_counts(plan.cells, int(s // 60), plan.window_min)
-                    data = await self.store.release(table, plan.window_min, s, release_window(plan, s, counts).to_json(), keep_after)
-                window = ReleasedWindow.from_json(data)
+                    fresh[s] = release_window(plan, s, counts).to_json()
+            stored.update(await self.store.release(table, plan.window_min, fresh, keep_after))
+            for s in missing:
+                window = ReleasedWindow.from_json(stored[s])
                 try:
                     check_released(plan, window)
                 except DisclosureError as exc:

@@ -522,21 +522,27 @@ class Store:
         values = await self.client.hmget(self._released_key(agreement, window_min), [str(int(s)) for s in starts])
         return {s: json.loads(v) for s, v in zip(starts, values, strict=True) if v is not None}
 
-    async def release(self, agreement: str, window_min: int, start: float, window: dict, keep_after: float) -> dict:
-        """Store a released window unless one is stored already; returns the stored one (the first written wins).
+    async def release(self, agreement: str, window_min: int, windows: Mapping[float, dict], keep_after: float) -> dict[float, dict]:
+        """Store released windows (start -> JSON) unless stored already; returns the stored ones (the first written wins).
 
+        One round trip however many (a partner's first read of a week is 168), and one ``WAIT`` with a replica.
         Windows that start before ``keep_after`` are deleted (the agreement's history).
         """
+        if not windows:
+            return {}
         key = self._released_key(agreement, window_min)
+        starts = list(windows)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hsetnx(key, str(int(start)), json.dumps(window, separators=(",", ":")))
-        pipe.hget(key, str(int(start)))
+        for start, window in windows.items():
+            pipe.hsetnx(key, str(int(start)), json.dumps(window, separators=(",", ":")))
+        pipe.hmget(key, [str(int(s)) for s in starts])
         pipe.hkeys(key)
-        (_, stored, fields), _ = await self._execute(pipe, "a partner's released window")
+        results, _ = await self._execute(pipe, "a partner's released window")
+        stored, fields = results[-2:]
         old = [f for f in fields if int(f) < keep_after]
         if old:
             await self.client.hdel(key, *old)
-        return json.loads(stored)
+        return {s: json.loads(v) for s, v in zip(starts, stored, strict=True)}
 
     # -- zones -------------------------------------------------------------------
 

@@ -482,7 +482,7 @@ def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_fo
             assert await store.revoke("tok-1", time.time() + 3600, time.time()) is True
             await store.save_zone({"id": "zone-1", "name": "Parade"})
             await store.first_layout_window("septa", "septa:abc", 3600.0)
-            await store.release("septa:abc", 60, 3600.0, {"start": 3600.0}, keep_after=0.0)
+            await store.release("septa:abc", 60, {3600.0: {"start": 3600.0}}, keep_after=0.0)
             assert redisha.command(replica_port, "ZSCORE", f"{prefix}:revoked", "tok-1") is not None
             assert redisha.command(replica_port, "HEXISTS", f"{prefix}:zones", "zone-1") == 1
             primary = redisha.primary(base, SERVICE)
@@ -498,7 +498,7 @@ def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_fo
                     ("revocation", lambda: store.revoke("tok-2", time.time() + 3600, time.time())),
                     ("zone", lambda: store.save_zone({"id": "zone-2", "name": "Fair"})),
                     ("layout", lambda: store.first_layout_window("septa", "septa:def", 7200.0)),
-                    ("window", lambda: store.release("septa:abc", 60, 7200.0, {"start": 7200.0}, keep_after=0.0)),
+                    ("windows", lambda: store.release("septa:abc", 60, {7200.0: {}, 10800.0: {}}, keep_after=0.0)),  # one WAIT
                 ):
                     started = time.monotonic()
                     got = await write()
