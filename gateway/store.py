@@ -208,13 +208,14 @@ class Store:
         self.client = client
         #: the writes a failover must not lose wait for a replica to acknowledge them (Redis WAIT,
         #: :data:`REPLICA_WAIT_MS`): with Sentinels (``WF_REDIS_SENTINELS``). A supervisor's action; a revocation (lost,
-        #: the token would be let in again); an event zone (lost, a commander's zone would vanish); a partner's released
+        #: the token would be let in again); an event zone (lost, a commander's zone would vanish); an adopted allocation
+        #: (lost, the dashboards would show the one before); a partner's released
         #: window and an agreement's layout record (lost, a window would be computed again, perhaps from other counts,
         #: or released in two layouts: either difference tells a partner calls it may not see)
         self.replicated = replicated
         self._unreplicated = {
             what: ReplicaWarning(log, f"{what} was", "a failover now would lose it")
-            for what in ("a supervisor's action", "a revocation", "an event zone", "a partner's released window")
+            for what in ("a supervisor's action", "a revocation", "an event zone", "a partner's released window", "an adopted allocation")
         }
         self._append_action = client.register_script(_APPEND_ACTION_LUA)
         self._save_zone = client.register_script(_SAVE_ZONE_LUA)
@@ -580,7 +581,9 @@ class Store:
         return None if text is None else json.loads(text)
 
     async def save_allocation(self, plan: dict) -> None:
-        await self.client.set(self.allocation_key, json.dumps(plan, separators=(",", ":")))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.allocation_key, json.dumps(plan, separators=(",", ":")))
+        await self._execute(pipe, "an adopted allocation")
 
     # -- doors in (streams.intake.doors) ------------------------------------------
 

@@ -482,6 +482,8 @@ def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_fo
             assert await store.revoke("tok-1", time.time() + 3600, time.time()) is True
             await store.save_zone({"id": "zone-1", "name": "Parade"})
             await store.first_layout_window("septa", "septa:abc", 3600.0)
+            await store.save_allocation({"units_by_area": {"a": 1}})
+            assert redisha.command(replica_port, "GET", f"{prefix}:allocation") == '{"units_by_area":{"a":1}}'
             await store.release("septa:abc", 60, {3600.0: {"start": 3600.0}}, keep_after=0.0)
             assert redisha.command(replica_port, "ZSCORE", f"{prefix}:revoked", "tok-1") is not None
             assert redisha.command(replica_port, "HEXISTS", f"{prefix}:zones", "zone-1") == 1
@@ -498,6 +500,7 @@ def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_fo
                     ("revocation", lambda: store.revoke("tok-2", time.time() + 3600, time.time())),
                     ("zone", lambda: store.save_zone({"id": "zone-2", "name": "Fair"})),
                     ("layout", lambda: store.first_layout_window("septa", "septa:def", 7200.0)),
+                    ("allocation", lambda: store.save_allocation({"units_by_area": {"a": 2}})),
                     ("windows", lambda: store.release("septa:abc", 60, {7200.0: {}, 10800.0: {}}, keep_after=0.0)),  # one WAIT
                 ):
                     started = time.monotonic()
@@ -513,7 +516,7 @@ def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_fo
         took = asyncio.run(go())
     assert all(seconds >= REPLICA_WAIT_MS / 1000 * 0.9 for _, seconds, _ in took), took
     assert took[0][2] is False, "the revocation says no replica has it"
-    for what in ("a revocation", "an event zone", "a partner's released window"):
+    for what in ("a revocation", "an event zone", "a partner's released window", "an adopted allocation"):
         assert f"{what} was not acknowledged by a Redis replica" in caplog.text, what
 
 
