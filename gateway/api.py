@@ -299,7 +299,9 @@ async def released(gw: Gateway, req: ApiRequest) -> Response:
     _shares(gw, req, "history")
     hours = integer(req.query, "hours", 24, 1, plan.history_h)
     wm = await gw.store.watermark()
-    windows = await gw.releases.windows(plan, wm, since=None if wm is None else wm - hours * 3600.0 - plan.window_min * 60.0)
+    # from the oldest of the last ``hours``' windows: the newest settled window ends up to settle_s + a window before wm
+    since = None if wm is None else wm - gw.releases.settle_s - plan.window_min * 60.0 - hours * 3600.0
+    windows = await gw.releases.windows(plan, wm, since=since)
     return json_response(
         200,
         {

@@ -11,7 +11,7 @@ from gateway.disclosure import Plan, Unit
 from gateway.releases import ReleaseBook
 from gateway.store import Store
 from streams.counting.keys import Keys
-from tests.gateway.live import REDIS_URL
+from tests.gateway.live import REDIS_URL, token
 
 pytestmark = pytest.mark.stack
 
@@ -47,3 +47,18 @@ def test_every_listed_window_of_a_week_is_served_and_stays_as_first_released(pre
     assert again == first
     (table,) = r.keys(f"{prefix}:released:frozen:*:60")
     assert len(r.hkeys(table)) == 168
+
+
+@pytest.mark.parametrize("past_the_hour_s", [30.0, 1800.0])
+def test_a_partner_reads_a_week_of_windows_and_one_hour_at_any_minute(gw, prefix, r, past_the_hour_s):
+    """/api/released?hours=168 is 168 windows and ?hours=1 the newest settled one, also within the settling time after
+    an hour (the clean-clone runs on 20e1893 and 21179f5 got 167 there: the read began a window short)."""
+    wm = 1_795_996_800.0 + past_the_hour_s
+    r.set(f"{prefix}:wm:call:0", wm)
+    tok = token("transit", agreement="septa", agency="SEPTA", subject="week-reader")
+    newest = (wm - 120) // 3600 * 3600 - 3600  # the newest settled window's start
+    status, week = gw.get_json("/api/released?hours=168", tok)
+    assert status == 200 and len(week["windows"]) == 168, len(week["windows"])
+    assert week["windows"][0]["start"] == newest - 167 * 3600 and week["windows"][-1]["start"] == newest
+    status, hour = gw.get_json("/api/released?hours=1", tok)
+    assert status == 200 and [w["start"] for w in hour["windows"]] == [newest]
