@@ -81,7 +81,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tqdm import tqdm
 
-from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning, async_client
+from streams.runtime.redisconn import ReplicaWarning, async_client, execute_waiting
 from streams.runtime.settings import DEFAULT_SENTINEL_SERVICE, sentinel_addresses
 
 log = logging.getLogger(__name__)
@@ -753,9 +753,7 @@ class AuditLog:
             return cast(list, await self._append_script(keys=keys, args=args))
         pipe = self.client.pipeline(transaction=False)
         await self._append_script(keys=keys, args=args, client=pipe)
-        pipe.wait(1, REPLICA_WAIT_MS)
-        reply, replicas = await pipe.execute()
-        self._unreplicated.check(replicas)
+        (reply,), _ = await execute_waiting(pipe, self._unreplicated)
         return cast(list, reply)
 
     async def query(

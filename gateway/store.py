@@ -54,7 +54,7 @@ from streams.counting.rolling import hour_of, minute_of, window_minutes
 from streams.counting.state import ALERTS_STREAM_MAXLEN
 from streams.ingest.schema import CATEGORIES as _CATEGORIES
 from streams.intake.doors import door_key, doors_key
-from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning, async_client
+from streams.runtime.redisconn import ReplicaWarning, async_client, execute_waiting
 
 if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
@@ -321,13 +321,8 @@ class Store:
 
         The results, and whether a replica acknowledged them (None: no replica is expected).
         """
-        if not self.replicated:
-            return list(await pipe.execute()), None
-        # replication is asynchronous: WAIT, on the connection that wrote, until the replica has the writes (a failover
-        # promotes the replica; writes it lacks are gone)
-        pipe.wait(1, REPLICA_WAIT_MS)
-        *results, replicas = await pipe.execute()
-        return results, self._unreplicated[what].check(replicas)
+        # replication is asynchronous: a failover promotes the replica, and writes it lacks are gone
+        return await execute_waiting(pipe, self._unreplicated[what] if self.replicated else None)
 
     async def statuses(self) -> dict[str, dict]:
         # decoded replies: see StreamEntries

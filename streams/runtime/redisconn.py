@@ -79,6 +79,20 @@ class ReplicaWarning:
         return acknowledged
 
 
+async def execute_waiting(pipe: Any, unreplicated: ReplicaWarning | None, **execute: Any) -> tuple[list[Any], bool | None]:
+    """Run ``pipe``; with a replica expected (``unreplicated`` given), ``WAIT`` after it on the connection that wrote,
+    up to :data:`REPLICA_WAIT_MS`, and warn through ``unreplicated`` when none acknowledged.
+
+    The results, and whether a replica acknowledged them (None: no replica is expected). ``execute``: passed on to
+    ``pipe.execute`` (``raise_on_error=False``: the WAIT's error, too, comes back in its place).
+    """
+    if unreplicated is None:
+        return list(await pipe.execute(**execute)), None
+    pipe.wait(1, REPLICA_WAIT_MS)
+    *results, replicas = await pipe.execute(**execute)
+    return results, unreplicated.check(replicas)
+
+
 class RedisSettings(Protocol):
     """What the factory reads: :class:`streams.runtime.settings.Settings` and :class:`gateway.settings.GatewaySettings` have it."""
 
