@@ -18,10 +18,11 @@ from typing import Any
 from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
 from detectors.calibration import BudgetControl
+from detectors.surge.county import _CAT_INDEX, _OTHER, CountyWindows
 from detectors.surge.incidents import is_incident
 from detectors.surge.lifecycle import Lifecycle, _Episode
 from detectors.surge.regions import JURISDICTION, region_cells, regions
-from detectors.surge.scan import _CAT_INDEX, _OTHER, Scan, _Finding, _finding, _Rec, _Round
+from detectors.surge.scan import Scan, _Finding, _finding, _Rec, _Round
 from detectors.types import Alert, AlertState, CallPoint
 from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, insort_by_time, shed_cutoff, time_of
 
@@ -29,12 +30,15 @@ from detectors.windows import MAX_WINDOW_CALLS, check_cap, drop_expired, insort_
 UPDATE_GROWTH = 0.2
 #: Event-time seconds between two tests of the jurisdiction.
 _JURISDICTION_STEP_S = 60.0
+#: Calls the jurisdiction's windows may hold back until its next test (then they are counted at once): at 1,000
+#: calls a second, counting a whole minute's at the test held that one call about 50 ms (bench/detect_storm.py).
+_COUNTY_PENDING_MAX = 500
 #: seconds of event time between re-scorings of an open alert's quiet regions
 _RESCORE_S = 60.0
 #: regions of due alerts one round re-scores at most (the alert that crosses it is finished): some 50 ms
 _RESCORE_BUDGET = 1000
 #: attributes a checkpoint leaves out (rebuilt on restore)
-_DERIVED = frozenset({"_count_cache", "_eps_by_cell", "_eps_by_region", "_opened"})
+_DERIVED = frozenset({"_count_cache", "_county", "_eps_by_cell", "_eps_by_region", "_opened"})
 
 
 class SurgeDetector(Detector, Scan, Lifecycle):
@@ -167,6 +171,9 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         # Each cell's window counts, kept from round to round while they cannot change (see
         # _cell_counts): a call's 19 cells, re-counted at every call, were half of a storm's cost.
         self._count_cache: dict[str, tuple[float, float, tuple[int, ...]]] = {}
+        # The jurisdiction's windows, kept as calls enter and leave them (see CountyWindows): made at
+        # its first test, and again after a restore (a checkpoint leaves them out).
+        self._county: CountyWindows | None = None
         # Sorted times, so that in a county-wide storm a region's test never scans every call
         # (at 100 calls/s that blocked the worker for minutes): the incidents in the windows,
         self._incident_times: list[float] = []
@@ -220,6 +227,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._count_cache = {}
+        self._county = None
         self._reindex()  # checkpoints hold the alerts, not their order or indexes
 
     # ------------------------------------------------------------------ River verbs
@@ -243,6 +251,8 @@ class SurgeDetector(Detector, Scan, Lifecycle):
             bisect.insort(self._inc_by_cat.setdefault(j, []), t)
         bisect.insort(self._times_by_cat.setdefault(j, []), t)
         insort_by_time(self._calls, call)
+        if self._county is not None:
+            self._county.learn(call)
         times = self._times_by_cell.setdefault(x.cell, [])
         i = bisect.bisect_right(times, t)
         times.insert(i, t)
@@ -289,6 +299,9 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         now = max(float(now), self._now)
         self._now = now
         self._expire(now)
+        kept = self._county
+        if kept is not None and kept.pending >= _COUNTY_PENDING_MAX:
+            kept.move(now, self._calls)  # in steps, not a minute of a storm's calls at once at the next test
         if not self.ready:
             self._dirty.clear()
             self._jurisdiction_dirty = False
@@ -412,6 +425,8 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         if not expired:
             return 0
         drop_expired(calls, self._by_cell, cutoff)
+        if self._county is not None:
+            self._county.forget(expired)
         times = self._incident_times
         del times[: bisect.bisect_right(times, cutoff)]
         every, incidents = {c[1] for c in expired}, {c[1] for c in expired if c[3]}

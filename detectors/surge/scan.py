@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from detectors.surge.county import _CAT_INDEX, _OTHER, CountyWindows
 from detectors.surge.regions import JURISDICTION, disk
 from detectors.tails import MAX_SCORE, log10_negbin_sf, log10_poisson_sf
 from detectors.windows import time_of
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 #: objects each was walked by every full collection (100 ms pauses of the detection worker).
 _Rec = tuple[float, str, str, bool]
 
-_CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-_OTHER = _CAT_INDEX["OTHER"]
 #: seconds by which a cell's cached counts expire before a window's start reaches its first call:
 #: far above the rounding of ``now - 60 * w`` (a fraction of a microsecond at today's epoch)
 _COUNT_MARGIN_S = 1e-3
@@ -85,59 +84,6 @@ def _finding(
     return _Finding(key, w, now, score, 10.0 ** (-score), observed, incidents, expected, calls, tuple(cells), category)
 
 
-def _busiest_disk(cell_counts: dict[str, int]) -> str:
-    """The centre of the disk (a cell and its ring) with the most calls, the smallest centre among equals; "" for none.
-
-    Exact, without summing every disk when a few are busy: a disk holding ``S`` calls
-    has a cell with at least ``S / 7`` of them, so once some disk is known to hold
-    ``L``, only the disks around cells with ``7 n >= L`` can reach the most (ties
-    included). In a busy county's three-hour window that is a few dozen of thousands.
-
-    >>> import h3
-    >>> c = "882aac941dfffff"
-    >>> n = next(x for x in sorted(h3.grid_disk(c, 1)) if x != c)
-    >>> _busiest_disk({c: 2, n: 1}) == min(set(h3.grid_disk(c, 1)) & set(h3.grid_disk(n, 1)))  # the disks holding both
-    True
-    >>> _busiest_disk({})
-    ''
-    """
-    if not cell_counts:
-        return ""
-    if len(cell_counts) <= _SUM_EVERY_DISK_UP_TO:
-        return _busiest_of_every_disk(cell_counts)
-    get = cell_counts.get
-    first = max(cell_counts, key=cell_counts.__getitem__)
-    bound = max(sum(get(c, 0) for c in disk(centre)) for centre in disk(first))
-    busy = [cell for cell, n in cell_counts.items() if 7 * n >= bound]
-    per_disk: dict[str, int] = {}
-    if 7 * len(busy) < len(cell_counts):
-        for cell in busy:
-            for centre in disk(cell):
-                if centre not in per_disk:
-                    per_disk[centre] = sum(get(c, 0) for c in disk(centre))
-    else:
-        return _busiest_of_every_disk(cell_counts)
-    most = max(per_disk.values())
-    return min(centre for centre, n in per_disk.items() if n == most)
-
-
-#: Cells with calls up to which :func:`_busiest_disk` sums every disk at once: the bound that lets it skip most disks
-#: costs seven disks' sums, more than it saves on a few dozen cells (a county's three hours on an ordinary day:
-#: 16 cells on average in Montgomery's windows, a third less time than with the bound).
-_SUM_EVERY_DISK_UP_TO = 64
-
-
-def _busiest_of_every_disk(cell_counts: dict[str, int]) -> str:
-    """:func:`_busiest_disk` by summing every disk around a cell with calls (``cell_counts`` not empty)."""
-    per_disk: dict[str, int] = {}
-    add = per_disk.get
-    for cell, n in cell_counts.items():
-        for centre in disk(cell):
-            per_disk[centre] = add(centre, 0) + n
-    most = max(per_disk.values())
-    return min(centre for centre, n in per_disk.items() if n == most)
-
-
 def _call_cells(f: _Finding) -> frozenset[str] | set[str]:
     """The cells with calls in ``f``'s window (an explained finding's, for the jurisdiction)."""
     return f.present if f.present is not None else {c[1] for c in f.calls or ()}
@@ -169,6 +115,7 @@ class Scan:
     _incident_times: list[float]
     _county_ids: set[str]
     _count_cache: dict[str, tuple[float, float, tuple[int, ...]]]
+    _county: CountyWindows | None
 
     if TYPE_CHECKING:
 
@@ -313,67 +260,39 @@ class Scan:
 
         Left out of each window: its busiest disk (a cell and its ring), so that
         one local surge, which the local test judges, does not also make the
-        whole county look busy.
+        whole county look busy. The windows' sums are kept as calls enter and
+        leave them (:class:`~detectors.surge.county.CountyWindows`), built again
+        from the calls after a restore or a change of windows.
         """
-        windows = sorted(self.jurisdiction_windows_min)
-        counts = self._jurisdiction_counts(now, windows)
-        if counts is None:
+        windows = tuple(sorted(self.jurisdiction_windows_min))
+        county = self._county
+        if county is None or county.windows_min != windows or now < county.at:
+            county = self._county = CountyWindows(windows, self._calls, now)
+        else:
+            county.move(now, self._calls)
+        if not county.calls(len(windows) - 1)[0]:
             return []
         out: list[_Finding] = []
         outside_of: dict[str, float] = {}
-        for w in windows:
-            out += self._jurisdiction_window(now, w, *counts[w], outside_of)
+        for i, w in enumerate(windows):
+            out += self._jurisdiction_window(now, w, county.busiest(i), county.calls(i), county.incidents(i), outside_of)
         return out
 
-    def _jurisdiction_counts(self, now: float, windows: list[int]) -> dict[int, tuple[dict[str, int], list[int], list[int]]] | None:
-        """Per window (ascending): calls per cell, and calls and incidents in all (index 0) and per category; None without calls.
-
-        Counted by bisecting the sorted time lists, per cell and per category: the work grows
-        with the cells and the windows, not with the calls (a storm puts 200,000 in the windows).
-        """
-        starts = [now - 60.0 * w for w in windows]
-        bisect_right = bisect.bisect_right
-        per_window: list[dict[str, int]] = [{} for _ in windows]
-        for cell, times in self._times_by_cell.items():
-            end = bisect_right(times, now)
-            if end and times[end - 1] > starts[-1]:
-                for counts, start in zip(per_window, starts, strict=True):
-                    n = end - bisect_right(times, start)
-                    if n:
-                        counts[cell] = n
-        if not per_window[-1]:
-            return None
-        ncat = len(CATEGORIES)
-        at_start: dict[int, tuple[dict[str, int], list[int], list[int]]] = {}
-        for w, start, cell_counts in zip(windows, starts, per_window, strict=True):
-            n_calls = [0] * (ncat + 1)  # index 0: all calls, 1..: per category
-            n_inc = [0] * (ncat + 1)
-            for j in range(ncat):
-                for index, into in ((self._times_by_cat, n_calls), (self._inc_by_cat, n_inc)):
-                    cat_times = index.get(j)
-                    if cat_times:
-                        n = bisect_right(cat_times, now) - bisect_right(cat_times, start)
-                        into[0] += n
-                        into[j + 1] += n
-            at_start[w] = (cell_counts, n_calls, n_inc)
-        return at_start
-
     def _jurisdiction_window(
-        self, now: float, w: int, cell_counts: dict[str, int], n_calls: list[int], n_inc: list[int], outside_of: dict[str, float]
+        self, now: float, w: int, top: str, n_calls: list[int], n_inc: list[int], outside_of: dict[str, float]
     ) -> list[_Finding]:
-        """The jurisdiction's findings in window ``w`` (all calls, then each category), its busiest disk left out.
+        """The jurisdiction's findings in window ``w`` (all calls, then each category), the disk centred on ``top``
+        (its busiest; "" for none) left out; ``n_calls`` and ``n_inc`` are its counts (index 0 all, then per
+        category), changed here.
 
         ``outside_of`` keeps, by disk centre, the baseline's share outside that disk (shared by the windows).
         """
         start = now - 60.0 * w
-        # its busiest disk (most calls; the smallest centre among equals)
-        top = _busiest_disk(cell_counts)
         excluded = disk(top) if top else ()
         if top not in outside_of:
             share = self.baseline.shares()  # what the cells' shares have in common, computed once
             outside_of[top] = max(0.0, 1.0 - sum(share(c) for c in excluded))
         outside = outside_of[top]
-        n_calls, n_inc = n_calls[:], n_inc[:]
         left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c[0] <= now]
         for _, _, left_category, incident in left_out:
             j = _CAT_INDEX.get(left_category, _OTHER) + 1

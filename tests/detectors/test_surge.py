@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from detectors.surge import MODEL, MODEL_VERSION, SurgeDetector, incidents
+from detectors.surge.county import CountyWindows
 from detectors.surge.regions import regions
 from detectors.surge.scan import _Round
 from detectors.tails import log10_negbin_sf, log10_poisson_sf
@@ -442,22 +443,122 @@ def test_a_round_re_scores_due_alerts_up_to_its_budget_and_the_next_rounds_the_r
     assert [r.count(quiet) for r in rounds][-1] == 2, "none re-scored twice"
 
 
-def test_the_busiest_disk_is_the_one_summing_every_disk_finds_ties_included() -> None:
-    """The jurisdiction test's busiest disk (pruned to the disks around busy cells) against the sum of every disk."""
+def _fresh_county(calls, windows, now):
+    """Each window's calls and incidents per category and its busiest disk, counted from every call (the slow way)."""
+    from detectors.surge.county import _CAT_INDEX, _OTHER
+    from detectors.surge.regions import disk
+
+    out = []
+    for w in windows:
+        inside = [c for c in calls if now - 60.0 * w < c[0] <= now]
+        n, inc, per_disk = [0] * 6, [0] * 6, {}
+        for _t, cell, category, incident in inside:
+            j = _CAT_INDEX.get(category, _OTHER) + 1
+            n[0], n[j] = n[0] + 1, n[j] + 1
+            if incident:
+                inc[0], inc[j] = inc[0] + 1, inc[j] + 1
+            for centre in disk(cell):
+                per_disk[centre] = per_disk.get(centre, 0) + 1
+        busiest = min(per_disk.items(), key=lambda kv: (-kv[1], kv[0]))[0] if per_disk else ""
+        out.append((n, inc, busiest))
+    return out
+
+
+def _kept_county(county):
+    return [(county.calls(i), county.incidents(i), county.busiest(i)) for i in range(len(county.windows_min))]
+
+
+def test_county_windows_kept_as_calls_come_late_leave_and_are_dropped_equal_a_fresh_count():
+    """The jurisdiction's windows, moved forward in small and large steps, told of calls added late (inside a
+    window, before it, after its end) and of calls dropped (expired or shed inside a window), hold what
+    counting every call gives, the busiest disk's ties included (a small town: many disks tie)."""
     import random
 
-    import h3
+    from detectors.windows import insort_by_time
 
-    from detectors.surge.regions import disk
-    from detectors.surge.scan import _busiest_disk
+    rng = random.Random(11)
+    windows = (1, 3, 10)
+    town = sorted(h3.grid_disk(CENTRE, 2))
+    compared = ties = 0
+    for _ in range(40):
+        calls: list = []
+        now = 0.0
+        county = CountyWindows(windows, calls, now)
+        for _ in range(120):
+            step = rng.random()
+            if step < 0.5:  # a call, mostly after the windows' end, sometimes late
+                t = now + rng.uniform(-700.0, 120.0)
+                call = (t, rng.choice(town[: rng.randint(1, len(town))]), rng.choice(("EMS", "FIRE", "NOT A CATEGORY")), rng.random() < 0.6)
+                insort_by_time(calls, call)
+                county.learn(call)
+            elif step < 0.6 and calls:  # the oldest dropped: expired, or shed while still inside a window
+                cut = calls[rng.randrange(len(calls))][0]
+                dropped = [c for c in calls if c[0] <= cut]
+                del calls[: len(dropped)]
+                county.forget(dropped)
+            else:  # the clock: a few seconds, a window's length, or beyond every window
+                now += rng.choice((rng.uniform(0.0, 30.0), 60.0, 180.0, rng.uniform(0.0, 1500.0)))
+                county.move(now, calls)
+                want = _fresh_county(calls, windows, now)
+                assert _kept_county(county) == want, now
+                assert _kept_county(CountyWindows(windows, calls, now)) == want
+                compared += 1
+                ties += sum(1 for i in range(len(windows)) if want[i][0][0] > 1)
+    assert compared > 1000 and ties > 500
+    with pytest.raises(ValueError, match="cannot move back"):
+        county.move(now - 1.0, calls)
 
-    rng = random.Random(8)
-    for _ in range(300):
-        town = sorted(h3.grid_disk("882aac941dfffff", rng.randint(0, 6)))
-        counts = {c: rng.choice((1, 1, 1, 2, 3, rng.randint(1, 60))) for c in rng.sample(town, rng.randint(1, len(town)))}
-        per_disk: dict[str, int] = {}
-        for cell, n in counts.items():
-            for centre in disk(cell):
-                per_disk[centre] = per_disk.get(centre, 0) + n
-        expected = min(per_disk.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        assert _busiest_disk(counts) == expected, counts
+
+class _CountsEveryTest(SurgeDetector):
+    """The detector whose every jurisdiction test checks its kept windows against a fresh count."""
+
+    checked = 0
+
+    def _evaluate_jurisdiction(self, now):
+        out = super()._evaluate_jurisdiction(now)
+        windows = tuple(sorted(self.jurisdiction_windows_min))
+        assert _kept_county(self._county) == _fresh_county(self._calls, windows, now), now
+        type(self).checked += 1
+        return out
+
+
+def test_the_detector_tells_its_county_windows_of_every_call_added_late_expired_shed_or_restored(warmed, monkeypatch):
+    """Through a storm over its cap (calls shed inside the windows), calls up to ten minutes late, expiry, moves
+    between tests (every few calls held back) and a checkpoint's restore, the jurisdiction test reads the sums a
+    fresh count gives."""
+    import random
+
+    from detectors.surge import detector as surge_detector
+
+    monkeypatch.setattr(surge_detector, "_COUNTY_PENDING_MAX", 3)
+    moves = 0
+    real_move = CountyWindows.move
+
+    def counted_move(self, now, calls):
+        nonlocal moves
+        moves += 1
+        return real_move(self, now, calls)
+
+    monkeypatch.setattr(CountyWindows, "move", counted_move)
+
+    rng = random.Random(5)
+    start = END + 20 * 3600
+    storm = burst(seed=41, start=start, n=900, minutes=90, cells=TOWN)
+    late = [CallPoint(t=p.t - rng.uniform(0.0, 600.0), cell=p.cell, category=p.category) for p in storm[::7]]
+    points = merged(storm, background(seed=42, days=0.5, start=start - 3 * 3600))
+    det = fresh(warmed)
+    det.__class__ = _CountsEveryTest
+    det.max_window_calls = 400
+    _CountsEveryTest.checked = 0
+    for i, p in enumerate(points):
+        det.learn_one(p)
+        if i % 5 == 0 and late:
+            det.learn_one(late.pop())
+        det.advance(p.t)
+        if i == len(points) // 2:
+            det = pickle.loads(pickle.dumps(det))  # the windows are not in a checkpoint: built again
+            assert det._county is None
+    for m in range(1, 200):
+        det.advance(points[-1].t + 60.0 * m)
+    assert det.shed_calls > 0 and _CountsEveryTest.checked > 150
+    assert moves > 2 * _CountsEveryTest.checked, "the windows also moved between tests"
