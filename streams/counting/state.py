@@ -37,7 +37,7 @@ from streams.counting.planner import (
 )
 from streams.counting.rolling import WINDOWS_MIN, hour_of, minute_of, window_minutes
 from streams.ingest.schema import Extent, Jurisdiction
-from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning, async_client_for
+from streams.runtime.redisconn import ReplicaWarning, async_client_for, execute_waiting
 from streams.runtime.settings import Settings, load_jurisdiction
 
 #: ``take_next()`` of :meth:`RedisState.apply`: the batch after this one and its ``catching_up``, or None.
@@ -331,6 +331,9 @@ class RedisState:
         self._commit_detection = client.register_script(_COMMIT_DETECTION_LUA)
         #: when the last "not acknowledged by a replica" warning was logged (time.monotonic)
         self._unreplicated = ReplicaWarning(log, "alert records were", "a failover now would lose them from the stream")
+        self._unreplicated_checkpoint = ReplicaWarning(
+            log, "the detectors' checkpoint was", "a failover now would take it back to the one before"
+        )
         #: the highest alerts-stream id this process's appends got ("": none yet); no later record gets one at or below it
         self.alerts_floor = ""
 
@@ -569,7 +572,6 @@ class RedisState:
         for body in alerts:
             args += [hashlib.blake2b(body.encode(), digest_size=12).hexdigest(), body]
         keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector]
-        replicas = 1
         try:
             if not (alerts and self.settings.redis_sentinels):
                 reply = await self._append_alerts(keys=keys, args=args)
@@ -578,8 +580,7 @@ class RedisState:
                 # records (a failover promotes the replica; records it lacks would be gone from the stream).
                 pipe = self.client.pipeline(transaction=False)
                 await self._append_alerts(keys=keys, args=args, client=pipe)
-                pipe.wait(1, REPLICA_WAIT_MS)
-                reply, replicas = await pipe.execute()
+                (reply,), _ = await execute_waiting(pipe, self._unreplicated)
         except RedisError as exc:
             raise StateError(f"Redis failed while appending {len(alerts)} alert record(s): {exc}") from exc
         first, last = reply
@@ -587,7 +588,6 @@ class RedisState:
             raise RedisWentBack(self.keys.detector, int(last), -1 if fence is None else fence)
         if last and _stream_id(last) > _stream_id(self.alerts_floor):
             self.alerts_floor = last
-        self._unreplicated.check(replicas)
         return int(first)
 
     async def commit_detection(self, offset: int, state: bytes, *, fence: int | None = None) -> None:
@@ -612,8 +612,7 @@ class RedisState:
             if self.settings.redis_sentinels:
                 pipe = self.client.pipeline(transaction=False)
                 await self._commit_detection(keys=keys, args=args, client=pipe)
-                pipe.wait(1, REPLICA_WAIT_MS)
-                written, _ = await pipe.execute()
+                (written,), _ = await execute_waiting(pipe, self._unreplicated_checkpoint)
             else:
                 written = await self._commit_detection(keys=keys, args=args)
         except RedisError as exc:

@@ -64,7 +64,7 @@ from streams.intake.publish import DeadLetter, KafkaUnavailable, Publisher
 from streams.intake.settings import IntakeSettings
 from streams.intake.sources import MAX_EVENTS, Source
 from streams.intake.timing import Stopwatch
-from streams.runtime.redisconn import REPLICA_WAIT_MS, ReplicaWarning
+from streams.runtime.redisconn import ReplicaWarning, execute_waiting
 
 log = logging.getLogger(__name__)
 
@@ -473,12 +473,7 @@ async def _done(intake: Intake, source: Source, sent: Sequence[Candidate], *, do
             if isinstance(c.event, Call):
                 pipe.set(intake.keys.owner(c.event.id), owner_value(source.id, c.event.received_at), ex=ttl)
         n_door = _queue_door(pipe, intake, source, door) if door is not None else 0
-        if replicated:
-            pipe.wait(1, REPLICA_WAIT_MS)
-        replies = await pipe.execute(raise_on_error=False)
-    if replicated:
-        replicas, replies = replies[-1], replies[:-1]
-        intake.unreplicated.check(replicas)
+        replies, _ = await execute_waiting(pipe, intake.unreplicated if replicated else None, raise_on_error=False)
     marks, door_replies = replies[: len(replies) - n_door], replies[len(replies) - n_door :]
     for r in marks:
         if isinstance(r, Exception):

@@ -379,26 +379,35 @@ def replica_of(run_dir, base: int) -> tuple[int, int]:
     return replica_port, replica
 
 
-def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none_acknowledges(ha, caplog):
-    """Redis WAIT after the alert records: returned, they are on the replica; with the replica paused the write warns after 200 ms."""
+def test_with_sentinels_an_alert_write_and_a_checkpoint_wait_for_the_replica_and_warn_when_none_acknowledges(ha, caplog):
+    """Redis WAIT after the alert records and after the detectors' checkpoint: returned, they are on the replica;
+    with the replica paused each returns after 200 ms and warns, each in its own words."""
     import asyncio
 
-    from streams.counting.state import REPLICA_WAIT_MS, RedisState
+    from streams.counting.state import RedisState
+    from streams.runtime.redisconn import REPLICA_WAIT_MS
 
     run_dir, base, settings = ha
     replica_port, replica = replica_of(run_dir, base)
-    key = Keys(settings.redis_prefix).alerts
+    keys = Keys(settings.redis_prefix)
 
-    async def go() -> float:
+    async def go() -> list[float]:
         st = RedisState.from_settings(settings)
         try:
             assert await st.append_alerts(1, ['{"id":"a1"}']) == 1
-            assert redisha.command(replica_port, "XLEN", key) == 1  # on the replica when the write returned
+            assert redisha.command(replica_port, "XLEN", keys.alerts) == 1  # on the replica when the write returned
+            await st.commit_detection(1, b"state one")
+            assert redisha.command(replica_port, "HGET", keys.detector, "offset") == "1"
             os.kill(replica, signal.SIGSTOP)
             try:
+                took = []
                 started = time.monotonic()
                 assert await st.append_alerts(2, ['{"id":"a2"}']) == 1
-                return time.monotonic() - started
+                took.append(time.monotonic() - started)
+                started = time.monotonic()
+                await st.commit_detection(2, b"state two", fence=1)
+                took.append(time.monotonic() - started)
+                return took
             finally:
                 os.kill(replica, signal.SIGCONT)
         finally:
@@ -406,8 +415,9 @@ def test_with_sentinels_an_alert_write_waits_for_the_replica_and_warns_when_none
 
     with caplog.at_level("WARNING", logger="streams.counting.state"):
         took = asyncio.run(go())
-    assert took >= REPLICA_WAIT_MS / 1000 * 0.9
-    assert "not acknowledged by a Redis replica" in caplog.text
+    assert min(took) >= REPLICA_WAIT_MS / 1000 * 0.9
+    assert "alert records were not acknowledged by a Redis replica" in caplog.text
+    assert "the detectors' checkpoint was not acknowledged by a Redis replica" in caplog.text
 
 
 def test_with_sentinels_a_supervisors_action_and_an_audit_record_wait_for_the_replica_and_warn_when_none_acknowledges(ha, caplog):
@@ -418,7 +428,7 @@ def test_with_sentinels_a_supervisors_action_and_an_audit_record_wait_for_the_re
 
     from gateway.audit import AuditAction, AuditLog, AuditRecord
     from gateway.store import Store
-    from streams.counting.state import REPLICA_WAIT_MS
+    from streams.runtime.redisconn import REPLICA_WAIT_MS
 
     run_dir, base, settings = ha
     replica_port, replica = replica_of(run_dir, base)
@@ -470,7 +480,7 @@ def test_with_sentinels_a_revocation_an_event_zone_and_a_released_window_wait_fo
     import asyncio
 
     from gateway.store import Store
-    from streams.counting.state import REPLICA_WAIT_MS
+    from streams.runtime.redisconn import REPLICA_WAIT_MS
 
     run_dir, base, settings = ha
     replica_port, replica = replica_of(run_dir, base)
