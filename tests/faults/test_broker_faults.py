@@ -119,10 +119,18 @@ def _wait_whole(settings: Settings, timeout_s: float = 120) -> tuple[float, Kafk
 def _assert_nothing_lost_counted_twice_or_shown_twice(settings: Settings, source: Path, workers: list[WorkerProcess]) -> None:
     alive = [w for w in workers if w.alive()]
     assert len(alive) == len(workers), "\n".join(w.log_tail() for w in workers if not w.alive())
+    t0 = time.monotonic()
     wait_caught_up(settings, workers, timeout_s=300)
+    t1 = time.monotonic()
     progress.wait_detected(settings, 240, lambda: None)
+    t2 = time.monotonic()
     counts, dispatch, metrics = redis_view(settings)
     exp_counts, exp_dispatch, valid, invalid = expected_from_source(source, "watchfloor", 10**9, settings.resolutions)
+    print(
+        f"\n[faults] final checks: counting caught up {t1 - t0:.1f} s, detection {t2 - t1:.1f} s, "
+        f"counts read and computed {time.monotonic() - t2:.1f} s",
+        flush=True,
+    )
     assert valid > 5_000
     assert metrics.get("events_total|call") == valid, "every valid call counted once"
     differ = {k: (counts.get(k), v) for k, v in exp_counts.items() if counts.get(k) != v}
