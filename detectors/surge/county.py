@@ -5,7 +5,7 @@ reads, for each of its windows ending at the clock, the calls and incidents in
 all and per category, and the disk (a cell and its ring) holding the most calls,
 which it leaves out. Counted afresh at each test, these cost a bisection of every
 cell's times per window and a sum over every disk: on a quiet centre's replay,
-where an event minute passes at nearly every call, three quarters of the surge
+where an event minute passes at nearly every call, about two thirds of the surge
 detector's time. :class:`CountyWindows` keeps the sums instead, each call added
 once to each window it enters and taken off once when it leaves, so that a test
 costs a pass over the disks with calls.
