@@ -38,8 +38,8 @@ from tests.streams.test_pipeline import expected_from_source, finish, redis_view
 
 pytestmark = pytest.mark.stack
 
-#: Records per second of the replay: about 45 s of calls and updates, the fault in the middle.
-RATE = 500
+#: Records per second of the replay: about 65 s of calls and updates (about 52,000 records), the fault in its first third.
+RATE = 800
 #: Calls counted past the count at the fault that say counts flow again.
 FLOWING = 200
 LAT, LNG = 40.1224, -75.3383

@@ -25,8 +25,8 @@ from tests.streams.test_pipeline import finish, replay
 
 pytestmark = pytest.mark.stack
 
-#: records a second: about 100 s of calls and updates (about 52,000 records), the kill in the first half
-RATE = 500
+#: records a second: about 65 s of calls and updates (about 52,000 records), the kill in its first half
+RATE = 800
 SESSION_TIMEOUT_S = 6.0
 
 
