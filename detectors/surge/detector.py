@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Collection
 from typing import Any
 
 from detectors.base import Detector
 from detectors.baseline import ExpectedCounts
 from detectors.calibration import BudgetControl
-from detectors.surge.county import _CAT_INDEX, _OTHER, CountyWindows
+from detectors.surge.county import CountyWindows
 from detectors.surge.incidents import is_incident
 from detectors.surge.lifecycle import Lifecycle, _Episode
 from detectors.surge.regions import JURISDICTION, region_cells, regions
@@ -39,6 +38,9 @@ _RESCORE_S = 60.0
 _RESCORE_BUDGET = 1000
 #: attributes a checkpoint leaves out (rebuilt on restore)
 _DERIVED = frozenset({"_count_cache", "_county", "_eps_by_cell", "_eps_by_region", "_opened"})
+#: attributes older checkpoints hold that are no longer kept (the per-category times, for the jurisdiction's counts
+#: before CountyWindows): dropped on restore
+_RETIRED = frozenset({"_times_by_cat", "_inc_by_cat"})
 
 
 class SurgeDetector(Detector, Scan, Lifecycle):
@@ -177,12 +179,9 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         # Sorted times, so that in a county-wide storm a region's test never scans every call
         # (at 100 calls/s that blocked the worker for minutes): the incidents in the windows,
         self._incident_times: list[float] = []
-        # per cell, with every call's time, so that a region's counts are bisections of floats,
+        # and per cell, with every call's time, so that a region's counts are bisections of floats.
         self._inc_by_cell: dict[str, list[float]] = {}
         self._times_by_cell: dict[str, list[float]] = {}
-        # and per category (index in CATEGORIES, unknown ones as OTHER), for the jurisdiction's counts.
-        self._inc_by_cat: dict[int, list[float]] = {}
-        self._times_by_cat: dict[int, list[float]] = {}
         # Decayed share of calls that are new incidents (starts at 1: no repeats assumed).
         self._inc_sum = 0.0
         self._call_sum = 0.0
@@ -225,7 +224,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({k: v for k, v in state.items() if k not in _RETIRED})
         self._count_cache = {}
         self._county = None
         self._reindex()  # checkpoints hold the alerts, not their order or indexes
@@ -244,12 +243,9 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         if t <= max(self._now, self._calls[-1][0] if self._calls else -math.inf) - self._horizon_s:
             return  # too old for every window
         call = (t, x.cell, x.category, incident)
-        j = _CAT_INDEX.get(x.category, _OTHER)
         if incident:
             bisect.insort(self._incident_times, t)
             bisect.insort(self._inc_by_cell.setdefault(x.cell, []), t)
-            bisect.insort(self._inc_by_cat.setdefault(j, []), t)
-        bisect.insort(self._times_by_cat.setdefault(j, []), t)
         insort_by_time(self._calls, call)
         if self._county is not None:
             self._county.learn(call)
@@ -432,11 +428,7 @@ class SurgeDetector(Detector, Scan, Lifecycle):
         every, incidents = {c[1] for c in expired}, {c[1] for c in expired if c[3]}
         for cell in every:
             self._count_cache.pop(cell, None)
-        indexes: tuple[tuple[dict[Any, list[float]], Collection[Any]], ...] = (
-            (self._times_by_cell, every), (self._inc_by_cell, incidents), (self._times_by_cat, list(self._times_by_cat)),
-            (self._inc_by_cat, list(self._inc_by_cat)),
-        )  # fmt: skip
-        for index, keys in indexes:
+        for index, keys in ((self._times_by_cell, every), (self._inc_by_cell, incidents)):
             for key in keys:
                 times = index[key]
                 del times[: bisect.bisect_right(times, cutoff)]

@@ -110,8 +110,6 @@ class Scan:
     _by_cell: dict[str, list[_Rec]]
     _times_by_cell: dict[str, list[float]]
     _inc_by_cell: dict[str, list[float]]
-    _times_by_cat: dict[int, list[float]]
-    _inc_by_cat: dict[int, list[float]]
     _incident_times: list[float]
     _county_ids: set[str]
     _count_cache: dict[str, tuple[float, float, tuple[int, ...]]]

@@ -153,12 +153,16 @@ def test_a_checkpoint_keeps_the_storm_indexes_and_rebuilds_the_alert_indexes(war
     det = fresh(warmed)
     start = END + 10 * 3600
     run(det, merged(*(background(seed=20 + k, days=0.125, start=start) for k in range(4))))  # the storm above
-    kept = (list(det._incident_times), set(det._county_ids), dict(det._times_by_cat), dict(det._inc_by_cat))
+    kept = (list(det._incident_times), set(det._county_ids), dict(det._times_by_cell), dict(det._inc_by_cell))
     assert kept[0] == sorted(t for t, _, _, incident in det._calls if incident) and kept[1], "a county-wide alert is open"
     assert sum(map(len, kept[2].values())) == len(det._calls) and sum(map(len, kept[3].values())) == len(kept[0])
-    assert not {"_count_cache", "_eps_by_cell", "_eps_by_region", "_opened"} & set(det.__getstate__())
+    assert not {"_count_cache", "_county", "_eps_by_cell", "_eps_by_region", "_opened"} & set(det.__getstate__())
     restored = pickle.loads(pickle.dumps(det))
-    assert (restored._incident_times, restored._county_ids, restored._times_by_cat, restored._inc_by_cat) == kept
+    assert (restored._incident_times, restored._county_ids, restored._times_by_cell, restored._inc_by_cell) == kept
+    older = {**det.__getstate__(), "_times_by_cat": {0: [1.0]}, "_inc_by_cat": {}}  # a checkpoint of before CountyWindows
+    again = SurgeDetector.__new__(SurgeDetector)
+    again.__setstate__(older)
+    assert not {"_times_by_cat", "_inc_by_cat"} & set(vars(again)) and again._incident_times == kept[0]
     assert (restored._eps_by_cell, restored._eps_by_region) == (det._eps_by_cell, det._eps_by_region)
 
 
