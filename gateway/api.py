@@ -74,7 +74,7 @@ from websockets.http11 import Response
 from detectors.allocation import DEFAULT_CAP, Allocation, allocate, default_floor, skew
 from gateway import forecasts, records
 from gateway.audit import AuditAction, AuditRecord, to_csv
-from gateway.disclosure import hot_units, minute
+from gateway.disclosure import hot_units, minute, oldest_listed
 from gateway.feeds import routes as feed_routes
 from gateway.http import HttpError, choice, epoch, integer, json_response, one, only, response
 from gateway.hub import parse_entry
@@ -299,8 +299,7 @@ async def released(gw: Gateway, req: ApiRequest) -> Response:
     _shares(gw, req, "history")
     hours = integer(req.query, "hours", 24, 1, plan.history_h)
     wm = await gw.store.watermark()
-    # from the oldest of the last ``hours``' windows: the newest settled window ends up to settle_s + a window before wm
-    since = None if wm is None else wm - gw.releases.settle_s - plan.window_min * 60.0 - hours * 3600.0
+    since = None if wm is None else oldest_listed(plan, wm, settle_s=gw.releases.settle_s, hours=hours)
     windows = await gw.releases.windows(plan, wm, since=since)
     return json_response(
         200,

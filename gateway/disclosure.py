@@ -218,16 +218,18 @@ def closed_windows(plan: Plan, watermark: float, *, settle_s: float, horizon: fl
     return starts[::-1]
 
 
-def oldest_listed(plan: Plan, watermark: float, *, settle_s: float) -> float:
-    """The start of the oldest window :func:`closed_windows` can list at ``watermark``: ``history_h`` hours before
-    the end of the newest settled window (not before the watermark: within ``settle_s`` of a window's end the
-    history reaches one window further back).
+def oldest_listed(plan: Plan, watermark: float, *, settle_s: float, hours: float | None = None) -> float:
+    """The start of the oldest window :func:`closed_windows` can list at ``watermark``: ``history_h`` hours (or
+    the last ``hours``) before the end of the newest settled window (not before the watermark: within
+    ``settle_s`` of a window's end the history reaches one window further back).
 
     >>> p = Plan("x", (), window_min=60, history_h=3)
     >>> oldest_listed(p, 4 * 3600 + 60.0, settle_s=120), oldest_listed(p, 4 * 3600 + 180.0, settle_s=120)
     (0.0, 3600.0)
+    >>> oldest_listed(p, 4 * 3600 + 60.0, settle_s=120, hours=1)  # the newest settled window alone
+    7200.0
     """
-    return plan.window_start(watermark - settle_s) - plan.history_h * 3600.0
+    return plan.window_start(watermark - settle_s) - (plan.history_h if hours is None else hours) * 3600.0
 
 
 @dataclass(frozen=True)
