@@ -329,7 +329,7 @@ class RedisState:
         self._append_alerts = client.register_script(_APPEND_ALERTS_LUA)
         self._seed_detection = client.register_script(_SEED_DETECTION_LUA)
         self._commit_detection = client.register_script(_COMMIT_DETECTION_LUA)
-        #: when the last "not acknowledged by a replica" warning was logged (time.monotonic)
+        # with Sentinels: the warnings that alert records, or a checkpoint, were not acknowledged by a replica
         self._unreplicated = ReplicaWarning(log, "alert records were", "a failover now would lose them from the stream")
         self._unreplicated_checkpoint = ReplicaWarning(
             log, "the detectors' checkpoint was", "a failover now would take it back to the one before"
