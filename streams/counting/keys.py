@@ -36,10 +36,14 @@ key                            type    holds
 ``P:detector:written``         zset    digests of the alert records appended since the
                                        checkpoint, scored by their detector-input offset
                                        (a replay after a crash skips them)
+``P:detector:journal``         zset    the detectors' messages and clock ticks since the
+                                       checkpoint, each with its wall-clock time, scored by
+                                       sequence number (``streams.detection.journal``): a
+                                       worker taking over feeds them as they were fed
 ``P:detector:{set}``           hash    the same, of detection workers that run a share
 ``P:detector:{set}:written``   zset    of the stage (``WF_DETECTION_PARTS``, the parts
-                                       joined by ``_``, e.g. ``surge_forecaster``); the
-                                       whole stage keeps the two keys above
+``P:detector:{set}:journal``   zset    joined by ``_``, e.g. ``surge_forecaster``); the
+                                       whole stage keeps the three keys above
 ``P:zones``                    hash    zone id -> zone JSON, written by the gateway (``id``,
                                        ``name``, ``kind``, ``cells``, ``active_from``,
                                        ``active_until``, ``threshold``); the detectors watch
@@ -140,6 +144,10 @@ class Keys:
     @property
     def detector_written(self) -> str:
         return f"{self.detector}:written"
+
+    @property
+    def detector_journal(self) -> str:
+        return f"{self.detector}:journal"
 
     @property
     def metrics(self) -> str:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -191,10 +191,12 @@ _Hash = dict[str, str]
 
 # KEYS[1] alerts stream, KEYS[2] digests of the records appended since the last
 # checkpoint (zset scored by the detector-input offset that made them), KEYS[3]
-# the detectors' hash; ARGV[1] stream length kept, ARGV[2] detector-input offset
+# the detectors' hash, KEYS[4] the detectors' journal; ARGV[1] stream length kept, ARGV[2] detector-input offset
 # applied ("" to leave it), ARGV[3] the records' score, ARGV[4] the fence: the
 # applied offset this worker last wrote ("" for none), ARGV[5] the highest stream
-# id this worker's appends got ("" for none), then (digest, record) pairs.
+# id this worker's appends got ("" for none), ARGV[6] the number n of the detectors'
+# journal entries (KEYS[4]), then n (sequence number, entry) pairs, then (digest,
+# record) pairs.
 # Fenced: when the hash holds less than the fence (its larger of ``applied`` and
 # the checkpoint's ``offset``; -1 when it is gone) Redis went back under the worker
 # (a failover to a replica that lacked the last writes, a restart from an older
@@ -213,8 +215,12 @@ if ARGV[5] ~= '' then
   floor_ms, floor_seq = string.match(ARGV[5], '^(%d+)-(%d+)$')
   floor_ms, floor_seq = tonumber(floor_ms), tonumber(floor_seq)
 end
+local n = tonumber(ARGV[6])
+for i = 7, 6 + 2 * n, 2 do
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[i], ARGV[i + 1])
+end
 local added, last = 0, ''
-for i = 6, #ARGV, 2 do
+for i = 7 + 2 * n, #ARGV, 2 do
   if redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[i]) == 1 then
     local id = '*'
     if floor_ms and last == '' then  -- after one record of this script the stream's newest is past the floor
@@ -242,14 +248,14 @@ return {added, last}
 
 
 # A checkpoint made outside the worker (streams.detection.bootstrap), written only where
-# the worker keeps none. KEYS: the detectors' hash, its written-alerts zset; ARGV[1] the
+# the worker keeps none. KEYS: the detectors' hash, its written-alerts zset, its journal; ARGV[1] the
 # detector-input offset, ARGV[2] the state (base64), ARGV[3] "1" to replace what is there.
 # The hash at all (a checkpoint, or "applied" before a worker's first) means a worker has run.
 _SEED_DETECTION_LUA = """
 if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'state', ARGV[2])
 return 1
 """
@@ -257,9 +263,11 @@ return 1
 
 #: A detectors' checkpoint at ``ARGV[1]``, written only when the one stored is not further along: a detection worker
 #: that lost its partition in a rebalance (or was paused) cannot put its older detectors over its successor's.
-#: Forgets the alert records appended for the messages it covers. 1 written, 0 refused. ``ARGV[3]``, the offset of
-#: this worker's last checkpoint ("" for none), fences the other way: a stored one below it (or none) means Redis
-#: went back under the worker; nothing is written and -2 - the stored offset (-1 when there is none) is returned.
+#: Forgets the alert records appended for the messages it covers, and the journal's entries (``KEYS[3]``) it has seen:
+#: those of the journal ``ARGV[4]`` up to its sequence number ``ARGV[5]``, and any other journal's ("" : none forgotten).
+#: 1 written, 0 refused. ``ARGV[3]``, the offset of this worker's last checkpoint ("" for none), fences the other way:
+#: a stored one below it (or none) means Redis went back under the worker; nothing is written and -2 - the stored
+#: offset (-1 when there is none) is returned.
 _COMMIT_DETECTION_LUA = """
 local stored = redis.call('HGET', KEYS[1], 'offset')
 if ARGV[3] ~= '' and tonumber(stored or '-1') < tonumber(ARGV[3]) then
@@ -270,6 +278,13 @@ if stored and tonumber(stored) > tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'state', ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
+  local own = ARGV[4] .. ' '
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if string.sub(member, 1, #own) ~= own then redis.call('ZREM', KEYS[3], member) end
+  end
+end
 return 1
 """
 
@@ -538,7 +553,15 @@ class RedisState:
         values = await self.client.mget([self.keys.offset(kind, p) for kind, p in tps])
         return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
 
-    async def append_alerts(self, offset: int, alerts: list[str], *, clock: bool = False, fence: int | None = None) -> int:
+    async def append_alerts(
+        self,
+        offset: int,
+        alerts: list[str],
+        *,
+        clock: bool = False,
+        fence: int | None = None,
+        journal: Sequence[tuple[int, str]] = (),
+    ) -> int:
         """Append alert records (JSON) to the alerts stream, each at most once per checkpoint; how many were new.
 
         Called for every detector-input message, at ``offset``, which becomes
@@ -561,6 +584,10 @@ class RedisState:
         process got before (:attr:`alerts_floor`): a new primary whose clock is
         behind the old one's would otherwise give ids below those clients hold
         as their ``last_id``, and they would skip the records.
+
+        ``journal``: the detectors' journal entries not in Redis yet, as
+        ``(sequence number, entry)`` (see :mod:`streams.detection.journal`),
+        added to ``P:detector:journal`` in the same script, after the fence.
         """
         args: list[str | int | float] = [
             ALERTS_STREAM_MAXLEN,
@@ -568,10 +595,13 @@ class RedisState:
             offset + 0.5 if clock else offset,
             "" if fence is None else fence,
             self.alerts_floor,
+            len(journal),
         ]
+        for seq, member in journal:
+            args += [seq, member]
         for body in alerts:
             args += [hashlib.blake2b(body.encode(), digest_size=12).hexdigest(), body]
-        keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector]
+        keys = [self.keys.alerts, self.keys.detector_written, self.keys.detector, self.keys.detector_journal]
         try:
             if not (alerts and self.settings.redis_sentinels):
                 reply = await self._append_alerts(keys=keys, args=args)
@@ -590,7 +620,9 @@ class RedisState:
             self.alerts_floor = last
         return int(first)
 
-    async def commit_detection(self, offset: int, state: bytes, *, fence: int | None = None) -> None:
+    async def commit_detection(
+        self, offset: int, state: bytes, *, fence: int | None = None, journal: tuple[str, int] | None = None
+    ) -> None:
         """Checkpoint the detectors: ``state`` has seen every detector-input message up to ``offset``.
 
         ``state`` is stored as given (the detection agent signs it, see
@@ -605,9 +637,14 @@ class RedisState:
         waits (up to ``REPLICA_WAIT_MS``) for the replica to have it, as
         :meth:`append_alerts` does: Kafka's committed offsets move on this
         checkpoint, and a failover must not take it back.
+
+        ``journal``: the detectors' journal id and sequence number ``state``
+        was stamped with; the journal entries it has seen (and any other
+        journal's) are forgotten in the same script. None: none are.
         """
-        keys = [self.keys.detector, self.keys.detector_written]
-        args: list[str | int] = [offset, base64.b64encode(state).decode(), "" if fence is None else fence]
+        keys = [self.keys.detector, self.keys.detector_written, self.keys.detector_journal]
+        jid, seq = journal if journal is not None else ("", 0)
+        args: list[str | int] = [offset, base64.b64encode(state).decode(), "" if fence is None else fence, jid, seq]
         try:
             if self.settings.redis_sentinels:
                 pipe = self.client.pipeline(transaction=False)
@@ -633,7 +670,7 @@ class RedisState:
         first, since the worker's live state would be lost; ``force`` replaces
         it, and forgets the alert records appended since its checkpoint.
         """
-        keys = [self.keys.detector, self.keys.detector_written]
+        keys = [self.keys.detector, self.keys.detector_written, self.keys.detector_journal]
         try:
             return bool(await self._seed_detection(keys=keys, args=[offset, base64.b64encode(state).decode(), "1" if force else "0"]))
         except RedisError as exc:
@@ -654,6 +691,14 @@ class RedisState:
             return int(h["offset"]), base64.b64decode(h.get("state", ""), validate=True)
         except (ValueError, binascii.Error) as exc:
             raise unreadable_checkpoint(self.keys.detector, exc) from exc
+
+    async def detection_journal(self) -> list[str]:
+        """The detectors' journal entries in Redis (``P:detector:journal``), in order; read them with
+        :func:`streams.detection.journal.follow`."""
+        try:
+            return cast(list[str], await self.client.zrange(self.keys.detector_journal, 0, -1))  # decoded replies
+        except RedisError as exc:
+            raise StateError(f"Redis failed while reading {self.keys.detector_journal}: {exc}") from exc
 
     async def zones_version(self) -> int | None:
         """The gateway's zone counter ``P:zones:version`` (None before the first zone). Cheap: poll this."""

@@ -59,7 +59,7 @@ from redis.exceptions import RedisError
 from detectors.types import Alert
 from streams.counting.state import CheckpointFenced, RedisState, RedisWentBack, StateError, unreadable_checkpoint
 from streams.detection import checkpoint, stages
-from streams.detection.journal import Entry, Journal
+from streams.detection.journal import Entry, Journal, encode, follow
 from streams.detection.naming import name_alert
 from streams.detection.parts import PARTS
 from streams.detection.plain import with_summary
@@ -77,6 +77,7 @@ from streams.forecasting.issuer import ForecastIssuer, Issue, make_set
 from streams.jurisdiction import Profile
 from streams.runtime.retry import until_reachable
 from streams.runtime.settings import Settings, checkpoint_key, load_jurisdiction
+from streams.topics import DETECTOR_INPUT, DETECTOR_INPUT_PARTITIONS, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ FEED_MAX = 100
 YIELD_EVERY_S = 0.05
 #: Seconds a re-feed waits for Kafka to hand over the next detector-input message before it gives up (and retries).
 REFEED_STALL_S = 60.0
+#: Journal entries (ticks of a silent feed, mostly) after which the clock checkpoints though no message waits for one:
+#: they are written to Redis with the next record, and a worker taking over replays them all (120: 10 min of 5 s ticks)
+TICKS_BEFORE_CHECKPOINT = 120
 
 #: ``read_input(topic, partition, first, last)``: the detector-input messages ``first..last`` (offsets, both included)
 #: as Kafka holds them, in batches of ``(offset, value)``; the default reads Kafka (:func:`kafka_input_reader`).
@@ -450,8 +454,9 @@ class DetectionAgent:
                 self.timing.done(time.time())
                 self.timing.flush(self.redis())
             self._forecast(runner)
-            # alerts of the clock alone are not made again by a replay: checkpoint them soon
-            if (alerts or st.pending) and self._checkpoint_due():
+            # a silent feed's ticks wait in the journal for the next write: a checkpoint forgets them
+            ticks = st.journal.seq - (runner.journal_seq if runner.journal_id == st.journal.id else 0)
+            if (alerts or st.pending or ticks >= TICKS_BEFORE_CHECKPOINT) and self._checkpoint_due():
                 await self.checkpoint()
 
     def metrics(self) -> dict[str, float]:
@@ -507,10 +512,45 @@ class DetectionAgent:
                 st.restored = True
                 log.info("detectors restored from their checkpoint at detector-input offset %d", st.offset)
                 _warn_if_other_zone(st.runner, self.profile)
-            if not keep_journal:
-                st.journal.restart(st.runner)
             st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
+            if not keep_journal:
+                if saved is None or getattr(st.runner, "journal_id", None) is None:
+                    st.journal.restart(st.runner)
+                else:
+                    await self._take_over(st.runner)
         return st.runner
+
+    async def _take_over(self, runner: DetectionRunner) -> None:
+        """Go on as the worker that wrote ``runner``'s checkpoint (call from :meth:`runner`, just restored).
+
+        Its journal's entries after the checkpoint are read back from Redis
+        (:func:`streams.detection.journal.follow`): the messages it fed since,
+        with their wall times, and its clock's ticks between them. They are
+        given to the detectors again, the messages read back from Kafka, so
+        the records it wrote are made again byte for byte (and skipped by the
+        stream) before any message or tick of this worker's; then this
+        worker's journal goes on as that one (:meth:`Journal.adopt`).
+        """
+        st = self.state
+        members = await until_reachable("reading the detectors' journal", self.redis().detection_journal)
+        plan = follow(members, runner)
+        st.journal.adopt(runner, plan)
+        fed = [e.offset for e in plan if not e.tick]
+        last = max(fed, default=st.applied)
+        log.info(
+            "the detectors' journal in Redis holds %d message(s) and %d tick(s) after the checkpoint%s",
+            len(fed),
+            len(plan) - len(fed),
+            f": feeding offsets {st.applied + 1}..{last} at the wall times the worker before fed them at" if plan else "",
+        )
+        if not plan:
+            return
+        await self._refresh_zones(runner)  # the zones of now: those the worker before had, unless changed since
+        if st.input_tp is None:
+            assert DETECTOR_INPUT_PARTITIONS == 1, "the detector input is one partition"
+            st.input_tp = (topic_name(self.settings.topic_prefix, DETECTOR_INPUT), 0)
+        await self._refeed_range(runner, st.applied + 1, last, time.perf_counter(), plan)
+        st.fed = max(st.fed, last)
 
     def _fresh_runner(self) -> DetectionRunner:
         """Detectors that learnt nothing yet: the whole stage, or the parts ``WF_DETECTION_PARTS`` names (the others held, not run)."""
@@ -546,23 +586,25 @@ class DetectionAgent:
         figures.last_stall_seconds = time.perf_counter() - started
         figures.stall_seconds += figures.last_stall_seconds
         figures.last_bytes = len(payload)
-        write = self._write(offset, payload, events, started, fence=st.offset, seq=seq)
+        write = self._write(offset, payload, events, started, fence=st.offset, stamp=(st.journal.id, seq))
         if final:
             await write
         else:
             st.writing = asyncio.ensure_future(self._write_or_requeue(write, offset, events))
 
-    async def _write(self, offset: int, payload: bytes, events: list[EventT], started: float, *, fence: int, seq: int) -> None:
+    async def _write(
+        self, offset: int, payload: bytes, events: list[EventT], started: float, *, fence: int, stamp: tuple[str, int]
+    ) -> None:
         """Sign ``payload`` (in a thread: hashing releases the GIL) and write it; then acknowledge ``events``.
 
         ``fence``: the offset of the checkpoint this worker wrote or restored last (see :meth:`RedisState.commit_detection`);
-        ``seq``: the journal entry the snapshot was stamped with.
+        ``stamp``: the journal's id and the entry the snapshot was stamped with.
         """
         blob = await asyncio.to_thread(checkpoint.sign, payload, self._signing_key(), offset=offset)
         del payload
-        await self.redis().commit_detection(offset, blob, fence=fence)
+        await self.redis().commit_detection(offset, blob, fence=fence, journal=stamp)
         st = self.state
-        st.journal.checkpointed(seq)
+        st.journal.checkpointed(stamp[1])
         st.offset = max(st.offset, offset)
         for event in events:
             event.ack()
@@ -608,7 +650,8 @@ class DetectionAgent:
         before the next checkpoint); how many records were new to the stream.
 
         The stream first: when Redis went back under the worker (:class:`RedisWentBack`, raised from here) nothing is
-        written or sent, and the re-feed makes these records again. ``send`` (one flag per alert; None: all) leaves out
+        written or sent, and the re-feed makes these records again. The journal's entries not in Redis yet go with them
+        (:mod:`streams.detection.journal`): the messages and ticks that made them. ``send`` (one flag per alert; None: all) leaves out
         of the topic the records a re-feed makes again that the topic has.
         """
         tz, where = self.profile.tz, self.profile.name
@@ -616,9 +659,15 @@ class DetectionAgent:
         bodies = [json.dumps(a.to_json(), separators=(",", ":")) for a in alerts]
         redis = self.redis()
         fence = self.state.applied
+        journal = self.state.journal
+        entries = journal.unwritten()  # what the detectors were given up to these records, for a worker taking over
+        members = [(e.seq, encode(journal.id, e)) for e in entries]
         added = await until_reachable(
-            f"writing {len(bodies)} alert record(s)", lambda: redis.append_alerts(offset, bodies, clock=clock, fence=fence)
+            f"writing {len(bodies)} alert record(s)",
+            lambda: redis.append_alerts(offset, bodies, clock=clock, fence=fence, journal=members),
         )
+        if entries:
+            journal.wrote(entries[-1].seq)
         for i, (a, b) in enumerate(zip(alerts, bodies, strict=True)):
             if send is None or send[i]:
                 self.state.sends.append(await self.alerts.send(key=a.id.encode(), value=b.encode()))
@@ -669,6 +718,8 @@ class DetectionAgent:
         await self._refresh_zones(runner)
         st.pending, st.sends, st.restored = pending, sends, False
         plan = st.journal.after(runner)
+        if plan is not None:
+            st.journal.rewrite_after(runner.journal_seq)  # Redis lost them with the rest: the next write puts them back
         first = st.applied + 1
         log.warning(
             "%s; %s, re-feeding detector-input offsets %d..%d from Kafka (detector_refeeds_total)",

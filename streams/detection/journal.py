@@ -13,9 +13,21 @@ clock's too, so the lost ones are written again byte for byte.
 A checkpoint is stamped with this journal's id and the sequence number of its
 last entry (:meth:`Journal.stamp`, attributes of the pickled runner). A runner
 restored from a checkpoint this journal stamped, whose entries since are all
-held, is given them again (:meth:`Journal.after`); any other (written by
-another worker, or older than what is held) is fed the messages with today's
-wall time and no ticks, as before (:meth:`Journal.restart`).
+held, is given them again (:meth:`Journal.after`); any other (older than what
+is held) is fed the messages with today's wall time and no ticks
+(:meth:`Journal.restart`).
+
+The entries are also written to Redis (``P:detector:journal``), with the
+alert records of the message or tick that comes after them
+(:meth:`Journal.unwritten`, :func:`encode`), and forgotten there by the
+checkpoint that covers them. A worker that takes the detector input over from
+one that died restores the checkpoint, reads the entries after it back
+(:func:`follow`) and goes on as that journal (:meth:`Journal.adopt`): it feeds
+the messages since the checkpoint at the wall times the dead worker fed them
+at, with its ticks between them, so it makes the records that worker wrote,
+byte for byte, and the stream keeps one copy of each. Ticks that made no
+record wait for the next write: a worker that dies first published nothing
+that depends on them.
 
 Entries are kept back to the second-to-last checkpoint written (the last may
 be lost with the writes a failover drops), and never more than ``limit``.
@@ -36,14 +48,34 @@ be lost with the writes a failover drops), and never more than ``limit``.
 >>> class Other: journal_id, journal_seq = "another worker's", 2
 >>> j.after(Other()) is None
 True
+
+What Redis holds of it, read back by the worker that takes over:
+
+>>> j.id = "j1"; [e.seq for e in j.unwritten()]
+[1, 2, 3, 4]
+>>> encode("j1", j.entries[-1])
+'j1 4 7 1003.0 0'
+>>> members = [encode("j1", e) for e in j.unwritten()]; j.wrote(4); j.unwritten()
+[]
+>>> class Restored: journal_id, journal_seq = "j1", 3
+>>> [(e.seq, e.offset, e.wall) for e in follow(members, Restored())]
+[(4, 7, 1003.0)]
+>>> k = Journal(); k.adopt(Restored(), follow(members, Restored()))
+>>> k.id, k.seq, k.unwritten(), k.fed(8, 1004.0).seq
+('j1', 4, [], 5)
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: entries held at most (13 MiB, measured with tracemalloc): a silent feed takes no checkpoint and ticks once a second, so over a day of
 #: silence (86,400 ticks) the oldest go and a re-feed of a checkpoint older than what is held is fed at today's time
@@ -79,6 +111,8 @@ class Journal:
         self.entries: deque[Entry] = deque()
         #: the sequence numbers the last two checkpoints written were stamped with
         self._marks: deque[int] = deque(maxlen=2)
+        #: every entry up to this sequence number is in Redis (or needs not be)
+        self.written = 0
 
     def fed(self, offset: int, wall: float) -> Entry:
         """The message at ``offset`` was fed at ``wall``."""
@@ -122,5 +156,77 @@ class Journal:
         """``runner`` (restored from a checkpoint this journal cannot follow) is the detectors now: start from it."""
         self.entries.clear()
         self._marks.clear()
-        self.floor = self.seq
+        self.floor = self.written = self.seq
         self.stamp(runner)
+
+    def adopt(self, runner: Any, entries: list[Entry]) -> None:
+        """Go on as the journal that stamped ``runner``'s checkpoint, holding ``entries``, its entries since (see :func:`follow`).
+
+        The entries are in Redis already. ``runner`` must carry a stamp (``journal_id`` not None).
+        """
+        seen = runner.journal_seq
+        if entries and [e.seq for e in entries] != list(range(seen + 1, seen + 1 + len(entries))):
+            raise ValueError(f"the entries adopted must follow the checkpoint's {seen} without a gap")
+        self.id = runner.journal_id
+        self.entries = deque(entries)
+        self._marks.clear()
+        self.floor = seen
+        self.seq = self.written = entries[-1].seq if entries else seen
+
+    def unwritten(self) -> list[Entry]:
+        """The entries not in Redis yet, oldest first: written with the next alert append (see :meth:`wrote`)."""
+        fresh = list(itertools.takewhile(lambda e: e.seq > self.written, reversed(self.entries)))
+        fresh.reverse()
+        return fresh
+
+    def wrote(self, seq: int) -> None:
+        """Every entry up to ``seq`` is in Redis now."""
+        self.written = max(self.written, seq)
+
+    def rewrite_after(self, seq: int) -> None:
+        """Redis lost what it held after the entry ``seq`` (a failover): write the entries after it again."""
+        self.written = min(self.written, seq)
+
+
+def encode(journal_id: str, entry: Entry) -> str:
+    """An entry as Redis keeps it (a member of ``P:detector:journal``, scored by its sequence number); see :func:`follow`.
+
+    The wall time in Python's shortest round-trip form: read back, it is the same float.
+    """
+    return f"{journal_id} {entry.seq} {entry.offset} {entry.wall!r} {int(entry.tick)}"
+
+
+def follow(members: Iterable[str], runner: Any) -> list[Entry]:
+    """The entries among ``members`` (:func:`encode`'s, as Redis holds them) that follow ``runner``'s checkpoint, in order.
+
+    Only those of the journal that stamped it, from the next sequence number on
+    without a gap (a gap, which a failover that lost writes can leave, ends them
+    with a warning); none when ``runner`` carries no stamp. Members that cannot
+    be read are skipped with a warning.
+    """
+    journal_id, seen = getattr(runner, "journal_id", None), getattr(runner, "journal_seq", -1)
+    if journal_id is None:
+        return []
+    found: dict[int, Entry] = {}
+    for member in members:
+        try:
+            jid, raw_seq, raw_offset, raw_wall, raw_tick = member.split(" ")
+            entry = Entry(int(raw_seq), int(raw_offset), float(raw_wall), raw_tick == "1")
+        except ValueError:
+            log.warning("detectors' journal entry %r in Redis skipped: not <journal> <seq> <offset> <wall> <tick>", member)
+            continue
+        if jid == journal_id and entry.seq > seen:
+            found[entry.seq] = entry
+    entries = []
+    for nxt in itertools.count(seen + 1):
+        if nxt not in found:
+            break
+        entries.append(found.pop(nxt))
+    if found:
+        log.warning(
+            "the detectors' journal in Redis lacks entry %d after the checkpoint's %d: %d later entries are not followed",
+            seen + 1 + len(entries),
+            seen,
+            len(found),
+        )
+    return entries

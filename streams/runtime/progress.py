@@ -83,7 +83,7 @@ def detection_applied(client: redis.Redis, keys: Keys) -> dict[str, int]:
     """The ``applied`` detector-input offset of each detection part-set that has one, by its hash (``P:detector``, ``P:detector:{set}``)."""
     found = client.scan_iter(match=f"{keys.detector}:*", count=1000)
     names = [keys.detector, *(k.decode() if isinstance(k, bytes) else str(k) for k in found)]
-    hashes = sorted({k for k in names if not k.endswith(":written")})
+    hashes = sorted({k for k in names if not k.endswith((":written", ":journal"))})
     values = [client.hget(k, "applied") for k in hashes]
     return {k: int(v) for k, v in zip(hashes, values, strict=True) if v is not None}
 

@@ -6,11 +6,14 @@ checkpoints (:class:`streams.detection.agent.DetectionAgent`). The active one is
 simulated calls with updates and an injected surge; after the group's session timeout (``WF_KAFKA_SESSION_TIMEOUT_S``,
 6 s here) the standby is given the input, restores the detectors from the last checkpoint and goes on. The end is the
 broker faults' end: every count equal to the independent computation, every alert record once in the stream, each
-alert's states in order. The time from the kill until the detectors are fed again is printed.
+alert's states in order: the standby feeds what the killed one fed since its checkpoint as its journal in Redis says
+(each message at the wall time it was fed at), so it makes the same records again and the stream keeps one copy. The
+time from the kill until the detectors are fed again is printed.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
@@ -57,9 +60,14 @@ def test_the_detection_worker_killed_mid_replay_is_replaced_by_its_standby_and_e
         resumed_s = time.monotonic() - t_kill
         assert rp.poll() is None, "the kill must land mid-replay"
         assert "detectors restored from their checkpoint" in standby.log_tail(400)
+        journal = re.search(r"journal in Redis holds (\d+) message\(s\) and (\d+) tick", standby.log_tail(400))
+        assert journal, "the standby read the killed worker's journal back:\n" + standby.log_tail()
         out = finish(rp)
         assert "replayed" in out
-        print(f"\n[fault] SIGKILL of the active detection worker at detector-input offset {at_kill}: fed again after {resumed_s:.1f} s")
+        print(
+            f"\n[fault] SIGKILL of the active detection worker at detector-input offset {at_kill}: fed again after "
+            f"{resumed_s:.1f} s; its journal since the checkpoint fed again: {journal[1]} message(s), {journal[2]} tick(s)"
+        )
         _assert_nothing_lost_counted_twice_or_shown_twice(s, source, [counter, standby])
         # the killed worker's session timeout bounds the takeover; the replay of what its last checkpoint lacked follows
         assert resumed_s < SESSION_TIMEOUT_S + 30

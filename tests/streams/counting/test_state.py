@@ -9,7 +9,7 @@ import pytest
 
 from streams.counting.planner import CALL, UPDATE, Incoming
 from streams.counting.rolling import cells_for, minute_of
-from streams.counting.state import RedisState
+from streams.counting.state import RedisState, RedisWentBack
 from tests.streams.counting.test_planner import T0, call, recs, update
 
 pytestmark = pytest.mark.stack
@@ -222,6 +222,33 @@ def test_alerts_appended_before_the_first_checkpoint_are_not_a_checkpoint(settin
     first, before, again, after = run(go())
     assert (first, before, again) == (1, None, 0)
     assert after == (7, b"state")
+
+
+def test_the_detectors_journal_goes_with_the_alerts_and_a_checkpoint_forgets_what_it_saw_and_other_journals(settings):
+    # Entries are added with the alert append (once: a second write of one is a no-op), kept past the fence refusal
+    # only when the append is not refused, and a checkpoint stamped (j2, 3) keeps only j2's entries after 3.
+    async def go():
+        st = await _state(settings)
+        keys = st.keys.detector_journal
+        await st.append_alerts(1, [], journal=[(7, "j1 7 1 100.5 0"), (8, "j1 8 1 101.0 1")])
+        await st.append_alerts(2, ['{"id":"a2"}'], journal=[(2, "j2 2 2 102.25 0"), (3, "j2 3 2 103.0 1")])
+        await st.append_alerts(3, [], journal=[(3, "j2 3 2 103.0 1"), (4, "j2 4 3 104.0 0")])
+        held = await st.detection_journal()
+        with pytest.raises(RedisWentBack):
+            await st.append_alerts(5, [], fence=9, journal=[(5, "j2 5 5 105.0 0")])
+        refused = await st.client.zcard(keys)
+        await st.commit_detection(3, b"state", journal=("j2", 3))
+        kept = await st.detection_journal()
+        await st.seed_detection(3, b"seeded", force=True)
+        seeded = await st.client.exists(keys)
+        await st.close()
+        return held, refused, kept, seeded
+
+    held, refused, kept, seeded = run(go())
+    assert held == ["j2 2 2 102.25 0", "j2 3 2 103.0 1", "j2 4 3 104.0 0", "j1 7 1 100.5 0", "j1 8 1 101.0 1"]
+    assert refused == 5, "a fenced append writes no entry"
+    assert kept == ["j2 4 3 104.0 0"]
+    assert seeded == 0, "a seeded checkpoint starts without a journal"
 
 
 def test_a_batch_too_large_for_one_command_per_key_is_written_whole(settings):

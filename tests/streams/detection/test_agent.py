@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import pickle
+from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
 
 import pytest
@@ -33,20 +34,33 @@ class MemoryState:
         self.failing: StateError | None = None
         #: set to hold commit_detection until released
         self.hold: asyncio.Event | None = None
+        #: the detectors' journal entries by sequence number (``P:detector:journal``)
+        self.journal: dict[int, str] = {}
 
     async def load_detection(self) -> tuple[int, bytes] | None:
         return self.saved
 
-    async def commit_detection(self, offset: int, state: bytes, *, fence: int | None = None) -> None:
+    async def commit_detection(
+        self, offset: int, state: bytes, *, fence: int | None = None, journal: tuple[str, int] | None = None
+    ) -> None:
         if self.hold is not None:
             await self.hold.wait()
         if self.failing is not None:
             raise self.failing
         self.saved = (offset, state)
+        if journal is not None:
+            self.journal = {seq: m for seq, m in self.journal.items() if seq > journal[1] and m.startswith(f"{journal[0]} ")}
 
-    async def append_alerts(self, offset: int, bodies: list[str], *, clock: bool = False, fence: int | None = None) -> int:
+    async def append_alerts(
+        self, offset: int, bodies: list[str], *, clock: bool = False, fence: int | None = None, journal: Sequence[tuple[int, str]] = ()
+    ) -> int:
+        for seq, member in journal:
+            self.journal.setdefault(seq, member)
         self.alerts += bodies
         return len(bodies)
+
+    async def detection_journal(self) -> list[str]:
+        return [self.journal[seq] for seq in sorted(self.journal)]
 
     async def zones_version(self) -> int | None:
         return None
@@ -80,9 +94,15 @@ class Message:
         self.acked = True
 
 
+async def memory_input(topic: str, partition: int, first: int, last: int) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """The detector-input messages ``first..last`` read back (see :data:`streams.detection.agent.InputReader`): :class:`Message`'s."""
+    yield [(offset, Message(offset).value) for offset in range(first, last + 1)]
+
+
 def make_agent(state, key: bytes = KEY, **overrides) -> DetectionAgent:
     settings = load_settings({}, partitions=1, **overrides)
-    return DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: key)  # type: ignore[arg-type]  # SentAlerts stands in for the alerts topic
+    # SentAlerts stands in for the alerts topic
+    return DetectionAgent(settings, lambda: state, SentAlerts(), key=lambda: key, read_input=memory_input)  # type: ignore[arg-type]
 
 
 def test_a_checkpoint_is_written_beside_the_agent_and_acknowledges_its_messages_only_once_written():
@@ -114,11 +134,12 @@ def test_a_checkpoint_is_written_beside_the_agent_and_acknowledges_its_messages_
         assert figures["detector_points_total"] >= 0, "with the detectors' own counters"
         offset, blob = state.saved
         assert offset == 2 and blob.startswith(checkpoint.MAGIC)
+        assert checkpoint.restore(blob, KEY, offset=2)._seen == {0: 2}, "the three messages fed before it, not the fourth"  # type: ignore[attr-defined]
         restored = make_agent(state)
         async with restored.lock:
             runner = await restored.runner()
-        assert runner._seen == {0: 2}, "the checkpoint holds the three messages fed before it, not the fourth"
-        assert restored.state.offset == restored.state.applied == 2
+        assert restored.state.offset == 2, "restored from the checkpoint"
+        assert runner._seen == {0: 3} and restored.state.applied == 3, "and given the fourth message again, as the journal says"
 
     asyncio.run(go())
 
@@ -287,6 +308,31 @@ def test_a_standby_that_does_not_hold_the_input_neither_ticks_nor_restores_the_d
     standby, active = asyncio.run(go())
     assert standby is None, "the standby restored (and would tick) the detectors"
     assert active is not None, "the worker that holds the input keeps the detectors' clock"
+
+
+def test_a_silent_feeds_ticks_are_checkpointed_once_they_reach_the_limit_though_no_message_waits(monkeypatch):
+    """Ticks that made no record wait in the journal for the next write, and a worker taking over would replay them all:
+    after ``TICKS_BEFORE_CHECKPOINT`` of them the clock checkpoints, which forgets them; before, it does not."""
+    from streams.detection import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "TICKS_BEFORE_CHECKPOINT", 3)
+
+    async def go() -> list[int]:
+        state = MemoryState()
+        agent = make_agent(state)
+        await agent.handle(Message(0))
+        async with agent.lock:
+            await agent.checkpoint(final=True)
+        written = []
+        for _ in range(4):
+            agent.state.next_checkpoint = 0.0  # due at every tick
+            await agent.keep_detector_clock()
+            if agent.state.writing is not None:
+                await agent.state.writing
+            written.append(agent.state.checkpoints.written)
+        return written
+
+    assert asyncio.run(go()) == [1, 1, 2, 2]
 
 
 def test_after_the_input_was_taken_away_the_detectors_are_restored_from_the_stored_checkpoint_not_resumed():

@@ -443,3 +443,71 @@ def test_the_clocks_records_lost_with_redis_are_made_again_byte_for_byte_between
     assert [e["id"] for e in sent] == made, "the alerts topic got each record once"
     assert entries == sent, "the records made again are those made first, byte for byte (the same wall times)"
     assert agent.metrics()["detector_refeeds_total"] == 1
+
+
+class TickCountRunner(ClockEchoRunner):
+    """:class:`ClockEchoRunner` whose clock makes a record every other tick only, and whose calls' records count the ticks
+    before them (``observed``): a tick that wrote nothing still changes what comes after it."""
+
+    def feed(self, raw: bytes, wall: float) -> list[Alert]:
+        return [dataclasses.replace(a, observed=self.ticks) for a in super().feed(raw, wall)]
+
+    def tick(self, wall: float) -> list[Alert]:
+        made = super().tick(wall)
+        return made if self.ticks % 2 else []
+
+
+def test_a_worker_taking_the_input_over_from_a_dead_one_makes_its_records_again_byte_for_byte_and_the_stream_keeps_one(settings):
+    """The worker holding the detector input checkpoints at 4, then feeds 5..9 with four ticks of its clock among them (two
+    making a record, two making none but counted by the calls after them), and dies: no checkpoint, nothing acknowledged
+    past 4. Another worker is given the input: its clock ticks first, then Kafka hands it 5..10 again. It restores the
+    checkpoint, reads the dead worker's journal back from Redis and feeds 5..9 at the wall times they were first fed at,
+    with the ticks between them, before its own tick: the stream ends with every record once, those of the dead worker
+    byte for byte as it wrote them, then the new worker's. Without the journal in Redis the records of 5..9 were made
+    again with other times (a second copy of each) and the clock's were not made. The new worker's checkpoint forgets the
+    journal's entries it covers, and acknowledges 5..10."""
+    topic = produce(settings, 11)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go() -> tuple[list[dict], DetectionAgent, list[Message], int, int]:
+        st = RedisState.from_settings(settings)
+        try:
+            dead = make_agent(settings, st)
+            dead._fresh_runner = lambda: TickCountRunner(partitions=1)  # type: ignore[method-assign]
+            await feed(dead, topic, range(5))
+            await checkpoint(dead)
+            await feed(dead, topic, range(5, 7))
+            await dead.keep_detector_clock()  # tick 1: a record
+            await dead.keep_detector_clock()  # tick 2: none
+            await feed(dead, topic, [7, 8])
+            await dead.keep_detector_clock()  # tick 3: a record
+            await dead.keep_detector_clock()  # tick 4: none
+            await feed(dead, topic, [9])
+            await dead.keep_detector_clock()  # tick 5: a record
+            await dead.keep_detector_clock()  # tick 6: none, and never written: the worker dies before its next write
+            written = [json.loads(v) for v in dead.alerts.sent]  # type: ignore[attr-defined]  # SentAlerts
+            journal_then = client.zcard(keys.detector_journal)
+            successor = make_agent(settings, st)
+            successor._fresh_runner = lambda: TickCountRunner(partitions=1)  # type: ignore[method-assign]
+            await successor.keep_detector_clock()  # its own first tick (the sixth: none), after the dead worker's five
+            msgs = await feed(successor, topic, range(5, 11))
+            await checkpoint(successor)
+            return written, successor, msgs, journal_then, client.zcard(keys.detector_journal)
+        finally:
+            await st.close()
+
+    try:
+        written, successor, msgs, journal_then, journal_after = asyncio.run(go())
+        entries = [json.loads(f[b"alert"]) for _, f in client.xrange(keys.alerts)]
+    finally:
+        client.close()
+    made = [*names(0, 6), "clock:1", "echo:7", "echo:8", "clock:3", "echo:9", "clock:5", "echo:10"]
+    assert [e["id"] for e in entries] == made, "every record once, in the order made"
+    assert entries[: len(written)] == written, "the dead worker's records, made again byte for byte"
+    assert [e["observed"] for e in entries if e["id"] in names(5, 10)] == [0, 0, 2, 2, 4, 6], "ticks that wrote nothing count"
+    assert journal_then == 5 + 5, "the dead worker's messages and ticks after its checkpoint, but the tick it never wrote"
+    assert journal_after == 0, "the successor's checkpoint forgets the entries it covers"
+    assert all(m.acked for m in msgs)
+    figures = successor.metrics()
+    assert figures["detector_refeeds_total"] == 1 and figures["detector_refed_messages_total"] == 5
