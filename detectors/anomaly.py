@@ -20,7 +20,7 @@ from river import anomaly
 from detectors.base import Detector
 from detectors.hst import FlatHalfSpaceTrees
 from detectors.types import Alert, AlertKind, AlertState, CallPoint
-from streams.ingest.schema import CATEGORIES
+from streams.ingest.schema import CATEGORIES, CATEGORY_INDEX
 
 #: H3 resolution of an area (~36 km^2; 49 res-8 cells).
 AREA_RESOLUTION = 6
@@ -28,8 +28,7 @@ MODEL = "mix-hst"
 #: Bump when the features, their scaling or the alert rule change.
 MODEL_VERSION = "1"
 
-_CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-_OTHER = _CAT_INDEX["OTHER"]
+_OTHER = CATEGORY_INDEX["OTHER"]
 _NCAT = len(CATEGORIES)
 #: Per-call quantities averaged over a window: priority, log1p(dispatch_s), log1p(travel_s).
 _MEANS = ("priority", "dispatch", "travel")
@@ -456,7 +455,7 @@ def _area_of(cell: str) -> str:
 
 
 def _add(bucket: _Bucket, x: CallPoint) -> None:
-    bucket.counts[_CAT_INDEX.get(x.category, _OTHER)] += 1
+    bucket.counts[CATEGORY_INDEX.get(x.category, _OTHER)] += 1
     bucket.cells[x.cell] = bucket.cells.get(x.cell, 0) + 1
     s = bucket.sums
     for j, raw in enumerate((x.priority, x.dispatch_s, x.travel_s)):

@@ -99,9 +99,8 @@ import h3
 
 from detectors.base import Detector
 from detectors.types import DETECTION_RESOLUTION, CallPoint
-from streams.ingest.schema import CATEGORIES
+from streams.ingest.schema import CATEGORIES, CATEGORY_INDEX
 
-_CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 _HOURS_PER_WEEK = 168
 #: Renormalise the decay weights when they reach 2**_RENORM_HALF_LIVES.
 _RENORM_HALF_LIVES = 40.0
@@ -279,7 +278,7 @@ class ExpectedCounts(Detector):
 
     def _hold_call(self, t: float, category: str, cell: str) -> None:
         """Add a call of the hour being learnt to its sums (folded in when the hour ends)."""
-        key = (_how_bin(self._tz, int(t // 3600), self._holidays), _CAT_INDEX.get(category, _CAT_INDEX["OTHER"]), cell)
+        key = (_how_bin(self._tz, int(t // 3600), self._holidays), CATEGORY_INDEX.get(category, CATEGORY_INDEX["OTHER"]), cell)
         self._pending_calls[key] = self._pending_calls.get(key, 0.0) + self._weight(t)
 
     def _hold_exposure(self, b: int, t_mid: float, seconds: float) -> None:
@@ -449,7 +448,7 @@ class ExpectedCounts(Detector):
 
     def category_share(self, category: str, t: float) -> float:
         """Expected share of ``category`` among calls at the local hour of ``t``."""
-        k = _CAT_INDEX.get(category, _CAT_INDEX["OTHER"])
+        k = CATEGORY_INDEX.get(category, CATEGORY_INDEX["OTHER"])
         w = self._weight(cast(float, self._last_t)) if self._t_ref is not None else 1.0  # _last_t is set with _t_ref
         prior = (self._n_cat[k] + w) / (self._n + len(CATEGORIES) * w)
         row = self._n_cat_hod[_how_bin(self._tz, int(t // 3600), self._holidays) % 24]

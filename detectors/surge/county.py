@@ -44,14 +44,13 @@ from typing import TYPE_CHECKING
 
 from detectors.surge.regions import disk
 from detectors.windows import time_of
-from streams.ingest.schema import CATEGORIES
+from streams.ingest.schema import CATEGORIES, CATEGORY_INDEX
 
 if TYPE_CHECKING:
     from detectors.surge.scan import _Rec
 
-#: a category's index in CATEGORIES (unknown ones count as OTHER)
-_CAT_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-_OTHER = _CAT_INDEX["OTHER"]
+#: the index unknown categories count as (OTHER)
+_OTHER = CATEGORY_INDEX["OTHER"]
 
 
 def _between(calls: Sequence[_Rec], start: float, end: float) -> Sequence[_Rec]:
@@ -154,7 +153,7 @@ class CountyWindows:
 
     def _add(self, i: int, call: _Rec) -> None:
         _, cell, category, incident = call
-        j = _CAT_INDEX.get(category, _OTHER) + 1
+        j = CATEGORY_INDEX.get(category, _OTHER) + 1
         n = self._calls[i]
         n[0] += 1
         n[j] += 1
@@ -174,7 +173,7 @@ class CountyWindows:
 
     def _take(self, i: int, call: _Rec) -> None:
         _, cell, category, incident = call
-        j = _CAT_INDEX.get(category, _OTHER) + 1
+        j = CATEGORY_INDEX.get(category, _OTHER) + 1
         n = self._calls[i]
         n[0] -= 1
         n[j] -= 1

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from detectors.surge.county import _CAT_INDEX, _OTHER, CountyWindows
+from detectors.surge.county import _OTHER, CountyWindows
 from detectors.surge.regions import JURISDICTION, disk
 from detectors.tails import MAX_SCORE, log10_negbin_sf, log10_poisson_sf
 from detectors.windows import time_of
-from streams.ingest.schema import CATEGORIES
+from streams.ingest.schema import CATEGORIES, CATEGORY_INDEX
 
 if TYPE_CHECKING:
     from detectors.baseline import ExpectedCounts
@@ -293,7 +293,7 @@ class Scan:
         outside = outside_of[top]
         left_out = [c for cell in excluded for c in self._by_cell.get(cell, ()) if start < c[0] <= now]
         for _, _, left_category, incident in left_out:
-            j = _CAT_INDEX.get(left_category, _OTHER) + 1
+            j = CATEGORY_INDEX.get(left_category, _OTHER) + 1
             n_calls[0] -= 1
             n_calls[j] -= 1
             if incident:

@@ -61,6 +61,8 @@ class Category(enum.StrEnum):
 
 #: The categories' values, in :class:`Category` order: the one list the detectors count by (indexes are kept in this order).
 CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+#: Each category's index in :data:`CATEGORIES` (a detector's per-category arrays are kept in this order).
+CATEGORY_INDEX: dict[str, int] = {c: i for i, c in enumerate(CATEGORIES)}
 
 
 class Status(enum.StrEnum):

@@ -449,15 +449,16 @@ def test_a_round_re_scores_due_alerts_up_to_its_budget_and_the_next_rounds_the_r
 
 def _fresh_county(calls, windows, now):
     """Each window's calls and incidents per category and its busiest disk, counted from every call (the slow way)."""
-    from detectors.surge.county import _CAT_INDEX, _OTHER
+    from detectors.surge.county import _OTHER
     from detectors.surge.regions import disk
+    from streams.ingest.schema import CATEGORY_INDEX
 
     out = []
     for w in windows:
         inside = [c for c in calls if now - 60.0 * w < c[0] <= now]
         n, inc, per_disk = [0] * 6, [0] * 6, {}
         for _t, cell, category, incident in inside:
-            j = _CAT_INDEX.get(category, _OTHER) + 1
+            j = CATEGORY_INDEX.get(category, _OTHER) + 1
             n[0], n[j] = n[0] + 1, n[j] + 1
             if incident:
                 inc[0], inc[j] = inc[0] + 1, inc[j] + 1
