@@ -59,7 +59,7 @@ from redis.exceptions import RedisError
 from detectors.types import Alert
 from streams.counting.state import CheckpointFenced, RedisState, RedisWentBack, StateError, unreadable_checkpoint
 from streams.detection import checkpoint, stages
-from streams.detection.journal import Entry, Journal, encode, follow
+from streams.detection.journal import Entry, Journal, encode, follow, fresh_chain
 from streams.detection.naming import name_alert
 from streams.detection.parts import PARTS
 from streams.detection.plain import with_summary
@@ -514,34 +514,41 @@ class DetectionAgent:
                 _warn_if_other_zone(st.runner, self.profile)
             st.next_checkpoint = time.monotonic() + self.settings.detector_checkpoint_s
             if not keep_journal:
-                if saved is None or getattr(st.runner, "journal_id", None) is None:
-                    st.journal.restart(st.runner)
-                else:
-                    await self._take_over(st.runner)
+                await self._take_over(st.runner)
         return st.runner
 
     async def _take_over(self, runner: DetectionRunner) -> None:
-        """Go on as the worker that wrote ``runner``'s checkpoint (call from :meth:`runner`, just restored).
+        """Go on as the worker that fed ``runner`` before (call from :meth:`runner`, ``runner`` just restored or made).
 
-        Its journal's entries after the checkpoint are read back from Redis
+        That worker's journal entries after the checkpoint are read back from Redis
         (:func:`streams.detection.journal.follow`): the messages it fed since,
         with their wall times, and its clock's ticks between them. They are
         given to the detectors again, the messages read back from Kafka, so
         the records it wrote are made again byte for byte (and skipped by the
         stream) before any message or tick of this worker's; then this
-        worker's journal goes on as that one (:meth:`Journal.adopt`).
+        worker's journal goes on as that one (:meth:`Journal.adopt`). Fresh
+        detectors, or a seeded checkpoint's, carry no stamp: they follow the
+        journal that started from them (:func:`streams.detection.journal.fresh_chain`),
+        that of a worker that died before its first checkpoint, if any.
         """
         st = self.state
         members = await until_reachable("reading the detectors' journal", self.redis().detection_journal)
+        if getattr(runner, "journal_id", None) is None:
+            chain = fresh_chain(members)
+            if chain is None:
+                st.journal.restart(runner)
+                return
+            runner.journal_id, runner.journal_seq = chain, 0
         plan = follow(members, runner)
         st.journal.adopt(runner, plan)
         fed = [e.offset for e in plan if not e.tick]
-        last = max(fed, default=st.applied)
+        first, last = (fed[0], fed[-1]) if fed else (st.applied + 1, st.applied)
         log.info(
-            "the detectors' journal in Redis holds %d message(s) and %d tick(s) after the checkpoint%s",
+            "the detectors' journal in Redis holds %d message(s) and %d tick(s) after the %s%s",
             len(fed),
             len(plan) - len(fed),
-            f": feeding offsets {st.applied + 1}..{last} at the wall times the worker before fed them at" if plan else "",
+            "checkpoint" if st.offset >= 0 else "detectors' start",
+            f": feeding offsets {first}..{last} at the wall times the worker before fed them at" if plan else "",
         )
         if not plan:
             return
@@ -549,7 +556,7 @@ class DetectionAgent:
         if st.input_tp is None:
             assert DETECTOR_INPUT_PARTITIONS == 1, "the detector input is one partition"
             st.input_tp = (topic_name(self.settings.topic_prefix, DETECTOR_INPUT), 0)
-        await self._refeed_range(runner, st.applied + 1, last, time.perf_counter(), plan)
+        await self._refeed_range(runner, first, last, time.perf_counter(), plan)
         st.fed = max(st.fed, last)
 
     def _fresh_runner(self) -> DetectionRunner:

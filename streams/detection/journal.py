@@ -153,10 +153,13 @@ class Journal:
         return [e for e in self.entries if e.seq > seen]
 
     def restart(self, runner: Any) -> None:
-        """``runner`` (restored from a checkpoint this journal cannot follow) is the detectors now: start from it."""
+        """``runner`` (fresh, or restored from a checkpoint this journal cannot follow) is the detectors now: a new
+        journal from it, with an id of its own and entries from 1 (by which a worker taking over from this one before
+        its first checkpoint finds them: :func:`fresh_chain`)."""
+        self.id = uuid.uuid4().hex
         self.entries.clear()
         self._marks.clear()
-        self.floor = self.written = self.seq
+        self.seq = self.floor = self.written = 0
         self.stamp(runner)
 
     def adopt(self, runner: Any, entries: list[Entry]) -> None:
@@ -196,6 +199,33 @@ def encode(journal_id: str, entry: Entry) -> str:
     return f"{journal_id} {entry.seq} {entry.offset} {entry.wall!r} {int(entry.tick)}"
 
 
+def _parse(member: str) -> tuple[str, Entry] | None:
+    try:
+        jid, raw_seq, raw_offset, raw_wall, raw_tick = member.split(" ")
+        return jid, Entry(int(raw_seq), int(raw_offset), float(raw_wall), raw_tick == "1")
+    except ValueError:
+        log.warning("detectors' journal entry %r in Redis skipped: not <journal> <seq> <offset> <wall> <tick>", member)
+        return None
+
+
+def fresh_chain(members: Iterable[str]) -> str | None:
+    """The journal among ``members`` that started from detectors with no stamp (fresh, or a seeded checkpoint).
+
+    Such detectors are stamped at 0 by the journal that starts from them
+    (:meth:`Journal.restart`), and a checkpoint forgets every other journal's
+    entries: one that holds entry 1 started from the detectors a worker
+    restoring them now has too. None when no journal does (or, with a warning,
+    when several do).
+
+    >>> fresh_chain(["a 7 3 10.0 0", "b 1 0 5.0 0", "b 2 1 6.0 0"]), fresh_chain(["a 7 3 10.0 0"])
+    ('b', None)
+    """
+    starts = sorted({parsed[0] for parsed in map(_parse, members) if parsed is not None and parsed[1].seq == 1})
+    if len(starts) > 1:
+        log.warning("the detectors' journal in Redis holds %d journals that started afresh (%s): none is followed", len(starts), starts)
+    return starts[0] if len(starts) == 1 else None
+
+
 def follow(members: Iterable[str], runner: Any) -> list[Entry]:
     """The entries among ``members`` (:func:`encode`'s, as Redis holds them) that follow ``runner``'s checkpoint, in order.
 
@@ -208,13 +238,10 @@ def follow(members: Iterable[str], runner: Any) -> list[Entry]:
     if journal_id is None:
         return []
     found: dict[int, Entry] = {}
-    for member in members:
-        try:
-            jid, raw_seq, raw_offset, raw_wall, raw_tick = member.split(" ")
-            entry = Entry(int(raw_seq), int(raw_offset), float(raw_wall), raw_tick == "1")
-        except ValueError:
-            log.warning("detectors' journal entry %r in Redis skipped: not <journal> <seq> <offset> <wall> <tick>", member)
+    for parsed in map(_parse, members):
+        if parsed is None:
             continue
+        jid, entry = parsed
         if jid == journal_id and entry.seq > seen:
             found[entry.seq] = entry
     entries = []

@@ -511,3 +511,38 @@ def test_a_worker_taking_the_input_over_from_a_dead_one_makes_its_records_again_
     assert all(m.acked for m in msgs)
     figures = successor.metrics()
     assert figures["detector_refeeds_total"] == 1 and figures["detector_refed_messages_total"] == 5
+
+
+def test_a_worker_taking_over_from_one_that_died_before_its_first_checkpoint_follows_the_journal_it_started(settings):
+    """No checkpoint at all: the dead worker started the detectors afresh, fed 0..4 with two ticks among them and died.
+    Its journal started at entry 1 from fresh detectors, which the successor makes too: it follows that journal, so the
+    stream ends with each record once, the dead worker's byte for byte, then 5's."""
+    topic = produce(settings, 6)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go() -> tuple[list[dict], DetectionAgent]:
+        st = RedisState.from_settings(settings)
+        try:
+            dead = make_agent(settings, st)
+            dead._fresh_runner = lambda: TickCountRunner(partitions=1)  # type: ignore[method-assign]
+            await feed(dead, topic, range(3))
+            await dead.keep_detector_clock()  # tick 1: a record
+            await dead.keep_detector_clock()  # tick 2: none
+            await feed(dead, topic, [3, 4])
+            written = [json.loads(v) for v in dead.alerts.sent]  # type: ignore[attr-defined]  # SentAlerts
+            successor = make_agent(settings, st)
+            successor._fresh_runner = lambda: TickCountRunner(partitions=1)  # type: ignore[method-assign]
+            await feed(successor, topic, range(6))
+            return written, successor
+        finally:
+            await st.close()
+
+    try:
+        written, successor = asyncio.run(go())
+        entries = [json.loads(f[b"alert"]) for _, f in client.xrange(keys.alerts)]
+    finally:
+        client.close()
+    assert [e["id"] for e in entries] == [*names(0, 2), "clock:1", *names(3, 5)], "every record once, in the order made"
+    assert entries[: len(written)] == written, "the dead worker's records, made again byte for byte"
+    assert successor.metrics()["detector_refed_messages_total"] == 5
