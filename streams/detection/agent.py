@@ -532,15 +532,7 @@ class DetectionAgent:
         that of a worker that died before its first checkpoint, if any.
         """
         st = self.state
-        members = await until_reachable("reading the detectors' journal", self.redis().detection_journal)
-        if getattr(runner, "journal_id", None) is None:
-            chain = fresh_chain(members)
-            if chain is None:
-                st.journal.restart(runner)
-                return
-            runner.journal_id, runner.journal_seq = chain, 0
-        plan = follow(members, runner)
-        st.journal.adopt(runner, plan)
+        plan = await self._journal_in_redis(runner) or []
         fed = [e.offset for e in plan if not e.tick]
         first, last = (fed[0], fed[-1]) if fed else (st.applied + 1, st.applied)
         log.info(
@@ -558,6 +550,21 @@ class DetectionAgent:
             st.input_tp = (topic_name(self.settings.topic_prefix, DETECTOR_INPUT), 0)
         await self._refeed_range(runner, first, last, time.perf_counter(), plan)
         st.fed = max(st.fed, last)
+
+    async def _journal_in_redis(self, runner: DetectionRunner) -> list[Entry] | None:
+        """The entries Redis holds of the journal that stamped ``runner``, after its stamp; this worker's journal goes on as
+        that one (:meth:`Journal.adopt`). None when Redis holds no journal for it: this worker's starts from ``runner``."""
+        st = self.state
+        members = await until_reachable("reading the detectors' journal", self.redis().detection_journal)
+        if getattr(runner, "journal_id", None) is None:
+            chain = fresh_chain(members)
+            if chain is None:
+                st.journal.restart(runner)
+                return None
+            runner.journal_id, runner.journal_seq = chain, 0
+        plan = follow(members, runner)
+        st.journal.adopt(runner, plan)
+        return plan
 
     def _fresh_runner(self) -> DetectionRunner:
         """Detectors that learnt nothing yet: the whole stage, or the parts ``WF_DETECTION_PARTS`` names (the others held, not run)."""
@@ -704,8 +711,9 @@ class DetectionAgent:
         holds what came after, the messages are fed at the wall times they were
         first fed at and the clock's ticks come between them as they did, so the
         clock's records (outages, quiet areas closing) are made again too;
-        otherwise the messages are fed at today's time and the clock goes on
-        from now.
+        otherwise the journal that stamped the checkpoint is followed as far as
+        Redis kept it, and the messages after are fed at today's time, the clock
+        going on from now.
         """
         st = self.state
         started = time.perf_counter()
@@ -727,7 +735,9 @@ class DetectionAgent:
         plan = st.journal.after(runner)
         if plan is not None:
             st.journal.rewrite_after(runner.journal_seq)  # Redis lost them with the rest: the next write puts them back
-        first = st.applied + 1
+        else:
+            plan = await self._journal_in_redis(runner)  # another worker's checkpoint: its journal, as far as Redis kept it
+        first = next((e.offset for e in plan or () if not e.tick), st.applied + 1)
         log.warning(
             "%s; %s, re-feeding detector-input offsets %d..%d from Kafka (detector_refeeds_total)",
             went_back,

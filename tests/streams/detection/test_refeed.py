@@ -117,7 +117,7 @@ class Snapshot:
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
-        self.names = [keys.detector, keys.detector_written, keys.alerts]
+        self.names = [keys.detector, keys.detector_written, keys.detector_journal, keys.alerts]
         self.dumps = {k: client.dump(k) for k in self.names}
 
     def put_back(self) -> None:
@@ -192,8 +192,10 @@ def test_records_lost_when_redis_went_back_are_made_again_from_kafka_once_and_in
 
 def test_a_worker_started_after_redis_went_back_feeds_what_lies_between_the_stored_checkpoint_and_kafkas_offsets(settings):
     """Kafka's committed offsets moved on a checkpoint (at 24) that Redis lost: a worker started then restores the one at 9
-    and is given message 25 first. It reads 10..24 back from Kafka before feeding 25, so the records 20..24 are in the
-    stream again, once, before 25's; the alerts topic is not sent 10..24 again (the worker before sent them)."""
+    and is given message 25 first. At the restore it follows the journal Redis kept (10..19, their records skipped: they
+    survived); given 25, it reads 20..24 back from Kafka before feeding it, so the records 20..24 are in the stream
+    again, once, before 25's. The alerts topic is sent 10..19 again (at the restore nothing says the worker before sent
+    them: the topic is at least once), not 20..24 (Kafka's offsets past them say it did)."""
     topic = produce(settings, 26)
     keys = Keys(settings.redis_prefix)
     client = redis.Redis.from_url(settings.redis_url)
@@ -221,7 +223,7 @@ def test_a_worker_started_after_redis_went_back_feeds_what_lies_between_the_stor
     finally:
         client.close()
     assert [n for _, n in entries] == names(0, 25)
-    assert sent_ids(second) == ["echo:25"]
+    assert sent_ids(second) == [*names(10, 19), "echo:25"]
     assert second.metrics()["detector_refed_messages_total"] == 15
 
 
@@ -546,3 +548,44 @@ def test_a_worker_taking_over_from_one_that_died_before_its_first_checkpoint_fol
     assert [e["id"] for e in entries] == [*names(0, 2), "clock:1", *names(3, 5)], "every record once, in the order made"
     assert entries[: len(written)] == written, "the dead worker's records, made again byte for byte"
     assert successor.metrics()["detector_refed_messages_total"] == 5
+
+
+def test_a_re_feed_from_a_checkpoint_older_than_the_workers_own_journal_follows_the_journal_redis_kept(settings):
+    """Redis goes back to when it held the checkpoint at 2 and the journal after it (3, a tick, 4), after the worker
+    checkpointed twice more (at 5 and 6): its own journal no longer reaches back to 2. It follows the journal Redis kept:
+    3, the tick and 4 are fed at their first wall times, so their records, which survived, are made byte for byte and
+    skipped; 5..7, lost or refused, are fed at today's time and written; the stream holds each record once. Without the
+    journal in Redis, 3 and 4 were fed at today's time too: a second copy of each, and no clock record."""
+    topic = produce(settings, 8)
+    keys = Keys(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    async def go() -> DetectionAgent:
+        st = RedisState.from_settings(settings)
+        try:
+            agent = make_agent(settings, st)
+            agent._fresh_runner = lambda: ClockEchoRunner(partitions=1)  # type: ignore[method-assign]
+            await feed(agent, topic, range(3))
+            await checkpoint(agent)
+            await feed(agent, topic, [3])
+            await agent.keep_detector_clock()
+            await feed(agent, topic, [4])
+            replica = Snapshot(client, keys)
+            await feed(agent, topic, [5])
+            await checkpoint(agent)
+            await feed(agent, topic, [6])
+            await checkpoint(agent)
+            assert agent.state.journal.after(SimpleNamespace(journal_id=agent.state.journal.id, journal_seq=0)) is None
+            replica.put_back()
+            await feed(agent, topic, [7])
+            return agent
+        finally:
+            await st.close()
+
+    try:
+        agent = asyncio.run(go())
+        entries = [json.loads(f[b"alert"]) for _, f in client.xrange(keys.alerts)]
+    finally:
+        client.close()
+    assert [e["id"] for e in entries] == [*names(0, 3), "clock:1", *names(4, 7)], "every record once, in the order made"
+    assert agent.metrics()["detector_refed_messages_total"] == 5, "3..7 fed again (7's write was the one refused)"
