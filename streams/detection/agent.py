@@ -211,7 +211,8 @@ class CheckpointFigures:
 
 @dataclass
 class RefeedFigures:
-    """The re-feeds after Redis went back under the detection, since the worker started (for ``/metrics``)."""
+    """The re-feeds after Redis went back under the detection, and at a takeover of another worker's journal, since the
+    worker started (for ``/metrics``)."""
 
     #: re-feeds done, detector-input messages fed again, alert records they wrote again to the stream
     done: int = 0
