@@ -77,8 +77,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: entries held at most (13 MiB, measured with tracemalloc): a silent feed takes no checkpoint and ticks once a second, so over a day of
-#: silence (86,400 ticks) the oldest go and a re-feed of a checkpoint older than what is held is fed at today's time
+#: entries held at most (13 MiB, measured with tracemalloc); a silent feed's clock checkpoints every 120 ticks (see
+#: ``streams.detection.agent.TICKS_BEFORE_CHECKPOINT``), so the entries since the checkpoint before last stay far below it
 LIMIT = 100_000
 
 
