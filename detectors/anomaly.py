@@ -334,7 +334,7 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
         _add(extra, x)
         window = _merge([area.buckets.get(i) for i in range(b - self._k + 1, b + 1)] + [extra])
         elapsed = ((self._k - 1) * self._step_s + (x.t - b * self._step_s)) / (self._k * self._step_s)
-        features, _ = _features(area, window, max(elapsed, 1.0 / self._k))
+        features, _, _ = _features(area, window, max(elapsed, 1.0 / self._k))
         return float(self._model.score_one(features))
 
     # -- event-time clock ------------------------------------------------------------------
@@ -386,11 +386,12 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
         expected = area.count_sum / area.count_weight if area.count_weight else 0.0
 
         score = 0.0
-        reason = ""
+        departures: tuple[list[_Share], list[_Other]] | None = None  # what the reason is written from, if scored
         mixed = False  # some share, priority or response time is past the dead zone
         warm = self._learnt >= self.warmup
         if n and area.windows >= self.area_warmup:
-            features, reason = _features(area, window, 1.0)
+            features, shares, others = _features(area, window, 1.0)
+            departures = (shares, others)
             mixed = any(v != 0.5 for name, v in features.items() if name != "count")
             score = float(self._model.score_one(features))
             self._model.learn_one(features)
@@ -415,7 +416,9 @@ area_warmup=16, halflife_h=168.0, n_trees=100, height=6, window_size=256, seed=4
             state = AlertState.CLOSED
         assert area.episode is not None
         alert_id, started = area.episode
-        if state is AlertState.CLOSED:
+        if state is not AlertState.CLOSED:
+            reason = _reason(*departures) if departures is not None else ""
+        else:
             area.episode = None
             # the last anomalous window ended at b - 1; its buckets leave the window at b + k - 1
             area.reopen_at = b + k - 1
@@ -499,16 +502,22 @@ def _squash(z: float) -> float:
     return 0.5 + 0.5 * excess if z >= 0 else 0.5 - 0.5 * excess
 
 
-def _features(area: _Area, window: _Bucket, elapsed: float) -> tuple[dict[str, float], str]:
-    """The scaled feature vector of a window, and the sentence saying what departs most.
+#: A category's departure in a window: (share departure, |z|, category, its share, its usual share).
+_Share = tuple[float, float, str, float, float]
+#: Another departure: (|z|, -1 for the count or the index in _MEANS, the window's count or mean, the usual value).
+_Other = tuple[float, int, float, float]
+
+
+def _features(area: _Area, window: _Bucket, elapsed: float) -> tuple[dict[str, float], list[_Share], list[_Other]]:
+    """The scaled feature vector of a window, and its departures (what :func:`_reason` writes its sentence from).
 
     ``elapsed`` is the fraction of the window covered (1.0 for a closed window),
     which scales the usual count.
     """
     n = sum(window.counts)
     features: dict[str, float] = {}
-    shares: list[tuple[float, float, str]] = []  # (share departure, |z|, text)
-    others: list[tuple[float, str]] = []  # (|z|, text) of count, priority, times
+    shares: list[_Share] = []
+    others: list[_Other] = []
     total = area.share_total + _SHARE_PRIOR * _NCAT
     root_n = math.sqrt(n)
     for i, cat in enumerate(CATEGORIES):
@@ -517,12 +526,12 @@ def _features(area: _Area, window: _Bucket, elapsed: float) -> tuple[dict[str, f
         # arcsine square root: variance-stabilised binomial z, not skewed for rare categories at small n
         z = 2.0 * root_n * (math.asin(math.sqrt(share)) - math.asin(math.sqrt(usual)))
         features["share_" + cat] = _squash(z)
-        shares.append((abs(share - usual), abs(z), f"{cat} {share:.0%} of calls against a usual {usual:.0%}"))
+        shares.append((abs(share - usual), abs(z), cat, share, usual))
     expected = elapsed * area.count_sum / area.count_weight if area.count_weight else 0.0
     # Anscombe transform: variance-stabilised Poisson z
     z = 2.0 * (math.sqrt(n + 0.375) - math.sqrt(expected + 0.375))
     features["count"] = _squash(z)
-    others.append((abs(z), f"{n} calls against a usual {expected:.0f}"))
+    others.append((abs(z), -1, n, expected))
     for j, name in enumerate(_MEANS):
         wn, ws, _ = window.sums[3 * j : 3 * j + 3]
         an, asum, asq = area.mean_sums[3 * j : 3 * j + 3]
@@ -534,26 +543,33 @@ def _features(area: _Area, window: _Bucket, elapsed: float) -> tuple[dict[str, f
         mean = ws / wn
         z = (mean - usual) / math.sqrt(var / wn)
         features[name] = _squash(z)
-        if j == 0:
-            text = f"mean priority {mean:.1f} against a usual {usual:.1f}"
-        else:
-            text = f"mean {name} time {math.expm1(mean):.0f} s against a usual {math.expm1(usual):.0f} s"
-        others.append((abs(z), text))
-    return features, _reason(shares, others)
+        others.append((abs(z), j, mean, usual))
+    return features, shares, others
 
 
-def _reason(shares: list[tuple[float, float, str]], others: list[tuple[float, str]]) -> str:
+def _reason(shares: list[_Share], others: list[_Other]) -> str:
     """The two categories whose share moved most (in points), and any other departure past the dead zone.
 
     Whichever kind departs more (in z) comes first, so a window flagged for slow
-    dispatch does not lead with a small wobble in the mix.
+    dispatch does not lead with a small wobble in the mix. Written only for the
+    windows that make an alert.
     """
     shares = sorted(shares, key=lambda s: -s[0])[:2]
     others = sorted((o for o in others if o[0] > _Z_DEAD), key=lambda o: -o[0])[:1]
-    parts = [text for _, _, text in shares]
-    if others and others[0][0] > max(z for _, z, _ in shares):
-        return "; ".join([others[0][1], *parts])
-    return "; ".join(parts + [text for _, text in others])
+    parts = [f"{cat} {share:.0%} of calls against a usual {usual:.0%}" for _, _, cat, share, usual in shares]
+    texts = [_other_text(*o[1:]) for o in others]
+    if others and others[0][0] > max(s[1] for s in shares):
+        return "; ".join([texts[0], *parts])
+    return "; ".join(parts + texts)
+
+
+def _other_text(j: int, value: float, usual: float) -> str:
+    """The words of a departure of the count (``j`` -1), the mean priority (0) or a mean response time (1, 2; log scale)."""
+    if j < 0:
+        return f"{value} calls against a usual {usual:.0f}"  # value: the window's count, an int
+    if j == 0:
+        return f"mean priority {value:.1f} against a usual {usual:.1f}"
+    return f"mean {_MEANS[j]} time {math.expm1(value):.0f} s against a usual {math.expm1(usual):.0f} s"
 
 
 def _fold(area: _Area, window: _Bucket, n: int, decay: float) -> None:

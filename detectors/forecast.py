@@ -406,16 +406,22 @@ class ShiftForecaster(Detector):
             self._pending_level[b] = self._baseline.total(start, start + 3600.0) + self._extra(start, start + 3600.0, None, None)
             view = self._view()
             units = sorted(self._units)
-            units6 = sorted({_ancestor(c7, 6) for c7 in units})
+            parents = [_ancestor(c7, 6) for c7 in units]
+            units6 = sorted(set(parents))
+            # each unit's share once, each area's profile once per window (the same arithmetic as forecast())
+            shares = view.shares7(units, parents)
+            shares6 = [view.share(c6) for c6 in units6]
             for horizon in HORIZONS:
                 if b % _NOTE_EVERY[horizon]:
                     continue
                 end = (b + horizon) * 3600.0
                 total = view.total(start, end)
                 mus = {"": total + self._extra(start, end, None, None)}
-                for unit in (*units, *units6):
-                    share = view.share(unit) * view.profile(_ancestor(unit, 6), start, end)
-                    mus[unit] = total * share + self._extra(start, end, frozenset((unit,)), None)
+                profiles = view.profiles(units6, start, end)
+                events = bool(self._events)
+                for unit, c6, s in (*zip(units, parents, shares, strict=True), *zip(units6, units6, shares6, strict=True)):
+                    extra = self._extra(start, end, frozenset((unit,)), None) if events else 0.0
+                    mus[unit] = total * (s * profiles[c6]) + extra
                 self._pending[(b, horizon)] = mus
 
     def _compare(self, noted: dict[str, float], first: int, stop: int, horizon: int) -> None:
@@ -426,12 +432,15 @@ class ShiftForecaster(Detector):
         for h in range(first, stop):
             for unit, n in self._counts.get(h, {}).items():
                 y[unit] = y.get(unit, 0) + n
+        by_level: dict[int, list[float]] = {}
         for unit, mu in noted.items():
             if mu <= 0.0:
                 continue
-            level = _JURISDICTION if unit == "" else int(h3.get_resolution(unit))
+            level = _JURISDICTION if unit == "" else _resolution(unit)
             w = mu / (1.0 + 2.0 * mu)
-            sums = self._disp.setdefault((level, horizon), [0.0, 0.0])
+            sums = by_level.get(level)
+            if sums is None:
+                sums = by_level[level] = self._disp.setdefault((level, horizon), [0.0, 0.0])
             sums[0] += w * ((y.get(unit, 0) - mu) ** 2 - mu)
             sums[1] += w * mu * mu
 
@@ -581,19 +590,33 @@ class _View:
             got = self._shares[cell] = self._share(cell)
         return got
 
+    def shares7(self, cells: Sequence[str], parents: Sequence[str]) -> list[float]:
+        """:meth:`share` of each res-7 cell of ``cells``, whose res-6 areas are ``parents`` (the same length)."""
+        memo, share7 = self._shares, self._share7
+        out = []
+        for cell, c6 in zip(cells, parents, strict=True):
+            got = memo.get(cell)
+            if got is None:
+                got = memo[cell] = share7(cell, c6)
+            out.append(got)
+        return out
+
+    def _share7(self, cell: str, c6: str) -> float:
+        f = self._f
+        sums = f._n6.get(c6)
+        n6 = sums[_TOTAL] if sums else 0.0
+        return self.share(c6) * (f._n7.get(cell, 0.0) + self._a) / (n6 + len(_children(c6, 7)) * self._a)
+
     def _share(self, cell: str) -> float:
         f = self._f
-        res = int(h3.get_resolution(cell))
+        res = _resolution(cell)
         if res == 6:
             if self._denominator <= 0.0:
                 return 0.0
             sums = f._n6.get(cell)
             return ((sums[_TOTAL] if sums else 0.0) + self._b) / self._denominator
         if res == 7:
-            c6 = _ancestor(cell, 6)
-            sums = f._n6.get(c6)
-            n6 = sums[_TOTAL] if sums else 0.0
-            return self.share(c6) * (f._n7.get(cell, 0.0) + self._a) / (n6 + len(_children(c6, 7)) * self._a)
+            return self._share7(cell, _ancestor(cell, 6))
         # res 8: its res-7 cell's share, split as the seasonal baseline splits it (its own counts, same priors)
         c7 = _ancestor(cell, 7)
         within = self._within.get(c7)
@@ -610,27 +633,47 @@ class _View:
         got = self._profiles.get(key)
         if got is not None:
             return got
+        got = self._profiles[key] = self._profile(c6, self._hours(start, end))
+        return got
+
+    def profiles(self, areas: Iterable[str], start: float, end: float) -> dict[str, float]:
+        """:meth:`profile` of each res-6 area in ``areas`` over one window."""
+        hours = self._hours(start, end)
+        out = {}
+        for c6 in areas:
+            key = (c6, start, end)
+            got = self._profiles.get(key)
+            if got is None:
+                got = self._profiles[key] = self._profile(c6, hours)
+            out[c6] = got
+        return out
+
+    def _hours(self, start: float, end: float) -> list[tuple[int, int, float]]:
+        """The hours of ``[start, end)``: each one's hour-of-week bin, hour-of-day and weight (its rate times its seconds in the window)."""
         f = self._f
-        sums = f._n6.get(c6)
-        share = self.share(c6)
-        if sums is None or share <= 0.0:
-            self._profiles[key] = 1.0
-            return 1.0
-        k = self._k
-        num = den = 0.0
+        hours = []
         t = start
         while t < end:
             stop = min((math.floor(t / 3600) + 1) * 3600.0, end)
             b = _how_bin(f._tz, int(t // 3600), f._holiday_set)
-            hod = b % 24
+            hours.append((b, b % 24, self._base._bin_rate(b) * (stop - t)))
+            t = stop
+        return hours
+
+    def _profile(self, c6: str, hours: list[tuple[int, int, float]]) -> float:
+        f = self._f
+        sums = f._n6.get(c6)
+        share = self.share(c6)
+        if sums is None or share <= 0.0:
+            return 1.0
+        k = self._k
+        num = den = 0.0
+        for b, hod, weight in hours:
             by_hour = (sums[_WEEK_H + hod] + k * share) / (f._n_hod[hod] + k)
             by_week = (sums[b] + k * by_hour) / (f._n_how[b] + k)
-            weight = self._base._bin_rate(b) * (stop - t)
             num += weight * by_week
             den += weight
-            t = stop
-        got = self._profiles[key] = num / den / share if den > 0.0 else 1.0
-        return got
+        return num / den / share if den > 0.0 else 1.0
 
 
 def nb_quantiles(mean: float, alpha: float, probs: Sequence[float]) -> list[int]:
@@ -719,6 +762,12 @@ def _area(cells: Iterable[str]) -> tuple[frozenset[str], int]:
     if resolutions[0] not in _AREA_RESOLUTIONS:
         raise ValueError(f"cells must be at resolution 6, 7 or 8, got resolution {resolutions[0]}")
     return area, resolutions[0]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolution(cell: str) -> int:
+    """The cell's H3 resolution (cached: the forecaster asks for the same few hundred cells at every hour)."""
+    return int(h3.get_resolution(cell))
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -45,6 +45,7 @@ from detectors.base import Detector
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -178,11 +179,18 @@ class FlatHalfSpaceTrees(Detector):
         deep = r >= 0.1 * self.window_size
         counted = np.ones_like(deep)
         counted[:, 1:] = np.logical_and.accumulate(deep[:, :-1], axis=1)
-        weights = np.left_shift(1, np.arange(self.height + 1, dtype=np.int64))
-        score = int((r * weights * counted).sum())
+        score = int((r * _depth_weights(self.height) * counted).sum())
         return 1.0 - score / (self.n_trees * self.window_size * ((1 << (self.height + 1)) - 1))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_paths"] = {}  # a cache, rebuilt as vectors come
         return state
+
+
+@functools.lru_cache(maxsize=8)
+def _depth_weights(height: int) -> _IntArray:
+    """2 ** depth for the depths 0..height of a tree's nodes: the weight of a node's mass in the score (read-only)."""
+    weights: _IntArray = np.left_shift(1, np.arange(height + 1, dtype=np.int64))
+    weights.flags.writeable = False
+    return weights

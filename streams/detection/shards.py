@@ -56,8 +56,8 @@ from streams.jurisdiction.profile import default_profile
 _SUITE_NAMES = {"surge": ("surge", "zones"), "feed": ("feed",), "anomaly": ("extra0",), "forecaster": ()}
 
 #: Parts per worker, by number of workers: balanced by their cost per call on the Montgomery file (docs/performance.md,
-#: "Detection stage and its shards"): the surge detector alone (its jurisdiction test) costs about as much as the three
-#: others together, so it bounds every split of two workers or more.
+#: "Detection stage and its shards"): the surge detector alone costs about two thirds of the three others together
+#: (2026-12-07): the other worker of two bounds the split.
 _LAYOUTS: dict[int, tuple[tuple[str, ...], ...]] = {
     1: (PARTS,),
     2: (("surge",), ("feed", "anomaly", "forecaster")),

@@ -246,3 +246,25 @@ def test_repr_shows_the_configuration_and_clone_is_fresh():
     assert repr(det).startswith("MixAnomalyDetector(window_min=60, step_min=15, threshold=0.4, ")
     fresh = det.clone()
     assert repr(fresh) == repr(det) and fresh.n_areas == 0 and fresh.windows_learnt == 0
+
+
+def test_the_reason_names_the_two_largest_share_moves_and_leads_with_a_larger_other_departure():
+    """The sentence is written from the departures only for windows that alert: each kind's words, and their order."""
+    from detectors.anomaly import _reason
+
+    shares = [
+        (0.05, 0.9, "FIRE", 0.10, 0.05),
+        (0.44, 2.5, "TRAFFIC", 0.79, 0.35),
+        (0.20, 1.5, "EMS", 0.20, 0.40),
+    ]
+    dispatch = (4.0, 1, math.log1p(540.0), math.log1p(120.0))
+    priority = (3.5, 0, 1.4, 2.6)
+    count = (2.0, -1, 12, 10.4)  # inside the dead zone: not named
+    assert _reason(shares, [count, priority, dispatch]) == (
+        "mean dispatch time 540 s against a usual 120 s; TRAFFIC 79% of calls against a usual 35%; EMS 20% of calls against a usual 40%"
+    )
+    # a departure smaller (in z) than the largest share's comes after the shares
+    assert _reason([(0.44, 9.0, "TRAFFIC", 0.79, 0.35), shares[2]], [priority]) == (
+        "TRAFFIC 79% of calls against a usual 35%; EMS 20% of calls against a usual 40%; mean priority 1.4 against a usual 2.6"
+    )
+    assert _reason(shares, [(5.0, -1, 31, 10.4)]).startswith("31 calls against a usual 10; TRAFFIC 79%")
