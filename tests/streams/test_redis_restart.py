@@ -14,6 +14,7 @@ not approximately.
 from __future__ import annotations
 
 import asyncio
+import math
 import subprocess
 import sys
 import time
@@ -35,9 +36,23 @@ from tests.streams.test_pipeline import N_CALLS, assert_exact, finish
 
 pytestmark = pytest.mark.stack
 
-# the fixtures of the pipeline tests: the real source file (or a simulated one) and settings where nothing expires
+# the fixture of the pipeline tests: the real source file (or a simulated one)
 source = pipeline.source
-long_retention = pipeline.long_retention
+
+
+@pytest.fixture
+def long_retention(settings, source):
+    """Nothing expires during the check, and a replay split at half its calls has no update too late.
+
+    The first half brings every update of its calls, some up to hours past the cut, so the second half's first
+    updates come that far behind their partition's watermark: past the 15 minutes allowed, they would be refused
+    (the lateness rule has its own tests). A file with no updates (Montgomery's) needs no more than the default.
+    """
+    from dataclasses import replace
+
+    wide = replace(settings, retention_s=400 * 86400, batch_size=500)
+    return replace(wide, allowed_lateness_s=max(wide.allowed_lateness_s, split_overlap_s(wide, source) + 60))
+
 
 LOST = "Redis lost its data"
 
@@ -171,13 +186,26 @@ def first_half_then_redis_stopped(settings, source, tmp_path, server: OwnRedis) 
     return worker, cut, before
 
 
-def split_at_half(settings, source) -> tuple[str, int]:
-    """A time (ISO 8601) splitting the first N_CALLS calls in two, and how many come before it."""
+def _halves(settings, source) -> tuple[list, list, float]:
+    """The replay's records of the first N_CALLS calls, those on the calls topic, and the time splitting those in two."""
     path, fmt = source
     records, _ = plan_replay(path, fmt, settings.topic_prefix, N_CALLS)
-    times = sorted(r.event_time for r in records if r.topic == topic_name(settings.topic_prefix, CALLS))
-    cut = float(int(times[len(times) // 2]))
-    return datetime.fromtimestamp(cut, UTC).isoformat(), sum(1 for t in times if t < cut)
+    calls = [r for r in records if r.topic == topic_name(settings.topic_prefix, CALLS)]
+    times = sorted(r.event_time for r in calls)
+    return records, calls, float(int(times[len(times) // 2]))
+
+
+def split_at_half(settings, source) -> tuple[str, int]:
+    """A time (ISO 8601) splitting the first N_CALLS calls in two, and how many come before it."""
+    _, calls, cut = _halves(settings, source)
+    return datetime.fromtimestamp(cut, UTC).isoformat(), sum(1 for r in calls if r.event_time < cut)
+
+
+def split_overlap_s(settings, source) -> int:
+    """How far past :func:`split_at_half`'s cut the updates of the calls before it go (0 when none does)."""
+    records, calls, cut = _halves(settings, source)
+    first = {r.key for r in calls if r.event_time < cut}
+    return max(0, math.ceil(max((r.event_time for r in records if r.key in first), default=cut) - cut))
 
 
 def replay_part(settings, source, *extra: str) -> subprocess.Popen:
