@@ -308,7 +308,8 @@ def resources(driver: WebDriver) -> list[str]:
     return driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
 
 
-#: the MapLibre map, its camera, its element's place and the orange of the centre pixel, read after a frame is drawn
+#: the MapLibre map, its camera, its element's place, the orange of the centre pixel and the path of the SVG's cell
+#: (arguments[1]), read after a frame is drawn, in one turn: the SVG and the camera it sets are of the same draw
 READ_BASEMAP = """
 const done = arguments[arguments.length - 1];
 const div = document.querySelector('#map .basemap');
@@ -323,7 +324,8 @@ m.once('render', () => {
   const a = div.getBoundingClientRect(), b = svg.getBoundingClientRect();
   done({loaded: m.loaded(), pixel: Array.from(px), point: [p.x, p.y], zoom: m.getZoom(), center: m.getCenter().toArray(),
         divBox: [a.left, a.top, a.width, a.height], svgBox: [b.left, b.top, b.width, b.height],
-        attribution: (div.querySelector('.maplibregl-ctrl-attrib') || {}).textContent || ''});
+        attribution: (div.querySelector('.maplibregl-ctrl-attrib') || {}).textContent || '',
+        path: (document.querySelector(arguments[1]) || {getAttribute: () => null}).getAttribute('d')});
 });
 m.triggerRepaint();
 """
@@ -342,18 +344,18 @@ def test_the_dashboard_draws_the_pmtiles_basemap_under_the_map_on_the_svgs_view(
         cell = f"#map svg path.cell[data-cell='{IN_LANSDALE}']"
         wait_for(driver, "the Lansdale cell on the map", lambda d: css(d, cell))
         wait_for(driver, "MapLibre to load the basemap", lambda d: css(d, "#map .basemap[data-state='ready']"), timeout=40)
-        # the SVG path starts at the cell's first vertex (h3's boundary, [lat, lng])
-        # read in one script: the map draws its cells again as counts arrive (an element found first may be gone)
-        d = driver.execute_script("return document.querySelector(arguments[0]).getAttribute('d')", cell)
-        x, y = (float(v) for v in re.match(r"M([-\d.]+),([-\d.]+)", d).groups())
         lat, lng = h3.cell_to_boundary(IN_LANSDALE)[0]
         driver.set_script_timeout(20)
-        got = driver.execute_async_script(READ_BASEMAP, json.dumps([lng, lat]))
-        for _ in range(10):  # the map's SVG is drawn again as counts arrive: read again when it was caught mid-draw
-            if got["svgBox"][2] > 0:
+        # the cell's path, the SVG's box and MapLibre's projection read in one script: the map draws its SVG (and sets the
+        # basemap's camera) again as counts arrive, and a path read before the projection may be of an earlier view
+        got = driver.execute_async_script(READ_BASEMAP, json.dumps([lng, lat]), cell)
+        for _ in range(10):  # read again when the SVG was caught mid-draw
+            if got["svgBox"][2] > 0 and got["path"]:
                 break
             time.sleep(0.2)
-            got = driver.execute_async_script(READ_BASEMAP, json.dumps([lng, lat]))
+            got = driver.execute_async_script(READ_BASEMAP, json.dumps([lng, lat]), cell)
+        # the SVG path starts at the cell's first vertex (h3's boundary, [lat, lng])
+        x, y = (float(v) for v in re.match(r"M([-\d.]+),([-\d.]+)", got["path"]).groups())
         assert got["loaded"], got
         assert got["divBox"] == pytest.approx(got["svgBox"], abs=1), "the basemap's element lies exactly under the SVG"
         assert abs(got["point"][0] - x) < 2 and abs(got["point"][1] - y) < 2, (got["point"], (x, y), got)
